@@ -1,0 +1,3 @@
+//! The `ember` binary.
+
+fn main() {}

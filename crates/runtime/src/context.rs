@@ -1,0 +1,99 @@
+//! The thread-local context: which runtime, slot and process this thread is
+//! serving right now. Process-facing functions (`send`, `receive`, `spawn`…)
+//! find their runtime and their own process through it.
+
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+
+use crate::process::Process;
+use crate::runtime::Shared;
+
+/// Reductions in one slice: a process that uses them up yields (BEAM's `CONTEXT_REDS`).
+pub(crate) const REDUCTIONS_PER_SLICE: u32 = 4000;
+
+thread_local! {
+    /// The runtime whose scheduler runs on this thread, if any.
+    static RUNTIME: RefCell<Option<Arc<Shared>>> = const { RefCell::new(None) };
+    /// The slot index this thread serves, if it is a scheduler thread.
+    static SLOT: Cell<Option<usize>> = const { Cell::new(None) };
+    /// The process being polled on this thread.
+    static CURRENT: RefCell<Option<Arc<Process>>> = const { RefCell::new(None) };
+    /// Reductions left in the current slice.
+    static BUDGET: Cell<u32> = const { Cell::new(REDUCTIONS_PER_SLICE) };
+}
+
+/// Marks this thread as scheduler thread `slot` of `rt`.
+pub(crate) fn enter_scheduler(rt: Arc<Shared>, slot: usize) {
+    RUNTIME.with(|r| *r.borrow_mut() = Some(rt));
+    SLOT.with(|s| s.set(Some(slot)));
+}
+
+/// Clears the scheduler marks (thread exit).
+pub(crate) fn leave_scheduler() {
+    RUNTIME.with(|r| r.borrow_mut().take());
+    SLOT.with(|s| s.set(None));
+}
+
+/// The slot this thread serves, if `rt` is its runtime.
+pub(crate) fn current_slot(rt: &Shared) -> Option<usize> {
+    let slot = SLOT.with(Cell::get)?;
+    RUNTIME.with(|r| match &*r.borrow() {
+        Some(mine) if std::ptr::eq(Arc::as_ptr(mine), rt) => Some(slot),
+        _ => None,
+    })
+}
+
+/// Installs `process` as the current process for the duration of a poll.
+pub(crate) fn set_current(process: Option<Arc<Process>>) -> Option<Arc<Process>> {
+    BUDGET.with(|b| b.set(REDUCTIONS_PER_SLICE));
+    CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), process))
+}
+
+/// Runs `f` with the current process, if this thread is polling one.
+pub(crate) fn try_with_current<R>(f: impl FnOnce(&Arc<Process>) -> R) -> Option<R> {
+    CURRENT.with(|c| c.borrow().as_ref().map(f))
+}
+
+/// Runs `f` with the current process.
+///
+/// # Panics
+///
+/// Outside a process, with a message naming `what`: that is a misuse of the
+/// API (like tokio's "must be called from the context of a Tokio runtime").
+pub(crate) fn with_current<R>(what: &str, f: impl FnOnce(&Arc<Process>) -> R) -> R {
+    try_with_current(f).unwrap_or_else(|| {
+        panic!("ember: `{what}` must be called from inside an Ember process")
+    })
+}
+
+/// Runs `f` with the runtime of this thread: the current process's, else the
+/// scheduler's.
+pub(crate) fn with_runtime<R>(what: &str, f: impl FnOnce(&Arc<Shared>) -> R) -> R {
+    let mut f = Some(f);
+    let from_process = CURRENT.with(|c| {
+        let current = c.borrow();
+        let process = current.as_ref()?;
+        f.take().map(|f| f(&process.rt))
+    });
+    if let Some(r) = from_process {
+        return r;
+    }
+    RUNTIME.with(|r| match (&*r.borrow(), f.take()) {
+        (Some(rt), Some(f)) => f(rt),
+        _ => panic!("ember: `{what}` must be called from inside an Ember runtime"),
+    })
+}
+
+/// Consumes `n` reductions; returns false once the slice is used up.
+pub(crate) fn consume_reductions(n: u32) -> bool {
+    BUDGET.with(|b| {
+        let left = b.get();
+        b.set(left.saturating_sub(n));
+        left > n
+    })
+}
+
+/// Reductions used in the current slice.
+pub(crate) fn reductions_used() -> u32 {
+    REDUCTIONS_PER_SLICE - BUDGET.with(Cell::get)
+}

@@ -1,0 +1,242 @@
+//! Introspection: what the live console and `top` read.
+//!
+//! Everything here is a snapshot taken without stopping anything. Per-runtime
+//! figures cost O(schedulers); per-process listings cost O(processes) and are
+//! meant for sampling about once a second.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::context;
+use crate::pid::{MonitorRef, Pid};
+use crate::process::{Priority, Process, Status};
+use crate::runtime::{Handle, Shared};
+
+/// Everything known about one process (Erlang's `process_info/1`).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ProcessInfo {
+    /// The process.
+    pub pid: Pid,
+    /// Waiting, runnable, running or exiting.
+    pub status: Status,
+    /// What it was spawned as: its label, or the type name of its body.
+    pub spawned_as: String,
+    /// Its registered name.
+    pub name: Option<Arc<str>>,
+    /// Reductions consumed so far.
+    pub reductions: u64,
+    /// Time spent being polled on a scheduler.
+    pub cpu_time: Duration,
+    /// Messages in its mailbox.
+    pub mailbox_len: usize,
+    /// Estimated bytes it owns (control block, body, queued messages, relations).
+    pub memory_bytes: usize,
+    /// Linked processes.
+    pub links: Vec<Pid>,
+    /// Processes it monitors, with the monitor references.
+    pub monitors: Vec<(MonitorRef, Pid)>,
+    /// Processes that monitor it.
+    pub monitored_by: Vec<Pid>,
+    /// Scheduling priority.
+    pub priority: Priority,
+    /// Whether it traps exits.
+    pub trap_exit: bool,
+}
+
+/// A cheap per-process sample for `top`: diff two samples to get CPU use over
+/// an interval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessSample {
+    /// The process.
+    pub pid: Pid,
+    /// Reductions so far.
+    pub reductions: u64,
+    /// Nanoseconds polled so far.
+    pub cpu_ns: u64,
+}
+
+/// One scheduler's counters.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct SchedulerInfo {
+    /// Index, from 0.
+    pub index: usize,
+    /// Whether it takes work.
+    pub online: bool,
+    /// Total time spent polling processes since start.
+    pub busy: Duration,
+    /// Processes waiting in its run queue.
+    pub run_queue: usize,
+    /// Polls done since start.
+    pub polls: u64,
+    /// Reductions executed since start.
+    pub reductions: u64,
+}
+
+/// Runtime-wide figures (Erlang's `statistics/1` and `system_info/1`).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RuntimeInfo {
+    /// Live processes.
+    pub process_count: usize,
+    /// Time since the runtime started.
+    pub uptime: Duration,
+    /// Every scheduler, online or not.
+    pub schedulers: Vec<SchedulerInfo>,
+    /// Processes waiting in the global queue.
+    pub global_queue: usize,
+    /// Pending timers.
+    pub timers: usize,
+    /// Resident memory of the OS process, in bytes (0 where unknown).
+    pub memory_rss_bytes: usize,
+    /// Bytes allocated through [`CountingAlloc`](crate::CountingAlloc), if the
+    /// program installed it as its global allocator.
+    pub memory_allocated_bytes: Option<usize>,
+}
+
+impl RuntimeInfo {
+    /// Utilisation of each scheduler between an earlier snapshot and this one,
+    /// from 0.0 to 1.0 (like `scheduler_wall_time`).
+    pub fn utilization_since(&self, earlier: &RuntimeInfo) -> Vec<f64> {
+        let wall = self.uptime.saturating_sub(earlier.uptime).as_secs_f64();
+        self.schedulers
+            .iter()
+            .zip(&earlier.schedulers)
+            .map(|(now, then)| {
+                if wall <= 0.0 {
+                    0.0
+                } else {
+                    (now.busy.saturating_sub(then.busy).as_secs_f64() / wall).clamp(0.0, 1.0)
+                }
+            })
+            .collect()
+    }
+}
+
+impl Shared {
+    pub(crate) fn process_info(&self, pid: Pid) -> Option<ProcessInfo> {
+        let process = self.lookup(pid)?;
+        Some(info_of(&process))
+    }
+
+    pub(crate) fn runtime_info(&self) -> RuntimeInfo {
+        RuntimeInfo {
+            process_count: self.table.len(),
+            uptime: self.sched.started.elapsed(),
+            schedulers: self
+                .sched
+                .slots
+                .iter()
+                .map(|s| SchedulerInfo {
+                    index: s.index,
+                    online: s.is_online(),
+                    busy: Duration::from_nanos(s.busy_ns.load(Ordering::Relaxed)),
+                    run_queue: s.queue_len(),
+                    polls: s.polls.load(Ordering::Relaxed),
+                    reductions: s.reductions.load(Ordering::Relaxed),
+                })
+                .collect(),
+            global_queue: self.sched.injector_len(),
+            timers: self.timers.pending(),
+            memory_rss_bytes: rss_bytes(),
+            memory_allocated_bytes: crate::alloc::allocated_bytes(),
+        }
+    }
+
+    pub(crate) fn processes(&self) -> Vec<Pid> {
+        self.table.iter().map(|e| e.value().pid).collect()
+    }
+
+    pub(crate) fn sample_processes(&self) -> Vec<ProcessSample> {
+        self.table
+            .iter()
+            .map(|e| {
+                let p = e.value();
+                ProcessSample {
+                    pid: p.pid,
+                    reductions: p.reductions.load(Ordering::Relaxed),
+                    cpu_ns: p.cpu_ns.load(Ordering::Relaxed),
+                }
+            })
+            .collect()
+    }
+}
+
+fn info_of(process: &Process) -> ProcessInfo {
+    let (name, links, monitors, monitored_by) = match &*process.relations.lock() {
+        Some(r) => (
+            r.name.clone(),
+            r.links.iter().copied().collect(),
+            r.monitoring.iter().map(|(m, p)| (*m, *p)).collect(),
+            r.monitored_by.values().copied().collect(),
+        ),
+        None => (None, Vec::new(), Vec::new(), Vec::new()),
+    };
+    ProcessInfo {
+        pid: process.pid,
+        status: process.status(),
+        spawned_as: process.spawned_as.to_string(),
+        name,
+        reductions: process.reductions.load(Ordering::Relaxed),
+        cpu_time: Duration::from_nanos(process.cpu_ns.load(Ordering::Relaxed)),
+        mailbox_len: process.mailbox.len(),
+        memory_bytes: process.memory_estimate(),
+        links,
+        monitors,
+        monitored_by,
+        priority: process.priority(),
+        trap_exit: process.trap_exit(),
+    }
+}
+
+/// Resident set size of this OS process, from `/proc/self/statm` (Linux).
+fn rss_bytes() -> usize {
+    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
+        return 0;
+    };
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+impl Handle {
+    /// Everything known about `pid`, or `None` if it is not alive.
+    pub fn process_info(&self, pid: Pid) -> Option<ProcessInfo> {
+        self.shared.process_info(pid)
+    }
+
+    /// Runtime-wide figures.
+    pub fn runtime_info(&self) -> RuntimeInfo {
+        self.shared.runtime_info()
+    }
+
+    /// Every live process.
+    pub fn processes(&self) -> Vec<Pid> {
+        self.shared.processes()
+    }
+
+    /// CPU and reduction counters of every live process.
+    pub fn sample_processes(&self) -> Vec<ProcessSample> {
+        self.shared.sample_processes()
+    }
+}
+
+/// Everything known about `pid` (from inside a process).
+pub fn process_info(pid: Pid) -> Option<ProcessInfo> {
+    context::with_runtime("process_info", |rt| rt.process_info(pid))
+}
+
+/// Every live process (from inside a process).
+pub fn processes() -> Vec<Pid> {
+    context::with_runtime("processes", |rt| rt.processes())
+}
+
+/// Sets the calling process's priority; returns the previous one.
+pub fn set_priority(priority: Priority) -> Priority {
+    context::with_current("set_priority", |me| me.set_priority(priority))
+}

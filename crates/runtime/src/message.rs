@@ -1,0 +1,330 @@
+//! Sending and receiving messages.
+//!
+//! Any `Send + 'static` value is a message. Messages from one process to
+//! another arrive in the order they were sent (`docs/semantics.md`,
+//! "Message ordering"). A receive is selective: it takes the first message,
+//! in arrival order, of the wanted type that satisfies a predicate, and leaves
+//! every other message where it was.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use crate::context;
+use crate::mailbox::{Cursor, Envelope};
+use crate::pid::Pid;
+use crate::process::Process;
+use crate::runtime::Shared;
+use crate::signal;
+use crate::timer::TimerKey;
+
+/// The error of [`send_named`]: no process has that name. Gives the message back.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NameNotFound<M> {
+    /// The name that was not registered.
+    pub name: Arc<str>,
+    /// The undelivered message.
+    pub message: M,
+}
+
+impl<M> std::fmt::Display for NameNotFound<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no process is registered as {:?}", self.name)
+    }
+}
+
+impl<M: std::fmt::Debug> std::error::Error for NameNotFound<M> {}
+
+impl Shared {
+    /// Delivers `message` to `to` if it is alive; drops it otherwise.
+    pub(crate) fn send_envelope(&self, to: Pid, message: Envelope) {
+        if let Some(process) = self.lookup(to) {
+            signal::deliver(&process, message);
+        }
+    }
+}
+
+/// Whether the caller is a process that has been terminated (killed while
+/// running): such a process sends nothing more.
+fn sender_is_dead() -> bool {
+    context::try_with_current(|p| p.is_exiting()).unwrap_or(false)
+}
+
+/// Sends `message` to `to`. Sending to a dead pid silently drops the message,
+/// as in Erlang. Costs one reduction.
+pub fn send<M: Send + 'static>(to: Pid, message: M) {
+    context::with_runtime("send", |rt| {
+        context::consume_reductions(1);
+        if !sender_is_dead() {
+            rt.send_envelope(to, Envelope::new(message));
+        }
+    });
+}
+
+/// Sends `message` to the process registered as `name`, or gives it back in
+/// an error if the name is not registered (Erlang raises `badarg`).
+pub fn send_named<M: Send + 'static>(name: &str, message: M) -> Result<(), NameNotFound<M>> {
+    context::with_runtime("send_named", |rt| match rt.whereis(name) {
+        Some(pid) => {
+            context::consume_reductions(1);
+            if !sender_is_dead() {
+                rt.send_envelope(pid, Envelope::new(message));
+            }
+            Ok(())
+        }
+        None => Err(NameNotFound {
+            name: name.into(),
+            message,
+        }),
+    })
+}
+
+/// The pid of the calling process.
+///
+/// # Panics
+///
+/// Outside an Ember process.
+pub fn self_pid() -> Pid {
+    context::with_current("self_pid", |p| p.pid)
+}
+
+/// Receives the first message of type `M`, waiting as long as it takes.
+///
+/// Refine it with [`Receive::matching`] and [`Receive::timeout`]:
+///
+/// ```
+/// # let rt = ember_runtime::Runtime::new().unwrap();
+/// # rt.block_on(async {
+/// use std::time::Duration;
+/// let me = ember_runtime::self_pid();
+/// ember_runtime::send(me, 7u32);
+/// ember_runtime::send(me, 42u32);
+/// let big = ember_runtime::receive::<u32>().matching(|n| *n > 10).await;
+/// assert_eq!(big, 42);
+/// let none = ember_runtime::receive::<String>().timeout(Duration::ZERO).await;
+/// assert_eq!(none, None);
+/// assert_eq!(ember_runtime::receive::<u32>().await, 7);
+/// # });
+/// ```
+pub fn receive<M: Send + 'static>() -> Receive<M, fn(&M) -> bool> {
+    Receive {
+        predicate: |_| true,
+        cursor: Cursor::default(),
+        _message: PhantomData,
+    }
+}
+
+/// Receives the first message of any type for which `predicate` holds.
+/// The [`Envelope`] can then be downcast; this is how one receive waits for
+/// several message types at once.
+pub fn receive_any<F: FnMut(&Envelope) -> bool>(predicate: F) -> ReceiveAny<F> {
+    ReceiveAny {
+        predicate,
+        cursor: Cursor::default(),
+    }
+}
+
+/// Takes the first message of type `M` if there is one, without waiting
+/// (Erlang's `receive ... after 0`).
+pub fn try_receive<M: Send + 'static>() -> Option<M> {
+    take::<M>(&mut Cursor::default(), &mut |_| true)
+}
+
+fn take<M: Send + 'static>(cursor: &mut Cursor, predicate: &mut dyn FnMut(&M) -> bool) -> Option<M> {
+    context::with_current("receive", |me| {
+        me.mailbox
+            .take_first(cursor, &mut |m| m.downcast_ref::<M>().is_some_and(&mut *predicate))
+            .and_then(|m| m.downcast::<M>().ok())
+    })
+}
+
+/// Gives the scheduler a chance to run others once the slice is used up.
+/// Returns true if the caller must yield now.
+fn out_of_reductions(cx: &mut Context<'_>) -> bool {
+    if context::consume_reductions(1) {
+        false
+    } else {
+        cx.waker().wake_by_ref();
+        true
+    }
+}
+
+/// A pending receive of a message of type `M`; see [`receive`].
+#[must_use = "a receive does nothing unless awaited"]
+pub struct Receive<M, F> {
+    predicate: F,
+    cursor: Cursor,
+    _message: PhantomData<fn() -> M>,
+}
+
+impl<M: Send + 'static, F: FnMut(&M) -> bool> Receive<M, F> {
+    /// Only messages for which `predicate` holds are taken; the others stay.
+    pub fn matching<G: FnMut(&M) -> bool>(self, predicate: G) -> Receive<M, G> {
+        Receive {
+            predicate,
+            cursor: Cursor::default(),
+            _message: PhantomData,
+        }
+    }
+
+    /// Gives up after `timeout`, resolving to `None`. A zero timeout checks the
+    /// mailbox once without waiting (Erlang's `after 0`).
+    pub fn timeout(self, timeout: Duration) -> ReceiveTimeout<Self> {
+        ReceiveTimeout::new(self, timeout)
+    }
+}
+
+impl<M: Send + 'static, F: FnMut(&M) -> bool + Unpin> sealed::Selective for Receive<M, F> {
+    type Message = M;
+
+    fn try_take(&mut self) -> Option<M> {
+        take::<M>(&mut self.cursor, &mut self.predicate)
+    }
+}
+
+impl<M: Send + 'static, F: FnMut(&M) -> bool + Unpin> Future for Receive<M, F> {
+    type Output = M;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<M> {
+        poll_selective(self.get_mut(), cx)
+    }
+}
+
+mod sealed {
+    /// A receive that can look at the mailbox once without waiting.
+    pub trait Selective: Unpin {
+        /// What the receive resolves to.
+        type Message;
+        /// Takes the first matching message, if any.
+        fn try_take(&mut self) -> Option<Self::Message>;
+    }
+}
+
+fn poll_selective<R: sealed::Selective>(receive: &mut R, cx: &mut Context<'_>) -> Poll<R::Message> {
+    if out_of_reductions(cx) {
+        return Poll::Pending;
+    }
+    match receive.try_take() {
+        Some(m) => Poll::Ready(m),
+        None => Poll::Pending,
+    }
+}
+
+/// A pending receive of any message; see [`receive_any`].
+#[must_use = "a receive does nothing unless awaited"]
+pub struct ReceiveAny<F> {
+    predicate: F,
+    cursor: Cursor,
+}
+
+impl<F: FnMut(&Envelope) -> bool> ReceiveAny<F> {
+    /// Gives up after `timeout`, resolving to `None`.
+    pub fn timeout(self, timeout: Duration) -> ReceiveTimeout<Self> {
+        ReceiveTimeout::new(self, timeout)
+    }
+}
+
+impl<F: FnMut(&Envelope) -> bool + Unpin> sealed::Selective for ReceiveAny<F> {
+    type Message = Envelope;
+
+    fn try_take(&mut self) -> Option<Envelope> {
+        context::with_current("receive_any", |me| {
+            me.mailbox.take_first(&mut self.cursor, &mut self.predicate)
+        })
+    }
+}
+
+impl<F: FnMut(&Envelope) -> bool + Unpin> Future for ReceiveAny<F> {
+    type Output = Envelope;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Envelope> {
+        poll_selective(self.get_mut(), cx)
+    }
+}
+
+/// A receive with a timeout: resolves to `Some(message)` or `None`.
+#[must_use = "a receive does nothing unless awaited"]
+pub struct ReceiveTimeout<R> {
+    inner: R,
+    deadline: Option<Instant>,
+    timer: Option<(Arc<Process>, TimerKey)>,
+}
+
+impl<R> ReceiveTimeout<R> {
+    fn new(inner: R, timeout: Duration) -> Self {
+        ReceiveTimeout {
+            inner,
+            deadline: Instant::now().checked_add(timeout),
+            timer: None,
+        }
+    }
+}
+
+impl<R: sealed::Selective> Future for ReceiveTimeout<R> {
+    type Output = Option<R::Message>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Poll::Ready(m) = poll_selective(&mut this.inner, cx) {
+            return Poll::Ready(Some(m));
+        }
+        let Some(deadline) = this.deadline else {
+            return Poll::Pending; // a timeout too large to represent: infinity
+        };
+        if Instant::now() >= deadline {
+            // One last look, whatever the budget: `after 0` must see the mailbox.
+            return Poll::Ready(this.inner.try_take());
+        }
+        if this.timer.is_none() {
+            this.timer = context::try_with_current(|me| {
+                (me.clone(), me.rt.timers.wake_at(deadline, me.clone()))
+            });
+        }
+        Poll::Pending
+    }
+}
+
+impl<R> Drop for ReceiveTimeout<R> {
+    fn drop(&mut self) {
+        if let Some((me, key)) = self.timer.take() {
+            me.rt.timers.cancel_key(key);
+        }
+    }
+}
+
+/// Counts one reduction and yields to other processes if the slice is used up.
+/// Call it in long loops so they share the scheduler fairly.
+pub fn yield_point() -> YieldPoint {
+    YieldPoint { yielded: false }
+}
+
+/// The future of [`yield_point`].
+#[must_use = "a yield point does nothing unless awaited"]
+pub struct YieldPoint {
+    yielded: bool,
+}
+
+impl Future for YieldPoint {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if this.yielded || !out_of_reductions(cx) {
+            return Poll::Ready(());
+        }
+        this.yielded = true;
+        Poll::Pending
+    }
+}
+
+/// Suspends the calling process for `duration` (Erlang's `timer:sleep/1`).
+/// Messages that arrive meanwhile stay in the mailbox.
+pub async fn sleep(duration: Duration) {
+    receive::<Never>().timeout(duration).await;
+}
+
+/// A message type no one can construct, so `receive::<Never>()` only times out.
+enum Never {}

@@ -1,0 +1,137 @@
+//! Process identifiers and references.
+//!
+//! A [`Pid`] names one process forever: identifiers are never reused within a
+//! runtime, so a message sent to a dead pid can never reach a newer process.
+//! Every pid carries a node index (0 is the local node) so that pids of remote
+//! processes can exist without changing the type once distribution arrives.
+
+use std::fmt;
+
+/// Index of the local node in a pid or reference.
+pub(crate) const LOCAL_NODE: u32 = 0;
+
+/// The identifier of a process, printed Erlang-style as `<node.number.serial>`.
+///
+/// Pids are plain data: cheap to copy, hash and compare, and they keep nothing
+/// alive. Sending to the pid of a process that has exited is silently dropped.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Pid {
+    node: u32,
+    number: u32,
+    serial: u32,
+}
+
+impl Pid {
+    /// Builds a local pid from a runtime-unique sequence number.
+    pub(crate) fn local(seq: u64) -> Pid {
+        Pid {
+            node: LOCAL_NODE,
+            number: seq as u32,
+            serial: (seq >> 32) as u32,
+        }
+    }
+
+    /// The key of this pid in the local process table.
+    pub(crate) fn key(self) -> u64 {
+        (u64::from(self.serial) << 32) | u64::from(self.number)
+    }
+
+    /// Whether this pid names a process on the local node.
+    pub fn is_local(self) -> bool {
+        self.node == LOCAL_NODE
+    }
+
+    /// The node index (0 for the local node).
+    pub fn node(self) -> u32 {
+        self.node
+    }
+
+    /// The process number (the middle field of `<0.N.0>`).
+    pub fn number(self) -> u32 {
+        self.number
+    }
+
+    /// The serial (the last field of `<0.N.S>`), which grows when numbers wrap.
+    pub fn serial(self) -> u32 {
+        self.serial
+    }
+}
+
+impl fmt::Display for Pid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{}.{}.{}>", self.node, self.number, self.serial)
+    }
+}
+
+impl fmt::Debug for Pid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A runtime-unique reference, like Erlang's `make_ref()`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ref {
+    node: u32,
+    id: u64,
+}
+
+impl Ref {
+    pub(crate) fn local(id: u64) -> Ref {
+        Ref {
+            node: LOCAL_NODE,
+            id,
+        }
+    }
+
+    /// The runtime-unique number of this reference.
+    pub fn id(self) -> u64 {
+        self.id
+    }
+}
+
+impl fmt::Display for Ref {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#Ref<{}.{}>", self.node, self.id)
+    }
+}
+
+impl fmt::Debug for Ref {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// The reference of a monitor, returned by [`monitor`](crate::monitor) and
+/// carried by the [`Down`](crate::Down) message it produces.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct MonitorRef(pub(crate) Ref);
+
+impl fmt::Display for MonitorRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// The reference of a timer armed by [`send_after`](crate::send_after).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct TimerRef(pub(crate) u64);
+
+impl fmt::Display for TimerRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#Timer<{}>", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_prints_erlang_style_and_round_trips_its_key() {
+        let pid = Pid::local((7 << 32) | 123);
+        assert_eq!(pid.to_string(), "<0.123.7>");
+        assert_eq!(Pid::local(pid.key()), pid);
+        assert!(pid.is_local());
+    }
+}

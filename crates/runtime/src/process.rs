@@ -1,0 +1,346 @@
+//! The process control block.
+//!
+//! # State
+//!
+//! A process's scheduling state is one atomic byte, [`Process::state`], made of
+//! the bits below. Who may change which bit:
+//!
+//! * `SCHEDULED` is set by whoever wins the transition from idle to runnable
+//!   (see [`Process::transition_to_scheduled`]) and that party alone pushes the
+//!   process into a run queue. It is cleared by the scheduler that pops it.
+//! * `RUNNING` is set and cleared only by the scheduler that polls the process.
+//!   While it is set no other thread touches the future.
+//! * `NOTIFIED` is set by a wake-up that arrives while `RUNNING`; the scheduler
+//!   then requeues the process after the poll instead of leaving it idle.
+//! * `EXITING` is set once, by [`Process::begin_exit`], and never cleared. From
+//!   then on the process is dead for everyone else: it is out of the process
+//!   table, its name is free, its links and monitors have fired, and the next
+//!   scheduler to pick it up drops its future instead of polling it.
+//!
+//! A process is therefore in at most one run queue, and polled by at most one
+//! thread at a time: the `SCHEDULED` bit is the ticket for the queue, and only
+//! its holder can set `RUNNING`.
+//!
+//! # Safety
+//!
+//! This module contains no `unsafe`; the future sits behind a mutex that only
+//! the holder of `RUNNING` (or the runtime at shutdown) ever locks.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::Wake;
+
+use parking_lot::Mutex;
+
+use crate::mailbox::Mailbox;
+use crate::pid::{MonitorRef, Pid};
+use crate::reason::ExitReason;
+use crate::runtime::Shared;
+
+/// The boxed body of a process.
+pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ExitReason> + Send + 'static>>;
+
+/// In a run queue; held by whoever must push or pop it.
+pub(crate) const SCHEDULED: u8 = 1 << 0;
+/// Being polled by a scheduler.
+pub(crate) const RUNNING: u8 = 1 << 1;
+/// Woken while running: requeue after the poll.
+pub(crate) const NOTIFIED: u8 = 1 << 2;
+/// Dead for everyone else; the future is dropped at the next opportunity.
+pub(crate) const EXITING: u8 = 1 << 3;
+
+/// Flag bit: exit signals arrive as [`Exit`](crate::Exit) messages.
+const TRAP_EXIT: u8 = 1 << 0;
+/// Flag bits 1-2: the [`Priority`].
+const PRIORITY_SHIFT: u8 = 1;
+const PRIORITY_MASK: u8 = 0b11 << PRIORITY_SHIFT;
+
+/// Scheduling priority of a process, as in BEAM.
+///
+/// `High` processes run before any `Normal` or `Low` one; `Low` processes run
+/// once for every eight `Normal` picks when both are waiting, so they never
+/// starve (BEAM's `RESCHEDULE_LOW`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Priority {
+    /// Served before everything else.
+    High,
+    /// The default.
+    #[default]
+    Normal,
+    /// Background work with a guaranteed small share.
+    Low,
+}
+
+impl Priority {
+    fn to_bits(self) -> u8 {
+        match self {
+            Priority::High => 0,
+            Priority::Normal => 1,
+            Priority::Low => 2,
+        }
+    }
+
+    fn from_bits(bits: u8) -> Priority {
+        match bits {
+            0 => Priority::High,
+            2 => Priority::Low,
+            _ => Priority::Normal,
+        }
+    }
+}
+
+/// What a process is doing right now, as introspection reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Status {
+    /// Waiting for a message, a timer or I/O.
+    Waiting,
+    /// In a run queue.
+    Runnable,
+    /// Being polled by a scheduler.
+    Running,
+    /// Dead for everyone else; its future has not been dropped yet.
+    Exiting,
+}
+
+/// Links, monitors and name: the parts of a process other processes change.
+/// Allocated on first use, so a process that has none costs one pointer.
+#[derive(Default)]
+pub(crate) struct Relations {
+    /// Processes linked to this one.
+    pub(crate) links: HashSet<Pid>,
+    /// Monitors this process holds on others: reference → target.
+    pub(crate) monitoring: HashMap<MonitorRef, Pid>,
+    /// Monitors others hold on this process: reference → watcher.
+    pub(crate) monitored_by: HashMap<MonitorRef, Pid>,
+    /// The registered name, if any.
+    pub(crate) name: Option<Arc<str>>,
+}
+
+/// A process control block.
+pub(crate) struct Process {
+    pub(crate) pid: Pid,
+    /// Scheduling state bits; see the module docs.
+    state: AtomicU8,
+    /// `TRAP_EXIT` and the priority.
+    flags: AtomicU8,
+    pub(crate) mailbox: Mailbox,
+    /// The body; `None` once it finished or was dropped.
+    pub(crate) future: Mutex<Option<BoxFuture>>,
+    /// Links, monitors, name. Locked one process at a time, never nested.
+    pub(crate) relations: Mutex<Option<Box<Relations>>>,
+    /// Reductions consumed so far.
+    pub(crate) reductions: AtomicU64,
+    /// Nanoseconds spent being polled.
+    pub(crate) cpu_ns: AtomicU64,
+    /// What the process was spawned as: its label or the body's type name.
+    pub(crate) spawned_as: Cow<'static, str>,
+    /// Size of the body's state machine, for the memory estimate.
+    pub(crate) future_size: u32,
+    pub(crate) rt: Arc<Shared>,
+}
+
+/// The outcome of [`Process::transition_to_scheduled`].
+#[must_use]
+pub(crate) enum TransitionToScheduled {
+    /// The caller now holds the `SCHEDULED` ticket and must queue the process.
+    Queue,
+    /// Already queued, or running and now marked `NOTIFIED`; nothing to do.
+    Nothing,
+}
+
+/// The outcome of [`Process::transition_to_idle`], after a poll returned `Pending`.
+#[must_use]
+pub(crate) enum TransitionToIdle {
+    /// Parked until something wakes it.
+    Idle,
+    /// Woken during the poll: the scheduler must queue it again.
+    Requeue,
+    /// Exiting: the scheduler must drop its future.
+    Exiting,
+}
+
+impl Process {
+    pub(crate) fn new(
+        pid: Pid,
+        rt: Arc<Shared>,
+        future: BoxFuture,
+        future_size: usize,
+        spawned_as: Cow<'static, str>,
+        priority: Priority,
+        trap_exit: bool,
+    ) -> Process {
+        let flags = (priority.to_bits() << PRIORITY_SHIFT) | if trap_exit { TRAP_EXIT } else { 0 };
+        Process {
+            pid,
+            // Born runnable: the spawner queues it at once.
+            state: AtomicU8::new(SCHEDULED),
+            flags: AtomicU8::new(flags),
+            mailbox: Mailbox::default(),
+            future: Mutex::new(Some(future)),
+            relations: Mutex::new(None),
+            reductions: AtomicU64::new(0),
+            cpu_ns: AtomicU64::new(0),
+            spawned_as,
+            future_size: u32::try_from(future_size).unwrap_or(u32::MAX),
+            rt,
+        }
+    }
+
+    /// Whether exit signals are turned into messages.
+    pub(crate) fn trap_exit(&self) -> bool {
+        self.flags.load(Ordering::Acquire) & TRAP_EXIT != 0
+    }
+
+    /// Sets `trap_exit`, returning the previous value.
+    pub(crate) fn set_trap_exit(&self, on: bool) -> bool {
+        let prev = if on {
+            self.flags.fetch_or(TRAP_EXIT, Ordering::AcqRel)
+        } else {
+            self.flags.fetch_and(!TRAP_EXIT, Ordering::AcqRel)
+        };
+        prev & TRAP_EXIT != 0
+    }
+
+    pub(crate) fn priority(&self) -> Priority {
+        Priority::from_bits((self.flags.load(Ordering::Relaxed) & PRIORITY_MASK) >> PRIORITY_SHIFT)
+    }
+
+    /// Sets the priority, returning the previous one.
+    pub(crate) fn set_priority(&self, priority: Priority) -> Priority {
+        let mut current = self.flags.load(Ordering::Relaxed);
+        loop {
+            let next = (current & !PRIORITY_MASK) | (priority.to_bits() << PRIORITY_SHIFT);
+            match self
+                .flags
+                .compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(prev) => {
+                    return Priority::from_bits((prev & PRIORITY_MASK) >> PRIORITY_SHIFT)
+                }
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Whether the process has begun exiting (is dead for everyone else).
+    pub(crate) fn is_exiting(&self) -> bool {
+        self.state.load(Ordering::Acquire) & EXITING != 0
+    }
+
+    pub(crate) fn status(&self) -> Status {
+        let state = self.state.load(Ordering::Acquire);
+        if state & EXITING != 0 {
+            Status::Exiting
+        } else if state & RUNNING != 0 {
+            Status::Running
+        } else if state & SCHEDULED != 0 {
+            Status::Runnable
+        } else {
+            Status::Waiting
+        }
+    }
+
+    /// A wake-up: idle → scheduled, or mark a running process notified.
+    pub(crate) fn transition_to_scheduled(&self) -> TransitionToScheduled {
+        let mut current = self.state.load(Ordering::Acquire);
+        loop {
+            let next = if current & (SCHEDULED | NOTIFIED) != 0 {
+                return TransitionToScheduled::Nothing;
+            } else if current & RUNNING != 0 {
+                current | NOTIFIED
+            } else {
+                current | SCHEDULED
+            };
+            match self
+                .state
+                .compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) if next & RUNNING != 0 => return TransitionToScheduled::Nothing,
+                Ok(_) => return TransitionToScheduled::Queue,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Popped from a run queue: scheduled → running. Returns false if the
+    /// process is exiting, in which case it must be dropped rather than polled.
+    pub(crate) fn transition_to_running(&self) -> bool {
+        let prev = self
+            .state
+            .fetch_xor(SCHEDULED | RUNNING, Ordering::AcqRel);
+        debug_assert!(prev & SCHEDULED != 0 && prev & RUNNING == 0);
+        prev & EXITING == 0
+    }
+
+    /// A poll returned `Pending`: running → idle, or requeue if notified.
+    pub(crate) fn transition_to_idle(&self) -> TransitionToIdle {
+        let mut current = self.state.load(Ordering::Acquire);
+        loop {
+            if current & EXITING != 0 {
+                return TransitionToIdle::Exiting;
+            }
+            let (next, outcome) = if current & NOTIFIED != 0 {
+                (
+                    (current & !(RUNNING | NOTIFIED)) | SCHEDULED,
+                    TransitionToIdle::Requeue,
+                )
+            } else {
+                (current & !RUNNING, TransitionToIdle::Idle)
+            };
+            match self
+                .state
+                .compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return outcome,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Marks the process exiting. Returns false if it already was, so that
+    /// exactly one caller performs the exit.
+    pub(crate) fn begin_exit(&self) -> bool {
+        self.state.fetch_or(EXITING, Ordering::AcqRel) & EXITING == 0
+    }
+
+    /// Runs `f` on the relations record, allocating it on first use.
+    pub(crate) fn with_relations<R>(&self, f: impl FnOnce(&mut Relations) -> R) -> R {
+        let mut guard = self.relations.lock();
+        f(guard.get_or_insert_with(Box::default))
+    }
+
+    /// Estimated bytes owned by this process.
+    pub(crate) fn memory_estimate(&self) -> usize {
+        let relations = self
+            .relations
+            .lock()
+            .as_ref()
+            .map(|r| {
+                std::mem::size_of::<Relations>()
+                    + (r.links.capacity() * 16)
+                    + (r.monitoring.capacity() + r.monitored_by.capacity()) * 40
+            })
+            .unwrap_or(0);
+        std::mem::size_of::<Process>()
+            + 16
+            + self.future_size as usize
+            + self.mailbox.memory_estimate()
+            + relations
+    }
+}
+
+impl Wake for Process {
+    fn wake(self: Arc<Self>) {
+        crate::scheduler::wake(&self);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        crate::scheduler::wake(self);
+    }
+}

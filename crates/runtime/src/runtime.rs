@@ -1,0 +1,367 @@
+//! The runtime: its threads, its shared state, and the [`Handle`] through
+//! which code outside processes talks to it.
+//!
+//! A runtime runs one scheduler thread per slot (one per core by default), a
+//! timer thread, and a tokio I/O driver thread so that processes can await
+//! tokio-based futures (sockets, tokio timers, hyper) unchanged: every
+//! scheduler thread has entered the tokio runtime's context, and tokio's
+//! wake-ups arrive through the process's waker like any other.
+
+use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+use dashmap::DashMap;
+
+use crate::context;
+use crate::mailbox::Envelope;
+use crate::pid::{Pid, Ref};
+use crate::process::Process;
+use crate::reason::{ExitReason, IntoExitReason};
+use crate::scheduler::{self, Scheduler};
+use crate::spawn::{Spawn, SpawnError, Spawned};
+use crate::timer::Timers;
+
+/// Hashes process-table keys (sequential integers) by Fibonacci multiplication.
+#[derive(Default)]
+pub(crate) struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// The process table: local pid key → process.
+pub(crate) type ProcessTable = DashMap<u64, Arc<Process>, BuildHasherDefault<KeyHasher>>;
+
+/// State shared by every thread and process of one runtime.
+pub(crate) struct Shared {
+    pub(crate) table: ProcessTable,
+    pub(crate) names: DashMap<Arc<str>, Pid>,
+    next_pid: AtomicU64,
+    next_ref: AtomicU64,
+    pub(crate) sched: Scheduler,
+    pub(crate) timers: Timers,
+    pub(crate) tokio: Option<tokio::runtime::Handle>,
+}
+
+impl Shared {
+    /// The live local process behind `pid`.
+    pub(crate) fn lookup(&self, pid: Pid) -> Option<Arc<Process>> {
+        if !pid.is_local() {
+            return None;
+        }
+        self.table.get(&pid.key()).map(|p| p.value().clone())
+    }
+
+    pub(crate) fn next_pid(&self) -> Pid {
+        Pid::local(self.next_pid.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub(crate) fn make_ref(&self) -> Ref {
+        Ref::local(self.next_ref.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// Configures and builds a [`Runtime`].
+#[derive(Clone, Debug)]
+pub struct Builder {
+    schedulers: usize,
+    tokio: bool,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            schedulers: thread::available_parallelism().map_or(1, |n| n.get()),
+            tokio: true,
+        }
+    }
+}
+
+impl Builder {
+    /// Default settings: one scheduler per core, tokio I/O enabled.
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// Number of scheduler threads (at least 1).
+    pub fn schedulers(mut self, n: usize) -> Builder {
+        self.schedulers = n.max(1);
+        self
+    }
+
+    /// Whether to run tokio's I/O and time drivers so processes can await
+    /// tokio futures (on by default; it costs one mostly idle thread).
+    pub fn enable_tokio(mut self, on: bool) -> Builder {
+        self.tokio = on;
+        self
+    }
+
+    /// Starts the runtime's threads.
+    pub fn build(self) -> io::Result<Runtime> {
+        let (tokio_rt, tokio_handle) = if self.tokio {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let handle = rt.handle().clone();
+            (Some(rt), Some(handle))
+        } else {
+            (None, None)
+        };
+        let shared = Arc::new(Shared {
+            table: DashMap::with_hasher_and_shard_amount(BuildHasherDefault::default(), 64),
+            names: DashMap::new(),
+            next_pid: AtomicU64::new(1),
+            next_ref: AtomicU64::new(1),
+            sched: Scheduler::new(self.schedulers),
+            timers: Timers::new(),
+            tokio: tokio_handle,
+        });
+        let mut threads = Vec::new();
+        let mut io_stop = None;
+        if let Some(rt) = tokio_rt {
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            io_stop = Some(stop);
+            threads.push(
+                thread::Builder::new()
+                    .name("ember-io".into())
+                    .spawn(move || {
+                        let _ = rt.block_on(stopped);
+                    })?,
+            );
+        }
+        let timer_shared = shared.clone();
+        threads.push(
+            thread::Builder::new()
+                .name("ember-timer".into())
+                .spawn(move || timer_shared.timers.run(&timer_shared))?,
+        );
+        for index in 0..self.schedulers {
+            let rt = shared.clone();
+            threads.push(
+                thread::Builder::new()
+                    .name(format!("ember-scheduler-{index}"))
+                    .spawn(move || scheduler::run_slot(rt, index))?,
+            );
+        }
+        Ok(Runtime {
+            handle: Handle { shared },
+            threads,
+            io_stop,
+        })
+    }
+}
+
+/// An Ember runtime: schedulers, timers, I/O. Dropping it stops every process.
+///
+/// ```
+/// let rt = ember_runtime::Runtime::new().unwrap();
+/// let answer = rt.block_on(async {
+///     let me = ember_runtime::self_pid();
+///     ember_runtime::spawn(async move { ember_runtime::send(me, 42u64) });
+///     ember_runtime::receive::<u64>().await
+/// });
+/// assert_eq!(answer, 42);
+/// ```
+pub struct Runtime {
+    handle: Handle,
+    threads: Vec<JoinHandle<()>>,
+    io_stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Runtime {
+    /// A runtime with default settings.
+    pub fn new() -> io::Result<Runtime> {
+        Builder::new().build()
+    }
+
+    /// A [`Builder`] for custom settings.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    /// A cloneable handle for use from any thread.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Runs `body` as a process and blocks the calling thread until it
+    /// finishes, returning its output.
+    ///
+    /// # Panics
+    ///
+    /// If that process panics or is killed before producing its output.
+    pub fn block_on<F>(&self, body: F) -> F::Output
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let pid = self
+            .handle
+            .spawn_with(Spawn::new().label("block_on"), async move {
+                let _ = tx.send(body.await);
+            })
+            .map(|s| s.pid);
+        match rx.recv() {
+            Ok(output) => output,
+            Err(_) => panic!(
+                "ember: the block_on process {pid:?} exited before finishing (it panicked or was killed)"
+            ),
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        let shared = &self.handle.shared;
+        shared.sched.shut_down();
+        shared.timers.shut_down();
+        let (schedulers, io): (Vec<_>, Vec<_>) = self
+            .threads
+            .drain(..)
+            .partition(|t| t.thread().name() != Some("ember-io"));
+        for t in schedulers {
+            let _ = t.join();
+        }
+        // Every process dies with the runtime; bodies are dropped in their own
+        // context, while tokio's drivers still run, and send nothing more.
+        let processes: Vec<Arc<Process>> = shared.table.iter().map(|e| e.value().clone()).collect();
+        shared.table.clear();
+        shared.names.clear();
+        for process in &processes {
+            process.begin_exit();
+        }
+        for process in &processes {
+            let body = process.future.lock().take();
+            let previous = context::set_current(Some(process.clone()));
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(body)));
+            context::set_current(previous);
+            process.relations.lock().take();
+            drop(process.mailbox.drain());
+        }
+        drop(processes);
+        drop(shared.sched.drain_all());
+        if let Some(stop) = self.io_stop.take() {
+            let _ = stop.send(());
+        }
+        for t in io {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A cloneable reference to a runtime, for code outside processes (a main
+/// thread, a test, another runtime's thread). Inside a process use the free
+/// functions ([`spawn`](crate::spawn), [`send`](crate::send), …) instead.
+#[derive(Clone)]
+pub struct Handle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle").finish_non_exhaustive()
+    }
+}
+
+impl Handle {
+    /// The handle of the runtime the calling process or scheduler runs on.
+    ///
+    /// # Panics
+    ///
+    /// Outside an Ember runtime.
+    pub fn current() -> Handle {
+        context::with_runtime("Handle::current", |rt| Handle { shared: rt.clone() })
+    }
+
+    /// Spawns a process (no parent: it cannot be linked or monitored from here).
+    pub fn spawn<F>(&self, body: F) -> Pid
+    where
+        F: Future + Send + 'static,
+        F::Output: IntoExitReason,
+    {
+        match self.spawn_with(Spawn::new(), body) {
+            Ok(spawned) => spawned.pid,
+            Err(_) => unreachable!("a spawn without name, link or monitor cannot fail"),
+        }
+    }
+
+    /// Spawns a process with options; `link` and `monitor` fail with
+    /// [`SpawnError::NoParent`] from outside a process.
+    pub fn spawn_with<F>(&self, options: Spawn, body: F) -> Result<Spawned, SpawnError>
+    where
+        F: Future + Send + 'static,
+        F::Output: IntoExitReason,
+    {
+        self.shared.spawn_with(options, None, body)
+    }
+
+    /// Sends a message to a process (dropped if it is dead).
+    pub fn send<M: Send + 'static>(&self, to: Pid, message: M) {
+        self.shared.send_envelope(to, Envelope::new(message));
+    }
+
+    /// Sends an exit signal, as [`exit`](crate::exit) does from a process; the
+    /// signal appears to come from the target itself.
+    pub fn exit(&self, pid: Pid, reason: ExitReason) {
+        self.shared.exit_signal(pid, pid, reason);
+    }
+
+    /// Whether `pid` is alive.
+    pub fn is_alive(&self, pid: Pid) -> bool {
+        self.shared.lookup(pid).is_some_and(|p| !p.is_exiting())
+    }
+
+    /// The pid registered under `name`.
+    pub fn whereis(&self, name: &str) -> Option<Pid> {
+        self.shared.whereis(name)
+    }
+
+    /// Sets how many schedulers are online, from 1 to the number started;
+    /// returns the previous count. Work on schedulers taken offline moves to
+    /// the others.
+    pub fn set_schedulers_online(&self, n: usize) -> usize {
+        self.shared.sched.set_online(n)
+    }
+
+    /// Number of schedulers online.
+    pub fn schedulers_online(&self) -> usize {
+        self.shared.sched.online()
+    }
+}
+
+/// Whether `pid` is alive (Erlang's `is_process_alive/1`).
+pub fn is_alive(pid: Pid) -> bool {
+    context::with_runtime("is_alive", |rt| {
+        rt.lookup(pid).is_some_and(|p| !p.is_exiting())
+    })
+}
+
+/// Creates a runtime-unique reference (Erlang's `make_ref/0`).
+pub fn make_ref() -> Ref {
+    context::with_runtime("make_ref", |rt| rt.make_ref())
+}
+
+/// Ends the calling process with `reason` (Erlang's `exit/1`). The returned
+/// future never completes: the process is terminated at once, its links and
+/// monitors fire, and its body is dropped when this poll returns.
+pub async fn exit_self(reason: ExitReason) {
+    context::with_current("exit_self", |me| crate::signal::terminate(me, reason));
+    std::future::pending::<()>().await;
+}

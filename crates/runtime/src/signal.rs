@@ -1,0 +1,276 @@
+//! Links, monitors and exit signals: Erlang's failure-propagation semantics.
+//!
+//! See `docs/semantics.md`, sections "Links", "Monitors" and "Exit signals",
+//! for the guarantees; this module implements them:
+//!
+//! * A process that terminates sends an exit signal with its reason to every
+//!   linked process and a [`Down`] message to every monitoring process.
+//! * An exit signal received by a process that traps exits becomes an [`Exit`]
+//!   message, except the untrappable `kill` sent by [`exit`], which kills the
+//!   process with reason `killed`.
+//! * Otherwise a `normal` signal is ignored (unless a process sends it to
+//!   itself) and any other reason kills the receiver with that reason.
+//!
+//! Relations (links, monitors, name) of one process sit behind one mutex, and
+//! no code path holds two processes' relations locks at once. Termination sets
+//! `EXITING` before it takes the relations, and every operation that adds a
+//! relation checks `EXITING` under that lock, so nothing can be added to a
+//! process after its termination collected its relations.
+
+use std::sync::Arc;
+
+use crate::context;
+use crate::mailbox::Envelope;
+use crate::pid::{MonitorRef, Pid};
+use crate::process::Process;
+use crate::reason::ExitReason;
+use crate::runtime::Shared;
+use crate::scheduler;
+
+/// The message a process that traps exits receives for an exit signal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exit {
+    /// Who sent the signal (the linked process that died, or the caller of `exit`).
+    pub from: Pid,
+    /// The reason it carries.
+    pub reason: ExitReason,
+}
+
+/// The message a monitor produces when its target terminates (or did not exist).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Down {
+    /// The reference [`monitor`] returned.
+    pub monitor: MonitorRef,
+    /// The monitored process.
+    pub pid: Pid,
+    /// Why it terminated; `noproc` if it was not alive when monitored.
+    pub reason: ExitReason,
+}
+
+/// The error of [`link`] when the other process is not alive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// The process does not exist (or has exited), as Erlang's `noproc`.
+    NoProc(Pid),
+}
+
+impl std::fmt::Display for LinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinkError::NoProc(pid) => write!(f, "noproc: {pid} is not alive"),
+        }
+    }
+}
+
+impl std::error::Error for LinkError {}
+
+/// Terminates `process` with `reason`: from now on it is dead for everyone.
+/// Idempotent; only the first call has an effect.
+pub(crate) fn terminate(process: &Arc<Process>, reason: ExitReason) {
+    if !process.begin_exit() {
+        return;
+    }
+    let rt = &process.rt;
+    rt.table.remove(&process.pid.key());
+    let relations = process.relations.lock().take();
+    if let Some(relations) = relations {
+        if let Some(name) = &relations.name {
+            rt.names.remove_if(name, |_, owner| *owner == process.pid);
+        }
+        for (monitor, target) in relations.monitoring {
+            if let Some(target) = rt.lookup(target) {
+                target.with_relations(|r| r.monitored_by.remove(&monitor));
+            }
+        }
+        for (monitor, watcher) in relations.monitored_by {
+            if let Some(watcher) = rt.lookup(watcher) {
+                watcher.with_relations(|r| r.monitoring.remove(&monitor));
+                deliver(
+                    &watcher,
+                    Envelope::new(Down {
+                        monitor,
+                        pid: process.pid,
+                        reason: reason.clone(),
+                    }),
+                );
+            }
+        }
+        for linked in relations.links {
+            if let Some(linked) = rt.lookup(linked) {
+                receive_exit_signal(&linked, process.pid, reason.clone(), true);
+            }
+        }
+    }
+    drop(process.mailbox.drain());
+    // Let a scheduler drop the body (now, or when its current poll returns).
+    scheduler::wake(process);
+}
+
+/// Pushes a message into a live process's mailbox and wakes it.
+pub(crate) fn deliver(to: &Arc<Process>, message: Envelope) {
+    to.mailbox.push(message);
+    scheduler::wake(to);
+}
+
+/// Handles an exit signal arriving at `to`. `linked` tells a link's signal
+/// (from a terminating process) from one sent by [`exit`].
+pub(crate) fn receive_exit_signal(to: &Arc<Process>, from: Pid, reason: ExitReason, linked: bool) {
+    if to.is_exiting() {
+        return;
+    }
+    if linked && !to.with_relations(|r| r.links.remove(&from)) {
+        // Unlinked meanwhile: an unlink guarantees no signal from that link.
+        return;
+    }
+    if reason == ExitReason::Kill && !linked {
+        terminate(to, ExitReason::Killed);
+    } else if to.trap_exit() {
+        deliver(to, Envelope::new(Exit { from, reason }));
+    } else if reason.is_normal() {
+        if !linked && from == to.pid {
+            terminate(to, ExitReason::Normal);
+        }
+    } else {
+        terminate(to, reason);
+    }
+}
+
+/// Sends an exit signal with `reason` to `pid`, as Erlang's `exit/2`.
+///
+/// `kill` cannot be trapped: the target exits with `killed`. A process that
+/// traps exits receives any other reason as an [`Exit`] message. Otherwise
+/// `normal` is ignored (except when a process sends it to itself) and any other
+/// reason terminates the target with that reason. A dead pid is ignored.
+pub fn exit(pid: Pid, reason: ExitReason) {
+    context::with_runtime("exit", |rt| {
+        let from = context::try_with_current(|p| p.pid).unwrap_or(pid);
+        rt.exit_signal(from, pid, reason);
+    });
+}
+
+impl Shared {
+    /// `exit/2` from `from` (which may be a non-process caller using its target's pid).
+    pub(crate) fn exit_signal(&self, from: Pid, to: Pid, reason: ExitReason) {
+        if let Some(target) = self.lookup(to) {
+            receive_exit_signal(&target, from, reason, false);
+        }
+    }
+}
+
+/// Links the calling process with `pid`, bidirectionally.
+///
+/// Linking to oneself does nothing; linking twice is one link. If `pid` is not
+/// alive, the result is an error [`LinkError::NoProc`] (Erlang raises `noproc`
+/// in that case, or delivers `{'EXIT', Pid, noproc}` when trapping exits; Ember
+/// returns the error in both cases and, when trapping, also delivers the
+/// [`Exit`] message, so code written either way works).
+pub fn link(pid: Pid) -> Result<(), LinkError> {
+    context::with_current("link", |me| {
+        if pid == me.pid {
+            return Ok(());
+        }
+        me.with_relations(|r| r.links.insert(pid));
+        let linked = me
+            .rt
+            .lookup(pid)
+            .map(|other| {
+                let mut relations = other.relations.lock();
+                // Checked under the lock; see the module docs.
+                if other.is_exiting() {
+                    return false;
+                }
+                relations.get_or_insert_with(Box::default).links.insert(me.pid);
+                true
+            })
+            .unwrap_or(false);
+        if linked {
+            return Ok(());
+        }
+        me.with_relations(|r| r.links.remove(&pid));
+        if me.trap_exit() {
+            deliver(
+                me,
+                Envelope::new(Exit {
+                    from: pid,
+                    reason: ExitReason::NoProc,
+                }),
+            );
+        }
+        Err(LinkError::NoProc(pid))
+    })
+}
+
+/// Removes the link between the calling process and `pid`, if any. After it
+/// returns, no exit signal from that link reaches the caller.
+pub fn unlink(pid: Pid) {
+    context::with_current("unlink", |me| {
+        me.with_relations(|r| r.links.remove(&pid));
+        if let Some(other) = me.rt.lookup(pid) {
+            other.with_relations(|r| r.links.remove(&me.pid));
+        }
+    });
+}
+
+/// Starts monitoring `pid`. When it terminates (or at once, with reason
+/// `noproc`, if it is not alive) the caller receives a [`Down`] message
+/// carrying the returned reference. Each call creates a new monitor.
+pub fn monitor(pid: Pid) -> MonitorRef {
+    context::with_current("monitor", |me| {
+        let monitor = MonitorRef(me.rt.make_ref());
+        me.with_relations(|r| r.monitoring.insert(monitor, pid));
+        let attached = me
+            .rt
+            .lookup(pid)
+            .map(|target| {
+                let mut relations = target.relations.lock();
+                if target.is_exiting() {
+                    return false;
+                }
+                relations
+                    .get_or_insert_with(Box::default)
+                    .monitored_by
+                    .insert(monitor, me.pid);
+                true
+            })
+            .unwrap_or(false);
+        if !attached {
+            me.with_relations(|r| r.monitoring.remove(&monitor));
+            deliver(
+                me,
+                Envelope::new(Down {
+                    monitor,
+                    pid,
+                    reason: ExitReason::NoProc,
+                }),
+            );
+        }
+        monitor
+    })
+}
+
+/// Removes a monitor. Returns true if it was still active. With `flush`, a
+/// [`Down`] message for it already in the mailbox is removed too, so after
+/// `demonitor(r, true)` no `Down` for `r` is ever received.
+pub fn demonitor(monitor: MonitorRef, flush: bool) -> bool {
+    context::with_current("demonitor", |me| {
+        let target = me.with_relations(|r| r.monitoring.remove(&monitor));
+        let was_active = match target.and_then(|pid| me.rt.lookup(pid)) {
+            Some(target) => target
+                .with_relations(|r| r.monitored_by.remove(&monitor))
+                .is_some(),
+            None => false,
+        };
+        if flush {
+            me.mailbox
+                .remove_all(&mut |m| m.downcast_ref::<Down>().is_some_and(|d| d.monitor == monitor));
+        }
+        was_active
+    })
+}
+
+/// Sets whether the calling process traps exits (Erlang's
+/// `process_flag(trap_exit, On)`); returns the previous value.
+pub fn trap_exit(on: bool) -> bool {
+    context::with_current("trap_exit", |me| me.set_trap_exit(on))
+}

@@ -1,0 +1,260 @@
+//! Spawning processes: `spawn`, `spawn_link`, `spawn_monitor` and [`Spawn`]
+//! for the options (name, priority, trap_exit, label).
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::context;
+use crate::pid::{MonitorRef, Pid};
+use crate::process::{BoxFuture, Priority, Process};
+use crate::reason::IntoExitReason;
+use crate::registry::RegisterError;
+use crate::runtime::Shared;
+use crate::scheduler;
+
+/// Options for a new process; [`Spawn::spawn`] starts it.
+///
+/// ```
+/// # let rt = ember_runtime::Runtime::new().unwrap();
+/// # rt.block_on(async {
+/// use ember_runtime::{Priority, Spawn};
+/// let spawned = Spawn::new()
+///     .name("logger")
+///     .priority(Priority::Low)
+///     .label("logger loop")
+///     .spawn(async { ember_runtime::receive::<String>().await; })
+///     .unwrap();
+/// assert_eq!(ember_runtime::whereis("logger"), Some(spawned.pid));
+/// # });
+/// ```
+#[derive(Clone, Debug, Default)]
+#[must_use = "a Spawn does nothing until `.spawn(..)` is called"]
+pub struct Spawn {
+    name: Option<Arc<str>>,
+    priority: Priority,
+    trap_exit: bool,
+    label: Option<Cow<'static, str>>,
+    link: bool,
+    monitor: bool,
+}
+
+/// What [`Spawn::spawn`] started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spawned {
+    /// The new process.
+    pub pid: Pid,
+    /// The monitor, if [`Spawn::monitor`] was asked for.
+    pub monitor: Option<MonitorRef>,
+}
+
+/// Why a spawn was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// The requested name is registered to another process.
+    Register(RegisterError),
+    /// `link` or `monitor` was asked for outside a process: there is no parent.
+    NoParent,
+}
+
+impl std::fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpawnError::Register(e) => write!(f, "cannot register the new process: {e}"),
+            SpawnError::NoParent => {
+                f.write_str("link or monitor requested outside a process: there is no parent")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SpawnError {}
+
+impl Spawn {
+    /// Default options: normal priority, not trapping exits, no name.
+    pub fn new() -> Spawn {
+        Spawn::default()
+    }
+
+    /// Registers the process under `name` before it first runs; the spawn
+    /// fails if the name is taken.
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Spawn {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Scheduling priority.
+    pub fn priority(mut self, priority: Priority) -> Spawn {
+        self.priority = priority;
+        self
+    }
+
+    /// Starts with `trap_exit` set.
+    pub fn trap_exit(mut self, on: bool) -> Spawn {
+        self.trap_exit = on;
+        self
+    }
+
+    /// What introspection shows the process was spawned as (default: the
+    /// type name of its body).
+    pub fn label(mut self, label: impl Into<Cow<'static, str>>) -> Spawn {
+        self.label = Some(label.into());
+        self
+    }
+
+    /// Links the new process to the caller, atomically with its creation.
+    pub fn link(mut self) -> Spawn {
+        self.link = true;
+        self
+    }
+
+    /// Monitors the new process from the caller, atomically with its creation.
+    pub fn monitor(mut self) -> Spawn {
+        self.monitor = true;
+        self
+    }
+
+    /// Starts the process. Inside a process it runs on the caller's runtime.
+    ///
+    /// # Panics
+    ///
+    /// Outside any Ember runtime (use [`Handle::spawn`](crate::Handle::spawn)).
+    pub fn spawn<F>(self, body: F) -> Result<Spawned, SpawnError>
+    where
+        F: Future + Send + 'static,
+        F::Output: IntoExitReason,
+    {
+        context::with_runtime("spawn", |rt| {
+            let parent = context::try_with_current(Arc::clone);
+            rt.spawn_with(self, parent.as_ref(), body)
+        })
+    }
+}
+
+impl Shared {
+    /// Creates, registers, links/monitors and queues a new process.
+    pub(crate) fn spawn_with<F>(
+        self: &Arc<Self>,
+        options: Spawn,
+        parent: Option<&Arc<Process>>,
+        body: F,
+    ) -> Result<Spawned, SpawnError>
+    where
+        F: Future + Send + 'static,
+        F::Output: IntoExitReason,
+    {
+        context::consume_reductions(1);
+        if (options.link || options.monitor) && parent.is_none() {
+            return Err(SpawnError::NoParent);
+        }
+        let pid = self.next_pid();
+        let spawned_as = options
+            .label
+            .unwrap_or(Cow::Borrowed(std::any::type_name::<F>()));
+        let future: BoxFuture = Box::pin(async move { body.await.into_exit_reason() });
+        let size = std::mem::size_of_val(&*future);
+        let process = Arc::new(Process::new(
+            pid,
+            self.clone(),
+            future,
+            size,
+            spawned_as,
+            options.priority,
+            options.trap_exit,
+        ));
+        if let Some(name) = options.name {
+            self.claim_name(name, &process).map_err(SpawnError::Register)?;
+        }
+        let mut monitor = None;
+        if let Some(parent) = parent {
+            if options.link {
+                parent.with_relations(|r| r.links.insert(pid));
+                process.with_relations(|r| r.links.insert(parent.pid));
+            }
+            if options.monitor {
+                let reference = MonitorRef(self.make_ref());
+                parent.with_relations(|r| r.monitoring.insert(reference, pid));
+                process.with_relations(|r| r.monitored_by.insert(reference, parent.pid));
+                monitor = Some(reference);
+            }
+        }
+        self.table.insert(pid.key(), process.clone());
+        scheduler::enqueue_new(process);
+        Ok(Spawned { pid, monitor })
+    }
+
+    /// Registers a name for a process that is not in the table yet.
+    fn claim_name(&self, name: Arc<str>, process: &Process) -> Result<(), RegisterError> {
+        use dashmap::mapref::entry::Entry;
+        match self.names.entry(name.clone()) {
+            Entry::Occupied(owner) => Err(RegisterError::NameTaken {
+                name,
+                owner: *owner.get(),
+            }),
+            Entry::Vacant(slot) => {
+                slot.insert(process.pid);
+                process.with_relations(|r| r.name = Some(name));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Spawns a process running `body`; returns its pid at once.
+///
+/// The body may return `()`, an [`ExitReason`](crate::ExitReason) or a
+/// `Result<(), E: Display>`; that becomes its exit reason. A panic in the body
+/// terminates only this process, with reason [`ExitReason::Panic`](crate::ExitReason::Panic).
+///
+/// # Panics
+///
+/// Outside an Ember runtime (use [`Handle::spawn`](crate::Handle::spawn)).
+pub fn spawn<F>(body: F) -> Pid
+where
+    F: Future + Send + 'static,
+    F::Output: IntoExitReason,
+{
+    match Spawn::new().spawn(body) {
+        Ok(spawned) => spawned.pid,
+        Err(_) => unreachable!("a spawn without name, link or monitor cannot fail"),
+    }
+}
+
+/// Spawns a process linked to the caller (atomically).
+///
+/// # Panics
+///
+/// Outside an Ember process.
+pub fn spawn_link<F>(body: F) -> Pid
+where
+    F: Future + Send + 'static,
+    F::Output: IntoExitReason,
+{
+    context::with_current("spawn_link", |_| ());
+    match Spawn::new().link().spawn(body) {
+        Ok(spawned) => spawned.pid,
+        Err(_) => unreachable!("checked above: the caller is a process"),
+    }
+}
+
+/// Spawns a process monitored by the caller (atomically); returns its pid and
+/// the monitor.
+///
+/// # Panics
+///
+/// Outside an Ember process.
+pub fn spawn_monitor<F>(body: F) -> (Pid, MonitorRef)
+where
+    F: Future + Send + 'static,
+    F::Output: IntoExitReason,
+{
+    context::with_current("spawn_monitor", |_| ());
+    match Spawn::new().monitor().spawn(body) {
+        Ok(Spawned {
+            pid,
+            monitor: Some(monitor),
+        }) => (pid, monitor),
+        _ => unreachable!("checked above: the caller is a process"),
+    }
+}

@@ -1,0 +1,190 @@
+//! Timers: `send_after`, `cancel_timer`, `read_timer`, and the wake-ups behind
+//! receive timeouts and [`sleep`](crate::sleep).
+//!
+//! All timers of a runtime live in one hierarchical timing wheel
+//! ([`wheel::Wheel`]) with millisecond resolution, behind one mutex: arming
+//! and cancelling are O(1), and a million pending timers cost a few tens of
+//! megabytes. A dedicated thread sleeps until the earliest deadline and then
+//! delivers what fired. An insert only notifies that thread when it moves the
+//! earliest deadline forward in time, so arming in bulk costs no wake-ups.
+
+mod wheel;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+pub(crate) use wheel::TimerKey;
+use wheel::Wheel;
+
+use crate::context;
+use crate::mailbox::Envelope;
+use crate::pid::{Pid, TimerRef};
+use crate::process::Process;
+use crate::runtime::Shared;
+use crate::scheduler;
+
+/// What happens when a timer fires.
+pub(crate) enum TimerAction {
+    /// Deliver a message (`send_after`).
+    Send { to: Pid, message: Envelope },
+    /// Wake a process (receive timeouts).
+    Wake(Arc<Process>),
+}
+
+struct TimerState {
+    wheel: Wheel<TimerAction>,
+    /// The deadline the timer thread sleeps until: `u64::MAX` when it waits
+    /// for the first timer, 0 while it is awake.
+    sleeping_until: u64,
+    shutdown: bool,
+}
+
+/// The timer service of one runtime.
+pub(crate) struct Timers {
+    state: Mutex<TimerState>,
+    wakeup: Condvar,
+    origin: Instant,
+}
+
+impl Timers {
+    pub(crate) fn new() -> Timers {
+        Timers {
+            state: Mutex::new(TimerState {
+                wheel: Wheel::new(0),
+                sleeping_until: 0,
+                shutdown: false,
+            }),
+            wakeup: Condvar::new(),
+            origin: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    /// Milliseconds since the origin, rounded up so a timer never fires early.
+    fn deadline_ms(&self, at: Instant) -> u64 {
+        let since = at.saturating_duration_since(self.origin);
+        let ms = since.as_millis() as u64;
+        if since > Duration::from_millis(ms) {
+            ms + 1
+        } else {
+            ms
+        }
+    }
+
+    fn insert(&self, deadline: u64, action: TimerAction) -> TimerKey {
+        let mut state = self.state.lock();
+        let key = state.wheel.insert(deadline, action);
+        if deadline < state.sleeping_until {
+            state.sleeping_until = 0;
+            self.wakeup.notify_one();
+        }
+        key
+    }
+
+    /// Arms a wake-up of `process` at `at`.
+    pub(crate) fn wake_at(&self, at: Instant, process: Arc<Process>) -> TimerKey {
+        self.insert(self.deadline_ms(at), TimerAction::Wake(process))
+    }
+
+    /// Disarms a timer; returns its deadline (ms) if it was pending.
+    pub(crate) fn cancel_key(&self, key: TimerKey) -> Option<u64> {
+        let removed = self.state.lock().wheel.remove(key);
+        removed.map(|(deadline, _action)| deadline)
+    }
+
+    fn remaining(&self, deadline: u64) -> Duration {
+        Duration::from_millis(deadline.saturating_sub(self.now_ms()))
+    }
+
+    /// Number of pending timers.
+    pub(crate) fn pending(&self) -> usize {
+        self.state.lock().wheel.len()
+    }
+
+    pub(crate) fn shut_down(&self) {
+        self.state.lock().shutdown = true;
+        self.wakeup.notify_all();
+    }
+
+    /// The timer thread's loop.
+    pub(crate) fn run(&self, rt: &Shared) {
+        let mut fired = Vec::new();
+        let mut state = self.state.lock();
+        while !state.shutdown {
+            let now = self.now_ms();
+            state.wheel.advance(now, &mut fired);
+            if !fired.is_empty() {
+                drop(state);
+                for (_key, action) in fired.drain(..) {
+                    match action {
+                        TimerAction::Send { to, message } => rt.send_envelope(to, message),
+                        TimerAction::Wake(process) => scheduler::wake(&process),
+                    }
+                }
+                state = self.state.lock();
+                continue;
+            }
+            match state.wheel.next_deadline() {
+                Some(deadline) => {
+                    state.sleeping_until = deadline;
+                    let at = self.origin + Duration::from_millis(deadline);
+                    self.wakeup.wait_until(&mut state, at);
+                }
+                None => {
+                    state.sleeping_until = u64::MAX;
+                    self.wakeup.wait(&mut state);
+                }
+            }
+            state.sleeping_until = 0;
+        }
+        // Drop what never fired outside the lock (it may hold processes).
+        let mut rest = Vec::new();
+        state.wheel.advance(u64::MAX, &mut rest);
+        drop(state);
+        drop(rest);
+    }
+}
+
+/// Sends `message` to `to` after `after` (Erlang's `erlang:send_after/3`).
+/// The message is dropped if `to` is dead by then. Millisecond resolution;
+/// never fires early.
+pub fn send_after<M: Send + 'static>(to: Pid, message: M, after: Duration) -> TimerRef {
+    context::with_runtime("send_after", |rt| {
+        context::consume_reductions(1);
+        let at = Instant::now().checked_add(after).unwrap_or_else(far_future);
+        let key = rt.timers.insert(
+            rt.timers.deadline_ms(at),
+            TimerAction::Send {
+                to,
+                message: Envelope::new(message),
+            },
+        );
+        TimerRef(key.to_u64())
+    })
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
+}
+
+/// Cancels a timer. Returns the time that was left, or `None` if it already
+/// fired or was cancelled (Erlang's `erlang:cancel_timer/1` returning `false`).
+pub fn cancel_timer(timer: TimerRef) -> Option<Duration> {
+    context::with_runtime("cancel_timer", |rt| {
+        let deadline = rt.timers.cancel_key(TimerKey::from_u64(timer.0))?;
+        Some(rt.timers.remaining(deadline))
+    })
+}
+
+/// The time left before a timer fires, or `None` if it fired or was cancelled.
+pub fn read_timer(timer: TimerRef) -> Option<Duration> {
+    context::with_runtime("read_timer", |rt| {
+        let deadline = rt.timers.state.lock().wheel.deadline(TimerKey::from_u64(timer.0))?;
+        Some(rt.timers.remaining(deadline))
+    })
+}
