@@ -4,17 +4,31 @@
 //!
 //! * `inbox` is shared: senders push to its back under its lock, so messages
 //!   from one sender keep their order.
-//! * `saved` is the owner's: messages it has already looked at and left in
-//!   place. Only the owning process (inside a poll) touches it. A receive scans
-//!   `saved` from the front, then moves the whole inbox behind it and scans on,
-//!   so the arrival order of all messages is kept.
-//! * The owner takes `saved` out of its mutex while it runs a user predicate,
-//!   so a predicate may itself send, even to its own process.
+//! * `saved` belongs to the owner: messages it has already looked at and left
+//!   in place. Only the thread polling the process touches it (see Safety). A
+//!   receive scans `saved` from the front, then moves the whole inbox behind it
+//!   and scans on, so the arrival order of all messages is kept.
+//! * While a user predicate runs, the owner has taken `saved` out of its cell,
+//!   so a predicate may itself send or even receive; whatever a nested receive
+//!   leaves behind is merged back after the older messages.
+//! * `saved_len` mirrors `saved`'s length for readers on other threads.
+//!
+//! # Safety
+//!
+//! `saved` is an `UnsafeCell`. The `unsafe fn`s that touch it require that the
+//! caller has exclusive use of the process: it is the scheduler thread holding
+//! the process's `RUNNING` bit (every process-facing call reaches the mailbox
+//! through [`crate::context`]'s current process, which is only set for the
+//! duration of such a poll or of dropping the body), or the runtime tearing
+//! down after all scheduler threads have stopped. No reference into the cell
+//! outlives the function that made it, so nested calls cannot alias.
 
 use std::any::Any;
+use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::mem;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
@@ -53,8 +67,14 @@ impl fmt::Debug for Envelope {
 #[derive(Default)]
 pub(crate) struct Mailbox {
     inbox: Mutex<VecDeque<Envelope>>,
-    saved: Mutex<Saved>,
+    saved: UnsafeCell<Saved>,
+    saved_len: AtomicUsize,
 }
+
+// SAFETY: `inbox` is behind a mutex; `saved` is only accessed through the
+// `unsafe fn`s below, whose contract gives one thread exclusive use of it at a
+// time (module docs, "Safety"); `saved_len` is atomic. Envelopes are `Send`.
+unsafe impl Sync for Mailbox {}
 
 /// The owner's part of the mailbox.
 #[derive(Default)]
@@ -77,24 +97,59 @@ impl Mailbox {
         self.inbox.lock().push_back(message);
     }
 
+    /// Takes the saved queue out of its cell.
+    ///
+    /// # Safety
+    ///
+    /// The caller has exclusive use of the process (module docs).
+    unsafe fn take_saved(&self) -> Saved {
+        // SAFETY: exclusive use per this fn's contract; the reference does not
+        // outlive this statement.
+        unsafe { mem::take(&mut *self.saved.get()) }
+    }
+
+    /// Puts the saved queue back, after anything a nested receive left there.
+    ///
+    /// # Safety
+    ///
+    /// The caller has exclusive use of the process (module docs).
+    unsafe fn put_saved(&self, mut owned: Saved) {
+        // SAFETY: exclusive use per this fn's contract; the reference does not
+        // outlive this block and no user code runs while it exists.
+        let cell = unsafe { &mut *self.saved.get() };
+        if !cell.queue.is_empty() {
+            // A nested receive pulled newer messages from the inbox: they go after ours.
+            owned.queue.append(&mut cell.queue);
+            owned.removals += 1;
+        }
+        owned.removals = owned.removals.max(cell.removals);
+        self.saved_len.store(owned.queue.len(), Ordering::Relaxed);
+        *cell = owned;
+    }
+
     /// Removes and returns the first message, in arrival order, for which
-    /// `matches` holds; `None` if there is none yet. Owner only.
+    /// `matches` holds; `None` if there is none yet.
     ///
     /// `cursor` remembers the saved messages a previous call of the same
     /// receive already rejected, so a waiting receive never looks at a message
     /// twice (unless another receive removed one meanwhile: then it rescans).
-    pub(crate) fn take_first(
+    ///
+    /// # Safety
+    ///
+    /// The caller has exclusive use of the process (module docs).
+    pub(crate) unsafe fn take_first(
         &self,
         cursor: &mut Cursor,
         matches: &mut dyn FnMut(&Envelope) -> bool,
     ) -> Option<Envelope> {
-        let mut owned = mem::take(&mut *self.saved.lock());
+        // SAFETY: forwarded from this fn's contract.
+        let mut owned = unsafe { self.take_saved() };
         if owned.removals != cursor.removals {
             cursor.scanned = 0;
         }
         let saved = &mut owned.queue;
         let found = loop {
-            if let Some(offset) = saved.iter().skip(cursor.scanned).position(&mut *matches) {
+            if let Some(offset) = saved.range(cursor.scanned..).position(&mut *matches) {
                 owned.removals += 1;
                 break saved.remove(cursor.scanned + offset);
             }
@@ -110,14 +165,19 @@ impl Mailbox {
             }
         };
         cursor.removals = owned.removals;
-        // Nothing else writes `saved`; put ours back (keeping its allocation).
-        *self.saved.lock() = owned;
+        // SAFETY: forwarded from this fn's contract.
+        unsafe { self.put_saved(owned) };
         found
     }
 
-    /// Removes every message for which `matches` holds. Owner only.
-    pub(crate) fn remove_all(&self, matches: &mut dyn FnMut(&Envelope) -> bool) -> usize {
-        let mut owned = mem::take(&mut *self.saved.lock());
+    /// Removes every message for which `matches` holds.
+    ///
+    /// # Safety
+    ///
+    /// The caller has exclusive use of the process (module docs).
+    pub(crate) unsafe fn remove_all(&self, matches: &mut dyn FnMut(&Envelope) -> bool) -> usize {
+        // SAFETY: forwarded from this fn's contract.
+        let mut owned = unsafe { self.take_saved() };
         owned.queue.append(&mut self.inbox.lock());
         let before = owned.queue.len();
         owned.queue.retain(|m| !matches(m));
@@ -125,26 +185,76 @@ impl Mailbox {
         if removed > 0 {
             owned.removals += 1;
         }
-        *self.saved.lock() = owned;
+        // SAFETY: forwarded from this fn's contract.
+        unsafe { self.put_saved(owned) };
         removed
     }
 
-    /// Number of messages waiting.
+    /// Drops the saved messages (the body is being dropped).
+    ///
+    /// # Safety
+    ///
+    /// The caller has exclusive use of the process (module docs).
+    pub(crate) unsafe fn clear_saved(&self) {
+        // SAFETY: forwarded from this fn's contract.
+        let owned = unsafe { self.take_saved() };
+        self.saved_len.store(0, Ordering::Relaxed);
+        drop(owned);
+    }
+
+    /// Number of messages waiting (any thread; approximate while it changes).
     pub(crate) fn len(&self) -> usize {
-        self.saved.lock().queue.len() + self.inbox.lock().len()
+        self.saved_len.load(Ordering::Relaxed) + self.inbox.lock().len()
     }
 
-    /// Drops every message (the process is exiting). Returns them so the caller
-    /// can drop them outside any lock.
-    pub(crate) fn drain(&self) -> (VecDeque<Envelope>, VecDeque<Envelope>) {
-        let saved = mem::take(&mut self.saved.lock().queue);
-        let inbox = mem::take(&mut *self.inbox.lock());
-        (saved, inbox)
+    /// Takes every message not yet seen by the owner (any thread). The caller
+    /// drops them outside any lock.
+    pub(crate) fn drain_inbox(&self) -> VecDeque<Envelope> {
+        mem::take(&mut *self.inbox.lock())
     }
 
-    /// Bytes held by queued messages, estimated.
+    /// Bytes held by queued messages, estimated (any thread).
     pub(crate) fn memory_estimate(&self) -> usize {
-        let slots = self.saved.lock().queue.capacity() + self.inbox.lock().capacity();
-        slots * mem::size_of::<Envelope>() + self.len() * 32
+        let queued = self.len();
+        let slots = self.inbox.lock().capacity() + self.saved_len.load(Ordering::Relaxed);
+        slots * mem::size_of::<Envelope>() + queued * 32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn take_u32(mailbox: &Mailbox, cursor: &mut Cursor, pred: impl Fn(u32) -> bool) -> Option<u32> {
+        // SAFETY: the test owns the mailbox exclusively.
+        unsafe { mailbox.take_first(cursor, &mut |m| m.downcast_ref::<u32>().is_some_and(|n| pred(*n))) }
+            .and_then(|m| m.downcast().ok())
+    }
+
+    #[test]
+    fn selective_take_keeps_the_order_of_the_rest() {
+        let mailbox = Mailbox::default();
+        for n in [1u32, 2, 3, 4] {
+            mailbox.push(Envelope::new(n));
+        }
+        mailbox.push(Envelope::new("text"));
+        assert_eq!(take_u32(&mailbox, &mut Cursor::default(), |n| n == 3), Some(3));
+        assert_eq!(take_u32(&mailbox, &mut Cursor::default(), |n| n > 10), None);
+        let rest: Vec<u32> = std::iter::from_fn(|| take_u32(&mailbox, &mut Cursor::default(), |_| true)).collect();
+        assert_eq!(rest, vec![1, 2, 4]);
+        assert_eq!(mailbox.len(), 1);
+    }
+
+    #[test]
+    fn a_cursor_rescans_after_another_receive_removed_a_message() {
+        let mailbox = Mailbox::default();
+        for n in [1u32, 2, 3] {
+            mailbox.push(Envelope::new(n));
+        }
+        let mut waiting = Cursor::default();
+        assert_eq!(take_u32(&mailbox, &mut waiting, |n| n == 9), None);
+        assert_eq!(take_u32(&mailbox, &mut Cursor::default(), |n| n == 1), Some(1));
+        mailbox.push(Envelope::new(9u32));
+        assert_eq!(take_u32(&mailbox, &mut waiting, |n| n == 9 || n == 2), Some(2));
     }
 }

@@ -41,8 +41,12 @@ impl<M: std::fmt::Debug> std::error::Error for NameNotFound<M> {}
 impl Shared {
     /// Delivers `message` to `to` if it is alive; drops it otherwise.
     pub(crate) fn send_envelope(&self, to: Pid, message: Envelope) {
-        if let Some(process) = self.lookup(to) {
-            signal::deliver(&process, message);
+        if !to.is_local() {
+            return;
+        }
+        // Delivered under the table's read guard: saves an Arc clone per send.
+        if let Some(process) = self.table.get(&to.key()) {
+            signal::deliver(process.value(), message);
         }
     }
 }
@@ -135,9 +139,13 @@ pub fn try_receive<M: Send + 'static>() -> Option<M> {
 
 fn take<M: Send + 'static>(cursor: &mut Cursor, predicate: &mut dyn FnMut(&M) -> bool) -> Option<M> {
     context::with_current("receive", |me| {
-        me.mailbox
-            .take_first(cursor, &mut |m| m.downcast_ref::<M>().is_some_and(&mut *predicate))
-            .and_then(|m| m.downcast::<M>().ok())
+        // SAFETY: `me` is the current process, so this thread has exclusive
+        // use of it (mailbox module docs, "Safety").
+        unsafe {
+            me.mailbox
+                .take_first(cursor, &mut |m| m.downcast_ref::<M>().is_some_and(&mut *predicate))
+        }
+        .and_then(|m| m.downcast::<M>().ok())
     })
 }
 
@@ -232,7 +240,9 @@ impl<F: FnMut(&Envelope) -> bool + Unpin> sealed::Selective for ReceiveAny<F> {
 
     fn try_take(&mut self) -> Option<Envelope> {
         context::with_current("receive_any", |me| {
-            me.mailbox.take_first(&mut self.cursor, &mut self.predicate)
+            // SAFETY: `me` is the current process, so this thread has exclusive
+            // use of it (mailbox module docs, "Safety").
+            unsafe { me.mailbox.take_first(&mut self.cursor, &mut self.predicate) }
         })
     }
 }

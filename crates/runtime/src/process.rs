@@ -32,7 +32,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::task::Wake;
+
+use futures_task::ArcWake;
 
 use parking_lot::Mutex;
 
@@ -335,12 +336,13 @@ impl Process {
     }
 }
 
-impl Wake for Process {
-    fn wake(self: Arc<Self>) {
-        crate::scheduler::wake(&self);
+impl ArcWake for Process {
+    fn wake_by_ref(process: &Arc<Self>) {
+        crate::scheduler::wake(process);
     }
+}
 
-    fn wake_by_ref(self: &Arc<Self>) {
-        crate::scheduler::wake(self);
-    }
+/// Adds `n` to a counter only the polling thread writes (no locked RMW needed).
+pub(crate) fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
 }

@@ -253,7 +253,10 @@ impl Drop for Runtime {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(body)));
             context::set_current(previous);
             process.relations.lock().take();
-            drop(process.mailbox.drain());
+            drop(process.mailbox.drain_inbox());
+            // SAFETY: every scheduler thread has stopped: this thread has
+            // exclusive use of the process (mailbox module docs, "Safety").
+            unsafe { process.mailbox.clear_saved() };
         }
         drop(processes);
         drop(shared.sched.drain_all());

@@ -33,14 +33,14 @@ use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use crate::context;
-use crate::process::{Priority, Process, TransitionToIdle, TransitionToScheduled};
+use crate::process::{bump, Priority, Process, TransitionToIdle, TransitionToScheduled};
 use crate::reason::ExitReason;
 use crate::runtime::Shared;
 use crate::signal;
@@ -67,8 +67,13 @@ pub(crate) struct RunQueue {
 }
 
 impl RunQueue {
+    /// Processes in the FIFO queues (stealable), not counting `next`.
+    fn stealable(&self) -> usize {
+        self.high.len() + self.normal.len() + self.low.len()
+    }
+
     fn len(&self) -> usize {
-        self.high.len() + self.normal.len() + self.low.len() + usize::from(self.next.is_some())
+        self.stealable() + usize::from(self.next.is_some())
     }
 
     fn push_back(&mut self, process: Arc<Process>) {
@@ -132,8 +137,10 @@ impl RunQueue {
 pub(crate) struct Slot {
     pub(crate) index: usize,
     queue: Mutex<RunQueue>,
-    /// Length of `queue`, readable without the lock.
+    /// Stealable length of `queue` (without `next`), readable without the lock.
     len: AtomicUsize,
+    /// Whether `queue.next` holds a process.
+    has_next: AtomicBool,
     thread: OnceLock<Thread>,
     /// Parked and waiting to be unparked.
     parked: AtomicBool,
@@ -153,6 +160,7 @@ impl Slot {
             index,
             queue: Mutex::new(RunQueue::default()),
             len: AtomicUsize::new(0),
+            has_next: AtomicBool::new(false),
             thread: OnceLock::new(),
             parked: AtomicBool::new(false),
             online: AtomicBool::new(true),
@@ -162,9 +170,14 @@ impl Slot {
         }
     }
 
-    /// Processes waiting in this slot's queues.
-    pub(crate) fn queue_len(&self) -> usize {
+    /// Processes other slots could steal from this one.
+    fn stealable_len(&self) -> usize {
         self.len.load(Ordering::SeqCst)
+    }
+
+    /// Processes waiting in this slot's queues, `next` included.
+    pub(crate) fn queue_len(&self) -> usize {
+        self.stealable_len() + usize::from(self.has_next.load(Ordering::Relaxed))
     }
 
     /// Whether the slot is online.
@@ -174,8 +187,14 @@ impl Slot {
 
     fn with_queue<R>(&self, f: impl FnOnce(&mut RunQueue) -> R) -> R {
         let mut q = self.queue.lock();
+        let before = q.stealable();
         let r = f(&mut q);
-        self.len.store(q.len(), Ordering::SeqCst);
+        let after = q.stealable();
+        if after != before {
+            // SeqCst: the push side of the sleep protocol (module docs).
+            self.len.store(after, Ordering::SeqCst);
+        }
+        self.has_next.store(q.next.is_some(), Ordering::Relaxed);
         r
     }
 
@@ -236,8 +255,12 @@ impl Scheduler {
         previous
     }
 
-    fn has_work(&self) -> bool {
-        self.injector_len() > 0 || self.slots.iter().any(|s| s.queue_len() > 0)
+    /// Whether `slot` has anything to run: its own queue (with `next`), the
+    /// injector, or something it could steal.
+    fn has_work_for(&self, slot: &Slot) -> bool {
+        self.injector_len() > 0
+            || slot.queue_len() > 0
+            || self.slots.iter().any(|s| s.stealable_len() > 0)
     }
 
     /// Wakes one parked online slot, if any.
@@ -332,6 +355,9 @@ pub(crate) fn run_slot(rt: Arc<Shared>, index: usize) {
     let slot = &rt.sched.slots[index];
     let mut picks: u32 = 0;
     let mut next_streak: u32 = 0;
+    // When the previous poll ended: the next poll's start, so each poll reads
+    // the clock once. The loop's own bookkeeping is charged to the next poll.
+    let mut clock = Instant::now();
     while !rt.sched.shutdown.load(Ordering::Acquire) {
         if !slot.is_online() {
             go_offline(&rt, slot);
@@ -344,8 +370,11 @@ pub(crate) fn run_slot(rt: Arc<Shared>, index: usize) {
             pop_local(slot, &mut next_streak).or_else(|| take_from_injector(&rt.sched, slot))
         };
         match found.or_else(|| steal(&rt.sched, slot)) {
-            Some(process) => run(slot, process),
-            None => idle(&rt.sched, slot),
+            Some(process) => clock = run(slot, process, clock),
+            None => {
+                idle(&rt.sched, slot);
+                clock = Instant::now();
+            }
         }
     }
     context::leave_scheduler();
@@ -355,9 +384,10 @@ fn pop_local(slot: &Slot, next_streak: &mut u32) -> Option<Arc<Process>> {
     if slot.queue_len() == 0 {
         return None;
     }
-    let take_next = *next_streak < NEXT_STREAK_LIMIT;
     let (process, from_next) = slot.with_queue(|q| {
         let had_next = q.next.is_some() && q.high.is_empty();
+        // The streak limit only matters when others are waiting.
+        let take_next = *next_streak < NEXT_STREAK_LIMIT || q.len() == 1;
         let p = q.pop(take_next);
         (p, had_next && take_next)
     });
@@ -391,7 +421,7 @@ fn steal(sched: &Scheduler, thief: &Slot) -> Option<Arc<Process>> {
     let n = sched.slots.len();
     for offset in 1..n {
         let victim = &sched.slots[(thief.index + offset) % n];
-        if victim.queue_len() == 0 {
+        if victim.stealable_len() == 0 {
             continue;
         }
         let mut loot = RunQueue::default();
@@ -408,7 +438,7 @@ fn steal(sched: &Scheduler, thief: &Slot) -> Option<Arc<Process>> {
 
 fn idle(sched: &Scheduler, slot: &Slot) {
     for _ in 0..SPIN_ROUNDS {
-        if sched.has_work() || sched.shutdown.load(Ordering::Acquire) {
+        if sched.has_work_for(slot) || sched.shutdown.load(Ordering::Acquire) {
             return;
         }
         std::hint::spin_loop();
@@ -416,7 +446,7 @@ fn idle(sched: &Scheduler, slot: &Slot) {
     }
     slot.parked.store(true, Ordering::SeqCst);
     sched.sleepers.fetch_add(1, Ordering::SeqCst);
-    if sched.has_work() || sched.shutdown.load(Ordering::SeqCst) || !slot.is_online() {
+    if sched.has_work_for(slot) || sched.shutdown.load(Ordering::SeqCst) || !slot.is_online() {
         if slot.parked.swap(false, Ordering::SeqCst) {
             sched.sleepers.fetch_sub(1, Ordering::SeqCst);
         }
@@ -445,15 +475,15 @@ fn go_offline(rt: &Shared, slot: &Slot) {
     }
 }
 
-/// Polls one process once and files it where it belongs afterwards.
-fn run(slot: &Slot, process: Arc<Process>) {
+/// Polls one process once and files it where it belongs afterwards. `started`
+/// is when the poll began (the end of the previous one); returns when it ended.
+fn run(slot: &Slot, process: Arc<Process>, started: Instant) -> Instant {
     if !process.transition_to_running() {
         drop_future(&process);
-        return;
+        return Instant::now();
     }
-    let waker = Waker::from(process.clone());
+    let waker = futures_task::waker_ref(&process);
     let mut cx = Context::from_waker(&waker);
-    let started = Instant::now();
     context::set_current(Some(process.clone()));
     let outcome = {
         let mut body = process.future.lock();
@@ -464,12 +494,14 @@ fn run(slot: &Slot, process: Arc<Process>) {
     };
     let reductions = u64::from(context::reductions_used());
     context::set_current(None);
-    let elapsed = started.elapsed().as_nanos() as u64;
-    process.cpu_ns.fetch_add(elapsed, Ordering::Relaxed);
-    process.reductions.fetch_add(reductions, Ordering::Relaxed);
-    slot.busy_ns.fetch_add(elapsed, Ordering::Relaxed);
-    slot.polls.fetch_add(1, Ordering::Relaxed);
-    slot.reductions.fetch_add(reductions, Ordering::Relaxed);
+    let ended = Instant::now();
+    let elapsed = ended.duration_since(started).as_nanos() as u64;
+    // Only this thread writes these counters now (slot owner, RUNNING holder).
+    bump(&process.cpu_ns, elapsed);
+    bump(&process.reductions, reductions);
+    bump(&slot.busy_ns, elapsed);
+    bump(&slot.polls, 1);
+    bump(&slot.reductions, reductions);
     match outcome {
         Ok(Poll::Pending) => match process.transition_to_idle() {
             TransitionToIdle::Idle => {}
@@ -488,18 +520,20 @@ fn run(slot: &Slot, process: Arc<Process>) {
             signal::terminate(&process, ExitReason::Panic(panic_message(&*payload).into()));
         }
     }
+    ended
 }
 
-/// Drops a process's body inside its own context; a panicking destructor is
-/// contained.
+/// Drops a process's body and saved messages inside its own context; a
+/// panicking destructor is contained. The caller holds `RUNNING`.
 fn drop_future(process: &Arc<Process>) {
-    let Some(body) = process.future.lock().take() else {
-        return;
-    };
+    let body = process.future.lock().take();
     let previous = context::set_current(Some(process.clone()));
     if panic::catch_unwind(AssertUnwindSafe(move || drop(body))).is_err() {
         tracing::warn!(pid = %process.pid, "a destructor panicked while dropping a process body");
     }
+    // SAFETY: our caller holds the process's RUNNING bit: exclusive use
+    // (mailbox module docs, "Safety").
+    unsafe { process.mailbox.clear_saved() };
     context::set_current(previous);
 }
 

@@ -102,7 +102,8 @@ pub(crate) fn terminate(process: &Arc<Process>, reason: ExitReason) {
             }
         }
     }
-    drop(process.mailbox.drain());
+    // The owner's saved messages go when its body is dropped.
+    drop(process.mailbox.drain_inbox());
     // Let a scheduler drop the body (now, or when its current poll returns).
     scheduler::wake(process);
 }
@@ -262,8 +263,13 @@ pub fn demonitor(monitor: MonitorRef, flush: bool) -> bool {
             None => false,
         };
         if flush {
-            me.mailbox
-                .remove_all(&mut |m| m.downcast_ref::<Down>().is_some_and(|d| d.monitor == monitor));
+            // SAFETY: `me` is the current process, so this thread has exclusive
+            // use of it (mailbox module docs, "Safety").
+            unsafe {
+                me.mailbox.remove_all(&mut |m| {
+                    m.downcast_ref::<Down>().is_some_and(|d| d.monitor == monitor)
+                });
+            }
         }
         was_active
     })

@@ -1,0 +1,415 @@
+//! Ember's side of the side-by-side benchmarks. `bench/run` drives it; each
+//! scenario mirrors `bench/erlang/ember_bench.erl` step by step (see
+//! `bench/README.md`, "Writing the Ember side").
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use ember_runtime::{
+    self as ember, receive, self_pid, send, spawn, CountingAlloc, ExitReason, Handle, Pid,
+    Runtime, TimerRef,
+};
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+/// A scenario: runs on the coordinator process, returns its metrics.
+type Scenario = fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Metric>> + Send>>;
+
+struct Metric {
+    name: &'static str,
+    value: f64,
+    unit: &'static str,
+}
+
+const SCENARIOS: &[(&str, Scenario)] = &[
+    ("spawn", || Box::pin(spawn_scenario())),
+    ("pingpong", || Box::pin(pingpong_scenario())),
+    ("ring", || Box::pin(ring_scenario())),
+    ("fanin", || Box::pin(fanin_scenario())),
+    ("timers", || Box::pin(timers_scenario())),
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("--list") => {
+            for (name, _) in SCENARIOS {
+                println!("SCENARIO {name}");
+            }
+            ExitCode::SUCCESS
+        }
+        Some(name) => match SCENARIOS.iter().find(|(n, _)| *n == name) {
+            Some((_, scenario)) => {
+                let mut builder = Runtime::builder();
+                if let Some(n) = std::env::var("EMBER_SCHEDULERS").ok().and_then(|v| v.parse().ok()) {
+                    builder = builder.schedulers(n);
+                }
+                let rt = match builder.build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        eprintln!("ember-bench: cannot start the runtime: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                let scenario = *scenario;
+                for m in rt.block_on(async move { scenario().await }) {
+                    println!("METRIC {} {:.3} {}", m.name, m.value, m.unit);
+                }
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("ember-bench: unknown scenario {name:?}");
+                ExitCode::from(2)
+            }
+        },
+        None => {
+            eprintln!("usage: ember-bench --list | ember-bench <scenario>");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn metric(name: &'static str, value: f64, unit: &'static str) -> Metric {
+    Metric { name, value, unit }
+}
+
+/// Polls every 1 ms until no process other than the caller is runnable.
+async fn wait_quiescent() {
+    let handle = Handle::current();
+    loop {
+        let info = handle.runtime_info();
+        let queued: usize =
+            info.schedulers.iter().map(|s| s.run_queue).sum::<usize>() + info.global_queue;
+        if queued == 0 {
+            return;
+        }
+        ember::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Polls every 1 ms until at most `count` processes are alive.
+async fn wait_process_count_at_most(count: usize) {
+    let handle = Handle::current();
+    while handle.runtime_info().process_count > count {
+        ember::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn rss_bytes() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb * 1024.0)
+}
+
+fn allocated() -> f64 {
+    ember::allocated_bytes().unwrap_or(0) as f64
+}
+
+// ---------------------------------------------------------------- spawn
+
+async fn spawn_round(n: usize) -> Vec<Metric> {
+    let handle = Handle::current();
+    let base = handle.runtime_info().process_count;
+    let mut pids: Vec<Pid> = Vec::with_capacity(n);
+    let mem0 = allocated();
+    let rss0 = rss_bytes();
+    let t0 = Instant::now();
+    for _ in 0..n {
+        pids.push(spawn(async {
+            ember::receive_any(|_| true).await;
+        }));
+    }
+    let t1 = Instant::now();
+    wait_quiescent().await;
+    if let Some(last) = pids.last() {
+        while handle
+            .process_info(*last)
+            .is_some_and(|i| i.status != ember::Status::Waiting)
+        {
+            ember::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let mem1 = allocated();
+    let rss1 = rss_bytes();
+    let t2 = Instant::now();
+    for pid in pids.iter().rev() {
+        ember::exit(*pid, ExitReason::Kill);
+    }
+    wait_process_count_at_most(base).await;
+    let t3 = Instant::now();
+    let nf = n as f64;
+    vec![
+        metric("spawn_us_per_process", (t1 - t0).as_secs_f64() * 1e6 / nf, "us"),
+        metric("spawn_bytes_per_process", (mem1 - mem0) / nf, "bytes"),
+        metric("spawn_rss_bytes_per_process", (rss1 - rss0) / nf, "bytes"),
+        metric("spawn_kill_us_per_process", (t3 - t2).as_secs_f64() * 1e6 / nf, "us"),
+    ]
+}
+
+async fn spawn_scenario() -> Vec<Metric> {
+    spawn_round(10_000).await;
+    spawn_round(1_000_000).await
+}
+
+// ---------------------------------------------------------------- pingpong
+
+enum Pong {
+    Ping(Pid),
+    Stop,
+}
+
+struct PongReply;
+
+async fn pingpong_scenario() -> Vec<Metric> {
+    const N: u32 = 1_000_000;
+    let coordinator = self_pid();
+    let pong = spawn(async {
+        loop {
+            match receive::<Pong>().await {
+                Pong::Ping(from) => send(from, PongReply),
+                Pong::Stop => return,
+            }
+        }
+    });
+    spawn(async move {
+        let me = self_pid();
+        for _ in 0..10_000 {
+            send(pong, Pong::Ping(me));
+            receive::<PongReply>().await;
+        }
+        let t0 = Instant::now();
+        for _ in 0..N {
+            send(pong, Pong::Ping(me));
+            receive::<PongReply>().await;
+        }
+        send(coordinator, t0.elapsed());
+    });
+    let elapsed: Duration = receive().await;
+    send(pong, Pong::Stop);
+    vec![metric(
+        "pingpong_ns_per_roundtrip",
+        elapsed.as_secs_f64() * 1e9 / f64::from(N),
+        "ns",
+    )]
+}
+
+// ---------------------------------------------------------------- ring
+
+enum Ring {
+    Token(u32),
+    Next(Pid),
+    Stop,
+}
+
+struct RingDone;
+
+async fn relay(next: Pid, coordinator: Pid) {
+    loop {
+        match receive::<Ring>().await {
+            Ring::Token(0) => send(coordinator, RingDone),
+            Ring::Token(k) => send(next, Ring::Token(k - 1)),
+            Ring::Stop => {
+                send(next, Ring::Stop);
+                return;
+            }
+            Ring::Next(_) => {}
+        }
+    }
+}
+
+/// Builds a ring of `size` relays; returns the first.
+fn build_ring(size: u32) -> Pid {
+    let coordinator = self_pid();
+    let last = spawn(async move {
+        let next = loop {
+            if let Ring::Next(p) = receive::<Ring>().await {
+                break p;
+            }
+        };
+        relay(next, coordinator).await;
+    });
+    let mut next = last;
+    for _ in 1..size {
+        next = spawn(relay(next, coordinator));
+    }
+    send(last, Ring::Next(next));
+    next
+}
+
+async fn ring_scenario() -> Vec<Metric> {
+    const R: u32 = 10_000;
+    const H: u32 = 1_000_000;
+    let base = Handle::current().runtime_info().process_count;
+    let warm = build_ring(R);
+    send(warm, Ring::Token(R));
+    receive::<RingDone>().await;
+    send(warm, Ring::Stop);
+    wait_process_count_at_most(base).await;
+
+    let t0 = Instant::now();
+    let first = build_ring(R);
+    let t1 = Instant::now();
+    send(first, Ring::Token(R));
+    receive::<RingDone>().await;
+    let t2 = Instant::now();
+    send(first, Ring::Token(H));
+    receive::<RingDone>().await;
+    let t3 = Instant::now();
+    send(first, Ring::Stop);
+    vec![
+        metric("ring_ns_per_hop", (t3 - t2).as_secs_f64() * 1e9 / f64::from(H), "ns"),
+        metric(
+            "ring_build_us_per_process",
+            (t1 - t0).as_secs_f64() * 1e6 / f64::from(R),
+            "us",
+        ),
+    ]
+}
+
+// ---------------------------------------------------------------- fanin
+
+struct Go;
+struct Msg;
+struct FaninDone;
+
+async fn fanin_round(senders: u32, each: u32) -> f64 {
+    let coordinator = self_pid();
+    let total = u64::from(senders) * u64::from(each);
+    let receiver = spawn(async move {
+        for _ in 0..total {
+            receive::<Msg>().await;
+        }
+        send(coordinator, FaninDone);
+    });
+    let pids: Vec<Pid> = (0..senders)
+        .map(|_| {
+            spawn(async move {
+                receive::<Go>().await;
+                for _ in 0..each {
+                    send(receiver, Msg);
+                }
+            })
+        })
+        .collect();
+    wait_quiescent().await;
+    let t0 = Instant::now();
+    for pid in pids {
+        send(pid, Go);
+    }
+    receive::<FaninDone>().await;
+    total as f64 / t0.elapsed().as_secs_f64()
+}
+
+async fn fanin_scenario() -> Vec<Metric> {
+    fanin_round(100, 1_000).await;
+    let rate = fanin_round(100, 100_000).await;
+    vec![metric("fanin_msgs_per_s", rate, "msgs/s")]
+}
+
+// ---------------------------------------------------------------- timers
+
+struct Timeout;
+struct Armed;
+struct Cancel;
+struct Cancelled;
+struct Fired;
+
+async fn timers_round(procs: u32, each: u32) -> (f64, f64, f64) {
+    let coordinator = self_pid();
+    let count = f64::from(procs) * f64::from(each);
+
+    // Fire round.
+    let pids: Vec<Pid> = (0..procs)
+        .map(|_| {
+            spawn(async move {
+                receive::<Go>().await;
+                let me = self_pid();
+                for i in 0..each {
+                    ember::send_after(me, Timeout, Duration::from_millis(u64::from(1 + i % 100)));
+                }
+                for _ in 0..each {
+                    receive::<Timeout>().await;
+                }
+                send(coordinator, Fired);
+            })
+        })
+        .collect();
+    wait_quiescent().await;
+    let t0 = Instant::now();
+    for pid in &pids {
+        send(*pid, Go);
+    }
+    for _ in 0..procs {
+        receive::<Fired>().await;
+    }
+    let fire = (Instant::now() - t0).as_secs_f64() * 1e9 / count;
+
+    // Cancel round.
+    let pids: Vec<Pid> = (0..procs)
+        .map(|_| {
+            spawn(async move {
+                receive::<Go>().await;
+                let me = self_pid();
+                let timers: Vec<TimerRef> = (0..each)
+                    .map(|i| {
+                        ember::send_after(
+                            me,
+                            Timeout,
+                            Duration::from_millis(u64::from(3000 + i % 1000)),
+                        )
+                    })
+                    .collect();
+                send(coordinator, Armed);
+                receive::<Cancel>().await;
+                let mut late = 0;
+                for timer in timers.into_iter().rev() {
+                    if ember::cancel_timer(timer).is_none() {
+                        late += 1;
+                    }
+                }
+                if late > 0 {
+                    println!("# {late} timers fired before their cancel");
+                }
+                send(coordinator, Cancelled);
+            })
+        })
+        .collect();
+    wait_quiescent().await;
+    let t0 = Instant::now();
+    for pid in &pids {
+        send(*pid, Go);
+    }
+    for _ in 0..procs {
+        receive::<Armed>().await;
+    }
+    let t1 = Instant::now();
+    for pid in &pids {
+        send(*pid, Cancel);
+    }
+    for _ in 0..procs {
+        receive::<Cancelled>().await;
+    }
+    let t2 = Instant::now();
+    (
+        fire,
+        (t1 - t0).as_secs_f64() * 1e9 / count,
+        (t2 - t0).as_secs_f64() * 1e9 / count,
+    )
+}
+
+async fn timers_scenario() -> Vec<Metric> {
+    timers_round(10, 1_000).await;
+    let (fire, arm, cancel) = timers_round(1_000, 1_000).await;
+    vec![
+        metric("timers_ns_per_timer", fire, "ns"),
+        metric("timers_arm_ns_per_timer", arm, "ns"),
+        metric("timers_cancel_ns_per_timer", cancel, "ns"),
+    ]
+}
