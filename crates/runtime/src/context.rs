@@ -61,9 +61,8 @@ pub(crate) fn try_with_current<R>(f: impl FnOnce(&Arc<Process>) -> R) -> Option<
 /// Outside a process, with a message naming `what`: that is a misuse of the
 /// API (like tokio's "must be called from the context of a Tokio runtime").
 pub(crate) fn with_current<R>(what: &str, f: impl FnOnce(&Arc<Process>) -> R) -> R {
-    try_with_current(f).unwrap_or_else(|| {
-        panic!("ember: `{what}` must be called from inside an Ember process")
-    })
+    try_with_current(f)
+        .unwrap_or_else(|| panic!("ember: `{what}` must be called from inside an Ember process"))
 }
 
 /// Runs `f` with the runtime of this thread: the current process's, else the

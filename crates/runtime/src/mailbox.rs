@@ -227,8 +227,12 @@ mod tests {
 
     fn take_u32(mailbox: &Mailbox, cursor: &mut Cursor, pred: impl Fn(u32) -> bool) -> Option<u32> {
         // SAFETY: the test owns the mailbox exclusively.
-        unsafe { mailbox.take_first(cursor, &mut |m| m.downcast_ref::<u32>().is_some_and(|n| pred(*n))) }
-            .and_then(|m| m.downcast().ok())
+        unsafe {
+            mailbox.take_first(cursor, &mut |m| {
+                m.downcast_ref::<u32>().is_some_and(|n| pred(*n))
+            })
+        }
+        .and_then(|m| m.downcast().ok())
     }
 
     #[test]
@@ -238,9 +242,13 @@ mod tests {
             mailbox.push(Envelope::new(n));
         }
         mailbox.push(Envelope::new("text"));
-        assert_eq!(take_u32(&mailbox, &mut Cursor::default(), |n| n == 3), Some(3));
+        assert_eq!(
+            take_u32(&mailbox, &mut Cursor::default(), |n| n == 3),
+            Some(3)
+        );
         assert_eq!(take_u32(&mailbox, &mut Cursor::default(), |n| n > 10), None);
-        let rest: Vec<u32> = std::iter::from_fn(|| take_u32(&mailbox, &mut Cursor::default(), |_| true)).collect();
+        let rest: Vec<u32> =
+            std::iter::from_fn(|| take_u32(&mailbox, &mut Cursor::default(), |_| true)).collect();
         assert_eq!(rest, vec![1, 2, 4]);
         assert_eq!(mailbox.len(), 1);
     }
@@ -253,8 +261,14 @@ mod tests {
         }
         let mut waiting = Cursor::default();
         assert_eq!(take_u32(&mailbox, &mut waiting, |n| n == 9), None);
-        assert_eq!(take_u32(&mailbox, &mut Cursor::default(), |n| n == 1), Some(1));
+        assert_eq!(
+            take_u32(&mailbox, &mut Cursor::default(), |n| n == 1),
+            Some(1)
+        );
         mailbox.push(Envelope::new(9u32));
-        assert_eq!(take_u32(&mailbox, &mut waiting, |n| n == 9 || n == 2), Some(2));
+        assert_eq!(
+            take_u32(&mailbox, &mut waiting, |n| n == 9 || n == 2),
+            Some(2)
+        );
     }
 }

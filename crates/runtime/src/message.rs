@@ -137,13 +137,17 @@ pub fn try_receive<M: Send + 'static>() -> Option<M> {
     take::<M>(&mut Cursor::default(), &mut |_| true)
 }
 
-fn take<M: Send + 'static>(cursor: &mut Cursor, predicate: &mut dyn FnMut(&M) -> bool) -> Option<M> {
+fn take<M: Send + 'static>(
+    cursor: &mut Cursor,
+    predicate: &mut dyn FnMut(&M) -> bool,
+) -> Option<M> {
     context::with_current("receive", |me| {
         // SAFETY: `me` is the current process, so this thread has exclusive
         // use of it (mailbox module docs, "Safety").
         unsafe {
-            me.mailbox
-                .take_first(cursor, &mut |m| m.downcast_ref::<M>().is_some_and(&mut *predicate))
+            me.mailbox.take_first(cursor, &mut |m| {
+                m.downcast_ref::<M>().is_some_and(&mut *predicate)
+            })
         }
         .and_then(|m| m.downcast::<M>().ok())
     })

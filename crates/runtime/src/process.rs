@@ -1,30 +1,11 @@
 //! The process control block.
 //!
-//! # State
-//!
-//! A process's scheduling state is one atomic byte, [`Process::state`], made of
-//! the bits below. Who may change which bit:
-//!
-//! * `SCHEDULED` is set by whoever wins the transition from idle to runnable
-//!   (see [`Process::transition_to_scheduled`]) and that party alone pushes the
-//!   process into a run queue. It is cleared by the scheduler that pops it.
-//! * `RUNNING` is set and cleared only by the scheduler that polls the process.
-//!   While it is set no other thread touches the future.
-//! * `NOTIFIED` is set by a wake-up that arrives while `RUNNING`; the scheduler
-//!   then requeues the process after the poll instead of leaving it idle.
-//! * `EXITING` is set once, by [`Process::begin_exit`], and never cleared. From
-//!   then on the process is dead for everyone else: it is out of the process
-//!   table, its name is free, its links and monitors have fired, and the next
-//!   scheduler to pick it up drops its future instead of polling it.
-//!
-//! A process is therefore in at most one run queue, and polled by at most one
-//! thread at a time: the `SCHEDULED` bit is the ticket for the queue, and only
-//! its holder can set `RUNNING`.
-//!
-//! # Safety
-//!
-//! This module contains no `unsafe`; the future sits behind a mutex that only
-//! the holder of `RUNNING` (or the runtime at shutdown) ever locks.
+//! Its scheduling state machine lives in [`state`]; links, monitors and the
+//! name in [`Relations`]; the mailbox in [`crate::mailbox`].
+
+mod state;
+
+pub(crate) use state::{State, TransitionToIdle, TransitionToScheduled};
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -44,15 +25,6 @@ use crate::runtime::Shared;
 
 /// The boxed body of a process.
 pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ExitReason> + Send + 'static>>;
-
-/// In a run queue; held by whoever must push or pop it.
-pub(crate) const SCHEDULED: u8 = 1 << 0;
-/// Being polled by a scheduler.
-pub(crate) const RUNNING: u8 = 1 << 1;
-/// Woken while running: requeue after the poll.
-pub(crate) const NOTIFIED: u8 = 1 << 2;
-/// Dead for everyone else; the future is dropped at the next opportunity.
-pub(crate) const EXITING: u8 = 1 << 3;
 
 /// Flag bit: exit signals arrive as [`Exit`](crate::Exit) messages.
 const TRAP_EXIT: u8 = 1 << 0;
@@ -126,8 +98,8 @@ pub(crate) struct Relations {
 /// A process control block.
 pub(crate) struct Process {
     pub(crate) pid: Pid,
-    /// Scheduling state bits; see the module docs.
-    state: AtomicU8,
+    /// Scheduling state; see [`state`].
+    pub(crate) state: State,
     /// `TRAP_EXIT` and the priority.
     flags: AtomicU8,
     pub(crate) mailbox: Mailbox,
@@ -146,26 +118,6 @@ pub(crate) struct Process {
     pub(crate) rt: Arc<Shared>,
 }
 
-/// The outcome of [`Process::transition_to_scheduled`].
-#[must_use]
-pub(crate) enum TransitionToScheduled {
-    /// The caller now holds the `SCHEDULED` ticket and must queue the process.
-    Queue,
-    /// Already queued, or running and now marked `NOTIFIED`; nothing to do.
-    Nothing,
-}
-
-/// The outcome of [`Process::transition_to_idle`], after a poll returned `Pending`.
-#[must_use]
-pub(crate) enum TransitionToIdle {
-    /// Parked until something wakes it.
-    Idle,
-    /// Woken during the poll: the scheduler must queue it again.
-    Requeue,
-    /// Exiting: the scheduler must drop its future.
-    Exiting,
-}
-
 impl Process {
     pub(crate) fn new(
         pid: Pid,
@@ -180,7 +132,7 @@ impl Process {
         Process {
             pid,
             // Born runnable: the spawner queues it at once.
-            state: AtomicU8::new(SCHEDULED),
+            state: State::new_scheduled(),
             flags: AtomicU8::new(flags),
             mailbox: Mailbox::default(),
             future: Mutex::new(Some(future)),
@@ -217,13 +169,13 @@ impl Process {
         let mut current = self.flags.load(Ordering::Relaxed);
         loop {
             let next = (current & !PRIORITY_MASK) | (priority.to_bits() << PRIORITY_SHIFT);
-            match self
-                .flags
-                .compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Relaxed)
-            {
-                Ok(prev) => {
-                    return Priority::from_bits((prev & PRIORITY_MASK) >> PRIORITY_SHIFT)
-                }
+            match self.flags.compare_exchange_weak(
+                current,
+                next,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(prev) => return Priority::from_bits((prev & PRIORITY_MASK) >> PRIORITY_SHIFT),
                 Err(actual) => current = actual,
             }
         }
@@ -231,83 +183,17 @@ impl Process {
 
     /// Whether the process has begun exiting (is dead for everyone else).
     pub(crate) fn is_exiting(&self) -> bool {
-        self.state.load(Ordering::Acquire) & EXITING != 0
+        self.state.is_exiting()
     }
 
+    /// What introspection reports it is doing.
     pub(crate) fn status(&self) -> Status {
-        let state = self.state.load(Ordering::Acquire);
-        if state & EXITING != 0 {
-            Status::Exiting
-        } else if state & RUNNING != 0 {
-            Status::Running
-        } else if state & SCHEDULED != 0 {
-            Status::Runnable
-        } else {
-            Status::Waiting
-        }
+        self.state.status()
     }
 
-    /// A wake-up: idle → scheduled, or mark a running process notified.
-    pub(crate) fn transition_to_scheduled(&self) -> TransitionToScheduled {
-        let mut current = self.state.load(Ordering::Acquire);
-        loop {
-            let next = if current & (SCHEDULED | NOTIFIED) != 0 {
-                return TransitionToScheduled::Nothing;
-            } else if current & RUNNING != 0 {
-                current | NOTIFIED
-            } else {
-                current | SCHEDULED
-            };
-            match self
-                .state
-                .compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) if next & RUNNING != 0 => return TransitionToScheduled::Nothing,
-                Ok(_) => return TransitionToScheduled::Queue,
-                Err(actual) => current = actual,
-            }
-        }
-    }
-
-    /// Popped from a run queue: scheduled → running. Returns false if the
-    /// process is exiting, in which case it must be dropped rather than polled.
-    pub(crate) fn transition_to_running(&self) -> bool {
-        let prev = self
-            .state
-            .fetch_xor(SCHEDULED | RUNNING, Ordering::AcqRel);
-        debug_assert!(prev & SCHEDULED != 0 && prev & RUNNING == 0);
-        prev & EXITING == 0
-    }
-
-    /// A poll returned `Pending`: running → idle, or requeue if notified.
-    pub(crate) fn transition_to_idle(&self) -> TransitionToIdle {
-        let mut current = self.state.load(Ordering::Acquire);
-        loop {
-            if current & EXITING != 0 {
-                return TransitionToIdle::Exiting;
-            }
-            let (next, outcome) = if current & NOTIFIED != 0 {
-                (
-                    (current & !(RUNNING | NOTIFIED)) | SCHEDULED,
-                    TransitionToIdle::Requeue,
-                )
-            } else {
-                (current & !RUNNING, TransitionToIdle::Idle)
-            };
-            match self
-                .state
-                .compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return outcome,
-                Err(actual) => current = actual,
-            }
-        }
-    }
-
-    /// Marks the process exiting. Returns false if it already was, so that
-    /// exactly one caller performs the exit.
+    /// Marks the process exiting; true for the one caller that did it.
     pub(crate) fn begin_exit(&self) -> bool {
-        self.state.fetch_or(EXITING, Ordering::AcqRel) & EXITING == 0
+        self.state.begin_exit()
     }
 
     /// Runs `f` on the relations record, allocating it on first use.
@@ -344,5 +230,8 @@ impl ArcWake for Process {
 
 /// Adds `n` to a counter only the polling thread writes (no locked RMW needed).
 pub(crate) fn bump(counter: &AtomicU64, n: u64) {
-    counter.store(counter.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
 }

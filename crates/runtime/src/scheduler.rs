@@ -302,7 +302,7 @@ impl Scheduler {
 
 /// A wake-up for `process` from anywhere (its [`Waker`], a message, a signal).
 pub(crate) fn wake(process: &Arc<Process>) {
-    if let TransitionToScheduled::Queue = process.transition_to_scheduled() {
+    if let TransitionToScheduled::Queue = process.state.transition_to_scheduled() {
         let from_a_process = context::try_with_current(|_| ()).is_some();
         enqueue(&process.rt, process.clone(), from_a_process);
     }
@@ -478,7 +478,7 @@ fn go_offline(rt: &Shared, slot: &Slot) {
 /// Polls one process once and files it where it belongs afterwards. `started`
 /// is when the poll began (the end of the previous one); returns when it ended.
 fn run(slot: &Slot, process: Arc<Process>, started: Instant) -> Instant {
-    if !process.transition_to_running() {
+    if !process.state.transition_to_running() {
         drop_future(&process);
         return Instant::now();
     }
@@ -503,7 +503,7 @@ fn run(slot: &Slot, process: Arc<Process>, started: Instant) -> Instant {
     bump(&slot.polls, 1);
     bump(&slot.reductions, reductions);
     match outcome {
-        Ok(Poll::Pending) => match process.transition_to_idle() {
+        Ok(Poll::Pending) => match process.state.transition_to_idle() {
             TransitionToIdle::Idle => {}
             TransitionToIdle::Requeue => {
                 let rt = process.rt.clone();

@@ -181,7 +181,10 @@ pub fn link(pid: Pid) -> Result<(), LinkError> {
                 if other.is_exiting() {
                     return false;
                 }
-                relations.get_or_insert_with(Box::default).links.insert(me.pid);
+                relations
+                    .get_or_insert_with(Box::default)
+                    .links
+                    .insert(me.pid);
                 true
             })
             .unwrap_or(false);
@@ -267,7 +270,8 @@ pub fn demonitor(monitor: MonitorRef, flush: bool) -> bool {
             // use of it (mailbox module docs, "Safety").
             unsafe {
                 me.mailbox.remove_all(&mut |m| {
-                    m.downcast_ref::<Down>().is_some_and(|d| d.monitor == monitor)
+                    m.downcast_ref::<Down>()
+                        .is_some_and(|d| d.monitor == monitor)
                 });
             }
         }

@@ -164,7 +164,8 @@ impl Shared {
             options.trap_exit,
         ));
         if let Some(name) = options.name {
-            self.claim_name(name, &process).map_err(SpawnError::Register)?;
+            self.claim_name(name, &process)
+                .map_err(SpawnError::Register)?;
         }
         let mut monitor = None;
         if let Some(parent) = parent {

@@ -184,7 +184,12 @@ pub fn cancel_timer(timer: TimerRef) -> Option<Duration> {
 /// The time left before a timer fires, or `None` if it fired or was cancelled.
 pub fn read_timer(timer: TimerRef) -> Option<Duration> {
     context::with_runtime("read_timer", |rt| {
-        let deadline = rt.timers.state.lock().wheel.deadline(TimerKey::from_u64(timer.0))?;
+        let deadline = rt
+            .timers
+            .state
+            .lock()
+            .wheel
+            .deadline(TimerKey::from_u64(timer.0))?;
         Some(rt.timers.remaining(deadline))
     })
 }
