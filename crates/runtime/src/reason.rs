@@ -113,3 +113,23 @@ impl<E: fmt::Display> IntoExitReason for Result<ExitReason, E> {
         }
     }
 }
+
+/// Names the never type `!` on stable Rust, so that a process body that never
+/// returns (`loop { … }`) is a valid body.
+mod never {
+    pub trait FnOutput {
+        type Output;
+    }
+
+    impl<R> FnOutput for fn() -> R {
+        type Output = R;
+    }
+
+    pub type Never = <fn() -> ! as FnOutput>::Output;
+}
+
+impl IntoExitReason for never::Never {
+    fn into_exit_reason(self) -> ExitReason {
+        self
+    }
+}

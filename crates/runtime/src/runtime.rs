@@ -114,6 +114,7 @@ impl Builder {
 
     /// Starts the runtime's threads.
     pub fn build(self) -> io::Result<Runtime> {
+        scheduler::install_panic_hook();
         let (tokio_rt, tokio_handle) = if self.tokio {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

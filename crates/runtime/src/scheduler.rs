@@ -537,6 +537,30 @@ fn drop_future(process: &Arc<Process>) {
     context::set_current(previous);
 }
 
+/// Installs (once per program) a panic hook that reports a panic inside a
+/// process as one line naming the process, like a crash report, instead of
+/// the default multi-line report; panics elsewhere go to the previous hook.
+pub(crate) fn install_panic_hook() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            match context::try_with_current(|p| (p.pid, p.spawned_as.clone())) {
+                Some((pid, spawned_as)) => {
+                    let message = panic_message(info.payload());
+                    let location = info
+                        .location()
+                        .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                        .unwrap_or_default();
+                    tracing::error!(%pid, %spawned_as, %message, "process crashed");
+                    eprintln!("ember: process {pid} ({spawned_as}) panicked{location}: {message}");
+                }
+                None => previous(info),
+            }
+        }));
+    });
+}
+
 /// The message of a panic payload.
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
