@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use ember_runtime::{
-    self as ember, receive, self_pid, send, spawn, CountingAlloc, ExitReason, Handle, Pid,
-    Runtime, TimerRef,
+    self as ember, receive, self_pid, send, spawn, CountingAlloc, ExitReason, Handle, Pid, Runtime,
+    TimerRef,
 };
 
 #[global_allocator]
@@ -42,8 +42,14 @@ fn main() -> ExitCode {
         Some(name) => match SCENARIOS.iter().find(|(n, _)| *n == name) {
             Some((_, scenario)) => {
                 let mut builder = Runtime::builder();
-                if let Some(n) = std::env::var("EMBER_SCHEDULERS").ok().and_then(|v| v.parse().ok()) {
+                if let Some(n) = std::env::var("EMBER_SCHEDULERS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                {
                     builder = builder.schedulers(n);
+                }
+                if std::env::var("EMBER_TOKIO").is_ok_and(|v| v == "0") {
+                    builder = builder.enable_tokio(false);
                 }
                 let rt = match builder.build() {
                     Ok(rt) => rt,
@@ -52,6 +58,8 @@ fn main() -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 };
+                // Only `spawn` reads the allocation count; spare the others its cost.
+                CountingAlloc::pause(name != "spawn");
                 let scenario = *scenario;
                 for m in rt.block_on(async move { scenario().await }) {
                     println!("METRIC {} {:.3} {}", m.name, m.value, m.unit);
@@ -146,10 +154,18 @@ async fn spawn_round(n: usize) -> Vec<Metric> {
     let t3 = Instant::now();
     let nf = n as f64;
     vec![
-        metric("spawn_us_per_process", (t1 - t0).as_secs_f64() * 1e6 / nf, "us"),
+        metric(
+            "spawn_us_per_process",
+            (t1 - t0).as_secs_f64() * 1e6 / nf,
+            "us",
+        ),
         metric("spawn_bytes_per_process", (mem1 - mem0) / nf, "bytes"),
         metric("spawn_rss_bytes_per_process", (rss1 - rss0) / nf, "bytes"),
-        metric("spawn_kill_us_per_process", (t3 - t2).as_secs_f64() * 1e6 / nf, "us"),
+        metric(
+            "spawn_kill_us_per_process",
+            (t3 - t2).as_secs_f64() * 1e6 / nf,
+            "us",
+        ),
     ]
 }
 
@@ -264,7 +280,11 @@ async fn ring_scenario() -> Vec<Metric> {
     let t3 = Instant::now();
     send(first, Ring::Stop);
     vec![
-        metric("ring_ns_per_hop", (t3 - t2).as_secs_f64() * 1e9 / f64::from(H), "ns"),
+        metric(
+            "ring_ns_per_hop",
+            (t3 - t2).as_secs_f64() * 1e9 / f64::from(H),
+            "ns",
+        ),
         metric(
             "ring_build_us_per_process",
             (t1 - t0).as_secs_f64() * 1e6 / f64::from(R),

@@ -11,12 +11,26 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
 static INSTALLED: AtomicBool = AtomicBool::new(false);
+static PAUSED: AtomicBool = AtomicBool::new(false);
 
 /// The system allocator, counting live bytes. Install it with
 /// `#[global_allocator]`; [`RuntimeInfo::memory_allocated_bytes`](crate::RuntimeInfo)
 /// then reports the count. It costs one relaxed atomic add per allocation.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CountingAlloc;
+
+impl CountingAlloc {
+    /// Stops (or resumes) counting, for code that must not pay the atomic add
+    /// per allocation. While paused, [`allocated_bytes`] is meaningless; after
+    /// resuming, only differences between two readings are.
+    pub fn pause(paused: bool) {
+        PAUSED.store(paused, Ordering::Relaxed);
+    }
+}
+
+fn counting() -> bool {
+    !PAUSED.load(Ordering::Relaxed)
+}
 
 // SAFETY: every method forwards to `System` with the caller's arguments
 // unchanged, so `System`'s guarantees carry over; the counters have no effect
@@ -25,7 +39,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded as is; the caller upholds `alloc`'s contract.
         let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
+        if !ptr.is_null() && counting() {
             ALLOCATED.fetch_add(layout.size(), Ordering::Relaxed);
             INSTALLED.store(true, Ordering::Relaxed);
         }
@@ -35,13 +49,15 @@ unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: forwarded as is; `ptr` came from this allocator with `layout`.
         unsafe { System.dealloc(ptr, layout) };
-        ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
+        if counting() {
+            ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
+        }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded as is; the caller upholds `alloc_zeroed`'s contract.
         let ptr = unsafe { System.alloc_zeroed(layout) };
-        if !ptr.is_null() {
+        if !ptr.is_null() && counting() {
             ALLOCATED.fetch_add(layout.size(), Ordering::Relaxed);
             INSTALLED.store(true, Ordering::Relaxed);
         }
@@ -51,7 +67,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: forwarded as is; the caller upholds `realloc`'s contract.
         let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
+        if !new.is_null() && counting() {
             ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
             ALLOCATED.fetch_add(new_size, Ordering::Relaxed);
         }
@@ -59,9 +75,8 @@ unsafe impl GlobalAlloc for CountingAlloc {
     }
 }
 
-/// Live bytes allocated through [`CountingAlloc`], if it is installed.
+/// Live bytes allocated through [`CountingAlloc`], if it is installed and
+/// counting. The count wraps rather than fail if it was paused meanwhile.
 pub fn allocated_bytes() -> Option<usize> {
-    INSTALLED
-        .load(Ordering::Relaxed)
-        .then(|| ALLOCATED.load(Ordering::Relaxed))
+    (INSTALLED.load(Ordering::Relaxed) && counting()).then(|| ALLOCATED.load(Ordering::Relaxed))
 }
