@@ -22,6 +22,15 @@ pub struct Pid {
 }
 
 impl Pid {
+    /// `<0.0.0>`: the sender of signals and messages that come from outside
+    /// any process (a [`Handle`](crate::Handle), a plain thread). No process
+    /// ever has this pid.
+    pub const OUTSIDE: Pid = Pid {
+        node: LOCAL_NODE,
+        number: 0,
+        serial: 0,
+    };
+
     /// Builds a local pid from a runtime-unique sequence number.
     pub(crate) fn local(seq: u64) -> Pid {
         Pid {

@@ -321,10 +321,11 @@ impl Handle {
         self.shared.send_envelope(to, Envelope::new(message));
     }
 
-    /// Sends an exit signal, as [`exit`](crate::exit) does from a process; the
-    /// signal appears to come from the target itself.
+    /// Sends an exit signal, as [`exit`](crate::exit) does from a process. It
+    /// comes from [`Pid::OUTSIDE`], so `normal` is ignored unless the target
+    /// traps exits, exactly as when another process sends it.
     pub fn exit(&self, pid: Pid, reason: ExitReason) {
-        self.shared.exit_signal(pid, pid, reason);
+        self.shared.exit_signal(Pid::OUTSIDE, pid, reason);
     }
 
     /// Whether `pid` is alive.

@@ -145,7 +145,7 @@ pub(crate) fn receive_exit_signal(to: &Arc<Process>, from: Pid, reason: ExitReas
 /// reason terminates the target with that reason. A dead pid is ignored.
 pub fn exit(pid: Pid, reason: ExitReason) {
     context::with_runtime("exit", |rt| {
-        let from = context::try_with_current(|p| p.pid).unwrap_or(pid);
+        let from = context::try_with_current(|p| p.pid).unwrap_or(Pid::OUTSIDE);
         rt.exit_signal(from, pid, reason);
     });
 }
