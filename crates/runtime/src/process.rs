@@ -10,9 +10,11 @@ pub(crate) use state::{State, TransitionToIdle, TransitionToScheduled};
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::cell::UnsafeCell;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use futures_task::ArcWake;
 
@@ -25,6 +27,49 @@ use crate::runtime::Shared;
 
 /// The boxed body of a process.
 pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ExitReason> + Send + 'static>>;
+
+/// The body of a process, in a cell that only the holder of the process's
+/// `RUNNING` bit touches (see [`state`]).
+///
+/// # Safety
+///
+/// The `unsafe fn`s require that the caller holds `RUNNING` for this
+/// process, or that every scheduler thread of the runtime has stopped. Since
+/// `RUNNING` is held by at most one thread, no two references into the cell
+/// ever coexist; user code cannot reach the cell.
+pub(crate) struct Body(UnsafeCell<Option<BoxFuture>>);
+
+// SAFETY: the cell is only accessed under the exclusive-access contract
+// above, and a `BoxFuture` is `Send`.
+unsafe impl Sync for Body {}
+
+impl Body {
+    fn new(future: BoxFuture) -> Body {
+        Body(UnsafeCell::new(Some(future)))
+    }
+
+    /// Polls the body; `None` if it was already dropped.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds `RUNNING` for the process (type docs).
+    pub(crate) unsafe fn poll(&self, cx: &mut Context<'_>) -> Option<Poll<ExitReason>> {
+        // SAFETY: exclusive access per this fn's contract; the reference lives
+        // for the poll only and the runtime does not touch the cell meanwhile.
+        let body = unsafe { &mut *self.0.get() };
+        body.as_mut().map(|future| future.as_mut().poll(cx))
+    }
+
+    /// Takes the body out, to drop it.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds `RUNNING` for the process, or the runtime is down.
+    pub(crate) unsafe fn take(&self) -> Option<BoxFuture> {
+        // SAFETY: exclusive access per this fn's contract.
+        unsafe { (*self.0.get()).take() }
+    }
+}
 
 /// Flag bit: exit signals arrive as [`Exit`](crate::Exit) messages.
 const TRAP_EXIT: u8 = 1 << 0;
@@ -103,8 +148,8 @@ pub(crate) struct Process {
     /// `TRAP_EXIT` and the priority.
     flags: AtomicU8,
     pub(crate) mailbox: Mailbox,
-    /// The body; `None` once it finished or was dropped.
-    pub(crate) future: Mutex<Option<BoxFuture>>,
+    /// The body; empty once it finished or was dropped.
+    pub(crate) body: Body,
     /// Links, monitors, name. Locked one process at a time, never nested.
     pub(crate) relations: Mutex<Option<Box<Relations>>>,
     /// Reductions consumed so far.
@@ -135,7 +180,7 @@ impl Process {
             state: State::new_scheduled(),
             flags: AtomicU8::new(flags),
             mailbox: Mailbox::default(),
-            future: Mutex::new(Some(future)),
+            body: Body::new(future),
             relations: Mutex::new(None),
             reductions: AtomicU64::new(0),
             cpu_ns: AtomicU64::new(0),

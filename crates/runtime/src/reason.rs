@@ -116,6 +116,7 @@ impl<E: fmt::Display> IntoExitReason for Result<ExitReason, E> {
 
 /// Names the never type `!` on stable Rust, so that a process body that never
 /// returns (`loop { … }`) is a valid body.
+#[allow(unreachable_pub)] // a sealed helper: `pub` is needed, the module is private
 mod never {
     pub trait FnOutput {
         type Output;

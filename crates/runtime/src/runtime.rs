@@ -249,7 +249,8 @@ impl Drop for Runtime {
             process.begin_exit();
         }
         for process in &processes {
-            let body = process.future.lock().take();
+            // SAFETY: every scheduler thread has stopped (joined above).
+            let body = unsafe { process.body.take() };
             let previous = context::set_current(Some(process.clone()));
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(body)));
             context::set_current(previous);

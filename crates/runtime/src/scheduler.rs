@@ -14,6 +14,13 @@
 //! [`NEXT_STREAK_LIMIT`] consecutive runs from `next` the slot moves it to the
 //! back of its queue so a pair of chatty processes cannot starve the others.
 //!
+//! # Safety
+//!
+//! `next` is an owner-only cell ([`Slot::next`]): only the thread serving the
+//! slot touches it (the thread whose [`context`] names this slot), or the
+//! runtime after every scheduler thread has stopped. That keeps the hot path
+//! of a message exchange free of locks.
+//!
 //! Wake-ups from outside a scheduler thread (timers, I/O, other runtimes'
 //! threads) go to the global injector. A slot with nothing to do takes a batch
 //! from the injector, then steals half of another slot's queue, then spins
@@ -29,6 +36,7 @@
 //! sleeper and unparks it. Whoever swaps `parked` from true to false owns the
 //! decrement of `sleepers`.
 
+use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -62,18 +70,13 @@ pub(crate) struct RunQueue {
     high: VecDeque<Arc<Process>>,
     normal: VecDeque<Arc<Process>>,
     low: VecDeque<Arc<Process>>,
-    next: Option<Arc<Process>>,
     normal_streak: u32,
 }
 
 impl RunQueue {
-    /// Processes in the FIFO queues (stealable), not counting `next`.
-    fn stealable(&self) -> usize {
-        self.high.len() + self.normal.len() + self.low.len()
-    }
-
+    /// Processes in the queues (all stealable).
     fn len(&self) -> usize {
-        self.stealable() + usize::from(self.next.is_some())
+        self.high.len() + self.normal.len() + self.low.len()
     }
 
     fn push_back(&mut self, process: Arc<Process>) {
@@ -84,18 +87,11 @@ impl RunQueue {
         }
     }
 
-    /// Pops the next process to run. `take_next` false demotes `next` to the
-    /// back of its queue first.
-    fn pop(&mut self, take_next: bool) -> Option<Arc<Process>> {
+    /// Pops the next process to run: high first, then normal, with low
+    /// getting one pick in [`LOW_PRIORITY_SKIPS`] + 1 when normal work waits.
+    fn pop(&mut self) -> Option<Arc<Process>> {
         if let Some(p) = self.high.pop_front() {
             return Some(p);
-        }
-        if take_next {
-            if let Some(p) = self.next.take() {
-                return Some(p);
-            }
-        } else if let Some(p) = self.next.take() {
-            self.push_back(p);
         }
         if !self.low.is_empty()
             && (self.normal.is_empty() || self.normal_streak >= LOW_PRIORITY_SKIPS)
@@ -122,11 +118,8 @@ impl RunQueue {
         moved
     }
 
-    /// Moves everything (including `next`) into `into`.
+    /// Moves everything into `into`.
     fn drain_into(&mut self, into: &mut RunQueue) {
-        if let Some(p) = self.next.take() {
-            into.push_back(p);
-        }
         into.high.append(&mut self.high);
         into.normal.append(&mut self.normal);
         into.low.append(&mut self.low);
@@ -137,9 +130,12 @@ impl RunQueue {
 pub(crate) struct Slot {
     pub(crate) index: usize,
     queue: Mutex<RunQueue>,
-    /// Stealable length of `queue` (without `next`), readable without the lock.
+    /// Length of `queue`, readable without the lock.
     len: AtomicUsize,
-    /// Whether `queue.next` holds a process.
+    /// The process to run right after the current poll; owner-only (module
+    /// docs, "Safety").
+    next: UnsafeCell<Option<Arc<Process>>>,
+    /// Whether `next` holds a process, for other threads.
     has_next: AtomicBool,
     thread: OnceLock<Thread>,
     /// Parked and waiting to be unparked.
@@ -154,12 +150,17 @@ pub(crate) struct Slot {
     pub(crate) reductions: AtomicU64,
 }
 
+// SAFETY: `next` is only accessed through `replace_next`, whose contract
+// gives one thread exclusive use of it; everything else is atomic or locked.
+unsafe impl Sync for Slot {}
+
 impl Slot {
     fn new(index: usize) -> Slot {
         Slot {
             index,
             queue: Mutex::new(RunQueue::default()),
             len: AtomicUsize::new(0),
+            next: UnsafeCell::new(None),
             has_next: AtomicBool::new(false),
             thread: OnceLock::new(),
             parked: AtomicBool::new(false),
@@ -170,7 +171,7 @@ impl Slot {
         }
     }
 
-    /// Processes other slots could steal from this one.
+    /// Processes other slots could steal from this one (all but `next`).
     fn stealable_len(&self) -> usize {
         self.len.load(Ordering::SeqCst)
     }
@@ -187,15 +188,27 @@ impl Slot {
 
     fn with_queue<R>(&self, f: impl FnOnce(&mut RunQueue) -> R) -> R {
         let mut q = self.queue.lock();
-        let before = q.stealable();
+        let before = q.len();
         let r = f(&mut q);
-        let after = q.stealable();
+        let after = q.len();
         if after != before {
             // SeqCst: the push side of the sleep protocol (module docs).
             self.len.store(after, Ordering::SeqCst);
         }
-        self.has_next.store(q.next.is_some(), Ordering::Relaxed);
         r
+    }
+
+    /// Replaces `next`, returning what it held.
+    ///
+    /// # Safety
+    ///
+    /// The calling thread serves this slot, or every scheduler thread has
+    /// stopped (module docs, "Safety").
+    unsafe fn replace_next(&self, process: Option<Arc<Process>>) -> Option<Arc<Process>> {
+        self.has_next.store(process.is_some(), Ordering::Relaxed);
+        // SAFETY: owner-only per this fn's contract; the reference does not
+        // outlive this statement.
+        unsafe { std::mem::replace(&mut *self.next.get(), process) }
     }
 
     fn unpark(&self) {
@@ -285,12 +298,18 @@ impl Scheduler {
         }
     }
 
-    /// Removes every queued process (runtime shutdown).
+    /// Removes every queued process (runtime shutdown, after every scheduler
+    /// thread has stopped).
     pub(crate) fn drain_all(&self) -> Vec<Arc<Process>> {
         let mut all = RunQueue::default();
         self.with_injector(|q| q.drain_into(&mut all));
         for slot in self.slots.iter() {
             slot.with_queue(|q| q.drain_into(&mut all));
+            // SAFETY: called by the runtime's teardown after every scheduler
+            // thread has stopped.
+            if let Some(p) = unsafe { slot.replace_next(None) } {
+                all.push_back(p);
+            }
         }
         all.high
             .into_iter()
@@ -321,22 +340,14 @@ fn enqueue(rt: &Shared, process: Arc<Process>, as_next: bool) {
     let sched = &rt.sched;
     match context::current_slot(rt).map(|i| &sched.slots[i]) {
         Some(slot) if slot.is_online() => {
-            let as_next = as_next && process.priority() == Priority::Normal;
-            let spilled = slot.with_queue(|q| {
-                if as_next {
-                    match q.next.replace(process) {
-                        Some(previous) => {
-                            q.push_back(previous);
-                            true
-                        }
-                        None => false,
-                    }
-                } else {
-                    q.push_back(process);
-                    true
-                }
-            });
-            if spilled {
+            let spilled = if as_next && process.priority() == Priority::Normal {
+                // SAFETY: `current_slot` says this thread serves `slot`.
+                unsafe { slot.replace_next(Some(process)) }
+            } else {
+                Some(process)
+            };
+            if let Some(process) = spilled {
+                slot.with_queue(|q| q.push_back(process));
                 sched.notify_one();
             }
         }
@@ -380,19 +391,35 @@ pub(crate) fn run_slot(rt: Arc<Shared>, index: usize) {
     context::leave_scheduler();
 }
 
+/// The next process from the slot's own queues. Called by the thread
+/// serving `slot` only.
 fn pop_local(slot: &Slot, next_streak: &mut u32) -> Option<Arc<Process>> {
-    if slot.queue_len() == 0 {
+    // SAFETY: `run_slot`'s thread serves `slot` (our caller's contract).
+    let next = unsafe { slot.replace_next(None) };
+    if let Some(next) = next {
+        // The streak limit and high priority only matter when others wait.
+        if slot.stealable_len() == 0 {
+            *next_streak = 0;
+            return Some(next);
+        }
+        let take_next = *next_streak < NEXT_STREAK_LIMIT;
+        let (picked, from_next) = slot.with_queue(|q| {
+            if !q.high.is_empty() || !take_next {
+                let picked = q.pop();
+                q.push_back(next);
+                (picked, false)
+            } else {
+                (Some(next), true)
+            }
+        });
+        *next_streak = if from_next { *next_streak + 1 } else { 0 };
+        return picked;
+    }
+    *next_streak = 0;
+    if slot.stealable_len() == 0 {
         return None;
     }
-    let (process, from_next) = slot.with_queue(|q| {
-        let had_next = q.next.is_some() && q.high.is_empty();
-        // The streak limit only matters when others are waiting.
-        let take_next = *next_streak < NEXT_STREAK_LIMIT || q.len() == 1;
-        let p = q.pop(take_next);
-        (p, had_next && take_next)
-    });
-    *next_streak = if from_next { *next_streak + 1 } else { 0 };
-    process
+    slot.with_queue(RunQueue::pop)
 }
 
 fn take_from_injector(sched: &Scheduler, slot: &Slot) -> Option<Arc<Process>> {
@@ -401,9 +428,9 @@ fn take_from_injector(sched: &Scheduler, slot: &Slot) -> Option<Arc<Process>> {
     }
     let mut batch = Vec::new();
     let first = sched.with_injector(|q| {
-        let first = q.pop(true);
+        let first = q.pop();
         while batch.len() < INJECTOR_BATCH {
-            match q.pop(true) {
+            match q.pop() {
                 Some(p) => batch.push(p),
                 None => break,
             }
@@ -429,7 +456,7 @@ fn steal(sched: &Scheduler, thief: &Slot) -> Option<Arc<Process>> {
         if moved == 0 {
             continue;
         }
-        let first = loot.pop(true);
+        let first = loot.pop();
         thief.with_queue(|q| loot.drain_into(q));
         return first;
     }
@@ -466,6 +493,10 @@ fn idle(sched: &Scheduler, slot: &Slot) {
 fn go_offline(rt: &Shared, slot: &Slot) {
     let mut moved = RunQueue::default();
     slot.with_queue(|q| q.drain_into(&mut moved));
+    // SAFETY: called by the thread serving `slot`.
+    if let Some(p) = unsafe { slot.replace_next(None) } {
+        moved.push_back(p);
+    }
     if moved.len() > 0 {
         rt.sched.with_injector(|q| moved.drain_into(q));
         rt.sched.notify_one();
@@ -482,18 +513,19 @@ fn run(slot: &Slot, process: Arc<Process>, started: Instant) -> Instant {
         drop_future(&process);
         return Instant::now();
     }
-    let waker = futures_task::waker_ref(&process);
-    let mut cx = Context::from_waker(&waker);
-    context::set_current(Some(process.clone()));
-    let outcome = {
-        let mut body = process.future.lock();
-        match body.as_mut() {
-            Some(future) => panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))),
-            None => Ok(Poll::Ready(ExitReason::Normal)),
-        }
-    };
+    // The process moves into the context for the poll and comes back after:
+    // no reference count traffic on the hot path.
+    context::set_current(Some(process));
+    let outcome = context::with_current("poll", |process| {
+        let waker = futures_task::waker_ref(process);
+        let mut cx = Context::from_waker(&waker);
+        // SAFETY: `transition_to_running` gave this thread `RUNNING`.
+        panic::catch_unwind(AssertUnwindSafe(|| unsafe { process.body.poll(&mut cx) }))
+    });
     let reductions = u64::from(context::reductions_used());
-    context::set_current(None);
+    let Some(process) = context::set_current(None) else {
+        unreachable!("the context still holds the process it was given")
+    };
     let ended = Instant::now();
     let elapsed = ended.duration_since(started).as_nanos() as u64;
     // Only this thread writes these counters now (slot owner, RUNNING holder).
@@ -503,7 +535,7 @@ fn run(slot: &Slot, process: Arc<Process>, started: Instant) -> Instant {
     bump(&slot.polls, 1);
     bump(&slot.reductions, reductions);
     match outcome {
-        Ok(Poll::Pending) => match process.state.transition_to_idle() {
+        Ok(Some(Poll::Pending)) => match process.state.transition_to_idle() {
             TransitionToIdle::Idle => {}
             TransitionToIdle::Requeue => {
                 let rt = process.rt.clone();
@@ -511,9 +543,13 @@ fn run(slot: &Slot, process: Arc<Process>, started: Instant) -> Instant {
             }
             TransitionToIdle::Exiting => drop_future(&process),
         },
-        Ok(Poll::Ready(reason)) => {
+        Ok(Some(Poll::Ready(reason))) => {
             drop_future(&process);
             signal::terminate(&process, reason);
+        }
+        Ok(None) => {
+            // Already dropped: only a process that exited can be here.
+            signal::terminate(&process, ExitReason::Normal);
         }
         Err(payload) => {
             drop_future(&process);
@@ -526,7 +562,8 @@ fn run(slot: &Slot, process: Arc<Process>, started: Instant) -> Instant {
 /// Drops a process's body and saved messages inside its own context; a
 /// panicking destructor is contained. The caller holds `RUNNING`.
 fn drop_future(process: &Arc<Process>) {
-    let body = process.future.lock().take();
+    // SAFETY: our caller holds `RUNNING` (see `run`).
+    let body = unsafe { process.body.take() };
     let previous = context::set_current(Some(process.clone()));
     if panic::catch_unwind(AssertUnwindSafe(move || drop(body))).is_err() {
         tracing::warn!(pid = %process.pid, "a destructor panicked while dropping a process body");
