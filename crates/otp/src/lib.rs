@@ -1,0 +1,6 @@
+//! Ember's OTP layer (placeholder docs, replaced below).
+#![forbid(unsafe_code)]
+
+pub mod gen;
+pub mod gen_server;
+pub mod supervisor;
