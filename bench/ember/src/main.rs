@@ -13,21 +13,31 @@ use ember_runtime::{
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
 
-/// A scenario: runs on the coordinator process, returns its metrics.
-type Scenario = fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Metric>> + Send>>;
+mod responsiveness;
 
-struct Metric {
-    name: &'static str,
+/// A scenario.
+#[derive(Clone, Copy)]
+enum Scenario {
+    /// Runs on a coordinator process of a default runtime.
+    Process(fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Metric>> + Send>>),
+    /// Runs on the main thread and builds the runtimes it needs.
+    Main(fn() -> Vec<Metric>),
+}
+
+/// One measured figure.
+pub(crate) struct Metric {
+    name: String,
     value: f64,
     unit: &'static str,
 }
 
 const SCENARIOS: &[(&str, Scenario)] = &[
-    ("spawn", || Box::pin(spawn_scenario())),
-    ("pingpong", || Box::pin(pingpong_scenario())),
-    ("ring", || Box::pin(ring_scenario())),
-    ("fanin", || Box::pin(fanin_scenario())),
-    ("timers", || Box::pin(timers_scenario())),
+    ("spawn", Scenario::Process(|| Box::pin(spawn_scenario()))),
+    ("pingpong", Scenario::Process(|| Box::pin(pingpong_scenario()))),
+    ("ring", Scenario::Process(|| Box::pin(ring_scenario()))),
+    ("fanin", Scenario::Process(|| Box::pin(fanin_scenario()))),
+    ("timers", Scenario::Process(|| Box::pin(timers_scenario()))),
+    ("responsiveness", Scenario::Main(responsiveness::responsiveness)),
 ];
 
 fn main() -> ExitCode {
@@ -60,10 +70,14 @@ fn main() -> ExitCode {
                 };
                 // Only `spawn` reads the allocation count; spare the others its cost.
                 CountingAlloc::pause(name != "spawn");
-                let scenario = *scenario;
-                for m in rt.block_on(async move { scenario().await }) {
+                let metrics = match *scenario {
+                    Scenario::Process(body) => rt.block_on(async move { body().await }),
+                    Scenario::Main(body) => body(),
+                };
+                for m in metrics {
                     println!("METRIC {} {:.3} {}", m.name, m.value, m.unit);
                 }
+                println!("# threads: {:?}", rt.handle().runtime_info().threads);
                 ExitCode::SUCCESS
             }
             None => {
@@ -78,8 +92,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn metric(name: &'static str, value: f64, unit: &'static str) -> Metric {
-    Metric { name, value, unit }
+pub(crate) fn metric(name: impl Into<String>, value: f64, unit: &'static str) -> Metric {
+    Metric {
+        name: name.into(),
+        value,
+        unit,
+    }
 }
 
 /// Polls every 1 ms until no process other than the caller is runnable.

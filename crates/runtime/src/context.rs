@@ -20,18 +20,28 @@ thread_local! {
     static CURRENT: RefCell<Option<Arc<Process>>> = const { RefCell::new(None) };
     /// Reductions left in the current slice.
     static BUDGET: Cell<u32> = const { Cell::new(REDUCTIONS_PER_SLICE) };
+    /// The current process gave up the rest of its slice (budget or preemption).
+    static YIELDED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Marks this thread as scheduler thread `slot` of `rt`.
-pub(crate) fn enter_scheduler(rt: Arc<Shared>, slot: usize) {
+/// How often (in reductions) a running process checks whether interactive
+/// work asked it to cut its slice short.
+const PREEMPT_CHECK_INTERVAL: u32 = 32;
+
+/// Marks this thread as a worker of `rt`.
+pub(crate) fn enter_runtime(rt: Arc<Shared>) {
     RUNTIME.with(|r| *r.borrow_mut() = Some(rt));
-    SLOT.with(|s| s.set(Some(slot)));
 }
 
-/// Clears the scheduler marks (thread exit).
-pub(crate) fn leave_scheduler() {
+/// Clears the worker marks (thread exit).
+pub(crate) fn leave_runtime() {
     RUNTIME.with(|r| r.borrow_mut().take());
     SLOT.with(|s| s.set(None));
+}
+
+/// Records which slot this worker serves now (`None`: none, or background).
+pub(crate) fn set_slot(slot: Option<usize>) {
+    SLOT.with(|s| s.set(slot));
 }
 
 /// The slot this thread serves, if `rt` is its runtime.
@@ -90,6 +100,38 @@ pub(crate) fn consume_reductions(n: u32) -> bool {
         b.set(left.saturating_sub(n));
         left > n
     })
+}
+
+/// At an await point: whether the current process must yield now, because
+/// its slice is used up or interactive work asked its slot to preempt it.
+/// Records the yield so the scheduler queues the process as batch work.
+pub(crate) fn should_yield() -> bool {
+    let left = BUDGET.with(Cell::get);
+    let exhausted = !consume_reductions(1);
+    let preempted = !exhausted && left % PREEMPT_CHECK_INTERVAL == 0 && preempt_requested();
+    if exhausted || preempted {
+        YIELDED.with(|y| y.set(true));
+        return true;
+    }
+    false
+}
+
+/// Whether this thread's slot was asked to cut the current slice short.
+fn preempt_requested() -> bool {
+    let Some(slot) = SLOT.with(Cell::get) else {
+        return false;
+    };
+    RUNTIME.with(|r| {
+        r.borrow()
+            .as_ref()
+            .and_then(|rt| rt.sched.slots.get(slot))
+            .is_some_and(|s| s.preempt.load(std::sync::atomic::Ordering::Relaxed))
+    })
+}
+
+/// Whether the process just polled yielded its slice (and clears the mark).
+pub(crate) fn take_yielded() -> bool {
+    YIELDED.with(|y| y.replace(false))
 }
 
 /// Reductions used in the current slice.

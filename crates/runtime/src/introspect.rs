@@ -43,6 +43,70 @@ pub struct ProcessInfo {
     pub priority: Priority,
     /// Whether it traps exits.
     pub trap_exit: bool,
+    /// The poll it is inside right now, if it is running.
+    pub current_poll: Option<PollInfo>,
+    /// Times the watchdog took a scheduler away from one of its polls.
+    pub offenses: u8,
+}
+
+/// A poll in progress, as the watchdog sees it: how long a process has been
+/// running without awaiting, and where.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct PollInfo {
+    /// Time since the poll started.
+    pub running_for: Duration,
+    /// The poll's thread was handed off and demoted: it runs in the background.
+    pub on_background_thread: bool,
+    /// Nice value of that thread.
+    pub nice: i32,
+    /// Kernel id of that thread.
+    pub tid: i32,
+    /// The process was killed: it is dead for everyone else and its body is
+    /// dropped when this poll returns.
+    pub kill_pending: bool,
+}
+
+impl std::fmt::Display for PollInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.running_for.as_secs_f64();
+        let duration = if secs >= 1.0 {
+            format!("{secs:.1} s")
+        } else {
+            format!("{:.1} ms", secs * 1e3)
+        };
+        if self.on_background_thread {
+            write!(f, "running natively on a background thread for {duration}")?;
+        } else {
+            write!(f, "running on a scheduler thread for {duration}")?;
+        }
+        if self.kill_pending {
+            f.write_str(", kill pending")?;
+        }
+        Ok(())
+    }
+}
+
+/// Worker threads and what the preemption machinery has done.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct ThreadsInfo {
+    /// Worker threads alive (serving slots, spares, background).
+    pub workers: usize,
+    /// Normal-priority workers waiting to take over a stuck slot.
+    pub spares: usize,
+    /// Demoted workers (running or waiting for background work).
+    pub background: usize,
+    /// Processes waiting for a background worker (repeat offenders).
+    pub background_queue: usize,
+    /// Slots handed off from a stuck worker since start.
+    pub handoffs: u64,
+    /// Of those, hand-offs of a blocked (not CPU-bound) poll.
+    pub blocked_handoffs: u64,
+    /// Priority demotions applied since start.
+    pub demotions: u64,
+    /// Worker threads started since start.
+    pub threads_started: u64,
 }
 
 /// A cheap per-process sample for `top`: diff two samples to get CPU use over
@@ -94,6 +158,8 @@ pub struct RuntimeInfo {
     /// Bytes allocated through [`CountingAlloc`](crate::CountingAlloc), if the
     /// program installed it as its global allocator.
     pub memory_allocated_bytes: Option<usize>,
+    /// Worker threads and the preemption machinery's counters.
+    pub threads: ThreadsInfo,
 }
 
 impl RuntimeInfo {
@@ -117,8 +183,35 @@ impl RuntimeInfo {
 
 impl Shared {
     pub(crate) fn process_info(&self, pid: Pid) -> Option<ProcessInfo> {
-        let process = self.lookup(pid)?;
-        Some(info_of(&process))
+        let process = self.lookup(pid).or_else(|| {
+            pid.is_local()
+                .then(|| self.zombies.get(&pid.key()).map(|p| p.value().clone()))
+                .flatten()
+        })?;
+        let mut info = info_of(&process);
+        info.current_poll = self.current_poll(&process);
+        Some(info)
+    }
+
+    /// The poll `process` is inside, if any.
+    fn current_poll(&self, process: &Process) -> Option<PollInfo> {
+        if process.status() != Status::Running && !process.is_exiting() {
+            return None;
+        }
+        let key = process.pid.key();
+        let now = self.sched.nanos_since_start(std::time::Instant::now());
+        self.sched.workers.snapshot().into_iter().find_map(|w| {
+            let epoch = w.poll_epoch.load(Ordering::Acquire);
+            (epoch % 2 == 1 && w.poll_pid.load(Ordering::Relaxed) == key).then(|| PollInfo {
+                running_for: Duration::from_nanos(
+                    now.saturating_sub(w.poll_started_ns.load(Ordering::Relaxed)),
+                ),
+                on_background_thread: w.background.load(Ordering::Relaxed),
+                nice: w.nice.load(Ordering::Relaxed),
+                tid: w.tid.load(Ordering::Relaxed),
+                kill_pending: process.is_exiting(),
+            })
+        })
     }
 
     pub(crate) fn runtime_info(&self) -> RuntimeInfo {
@@ -142,6 +235,20 @@ impl Shared {
             timers: self.timers.pending(),
             memory_rss_bytes: rss_bytes(),
             memory_allocated_bytes: crate::alloc::allocated_bytes(),
+            threads: {
+                let population = self.sched.workers.population();
+                let counters = &self.sched.counters;
+                ThreadsInfo {
+                    workers: population.live,
+                    spares: population.spares,
+                    background: population.background,
+                    background_queue: self.sched.background_len(),
+                    handoffs: counters.handoffs.load(Ordering::Relaxed),
+                    blocked_handoffs: counters.blocked_handoffs.load(Ordering::Relaxed),
+                    demotions: counters.demotions.load(Ordering::Relaxed),
+                    threads_started: counters.threads_started.load(Ordering::Relaxed),
+                }
+            },
         }
     }
 
@@ -188,6 +295,8 @@ fn info_of(process: &Process) -> ProcessInfo {
         monitored_by,
         priority: process.priority(),
         trap_exit: process.trap_exit(),
+        current_poll: None,
+        offenses: process.offenses(),
     }
 }
 

@@ -74,7 +74,8 @@ mod timer;
 
 pub use alloc::{allocated_bytes, CountingAlloc};
 pub use introspect::{
-    process_info, processes, set_priority, ProcessInfo, ProcessSample, RuntimeInfo, SchedulerInfo,
+    process_info, processes, set_priority, PollInfo, ProcessInfo, ProcessSample, RuntimeInfo,
+    SchedulerInfo, ThreadsInfo,
 };
 pub use mailbox::Envelope;
 pub use message::{
@@ -85,7 +86,8 @@ pub use pid::{MonitorRef, Pid, Ref, TimerRef};
 pub use process::{Priority, Status};
 pub use reason::{ExitReason, IntoExitReason};
 pub use registry::{register, registered, unregister, whereis, NotRegistered, RegisterError};
-pub use runtime::{exit_self, is_alive, make_ref, Builder, Handle, Runtime};
+pub use runtime::{exit_self, is_alive, make_ref, should_stop, Builder, Handle, Runtime};
+pub use scheduler::Preemption;
 pub use signal::{demonitor, exit, link, monitor, trap_exit, unlink, Down, Exit, LinkError};
 pub use spawn::{spawn, spawn_link, spawn_monitor, Spawn, SpawnError, Spawned};
 pub use timer::{cancel_timer, read_timer, send_after};

@@ -42,18 +42,19 @@ impl Shared {
     /// Delivers `message` to `to` if it is alive; drops it otherwise.
     pub(crate) fn send_envelope(&self, to: Pid, message: Envelope) {
         if !to.is_local() {
-            return;
+            return crate::scheduler::drop_contained(message);
         }
         // Delivered under the table's read guard: saves an Arc clone per send.
-        if let Some(process) = self.table.get(&to.key()) {
-            signal::deliver(process.value(), message);
+        match self.table.get(&to.key()) {
+            Some(process) => signal::deliver(process.value(), message),
+            None => crate::scheduler::drop_contained(message),
         }
     }
 }
 
 /// Whether the caller is a process that has been terminated (killed while
 /// running): such a process sends nothing more.
-fn sender_is_dead() -> bool {
+pub(crate) fn sender_is_dead() -> bool {
     context::try_with_current(|p| p.is_exiting()).unwrap_or(false)
 }
 
@@ -156,11 +157,11 @@ fn take<M: Send + 'static>(
 /// Gives the scheduler a chance to run others once the slice is used up.
 /// Returns true if the caller must yield now.
 fn out_of_reductions(cx: &mut Context<'_>) -> bool {
-    if context::consume_reductions(1) {
-        false
-    } else {
+    if context::should_yield() {
         cx.waker().wake_by_ref();
         true
+    } else {
+        false
     }
 }
 

@@ -158,6 +158,8 @@ pub(crate) struct Process {
     pub(crate) cpu_ns: AtomicU64,
     /// What the process was spawned as: its label or the body's type name.
     pub(crate) spawned_as: Cow<'static, str>,
+    /// Times the watchdog took a slot away from one of its polls (saturating).
+    offenses: AtomicU8,
     /// Size of the body's state machine, for the memory estimate.
     pub(crate) future_size: u32,
     pub(crate) rt: Arc<Shared>,
@@ -185,6 +187,7 @@ impl Process {
             reductions: AtomicU64::new(0),
             cpu_ns: AtomicU64::new(0),
             spawned_as,
+            offenses: AtomicU8::new(0),
             future_size: u32::try_from(future_size).unwrap_or(u32::MAX),
             rt,
         }
@@ -239,6 +242,22 @@ impl Process {
     /// Marks the process exiting; true for the one caller that did it.
     pub(crate) fn begin_exit(&self) -> bool {
         self.state.begin_exit()
+    }
+
+    /// A poll of this process was retaken for hogging the CPU.
+    pub(crate) fn record_offense(&self) {
+        let n = self.offenses.load(Ordering::Relaxed);
+        self.offenses.store(n.saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// Times a poll of this process was retaken for hogging the CPU.
+    pub(crate) fn offenses(&self) -> u8 {
+        self.offenses.load(Ordering::Relaxed)
+    }
+
+    /// A repeat offender (retaken twice): it runs on background workers only.
+    pub(crate) fn is_offender(&self) -> bool {
+        self.offenses() >= 2
     }
 
     /// Runs `f` on the relations record, allocating it on first use.

@@ -13,6 +13,7 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
@@ -21,7 +22,8 @@ use crate::mailbox::Envelope;
 use crate::pid::{Pid, Ref};
 use crate::process::Process;
 use crate::reason::{ExitReason, IntoExitReason};
-use crate::scheduler::{self, Scheduler};
+use crate::process::Status;
+use crate::scheduler::{self, Preemption, Scheduler};
 use crate::spawn::{Spawn, SpawnError, Spawned};
 use crate::timer::Timers;
 
@@ -55,6 +57,8 @@ pub(crate) struct Shared {
     next_pid: AtomicU64,
     next_ref: AtomicU64,
     pub(crate) sched: Scheduler,
+    /// Processes killed while inside a poll, until that poll returns.
+    pub(crate) zombies: ProcessTable,
     pub(crate) timers: Timers,
     pub(crate) tokio: Option<tokio::runtime::Handle>,
 }
@@ -72,6 +76,13 @@ impl Shared {
         Pid::local(self.next_pid.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// Forgets a process killed inside a poll, once its body is dropped.
+    pub(crate) fn forget_zombie(&self, process: &Process) {
+        if !self.zombies.is_empty() {
+            self.zombies.remove(&process.pid.key());
+        }
+    }
+
     pub(crate) fn make_ref(&self) -> Ref {
         Ref::local(self.next_ref.fetch_add(1, Ordering::Relaxed))
     }
@@ -82,6 +93,7 @@ impl Shared {
 pub struct Builder {
     schedulers: usize,
     tokio: bool,
+    preemption: Preemption,
 }
 
 impl Default for Builder {
@@ -89,6 +101,7 @@ impl Default for Builder {
         Builder {
             schedulers: thread::available_parallelism().map_or(1, |n| n.get()),
             tokio: true,
+            preemption: Preemption::default(),
         }
     }
 }
@@ -112,6 +125,12 @@ impl Builder {
         self
     }
 
+    /// Settings of the watchdog and of thread demotion (see [`Preemption`]).
+    pub fn preemption(mut self, preemption: Preemption) -> Builder {
+        self.preemption = preemption;
+        self
+    }
+
     /// Starts the runtime's threads.
     pub fn build(self) -> io::Result<Runtime> {
         scheduler::install_panic_hook();
@@ -129,7 +148,8 @@ impl Builder {
             names: DashMap::new(),
             next_pid: AtomicU64::new(1),
             next_ref: AtomicU64::new(1),
-            sched: Scheduler::new(self.schedulers),
+            sched: Scheduler::new(self.schedulers, self.preemption),
+            zombies: DashMap::default(),
             timers: Timers::new(),
             tokio: tokio_handle,
         });
@@ -152,14 +172,7 @@ impl Builder {
                 .name("ember-timer".into())
                 .spawn(move || timer_shared.timers.run(&timer_shared))?,
         );
-        for index in 0..self.schedulers {
-            let rt = shared.clone();
-            threads.push(
-                thread::Builder::new()
-                    .name(format!("ember-scheduler-{index}"))
-                    .spawn(move || scheduler::run_slot(rt, index))?,
-            );
-        }
+        threads.extend(Scheduler::start(&shared)?);
         Ok(Runtime {
             handle: Handle { shared },
             threads,
@@ -233,12 +246,21 @@ impl Drop for Runtime {
         let shared = &self.handle.shared;
         shared.sched.shut_down();
         shared.timers.shut_down();
-        let (schedulers, io): (Vec<_>, Vec<_>) = self
-            .threads
-            .drain(..)
-            .partition(|t| t.thread().name() != Some("ember-io"));
-        for t in schedulers {
-            let _ = t.join();
+        let mut threads: Vec<JoinHandle<()>> = self.threads.drain(..).collect();
+        threads.extend(shared.sched.workers.take_handles());
+        let (io, others): (Vec<_>, Vec<_>) = threads
+            .into_iter()
+            .partition(|t| t.thread().name() == Some("ember-io"));
+        // A worker stuck in native code cannot be stopped: wait a little,
+        // then leave it (and the process it polls) behind.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        for t in others {
+            while !t.is_finished() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(1));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
         }
         // Every process dies with the runtime; bodies are dropped in their own
         // context, while tokio's drivers still run, and send nothing more.
@@ -249,16 +271,22 @@ impl Drop for Runtime {
             process.begin_exit();
         }
         for process in &processes {
-            // SAFETY: every scheduler thread has stopped (joined above).
+            if process.status() == Status::Running {
+                continue; // still inside a poll on a stuck thread: leave it
+            }
+            // SAFETY: no worker is polling this process (not RUNNING) and
+            // none will again: every worker has stopped or is stuck in
+            // another process's poll.
             let body = unsafe { process.body.take() };
             let previous = context::set_current(Some(process.clone()));
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(body)));
+            scheduler::drop_contained(body);
             context::set_current(previous);
             process.relations.lock().take();
-            drop(process.mailbox.drain_inbox());
-            // SAFETY: every scheduler thread has stopped: this thread has
-            // exclusive use of the process (mailbox module docs, "Safety").
-            unsafe { process.mailbox.clear_saved() };
+            scheduler::drop_contained(process.mailbox.drain_inbox());
+            // SAFETY: as above, this thread has exclusive use of the process.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+                process.mailbox.clear_saved()
+            }));
         }
         drop(processes);
         drop(shared.sched.drain_all());
@@ -357,6 +385,15 @@ pub fn is_alive(pid: Pid) -> bool {
     context::with_runtime("is_alive", |rt| {
         rt.lookup(pid).is_some_and(|p| !p.is_exiting())
     })
+}
+
+/// Whether the calling process has been terminated (killed, or exited) while
+/// it runs: a long computation that never awaits should check this now and
+/// then and return early, since a terminated process is already dead for
+/// everyone else and its work is wasted (like `enif_is_current_process_alive`).
+/// Outside a process it returns false.
+pub fn should_stop() -> bool {
+    context::try_with_current(|p| p.is_exiting()).unwrap_or(false)
 }
 
 /// Creates a runtime-unique reference (Erlang's `make_ref/0`).

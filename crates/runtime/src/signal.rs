@@ -73,6 +73,11 @@ pub(crate) fn terminate(process: &Arc<Process>, reason: ExitReason) {
     }
     let rt = &process.rt;
     rt.table.remove(&process.pid.key());
+    if process.status() == crate::process::Status::Running {
+        // Killed inside a poll: keep it visible to introspection ("kill
+        // pending") until its body is dropped when the poll returns.
+        rt.zombies.insert(process.pid.key(), process.clone());
+    }
     let relations = process.relations.lock().take();
     if let Some(relations) = relations {
         if let Some(name) = &relations.name {
@@ -103,7 +108,7 @@ pub(crate) fn terminate(process: &Arc<Process>, reason: ExitReason) {
         }
     }
     // The owner's saved messages go when its body is dropped.
-    drop(process.mailbox.drain_inbox());
+    scheduler::drop_contained(process.mailbox.drain_inbox());
     // Let a scheduler drop the body (now, or when its current poll returns).
     scheduler::wake(process);
 }

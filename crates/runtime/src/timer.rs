@@ -94,7 +94,10 @@ impl Timers {
     /// Disarms a timer; returns its deadline (ms) if it was pending.
     pub(crate) fn cancel_key(&self, key: TimerKey) -> Option<u64> {
         let removed = self.state.lock().wheel.remove(key);
-        removed.map(|(deadline, _action)| deadline)
+        removed.map(|(deadline, action)| {
+            scheduler::drop_contained(action);
+            deadline
+        })
     }
 
     fn remaining(&self, deadline: u64) -> Duration {
@@ -115,10 +118,13 @@ impl Timers {
     pub(crate) fn run(&self, rt: &Shared) {
         let mut fired = Vec::new();
         let mut state = self.state.lock();
+        // The wheel's time, advanced at most 1 ms per lock hold so that
+        // arming a timer never waits behind a huge batch of expirations.
+        let mut wheel_now = 0;
         while !state.shutdown {
-            let now = self.now_ms();
-            state.wheel.advance(now, &mut fired);
-            if !fired.is_empty() {
+            wheel_now = self.now_ms().min(wheel_now + 1).max(wheel_now);
+            state.wheel.advance(wheel_now, &mut fired);
+            if !fired.is_empty() || wheel_now < self.now_ms() {
                 drop(state);
                 for (_key, action) in fired.drain(..) {
                     match action {
@@ -146,7 +152,7 @@ impl Timers {
         let mut rest = Vec::new();
         state.wheel.advance(u64::MAX, &mut rest);
         drop(state);
-        drop(rest);
+        scheduler::drop_contained(rest);
     }
 }
 
@@ -156,6 +162,11 @@ impl Timers {
 pub fn send_after<M: Send + 'static>(to: Pid, message: M, after: Duration) -> TimerRef {
     context::with_runtime("send_after", |rt| {
         context::consume_reductions(1);
+        if crate::message::sender_is_dead() {
+            // A terminated process sends nothing more, not even later.
+            scheduler::drop_contained(message);
+            return TimerRef(u64::MAX);
+        }
         let at = Instant::now().checked_add(after).unwrap_or_else(far_future);
         let key = rt.timers.insert(
             rt.timers.deadline_ms(at),

@@ -1,0 +1,423 @@
+//! The watchdog ("sysmon") and the worker registry: hand-off of stuck slots,
+//! progressive demotion of hog threads, spares and background workers.
+//!
+//! Every [`Preemption::watchdog_period`] while any worker is inside a poll
+//! (backing off to 10 ms when all are idle), the watchdog looks at each
+//! worker's current poll:
+//!
+//! * a poll that has consumed [`Preemption::cpu_threshold`] of **CPU time**
+//!   (read from the worker thread's CPU clock; wall time misjudges healthy
+//!   polls on a loaded machine) loses its slot to a spare worker at once, and
+//!   the hog's thread is demoted to the first nice step;
+//! * a poll stuck [`Preemption::blocked_threshold`] of wall time while using
+//!   less than a quarter of it on the CPU (a blocking syscall, a lock) loses
+//!   its slot without demotion;
+//! * a demoted worker's nice value keeps rising along
+//!   [`Preemption::demotion`] as its poll's CPU time grows. Demotion is one
+//!   way: unprivileged threads cannot raise their priority again, so a
+//!   demoted worker stays in the background pool for good.
+//!
+//! The hog keeps running on its old thread; when its poll returns, the
+//! process goes back to the shared queues and the thread joins the background
+//! pool, which serves repeat offenders (processes retaken twice) until it has
+//! been idle for [`Preemption::background_idle`]. Spare workers are kept
+//! ready so a hand-off never waits for a thread to start; thread growth past
+//! [`Preemption::soft_thread_limit`] is slowed down and logged, and stops at
+//! [`Preemption::hard_thread_limit`].
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::slot::Slot;
+use super::worker::{worker_main, Worker, NO_SLOT};
+use super::Scheduler;
+use crate::runtime::Shared;
+
+/// Settings of the preemption machinery, with measured defaults
+/// (`bench/run responsiveness`; `docs/semantics.md`, "Preemption").
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Preemption {
+    /// Run the watchdog at all (default true). Without it a process that
+    /// never awaits holds its scheduler until it returns.
+    pub enabled: bool,
+    /// How often the watchdog looks while any poll is running (default 1 ms).
+    pub watchdog_period: Duration,
+    /// CPU time in one poll after which its slot is handed off and its thread
+    /// demoted (default 2 ms).
+    pub cpu_threshold: Duration,
+    /// Wall time in one poll, with little CPU, after which its slot is handed
+    /// off without demotion (default 15 ms).
+    pub blocked_threshold: Duration,
+    /// Nice value reached once a poll has used the given CPU time; the first
+    /// step applies at hand-off (default: 5 at once, 10 after 50 ms, 19 after
+    /// 500 ms).
+    pub demotion: Vec<(Duration, i32)>,
+    /// Use SCHED_IDLE for the last (nice 19) step (default false: a demoted
+    /// lock holder still progresses at nice 19).
+    pub sched_idle: bool,
+    /// Normal-priority workers kept ready for hand-offs (default 1).
+    pub spare_threads: usize,
+    /// Worker count past which new threads are started slowly, with a log
+    /// line (default 64).
+    pub soft_thread_limit: usize,
+    /// Worker count never exceeded (default 1024).
+    pub hard_thread_limit: usize,
+    /// How long an idle background or surplus spare worker lingers before its
+    /// thread exits (default 1 s).
+    pub background_idle: Duration,
+}
+
+impl Default for Preemption {
+    fn default() -> Self {
+        Preemption {
+            enabled: true,
+            watchdog_period: Duration::from_millis(1),
+            cpu_threshold: Duration::from_millis(2),
+            blocked_threshold: Duration::from_millis(15),
+            demotion: vec![
+                (Duration::ZERO, 5),
+                (Duration::from_millis(50), 10),
+                (Duration::from_millis(500), 19),
+            ],
+            sched_idle: false,
+            spare_threads: 1,
+            soft_thread_limit: 64,
+            hard_thread_limit: 1024,
+            background_idle: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Preemption {
+    /// The nice value for a poll that has used `cpu` so far.
+    fn nice_for(&self, cpu: Duration) -> i32 {
+        self.demotion
+            .iter()
+            .filter(|(after, _)| cpu >= *after)
+            .map(|(_, nice)| *nice)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The priority background workers start at: the last step.
+    pub(crate) fn background_nice(&self) -> i32 {
+        self.demotion.iter().map(|(_, nice)| *nice).max().unwrap_or(19)
+    }
+}
+
+/// The registry of worker threads.
+#[derive(Default)]
+pub(crate) struct Workers {
+    inner: Mutex<Registry>,
+}
+
+#[derive(Default)]
+struct Registry {
+    next_id: usize,
+    live: Vec<Arc<Worker>>,
+    handles: Vec<JoinHandle<()>>,
+    spares: Vec<Arc<Worker>>,
+    idle_background: Vec<Arc<Worker>>,
+    last_spawn: Option<Instant>,
+    warned_soft: bool,
+    warned_hard: bool,
+}
+
+/// A snapshot of the thread population, for introspection.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Population {
+    pub(crate) live: usize,
+    pub(crate) spares: usize,
+    pub(crate) background: usize,
+}
+
+impl Workers {
+    /// Starts a worker thread serving `slot` (or none).
+    pub(crate) fn spawn(
+        &self,
+        rt: &Arc<Shared>,
+        slot: usize,
+        background: bool,
+    ) -> io::Result<Arc<Worker>> {
+        let mut inner = self.inner.lock();
+        let worker = Arc::new(Worker::new(inner.next_id, slot, background));
+        inner.next_id += 1;
+        let name = if background {
+            format!("ember-background-{}", worker.id)
+        } else {
+            format!("ember-worker-{}", worker.id)
+        };
+        let (thread_rt, thread_worker) = (rt.clone(), worker.clone());
+        let handle = thread::Builder::new()
+            .name(name)
+            .spawn(move || worker_main(thread_rt, thread_worker))?;
+        inner.live.push(worker.clone());
+        inner.handles.push(handle);
+        inner.last_spawn = Some(Instant::now());
+        if slot == NO_SLOT && !background {
+            inner.spares.push(worker.clone());
+        }
+        rt.sched
+            .counters
+            .threads_started
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(worker)
+    }
+
+    /// Whether one more thread may start now (soft and hard ceilings).
+    fn may_spawn(&self, config: &Preemption) -> bool {
+        let mut inner = self.inner.lock();
+        let live = inner.live.len();
+        if live >= config.hard_thread_limit {
+            if !inner.warned_hard {
+                inner.warned_hard = true;
+                tracing::error!(live, "ember: hard worker thread limit reached; hogs now delay other processes");
+                eprintln!("ember: {live} worker threads: hard limit reached; processes stuck in native code now delay others");
+            }
+            return false;
+        }
+        if live < config.soft_thread_limit {
+            return true;
+        }
+        if !inner.warned_soft {
+            inner.warned_soft = true;
+            tracing::warn!(live, "ember: many processes stuck in native code; starting threads slowly");
+            eprintln!("ember: {live} worker threads (soft limit {}): many processes are stuck in native code", config.soft_thread_limit);
+        }
+        // Past the soft limit, one thread per 25 ms, up to 250 ms as it grows.
+        let over = (live - config.soft_thread_limit) as u64;
+        let delay = Duration::from_millis((25 + over * 5).min(250));
+        inner.last_spawn.is_none_or(|t| t.elapsed() >= delay)
+    }
+
+    /// A worker to take over `slot`: a spare, or a new thread.
+    fn take_spare(&self, rt: &Arc<Shared>) -> Option<Arc<Worker>> {
+        if let Some(spare) = self.inner.lock().spares.pop() {
+            return Some(spare);
+        }
+        if !self.may_spawn(&rt.sched.config) {
+            return None;
+        }
+        let worker = self.spawn(rt, NO_SLOT, false).ok()?;
+        self.inner.lock().spares.retain(|w| w.id != worker.id);
+        Some(worker)
+    }
+
+    /// Starts spares until the configured number wait.
+    fn top_up_spares(&self, rt: &Arc<Shared>) {
+        while self.inner.lock().spares.len() < rt.sched.config.spare_threads {
+            if !self.may_spawn(&rt.sched.config) || self.spawn(rt, NO_SLOT, false).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// A spare waits to be given a slot. Returns false if it should exit (a
+    /// surplus spare idle for long, or shutdown).
+    pub(crate) fn wait_as_spare(&self, me: &Arc<Worker>, sched: &Scheduler) -> bool {
+        {
+            let mut inner = self.inner.lock();
+            if !inner.spares.iter().any(|w| w.id == me.id) {
+                inner.spares.push(me.clone());
+            }
+        }
+        let since = Instant::now();
+        while me.slot.load(Ordering::Acquire) == NO_SLOT {
+            if sched.is_shut_down() {
+                return false;
+            }
+            thread::park_timeout(Duration::from_millis(100));
+            if since.elapsed() >= sched.config.background_idle {
+                let mut inner = self.inner.lock();
+                if me.slot.load(Ordering::Acquire) == NO_SLOT
+                    && inner.spares.len() > sched.config.spare_threads
+                {
+                    inner.spares.retain(|w| w.id != me.id);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Work arrived on the background queue: wake an idle background worker,
+    /// or start one.
+    pub(crate) fn notify_background(&self, rt: &Arc<Shared>) {
+        if let Some(worker) = self.inner.lock().idle_background.pop() {
+            worker.unpark();
+            return;
+        }
+        if self.may_spawn(&rt.sched.config) {
+            if let Err(e) = self.spawn(rt, NO_SLOT, true) {
+                tracing::warn!(error = %e, "ember: cannot start a background worker");
+            }
+        }
+    }
+
+    /// A background worker waits for work. Returns false if it stayed idle
+    /// for [`Preemption::background_idle`] (then it exits), or at shutdown.
+    pub(crate) fn wait_for_background_work(&self, me: &Arc<Worker>, sched: &Scheduler) -> bool {
+        self.inner.lock().idle_background.push(me.clone());
+        let since = Instant::now();
+        loop {
+            if sched.is_shut_down() {
+                return false;
+            }
+            if sched.background_len() > 0 {
+                break;
+            }
+            if since.elapsed() >= sched.config.background_idle {
+                let mut inner = self.inner.lock();
+                inner.idle_background.retain(|w| w.id != me.id);
+                // Re-check under the lock: a notifier may have just popped us.
+                return sched.background_len() > 0;
+            }
+            thread::park_timeout(Duration::from_millis(50));
+        }
+        self.inner.lock().idle_background.retain(|w| w.id != me.id);
+        true
+    }
+
+    /// Removes an exited worker.
+    pub(crate) fn retire(&self, me: &Worker) {
+        let mut inner = self.inner.lock();
+        inner.live.retain(|w| w.id != me.id);
+        inner.spares.retain(|w| w.id != me.id);
+        inner.idle_background.retain(|w| w.id != me.id);
+    }
+
+    /// Every live worker.
+    pub(crate) fn snapshot(&self) -> Vec<Arc<Worker>> {
+        self.inner.lock().live.clone()
+    }
+
+    pub(crate) fn population(&self) -> Population {
+        let inner = self.inner.lock();
+        Population {
+            live: inner.live.len(),
+            spares: inner.spares.len(),
+            background: inner
+                .live
+                .iter()
+                .filter(|w| w.background.load(Ordering::Relaxed))
+                .count(),
+        }
+    }
+
+    pub(crate) fn unpark_all(&self) {
+        for worker in self.inner.lock().live.iter() {
+            worker.unpark();
+        }
+    }
+
+    /// Join handles of every thread started so far (runtime teardown).
+    pub(crate) fn take_handles(&self) -> Vec<JoinHandle<()>> {
+        std::mem::take(&mut self.inner.lock().handles)
+    }
+}
+
+/// What the watchdog knows of a worker's current poll.
+struct Observation {
+    epoch: u64,
+    cpu_at_first_sight: u64,
+}
+
+/// The watchdog thread.
+pub(crate) fn watchdog_main(rt: Arc<Shared>) {
+    let sched = &rt.sched;
+    let config = &sched.config;
+    let mut observed: HashMap<usize, Observation> = HashMap::new();
+    let mut period = config.watchdog_period;
+    let idle_period = Duration::from_millis(10).max(config.watchdog_period);
+    while !sched.is_shut_down() {
+        thread::park_timeout(period);
+        let now_ns = sched.nanos_since_start(Instant::now());
+        let mut busy = false;
+        for worker in sched.workers.snapshot() {
+            let epoch = worker.poll_epoch.load(Ordering::Acquire);
+            if epoch % 2 == 0 {
+                observed.remove(&worker.id);
+                continue;
+            }
+            busy = true;
+            let cpu_now = worker.cpu_ns();
+            let seen = observed.entry(worker.id).or_insert(Observation {
+                epoch,
+                cpu_at_first_sight: cpu_now,
+            });
+            if seen.epoch != epoch {
+                *seen = Observation {
+                    epoch,
+                    cpu_at_first_sight: cpu_now,
+                };
+                continue;
+            }
+            let cpu = Duration::from_nanos(cpu_now.saturating_sub(seen.cpu_at_first_sight));
+            let wall = Duration::from_nanos(
+                now_ns.saturating_sub(worker.poll_started_ns.load(Ordering::Relaxed)),
+            );
+            let index = worker.slot.load(Ordering::Acquire);
+            if let Some(slot) = sched.slots.get(index) {
+                if slot.owner.load(Ordering::Acquire) == worker.id {
+                    if cpu >= config.cpu_threshold {
+                        retake(&rt, slot, &worker, true, cpu);
+                    } else if wall >= config.blocked_threshold && cpu * 4 < wall {
+                        retake(&rt, slot, &worker, false, cpu);
+                    }
+                }
+            }
+            if worker.background.load(Ordering::Acquire) {
+                sched.demote_to(&worker, config.nice_for(cpu));
+            }
+        }
+        sched.workers.top_up_spares(&rt);
+        period = if busy {
+            config.watchdog_period
+        } else {
+            (period * 2).min(idle_period)
+        };
+    }
+}
+
+/// Hands `slot` from the stuck `hog` worker to a spare.
+fn retake(rt: &Arc<Shared>, slot: &Slot, hog: &Arc<Worker>, demote: bool, cpu: Duration) {
+    let sched = &rt.sched;
+    let Some(successor) = sched.workers.take_spare(rt) else {
+        return;
+    };
+    if slot
+        .owner
+        .compare_exchange(hog.id, successor.id, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        sched.workers.inner.lock().spares.push(successor);
+        return;
+    }
+    hog.slot.store(NO_SLOT, Ordering::Release);
+    if demote {
+        hog.background.store(true, Ordering::Release);
+        sched.demote_to(hog, sched.config.nice_for(Duration::ZERO));
+    } else {
+        sched
+            .counters
+            .blocked_handoffs
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    sched.counters.handoffs.fetch_add(1, Ordering::Relaxed);
+    successor.slot.store(slot.index, Ordering::Release);
+    successor.unpark();
+    tracing::debug!(
+        slot = slot.index,
+        pid = hog.poll_pid.load(Ordering::Relaxed),
+        cpu_us = cpu.as_micros() as u64,
+        demote,
+        "ember: slot handed off from a stuck worker"
+    );
+}

@@ -1,0 +1,434 @@
+//! Workers: the OS threads that serve slots (and, once demoted, the
+//! background pool), and the poll loop itself.
+//!
+//! # Who holds what
+//!
+//! A worker serves at most one slot at a time: the slot's `owner` names it
+//! and the worker's `slot` names the slot. The watchdog may take the slot
+//! away while the worker is inside a poll; the worker notices when the poll
+//! returns (the slot's `owner` no longer names it) and from then on touches
+//! only the process it was polling, which it requeues through the injector
+//! (or the background queue). A demoted worker never serves a slot again: it
+//! joins the background pool and serves repeat offenders until it has been
+//! idle for [`Preemption::background_idle`](super::Preemption).
+//!
+//! Every poll is published for the watchdog: `poll_epoch` is odd during a
+//! poll, with the polled pid and the poll's start time beside it.
+
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
+use super::os::{self, ThreadClock};
+use super::queue::{Class, RunQueue};
+use super::slot::Slot;
+use super::Scheduler;
+use crate::context;
+use crate::process::{bump, Process, TransitionToIdle};
+use crate::reason::ExitReason;
+use crate::runtime::Shared;
+use crate::signal;
+
+/// `Worker::slot` when the worker serves no slot.
+pub(crate) const NO_SLOT: usize = usize::MAX;
+
+/// Consecutive picks from `next` before it yields to the queue.
+const NEXT_STREAK_LIMIT: u32 = 16;
+/// How often (in picks) the injector is checked before the local queue.
+const INJECTOR_CHECK_INTERVAL: u32 = 61;
+/// Most processes taken from the injector at once.
+const INJECTOR_BATCH: usize = 32;
+/// Rounds of looking for work before parking.
+const SPIN_ROUNDS: u32 = 64;
+
+/// One OS thread of the scheduler.
+pub(crate) struct Worker {
+    pub(crate) id: usize,
+    thread: OnceLock<Thread>,
+    clock: OnceLock<ThreadClock>,
+    /// Kernel thread id (for priority changes), 0 until the thread starts.
+    pub(crate) tid: AtomicI32,
+    /// The slot this worker serves, or [`NO_SLOT`].
+    pub(crate) slot: AtomicUsize,
+    /// Demoted: a background thread for good.
+    pub(crate) background: AtomicBool,
+    /// Current nice value.
+    pub(crate) nice: AtomicI32,
+    /// Odd while inside a poll; bumped at each poll's start and end.
+    pub(crate) poll_epoch: AtomicU64,
+    /// The pid key of the process being polled.
+    pub(crate) poll_pid: AtomicU64,
+    /// When the current poll started, in ns since the scheduler started.
+    pub(crate) poll_started_ns: AtomicU64,
+    /// The thread has finished.
+    pub(crate) exited: AtomicBool,
+}
+
+impl Worker {
+    pub(crate) fn new(id: usize, slot: usize, background: bool) -> Worker {
+        Worker {
+            id,
+            thread: OnceLock::new(),
+            clock: OnceLock::new(),
+            tid: AtomicI32::new(0),
+            slot: AtomicUsize::new(slot),
+            background: AtomicBool::new(background),
+            nice: AtomicI32::new(0),
+            poll_epoch: AtomicU64::new(0),
+            poll_pid: AtomicU64::new(0),
+            poll_started_ns: AtomicU64::new(0),
+            exited: AtomicBool::new(false),
+        }
+    }
+
+    /// CPU time of this worker's thread so far (ns).
+    pub(crate) fn cpu_ns(&self) -> u64 {
+        self.clock.get().map_or(0, |c| c.cpu_ns())
+    }
+
+    pub(crate) fn unpark(&self) {
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
+
+    fn begin_poll(&self, pid_key: u64, now_ns: u64) {
+        self.poll_pid.store(pid_key, Ordering::Relaxed);
+        self.poll_started_ns.store(now_ns, Ordering::Relaxed);
+        let epoch = self.poll_epoch.load(Ordering::Relaxed);
+        self.poll_epoch.store(epoch + 1, Ordering::Release);
+    }
+
+    fn end_poll(&self) {
+        let epoch = self.poll_epoch.load(Ordering::Relaxed);
+        self.poll_epoch.store(epoch + 1, Ordering::Release);
+    }
+}
+
+/// The body of every worker thread.
+pub(crate) fn worker_main(rt: Arc<Shared>, me: Arc<Worker>) {
+    let _ = me.thread.set(thread::current());
+    if let Ok(clock) = ThreadClock::current() {
+        let _ = me.clock.set(clock);
+    }
+    me.tid.store(os::current_tid(), Ordering::Release);
+    if me.background.load(Ordering::Acquire) {
+        rt.sched.demote_to(&me, rt.sched.config.background_nice());
+    }
+    let _tokio = rt.tokio.as_ref().map(|h| h.enter());
+    context::enter_runtime(rt.clone());
+    let sched = &rt.sched;
+    while !sched.is_shut_down() {
+        let slot = me.slot.load(Ordering::Acquire);
+        if slot != NO_SLOT {
+            serve_slot(&rt, &me, &sched.slots[slot]);
+        } else if me.background.load(Ordering::Acquire) {
+            if !serve_background(&rt, &me) {
+                break;
+            }
+        } else if !sched.workers.wait_as_spare(&me, sched) {
+            break;
+        }
+    }
+    context::leave_runtime();
+    me.exited.store(true, Ordering::Release);
+    sched.workers.retire(&me);
+}
+
+/// Serves `slot` until the worker loses it (hand-off), or shutdown.
+fn serve_slot(rt: &Arc<Shared>, me: &Arc<Worker>, slot: &Slot) {
+    let sched = &rt.sched;
+    slot.set_thread(thread::current());
+    context::set_slot(Some(slot.index));
+    let mut picks: u32 = 0;
+    let mut next_streak: u32 = 0;
+    // When the previous poll ended: the next poll's start, so each poll reads
+    // the clock once. The loop's own bookkeeping is charged to the next poll.
+    let mut clock = Instant::now();
+    while !sched.is_shut_down() && slot.owner.load(Ordering::Acquire) == me.id {
+        if !slot.is_online() {
+            go_offline(sched, slot, me);
+            clock = Instant::now();
+            continue;
+        }
+        picks = picks.wrapping_add(1);
+        // Work in the injector was woken from outside (timers, I/O): it goes
+        // before local batch work, and at least every 61 picks regardless.
+        let injector_first = picks % INJECTOR_CHECK_INTERVAL == 0
+            || (sched.injector_len() > 0 && !slot.has_interactive());
+        let found = if injector_first {
+            take_from_injector(sched, slot).or_else(|| pop_local(slot, &mut next_streak))
+        } else {
+            pop_local(slot, &mut next_streak).or_else(|| take_from_injector(sched, slot))
+        };
+        match found.or_else(|| steal(sched, slot)) {
+            Some((process, class)) => clock = run(rt, me, Some(slot), process, class, clock),
+            None => {
+                idle(sched, slot, me);
+                clock = Instant::now();
+            }
+        }
+    }
+    context::set_slot(None);
+}
+
+/// The next process from the slot's own queues, `next` first.
+fn pop_local(slot: &Slot, next_streak: &mut u32) -> Option<(Arc<Process>, Class)> {
+    if let Some(next) = slot.take_next() {
+        // The streak limit and high priority only matter when others wait.
+        if slot.stealable_len() == 0 {
+            *next_streak = 0;
+            return Some((next, Class::Woken));
+        }
+        let take_next = *next_streak < NEXT_STREAK_LIMIT;
+        let (picked, from_next) = slot.with_queue(|q| {
+            if q.has_high() || !take_next {
+                let picked = q.pop();
+                q.push(next, Class::Woken);
+                (picked, false)
+            } else {
+                (Some((next, Class::Woken)), true)
+            }
+        });
+        *next_streak = if from_next { *next_streak + 1 } else { 0 };
+        return picked;
+    }
+    *next_streak = 0;
+    if slot.stealable_len() == 0 {
+        return None;
+    }
+    slot.with_queue(RunQueue::pop)
+}
+
+fn take_from_injector(sched: &Scheduler, slot: &Slot) -> Option<(Arc<Process>, Class)> {
+    if sched.injector_len() == 0 {
+        return None;
+    }
+    let mut batch = RunQueue::default();
+    let first = sched.with_injector(|q| {
+        let first = q.pop();
+        let mut n = 0;
+        while n < INJECTOR_BATCH {
+            match q.pop() {
+                Some((p, class)) => batch.push(p, class),
+                None => break,
+            }
+            n += 1;
+        }
+        first
+    });
+    if batch.len() > 0 {
+        slot.with_queue(|q| batch.drain_into(q));
+        sched.notify_one();
+    }
+    first
+}
+
+fn steal(sched: &Scheduler, thief: &Slot) -> Option<(Arc<Process>, Class)> {
+    let n = sched.slots.len();
+    for offset in 1..n {
+        let victim = &sched.slots[(thief.index + offset) % n];
+        if victim.stealable_len() == 0 {
+            continue;
+        }
+        let mut loot = RunQueue::default();
+        let moved = victim.with_queue(|q| q.steal_half(&mut loot));
+        if moved == 0 {
+            continue;
+        }
+        let first = loot.pop();
+        thief.with_queue(|q| loot.drain_into(q));
+        return first;
+    }
+    None
+}
+
+/// Nothing to do: spin briefly, then park until notified.
+fn idle(sched: &Scheduler, slot: &Slot, me: &Worker) {
+    let leave = || {
+        sched.is_shut_down()
+            || !slot.is_online()
+            || slot.owner.load(Ordering::Acquire) != me.id
+    };
+    for _ in 0..SPIN_ROUNDS {
+        if sched.has_work_for(slot) || leave() {
+            return;
+        }
+        std::hint::spin_loop();
+        thread::yield_now();
+    }
+    slot.parked.store(true, Ordering::SeqCst);
+    sched.sleepers.fetch_add(1, Ordering::SeqCst);
+    if sched.has_work_for(slot) || leave() {
+        sched.unmark_parked(slot);
+        return;
+    }
+    while slot.parked.load(Ordering::SeqCst) {
+        thread::park_timeout(Duration::from_millis(100));
+        if leave() {
+            sched.unmark_parked(slot);
+            return;
+        }
+    }
+}
+
+fn go_offline(sched: &Scheduler, slot: &Slot, me: &Worker) {
+    let mut moved = RunQueue::default();
+    slot.drain_into(&mut moved);
+    if moved.len() > 0 {
+        sched.with_injector(|q| moved.drain_into(q));
+        sched.notify_one();
+    }
+    while !slot.is_online()
+        && !sched.is_shut_down()
+        && slot.owner.load(Ordering::Acquire) == me.id
+    {
+        thread::park_timeout(Duration::from_millis(100));
+    }
+}
+
+/// Serves the background queue (repeat offenders). Returns false when the
+/// worker has been idle long enough to exit, or at shutdown.
+fn serve_background(rt: &Arc<Shared>, me: &Arc<Worker>) -> bool {
+    let sched = &rt.sched;
+    context::set_slot(None);
+    let mut clock = Instant::now();
+    loop {
+        if sched.is_shut_down() {
+            return false;
+        }
+        if let Some(process) = sched.pop_background() {
+            clock = run(rt, me, None, process, Class::Batch, clock);
+            continue;
+        }
+        if !sched.workers.wait_for_background_work(me, sched) {
+            return false;
+        }
+        clock = Instant::now();
+    }
+}
+
+/// Polls one process once and files it where it belongs afterwards. `started`
+/// is when the poll began (the end of the previous one); returns when it ended.
+fn run(
+    rt: &Shared,
+    me: &Worker,
+    slot: Option<&Slot>,
+    process: Arc<Process>,
+    class: Class,
+    started: Instant,
+) -> Instant {
+    if !process.state.transition_to_running() {
+        drop_future(&process);
+        return Instant::now();
+    }
+    let sched = &rt.sched;
+    me.begin_poll(process.pid.key(), sched.nanos_since_start(started));
+    if let Some(slot) = slot {
+        slot.running_batch.store(class == Class::Batch, Ordering::Relaxed);
+        slot.preempt.store(false, Ordering::Relaxed);
+    }
+    // The process moves into the context for the poll and comes back after:
+    // no reference count traffic on the hot path.
+    context::set_current(Some(process));
+    let outcome = context::with_current("poll", |process| {
+        let waker = futures_task::waker_ref(process);
+        let mut cx = Context::from_waker(&waker);
+        // SAFETY: `transition_to_running` gave this thread `RUNNING`.
+        panic::catch_unwind(AssertUnwindSafe(|| unsafe { process.body.poll(&mut cx) }))
+    });
+    let reductions = u64::from(context::reductions_used());
+    let yielded = context::take_yielded();
+    let Some(process) = context::set_current(None) else {
+        unreachable!("the context still holds the process it was given")
+    };
+    me.end_poll();
+    let ended = Instant::now();
+    let elapsed = ended.duration_since(started).as_nanos() as u64;
+    // Only the RUNNING holder writes the process's counters.
+    bump(&process.cpu_ns, elapsed);
+    bump(&process.reductions, reductions);
+    let still_owner = slot.filter(|s| s.owner.load(Ordering::Acquire) == me.id);
+    if let Some(slot) = still_owner {
+        // Only the slot's owner writes its counters.
+        bump(&slot.busy_ns, elapsed);
+        bump(&slot.polls, 1);
+        bump(&slot.reductions, reductions);
+    } else if slot.is_some() && me.background.load(Ordering::Acquire) {
+        // Retaken and demoted during this poll: a CPU hog.
+        process.record_offense();
+    }
+    match outcome {
+        Ok(Some(Poll::Pending)) => match process.state.transition_to_idle() {
+            TransitionToIdle::Idle => {}
+            TransitionToIdle::Requeue => {
+                let class = if yielded { Class::Batch } else { Class::Woken };
+                match still_owner {
+                    Some(slot) => sched.push_local(slot, process, class),
+                    None => sched.push_global(process, class),
+                }
+            }
+            TransitionToIdle::Exiting => drop_future(&process),
+        },
+        Ok(Some(Poll::Ready(reason))) => {
+            drop_future(&process);
+            signal::terminate(&process, reason);
+        }
+        Ok(None) => signal::terminate(&process, ExitReason::Normal),
+        Err(payload) => {
+            drop_future(&process);
+            signal::terminate(&process, ExitReason::Panic(panic_message(&*payload).into()));
+        }
+    }
+    ended
+}
+
+/// Drops a process's body and saved messages inside its own context; a
+/// panicking destructor is contained. The caller holds `RUNNING`.
+pub(crate) fn drop_future(process: &Arc<Process>) {
+    // SAFETY: our caller holds `RUNNING` (see `run`).
+    let body = unsafe { process.body.take() };
+    let previous = context::set_current(Some(process.clone()));
+    if panic::catch_unwind(AssertUnwindSafe(move || drop(body))).is_err() {
+        tracing::warn!(pid = %process.pid, "a destructor panicked while dropping a process body");
+    }
+    // SAFETY: our caller holds the process's RUNNING bit: exclusive use
+    // (mailbox module docs, "Safety").
+    let saved = panic::catch_unwind(AssertUnwindSafe(|| unsafe { process.mailbox.clear_saved() }));
+    if saved.is_err() {
+        tracing::warn!(pid = %process.pid, "a message destructor panicked while dropping a mailbox");
+    }
+    context::set_current(previous);
+    process.rt.forget_zombie(process);
+}
+
+/// Drops user data (a body, messages) that may have a panicking destructor,
+/// containing the panic: the runtime's own threads and a process that merely
+/// discards someone else's data must not go down for it.
+pub(crate) fn drop_contained<T>(value: T) {
+    if panic::catch_unwind(AssertUnwindSafe(move || drop(value))).is_err() {
+        tracing::warn!("ember: a destructor panicked while the runtime dropped a value");
+    }
+}
+
+/// The message of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+impl Slot {
+    /// Hands this slot to `worker` (at start-up).
+    pub(crate) fn assign(&self, worker: &Worker) {
+        self.owner.store(worker.id, Ordering::Release);
+    }
+
+}

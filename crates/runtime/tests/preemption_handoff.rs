@@ -1,0 +1,132 @@
+//! Preemption: a process that never awaits cannot stall the others
+//! (`docs/semantics.md`, "Preemption"). These tests wait on events, never on
+//! time; the timing targets live in `bench/run responsiveness`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ember_runtime::{
+    monitor, receive, self_pid, send, spawn, yield_point, Down, ExitReason, Handle, Runtime,
+};
+
+fn one_scheduler() -> Runtime {
+    Runtime::builder().schedulers(1).build().unwrap()
+}
+
+/// Spins without ever awaiting until `stop` is set.
+fn hog(stop: Arc<AtomicBool>) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let mut x: u64 = 1;
+        while !stop.load(Ordering::Relaxed) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+    }
+}
+
+#[test]
+fn a_process_that_never_awaits_does_not_block_others_on_its_scheduler() {
+    let rt = one_scheduler();
+    let stop = Arc::new(AtomicBool::new(false));
+    let hog_stop = stop.clone();
+    rt.block_on(async move {
+        let me = self_pid();
+        let hog_pid = spawn(hog(hog_stop.clone()));
+        // Only runs if the single scheduler is handed away from the hog.
+        spawn(async move { send(me, "the other process ran") });
+        let note: &str = receive().await;
+        assert_eq!(note, "the other process ran");
+        let watch = monitor(hog_pid);
+        hog_stop.store(true, Ordering::Relaxed);
+        let down: Down = receive::<Down>().matching(move |d| d.monitor == watch).await;
+        assert_eq!(down.reason, ExitReason::Normal);
+        let threads = Handle::current().runtime_info().threads;
+        assert!(threads.handoffs >= 1, "{threads:?}");
+        assert!(threads.demotions >= 1, "{threads:?}");
+    });
+    stop.store(true, Ordering::Relaxed);
+}
+
+#[test]
+fn cooperative_processes_all_progress_while_hogs_run() {
+    let rt = one_scheduler();
+    let stop = Arc::new(AtomicBool::new(false));
+    let hogs_stop = stop.clone();
+    rt.block_on(async move {
+        for _ in 0..4 {
+            spawn(hog(hogs_stop.clone()));
+        }
+        let me = self_pid();
+        let counters: Vec<Arc<AtomicU64>> = (0..4).map(|_| Arc::new(AtomicU64::new(0))).collect();
+        for counter in &counters {
+            let counter = counter.clone();
+            spawn(async move {
+                loop {
+                    if counter.fetch_add(1, Ordering::Relaxed) == 10_000 {
+                        send(me, ());
+                    }
+                    yield_point().await;
+                }
+            });
+        }
+        for _ in 0..4 {
+            receive::<()>().await;
+        }
+        hogs_stop.store(true, Ordering::Relaxed);
+    });
+    stop.store(true, Ordering::Relaxed);
+}
+
+#[test]
+fn killing_a_hog_is_seen_at_once_and_its_body_is_dropped_when_it_returns() {
+    let rt = one_scheduler();
+    let stop = Arc::new(AtomicBool::new(false));
+    let dropped = Arc::new(AtomicBool::new(false));
+    let (hog_stop, hog_dropped) = (stop.clone(), dropped.clone());
+    rt.block_on(async move {
+        struct Guard(Arc<AtomicBool>);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let me = self_pid();
+        let started = Arc::new(AtomicBool::new(false));
+        let hog_started = started.clone();
+        let stop = hog_stop.clone();
+        let hog_pid = spawn(async move {
+            let _guard = Guard(hog_dropped);
+            hog_started.store(true, Ordering::SeqCst);
+            // Never awaits until told to stop, then awaits forever.
+            while !stop.load(Ordering::Relaxed) && !ember_runtime::should_stop() {
+                std::hint::spin_loop();
+            }
+            ember_runtime::sleep(Duration::from_secs(3600)).await;
+        });
+        spawn(async move { send(me, ()) });
+        receive::<()>().await; // we run again: the hog was handed off
+        let watch = monitor(hog_pid);
+        ember_runtime::exit(hog_pid, ExitReason::Kill);
+        // Dead at once for everyone: the monitor fires while it still spins.
+        let down: Down = receive().await;
+        assert_eq!(down.monitor, watch);
+        assert_eq!(down.reason, ExitReason::Killed);
+        assert!(!ember_runtime::is_alive(hog_pid));
+        // Introspection is honest about the stuck poll, if it is still running.
+        if let Some(info) = ember_runtime::process_info(hog_pid) {
+            if let Some(poll) = info.current_poll {
+                assert!(poll.kill_pending, "{poll}");
+            }
+        }
+    });
+    // The hog saw `should_stop()`, reached its await, and its body was dropped.
+    let handle = rt.handle().clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !dropped.load(Ordering::SeqCst) {
+        assert!(std::time::Instant::now() < deadline, "the hog's body was never dropped");
+        std::thread::yield_now();
+    }
+    drop(handle);
+    stop.store(true, Ordering::Relaxed);
+}
