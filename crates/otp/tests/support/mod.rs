@@ -205,3 +205,108 @@ pub(crate) async fn drain_started() -> usize {
     }
     n
 }
+
+/// Waits for the `Exit` message of a process linked to the (trapping) test.
+pub(crate) async fn exit_of(pid: Pid) -> ExitReason {
+    receive::<Exit>()
+        .matching(move |e| e.from == pid)
+        .timeout(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("{pid} did not exit"))
+        .reason
+}
+
+/// A start function whose `n`th start (from 1) fails, once.
+pub(crate) fn child_failing_start(
+    test: Pid,
+    id: &'static str,
+    n: usize,
+) -> impl Fn() -> std::future::Ready<Result<Pid, StartError>> + Send + Sync + Clone + 'static {
+    let starts = Arc::new(AtomicUsize::new(0));
+    move || {
+        if starts.fetch_add(1, Ordering::SeqCst) + 1 == n {
+            send(test, StartRefused { id });
+            std::future::ready(Err(StartError::Failed(ExitReason::error("start refused"))))
+        } else {
+            std::future::ready(Ok(spawn_link(child_body(test, id, Kind::Plain))))
+        }
+    }
+}
+
+/// A test child's start was refused on purpose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StartRefused {
+    pub(crate) id: &'static str,
+}
+
+/// A start function for a child that traps exits from its creation, so that
+/// even when its supervisor terminates it before it first runs, it reports
+/// [`Started`] and then [`Stopped`].
+pub(crate) fn child_trapping(
+    test: Pid,
+    id: &'static str,
+) -> impl Fn() -> std::future::Ready<Result<Pid, StartError>> + Send + Sync + Clone + 'static {
+    move || {
+        let spawned = ember_runtime::Spawn::new()
+            .link()
+            .trap_exit(true)
+            .spawn(child_body(test, id, Kind::Reporting))
+            .unwrap();
+        std::future::ready(Ok(spawned.pid))
+    }
+}
+
+/// How a [`Probe`] server's `init` ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProbeInit {
+    Ok,
+    Ignore,
+    Fail,
+}
+
+/// A gen_server child whose `init` reports [`Started`] (so starts are
+/// observed in order), and that reports [`Stopped`] from `terminate`.
+pub(crate) struct Probe {
+    test: Pid,
+    id: &'static str,
+}
+
+impl ember_otp::gen_server::GenServer for Probe {
+    type Args = (Pid, &'static str, ProbeInit);
+    type Call = ();
+    type Reply = ();
+    type Cast = ();
+    type Continue = ();
+
+    async fn init((test, id, how): Self::Args) -> ember_otp::gen_server::Init<Self> {
+        trap_exit(true);
+        send(test, Started { id, pid: self_pid() });
+        match how {
+            ProbeInit::Ok => ember_otp::gen_server::Init::Ok(Probe { test, id }),
+            ProbeInit::Ignore => ember_otp::gen_server::Init::Ignore,
+            ProbeInit::Fail => ember_otp::gen_server::Init::Stop(ExitReason::error("init failed")),
+        }
+    }
+
+    async fn terminate(&mut self, _reason: &ExitReason) {
+        send(self.test, Stopped { id: self.id });
+    }
+}
+
+/// A start function for a [`Probe`] child.
+pub(crate) fn probe(
+    test: Pid,
+    id: &'static str,
+    how: ProbeInit,
+) -> impl Fn() -> std::pin::Pin<
+    Box<
+        dyn Future<
+                Output = Result<ember_otp::gen_server::GenServerRef<Probe>, StartError>,
+            > + Send,
+    >,
+> + Send
+       + Sync
+       + Clone
+       + 'static {
+    move || Box::pin(ember_otp::gen_server::start_link::<Probe>((test, id, how)))
+}
