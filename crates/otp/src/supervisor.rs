@@ -42,16 +42,15 @@ use std::sync::Arc;
 
 use ember_runtime::{ExitReason, Pid};
 
-pub(crate) use child::{report, shutdown, shutdown_all, start as start_child_process, RestartLog};
+pub(crate) use child::{report, shutdown, shutdown_all, RestartLog};
 pub use spec::{
     check_child_specs, ChildSpec, ChildSpecBuilder, ChildType, Flags, Restart, Shutdown,
     SpecError, Strategy, DEFAULT_INTENSITY, DEFAULT_PERIOD, DEFAULT_STRATEGY,
     DEFAULT_SUPERVISOR_SHUTDOWN, DEFAULT_WORKER_SHUTDOWN,
 };
-pub(crate) use spec::{start_fn, StartFn};
 
 use crate::gen::{self, CallError, StartError, StartOptions};
-use crate::gen_server::{self, GenServer, GenServerRef};
+use crate::gen_server::{self, GenServerRef};
 use server::{Request, Response, Server};
 
 /// A supervisor callback module (OTP's `supervisor` behaviour): its only
