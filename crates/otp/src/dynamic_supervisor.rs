@@ -254,7 +254,12 @@ impl<A: Clone + Send + 'static> DynamicSupervisorRef<A> {
     }
 
     async fn request(&self, request: Request<A>) -> Result<Response, CallError> {
-        self.0.call_timeout(request, gen::INFINITY).await
+        // Straight to the gen core rather than through `GenServerRef::call`:
+        // a future naming `<Server<A> as GenServer>::Call` fails rustc's
+        // `Send` check when `A` holds a `'static` trait object or reference
+        // (rust-lang/rust#64552); `Request<A>` does not.
+        let pid = self.pid().ok_or(CallError::NoProc)?;
+        gen::call::<Request<A>, Response>(pid, request, gen::INFINITY).await
     }
 
     /// Starts a child with `args` (OTP's `supervisor:start_child(Sup,

@@ -279,6 +279,104 @@ struct Reply<R> {
     value: R,
 }
 
+/// The caller's side of one expected reply: the tag it is matched by (the
+/// monitor on the replier) and the shared slot.
+pub(crate) struct Pending<R> {
+    tag: MonitorRef,
+    slot: Arc<Slot>,
+    _reply: PhantomData<fn() -> R>,
+}
+
+/// What waiting for a reply produced.
+pub(crate) enum Waited<R> {
+    /// The reply; the monitor is gone.
+    Reply(R),
+    /// The replier terminated first; its `Down` is consumed.
+    Down(ExitReason),
+    /// Nothing in time; the monitor is still active.
+    Timeout,
+}
+
+/// A reply handle for the calling process, and its pending side. `tag` is
+/// the caller's monitor on whoever will reply.
+pub(crate) fn expect_reply<R>(tag: MonitorRef) -> (ReplyTo<R>, Pending<R>) {
+    let slot = Arc::new(Slot::default());
+    (
+        ReplyTo {
+            caller: self_pid(),
+            tag,
+            slot: slot.clone(),
+            _reply: PhantomData,
+        },
+        Pending {
+            tag,
+            slot,
+            _reply: PhantomData,
+        },
+    )
+}
+
+impl<R: Send + 'static> Pending<R> {
+    /// The monitor the reply is tagged with.
+    pub(crate) fn monitor(&self) -> MonitorRef {
+        self.tag
+    }
+
+    /// Waits up to `timeout` for the reply or the `Down` of the monitor.
+    ///
+    /// (The futures of `wait` and `give_up` own what they use, rather than
+    /// borrowing `self`: a borrow held across an await in a generic future
+    /// trips rustc's higher-ranked `Send` inference, rust-lang/rust#64552.)
+    pub(crate) fn wait(&self, timeout: Duration) -> impl Future<Output = Waited<R>> + Send + 'static {
+        let tag = self.tag;
+        async move {
+            let answer = receive_any(move |m| {
+                m.downcast_ref::<Reply<R>>().is_some_and(|r| r.tag == tag)
+                    || m.downcast_ref::<Down>().is_some_and(|d| d.monitor == tag)
+            })
+            .timeout(timeout)
+            .await;
+            let Some(message) = answer else {
+                return Waited::Timeout;
+            };
+            match message.downcast::<Reply<R>>() {
+                Ok(reply) => {
+                    forget_monitor(tag).await;
+                    Waited::Reply(reply.value)
+                }
+                Err(message) => match message.downcast::<Down>() {
+                    Ok(down) => Waited::Down(down.reason),
+                    Err(_) => unreachable!("the receive only takes replies and downs"),
+                },
+            }
+        }
+    }
+
+    /// Gives up: from now on replies are dropped by their senders. Returns a
+    /// reply that was delivered before (taken from the mailbox). The monitor
+    /// is left to the caller.
+    pub(crate) fn give_up(&self) -> impl Future<Output = Option<R>> + Send + 'static {
+        let replied = self.slot.abandon();
+        let tag = self.tag;
+        async move {
+            if !replied {
+                return None;
+            }
+            // Delivered under the slot's lock before we abandoned it.
+            receive::<Reply<R>>()
+                .matching(move |r| r.tag == tag)
+                .timeout(Duration::ZERO)
+                .await
+                .map(|r| r.value)
+        }
+    }
+
+    /// Gives up without touching the mailbox (for `Drop`): only the slot.
+    pub(crate) fn abandon(&self) {
+        self.slot.abandon();
+    }
+}
+
 /// Calls `server`: sends `request` as a [`Call`] and waits up to `timeout`
 /// for the reply; see the module docs for the protocol.
 pub(crate) async fn call<C, R>(server: Pid, request: C, timeout: Duration) -> Result<R, CallError>
@@ -286,54 +384,15 @@ where
     C: Send + 'static,
     R: Send + 'static,
 {
-    let caller = self_pid();
-    let tag = monitor(server);
-    let slot = Arc::new(Slot::default());
-    send(
-        server,
-        Call {
-            request,
-            from: ReplyTo::<R> {
-                caller,
-                tag,
-                slot: slot.clone(),
-                _reply: PhantomData,
-            },
-        },
-    );
-    let answer = receive_any(move |m| {
-        m.downcast_ref::<Reply<R>>().is_some_and(|r| r.tag == tag)
-            || m.downcast_ref::<Down>().is_some_and(|d| d.monitor == tag)
-    })
-    .timeout(timeout)
-    .await;
-    match answer {
-        Some(message) => match message.downcast::<Reply<R>>() {
-            Ok(reply) => {
-                forget_monitor(tag).await;
-                Ok(reply.value)
-            }
-            Err(message) => match message.downcast::<Down>() {
-                Ok(down) => Err(CallError::from_down(down.reason)),
-                Err(_) => unreachable!("the receive only takes replies and downs"),
-            },
-        },
-        None => {
-            let replied = slot.abandon();
-            let late = if replied {
-                // Delivered under the slot's lock before we abandoned it.
-                receive::<Reply<R>>()
-                    .matching(move |r| r.tag == tag)
-                    .timeout(Duration::ZERO)
-                    .await
-            } else {
-                None
-            };
-            forget_monitor(tag).await;
-            match late {
-                Some(reply) => Ok(reply.value),
-                None => Err(CallError::Timeout),
-            }
+    let (from, pending) = expect_reply::<R>(monitor(server));
+    send(server, Call { request, from });
+    match pending.wait(timeout).await {
+        Waited::Reply(reply) => Ok(reply),
+        Waited::Down(reason) => Err(CallError::from_down(reason)),
+        Waited::Timeout => {
+            let late = pending.give_up().await;
+            forget_monitor(pending.monitor()).await;
+            late.ok_or(CallError::Timeout)
         }
     }
 }
@@ -409,7 +468,7 @@ impl Starter {
 /// Spawns `body` (linked to the caller if `link`), then waits for its
 /// [`Starter`] acknowledgement; see the module docs.
 pub(crate) async fn start<F, Fut>(
-    options: &StartOptions,
+    options: StartOptions,
     link: bool,
     label: &'static str,
     body: F,
@@ -429,8 +488,8 @@ where
     if link {
         spawn = spawn.link();
     }
-    if let Some(name) = &options.name {
-        spawn = spawn.name(name.clone());
+    if let Some(name) = options.name {
+        spawn = spawn.name(name);
     }
     let spawned = match spawn.spawn(async move { body(starter).await }) {
         Ok(spawned) => spawned,

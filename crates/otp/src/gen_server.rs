@@ -444,11 +444,12 @@ async fn spawn_server<S: GenServer>(
     options: StartOptions,
     link: bool,
 ) -> Result<GenServerRef<S>, StartError> {
-    let pid = gen::start(&options, link, type_name::<S>(), move |starter| {
+    let name = options.name.clone();
+    let pid = gen::start(options, link, type_name::<S>(), move |starter| {
         run::<S>(args, starter)
     })
     .await?;
-    Ok(match options.name {
+    Ok(match name {
         Some(name) => GenServerRef::from_name(name),
         None => GenServerRef::from_pid(pid),
     })

@@ -5,3 +5,4 @@ pub mod gen;
 pub mod gen_server;
 pub mod supervisor;
 pub mod dynamic_supervisor;
+pub mod task;
