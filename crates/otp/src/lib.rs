@@ -6,3 +6,4 @@ pub mod gen_server;
 pub mod supervisor;
 pub mod dynamic_supervisor;
 pub mod task;
+pub mod pool;
