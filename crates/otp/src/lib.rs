@@ -7,3 +7,4 @@ pub mod supervisor;
 pub mod dynamic_supervisor;
 pub mod task;
 pub mod pool;
+pub mod resource_pool;
