@@ -388,24 +388,34 @@ impl<S: GenServer> GenServerRef<S> {
         let Some(pid) = self.pid() else {
             return Err(CallError::NoProc);
         };
-        let mref = monitor(pid);
-        send(
-            pid,
-            SystemStop {
-                reason: reason.clone(),
-            },
-        );
-        let down = receive::<Down>()
-            .matching(move |d| d.monitor == mref)
-            .timeout(timeout)
-            .await;
-        match down {
-            Some(down) if down.reason == reason => Ok(()),
-            Some(down) => Err(CallError::from_down(down.reason)),
-            None => {
-                gen::forget_monitor(mref).await;
-                Err(CallError::Timeout)
-            }
+        stop_process(pid, reason, timeout).await
+    }
+}
+
+/// Stops the server `pid`, whatever its type (OTP's `proc_lib:stop/3`);
+/// see [`GenServerRef::stop_with`].
+pub(crate) async fn stop_process(
+    pid: Pid,
+    reason: ExitReason,
+    timeout: Duration,
+) -> Result<(), CallError> {
+    let mref = monitor(pid);
+    send(
+        pid,
+        SystemStop {
+            reason: reason.clone(),
+        },
+    );
+    let down = receive::<Down>()
+        .matching(move |d| d.monitor == mref)
+        .timeout(timeout)
+        .await;
+    match down {
+        Some(down) if down.reason == reason => Ok(()),
+        Some(down) => Err(CallError::from_down(down.reason)),
+        None => {
+            gen::forget_monitor(mref).await;
+            Err(CallError::Timeout)
         }
     }
 }

@@ -8,3 +8,4 @@ pub mod dynamic_supervisor;
 pub mod task;
 pub mod pool;
 pub mod resource_pool;
+pub mod application;
