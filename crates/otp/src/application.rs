@@ -189,7 +189,11 @@ where
 }
 
 /// Starts application `name` whose top supervisor is `tree(env)`.
-pub async fn start_tree<F>(name: &str, env: Env, tree: F) -> Result<ApplicationRef, ApplicationError>
+pub async fn start_tree<F>(
+    name: &str,
+    env: Env,
+    tree: F,
+) -> Result<ApplicationRef, ApplicationError>
 where
     F: Fn(&Env) -> SupervisorSpec + Send + Sync + 'static,
 {
@@ -213,8 +217,7 @@ pub async fn stop(name: &str) -> Result<(), ApplicationError> {
 /// key is set and the value is a `T` (OTP's `application:get_env/2`).
 pub async fn get_env<T: Any + Clone>(app: &str, key: &str) -> Option<T> {
     let master = whereis(&master_name(app))?;
-    match gen::call::<Request, Response>(master, Request::GetEnv(key.into()), gen::INFINITY).await
-    {
+    match gen::call::<Request, Response>(master, Request::GetEnv(key.into()), gen::INFINITY).await {
         Ok(Response::Value(Some(value))) => value.downcast_ref::<T>().cloned(),
         _ => None,
     }
@@ -227,7 +230,8 @@ pub async fn set_env<T: Any + Send + Sync>(
     key: &str,
     value: T,
 ) -> Result<(), ApplicationError> {
-    let master = whereis(&master_name(app)).ok_or_else(|| ApplicationError::NotStarted(app.into()))?;
+    let master =
+        whereis(&master_name(app)).ok_or_else(|| ApplicationError::NotStarted(app.into()))?;
     let request = Request::SetEnv(key.into(), Arc::new(value));
     gen::call::<Request, Response>(master, request, gen::INFINITY)
         .await

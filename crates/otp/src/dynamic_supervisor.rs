@@ -297,9 +297,9 @@ impl<A: Clone + Send + 'static> DynamicSupervisorRef<A> {
         }
     }
 
-    /// Stops the supervisor and its children.
+    /// Stops the supervisor (reason `normal`) and its children.
     pub async fn stop(&self) -> Result<(), CallError> {
-        self.0.stop_with(ExitReason::Shutdown, gen::INFINITY).await
+        self.0.stop_with(ExitReason::Normal, gen::INFINITY).await
     }
 }
 
@@ -461,7 +461,11 @@ impl<A: Clone + Send + 'static> GenServer for Server<A> {
         })
     }
 
-    async fn handle_call(&mut self, request: Request<A>, _: &ReplyTo<Response>) -> CallReturn<Self> {
+    async fn handle_call(
+        &mut self,
+        request: Request<A>,
+        _: &ReplyTo<Response>,
+    ) -> CallReturn<Self> {
         CallReturn::Reply(match request {
             Request::StartChild(args) => {
                 if self.spec.max_children.is_some_and(|max| self.len() >= max) {

@@ -33,9 +33,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ember_runtime::{
-    demonitor, exit, make_ref, monitor, process_info, receive, receive_any, self_pid, send,
-    unlink, Down, Envelope, Exit, ExitReason, IntoExitReason, MonitorRef, Pid, Ref,
-    RegisterError, Spawn, SpawnError,
+    demonitor, exit, make_ref, monitor, process_info, receive, receive_any, self_pid, send, unlink,
+    Down, Envelope, Exit, ExitReason, IntoExitReason, MonitorRef, Pid, Ref, RegisterError, Spawn,
+    SpawnError,
 };
 use parking_lot::Mutex;
 
@@ -327,7 +327,10 @@ impl<R: Send + 'static> Pending<R> {
     /// (The futures of `wait` and `give_up` own what they use, rather than
     /// borrowing `self`: a borrow held across an await in a generic future
     /// trips rustc's higher-ranked `Send` inference, rust-lang/rust#64552.)
-    pub(crate) fn wait(&self, timeout: Duration) -> impl Future<Output = Waited<R>> + Send + 'static {
+    pub(crate) fn wait(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Waited<R>> + Send + 'static {
         let tag = self.tag;
         async move {
             let answer = receive_any(move |m| {

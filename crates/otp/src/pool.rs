@@ -298,7 +298,10 @@ impl<A: Send + 'static> Pool<A> {
     /// Starts a worker with `args` if a slot is free; [`PoolError::NoAlloc`]
     /// at once if not (ppool's `run/2`).
     pub async fn run(&self, args: A) -> Result<Pid, PoolError> {
-        match self.request(Request::Run(args), gen::DEFAULT_TIMEOUT).await? {
+        match self
+            .request(Request::Run(args), gen::DEFAULT_TIMEOUT)
+            .await?
+        {
             Response::Started(result) => result,
             Response::Stats(_) => unreachable!("run answers Started"),
         }
@@ -307,7 +310,10 @@ impl<A: Send + 'static> Pool<A> {
     /// Starts a worker with `args` as soon as a slot is free, waiting as
     /// long as it takes (ppool's `sync_queue/2`).
     pub async fn sync_queue(&self, args: A) -> Result<Pid, PoolError> {
-        match self.request(Request::SyncQueue(args), gen::INFINITY).await? {
+        match self
+            .request(Request::SyncQueue(args), gen::INFINITY)
+            .await?
+        {
             Response::Started(result) => result,
             Response::Stats(_) => unreachable!("sync_queue answers Started"),
         }
@@ -432,10 +438,16 @@ impl<A: Clone + Send + 'static> GenServer for Server<A> {
         })
     }
 
-    async fn handle_call(&mut self, request: Request<A>, from: &ReplyTo<Response>) -> CallReturn<Self> {
+    async fn handle_call(
+        &mut self,
+        request: Request<A>,
+        from: &ReplyTo<Response>,
+    ) -> CallReturn<Self> {
         match request {
             Request::Run(args) => CallReturn::Reply(Response::Started(
-                self.try_start(args).await.unwrap_or(Err(PoolError::NoAlloc)),
+                self.try_start(args)
+                    .await
+                    .unwrap_or(Err(PoolError::NoAlloc)),
             )),
             Request::SyncQueue(args) => {
                 if self.free > 0 {

@@ -22,7 +22,7 @@
 //!
 //! # let rt = ember_runtime::Runtime::builder().schedulers(2).build().unwrap();
 //! # rt.block_on(async {
-//! let connections = ResourcePoolSpec::new(|| async {
+//! let connections = ResourcePoolSpec::builder(|| async {
 //!     Ok(spawn_link(async { loop { receive::<()>().await; } }))
 //! })
 //! .size(1)
@@ -48,7 +48,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ember_runtime::{demonitor, monitor, trap_exit, Down, Envelope, Exit, ExitReason, MonitorRef, Pid};
+use ember_runtime::{
+    demonitor, monitor, trap_exit, Down, Envelope, Exit, ExitReason, MonitorRef, Pid,
+};
 
 use crate::gen::{self, CallError, ReplyTo, StartError, StartOptions};
 use crate::gen_server::{self, CallReturn, GenServer, GenServerRef, Init, Return};
@@ -96,7 +98,7 @@ impl ResourcePoolSpec {
     /// Workers started by `start()`, which runs in the pool server and must
     /// start a process linked to it. Defaults as poolboy's: size 5,
     /// max_overflow 10, lifo; workers get 5000 ms to shut down.
-    pub fn new<F, Fut, P>(start: F) -> ResourcePoolBuilder
+    pub fn builder<F, Fut, P>(start: F) -> ResourcePoolBuilder
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<P, StartError>> + Send + 'static,
@@ -254,7 +256,11 @@ impl ResourcePool {
         block: bool,
         timeout: Duration,
     ) -> Result<Pid, CheckoutError> {
-        match self.0.call_timeout(Request::Checkout { block }, timeout).await {
+        match self
+            .0
+            .call_timeout(Request::Checkout { block }, timeout)
+            .await
+        {
             Ok(Response::Worker(pid)) => Ok(pid),
             Ok(Response::Full) => Err(CheckoutError::Full),
             Ok(Response::Status(_)) => unreachable!("checkout answers Worker or Full"),
@@ -296,7 +302,7 @@ impl ResourcePool {
 
     /// Stops the pool and its workers.
     pub async fn stop(&self) -> Result<(), CallError> {
-        self.0.stop_with(ExitReason::Shutdown, gen::INFINITY).await
+        self.0.stop_with(ExitReason::Normal, gen::INFINITY).await
     }
 }
 
@@ -364,7 +370,8 @@ impl Server {
     }
 
     async fn dismiss(&self, worker: Pid) {
-        if let Err(reason) = supervisor::shutdown(worker, self.spec.shutdown, Restart::Temporary).await
+        if let Err(reason) =
+            supervisor::shutdown(worker, self.spec.shutdown, Restart::Temporary).await
         {
             tracing::warn!(
                 target: "ember_otp::resource_pool",
@@ -471,7 +478,11 @@ impl GenServer for Server {
         Init::Ok(server)
     }
 
-    async fn handle_call(&mut self, request: Request, from: &ReplyTo<Response>) -> CallReturn<Self> {
+    async fn handle_call(
+        &mut self,
+        request: Request,
+        from: &ReplyTo<Response>,
+    ) -> CallReturn<Self> {
         match request {
             Request::Status => CallReturn::Reply(Response::Status(self.status())),
             Request::Checkout { block } => {
@@ -539,4 +550,3 @@ impl GenServer for Server {
         supervisor::shutdown_all(workers, self.spec.shutdown, Restart::Temporary).await;
     }
 }
-

@@ -44,9 +44,9 @@ use ember_runtime::{ExitReason, Pid};
 
 pub(crate) use child::{report, shutdown, shutdown_all, RestartLog};
 pub use spec::{
-    check_child_specs, ChildSpec, ChildSpecBuilder, ChildType, Flags, Restart, Shutdown,
-    SpecError, Strategy, DEFAULT_INTENSITY, DEFAULT_PERIOD, DEFAULT_STRATEGY,
-    DEFAULT_SUPERVISOR_SHUTDOWN, DEFAULT_WORKER_SHUTDOWN,
+    check_child_specs, ChildSpec, ChildSpecBuilder, ChildType, Flags, Restart, Shutdown, SpecError,
+    Strategy, DEFAULT_INTENSITY, DEFAULT_PERIOD, DEFAULT_STRATEGY, DEFAULT_SUPERVISOR_SHUTDOWN,
+    DEFAULT_WORKER_SHUTDOWN,
 };
 
 use crate::gen::{self, CallError, StartError, StartOptions};
@@ -340,9 +340,10 @@ impl SupervisorRef {
         }
     }
 
-    /// Stops the supervisor with `shutdown`: its children are terminated in
+    /// Stops the supervisor (reason `normal`, as OTP's `gen_server:stop/1`
+    /// and Elixir's `Supervisor.stop/1`): its children are terminated in
     /// reverse start order first.
     pub async fn stop(&self) -> Result<(), CallError> {
-        self.0.stop_with(ExitReason::Shutdown, gen::INFINITY).await
+        self.0.stop_with(ExitReason::Normal, gen::INFINITY).await
     }
 }

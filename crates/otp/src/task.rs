@@ -43,8 +43,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use ember_runtime::{
-    exit, monitor, receive, receive_any, self_pid, send, unlink, Down, Exit, ExitReason, Pid,
-    Spawn,
+    exit, monitor, receive, receive_any, self_pid, send, unlink, Down, Exit, ExitReason, Pid, Spawn,
 };
 
 use crate::gen::{self, await_down, expect_reply, forget_monitor, Pending, ReplyTo, Waited};
@@ -83,7 +82,9 @@ where
 {
     let owner_monitor = monitor(owner);
     let first = receive_any(move |m| {
-        m.is::<Go<F::Output>>() || m.downcast_ref::<Down>().is_some_and(|d| d.monitor == owner_monitor)
+        m.is::<Go<F::Output>>()
+            || m.downcast_ref::<Down>()
+                .is_some_and(|d| d.monitor == owner_monitor)
     })
     .await;
     let Ok(Go(reply_to)) = first.downcast::<Go<F::Output>>() else {
@@ -167,7 +168,11 @@ impl<T: Send + 'static> Task<T> {
             self.pid,
             self.owner
         );
-        assert!(!self.finished, "{what}: task {} already gave its result", self.pid);
+        assert!(
+            !self.finished,
+            "{what}: task {} already gave its result",
+            self.pid
+        );
     }
 
     /// Waits up to 5 seconds for the result (Elixir's `Task.await/1`).

@@ -41,16 +41,18 @@ fn tree(test: Pid) -> SupervisorSpec {
 fn an_application_starts_its_tree_and_stops_everything_in_reverse_order() {
     support::runtime().block_on(async {
         let test = self_pid();
-        let app = application::start_tree("shop", Env::new().set("port", 8080u16), move |_| {
-            tree(test)
-        })
-        .await
-        .unwrap();
+        let app =
+            application::start_tree("shop", Env::new().set("port", 8080u16), move |_| tree(test))
+                .await
+                .unwrap();
         for id in ["a", "b1", "b2", "c"] {
             started(id).await;
         }
         assert_eq!(application::which_applications(), vec!["shop".into()]);
-        assert_eq!(application::get_env::<u16>("shop", "port").await, Some(8080));
+        assert_eq!(
+            application::get_env::<u16>("shop", "port").await,
+            Some(8080)
+        );
         assert_eq!(application::get_env::<String>("shop", "port").await, None);
         assert_eq!(application::get_env::<u16>("shop", "missing").await, None);
         assert!(app.top_supervisor().await.is_some());
@@ -146,7 +148,9 @@ fn stop_calls_prep_stop_then_stops_the_tree_then_calls_stop() {
     support::runtime().block_on(async {
         let test = self_pid();
         let env = Env::new().set("name", "shop".to_string());
-        let app = application::start("shop", Shop { test }, env).await.unwrap();
+        let app = application::start("shop", Shop { test }, env)
+            .await
+            .unwrap();
         started("a").await;
         started("b").await;
         app.stop().await.unwrap();

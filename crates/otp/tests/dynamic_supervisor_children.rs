@@ -30,9 +30,8 @@ struct Up(u32, Pid);
 
 async fn dyn_child(test: Pid, n: u32) {
     send(test, Up(n, self_pid()));
-    if let support::Cmd::Die(reason) = receive::<support::Cmd>().await {
-        ember_runtime::exit_self(reason).await;
-    }
+    let support::Cmd::Die(reason) = receive::<support::Cmd>().await;
+    ember_runtime::exit_self(reason).await;
 }
 
 async fn up(n: u32) -> Pid {
@@ -50,12 +49,13 @@ async fn start_sup(
     max: Option<usize>,
 ) -> DynamicSupervisorRef<u32> {
     let test = self_pid();
-    let mut builder = DynamicSupervisorSpec::worker(move |n: u32| async move {
-        Ok(spawn_link(dyn_child(test, n)))
-    })
-    .restart(restart)
-    .intensity(intensity)
-    .period(Duration::from_secs(3600));
+    let mut builder =
+        DynamicSupervisorSpec::worker(
+            move |n: u32| async move { Ok(spawn_link(dyn_child(test, n))) },
+        )
+        .restart(restart)
+        .intensity(intensity)
+        .period(Duration::from_secs(3600));
     if let Some(max) = max {
         builder = builder.max_children(max);
     }
@@ -141,10 +141,8 @@ fn max_children_refuses_starts_beyond_the_limit() {
         sup.start_child(2).await.unwrap().unwrap();
         assert_eq!(sup.start_child(3).await, Err(SupervisorError::MaxChildren));
         end_child(c1, How::Normal).await;
-        eventually(|| async {
-            (sup.count_children().await.unwrap().active == 1).then_some(())
-        })
-        .await;
+        eventually(|| async { (sup.count_children().await.unwrap().active == 1).then_some(()) })
+            .await;
         assert!(sup.start_child(3).await.unwrap().is_some());
         assert_eq!(sup.start_child(4).await, Err(SupervisorError::MaxChildren));
     });
@@ -269,16 +267,17 @@ fn count_children_tracks_a_thousand_temporary_children() {
             sup.start_child(n).await.unwrap();
         }
         let counts = sup.count_children().await.unwrap();
-        assert_eq!((counts.specs, counts.active, counts.workers), (1, 1000, 1000));
+        assert_eq!(
+            (counts.specs, counts.active, counts.workers),
+            (1, 1000, 1000)
+        );
         let children = sup.which_children().await.unwrap();
         assert_eq!(children.len(), 1000);
         for child in &children {
             exit(child.status.pid().unwrap(), ExitReason::Kill);
         }
-        eventually(|| async {
-            (sup.count_children().await.unwrap().active == 0).then_some(())
-        })
-        .await;
+        eventually(|| async { (sup.count_children().await.unwrap().active == 0).then_some(()) })
+            .await;
         assert_eq!(sup.count_children().await.unwrap().workers, 0);
     });
 }
@@ -294,10 +293,7 @@ fn a_transient_dynamic_child_restarts_only_after_an_abnormal_exit() {
         end_child(c1, How::Abnormal).await;
         let c1b = up(1).await;
         end_child(c1b, How::Normal).await;
-        eventually(|| async {
-            sup.which_children().await.unwrap().is_empty().then_some(())
-        })
-        .await;
+        eventually(|| async { sup.which_children().await.unwrap().is_empty().then_some(()) }).await;
         assert!(receive::<Up>()
             .timeout(Duration::from_millis(50))
             .await

@@ -12,10 +12,11 @@ mod support;
 use std::time::{Duration, Instant};
 
 use ember_otp::gen::{self, CallError, ReplyTo, StartOptions};
-use ember_otp::gen_server::{self, CallReturn, GenServer, GenServerRef, Init, Return, Then, Timeout};
+use ember_otp::gen_server::{
+    self, CallReturn, GenServer, GenServerRef, Init, Return, Then, Timeout,
+};
 use ember_runtime::{
-    exit, receive, receive_any, self_pid, send, sleep, spawn, trap_exit, Envelope,
-    ExitReason, Pid,
+    exit, receive, receive_any, self_pid, send, sleep, spawn, trap_exit, Envelope, ExitReason, Pid,
 };
 
 /// The server of these tests, after gen_server_SUITE's callback module.
@@ -238,7 +239,9 @@ fn a_server_timeout_is_cancelled_by_the_next_message() {
         assert_eq!(server.call(Req::CallWithin(within)).await, Ok(Answer::Ok));
         assert_eq!(server.call(Req::NextCall).await, Ok(Answer::Bool(true)));
         assert_eq!(
-            server.call(Req::CallWithin(Duration::from_millis(10))).await,
+            server
+                .call(Req::CallWithin(Duration::from_millis(10)))
+                .await,
             Ok(Answer::Ok)
         );
         sleep(Duration::from_millis(30)).await;
@@ -350,10 +353,9 @@ fn casts_and_info_messages_reach_their_callbacks() {
 #[test]
 fn a_named_server_is_called_by_name_and_cannot_be_started_twice() {
     support::runtime().block_on(async {
-        let server =
-            gen_server::start_with::<Suite>((), StartOptions::new().name("my_test_name"))
-                .await
-                .unwrap();
+        let server = gen_server::start_with::<Suite>((), StartOptions::new().name("my_test_name"))
+            .await
+            .unwrap();
         let pid = ember_runtime::whereis("my_test_name").unwrap();
         assert_eq!(server.pid(), Some(pid));
         let by_name = GenServerRef::<Suite>::from_name("my_test_name");

@@ -13,8 +13,7 @@ use std::time::Duration;
 use ember_otp::gen::{self, CallError, ReplyTo, StartError, StartOptions};
 use ember_otp::gen_server::{self, CallReturn, GenServer, Init, Return, Then, Timeout};
 use ember_runtime::{
-    exit, is_alive, receive, self_pid, send, sleep, spawn, trap_exit, Envelope,
-    ExitReason, Pid,
+    exit, is_alive, receive, self_pid, send, sleep, spawn, trap_exit, Envelope, ExitReason, Pid,
 };
 
 /// How `init` behaves.
@@ -244,7 +243,10 @@ fn a_panicking_callback_runs_terminate_with_the_panic_reason() {
         let me = self_pid();
         let server = gen_server::start::<Life>((me, Start::Ok)).await.unwrap();
         let result = server.call(Req::Crash).await;
-        assert!(matches!(result, Err(CallError::Exited(ExitReason::Panic(_)))));
+        assert!(matches!(
+            result,
+            Err(CallError::Exited(ExitReason::Panic(_)))
+        ));
         let Event::Terminated(ExitReason::Panic(message)) = event().await else {
             panic!("terminate did not see the panic");
         };
@@ -280,7 +282,9 @@ fn a_server_not_trapping_exits_dies_with_its_parent_without_terminate() {
     support::runtime().block_on(async {
         let me = self_pid();
         let parent = spawn(async move {
-            let server = gen_server::start_link::<Life>((me, Start::Ok)).await.unwrap();
+            let server = gen_server::start_link::<Life>((me, Start::Ok))
+                .await
+                .unwrap();
             send(me, server.pid().unwrap());
             receive::<()>().await;
         });

@@ -41,15 +41,17 @@ fn hold(id: u32) -> Job {
     Job { id, hold: true }
 }
 
-fn quick(id: u32) -> Job {
-    Job { id, hold: false }
-}
-
 async fn start_pool(name: &str, limit: usize) -> Pool<Job> {
     let test = self_pid();
     pool::start_pool(name, limit, move |job: Job| async move {
         Ok(spawn_link(async move {
-            send(test, Running { id: job.id, pid: self_pid() });
+            send(
+                test,
+                Running {
+                    id: job.id,
+                    pid: self_pid(),
+                },
+            );
             if job.hold {
                 receive::<Finish>().await;
             }
@@ -294,9 +296,8 @@ fn a_collapsing_pool_never_takes_another_pool_down() {
         running(2).await;
 
         let pools = SupervisorRef::from_name(pool::POOLS);
-        let fragile_sup = |children: &[ember_otp::supervisor::ChildInfo]| {
-            support::pid_of(children, "fragile")
-        };
+        let fragile_sup =
+            |children: &[ember_otp::supervisor::ChildInfo]| support::pid_of(children, "fragile");
         let sup0 = fragile_sup(&pools.which_children().await.unwrap()).unwrap();
         // Twice: the first restart is within the pool supervisor's
         // intensity (1), the second makes it give up and escalate.
@@ -305,17 +306,15 @@ fn a_collapsing_pool_never_takes_another_pool_down() {
             let mref = monitor(server);
             exit(server, ExitReason::Kill);
             receive::<Down>().matching(move |d| d.monitor == mref).await;
-            eventually(|| async {
-                fragile.pid().filter(|p| *p != server).map(|_| ())
-            })
-            .await;
+            eventually(|| async { fragile.pid().filter(|p| *p != server).map(|_| ()) }).await;
         }
-        let children = support::children_where(&pools, |c| {
-            fragile_sup(c).is_some_and(|p| p != sup0)
-        })
-        .await;
+        let children =
+            support::children_where(&pools, |c| fragile_sup(c).is_some_and(|p| p != sup0)).await;
         assert_ne!(fragile_sup(&children), Some(sup0));
-        assert!(!is_alive(fragile_worker), "one_for_all took the workers down");
+        assert!(
+            !is_alive(fragile_worker),
+            "one_for_all took the workers down"
+        );
 
         // The other pool is untouched.
         assert_eq!(sturdy.pid(), Some(sturdy_server));

@@ -10,14 +10,16 @@ mod support;
 
 use std::time::Duration;
 
-use ember_otp::resource_pool::{CheckoutError, PoolState, ResourcePool, ResourcePoolSpec, Strategy};
+use ember_otp::resource_pool::{
+    CheckoutError, PoolState, ResourcePool, ResourcePoolSpec, Strategy,
+};
 use ember_runtime::{
     exit, is_alive, receive, self_pid, send, spawn, spawn_link, trap_exit, ExitReason, Pid,
 };
 use support::eventually;
 
 async fn pool(size: usize, max_overflow: usize) -> ResourcePool {
-    ResourcePoolSpec::new(|| async {
+    ResourcePoolSpec::builder(|| async {
         Ok(spawn_link(async {
             loop {
                 receive::<()>().await;
@@ -53,17 +55,16 @@ fn a_checked_in_worker_is_the_next_one_lent_out() {
 fn fifo_strategy_spreads_use_over_all_workers() {
     support::runtime().block_on(async {
         trap_exit(true);
-        let pool = ResourcePoolSpec::new(|| async {
-            Ok(spawn_link(async { receive::<()>().await }))
-        })
-        .size(2)
-        .max_overflow(0)
-        .strategy(Strategy::Fifo)
-        .build()
-        .unwrap()
-        .start_link()
-        .await
-        .unwrap();
+        let pool =
+            ResourcePoolSpec::builder(|| async { Ok(spawn_link(async { receive::<()>().await })) })
+                .size(2)
+                .max_overflow(0)
+                .strategy(Strategy::Fifo)
+                .build()
+                .unwrap()
+                .start_link()
+                .await
+                .unwrap();
         let w1 = pool.checkout().await.unwrap();
         pool.checkin(w1);
         let w2 = pool.checkout().await.unwrap();

@@ -68,7 +68,10 @@ fn child_administration_follows_otp() {
         );
         let down = monitor(cpid);
         sup.terminate_child("child1").await.unwrap();
-        let reason = receive::<Down>().matching(move |d| d.monitor == down).await.reason;
+        let reason = receive::<Down>()
+            .matching(move |d| d.monitor == down)
+            .await
+            .reason;
         assert_eq!(reason, ExitReason::Shutdown);
         assert_eq!(
             sup.which_children().await.unwrap()[0].status,
@@ -102,7 +105,10 @@ fn child_administration_follows_otp() {
             sup.delete_child("child1").await,
             Err(SupervisorError::Running)
         );
-        assert_eq!(sup.delete_child("hej").await, Err(SupervisorError::NotFound));
+        assert_eq!(
+            sup.delete_child("hej").await,
+            Err(SupervisorError::NotFound)
+        );
         assert_eq!(
             foo.delete_child("child1").await,
             Err(SupervisorError::Call(CallError::NoProc))
@@ -121,7 +127,11 @@ fn child_administration_follows_otp() {
             foo.start_child(worker(test, "child1")).await,
             Err(SupervisorError::Call(CallError::NoProc))
         );
-        let cpid3 = sup.start_child(worker(test, "child1")).await.unwrap().unwrap();
+        let cpid3 = sup
+            .start_child(worker(test, "child1"))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(started("child1").await, cpid3);
         assert_eq!(counts(sup.count_children().await.unwrap()), [1, 1, 0, 1]);
         assert_eq!(foo.which_children().await, Err(CallError::NoProc));

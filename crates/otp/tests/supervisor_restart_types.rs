@@ -54,7 +54,12 @@ fn check(restart: Restart, how: How, restarted: bool) {
             (false, _) => (1, 0, 0, 1),
         };
         assert_eq!(
-            (counts.specs, counts.active, counts.supervisors, counts.workers),
+            (
+                counts.specs,
+                counts.active,
+                counts.supervisors,
+                counts.workers
+            ),
             expected
         );
     });

@@ -100,7 +100,10 @@ fn infinity_shutdown_waits_for_the_child_to_exit_with_shutdown() {
             .unwrap();
         let sup = SupervisorSpec::new(
             Flags::new(),
-            vec![nested, spec(test, "child2", Kind::Plain, Shutdown::Infinity)],
+            vec![
+                nested,
+                spec(test, "child2", Kind::Plain, Shutdown::Infinity),
+            ],
         )
         .unwrap()
         .start_link()
@@ -138,7 +141,11 @@ fn a_child_ignoring_shutdown_is_killed_after_its_timeout() {
         let c2 = monitor(started("child2").await);
         let t0 = Instant::now();
         sup.stop().await.unwrap();
-        assert!(t0.elapsed() >= limit, "killed too early: {:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() >= limit,
+            "killed too early: {:?}",
+            t0.elapsed()
+        );
         assert_eq!(down_of(c1).await, ExitReason::Shutdown);
         assert_eq!(down_of(c2).await, ExitReason::Killed);
     });
@@ -153,7 +160,12 @@ fn brutal_kill_kills_the_child_at_once() {
         let sup = SupervisorSpec::new(
             Flags::new(),
             vec![
-                spec(test, "child1", Kind::Plain, Shutdown::Timeout(Duration::from_secs(1))),
+                spec(
+                    test,
+                    "child1",
+                    Kind::Plain,
+                    Shutdown::Timeout(Duration::from_secs(1)),
+                ),
                 spec(test, "child2", Kind::Stubborn, Shutdown::BrutalKill),
             ],
         )
@@ -180,9 +192,11 @@ fn a_gen_server_child_trapping_exits_runs_terminate_when_its_supervisor_stops() 
         let test = self_pid();
         let sup = SupervisorSpec::new(
             Flags::new(),
-            vec![ChildSpec::worker("probe", probe(test, "probe", ProbeInit::Ok))
-                .build()
-                .unwrap()],
+            vec![
+                ChildSpec::worker("probe", probe(test, "probe", ProbeInit::Ok))
+                    .build()
+                    .unwrap(),
+            ],
         )
         .unwrap()
         .start_link()
@@ -203,7 +217,12 @@ fn terminate_child_honours_the_shutdown_timeout() {
         let limit = Duration::from_millis(100);
         let sup = SupervisorSpec::new(
             Flags::new(),
-            vec![spec(test, "stubborn", Kind::Stubborn, Shutdown::Timeout(limit))],
+            vec![spec(
+                test,
+                "stubborn",
+                Kind::Stubborn,
+                Shutdown::Timeout(limit),
+            )],
         )
         .unwrap()
         .start_link()

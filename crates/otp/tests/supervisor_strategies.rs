@@ -83,7 +83,12 @@ fn one_for_one_escalates_when_a_restart_keeps_failing() {
         let failing = ChildSpec::worker("child1", child_failing_restarts(test, "child1"))
             .build()
             .unwrap();
-        let sup = start_sup(Strategy::OneForOne, 4, vec![failing, worker(test, "child2")]).await;
+        let sup = start_sup(
+            Strategy::OneForOne,
+            4,
+            vec![failing, worker(test, "child2")],
+        )
+        .await;
         let c1 = started("child1").await;
         let c2 = started("child2").await;
         let c2_down = monitor(c2);
@@ -144,7 +149,12 @@ fn one_for_all_escalates_when_a_restart_keeps_failing() {
         let failing = ChildSpec::worker("child2", child_failing_restarts(test, "child2"))
             .build()
             .unwrap();
-        let sup = start_sup(Strategy::OneForAll, 4, vec![worker(test, "child1"), failing]).await;
+        let sup = start_sup(
+            Strategy::OneForAll,
+            4,
+            vec![worker(test, "child1"), failing],
+        )
+        .await;
         let c1 = started("child1").await;
         let c2 = started("child2").await;
         let c2_down = monitor(c2);
@@ -238,7 +248,12 @@ fn rest_for_one_escalates_when_a_restart_keeps_failing() {
         let failing = ChildSpec::worker("child2", child_failing_restarts(test, "child2"))
             .build()
             .unwrap();
-        let sup = start_sup(Strategy::RestForOne, 4, vec![worker(test, "child1"), failing]).await;
+        let sup = start_sup(
+            Strategy::RestForOne,
+            4,
+            vec![worker(test, "child1"), failing],
+        )
+        .await;
         let c1 = started("child1").await;
         let c2 = started("child2").await;
         let c2_down = monitor(c2);
@@ -262,7 +277,12 @@ fn rest_for_one_retries_from_the_child_that_failed_to_start() {
         let child2 = ChildSpec::worker("child2", child_failing_start(test, "child2", 2))
             .build()
             .unwrap();
-        let sup = start_sup(Strategy::RestForOne, 3, vec![worker(test, "child1"), child2]).await;
+        let sup = start_sup(
+            Strategy::RestForOne,
+            3,
+            vec![worker(test, "child1"), child2],
+        )
+        .await;
         let c1 = started("child1").await;
         started("child2").await;
 

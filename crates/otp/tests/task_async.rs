@@ -14,12 +14,23 @@ use ember_otp::gen::StartOptions;
 use ember_otp::supervisor::{Shutdown, SupervisorError};
 use ember_otp::task::{Task, TaskError, TaskSupervisor};
 use ember_runtime::{
-    is_alive, monitor, receive, receive_any, self_pid, send, sleep, spawn, trap_exit, Down,
-    ExitReason,
+    is_alive, monitor, receive, receive_any, self_pid, send, sleep, trap_exit, Down, ExitReason,
 };
 
 async fn down_reason(pid: ember_runtime::Pid) -> ExitReason {
     support::await_exit(pid).await
+}
+
+/// Spawns `body` monitored, so its exit reason is never lost to a race.
+async fn exit_reason_of<F>(body: F) -> ExitReason
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (_, mref) = ember_runtime::spawn_monitor(body);
+    receive::<Down>()
+        .matching(move |d| d.monitor == mref)
+        .await
+        .reason
 }
 
 async fn mailbox_is_empty() -> bool {
@@ -34,7 +45,9 @@ fn awaiting_a_task_returns_its_result() {
     support::runtime().block_on(async {
         let task = Task::spawn(async { 6 * 7 });
         assert_eq!(task.await, Ok(42));
-        let tasks: Vec<_> = (0..10u64).map(|n| Task::spawn(async move { n * n })).collect();
+        let tasks: Vec<_> = (0..10u64)
+            .map(|n| Task::spawn(async move { n * n }))
+            .collect();
         let mut results = Vec::new();
         for task in tasks {
             results.push(task.join().await.unwrap());
@@ -73,7 +86,10 @@ fn yield_returns_none_while_the_task_runs_and_the_result_once_done() {
         assert_eq!(task.yield_for(Duration::from_millis(5)).await, None);
         send(task.pid(), ());
         let _ = me;
-        assert_eq!(task.yield_for(Duration::from_secs(5)).await, Some(Ok("done")));
+        assert_eq!(
+            task.yield_for(Duration::from_secs(5)).await,
+            Some(Ok("done"))
+        );
     });
 }
 
@@ -84,7 +100,12 @@ fn shutdown_stops_a_running_task_and_returns_a_finished_result() {
             sleep(Duration::from_secs(30)).await;
         });
         let pid = running.pid();
-        assert_eq!(running.shutdown(Shutdown::Timeout(Duration::from_secs(1))).await, None);
+        assert_eq!(
+            running
+                .shutdown(Shutdown::Timeout(Duration::from_secs(1)))
+                .await,
+            None
+        );
         assert!(!is_alive(pid));
 
         let finished = Task::spawn(async { 7 });
@@ -98,14 +119,14 @@ fn shutdown_stops_a_running_task_and_returns_a_finished_result() {
 #[test]
 fn a_crashing_linked_task_takes_its_owner_down() {
     support::runtime().block_on(async {
-        let owner = spawn(async {
+        let reason = exit_reason_of(async {
             let task = Task::spawn(async { panic!("task crashed") as u32 });
             let _ = task.join().await;
             unreachable!("the link kills the owner first");
-        });
-        match down_reason(owner).await {
+        })
+        .await;
+        match reason {
             ExitReason::Panic(m) => assert!(m.contains("task crashed")),
-            ExitReason::NoProc => {} // already gone when monitored
             other => panic!("owner exited with {other}"),
         }
     });
@@ -129,10 +150,11 @@ fn a_trapping_owner_gets_the_crash_of_a_linked_task_as_an_error() {
 fn a_task_awaited_by_another_process_is_refused() {
     support::runtime().block_on(async {
         let task = Task::spawn(async { 1 });
-        let thief = spawn(async move {
+        let reason = exit_reason_of(async move {
             let _ = task.join().await;
-        });
-        match down_reason(thief).await {
+        })
+        .await;
+        match reason {
             ExitReason::Panic(m) => assert!(m.contains("is owned by"), "{m}"),
             other => panic!("unexpected {other}"),
         }
@@ -180,18 +202,15 @@ fn a_crashing_async_nolink_task_does_not_take_the_caller_down() {
 fn a_crashing_async_link_task_takes_the_caller_down() {
     support::runtime().block_on(async {
         let tasks = TaskSupervisor::start_link().await.unwrap();
-        let caller = spawn(async move {
+        let reason = exit_reason_of(async move {
             let task = tasks
                 .async_link(async { panic!("linked boom") as u32 })
                 .await
                 .unwrap();
             let _ = task.await;
-        });
-        let reason = down_reason(caller).await;
-        assert!(
-            matches!(reason, ExitReason::Panic(_) | ExitReason::NoProc),
-            "{reason}"
-        );
+        })
+        .await;
+        assert!(matches!(reason, ExitReason::Panic(_)), "{reason}");
     });
 }
 

@@ -229,7 +229,9 @@ pub(crate) fn report(
     reason: &ExitReason,
     restart_count: u64,
 ) {
-    let pid = pid.map(|p| p.to_string()).unwrap_or_else(|| "undefined".into());
+    let pid = pid
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| "undefined".into());
     tracing::error!(
         target: "ember_otp::supervisor",
         supervisor,

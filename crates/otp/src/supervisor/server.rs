@@ -373,7 +373,11 @@ impl GenServer for Server {
         }
     }
 
-    async fn handle_call(&mut self, request: Request, _from: &ReplyTo<Response>) -> CallReturn<Self> {
+    async fn handle_call(
+        &mut self,
+        request: Request,
+        _from: &ReplyTo<Response>,
+    ) -> CallReturn<Self> {
         CallReturn::Reply(match request {
             Request::WhichChildren => Response::Children(self.info()),
             Request::CountChildren => Response::Counts(self.counts()),

@@ -154,9 +154,9 @@ impl fmt::Display for SpecError {
             SpecError::InvalidPeriod => {
                 f.write_str("invalid supervisor flags: period: must be greater than zero")
             }
-            SpecError::InvalidMaxChildren => f.write_str(
-                "invalid supervisor flags: max_children: must be greater than zero",
-            ),
+            SpecError::InvalidMaxChildren => {
+                f.write_str("invalid supervisor flags: max_children: must be greater than zero")
+            }
         }
     }
 }

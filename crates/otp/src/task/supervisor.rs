@@ -167,7 +167,10 @@ impl TaskSupervisor {
     }
 }
 
-async fn start(sup: DynamicSupervisorRef<TaskArgs>, args: TaskArgs) -> Result<Pid, SupervisorError> {
+async fn start(
+    sup: DynamicSupervisorRef<TaskArgs>,
+    args: TaskArgs,
+) -> Result<Pid, SupervisorError> {
     match sup.start_child(args).await? {
         Some(pid) => Ok(pid),
         None => unreachable!("a task start never ignores"),
@@ -191,4 +194,3 @@ where
     }
     Ok(Task::go(pid, mref, linked))
 }
-

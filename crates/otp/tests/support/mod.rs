@@ -55,7 +55,13 @@ pub(crate) async fn child_body(test: Pid, id: &'static str, kind: Kind) -> ExitR
     if kind != Kind::Plain {
         trap_exit(true);
     }
-    send(test, Started { id, pid: self_pid() });
+    send(
+        test,
+        Started {
+            id,
+            pid: self_pid(),
+        },
+    );
     loop {
         let message = ember_runtime::receive_any(|m| m.is::<Cmd>() || m.is::<Exit>()).await;
         match message.downcast::<Cmd>() {
@@ -94,7 +100,9 @@ pub(crate) fn child_failing_restarts(
         if starts.fetch_add(1, Ordering::SeqCst) == 0 {
             std::future::ready(Ok(spawn_link(child_body(test, id, Kind::Plain))))
         } else {
-            std::future::ready(Err(StartError::Failed(ExitReason::error("restart refused"))))
+            std::future::ready(Err(StartError::Failed(ExitReason::error(
+                "restart refused",
+            ))))
         }
     }
 }
@@ -196,11 +204,7 @@ pub(crate) fn pid_of(children: &[ChildInfo], id: &str) -> Option<Pid> {
 /// Takes every pending [`Started`] message (after a test, to check none leaked).
 pub(crate) async fn drain_started() -> usize {
     let mut n = 0;
-    while receive::<Started>()
-        .timeout(Duration::ZERO)
-        .await
-        .is_some()
-    {
+    while receive::<Started>().timeout(Duration::ZERO).await.is_some() {
         n += 1;
     }
     n
@@ -280,7 +284,13 @@ impl ember_otp::gen_server::GenServer for Probe {
 
     async fn init((test, id, how): Self::Args) -> ember_otp::gen_server::Init<Self> {
         trap_exit(true);
-        send(test, Started { id, pid: self_pid() });
+        send(
+            test,
+            Started {
+                id,
+                pid: self_pid(),
+            },
+        );
         match how {
             ProbeInit::Ok => ember_otp::gen_server::Init::Ok(Probe { test, id }),
             ProbeInit::Ignore => ember_otp::gen_server::Init::Ignore,
@@ -293,20 +303,16 @@ impl ember_otp::gen_server::GenServer for Probe {
     }
 }
 
+/// The future of a [`Probe`] start.
+pub(crate) type ProbeStart = std::pin::Pin<
+    Box<dyn Future<Output = Result<ember_otp::gen_server::GenServerRef<Probe>, StartError>> + Send>,
+>;
+
 /// A start function for a [`Probe`] child.
 pub(crate) fn probe(
     test: Pid,
     id: &'static str,
     how: ProbeInit,
-) -> impl Fn() -> std::pin::Pin<
-    Box<
-        dyn Future<
-                Output = Result<ember_otp::gen_server::GenServerRef<Probe>, StartError>,
-            > + Send,
-    >,
-> + Send
-       + Sync
-       + Clone
-       + 'static {
+) -> impl Fn() -> ProbeStart + Send + Sync + Clone + 'static {
     move || Box::pin(ember_otp::gen_server::start_link::<Probe>((test, id, how)))
 }
