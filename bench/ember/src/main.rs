@@ -13,6 +13,7 @@ use ember_runtime::{
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
 
+mod otp;
 mod responsiveness;
 
 /// A scenario.
@@ -38,6 +39,8 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("fanin", Scenario::Process(|| Box::pin(fanin_scenario()))),
     ("timers", Scenario::Process(|| Box::pin(timers_scenario()))),
     ("responsiveness", Scenario::Main(responsiveness::responsiveness)),
+    ("genserver_call", Scenario::Process(|| Box::pin(otp::genserver_call_scenario()))),
+    ("supervisor_restart", Scenario::Process(|| Box::pin(otp::supervisor_restart_scenario()))),
 ];
 
 fn main() -> ExitCode {
