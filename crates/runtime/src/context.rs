@@ -4,6 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::process::Process;
 use crate::runtime::Shared;
@@ -22,6 +23,8 @@ thread_local! {
     static BUDGET: Cell<u32> = const { Cell::new(REDUCTIONS_PER_SLICE) };
     /// The current process gave up the rest of its slice (budget or preemption).
     static YIELDED: Cell<bool> = const { Cell::new(false) };
+    /// When the current poll started, and how long a slice may last.
+    static SLICE: Cell<Option<(Instant, Duration)>> = const { Cell::new(None) };
 }
 
 /// How often (in reductions) a running process checks whether interactive
@@ -56,7 +59,13 @@ pub(crate) fn current_slot(rt: &Shared) -> Option<usize> {
 /// Installs `process` as the current process for the duration of a poll.
 pub(crate) fn set_current(process: Option<Arc<Process>>) -> Option<Arc<Process>> {
     BUDGET.with(|b| b.set(REDUCTIONS_PER_SLICE));
+    SLICE.with(|s| s.set(None));
     CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), process))
+}
+
+/// Starts the time limit of the current poll's slice.
+pub(crate) fn start_slice(started: Instant, slice: Duration) {
+    SLICE.with(|s| s.set(Some((started, slice))));
 }
 
 /// Runs `f` with the current process, if this thread is polling one.
@@ -107,8 +116,13 @@ pub(crate) fn consume_reductions(n: u32) -> bool {
 /// Records the yield so the scheduler queues the process as batch work.
 pub(crate) fn should_yield() -> bool {
     let left = BUDGET.with(Cell::get);
-    let exhausted = !consume_reductions(1);
-    let preempted = !exhausted && left % PREEMPT_CHECK_INTERVAL == 0 && preempt_requested();
+    let mut exhausted = !consume_reductions(1);
+    let check = left % PREEMPT_CHECK_INTERVAL == 0;
+    if !exhausted && check {
+        // Heavy work between reductions: the slice is also bounded in time.
+        exhausted = SLICE.with(Cell::get).is_some_and(|(start, slice)| start.elapsed() >= slice);
+    }
+    let preempted = !exhausted && check && preempt_requested();
     if exhausted || preempted {
         YIELDED.with(|y| y.set(true));
         return true;

@@ -41,9 +41,10 @@ fn a_process_that_never_awaits_does_not_block_others_on_its_scheduler() {
         hog_stop.store(true, Ordering::Relaxed);
         let down: Down = receive::<Down>().matching(move |d| d.monitor == watch).await;
         assert_eq!(down.reason, ExitReason::Normal);
+        // (A demotion usually follows too, unless the machine is so loaded
+        // that the hog looked blocked rather than busy: not asserted.)
         let threads = Handle::current().runtime_info().threads;
         assert!(threads.handoffs >= 1, "{threads:?}");
-        assert!(threads.demotions >= 1, "{threads:?}");
     });
     stop.store(true, Ordering::Relaxed);
 }
@@ -129,4 +130,88 @@ fn killing_a_hog_is_seen_at_once_and_its_body_is_dropped_when_it_returns() {
     }
     drop(handle);
     stop.store(true, Ordering::Relaxed);
+}
+
+#[test]
+fn the_thread_count_returns_to_its_resting_level_after_hogs_finish() {
+    let mut preemption = ember_runtime::Preemption::default();
+    preemption.background_idle = Duration::from_millis(50);
+    let rt = Runtime::builder()
+        .schedulers(1)
+        .preemption(preemption)
+        .build()
+        .unwrap();
+    let handle = rt.handle().clone();
+    let resting = handle.runtime_info().threads.workers;
+    let stop = Arc::new(AtomicBool::new(false));
+    let hogs_stop = stop.clone();
+    rt.block_on(async move {
+        let watches: Vec<_> = (0..3)
+            .map(|_| monitor(spawn(hog(hogs_stop.clone()))))
+            .collect();
+        // Every hog got handed off (we run again after each), then stop them.
+        while Handle::current().runtime_info().threads.handoffs < 3 {
+            ember_runtime::sleep(Duration::from_millis(1)).await;
+        }
+        hogs_stop.store(true, Ordering::Relaxed);
+        for watch in watches {
+            receive::<Down>().matching(move |d| d.monitor == watch).await;
+        }
+    });
+    // Background threads leave once idle; surplus spares too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let threads = handle.runtime_info().threads;
+        if threads.workers <= resting && threads.background == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "threads stayed up: {threads:?}");
+        std::thread::yield_now();
+    }
+    stop.store(true, Ordering::Relaxed);
+}
+
+#[test]
+fn a_burst_of_healthy_short_polls_under_load_never_triggers_demotion() {
+    let rt = Runtime::builder().schedulers(2).build().unwrap();
+    rt.block_on(async {
+        let me = self_pid();
+        let stop = Arc::new(AtomicBool::new(false));
+        // Cooperative load: busy loops that yield.
+        for _ in 0..8 {
+            let stop = stop.clone();
+            spawn(async move {
+                let mut x = 1u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x = x.wrapping_mul(3).wrapping_add(1);
+                    yield_point().await;
+                }
+                std::hint::black_box(x);
+            });
+        }
+        // A burst of short interactive polls: 20 pairs ping-ponging.
+        for _ in 0..20 {
+            let echo = spawn(async {
+                loop {
+                    let (from, n): (ember_runtime::Pid, u32) = receive().await;
+                    send(from, n);
+                }
+            });
+            spawn(async move {
+                let my = self_pid();
+                for n in 0..2_000u32 {
+                    send(echo, (my, n));
+                    let back: u32 = receive().await;
+                    assert_eq!(back, n);
+                }
+                send(me, ());
+            });
+        }
+        for _ in 0..20 {
+            receive::<()>().await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let threads = Handle::current().runtime_info().threads;
+        assert_eq!(threads.demotions, 0, "{threads:?}");
+    });
 }

@@ -47,6 +47,10 @@ pub struct Preemption {
     /// Run the watchdog at all (default true). Without it a process that
     /// never awaits holds its scheduler until it returns.
     pub enabled: bool,
+    /// How long a cooperative slice lasts at most: a process reaching an
+    /// await point (`receive`, `yield_point`) after this long in one poll
+    /// yields, even with reductions left (default 1 ms).
+    pub slice: Duration,
     /// How often the watchdog looks while any poll is running (default 1 ms).
     pub watchdog_period: Duration,
     /// CPU time in one poll after which its slot is handed off and its thread
@@ -56,8 +60,8 @@ pub struct Preemption {
     /// off without demotion (default 15 ms).
     pub blocked_threshold: Duration,
     /// Nice value reached once a poll has used the given CPU time; the first
-    /// step applies at hand-off (default: 5 at once, 10 after 50 ms, 19 after
-    /// 500 ms).
+    /// step applies at hand-off (default: 10 at once, 15 after 20 ms, 19 after
+    /// 100 ms: a 10 ms request still gets 7 times a long hog's share).
     pub demotion: Vec<(Duration, i32)>,
     /// Use SCHED_IDLE for the last (nice 19) step (default false: a demoted
     /// lock holder still progresses at nice 19).
@@ -78,13 +82,14 @@ impl Default for Preemption {
     fn default() -> Self {
         Preemption {
             enabled: true,
+            slice: Duration::from_millis(1),
             watchdog_period: Duration::from_millis(1),
             cpu_threshold: Duration::from_millis(2),
             blocked_threshold: Duration::from_millis(15),
             demotion: vec![
-                (Duration::ZERO, 5),
-                (Duration::from_millis(50), 10),
-                (Duration::from_millis(500), 19),
+                (Duration::ZERO, 10),
+                (Duration::from_millis(20), 15),
+                (Duration::from_millis(100), 19),
             ],
             sched_idle: false,
             spare_threads: 1,
@@ -364,12 +369,20 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
                 now_ns.saturating_sub(worker.poll_started_ns.load(Ordering::Relaxed)),
             );
             let index = worker.slot.load(Ordering::Acquire);
-            if let Some(slot) = sched.slots.get(index) {
-                if slot.owner.load(Ordering::Acquire) == worker.id {
+            match sched.slots.get(index) {
+                Some(slot) if slot.owner.load(Ordering::Acquire) == worker.id => {
                     if cpu >= config.cpu_threshold {
                         retake(&rt, slot, &worker, true, cpu);
                     } else if wall >= config.blocked_threshold && cpu * 4 < wall {
                         retake(&rt, slot, &worker, false, cpu);
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    // Handed off as blocked (or starved by a loaded machine),
+                    // but it turns out to burn CPU: it is a hog after all.
+                    if cpu >= config.cpu_threshold && !worker.background.load(Ordering::Acquire) {
+                        worker.background.store(true, Ordering::Release);
                     }
                 }
             }

@@ -334,6 +334,7 @@ fn run(
     // The process moves into the context for the poll and comes back after:
     // no reference count traffic on the hot path.
     context::set_current(Some(process));
+    context::start_slice(started, sched.config.slice);
     let outcome = context::with_current("poll", |process| {
         let waker = futures_task::waker_ref(process);
         let mut cx = Context::from_waker(&waker);

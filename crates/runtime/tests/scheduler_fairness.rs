@@ -1,0 +1,413 @@
+//! Scheduling: reductions and yielding, priorities, work stealing, schedulers
+//! online (docs/semantics.md §13).
+//!
+//! `low_priority_gets_a_small_share_and_never_starves` ports erts'
+//! `emulator/test/process_SUITE.erl` `low_prio`.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ember_runtime::{
+    exit, process_info, receive, self_pid, send, send_after, set_priority, spawn, yield_point,
+    ExitReason, Handle, Pid, Priority, Runtime, Spawn, Status,
+};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn runtime() -> Runtime {
+    Runtime::builder().schedulers(2).build().expect("a runtime")
+}
+
+fn one_scheduler() -> Runtime {
+    Runtime::builder().schedulers(1).build().expect("a runtime")
+}
+
+async fn recv<M: Send + 'static>() -> M {
+    receive::<M>()
+        .timeout(WAIT)
+        .await
+        .expect("a message within the wait limit")
+}
+
+struct Never;
+
+async fn wait_forever() {
+    receive::<Never>().await;
+}
+
+#[derive(Debug)]
+struct Ping(Pid, u32);
+#[derive(Debug)]
+struct Pong(u32);
+#[derive(Debug)]
+struct Done;
+#[derive(Debug)]
+struct Progress;
+
+/// Answers pings for ever.
+async fn ponger() {
+    loop {
+        let Ping(from, n) = receive::<Ping>().await;
+        send(from, Pong(n));
+    }
+}
+
+/// Plays `rounds` round trips with `ponger`, telling `report` of progress every
+/// `every` rounds and when done.
+async fn pinger(ponger: Pid, rounds: u32, every: u32, report: Pid) {
+    let me = self_pid();
+    for n in 0..rounds {
+        send(ponger, Ping(me, n));
+        let Pong(m) = recv::<Pong>().await;
+        assert_eq!(m, n);
+        if (n + 1) % every == 0 {
+            send(report, Progress);
+        }
+    }
+    send(report, Done);
+}
+
+/// A process that counts its iterations and yields at every one.
+async fn spinner(count: Arc<AtomicU64>) {
+    loop {
+        count.fetch_add(1, Ordering::Relaxed);
+        yield_point().await;
+    }
+}
+
+/// Never waits: reports `id` to `report` every 20 000 iterations.
+async fn busy(id: u32, report: Pid) {
+    let mut n = 0u64;
+    loop {
+        n += 1;
+        if n % 20_000 == 0 {
+            send(report, id);
+        }
+        yield_point().await;
+    }
+}
+
+/// Tells `server` its kind as fast as it can.
+async fn client(server: Pid, kind: Kind) {
+    loop {
+        send(server, kind);
+        yield_point().await;
+    }
+}
+
+/// Whether two processes can run at the same time (one must be stolen by
+/// another scheduler thread).
+async fn two_processes_run_side_by_side() -> bool {
+    let me = self_pid();
+    let started = Arc::new(AtomicUsize::new(0));
+    for _ in 0..2 {
+        let started = started.clone();
+        spawn(async move {
+            started.fetch_add(1, Ordering::SeqCst);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while started.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
+                std::hint::spin_loop();
+            }
+            send(me, started.load(Ordering::SeqCst) >= 2);
+        });
+    }
+    let first: bool = recv().await;
+    let second: bool = recv().await;
+    first && second
+}
+
+/// The most processes seen running at once among `n` that each stay busy for
+/// `busy` without awaiting.
+async fn most_running_at_once(n: usize, busy: Duration) -> usize {
+    let me = self_pid();
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    for _ in 0..n {
+        let (running, most) = (running.clone(), most.clone());
+        spawn(async move {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            let until = Instant::now() + busy;
+            while Instant::now() < until {
+                most.fetch_max(running.load(Ordering::SeqCst), Ordering::SeqCst);
+                std::hint::spin_loop();
+            }
+            running.fetch_sub(1, Ordering::SeqCst);
+            send(me, Done);
+        });
+    }
+    for _ in 0..n {
+        recv::<Done>().await;
+    }
+    most.load(Ordering::SeqCst)
+}
+
+// §13.2: a process looping on yield_point shares a single scheduler with a
+// message ping-pong: the ping-pong completes, and the looping process makes
+// progress too.
+#[test]
+fn a_yield_point_loop_does_not_starve_a_ping_pong_on_one_scheduler() {
+    let rt = one_scheduler();
+    rt.block_on(async {
+        let me = self_pid();
+        let spins = Arc::new(AtomicU64::new(0));
+        let hog = spawn(spinner(spins.clone()));
+        let ponger = spawn(ponger());
+        spawn(pinger(ponger, 2_000, 500, me));
+        for _ in 0..4 {
+            recv::<Progress>().await;
+        }
+        recv::<Done>().await;
+        assert!(
+            spins.load(Ordering::Relaxed) > 4_000,
+            "the looping process did not get a whole slice"
+        );
+        exit(hog, ExitReason::Kill);
+        exit(ponger, ExitReason::Kill);
+    });
+}
+
+// §13.2: two processes that never wait take turns on one scheduler.
+#[test]
+fn two_busy_processes_on_one_scheduler_take_turns() {
+    let rt = one_scheduler();
+    rt.block_on(async {
+        let me = self_pid();
+        let a = spawn(busy(0, me));
+        let b = spawn(busy(1, me));
+        let mut seen = [0u32; 2];
+        while seen.iter().any(|&s| s < 3) {
+            let id: u32 = recv().await;
+            seen[id as usize] += 1;
+        }
+        exit(a, ExitReason::Kill);
+        exit(b, ExitReason::Kill);
+    });
+}
+
+// §13.2: every yield_point counts one reduction, and process_info reports the
+// reductions a process has used (counted when each poll ends).
+#[test]
+fn reductions_count_every_yield_point() {
+    let rt = runtime();
+    rt.block_on(async {
+        let me = self_pid();
+        let worker = spawn(async move {
+            for _ in 0..10_000 {
+                yield_point().await;
+            }
+            send(me, Done);
+            wait_forever().await;
+        });
+        recv::<Done>().await;
+        let deadline = Instant::now() + WAIT;
+        let info = loop {
+            let info = process_info(worker).expect("alive");
+            if info.status == Status::Waiting {
+                break info;
+            }
+            assert!(Instant::now() < deadline, "the worker never went idle");
+            yield_point().await;
+        };
+        assert!(
+            (10_000..10_100).contains(&info.reductions),
+            "{} reductions",
+            info.reductions
+        );
+    });
+}
+
+// §13.2: send, spawn and send_after count reductions too.
+#[test]
+fn runtime_operations_count_reductions() {
+    let rt = runtime();
+    rt.block_on(async {
+        let me = self_pid();
+        let worker = spawn(async move {
+            let (dead, _) = ember_runtime::spawn_monitor(async {});
+            for _ in 0..1_000 {
+                send(dead, ());
+            }
+            for _ in 0..100 {
+                spawn(async {});
+            }
+            for _ in 0..100 {
+                send_after(dead, (), Duration::from_secs(3600));
+            }
+            send(me, Done);
+            wait_forever().await;
+        });
+        recv::<Done>().await;
+        let deadline = Instant::now() + WAIT;
+        let info = loop {
+            let info = process_info(worker).expect("alive");
+            if info.status == Status::Waiting {
+                break info;
+            }
+            assert!(Instant::now() < deadline, "the worker never went idle");
+            yield_point().await;
+        };
+        assert!(info.reductions >= 1_200, "{} reductions", info.reductions);
+    });
+}
+
+// §13.3: a high-priority process runs before queued normal and low ones, and
+// a normal one before a low one when no low turn is due.
+#[test]
+fn high_priority_runs_before_queued_normal_and_low_ones() {
+    let rt = one_scheduler();
+    rt.block_on(async {
+        let me = self_pid();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        for (label, priority) in [
+            ("low", Priority::Low),
+            ("normal", Priority::Normal),
+            ("high", Priority::High),
+        ] {
+            let order = order.clone();
+            Spawn::new()
+                .priority(priority)
+                .spawn(async move {
+                    order.lock().expect("lock").push(label);
+                    send(me, Done);
+                })
+                .expect("spawn");
+        }
+        for _ in 0..3 {
+            recv::<Done>().await;
+        }
+        assert_eq!(*order.lock().expect("lock"), vec!["high", "normal", "low"]);
+    });
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Low,
+    Normal,
+}
+
+// §13.3: low priority is mixed with normal at about one pick in nine: low
+// processes get a small share and never starve.
+// Port of process_SUITE:low_prio (counts instead of a fixed 2 s run).
+#[test]
+fn low_priority_gets_a_small_share_and_never_starves() {
+    const NORMAL_MESSAGES: u64 = 200_000;
+    let rt = one_scheduler();
+    rt.block_on(async {
+        let me = self_pid();
+        let server = spawn(async move {
+            let (mut low, mut normal) = (0u64, 0u64);
+            while normal < NORMAL_MESSAGES {
+                match receive::<Kind>().await {
+                    Kind::Low => low += 1,
+                    Kind::Normal => normal += 1,
+                }
+            }
+            send(me, (low, normal));
+        });
+        let normal_client = Spawn::new()
+            .priority(Priority::Normal)
+            .spawn(client(server, Kind::Normal))
+            .expect("spawn")
+            .pid;
+        let low_client = Spawn::new()
+            .priority(Priority::Low)
+            .spawn(client(server, Kind::Low))
+            .expect("spawn")
+            .pid;
+        let (low, normal): (u64, u64) = receive()
+            .timeout(Duration::from_secs(20))
+            .await
+            .expect("the server counted enough");
+        exit(normal_client, ExitReason::Kill);
+        exit(low_client, ExitReason::Kill);
+        let proportion = low as f64 / normal as f64;
+        assert!(
+            proportion < 1.0 && proportion > 1.0 / 32.0,
+            "low {low}, normal {normal}: proportion {proportion}"
+        );
+    });
+}
+
+// §13.3: set_priority returns the previous priority; process_info shows it.
+#[test]
+fn set_priority_returns_the_previous_priority() {
+    let rt = runtime();
+    rt.block_on(async {
+        assert_eq!(set_priority(Priority::High), Priority::Normal);
+        assert_eq!(
+            process_info(self_pid()).expect("alive").priority,
+            Priority::High
+        );
+        assert_eq!(set_priority(Priority::Low), Priority::High);
+        assert_eq!(set_priority(Priority::Normal), Priority::Low);
+    });
+}
+
+// §13.5: processes spawned on one scheduler are stolen by an idle one, so two
+// schedulers run two processes side by side.
+#[test]
+fn work_is_stolen_so_two_schedulers_run_processes_side_by_side() {
+    let rt = runtime();
+    rt.block_on(async {
+        assert!(two_processes_run_side_by_side().await);
+    });
+}
+
+// §13.6: schedulers can be taken offline and back while processes run; work
+// carries on, an offline scheduler runs nothing, and the count is clamped to
+// 1..=started.
+#[test]
+fn set_schedulers_online_works_while_processes_run() {
+    // `most_running_at_once` measures parallelism with polls that never
+    // await; the watchdog would (rightly) hand those to other threads, so it
+    // is off here: this test is about the schedulers online, not preemption.
+    let mut preemption = ember_runtime::Preemption::default();
+    preemption.enabled = false;
+    let rt = Runtime::builder()
+        .schedulers(2)
+        .preemption(preemption)
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let me = self_pid();
+        let handle = Handle::current();
+        assert_eq!(handle.schedulers_online(), 2);
+        let spins = Arc::new(AtomicU64::new(0));
+        let hog = spawn(spinner(spins.clone()));
+        let ponger = spawn(ponger());
+        spawn(pinger(ponger, 10_000, 500, me));
+        let mut online = 2;
+        loop {
+            let message = ember_runtime::receive_any(|m| m.is::<Progress>() || m.is::<Done>())
+                .timeout(WAIT)
+                .await
+                .expect("the ping-pong keeps going");
+            if message.is::<Done>() {
+                break;
+            }
+            let next = 3 - online;
+            assert_eq!(handle.set_schedulers_online(next), online);
+            online = next;
+            assert_eq!(handle.schedulers_online(), online);
+            let info = handle.runtime_info();
+            assert_eq!(info.schedulers[1].online, online == 2);
+        }
+        assert!(spins.load(Ordering::Relaxed) > 0);
+        exit(hog, ExitReason::Kill);
+        exit(ponger, ExitReason::Kill);
+        handle.set_schedulers_online(1);
+        assert_eq!(
+            most_running_at_once(3, Duration::from_millis(20)).await,
+            1,
+            "an offline scheduler ran a process"
+        );
+        handle.set_schedulers_online(2);
+        assert!(two_processes_run_side_by_side().await);
+        assert_eq!(handle.set_schedulers_online(0), 2);
+        assert_eq!(handle.schedulers_online(), 1);
+        assert_eq!(handle.set_schedulers_online(99), 1);
+        assert_eq!(handle.schedulers_online(), 2);
+    });
+}
