@@ -39,8 +39,8 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("fanin", Scenario::Process(|| Box::pin(fanin_scenario()))),
     ("timers", Scenario::Process(|| Box::pin(timers_scenario()))),
     ("responsiveness", Scenario::Main(responsiveness::responsiveness)),
-    ("genserver_call", Scenario::Process(|| Box::pin(otp::genserver_call_scenario()))),
-    ("supervisor_restart", Scenario::Process(|| Box::pin(otp::supervisor_restart_scenario()))),
+    ("genserver_call", Scenario::Process(otp::genserver_call)),
+    ("supervisor_restart", Scenario::Process(otp::restarts)),
 ];
 
 fn main() -> ExitCode {

@@ -1,6 +1,8 @@
 //! The OTP scenarios, `genserver_call` and `supervisor_restart`; they mirror
 //! `bench/erlang/ember_bench_otp.erl` (see `bench/README.md`).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,6 +12,18 @@ use ember_otp::supervisor::{ChildSpec, Flags, Strategy, SupervisorSpec};
 use ember_runtime::{receive, self_pid, send, spawn_link, ExitReason, Pid};
 
 use crate::{metric, Metric};
+
+type Boxed = Pin<Box<dyn Future<Output = Vec<Metric>> + Send>>;
+
+/// The `genserver_call` scenario, for `SCENARIOS`.
+pub(crate) fn genserver_call() -> Boxed {
+    Box::pin(genserver_call_scenario())
+}
+
+/// The `supervisor_restart` scenario, for `SCENARIOS`.
+pub(crate) fn restarts() -> Boxed {
+    Box::pin(supervisor_restart_scenario())
+}
 
 // ---------------------------------------------------------------- genserver_call
 
@@ -47,9 +61,11 @@ async fn calls(server: &GenServerRef<Echo>, n: u32) {
 
 /// 10,000 warm-up calls, then N = 1,000,000 sequential calls (default 5 s
 /// timeout, as `gen_server:call/2`) from the coordinator.
-pub(crate) async fn genserver_call_scenario() -> Vec<Metric> {
+async fn genserver_call_scenario() -> Vec<Metric> {
     const N: u32 = 1_000_000;
-    let server = gen_server::start_link::<Echo>(()).await.expect("the server starts");
+    let server = gen_server::start_link::<Echo>(())
+        .await
+        .expect("the server starts");
     calls(&server, 10_000).await;
     let t0 = Instant::now();
     calls(&server, N).await;
@@ -112,7 +128,7 @@ async fn restart_round(crashes: u32, crash: &ExitReason) -> Duration {
 /// second over the crash loops. Rounds are short so that OTP's restart
 /// history (a list it filters on every restart) stays short too: the
 /// scenario measures restarting, not that list.
-pub(crate) async fn supervisor_restart_scenario() -> Vec<Metric> {
+async fn supervisor_restart_scenario() -> Vec<Metric> {
     const ROUNDS: u32 = 1_000;
     const CRASHES: u32 = 100;
     let crash = ExitReason::Error(Arc::from("crash"));

@@ -19,7 +19,7 @@
 //!   never reaches the caller's mailbox. This is what OTP 24's process aliases
 //!   give `gen:call`; see `docs/semantics.md`, "OTP behaviours".
 //!
-//! User callbacks run under [`guarded`], the one place where their panics are
+//! User callbacks run under one guard (`guarded`), the one place where their panics are
 //! caught and turned into exit reasons.
 
 use std::any::Any;

@@ -10,7 +10,7 @@
 //! * **casts** ([`GenServerRef::cast`]) are fire-and-forget messages of type
 //!   [`GenServer::Cast`];
 //! * every other message (monitor `Down`s, `Exit`s when trapping exits,
-//!   timer messages, plain [`send`](ember_runtime::send)s) is **info**,
+//!   timer messages, plain `send`s) is **info**,
 //!   delivered to [`GenServer::handle_info`] as an [`Envelope`].
 //!
 //! Info is untyped on purpose: info messages are by definition the ones that

@@ -1,4 +1,5 @@
-//! The supervisor behaviour: OTP's `supervisor`, itself a [`GenServer`].
+//! The supervisor behaviour: OTP's `supervisor`, itself a
+//! [`GenServer`](crate::gen_server::GenServer).
 //!
 //! A supervisor starts its children in order, traps exits, and when a child
 //! terminates restarts it (and others) according to its [`Strategy`] and the

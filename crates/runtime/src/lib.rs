@@ -60,6 +60,7 @@
 mod alloc;
 mod context;
 mod introspect;
+mod loom;
 mod mailbox;
 mod message;
 mod pid;

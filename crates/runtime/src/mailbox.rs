@@ -24,13 +24,13 @@
 //! outlives the function that made it, so nested calls cannot alias.
 
 use std::any::Any;
-use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::mem;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use parking_lot::Mutex;
+use crate::loom::cell::UnsafeCell;
+use crate::loom::sync::atomic::{AtomicUsize, Ordering};
+use crate::loom::sync::Mutex;
 
 /// One message of any type, as it sits in a mailbox.
 pub struct Envelope(Box<dyn Any + Send>);
@@ -103,9 +103,11 @@ impl Mailbox {
     ///
     /// The caller has exclusive use of the process (module docs).
     unsafe fn take_saved(&self) -> Saved {
-        // SAFETY: exclusive use per this fn's contract; the reference does not
-        // outlive this statement.
-        unsafe { mem::take(&mut *self.saved.get()) }
+        self.saved.with_mut(|cell| {
+            // SAFETY: exclusive use per this fn's contract; the reference does
+            // not outlive this statement.
+            unsafe { mem::take(&mut *cell) }
+        })
     }
 
     /// Puts the saved queue back, after anything a nested receive left there.
@@ -114,17 +116,19 @@ impl Mailbox {
     ///
     /// The caller has exclusive use of the process (module docs).
     unsafe fn put_saved(&self, mut owned: Saved) {
-        // SAFETY: exclusive use per this fn's contract; the reference does not
-        // outlive this block and no user code runs while it exists.
-        let cell = unsafe { &mut *self.saved.get() };
-        if !cell.queue.is_empty() {
-            // A nested receive pulled newer messages from the inbox: they go after ours.
-            owned.queue.append(&mut cell.queue);
-            owned.removals += 1;
-        }
-        owned.removals = owned.removals.max(cell.removals);
-        self.saved_len.store(owned.queue.len(), Ordering::Relaxed);
-        *cell = owned;
+        self.saved.with_mut(|cell| {
+            // SAFETY: exclusive use per this fn's contract; the reference does
+            // not outlive this closure and no user code runs while it exists.
+            let cell = unsafe { &mut *cell };
+            if !cell.queue.is_empty() {
+                // A nested receive pulled newer messages from the inbox: they go after ours.
+                owned.queue.append(&mut cell.queue);
+                owned.removals += 1;
+            }
+            owned.removals = owned.removals.max(cell.removals);
+            self.saved_len.store(owned.queue.len(), Ordering::Relaxed);
+            *cell = owned;
+        });
     }
 
     /// Removes and returns the first message, in arrival order, for which
@@ -221,7 +225,7 @@ impl Mailbox {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 

@@ -26,7 +26,7 @@
 //! This module contains no `unsafe`; the process's future sits behind a mutex
 //! that only the holder of `RUNNING` (or the runtime at shutdown) ever locks.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use crate::loom::sync::atomic::{AtomicU8, Ordering};
 
 use super::Status;
 
@@ -145,5 +145,421 @@ impl State {
     /// exactly one caller performs the exit.
     pub(crate) fn begin_exit(&self) -> bool {
         self.0.fetch_or(EXITING, Ordering::AcqRel) & EXITING == 0
+    }
+}
+
+/// A process reduced to what its state byte guards, and a run queue that
+/// checks the protocol's invariants as they go. Built on `crate::loom`, so the
+/// stress test runs it on `std` and the loom models on loom.
+#[cfg(test)]
+mod harness {
+    use std::collections::VecDeque;
+
+    #[cfg(loom)]
+    use ::loom::sync::Arc;
+    #[cfg(not(loom))]
+    use std::sync::Arc;
+
+    use super::{State, TransitionToIdle, TransitionToScheduled};
+    use crate::loom::cell::UnsafeCell;
+    use crate::loom::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    use crate::loom::sync::Mutex;
+
+    // The counters below are `Relaxed` read-modify-writes: they always see the
+    // latest value but order nothing, so they cannot hide a missing
+    // happens-before edge in `State`.
+
+    pub(super) struct Proc {
+        state: State,
+        /// The mailbox, reduced to the number of messages sent, behind its
+        /// lock as in `Mailbox` (a wake-up's reason must be published through
+        /// something the poll synchronizes with: see the module docs).
+        inbox: Mutex<usize>,
+        /// The body: touched only by the holder of `RUNNING` (loom checks
+        /// every access for a race); `None` once dropped.
+        body: UnsafeCell<Option<Body>>,
+        /// `SCHEDULED` tickets out: queued, or popped and not yet running.
+        tickets: AtomicUsize,
+        /// Threads inside the body (polling or dropping it) right now.
+        inside: AtomicUsize,
+        /// Callers that won `begin_exit`.
+        pub(super) exits: AtomicUsize,
+        /// Times the body was dropped.
+        drops: AtomicUsize,
+    }
+
+    // SAFETY: `body` is the only field that is not `Sync`; it is touched only
+    // by the thread that holds `RUNNING`, or after every other one is joined.
+    unsafe impl Sync for Proc {}
+
+    struct Body {
+        /// Messages seen by the last poll.
+        seen: usize,
+        polls: usize,
+        /// The poll that returns `Ready`, if any.
+        finish_at: Option<usize>,
+    }
+
+    /// What happened, for the stress test's report.
+    #[derive(Default)]
+    pub(super) struct Seen {
+        pub(super) requeued: AtomicUsize,
+        pub(super) exiting_after_poll: AtomicUsize,
+        pub(super) dropped_unpolled: AtomicUsize,
+    }
+
+    #[derive(Default)]
+    pub(super) struct RunQueue {
+        queue: Mutex<VecDeque<Arc<Proc>>>,
+        /// How long a poll takes, in spins: widens the race windows on real
+        /// threads (loom needs none).
+        pub(super) poll_spins: usize,
+        pub(super) seen: Seen,
+    }
+
+    impl RunQueue {
+        /// A new process, queued; its poll number `finish_at` returns `Ready`.
+        pub(super) fn spawn(&self, finish_at: Option<usize>) -> Arc<Proc> {
+            let process = Arc::new(Proc {
+                state: State::new_scheduled(),
+                inbox: Mutex::new(0),
+                body: UnsafeCell::new(Some(Body {
+                    seen: 0,
+                    polls: 0,
+                    finish_at,
+                })),
+                tickets: AtomicUsize::new(0),
+                inside: AtomicUsize::new(0),
+                exits: AtomicUsize::new(0),
+                drops: AtomicUsize::new(0),
+            });
+            self.push(process.clone());
+            process
+        }
+
+        fn push(&self, process: Arc<Proc>) {
+            let before = process.tickets.fetch_add(1, Relaxed);
+            assert_eq!(before, 0, "a process was queued twice");
+            self.queue.lock().push_back(process);
+        }
+
+        /// `scheduler::wake`.
+        pub(super) fn wake(&self, process: &Arc<Proc>) {
+            if let TransitionToScheduled::Queue = process.state.transition_to_scheduled() {
+                self.push(process.clone());
+            }
+        }
+
+        /// `message::send`: publish, then wake.
+        pub(super) fn send(&self, process: &Arc<Proc>) {
+            *process.inbox.lock() += 1;
+            self.wake(process);
+        }
+
+        /// `signal::terminate`.
+        pub(super) fn terminate(&self, process: &Arc<Proc>) {
+            if process.state.begin_exit() {
+                process.exits.fetch_add(1, Relaxed);
+                self.wake(process);
+            }
+        }
+
+        /// Pops one process and runs it as `scheduler::run` does; false if
+        /// the queue was empty.
+        pub(super) fn run_one(&self) -> bool {
+            let Some(process) = self.queue.lock().pop_front() else {
+                return false;
+            };
+            let running = process.state.transition_to_running();
+            assert_eq!(process.tickets.fetch_sub(1, Relaxed), 1);
+            if !running {
+                self.seen.dropped_unpolled.fetch_add(1, Relaxed);
+                process.drop_body();
+            } else if process.poll(self.poll_spins) {
+                process.drop_body();
+                self.terminate(&process);
+            } else {
+                match process.state.transition_to_idle() {
+                    TransitionToIdle::Idle => {}
+                    TransitionToIdle::Requeue => {
+                        self.seen.requeued.fetch_add(1, Relaxed);
+                        self.push(process);
+                    }
+                    TransitionToIdle::Exiting => {
+                        self.seen.exiting_after_poll.fetch_add(1, Relaxed);
+                        process.drop_body();
+                    }
+                }
+            }
+            true
+        }
+
+        /// Runs until the queue is empty.
+        pub(super) fn drain(&self) {
+            while self.run_one() {}
+        }
+    }
+
+    impl Proc {
+        /// Polls the body once; true if it returned `Ready`.
+        fn poll(&self, spins: usize) -> bool {
+            self.enter();
+            for _ in 0..spins {
+                std::hint::spin_loop();
+            }
+            let ready = self.body.with_mut(|body| {
+                // SAFETY: only the holder of RUNNING calls this (`enter`
+                // checks that nobody else is inside).
+                let body = unsafe { &mut *body };
+                let body = body.as_mut().expect("polled after its body was dropped");
+                body.seen = *self.inbox.lock();
+                body.polls += 1;
+                body.finish_at == Some(body.polls)
+            });
+            self.leave();
+            ready
+        }
+
+        fn drop_body(&self) {
+            self.enter();
+            self.body.with_mut(|body| {
+                // SAFETY: as in `poll`.
+                let body = unsafe { &mut *body };
+                assert!(body.take().is_some(), "a body was dropped twice");
+            });
+            self.drops.fetch_add(1, Relaxed);
+            self.leave();
+        }
+
+        fn enter(&self) {
+            let before = self.inside.fetch_add(1, Relaxed);
+            assert_eq!(before, 0, "two threads are inside one process");
+        }
+
+        fn leave(&self) {
+            self.inside.fetch_sub(1, Relaxed);
+        }
+
+        /// Checks the end state once every thread is joined and the queue is
+        /// drained: the process exited at most once and then its body was
+        /// dropped exactly once; otherwise it is parked and has seen every
+        /// message sent to it (no wake-up was lost).
+        pub(super) fn assert_settled(&self) {
+            let exits = self.exits.load(Relaxed);
+            assert!(exits <= 1, "{exits} callers performed the exit");
+            assert_eq!(self.state.is_exiting(), exits == 1);
+            assert_eq!(self.tickets.load(Relaxed), 0);
+            assert_eq!(self.drops.load(Relaxed), exits);
+            let sent = *self.inbox.lock();
+            self.body.with_mut(|body| {
+                // SAFETY: every other thread is joined.
+                match unsafe { &*body } {
+                    Some(body) => {
+                        assert_eq!(exits, 0, "an exited process kept its body");
+                        assert_eq!(body.seen, sent, "a wake-up was lost");
+                    }
+                    None => assert_eq!(exits, 1, "a body was dropped without an exit"),
+                }
+            });
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod stress {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Barrier, Mutex};
+    use std::thread;
+
+    use super::harness::{Proc, RunQueue};
+
+    /// Rounds of a few fresh processes, each hit by several senders at once
+    /// while schedulers poll them and every sender kills one at a random
+    /// moment (some also finish by themselves): the invariants of
+    /// [`harness`](super::harness) hold throughout, and at the end every
+    /// process either exited once and was dropped once, or has seen every
+    /// message sent to it.
+    #[test]
+    fn wakes_exits_and_polls_racing_on_many_threads_lose_no_wake_up_and_exit_once() {
+        const ROUNDS: usize = 300;
+        const PROCESSES: usize = 4;
+        const SCHEDULERS: usize = 3;
+        const SENDERS: usize = 3;
+        const SENDS: u32 = 100;
+
+        let mut rq = RunQueue::default();
+        rq.poll_spins = 1_000;
+        let rq = Arc::new(rq);
+        let round: Arc<Mutex<Vec<Arc<Proc>>>> = Arc::default();
+        let barrier = Arc::new(Barrier::new(SENDERS + 1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let schedulers: Vec<_> = (0..SCHEDULERS)
+            .map(|_| {
+                let (rq, stop) = (rq.clone(), stop.clone());
+                thread::spawn(move || loop {
+                    if !rq.run_one() {
+                        if stop.load(Ordering::Acquire) && !rq.run_one() {
+                            break;
+                        }
+                        thread::yield_now();
+                    }
+                })
+            })
+            .collect();
+        let senders: Vec<_> = (0..SENDERS as u32)
+            .map(|s| {
+                let (rq, round, barrier) = (rq.clone(), round.clone(), barrier.clone());
+                thread::spawn(move || {
+                    let mut x = 0x9e37_79b9_u32.wrapping_mul(s + 1);
+                    let mut next = move || {
+                        x ^= x << 13;
+                        x ^= x >> 17;
+                        x ^= x << 5;
+                        x
+                    };
+                    for _ in 0..ROUNDS {
+                        barrier.wait();
+                        let processes = round.lock().unwrap().clone();
+                        let kill_at = next() % SENDS;
+                        for n in 0..SENDS {
+                            let process = &processes[next() as usize % PROCESSES];
+                            if n == kill_at {
+                                rq.terminate(process);
+                            } else {
+                                rq.send(process);
+                            }
+                        }
+                        barrier.wait();
+                    }
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for r in 0..ROUNDS {
+            let processes: Vec<_> = (0..PROCESSES)
+                .map(|i| rq.spawn((i == 0).then_some(1 + r % 20)))
+                .collect();
+            all.extend(processes.iter().cloned());
+            *round.lock().unwrap() = processes;
+            barrier.wait();
+            barrier.wait();
+        }
+        for sender in senders {
+            sender.join().unwrap();
+        }
+        stop.store(true, Ordering::Release);
+        for scheduler in schedulers {
+            scheduler.join().unwrap();
+        }
+        rq.drain();
+        for process in &all {
+            process.assert_settled();
+        }
+        let seen = &rq.seen;
+        println!(
+            "requeued {}, exiting after a poll {}, dropped unpolled {}",
+            seen.requeued.load(Ordering::Relaxed),
+            seen.exiting_after_poll.load(Ordering::Relaxed),
+            seen.dropped_unpolled.load(Ordering::Relaxed),
+        );
+    }
+}
+
+/// Exhaustive checks under loom; see `crate::loom` for the command.
+#[cfg(all(test, loom))]
+mod loom_models {
+    use ::loom::sync::Arc;
+    use ::loom::thread;
+
+    use super::harness::RunQueue;
+
+    fn spawn_scoped(rq: &Arc<RunQueue>, f: impl FnOnce(&RunQueue) + Send + 'static) -> impl FnOnce() {
+        let rq = rq.clone();
+        let handle = thread::spawn(move || f(&rq));
+        move || handle.join().unwrap()
+    }
+
+    /// A message arrives while the process is being polled by one scheduler,
+    /// and a second scheduler is looking for work: the wake-up is never lost
+    /// (the process is requeued or its poll saw the message), it never puts
+    /// the process in the queue twice, and no two threads ever poll it at once.
+    #[test]
+    fn loom_a_wake_racing_with_the_end_of_a_poll_is_not_lost_nor_doubled() {
+        crate::loom::model("wake vs poll end, two schedulers", || {
+            let rq = Arc::new(RunQueue::default());
+            let process = rq.spawn(None);
+            let p = process.clone();
+            let sender = spawn_scoped(&rq, move |rq| rq.send(&p));
+            let scheduler = spawn_scoped(&rq, |rq| {
+                rq.run_one();
+            });
+            rq.run_one();
+            rq.run_one();
+            sender();
+            scheduler();
+            rq.drain();
+            process.assert_settled();
+        });
+    }
+
+    /// Two wake-ups race with each other and with the end of a poll: exactly
+    /// one party takes the `SCHEDULED` ticket for each run, none is lost.
+    #[test]
+    fn loom_two_wakes_racing_with_a_poll_queue_the_process_once() {
+        crate::loom::model("two wakes vs poll end", || {
+            let rq = Arc::new(RunQueue::default());
+            let process = rq.spawn(None);
+            let (p1, p2) = (process.clone(), process.clone());
+            let first = spawn_scoped(&rq, move |rq| rq.send(&p1));
+            let second = spawn_scoped(&rq, move |rq| rq.send(&p2));
+            rq.run_one();
+            rq.run_one();
+            first();
+            second();
+            rq.drain();
+            process.assert_settled();
+        });
+    }
+
+    /// Two exits race with a wake-up and with a poll: exactly one caller
+    /// performs the exit, and once a scheduler observes it the process is
+    /// dropped, never polled again.
+    #[test]
+    fn loom_an_exit_racing_with_a_wake_and_a_poll_happens_once_and_stops_the_polls() {
+        crate::loom::model("two exits vs wake vs poll", || {
+            let rq = Arc::new(RunQueue::default());
+            let process = rq.spawn(None);
+            let (p1, p2, p3) = (process.clone(), process.clone(), process.clone());
+            let killer = spawn_scoped(&rq, move |rq| rq.terminate(&p1));
+            let other_killer = spawn_scoped(&rq, move |rq| rq.terminate(&p2));
+            let sender = spawn_scoped(&rq, move |rq| rq.send(&p3));
+            rq.run_one();
+            rq.run_one();
+            killer();
+            other_killer();
+            sender();
+            rq.drain();
+            process.assert_settled();
+            assert_eq!(process.exits.load(std::sync::atomic::Ordering::Relaxed), 1);
+        });
+    }
+
+    /// A process returns `Ready` (and exits itself) while another process
+    /// kills it and a message wakes it: one exit, one drop.
+    #[test]
+    fn loom_a_process_finishing_while_it_is_killed_exits_once() {
+        crate::loom::model("self exit vs kill vs wake", || {
+            let rq = Arc::new(RunQueue::default());
+            let process = rq.spawn(Some(1));
+            let (p1, p2) = (process.clone(), process.clone());
+            let killer = spawn_scoped(&rq, move |rq| rq.terminate(&p1));
+            let sender = spawn_scoped(&rq, move |rq| rq.send(&p2));
+            rq.run_one();
+            killer();
+            sender();
+            rq.drain();
+            process.assert_settled();
+            assert_eq!(process.exits.load(std::sync::atomic::Ordering::Relaxed), 1);
+        });
     }
 }
