@@ -1,0 +1,101 @@
+//! The synchronization primitives of the concurrency-critical core, routed
+//! through one place so that the [loom] model checker can replace them.
+//!
+//! Normally these are `std`'s atomics, `parking_lot`'s mutex and a
+//! zero-cost [`cell::UnsafeCell`] wrapper. Built with `--cfg loom` for tests,
+//! they are loom's, and the `loom_models` tests explore every interleaving
+//! (and every weak-memory outcome loom models) of small scenarios:
+//!
+//! ```text
+//! RUSTFLAGS="--cfg loom" cargo test -p ember-runtime --lib --release \
+//!     --target-dir target/loom -- loom_models
+//! ```
+//!
+//! Each model prints how many interleavings it explored (`--nocapture` to
+//! see it). `LOOM_MAX_PREEMPTIONS=n` bounds the search if a model grows;
+//! `LOOM_LOG=1` and `LOOM_LOCATION=1` help debug a failure.
+//!
+//! Only the modules whose protocol we model use this facade: the process
+//! state byte (`process/state.rs`) and the mailbox (`mailbox.rs`). loom's
+//! types panic outside a model, so under `--cfg loom` run only the models.
+//!
+//! [loom]: https://docs.rs/loom
+
+#[cfg(not(all(test, loom)))]
+pub(crate) mod sync {
+    pub(crate) use parking_lot::Mutex;
+
+    pub(crate) mod atomic {
+        pub(crate) use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+    }
+}
+
+#[cfg(all(test, loom))]
+pub(crate) mod sync {
+    /// loom's mutex with `parking_lot`'s API (no poisoning).
+    #[derive(Debug, Default)]
+    pub(crate) struct Mutex<T>(::loom::sync::Mutex<T>);
+
+    impl<T> Mutex<T> {
+        pub(crate) fn new(value: T) -> Mutex<T> {
+            Mutex(::loom::sync::Mutex::new(value))
+        }
+
+        pub(crate) fn lock(&self) -> ::loom::sync::MutexGuard<'_, T> {
+            self.0.lock().expect("a model thread panicked")
+        }
+    }
+
+    pub(crate) mod atomic {
+        pub(crate) use ::loom::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+    }
+}
+
+pub(crate) mod cell {
+    /// An `UnsafeCell` with loom's closure-based API, so that loom can check
+    /// every access for a data race; without loom it compiles to a plain
+    /// `std::cell::UnsafeCell::get`.
+    #[cfg(not(all(test, loom)))]
+    #[derive(Debug, Default)]
+    pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+    #[cfg(not(all(test, loom)))]
+    impl<T> UnsafeCell<T> {
+        // Only the tests build cells by value so far.
+        #[cfg_attr(not(test), allow(dead_code))]
+        pub(crate) const fn new(value: T) -> UnsafeCell<T> {
+            UnsafeCell(std::cell::UnsafeCell::new(value))
+        }
+
+        /// Gives `f` a pointer for writing. Dereferencing it is up to the
+        /// caller's `unsafe` and its argument, as with `std`'s `get`.
+        #[inline(always)]
+        pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+            f(self.0.get())
+        }
+    }
+
+    #[cfg(all(test, loom))]
+    pub(crate) use ::loom::cell::UnsafeCell;
+}
+
+/// Runs a loom model and reports how much it explored.
+#[cfg(all(test, loom))]
+pub(crate) fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    let iterations = Arc::new(AtomicUsize::new(0));
+    let counter = iterations.clone();
+    let started = Instant::now();
+    ::loom::model::Builder::new().check(move || {
+        counter.fetch_add(1, Ordering::Relaxed);
+        f();
+    });
+    println!(
+        "loom: {name}: {} interleavings in {:.2?}",
+        iterations.load(Ordering::Relaxed),
+        started.elapsed()
+    );
+}
