@@ -3,17 +3,21 @@
 //!
 //! Normally these are `std`'s atomics, `parking_lot`'s mutex and a
 //! zero-cost [`cell::UnsafeCell`] wrapper. Built with `--cfg loom` for tests,
-//! they are loom's, and the `loom_models` tests explore every interleaving
-//! (and every weak-memory outcome loom models) of small scenarios:
+//! they are loom's, and the `loom_models` tests explore the interleavings of
+//! small scenarios (all of them, or all within a preemption bound) and the
+//! weak-memory outcomes loom models:
 //!
 //! ```text
-//! RUSTFLAGS="--cfg loom" cargo test -p ember-runtime --lib --release \
-//!     --target-dir target/loom -- loom_models
+//! RUSTFLAGS="--cfg loom -C debug-assertions" cargo test -p ember-runtime --lib \
+//!     --release --target-dir target/loom -- loom_models --test-threads=1
 //! ```
 //!
-//! Each model prints how many interleavings it explored (`--nocapture` to
-//! see it). `LOOM_MAX_PREEMPTIONS=n` bounds the search if a model grows;
-//! `LOOM_LOG=1` and `LOOM_LOCATION=1` help debug a failure.
+//! (`debug-assertions` keeps the state machine's own checks on in release;
+//! one test thread is faster, as loom's model threads contend for memory
+//! maps.) Each model prints how many interleavings it explored and under what
+//! preemption bound (see `model` below); `--nocapture` shows it.
+//! `LOOM_MAX_PREEMPTIONS=n` sets the bound of every model, `LOOM_LOG=1` and
+//! `LOOM_LOCATION=1` help debug a failure.
 //!
 //! Only the modules whose protocol we model use this facade: the process
 //! state byte (`process/state.rs`) and the mailbox (`mailbox.rs`). loom's
@@ -80,21 +84,34 @@ pub(crate) mod cell {
 }
 
 /// Runs a loom model and reports how much it explored.
+///
+/// `preemptions` bounds how many times a thread may be switched out against
+/// its will per interleaving (`None`: no bound, every interleaving). Most
+/// concurrency bugs need two or three; models that would take minutes
+/// exhaustively take a bound of four. `LOOM_MAX_PREEMPTIONS` overrides it.
 #[cfg(all(test, loom))]
-pub(crate) fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
+pub(crate) fn model(name: &str, preemptions: Option<usize>, f: impl Fn() + Sync + Send + 'static) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use std::time::Instant;
 
+    let mut builder = ::loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = preemptions;
+    }
     let iterations = Arc::new(AtomicUsize::new(0));
     let counter = iterations.clone();
     let started = Instant::now();
-    ::loom::model::Builder::new().check(move || {
+    builder.check(move || {
         counter.fetch_add(1, Ordering::Relaxed);
         f();
     });
+    let bound = match builder.preemption_bound {
+        Some(n) => format!("at most {n} preemptions"),
+        None => "exhaustive".to_owned(),
+    };
     println!(
-        "loom: {name}: {} interleavings in {:.2?}",
+        "loom: {name}: {} interleavings ({bound}) in {:.2?}",
         iterations.load(Ordering::Relaxed),
         started.elapsed()
     );

@@ -276,3 +276,171 @@ mod tests {
         );
     }
 }
+
+/// Model checks under loom; see `crate::loom` for the command and bounds.
+#[cfg(all(test, loom))]
+mod loom_models {
+    use ::loom::sync::Arc;
+    use ::loom::thread;
+
+    use super::*;
+    use crate::process::{State, TransitionToIdle, TransitionToScheduled};
+
+    /// Message `n` of sender `from`.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    struct Msg {
+        from: u8,
+        n: u8,
+    }
+
+    fn take(mailbox: &Mailbox, cursor: &mut Cursor, matches: impl Fn(Msg) -> bool) -> Option<Msg> {
+        // SAFETY: only the model's owner thread (or the holder of RUNNING)
+        // calls this; loom checks the accesses to `saved` for races.
+        unsafe {
+            mailbox.take_first(cursor, &mut |m| {
+                m.downcast_ref::<Msg>().is_some_and(|m| matches(*m))
+            })
+        }
+        .map(|m| m.downcast().unwrap())
+    }
+
+    /// Two senders push two messages each while the owner waits for
+    /// sender 1's messages with one receive (the same cursor across attempts,
+    /// as a parked `receive` keeps it), then takes everything left: no message
+    /// is lost or duplicated, each sender's messages come out in the order
+    /// sent, and the messages left behind come out in arrival order.
+    #[test]
+    fn two_senders_and_a_selective_receive_lose_nothing_and_keep_order() {
+        crate::loom::model("two senders vs selective receive", None, || {
+            let mailbox = Arc::new(Mailbox::default());
+            // Arrival order, recorded under a lock held across the push.
+            let arrivals = Arc::new(Mutex::new(Vec::new()));
+            let senders: Vec<_> = (0..2)
+                .map(|from| {
+                    let (mailbox, arrivals) = (mailbox.clone(), arrivals.clone());
+                    thread::spawn(move || {
+                        for n in 0..2 {
+                            let msg = Msg { from, n };
+                            let mut arrivals = arrivals.lock();
+                            mailbox.push(Envelope::new(msg));
+                            arrivals.push(msg);
+                        }
+                    })
+                })
+                .collect();
+            let mut got = Vec::new();
+            let mut cursor = Cursor::default();
+            for _ in 0..3 {
+                if let Some(msg) = take(&mailbox, &mut cursor, |m| m.from == 1) {
+                    got.push(msg);
+                    cursor = Cursor::default();
+                }
+            }
+            for sender in senders {
+                sender.join().unwrap();
+            }
+            assert_eq!(mailbox.len(), 4 - got.len());
+            let rest: Vec<Msg> =
+                std::iter::from_fn(|| take(&mailbox, &mut Cursor::default(), |_| true)).collect();
+            assert_eq!(mailbox.len(), 0);
+
+            let arrivals = arrivals.lock().clone();
+            let from_1: Vec<Msg> = arrivals.iter().copied().filter(|m| m.from == 1).collect();
+            assert_eq!(
+                got[..],
+                from_1[..got.len()],
+                "selective receive out of order"
+            );
+            let left: Vec<Msg> = arrivals
+                .iter()
+                .copied()
+                .filter(|m| !got.contains(m))
+                .collect();
+            assert_eq!(rest, left, "messages left behind lost their arrival order");
+        });
+    }
+
+    /// The owner's `saved` queue has no lock: a process parked by one
+    /// scheduler thread and woken onto another relies on the state byte's
+    /// transitions (and the run queue) to order the two polls. Here a sender
+    /// wakes the process twice while two schedulers take turns polling a
+    /// selective receive that first leaves a message in `saved`; loom checks
+    /// every access to `saved` for a data race, and nothing is lost.
+    #[test]
+    fn the_saved_queue_passes_between_scheduler_threads_without_a_race() {
+        struct Proc {
+            state: State,
+            mailbox: Mailbox,
+            /// The run queue: whether the process is in it.
+            queued: Mutex<bool>,
+            /// What the receive got, owned like `saved` by the RUNNING holder.
+            got: crate::loom::cell::UnsafeCell<Option<Msg>>,
+        }
+
+        // SAFETY: `got` is only touched by the RUNNING holder or after the
+        // other threads are joined, like the mailbox's `saved`.
+        unsafe impl Sync for Proc {}
+
+        impl Proc {
+            fn wake(&self) {
+                if let TransitionToScheduled::Queue = self.state.transition_to_scheduled() {
+                    let mut queued = self.queued.lock();
+                    assert!(!*queued);
+                    *queued = true;
+                }
+            }
+
+            /// One scheduler turn: pop, poll the receive once, file it.
+            fn run_one(&self) {
+                if !mem::take(&mut *self.queued.lock()) {
+                    return;
+                }
+                assert!(self.state.transition_to_running());
+                if let Some(msg) = take(&self.mailbox, &mut Cursor::default(), |m| m.from == 1) {
+                    self.got.with_mut(|got| {
+                        // SAFETY: this thread holds RUNNING.
+                        unsafe { *got = Some(msg) }
+                    });
+                }
+                match self.state.transition_to_idle() {
+                    TransitionToIdle::Idle => {}
+                    TransitionToIdle::Requeue => *self.queued.lock() = true,
+                    TransitionToIdle::Exiting => unreachable!(),
+                }
+            }
+        }
+
+        crate::loom::model("saved queue handed between schedulers", Some(4), || {
+            let process = Arc::new(Proc {
+                state: State::new_scheduled(),
+                mailbox: Mailbox::default(),
+                queued: Mutex::new(true),
+                got: crate::loom::cell::UnsafeCell::new(None),
+            });
+            let p = process.clone();
+            let sender = thread::spawn(move || {
+                for msg in [Msg { from: 0, n: 0 }, Msg { from: 1, n: 0 }] {
+                    p.mailbox.push(Envelope::new(msg));
+                    p.wake();
+                }
+            });
+            let p = process.clone();
+            let scheduler = thread::spawn(move || {
+                p.run_one();
+                p.run_one();
+            });
+            process.run_one();
+            process.run_one();
+            sender.join().unwrap();
+            scheduler.join().unwrap();
+            process.run_one();
+            let got = process.got.with_mut(|got| {
+                // SAFETY: every other thread is joined.
+                unsafe { *got }
+            });
+            assert_eq!(got, Some(Msg { from: 1, n: 0 }), "a wake-up was lost");
+            let rest = take(&process.mailbox, &mut Cursor::default(), |_| true);
+            assert_eq!(rest, Some(Msg { from: 0, n: 0 }));
+        });
+    }
+}

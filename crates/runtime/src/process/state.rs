@@ -21,10 +21,29 @@
 //! thread at a time: the `SCHEDULED` bit is the ticket for the queue, and only
 //! its holder can set `RUNNING`.
 //!
+//! # Ordering
+//!
+//! Every transition that writes is an acquire-release read-modify-write, so
+//! whatever one holder of `RUNNING` did happens-before the next poll, on
+//! whichever thread: this is what lets the mailbox's owner-only queue do
+//! without a lock. A wake-up that finds the process already `SCHEDULED` or
+//! `NOTIFIED` writes nothing and so orders nothing: the reason for a wake-up
+//! must be published through something the next poll synchronizes with by
+//! itself (the mailbox's lock, a channel), never through a relaxed flag.
+//!
+//! # Checking
+//!
+//! The tests run this protocol, on a model of a process and a run queue, on
+//! real threads (`stress`) and under the loom model checker (`loom_models`;
+//! the command is in `crate::loom`).
+//!
 //! # Safety
 //!
-//! This module contains no `unsafe`; the process's future sits behind a mutex
-//! that only the holder of `RUNNING` (or the runtime at shutdown) ever locks.
+//! Outside its tests this module contains no `unsafe`. What the protocol
+//! makes sound is elsewhere: the process's body (`process::Body`) and the
+//! mailbox's saved queue are cells that only the holder of `RUNNING` (or the
+//! runtime after its schedulers stopped) touches. The tests model the body
+//! as such a cell, so loom checks every access to it for a race.
 
 use crate::loom::sync::atomic::{AtomicU8, Ordering};
 
@@ -160,14 +179,16 @@ mod harness {
     #[cfg(not(loom))]
     use std::sync::Arc;
 
+    // The checking counters are `std`'s atomics even under loom: invisible
+    // to the model checker, they add no interleavings and no happens-before
+    // edges, so they cannot hide a missing one in `State`; loom runs one
+    // thread at a time, so they count exactly.
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+
     use super::{State, TransitionToIdle, TransitionToScheduled};
     use crate::loom::cell::UnsafeCell;
-    use crate::loom::sync::atomic::{AtomicUsize, Ordering::Relaxed};
     use crate::loom::sync::Mutex;
-
-    // The counters below are `Relaxed` read-modify-writes: they always see the
-    // latest value but order nothing, so they cannot hide a missing
-    // happens-before edge in `State`.
 
     pub(super) struct Proc {
         state: State,
@@ -183,7 +204,7 @@ mod harness {
         /// Threads inside the body (polling or dropping it) right now.
         inside: AtomicUsize,
         /// Callers that won `begin_exit`.
-        pub(super) exits: AtomicUsize,
+        exits: AtomicUsize,
         /// Times the body was dropped.
         drops: AtomicUsize,
     }
@@ -203,6 +224,7 @@ mod harness {
     /// What happened, for the stress test's report.
     #[derive(Default)]
     pub(super) struct Seen {
+        pub(super) polls: AtomicUsize,
         pub(super) requeued: AtomicUsize,
         pub(super) exiting_after_poll: AtomicUsize,
         pub(super) dropped_unpolled: AtomicUsize,
@@ -259,7 +281,7 @@ mod harness {
         /// `signal::terminate`.
         pub(super) fn terminate(&self, process: &Arc<Proc>) {
             if process.state.begin_exit() {
-                process.exits.fetch_add(1, Relaxed);
+                process.exits.fetch_add(1, Release);
                 self.wake(process);
             }
         }
@@ -270,25 +292,34 @@ mod harness {
             let Some(process) = self.queue.lock().pop_front() else {
                 return false;
             };
+            let exited = process.has_exited();
             let running = process.state.transition_to_running();
+            assert!(!(running && exited), "polled after its exit");
             assert_eq!(process.tickets.fetch_sub(1, Relaxed), 1);
             if !running {
                 self.seen.dropped_unpolled.fetch_add(1, Relaxed);
                 process.drop_body();
-            } else if process.poll(self.poll_spins) {
+                return true;
+            }
+            self.seen.polls.fetch_add(1, Relaxed);
+            if process.poll(self.poll_spins) {
                 process.drop_body();
                 self.terminate(&process);
-            } else {
-                match process.state.transition_to_idle() {
-                    TransitionToIdle::Idle => {}
-                    TransitionToIdle::Requeue => {
-                        self.seen.requeued.fetch_add(1, Relaxed);
-                        self.push(process);
-                    }
-                    TransitionToIdle::Exiting => {
-                        self.seen.exiting_after_poll.fetch_add(1, Relaxed);
-                        process.drop_body();
-                    }
+                return true;
+            }
+            let exited = process.has_exited();
+            match process.state.transition_to_idle() {
+                TransitionToIdle::Idle | TransitionToIdle::Requeue if exited => {
+                    panic!("parked or requeued after its exit")
+                }
+                TransitionToIdle::Idle => {}
+                TransitionToIdle::Requeue => {
+                    self.seen.requeued.fetch_add(1, Relaxed);
+                    self.push(process);
+                }
+                TransitionToIdle::Exiting => {
+                    self.seen.exiting_after_poll.fetch_add(1, Relaxed);
+                    process.drop_body();
                 }
             }
             true
@@ -331,6 +362,17 @@ mod harness {
             self.leave();
         }
 
+        /// How many callers won `begin_exit`.
+        pub(super) fn exits(&self) -> usize {
+            self.exits.load(Acquire)
+        }
+
+        /// Whether some caller won `begin_exit` (and so the state byte had
+        /// `EXITING` before this returned true).
+        fn has_exited(&self) -> bool {
+            self.exits.load(Acquire) > 0
+        }
+
         fn enter(&self) {
             let before = self.inside.fetch_add(1, Relaxed);
             assert_eq!(before, 0, "two threads are inside one process");
@@ -345,7 +387,7 @@ mod harness {
         /// dropped exactly once; otherwise it is parked and has seen every
         /// message sent to it (no wake-up was lost).
         pub(super) fn assert_settled(&self) {
-            let exits = self.exits.load(Relaxed);
+            let exits = self.exits();
             assert!(exits <= 1, "{exits} callers performed the exit");
             assert_eq!(self.state.is_exiting(), exits == 1);
             assert_eq!(self.tickets.load(Relaxed), 0);
@@ -386,6 +428,7 @@ mod stress {
         const SCHEDULERS: usize = 3;
         const SENDERS: usize = 3;
         const SENDS: u32 = 100;
+        const SPINS: usize = 300;
 
         let mut rq = RunQueue::default();
         rq.poll_spins = 1_000;
@@ -423,6 +466,9 @@ mod stress {
                         let kill_at = next() % SENDS;
                         for n in 0..SENDS {
                             let process = &processes[next() as usize % PROCESSES];
+                            for _ in 0..SPINS {
+                                std::hint::spin_loop();
+                            }
                             if n == kill_at {
                                 rq.terminate(process);
                             } else {
@@ -457,7 +503,8 @@ mod stress {
         }
         let seen = &rq.seen;
         println!(
-            "requeued {}, exiting after a poll {}, dropped unpolled {}",
+            "polls {}, requeued {}, exiting after a poll {}, dropped unpolled {}",
+            seen.polls.load(Ordering::Relaxed),
             seen.requeued.load(Ordering::Relaxed),
             seen.exiting_after_poll.load(Ordering::Relaxed),
             seen.dropped_unpolled.load(Ordering::Relaxed),
@@ -465,7 +512,7 @@ mod stress {
     }
 }
 
-/// Exhaustive checks under loom; see `crate::loom` for the command.
+/// Model checks under loom; see `crate::loom` for the command and bounds.
 #[cfg(all(test, loom))]
 mod loom_models {
     use ::loom::sync::Arc;
@@ -473,7 +520,8 @@ mod loom_models {
 
     use super::harness::RunQueue;
 
-    fn spawn_scoped(rq: &Arc<RunQueue>, f: impl FnOnce(&RunQueue) + Send + 'static) -> impl FnOnce() {
+    /// Runs `f` on a new model thread; call the result to join it.
+    fn start(rq: &Arc<RunQueue>, f: impl FnOnce(&RunQueue) + Send + 'static) -> impl FnOnce() {
         let rq = rq.clone();
         let handle = thread::spawn(move || f(&rq));
         move || handle.join().unwrap()
@@ -484,13 +532,13 @@ mod loom_models {
     /// (the process is requeued or its poll saw the message), it never puts
     /// the process in the queue twice, and no two threads ever poll it at once.
     #[test]
-    fn loom_a_wake_racing_with_the_end_of_a_poll_is_not_lost_nor_doubled() {
-        crate::loom::model("wake vs poll end, two schedulers", || {
+    fn a_wake_racing_with_the_end_of_a_poll_is_not_lost_nor_doubled() {
+        crate::loom::model("wake vs poll end, two schedulers", None, || {
             let rq = Arc::new(RunQueue::default());
             let process = rq.spawn(None);
             let p = process.clone();
-            let sender = spawn_scoped(&rq, move |rq| rq.send(&p));
-            let scheduler = spawn_scoped(&rq, |rq| {
+            let sender = start(&rq, move |rq| rq.send(&p));
+            let scheduler = start(&rq, |rq| {
                 rq.run_one();
             });
             rq.run_one();
@@ -505,13 +553,13 @@ mod loom_models {
     /// Two wake-ups race with each other and with the end of a poll: exactly
     /// one party takes the `SCHEDULED` ticket for each run, none is lost.
     #[test]
-    fn loom_two_wakes_racing_with_a_poll_queue_the_process_once() {
-        crate::loom::model("two wakes vs poll end", || {
+    fn two_wakes_racing_with_a_poll_queue_the_process_once() {
+        crate::loom::model("two wakes vs poll end", Some(4), || {
             let rq = Arc::new(RunQueue::default());
             let process = rq.spawn(None);
             let (p1, p2) = (process.clone(), process.clone());
-            let first = spawn_scoped(&rq, move |rq| rq.send(&p1));
-            let second = spawn_scoped(&rq, move |rq| rq.send(&p2));
+            let first = start(&rq, move |rq| rq.send(&p1));
+            let second = start(&rq, move |rq| rq.send(&p2));
             rq.run_one();
             rq.run_one();
             first();
@@ -521,45 +569,64 @@ mod loom_models {
         });
     }
 
-    /// Two exits race with a wake-up and with a poll: exactly one caller
-    /// performs the exit, and once a scheduler observes it the process is
-    /// dropped, never polled again.
+    /// Two exits (each with its wake-up) race with each other and with the
+    /// end of a poll: exactly one caller performs the exit, and once it has
+    /// the process is dropped, never polled, parked or requeued again.
     #[test]
-    fn loom_an_exit_racing_with_a_wake_and_a_poll_happens_once_and_stops_the_polls() {
-        crate::loom::model("two exits vs wake vs poll", || {
+    fn two_exits_racing_with_a_poll_happen_once_and_stop_the_polls() {
+        crate::loom::model("two exits vs poll end", Some(4), || {
             let rq = Arc::new(RunQueue::default());
             let process = rq.spawn(None);
-            let (p1, p2, p3) = (process.clone(), process.clone(), process.clone());
-            let killer = spawn_scoped(&rq, move |rq| rq.terminate(&p1));
-            let other_killer = spawn_scoped(&rq, move |rq| rq.terminate(&p2));
-            let sender = spawn_scoped(&rq, move |rq| rq.send(&p3));
+            let (p1, p2) = (process.clone(), process.clone());
+            let killer = start(&rq, move |rq| rq.terminate(&p1));
+            let other_killer = start(&rq, move |rq| rq.terminate(&p2));
             rq.run_one();
             rq.run_one();
             killer();
             other_killer();
+            rq.drain();
+            process.assert_settled();
+            assert_eq!(process.exits(), 1);
+        });
+    }
+
+    /// An exit races with a message's wake-up and with the end of a poll:
+    /// whoever takes the ticket, the process is dropped once and not polled
+    /// after the exit.
+    #[test]
+    fn an_exit_racing_with_a_wake_and_a_poll_stops_the_polls() {
+        crate::loom::model("exit vs wake vs poll end", Some(4), || {
+            let rq = Arc::new(RunQueue::default());
+            let process = rq.spawn(None);
+            let (p1, p2) = (process.clone(), process.clone());
+            let killer = start(&rq, move |rq| rq.terminate(&p1));
+            let sender = start(&rq, move |rq| rq.send(&p2));
+            rq.run_one();
+            rq.run_one();
+            killer();
             sender();
             rq.drain();
             process.assert_settled();
-            assert_eq!(process.exits.load(std::sync::atomic::Ordering::Relaxed), 1);
+            assert_eq!(process.exits(), 1);
         });
     }
 
     /// A process returns `Ready` (and exits itself) while another process
     /// kills it and a message wakes it: one exit, one drop.
     #[test]
-    fn loom_a_process_finishing_while_it_is_killed_exits_once() {
-        crate::loom::model("self exit vs kill vs wake", || {
+    fn a_process_finishing_while_it_is_killed_exits_once() {
+        crate::loom::model("self exit vs kill vs wake", Some(4), || {
             let rq = Arc::new(RunQueue::default());
             let process = rq.spawn(Some(1));
             let (p1, p2) = (process.clone(), process.clone());
-            let killer = spawn_scoped(&rq, move |rq| rq.terminate(&p1));
-            let sender = spawn_scoped(&rq, move |rq| rq.send(&p2));
+            let killer = start(&rq, move |rq| rq.terminate(&p1));
+            let sender = start(&rq, move |rq| rq.send(&p2));
             rq.run_one();
             killer();
             sender();
             rq.drain();
             process.assert_settled();
-            assert_eq!(process.exits.load(std::sync::atomic::Ordering::Relaxed), 1);
+            assert_eq!(process.exits(), 1);
         });
     }
 }
