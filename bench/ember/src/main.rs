@@ -16,11 +16,14 @@ static ALLOC: CountingAlloc = CountingAlloc;
 mod otp;
 mod responsiveness;
 
+/// A scenario's body, run as the coordinator process.
+type ProcessBody = fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Metric>> + Send>>;
+
 /// A scenario.
 #[derive(Clone, Copy)]
 enum Scenario {
     /// Runs on a coordinator process of a default runtime.
-    Process(fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Metric>> + Send>>),
+    Process(ProcessBody),
     /// Runs on the main thread and builds the runtimes it needs.
     Main(fn() -> Vec<Metric>),
 }
@@ -34,11 +37,17 @@ pub(crate) struct Metric {
 
 const SCENARIOS: &[(&str, Scenario)] = &[
     ("spawn", Scenario::Process(|| Box::pin(spawn_scenario()))),
-    ("pingpong", Scenario::Process(|| Box::pin(pingpong_scenario()))),
+    (
+        "pingpong",
+        Scenario::Process(|| Box::pin(pingpong_scenario())),
+    ),
     ("ring", Scenario::Process(|| Box::pin(ring_scenario()))),
     ("fanin", Scenario::Process(|| Box::pin(fanin_scenario()))),
     ("timers", Scenario::Process(|| Box::pin(timers_scenario()))),
-    ("responsiveness", Scenario::Main(responsiveness::responsiveness)),
+    (
+        "responsiveness",
+        Scenario::Main(responsiveness::responsiveness),
+    ),
     ("genserver_call", Scenario::Process(otp::genserver_call)),
     ("supervisor_restart", Scenario::Process(otp::restarts)),
 ];

@@ -83,7 +83,9 @@ fn start_busy(stop: Arc<AtomicBool>) {
         let mut x: u64 = 1;
         while !stop.load(Ordering::Relaxed) {
             for _ in 0..100 {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
             }
             ember::yield_point().await;
         }
@@ -99,12 +101,15 @@ fn factorial(n: u32) -> BigUint {
     acc
 }
 
+/// Latencies of the 2000! probes and of the ping probes, and probes lost.
+type ProbeResults = (Vec<Duration>, Vec<Duration>, usize);
+
 /// One probe's reply: (is the 2000! probe, latency).
 struct ProbeReply(bool, Duration);
 
 /// Spawns both probes every 10 ms for `window`, then collects the replies.
 /// Returns (fact latencies, ping latencies, lost probes).
-async fn probe(window: Duration) -> (Vec<Duration>, Vec<Duration>, usize) {
+async fn probe(window: Duration) -> ProbeResults {
     let me = self_pid();
     let start = Instant::now();
     let mut sent = 0usize;
@@ -124,7 +129,10 @@ async fn probe(window: Duration) -> (Vec<Duration>, Vec<Duration>, usize) {
     }
     let (mut fact, mut ping) = (Vec::new(), Vec::new());
     while fact.len() + ping.len() < sent {
-        match receive::<ProbeReply>().timeout(Duration::from_secs(10)).await {
+        match receive::<ProbeReply>()
+            .timeout(Duration::from_secs(10))
+            .await
+        {
             Some(ProbeReply(true, d)) => fact.push(d),
             Some(ProbeReply(false, d)) => ping.push(d),
             None => break,
@@ -142,16 +150,28 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1].as_secs_f64() * 1e3
 }
 
-fn latency_metrics(prefix: &str, cores: usize, mut fact: Vec<Duration>, mut ping: Vec<Duration>) -> Vec<Metric> {
+fn latency_metrics(
+    prefix: &str,
+    cores: usize,
+    mut fact: Vec<Duration>,
+    mut ping: Vec<Duration>,
+) -> Vec<Metric> {
     let mut out = Vec::new();
     for (probe, samples) in [("fact", &mut fact), ("ping", &mut ping)] {
         samples.sort();
         for (stat, value) in [
             ("p50", percentile(samples, 50.0)),
             ("p99", percentile(samples, 99.0)),
-            ("max", samples.last().map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)),
+            (
+                "max",
+                samples.last().map_or(f64::NAN, |d| d.as_secs_f64() * 1e3),
+            ),
         ] {
-            out.push(metric(format!("responsiveness_{prefix}_{probe}_{stat}_{cores}core"), value, "ms"));
+            out.push(metric(
+                format!("responsiveness_{prefix}_{probe}_{stat}_{cores}core"),
+                value,
+                "ms",
+            ));
         }
     }
     out
@@ -160,7 +180,11 @@ fn latency_metrics(prefix: &str, cores: usize, mut fact: Vec<Duration>, mut ping
 fn runtime(cores: usize, watchdog: bool) -> Runtime {
     let mut preemption = Preemption::default();
     preemption.enabled = watchdog;
-    match Runtime::builder().schedulers(cores).preemption(preemption).build() {
+    match Runtime::builder()
+        .schedulers(cores)
+        .preemption(preemption)
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => panic!("ember-bench: cannot start a runtime: {e}"),
     }
@@ -174,7 +198,7 @@ fn loaded_run(
     watchdog: bool,
     probes: bool,
     window: Duration,
-) -> (f64, Option<(Vec<Duration>, Vec<Duration>, usize)>) {
+) -> (f64, Option<ProbeResults>) {
     let rt = runtime(cores, watchdog);
     let stop = Arc::new(AtomicBool::new(false));
     let ops = Arc::new(AtomicU64::new(0));
@@ -219,22 +243,51 @@ pub(crate) fn responsiveness() -> Vec<Metric> {
         });
         if let Ok((fact, ping, lost)) = rx.recv_timeout(window + Duration::from_secs(60)) {
             out.extend(latency_metrics("unloaded", cores, fact, ping));
-            out.push(metric(format!("responsiveness_unloaded_lost_{cores}core"), lost as f64, "probes"));
+            out.push(metric(
+                format!("responsiveness_unloaded_lost_{cores}core"),
+                lost as f64,
+                "probes",
+            ));
         }
         drop(rt);
         for load in [Load::Bignum, Load::Spin] {
             let name = load.name();
             let (rate, results) = loaded_run(cores, load, true, true, window);
             if let Some((fact, ping, lost)) = results {
-                out.extend(latency_metrics(&format!("loaded_{name}"), cores, fact, ping));
-                out.push(metric(format!("responsiveness_loaded_{name}_lost_{cores}core"), lost as f64, "probes"));
+                out.extend(latency_metrics(
+                    &format!("loaded_{name}"),
+                    cores,
+                    fact,
+                    ping,
+                ));
+                out.push(metric(
+                    format!("responsiveness_loaded_{name}_lost_{cores}core"),
+                    lost as f64,
+                    "probes",
+                ));
             }
-            let unit = if load == Load::Bignum { "mults/s" } else { "ops/s" };
-            out.push(metric(format!("responsiveness_hog_{name}_probed_{cores}core"), rate, unit));
+            let unit = if load == Load::Bignum {
+                "mults/s"
+            } else {
+                "ops/s"
+            };
+            out.push(metric(
+                format!("responsiveness_hog_{name}_probed_{cores}core"),
+                rate,
+                unit,
+            ));
             let (solo, _) = loaded_run(cores, load, true, false, window);
-            out.push(metric(format!("responsiveness_hog_{name}_solo_{cores}core"), solo, unit));
+            out.push(metric(
+                format!("responsiveness_hog_{name}_solo_{cores}core"),
+                solo,
+                unit,
+            ));
             let (bare, _) = loaded_run(cores, load, false, false, window);
-            out.push(metric(format!("responsiveness_hog_{name}_nowatchdog_{cores}core"), bare, unit));
+            out.push(metric(
+                format!("responsiveness_hog_{name}_nowatchdog_{cores}core"),
+                bare,
+                unit,
+            ));
         }
     }
     out

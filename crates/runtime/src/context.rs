@@ -17,6 +17,8 @@ thread_local! {
     static RUNTIME: RefCell<Option<Arc<Shared>>> = const { RefCell::new(None) };
     /// The slot index this thread serves, if it is a scheduler thread.
     static SLOT: Cell<Option<usize>> = const { Cell::new(None) };
+    /// The id of the worker running on this thread.
+    static WORKER: Cell<usize> = const { Cell::new(usize::MAX) };
     /// The process being polled on this thread.
     static CURRENT: RefCell<Option<Arc<Process>>> = const { RefCell::new(None) };
     /// Reductions left in the current slice.
@@ -31,9 +33,15 @@ thread_local! {
 /// work asked it to cut its slice short.
 const PREEMPT_CHECK_INTERVAL: u32 = 32;
 
-/// Marks this thread as a worker of `rt`.
-pub(crate) fn enter_runtime(rt: Arc<Shared>) {
+/// Marks this thread as worker `worker` of `rt`.
+pub(crate) fn enter_runtime(rt: Arc<Shared>, worker: usize) {
     RUNTIME.with(|r| *r.borrow_mut() = Some(rt));
+    WORKER.with(|w| w.set(worker));
+}
+
+/// The id of the worker running on this thread (`usize::MAX` if none).
+pub(crate) fn current_worker() -> usize {
+    WORKER.with(Cell::get)
 }
 
 /// Clears the worker marks (thread exit).
@@ -120,7 +128,9 @@ pub(crate) fn should_yield() -> bool {
     let check = left % PREEMPT_CHECK_INTERVAL == 0;
     if !exhausted && check {
         // Heavy work between reductions: the slice is also bounded in time.
-        exhausted = SLICE.with(Cell::get).is_some_and(|(start, slice)| start.elapsed() >= slice);
+        exhausted = SLICE
+            .with(Cell::get)
+            .is_some_and(|(start, slice)| start.elapsed() >= slice);
     }
     let preempted = !exhausted && check && preempt_requested();
     if exhausted || preempted {

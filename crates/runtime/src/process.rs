@@ -8,9 +8,9 @@ mod state;
 pub(crate) use state::{State, TransitionToIdle, TransitionToScheduled};
 
 use std::borrow::Cow;
+use std::cell::UnsafeCell;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::cell::UnsafeCell;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -24,6 +24,7 @@ use crate::mailbox::Mailbox;
 use crate::pid::{MonitorRef, Pid};
 use crate::reason::ExitReason;
 use crate::runtime::Shared;
+use crate::timer::TimerKey;
 
 /// The boxed body of a process.
 pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ExitReason> + Send + 'static>>;
@@ -138,6 +139,11 @@ pub(crate) struct Relations {
     pub(crate) monitored_by: HashMap<MonitorRef, Pid>,
     /// The registered name, if any.
     pub(crate) name: Option<Arc<str>>,
+    /// Timers armed with this process as their target (`send_after`), some
+    /// perhaps already fired; cancelled when it exits.
+    pub(crate) timers: Vec<TimerKey>,
+    /// `timers` length at which fired timers are pruned from it.
+    pub(crate) timers_prune_at: usize,
 }
 
 /// A process control block.
@@ -258,6 +264,17 @@ impl Process {
     /// A repeat offender (retaken twice): it runs on background workers only.
     pub(crate) fn is_offender(&self) -> bool {
         self.offenses() >= 2
+    }
+
+    /// Runs `f` on the relations record unless the process is exiting (then
+    /// `None`): what a process adds to itself must not outlive its exit.
+    pub(crate) fn with_live_relations<R>(&self, f: impl FnOnce(&mut Relations) -> R) -> Option<R> {
+        let mut guard = self.relations.lock();
+        // Checked under the lock: `terminate` sets EXITING before taking it.
+        if self.is_exiting() {
+            return None;
+        }
+        Some(f(guard.get_or_insert_with(Box::default)))
     }
 
     /// Runs `f` on the relations record, allocating it on first use.

@@ -322,12 +322,14 @@ pub(crate) fn enqueue_new(process: Arc<Process>) {
 /// if `as_next`), otherwise to the injector.
 fn enqueue(rt: &Shared, process: Arc<Process>, as_next: bool) {
     let sched = &rt.sched;
+    // Local only if this thread still owns the slot: a worker whose slot was
+    // handed off while it polls must not fill the slot's `next` unseen.
     match context::current_slot(rt).map(|i| &sched.slots[i]) {
-        Some(slot) if slot.is_online() => {
-            if as_next
-                && process.priority() == crate::Priority::Normal
-                && !process.is_offender()
-            {
+        Some(slot)
+            if slot.is_online()
+                && slot.owner.load(Ordering::Acquire) == context::current_worker() =>
+        {
+            if as_next && process.priority() == crate::Priority::Normal && !process.is_offender() {
                 if let Some(displaced) = slot.swap_next(process) {
                     sched.push_local(slot, displaced, Class::Woken);
                 }

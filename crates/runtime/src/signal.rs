@@ -66,14 +66,44 @@ impl std::fmt::Display for LinkError {
 impl std::error::Error for LinkError {}
 
 /// Terminates `process` with `reason`: from now on it is dead for everyone.
-/// Idempotent; only the first call has an effect.
+/// Idempotent; only the first call has an effect. Exit signals cascading
+/// through links are handled with a work list, not recursion, so a chain of
+/// any length cannot overflow the stack.
 pub(crate) fn terminate(process: &Arc<Process>, reason: ExitReason) {
+    let inside_a_poll = process.status() == crate::process::Status::Running;
+    terminate_all(process, reason, inside_a_poll);
+}
+
+/// Terminates a process whose body just finished (returned or panicked) on
+/// this thread: its poll is over, whatever its state bits still say.
+pub(crate) fn terminate_finished(process: &Arc<Process>, reason: ExitReason) {
+    terminate_all(process, reason, false);
+}
+
+fn terminate_all(process: &Arc<Process>, reason: ExitReason, inside_a_poll: bool) {
+    let mut pending = Vec::new();
+    terminate_one(process, reason, inside_a_poll, &mut pending);
+    while let Some((process, reason)) = pending.pop() {
+        let inside_a_poll = process.status() == crate::process::Status::Running;
+        terminate_one(&process, reason, inside_a_poll, &mut pending);
+    }
+}
+
+/// One termination; processes its links kill are pushed on `pending`.
+/// `inside_a_poll` (read before `EXITING` is set, which changes what the
+/// status reports) keeps a process killed mid-poll visible as "kill pending".
+fn terminate_one(
+    process: &Arc<Process>,
+    reason: ExitReason,
+    inside_a_poll: bool,
+    pending: &mut Vec<(Arc<Process>, ExitReason)>,
+) {
     if !process.begin_exit() {
         return;
     }
     let rt = &process.rt;
     rt.table.remove(&process.pid.key());
-    if process.status() == crate::process::Status::Running {
+    if inside_a_poll {
         // Killed inside a poll: keep it visible to introspection ("kill
         // pending") until its body is dropped when the poll returns.
         rt.zombies.insert(process.pid.key(), process.clone());
@@ -83,27 +113,41 @@ pub(crate) fn terminate(process: &Arc<Process>, reason: ExitReason) {
         if let Some(name) = &relations.name {
             rt.names.remove_if(name, |_, owner| *owner == process.pid);
         }
+        rt.timers.cancel_all(&relations.timers);
         for (monitor, target) in relations.monitoring {
             if let Some(target) = rt.lookup(target) {
                 target.with_relations(|r| r.monitored_by.remove(&monitor));
             }
         }
         for (monitor, watcher) in relations.monitored_by {
-            if let Some(watcher) = rt.lookup(watcher) {
-                watcher.with_relations(|r| r.monitoring.remove(&monitor));
-                deliver(
-                    &watcher,
-                    Envelope::new(Down {
+            let Some(watcher) = rt.lookup(watcher) else {
+                continue;
+            };
+            // Only a monitor the watcher still holds fires: if `demonitor`
+            // removed it first, it answered true and no `Down` follows. The
+            // `Down` is queued under the watcher's lock, so a `demonitor`
+            // that finds the monitor gone also finds the `Down` to flush.
+            let fired = watcher.with_relations(|r| {
+                let held = r.monitoring.remove(&monitor).is_some();
+                if held {
+                    watcher.mailbox.push(Envelope::new(Down {
                         monitor,
                         pid: process.pid,
                         reason: reason.clone(),
-                    }),
-                );
+                    }));
+                }
+                held
+            });
+            if fired {
+                scheduler::wake(&watcher);
             }
         }
         for linked in relations.links {
             if let Some(linked) = rt.lookup(linked) {
-                receive_exit_signal(&linked, process.pid, reason.clone(), true);
+                if let Some(death) = exit_signal_outcome(&linked, process.pid, reason.clone(), true)
+                {
+                    pending.push((linked, death));
+                }
             }
         }
     }
@@ -122,23 +166,35 @@ pub(crate) fn deliver(to: &Arc<Process>, message: Envelope) {
 /// Handles an exit signal arriving at `to`. `linked` tells a link's signal
 /// (from a terminating process) from one sent by [`exit`].
 pub(crate) fn receive_exit_signal(to: &Arc<Process>, from: Pid, reason: ExitReason, linked: bool) {
+    if let Some(death) = exit_signal_outcome(to, from, reason, linked) {
+        terminate(to, death);
+    }
+}
+
+/// Applies an exit signal's non-fatal effects (a trapped [`Exit`] message)
+/// and returns the reason `to` must die with, if it must.
+fn exit_signal_outcome(
+    to: &Arc<Process>,
+    from: Pid,
+    reason: ExitReason,
+    linked: bool,
+) -> Option<ExitReason> {
     if to.is_exiting() {
-        return;
+        return None;
     }
     if linked && !to.with_relations(|r| r.links.remove(&from)) {
         // Unlinked meanwhile: an unlink guarantees no signal from that link.
-        return;
+        return None;
     }
     if reason == ExitReason::Kill && !linked {
-        terminate(to, ExitReason::Killed);
+        Some(ExitReason::Killed)
     } else if to.trap_exit() {
         deliver(to, Envelope::new(Exit { from, reason }));
+        None
     } else if reason.is_normal() {
-        if !linked && from == to.pid {
-            terminate(to, ExitReason::Normal);
-        }
+        (!linked && from == to.pid).then_some(ExitReason::Normal)
     } else {
-        terminate(to, reason);
+        Some(reason)
     }
 }
 
@@ -176,7 +232,10 @@ pub fn link(pid: Pid) -> Result<(), LinkError> {
         if pid == me.pid {
             return Ok(());
         }
-        me.with_relations(|r| r.links.insert(pid));
+        if me.with_live_relations(|r| r.links.insert(pid)).is_none() {
+            // Terminated while running: it is dead, it links to nothing.
+            return Err(LinkError::NoProc(me.pid));
+        }
         let linked = me
             .rt
             .lookup(pid)
@@ -227,7 +286,13 @@ pub fn unlink(pid: Pid) {
 pub fn monitor(pid: Pid) -> MonitorRef {
     context::with_current("monitor", |me| {
         let monitor = MonitorRef(me.rt.make_ref());
-        me.with_relations(|r| r.monitoring.insert(monitor, pid));
+        if me
+            .with_live_relations(|r| r.monitoring.insert(monitor, pid))
+            .is_none()
+        {
+            // Terminated while running: it monitors nothing more.
+            return monitor;
+        }
         let attached = me
             .rt
             .lookup(pid)
@@ -263,13 +328,13 @@ pub fn monitor(pid: Pid) -> MonitorRef {
 /// `demonitor(r, true)` no `Down` for `r` is ever received.
 pub fn demonitor(monitor: MonitorRef, flush: bool) -> bool {
     context::with_current("demonitor", |me| {
+        // Whoever removes the monitor from the watcher's side owns it: if
+        // we do, no `Down` will come (the target's exit checks this side).
         let target = me.with_relations(|r| r.monitoring.remove(&monitor));
-        let was_active = match target.and_then(|pid| me.rt.lookup(pid)) {
-            Some(target) => target
-                .with_relations(|r| r.monitored_by.remove(&monitor))
-                .is_some(),
-            None => false,
-        };
+        let was_active = target.is_some();
+        if let Some(target) = target.and_then(|pid| me.rt.lookup(pid)) {
+            target.with_relations(|r| r.monitored_by.remove(&monitor));
+        }
         if flush {
             // SAFETY: `me` is the current process, so this thread has exclusive
             // use of it (mailbox module docs, "Safety").

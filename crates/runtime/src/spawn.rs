@@ -163,29 +163,53 @@ impl Shared {
             options.priority,
             options.trap_exit,
         ));
-        if let Some(name) = options.name {
-            self.claim_name(name, &process)
-                .map_err(SpawnError::Register)?;
-        }
-        let mut monitor = None;
+        let monitor = options.monitor.then(|| MonitorRef(self.make_ref()));
         if let Some(parent) = parent {
-            if options.link {
-                parent.with_relations(|r| r.links.insert(pid));
-                process.with_relations(|r| r.links.insert(parent.pid));
+            // A parent killed while running spawns nothing: it is dead. The
+            // pid it gets back names a process that never ran.
+            let attached = parent.with_live_relations(|r| {
+                if options.link {
+                    r.links.insert(pid);
+                }
+                if let Some(reference) = monitor {
+                    r.monitoring.insert(reference, pid);
+                }
+            });
+            if attached.is_none() {
+                crate::scheduler::drop_contained(process);
+                return Ok(Spawned { pid, monitor });
             }
-            if options.monitor {
-                let reference = MonitorRef(self.make_ref());
-                parent.with_relations(|r| r.monitoring.insert(reference, pid));
-                process.with_relations(|r| r.monitored_by.insert(reference, parent.pid));
-                monitor = Some(reference);
+            process.with_relations(|r| {
+                if options.link {
+                    r.links.insert(parent.pid);
+                }
+                if let Some(reference) = monitor {
+                    r.monitored_by.insert(reference, parent.pid);
+                }
+            });
+        }
+        // In the table before its name is: a name never names a process
+        // that a send cannot reach.
+        self.table.insert(pid.key(), process.clone());
+        if let Some(name) = options.name {
+            if let Err(e) = self.claim_name(name, &process) {
+                self.table.remove(&pid.key());
+                if let Some(parent) = parent {
+                    parent.with_relations(|r| {
+                        r.links.remove(&pid);
+                        if let Some(reference) = monitor {
+                            r.monitoring.remove(&reference);
+                        }
+                    });
+                }
+                return Err(SpawnError::Register(e));
             }
         }
-        self.table.insert(pid.key(), process.clone());
         scheduler::enqueue_new(process);
         Ok(Spawned { pid, monitor })
     }
 
-    /// Registers a name for a process that is not in the table yet.
+    /// Registers a name for a process that has not run yet.
     fn claim_name(&self, name: Arc<str>, process: &Process) -> Result<(), RegisterError> {
         use dashmap::mapref::entry::Entry;
         match self.names.entry(name.clone()) {

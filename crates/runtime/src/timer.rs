@@ -100,8 +100,36 @@ impl Timers {
         })
     }
 
+    /// Time left until `deadline`, in whole milliseconds rounded down, so it
+    /// never exceeds the timeout the timer was armed with.
     fn remaining(&self, deadline: u64) -> Duration {
-        Duration::from_millis(deadline.saturating_sub(self.now_ms()))
+        let left = (self.origin + Duration::from_millis(deadline))
+            .saturating_duration_since(Instant::now());
+        Duration::from_millis(left.as_millis() as u64)
+    }
+
+    /// Cancels every timer in `keys` (their target exited); stale keys are
+    /// skipped.
+    pub(crate) fn cancel_all(&self, keys: &[TimerKey]) {
+        if keys.is_empty() {
+            return;
+        }
+        let mut cancelled = Vec::new();
+        {
+            let mut state = self.state.lock();
+            for key in keys {
+                if let Some((_, action)) = state.wheel.remove(*key) {
+                    cancelled.push(action);
+                }
+            }
+        }
+        scheduler::drop_contained(cancelled);
+    }
+
+    /// Keeps only the keys of timers still pending.
+    pub(crate) fn retain_pending(&self, keys: &mut Vec<TimerKey>) {
+        let state = self.state.lock();
+        keys.retain(|key| state.wheel.deadline(*key).is_some());
     }
 
     /// Number of pending timers.
@@ -162,11 +190,13 @@ impl Timers {
 pub fn send_after<M: Send + 'static>(to: Pid, message: M, after: Duration) -> TimerRef {
     context::with_runtime("send_after", |rt| {
         context::consume_reductions(1);
-        if crate::message::sender_is_dead() {
-            // A terminated process sends nothing more, not even later.
+        // A terminated process sends nothing more, not even later; and a
+        // timer to a dead process is cancelled at once (as in OTP).
+        let target = rt.lookup(to);
+        let Some(target) = target.filter(|_| !crate::message::sender_is_dead()) else {
             scheduler::drop_contained(message);
             return TimerRef(u64::MAX);
-        }
+        };
         let at = Instant::now().checked_add(after).unwrap_or_else(far_future);
         let key = rt.timers.insert(
             rt.timers.deadline_ms(at),
@@ -175,6 +205,17 @@ pub fn send_after<M: Send + 'static>(to: Pid, message: M, after: Duration) -> Ti
                 message: Envelope::new(message),
             },
         );
+        // Recorded on the target, so that its exit cancels the timer.
+        let recorded = target.with_live_relations(|r| {
+            r.timers.push(key);
+            if r.timers.len() >= r.timers_prune_at {
+                rt.timers.retain_pending(&mut r.timers);
+                r.timers_prune_at = (r.timers.len() * 2).max(16);
+            }
+        });
+        if recorded.is_none() {
+            rt.timers.cancel_key(key);
+        }
         TimerRef(key.to_u64())
     })
 }

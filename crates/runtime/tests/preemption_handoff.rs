@@ -15,14 +15,12 @@ fn one_scheduler() -> Runtime {
 }
 
 /// Spins without ever awaiting until `stop` is set.
-fn hog(stop: Arc<AtomicBool>) -> impl std::future::Future<Output = ()> + Send {
-    async move {
-        let mut x: u64 = 1;
-        while !stop.load(Ordering::Relaxed) {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
-        }
-        std::hint::black_box(x);
+async fn hog(stop: Arc<AtomicBool>) {
+    let mut x: u64 = 1;
+    while !stop.load(Ordering::Relaxed) {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
     }
+    std::hint::black_box(x);
 }
 
 #[test]
@@ -39,7 +37,9 @@ fn a_process_that_never_awaits_does_not_block_others_on_its_scheduler() {
         assert_eq!(note, "the other process ran");
         let watch = monitor(hog_pid);
         hog_stop.store(true, Ordering::Relaxed);
-        let down: Down = receive::<Down>().matching(move |d| d.monitor == watch).await;
+        let down: Down = receive::<Down>()
+            .matching(move |d| d.monitor == watch)
+            .await;
         assert_eq!(down.reason, ExitReason::Normal);
         // (A demotion usually follows too, unless the machine is so loaded
         // that the hog looked blocked rather than busy: not asserted.)
@@ -125,7 +125,10 @@ fn killing_a_hog_is_seen_at_once_and_its_body_is_dropped_when_it_returns() {
     let handle = rt.handle().clone();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !dropped.load(Ordering::SeqCst) {
-        assert!(std::time::Instant::now() < deadline, "the hog's body was never dropped");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hog's body was never dropped"
+        );
         std::thread::yield_now();
     }
     drop(handle);
@@ -155,7 +158,9 @@ fn the_thread_count_returns_to_its_resting_level_after_hogs_finish() {
         }
         hogs_stop.store(true, Ordering::Relaxed);
         for watch in watches {
-            receive::<Down>().matching(move |d| d.monitor == watch).await;
+            receive::<Down>()
+                .matching(move |d| d.monitor == watch)
+                .await;
         }
     });
     // Background threads leave once idle; surplus spares too.
@@ -165,7 +170,10 @@ fn the_thread_count_returns_to_its_resting_level_after_hogs_finish() {
         if threads.workers <= resting && threads.background == 0 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "threads stayed up: {threads:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "threads stayed up: {threads:?}"
+        );
         std::thread::yield_now();
     }
     stop.store(true, Ordering::Relaxed);

@@ -98,7 +98,8 @@ impl Slot {
         if after != before {
             // SeqCst: the push side of the sleep protocol (module docs).
             self.len.store(after, Ordering::SeqCst);
-            self.interactive.store(q.interactive_len(), Ordering::Relaxed);
+            self.interactive
+                .store(q.interactive_len(), Ordering::Relaxed);
         }
         r
     }

@@ -113,7 +113,11 @@ impl Preemption {
 
     /// The priority background workers start at: the last step.
     pub(crate) fn background_nice(&self) -> i32 {
-        self.demotion.iter().map(|(_, nice)| *nice).max().unwrap_or(19)
+        self.demotion
+            .iter()
+            .map(|(_, nice)| *nice)
+            .max()
+            .unwrap_or(19)
     }
 }
 
@@ -183,7 +187,10 @@ impl Workers {
         if live >= config.hard_thread_limit {
             if !inner.warned_hard {
                 inner.warned_hard = true;
-                tracing::error!(live, "ember: hard worker thread limit reached; hogs now delay other processes");
+                tracing::error!(
+                    live,
+                    "ember: hard worker thread limit reached; hogs now delay other processes"
+                );
                 eprintln!("ember: {live} worker threads: hard limit reached; processes stuck in native code now delay others");
             }
             return false;
@@ -193,7 +200,10 @@ impl Workers {
         }
         if !inner.warned_soft {
             inner.warned_soft = true;
-            tracing::warn!(live, "ember: many processes stuck in native code; starting threads slowly");
+            tracing::warn!(
+                live,
+                "ember: many processes stuck in native code; starting threads slowly"
+            );
             eprintln!("ember: {live} worker threads (soft limit {}): many processes are stuck in native code", config.soft_thread_limit);
         }
         // Past the soft limit, one thread per 25 ms, up to 250 ms as it grows.

@@ -119,7 +119,7 @@ pub(crate) fn worker_main(rt: Arc<Shared>, me: Arc<Worker>) {
         rt.sched.demote_to(&me, rt.sched.config.background_nice());
     }
     let _tokio = rt.tokio.as_ref().map(|h| h.enter());
-    context::enter_runtime(rt.clone());
+    context::enter_runtime(rt.clone(), me.id);
     let sched = &rt.sched;
     while !sched.is_shut_down() {
         let slot = me.slot.load(Ordering::Acquire);
@@ -248,11 +248,8 @@ fn steal(sched: &Scheduler, thief: &Slot) -> Option<(Arc<Process>, Class)> {
 
 /// Nothing to do: spin briefly, then park until notified.
 fn idle(sched: &Scheduler, slot: &Slot, me: &Worker) {
-    let leave = || {
-        sched.is_shut_down()
-            || !slot.is_online()
-            || slot.owner.load(Ordering::Acquire) != me.id
-    };
+    let leave =
+        || sched.is_shut_down() || !slot.is_online() || slot.owner.load(Ordering::Acquire) != me.id;
     for _ in 0..SPIN_ROUNDS {
         if sched.has_work_for(slot) || leave() {
             return;
@@ -268,7 +265,7 @@ fn idle(sched: &Scheduler, slot: &Slot, me: &Worker) {
     }
     while slot.parked.load(Ordering::SeqCst) {
         thread::park_timeout(Duration::from_millis(100));
-        if leave() {
+        if leave() || sched.has_work_for(slot) {
             sched.unmark_parked(slot);
             return;
         }
@@ -282,9 +279,7 @@ fn go_offline(sched: &Scheduler, slot: &Slot, me: &Worker) {
         sched.with_injector(|q| moved.drain_into(q));
         sched.notify_one();
     }
-    while !slot.is_online()
-        && !sched.is_shut_down()
-        && slot.owner.load(Ordering::Acquire) == me.id
+    while !slot.is_online() && !sched.is_shut_down() && slot.owner.load(Ordering::Acquire) == me.id
     {
         thread::park_timeout(Duration::from_millis(100));
     }
@@ -328,7 +323,8 @@ fn run(
     let sched = &rt.sched;
     me.begin_poll(process.pid.key(), sched.nanos_since_start(started));
     if let Some(slot) = slot {
-        slot.running_batch.store(class == Class::Batch, Ordering::Relaxed);
+        slot.running_batch
+            .store(class == Class::Batch, Ordering::Relaxed);
         slot.preempt.store(false, Ordering::Relaxed);
     }
     // The process moves into the context for the poll and comes back after:
@@ -376,12 +372,13 @@ fn run(
         },
         Ok(Some(Poll::Ready(reason))) => {
             drop_future(&process);
-            signal::terminate(&process, reason);
+            signal::terminate_finished(&process, reason);
         }
-        Ok(None) => signal::terminate(&process, ExitReason::Normal),
+        Ok(None) => signal::terminate_finished(&process, ExitReason::Normal),
         Err(payload) => {
             drop_future(&process);
-            signal::terminate(&process, ExitReason::Panic(panic_message(&*payload).into()));
+            let reason = ExitReason::Panic(panic_message(&*payload).into());
+            signal::terminate_finished(&process, reason);
         }
     }
     ended
@@ -398,7 +395,9 @@ pub(crate) fn drop_future(process: &Arc<Process>) {
     }
     // SAFETY: our caller holds the process's RUNNING bit: exclusive use
     // (mailbox module docs, "Safety").
-    let saved = panic::catch_unwind(AssertUnwindSafe(|| unsafe { process.mailbox.clear_saved() }));
+    let saved = panic::catch_unwind(AssertUnwindSafe(|| unsafe {
+        process.mailbox.clear_saved()
+    }));
     if saved.is_err() {
         tracing::warn!(pid = %process.pid, "a message destructor panicked while dropping a mailbox");
     }
@@ -431,5 +430,4 @@ impl Slot {
     pub(crate) fn assign(&self, worker: &Worker) {
         self.owner.store(worker.id, Ordering::Release);
     }
-
 }
