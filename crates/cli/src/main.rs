@@ -96,7 +96,11 @@ async fn tour() {
 
     // A thousand idle processes, then what introspection sees.
     let idle: Vec<_> = (0..1000)
-        .map(|_| spawn(async { ember::receive_any(|_| true).await; }))
+        .map(|_| {
+            spawn(async {
+                ember::receive_any(|_| true).await;
+            })
+        })
         .collect();
     let info = handle.runtime_info();
     println!(
