@@ -164,7 +164,12 @@ impl Shared {
             options.trap_exit,
         ));
         let monitor = options.monitor.then(|| MonitorRef(self.make_ref()));
-        if let Some(parent) = parent {
+        if parent.is_some_and(|p| p.is_exiting()) {
+            // A parent killed while running spawns nothing: it is dead.
+            crate::scheduler::drop_contained(process);
+            return Ok(Spawned { pid, monitor });
+        }
+        if let Some(parent) = parent.filter(|_| options.link || options.monitor) {
             // A parent killed while running spawns nothing: it is dead. The
             // pid it gets back names a process that never ran.
             let attached = parent.with_live_relations(|r| {
