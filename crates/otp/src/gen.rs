@@ -401,8 +401,10 @@ where
 }
 
 /// Removes a monitor whose `Down` has not been received, making sure no
-/// `Down` for it is left behind: if the target is already terminating, its
-/// `Down` is in the mailbox or on its way, and is taken here.
+/// `Down` for it is left behind: if `demonitor` finds the monitor already
+/// fired, its `Down` is in the mailbox (`docs/semantics.md` §8.4) and is
+/// taken here. (Cheaper than `demonitor(m, true)`, which scans the whole
+/// mailbox even when nothing fired.)
 pub(crate) async fn forget_monitor(monitor: MonitorRef) {
     if !demonitor(monitor, false) {
         receive::<Down>()
