@@ -5,43 +5,20 @@
 //! `emulator/test/process_SUITE.erl` `t_process_info` and
 //! `process_info_other_msg`.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use ember_runtime::{
-    cancel_timer, demonitor, monitor, process_info, processes, receive, register, self_pid, send,
-    send_after, spawn, spawn_monitor, try_receive, yield_point, Down, Handle, MonitorRef, Pid,
-    Priority, Runtime, Spawn, Status,
+    cancel_timer, demonitor, monitor, process_info, processes, register, self_pid, send,
+    send_after, spawn, spawn_monitor, try_receive, yield_point, Handle, Pid, Priority, Spawn,
+    Status,
 };
 
-const WAIT: Duration = Duration::from_secs(10);
+use support::{down_of, recv, runtime, wait_for_stop, Stop, WAIT};
 
-fn runtime() -> Runtime {
-    Runtime::builder().schedulers(2).build().expect("a runtime")
-}
-
-async fn recv<M: Send + 'static>() -> M {
-    receive::<M>()
-        .timeout(WAIT)
-        .await
-        .expect("a message within the wait limit")
-}
-
-async fn down_of(monitor: MonitorRef) -> Down {
-    receive::<Down>()
-        .matching(move |d| d.monitor == monitor)
-        .timeout(WAIT)
-        .await
-        .expect("a Down message within the wait limit")
-}
-
-#[derive(Debug)]
-struct Stop;
 #[derive(Debug, PartialEq, Eq)]
 struct Payload(u32);
-
-async fn wait_for_stop() {
-    receive::<Stop>().await;
-}
 
 /// Waits (yielding) until `pid` is parked in a receive.
 async fn until_waiting(pid: Pid) {

@@ -2,33 +2,16 @@
 //! left, `receive_any`, timeouts, `after 0`, `try_receive`, `sleep`
 //! (docs/semantics.md §4).
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use ember_runtime::{
     process_info, receive, receive_any, self_pid, send, sleep, spawn, spawn_monitor, try_receive,
-    Down, Handle, MonitorRef, Runtime,
+    Handle,
 };
 
-const WAIT: Duration = Duration::from_secs(10);
-
-fn runtime() -> Runtime {
-    Runtime::builder().schedulers(2).build().expect("a runtime")
-}
-
-async fn recv<M: Send + 'static>() -> M {
-    receive::<M>()
-        .timeout(WAIT)
-        .await
-        .expect("a message within the wait limit")
-}
-
-async fn down_of(monitor: MonitorRef) -> Down {
-    receive::<Down>()
-        .matching(move |d| d.monitor == monitor)
-        .timeout(WAIT)
-        .await
-        .expect("a Down message within the wait limit")
-}
+use support::{down_of, recv, runtime, Stop, WAIT};
 
 fn drain<M: Send + 'static>() -> Vec<M> {
     std::iter::from_fn(try_receive::<M>).collect()
@@ -37,9 +20,6 @@ fn drain<M: Send + 'static>() -> Vec<M> {
 fn mailbox_len() -> usize {
     process_info(self_pid()).expect("alive").mailbox_len
 }
-
-#[derive(Debug, PartialEq, Eq)]
-struct Stop;
 
 // §4.1: receive takes the first message of the wanted type and leaves the
 // others where they were.

@@ -1,35 +1,17 @@
 //! Sending: any `Send + 'static` value, dead pids, `send_named`, ordering per
 //! sender and receiver (docs/semantics.md §3).
 
+mod support;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use ember_runtime::{
-    receive, receive_any, register, self_pid, send, send_named, spawn, spawn_link, spawn_monitor,
-    trap_exit, try_receive, Down, Exit, ExitReason, MonitorRef, NameNotFound, Pid, Runtime,
+    receive_any, register, self_pid, send, send_named, spawn, spawn_link, spawn_monitor, trap_exit,
+    try_receive, Down, Exit, ExitReason, NameNotFound, Pid,
 };
 
-const WAIT: Duration = Duration::from_secs(10);
-
-fn runtime() -> Runtime {
-    Runtime::builder().schedulers(2).build().expect("a runtime")
-}
-
-async fn recv<M: Send + 'static>() -> M {
-    receive::<M>()
-        .timeout(WAIT)
-        .await
-        .expect("a message within the wait limit")
-}
-
-async fn down_of(monitor: MonitorRef) -> Down {
-    receive::<Down>()
-        .matching(move |d| d.monitor == monitor)
-        .timeout(WAIT)
-        .await
-        .expect("a Down message within the wait limit")
-}
+use support::{down_of, recv, runtime, WAIT};
 
 /// Sets its flag when dropped.
 struct DropFlag(Arc<AtomicBool>);

@@ -2,6 +2,8 @@
 //! (`docs/semantics.md`, "Preemption"). These tests wait on events, never on
 //! time; the timing targets live in `bench/run responsiveness`.
 
+mod support;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,9 +12,7 @@ use ember_runtime::{
     monitor, receive, self_pid, send, spawn, yield_point, Down, ExitReason, Handle, Runtime,
 };
 
-fn one_scheduler() -> Runtime {
-    Runtime::builder().schedulers(1).build().unwrap()
-}
+use support::one_scheduler;
 
 /// Spins without ever awaiting until `stop` is set.
 async fn hog(stop: Arc<AtomicBool>) {

@@ -2,66 +2,20 @@
 //! reason; other processes, the scheduler threads and the timer service carry
 //! on (docs/semantics.md §10).
 
+mod support;
+
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use ember_runtime::{
     exit, process_info, receive, self_pid, send, send_after, spawn, spawn_link, spawn_monitor,
-    trap_exit, Down, Exit, ExitReason, Handle, MonitorRef, Runtime, Status,
+    trap_exit, Down, Exit, ExitReason, Handle, Status,
 };
 
-const WAIT: Duration = Duration::from_secs(10);
-
-fn runtime() -> Runtime {
-    Runtime::builder().schedulers(2).build().expect("a runtime")
-}
-
-/// Keeps the deliberate panics of this file out of the test output; any other
-/// panic (a failed assertion) is still reported.
-fn quiet_intentional_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // The first runtime built installs Ember's own hook (one line per
-        // crashed process); ours goes on top of it.
-        drop(Runtime::builder().schedulers(1).build());
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let payload = info.payload();
-            let message = payload
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| payload.downcast_ref::<&str>().copied());
-            let deliberate = message
-                .is_none_or(|m| m.starts_with("intentional") || m.contains("failed: intentional"));
-            if !deliberate {
-                previous(info);
-            }
-        }));
-    });
-}
-
-async fn recv<M: Send + 'static>() -> M {
-    receive::<M>()
-        .timeout(WAIT)
-        .await
-        .expect("a message within the wait limit")
-}
-
-async fn down_of(monitor: MonitorRef) -> Down {
-    receive::<Down>()
-        .matching(move |d| d.monitor == monitor)
-        .timeout(WAIT)
-        .await
-        .expect("a Down message within the wait limit")
-}
-
-struct Never;
-
-async fn wait_forever() {
-    receive::<Never>().await;
-}
+use support::{
+    down_of, quiet_intentional_panics, recv, runtime, two_processes_run_side_by_side, wait_forever,
+    WAIT,
+};
 
 /// A value whose destructor panics.
 struct PanicOnDrop;
@@ -75,28 +29,6 @@ impl Drop for PanicOnDrop {
 /// A body that panics with `message`.
 async fn panics_with(message: String) {
     panic!("{message}");
-}
-
-/// Whether two processes can run at the same time: true only if both
-/// scheduler threads are alive and taking work (one is stolen from the other).
-async fn two_processes_run_side_by_side() -> bool {
-    let me = self_pid();
-    let started = Arc::new(AtomicUsize::new(0));
-    for _ in 0..2 {
-        let started = started.clone();
-        spawn(async move {
-            started.fetch_add(1, Ordering::SeqCst);
-            // Busy on purpose: the other one can only start on another thread.
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while started.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
-                std::hint::spin_loop();
-            }
-            send(me, started.load(Ordering::SeqCst) >= 2);
-        });
-    }
-    let first: bool = recv().await;
-    let second: bool = recv().await;
-    first && second
 }
 
 // §10.1, §10.2: a thousand processes, half of which panic: each Down carries

@@ -1,34 +1,15 @@
 //! Pids: how they print, that they are never reused, node identity, liveness
 //! (docs/semantics.md §1).
 
+mod support;
+
 use std::collections::HashSet;
-use std::time::Duration;
 
 use ember_runtime::{
-    is_alive, make_ref, receive, self_pid, send, spawn, spawn_monitor, try_receive, Down, Handle,
-    MonitorRef, Runtime,
+    is_alive, make_ref, self_pid, send, spawn, spawn_monitor, try_receive, Handle,
 };
 
-const WAIT: Duration = Duration::from_secs(10);
-
-fn runtime() -> Runtime {
-    Runtime::builder().schedulers(2).build().expect("a runtime")
-}
-
-async fn recv<M: Send + 'static>() -> M {
-    receive::<M>()
-        .timeout(WAIT)
-        .await
-        .expect("a message within the wait limit")
-}
-
-async fn down_of(monitor: MonitorRef) -> Down {
-    receive::<Down>()
-        .matching(move |d| d.monitor == monitor)
-        .timeout(WAIT)
-        .await
-        .expect("a Down message within the wait limit")
-}
+use support::{down_of, recv, runtime};
 
 // §1.2, §1.4: a pid prints as <node.number.serial>, node 0 being the local
 // node; Debug prints the same.

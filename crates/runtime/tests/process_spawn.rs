@@ -2,42 +2,17 @@
 //! name given at spawn, spawning from outside, and how the body's output
 //! becomes the exit reason (docs/semantics.md §2).
 
+mod support;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use ember_runtime::{
-    process_info, receive, register, self_pid, send, spawn, spawn_link, spawn_monitor, trap_exit,
-    whereis, Down, Exit, ExitReason, MonitorRef, Pid, Priority, RegisterError, Runtime, Spawn,
-    SpawnError, Spawned,
+    process_info, register, self_pid, send, spawn, spawn_link, spawn_monitor, trap_exit, whereis,
+    Exit, ExitReason, Pid, Priority, RegisterError, Spawn, SpawnError, Spawned,
 };
 
-const WAIT: Duration = Duration::from_secs(10);
-
-fn runtime() -> Runtime {
-    Runtime::builder().schedulers(2).build().expect("a runtime")
-}
-
-async fn recv<M: Send + 'static>() -> M {
-    receive::<M>()
-        .timeout(WAIT)
-        .await
-        .expect("a message within the wait limit")
-}
-
-async fn down_of(monitor: MonitorRef) -> Down {
-    receive::<Down>()
-        .matching(move |d| d.monitor == monitor)
-        .timeout(WAIT)
-        .await
-        .expect("a Down message within the wait limit")
-}
-
-struct Never;
-
-async fn wait_forever() {
-    receive::<Never>().await;
-}
+use support::{down_of, recv, runtime, wait_forever, WAIT};
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload

@@ -2,6 +2,8 @@
 //! more, and its body is dropped in its own context when its poll returns
 //! (docs/semantics.md §9).
 
+mod support;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,31 +13,11 @@ use std::time::Duration;
 
 use ember_runtime::{
     exit, is_alive, monitor, process_info, receive, register, self_pid, send, send_after,
-    send_named, spawn, spawn_monitor, try_receive, whereis, Down, ExitReason, MonitorRef, Pid,
-    Runtime, Spawn,
+    send_named, spawn, spawn_monitor, try_receive, whereis, Down, ExitReason, Pid, Spawn,
 };
 use tokio::sync::oneshot;
 
-const WAIT: Duration = Duration::from_secs(10);
-
-fn runtime() -> Runtime {
-    Runtime::builder().schedulers(2).build().expect("a runtime")
-}
-
-async fn recv<M: Send + 'static>() -> M {
-    receive::<M>()
-        .timeout(WAIT)
-        .await
-        .expect("a message within the wait limit")
-}
-
-async fn down_of(monitor: MonitorRef) -> Down {
-    receive::<Down>()
-        .matching(move |d| d.monitor == monitor)
-        .timeout(WAIT)
-        .await
-        .expect("a Down message within the wait limit")
-}
+use support::{down_of, recv, runtime, wait_forever, WAIT};
 
 /// Waits for a oneshot, inside a process (tokio interop, §14).
 async fn signalled<T>(rx: oneshot::Receiver<T>) -> T {
@@ -43,12 +25,6 @@ async fn signalled<T>(rx: oneshot::Receiver<T>) -> T {
         .await
         .expect("signalled within the wait limit")
         .expect("the sender was used")
-}
-
-struct Never;
-
-async fn wait_forever() {
-    receive::<Never>().await;
 }
 
 /// Reports, when dropped, which process it was dropped in.

@@ -4,40 +4,14 @@
 //! Includes ports of erts' `emulator/test/register_SUITE.erl` (`otp_8099`) and
 //! `process_SUITE.erl` (`bad_register`).
 
-use std::time::Duration;
+mod support;
 
 use ember_runtime::{
-    exit, process_info, receive, register, registered, self_pid, send, send_named, spawn,
-    spawn_monitor, unregister, whereis, Down, ExitReason, MonitorRef, NotRegistered, Pid,
-    RegisterError, Runtime,
+    exit, process_info, register, registered, self_pid, send, send_named, spawn, spawn_monitor,
+    unregister, whereis, ExitReason, NotRegistered, Pid, RegisterError,
 };
 
-const WAIT: Duration = Duration::from_secs(10);
-
-fn runtime() -> Runtime {
-    Runtime::builder().schedulers(2).build().expect("a runtime")
-}
-
-async fn recv<M: Send + 'static>() -> M {
-    receive::<M>()
-        .timeout(WAIT)
-        .await
-        .expect("a message within the wait limit")
-}
-
-async fn down_of(monitor: MonitorRef) -> Down {
-    receive::<Down>()
-        .matching(move |d| d.monitor == monitor)
-        .timeout(WAIT)
-        .await
-        .expect("a Down message within the wait limit")
-}
-
-struct Never;
-
-async fn wait_forever() {
-    receive::<Never>().await;
-}
+use support::{down_of, recv, runtime, wait_forever};
 
 // §11.1, §11.2: register, whereis, registered, unregister round trip.
 #[test]

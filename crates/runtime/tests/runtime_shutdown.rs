@@ -1,16 +1,14 @@
 //! The runtime's lifecycle: `block_on`, and what dropping a runtime does to
 //! the processes still alive (docs/semantics.md §16).
 
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ember_runtime::{exit, receive, self_pid, send, spawn, ExitReason, Pid, Runtime};
+use ember_runtime::{exit, receive, self_pid, send, spawn, ExitReason, Pid};
 
-fn runtime() -> Runtime {
-    Runtime::builder().schedulers(2).build().expect("a runtime")
-}
-
-struct Never;
+use support::{runtime, Never};
 
 /// Who was dropped, and in which process's context.
 type DropLog = Arc<Mutex<Vec<(Pid, Option<Pid>)>>>;

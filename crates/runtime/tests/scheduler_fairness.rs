@@ -4,7 +4,9 @@
 //! `low_priority_gets_a_small_share_and_never_starves` ports erts'
 //! `emulator/test/process_SUITE.erl` `low_prio`.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+mod support;
+
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,15 +15,7 @@ use ember_runtime::{
     ExitReason, Handle, Pid, Preemption, Priority, Runtime, Spawn, Status,
 };
 
-const WAIT: Duration = Duration::from_secs(10);
-
-fn runtime() -> Runtime {
-    Runtime::builder().schedulers(2).build().expect("a runtime")
-}
-
-fn one_scheduler() -> Runtime {
-    Runtime::builder().schedulers(1).build().expect("a runtime")
-}
+use support::{one_scheduler, recv, runtime, two_processes_run_side_by_side, wait_forever, WAIT};
 
 /// Two schedulers and no watchdog: a process that never awaits keeps its
 /// slot, so only stealing can run a second one beside it (§13.5, §13.7).
@@ -33,19 +27,6 @@ fn two_schedulers_without_watchdog() -> Runtime {
         .preemption(preemption)
         .build()
         .expect("a runtime")
-}
-
-async fn recv<M: Send + 'static>() -> M {
-    receive::<M>()
-        .timeout(WAIT)
-        .await
-        .expect("a message within the wait limit")
-}
-
-struct Never;
-
-async fn wait_forever() {
-    receive::<Never>().await;
 }
 
 #[derive(Debug)]
@@ -114,27 +95,6 @@ async fn client(server: Pid, kind: Kind) {
         send(server, kind);
         yield_point().await;
     }
-}
-
-/// Whether two processes can run at the same time (one must be stolen by
-/// another scheduler thread).
-async fn two_processes_run_side_by_side() -> bool {
-    let me = self_pid();
-    let started = Arc::new(AtomicUsize::new(0));
-    for _ in 0..2 {
-        let started = started.clone();
-        spawn(async move {
-            started.fetch_add(1, Ordering::SeqCst);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while started.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
-                std::hint::spin_loop();
-            }
-            send(me, started.load(Ordering::SeqCst) >= 2);
-        });
-    }
-    let first: bool = recv().await;
-    let second: bool = recv().await;
-    first && second
 }
 
 // §13.2: a process looping on yield_point shares a single scheduler with a

@@ -6,52 +6,18 @@
 //! `exit_and_timeout`, `exit_twice`) and `signal_SUITE.erl` (`xm_sig_order`);
 //! each says which.
 
+mod support;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ember_runtime::{
     exit, exit_self, is_alive, monitor, process_info, receive, self_pid, send, spawn_link,
-    spawn_monitor, trap_exit, try_receive, yield_point, Down, Exit, ExitReason, MonitorRef, Pid,
-    Priority, Runtime, Spawn,
+    spawn_monitor, trap_exit, try_receive, yield_point, Down, Exit, ExitReason, Priority, Spawn,
 };
 
-const WAIT: Duration = Duration::from_secs(10);
-
-fn runtime() -> Runtime {
-    Runtime::builder().schedulers(2).build().expect("a runtime")
-}
-
-async fn recv<M: Send + 'static>() -> M {
-    receive::<M>()
-        .timeout(WAIT)
-        .await
-        .expect("a message within the wait limit")
-}
-
-async fn down_of(monitor: MonitorRef) -> Down {
-    receive::<Down>()
-        .matching(move |d| d.monitor == monitor)
-        .timeout(WAIT)
-        .await
-        .expect("a Down message within the wait limit")
-}
-
-async fn exit_from(pid: Pid) -> Exit {
-    receive::<Exit>()
-        .matching(move |e| e.from == pid)
-        .timeout(WAIT)
-        .await
-        .expect("an Exit message within the wait limit")
-}
-
-/// A message no test sends: a receive of it only waits.
-struct Never;
-
-/// A process that waits for ever (until a signal ends it).
-async fn wait_forever() {
-    receive::<Never>().await;
-}
+use support::{down_of, exit_from, recv, runtime, wait_forever, Never, WAIT};
 
 /// A process that keeps working (and yielding) for ever.
 async fn spin_forever() {

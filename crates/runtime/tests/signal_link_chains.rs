@@ -3,23 +3,22 @@
 //! Kept alone in its own test binary: if propagation along links recursed on
 //! the stack, a long chain would overflow it and abort the whole binary.
 
-use std::future::Future;
-use std::pin::Pin;
+mod support;
+
 use std::time::Duration;
 
 use ember_runtime::{
     exit, monitor, receive, self_pid, send, spawn, spawn_link, Down, ExitReason, Pid, Runtime,
 };
 
+use support::{BoxedBody, Never};
+
+/// Longer than `support::WAIT`: a hundred thousand processes must die first.
 const WAIT: Duration = Duration::from_secs(20);
 
 /// Processes in the chain. Erlang handles chains of any length: signals are
 /// asynchronous, so propagation needs no stack.
 const LENGTH: usize = 100_000;
-
-struct Never;
-
-type BoxedBody = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A chain of `left` more processes, each linked to the one before it; the
 /// last reports its pid to `tester`.

@@ -5,51 +5,17 @@
 //! The `kill` chain cases are a port of erts' `emulator/test/signal_SUITE.erl`
 //! `kill2killed`.
 
-use std::future::Future;
-use std::pin::Pin;
+mod support;
+
 use std::time::Duration;
 
 use ember_runtime::{
     exit, exit_self, is_alive, link, monitor, process_info, receive, self_pid, send, spawn,
     spawn_link, spawn_monitor, trap_exit, try_receive, unlink, yield_point, Down, Exit, ExitReason,
-    LinkError, MonitorRef, Pid, Runtime, Spawn,
+    LinkError, Pid, Spawn,
 };
 
-const WAIT: Duration = Duration::from_secs(10);
-
-fn runtime() -> Runtime {
-    Runtime::builder().schedulers(2).build().expect("a runtime")
-}
-
-async fn recv<M: Send + 'static>() -> M {
-    receive::<M>()
-        .timeout(WAIT)
-        .await
-        .expect("a message within the wait limit")
-}
-
-async fn down_of(monitor: MonitorRef) -> Down {
-    receive::<Down>()
-        .matching(move |d| d.monitor == monitor)
-        .timeout(WAIT)
-        .await
-        .expect("a Down message within the wait limit")
-}
-
-async fn exit_from(pid: Pid) -> Exit {
-    receive::<Exit>()
-        .matching(move |e| e.from == pid)
-        .timeout(WAIT)
-        .await
-        .expect("an Exit message within the wait limit")
-}
-
-/// A message no test sends: a receive of it only waits.
-struct Never;
-
-async fn wait_forever() {
-    receive::<Never>().await;
-}
+use support::{down_of, exit_from, recv, runtime, wait_forever, BoxedBody, WAIT};
 
 #[derive(Debug, PartialEq, Eq)]
 struct Ping(Pid);
@@ -286,8 +252,6 @@ enum LineEnd {
     /// It exits with reason kill (`exit1`).
     ExitsWithKill,
 }
-
-type BoxedBody = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A line of `left` more processes, each linked to the one before it.
 fn line(left: usize, end: LineEnd, tester: Pid) -> BoxedBody {

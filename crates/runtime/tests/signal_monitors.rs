@@ -4,35 +4,18 @@
 //! Most cases are ports of erts' `emulator/test/monitor_SUITE.erl` (local node
 //! parts); each says which.
 
+mod support;
+
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use ember_runtime::{
     demonitor, exit, is_alive, monitor, process_info, receive, register, self_pid, send, sleep,
     spawn, spawn_link, spawn_monitor, trap_exit, try_receive, unregister, whereis, Down, Exit,
-    ExitReason, MonitorRef, Pid, Runtime,
+    ExitReason, MonitorRef, Pid,
 };
 
-const WAIT: Duration = Duration::from_secs(10);
-
-fn runtime() -> Runtime {
-    Runtime::builder().schedulers(2).build().expect("a runtime")
-}
-
-async fn recv<M: Send + 'static>() -> M {
-    receive::<M>()
-        .timeout(WAIT)
-        .await
-        .expect("a message within the wait limit")
-}
-
-async fn down_of(monitor: MonitorRef) -> Down {
-    receive::<Down>()
-        .matching(move |d| d.monitor == monitor)
-        .timeout(WAIT)
-        .await
-        .expect("a Down message within the wait limit")
-}
+use support::{down_of, recv, runtime, wait_forever, WAIT};
 
 /// Takes the Down of `monitor` if it is in the mailbox now (`after 0`).
 fn take_down_now(monitor: MonitorRef) -> Option<Down> {
@@ -50,12 +33,6 @@ fn take_down_now(monitor: MonitorRef) -> Option<Down> {
         send(self_pid(), down);
     }
     found
-}
-
-struct Never;
-
-async fn wait_forever() {
-    receive::<Never>().await;
 }
 
 #[derive(Debug)]

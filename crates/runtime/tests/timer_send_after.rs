@@ -5,39 +5,16 @@
 //! `start_timer_1`, `cancel_timer_1`, `read_timer`, `send_after_big`,
 //! `cleanup`), with times scaled down.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use ember_runtime::{
     cancel_timer, exit, read_timer, receive, self_pid, send, send_after, spawn, spawn_monitor,
-    try_receive, Down, ExitReason, MonitorRef, Runtime,
+    try_receive, ExitReason,
 };
 
-const WAIT: Duration = Duration::from_secs(10);
-
-fn runtime() -> Runtime {
-    Runtime::builder().schedulers(2).build().expect("a runtime")
-}
-
-async fn recv<M: Send + 'static>() -> M {
-    receive::<M>()
-        .timeout(WAIT)
-        .await
-        .expect("a message within the wait limit")
-}
-
-async fn down_of(monitor: MonitorRef) -> Down {
-    receive::<Down>()
-        .matching(move |d| d.monitor == monitor)
-        .timeout(WAIT)
-        .await
-        .expect("a Down message within the wait limit")
-}
-
-struct Never;
-
-async fn wait_forever() {
-    receive::<Never>().await;
-}
+use support::{down_of, recv, runtime, wait_forever, Never};
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 struct Tick(u32);

@@ -2,36 +2,16 @@
 //! tokio tasks, and killing a process blocked on tokio I/O
 //! (docs/semantics.md §14).
 
+mod support;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ember_runtime::{
-    exit, monitor, receive, self_pid, send, spawn, spawn_monitor, Down, ExitReason, MonitorRef,
-    Runtime,
-};
+use ember_runtime::{exit, monitor, self_pid, send, spawn, spawn_monitor, ExitReason, Runtime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const WAIT: Duration = Duration::from_secs(10);
-
-fn runtime() -> Runtime {
-    Runtime::builder().schedulers(2).build().expect("a runtime")
-}
-
-async fn recv<M: Send + 'static>() -> M {
-    receive::<M>()
-        .timeout(WAIT)
-        .await
-        .expect("a message within the wait limit")
-}
-
-async fn down_of(monitor: MonitorRef) -> Down {
-    receive::<Down>()
-        .matching(move |d| d.monitor == monitor)
-        .timeout(WAIT)
-        .await
-        .expect("a Down message within the wait limit")
-}
+use support::{down_of, recv, runtime, WAIT};
 
 // §14: a TCP echo between two Ember processes over tokio::net on loopback.
 #[test]
