@@ -80,8 +80,8 @@ pub use introspect::{
 };
 pub use mailbox::Envelope;
 pub use message::{
-    receive, receive_any, self_pid, send, send_named, sleep, try_receive, yield_point,
-    NameNotFound, Receive, ReceiveAny, ReceiveTimeout, YieldPoint,
+    receive, receive_any, self_pid, send, send_named, sleep, try_receive, try_self_pid,
+    yield_point, NameNotFound, Receive, ReceiveAny, ReceiveTimeout, YieldPoint,
 };
 pub use pid::{MonitorRef, Pid, Ref, TimerRef};
 pub use process::{Priority, Status};
@@ -89,6 +89,8 @@ pub use reason::{ExitReason, IntoExitReason};
 pub use registry::{register, registered, unregister, whereis, NotRegistered, RegisterError};
 pub use runtime::{exit_self, is_alive, make_ref, should_stop, Builder, Handle, Runtime};
 pub use scheduler::Preemption;
-pub use signal::{demonitor, exit, link, monitor, trap_exit, unlink, Down, Exit, LinkError};
+pub use signal::{
+    demonitor, exit, link, monitor, trap_exit, trapping_exits, unlink, Down, Exit, LinkError,
+};
 pub use spawn::{spawn, spawn_link, spawn_monitor, Spawn, SpawnError, Spawned};
 pub use timer::{cancel_timer, read_timer, send_after};

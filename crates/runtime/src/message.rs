@@ -96,6 +96,12 @@ pub fn self_pid() -> Pid {
     context::with_current("self_pid", |p| p.pid)
 }
 
+/// The pid of the calling process, or `None` outside a process (for code
+/// such as a `Drop` impl that may run either way).
+pub fn try_self_pid() -> Option<Pid> {
+    context::try_with_current(|p| p.pid)
+}
+
 /// Receives the first message of type `M`, waiting as long as it takes.
 ///
 /// Refine it with [`Receive::matching`] and [`Receive::timeout`]:

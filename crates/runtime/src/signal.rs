@@ -349,6 +349,11 @@ pub fn demonitor(monitor: MonitorRef, flush: bool) -> bool {
     })
 }
 
+/// Whether the calling process traps exits (false outside a process).
+pub fn trapping_exits() -> bool {
+    context::try_with_current(|p| p.trap_exit()).unwrap_or(false)
+}
+
 /// Sets whether the calling process traps exits (Erlang's
 /// `process_flag(trap_exit, On)`); returns the previous value.
 pub fn trap_exit(on: bool) -> bool {

@@ -58,6 +58,7 @@
 mod body;
 mod config;
 mod connection;
+pub mod console;
 pub mod endpoints;
 mod request;
 mod response;

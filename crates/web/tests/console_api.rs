@@ -1,0 +1,324 @@
+//! The console's JSON API over a real socket (`docs/console-api.md`).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ember_runtime::{receive, Handle, Runtime, Spawn};
+use ember_web::{console, Config, Router, Server};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Runs `body` with a console server on 127.0.0.1:0, on a fresh runtime.
+fn with_console<F, Fut>(body: F)
+where
+    F: FnOnce(SocketAddr) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let rt = Runtime::builder().schedulers(2).build().unwrap();
+    rt.block_on(async move {
+        let server = Server::bind(
+            "127.0.0.1:0",
+            console::mount(Router::new()),
+            Config::default(),
+        )
+        .unwrap();
+        let addr = server.local_addr();
+        tokio::time::timeout(Duration::from_secs(60), body(addr))
+            .await
+            .expect("the test finished within 60 s");
+        server.shutdown().await;
+    });
+}
+
+struct Reply {
+    status: u16,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+async fn request(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> Reply {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a whole response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    Reply {
+        status,
+        body: body.to_string(),
+    }
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Reply {
+    request(addr, "GET", path, None).await
+}
+
+async fn post(addr: SocketAddr, path: &str, body: Value) -> Reply {
+    request(addr, "POST", path, Some(body)).await
+}
+
+/// Polls `GET path` until `done` holds for its JSON, for up to 20 s.
+async fn wait_for(addr: SocketAddr, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = get(addr, path).await;
+        assert_eq!(reply.status, 200, "GET {path}: {}", reply.body);
+        let value = reply.json();
+        if done(&value) {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "GET {path} never got there: {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn job<'a>(jobs: &'a Value, id: &Value) -> &'a Value {
+    jobs["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"] == *id)
+        .expect("the job is listed")
+}
+
+#[test]
+fn math_thirteen_crashes_its_own_task_and_a_thousand_gives_the_sum() {
+    with_console(|addr| async move {
+        let crash = post(addr, "/api/math", json!({ "n": 13 })).await;
+        assert_eq!(crash.status, 202, "{}", crash.body);
+        let crash = crash.json();
+        assert_eq!(crash["state"], "calculating");
+        let fine = post(addr, "/api/math", json!({ "n": 1000, "op": "sum" })).await;
+        assert_eq!(fine.status, 202);
+        let fine = fine.json();
+
+        let jobs = wait_for(addr, "/api/math", |jobs| {
+            job(jobs, &crash["id"])["state"] != "calculating"
+                && job(jobs, &fine["id"])["state"] != "calculating"
+        })
+        .await;
+        let crashed = job(&jobs, &crash["id"]);
+        assert_eq!(crashed["state"], "error");
+        assert!(
+            crashed["error"].as_str().unwrap().contains("on purpose"),
+            "{crashed}"
+        );
+        let done = job(&jobs, &fine["id"]);
+        assert_eq!(done["state"], "done");
+        assert_eq!(done["result"], "500500");
+        assert!(done["pid"].as_str().unwrap().starts_with("<0."));
+    });
+}
+
+#[test]
+fn math_factorial_reports_its_digits_and_bad_input_is_400() {
+    with_console(|addr| async move {
+        let f = post(addr, "/api/math", json!({ "n": 1000, "op": "factorial" }))
+            .await
+            .json();
+        let jobs = wait_for(addr, "/api/math", |jobs| {
+            job(jobs, &f["id"])["state"] == "done"
+        })
+        .await;
+        assert_eq!(job(&jobs, &f["id"])["digits"], 2568);
+
+        let bad = post(addr, "/api/math", json!({ "n": "many" })).await;
+        assert_eq!(bad.status, 400);
+        assert!(bad.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("whole number"));
+        let bad = post(addr, "/api/math", json!({ "n": 5, "op": "sqrt" })).await;
+        assert_eq!(bad.status, 400);
+    });
+}
+
+#[test]
+fn top_lists_the_busiest_processes_with_their_info() {
+    with_console(|addr| async move {
+        // A process that keeps a scheduler busy, awaiting now and then.
+        let hog = Spawn::new()
+            .label("test hog")
+            .spawn(async {
+                loop {
+                    let start = Instant::now();
+                    while start.elapsed() < Duration::from_millis(2) {
+                        std::hint::spin_loop();
+                    }
+                    ember_runtime::yield_point().await;
+                }
+            })
+            .unwrap()
+            .pid;
+        let top = wait_for(addr, "/api/top", |top| {
+            top["processes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["spawned_as"] == "test hog")
+        })
+        .await;
+        let row = top["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["spawned_as"] == "test hog")
+            .unwrap();
+        assert_eq!(row["pid"], hog.to_string());
+        assert!(row["cpu_share"].as_f64().unwrap() > 0.05, "{row}");
+        assert!(top["processes"].as_array().unwrap().len() <= 10);
+        Handle::current().exit(hog, ember_runtime::ExitReason::Kill);
+    });
+}
+
+#[test]
+fn kill_ends_a_process_and_its_info_is_then_404() {
+    with_console(|addr| async move {
+        let victim = Spawn::new()
+            .label("victim")
+            .spawn(async {
+                receive::<()>().await;
+            })
+            .unwrap()
+            .pid;
+        let path = format!(
+            "/api/processes/{}",
+            victim.to_string().trim_matches(['<', '>'])
+        );
+        let info = get(addr, &path).await;
+        assert_eq!(info.status, 200, "{}", info.body);
+        let info = info.json();
+        assert_eq!(info["spawned_as"], "victim");
+        assert_eq!(info["status"], "waiting");
+
+        // The `<0.N.0>` form is accepted too (URL-encoded or not).
+        let bracketed = format!("/api/processes/%3C{}%3E", &path["/api/processes/".len()..]);
+        assert_eq!(get(addr, &bracketed).await.status, 200);
+
+        let killed = post(addr, &format!("{path}/kill"), json!({})).await;
+        assert_eq!(killed.status, 200, "{}", killed.body);
+        assert_eq!(killed.json()["alive"], false);
+        assert!(!Handle::current().is_alive(victim));
+
+        let gone = get(addr, &path).await;
+        assert_eq!(gone.status, 404);
+        assert!(gone.json()["error"].as_str().unwrap().contains("not alive"));
+        assert_eq!(
+            post(addr, &format!("{path}/kill"), json!({})).await.status,
+            404
+        );
+    });
+}
+
+#[test]
+fn a_malformed_pid_is_400() {
+    with_console(|addr| async move {
+        for bad in ["abc", "0.1", "0.1.2.3", "-1.0.0"] {
+            let reply = get(addr, &format!("/api/processes/{bad}")).await;
+            assert_eq!(reply.status, 400, "{bad}: {}", reply.body);
+            assert!(reply.json()["error"].as_str().unwrap().contains("bad pid"));
+        }
+        assert_eq!(
+            post(addr, "/api/processes/x/kill", json!({})).await.status,
+            400
+        );
+    });
+}
+
+#[test]
+fn system_reports_schedulers_memory_and_threads() {
+    with_console(|addr| async move {
+        let system = get(addr, "/api/system").await;
+        assert_eq!(system.status, 200);
+        let system = system.json();
+        assert_eq!(system["schedulers"].as_array().unwrap().len(), 2);
+        assert_eq!(system["schedulers_online"], 2);
+        assert!(system["process_count"].as_u64().unwrap() > 3);
+        assert!(system["memory"]["rss_bytes"].as_u64().unwrap() > 0);
+        assert!(system["threads"]["workers"].as_u64().unwrap() >= 2);
+    });
+}
+
+#[test]
+fn load_starts_supervised_workers_restarts_crashes_and_stops_them() {
+    with_console(|addr| async move {
+        let set = post(
+            addr,
+            "/api/load",
+            json!({ "workers": 200, "failure_rate": 50 }),
+        )
+        .await;
+        assert_eq!(set.status, 202, "{}", set.body);
+        let load = wait_for(addr, "/api/load", |l| {
+            l["live_workers"] == 200 && l["failures_total"].as_u64().unwrap() > 20
+        })
+        .await;
+        assert_eq!(load["workers"], 200);
+        // Crashed workers were restarted: jobs keep being done.
+        wait_for(addr, "/api/load", |l| {
+            l["jobs_total"].as_u64().unwrap() > 100
+        })
+        .await;
+
+        let set = post(
+            addr,
+            "/api/load",
+            json!({ "workers": 0, "failure_rate": 0, "schedulers": 1 }),
+        )
+        .await;
+        assert_eq!(set.status, 202);
+        let load = wait_for(addr, "/api/load", |l| l["live_workers"] == 0).await;
+        assert_eq!(load["schedulers_online"], 1);
+        assert_eq!(Handle::current().schedulers_online(), 1);
+        let history = load["history"].as_array().unwrap();
+        assert!(!history.is_empty());
+        assert_eq!(history[0]["utilization"].as_array().unwrap().len(), 2);
+
+        for bad in [
+            json!({ "workers": 2_000_000 }),
+            json!({ "failure_rate": 101 }),
+            json!({ "schedulers": 0 }),
+            json!({ "schedulers": 3 }),
+        ] {
+            let reply = post(addr, "/api/load", bad.clone()).await;
+            assert_eq!(reply.status, 400, "{bad}: {}", reply.body);
+        }
+    });
+}
+
+#[test]
+fn pages_and_assets_are_served_from_the_binary() {
+    with_console(|addr| async move {
+        for page in ["/", "/math", "/load", "/top"] {
+            let reply = get(addr, page).await;
+            assert_eq!(reply.status, 200, "{page}");
+            assert!(reply.body.contains("/assets/console/console.js"), "{page}");
+        }
+        for asset in ["/assets/console/console.js", "/assets/console/console.css"] {
+            assert_eq!(get(addr, asset).await.status, 200, "{asset}");
+        }
+        assert_eq!(get(addr, "/assets/console/nope.js").await.status, 404);
+    });
+}
