@@ -143,7 +143,8 @@ impl EventStream {
         }
         let period = self.period;
         let heartbeat = self.heartbeat.get_or_insert_with(|| {
-            let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            let mut interval =
+                tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
             interval
         });

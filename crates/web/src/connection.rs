@@ -36,6 +36,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 
 use crate::response::text;
+use crate::router::Lookup;
 use crate::server::Shared;
 use crate::Response;
 
@@ -103,18 +104,29 @@ fn closing(mut response: Response) -> Response {
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
-    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Answers one request: limits, routing, then the handler in its own process.
 async fn respond(request: http::Request<Incoming>, shared: &Shared) -> Response {
     let (parts, body) = request.into_parts();
     let handler = match shared.router.lookup(&parts.method, parts.uri.path()) {
-        Ok(handler) => handler,
-        Err(response) => return response,
+        Lookup::Handler(handler) => handler,
+        Lookup::Answer(response) => return *response,
     };
     let limit = shared.config.max_body_bytes;
-    let too_large = || closing(text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"));
+    let too_large = || {
+        closing(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large\n",
+        ))
+    };
     if content_length(&parts.headers).is_some_and(|n| n > limit as u64) {
         return too_large();
     }
@@ -136,7 +148,10 @@ async fn respond(request: http::Request<Incoming>, shared: &Shared) -> Response 
             let _ = reply.send(response);
         });
     let Ok(spawned) = spawned else {
-        return text(StatusCode::INTERNAL_SERVER_ERROR, "cannot start the handler\n");
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot start the handler\n",
+        );
     };
     shared.stats.requests.fetch_add(1, Ordering::Relaxed);
     let mut guard = KillOnDrop {

@@ -27,7 +27,10 @@ pub const SPIN_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// Mounts `/ping`, `/fact` and `/spin` on `router`.
 pub fn routes(router: Router) -> Router {
-    router.get("/ping", ping).get("/fact", fact).get("/spin", spin)
+    router
+        .get("/ping", ping)
+        .get("/fact", fact)
+        .get("/spin", spin)
 }
 
 /// `GET /ping`: `pong`.
@@ -39,7 +42,7 @@ pub async fn ping(_req: Request) -> Response {
 pub async fn fact(req: Request) -> Response {
     match parse_n(&req, FACT_MAX_N) {
         Ok(n) => text(StatusCode::OK, factorial_bits(n).to_string()),
-        Err(response) => response,
+        Err(why) => text(StatusCode::BAD_REQUEST, why),
     }
 }
 
@@ -47,25 +50,20 @@ pub async fn fact(req: Request) -> Response {
 pub async fn spin(req: Request) -> Response {
     match parse_n(&req, u64::MAX) {
         Ok(n) => text(StatusCode::OK, xorshift(n).to_string()),
-        Err(response) => response,
+        Err(why) => text(StatusCode::BAD_REQUEST, why),
     }
 }
 
-fn parse_n(req: &Request, max: u64) -> Result<u64, Response> {
+/// The `n` parameter, or why it is unacceptable (answered `400`).
+fn parse_n(req: &Request, max: u64) -> Result<u64, String> {
     let params = query(req);
     let Some(raw) = params.get("n") else {
-        return Err(text(StatusCode::BAD_REQUEST, "missing parameter n\n"));
+        return Err("missing parameter n\n".into());
     };
     match raw.parse::<u64>() {
         Ok(n) if n <= max => Ok(n),
-        Ok(_) => Err(text(
-            StatusCode::BAD_REQUEST,
-            format!("n must be at most {max}\n"),
-        )),
-        Err(_) => Err(text(
-            StatusCode::BAD_REQUEST,
-            "n must be a non-negative integer\n",
-        )),
+        Ok(_) => Err(format!("n must be at most {max}\n")),
+        Err(_) => Err("n must be a non-negative integer\n".into()),
     }
 }
 

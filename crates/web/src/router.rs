@@ -116,7 +116,10 @@ impl Router {
     ///
     /// If `path` does not start with `/`.
     pub fn route(mut self, method: Method, path: &str, handler: impl Handler) -> Router {
-        assert!(path.starts_with('/'), "a route's path must start with '/': {path:?}");
+        assert!(
+            path.starts_with('/'),
+            "a route's path must start with '/': {path:?}"
+        );
         let handler: Arc<dyn Handler> = Arc::new(handler);
         let methods = match path.strip_suffix('*') {
             Some(prefix) if prefix.ends_with('/') => {
@@ -124,7 +127,8 @@ impl Router {
                     Some(i) => &mut self.prefixes[i].1,
                     None => {
                         self.prefixes.push((prefix.to_owned(), Vec::new()));
-                        self.prefixes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+                        self.prefixes
+                            .sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
                         let i = self
                             .prefixes
                             .iter()
@@ -143,7 +147,7 @@ impl Router {
 
     /// Finds the handler for a request, or the response the router gives
     /// itself (404, 405).
-    pub(crate) fn lookup(&self, method: &Method, path: &str) -> Result<Arc<dyn Handler>, Response> {
+    pub(crate) fn lookup(&self, method: &Method, path: &str) -> Lookup {
         let methods = self.exact.get(path).or_else(|| {
             self.prefixes
                 .iter()
@@ -151,23 +155,43 @@ impl Router {
                 .map(|(_, methods)| methods)
         });
         let Some(methods) = methods else {
-            return Err(text(StatusCode::NOT_FOUND, "not found\n"));
+            return Lookup::Answer(Box::new(text(StatusCode::NOT_FOUND, "not found\n")));
         };
         let find = |wanted: &Method| methods.iter().find(|(m, _)| m == wanted);
-        let found = find(method).or_else(|| (*method == Method::HEAD).then(|| find(&Method::GET)).flatten());
-        match found {
-            Some((_, handler)) => Ok(handler.clone()),
-            None => {
-                let mut allow: Vec<&str> = methods.iter().map(|(m, _)| m.as_str()).collect();
-                if allow.contains(&"GET") && !allow.contains(&"HEAD") {
-                    allow.push("HEAD");
-                }
-                let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-                if let Ok(value) = allow.join(", ").parse() {
-                    response.headers_mut().insert(header::ALLOW, value);
-                }
-                Err(response)
-            }
+        let found = find(method).or_else(|| {
+            (*method == Method::HEAD)
+                .then(|| find(&Method::GET))
+                .flatten()
+        });
+        if let Some((_, handler)) = found {
+            return Lookup::Handler(handler.clone());
+        }
+        let mut allow: Vec<&str> = methods.iter().map(|(m, _)| m.as_str()).collect();
+        if allow.contains(&"GET") && !allow.contains(&"HEAD") {
+            allow.push("HEAD");
+        }
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        if let Ok(value) = allow.join(", ").parse() {
+            response.headers_mut().insert(header::ALLOW, value);
+        }
+        Lookup::Answer(Box::new(response))
+    }
+}
+
+/// What [`Router::lookup`] found.
+pub(crate) enum Lookup {
+    /// The handler to run.
+    Handler(Arc<dyn Handler>),
+    /// No handler: the router's own answer (404, 405).
+    Answer(Box<Response>),
+}
+
+impl Lookup {
+    #[cfg(test)]
+    fn status(&self) -> Option<StatusCode> {
+        match self {
+            Lookup::Handler(_) => None,
+            Lookup::Answer(r) => Some(r.status()),
         }
     }
 }
@@ -186,17 +210,29 @@ mod tests {
             .get("/a/*", |_| async { text(StatusCode::OK, "short") })
             .get("/a/b/*", |_| async { text(StatusCode::OK, "long") })
             .get("/a/b/c", ok);
-        assert!(r.lookup(&Method::GET, "/a/b/c").is_ok());
-        assert!(r.lookup(&Method::GET, "/a/b/d").is_ok());
-        assert!(r.lookup(&Method::GET, "/a/x").is_ok());
-        assert_eq!(r.lookup(&Method::GET, "/a").err().map(|r| r.status()), Some(StatusCode::NOT_FOUND));
+        assert_eq!(r.lookup(&Method::GET, "/a/b/c").status(), None);
+        assert_eq!(r.lookup(&Method::GET, "/a/b/d").status(), None);
+        assert_eq!(r.lookup(&Method::GET, "/a/x").status(), None);
+        assert_eq!(
+            r.lookup(&Method::GET, "/a").status(),
+            Some(StatusCode::NOT_FOUND)
+        );
     }
 
     #[test]
     fn a_path_with_another_method_is_405_with_allow() {
         let r = Router::new().get("/x", ok);
-        let resp = r.lookup(&Method::POST, "/x").err().map(|r| (r.status(), r.headers().get(header::ALLOW).cloned()));
-        assert_eq!(resp, Some((StatusCode::METHOD_NOT_ALLOWED, Some("GET, HEAD".parse().unwrap()))));
-        assert!(r.lookup(&Method::HEAD, "/x").is_ok());
+        let resp = match r.lookup(&Method::POST, "/x") {
+            Lookup::Answer(r) => Some((r.status(), r.headers().get(header::ALLOW).cloned())),
+            Lookup::Handler(_) => None,
+        };
+        assert_eq!(
+            resp,
+            Some((
+                StatusCode::METHOD_NOT_ALLOWED,
+                Some("GET, HEAD".parse().unwrap())
+            ))
+        );
+        assert_eq!(r.lookup(&Method::HEAD, "/x").status(), None);
     }
 }

@@ -206,10 +206,18 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, parent: Pid) ->
                 let spawned = Spawn::new()
                     .label(format!("ember-web connection {peer}"))
                     .link()
-                    .spawn(connection::serve(stream, peer, shared.clone(), stop_rx.clone()));
+                    .spawn(connection::serve(
+                        stream,
+                        peer,
+                        shared.clone(),
+                        stop_rx.clone(),
+                    ));
                 if let Ok(spawned) = spawned {
                     connections.insert(spawned.pid);
-                    shared.stats.connections.store(connections.len(), Ordering::Relaxed);
+                    shared
+                        .stats
+                        .connections
+                        .store(connections.len(), Ordering::Relaxed);
                 }
             }
             Event::Accepted(Err(e)) => {
@@ -230,7 +238,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, parent: Pid) ->
                             return exit.reason;
                         }
                     } else if connections.remove(&exit.from) {
-                        shared.stats.connections.store(connections.len(), Ordering::Relaxed);
+                        shared
+                            .stats
+                            .connections
+                            .store(connections.len(), Ordering::Relaxed);
                         if !exit.reason.is_orderly() {
                             tracing::error!(
                                 "ember-web: connection process {} crashed: {}",
@@ -275,7 +286,10 @@ async fn drain(mut connections: HashSet<Pid>, shared: &Shared, stop: watch::Send
             }
             None => break,
         }
-        shared.stats.connections.store(connections.len(), Ordering::Relaxed);
+        shared
+            .stats
+            .connections
+            .store(connections.len(), Ordering::Relaxed);
     }
 }
 

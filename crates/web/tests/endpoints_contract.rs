@@ -7,7 +7,12 @@ use ember_web::{Config, Router, Server};
 use support::{get, run};
 
 fn start() -> Server {
-    Server::bind("127.0.0.1:0", endpoints::routes(Router::new()), Config::default()).unwrap()
+    Server::bind(
+        "127.0.0.1:0",
+        endpoints::routes(Router::new()),
+        Config::default(),
+    )
+    .unwrap()
 }
 
 #[test]

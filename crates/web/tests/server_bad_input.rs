@@ -9,9 +9,14 @@ use support::{exchange, get, run, status_of};
 
 fn start() -> Server {
     let router = Router::new()
-        .get("/ping", |_req: Request| async { text(StatusCode::OK, "pong") })
+        .get("/ping", |_req: Request| async {
+            text(StatusCode::OK, "pong")
+        })
         .post("/echo", |req: Request| async move {
-            text(StatusCode::OK, String::from_utf8_lossy(req.body()).into_owned())
+            text(
+                StatusCode::OK,
+                String::from_utf8_lossy(req.body()).into_owned(),
+            )
         });
     let config = Config {
         max_body_bytes: 1000,
@@ -46,7 +51,8 @@ fn a_body_announced_over_the_limit_is_answered_413() {
 fn a_chunked_body_growing_over_the_limit_is_answered_413() {
     run(2, async {
         let server = start();
-        let mut raw = b"POST /echo HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+        let mut raw =
+            b"POST /echo HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
         for _ in 0..3 {
             raw.extend_from_slice(b"1f4\r\n");
             raw.extend_from_slice(&[b'x'; 500]);
@@ -90,6 +96,9 @@ fn a_wrong_method_is_answered_405_with_the_allowed_ones() {
         )
         .await;
         assert_eq!(status_of(&raw), Some(405), "{raw}");
-        assert!(raw.to_ascii_lowercase().contains("allow: get, head"), "{raw}");
+        assert!(
+            raw.to_ascii_lowercase().contains("allow: get, head"),
+            "{raw}"
+        );
     });
 }

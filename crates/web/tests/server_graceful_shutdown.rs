@@ -41,7 +41,10 @@ fn shutdown_lets_an_in_flight_request_finish_and_refuses_new_connections() {
             }
         };
         assert!(refused);
-        assert!(ember_runtime::is_alive(acceptor), "it waits for the request in flight");
+        assert!(
+            ember_runtime::is_alive(acceptor),
+            "it waits for the request in flight"
+        );
 
         send(handler, Go);
         let reply = in_flight.await.unwrap();

@@ -12,13 +12,14 @@ struct Go;
 fn a_panicking_handler_answers_500_while_another_connection_is_served() {
     run(2, async {
         let test = self_pid();
-        let router = endpoints::routes(Router::new()).get("/panic", move |_req: Request| async move {
-            send(test, self_pid());
-            let Go = receive().await;
-            panic!("the handler fails on purpose");
-            #[allow(unreachable_code)]
-            Response::default()
-        });
+        let router =
+            endpoints::routes(Router::new()).get("/panic", move |_req: Request| async move {
+                send(test, self_pid());
+                let Go = receive().await;
+                panic!("the handler fails on purpose");
+                #[allow(unreachable_code)]
+                Response::default()
+            });
         let server = Server::bind("127.0.0.1:0", router, Config::default()).unwrap();
         let addr = server.local_addr();
 
@@ -39,6 +40,12 @@ fn a_panicking_handler_answers_500_while_another_connection_is_served() {
         // The connection survives its request's crash.
         let again = get_on(&mut doomed, "/ping").await;
         assert_eq!((again.status, again.body.as_str()), (200, "pong"));
-        assert_eq!(server.stats().crashed.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(
+            server
+                .stats()
+                .crashed
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
     });
 }

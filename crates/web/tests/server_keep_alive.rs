@@ -9,7 +9,12 @@ use tokio::net::TcpStream;
 #[test]
 fn a_kept_alive_connection_serves_several_requests() {
     run(2, async {
-        let server = Server::bind("127.0.0.1:0", endpoints::routes(Router::new()), Config::default()).unwrap();
+        let server = Server::bind(
+            "127.0.0.1:0",
+            endpoints::routes(Router::new()),
+            Config::default(),
+        )
+        .unwrap();
         let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
         for path in ["/ping", "/fact?n=10", "/spin?n=0", "/nope", "/ping"] {
             let reply = get_on(&mut s, path).await;

@@ -12,8 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn start() -> Server {
-    let router = endpoints::routes(Router::new())
-        .post("/upload", |req: Request| async move { text(StatusCode::OK, req.body().len().to_string()) });
+    let router = endpoints::routes(Router::new()).post("/upload", |req: Request| async move {
+        text(StatusCode::OK, req.body().len().to_string())
+    });
     let config = Config {
         header_read_timeout: Duration::from_millis(300),
         body_read_timeout: Duration::from_millis(300),
@@ -28,7 +29,9 @@ fn a_client_sending_its_head_too_slowly_is_disconnected() {
         let server = start();
         let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
         let started = Instant::now();
-        s.write_all(b"GET /ping HTTP/1.1\r\nhost: t\r\n").await.unwrap(); // never finished
+        s.write_all(b"GET /ping HTTP/1.1\r\nhost: t\r\n")
+            .await
+            .unwrap(); // never finished
         let mut out = Vec::new();
         let _ = s.read_to_end(&mut out).await; // EOF or reset: cut off
         assert!(started.elapsed() >= Duration::from_millis(250));

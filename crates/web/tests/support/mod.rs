@@ -37,7 +37,9 @@ impl Reply {
     pub fn header(&self, name: &str) -> Option<String> {
         self.head.lines().find_map(|line| {
             let (k, v) = line.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
         })
     }
 }
@@ -51,8 +53,15 @@ pub async fn read_reply(stream: &mut TcpStream) -> Reply {
             break i + 4;
         }
         let mut byte = [0u8; 1];
-        let n = stream.read(&mut byte).await.expect("read the response head");
-        assert!(n > 0, "the server closed before a whole head: {:?}", String::from_utf8_lossy(&buf));
+        let n = stream
+            .read(&mut byte)
+            .await
+            .expect("read the response head");
+        assert!(
+            n > 0,
+            "the server closed before a whole head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
         buf.push(byte[0]);
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
