@@ -287,6 +287,8 @@ async fn one_shot(addr: &str, path: &str, req: &[u8]) -> Result<(), Fail> {
 #[derive(Default)]
 struct StreamStats {
     lat_ms: Vec<f64>,
+    /// How late the client itself was in sending (due time -> connect call).
+    lag_ms: Vec<f64>,
     sent: u64,
     timeouts: u64,
     errors: u64,
@@ -388,7 +390,11 @@ async fn probe(a: Args) {
                 sleep_until(at).await;
                 let (addr, path, req, stats) = (addr.clone(), path.clone(), req.clone(), stats.clone());
                 inflight.push(tokio::task::spawn_local(async move {
-                    stats.borrow_mut().sent += 1;
+                    {
+                        let mut s = stats.borrow_mut();
+                        s.sent += 1;
+                        s.lag_ms.push(at.elapsed().as_secs_f64() * 1e3);
+                    }
                     let res = timeout_at(at + timeout, one_shot(&addr, &path, &req)).await;
                     let mut s = stats.borrow_mut();
                     match res {
@@ -444,6 +450,12 @@ async fn probe(a: Args) {
         if let Some(e) = &s.first_error {
             println!("# {name}: first error: {e}");
         }
+        s.lag_ms.sort_by(|x, y| x.partial_cmp(y).unwrap());
+        println!("STAT {name} lag_p99 {:.3}", pct(&s.lag_ms, 99.0));
+        println!(
+            "STAT {name} lag_max {:.3}",
+            s.lag_ms.last().copied().unwrap_or(f64::NAN)
+        );
     }
 }
 
