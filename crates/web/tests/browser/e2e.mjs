@@ -1,0 +1,174 @@
+// End-to-end test of the Ember console in a real headless Chromium.
+//
+//   node crates/web/tests/browser/e2e.mjs [BASE_URL]
+//
+// Without BASE_URL it starts the ember binary itself on a free port
+// ($EMBER_BIN, else target/release/ember, else target/debug/ember; run from
+// the workspace root) and stops it at the end. It needs /usr/bin/chromium
+// (override with $CHROMIUM) and `npm ci` in this folder.
+//
+// It opens the math page, submits 13 and 1000 and sees "error" and 500500
+// appear; starts a sum that would run for hours, finds its task in top, opens
+// its info and kills it; sets a small load and watches the graphs; and saves
+// screenshots to target/browser-screenshot*.png.
+
+import { spawn } from "node:child_process";
+import { existsSync, mkdirSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "../../../..");
+const shots = resolve(root, "target");
+const TIMEOUT = 30_000;
+
+function fail(message) {
+  throw new Error(message);
+}
+
+async function startServer() {
+  const candidates = [process.env.EMBER_BIN, "target/release/ember", "target/debug/ember"]
+    .filter(Boolean)
+    .map((p) => resolve(root, p));
+  const bin = candidates.find((p) => existsSync(p)) ||
+    fail(`no ember binary (tried ${candidates.join(", ")}): build it with cargo build --release -p ember`);
+  const child = spawn(bin, ["--listen", "127.0.0.1:0"], {
+    stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "warn" },
+  });
+  const url = await new Promise((ok, ko) => {
+    let out = "";
+    const timer = setTimeout(() => ko(new Error(`${bin} did not say where it listens: ${out}`)), 15_000);
+    child.stdout.on("data", (chunk) => {
+      out += chunk;
+      const m = out.match(/listening on (http:\/\/[0-9.:]+)/);
+      if (m) { clearTimeout(timer); ok(m[1]); }
+    });
+    child.on("exit", (code) => ko(new Error(`${bin} exited with ${code}: ${out}`)));
+  });
+  console.log(`e2e: started ${bin} at ${url}`);
+  return { url, stop: () => child.kill("SIGINT") };
+}
+
+async function main() {
+  let server = null;
+  let base = process.argv[2];
+  if (!base) {
+    server = await startServer();
+    base = server.url;
+  }
+  base = base.replace(/\/$/, "");
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: [
+      "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+      "--disable-component-update", "--no-first-run",
+    ],
+  });
+  const errors = [];
+  try {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+    const page = await context.newPage();
+    page.setDefaultTimeout(TIMEOUT);
+    page.on("pageerror", (e) => errors.push(`page error: ${e.message}`));
+    page.on("console", (m) => m.type() === "error" && errors.push(`console error: ${m.text()}`));
+    page.on("requestfailed", (r) => {
+      // Event streams are cut when the page navigates; that is not a failure.
+      if (!r.url().includes("/events")) errors.push(`request failed: ${r.url()}`);
+    });
+    mkdirSync(shots, { recursive: true });
+
+    // Home: links to every page, live vitals.
+    await page.goto(`${base}/`);
+    for (const name of ["Math", "Load", "Top"]) {
+      await page.locator("nav a", { hasText: name }).waitFor();
+    }
+    await page.waitForFunction(() => document.getElementById("v-procs").textContent !== "–");
+    console.log("e2e: home page ok, vitals live");
+
+    // Math: 13 crashes its own task, 1000 gives the sum.
+    await page.locator("nav a", { hasText: "Math" }).click();
+    await page.waitForURL(`${base}/math`);
+    const submit = async (n) => {
+      await page.fill("#math-n", String(n));
+      await page.click("#math-submit");
+    };
+    await submit(13);
+    await submit(1000);
+    const crashed = page.locator('#math-rows tr[data-n="13"]').first();
+    await crashed.locator(".state.error", { hasText: "error" }).waitFor();
+    const summed = page.locator('#math-rows tr[data-n="1000"]').first();
+    await summed.locator(".state.done").waitFor();
+    const result = await summed.locator("td.result").textContent();
+    if (!result.includes("500500")) fail(`the row of 1000 shows ${JSON.stringify(result)}`);
+    console.log("e2e: math 13 -> error, 1000 -> 500500");
+
+    // A sum that would run for hours, computed without a single await.
+    await submit(1_000_000_000_000);
+    const long = page.locator('#math-rows tr[data-n="1000000000000"]').first();
+    await long.locator(".state.calculating", { hasText: "calculating" }).waitFor();
+    // The page stays responsive while it runs: a small job still answers at once.
+    const t0 = Date.now();
+    await submit(1000);
+    await page.waitForFunction(() => document.querySelectorAll('#math-rows tr[data-n="1000"][data-state="done"]').length >= 2);
+    console.log(`e2e: a small job finished in ${Date.now() - t0} ms while the huge sum runs`);
+    await page.waitForTimeout(1500);
+    await page.screenshot({ path: resolve(shots, "browser-screenshot.png"), fullPage: true });
+
+    // Top: the runaway task is listed; info says what it is; kill ends it.
+    await page.locator("nav a", { hasText: "Top" }).click();
+    await page.waitForURL(`${base}/top`);
+    const hog = page.locator("#top-rows tr", { hasText: "task" }).first();
+    await hog.waitFor();
+    const pid = await hog.getAttribute("data-pid");
+    await hog.locator("button", { hasText: "info" }).click();
+    await page.locator("#info-facts dt", { hasText: "spawned as" }).waitFor();
+    await page.locator("#info-pid", { hasText: pid }).waitFor();
+    const poll = await page.locator("#info-poll").textContent();
+    console.log(`e2e: top lists ${pid}; info: ${poll}`);
+    await page.waitForTimeout(300);
+    await page.screenshot({ path: resolve(shots, "browser-screenshot-top.png"), fullPage: true });
+    await page.click("#info-kill");
+    await page.locator("#info-poll", { hasText: "killed" }).waitFor();
+    const bare = pid.replace(/^</, "").replace(/>$/, "");
+    for (let tries = 0; (await page.request.get(`${base}/api/processes/${bare}`)).status() !== 404; tries++) {
+      if (tries > 100) fail(`${pid} is still alive after kill`);
+      await page.waitForTimeout(50);
+    }
+    console.log(`e2e: killed ${pid}; its info is now 404`);
+
+    // Its math row says how it ended.
+    await page.locator("nav a", { hasText: "Math" }).click();
+    await long.locator(".state.error").waitFor();
+    console.log(`e2e: the killed job's row: ${(await long.locator("td.result").textContent()).trim()}`);
+
+    // Load: a few thousand workers failing at 5%, graphs drawn.
+    await page.locator("nav a", { hasText: "Load" }).click();
+    await page.waitForURL(`${base}/load`);
+    await page.fill("#load-workers", "5000");
+    await page.fill("#load-failure", "5");
+    await page.click('#load-form button[type="submit"]');
+    await page.locator("#load-facts dd", { hasText: "5,000 alive of 5,000" }).waitFor();
+    await page.waitForFunction(() => {
+      const text = document.getElementById("load-facts").textContent;
+      return /[1-9][0-9,]* \/ s ok/.test(text);
+    });
+    await page.waitForTimeout(3000);
+    await page.screenshot({ path: resolve(shots, "browser-screenshot-load.png"), fullPage: true });
+    await page.fill("#load-workers", "0");
+    await page.click('#load-form button[type="submit"]');
+    await page.locator("#load-facts dd", { hasText: "0 alive of 0" }).waitFor();
+    console.log("e2e: load 5000 workers at 5% failures, then 0");
+
+    if (errors.length) fail(`the pages reported errors:\n${errors.join("\n")}`);
+    console.log(`e2e: ok; screenshots in ${shots}/browser-screenshot*.png`);
+  } finally {
+    await browser.close();
+    if (server) server.stop();
+  }
+}
+
+main().catch((e) => {
+  console.error(`e2e: FAILED: ${e.stack || e}`);
+  process.exit(1);
+});
