@@ -23,9 +23,9 @@
 //!   running each math job as a temporary task, so a crash ends only that
 //!   job;
 //! * `sampler`: once a second, diffs runtime and process counters into the
-//!   figures every page shows ([`sampler`]);
+//!   figures every page shows (`console/sampler.rs`);
 //! * `load_shards`: a supervisor of dynamic supervisors that restart crashed
-//!   load workers ([`load`]).
+//!   load workers (`console/load.rs`).
 //!
 //! Each open event stream is one more process, which ends when its client
 //! goes away.

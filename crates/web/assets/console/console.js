@@ -201,7 +201,7 @@ function renderTop(top) {
       el("td", { class: "num mono", text: fmtNum(p.reductions_delta * perSec) }),
       el("td", { class: "num mono", text: fmtNum(p.mailbox_len) }),
       el("td", { class: "num mono", text: fmtBytes(p.memory_bytes) }),
-      el("td", { class: "num" },
+      el("td", { class: "actions" },
         el("button", { type: "button", class: "small", onclick: () => showInfo(pidPath(p.pid)), text: "info" }), " ",
         el("button", { type: "button", class: "small danger", onclick: () => kill(pidPath(p.pid)), text: "kill" })));
   }));
@@ -355,6 +355,11 @@ function loadPage() {
   window.addEventListener("resize", () => latest && drawLoad(latest));
 }
 
+function legend(id, items) {
+  const box = $(id);
+  box.replaceChildren(...items.map(([label, color]) => el("span", {}, el("i", { style: `background:${color}` }), label)));
+}
+
 function drawLoad(load) {
   const h = load.history;
   drawChart($("chart-jobs"), [
@@ -365,6 +370,8 @@ function drawLoad(load) {
   const util = [];
   for (let i = 0; i < n; i++) util.push({ values: h.map((p) => p.utilization[i] || 0) });
   drawChart($("chart-util"), util, { max: 1, format: (v) => fmtPct(v) });
+  legend("legend-jobs", [["ok", PALETTE[2]], ["crashed", "#c93c3c"]]);
+  legend("legend-util", util.map((_, i) => [`scheduler ${i + 1}`, PALETTE[i % PALETTE.length]]));
   drawChart($("chart-mem"), [{ values: h.map((p) => p.rss_bytes), color: PALETTE[1] }], { format: fmtBytes });
 }
 
