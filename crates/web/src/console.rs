@@ -70,5 +70,14 @@ where
     Fut: std::future::Future<Output = Response> + Send + 'static,
 {
     let console = console.clone();
-    move |request| Box::pin(handler(console.clone(), request))
+    move |request| {
+        let answer = handler(console.clone(), request);
+        Box::pin(async move {
+            // The console must stay usable when the system it shows is
+            // saturated (a million workers on two cores): its processes
+            // are served before normal work.
+            ember_runtime::set_priority(ember_runtime::Priority::High);
+            answer.await
+        })
+    }
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ember_runtime::{ExitReason, Handle, Pid, Spawn};
+use ember_runtime::{ExitReason, Handle, Pid, Priority, Spawn};
 use http::StatusCode;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -144,6 +144,7 @@ async fn stream_snapshots(
     let (tx, rx) = mpsc::channel::<String>(4);
     let mut updates = console.snapshot.subscribe();
     let spawned = Spawn::new()
+        .priority(Priority::High)
         .label(format!("console events: {what}"))
         .spawn(async move {
             loop {
@@ -318,6 +319,7 @@ async fn math_events(console: Arc<Console>, _request: Request) -> Response {
     let (tx, rx) = mpsc::channel::<String>(4);
     let mut updates = console.math.subscribe();
     let spawned = Spawn::new()
+        .priority(Priority::High)
         .label("console events: math")
         .spawn(async move {
             loop {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use ember_otp::gen::StartOptions;
 use ember_otp::supervisor::{ChildSpec, Flags, SupervisorSpec};
 use ember_otp::task::TaskSupervisor;
-use ember_runtime::{receive, Handle, Spawn};
+use ember_runtime::{receive, Handle, Priority, Spawn};
 use tokio::sync::{oneshot, watch, OnceCell};
 
 use super::load::{self, LoadShared};
@@ -102,6 +102,7 @@ impl Console {
             async move {
                 Ok(Spawn::new()
                     .link()
+                    .priority(Priority::High)
                     .label("console sampler")
                     .spawn(sampler::run(console, Handle::current()))
                     .expect("spawn_link from the supervisor")
