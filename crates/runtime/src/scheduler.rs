@@ -113,7 +113,7 @@ impl Scheduler {
         let sched = &rt.sched;
         for slot in sched.slots.iter() {
             let worker = sched.workers.spawn(rt, slot.index, false)?;
-            slot.assign(&worker);
+            slot.assign(worker.id);
         }
         for _ in 0..sched.config.spare_threads {
             sched.workers.spawn(rt, NO_SLOT, false)?;

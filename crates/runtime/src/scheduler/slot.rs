@@ -127,6 +127,11 @@ impl Slot {
         }
     }
 
+    /// Hands this slot to the worker `worker_id` (at start-up).
+    pub(crate) fn assign(&self, worker_id: usize) {
+        self.owner.store(worker_id, Ordering::Release);
+    }
+
     /// Records the thread serving the slot, for unparking.
     pub(crate) fn set_thread(&self, thread: Thread) {
         *self.thread.lock() = Some(thread);

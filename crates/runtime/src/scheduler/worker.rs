@@ -424,10 +424,3 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         "non-string panic payload".to_owned()
     }
 }
-
-impl Slot {
-    /// Hands this slot to `worker` (at start-up).
-    pub(crate) fn assign(&self, worker: &Worker) {
-        self.owner.store(worker.id, Ordering::Release);
-    }
-}
