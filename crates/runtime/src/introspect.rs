@@ -215,6 +215,7 @@ impl Shared {
     }
 
     pub(crate) fn runtime_info(&self) -> RuntimeInfo {
+        let polls = self.polls_in_progress();
         RuntimeInfo {
             process_count: self.table.len(),
             uptime: self.sched.started.elapsed(),
@@ -225,7 +226,14 @@ impl Shared {
                 .map(|s| SchedulerInfo {
                     index: s.index,
                     online: s.is_online(),
-                    busy: Duration::from_nanos(s.busy_ns.load(Ordering::Relaxed)),
+                    // Counted when each poll ends, plus the one in progress.
+                    busy: Duration::from_nanos(
+                        s.busy_ns.load(Ordering::Relaxed)
+                            + polls
+                                .iter()
+                                .find(|(worker, _, _)| *worker == s.owner.load(Ordering::Relaxed))
+                                .map_or(0, |(_, _, ns)| *ns),
+                    ),
                     run_queue: s.queue_len(),
                     polls: s.polls.load(Ordering::Relaxed),
                     reductions: s.reductions.load(Ordering::Relaxed),
@@ -256,15 +264,42 @@ impl Shared {
         self.table.iter().map(|e| e.value().pid).collect()
     }
 
+    /// Polls in progress: pid key → nanoseconds so far, per worker.
+    fn polls_in_progress(&self) -> Vec<(usize, u64, u64)> {
+        let now = self.sched.nanos_since_start(std::time::Instant::now());
+        self.sched
+            .workers
+            .snapshot()
+            .iter()
+            .filter(|w| w.poll_epoch.load(Ordering::Acquire) % 2 == 1)
+            .map(|w| {
+                let started = w.poll_started_ns.load(Ordering::Relaxed);
+                (
+                    w.id,
+                    w.poll_pid.load(Ordering::Relaxed),
+                    now.saturating_sub(started),
+                )
+            })
+            .collect()
+    }
+
     pub(crate) fn sample_processes(&self) -> Vec<ProcessSample> {
+        // A process inside a long poll is charged for it so far, so `top`
+        // sees a hog before its poll returns.
+        let running: std::collections::HashMap<u64, u64> = self
+            .polls_in_progress()
+            .into_iter()
+            .map(|(_, pid, ns)| (pid, ns))
+            .collect();
         self.table
             .iter()
             .map(|e| {
                 let p = e.value();
+                let running = running.get(&p.pid.key()).copied().unwrap_or(0);
                 ProcessSample {
                     pid: p.pid,
                     reductions: p.reductions.load(Ordering::Relaxed),
-                    cpu_ns: p.cpu_ns.load(Ordering::Relaxed),
+                    cpu_ns: p.cpu_ns.load(Ordering::Relaxed) + running,
                 }
             })
             .collect()

@@ -83,7 +83,7 @@ pub use message::{
     receive, receive_any, self_pid, send, send_named, sleep, try_receive, try_self_pid,
     yield_point, NameNotFound, Receive, ReceiveAny, ReceiveTimeout, YieldPoint,
 };
-pub use pid::{MonitorRef, Pid, Ref, TimerRef};
+pub use pid::{MonitorRef, ParsePidError, Pid, Ref, TimerRef};
 pub use process::{Priority, Status};
 pub use reason::{ExitReason, IntoExitReason};
 pub use registry::{register, registered, unregister, whereis, NotRegistered, RegisterError};

@@ -72,6 +72,49 @@ impl fmt::Display for Pid {
     }
 }
 
+/// The error of parsing a [`Pid`] from text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParsePidError(String);
+
+impl fmt::Display for ParsePidError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "not a pid: {:?} (expected <node.number.serial> or node.number.serial)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for ParsePidError {}
+
+impl std::str::FromStr for Pid {
+    type Err = ParsePidError;
+
+    /// Parses `<0.123.0>` or `0.123.0`. The pid need not name a live process.
+    fn from_str(text: &str) -> Result<Pid, ParsePidError> {
+        let error = || ParsePidError(text.to_owned());
+        let inner = text.trim();
+        let inner = inner
+            .strip_prefix('<')
+            .and_then(|t| t.strip_suffix('>'))
+            .unwrap_or(inner);
+        let mut parts = inner
+            .split('.')
+            .map(|p| p.parse::<u32>().map_err(|_| error()));
+        let (Some(node), Some(number), Some(serial), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(error());
+        };
+        Ok(Pid {
+            node: node?,
+            number: number?,
+            serial: serial?,
+        })
+    }
+}
+
 impl fmt::Debug for Pid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
@@ -142,5 +185,15 @@ mod tests {
         assert_eq!(pid.to_string(), "<0.123.7>");
         assert_eq!(Pid::local(pid.key()), pid);
         assert!(pid.is_local());
+    }
+
+    #[test]
+    fn pids_parse_with_or_without_brackets_and_reject_garbage() {
+        let pid: Pid = "<0.123.7>".parse().unwrap();
+        assert_eq!(pid, Pid::local((7 << 32) | 123));
+        assert_eq!("0.123.7".parse::<Pid>(), Ok(pid));
+        for bad in ["", "<0.1>", "0.1.2.3", "a.b.c", "<0.1.2", "0.-1.2"] {
+            assert!(bad.parse::<Pid>().is_err(), "{bad}");
+        }
     }
 }
