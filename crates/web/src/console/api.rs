@@ -169,35 +169,19 @@ async fn stream_snapshots(
 // ---- processes -------------------------------------------------------------
 
 /// Parses `0.123.0`, `<0.123.0>` or its URL-encoded form.
-pub(crate) fn parse_pid(text: &str) -> Option<(u32, u32, u32)> {
-    let text = text.trim();
-    let text = text
-        .strip_prefix("%3C")
-        .or_else(|| text.strip_prefix("%3c"))
-        .or_else(|| text.strip_prefix('<'))
-        .unwrap_or(text);
-    let text = text
-        .strip_suffix("%3E")
-        .or_else(|| text.strip_suffix("%3e"))
-        .or_else(|| text.strip_suffix('>'))
-        .unwrap_or(text);
-    let mut parts = text.split('.').map(|p| p.parse::<u32>().ok());
-    let pid = (parts.next()??, parts.next()??, parts.next()??);
-    parts.next().is_none().then_some(pid)
+pub(crate) fn parse_pid(text: &str) -> Option<Pid> {
+    let decoded = text.trim().replace("%3C", "<").replace("%3c", "<");
+    let decoded = decoded.replace("%3E", ">").replace("%3e", ">");
+    decoded.parse().ok()
 }
 
-/// The live (or kill-pending) process with these numbers.
-fn find_pid(
-    console: &Console,
-    handle: &Handle,
-    (node, number, serial): (u32, u32, u32),
-) -> Option<Pid> {
-    let same = |p: &Pid| p.node() == node && p.number() == number && p.serial() == serial;
-    handle
-        .processes()
-        .into_iter()
-        .find(same)
-        .or_else(|| console.math.known_pids().into_iter().find(same))
+/// The pid if it names a live (or kill-pending) process.
+fn find_pid(console: &Console, handle: &Handle, pid: Pid) -> Option<Pid> {
+    if handle.process_info(pid).is_some() || console.math.known_pids().contains(&pid) {
+        Some(pid)
+    } else {
+        None
+    }
 }
 
 /// Splits `/api/processes/<pid>[/<action>]` into the pid and the action:
@@ -219,10 +203,7 @@ fn lookup(console: &Console, request: &Request) -> Result<(Pid, Option<String>),
         Some(pid) => Ok((pid, action)),
         None => Err(error(
             StatusCode::NOT_FOUND,
-            format!(
-                "no process <{}.{}.{}>: it is not alive",
-                numbers.0, numbers.1, numbers.2
-            ),
+            format!("no process {numbers}: it is not alive"),
         )),
     }
 }
@@ -438,9 +419,10 @@ mod tests {
 
     #[test]
     fn pids_parse_with_or_without_brackets() {
-        assert_eq!(parse_pid("0.123.0"), Some((0, 123, 0)));
-        assert_eq!(parse_pid("<0.123.4>"), Some((0, 123, 4)));
-        assert_eq!(parse_pid("%3C0.1.0%3E"), Some((0, 1, 0)));
+        let pid = |text: &str| parse_pid(text).map(|p| (p.node(), p.number(), p.serial()));
+        assert_eq!(pid("0.123.0"), Some((0, 123, 0)));
+        assert_eq!(pid("<0.123.4>"), Some((0, 123, 4)));
+        assert_eq!(pid("%3C0.1.0%3E"), Some((0, 1, 0)));
         assert_eq!(parse_pid("0.123"), None);
         assert_eq!(parse_pid("0.1.2.3"), None);
         assert_eq!(parse_pid("a.b.c"), None);
