@@ -63,5 +63,6 @@ async fn serve(listen: String) -> ExitCode {
     }
     println!("ember: shutting down (draining in-flight requests)");
     server.shutdown().await;
+    println!("ember: stopped");
     ExitCode::SUCCESS
 }
