@@ -43,9 +43,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(listen: String) -> ExitCode {
-    let router = endpoints::routes(Router::new());
-    // The console's pages (hook for `ember_web::console::mount`):
-    // let router = ember_web::console::mount(router);
+    let router = ember_web::console::mount(endpoints::routes(Router::new()));
     let server = match Server::bind(listen.as_str(), router, Config::default()) {
         Ok(server) => server,
         Err(e) => {
