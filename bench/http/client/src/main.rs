@@ -143,6 +143,12 @@ struct Answer {
     close: bool,
 }
 
+/// Appends what the socket has to `buf`; 0 at the end of the stream.
+async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    buf.reserve(4096);
+    s.read_buf(buf).await
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -150,18 +156,16 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// Reads one HTTP/1.1 response from `s`; `buf` carries bytes already read
 /// (and keeps any bytes past this response).
 async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Answer, Fail> {
-    let mut chunk = [0u8; 16384];
     let head_end = loop {
         if let Some(p) = find(buf, b"\r\n\r\n") {
             break p + 4;
         }
-        let n = s.read(&mut chunk).await?;
+        let n = read_more(s, buf).await?;
         if n == 0 {
             return Err(Fail::Protocol("closed before the headers"));
         }
-        buf.extend_from_slice(&chunk[..n]);
     };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| Fail::Protocol("non-UTF-8 head"))?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or("");
     let status: u16 = status_line
@@ -172,22 +176,26 @@ async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Answer, F
     let mut length: Option<usize> = None;
     let mut chunked = false;
     let mut close = status_line.starts_with("HTTP/1.0");
+    let has = |v: &str, word: &str| {
+        v.as_bytes()
+            .windows(word.len())
+            .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
+    };
     for line in lines {
         let Some((k, v)) = line.split_once(':') else {
             continue;
         };
-        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_ascii_lowercase());
-        match k.as_str() {
-            "content-length" => length = v.parse().ok(),
-            "transfer-encoding" => chunked = v.contains("chunked"),
-            "connection" => {
-                if v.contains("close") {
-                    close = true
-                } else if v.contains("keep-alive") {
-                    close = false
-                }
+        let (k, v) = (k.trim(), v.trim());
+        if k.eq_ignore_ascii_case("content-length") {
+            length = v.parse().ok();
+        } else if k.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = has(v, "chunked");
+        } else if k.eq_ignore_ascii_case("connection") {
+            if has(v, "close") {
+                close = true
+            } else if has(v, "keep-alive") {
+                close = false
             }
-            _ => {}
         }
     }
     buf.drain(..head_end);
@@ -199,22 +207,20 @@ async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Answer, F
                 if let Some(p) = find(buf, b"\r\n") {
                     break p;
                 }
-                let n = s.read(&mut chunk).await?;
+                let n = read_more(s, buf).await?;
                 if n == 0 {
                     return Err(Fail::Protocol("closed inside a chunk"));
                 }
-                buf.extend_from_slice(&chunk[..n]);
             };
             let size_txt = String::from_utf8_lossy(&buf[..line_end]).into_owned();
             let size = usize::from_str_radix(size_txt.split(';').next().unwrap_or("").trim(), 16)
                 .map_err(|_| Fail::Protocol("bad chunk size"))?;
             buf.drain(..line_end + 2);
             while buf.len() < size + 2 {
-                let n = s.read(&mut chunk).await?;
+                let n = read_more(s, buf).await?;
                 if n == 0 {
                     return Err(Fail::Protocol("closed inside a chunk"));
                 }
-                buf.extend_from_slice(&chunk[..n]);
             }
             if size == 0 {
                 // No trailers expected; drop the final CRLF.
@@ -226,21 +232,19 @@ async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Answer, F
         }
     } else if let Some(len) = length {
         while buf.len() < len {
-            let n = s.read(&mut chunk).await?;
+            let n = read_more(s, buf).await?;
             if n == 0 {
                 return Err(Fail::Protocol("closed inside the body"));
             }
-            buf.extend_from_slice(&chunk[..n]);
         }
         buf.drain(..len).collect()
     } else {
         // Delimited by the end of the connection.
         loop {
-            let n = s.read(&mut chunk).await?;
+            let n = read_more(s, buf).await?;
             if n == 0 {
                 break;
             }
-            buf.extend_from_slice(&chunk[..n]);
         }
         close = true;
         std::mem::take(buf)
