@@ -100,7 +100,8 @@ fn parse_args() -> Args {
             "--path" => a.path = val,
             "--stream" => {
                 let mut parts = val.splitn(3, ':');
-                let (Some(name), Some(rate), Some(path)) = (parts.next(), parts.next(), parts.next())
+                let (Some(name), Some(rate), Some(path)) =
+                    (parts.next(), parts.next(), parts.next())
                 else {
                     usage()
                 };
@@ -165,7 +166,8 @@ async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Answer, F
             return Err(Fail::Protocol("closed before the headers"));
         }
     };
-    let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| Fail::Protocol("non-UTF-8 head"))?;
+    let head =
+        std::str::from_utf8(&buf[..head_end]).map_err(|_| Fail::Protocol("non-UTF-8 head"))?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or("");
     let status: u16 = status_line
@@ -249,7 +251,11 @@ async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Answer, F
         close = true;
         std::mem::take(buf)
     };
-    Ok(Answer { status, body, close })
+    Ok(Answer {
+        status,
+        body,
+        close,
+    })
 }
 
 fn request_bytes(path: &str, keepalive: bool) -> Vec<u8> {
@@ -328,8 +334,13 @@ async fn probe(a: Args) {
         let req: Rc<[u8]> = request_bytes(&path, false).into();
         let sent_all = Rc::new(tokio::sync::Notify::new());
         for _ in 0..a.hold_conns {
-            let (addr, req, hold, sent_all, path) =
-                (addr.clone(), req.clone(), hold.clone(), sent_all.clone(), path.clone());
+            let (addr, req, hold, sent_all, path) = (
+                addr.clone(),
+                req.clone(),
+                hold.clone(),
+                sent_all.clone(),
+                path.clone(),
+            );
             let n = a.hold_conns as u64;
             holders.push(tokio::task::spawn_local(async move {
                 loop {
@@ -348,18 +359,22 @@ async fn probe(a: Args) {
                         check(&path, &ans)
                     }
                     .await;
-                    let mut h = hold.borrow_mut();
-                    match res {
-                        Ok(()) => h.completed += 1,
-                        Err(e) => {
-                            h.errors += 1;
-                            if h.first_error.is_none() {
-                                h.first_error = Some(format!("{e:?}"));
+                    let failed = res.is_err();
+                    {
+                        let mut h = hold.borrow_mut();
+                        match res {
+                            Ok(()) => h.completed += 1,
+                            Err(e) => {
+                                h.errors += 1;
+                                if h.first_error.is_none() {
+                                    h.first_error = Some(format!("{e:?}"));
+                                }
                             }
-                            drop(h);
-                            // Do not spin on a refusing server.
-                            tokio::time::sleep(Duration::from_millis(50)).await;
                         }
+                    }
+                    if failed {
+                        // Do not spin on a refusing server.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 }
             }));
@@ -392,7 +407,8 @@ async fn probe(a: Args) {
                 }
                 k += 1;
                 sleep_until(at).await;
-                let (addr, path, req, stats) = (addr.clone(), path.clone(), req.clone(), stats.clone());
+                let (addr, path, req, stats) =
+                    (addr.clone(), path.clone(), req.clone(), stats.clone());
                 inflight.push(tokio::task::spawn_local(async move {
                     {
                         let mut s = stats.borrow_mut();
@@ -438,7 +454,10 @@ async fn probe(a: Args) {
             h.sent,
             h.completed,
             h.errors,
-            h.first_error.as_ref().map(|e| format!(" (first: {e})")).unwrap_or_default()
+            h.first_error
+                .as_ref()
+                .map(|e| format!(" (first: {e})"))
+                .unwrap_or_default()
         );
     }
     for (name, stats) in stats_list {
@@ -448,7 +467,10 @@ async fn probe(a: Args) {
         println!("STAT {name} sent {}", s.sent);
         println!("STAT {name} p50 {:.3}", pct(lat, 50.0));
         println!("STAT {name} p99 {:.3}", pct(lat, 99.0));
-        println!("STAT {name} max {:.3}", lat.last().copied().unwrap_or(f64::NAN));
+        println!(
+            "STAT {name} max {:.3}",
+            lat.last().copied().unwrap_or(f64::NAN)
+        );
         println!("STAT {name} timeouts {}", s.timeouts);
         println!("STAT {name} errors {}", s.errors);
         if let Some(e) = &s.first_error {
@@ -510,12 +532,13 @@ async fn keepalive(a: Args) {
                 }
                 .await;
                 if let Err(e) = res {
-                    let mut c = counted.borrow_mut();
-                    c.1 += 1;
-                    if c.3.is_none() {
-                        c.3 = Some(format!("{e:?}"));
+                    {
+                        let mut c = counted.borrow_mut();
+                        c.1 += 1;
+                        if c.3.is_none() {
+                            c.3 = Some(format!("{e:?}"));
+                        }
                     }
-                    drop(c);
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }
@@ -541,9 +564,14 @@ async fn keepalive(a: Args) {
         a.conns,
         c.2,
         100.0 * cpu / window.as_secs_f64(),
-        c.3.as_ref().map(|e| format!(", first error: {e}")).unwrap_or_default()
+        c.3.as_ref()
+            .map(|e| format!(", first error: {e}"))
+            .unwrap_or_default()
     );
-    println!("STAT keepalive rps {:.1}", c.0 as f64 / window.as_secs_f64());
+    println!(
+        "STAT keepalive rps {:.1}",
+        c.0 as f64 / window.as_secs_f64()
+    );
     println!("STAT keepalive errors {}", c.1);
 }
 
