@@ -342,8 +342,12 @@ async fn fanin_round(senders: u32, each: u32) -> f64 {
         .map(|_| {
             spawn(async move {
                 receive::<Go>().await;
+                // BEAM preempts a sender by reductions; an Ember loop that
+                // never awaits would be a hog, so it offers a yield point
+                // (it yields once its 4000-reduction slice is used up).
                 for _ in 0..each {
                     send(receiver, Msg);
+                    ember::yield_point().await;
                 }
             })
         })

@@ -311,10 +311,14 @@ pub(crate) fn wake(process: &Arc<Process>) {
     }
 }
 
-/// Queues a process that was just spawned (its `SCHEDULED` bit set).
+/// Queues a process that was just spawned (its `SCHEDULED` bit set). Spawned
+/// by a process, it runs right after its parent's poll (`next`), like tokio's
+/// LIFO slot: a parent that spawns and then waits for its child (start with
+/// acknowledgement) keeps both on one core.
 pub(crate) fn enqueue_new(process: Arc<Process>) {
     let rt = process.rt.clone();
-    enqueue(&rt, process, false);
+    let from_a_process = context::try_with_current(|_| ()).is_some();
+    enqueue(&rt, process, from_a_process);
 }
 
 /// Pushes a woken process whose `SCHEDULED` ticket the caller holds. On a
