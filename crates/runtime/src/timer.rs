@@ -192,7 +192,10 @@ pub fn send_after<M: Send + 'static>(to: Pid, message: M, after: Duration) -> Ti
         context::consume_reductions(1);
         // A terminated process sends nothing more, not even later; and a
         // timer to a dead process is cancelled at once (as in OTP).
-        let target = rt.lookup(to);
+        // Most timers target their own process: no table lookup for those.
+        let target = context::try_with_current(|me| (me.pid == to).then(|| me.clone()))
+            .flatten()
+            .or_else(|| rt.lookup(to));
         let Some(target) = target.filter(|_| !crate::message::sender_is_dead()) else {
             scheduler::drop_contained(message);
             return TimerRef(u64::MAX);
