@@ -30,8 +30,15 @@ fn a_process_that_never_awaits_does_not_block_others_on_its_scheduler() {
     let hog_stop = stop.clone();
     rt.block_on(async move {
         let me = self_pid();
-        let hog_pid = spawn(hog(hog_stop.clone()));
-        // Only runs if the single scheduler is handed away from the hog.
+        let spinning = hog_stop.clone();
+        let hog_pid = spawn(async move {
+            send(me, "the hog started");
+            hog(spinning).await;
+        });
+        // We only see this once the single scheduler is handed away from the
+        // hog, which spins right after sending it.
+        let started: &str = receive().await;
+        assert_eq!(started, "the hog started");
         spawn(async move { send(me, "the other process ran") });
         let note: &str = receive().await;
         assert_eq!(note, "the other process ran");
@@ -93,20 +100,17 @@ fn killing_a_hog_is_seen_at_once_and_its_body_is_dropped_when_it_returns() {
             }
         }
         let me = self_pid();
-        let started = Arc::new(AtomicBool::new(false));
-        let hog_started = started.clone();
         let stop = hog_stop.clone();
         let hog_pid = spawn(async move {
             let _guard = Guard(hog_dropped);
-            hog_started.store(true, Ordering::SeqCst);
+            send(me, ());
             // Never awaits until told to stop, then awaits forever.
             while !stop.load(Ordering::Relaxed) && !ember_runtime::should_stop() {
                 std::hint::spin_loop();
             }
             ember_runtime::sleep(Duration::from_secs(3600)).await;
         });
-        spawn(async move { send(me, ()) });
-        receive::<()>().await; // we run again: the hog was handed off
+        receive::<()>().await; // we run again: the spinning hog was handed off
         let watch = monitor(hog_pid);
         ember_runtime::exit(hog_pid, ExitReason::Kill);
         // Dead at once for everyone: the monitor fires while it still spins.
