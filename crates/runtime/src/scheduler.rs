@@ -311,14 +311,14 @@ pub(crate) fn wake(process: &Arc<Process>) {
     }
 }
 
-/// Queues a process that was just spawned (its `SCHEDULED` bit set). Spawned
-/// by a process, it runs right after its parent's poll (`next`), like tokio's
-/// LIFO slot: a parent that spawns and then waits for its child (start with
-/// acknowledgement) keeps both on one core.
+/// Queues a process that was just spawned (its `SCHEDULED` bit set), at the
+/// back of the queue as in BEAM. (Putting it in `next`, like tokio's LIFO
+/// slot, keeps start-with-ack on one core and made supervisor restarts 60 %
+/// faster, but exposed an intermittent hang in an OTP application test that
+/// is not yet understood; see the session notes.)
 pub(crate) fn enqueue_new(process: Arc<Process>) {
     let rt = process.rt.clone();
-    let from_a_process = context::try_with_current(|_| ()).is_some();
-    enqueue(&rt, process, from_a_process);
+    enqueue(&rt, process, false);
 }
 
 /// Pushes a woken process whose `SCHEDULED` ticket the caller holds. On a
