@@ -312,10 +312,7 @@ pub(crate) fn wake(process: &Arc<Process>) {
 }
 
 /// Queues a process that was just spawned (its `SCHEDULED` bit set), at the
-/// back of the queue as in BEAM. (Putting it in `next`, like tokio's LIFO
-/// slot, keeps start-with-ack on one core and made supervisor restarts 60 %
-/// faster, but exposed an intermittent hang in an OTP application test that
-/// is not yet understood; see the session notes.)
+/// back of the queue, as BEAM does.
 pub(crate) fn enqueue_new(process: Arc<Process>) {
     let rt = process.rt.clone();
     enqueue(&rt, process, false);
