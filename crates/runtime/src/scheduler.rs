@@ -13,9 +13,10 @@
 //! Each slot has high, normal and low FIFO queues; normal is split into
 //! *woken* processes (spawned, or woken by a message, timer or I/O) and
 //! *batch* processes (preempted for using their whole slice), and woken ones
-//! are served first with batch keeping one pick in four. A process woken by
-//! the process running on the same slot goes to `next` and runs right after
-//! the current poll, which keeps ping-pong and rings on one core. `next` is
+//! are served first with batch keeping one pick in four. A process woken or
+//! spawned by the process running on the same slot goes to `next` and runs
+//! right after the current poll, which keeps ping-pong, rings and
+//! start-with-acknowledgement on one core. `next` is
 //! not stealable and yields to the queue after a streak when others wait.
 //!
 //! Wake-ups from outside a slot (timers, I/O, a handle, a demoted worker) go
@@ -311,11 +312,15 @@ pub(crate) fn wake(process: &Arc<Process>) {
     }
 }
 
-/// Queues a process that was just spawned (its `SCHEDULED` bit set), at the
-/// back of the queue, as BEAM does.
+/// Queues a process that was just spawned (its `SCHEDULED` bit set). Spawned
+/// by a process, it runs right after its parent's poll (`next`), like tokio's
+/// LIFO slot: a parent that spawns and then waits for its child (start with
+/// acknowledgement) keeps both on one core instead of waking an idle
+/// scheduler to steal the child.
 pub(crate) fn enqueue_new(process: Arc<Process>) {
     let rt = process.rt.clone();
-    enqueue(&rt, process, false);
+    let from_a_process = context::try_with_current(|_| ()).is_some();
+    enqueue(&rt, process, from_a_process);
 }
 
 /// Pushes a woken process whose `SCHEDULED` ticket the caller holds. On a

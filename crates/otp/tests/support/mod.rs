@@ -11,7 +11,7 @@ use ember_otp::gen::StartError;
 use ember_otp::supervisor::{ChildInfo, SupervisorRef};
 use ember_runtime::{
     exit, monitor, receive, self_pid, send, sleep, spawn_link, trap_exit, Down, Exit, ExitReason,
-    Pid, Runtime,
+    Pid, Runtime, Spawn,
 };
 
 /// Every test's own runtime.
@@ -80,13 +80,23 @@ pub(crate) async fn child_body(test: Pid, id: &'static str, kind: Kind) -> ExitR
     }
 }
 
-/// A start function for a test child linked to its supervisor.
+/// A start function for a test child linked to its supervisor. A trapping
+/// kind traps exits from birth (as a `proc_lib` child does by acknowledging
+/// only after its init): a shutdown that arrives before its first poll is
+/// still reported.
 pub(crate) fn child(
     test: Pid,
     id: &'static str,
     kind: Kind,
 ) -> impl Fn() -> std::future::Ready<Result<Pid, StartError>> + Send + Sync + Clone + 'static {
-    move || std::future::ready(Ok(spawn_link(child_body(test, id, kind))))
+    move || {
+        let spawned = Spawn::new()
+            .link()
+            .trap_exit(kind != Kind::Plain)
+            .spawn(child_body(test, id, kind))
+            .expect("an unnamed spawn cannot fail");
+        std::future::ready(Ok(spawned.pid))
+    }
 }
 
 /// A start function that works the first time and fails every later time
