@@ -4,6 +4,7 @@
 //! figures cost O(schedulers); per-process listings cost O(processes) and are
 //! meant for sampling about once a second.
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,8 @@ pub struct ProcessInfo {
     pub spawned_as: String,
     /// Its registered name.
     pub name: Option<Arc<str>>,
+    /// What it says it is doing now ([`set_label`]), if it said.
+    pub label: Option<String>,
     /// Reductions consumed so far.
     pub reductions: u64,
     /// Time spent being polled on a scheduler.
@@ -307,20 +310,22 @@ impl Shared {
 }
 
 fn info_of(process: &Process) -> ProcessInfo {
-    let (name, links, monitors, monitored_by) = match &*process.relations.lock() {
+    let (name, label, links, monitors, monitored_by) = match &*process.relations.lock() {
         Some(r) => (
             r.name.clone(),
+            r.label.as_ref().map(|l| l.to_string()),
             r.links.iter().copied().collect(),
             r.monitoring.iter().map(|(m, p)| (*m, *p)).collect(),
             r.monitored_by.values().copied().collect(),
         ),
-        None => (None, Vec::new(), Vec::new(), Vec::new()),
+        None => (None, None, Vec::new(), Vec::new(), Vec::new()),
     };
     ProcessInfo {
         pid: process.pid,
         status: process.status(),
         spawned_as: process.spawned_as.to_string(),
         name,
+        label,
         reductions: process.reductions.load(Ordering::Relaxed),
         cpu_time: Duration::from_nanos(process.cpu_ns.load(Ordering::Relaxed)),
         mailbox_len: process.mailbox.len(),
@@ -378,6 +383,16 @@ pub fn process_info(pid: Pid) -> Option<ProcessInfo> {
 /// Every live process (from inside a process).
 pub fn processes() -> Vec<Pid> {
     context::with_runtime("processes", |rt| rt.processes())
+}
+
+/// Says what the calling process is doing now, for introspection (the
+/// console's top and info): OTP 27's `proc_lib:set_label/1`. Unlike the
+/// spawn-time label (`spawned_as`) it can change, e.g. per request served.
+pub fn set_label(label: impl Into<Cow<'static, str>>) {
+    let label = label.into();
+    context::with_current("set_label", |me| {
+        me.with_live_relations(|r| r.label = Some(label));
+    });
 }
 
 /// Sets the calling process's priority; returns the previous one.

@@ -63,6 +63,7 @@ mod introspect;
 mod loom;
 mod mailbox;
 mod message;
+pub mod net;
 mod pid;
 mod process;
 mod reason;
@@ -75,7 +76,7 @@ mod timer;
 
 pub use alloc::{allocated_bytes, CountingAlloc};
 pub use introspect::{
-    process_info, processes, set_priority, PollInfo, ProcessInfo, ProcessSample, RuntimeInfo,
+    process_info, processes, set_label, set_priority, PollInfo, ProcessInfo, ProcessSample, RuntimeInfo,
     SchedulerInfo, ThreadsInfo,
 };
 pub use mailbox::Envelope;

@@ -139,6 +139,8 @@ pub(crate) struct Relations {
     pub(crate) monitored_by: HashMap<MonitorRef, Pid>,
     /// The registered name, if any.
     pub(crate) name: Option<Arc<str>>,
+    /// What the process says it is doing now (`set_label`).
+    pub(crate) label: Option<Cow<'static, str>>,
     /// Timers armed with this process as their target (`send_after`), some
     /// perhaps already fired; cancelled when it exits.
     pub(crate) timers: Vec<TimerKey>,

@@ -19,6 +19,7 @@ use dashmap::DashMap;
 
 use crate::context;
 use crate::mailbox::Envelope;
+use crate::net::reactor::Reactor;
 use crate::pid::{Pid, Ref};
 use crate::process::Process;
 use crate::process::Status;
@@ -148,7 +149,7 @@ impl Builder {
             names: DashMap::new(),
             next_pid: AtomicU64::new(1),
             next_ref: AtomicU64::new(1),
-            sched: Scheduler::new(self.schedulers, self.preemption),
+            sched: Scheduler::new(self.schedulers, self.preemption, Arc::new(Reactor::new()?)),
             zombies: DashMap::default(),
             timers: Timers::new(),
             tokio: tokio_handle,

@@ -60,6 +60,7 @@ pub use watchdog::Preemption;
 pub(crate) use worker::{drop_contained, panic_message, Worker, NO_SLOT};
 
 use crate::context;
+use crate::net::reactor::Reactor;
 use crate::process::{Process, TransitionToScheduled};
 use crate::runtime::Shared;
 
@@ -90,10 +91,12 @@ pub(crate) struct Scheduler {
     pub(crate) config: Preemption,
     pub(crate) workers: watchdog::Workers,
     pub(crate) counters: Counters,
+    /// The pollset, polled by idle and (between polls) busy workers.
+    pub(crate) reactor: Arc<Reactor>,
 }
 
 impl Scheduler {
-    pub(crate) fn new(slots: usize, config: Preemption) -> Scheduler {
+    pub(crate) fn new(slots: usize, config: Preemption, reactor: Arc<Reactor>) -> Scheduler {
         Scheduler {
             slots: (0..slots).map(Slot::new).collect(),
             injector: Mutex::new(RunQueue::default()),
@@ -106,6 +109,7 @@ impl Scheduler {
             config,
             workers: watchdog::Workers::default(),
             counters: Counters::default(),
+            reactor,
         }
     }
 
@@ -168,7 +172,7 @@ impl Scheduler {
         let n = n.clamp(1, self.slots.len());
         for slot in self.slots.iter() {
             slot.online.store(slot.index < n, Ordering::SeqCst);
-            slot.unpark();
+            self.unpark(slot);
         }
         previous
     }
@@ -179,6 +183,14 @@ impl Scheduler {
         self.injector_len() > 0
             || slot.queue_len() > 0
             || self.slots.iter().any(|s| s.stealable_len() > 0)
+    }
+
+    /// Wakes `slot`'s worker wherever it sleeps: parked, or in the pollset.
+    fn unpark(&self, slot: &Slot) {
+        if slot.in_reactor.load(Ordering::SeqCst) {
+            self.reactor.wake();
+        }
+        slot.unpark_thread();
     }
 
     fn unmark_parked(&self, slot: &Slot) {
@@ -195,7 +207,7 @@ impl Scheduler {
         for slot in self.slots.iter() {
             if slot.is_online() && slot.parked.swap(false, Ordering::SeqCst) {
                 self.sleepers.fetch_sub(1, Ordering::SeqCst);
-                slot.unpark();
+                self.unpark(slot);
                 return;
             }
         }
@@ -286,7 +298,7 @@ impl Scheduler {
     pub(crate) fn shut_down(&self) {
         self.shutdown.store(true, Ordering::SeqCst);
         for slot in self.slots.iter() {
-            slot.unpark();
+            self.unpark(slot);
         }
         self.workers.unpark_all();
     }

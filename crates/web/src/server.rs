@@ -4,7 +4,7 @@
 //! # Processes
 //!
 //! ```text
-//! caller ──link── acceptor (traps exits) ──link── connection ··spawn·· request
+//! caller ──link── acceptor (traps exits) ──link── connection (runs the handlers)
 //! ```
 //!
 //! * The **acceptor** owns the listening socket. It spawns a linked process
@@ -15,8 +15,8 @@
 //!   process stops the server at once (its connections die with it through
 //!   their links); a normal exit leaves the server running.
 //! * A **connection** process runs hyper's HTTP/1.1 state machine for one
-//!   socket (see `connection.rs`), and spawns a **request** process per
-//!   request to run the handler.
+//!   socket and the handlers of its requests, one after another (see
+//!   `connection.rs`).
 //! * Beyond [`Config::max_connections`], an accepted socket is handed to a
 //!   short-lived process that writes a `503` and closes it.
 //!
@@ -35,9 +35,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ember_runtime::net::{TcpListener, TcpStream};
 use ember_runtime::{self as ember, Exit, ExitReason, Handle, Pid, Spawn};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 
 use crate::connection;
@@ -76,7 +76,6 @@ pub(crate) struct Shared {
     pub(crate) router: Router,
     pub(crate) config: Config,
     pub(crate) stats: Arc<Stats>,
-    pub(crate) handle: Handle,
 }
 
 /// Messages the acceptor understands (besides [`Exit`]).
@@ -125,9 +124,7 @@ impl Server {
                 "ember-web: Server::bind must be called inside an Ember process with tokio enabled",
             ));
         }
-        let std_listener = std::net::TcpListener::bind(addr)?;
-        std_listener.set_nonblocking(true)?;
-        let listener = TcpListener::from_std(std_listener)?;
+        let listener = TcpListener::bind(addr)?;
         let local_addr = listener.local_addr()?;
         let stats = Arc::new(Stats::default());
         let handle = Handle::current();
@@ -135,7 +132,6 @@ impl Server {
             router,
             config,
             stats: stats.clone(),
-            handle: handle.clone(),
         });
         let parent = ember::self_pid();
         let spawned = Spawn::new()

@@ -34,6 +34,9 @@ pub(crate) struct Slot {
     thread: Mutex<Option<Thread>>,
     /// Parked and waiting to be unparked.
     pub(crate) parked: AtomicBool,
+    /// Its worker is (about to be) blocked in the pollset while parked: an
+    /// unpark must also wake the pollset.
+    pub(crate) in_reactor: AtomicBool,
     /// Whether this scheduler is online (takes work).
     pub(crate) online: AtomicBool,
     /// The current poll is of a batch process.
@@ -60,6 +63,7 @@ impl Slot {
             owner: AtomicUsize::new(NO_WORKER),
             thread: Mutex::new(None),
             parked: AtomicBool::new(false),
+            in_reactor: AtomicBool::new(false),
             online: AtomicBool::new(true),
             running_batch: AtomicBool::new(false),
             preempt: AtomicBool::new(false),
@@ -137,7 +141,9 @@ impl Slot {
         *self.thread.lock() = Some(thread);
     }
 
-    pub(crate) fn unpark(&self) {
+    /// Unparks the slot's thread (the caller also wakes the pollset when
+    /// `in_reactor` is set: see `Scheduler::unpark`).
+    pub(crate) fn unpark_thread(&self) {
         if let Some(t) = &*self.thread.lock() {
             t.unpark();
         }

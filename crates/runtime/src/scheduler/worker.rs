@@ -27,6 +27,7 @@ use super::queue::{Class, RunQueue};
 use super::slot::Slot;
 use super::Scheduler;
 use crate::context;
+use crate::net::reactor;
 use crate::process::{bump, Process, TransitionToIdle};
 use crate::reason::ExitReason;
 use crate::runtime::Shared;
@@ -148,11 +149,18 @@ fn serve_slot(rt: &Arc<Shared>, me: &Arc<Worker>, slot: &Slot) {
     // When the previous poll ended: the next poll's start, so each poll reads
     // the clock once. The loop's own bookkeeping is charged to the next poll.
     let mut clock = Instant::now();
+    let mut io_checked = clock;
     while !sched.is_shut_down() && slot.owner.load(Ordering::Acquire) == me.id {
         if !slot.is_online() {
             go_offline(sched, slot, me);
             clock = Instant::now();
             continue;
+        }
+        // Busy: look at the pollset now and then without blocking, so that
+        // sockets keep flowing while every scheduler has work.
+        if clock.duration_since(io_checked) >= reactor::CHECK_INTERVAL {
+            sched.reactor.poll(Duration::ZERO);
+            io_checked = clock;
         }
         picks = picks.wrapping_add(1);
         // Work in the injector was woken from outside (timers, I/O): it goes
@@ -169,6 +177,7 @@ fn serve_slot(rt: &Arc<Shared>, me: &Arc<Worker>, slot: &Slot) {
             None => {
                 idle(sched, slot, me);
                 clock = Instant::now();
+                io_checked = clock;
             }
         }
     }
@@ -264,11 +273,26 @@ fn idle(sched: &Scheduler, slot: &Slot, me: &Worker) {
         return;
     }
     while slot.parked.load(Ordering::SeqCst) {
-        thread::park_timeout(Duration::from_millis(100));
+        wait(sched, slot);
         if leave() || sched.has_work_for(slot) {
             sched.unmark_parked(slot);
             return;
         }
+    }
+}
+
+/// Sleeps until unparked: in the pollset if no other worker polls it (its
+/// events then wake processes onto this slot), else parked.
+fn wait(sched: &Scheduler, slot: &Slot) {
+    const NAP: Duration = Duration::from_millis(100);
+    // Announce the pollset before the last look at `parked`: an unparker
+    // that swapped `parked` after that look sees `in_reactor` and wakes the
+    // pollset (both SeqCst); one that came before is seen here.
+    slot.in_reactor.store(true, Ordering::SeqCst);
+    let polled = slot.parked.load(Ordering::SeqCst) && sched.reactor.poll(NAP);
+    slot.in_reactor.store(false, Ordering::SeqCst);
+    if !polled && slot.parked.load(Ordering::SeqCst) {
+        thread::park_timeout(NAP);
     }
 }
 
