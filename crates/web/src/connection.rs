@@ -179,8 +179,7 @@ async fn respond(
         Some((end, _)) => &path[..end],
         None => path,
     };
-    let mut label = String::with_capacity(10 + method.as_str().len() + path.len());
-    label.push_str("ember-web ");
+    let mut label = String::with_capacity(1 + method.as_str().len() + path.len());
     label.push_str(method.as_str());
     label.push(' ');
     label.push_str(path);
@@ -196,8 +195,7 @@ async fn respond(
         Err(()) => {
             shared.stats.crashed.fetch_add(1, Ordering::Relaxed);
             tracing::error!(
-                "ember-web: the handler of {} (process {me}) crashed; answered 500",
-                &log_label["ember-web ".len()..]
+                "ember-web: the handler of {log_label} (process {me}) crashed; answered 500"
             );
             text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
         }

@@ -190,7 +190,8 @@ function renderTop(top) {
   const perSec = 1000 / Math.max(top.interval_ms, 1);
   body.replaceChildren(...top.processes.map((p) => {
     const share = Math.min(p.cpu_share, 1);
-    const label = p.name ? `${p.spawned_as} (${p.name})` : p.spawned_as;
+    const doing = p.label ? `${p.spawned_as}: ${p.label}` : p.spawned_as;
+    const label = p.name ? `${doing} (${p.name})` : doing;
     return el("tr", { "data-pid": p.pid },
       el("td", { class: "mono" }, p.pid),
       el("td", { class: "mono", title: p.current_poll ? p.current_poll.text : "" }, label,
@@ -220,6 +221,7 @@ async function showInfo(pid) {
     const list = (xs) => (xs.length ? xs.join(", ") : "none");
     setFacts($("info-facts"), [
       ["spawned as", info.spawned_as],
+      ["label", info.label || "none"],
       ["registered name", info.name || "none"],
       ["status", info.status],
       ["priority", info.priority],

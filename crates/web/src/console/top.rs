@@ -99,6 +99,7 @@ pub(crate) fn info_json(info: &ProcessInfo) -> Value {
         "pid": info.pid.to_string(),
         "status": status_str(info.status),
         "spawned_as": info.spawned_as,
+        "label": info.label.as_deref(),
         "name": info.name.as_deref(),
         "reductions": info.reductions,
         "cpu_time_ms": info.cpu_time.as_secs_f64() * 1e3,
