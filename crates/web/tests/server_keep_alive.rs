@@ -1,4 +1,5 @@
-//! Keep-alive: several requests on one connection, each on its own process.
+//! Keep-alive: several requests on one connection, served in turn by the
+//! connection's process.
 
 mod support;
 
