@@ -76,8 +76,8 @@ mod timer;
 
 pub use alloc::{allocated_bytes, CountingAlloc};
 pub use introspect::{
-    process_info, processes, set_label, set_priority, PollInfo, ProcessInfo, ProcessSample, RuntimeInfo,
-    SchedulerInfo, ThreadsInfo,
+    process_info, processes, set_label, set_priority, PollInfo, ProcessInfo, ProcessSample,
+    RuntimeInfo, SchedulerInfo, ThreadsInfo,
 };
 pub use mailbox::Envelope;
 pub use message::{
