@@ -16,8 +16,13 @@
 //! # let rt = ember_runtime::Runtime::builder().schedulers(2).build().unwrap();
 //! # rt.block_on(async {
 //! let me = self_pid();
+//! // Workers are permanent by default: this one stays up once it answered
+//! // (one that returned would be restarted, again and again).
 //! let sup = DynamicSupervisorSpec::worker(move |n: u32| async move {
-//!     Ok(spawn_link(async move { send(me, n * 2) }))
+//!     Ok(spawn_link(async move {
+//!         send(me, n * 2);
+//!         receive::<()>().await;
+//!     }))
 //! })
 //! .max_children(10)
 //! .build()
