@@ -227,3 +227,66 @@ fn a_burst_of_healthy_short_polls_under_load_never_triggers_demotion() {
         assert_eq!(threads.demotions, 0, "{threads:?}");
     });
 }
+
+/// The calling thread's kernel id, from `/proc/thread-self`.
+fn thread_id() -> String {
+    let link = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
+    let tid = link.file_name().expect("a thread id");
+    tid.to_string_lossy().into_owned()
+}
+
+/// Thread `tid`'s nice value (field 19 of its `stat`), if it still runs.
+fn nice_of(tid: &str) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    let (_, after_name) = stat.rsplit_once(')')?;
+    after_name.split_whitespace().nth(16)?.parse().ok()
+}
+
+/// Thread `tid`'s EEVDF slice in ns, where the kernel honours requested
+/// slices (6.12 and later) and reports them.
+fn requested_slice_of(tid: &str) -> Option<u64> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let mut version = release.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = version.next()?.parse().ok()?;
+    let minor: u32 = version.next()?.parse().ok()?;
+    if (major, minor) < (6, 12) {
+        return None;
+    }
+    let sched = std::fs::read_to_string(format!("/proc/self/task/{tid}/sched")).ok()?;
+    let line = sched.lines().find(|l| l.starts_with("se.slice"))?;
+    line.rsplit(':').next()?.trim().parse().ok()
+}
+
+#[test]
+fn a_hog_thread_is_demoted_with_a_long_slice() {
+    let mut preemption = ember_runtime::Preemption::default();
+    // One step only, so the thread is still at it when we look.
+    preemption.demotion = vec![(Duration::ZERO, 5)];
+    let rt = Runtime::builder()
+        .schedulers(1)
+        .preemption(preemption.clone())
+        .build()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let hog_stop = stop.clone();
+    let tid = rt.block_on(async move {
+        let me = self_pid();
+        spawn(async move {
+            send(me, thread_id());
+            hog(hog_stop).await;
+        });
+        // We run again once the scheduler was handed away from the hog.
+        let tid: String = receive().await;
+        tid
+    });
+    // Demoted at hand-off, or soon after if it first looked blocked.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while nice_of(&tid) != Some(5) {
+        assert!(std::time::Instant::now() < deadline, "never demoted");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if let Some(slice) = requested_slice_of(&tid) {
+        assert_eq!(slice, preemption.demoted_slice.as_nanos() as u64);
+    }
+    stop.store(true, Ordering::Relaxed);
+}

@@ -1,8 +1,9 @@
 //! The few OS calls the scheduler needs (Linux): thread ids, per-thread CPU
-//! clocks, and per-thread priority. Each is a thin, checked wrapper; failures
-//! are reported, never fatal.
+//! clocks, per-thread priority and EEVDF time slice, and timer slack. Each is
+//! a thin, checked wrapper; failures are reported, never fatal.
 
 use std::io;
+use std::time::Duration;
 
 /// A thread's CPU-time clock, readable from any thread while it lives.
 #[derive(Clone, Copy, Debug)]
@@ -62,6 +63,65 @@ pub(crate) fn set_sched_idle(tid: i32) -> io::Result<()> {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: `param` is a valid pointer for the duration of the call.
     let rc = unsafe { libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Asks the kernel to give thread `tid` (0: the calling thread) EEVDF time
+/// slices of `slice`, keeping its policy and nice value (`sched_setattr(2)`
+/// with `sched_runtime`; Linux 6.12 and later honour it for SCHED_OTHER and
+/// SCHED_BATCH, clamped to 0.1-100 ms, and earlier kernels ignore it). The
+/// slice does not change a thread's share of the CPU, only how soon others
+/// may preempt it: a waking thread whose slice is shorter than the running
+/// thread's ignores that thread's slice protection, and a shorter slice also
+/// means an earlier virtual deadline. No privilege is needed. A SCHED_IDLE
+/// thread keeps the slice it had, so set the slice before that demotion.
+pub(crate) fn set_slice(tid: i32, slice: Duration) -> io::Result<()> {
+    // SAFETY: `sched_attr` is plain integers, for which all zeroes is valid.
+    let mut attr: libc::sched_attr = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::sched_attr>() as libc::c_uint;
+    // SAFETY: `attr` is a valid, writable `sched_attr` of `size` bytes for the
+    // duration of the call; a bad `tid` is reported through the return value.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_sched_getattr,
+            tid,
+            &mut attr as *mut libc::sched_attr,
+            size,
+            0 as libc::c_uint,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    attr.size = size;
+    attr.sched_runtime = u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX);
+    // SAFETY: `attr` is a valid `sched_attr` of `attr.size` bytes, read by the
+    // kernel during the call only.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_sched_setattr,
+            tid,
+            &attr as *const libc::sched_attr,
+            0 as libc::c_uint,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sets the calling thread's timer slack: how late the kernel may fire its
+/// timed sleeps to batch wake-ups (50 us by default).
+pub(crate) fn set_timer_slack(slack: Duration) -> io::Result<()> {
+    let ns = libc::c_ulong::try_from(slack.as_nanos().max(1)).unwrap_or(libc::c_ulong::MAX);
+    // SAFETY: PR_SET_TIMERSLACK takes an integer and touches no memory.
+    let rc = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, ns, 0, 0, 0) };
     if rc == 0 {
         Ok(())
     } else {

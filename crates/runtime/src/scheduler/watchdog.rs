@@ -1,14 +1,16 @@
 //! The watchdog ("sysmon") and the worker registry: hand-off of stuck slots,
 //! progressive demotion of hog threads, spares and background workers.
 //!
-//! Every [`Preemption::watchdog_period`] while any worker is inside a poll
-//! (backing off to 10 ms when all are idle), the watchdog looks at each
-//! worker's current poll:
+//! Every [`Preemption::watchdog_period`] while polls run (backing off to
+//! 10 ms once no poll has started for [`ACTIVE_WINDOW`]), and exactly when a
+//! running poll will reach the threshold if that is sooner, the watchdog looks
+//! at each worker's current poll:
 //!
 //! * a poll that has consumed [`Preemption::cpu_threshold`] of **CPU time**
 //!   (read from the worker thread's CPU clock; wall time misjudges healthy
 //!   polls on a loaded machine) loses its slot to a spare worker at once, and
-//!   the hog's thread is demoted to the first nice step;
+//!   the hog's thread is demoted to the first nice step, with a long EEVDF
+//!   slice ([`Preemption::demoted_slice`]);
 //! * a poll stuck [`Preemption::blocked_threshold`] of wall time while using
 //!   less than a quarter of it on the CPU (a blocking syscall, a lock) loses
 //!   its slot without demotion;
@@ -24,16 +26,35 @@
 //! ready so a hand-off never waits for a thread to start; thread growth past
 //! [`Preemption::soft_thread_limit`] is slowed down and logged, and stops at
 //! [`Preemption::hard_thread_limit`].
+//!
+//! # Why the slices
+//!
+//! Linux's EEVDF scheduler (6.6+) runs the eligible thread with the earliest
+//! virtual deadline (eligible time plus slice over weight), and a thread that
+//! wakes does not preempt one still inside its protected slice ("run to
+//! parity"); nothing looks again before the next tick (4 ms at HZ=250). With
+//! the kernel's default slices, measured on a 2-vCPU VM with ten demoted hogs
+//! on the server's core, the watchdog, the spare taking over and the socket
+//! wake-ups waited up to a tick behind a hog, and a demoted hog kept winning
+//! deadline races with the deadline it got at nice 0: `/ping` p99 was
+//! 6-10 ms. A waking thread whose slice is shorter than the running one's
+//! ignores that protection, and a short slice makes an early deadline. So
+//! the watchdog and the workers ask for short slices
+//! ([`Preemption::thread_slice`]) and demoted threads for long ones
+//! ([`Preemption::demoted_slice`]). The slice changes no thread's share of
+//! the CPU, which the nice value alone sets; SCHED_IDLE, the last step, is
+//! preempted by any other thread that wakes.
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use super::os;
 use super::slot::Slot;
 use super::worker::{worker_main, Worker, NO_SLOT};
 use super::Scheduler;
@@ -51,7 +72,9 @@ pub struct Preemption {
     /// await point (`receive`, `yield_point`) after this long in one poll
     /// yields, even with reductions left (default 1 ms).
     pub slice: Duration,
-    /// How often the watchdog looks while any poll is running (default 1 ms).
+    /// How often the watchdog looks while polls run and for 100 ms after the
+    /// last one started (default 1 ms); it also looks when a running poll
+    /// will reach [`Preemption::cpu_threshold`], if that is sooner.
     pub watchdog_period: Duration,
     /// CPU time in one poll after which its slot is handed off and its thread
     /// demoted (default 2 ms).
@@ -60,12 +83,31 @@ pub struct Preemption {
     /// off without demotion (default 15 ms).
     pub blocked_threshold: Duration,
     /// Nice value reached once a poll has used the given CPU time; the first
-    /// step applies at hand-off (default: 10 at once, 15 after 20 ms, 19 after
-    /// 100 ms: a 10 ms request still gets 7 times a long hog's share).
+    /// step applies at hand-off (default: 5 at once, 19 after 20 ms of CPU).
+    /// A request of up to 20 ms thus gets a third of a scheduler thread's
+    /// weight but over 100 times a long hog's (SCHED_IDLE, below): with ten
+    /// hogs on its core, a 6 ms request takes about as long as on its own
+    /// (p99 7.5 against 7.2 ms; with the former steps, nice 10 and then 15
+    /// until 100 ms, two to five times as long).
     pub demotion: Vec<(Duration, i32)>,
-    /// Use SCHED_IDLE for the last (nice 19) step (default false: a demoted
-    /// lock holder still progresses at nice 19).
+    /// Use SCHED_IDLE for the last (nice 19) step (default true): any other
+    /// thread that wakes preempts it at once, and it weighs 3 against 15 at
+    /// nice 19 (with nice 19 alone, `/ping` p99 next to ten hogs was 4-5 ms
+    /// rather than about 3). The price: a demoted lock holder progresses at
+    /// 0.3 % of a busy CPU rather than 1.4 %.
     pub sched_idle: bool,
+    /// EEVDF time slice the watchdog and the workers ask for (default 0.1 ms,
+    /// the kernel's minimum; zero leaves the kernel's default, 1.4 ms on two
+    /// CPUs). A waking worker then preempts a demoted or longer-sliced thread
+    /// at once instead of at the next tick, and wins deadline races against a
+    /// hog just demoted. The cost: next to other busy nice-0 threads on the
+    /// same core, a worker's long poll is cut into shorter turns.
+    pub thread_slice: Duration,
+    /// EEVDF time slice demoted threads (hogs, background workers) ask for
+    /// (default 10 ms; zero leaves the kernel's default). Any thread with a
+    /// shorter slice that wakes preempts them at once; their share of the CPU
+    /// is still set by [`Preemption::demotion`].
+    pub demoted_slice: Duration,
     /// Normal-priority workers kept ready for hand-offs (default 1).
     pub spare_threads: usize,
     /// Worker count past which new threads are started slowly, with a log
@@ -86,12 +128,10 @@ impl Default for Preemption {
             watchdog_period: Duration::from_millis(1),
             cpu_threshold: Duration::from_millis(2),
             blocked_threshold: Duration::from_millis(15),
-            demotion: vec![
-                (Duration::ZERO, 10),
-                (Duration::from_millis(20), 15),
-                (Duration::from_millis(100), 19),
-            ],
-            sched_idle: false,
+            demotion: vec![(Duration::ZERO, 5), (Duration::from_millis(20), 19)],
+            sched_idle: true,
+            thread_slice: Duration::from_micros(100),
+            demoted_slice: Duration::from_millis(10),
             spare_threads: 1,
             soft_thread_limit: 64,
             hard_thread_limit: 1024,
@@ -164,9 +204,17 @@ impl Workers {
             format!("ember-worker-{}", worker.id)
         };
         let (thread_rt, thread_worker) = (rt.clone(), worker.clone());
-        let handle = thread::Builder::new()
-            .name(name)
-            .spawn(move || worker_main(thread_rt, thread_worker))?;
+        // Set here, not inherited: a thread gets its creator's slice, and
+        // workers are started by the main thread, the watchdog and workers.
+        let slice = if background {
+            rt.sched.config.demoted_slice
+        } else {
+            rt.sched.config.thread_slice
+        };
+        let handle = thread::Builder::new().name(name).spawn(move || {
+            request_slice(0, slice);
+            worker_main(thread_rt, thread_worker)
+        })?;
         inner.live.push(worker.clone());
         inner.handles.push(handle);
         inner.last_spawn = Some(Instant::now());
@@ -338,46 +386,91 @@ impl Workers {
     }
 }
 
-/// What the watchdog knows of a worker's current poll.
+/// How long the watchdog keeps looking every [`Preemption::watchdog_period`]
+/// after the last poll it saw start, before backing off: a server between
+/// requests is not idle, and a backed-off watchdog would notice a hog up to
+/// 10 ms late.
+const ACTIVE_WINDOW: Duration = Duration::from_millis(100);
+
+/// Shortest sleep between two looks.
+const MIN_SLEEP: Duration = Duration::from_micros(50);
+
+/// When the watchdog looks again after a hand-off. The demoted thread may
+/// keep the CPU until its current EEVDF deadline, which was set while it ran
+/// at nice 0 with a short slice; by then the kernel has given it a deadline
+/// from its long demoted slice, and the watchdog's short slice preempts it,
+/// so the successor runs. Spares are topped up at that look, not before: a
+/// thread start takes the watchdog 0.1 ms that the successor would wait.
+const AFTER_HANDOFF: Duration = Duration::from_micros(200);
+
+/// What the watchdog knew of a worker at its last look.
+#[derive(Clone, Copy)]
 struct Observation {
+    /// The worker's poll epoch then.
     epoch: u64,
-    cpu_at_first_sight: u64,
+    /// The worker thread's CPU time then (ns).
+    cpu: u64,
+    /// Estimated CPU time of the thread when its current poll started (ns).
+    poll_base: u64,
+    /// The look that wrote this entry (entries of exited workers go stale).
+    look: u64,
 }
 
 /// The watchdog thread.
 pub(crate) fn watchdog_main(rt: Arc<Shared>) {
     let sched = &rt.sched;
     let config = &sched.config;
+    request_slice(0, config.thread_slice);
+    // Sleeps aimed at a poll's threshold should end on time.
+    if let Err(e) = os::set_timer_slack(Duration::from_micros(1)) {
+        tracing::debug!(error = %e, "ember: cannot set the watchdog's timer slack");
+    }
     let mut observed: HashMap<usize, Observation> = HashMap::new();
+    let mut look: u64 = 0;
     let mut period = config.watchdog_period;
     let idle_period = Duration::from_millis(10).max(config.watchdog_period);
+    let mut last_activity = Instant::now();
+    let mut handoffs_seen = sched.counters.handoffs.load(Ordering::Relaxed);
     while !sched.is_shut_down() {
         thread::park_timeout(period);
+        look += 1;
         let now_ns = sched.nanos_since_start(Instant::now());
-        let mut busy = false;
+        let mut active = false;
+        // Until the soonest moment a running poll could reach the threshold.
+        let mut next_look = config.watchdog_period;
         for worker in sched.workers.snapshot() {
             let epoch = worker.poll_epoch.load(Ordering::Acquire);
-            if epoch % 2 == 0 {
-                observed.remove(&worker.id);
-                continue;
-            }
-            busy = true;
             let cpu_now = worker.cpu_ns();
-            let seen = observed.entry(worker.id).or_insert(Observation {
-                epoch,
-                cpu_at_first_sight: cpu_now,
-            });
-            if seen.epoch != epoch {
-                *seen = Observation {
+            let started_ns = worker.poll_started_ns.load(Ordering::Relaxed);
+            let before = observed.get(&worker.id).copied();
+            let poll_base = match before {
+                Some(seen) if seen.epoch == epoch => seen.poll_base,
+                // A poll seen for the first time has used at most the CPU
+                // time since the last look and at most its wall time.
+                Some(seen) => {
+                    let wall = now_ns.saturating_sub(started_ns);
+                    cpu_now - cpu_now.saturating_sub(seen.cpu).min(wall)
+                }
+                None => cpu_now,
+            };
+            observed.insert(
+                worker.id,
+                Observation {
                     epoch,
-                    cpu_at_first_sight: cpu_now,
-                };
+                    cpu: cpu_now,
+                    poll_base,
+                    look,
+                },
+            );
+            if before.is_none_or(|seen| seen.epoch != epoch) {
+                active = true;
+            }
+            if epoch % 2 == 0 {
                 continue;
             }
-            let cpu = Duration::from_nanos(cpu_now.saturating_sub(seen.cpu_at_first_sight));
-            let wall = Duration::from_nanos(
-                now_ns.saturating_sub(worker.poll_started_ns.load(Ordering::Relaxed)),
-            );
+            active = true;
+            let cpu = Duration::from_nanos(cpu_now.saturating_sub(poll_base));
+            let wall = Duration::from_nanos(now_ns.saturating_sub(started_ns));
             let index = worker.slot.load(Ordering::Acquire);
             match sched.slots.get(index) {
                 Some(slot) if slot.owner.load(Ordering::Acquire) == worker.id => {
@@ -385,6 +478,8 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
                         retake(&rt, slot, &worker, true, cpu);
                     } else if wall >= config.blocked_threshold && cpu * 4 < wall {
                         retake(&rt, slot, &worker, false, cpu);
+                    } else {
+                        next_look = next_look.min(config.cpu_threshold - cpu);
                     }
                 }
                 Some(_) => {}
@@ -393,6 +488,7 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
                     // but it turns out to burn CPU: it is a hog after all.
                     if cpu >= config.cpu_threshold && !worker.background.load(Ordering::Acquire) {
                         worker.background.store(true, Ordering::Release);
+                        request_demoted_slice(&worker, config);
                     }
                 }
             }
@@ -400,9 +496,19 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
                 sched.demote_to(&worker, config.nice_for(cpu));
             }
         }
-        sched.workers.top_up_spares(&rt);
-        period = if busy {
-            config.watchdog_period
+        observed.retain(|_, seen| seen.look == look);
+        let handoffs = sched.counters.handoffs.load(Ordering::Relaxed);
+        if handoffs != handoffs_seen {
+            handoffs_seen = handoffs;
+            next_look = next_look.min(AFTER_HANDOFF);
+        } else {
+            sched.workers.top_up_spares(&rt);
+        }
+        if active {
+            last_activity = Instant::now();
+        }
+        period = if last_activity.elapsed() < ACTIVE_WINDOW {
+            next_look.max(MIN_SLEEP)
         } else {
             (period * 2).min(idle_period)
         };
@@ -426,6 +532,8 @@ fn retake(rt: &Arc<Shared>, slot: &Slot, hog: &Arc<Worker>, demote: bool, cpu: D
     hog.slot.store(NO_SLOT, Ordering::Release);
     if demote {
         hog.background.store(true, Ordering::Release);
+        // The slice first: SCHED_IDLE, if the first step is nice 19, keeps it.
+        request_demoted_slice(hog, &sched.config);
         sched.demote_to(hog, sched.config.nice_for(Duration::ZERO));
     } else {
         sched
@@ -443,4 +551,30 @@ fn retake(rt: &Arc<Shared>, slot: &Slot, hog: &Arc<Worker>, demote: bool, cpu: D
         demote,
         "ember: slot handed off from a stuck worker"
     );
+}
+
+/// Asks for the demoted slice for `worker`'s thread, if it has started.
+fn request_demoted_slice(worker: &Worker, config: &Preemption) {
+    let tid = worker.tid.load(Ordering::Acquire);
+    if tid != 0 {
+        request_slice(tid, config.demoted_slice);
+    }
+}
+
+/// Asks for EEVDF slices of `slice` for thread `tid` (0: the calling thread;
+/// zero `slice`: leave it). A failure (an old kernel, a thread gone) is
+/// logged as a warning once, then at debug level: it costs latency, nothing
+/// else.
+fn request_slice(tid: i32, slice: Duration) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if slice.is_zero() {
+        return;
+    }
+    if let Err(e) = os::set_slice(tid, slice) {
+        if WARNED.swap(true, Ordering::Relaxed) {
+            tracing::debug!(tid, error = %e, "ember: cannot set a thread's scheduler slice");
+        } else {
+            tracing::warn!(tid, error = %e, "ember: cannot set a thread's scheduler slice; wake-ups may wait for the next tick");
+        }
+    }
 }
