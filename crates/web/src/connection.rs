@@ -188,14 +188,15 @@ async fn respond(
     let me = ember_runtime::self_pid();
     hangup.kill_on_hangup(me);
     let _disarm = Disarm(hangup);
-    let log_label = label.clone();
     ember_runtime::set_label(label);
     match CatchPanic(Some(handler.call(request))).await {
         Ok(response) => response,
         Err(()) => {
             shared.stats.crashed.fetch_add(1, Ordering::Relaxed);
+            let request = ember_runtime::process_info(me).and_then(|info| info.label);
             tracing::error!(
-                "ember-web: the handler of {log_label} (process {me}) crashed; answered 500"
+                "ember-web: the handler of {} (process {me}) crashed; answered 500",
+                request.as_deref().unwrap_or("a request")
             );
             text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
         }

@@ -5,11 +5,11 @@
 //!   process per **connection** (linked, exits trapped: a crash is logged
 //!   and contained, and the count enforces [`Config::max_connections`] with
 //!   a `503`).
-//! * Each **request** runs its handler in a process of its own, spawned by
-//!   the connection's process: a panic answers `500` for that request only,
-//!   a handler that computes for seconds without awaiting is moved off by
-//!   Ember's watchdog instead of stalling other requests, and a client that
-//!   disconnects kills its request's process.
+//! * Each connection's process runs its requests' handlers in turn (HTTP/1.1
+//!   has one request in flight per connection): a panic answers `500` for
+//!   that request only, a handler that computes for seconds without awaiting
+//!   is moved off by Ember's watchdog instead of stalling other connections,
+//!   and a client that disconnects kills the process computing its request.
 //! * Limits: request heads and bodies have read timeouts and size limits
 //!   (`400`, `408`, `413`, `431`), and [`Server::shutdown`] drains in-flight
 //!   requests. All settings are in [`Config`].

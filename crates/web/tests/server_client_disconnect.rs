@@ -1,5 +1,5 @@
-//! A client that disconnects from a long request ends that request's
-//! process, even while it computes without awaiting.
+//! A client that disconnects from a long request ends the process computing
+//! it (its connection's), even while it computes without awaiting.
 
 mod support;
 
@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 #[test]
-fn a_client_disconnecting_from_a_huge_fact_kills_its_request_process() {
+fn a_client_disconnecting_from_a_huge_fact_kills_the_process_computing_it() {
     run(2, async {
         let test = self_pid();
         // /fact as mounted by endpoints::routes, reporting its process first.

@@ -201,10 +201,18 @@ impl Source {
     }
 }
 
+/// The `Poll` with its buffers, reused from one poll to the next.
+struct Poller {
+    poll: mio::Poll,
+    events: Events,
+    /// The sources an event names, taken out of the table before waking.
+    ready: Vec<(Arc<Source>, mio::event::Event)>,
+}
+
 /// The pollset and its registrations.
 pub(crate) struct Reactor {
-    /// The `Poll` and its event buffer; whoever holds the lock polls.
-    poll: Mutex<(mio::Poll, Events)>,
+    /// Whoever holds the lock polls.
+    poll: Mutex<Poller>,
     registry: mio::Registry,
     waker: mio::Waker,
     sources: Mutex<Slab<Arc<Source>>>,
@@ -225,7 +233,11 @@ impl Reactor {
         let registry = poll.registry().try_clone()?;
         let waker = mio::Waker::new(&registry, WAKE)?;
         Ok(Reactor {
-            poll: Mutex::new((poll, Events::with_capacity(EVENTS_PER_POLL))),
+            poll: Mutex::new(Poller {
+                poll,
+                events: Events::with_capacity(EVENTS_PER_POLL),
+                ready: Vec::with_capacity(EVENTS_PER_POLL),
+            }),
             registry,
             waker,
             sources: Mutex::new(Slab::new()),
@@ -276,7 +288,11 @@ impl Reactor {
         let Some(mut guard) = self.poll.try_lock() else {
             return false;
         };
-        let (poll, events) = &mut *guard;
+        let Poller {
+            poll,
+            events,
+            ready,
+        } = &mut *guard;
         let result = poll.poll(events, Some(timeout));
         if let Err(e) = result {
             if e.kind() != io::ErrorKind::Interrupted {
@@ -284,7 +300,6 @@ impl Reactor {
             }
             return true;
         }
-        let mut ready: Vec<(Arc<Source>, mio::event::Event)> = Vec::new();
         {
             let sources = self.sources.lock();
             for event in events.iter() {
@@ -297,8 +312,8 @@ impl Reactor {
             }
         }
         // Wakers run outside every lock of ours: they queue processes.
-        for (source, event) in &ready {
-            source.dispatch(event);
+        for (source, event) in ready.drain(..) {
+            source.dispatch(&event);
         }
         true
     }
