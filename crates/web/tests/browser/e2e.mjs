@@ -137,7 +137,10 @@ async function main() {
     await page.locator("#info-facts dt", { hasText: "spawned as" }).waitFor();
     await page.locator("#info-pid", { hasText: pid }).waitFor();
     const poll = await page.locator("#info-poll").textContent();
-    console.log(`e2e: top lists ${pid}; info: ${poll}`);
+    // The hog has run natively for seconds: its CPU time counts that poll.
+    const cpu = (await page.locator('#info-facts dt:text-is("CPU time") + dd').textContent()).trim();
+    console.log(`e2e: top lists ${pid}; info: ${poll}; CPU time ${cpu}`);
+    if (/^0 ms$/.test(cpu)) fail(`info shows CPU time ${cpu} for ${pid}, running natively: ${poll}`);
     await page.waitForTimeout(300);
     await page.screenshot({ path: resolve(shots, "browser-screenshot-top.png"), fullPage: true });
     await page.click("#info-kill");
