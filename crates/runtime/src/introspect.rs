@@ -298,7 +298,10 @@ impl Shared {
         // A process inside a long poll is charged for it so far, so `top`
         // sees a hog before its poll returns. The counters are read first,
         // then the polls: a poll that ends in between is missed (until the
-        // next sample), never counted twice.
+        // next sample), never counted twice: a worker marks its poll ended
+        // before it adds the poll to the counters. (The accesses are
+        // relaxed: that order is what x86 guarantees; elsewhere a reader
+        // could rarely count a poll twice, or miss one.)
         let mut samples: Vec<ProcessSample> = self
             .table
             .iter()
