@@ -11,7 +11,7 @@
 // It opens the math page, submits 13 and 1000 and sees "error" and 500500
 // appear; starts a sum that would run for hours, finds its task in top, opens
 // its info and kills it; sets a small load and watches the graphs; and saves
-// screenshots to target/browser-screenshot*.png.
+// screenshots to browser-screenshot*.png under $CARGO_TARGET_DIR or target/.
 
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync } from "node:fs";
@@ -20,7 +20,7 @@ import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../../../..");
-const shots = resolve(root, "target");
+const shots = resolve(root, process.env.CARGO_TARGET_DIR || "target");
 const TIMEOUT = 30_000;
 // How long a small job may take, from submit to its row showing the result,
 // while a native hog runs: the page must stay responsive. Generous, for a
