@@ -205,7 +205,9 @@ impl LoadShared {
 /// What a worker starts with; cloned by its supervisor for each restart.
 #[derive(Clone)]
 struct WorkerArgs {
-    index: usize,
+    /// The worker's number, below [`MAX_WORKERS`] (u32 keeps the arguments,
+    /// stored by the supervisor for every worker, at 16 bytes).
+    index: u32,
     epoch: u32,
     load: Arc<LoadShared>,
 }
@@ -331,7 +333,7 @@ fn spawn_starter(
                     continue;
                 }
                 let args = WorkerArgs {
-                    index,
+                    index: index as u32,
                     epoch,
                     load: load.clone(),
                 };
@@ -374,6 +376,7 @@ impl Drop for RunningGuard {
 /// A worker: a small job every second, phases spread over the second.
 async fn worker(args: WorkerArgs) -> ExitReason {
     let WorkerArgs { index, epoch, load } = args;
+    let index = index as usize;
     let me = self_pid();
     let mut rng = Rng::new(((index as u64) << 20) ^ u64::from(me.number()) ^ 0x9e37_79b9);
     sleep(Duration::from_millis(rng.next() % 1000)).await;
