@@ -414,3 +414,148 @@ impl Rng {
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The slot protocol's races, each side made to act at the same moment
+    //! (a spin gate on two threads), thousands of times, checking after
+    //! each round that worker `I` exists exactly once and `live` agrees.
+
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Two threads meet at each point `n`, both spinning.
+    struct SpinGate(AtomicUsize);
+
+    impl SpinGate {
+        fn wait(&self, n: usize) {
+            self.0.fetch_add(1, SeqCst);
+            while self.0.load(SeqCst) < 2 * n {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    const ROUNDS: usize = 2_000;
+    /// A worker of shard 3.
+    const I: usize = 3 + SHARDS;
+
+    fn set_epoch(load: &LoadShared, epoch: u32) {
+        load.shards.lock().unwrap()[I % SHARDS] = (None, epoch);
+    }
+
+    /// Runs `rounds` rounds: `reset` then, at once, `a` on this thread and
+    /// `b` on another, then `check` with both outcomes.
+    fn race<A, B>(
+        rounds: usize,
+        load: &LoadShared,
+        reset: impl Fn(&LoadShared),
+        a: impl Fn(&LoadShared) -> A,
+        b: impl Fn(&LoadShared) -> B + Sync,
+        mut check: impl FnMut(&LoadShared, A, B),
+    ) where
+        B: Send,
+    {
+        let gate = SpinGate(AtomicUsize::new(0));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for round in 0..rounds {
+                    gate.wait(3 * round + 1);
+                    gate.wait(3 * round + 2);
+                    tx.send(b(load)).unwrap();
+                    gate.wait(3 * round + 3);
+                }
+            });
+            for round in 0..rounds {
+                reset(load);
+                gate.wait(3 * round + 1);
+                gate.wait(3 * round + 2);
+                let a = a(load);
+                gate.wait(3 * round + 3);
+                check(load, a, rx.recv().unwrap());
+            }
+        });
+    }
+
+    #[test]
+    fn a_retiring_worker_racing_a_grow_leaves_exactly_one_worker() {
+        let load = LoadShared::new();
+        set_epoch(&load, 1);
+        let (mut worker_went_on, mut starter_started) = (0, 0);
+        race(
+            ROUNDS,
+            &load,
+            |load| {
+                // Worker I exists; the target was just lowered below it.
+                load.target.store(0, SeqCst);
+                load.slots()[I].store(1, SeqCst);
+                load.live.store(1, SeqCst);
+            },
+            |load| !load.retire(I, 1),
+            |load| {
+                load.target.store(I + 1, SeqCst);
+                load.take(I, 1)
+            },
+            |load, went_on, started| {
+                assert_eq!(
+                    usize::from(went_on) + usize::from(started),
+                    1,
+                    "worker went on: {went_on}, starter started one: {started}"
+                );
+                assert_eq!(load.slots()[I].load(SeqCst), 1);
+                assert_eq!(load.live.load(SeqCst), 1);
+                worker_went_on += usize::from(went_on);
+                starter_started += usize::from(started);
+            },
+        );
+        println!(
+            "retire vs grow, {ROUNDS} rounds: the worker went on {worker_went_on} times, \
+             the starter started it again {starter_started} times"
+        );
+    }
+
+    #[test]
+    fn a_stale_starter_racing_a_restarted_shard_never_takes_the_slot() {
+        let load = LoadShared::new();
+        let (mut stale_took, mut new_took) = (0, 0);
+        // Fewer rounds: each restart sweeps the shard's 62,500 slots.
+        race(
+            ROUNDS / 4,
+            &load,
+            |load| {
+                // Epoch 1 of the shard died with worker I's slot free; its
+                // starter is still running.
+                set_epoch(load, 1);
+                load.slots()[I].store(0, SeqCst);
+                load.live.store(0, SeqCst);
+            },
+            |load| {
+                // The old starter: its start fails, it gives the slot back.
+                let took = load.take(I, 1);
+                if took {
+                    load.release(I, 1);
+                }
+                took
+            },
+            |load| {
+                // The shard's restart and its new starter.
+                let epoch = load.new_epoch(I % SHARDS);
+                assert_eq!(epoch, 2);
+                load.take(I, epoch)
+            },
+            |load, stale, new| {
+                assert!(new, "the new starter always gets the slot");
+                assert_eq!(load.slots()[I].load(SeqCst), 2);
+                assert_eq!(load.live.load(SeqCst), 1);
+                stale_took += usize::from(stale);
+                new_took += usize::from(new);
+            },
+        );
+        println!(
+            "stale starter vs shard restart, {} rounds: the stale starter took the \
+             slot (and gave it back) {stale_took} times, the new one {new_took} times",
+            ROUNDS / 4
+        );
+    }
+}
