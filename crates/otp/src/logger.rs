@@ -11,7 +11,8 @@
 //!
 //! * **Write** mode: within the current window (1 s by default) the first
 //!   `max` reports (500 by default) are written, by the thread that emits
-//!   them, as before.
+//!   them, as before. (A report no subscriber would record is skipped
+//!   before it reaches the limiter.)
 //! * **Drop** mode: past that, reports are dropped until the window ends.
 //!   Dropping costs a lock and a counter: nothing is formatted.
 //! * **Flush**: when the window ends the count of what was dropped is

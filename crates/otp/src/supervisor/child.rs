@@ -231,7 +231,8 @@ pub(crate) fn report(
     reason: &ExitReason,
     restart_count: u64,
 ) {
-    if !crate::logger::reports().admit() {
+    let enabled = tracing::enabled!(target: "ember_otp::supervisor", tracing::Level::ERROR);
+    if !enabled || !crate::logger::reports().admit() {
         return;
     }
     let pid = pid
