@@ -58,6 +58,7 @@ use super::os;
 use super::slot::Slot;
 use super::worker::{worker_main, Worker, NO_SLOT};
 use super::Scheduler;
+use crate::pid::Pid;
 use crate::runtime::Shared;
 
 /// Settings of the preemption machinery, with measured defaults
@@ -165,6 +166,8 @@ impl Preemption {
 #[derive(Default)]
 pub(crate) struct Workers {
     inner: Mutex<Registry>,
+    /// The watchdog's last hand-off, for introspection.
+    last_handoff: Mutex<Option<Handoff>>,
 }
 
 #[derive(Default)]
@@ -356,6 +359,11 @@ impl Workers {
         inner.idle_background.retain(|w| w.id != me.id);
     }
 
+    /// The watchdog's last hand-off, if any.
+    pub(crate) fn last_handoff(&self) -> Option<Handoff> {
+        self.last_handoff.lock().clone()
+    }
+
     /// Every live worker.
     pub(crate) fn snapshot(&self) -> Vec<Arc<Worker>> {
         self.inner.lock().live.clone()
@@ -410,13 +418,71 @@ struct Observation {
     epoch: u64,
     /// The worker thread's CPU time then (ns).
     cpu: u64,
-    /// Estimated CPU time of the thread when its current poll started (ns).
+    /// When that look read the worker (ns since the scheduler started),
+    /// taken just before its CPU clock was read.
+    at: u64,
+    /// An upper bound of the thread's CPU time when its current poll started
+    /// (ns): CPU time past it is the poll's for sure.
     poll_base: u64,
+    /// Of the poll's charge, the part from before the watchdog's first look
+    /// at it (ns), bounded as `watchdog_main` explains.
+    before_first_look: u64,
+    /// Looks that saw the current poll.
+    looks: u32,
     /// The look that wrote this entry (entries of exited workers go stale).
     look: u64,
 }
 
+/// One consistent reading of a worker: all of it within one poll, or
+/// between two polls.
+#[derive(Clone, Copy)]
+struct Sample {
+    epoch: u64,
+    pid_key: u64,
+    started_ns: u64,
+    cpu: u64,
+}
+
+impl Sample {
+    /// Reads `worker`, or `None` if a poll started or ended during every
+    /// try: its CPU time would then belong to several polls.
+    fn take(worker: &Worker) -> Option<Sample> {
+        for _ in 0..3 {
+            let epoch = worker.poll_epoch.load(Ordering::Acquire);
+            let pid_key = worker.poll_pid.load(Ordering::Relaxed);
+            let started_ns = worker.poll_started_ns.load(Ordering::Relaxed);
+            let cpu = worker.cpu_ns();
+            if worker.poll_epoch.load(Ordering::Acquire) == epoch {
+                return Some(Sample {
+                    epoch,
+                    pid_key,
+                    started_ns,
+                    cpu,
+                });
+            }
+        }
+        None
+    }
+}
+
 /// The watchdog thread.
+///
+/// # What a poll is charged
+///
+/// The worker publishes when each poll started (wall clock) but not its
+/// thread's CPU time then: reading a thread CPU clock is a system call, too
+/// dear for every poll. The watchdog reads each worker's CPU clock at every
+/// look, so a poll it has already seen is charged exactly the CPU time since
+/// that look plus an estimate of what came before. That estimate must never
+/// exceed the truth, or a healthy process is taken for a hog and its thread
+/// demoted for good. Between the previous look (at wall time `at`, with CPU
+/// time `cpu`) and the poll's start the thread can have used at most the
+/// wall time in between, so of the CPU time used since that look, at least
+/// `used - (started - at)` is the poll's. (The former estimate, all CPU time
+/// since the last look capped by the poll's wall-clock age, charged a
+/// healthy poll the CPU time of the polls before it whenever the watchdog
+/// was late and the worker was descheduled mid-poll: exactly what a loaded
+/// machine does.)
 pub(crate) fn watchdog_main(rt: Arc<Shared>) {
     let sched = &rt.sched;
     let config = &sched.config;
@@ -434,66 +500,84 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
     while !sched.is_shut_down() {
         thread::park_timeout(period);
         look += 1;
-        let now_ns = sched.nanos_since_start(Instant::now());
         let mut active = false;
         // Until the soonest moment a running poll could reach the threshold.
         let mut next_look = config.watchdog_period;
         for worker in sched.workers.snapshot() {
-            let epoch = worker.poll_epoch.load(Ordering::Acquire);
-            let cpu_now = worker.cpu_ns();
-            let started_ns = worker.poll_started_ns.load(Ordering::Relaxed);
             let before = observed.get(&worker.id).copied();
-            let poll_base = match before {
-                Some(seen) if seen.epoch == epoch => seen.poll_base,
-                // A poll seen for the first time has used at most the CPU
-                // time since the last look and at most its wall time.
-                Some(seen) => {
-                    let wall = now_ns.saturating_sub(started_ns);
-                    cpu_now - cpu_now.saturating_sub(seen.cpu).min(wall)
+            let now_ns = sched.nanos_since_start(Instant::now());
+            let Some(sample) = Sample::take(&worker) else {
+                // Polls come and go fast on this worker: it is not stuck.
+                if let Some(seen) = before {
+                    observed.insert(worker.id, Observation { look, ..seen });
                 }
-                None => cpu_now,
+                active = true;
+                continue;
+            };
+            let (poll_base, before_first_look, looks) = match before {
+                Some(seen) if seen.epoch == sample.epoch => {
+                    (seen.poll_base, seen.before_first_look, seen.looks + 1)
+                }
+                // A poll seen for the first time: see "What a poll is
+                // charged" above.
+                Some(seen) => {
+                    let before_start = sample.started_ns.saturating_sub(seen.at);
+                    let base = sample.cpu.min(seen.cpu.saturating_add(before_start));
+                    (base, sample.cpu - base, 1)
+                }
+                None => (sample.cpu, 0, 1),
             };
             observed.insert(
                 worker.id,
                 Observation {
-                    epoch,
-                    cpu: cpu_now,
+                    epoch: sample.epoch,
+                    cpu: sample.cpu,
+                    at: now_ns,
                     poll_base,
+                    before_first_look,
+                    looks,
                     look,
                 },
             );
-            if before.is_none_or(|seen| seen.epoch != epoch) {
+            if before.is_none_or(|seen| seen.epoch != sample.epoch) {
                 active = true;
             }
-            if epoch % 2 == 0 {
+            if sample.epoch % 2 == 0 {
                 continue;
             }
             active = true;
-            let cpu = Duration::from_nanos(cpu_now.saturating_sub(poll_base));
-            let wall = Duration::from_nanos(now_ns.saturating_sub(started_ns));
+            let poll = PollSeen {
+                pid_key: sample.pid_key,
+                cpu: Duration::from_nanos(sample.cpu.saturating_sub(poll_base)),
+                before_first_look: Duration::from_nanos(before_first_look),
+                wall: Duration::from_nanos(now_ns.saturating_sub(sample.started_ns)),
+                looks,
+            };
             let index = worker.slot.load(Ordering::Acquire);
             match sched.slots.get(index) {
                 Some(slot) if slot.owner.load(Ordering::Acquire) == worker.id => {
-                    if cpu >= config.cpu_threshold {
-                        retake(&rt, slot, &worker, true, cpu);
-                    } else if wall >= config.blocked_threshold && cpu * 4 < wall {
-                        retake(&rt, slot, &worker, false, cpu);
+                    if poll.cpu >= config.cpu_threshold {
+                        retake(&rt, slot, &worker, true, &poll);
+                    } else if poll.wall >= config.blocked_threshold && poll.cpu * 4 < poll.wall {
+                        retake(&rt, slot, &worker, false, &poll);
                     } else {
-                        next_look = next_look.min(config.cpu_threshold - cpu);
+                        next_look = next_look.min(config.cpu_threshold - poll.cpu);
                     }
                 }
                 Some(_) => {}
                 None => {
                     // Handed off as blocked (or starved by a loaded machine),
                     // but it turns out to burn CPU: it is a hog after all.
-                    if cpu >= config.cpu_threshold && !worker.background.load(Ordering::Acquire) {
+                    if poll.cpu >= config.cpu_threshold
+                        && !worker.background.load(Ordering::Acquire)
+                    {
                         worker.background.store(true, Ordering::Release);
                         request_demoted_slice(&worker, config);
                     }
                 }
             }
             if worker.background.load(Ordering::Acquire) {
-                sched.demote_to(&worker, config.nice_for(cpu));
+                sched.demote_to(&worker, config.nice_for(poll.cpu));
             }
         }
         observed.retain(|_, seen| seen.look == look);
@@ -515,8 +599,21 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
     }
 }
 
+/// A poll in progress as the watchdog judges it.
+struct PollSeen {
+    pid_key: u64,
+    /// CPU time charged to it.
+    cpu: Duration,
+    /// Of which, the part from before the watchdog's first look at it.
+    before_first_look: Duration,
+    /// Wall time since it started.
+    wall: Duration,
+    /// Looks that saw it.
+    looks: u32,
+}
+
 /// Hands `slot` from the stuck `hog` worker to a spare.
-fn retake(rt: &Arc<Shared>, slot: &Slot, hog: &Arc<Worker>, demote: bool, cpu: Duration) {
+fn retake(rt: &Arc<Shared>, slot: &Slot, hog: &Arc<Worker>, demote: bool, poll: &PollSeen) {
     let sched = &rt.sched;
     let Some(successor) = sched.workers.take_spare(rt) else {
         return;
@@ -544,13 +641,68 @@ fn retake(rt: &Arc<Shared>, slot: &Slot, hog: &Arc<Worker>, demote: bool, cpu: D
     sched.counters.handoffs.fetch_add(1, Ordering::Relaxed);
     successor.slot.store(slot.index, Ordering::Release);
     successor.unpark();
+    let pid = Pid::local(poll.pid_key);
+    let (spawned_as, label) = rt.lookup(pid).map_or((None, None), |p| {
+        // Never wait for the hog's own lock.
+        let label = p
+            .relations
+            .try_lock()
+            .and_then(|r| r.as_ref().and_then(|r| r.label.clone()));
+        (Some(p.spawned_as.to_string()), label.map(|l| l.to_string()))
+    });
+    let record = Handoff {
+        pid,
+        spawned_as,
+        label,
+        slot: slot.index,
+        cpu: poll.cpu,
+        cpu_before_first_look: poll.before_first_look,
+        wall: poll.wall,
+        looks: poll.looks,
+        demoted: demote,
+        at: sched.started.elapsed(),
+    };
     tracing::debug!(
         slot = slot.index,
-        pid = hog.poll_pid.load(Ordering::Relaxed),
-        cpu_us = cpu.as_micros() as u64,
+        %pid,
+        spawned_as = record.spawned_as.as_deref().unwrap_or("?"),
+        cpu_us = poll.cpu.as_micros() as u64,
+        before_first_look_us = poll.before_first_look.as_micros() as u64,
+        wall_us = poll.wall.as_micros() as u64,
+        looks = poll.looks,
         demote,
         "ember: slot handed off from a stuck worker"
     );
+    *sched.workers.last_handoff.lock() = Some(record);
+}
+
+/// The watchdog's last hand-off: which poll it judged stuck, and on what
+/// evidence (`runtime_info().threads.last_handoff`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Handoff {
+    /// The process whose poll held the slot.
+    pub pid: Pid,
+    /// What it was spawned as (`None`: it had exited by then).
+    pub spawned_as: Option<String>,
+    /// What it said it was doing (`set_label`), if anything.
+    pub label: Option<String>,
+    /// The scheduler slot handed to another thread.
+    pub slot: usize,
+    /// CPU time charged to the poll (its thread's CPU clock).
+    pub cpu: Duration,
+    /// Of `cpu`, the part from before the watchdog first saw the poll: a
+    /// lower bound, never more than the poll can have used.
+    pub cpu_before_first_look: Duration,
+    /// Wall time since the poll started.
+    pub wall: Duration,
+    /// Watchdog looks that saw the poll (1: judged at the first).
+    pub looks: u32,
+    /// Whether its thread was demoted (a CPU hog) rather than only left
+    /// behind (a blocked poll).
+    pub demoted: bool,
+    /// When it happened, since the runtime started.
+    pub at: Duration,
 }
 
 /// Asks for the demoted slice for `worker`'s thread, if it has started.
