@@ -198,82 +198,50 @@ impl Workers {
         slot: usize,
         background: bool,
     ) -> io::Result<Arc<Worker>> {
-        let mut inner = self.inner.lock();
-        let worker = Arc::new(Worker::new(inner.next_id, slot, background));
-        inner.next_id += 1;
-        let name = if background {
-            format!("ember-background-{}", worker.id)
-        } else {
-            format!("ember-worker-{}", worker.id)
-        };
-        let (thread_rt, thread_worker) = (rt.clone(), worker.clone());
-        // Set here, not inherited: a thread gets its creator's slice, and
-        // workers are started by the main thread, the watchdog and workers.
-        let slice = if background {
-            rt.sched.config.demoted_slice
-        } else {
-            rt.sched.config.thread_slice
-        };
-        let handle = thread::Builder::new().name(name).spawn(move || {
-            request_slice(0, slice);
-            worker_main(thread_rt, thread_worker)
-        })?;
-        inner.live.push(worker.clone());
-        inner.handles.push(handle);
-        inner.last_spawn = Some(Instant::now());
-        if slot == NO_SLOT && !background {
-            inner.spares.push(worker.clone());
-        }
-        rt.sched
-            .counters
-            .threads_started
-            .fetch_add(1, Ordering::Relaxed);
-        Ok(worker)
+        spawn_locked(&mut self.inner.lock(), rt, slot, background)
     }
 
     /// Whether one more thread may start now (soft and hard ceilings).
     fn may_spawn(&self, config: &Preemption) -> bool {
-        let mut inner = self.inner.lock();
-        let live = inner.live.len();
-        if live >= config.hard_thread_limit {
-            if !inner.warned_hard {
-                inner.warned_hard = true;
-                tracing::error!(
-                    live,
-                    "ember: hard worker thread limit reached; hogs now delay other processes"
-                );
-                eprintln!("ember: {live} worker threads: hard limit reached; processes stuck in native code now delay others");
-            }
-            return false;
-        }
-        if live < config.soft_thread_limit {
-            return true;
-        }
-        if !inner.warned_soft {
-            inner.warned_soft = true;
-            tracing::warn!(
-                live,
-                "ember: many processes stuck in native code; starting threads slowly"
-            );
-            eprintln!("ember: {live} worker threads (soft limit {}): many processes are stuck in native code", config.soft_thread_limit);
-        }
-        // Past the soft limit, one thread per 25 ms, up to 250 ms as it grows.
-        let over = (live - config.soft_thread_limit) as u64;
-        let delay = Duration::from_millis((25 + over * 5).min(250));
-        inner.last_spawn.is_none_or(|t| t.elapsed() >= delay)
+        may_spawn_locked(&mut self.inner.lock(), config)
     }
 
-    /// A worker to take over `slot`: a spare, or a new thread.
-    fn take_spare(&self, rt: &Arc<Shared>) -> Option<Arc<Worker>> {
-        if let Some(spare) = self.inner.lock().spares.pop() {
-            return Some(spare);
-        }
-        if !self.may_spawn(&rt.sched.config) {
+    /// Gives `slot`, still held by the stuck `hog`, to a spare (or a new
+    /// thread) and returns it; `None` if no thread may start or the slot
+    /// changed hands meanwhile.
+    ///
+    /// All of it happens under the registry lock, as does every check a
+    /// spare makes before it registers itself or exits (`wait_as_spare`):
+    /// a worker is thus never both a spare and a slot's owner, and never
+    /// exits once chosen.
+    fn hand_over(&self, rt: &Arc<Shared>, slot: &Slot, hog: &Worker) -> Option<Arc<Worker>> {
+        let mut inner = self.inner.lock();
+        // A spare the watchdog found burning CPU in a poll it had been
+        // handed off from (see `watchdog_main`) is a background thread now.
+        inner
+            .spares
+            .retain(|w| !w.background.load(Ordering::Acquire));
+        let successor = match inner.spares.pop() {
+            Some(spare) => spare,
+            None => {
+                if !may_spawn_locked(&mut inner, &rt.sched.config) {
+                    return None;
+                }
+                let worker = spawn_locked(&mut inner, rt, NO_SLOT, false).ok()?;
+                inner.spares.retain(|w| w.id != worker.id);
+                worker
+            }
+        };
+        if slot
+            .owner
+            .compare_exchange(hog.id, successor.id, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            inner.spares.push(successor);
             return None;
         }
-        let worker = self.spawn(rt, NO_SLOT, false).ok()?;
-        self.inner.lock().spares.retain(|w| w.id != worker.id);
-        Some(worker)
+        successor.slot.store(slot.index, Ordering::Release);
+        Some(successor)
     }
 
     /// Starts spares until the configured number wait.
@@ -290,6 +258,10 @@ impl Workers {
     pub(crate) fn wait_as_spare(&self, me: &Arc<Worker>, sched: &Scheduler) -> bool {
         {
             let mut inner = self.inner.lock();
+            // Chosen already (`hand_over` sets the slot under this lock).
+            if me.slot.load(Ordering::Acquire) != NO_SLOT {
+                return true;
+            }
             if !inner.spares.iter().any(|w| w.id == me.id) {
                 inner.spares.push(me.clone());
             }
@@ -298,6 +270,16 @@ impl Workers {
         while me.slot.load(Ordering::Acquire) == NO_SLOT {
             if sched.is_shut_down() {
                 return false;
+            }
+            if me.background.load(Ordering::Acquire) {
+                // Found to be a hog after its slot was handed off, once its
+                // poll had ended: a background thread now, never a spare.
+                let mut inner = self.inner.lock();
+                if me.slot.load(Ordering::Acquire) == NO_SLOT {
+                    inner.spares.retain(|w| w.id != me.id);
+                    return true;
+                }
+                break;
             }
             thread::park_timeout(Duration::from_millis(100));
             if since.elapsed() >= sched.config.background_idle {
@@ -394,6 +376,80 @@ impl Workers {
     }
 }
 
+/// Starts a worker thread serving `slot` (or none); a spare is registered
+/// as one at once.
+fn spawn_locked(
+    inner: &mut Registry,
+    rt: &Arc<Shared>,
+    slot: usize,
+    background: bool,
+) -> io::Result<Arc<Worker>> {
+    let worker = Arc::new(Worker::new(inner.next_id, slot, background));
+    inner.next_id += 1;
+    let name = if background {
+        format!("ember-background-{}", worker.id)
+    } else {
+        format!("ember-worker-{}", worker.id)
+    };
+    let (thread_rt, thread_worker) = (rt.clone(), worker.clone());
+    // Set here, not inherited: a thread gets its creator's slice, and
+    // workers are started by the main thread, the watchdog and workers.
+    let slice = if background {
+        rt.sched.config.demoted_slice
+    } else {
+        rt.sched.config.thread_slice
+    };
+    let handle = thread::Builder::new().name(name).spawn(move || {
+        request_slice(0, slice);
+        worker_main(thread_rt, thread_worker)
+    })?;
+    inner.live.push(worker.clone());
+    inner.handles.push(handle);
+    inner.last_spawn = Some(Instant::now());
+    if slot == NO_SLOT && !background {
+        inner.spares.push(worker.clone());
+    }
+    rt.sched
+        .counters
+        .threads_started
+        .fetch_add(1, Ordering::Relaxed);
+    Ok(worker)
+}
+
+/// Whether one more thread may start now (soft and hard ceilings).
+fn may_spawn_locked(inner: &mut Registry, config: &Preemption) -> bool {
+    let live = inner.live.len();
+    if live >= config.hard_thread_limit {
+        if !inner.warned_hard {
+            inner.warned_hard = true;
+            tracing::error!(
+                live,
+                "ember: hard worker thread limit reached; hogs now delay other processes"
+            );
+            eprintln!("ember: {live} worker threads: hard limit reached; processes stuck in native code now delay others");
+        }
+        return false;
+    }
+    if live < config.soft_thread_limit {
+        return true;
+    }
+    if !inner.warned_soft {
+        inner.warned_soft = true;
+        tracing::warn!(
+            live,
+            "ember: many processes stuck in native code; starting threads slowly"
+        );
+        eprintln!(
+            "ember: {live} worker threads (soft limit {}): many processes are stuck in native code",
+            config.soft_thread_limit
+        );
+    }
+    // Past the soft limit, one thread per 25 ms, up to 250 ms as it grows.
+    let over = (live - config.soft_thread_limit) as u64;
+    let delay = Duration::from_millis((25 + over * 5).min(250));
+    inner.last_spawn.is_none_or(|t| t.elapsed() >= delay)
+}
+
 /// How long the watchdog keeps looking every [`Preemption::watchdog_period`]
 /// after the last poll it saw start, before backing off: a server between
 /// requests is not idle, and a backed-off watchdog would notice a hog up to
@@ -441,6 +497,8 @@ struct Sample {
     pid_key: u64,
     started_ns: u64,
     cpu: u64,
+    /// The slot it served then.
+    slot: usize,
 }
 
 impl Sample {
@@ -452,12 +510,14 @@ impl Sample {
             let pid_key = worker.poll_pid.load(Ordering::Relaxed);
             let started_ns = worker.poll_started_ns.load(Ordering::Relaxed);
             let cpu = worker.cpu_ns();
+            let slot = worker.slot.load(Ordering::Acquire);
             if worker.poll_epoch.load(Ordering::Acquire) == epoch {
                 return Some(Sample {
                     epoch,
                     pid_key,
                     started_ns,
                     cpu,
+                    slot,
                 });
             }
         }
@@ -553,12 +613,14 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
                 wall: Duration::from_nanos(now_ns.saturating_sub(sample.started_ns)),
                 looks,
             };
-            let index = worker.slot.load(Ordering::Acquire);
-            match sched.slots.get(index) {
+            match sched.slots.get(sample.slot) {
                 Some(slot) if slot.owner.load(Ordering::Acquire) == worker.id => {
                     if poll.cpu >= config.cpu_threshold {
                         retake(&rt, slot, &worker, true, &poll);
-                    } else if poll.wall >= config.blocked_threshold && poll.cpu * 4 < poll.wall {
+                    } else if poll.wall >= config.blocked_threshold
+                        && poll.cpu * 4 < poll.wall
+                        && !waits_for_a_cpu(&worker)
+                    {
                         retake(&rt, slot, &worker, false, &poll);
                     } else {
                         next_look = next_look.min(config.cpu_threshold - poll.cpu);
@@ -615,17 +677,9 @@ struct PollSeen {
 /// Hands `slot` from the stuck `hog` worker to a spare.
 fn retake(rt: &Arc<Shared>, slot: &Slot, hog: &Arc<Worker>, demote: bool, poll: &PollSeen) {
     let sched = &rt.sched;
-    let Some(successor) = sched.workers.take_spare(rt) else {
+    let Some(successor) = sched.workers.hand_over(rt, slot, hog) else {
         return;
     };
-    if slot
-        .owner
-        .compare_exchange(hog.id, successor.id, Ordering::AcqRel, Ordering::Acquire)
-        .is_err()
-    {
-        sched.workers.inner.lock().spares.push(successor);
-        return;
-    }
     hog.slot.store(NO_SLOT, Ordering::Release);
     if demote {
         hog.background.store(true, Ordering::Release);
@@ -639,7 +693,6 @@ fn retake(rt: &Arc<Shared>, slot: &Slot, hog: &Arc<Worker>, demote: bool, poll: 
             .fetch_add(1, Ordering::Relaxed);
     }
     sched.counters.handoffs.fetch_add(1, Ordering::Relaxed);
-    successor.slot.store(slot.index, Ordering::Release);
     successor.unpark();
     let pid = Pid::local(poll.pid_key);
     let (spawned_as, label) = rt.lookup(pid).map_or((None, None), |p| {
@@ -703,6 +756,16 @@ pub struct Handoff {
     pub demoted: bool,
     /// When it happened, since the runtime started.
     pub at: Duration,
+}
+
+/// Whether `worker`'s thread is runnable although its poll used little of
+/// its wall time: on an overloaded machine it waits for a CPU, not for a
+/// system call or a lock, and another thread for its slot would wait just
+/// the same. Unknown (no `/proc`): false, so a blocked poll is still
+/// handed off.
+fn waits_for_a_cpu(worker: &Worker) -> bool {
+    let tid = worker.tid.load(Ordering::Acquire);
+    tid != 0 && os::is_runnable(tid).unwrap_or(false)
 }
 
 /// Asks for the demoted slice for `worker`'s thread, if it has started.
