@@ -12,8 +12,9 @@
 //!   the hog's thread is demoted to the first nice step, with a long EEVDF
 //!   slice ([`Preemption::demoted_slice`]);
 //! * a poll stuck [`Preemption::blocked_threshold`] of wall time while using
-//!   less than a quarter of it on the CPU (a blocking syscall, a lock) loses
-//!   its slot without demotion;
+//!   less than a quarter of it on the CPU, with its thread asleep (a blocking
+//!   syscall, a lock), loses its slot without demotion; a thread that only
+//!   waits for a CPU on a busy machine keeps it;
 //! * a demoted worker's nice value keeps rising along
 //!   [`Preemption::demotion`] as its poll's CPU time grows. Demotion is one
 //!   way: unprivileged threads cannot raise their priority again, so a
@@ -80,8 +81,8 @@ pub struct Preemption {
     /// CPU time in one poll after which its slot is handed off and its thread
     /// demoted (default 2 ms).
     pub cpu_threshold: Duration,
-    /// Wall time in one poll, with little CPU, after which its slot is handed
-    /// off without demotion (default 15 ms).
+    /// Wall time in one poll, with little CPU and its thread asleep, after
+    /// which its slot is handed off without demotion (default 15 ms).
     pub blocked_threshold: Duration,
     /// Nice value reached once a poll has used the given CPU time; the first
     /// step applies at hand-off (default: 5 at once, 19 after 20 ms of CPU).
