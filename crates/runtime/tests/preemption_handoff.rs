@@ -398,3 +398,56 @@ fn threads_that_served_many_short_hogs_return_to_the_pool_or_exit() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// The requested slice of the scheduler thread that polls the caller (a
+/// process), where the kernel reports it.
+async fn my_thread_slice() -> Option<u64> {
+    requested_slice_of(&thread_id())
+}
+
+#[test]
+fn workers_ask_for_short_slices_only_while_a_demoted_thread_exists() {
+    let mut preemption = ember_runtime::Preemption::default();
+    preemption.background_idle = Duration::from_millis(50);
+    let short = preemption.thread_slice.as_nanos() as u64;
+    let rt = Runtime::builder()
+        .schedulers(1)
+        .preemption(preemption)
+        .build()
+        .unwrap();
+    let handle = rt.handle().clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let hog_stop = stop.clone();
+    rt.block_on(async move {
+        let Some(before) = my_thread_slice().await else {
+            eprintln!("this kernel does not report requested slices: not checked");
+            return;
+        };
+        assert_ne!(before, short, "a short slice with no hog around");
+        let me = self_pid();
+        let hog_pid = spawn(async move {
+            send(me, ());
+            hog(hog_stop).await;
+        });
+        recv::<()>().await; // the hog was handed off, and demoted
+        wait_until("the hog is demoted", || {
+            Handle::current().runtime_info().threads.background >= 1
+        })
+        .await;
+        assert_eq!(my_thread_slice().await, Some(short));
+        let watch = monitor(hog_pid);
+        stop.store(true, Ordering::Relaxed);
+        down_of(watch).await;
+        // The demoted thread leaves once idle; the slices go back.
+        wait_until("the demoted thread is gone", || {
+            Handle::current().runtime_info().threads.background == 0
+        })
+        .await;
+        let deadline = Instant::now() + WAIT;
+        while my_thread_slice().await != Some(before) {
+            assert!(Instant::now() < deadline, "the short slice stayed");
+            ember_runtime::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    drop(handle);
+}
