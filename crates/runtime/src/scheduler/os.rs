@@ -89,8 +89,7 @@ pub(crate) fn set_sched_idle(tid: i32) -> io::Result<()> {
 /// slice does not change a thread's share of the CPU, only how soon others
 /// may preempt it: a waking thread whose slice is shorter than the running
 /// thread's ignores that thread's slice protection, and a shorter slice also
-/// means an earlier virtual deadline. A zero `slice` gives the thread the
-/// kernel's default back. No privilege is needed. A SCHED_IDLE
+/// means an earlier virtual deadline. No privilege is needed. A SCHED_IDLE
 /// thread keeps the slice it had, so set the slice before that demotion.
 pub(crate) fn set_slice(tid: i32, slice: Duration) -> io::Result<()> {
     // SAFETY: `sched_attr` is plain integers, for which all zeroes is valid.

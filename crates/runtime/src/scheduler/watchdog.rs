@@ -98,15 +98,12 @@ pub struct Preemption {
     /// rather than about 3). The price: a demoted lock holder progresses at
     /// 0.3 % of a busy CPU rather than 1.4 %.
     pub sched_idle: bool,
-    /// EEVDF time slice the watchdog asks for, and the workers while a
-    /// demoted thread exists (default 0.1 ms, the kernel's minimum; zero
-    /// leaves the kernel's default, 1.4 ms on two CPUs, everywhere). A waking
-    /// worker then preempts a demoted or longer-sliced thread at once instead
-    /// of at the next tick, and wins deadline races against a hog just
-    /// demoted. The cost, why workers go back to the kernel's default once no
-    /// demoted thread is left: more preemptions among the runtime's own
-    /// threads and next to other busy threads, which made spawning 1.8 times
-    /// slower.
+    /// EEVDF time slice the watchdog and the workers ask for (default 0.1 ms,
+    /// the kernel's minimum; zero leaves the kernel's default, 1.4 ms on two
+    /// CPUs). A waking worker then preempts a demoted or longer-sliced thread
+    /// at once instead of at the next tick, and wins deadline races against a
+    /// hog just demoted. The cost: next to other busy nice-0 threads on the
+    /// same core, a worker's long poll is cut into shorter turns.
     pub thread_slice: Duration,
     /// EEVDF time slice demoted threads (hogs, background workers) ask for
     /// (default 10 ms; zero leaves the kernel's default). Any thread with a
@@ -182,9 +179,6 @@ struct Registry {
     spares: Vec<Arc<Worker>>,
     idle_background: Vec<Arc<Worker>>,
     last_spawn: Option<Instant>,
-    /// Workers have been asked for [`Preemption::thread_slice`] (a demoted
-    /// thread exists), not the kernel's default.
-    short_slices: bool,
     warned_soft: bool,
     warned_hard: bool,
 }
@@ -348,35 +342,6 @@ impl Workers {
         inner.idle_background.retain(|w| w.id != me.id);
     }
 
-    /// Gives the normal-priority workers short slices while a demoted thread
-    /// exists, the kernel's default otherwise (see
-    /// [`Preemption::thread_slice`]).
-    fn update_slices(&self, config: &Preemption) {
-        if config.thread_slice.is_zero() {
-            return;
-        }
-        let mut inner = self.inner.lock();
-        let demoted = inner
-            .live
-            .iter()
-            .any(|w| w.background.load(Ordering::Acquire));
-        if demoted == inner.short_slices {
-            return;
-        }
-        inner.short_slices = demoted;
-        for worker in inner.live.iter() {
-            let tid = worker.tid.load(Ordering::Acquire);
-            if tid == 0 || worker.background.load(Ordering::Acquire) {
-                continue;
-            }
-            if demoted {
-                request_slice(tid, config.thread_slice);
-            } else {
-                restore_default_slice(tid);
-            }
-        }
-    }
-
     /// The watchdog's last hand-off, if any.
     pub(crate) fn last_handoff(&self) -> Option<Handoff> {
         self.last_handoff.lock().clone()
@@ -430,19 +395,13 @@ fn spawn_locked(
     let (thread_rt, thread_worker) = (rt.clone(), worker.clone());
     // Set here, not inherited: a thread gets its creator's slice, and
     // workers are started by the main thread, the watchdog and workers.
-    let config = &rt.sched.config;
     let slice = if background {
-        Some(config.demoted_slice)
-    } else if inner.short_slices || config.thread_slice.is_zero() {
-        Some(config.thread_slice)
+        rt.sched.config.demoted_slice
     } else {
-        None
+        rt.sched.config.thread_slice
     };
     let handle = thread::Builder::new().name(name).spawn(move || {
-        match slice {
-            Some(slice) => request_slice(0, slice),
-            None => restore_default_slice(0),
-        }
+        request_slice(0, slice);
         worker_main(thread_rt, thread_worker)
     })?;
     inner.live.push(worker.clone());
@@ -685,7 +644,6 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
             }
         }
         observed.retain(|_, seen| seen.look == look);
-        sched.workers.update_slices(config);
         let handoffs = sched.counters.handoffs.load(Ordering::Relaxed);
         if handoffs != handoffs_seen {
             handoffs_seen = handoffs;
@@ -736,10 +694,6 @@ fn retake(rt: &Arc<Shared>, slot: &Slot, hog: &Arc<Worker>, demote: bool, poll: 
             .fetch_add(1, Ordering::Relaxed);
     }
     sched.counters.handoffs.fetch_add(1, Ordering::Relaxed);
-    if demote {
-        // The successor must preempt the hog at once: short slices now.
-        sched.workers.update_slices(&sched.config);
-    }
     successor.unpark();
     let pid = Pid::local(poll.pid_key);
     let (spawned_as, label) = rt.lookup(pid).map_or((None, None), |p| {
@@ -828,19 +782,10 @@ fn request_demoted_slice(worker: &Worker, config: &Preemption) {
 /// logged as a warning once, then at debug level: it costs latency, nothing
 /// else.
 fn request_slice(tid: i32, slice: Duration) {
-    if !slice.is_zero() {
-        set_slice_logged(tid, slice);
-    }
-}
-
-/// Gives thread `tid` (0: the calling thread) the kernel's default slice
-/// again.
-fn restore_default_slice(tid: i32) {
-    set_slice_logged(tid, Duration::ZERO);
-}
-
-fn set_slice_logged(tid: i32, slice: Duration) {
     static WARNED: AtomicBool = AtomicBool::new(false);
+    if slice.is_zero() {
+        return;
+    }
     if let Err(e) = os::set_slice(tid, slice) {
         if WARNED.swap(true, Ordering::Relaxed) {
             tracing::debug!(tid, error = %e, "ember: cannot set a thread's scheduler slice");
