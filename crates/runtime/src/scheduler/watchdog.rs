@@ -582,8 +582,7 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
                 // A poll seen for the first time: see "What a poll is
                 // charged" above.
                 Some(seen) => {
-                    let before_start = sample.started_ns.saturating_sub(seen.at);
-                    let base = sample.cpu.min(seen.cpu.saturating_add(before_start));
+                    let base = first_look_base(&seen, &sample);
                     (base, sample.cpu - base, 1)
                 }
                 None => (sample.cpu, 0, 1),
@@ -660,6 +659,15 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
             (period * 2).min(idle_period)
         };
     }
+}
+
+/// For a poll seen for the first time in `sample`, an upper bound of its
+/// thread's CPU time when it started, given the previous look `seen`: the
+/// thread can have used at most the wall time from that look to the poll's
+/// start (ns). See "What a poll is charged" at [`watchdog_main`].
+fn first_look_base(seen: &Observation, sample: &Sample) -> u64 {
+    let before_start = sample.started_ns.saturating_sub(seen.at);
+    sample.cpu.min(seen.cpu.saturating_add(before_start))
 }
 
 /// A poll in progress as the watchdog judges it.
@@ -792,5 +800,66 @@ fn request_slice(tid: i32, slice: Duration) {
         } else {
             tracing::warn!(tid, error = %e, "ember: cannot set a thread's scheduler slice; wake-ups may wait for the next tick");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{first_look_base, Observation, Sample};
+
+    const MS: u64 = 1_000_000;
+
+    fn seen(at: u64, cpu: u64) -> Observation {
+        Observation {
+            epoch: 2,
+            cpu,
+            at,
+            poll_base: cpu,
+            before_first_look: 0,
+            looks: 1,
+            look: 1,
+        }
+    }
+
+    fn sample(started_ns: u64, cpu: u64) -> Sample {
+        Sample {
+            epoch: 9,
+            pid_key: 1,
+            started_ns,
+            cpu,
+            slot: 0,
+        }
+    }
+
+    /// The loaded machine: the watchdog looked at 10 ms and then not for
+    /// 6 ms; the worker ran short polls for 3 ms of CPU, started one more at
+    /// 13 ms, and was preempted 0.1 ms into it. The former charge (CPU since
+    /// the last look, capped by the poll's 3 ms age) was 3 ms: a hog.
+    #[test]
+    fn a_healthy_poll_is_not_charged_for_the_polls_before_it() {
+        let seen = seen(10 * MS, 50 * MS);
+        let sample = sample(13 * MS, 53 * MS + MS / 10);
+        let charged = sample.cpu - first_look_base(&seen, &sample);
+        assert_eq!(charged, MS / 10);
+    }
+
+    /// A hog that started 10 us after a look is charged all it used but
+    /// those 10 us: detection is as fast as before.
+    #[test]
+    fn a_hog_first_seen_is_charged_all_it_used() {
+        let seen = seen(10 * MS, 50 * MS);
+        let sample = sample(10 * MS + MS / 100, 52 * MS);
+        let charged = sample.cpu - first_look_base(&seen, &sample);
+        assert_eq!(charged, 2 * MS - MS / 100);
+    }
+
+    /// A thread busy with other polls since the last look, and then with
+    /// this one: the charge is what the poll used.
+    #[test]
+    fn a_hog_after_busy_polls_is_charged_its_own_time() {
+        let seen = seen(10 * MS, 50 * MS);
+        let sample = sample(11 * MS, 53 * MS);
+        let charged = sample.cpu - first_look_base(&seen, &sample);
+        assert_eq!(charged, 2 * MS);
     }
 }
