@@ -5,7 +5,7 @@
 
 mod state;
 
-pub(crate) use state::{State, TransitionToIdle, TransitionToScheduled};
+pub(crate) use state::{State, TransitionToDropping, TransitionToIdle, TransitionToScheduled};
 
 use std::borrow::Cow;
 use std::cell::UnsafeCell;

@@ -19,7 +19,31 @@
 //!
 //! A process is therefore in at most one run queue, and polled by at most one
 //! thread at a time: the `SCHEDULED` bit is the ticket for the queue, and only
-//! its holder can set `RUNNING`.
+//! its holder can set `RUNNING` (or, for an exiting process nobody holds, the
+//! runtime's teardown: [`State::transition_to_dropping`]).
+//!
+//! # Who drops the body
+//!
+//! Exactly one party drops a process's body (its future and its saved
+//! messages): the one holding `RUNNING` when it learns the process is over.
+//! `RUNNING` is never cleared once `EXITING` is set, so nobody can take it
+//! after that party, and there is only ever one holder. The cases:
+//!
+//! * the poll returned `Ready` or panicked: the polling thread drops it;
+//! * the poll returned `Pending` and `transition_to_idle` found `EXITING`
+//!   (killed during the poll, possibly by the runtime's teardown while the
+//!   thread was stuck in native code): the polling thread drops it;
+//! * popped from a queue with `EXITING` set: `transition_to_running` still
+//!   sets `RUNNING` and answers false, and the popper drops it. The
+//!   teardown drains the run queues this way too;
+//! * neither `RUNNING` nor `SCHEDULED` set (parked) when the runtime is torn
+//!   down: `transition_to_dropping` sets `RUNNING` by compare-and-swap and
+//!   the teardown drops it. That swap fails if a wake-up set `SCHEDULED`
+//!   first (then its queue's popper drops it) or if a poll holds `RUNNING`;
+//!   a wake-up after it only sets `NOTIFIED`.
+//!
+//! `State::status` answers `Exiting` before it looks at `RUNNING`: it is for
+//! introspection only, never for deciding whether the body may be touched.
 //!
 //! # Ordering
 //!
@@ -78,6 +102,20 @@ pub(crate) enum TransitionToIdle {
     Exiting,
 }
 
+/// The outcome of [`State::transition_to_dropping`].
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TransitionToDropping {
+    /// The caller now holds `RUNNING` and must drop the body.
+    Drop,
+    /// A thread is inside a poll (or dropping the body): it drops it.
+    Running,
+    /// The process is in a run queue, or popped and about to run: whoever
+    /// holds the `SCHEDULED` ticket takes `RUNNING`, sees `EXITING` and drops
+    /// it.
+    Scheduled,
+}
+
 /// The atomic state byte; see the module docs.
 pub(crate) struct State(AtomicU8);
 
@@ -92,6 +130,16 @@ impl State {
         self.0.load(Ordering::Acquire) & EXITING != 0
     }
 
+    /// Whether a thread holds `RUNNING`: it is polling the process, or
+    /// dropping its body. Unlike [`State::status`], which answers `Exiting`
+    /// first, this reads the bit itself, so it is what decides whether the
+    /// body may be touched.
+    pub(crate) fn is_running(&self) -> bool {
+        self.0.load(Ordering::Acquire) & RUNNING != 0
+    }
+
+    /// What introspection reports; `Exiting` hides `RUNNING` (use
+    /// [`State::is_running`] to decide anything about the body).
     pub(crate) fn status(&self) -> Status {
         let state = self.0.load(Ordering::Acquire);
         if state & EXITING != 0 {
@@ -155,6 +203,33 @@ impl State {
                 .compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(_) => return outcome,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Takes `RUNNING` for an exiting process that no thread holds and no
+    /// queue holds (neither `RUNNING` nor `SCHEDULED`), so that the caller
+    /// may drop its body: the runtime's teardown. Returns false if someone
+    /// holds or will hold `RUNNING`; that party drops the body (module docs,
+    /// "Who drops the body").
+    pub(crate) fn transition_to_dropping(&self) -> TransitionToDropping {
+        let mut current = self.0.load(Ordering::Acquire);
+        loop {
+            debug_assert!(current & EXITING != 0, "dropping a live process");
+            if current & RUNNING != 0 {
+                return TransitionToDropping::Running;
+            }
+            if current & SCHEDULED != 0 {
+                return TransitionToDropping::Scheduled;
+            }
+            match self.0.compare_exchange_weak(
+                current,
+                current | RUNNING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return TransitionToDropping::Drop,
                 Err(actual) => current = actual,
             }
         }

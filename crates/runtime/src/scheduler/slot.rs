@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::Thread;
 
-use crossbeam_utils::atomic::AtomicCell;
 use parking_lot::Mutex;
 
 use super::queue::{Class, RunQueue};
@@ -25,8 +24,11 @@ pub(crate) struct Slot {
     /// High-priority and woken processes in `queue`, readable without the lock.
     interactive: AtomicUsize,
     /// The process to run right after the current poll (not stealable).
-    next: AtomicCell<Option<Arc<Process>>>,
-    /// Whether `next` holds a process, for other threads' information.
+    /// Normally only the slot's worker touches it, but a worker that has just
+    /// lost the slot to a hand-off may still push here while the new one
+    /// takes: the lock keeps `has_next` equal to `next.is_some()`.
+    next: Mutex<Option<Arc<Process>>>,
+    /// Whether `next` holds a process, readable without the lock.
     has_next: AtomicBool,
     /// The id of the worker serving this slot.
     pub(crate) owner: AtomicUsize,
@@ -58,7 +60,7 @@ impl Slot {
             queue: Mutex::new(RunQueue::default()),
             len: AtomicUsize::new(0),
             interactive: AtomicUsize::new(0),
-            next: AtomicCell::new(None),
+            next: Mutex::new(None),
             has_next: AtomicBool::new(false),
             owner: AtomicUsize::new(NO_WORKER),
             thread: Mutex::new(None),
@@ -80,7 +82,9 @@ impl Slot {
 
     /// Processes waiting in this slot, `next` included.
     pub(crate) fn queue_len(&self) -> usize {
-        self.stealable_len() + usize::from(self.has_next.load(Ordering::Relaxed))
+        // SeqCst: read by a worker about to park, against `swap_next` (the
+        // scheduler module docs, "Sleeping and waking").
+        self.stealable_len() + usize::from(self.has_next.load(Ordering::SeqCst))
     }
 
     /// Whether interactive work (`next`, high, woken) waits in this slot.
@@ -110,17 +114,22 @@ impl Slot {
 
     /// Puts a process in `next`, returning the one it displaces.
     pub(crate) fn swap_next(&self, process: Arc<Process>) -> Option<Arc<Process>> {
-        self.has_next.store(true, Ordering::Relaxed);
-        self.next.swap(Some(process))
+        let mut next = self.next.lock();
+        // SeqCst: the push side of the sleep protocol (scheduler module docs).
+        self.has_next.store(true, Ordering::SeqCst);
+        next.replace(process)
     }
 
     /// Takes the `next` process.
     pub(crate) fn take_next(&self) -> Option<Arc<Process>> {
-        let next = self.next.take();
-        if next.is_some() {
-            self.has_next.store(false, Ordering::Relaxed);
+        if !self.has_next.load(Ordering::Relaxed) {
+            // Only a push by this slot's former worker can race with this
+            // read, and that push unparks us if we park (`enqueue`).
+            return None;
         }
-        next
+        let mut next = self.next.lock();
+        self.has_next.store(false, Ordering::Relaxed);
+        next.take()
     }
 
     /// Moves everything queued here (with `next`) into `into`.

@@ -162,6 +162,18 @@ impl Preemption {
 }
 
 /// The registry of worker threads.
+///
+/// # Spares
+///
+/// A worker waiting for a slot is in exactly one of three states, changed
+/// only under the registry's lock: *listed* (in `spares`), *claimed* (taken
+/// out by [`Workers::take_spare`] for a hand-off, `Worker::claimed` set), or
+/// *serving* (its `slot` set, by [`retake`] in the same critical section that
+/// clears `claimed`). A claimed worker neither lists itself again nor exits
+/// for idleness: otherwise a hand-off could give a slot to a thread that has
+/// just exited, or list a thread that already serves a slot so that a second
+/// hand-off gives it another one; either leaves a slot with no thread, and
+/// its `next` process (which cannot be stolen) runnable for ever.
 #[derive(Default)]
 pub(crate) struct Workers {
     inner: Mutex<Registry>,
@@ -261,16 +273,35 @@ impl Workers {
     }
 
     /// A worker to take over `slot`: a spare, or a new thread.
+    /// The worker comes back claimed: the caller must give it a slot or put
+    /// it back with [`Workers::unclaim`] (type docs, "Spares").
     fn take_spare(&self, rt: &Arc<Shared>) -> Option<Arc<Worker>> {
         if let Some(spare) = self.inner.lock().spares.pop() {
+            spare.claimed.store(true, Ordering::Release);
             return Some(spare);
         }
         if !self.may_spawn(&rt.sched.config) {
             return None;
         }
         let worker = self.spawn(rt, NO_SLOT, false).ok()?;
-        self.inner.lock().spares.retain(|w| w.id != worker.id);
+        let mut inner = self.inner.lock();
+        inner.spares.retain(|w| w.id != worker.id);
+        worker.claimed.store(true, Ordering::Release);
         Some(worker)
+    }
+
+    /// Gives a claimed spare its slot.
+    fn assign(&self, worker: &Worker, slot: usize) {
+        let _inner = self.inner.lock();
+        worker.slot.store(slot, Ordering::Release);
+        worker.claimed.store(false, Ordering::Release);
+    }
+
+    /// Puts a claimed spare back on the list.
+    fn unclaim(&self, worker: Arc<Worker>) {
+        let mut inner = self.inner.lock();
+        worker.claimed.store(false, Ordering::Release);
+        inner.spares.push(worker);
     }
 
     /// Starts spares until the configured number wait.
@@ -286,8 +317,13 @@ impl Workers {
     /// surplus spare idle for long, or shutdown).
     pub(crate) fn wait_as_spare(&self, me: &Arc<Worker>, sched: &Scheduler) -> bool {
         {
+            // Listed already (started as a spare), claimed for a hand-off, or
+            // given a slot meanwhile: not listed again (type docs, "Spares").
             let mut inner = self.inner.lock();
-            if !inner.spares.iter().any(|w| w.id == me.id) {
+            if me.slot.load(Ordering::Acquire) == NO_SLOT
+                && !me.claimed.load(Ordering::Acquire)
+                && !inner.spares.iter().any(|w| w.id == me.id)
+            {
                 inner.spares.push(me.clone());
             }
         }
@@ -299,7 +335,9 @@ impl Workers {
             thread::park_timeout(Duration::from_millis(100));
             if since.elapsed() >= sched.config.background_idle {
                 let mut inner = self.inner.lock();
+                // Not claimed and no slot: listed, so it may leave the list.
                 if me.slot.load(Ordering::Acquire) == NO_SLOT
+                    && !me.claimed.load(Ordering::Acquire)
                     && inner.spares.len() > sched.config.spare_threads
                 {
                     inner.spares.retain(|w| w.id != me.id);
@@ -526,7 +564,7 @@ fn retake(rt: &Arc<Shared>, slot: &Slot, hog: &Arc<Worker>, demote: bool, cpu: D
         .compare_exchange(hog.id, successor.id, Ordering::AcqRel, Ordering::Acquire)
         .is_err()
     {
-        sched.workers.inner.lock().spares.push(successor);
+        sched.workers.unclaim(successor);
         return;
     }
     hog.slot.store(NO_SLOT, Ordering::Release);
@@ -542,7 +580,7 @@ fn retake(rt: &Arc<Shared>, slot: &Slot, hog: &Arc<Worker>, demote: bool, cpu: D
             .fetch_add(1, Ordering::Relaxed);
     }
     sched.counters.handoffs.fetch_add(1, Ordering::Relaxed);
-    successor.slot.store(slot.index, Ordering::Release);
+    sched.workers.assign(&successor, slot.index);
     successor.unpark();
     tracing::debug!(
         slot = slot.index,
