@@ -158,3 +158,164 @@ impl Slot {
         }
     }
 }
+
+/// Model checks of the hand-off under loom; see `crate::loom` for the command.
+///
+/// The slot and the worker registry use `std`'s atomics and `parking_lot`
+/// directly, so this is a model of their protocol, step for step, rather
+/// than the code itself: the owner check and push to `next` of
+/// `scheduler::enqueue` with `Scheduler::unpark_if_parked`, the hand-off of
+/// `watchdog::retake` with `Workers::{take_spare, assign}`, and a starting
+/// spare's `Workers::wait_as_spare` then `worker::serve_slot`/`idle` (with
+/// `notify_one` reduced to the one slot and `park_timeout` to `park`, so a
+/// lost wake-up shows as a deadlock rather than a 100 ms delay).
+#[cfg(all(test, loom))]
+mod loom_models {
+    use ::loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+    use ::loom::sync::{Arc, Mutex};
+    use ::loom::thread::{self, Thread};
+
+    const NO_SLOT: usize = usize::MAX;
+    const OLD: usize = 1;
+    const SPARE: usize = 3;
+    /// The process the hog wakes.
+    const B: u32 = 7;
+
+    #[derive(Default)]
+    struct Model {
+        // The slot.
+        owner: AtomicUsize,
+        next: Mutex<Option<u32>>,
+        has_next: AtomicBool,
+        parked: AtomicBool,
+        // The injector.
+        injector: Mutex<Vec<u32>>,
+        // The registry: listed spares, and the spare's fields.
+        spares: Mutex<Vec<usize>>,
+        spare_slot: AtomicUsize,
+        spare_claimed: AtomicBool,
+        spare_thread: Mutex<Option<Thread>>,
+        /// Processes the spare ran.
+        ran: Mutex<Vec<u32>>,
+    }
+
+    impl Model {
+        fn unpark_spare(&self) {
+            if let Some(t) = &*self.spare_thread.lock().unwrap() {
+                t.unpark();
+            }
+        }
+
+        /// `Scheduler::unpark_if_parked`, and `notify_one` for this slot.
+        fn unpark_if_parked(&self) {
+            if self.parked.load(SeqCst) && self.parked.swap(false, SeqCst) {
+                self.unpark_spare();
+            }
+        }
+
+        /// `enqueue` on the old owner's thread, inside the hog's poll.
+        fn wake_b(&self) {
+            if self.owner.load(SeqCst) == OLD {
+                let mut next = self.next.lock().unwrap();
+                self.has_next.store(true, SeqCst);
+                assert!(next.replace(B).is_none());
+                drop(next);
+                self.unpark_if_parked();
+            } else {
+                self.injector.lock().unwrap().push(B);
+                self.unpark_if_parked();
+            }
+        }
+
+        /// `retake`: claim the spare, swap the owner, give the spare the slot.
+        fn retake(&self) {
+            let spare = {
+                let mut spares = self.spares.lock().unwrap();
+                let spare = spares.pop().expect("the spare is listed");
+                self.spare_claimed.store(true, SeqCst);
+                spare
+            };
+            assert_eq!(spare, SPARE);
+            self.owner
+                .compare_exchange(OLD, SPARE, SeqCst, SeqCst)
+                .expect("the old owner still owns the slot");
+            {
+                let _registry = self.spares.lock().unwrap();
+                self.spare_slot.store(0, SeqCst);
+                self.spare_claimed.store(false, SeqCst);
+            }
+            self.unpark_spare();
+        }
+
+        /// `wait_as_spare` then `serve_slot` until it has run `B`.
+        fn spare(&self) {
+            *self.spare_thread.lock().unwrap() = Some(thread::current());
+            {
+                let mut spares = self.spares.lock().unwrap();
+                if self.spare_slot.load(SeqCst) == NO_SLOT
+                    && !self.spare_claimed.load(SeqCst)
+                    && !spares.contains(&SPARE)
+                {
+                    spares.push(SPARE);
+                }
+            }
+            while self.spare_slot.load(SeqCst) == NO_SLOT {
+                thread::park();
+            }
+            assert_eq!(self.owner.load(SeqCst), SPARE);
+            loop {
+                let found = if self.has_next.load(SeqCst) {
+                    let mut next = self.next.lock().unwrap();
+                    self.has_next.store(false, SeqCst);
+                    next.take()
+                } else {
+                    None
+                }
+                .or_else(|| self.injector.lock().unwrap().pop());
+                if let Some(p) = found {
+                    self.ran.lock().unwrap().push(p);
+                    return;
+                }
+                // `idle`: announce, look once more, park.
+                self.parked.store(true, SeqCst);
+                let has_work =
+                    self.has_next.load(SeqCst) || !self.injector.lock().unwrap().is_empty();
+                if !has_work {
+                    while self.parked.load(SeqCst) {
+                        thread::park();
+                    }
+                }
+                self.parked.store(false, SeqCst);
+            }
+        }
+    }
+
+    /// The hog wakes B during its poll while the watchdog hands its slot to
+    /// a spare whose thread is just starting: B runs on the spare (no lost
+    /// wake-up: otherwise the spare parks for ever and loom reports a
+    /// deadlock), and the spare, serving the slot, is not listed as a spare
+    /// (it would be handed a second slot and leave this one without a
+    /// thread).
+    #[test]
+    fn a_wake_during_a_poll_whose_slot_is_handed_off_reaches_the_new_worker() {
+        crate::loom::model("wake during a poll vs hand-off vs spare start", Some(3), || {
+            let model = Arc::new(Model::default());
+            model.owner.store(OLD, SeqCst);
+            model.spare_slot.store(NO_SLOT, SeqCst);
+            // Listed by `Workers::spawn` before its thread starts.
+            model.spares.lock().unwrap().push(SPARE);
+            let m = model.clone();
+            let spare = thread::spawn(move || m.spare());
+            let m = model.clone();
+            let watchdog = thread::spawn(move || m.retake());
+            model.wake_b();
+            watchdog.join().unwrap();
+            spare.join().unwrap();
+            assert_eq!(*model.ran.lock().unwrap(), vec![B]);
+            assert!(
+                model.spares.lock().unwrap().is_empty(),
+                "a worker serving a slot is listed as a spare"
+            );
+        });
+    }
+}
