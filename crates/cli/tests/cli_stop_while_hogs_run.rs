@@ -107,7 +107,10 @@ fn stop_while_hogs_run(round: usize) {
         thread::sleep(Duration::from_millis(20));
     }
     let pong = get(addr, "/ping");
-    assert!(pong.ends_with("pong"), "the server answers beside the hogs: {pong:?}");
+    assert!(
+        pong.ends_with("pong"),
+        "the server answers beside the hogs: {pong:?}"
+    );
     // Ctrl-C.
     let status = Command::new("kill")
         .args(["-INT", &child.0.id().to_string()])

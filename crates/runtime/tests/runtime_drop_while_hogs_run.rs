@@ -110,7 +110,8 @@ fn round(n: usize, stuck: usize, short: usize, parked: usize) -> usize {
                 let hog = Arc::new(AtomicBool::new(false));
                 // Short hogs end between 0 and about 1.3 s: some before the
                 // drop, some during its wait, some after it gave up.
-                let d = (i >= stuck).then(|| Duration::from_millis(((n * 7 + i * 131) % 1300) as u64));
+                let d =
+                    (i >= stuck).then(|| Duration::from_millis(((n * 7 + i * 131) % 1300) as u64));
                 // Captured, not created inside: a body dropped in the middle
                 // of its first poll drops its captures but not its locals.
                 let canary = Canary {

@@ -125,13 +125,23 @@ fn a_process_woken_by_a_native_hog_runs_while_the_hog_spins() {
 #[test]
 fn a_process_woken_by_a_native_hog_runs_under_a_competing_cpu_load() {
     let _load = Load::start(2);
-    rounds("one pair, competing load", 300, 1, Duration::from_millis(20));
+    rounds(
+        "one pair, competing load",
+        300,
+        1,
+        Duration::from_millis(20),
+    );
 }
 
 #[test]
 fn processes_woken_by_hogs_on_both_schedulers_run_under_a_competing_cpu_load() {
     let _load = Load::start(2);
-    rounds("three pairs, competing load", 1000, 3, Duration::from_millis(5));
+    rounds(
+        "three pairs, competing load",
+        1000,
+        3,
+        Duration::from_millis(5),
+    );
 }
 
 /// The minimal case on a fresh runtime each time: the first hand-offs of a
@@ -149,14 +159,21 @@ fn fresh_rounds(label: &str, rounds: usize, hog: Duration) {
             }
         }
     }
-    println!("{label}: {rounds} fresh runtimes in {:?}, lost: {lost:?}", started.elapsed());
+    println!(
+        "{label}: {rounds} fresh runtimes in {:?}, lost: {lost:?}",
+        started.elapsed()
+    );
     assert!(lost.is_empty(), "{label}: wake-ups lost in rounds {lost:?}");
 }
 
 #[test]
 fn a_process_woken_by_a_native_hog_on_a_fresh_runtime_runs_under_a_competing_cpu_load() {
     let _load = Load::start(2);
-    fresh_rounds("fresh runtimes, competing load", 200, Duration::from_millis(20));
+    fresh_rounds(
+        "fresh runtimes, competing load",
+        200,
+        Duration::from_millis(20),
+    );
 }
 
 // Without spare threads every hand-off starts the thread that takes the slot

@@ -694,7 +694,10 @@ mod stress_teardown {
         println!(
             "{ROUNDS} rounds: bodies dropped by the teardown {by_teardown}, by a worker or its poll's end {by_workers}"
         );
-        assert!(by_teardown > 0 && by_workers > 0, "both sides must win sometimes");
+        assert!(
+            by_teardown > 0 && by_workers > 0,
+            "both sides must win sometimes"
+        );
     }
 }
 

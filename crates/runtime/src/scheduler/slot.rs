@@ -169,9 +169,15 @@ impl Slot {
 /// spare's `Workers::wait_as_spare` then `worker::serve_slot`/`idle` (with
 /// `notify_one` reduced to the one slot and `park_timeout` to `park`, so a
 /// lost wake-up shows as a deadlock rather than a 100 ms delay).
+///
+/// loom treats `SeqCst` accesses as acquire-release (its documented
+/// limitation), which would let both sides of the sleep protocol's Dekker
+/// pattern miss each other; C++20's `SeqCst` accesses (what the product
+/// relies on) forbid that, as a `SeqCst` fence between each side's store and
+/// load does, so the model puts one there.
 #[cfg(all(test, loom))]
 mod loom_models {
-    use ::loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+    use ::loom::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering::SeqCst};
     use ::loom::sync::{Arc, Mutex};
     use ::loom::thread::{self, Thread};
 
@@ -208,6 +214,7 @@ mod loom_models {
 
         /// `Scheduler::unpark_if_parked`, and `notify_one` for this slot.
         fn unpark_if_parked(&self) {
+            fence(SeqCst);
             if self.parked.load(SeqCst) && self.parked.swap(false, SeqCst) {
                 self.unpark_spare();
             }
@@ -278,6 +285,7 @@ mod loom_models {
                 }
                 // `idle`: announce, look once more, park.
                 self.parked.store(true, SeqCst);
+                fence(SeqCst);
                 let has_work =
                     self.has_next.load(SeqCst) || !self.injector.lock().unwrap().is_empty();
                 if !has_work {
@@ -298,24 +306,28 @@ mod loom_models {
     /// thread).
     #[test]
     fn a_wake_during_a_poll_whose_slot_is_handed_off_reaches_the_new_worker() {
-        crate::loom::model("wake during a poll vs hand-off vs spare start", Some(3), || {
-            let model = Arc::new(Model::default());
-            model.owner.store(OLD, SeqCst);
-            model.spare_slot.store(NO_SLOT, SeqCst);
-            // Listed by `Workers::spawn` before its thread starts.
-            model.spares.lock().unwrap().push(SPARE);
-            let m = model.clone();
-            let spare = thread::spawn(move || m.spare());
-            let m = model.clone();
-            let watchdog = thread::spawn(move || m.retake());
-            model.wake_b();
-            watchdog.join().unwrap();
-            spare.join().unwrap();
-            assert_eq!(*model.ran.lock().unwrap(), vec![B]);
-            assert!(
-                model.spares.lock().unwrap().is_empty(),
-                "a worker serving a slot is listed as a spare"
-            );
-        });
+        crate::loom::model(
+            "wake during a poll vs hand-off vs spare start",
+            Some(3),
+            || {
+                let model = Arc::new(Model::default());
+                model.owner.store(OLD, SeqCst);
+                model.spare_slot.store(NO_SLOT, SeqCst);
+                // Listed by `Workers::spawn` before its thread starts.
+                model.spares.lock().unwrap().push(SPARE);
+                let m = model.clone();
+                let spare = thread::spawn(move || m.spare());
+                let m = model.clone();
+                let watchdog = thread::spawn(move || m.retake());
+                model.wake_b();
+                watchdog.join().unwrap();
+                spare.join().unwrap();
+                assert_eq!(*model.ran.lock().unwrap(), vec![B]);
+                assert!(
+                    model.spares.lock().unwrap().is_empty(),
+                    "a worker serving a slot is listed as a spare"
+                );
+            },
+        );
     }
 }
