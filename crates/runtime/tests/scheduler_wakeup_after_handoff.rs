@@ -138,7 +138,7 @@ fn processes_woken_by_hogs_on_both_schedulers_run_under_a_competing_cpu_load() {
     let _load = Load::start(2);
     rounds(
         "three pairs, competing load",
-        1000,
+        400,
         3,
         Duration::from_millis(5),
     );
@@ -171,7 +171,7 @@ fn a_process_woken_by_a_native_hog_on_a_fresh_runtime_runs_under_a_competing_cpu
     let _load = Load::start(2);
     fresh_rounds(
         "fresh runtimes, competing load",
-        200,
+        100,
         Duration::from_millis(20),
     );
 }
