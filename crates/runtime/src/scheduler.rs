@@ -37,6 +37,14 @@
 //! them sees the other: either the sleeper finds the work, or the pusher finds
 //! the sleeper and unparks it. Whoever swaps `parked` from true to false owns
 //! the decrement of `sleepers`.
+//!
+//! A push to `next` wakes nobody: its pusher is the slot's worker, which runs
+//! it after the current poll. But the watchdog may hand the slot to another
+//! worker between the pusher's owner check and its push; that worker may
+//! already have looked at `next` and parked. So the push also reads the
+//! slot's `parked` (after storing `has_next`, both `SeqCst`) and unparks it
+//! (`Scheduler::unpark_if_parked`): `next` cannot be stolen, so nobody else
+//! would run it.
 
 mod os;
 mod queue;
