@@ -220,7 +220,9 @@ fn pin_process(cores: &[usize]) {
     {
         Ok(status) if status.success() => println!("# responsiveness: pinned to cores {list}"),
         Ok(status) => panic!("ember-bench: taskset -a -p -c {list} {pid} failed: {status}"),
-        Err(e) => panic!("ember-bench: cannot run taskset (util-linux) to pin to cores {list}: {e}"),
+        Err(e) => {
+            panic!("ember-bench: cannot run taskset (util-linux) to pin to cores {list}: {e}")
+        }
     }
 }
 
