@@ -11,18 +11,91 @@
 //! * Otherwise a `normal` signal is ignored (unless a process sends it to
 //!   itself) and any other reason kills the receiver with that reason.
 //!
-//! Relations (links, monitors, name) of one process sit behind one mutex, and
-//! no code path holds two processes' relations locks at once. Termination sets
-//! `EXITING` before it takes the relations, and every operation that adds a
-//! relation checks `EXITING` under that lock, so nothing can be added to a
-//! process after its termination collected its relations.
+//! # The link protocol
+//!
+//! `link`, `unlink`, `spawn_link` and the delivery of exit signals are one
+//! protocol, on two pieces of state per process.
+//!
+//! ## State
+//!
+//! * `EXITING`, a bit of the process's state byte (`process::state`): set
+//!   once, never cleared; from then on the process is dead for everyone else.
+//! * The relations record (`Process::relations`: links, monitors, name),
+//!   behind a per-process mutex, the *relations lock*.
+//!
+//! ## Who may touch which field
+//!
+//! * `EXITING` of a process is set only while holding that process's
+//!   relations lock, and in the same critical section its relations record
+//!   is taken out ([`begin_exit`]). Whoever wins that holds a [`Dying`] and
+//!   finishes the termination outside the lock (table, name, monitors,
+//!   signals to the taken links). (The runtime's `Drop`, after every
+//!   scheduler has stopped, is the one exception: nothing runs any more.)
+//! * Anything that *adds* to a process's relations checks `EXITING` under
+//!   the same lock first and adds nothing to an exiting process.
+//! * A link lives in both processes' records. It is added to both sides in
+//!   one step: [`link_pair`] holds both relations locks.
+//! * An exit signal along a link removes the link from the receiver's side
+//!   and applies its whole effect under the receiver's lock
+//!   ([`signal_locked`]): it marks the receiver `EXITING` (and takes its
+//!   relations), or pushes the trapped [`Exit`] message into its mailbox, or
+//!   is ignored. Only a signal that found the link on the receiver's side
+//!   has any effect.
+//! * `unlink` removes the link from each side under that side's lock, one
+//!   side at a time; the caller's side decides what may still reach it.
+//! * `spawn_link` publishes the child (process table, name) and adds the link
+//!   to the parent's record in one critical section of the parent's lock,
+//!   after the child's own record already holds the link.
+//!
+//! ## Lock order
+//!
+//! At most two relations locks are held at once, and then in ascending pid
+//! order ([`link_pair`]; `spawn_link` holds the parent's lock while the new
+//! child's name is recorded, and a child's pid is always greater than its
+//! parent's). Under a relations lock the code may take a mailbox lock, a
+//! process-table shard or a name-table shard; code holding one of those
+//! never takes a relations lock. So there is no cycle.
+//!
+//! ## Why each race is closed
+//!
+//! * **`unlink` against the other side's death.** The dying side's signal
+//!   and the caller's `unlink` both take the caller's relations lock, so one
+//!   comes first. If the signal does, it found the link and has already
+//!   applied its effect before releasing the lock: the caller is `EXITING`
+//!   (dead before `unlink` returns; `is_alive` says so) or the `Exit`
+//!   message is already in its mailbox (`unlink` does not flush, as in OTP).
+//!   If `unlink` does, the signal finds no link and has no effect. There is
+//!   no moment at which a decided but not yet applied kill waits outside the
+//!   lock.
+//! * **`spawn_link` against the parent's death.** The parent's termination
+//!   sets `EXITING` and takes its links under the parent's lock. If it comes
+//!   first, `spawn_link` sees `EXITING` and starts nothing. If `spawn_link`
+//!   comes first, the child is in the process table and in the parent's
+//!   links when the termination takes them, so it finds the child and sends
+//!   it the signal. A child killed meanwhile finds the parent's side of the
+//!   link once it can take the parent's lock.
+//! * **`link` against the death of either side.** [`link_pair`] holds both
+//!   locks and checks both `EXITING` bits: a termination that comes first
+//!   makes the link fail (`noproc`, or nothing for a caller that is itself
+//!   dead); one that comes after takes a record holding the link, and the
+//!   other side is in the table (it was not `EXITING`), so the signal
+//!   reaches it.
+//! * **Two deaths at once.** Each termination takes only its own record.
+//!   Each signal is applied under the receiver's lock and only if the link is
+//!   still on the receiver's side, so a process already exiting ignores it.
+//!
+//! Monitors follow the same discipline for the `Down` (queued under the
+//! watcher's lock, see `demonitor`). The loom models at the end of this file
+//! run these critical sections (the same functions the runtime uses) with
+//! the locks and the state byte of `crate::loom`.
 
 use std::sync::Arc;
 
 use crate::context;
+use crate::loom::sync::Mutex;
 use crate::mailbox::Envelope;
 use crate::pid::{MonitorRef, Pid};
-use crate::process::Process;
+use crate::process::{Process, Relations, State, Status};
 use crate::reason::ExitReason;
 use crate::runtime::Shared;
 use crate::scheduler;
@@ -65,51 +138,222 @@ impl std::fmt::Display for LinkError {
 
 impl std::error::Error for LinkError {}
 
+/// A process's relations record behind its relations lock.
+pub(crate) type RelationsLock = Mutex<Option<Box<Relations>>>;
+
+/// What the link protocol needs of a process; the runtime's [`Process`] and
+/// the loom models' stand-in implement it, so the models run the very
+/// critical sections below.
+pub(crate) trait Node {
+    /// Its pid.
+    fn pid(&self) -> Pid;
+    /// Its scheduling state byte (for `EXITING`).
+    fn state(&self) -> &State;
+    /// Its relations record.
+    fn relations(&self) -> &RelationsLock;
+    /// Whether it traps exits now.
+    fn traps_exits(&self) -> bool;
+    /// Queues a trapped exit signal (called under its relations lock; the
+    /// caller wakes it after releasing the lock).
+    fn push_exit(&self, exit: Exit);
+}
+
+impl Node for Process {
+    fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    fn state(&self) -> &State {
+        &self.state
+    }
+
+    fn relations(&self) -> &RelationsLock {
+        &self.relations
+    }
+
+    fn traps_exits(&self) -> bool {
+        self.trap_exit()
+    }
+
+    fn push_exit(&self, exit: Exit) {
+        self.mailbox.push(Envelope::new(exit));
+    }
+}
+
+/// A process whose `EXITING` bit this caller set, with what it took in the
+/// same critical section: the caller must finish its termination.
+#[must_use = "a dying process must have its termination finished"]
+pub(crate) struct Dying {
+    /// Its relations record, taken out (empty if it never had one).
+    pub(crate) relations: Option<Box<Relations>>,
+    /// Whether it was inside a poll when marked (read before `EXITING` was
+    /// set, which changes what the status reports).
+    pub(crate) inside_a_poll: bool,
+}
+
+/// Marks `node` exiting and takes its relations, under its lock held by the
+/// caller (`record`); `None` if it was already exiting.
+fn begin_exit_locked(node: &impl Node, record: &mut Option<Box<Relations>>) -> Option<Dying> {
+    let inside_a_poll = node.state().status() == Status::Running;
+    if !node.state().begin_exit() {
+        return None;
+    }
+    Some(Dying {
+        relations: record.take(),
+        inside_a_poll,
+    })
+}
+
+/// Marks `node` exiting and takes its relations in one critical section of
+/// its relations lock; `None` if someone else did first (module docs).
+pub(crate) fn begin_exit(node: &impl Node) -> Option<Dying> {
+    begin_exit_locked(node, &mut node.relations().lock())
+}
+
+/// The outcome of an exit signal at its receiver ([`signal_locked`]).
+#[must_use]
+pub(crate) enum Signalled {
+    /// No effect: the receiver is exiting, the link was gone, or a `normal`
+    /// signal was ignored.
+    Ignored,
+    /// An [`Exit`] message was queued: wake the receiver.
+    Trapped,
+    /// The receiver now exits with this reason: finish its termination.
+    Killed(ExitReason, Dying),
+}
+
+/// Applies an exit signal from `from` to `to`, whole, under `to`'s relations
+/// lock. `linked` tells a link's signal (from a terminating process) from
+/// one sent by [`exit`]; a link's signal has effect only if it removes the
+/// link from `to`'s side.
+pub(crate) fn signal_locked(
+    to: &impl Node,
+    from: Pid,
+    reason: ExitReason,
+    linked: bool,
+) -> Signalled {
+    let mut record = to.relations().lock();
+    if to.state().is_exiting() {
+        return Signalled::Ignored;
+    }
+    if linked && !record.as_mut().is_some_and(|r| r.links.remove(&from)) {
+        // Unlinked first: an unlink guarantees no signal from that link.
+        return Signalled::Ignored;
+    }
+    let death = if reason == ExitReason::Kill && !linked {
+        Some(ExitReason::Killed)
+    } else if to.traps_exits() {
+        to.push_exit(Exit { from, reason });
+        return Signalled::Trapped;
+    } else if reason.is_normal() {
+        (!linked && from == to.pid()).then_some(ExitReason::Normal)
+    } else {
+        Some(reason)
+    };
+    match death.and_then(|reason| Some((reason, begin_exit_locked(to, &mut record)?))) {
+        Some((reason, dying)) => Signalled::Killed(reason, dying),
+        None => Signalled::Ignored,
+    }
+}
+
+/// The outcome of [`link_pair`].
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Linked {
+    /// Both sides hold the link.
+    Linked,
+    /// The caller is exiting: it links to nothing.
+    CallerExiting,
+    /// The other process is not alive.
+    NoProc,
+}
+
+/// Links `me` and `other` (`None`: not in the process table), both sides in
+/// one step: both relations locks held, in ascending pid order.
+pub(crate) fn link_pair(me: &impl Node, other: Option<&impl Node>) -> Linked {
+    let Some(other) = other else {
+        return if me.state().is_exiting() {
+            Linked::CallerExiting
+        } else {
+            Linked::NoProc
+        };
+    };
+    let (mut mine, mut theirs);
+    if me.pid().key() < other.pid().key() {
+        mine = me.relations().lock();
+        theirs = other.relations().lock();
+    } else {
+        theirs = other.relations().lock();
+        mine = me.relations().lock();
+    }
+    if me.state().is_exiting() {
+        return Linked::CallerExiting;
+    }
+    if other.state().is_exiting() {
+        return Linked::NoProc;
+    }
+    mine.get_or_insert_with(Box::default)
+        .links
+        .insert(other.pid());
+    theirs
+        .get_or_insert_with(Box::default)
+        .links
+        .insert(me.pid());
+    Linked::Linked
+}
+
+/// Removes `other` from `node`'s side of their link, under `node`'s lock.
+pub(crate) fn unlink_side(node: &impl Node, other: Pid) {
+    if let Some(record) = node.relations().lock().as_mut() {
+        record.links.remove(&other);
+    }
+}
+
 /// Terminates `process` with `reason`: from now on it is dead for everyone.
 /// Idempotent; only the first call has an effect. Exit signals cascading
 /// through links are handled with a work list, not recursion, so a chain of
 /// any length cannot overflow the stack.
 pub(crate) fn terminate(process: &Arc<Process>, reason: ExitReason) {
-    let inside_a_poll = process.status() == crate::process::Status::Running;
-    terminate_all(process, reason, inside_a_poll);
+    if let Some(dying) = begin_exit(&**process) {
+        terminate_all(process.clone(), reason, dying);
+    }
 }
 
 /// Terminates a process whose body just finished (returned or panicked) on
 /// this thread: its poll is over, whatever its state bits still say.
 pub(crate) fn terminate_finished(process: &Arc<Process>, reason: ExitReason) {
-    terminate_all(process, reason, false);
-}
-
-fn terminate_all(process: &Arc<Process>, reason: ExitReason, inside_a_poll: bool) {
-    let mut pending = Vec::new();
-    terminate_one(process, reason, inside_a_poll, &mut pending);
-    while let Some((process, reason)) = pending.pop() {
-        let inside_a_poll = process.status() == crate::process::Status::Running;
-        terminate_one(&process, reason, inside_a_poll, &mut pending);
+    if let Some(dying) = begin_exit(&**process) {
+        let dying = Dying {
+            inside_a_poll: false,
+            ..dying
+        };
+        terminate_all(process.clone(), reason, dying);
     }
 }
 
-/// One termination; processes its links kill are pushed on `pending`.
-/// `inside_a_poll` (read before `EXITING` is set, which changes what the
-/// status reports) keeps a process killed mid-poll visible as "kill pending".
-fn terminate_one(
+fn terminate_all(process: Arc<Process>, reason: ExitReason, dying: Dying) {
+    let mut pending = vec![(process, reason, dying)];
+    while let Some((process, reason, dying)) = pending.pop() {
+        finish_exit(&process, reason, dying, &mut pending);
+    }
+}
+
+/// Finishes the termination of a process marked exiting (by [`begin_exit`]
+/// or a fatal signal); processes its links kill are pushed on `pending`.
+fn finish_exit(
     process: &Arc<Process>,
     reason: ExitReason,
-    inside_a_poll: bool,
-    pending: &mut Vec<(Arc<Process>, ExitReason)>,
+    dying: Dying,
+    pending: &mut Vec<(Arc<Process>, ExitReason, Dying)>,
 ) {
-    if !process.begin_exit() {
-        return;
-    }
     let rt = &process.rt;
     rt.table.remove(&process.pid.key());
-    if inside_a_poll {
+    if dying.inside_a_poll {
         // Killed inside a poll: keep it visible to introspection ("kill
         // pending") until its body is dropped when the poll returns.
         rt.zombies.insert(process.pid.key(), process.clone());
     }
-    let relations = process.relations.lock().take();
-    if let Some(relations) = relations {
+    if let Some(relations) = dying.relations {
         if let Some(name) = &relations.name {
             rt.names.remove_if(name, |_, owner| *owner == process.pid);
         }
@@ -144,9 +388,10 @@ fn terminate_one(
         }
         for linked in relations.links {
             if let Some(linked) = rt.lookup(linked) {
-                if let Some(death) = exit_signal_outcome(&linked, process.pid, reason.clone(), true)
-                {
-                    pending.push((linked, death));
+                match signal_locked(&*linked, process.pid, reason.clone(), true) {
+                    Signalled::Ignored => {}
+                    Signalled::Trapped => scheduler::wake(&linked),
+                    Signalled::Killed(death, dying) => pending.push((linked, death, dying)),
                 }
             }
         }
@@ -163,38 +408,12 @@ pub(crate) fn deliver(to: &Arc<Process>, message: Envelope) {
     scheduler::wake(to);
 }
 
-/// Handles an exit signal arriving at `to`. `linked` tells a link's signal
-/// (from a terminating process) from one sent by [`exit`].
-pub(crate) fn receive_exit_signal(to: &Arc<Process>, from: Pid, reason: ExitReason, linked: bool) {
-    if let Some(death) = exit_signal_outcome(to, from, reason, linked) {
-        terminate(to, death);
-    }
-}
-
-/// Applies an exit signal's non-fatal effects (a trapped [`Exit`] message)
-/// and returns the reason `to` must die with, if it must.
-fn exit_signal_outcome(
-    to: &Arc<Process>,
-    from: Pid,
-    reason: ExitReason,
-    linked: bool,
-) -> Option<ExitReason> {
-    if to.is_exiting() {
-        return None;
-    }
-    if linked && !to.with_relations(|r| r.links.remove(&from)) {
-        // Unlinked meanwhile: an unlink guarantees no signal from that link.
-        return None;
-    }
-    if reason == ExitReason::Kill && !linked {
-        Some(ExitReason::Killed)
-    } else if to.trap_exit() {
-        deliver(to, Envelope::new(Exit { from, reason }));
-        None
-    } else if reason.is_normal() {
-        (!linked && from == to.pid).then_some(ExitReason::Normal)
-    } else {
-        Some(reason)
+/// Handles an exit signal sent by [`exit`] (not along a link) to `to`.
+pub(crate) fn receive_exit_signal(to: &Arc<Process>, from: Pid, reason: ExitReason) {
+    match signal_locked(&**to, from, reason, false) {
+        Signalled::Ignored => {}
+        Signalled::Trapped => scheduler::wake(to),
+        Signalled::Killed(death, dying) => terminate_all(to.clone(), death, dying),
     }
 }
 
@@ -215,7 +434,7 @@ impl Shared {
     /// `exit/2` from `from` (which may be a non-process caller using its target's pid).
     pub(crate) fn exit_signal(&self, from: Pid, to: Pid, reason: ExitReason) {
         if let Some(target) = self.lookup(to) {
-            receive_exit_signal(&target, from, reason, false);
+            receive_exit_signal(&target, from, reason);
         }
     }
 }
@@ -232,50 +451,36 @@ pub fn link(pid: Pid) -> Result<(), LinkError> {
         if pid == me.pid {
             return Ok(());
         }
-        if me.with_live_relations(|r| r.links.insert(pid)).is_none() {
+        let other = me.rt.lookup(pid);
+        match link_pair(&**me, other.as_deref()) {
+            Linked::Linked => Ok(()),
             // Terminated while running: it is dead, it links to nothing.
-            return Err(LinkError::NoProc(me.pid));
-        }
-        let linked = me
-            .rt
-            .lookup(pid)
-            .map(|other| {
-                let mut relations = other.relations.lock();
-                // Checked under the lock; see the module docs.
-                if other.is_exiting() {
-                    return false;
+            Linked::CallerExiting => Err(LinkError::NoProc(me.pid)),
+            Linked::NoProc => {
+                if me.trap_exit() {
+                    deliver(
+                        me,
+                        Envelope::new(Exit {
+                            from: pid,
+                            reason: ExitReason::NoProc,
+                        }),
+                    );
                 }
-                relations
-                    .get_or_insert_with(Box::default)
-                    .links
-                    .insert(me.pid);
-                true
-            })
-            .unwrap_or(false);
-        if linked {
-            return Ok(());
+                Err(LinkError::NoProc(pid))
+            }
         }
-        me.with_relations(|r| r.links.remove(&pid));
-        if me.trap_exit() {
-            deliver(
-                me,
-                Envelope::new(Exit {
-                    from: pid,
-                    reason: ExitReason::NoProc,
-                }),
-            );
-        }
-        Err(LinkError::NoProc(pid))
     })
 }
 
 /// Removes the link between the calling process and `pid`, if any. After it
-/// returns, no exit signal from that link reaches the caller.
+/// returns, no exit signal from that link reaches the caller: a signal that
+/// came first has already had its effect (an [`Exit`] message already in the
+/// mailbox, which `unlink` does not flush, or the caller's death).
 pub fn unlink(pid: Pid) {
     context::with_current("unlink", |me| {
-        me.with_relations(|r| r.links.remove(&pid));
+        unlink_side(&**me, pid);
         if let Some(other) = me.rt.lookup(pid) {
-            other.with_relations(|r| r.links.remove(&me.pid));
+            unlink_side(&*other, me.pid);
         }
     });
 }
