@@ -1,0 +1,393 @@
+//! Races between link operations and deaths, each made to happen: two
+//! processes meet at a spin gate (one on each scheduler thread) and act at
+//! the same instant, thousands of times, with a small varying delay on each
+//! side so that each wins some rounds. Each test prints how often each side
+//! won (`--nocapture`), so a pass shows that the race was exercised, and
+//! asserts the Erlang outcome in every round. See `docs/semantics.md` §2.2,
+//! §7.1, §7.2 and the link protocol in `crates/runtime/src/signal.rs`.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, ThreadId};
+use std::time::{Duration, Instant};
+
+use ember_runtime::{
+    exit, is_alive, link, monitor, process_info, receive, self_pid, send, sleep, spawn, spawn_link,
+    trap_exit, try_receive, unlink, Exit, ExitReason, Pid,
+};
+use support::{down_of, recv, runtime, wait_for_stop, wait_forever, Stop, WAIT};
+
+/// Rounds per race.
+const ROUNDS: usize = 2_000;
+
+/// The tests of this file, one at a time: each needs both cores for its two
+/// sides to meet at the gate.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn serialized() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Where two sides meet before they act.
+#[derive(Default)]
+struct Gate {
+    arrived: AtomicUsize,
+}
+
+impl Gate {
+    /// Spins until both sides have arrived, then a further `jitter` spins (so
+    /// that each side is sometimes first). False if the other side did not
+    /// come within a second (the machine was busy): the round still runs, but
+    /// does not count as simultaneous.
+    fn meet(&self, jitter: usize) -> bool {
+        self.arrived.fetch_add(1, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self.arrived.load(Ordering::SeqCst) < 2 {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::hint::spin_loop();
+        }
+        for _ in 0..jitter {
+            std::hint::spin_loop();
+        }
+        true
+    }
+}
+
+/// The delay of one side in round `round`: 0 to 63 spins, varying.
+fn jitter(round: usize, salt: usize) -> usize {
+    (round
+        .wrapping_mul(2_654_435_761)
+        .wrapping_add(salt * 40_503)
+        >> 7)
+        % 64
+}
+
+/// Waits (with [`WAIT`] as the limit) until a process that may be dead by
+/// then, and so cannot send, stores a non-zero value in `slot`; returns it.
+async fn until_stored(slot: &AtomicU8, what: &str) -> u8 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let value = slot.load(Ordering::SeqCst);
+        if value != 0 {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen in {WAIT:?}"
+        );
+        sleep(Duration::from_micros(200)).await;
+    }
+}
+
+/// The killer's side of a round: meets the other side, then sends `reason`
+/// to `target`. `exit` returns once the termination and everything it
+/// cascades to is done (§9.1), so when the tester hears `Done`, so is that.
+fn killer(tester: Pid, gate: Arc<Gate>, jitter: usize, target: Pid, reason: ExitReason) -> Pid {
+    spawn(async move {
+        let met = gate.meet(jitter);
+        exit(target, reason);
+        send(tester, Done(met));
+    })
+}
+
+/// The killer's report: whether the gate was met in time.
+struct Done(bool);
+
+/// What the trapping caller saw right after `unlink` returned.
+#[derive(Debug)]
+struct Observed {
+    /// An `Exit` from the crashed process was already in the mailbox.
+    exit_before: bool,
+}
+
+/// Prints the tally of a race.
+fn report(race: &str, first: (&str, usize), second: (&str, usize), met: usize) {
+    println!(
+        "{race}: {} {}, {} {}, {met} of {ROUNDS} rounds met at the gate",
+        first.0, first.1, second.0, second.1
+    );
+}
+
+// §7.2: after `unlink(B)` returns, B's crash has no effect on a caller that
+// does not trap exits: either the crash came first (the caller is dead by the
+// time `unlink` returns) or the caller survives.
+#[test]
+fn unlink_racing_a_crash_never_kills_a_caller_that_saw_itself_alive() {
+    let _one = serialized();
+    let rt = runtime();
+    rt.block_on(async {
+        let me = self_pid();
+        let crash = ExitReason::error("intentional crash");
+        let (mut unlink_first, mut crash_first, mut met) = (0, 0, 0);
+        for round in 0..ROUNDS {
+            let gate = Arc::new(Gate::default());
+            // Set by the caller (dead or alive, its code runs on until its
+            // next await) right after `unlink` returned: 1 alive, 2 dead.
+            let after_unlink = Arc::new(AtomicU8::new(0));
+            let b = spawn(wait_forever());
+            let (g, seen) = (gate.clone(), after_unlink.clone());
+            let a = spawn(async move {
+                link(b).expect("b is alive");
+                send(me, ());
+                receive::<Go>().await;
+                g.meet(jitter(round, 1, 1024));
+                unlink(b);
+                let alive = is_alive(self_pid());
+                seen.store(if alive { 1 } else { 2 }, Ordering::SeqCst);
+                wait_for_stop().await;
+            });
+            let watch = monitor(a);
+            recv::<()>().await;
+            send(a, Go);
+            killer(me, gate, jitter(round, 2, 64), b, crash.clone());
+            let Done(k_met) = recv().await;
+            met += usize::from(k_met);
+            // The killer is done: every effect of b's death has happened.
+            let seen = until_stored(&after_unlink, "the caller's unlink").await;
+            let a_alive = is_alive(a);
+            if seen == 1 {
+                assert!(
+                    a_alive,
+                    "round {round}: unlink returned to a live caller, which the \
+                     crash then killed"
+                );
+                unlink_first += 1;
+                send(a, Stop);
+                assert_eq!(down_of(watch).await.reason, ExitReason::Normal);
+            } else {
+                assert!(!a_alive, "round {round}: dead after unlink, alive later");
+                assert_eq!(down_of(watch).await.reason, crash);
+                crash_first += 1;
+            }
+        }
+        report(
+            "unlink vs crash (not trapping)",
+            ("unlink first", unlink_first),
+            ("crash first", crash_first),
+            met,
+        );
+        assert!(met > 0, "the two sides never met at the gate");
+        assert!(unlink_first > 0 && crash_first > 0, "one side always won");
+    });
+}
+
+/// Starts the acting side of a round.
+struct Go;
+
+/// Asks the trapping side to look at its mailbox again.
+struct Check;
+
+// §7.2, trapping variant: no `Exit` from the crashed process arrives after
+// `unlink` returned; one that arrived before stays in the mailbox.
+#[test]
+fn unlink_racing_a_crash_delivers_no_exit_after_it_returns() {
+    let _one = serialized();
+    let rt = runtime();
+    rt.block_on(async {
+        let me = self_pid();
+        let crash = ExitReason::error("intentional crash");
+        let (mut unlink_first, mut crash_first, mut met) = (0, 0, 0);
+        for round in 0..ROUNDS {
+            let gate = Arc::new(Gate::default());
+            let b = spawn(wait_forever());
+            let g = gate.clone();
+            let a = spawn(async move {
+                trap_exit(true);
+                link(b).expect("b is alive");
+                send(me, ());
+                receive::<Go>().await;
+                g.meet(jitter(round, 3, 1024));
+                unlink(b);
+                let exit_before = try_receive::<Exit>().is_some();
+                send(me, Observed { exit_before });
+                receive::<Check>().await;
+                // Everything b's death does is done by now.
+                let exit_after = try_receive::<Exit>().is_some();
+                send(me, exit_after);
+                wait_for_stop().await;
+            });
+            recv::<()>().await;
+            send(a, Go);
+            killer(me, gate, jitter(round, 4, 64), b, crash.clone());
+            let Done(k_met) = recv().await;
+            met += usize::from(k_met);
+            let seen: Observed = recv().await;
+            send(a, Check);
+            let exit_after: bool = recv().await;
+            assert!(
+                !exit_after,
+                "round {round}: an Exit arrived after unlink returned ({seen:?})"
+            );
+            if seen.exit_before {
+                crash_first += 1;
+            } else {
+                unlink_first += 1;
+            }
+            send(a, Stop);
+        }
+        report(
+            "unlink vs crash (trapping)",
+            ("unlink first", unlink_first),
+            ("crash first", crash_first),
+            met,
+        );
+        assert!(met > 0, "the two sides never met at the gate");
+        assert!(unlink_first > 0 && crash_first > 0, "one side always won");
+    });
+}
+
+// §2.2: `spawn_link` by a parent that is being killed leaves no orphan: the
+// child is never started, or it is linked and dies with the parent.
+#[test]
+fn spawn_link_racing_a_kill_of_the_parent_leaves_no_orphan() {
+    let _one = serialized();
+    let rt = runtime();
+    rt.block_on(async {
+        let me = self_pid();
+        let (mut spawned_first, mut kill_first, mut met) = (0, 0, 0);
+        for round in 0..ROUNDS {
+            let gate = Arc::new(Gate::default());
+            let child: Arc<Mutex<Option<Pid>>> = Arc::default();
+            let returned = Arc::new(AtomicU8::new(0));
+            let probe = Probe::default();
+            let (g, c, r, p) = (gate.clone(), child.clone(), returned.clone(), probe.clone());
+            let parent = spawn(async move {
+                send(me, ());
+                receive::<Go>().await;
+                g.meet(jitter(round, 5, 64));
+                *p.parent_thread.lock().unwrap() = Some(thread::current().id());
+                p.spawning.store(true, Ordering::SeqCst);
+                let in_child = p.clone();
+                let pid = spawn_link(async move {
+                    let _dropped_with_the_body = in_child;
+                    wait_forever().await;
+                });
+                p.spawning.store(false, Ordering::SeqCst);
+                *c.lock().unwrap() = Some(pid);
+                r.store(1, Ordering::SeqCst);
+                wait_forever().await;
+            });
+            recv::<()>().await;
+            send(parent, Go);
+            killer(me, gate, jitter(round, 6, 64), parent, ExitReason::Kill);
+            let Done(k_met) = recv().await;
+            met += usize::from(k_met);
+            until_stored(&returned, "the parent's spawn_link").await;
+            let child = child
+                .lock()
+                .unwrap()
+                .expect("the parent recorded its child");
+            assert!(!is_alive(parent));
+            assert!(
+                !is_alive(child),
+                "round {round}: {child} outlived its parent {parent}, linked: {:?}",
+                process_info(child).map(|i| i.links)
+            );
+            if probe.unstarted.load(Ordering::SeqCst) {
+                kill_first += 1;
+            } else {
+                spawned_first += 1;
+            }
+        }
+        report(
+            "spawn_link vs kill of the parent",
+            ("spawn first", spawned_first),
+            ("kill first", kill_first),
+            met,
+        );
+        assert!(met > 0, "the two sides never met at the gate");
+        assert!(spawned_first > 0 && kill_first > 0, "one side always won");
+    });
+}
+
+/// Tells a child that was never started (dropped inside `spawn_link`, on
+/// the parent's thread) from one that was: the child's body owns a clone,
+/// and each clone's drop looks where and when it happens.
+#[derive(Clone, Default)]
+struct Probe(Arc<ProbeState>);
+
+#[derive(Default)]
+struct ProbeState {
+    parent_thread: Mutex<Option<ThreadId>>,
+    spawning: AtomicBool,
+    unstarted: AtomicBool,
+}
+
+impl std::ops::Deref for Probe {
+    type Target = ProbeState;
+    fn deref(&self) -> &ProbeState {
+        &self.0
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        let here = Some(thread::current().id());
+        let on_parent_thread =
+            *self.parent_thread.lock().unwrap_or_else(|e| e.into_inner()) == here;
+        if self.spawning.load(Ordering::SeqCst) && on_parent_thread {
+            self.unstarted.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+// §7.1: `link` racing a kill of the caller never leaves a live process
+// linked to a dead one: either the link was made first and the caller's
+// death reaches the other side (here: kills it), or the caller was dead
+// first and nothing was linked.
+#[test]
+fn link_racing_a_kill_of_the_caller_leaves_no_live_process_linked_to_a_dead_one() {
+    let _one = serialized();
+    let rt = runtime();
+    rt.block_on(async {
+        let me = self_pid();
+        let (mut link_first, mut kill_first, mut met) = (0, 0, 0);
+        for round in 0..ROUNDS {
+            let gate = Arc::new(Gate::default());
+            let returned = Arc::new(AtomicU8::new(0));
+            let other = spawn(wait_forever());
+            let other_watch = monitor(other);
+            let (g, r) = (gate.clone(), returned.clone());
+            let caller = spawn(async move {
+                send(me, ());
+                receive::<Go>().await;
+                g.meet(jitter(round, 7, 64));
+                let _ = link(other);
+                r.store(1, Ordering::SeqCst);
+                wait_forever().await;
+            });
+            recv::<()>().await;
+            send(caller, Go);
+            killer(me, gate, jitter(round, 8, 64), caller, ExitReason::Kill);
+            let Done(k_met) = recv().await;
+            met += usize::from(k_met);
+            until_stored(&returned, "the caller's link").await;
+            assert!(!is_alive(caller));
+            if is_alive(other) {
+                let links = process_info(other).map(|i| i.links).unwrap_or_default();
+                assert!(
+                    !links.contains(&caller),
+                    "round {round}: {other} is alive and linked to the dead {caller}"
+                );
+                kill_first += 1;
+                exit(other, ExitReason::Kill);
+                assert_eq!(down_of(other_watch).await.reason, ExitReason::Killed);
+            } else {
+                assert_eq!(down_of(other_watch).await.reason, ExitReason::Killed);
+                link_first += 1;
+            }
+        }
+        report(
+            "link vs kill of the caller",
+            ("link first", link_first),
+            ("kill first", kill_first),
+            met,
+        );
+        assert!(met > 0, "the two sides never met at the gate");
+        assert!(link_first > 0 && kill_first > 0, "one side always won");
+    });
+}
