@@ -271,12 +271,8 @@ impl Process {
     /// Runs `f` on the relations record unless the process is exiting (then
     /// `None`): what a process adds to itself must not outlive its exit.
     pub(crate) fn with_live_relations<R>(&self, f: impl FnOnce(&mut Relations) -> R) -> Option<R> {
-        let mut guard = self.relations.lock();
-        // Checked under the lock: EXITING is set under it (`signal` docs).
-        if self.is_exiting() {
-            return None;
-        }
-        Some(f(guard.get_or_insert_with(Box::default)))
+        // EXITING is set under the same lock (`crate::signal`, link protocol).
+        crate::signal::with_live_relations(self, f)
     }
 
     /// Runs `f` on the relations record, allocating it on first use.

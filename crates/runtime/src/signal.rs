@@ -302,6 +302,19 @@ pub(crate) fn link_pair(me: &impl Node, other: Option<&impl Node>) -> Linked {
     Linked::Linked
 }
 
+/// Runs `f` on `node`'s relations record unless it is exiting (then `None`),
+/// under its lock: what is added this way is taken by its termination.
+pub(crate) fn with_live_relations<R>(
+    node: &impl Node,
+    f: impl FnOnce(&mut Relations) -> R,
+) -> Option<R> {
+    let mut record = node.relations().lock();
+    if node.state().is_exiting() {
+        return None;
+    }
+    Some(f(record.get_or_insert_with(Box::default)))
+}
+
 /// Removes `other` from `node`'s side of their link, under `node`'s lock.
 pub(crate) fn unlink_side(node: &impl Node, other: Pid) {
     if let Some(record) = node.relations().lock().as_mut() {
@@ -563,4 +576,327 @@ pub fn trapping_exits() -> bool {
 /// `process_flag(trap_exit, On)`); returns the previous value.
 pub fn trap_exit(on: bool) -> bool {
     context::with_current("trap_exit", |me| me.set_trap_exit(on))
+}
+
+/// Model checks of the link protocol under loom; see `crate::loom` for the
+/// command. The processes are reduced to what the protocol touches (state
+/// byte, relations lock, a trapped-exit inbox) and the table to a locked
+/// list; the critical sections are this module's own functions, and the
+/// termination cascade mirrors `terminate_all`/`finish_exit` for links.
+#[cfg(all(test, loom))]
+mod loom_models {
+    use ::loom::sync::Arc;
+    use ::loom::thread;
+
+    use super::{
+        begin_exit, link_pair, signal_locked, unlink_side, with_live_relations, Dying, Exit,
+        Linked, Node, RelationsLock, Signalled,
+    };
+    use crate::loom::sync::Mutex;
+    use crate::pid::Pid;
+    use crate::process::State;
+    use crate::reason::ExitReason;
+
+    struct Proc {
+        pid: Pid,
+        state: State,
+        relations: RelationsLock,
+        trap: bool,
+        /// Trapped exit signals, in arrival order.
+        inbox: Mutex<Vec<Exit>>,
+    }
+
+    impl Node for Proc {
+        fn pid(&self) -> Pid {
+            self.pid
+        }
+        fn state(&self) -> &State {
+            &self.state
+        }
+        fn relations(&self) -> &RelationsLock {
+            &self.relations
+        }
+        fn traps_exits(&self) -> bool {
+            self.trap
+        }
+        fn push_exit(&self, exit: Exit) {
+            self.inbox.lock().push(exit);
+        }
+    }
+
+    impl Proc {
+        fn new(n: u64, trap: bool) -> Arc<Proc> {
+            Arc::new(Proc {
+                pid: Pid::local(n),
+                state: State::new_scheduled(),
+                relations: Mutex::new(None),
+                trap,
+                inbox: Mutex::new(Vec::new()),
+            })
+        }
+
+        fn exiting(&self) -> bool {
+            self.state.is_exiting()
+        }
+
+        fn links(&self) -> Vec<Pid> {
+            self.relations
+                .lock()
+                .as_ref()
+                .map(|r| r.links.iter().copied().collect())
+                .unwrap_or_default()
+        }
+
+        fn inbox_len(&self) -> usize {
+            self.inbox.lock().len()
+        }
+    }
+
+    /// The process table.
+    #[derive(Default)]
+    struct World {
+        table: Mutex<Vec<Arc<Proc>>>,
+    }
+
+    impl World {
+        fn spawn(&self, n: u64, trap: bool) -> Arc<Proc> {
+            let process = Proc::new(n, trap);
+            self.table.lock().push(process.clone());
+            process
+        }
+
+        fn lookup(&self, pid: Pid) -> Option<Arc<Proc>> {
+            self.table.lock().iter().find(|p| p.pid == pid).cloned()
+        }
+
+        /// Links two processes before the model's threads start.
+        fn linked(&self, a: &Arc<Proc>, b: &Arc<Proc>) {
+            assert_eq!(link_pair(&**a, Some(&**b)), Linked::Linked);
+        }
+
+        /// `signal::terminate`, as far as links go.
+        fn terminate(&self, process: &Arc<Proc>, reason: ExitReason) {
+            if let Some(dying) = begin_exit(&**process) {
+                self.finish(process.clone(), reason, dying);
+            }
+        }
+
+        /// `signal::terminate_all` and `finish_exit`, as far as links go.
+        fn finish(&self, process: Arc<Proc>, reason: ExitReason, dying: Dying) {
+            let mut pending = vec![(process, reason, dying)];
+            while let Some((process, reason, dying)) = pending.pop() {
+                self.table.lock().retain(|p| p.pid != process.pid);
+                let links = dying.relations.map(|r| r.links).unwrap_or_default();
+                for linked in links {
+                    if let Some(linked) = self.lookup(linked) {
+                        match signal_locked(&*linked, process.pid, reason.clone(), true) {
+                            Signalled::Ignored | Signalled::Trapped => {}
+                            Signalled::Killed(death, dying) => {
+                                pending.push((linked, death, dying));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        /// `signal::unlink`.
+        fn unlink(&self, me: &Arc<Proc>, other: Pid) {
+            unlink_side(&**me, other);
+            if let Some(other) = self.lookup(other) {
+                unlink_side(&*other, me.pid);
+            }
+        }
+
+        /// `Shared::spawn_with` with `link`: the child's side first, then
+        /// publish and the parent's side under the parent's lock.
+        fn spawn_link(&self, parent: &Arc<Proc>, n: u64) -> Option<Arc<Proc>> {
+            let child = Proc::new(n, false);
+            child
+                .relations
+                .lock()
+                .get_or_insert_with(Box::default)
+                .links
+                .insert(parent.pid);
+            with_live_relations(&**parent, |r| {
+                self.table.lock().push(child.clone());
+                r.links.insert(child.pid);
+            })
+            .map(|()| child)
+        }
+
+        /// No live process is linked to a dead one, and links are symmetric
+        /// between live processes.
+        fn assert_links_consistent(&self, all: &[&Arc<Proc>]) {
+            for p in all.iter().filter(|p| !p.exiting()) {
+                for other in p.links() {
+                    let other = all
+                        .iter()
+                        .find(|q| q.pid == other)
+                        .expect("a linked process exists");
+                    assert!(
+                        !other.exiting(),
+                        "live {} is linked to dead {}",
+                        p.pid,
+                        other.pid
+                    );
+                    assert!(other.links().contains(&p.pid), "a one-sided link");
+                }
+            }
+        }
+    }
+
+    fn crash() -> ExitReason {
+        ExitReason::error("crash")
+    }
+
+    /// `unlink` from A races B's crash: once `unlink` has returned to an A
+    /// that is not exiting, B's crash never kills A, and (trapping) no `Exit`
+    /// arrives after `unlink` returned.
+    fn unlink_racing_a_crash(trap: bool) {
+        let world = Arc::new(World::default());
+        let a = world.spawn(1, trap);
+        let b = world.spawn(2, false);
+        world.linked(&a, &b);
+        let crasher = {
+            let (world, b) = (world.clone(), b.clone());
+            thread::spawn(move || world.terminate(&b, crash()))
+        };
+        world.unlink(&a, b.pid);
+        let alive = !a.exiting();
+        let inbox = a.inbox_len();
+        crasher.join().unwrap();
+        if alive {
+            assert!(
+                !a.exiting(),
+                "unlink returned to a live A, then B's crash killed it"
+            );
+        }
+        assert_eq!(
+            a.inbox_len(),
+            inbox,
+            "an Exit arrived after unlink returned"
+        );
+        assert!(b.exiting());
+        world.assert_links_consistent(&[&a, &b]);
+    }
+
+    #[test]
+    fn unlink_racing_a_crash_never_kills_the_caller_afterwards() {
+        crate::loom::model("unlink vs crash, not trapping", None, || {
+            unlink_racing_a_crash(false)
+        });
+    }
+
+    #[test]
+    fn unlink_racing_a_crash_never_delivers_an_exit_afterwards() {
+        crate::loom::model("unlink vs crash, trapping", None, || {
+            unlink_racing_a_crash(true)
+        });
+    }
+
+    /// `link` from A to B races a kill of A, with either lock order: no live
+    /// process ends linked to a dead one; if the link was made, A's death
+    /// killed B.
+    fn link_racing_a_kill_of_the_caller(caller: u64, other: u64) {
+        let world = Arc::new(World::default());
+        let a = world.spawn(caller, false);
+        let b = world.spawn(other, false);
+        let killer = {
+            let (world, a) = (world.clone(), a.clone());
+            thread::spawn(move || world.terminate(&a, ExitReason::Killed))
+        };
+        let outcome = link_pair(&*a, world.lookup(b.pid).as_deref());
+        killer.join().unwrap();
+        assert!(a.exiting());
+        match outcome {
+            Linked::Linked => assert!(b.exiting(), "linked first, yet A's death missed B"),
+            Linked::CallerExiting => assert!(!b.exiting() && b.links().is_empty()),
+            Linked::NoProc => unreachable!("B is alive throughout"),
+        }
+        world.assert_links_consistent(&[&a, &b]);
+    }
+
+    #[test]
+    fn link_racing_a_kill_of_the_caller_leaves_no_one_linked_to_the_dead() {
+        crate::loom::model("link vs kill of the caller (lower pid)", None, || {
+            link_racing_a_kill_of_the_caller(1, 2)
+        });
+        crate::loom::model("link vs kill of the caller (higher pid)", None, || {
+            link_racing_a_kill_of_the_caller(2, 1)
+        });
+    }
+
+    /// `spawn_link` by P races a kill of P: the child is never started, or
+    /// it is linked and dies with P; never an orphan.
+    #[test]
+    fn spawn_link_racing_a_kill_of_the_parent_leaves_no_orphan() {
+        crate::loom::model("spawn_link vs kill of the parent", None, || {
+            let world = Arc::new(World::default());
+            let parent = world.spawn(1, false);
+            let killer = {
+                let (world, parent) = (world.clone(), parent.clone());
+                thread::spawn(move || world.terminate(&parent, ExitReason::Killed))
+            };
+            let child = world.spawn_link(&parent, 2);
+            killer.join().unwrap();
+            if let Some(child) = &child {
+                assert!(child.exiting(), "an orphan: the child outlived its parent");
+                assert!(world.lookup(child.pid).is_none());
+            }
+            assert!(world.table.lock().is_empty());
+        });
+    }
+
+    /// Two linked processes link to each other from both sides at once (the
+    /// lock order cannot deadlock), while a third process's death reaches
+    /// one of them: one link per pair, symmetric, none to the dead.
+    #[test]
+    fn links_from_both_sides_and_a_death_do_not_deadlock() {
+        crate::loom::model("link both ways vs a death", Some(3), || {
+            let world = Arc::new(World::default());
+            let a = world.spawn(1, true);
+            let b = world.spawn(2, true);
+            let c = world.spawn(3, false);
+            world.linked(&a, &c);
+            let from_b = {
+                let (world, a, b) = (world.clone(), a.clone(), b.clone());
+                thread::spawn(move || link_pair(&*b, world.lookup(a.pid).as_deref()))
+            };
+            let death = {
+                let (world, c) = (world.clone(), c.clone());
+                thread::spawn(move || world.terminate(&c, crash()))
+            };
+            let from_a = link_pair(&*a, world.lookup(b.pid).as_deref());
+            assert_eq!(from_a, Linked::Linked);
+            assert_eq!(from_b.join().unwrap(), Linked::Linked);
+            death.join().unwrap();
+            assert_eq!(a.links(), vec![b.pid]);
+            assert_eq!(b.links(), vec![a.pid]);
+            assert_eq!(a.inbox_len(), 1, "A traps: C's crash is one Exit message");
+            world.assert_links_consistent(&[&a, &b, &c]);
+        });
+    }
+
+    /// Two linked processes crash at once: each terminates exactly once,
+    /// and each one's signal finds the other already exiting or kills it.
+    #[test]
+    fn two_linked_processes_dying_at_once_terminate_once_each() {
+        crate::loom::model("two linked deaths at once", None, || {
+            let world = Arc::new(World::default());
+            let a = world.spawn(1, false);
+            let b = world.spawn(2, false);
+            world.linked(&a, &b);
+            let other = {
+                let (world, b) = (world.clone(), b.clone());
+                thread::spawn(move || world.terminate(&b, crash()))
+            };
+            world.terminate(&a, crash());
+            other.join().unwrap();
+            assert!(a.exiting() && b.exiting());
+            assert!(world.table.lock().is_empty());
+            // A second termination finds each one dead.
+            assert!(begin_exit(&*a).is_none() && begin_exit(&*b).is_none());
+        });
+    }
 }

@@ -37,11 +37,11 @@ struct Gate {
 }
 
 impl Gate {
-    /// Spins until both sides have arrived, then a further `jitter` spins (so
-    /// that each side is sometimes first). False if the other side did not
+    /// Spins until both sides have arrived, then a further `delay` spins
+    /// ([`Seesaw`]). False if the other side did not
     /// come within a second (the machine was busy): the round still runs, but
     /// does not count as simultaneous.
-    fn meet(&self, jitter: usize) -> bool {
+    fn meet(&self, delay: usize) -> bool {
         self.arrived.fetch_add(1, Ordering::SeqCst);
         let deadline = Instant::now() + Duration::from_secs(1);
         while self.arrived.load(Ordering::SeqCst) < 2 {
@@ -50,20 +50,68 @@ impl Gate {
             }
             std::hint::spin_loop();
         }
-        for _ in 0..jitter {
+        for _ in 0..delay {
             std::hint::spin_loop();
         }
         true
     }
 }
 
-/// The delay of one side in round `round`: 0 to 63 spins, varying.
-fn jitter(round: usize, salt: usize) -> usize {
-    (round
-        .wrapping_mul(2_654_435_761)
-        .wrapping_add(salt * 40_503)
-        >> 7)
-        % 64
+/// Keeps the two sides of a race at the point where they collide, where
+/// the race windows are: the acting side is delayed more after each round it
+/// won and less after each it lost (the killer is delayed instead when the
+/// offset goes negative), with a little noise on both sides.
+struct Seesaw {
+    /// Spins the acting side waits more than the killer (negative: less).
+    offset: isize,
+    step: isize,
+    last: Option<bool>,
+    round: usize,
+}
+
+impl Default for Seesaw {
+    fn default() -> Seesaw {
+        Seesaw {
+            offset: 0,
+            step: 8,
+            last: None,
+            round: 0,
+        }
+    }
+}
+
+impl Seesaw {
+    /// The spins of the acting side and of the killer for the next round.
+    fn delays(&mut self) -> (usize, usize) {
+        self.round += 1;
+        let noise = |salt: usize| {
+            (self
+                .round
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(salt * 40_503)
+                >> 7)
+                % 8
+        };
+        let (actor, killer) = (noise(1), noise(2));
+        if self.offset >= 0 {
+            (actor + self.offset.unsigned_abs(), killer)
+        } else {
+            (actor, killer + self.offset.unsigned_abs())
+        }
+    }
+
+    /// After a round: whether the acting side won. The step doubles while
+    /// the same side keeps winning and halves when the winner changes, so
+    /// the offset finds the boundary fast and then stays close to it.
+    fn actor_won(&mut self, won: bool) {
+        self.step = if self.last == Some(won) {
+            (self.step * 2).min(64)
+        } else {
+            (self.step / 2).max(1)
+        };
+        self.last = Some(won);
+        self.offset += if won { self.step } else { -self.step };
+    }
 }
 
 /// Waits (with [`WAIT`] as the limit) until a process that may be dead by
@@ -86,9 +134,9 @@ async fn until_stored(slot: &AtomicU8, what: &str) -> u8 {
 /// The killer's side of a round: meets the other side, then sends `reason`
 /// to `target`. `exit` returns once the termination and everything it
 /// cascades to is done (§9.1), so when the tester hears `Done`, so is that.
-fn killer(tester: Pid, gate: Arc<Gate>, jitter: usize, target: Pid, reason: ExitReason) -> Pid {
+fn killer(tester: Pid, gate: Arc<Gate>, delay: usize, target: Pid, reason: ExitReason) -> Pid {
     spawn(async move {
-        let met = gate.meet(jitter);
+        let met = gate.meet(delay);
         exit(target, reason);
         send(tester, Done(met));
     })
@@ -105,10 +153,11 @@ struct Observed {
 }
 
 /// Prints the tally of a race.
-fn report(race: &str, first: (&str, usize), second: (&str, usize), met: usize) {
+fn report(race: &str, first: (&str, usize), second: (&str, usize), met: usize, seesaw: &Seesaw) {
     println!(
-        "{race}: {} {}, {} {}, {met} of {ROUNDS} rounds met at the gate",
-        first.0, first.1, second.0, second.1
+        "{race}: {} {}, {} {}, {met} of {ROUNDS} rounds met at the gate \
+         (final offset {} spins)",
+        first.0, first.1, second.0, second.1, seesaw.offset
     );
 }
 
@@ -123,7 +172,9 @@ fn unlink_racing_a_crash_never_kills_a_caller_that_saw_itself_alive() {
         let me = self_pid();
         let crash = ExitReason::error("intentional crash");
         let (mut unlink_first, mut crash_first, mut met) = (0, 0, 0);
+        let mut seesaw = Seesaw::default();
         for round in 0..ROUNDS {
+            let (actor_delay, killer_delay) = seesaw.delays();
             let gate = Arc::new(Gate::default());
             // Set by the caller (dead or alive, its code runs on until its
             // next await) right after `unlink` returned: 1 alive, 2 dead.
@@ -134,7 +185,7 @@ fn unlink_racing_a_crash_never_kills_a_caller_that_saw_itself_alive() {
                 link(b).expect("b is alive");
                 send(me, ());
                 receive::<Go>().await;
-                g.meet(jitter(round, 1, 1024));
+                g.meet(actor_delay);
                 unlink(b);
                 let alive = is_alive(self_pid());
                 seen.store(if alive { 1 } else { 2 }, Ordering::SeqCst);
@@ -143,7 +194,7 @@ fn unlink_racing_a_crash_never_kills_a_caller_that_saw_itself_alive() {
             let watch = monitor(a);
             recv::<()>().await;
             send(a, Go);
-            killer(me, gate, jitter(round, 2, 64), b, crash.clone());
+            killer(me, gate, killer_delay, b, crash.clone());
             let Done(k_met) = recv().await;
             met += usize::from(k_met);
             // The killer is done: every effect of b's death has happened.
@@ -156,12 +207,14 @@ fn unlink_racing_a_crash_never_kills_a_caller_that_saw_itself_alive() {
                      crash then killed"
                 );
                 unlink_first += 1;
+                seesaw.actor_won(true);
                 send(a, Stop);
                 assert_eq!(down_of(watch).await.reason, ExitReason::Normal);
             } else {
                 assert!(!a_alive, "round {round}: dead after unlink, alive later");
                 assert_eq!(down_of(watch).await.reason, crash);
                 crash_first += 1;
+                seesaw.actor_won(false);
             }
         }
         report(
@@ -169,6 +222,7 @@ fn unlink_racing_a_crash_never_kills_a_caller_that_saw_itself_alive() {
             ("unlink first", unlink_first),
             ("crash first", crash_first),
             met,
+            &seesaw,
         );
         assert!(met > 0, "the two sides never met at the gate");
         assert!(unlink_first > 0 && crash_first > 0, "one side always won");
@@ -191,7 +245,9 @@ fn unlink_racing_a_crash_delivers_no_exit_after_it_returns() {
         let me = self_pid();
         let crash = ExitReason::error("intentional crash");
         let (mut unlink_first, mut crash_first, mut met) = (0, 0, 0);
+        let mut seesaw = Seesaw::default();
         for round in 0..ROUNDS {
+            let (actor_delay, killer_delay) = seesaw.delays();
             let gate = Arc::new(Gate::default());
             let b = spawn(wait_forever());
             let g = gate.clone();
@@ -200,7 +256,7 @@ fn unlink_racing_a_crash_delivers_no_exit_after_it_returns() {
                 link(b).expect("b is alive");
                 send(me, ());
                 receive::<Go>().await;
-                g.meet(jitter(round, 3, 1024));
+                g.meet(actor_delay);
                 unlink(b);
                 let exit_before = try_receive::<Exit>().is_some();
                 send(me, Observed { exit_before });
@@ -212,7 +268,7 @@ fn unlink_racing_a_crash_delivers_no_exit_after_it_returns() {
             });
             recv::<()>().await;
             send(a, Go);
-            killer(me, gate, jitter(round, 4, 64), b, crash.clone());
+            killer(me, gate, killer_delay, b, crash.clone());
             let Done(k_met) = recv().await;
             met += usize::from(k_met);
             let seen: Observed = recv().await;
@@ -227,6 +283,7 @@ fn unlink_racing_a_crash_delivers_no_exit_after_it_returns() {
             } else {
                 unlink_first += 1;
             }
+            seesaw.actor_won(!seen.exit_before);
             send(a, Stop);
         }
         report(
@@ -234,6 +291,7 @@ fn unlink_racing_a_crash_delivers_no_exit_after_it_returns() {
             ("unlink first", unlink_first),
             ("crash first", crash_first),
             met,
+            &seesaw,
         );
         assert!(met > 0, "the two sides never met at the gate");
         assert!(unlink_first > 0 && crash_first > 0, "one side always won");
@@ -249,7 +307,9 @@ fn spawn_link_racing_a_kill_of_the_parent_leaves_no_orphan() {
     rt.block_on(async {
         let me = self_pid();
         let (mut spawned_first, mut kill_first, mut met) = (0, 0, 0);
+        let mut seesaw = Seesaw::default();
         for round in 0..ROUNDS {
+            let (actor_delay, killer_delay) = seesaw.delays();
             let gate = Arc::new(Gate::default());
             let child: Arc<Mutex<Option<Pid>>> = Arc::default();
             let returned = Arc::new(AtomicU8::new(0));
@@ -258,7 +318,7 @@ fn spawn_link_racing_a_kill_of_the_parent_leaves_no_orphan() {
             let parent = spawn(async move {
                 send(me, ());
                 receive::<Go>().await;
-                g.meet(jitter(round, 5, 64));
+                g.meet(actor_delay);
                 *p.parent_thread.lock().unwrap() = Some(thread::current().id());
                 p.spawning.store(true, Ordering::SeqCst);
                 let in_child = p.clone();
@@ -273,7 +333,7 @@ fn spawn_link_racing_a_kill_of_the_parent_leaves_no_orphan() {
             });
             recv::<()>().await;
             send(parent, Go);
-            killer(me, gate, jitter(round, 6, 64), parent, ExitReason::Kill);
+            killer(me, gate, killer_delay, parent, ExitReason::Kill);
             let Done(k_met) = recv().await;
             met += usize::from(k_met);
             until_stored(&returned, "the parent's spawn_link").await;
@@ -287,17 +347,20 @@ fn spawn_link_racing_a_kill_of_the_parent_leaves_no_orphan() {
                 "round {round}: {child} outlived its parent {parent}, linked: {:?}",
                 process_info(child).map(|i| i.links)
             );
-            if probe.unstarted.load(Ordering::SeqCst) {
+            let unstarted = probe.unstarted.load(Ordering::SeqCst);
+            if unstarted {
                 kill_first += 1;
             } else {
                 spawned_first += 1;
             }
+            seesaw.actor_won(!unstarted);
         }
         report(
             "spawn_link vs kill of the parent",
             ("spawn first", spawned_first),
             ("kill first", kill_first),
             met,
+            &seesaw,
         );
         assert!(met > 0, "the two sides never met at the gate");
         assert!(spawned_first > 0 && kill_first > 0, "one side always won");
@@ -346,7 +409,9 @@ fn link_racing_a_kill_of_the_caller_leaves_no_live_process_linked_to_a_dead_one(
     rt.block_on(async {
         let me = self_pid();
         let (mut link_first, mut kill_first, mut met) = (0, 0, 0);
+        let mut seesaw = Seesaw::default();
         for round in 0..ROUNDS {
+            let (actor_delay, killer_delay) = seesaw.delays();
             let gate = Arc::new(Gate::default());
             let returned = Arc::new(AtomicU8::new(0));
             let other = spawn(wait_forever());
@@ -355,14 +420,14 @@ fn link_racing_a_kill_of_the_caller_leaves_no_live_process_linked_to_a_dead_one(
             let caller = spawn(async move {
                 send(me, ());
                 receive::<Go>().await;
-                g.meet(jitter(round, 7, 64));
+                g.meet(actor_delay);
                 let _ = link(other);
                 r.store(1, Ordering::SeqCst);
                 wait_forever().await;
             });
             recv::<()>().await;
             send(caller, Go);
-            killer(me, gate, jitter(round, 8, 64), caller, ExitReason::Kill);
+            killer(me, gate, killer_delay, caller, ExitReason::Kill);
             let Done(k_met) = recv().await;
             met += usize::from(k_met);
             until_stored(&returned, "the caller's link").await;
@@ -374,11 +439,13 @@ fn link_racing_a_kill_of_the_caller_leaves_no_live_process_linked_to_a_dead_one(
                     "round {round}: {other} is alive and linked to the dead {caller}"
                 );
                 kill_first += 1;
+                seesaw.actor_won(false);
                 exit(other, ExitReason::Kill);
                 assert_eq!(down_of(other_watch).await.reason, ExitReason::Killed);
             } else {
                 assert_eq!(down_of(other_watch).await.reason, ExitReason::Killed);
                 link_first += 1;
+                seesaw.actor_won(true);
             }
         }
         report(
@@ -386,6 +453,7 @@ fn link_racing_a_kill_of_the_caller_leaves_no_live_process_linked_to_a_dead_one(
             ("link first", link_first),
             ("kill first", kill_first),
             met,
+            &seesaw,
         );
         assert!(met > 0, "the two sides never met at the gate");
         assert!(link_first > 0 && kill_first > 0, "one side always won");
