@@ -1,7 +1,8 @@
 //! Races between link operations and deaths, each made to happen: two
 //! processes meet at a spin gate (one on each scheduler thread) and act at
-//! the same instant, thousands of times, with a small varying delay on each
-//! side so that each wins some rounds. Each test prints how often each side
+//! the same instant, thousands of times, one of them delayed by an offset
+//! that follows the outcomes ([`Seesaw`]) so that most rounds land where the
+//! two operations collide and each side wins about half of them. Each test prints how often each side
 //! won (`--nocapture`), so a pass shows that the race was exercised, and
 //! asserts the Erlang outcome in every round. See `docs/semantics.md` §2.2,
 //! §7.1, §7.2 and the link protocol in `crates/runtime/src/signal.rs`.
@@ -9,13 +10,13 @@
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
 use ember_runtime::{
     exit, is_alive, link, monitor, process_info, receive, self_pid, send, sleep, spawn, spawn_link,
-    trap_exit, try_receive, unlink, Exit, ExitReason, Pid,
+    trap_exit, try_receive, unlink, Exit, ExitReason, Handle, Pid,
 };
 use support::{down_of, recv, runtime, wait_for_stop, wait_forever, Stop, WAIT};
 
@@ -30,19 +31,45 @@ fn serialized() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Where two sides meet before they act.
+/// Where two sides meet before they act: the acting process and the killer
+/// thread. The killer sleeps until the process arrives and wakes it, so that
+/// it is not a thread that has spun for a long time (and is about to be
+/// preempted) when the gate opens.
 #[derive(Default)]
 struct Gate {
     arrived: AtomicUsize,
+    /// The killer thread, asleep until the process arrives.
+    sleeper: Mutex<Option<thread::Thread>>,
 }
 
 impl Gate {
     /// Spins until both sides have arrived, then a further `delay` spins
-    /// ([`Seesaw`]). False if the other side did not
-    /// come within a second (the machine was busy): the round still runs, but
-    /// does not count as simultaneous.
+    /// ([`Seesaw`]). False if the other side did not come within a second
+    /// (the machine was busy): the round still runs, but does not count as
+    /// simultaneous.
     fn meet(&self, delay: usize) -> bool {
         self.arrived.fetch_add(1, Ordering::SeqCst);
+        if let Some(sleeper) = &*self.sleeper.lock().unwrap() {
+            sleeper.unpark();
+        }
+        self.wait_for_both(delay)
+    }
+
+    /// The killer's side: registers itself as the sleeper, calls `ready`,
+    /// sleeps until the process arrives, then meets it as [`Gate::meet`].
+    fn sleep_then_meet(&self, delay: usize, ready: impl FnOnce()) -> bool {
+        *self.sleeper.lock().unwrap() = Some(thread::current());
+        ready();
+        let deadline = Instant::now() + WAIT;
+        while self.arrived.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+            thread::park_timeout(Duration::from_millis(10));
+        }
+        self.arrived.fetch_add(1, Ordering::SeqCst);
+        self.wait_for_both(delay)
+    }
+
+    /// Spins until both have arrived, then `delay` spins more.
+    fn wait_for_both(&self, delay: usize) -> bool {
         let deadline = Instant::now() + Duration::from_secs(1);
         while self.arrived.load(Ordering::SeqCst) < 2 {
             if Instant::now() > deadline {
@@ -100,17 +127,25 @@ impl Seesaw {
         }
     }
 
-    /// After a round: whether the acting side won. The step doubles while
+    /// After a round: whether the sides met at the gate (only then does the
+    /// round say anything about the offset) and whether the acting side won. The step doubles while
     /// the same side keeps winning and halves when the winner changes, so
     /// the offset finds the boundary fast and then stays close to it.
-    fn actor_won(&mut self, won: bool) {
+    fn actor_won(&mut self, met: bool, won: bool) {
+        if !met {
+            return;
+        }
         self.step = if self.last == Some(won) {
-            (self.step * 2).min(64)
+            (self.step * 2).min(512)
         } else {
             (self.step / 2).max(1)
         };
         self.last = Some(won);
-        self.offset += if won { self.step } else { -self.step };
+        // Bounded (about 1 ms in a debug build, half the watchdog's
+        // hand-off delay): far enough to follow a side that is usually
+        // late because the OS runs the other one first.
+        self.offset =
+            (self.offset + if won { self.step } else { -self.step }).clamp(-32_768, 32_768);
     }
 }
 
@@ -131,15 +166,73 @@ async fn until_stored(slot: &AtomicU8, what: &str) -> u8 {
     }
 }
 
-/// The killer's side of a round: meets the other side, then sends `reason`
-/// to `target`. `exit` returns once the termination and everything it
-/// cascades to is done (§9.1), so when the tester hears `Done`, so is that.
-fn killer(tester: Pid, gate: Arc<Gate>, delay: usize, target: Pid, reason: ExitReason) -> Pid {
-    spawn(async move {
-        let met = gate.meet(delay);
-        exit(target, reason);
-        send(tester, Done(met));
-    })
+/// The killer's side of every round: a plain OS thread (not a scheduler
+/// thread, so that no process has to spin while another waits for its
+/// scheduler) that sends exit signals from outside (§6.7) through a
+/// [`Handle`].
+struct Killer {
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+/// One round's kill.
+struct Job {
+    gate: Arc<Gate>,
+    delay: usize,
+    target: Pid,
+    reason: ExitReason,
+    tester: Pid,
+}
+
+/// The killer tells the tester it waits at the gate.
+struct AtTheGate;
+
+impl Killer {
+    fn start(handle: Handle) -> Killer {
+        let (jobs, inbox) = mpsc::channel::<Job>();
+        let thread = thread::spawn(move || {
+            for job in inbox {
+                let met = job
+                    .gate
+                    .sleep_then_meet(job.delay, || handle.send(job.tester, AtTheGate));
+                // `exit` returns once the termination and everything it
+                // cascades to is done (§9.1), so when the tester hears
+                // `Done`, so is that.
+                handle.exit(job.target, job.reason);
+                handle.send(job.tester, Done(met));
+            }
+        });
+        Killer {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        }
+    }
+
+    /// Queues a kill of `target` behind `gate`; then wait for
+    /// [`AtTheGate`], let the other side go, and wait for [`Done`].
+    fn kill(&self, gate: &Arc<Gate>, delay: usize, target: Pid, reason: ExitReason) {
+        let job = Job {
+            gate: gate.clone(),
+            delay,
+            target,
+            reason,
+            tester: self_pid(),
+        };
+        self.jobs
+            .as_ref()
+            .expect("the killer runs")
+            .send(job)
+            .expect("the killer thread is alive");
+    }
+}
+
+impl Drop for Killer {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// The killer's report: whether the gate was met in time.
@@ -168,7 +261,8 @@ fn report(race: &str, first: (&str, usize), second: (&str, usize), met: usize, s
 fn unlink_racing_a_crash_never_kills_a_caller_that_saw_itself_alive() {
     let _one = serialized();
     let rt = runtime();
-    rt.block_on(async {
+    let killer = Killer::start(rt.handle().clone());
+    rt.block_on(async move {
         let me = self_pid();
         let crash = ExitReason::error("intentional crash");
         let (mut unlink_first, mut crash_first, mut met) = (0, 0, 0);
@@ -193,8 +287,9 @@ fn unlink_racing_a_crash_never_kills_a_caller_that_saw_itself_alive() {
             });
             let watch = monitor(a);
             recv::<()>().await;
+            killer.kill(&gate, killer_delay, b, crash.clone());
+            recv::<AtTheGate>().await;
             send(a, Go);
-            killer(me, gate, killer_delay, b, crash.clone());
             let Done(k_met) = recv().await;
             met += usize::from(k_met);
             // The killer is done: every effect of b's death has happened.
@@ -207,14 +302,14 @@ fn unlink_racing_a_crash_never_kills_a_caller_that_saw_itself_alive() {
                      crash then killed"
                 );
                 unlink_first += 1;
-                seesaw.actor_won(true);
+                seesaw.actor_won(k_met, true);
                 send(a, Stop);
                 assert_eq!(down_of(watch).await.reason, ExitReason::Normal);
             } else {
                 assert!(!a_alive, "round {round}: dead after unlink, alive later");
                 assert_eq!(down_of(watch).await.reason, crash);
                 crash_first += 1;
-                seesaw.actor_won(false);
+                seesaw.actor_won(k_met, false);
             }
         }
         report(
@@ -241,7 +336,8 @@ struct Check;
 fn unlink_racing_a_crash_delivers_no_exit_after_it_returns() {
     let _one = serialized();
     let rt = runtime();
-    rt.block_on(async {
+    let killer = Killer::start(rt.handle().clone());
+    rt.block_on(async move {
         let me = self_pid();
         let crash = ExitReason::error("intentional crash");
         let (mut unlink_first, mut crash_first, mut met) = (0, 0, 0);
@@ -267,8 +363,9 @@ fn unlink_racing_a_crash_delivers_no_exit_after_it_returns() {
                 wait_for_stop().await;
             });
             recv::<()>().await;
+            killer.kill(&gate, killer_delay, b, crash.clone());
+            recv::<AtTheGate>().await;
             send(a, Go);
-            killer(me, gate, killer_delay, b, crash.clone());
             let Done(k_met) = recv().await;
             met += usize::from(k_met);
             let seen: Observed = recv().await;
@@ -283,7 +380,7 @@ fn unlink_racing_a_crash_delivers_no_exit_after_it_returns() {
             } else {
                 unlink_first += 1;
             }
-            seesaw.actor_won(!seen.exit_before);
+            seesaw.actor_won(k_met, !seen.exit_before);
             send(a, Stop);
         }
         report(
@@ -304,7 +401,8 @@ fn unlink_racing_a_crash_delivers_no_exit_after_it_returns() {
 fn spawn_link_racing_a_kill_of_the_parent_leaves_no_orphan() {
     let _one = serialized();
     let rt = runtime();
-    rt.block_on(async {
+    let killer = Killer::start(rt.handle().clone());
+    rt.block_on(async move {
         let me = self_pid();
         let (mut spawned_first, mut kill_first, mut met) = (0, 0, 0);
         let mut seesaw = Seesaw::default();
@@ -332,8 +430,9 @@ fn spawn_link_racing_a_kill_of_the_parent_leaves_no_orphan() {
                 wait_forever().await;
             });
             recv::<()>().await;
+            killer.kill(&gate, killer_delay, parent, ExitReason::Kill);
+            recv::<AtTheGate>().await;
             send(parent, Go);
-            killer(me, gate, killer_delay, parent, ExitReason::Kill);
             let Done(k_met) = recv().await;
             met += usize::from(k_met);
             until_stored(&returned, "the parent's spawn_link").await;
@@ -353,7 +452,7 @@ fn spawn_link_racing_a_kill_of_the_parent_leaves_no_orphan() {
             } else {
                 spawned_first += 1;
             }
-            seesaw.actor_won(!unstarted);
+            seesaw.actor_won(k_met, !unstarted);
         }
         report(
             "spawn_link vs kill of the parent",
@@ -406,7 +505,8 @@ impl Drop for Probe {
 fn link_racing_a_kill_of_the_caller_leaves_no_live_process_linked_to_a_dead_one() {
     let _one = serialized();
     let rt = runtime();
-    rt.block_on(async {
+    let killer = Killer::start(rt.handle().clone());
+    rt.block_on(async move {
         let me = self_pid();
         let (mut link_first, mut kill_first, mut met) = (0, 0, 0);
         let mut seesaw = Seesaw::default();
@@ -426,8 +526,9 @@ fn link_racing_a_kill_of_the_caller_leaves_no_live_process_linked_to_a_dead_one(
                 wait_forever().await;
             });
             recv::<()>().await;
+            killer.kill(&gate, killer_delay, caller, ExitReason::Kill);
+            recv::<AtTheGate>().await;
             send(caller, Go);
-            killer(me, gate, killer_delay, caller, ExitReason::Kill);
             let Done(k_met) = recv().await;
             met += usize::from(k_met);
             until_stored(&returned, "the caller's link").await;
@@ -439,13 +540,13 @@ fn link_racing_a_kill_of_the_caller_leaves_no_live_process_linked_to_a_dead_one(
                     "round {round}: {other} is alive and linked to the dead {caller}"
                 );
                 kill_first += 1;
-                seesaw.actor_won(false);
+                seesaw.actor_won(k_met, false);
                 exit(other, ExitReason::Kill);
                 assert_eq!(down_of(other_watch).await.reason, ExitReason::Killed);
             } else {
                 assert_eq!(down_of(other_watch).await.reason, ExitReason::Killed);
                 link_first += 1;
-                seesaw.actor_won(true);
+                seesaw.actor_won(k_met, true);
             }
         }
         report(
