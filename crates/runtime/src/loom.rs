@@ -20,7 +20,8 @@
 //! `LOOM_LOCATION=1` help debug a failure.
 //!
 //! Only the modules whose protocol we model use this facade: the process
-//! state byte (`process/state.rs`) and the mailbox (`mailbox.rs`). loom's
+//! state byte (`process/state.rs`), the mailbox (`mailbox.rs`) and the
+//! relations lock of the link protocol (`process.rs`, `signal.rs`). loom's
 //! types panic outside a model, so under `--cfg loom` run only the models.
 //!
 //! [loom]: https://docs.rs/loom

@@ -259,7 +259,7 @@ pub(crate) fn signal_locked(
 /// The outcome of [`link_pair`].
 #[must_use]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Linked {
+pub(crate) enum LinkOutcome {
     /// Both sides hold the link.
     Linked,
     /// The caller is exiting: it links to nothing.
@@ -270,12 +270,12 @@ pub(crate) enum Linked {
 
 /// Links `me` and `other` (`None`: not in the process table), both sides in
 /// one step: both relations locks held, in ascending pid order.
-pub(crate) fn link_pair(me: &impl Node, other: Option<&impl Node>) -> Linked {
+pub(crate) fn link_pair(me: &impl Node, other: Option<&impl Node>) -> LinkOutcome {
     let Some(other) = other else {
         return if me.state().is_exiting() {
-            Linked::CallerExiting
+            LinkOutcome::CallerExiting
         } else {
-            Linked::NoProc
+            LinkOutcome::NoProc
         };
     };
     let (mut mine, mut theirs);
@@ -287,10 +287,10 @@ pub(crate) fn link_pair(me: &impl Node, other: Option<&impl Node>) -> Linked {
         mine = me.relations().lock();
     }
     if me.state().is_exiting() {
-        return Linked::CallerExiting;
+        return LinkOutcome::CallerExiting;
     }
     if other.state().is_exiting() {
-        return Linked::NoProc;
+        return LinkOutcome::NoProc;
     }
     mine.get_or_insert_with(Box::default)
         .links
@@ -299,7 +299,7 @@ pub(crate) fn link_pair(me: &impl Node, other: Option<&impl Node>) -> Linked {
         .get_or_insert_with(Box::default)
         .links
         .insert(me.pid());
-    Linked::Linked
+    LinkOutcome::Linked
 }
 
 /// Runs `f` on `node`'s relations record unless it is exiting (then `None`),
@@ -466,10 +466,10 @@ pub fn link(pid: Pid) -> Result<(), LinkError> {
         }
         let other = me.rt.lookup(pid);
         match link_pair(&**me, other.as_deref()) {
-            Linked::Linked => Ok(()),
+            LinkOutcome::Linked => Ok(()),
             // Terminated while running: it is dead, it links to nothing.
-            Linked::CallerExiting => Err(LinkError::NoProc(me.pid)),
-            Linked::NoProc => {
+            LinkOutcome::CallerExiting => Err(LinkError::NoProc(me.pid)),
+            LinkOutcome::NoProc => {
                 if me.trap_exit() {
                     deliver(
                         me,
@@ -590,7 +590,7 @@ mod loom_models {
 
     use super::{
         begin_exit, link_pair, signal_locked, unlink_side, with_live_relations, Dying, Exit,
-        Linked, Node, RelationsLock, Signalled,
+        LinkOutcome, Node, RelationsLock, Signalled,
     };
     use crate::loom::sync::Mutex;
     use crate::pid::Pid;
@@ -671,7 +671,7 @@ mod loom_models {
 
         /// Links two processes before the model's threads start.
         fn linked(&self, a: &Arc<Proc>, b: &Arc<Proc>) {
-            assert_eq!(link_pair(&**a, Some(&**b)), Linked::Linked);
+            assert_eq!(link_pair(&**a, Some(&**b)), LinkOutcome::Linked);
         }
 
         /// `signal::terminate`, as far as links go.
@@ -810,9 +810,9 @@ mod loom_models {
         killer.join().unwrap();
         assert!(a.exiting());
         match outcome {
-            Linked::Linked => assert!(b.exiting(), "linked first, yet A's death missed B"),
-            Linked::CallerExiting => assert!(!b.exiting() && b.links().is_empty()),
-            Linked::NoProc => unreachable!("B is alive throughout"),
+            LinkOutcome::Linked => assert!(b.exiting(), "linked first, yet A's death missed B"),
+            LinkOutcome::CallerExiting => assert!(!b.exiting() && b.links().is_empty()),
+            LinkOutcome::NoProc => unreachable!("B is alive throughout"),
         }
         world.assert_links_consistent(&[&a, &b]);
     }
@@ -868,8 +868,8 @@ mod loom_models {
                 thread::spawn(move || world.terminate(&c, crash()))
             };
             let from_a = link_pair(&*a, world.lookup(b.pid).as_deref());
-            assert_eq!(from_a, Linked::Linked);
-            assert_eq!(from_b.join().unwrap(), Linked::Linked);
+            assert_eq!(from_a, LinkOutcome::Linked);
+            assert_eq!(from_b.join().unwrap(), LinkOutcome::Linked);
             death.join().unwrap();
             assert_eq!(a.links(), vec![b.pid]);
             assert_eq!(b.links(), vec![a.pid]);
