@@ -84,32 +84,50 @@ impl Gate {
     }
 }
 
+/// How the killer thread waits at the gate. Each has its own bias (who
+/// the OS runs first), so the rounds alternate between them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Arrival {
+    /// Asleep until the acting process arrives and wakes it: a fresh
+    /// thread when the gate opens, but often on the process's core.
+    Sleeping,
+    /// Spinning before the process arrives: already on the other core,
+    /// but a thread that has spun a while may be preempted.
+    Spinning,
+}
+
 /// Keeps the two sides of a race at the point where they collide, where
 /// the race windows are: the acting side is delayed more after each round it
 /// won and less after each it lost (the killer is delayed instead when the
-/// offset goes negative), with a little noise on both sides.
+/// offset goes negative), with a little noise on both sides. One offset per
+/// [`Arrival`]; rounds alternate between them.
+#[derive(Default)]
 struct Seesaw {
+    modes: [Offset; 2],
+    round: usize,
+}
+
+struct Offset {
     /// Spins the acting side waits more than the killer (negative: less).
     offset: isize,
     step: isize,
     last: Option<bool>,
-    round: usize,
 }
 
-impl Default for Seesaw {
-    fn default() -> Seesaw {
-        Seesaw {
+impl Default for Offset {
+    fn default() -> Offset {
+        Offset {
             offset: 0,
             step: 8,
             last: None,
-            round: 0,
         }
     }
 }
 
 impl Seesaw {
-    /// The spins of the acting side and of the killer for the next round.
-    fn delays(&mut self) -> (usize, usize) {
+    /// The spins of the acting side and of the killer for the next round,
+    /// and how the killer waits.
+    fn delays(&mut self) -> (usize, usize, Arrival) {
         self.round += 1;
         let noise = |salt: usize| {
             (self
@@ -120,32 +138,40 @@ impl Seesaw {
                 % 8
         };
         let (actor, killer) = (noise(1), noise(2));
-        if self.offset >= 0 {
-            (actor + self.offset.unsigned_abs(), killer)
+        let arrival = if self.round % 2 == 0 {
+            Arrival::Sleeping
         } else {
-            (actor, killer + self.offset.unsigned_abs())
+            Arrival::Spinning
+        };
+        let offset = self.modes[self.round % 2].offset;
+        if offset >= 0 {
+            (actor + offset.unsigned_abs(), killer, arrival)
+        } else {
+            (actor, killer + offset.unsigned_abs(), arrival)
         }
     }
 
     /// After a round: whether the sides met at the gate (only then does the
-    /// round say anything about the offset) and whether the acting side won. The step doubles while
-    /// the same side keeps winning and halves when the winner changes, so
-    /// the offset finds the boundary fast and then stays close to it.
+    /// round say anything about the offset) and whether the acting side
+    /// won. The step doubles while the same side keeps winning and halves
+    /// when the winner changes, so the offset finds the boundary fast and
+    /// then stays close to it.
     fn actor_won(&mut self, met: bool, won: bool) {
         if !met {
             return;
         }
-        self.step = if self.last == Some(won) {
-            (self.step * 2).min(512)
+        let mode = &mut self.modes[self.round % 2];
+        mode.step = if mode.last == Some(won) {
+            (mode.step * 2).min(512)
         } else {
-            (self.step / 2).max(1)
+            (mode.step / 2).max(1)
         };
-        self.last = Some(won);
+        mode.last = Some(won);
         // Bounded (about 1 ms in a debug build, half the watchdog's
         // hand-off delay): far enough to follow a side that is usually
         // late because the OS runs the other one first.
-        self.offset =
-            (self.offset + if won { self.step } else { -self.step }).clamp(-32_768, 32_768);
+        mode.offset =
+            (mode.offset + if won { mode.step } else { -mode.step }).clamp(-32_768, 32_768);
     }
 }
 
@@ -178,6 +204,7 @@ struct Killer {
 /// One round's kill.
 struct Job {
     gate: Arc<Gate>,
+    arrival: Arrival,
     delay: usize,
     target: Pid,
     reason: ExitReason,
@@ -192,9 +219,15 @@ impl Killer {
         let (jobs, inbox) = mpsc::channel::<Job>();
         let thread = thread::spawn(move || {
             for job in inbox {
-                let met = job
-                    .gate
-                    .sleep_then_meet(job.delay, || handle.send(job.tester, AtTheGate));
+                let ready = || handle.send(job.tester, AtTheGate);
+                let met = match job.arrival {
+                    Arrival::Sleeping => job.gate.sleep_then_meet(job.delay, ready),
+                    Arrival::Spinning => {
+                        job.gate.arrived.fetch_add(1, Ordering::SeqCst);
+                        ready();
+                        job.gate.wait_for_both(job.delay)
+                    }
+                };
                 // `exit` returns once the termination and everything it
                 // cascades to is done (§9.1), so when the tester hears
                 // `Done`, so is that.
@@ -210,9 +243,17 @@ impl Killer {
 
     /// Queues a kill of `target` behind `gate`; then wait for
     /// [`AtTheGate`], let the other side go, and wait for [`Done`].
-    fn kill(&self, gate: &Arc<Gate>, delay: usize, target: Pid, reason: ExitReason) {
+    fn kill(
+        &self,
+        gate: &Arc<Gate>,
+        arrival: Arrival,
+        delay: usize,
+        target: Pid,
+        reason: ExitReason,
+    ) {
         let job = Job {
             gate: gate.clone(),
+            arrival,
             delay,
             target,
             reason,
@@ -249,8 +290,8 @@ struct Observed {
 fn report(race: &str, first: (&str, usize), second: (&str, usize), met: usize, seesaw: &Seesaw) {
     println!(
         "{race}: {} {}, {} {}, {met} of {ROUNDS} rounds met at the gate \
-         (final offset {} spins)",
-        first.0, first.1, second.0, second.1, seesaw.offset
+         (final offsets {} and {} spins)",
+        first.0, first.1, second.0, second.1, seesaw.modes[0].offset, seesaw.modes[1].offset
     );
 }
 
@@ -268,7 +309,7 @@ fn unlink_racing_a_crash_never_kills_a_caller_that_saw_itself_alive() {
         let (mut unlink_first, mut crash_first, mut met) = (0, 0, 0);
         let mut seesaw = Seesaw::default();
         for round in 0..ROUNDS {
-            let (actor_delay, killer_delay) = seesaw.delays();
+            let (actor_delay, killer_delay, arrival) = seesaw.delays();
             let gate = Arc::new(Gate::default());
             // Set by the caller (dead or alive, its code runs on until its
             // next await) right after `unlink` returned: 1 alive, 2 dead.
@@ -287,7 +328,7 @@ fn unlink_racing_a_crash_never_kills_a_caller_that_saw_itself_alive() {
             });
             let watch = monitor(a);
             recv::<()>().await;
-            killer.kill(&gate, killer_delay, b, crash.clone());
+            killer.kill(&gate, arrival, killer_delay, b, crash.clone());
             recv::<AtTheGate>().await;
             send(a, Go);
             let Done(k_met) = recv().await;
@@ -343,7 +384,7 @@ fn unlink_racing_a_crash_delivers_no_exit_after_it_returns() {
         let (mut unlink_first, mut crash_first, mut met) = (0, 0, 0);
         let mut seesaw = Seesaw::default();
         for round in 0..ROUNDS {
-            let (actor_delay, killer_delay) = seesaw.delays();
+            let (actor_delay, killer_delay, arrival) = seesaw.delays();
             let gate = Arc::new(Gate::default());
             let b = spawn(wait_forever());
             let g = gate.clone();
@@ -363,7 +404,7 @@ fn unlink_racing_a_crash_delivers_no_exit_after_it_returns() {
                 wait_for_stop().await;
             });
             recv::<()>().await;
-            killer.kill(&gate, killer_delay, b, crash.clone());
+            killer.kill(&gate, arrival, killer_delay, b, crash.clone());
             recv::<AtTheGate>().await;
             send(a, Go);
             let Done(k_met) = recv().await;
@@ -407,7 +448,7 @@ fn spawn_link_racing_a_kill_of_the_parent_leaves_no_orphan() {
         let (mut spawned_first, mut kill_first, mut met) = (0, 0, 0);
         let mut seesaw = Seesaw::default();
         for round in 0..ROUNDS {
-            let (actor_delay, killer_delay) = seesaw.delays();
+            let (actor_delay, killer_delay, arrival) = seesaw.delays();
             let gate = Arc::new(Gate::default());
             let child: Arc<Mutex<Option<Pid>>> = Arc::default();
             let returned = Arc::new(AtomicU8::new(0));
@@ -430,7 +471,7 @@ fn spawn_link_racing_a_kill_of_the_parent_leaves_no_orphan() {
                 wait_forever().await;
             });
             recv::<()>().await;
-            killer.kill(&gate, killer_delay, parent, ExitReason::Kill);
+            killer.kill(&gate, arrival, killer_delay, parent, ExitReason::Kill);
             recv::<AtTheGate>().await;
             send(parent, Go);
             let Done(k_met) = recv().await;
@@ -511,7 +552,7 @@ fn link_racing_a_kill_of_the_caller_leaves_no_live_process_linked_to_a_dead_one(
         let (mut link_first, mut kill_first, mut met) = (0, 0, 0);
         let mut seesaw = Seesaw::default();
         for round in 0..ROUNDS {
-            let (actor_delay, killer_delay) = seesaw.delays();
+            let (actor_delay, killer_delay, arrival) = seesaw.delays();
             let gate = Arc::new(Gate::default());
             let returned = Arc::new(AtomicU8::new(0));
             let other = spawn(wait_forever());
@@ -526,7 +567,7 @@ fn link_racing_a_kill_of_the_caller_leaves_no_live_process_linked_to_a_dead_one(
                 wait_forever().await;
             });
             recv::<()>().await;
-            killer.kill(&gate, killer_delay, caller, ExitReason::Kill);
+            killer.kill(&gate, arrival, killer_delay, caller, ExitReason::Kill);
             recv::<AtTheGate>().await;
             send(caller, Go);
             let Done(k_met) = recv().await;
