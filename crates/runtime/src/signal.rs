@@ -51,10 +51,12 @@
 //!
 //! At most two relations locks are held at once, and then in ascending pid
 //! order ([`link_pair`]; `spawn_link` holds the parent's lock while the new
-//! child's name is recorded, and a child's pid is always greater than its
-//! parent's). Under a relations lock the code may take a mailbox lock, a
-//! process-table shard or a name-table shard; code holding one of those
-//! never takes a relations lock. So there is no cycle.
+//! child's name is recorded under the child's, and a child's pid is always
+//! greater than its parent's). Under a relations lock the code may take a
+//! mailbox lock, a process-table or name-table shard, or the timer wheel's
+//! lock; code holding one of those never takes a relations lock (a name is
+//! claimed under the owner's relations lock, then the name table's). So
+//! there is no cycle.
 //!
 //! ## Why each race is closed
 //!

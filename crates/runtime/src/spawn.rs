@@ -224,9 +224,17 @@ impl Shared {
         Ok(Spawned { pid, monitor })
     }
 
-    /// Registers a name for a process that has not run yet.
+    /// Registers a name for a process that has not run yet. Under the
+    /// process's relations lock, then the name table's (the lock order of
+    /// `crate::signal`), so a process killed meanwhile (its pid is already
+    /// in the table) gets no name that its termination would not release.
     fn claim_name(&self, name: Arc<str>, process: &Process) -> Result<(), RegisterError> {
         use dashmap::mapref::entry::Entry;
+        let mut record = process.relations.lock();
+        if process.is_exiting() {
+            // Dead before it ran: there is nothing left to name.
+            return Ok(());
+        }
         match self.names.entry(name.clone()) {
             Entry::Occupied(owner) => Err(RegisterError::NameTaken {
                 name,
@@ -234,7 +242,7 @@ impl Shared {
             }),
             Entry::Vacant(slot) => {
                 slot.insert(process.pid);
-                process.with_relations(|r| r.name = Some(name));
+                record.get_or_insert_with(Box::default).name = Some(name);
                 Ok(())
             }
         }
