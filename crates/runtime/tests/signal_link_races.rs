@@ -10,8 +10,9 @@
 //! `crates/runtime/src/signal.rs`.
 //!
 //! Against the code before the protocol (release build, on a 2-core machine
-//! at load 10-20), each of the four tests failed within 1-5 runs of its
-//! 2,000 rounds; the windows are a few hundred nanoseconds wide.
+//! at load 10-20), each of the four tests failed at least once in 5 runs of
+//! its 2,000 rounds (the non-trapping `unlink` one in 3): the windows are a
+//! few hundred nanoseconds wide.
 
 mod support;
 
