@@ -185,11 +185,19 @@ impl Seesaw {
 /// Waits (with [`WAIT`] as the limit) until a process that may be dead by
 /// then, and so cannot send, stores a non-zero value in `slot`; returns it.
 async fn until_stored(slot: &AtomicU8, what: &str) -> u8 {
-    let deadline = Instant::now() + WAIT;
+    let started = Instant::now();
+    let deadline = started + WAIT;
     loop {
         let value = slot.load(Ordering::SeqCst);
         if value != 0 {
             return value;
+        }
+        // Usually a matter of microseconds (the other side runs on the
+        // other thread): look again for a little while before sleeping,
+        // since a sleep lasts at least the timer's 1 ms tick.
+        if started.elapsed() < Duration::from_micros(50) {
+            std::hint::spin_loop();
+            continue;
         }
         assert!(
             Instant::now() < deadline,
