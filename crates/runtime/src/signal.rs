@@ -270,16 +270,23 @@ pub(crate) enum LinkOutcome {
     NoProc,
 }
 
-/// Links `me` and `other` (`None`: not in the process table), both sides in
-/// one step: both relations locks held, in ascending pid order.
-pub(crate) fn link_pair(me: &impl Node, other: Option<&impl Node>) -> LinkOutcome {
+/// Runs `f` on the relations records of `me` and `other` (`None`: not in
+/// the process table) with both locks held, taken in ascending pid order,
+/// unless one of them is exiting: a relation between two processes is
+/// written on both sides in one step. `me` and `other` must differ.
+fn with_both<N: Node, R>(
+    me: &N,
+    other: Option<&N>,
+    f: impl FnOnce(&mut Relations, &mut Relations) -> R,
+) -> Result<R, LinkOutcome> {
     let Some(other) = other else {
-        return if me.state().is_exiting() {
+        return Err(if me.state().is_exiting() {
             LinkOutcome::CallerExiting
         } else {
             LinkOutcome::NoProc
-        };
+        });
     };
+    debug_assert_ne!(me.pid(), other.pid());
     let (mut mine, mut theirs);
     if me.pid().key() < other.pid().key() {
         mine = me.relations().lock();
@@ -289,19 +296,28 @@ pub(crate) fn link_pair(me: &impl Node, other: Option<&impl Node>) -> LinkOutcom
         mine = me.relations().lock();
     }
     if me.state().is_exiting() {
-        return LinkOutcome::CallerExiting;
+        return Err(LinkOutcome::CallerExiting);
     }
     if other.state().is_exiting() {
-        return LinkOutcome::NoProc;
+        return Err(LinkOutcome::NoProc);
     }
-    mine.get_or_insert_with(Box::default)
-        .links
-        .insert(other.pid());
-    theirs
-        .get_or_insert_with(Box::default)
-        .links
-        .insert(me.pid());
-    LinkOutcome::Linked
+    Ok(f(
+        mine.get_or_insert_with(Box::default),
+        theirs.get_or_insert_with(Box::default),
+    ))
+}
+
+/// Links `me` and `other` (`None`: not in the process table), both sides in
+/// one step ([`with_both`]).
+pub(crate) fn link_pair<N: Node>(me: &N, other: Option<&N>) -> LinkOutcome {
+    let (mine, theirs) = (me.pid(), other.map(Node::pid));
+    with_both(me, other, |my_record, their_record| {
+        if let Some(theirs) = theirs {
+            my_record.links.insert(theirs);
+        }
+        their_record.links.insert(mine);
+    })
+    .map_or_else(|outcome| outcome, |()| LinkOutcome::Linked)
 }
 
 /// Runs `f` on `node`'s relations record unless it is exiting (then `None`),
@@ -506,38 +522,34 @@ pub fn unlink(pid: Pid) {
 pub fn monitor(pid: Pid) -> MonitorRef {
     context::with_current("monitor", |me| {
         let monitor = MonitorRef(me.rt.make_ref());
-        if me
-            .with_live_relations(|r| r.monitoring.insert(monitor, pid))
-            .is_none()
-        {
-            // Terminated while running: it monitors nothing more.
-            return monitor;
-        }
-        let attached = me
-            .rt
-            .lookup(pid)
-            .map(|target| {
-                let mut relations = target.relations.lock();
-                if target.is_exiting() {
-                    return false;
-                }
-                relations
-                    .get_or_insert_with(Box::default)
-                    .monitored_by
-                    .insert(monitor, me.pid);
-                true
+        let attached = if pid == me.pid {
+            // Monitoring oneself: allowed, and never fires.
+            me.with_live_relations(|r| {
+                r.monitoring.insert(monitor, pid);
+                r.monitored_by.insert(monitor, pid);
             })
-            .unwrap_or(false);
-        if !attached {
-            me.with_relations(|r| r.monitoring.remove(&monitor));
-            deliver(
+            .ok_or(LinkOutcome::CallerExiting)
+        } else {
+            // Both sides in one step, like a link: a caller killed meanwhile
+            // leaves no monitor behind on a live target.
+            let target = me.rt.lookup(pid);
+            with_both(&**me, target.as_deref(), |mine, theirs| {
+                mine.monitoring.insert(monitor, pid);
+                theirs.monitored_by.insert(monitor, me.pid);
+            })
+        };
+        match attached {
+            Ok(()) => {}
+            // Terminated while running: it monitors nothing more.
+            Err(LinkOutcome::CallerExiting) => {}
+            Err(_) => deliver(
                 me,
                 Envelope::new(Down {
                     monitor,
                     pid,
                     reason: ExitReason::NoProc,
                 }),
-            );
+            ),
         }
         monitor
     })

@@ -616,3 +616,65 @@ fn link_racing_a_kill_of_the_caller_leaves_no_live_process_linked_to_a_dead_one(
         assert!(link_first > 0 && kill_first > 0, "one side always won");
     });
 }
+
+// §8.1: `monitor` racing a kill of the caller never leaves a monitor held by
+// a dead process on a live target: both sides of a monitor are written in
+// one step, like a link's. (The target never sees a `Down` for it either
+// way; this checks that nothing dangles.)
+#[test]
+fn monitor_racing_a_kill_of_the_caller_leaves_no_monitor_by_the_dead() {
+    let _one = serialized();
+    let rt = runtime();
+    let killer = Killer::start(rt.handle().clone());
+    rt.block_on(async move {
+        let me = self_pid();
+        let (mut monitor_first, mut kill_first, mut met) = (0, 0, 0);
+        let mut seesaw = Seesaw::default();
+        let target = spawn(wait_forever());
+        for round in 0..ROUNDS {
+            let (actor_delay, killer_delay, arrival) = seesaw.delays();
+            let gate = Arc::new(Gate::default());
+            let returned = Arc::new(AtomicU8::new(0));
+            let (g, r) = (gate.clone(), returned.clone());
+            let caller = spawn(async move {
+                send(me, ());
+                receive::<Go>().await;
+                g.meet(actor_delay);
+                monitor(target);
+                // 1: the monitor was made by a live caller.
+                r.store(if is_alive(self_pid()) { 1 } else { 2 }, Ordering::SeqCst);
+                wait_forever().await;
+            });
+            recv::<()>().await;
+            killer.kill(&gate, arrival, killer_delay, caller, ExitReason::Kill);
+            recv::<AtTheGate>().await;
+            send(caller, Go);
+            let Done(k_met) = recv().await;
+            met += usize::from(k_met);
+            let seen = until_stored(&returned, "the caller's monitor").await;
+            assert!(!is_alive(caller));
+            let watchers = process_info(target)
+                .map(|i| i.monitored_by)
+                .expect("the target lives");
+            assert!(
+                !watchers.contains(&caller),
+                "round {round}: {target} is monitored by the dead {caller}"
+            );
+            if seen == 1 {
+                monitor_first += 1;
+            } else {
+                kill_first += 1;
+            }
+            seesaw.actor_won(k_met, seen == 1);
+        }
+        report(
+            "monitor vs kill of the caller",
+            ("monitor first", monitor_first),
+            ("kill first", kill_first),
+            met,
+            &seesaw,
+        );
+        assert!(met > 0, "the two sides never met at the gate");
+        assert!(monitor_first > 0 && kill_first > 0, "one side always won");
+    });
+}
