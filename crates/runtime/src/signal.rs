@@ -86,8 +86,9 @@
 //!   Each signal is applied under the receiver's lock and only if the link is
 //!   still on the receiver's side, so a process already exiting ignores it.
 //!
-//! Monitors follow the same discipline for the `Down` (queued under the
-//! watcher's lock, see `demonitor`). The loom models at the end of this file
+//! Monitors follow the same discipline: `monitor` writes both sides holding
+//! both locks ([`with_both`], as `link` does), and the `Down` is queued
+//! under the watcher's lock (see `demonitor`). The loom models at the end of this file
 //! run these critical sections (the same functions the runtime uses) with
 //! the locks and the state byte of `crate::loom`.
 
@@ -603,11 +604,12 @@ mod loom_models {
     use ::loom::thread;
 
     use super::{
-        begin_exit, link_pair, signal_locked, unlink_side, with_live_relations, Dying, Exit,
-        LinkOutcome, Node, RelationsLock, Signalled,
+        begin_exit, link_pair, signal_locked, unlink_side, with_both, with_live_relations, Dying,
+        Exit, LinkOutcome, Node, RelationsLock, Signalled,
     };
     use crate::loom::sync::Mutex;
     use crate::pid::Pid;
+    use crate::pid::{MonitorRef, Ref};
     use crate::process::State;
     use crate::reason::ExitReason;
 
@@ -695,13 +697,23 @@ mod loom_models {
             }
         }
 
-        /// `signal::terminate_all` and `finish_exit`, as far as links go.
+        /// `signal::terminate_all` and `finish_exit`, as far as links and
+        /// held monitors go.
         fn finish(&self, process: Arc<Proc>, reason: ExitReason, dying: Dying) {
             let mut pending = vec![(process, reason, dying)];
             while let Some((process, reason, dying)) = pending.pop() {
                 self.table.lock().retain(|p| p.pid != process.pid);
-                let links = dying.relations.map(|r| r.links).unwrap_or_default();
-                for linked in links {
+                let Some(relations) = dying.relations else {
+                    continue;
+                };
+                for (monitor, target) in relations.monitoring {
+                    if let Some(target) = self.lookup(target) {
+                        if let Some(r) = target.relations.lock().as_mut() {
+                            r.monitored_by.remove(&monitor);
+                        }
+                    }
+                }
+                for linked in relations.links {
                     if let Some(linked) = self.lookup(linked) {
                         match signal_locked(&*linked, process.pid, reason.clone(), true) {
                             Signalled::Ignored | Signalled::Trapped => {}
@@ -838,6 +850,35 @@ mod loom_models {
         });
         crate::loom::model("link vs kill of the caller (higher pid)", None, || {
             link_racing_a_kill_of_the_caller(2, 1)
+        });
+    }
+
+    /// `monitor` from A on B races a kill of A: B never ends monitored by
+    /// a dead A.
+    #[test]
+    fn monitor_racing_a_kill_of_the_caller_leaves_nothing_on_the_target() {
+        crate::loom::model("monitor vs kill of the caller", None, || {
+            let world = Arc::new(World::default());
+            let a = world.spawn(1, false);
+            let b = world.spawn(2, false);
+            let killer = {
+                let (world, a) = (world.clone(), a.clone());
+                thread::spawn(move || world.terminate(&a, ExitReason::Killed))
+            };
+            let reference = MonitorRef(Ref::local(1));
+            let target = world.lookup(b.pid);
+            let _ = with_both(&*a, target.as_deref(), |mine, theirs| {
+                mine.monitoring.insert(reference, b.pid);
+                theirs.monitored_by.insert(reference, a.pid);
+            });
+            killer.join().unwrap();
+            assert!(a.exiting());
+            let left = b
+                .relations
+                .lock()
+                .as_ref()
+                .is_some_and(|r| r.monitored_by.contains_key(&reference));
+            assert!(!left, "B is monitored by the dead A");
         });
     }
 
