@@ -9,10 +9,10 @@
 //! `docs/semantics.md` §2.2, §7.1, §7.2 and the link protocol in
 //! `crates/runtime/src/signal.rs`.
 //!
-//! Against the code before the protocol (release build, on a 2-core machine
-//! at load 10-20), each of the four tests failed at least once in 5 runs of
-//! its 2,000 rounds (the non-trapping `unlink` one in 3): the windows are a
-//! few hundred nanoseconds wide.
+//! Against the code before the protocol (debug build, on a 2-core machine
+//! at load about 20), 14 of these 15 test runs failed (3 runs of the 5
+//! tests; the trapping `unlink` one passed once), most within a few hundred
+//! rounds, though the windows are a few hundred nanoseconds wide.
 
 mod support;
 
