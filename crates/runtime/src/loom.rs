@@ -49,6 +49,12 @@ pub(crate) mod sync {
         pub(crate) fn lock(&self) -> ::loom::sync::MutexGuard<'_, T> {
             self.0.lock().expect("a model thread panicked")
         }
+
+        /// The lock if it is free now (`parking_lot`'s `try_lock`; the
+        /// watchdog reads a hog's label with it).
+        pub(crate) fn try_lock(&self) -> Option<::loom::sync::MutexGuard<'_, T>> {
+            self.0.try_lock().ok()
+        }
     }
 
     pub(crate) mod atomic {
