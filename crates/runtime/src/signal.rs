@@ -29,8 +29,11 @@
 //!   relations lock, and in the same critical section its relations record
 //!   is taken out ([`begin_exit`]). Whoever wins that holds a [`Dying`] and
 //!   finishes the termination outside the lock (table, name, monitors,
-//!   signals to the taken links). (The runtime's `Drop`, after every
-//!   scheduler has stopped, is the one exception: nothing runs any more.)
+//!   signals to the taken links). (The runtime's `Drop` is the one
+//!   exception: it sets `EXITING` on every process first and takes the
+//!   records afterwards; a dying runtime sends no signals, and a worker
+//!   still stuck in a poll adds nothing, since every addition checks
+//!   `EXITING` under the lock.)
 //! * Anything that *adds* to a process's relations checks `EXITING` under
 //!   the same lock first and adds nothing to an exiting process.
 //! * A link lives in both processes' records. It is added to both sides in
