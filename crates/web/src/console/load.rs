@@ -88,6 +88,16 @@ impl LoadShared {
         !(i < self.target.load(SeqCst) && slot.compare_exchange(0, 1, SeqCst, SeqCst).is_ok())
     }
 
+    /// Clears every slot: the workers are gone (their supervisors were
+    /// restarted).
+    fn forget_workers(&self) {
+        if let Some(slots) = self.slots.get() {
+            for slot in slots.iter() {
+                slot.store(0, SeqCst);
+            }
+        }
+    }
+
     /// The failure rate as a percentage.
     pub(crate) fn failure_rate(&self) -> f64 {
         f64::from(self.failure_bp.load(Relaxed)) / 100.0
@@ -140,11 +150,25 @@ pub(crate) fn shards_child_spec(console: Arc<Console>) -> ChildSpec {
             .expect("the load shard child spec is valid")
         })
         .collect();
-    SupervisorSpec::new(Flags::new().intensity(5), shards)
-        .expect("the load_shards spec is valid")
-        .child_spec("load_shards")
-        .build()
-        .expect("the load_shards child spec is valid")
+    let spec =
+        SupervisorSpec::new(Flags::new().intensity(5), shards).expect("the load_shards spec is valid");
+    // A (re)started load_shards has no workers: forget the old ones' slots,
+    // then start the wanted number again.
+    ChildSpec::supervisor("load_shards", move || {
+        let spec = spec.clone();
+        let console = console.clone();
+        async move {
+            console.load.forget_workers();
+            let sup = spec.start_link().await?;
+            let wanted = console.load.target.load(SeqCst);
+            if wanted > 0 {
+                set_workers(&console, wanted);
+            }
+            Ok(sup)
+        }
+    })
+    .build()
+    .expect("the load_shards child spec is valid")
 }
 
 /// Sets the number of workers. Returns at once: one starter process per

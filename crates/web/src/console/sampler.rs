@@ -15,11 +15,17 @@ use super::{top, Console};
 /// Sampling period.
 pub(crate) const PERIOD: Duration = Duration::from_secs(1);
 
+/// Figures older than this are stale: the sampler stopped.
+pub(crate) const STALE: Duration = Duration::from_millis(2500);
+
 /// Points of history kept (one minute).
 const HISTORY: usize = 60;
 
 /// The figures of one second.
 pub(crate) struct Snapshot {
+    /// When they were taken: older than [`STALE`] means the sampler is not
+    /// running, and they are not served.
+    pub(crate) taken: Instant,
     /// `GET /api/system`.
     pub(crate) system: Value,
     /// `GET /api/top`.
@@ -40,8 +46,19 @@ struct Point {
     processes: usize,
 }
 
+/// Withdraws the sampler's figures when it stops, however it stops: no
+/// page may show them as live.
+struct Withdraw(Arc<Console>);
+
+impl Drop for Withdraw {
+    fn drop(&mut self) {
+        self.0.snapshot.send_replace(None);
+    }
+}
+
 /// The sampler's body: runs until killed.
 pub(crate) async fn run(console: Arc<Console>, handle: Handle) {
+    let _withdraw = Withdraw(console.clone());
     let started = Instant::now();
     let mut history: VecDeque<Point> = VecDeque::with_capacity(HISTORY + 1);
     let mut info = handle.runtime_info();
@@ -88,6 +105,7 @@ pub(crate) async fn run(console: Arc<Console>, handle: Handle) {
             processes: new_info.process_count,
         };
         let snapshot = Snapshot {
+            taken: now,
             system: system_json(&new_info, &utilization),
             top: json!({
                 "interval_ms": window.as_millis() as u64,
