@@ -88,11 +88,11 @@ impl LoadShared {
         !(i < self.target.load(SeqCst) && slot.compare_exchange(0, 1, SeqCst, SeqCst).is_ok())
     }
 
-    /// Clears every slot: the workers are gone (their supervisors were
-    /// restarted).
-    fn forget_workers(&self) {
+    /// Clears the slots of `shard`'s workers: they are gone (their
+    /// supervisor was restarted).
+    fn forget_workers(&self, shard: usize) {
         if let Some(slots) = self.slots.get() {
-            for slot in slots.iter() {
+            for slot in slots.iter().skip(shard).step_by(SHARDS) {
                 slot.store(0, SeqCst);
             }
         }
@@ -142,33 +142,33 @@ pub(crate) fn shards_child_spec(console: Arc<Console>) -> ChildSpec {
             .build()
             .expect("the load shard spec is valid");
             let name = shard_name(&console, shard);
+            let console = console.clone();
+            // A (re)started shard has no workers: forget the old ones'
+            // slots, then start the wanted number of them again.
             ChildSpec::supervisor(format!("load_shard_{shard}"), move || {
-                spec.clone()
-                    .start_link_with(StartOptions::new().name(name.clone()))
+                let spec = spec.clone();
+                let name = name.clone();
+                let console = console.clone();
+                async move {
+                    console.load.forget_workers(shard);
+                    let sup = spec.start_link_with(StartOptions::new().name(name)).await?;
+                    let wanted = console.load.target.load(SeqCst);
+                    if wanted > 0 {
+                        let generation = console.load.generation.load(SeqCst);
+                        spawn_starter(&console, shard, wanted, generation);
+                    }
+                    Ok(sup)
+                }
             })
             .build()
             .expect("the load shard child spec is valid")
         })
         .collect();
-    let spec =
-        SupervisorSpec::new(Flags::new().intensity(5), shards).expect("the load_shards spec is valid");
-    // A (re)started load_shards has no workers: forget the old ones' slots,
-    // then start the wanted number again.
-    ChildSpec::supervisor("load_shards", move || {
-        let spec = spec.clone();
-        let console = console.clone();
-        async move {
-            console.load.forget_workers();
-            let sup = spec.start_link().await?;
-            let wanted = console.load.target.load(SeqCst);
-            if wanted > 0 {
-                set_workers(&console, wanted);
-            }
-            Ok(sup)
-        }
-    })
-    .build()
-    .expect("the load_shards child spec is valid")
+    SupervisorSpec::new(Flags::new().intensity(5), shards)
+        .expect("the load_shards spec is valid")
+        .child_spec("load_shards")
+        .build()
+        .expect("the load_shards child spec is valid")
 }
 
 /// Sets the number of workers. Returns at once: one starter process per
@@ -180,32 +180,39 @@ pub(crate) fn set_workers(console: &Arc<Console>, n: usize) {
     let generation = load.generation.fetch_add(1, SeqCst) + 1;
     load.target.store(n, SeqCst);
     for shard in 0..SHARDS {
-        let shared = load.clone();
-        let sup = DynamicSupervisorRef::<WorkerArgs>::from_name(shard_name(console, shard));
-        load.starters.fetch_add(1, SeqCst);
-        let started = Spawn::new().label("load starter").spawn(async move {
-            let load = shared;
-            let _done = StarterGuard(load.clone());
-            let slots = load.slots();
-            for (k, index) in (shard..n).step_by(SHARDS).enumerate() {
-                if k % BATCH == 0 && load.generation.load(SeqCst) != generation {
-                    return;
-                }
-                if slots[index].compare_exchange(0, 1, SeqCst, SeqCst).is_err() {
-                    continue;
-                }
-                let args = WorkerArgs {
-                    index,
-                    load: load.clone(),
-                };
-                if sup.start_child(args).await.is_err() {
-                    slots[index].store(0, SeqCst);
-                }
+        spawn_starter(console, shard, n, generation);
+    }
+}
+
+/// Starts the missing workers of `shard` below `n` in a starter process,
+/// which stops early when the target's generation moves on.
+fn spawn_starter(console: &Arc<Console>, shard: usize, n: usize, generation: u64) {
+    let load = console.load.clone();
+    let shared = load.clone();
+    let sup = DynamicSupervisorRef::<WorkerArgs>::from_name(shard_name(console, shard));
+    load.starters.fetch_add(1, SeqCst);
+    let started = Spawn::new().label("load starter").spawn(async move {
+        let load = shared;
+        let _done = StarterGuard(load.clone());
+        let slots = load.slots();
+        for (k, index) in (shard..n).step_by(SHARDS).enumerate() {
+            if k % BATCH == 0 && load.generation.load(SeqCst) != generation {
+                return;
             }
-        });
-        if started.is_err() {
-            load.starters.fetch_sub(1, SeqCst);
+            if slots[index].compare_exchange(0, 1, SeqCst, SeqCst).is_err() {
+                continue;
+            }
+            let args = WorkerArgs {
+                index,
+                load: load.clone(),
+            };
+            if sup.start_child(args).await.is_err() {
+                slots[index].store(0, SeqCst);
+            }
         }
+    });
+    if started.is_err() {
+        load.starters.fetch_sub(1, SeqCst);
     }
 }
 
