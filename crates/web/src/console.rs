@@ -180,7 +180,8 @@ where
 {
     let console = console.clone();
     move |request| {
-        let answer = guard::check_host(&console, &request).map(|()| handler(console.clone(), request));
+        let answer =
+            guard::check_host(&console, &request).map(|()| handler(console.clone(), request));
         Box::pin(async move {
             match answer {
                 Ok(answer) => {

@@ -47,7 +47,7 @@ async fn request(addr: SocketAddr, method: &str, path: &str, body: Option<Value>
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\
+        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\
          content-type: application/json\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
@@ -320,5 +320,75 @@ fn pages_and_assets_are_served_from_the_binary() {
             assert_eq!(get(addr, asset).await.status, 200, "{asset}");
         }
         assert_eq!(get(addr, "/assets/console/nope.js").await.status, 404);
+    });
+}
+
+#[test]
+fn math_jobs_run_in_a_pool_busy_at_once_unless_queued() {
+    with_console(|addr| async move {
+        // Fill every slot with a factorial of hours.
+        let huge = json!({ "n": 10_000_000, "op": "factorial" });
+        let first = post(addr, "/api/math", huge.clone()).await;
+        assert_eq!(first.status, 202, "{}", first.body);
+        let limit = get(addr, "/api/math").await.json()["pool"]["limit"]
+            .as_u64()
+            .expect("the pool's limit");
+        assert!(limit >= 2);
+        let mut running = vec![first.json()];
+        for _ in 1..limit {
+            let reply = post(addr, "/api/math", huge.clone()).await;
+            assert_eq!(reply.status, 202, "{}", reply.body);
+            running.push(reply.json());
+        }
+        // `run`: busy at once, and no row is left behind.
+        let busy = post(addr, "/api/math", json!({ "n": 1000 })).await;
+        assert_eq!(busy.status, 503, "{}", busy.body);
+        assert!(busy.json()["error"].as_str().unwrap().contains("busy"));
+        // `sync_queue`: accepted, waits for a slot.
+        let queued = post(addr, "/api/math", json!({ "n": 1000, "queue": true })).await;
+        assert_eq!(queued.status, 202, "{}", queued.body);
+        let queued = queued.json();
+        assert_eq!(queued["state"], "queued");
+        let jobs = get(addr, "/api/math").await.json();
+        assert_eq!(jobs["jobs"].as_array().unwrap().len() as u64, limit + 1);
+        assert_eq!(jobs["pool"]["queued"], 1);
+        // Killing one running job frees its slot for the queued one.
+        let victim = wait_for(addr, "/api/math", |jobs| {
+            job(jobs, &running[0]["id"])["pid"].is_string()
+        })
+        .await;
+        let pid = job(&victim, &running[0]["id"])["pid"]
+            .as_str()
+            .unwrap()
+            .trim_matches(['<', '>'])
+            .to_string();
+        let killed = post(addr, &format!("/api/processes/{pid}/kill"), json!({})).await;
+        assert_eq!(killed.status, 200, "{}", killed.body);
+        let jobs = wait_for(addr, "/api/math", |jobs| {
+            job(jobs, &queued["id"])["state"] == "done"
+        })
+        .await;
+        assert_eq!(job(&jobs, &queued["id"])["result"], "500500");
+        // The killed job's row says so once its native loop noticed.
+        let jobs = wait_for(addr, "/api/math", |jobs| {
+            job(jobs, &running[0]["id"])["state"] != "calculating"
+        })
+        .await;
+        let killed = job(&jobs, &running[0]["id"]);
+        assert_eq!(killed["state"], "error");
+        assert!(
+            killed["error"].as_str().unwrap().contains("killed"),
+            "{killed}"
+        );
+        // Stop the other hogs.
+        for row in &running[1..] {
+            let jobs = wait_for(addr, "/api/math", |jobs| {
+                job(jobs, &row["id"])["pid"].is_string()
+            })
+            .await;
+            let pid = job(&jobs, &row["id"])["pid"].as_str().unwrap().to_string();
+            let pid = pid.trim_matches(['<', '>']);
+            post(addr, &format!("/api/processes/{pid}/kill"), json!({})).await;
+        }
     });
 }

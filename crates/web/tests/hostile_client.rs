@@ -55,7 +55,10 @@ impl Reply {
     }
 
     fn error(&self) -> String {
-        self.json()["error"].as_str().unwrap_or_default().to_string()
+        self.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 }
 
@@ -179,9 +182,15 @@ async fn healthy(addr: SocketAddr) -> Result<(), String> {
             other => panic!("{path} answered {other}: {}", reply.body),
         }
     };
-    let ping = ok("/ping", try_send(addr, "GET", "/ping", &[host(addr)], "").await)?;
+    let ping = ok(
+        "/ping",
+        try_send(addr, "GET", "/ping", &[host(addr)], "").await,
+    )?;
     assert_eq!(ping.body, "pong");
-    let page = ok("/math", try_send(addr, "GET", "/math", &[host(addr)], "").await)?;
+    let page = ok(
+        "/math",
+        try_send(addr, "GET", "/math", &[host(addr)], "").await,
+    )?;
     assert!(page.body.contains("/assets/console/console.js"));
     let system = ok(
         "/api/system",
@@ -299,7 +308,10 @@ fn a_cross_site_post_is_refused_and_changes_nothing() {
         assert_eq!(jobs["jobs"], json!([]), "{jobs}");
         assert_eq!(get(addr, "/api/load").await.json()["workers"], 0);
         // The console's own requests (same origin, or no Origin) work.
-        assert_eq!(post(addr, "/api/math", json!({ "n": 10 })).await.status, 202);
+        assert_eq!(
+            post(addr, "/api/math", json!({ "n": 10 })).await.status,
+            202
+        );
         let no_origin = send(
             addr,
             "POST",
@@ -320,7 +332,13 @@ fn a_foreign_host_is_refused_on_every_console_route() {
     with_demo(Options::default(), |demo| async move {
         let addr = demo.local_addr();
         let port = addr.port();
-        for path in ["/", "/math", "/api/system", "/api/math", "/assets/console/console.js"] {
+        for path in [
+            "/",
+            "/math",
+            "/api/system",
+            "/api/math",
+            "/assets/console/console.js",
+        ] {
             for foreign in [format!("evil.example:{port}"), "10.1.2.3".to_string()] {
                 let reply = send(addr, "GET", path, &[("host", foreign.clone())], "").await;
                 assert_eq!(reply.status, 403, "{path} with Host {foreign}: {reply:?}");
@@ -359,7 +377,12 @@ fn an_allowed_host_is_accepted_and_read_only_refuses_every_action() {
     with_demo(options, |demo| async move {
         let addr = demo.local_addr();
         let named = ("host", "console.example.com".to_string());
-        assert_eq!(send(addr, "GET", "/api/system", &[named.clone()], "").await.status, 200);
+        assert_eq!(
+            send(addr, "GET", "/api/system", &[named.clone()], "")
+                .await
+                .status,
+            200
+        );
         for (path, body) in [
             ("/api/math", json!({ "n": 10 })),
             ("/api/load", json!({ "workers": 10 })),
@@ -395,7 +418,10 @@ fn with_the_console_off_only_the_endpoints_are_served() {
 /// The processes the node cannot live without, with what they are.
 fn system_processes(demo: &Demo) -> Vec<(String, Pid)> {
     let app = demo.application();
-    let mut found = vec![("the test's block_on root".to_string(), ember_runtime::self_pid())];
+    let mut found = vec![(
+        "the test's block_on root".to_string(),
+        ember_runtime::self_pid(),
+    )];
     for what in ["keeper", "root", "endpoint"] {
         let name = format!("{app}_{what}");
         let pid = whereis(&name).unwrap_or_else(|| panic!("{name} is registered"));
@@ -453,7 +479,12 @@ fn every_console_process_can_be_killed_when_allowed_and_the_node_heals() {
     with_demo(options, |demo| async move {
         let addr = demo.local_addr();
         // Start the whole tree (a first console request) and some load.
-        assert_eq!(post(addr, "/api/load", json!({ "workers": 100 })).await.status, 202);
+        assert_eq!(
+            post(addr, "/api/load", json!({ "workers": 100 }))
+                .await
+                .status,
+            202
+        );
         let names = console_names(&demo);
         assert!(names.len() >= 20, "the console's processes: {names:?}");
         let mut killed = 0;
@@ -465,7 +496,14 @@ fn every_console_process_can_be_killed_when_allowed_and_the_node_heals() {
             // very connection down before the answer is written.
             let path = format!("/api/processes/{}/kill", pid_path(pid));
             let origin = ("origin", format!("http://{addr}"));
-            match try_send(addr, "POST", &path, &[host(addr), json_type(), origin], "{}").await
+            match try_send(
+                addr,
+                "POST",
+                &path,
+                &[host(addr), json_type(), origin],
+                "{}",
+            )
+            .await
             {
                 Ok(reply) => assert_eq!(reply.status, 200, "kill {name}: {reply:?}"),
                 Err(e) => println!("kill {name}: no answer ({e})"),
@@ -511,7 +549,10 @@ fn past_its_restart_intensity_the_console_restarts_whole_and_serves_no_stale_fig
         let mut kills = 0;
         let deadline = Instant::now() + Duration::from_secs(20);
         while Handle::current().is_alive(master) {
-            assert!(Instant::now() < deadline, "the console's supervisor never gave up");
+            assert!(
+                Instant::now() < deadline,
+                "the console's supervisor never gave up"
+            );
             let Some(pid) = whereis(&sampler) else {
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 continue;

@@ -62,9 +62,10 @@ fn fail(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// Adds `Retry-After: 1`.
 fn retry_later(mut response: Response) -> Response {
-    response
-        .headers_mut()
-        .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+    response.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
     response
 }
 

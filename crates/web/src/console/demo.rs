@@ -96,10 +96,9 @@ impl Demo {
         config: Config,
         options: Options,
     ) -> io::Result<Demo> {
-        let requested = listen
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on"))?;
+        let requested = listen.to_socket_addrs()?.next().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on")
+        })?;
         let mode = options.mode;
         let console = new_console(options);
         let router = if mode == Mode::Off {
@@ -243,9 +242,7 @@ async fn keep(console: Arc<Console>, endpoint: Arc<Endpoint>, spec: ChildSpec) {
         // Stopped: start it again, with a growing pause while it fails
         // (names of the old tree still registered, the address still held).
         loop {
-            let stop = ember::receive::<KeeperRequest>()
-                .timeout(backoff)
-                .await;
+            let stop = ember::receive::<KeeperRequest>().timeout(backoff).await;
             if let Some(KeeperRequest::Stop(done)) = stop {
                 let _ = application::stop(console.app_name()).await;
                 let _ = done.send(());

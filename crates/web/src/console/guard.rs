@@ -31,7 +31,10 @@ fn host_of(request: &Request) -> Option<String> {
     let header = request.headers().get(HOST);
     match header {
         Some(value) => value.to_str().ok().map(str::to_ascii_lowercase),
-        None => request.uri().authority().map(|a| a.as_str().to_ascii_lowercase()),
+        None => request
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_ascii_lowercase()),
     }
 }
 
@@ -140,7 +143,9 @@ pub(crate) fn check_mutation(console: &Console, request: &Request) -> Result<(),
     } else {
         Err(refusal(
             StatusCode::FORBIDDEN,
-            format!("cross-origin request refused: Origin {origin:?} is not this console ({host:?})"),
+            format!(
+                "cross-origin request refused: Origin {origin:?} is not this console ({host:?})"
+            ),
         ))
     }
 }
@@ -200,7 +205,10 @@ mod tests {
         assert!(same_origin("http://localhost", "localhost:80"));
         assert!(!same_origin("http://evil.example", "127.0.0.1:4000"));
         assert!(!same_origin("http://127.0.0.1:4001", "127.0.0.1:4000"));
-        assert!(same_origin("https://console.example.com", "console.example.com"));
+        assert!(same_origin(
+            "https://console.example.com",
+            "console.example.com"
+        ));
         assert!(!same_origin("null", "127.0.0.1:4000"));
     }
 }
