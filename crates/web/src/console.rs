@@ -191,7 +191,7 @@ where
                     ember_runtime::set_priority(ember_runtime::Priority::High);
                     answer.await
                 }
-                Err(refused) => refused,
+                Err(refused) => refused.response(),
             }
         })
     }
@@ -216,7 +216,7 @@ where
         async move {
             match answer {
                 Ok(answer) => answer.await,
-                Err(refused) => refused,
+                Err(refused) => refused.response(),
             }
         }
     })

@@ -378,9 +378,7 @@ fn an_allowed_host_is_accepted_and_read_only_refuses_every_action() {
         let addr = demo.local_addr();
         let named = ("host", "console.example.com".to_string());
         assert_eq!(
-            send(addr, "GET", "/api/system", &[named.clone()], "")
-                .await
-                .status,
+            send(addr, "GET", "/api/system", &[named], "").await.status,
             200
         );
         for (path, body) in [

@@ -19,11 +19,26 @@ use serde_json::json;
 use super::{Console, Mode};
 use crate::{Request, Response};
 
-/// A JSON error response.
-pub(crate) fn refusal(status: StatusCode, message: impl Into<String>) -> Response {
-    let mut response = crate::json(&json!({ "error": message.into() }));
-    *response.status_mut() = status;
-    response
+/// Why a request is refused: answered `{"error": message}` with `status`.
+pub(crate) struct Refusal {
+    status: StatusCode,
+    message: String,
+}
+
+impl Refusal {
+    /// The JSON error response.
+    pub(crate) fn response(self) -> Response {
+        let mut response = crate::json(&json!({ "error": self.message }));
+        *response.status_mut() = self.status;
+        response
+    }
+}
+
+fn refusal(status: StatusCode, message: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        message: message.into(),
+    }
 }
 
 /// The request's `Host` (or its URI's authority), lowercased.
@@ -56,7 +71,8 @@ fn split_host(host: &str) -> (&str, Option<&str>) {
 /// an address it listens on. Ports are not compared: rebinding needs a
 /// name, and a name or IP literal that is ours is ours on any port.
 pub(crate) fn host_allowed(host: &str, listening: &[SocketAddr], allowed: &[String]) -> bool {
-    let (name, port) = split_host(host);
+    let host = host.to_ascii_lowercase();
+    let (name, port) = split_host(&host);
     if name.is_empty() {
         return false;
     }
@@ -91,7 +107,7 @@ pub(crate) fn host_allowed(host: &str, listening: &[SocketAddr], allowed: &[Stri
 }
 
 /// `403` unless `Host` names this console.
-pub(crate) fn check_host(console: &Console, request: &Request) -> Result<(), Response> {
+pub(crate) fn check_host(console: &Console, request: &Request) -> Result<(), Refusal> {
     let Some(host) = host_of(request) else {
         return Err(refusal(
             StatusCode::BAD_REQUEST,
@@ -114,7 +130,7 @@ pub(crate) fn check_host(console: &Console, request: &Request) -> Result<(), Res
 
 /// Read-only mode (`403`), the content type (`415` unless JSON) and the
 /// `Origin` (`403` unless absent or naming the `Host`).
-pub(crate) fn check_mutation(console: &Console, request: &Request) -> Result<(), Response> {
+pub(crate) fn check_mutation(console: &Console, request: &Request) -> Result<(), Refusal> {
     if console.options.mode == Mode::ReadOnly {
         return Err(refusal(
             StatusCode::FORBIDDEN,

@@ -236,7 +236,7 @@ pub(crate) struct MathJob {
 /// The console's math pool: at most `limit` workers at once, registered as
 /// `<console>_math`.
 pub(crate) fn pool_child_spec(console: &Console, limit: usize) -> ChildSpec {
-    let spec = ember_otp::pool::pool_child_spec(&console.name("math"), limit, |job: MathJob| {
+    ember_otp::pool::pool_child_spec(&console.name("math"), limit, |job: MathJob| {
         let spawned = Spawn::new()
             .link()
             .label("math worker")
@@ -245,8 +245,7 @@ pub(crate) fn pool_child_spec(console: &Console, limit: usize) -> ChildSpec {
             .map_err(|e| StartError::Failed(ExitReason::error(e)));
         async move { spawned }
     })
-    .expect("the math pool spec is valid");
-    spec
+    .expect("the math pool spec is valid")
 }
 
 /// How a job was refused.
