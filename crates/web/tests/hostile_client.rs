@@ -590,6 +590,20 @@ fn past_its_restart_intensity_the_console_restarts_whole_and_serves_no_stale_fig
         let new_master = whereis(&format!("application:{app}")).expect("a new master");
         let new_root = whereis(&format!("{app}_root")).expect("a new root");
         assert_ne!((new_master, new_root), (master, root));
+        // Its figures are live: uptime moves on.
+        let first = get(addr, "/api/system").await.json()["uptime_s"]
+            .as_f64()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let reply = get(addr, "/api/system").await;
+            assert_eq!(reply.status, 200, "{reply:?}");
+            if reply.json()["uptime_s"].as_f64().unwrap() >= first + 1.0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "uptime froze at {first} s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         println!("the console's supervisor gave up after {kills} kills and was started again");
         demo
     });

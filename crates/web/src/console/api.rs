@@ -81,13 +81,16 @@ async fn started(console: &Arc<Console>) -> Result<(), ApiError> {
         .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e))
 }
 
-/// The latest live sampler figures, waiting up to 2 s for fresh ones (the
+/// The latest figures of a live sampler, waiting up to 2 s for them (the
 /// first after a start come within a quarter of a second); `503` rather
 /// than stale figures.
 async fn snapshot(console: &Arc<Console>) -> Result<Arc<Snapshot>, ApiError> {
     started(console).await?;
     let mut rx = console.snapshot.subscribe();
-    let fresh = |s: &Option<Arc<Snapshot>>| s.as_ref().is_some_and(|s| s.taken.elapsed() < STALE);
+    let fresh = |s: &Option<Arc<Snapshot>>| {
+        s.as_ref()
+            .is_some_and(|s| s.taken.elapsed() < STALE && ember_runtime::is_alive(s.sampler))
+    };
     let waited = tokio::time::timeout(Duration::from_secs(2), rx.wait_for(fresh)).await;
     match waited {
         Ok(Ok(snapshot)) => Ok(snapshot.clone().expect("waited for some")),

@@ -15,17 +15,19 @@ use super::{top, Console};
 /// Sampling period.
 pub(crate) const PERIOD: Duration = Duration::from_secs(1);
 
-/// Figures older than this are stale: the sampler stopped.
-pub(crate) const STALE: Duration = Duration::from_millis(2500);
+/// Figures older than this are stale even if their sampler lives (it is
+/// stuck): a backstop, since a sampler that dies withdraws its figures.
+pub(crate) const STALE: Duration = Duration::from_secs(10);
 
 /// Points of history kept (one minute).
 const HISTORY: usize = 60;
 
 /// The figures of one second.
 pub(crate) struct Snapshot {
-    /// When they were taken: older than [`STALE`] means the sampler is not
-    /// running, and they are not served.
+    /// When they were taken (older than [`STALE`]: not served).
     pub(crate) taken: Instant,
+    /// The sampler that took them: once it is dead they are not served.
+    pub(crate) sampler: ember_runtime::Pid,
     /// `GET /api/system`.
     pub(crate) system: Value,
     /// `GET /api/top`.
@@ -106,6 +108,7 @@ pub(crate) async fn run(console: Arc<Console>, handle: Handle) {
         };
         let snapshot = Snapshot {
             taken: now,
+            sampler: ember_runtime::self_pid(),
             system: system_json(&new_info, &utilization),
             top: json!({
                 "interval_ms": window.as_millis() as u64,
