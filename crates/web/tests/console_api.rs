@@ -1,6 +1,7 @@
 //! The console's JSON API over a real socket (`docs/console-api.md`).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ember_runtime::{receive, Handle, Runtime, Spawn};
@@ -438,4 +439,89 @@ fn a_console_whose_supervisor_gave_up_starts_again_on_the_next_request() {
             "a new root supervisor"
         );
     });
+}
+
+/// A blocking `GET path` from a plain thread: the status, and when the
+/// request was sent and answered.
+fn blocking_get(addr: SocketAddr, path: &str) -> (u16, Instant, Instant) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let sent = Instant::now();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    let answered = Instant::now();
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status: {raw:?}"));
+    (status, sent, answered)
+}
+
+#[test]
+fn simultaneous_first_requests_start_the_console_once_and_both_are_answered() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const ROUNDS: usize = 1000;
+    let rt = Runtime::builder().schedulers(2).build().unwrap();
+    let (mut overlapped, mut first) = (0, [0usize; 2]);
+    for round in 0..ROUNDS {
+        let server = rt.block_on(async {
+            Server::bind(
+                "127.0.0.1:0",
+                console::mount(Router::new()),
+                Config::default(),
+            )
+            .unwrap()
+        });
+        let addr = server.local_addr();
+        // Spin gate: both threads send their first request at once.
+        let gate = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let gate = gate.clone();
+                std::thread::spawn(move || {
+                    gate.fetch_add(1, Ordering::SeqCst);
+                    while gate.load(Ordering::SeqCst) < 2 {
+                        std::hint::spin_loop();
+                    }
+                    blocking_get(addr, "/api/math")
+                })
+            })
+            .collect();
+        let answers: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        for (status, _, _) in &answers {
+            assert_eq!(*status, 200, "round {round}");
+        }
+        let (a, b) = (answers[0], answers[1]);
+        if a.1.max(b.1) < a.2.min(b.2) {
+            overlapped += 1;
+        }
+        first[usize::from(b.2 < a.2)] += 1;
+        let consoles = rt.block_on(async move {
+            let apps: Vec<_> = ember_otp::application::which_applications()
+                .into_iter()
+                .filter(|a| a.starts_with("ember_console_"))
+                .collect();
+            for app in &apps {
+                ember_otp::application::stop(app).await.unwrap();
+            }
+            server.shutdown().await;
+            apps.len()
+        });
+        assert_eq!(consoles, 1, "round {round}: one console application");
+    }
+    println!(
+        "{ROUNDS} rounds: both first requests in flight at once in {overlapped}; \
+         answered first: thread 0 {} times, thread 1 {} times",
+        first[0], first[1]
+    );
+    assert!(overlapped > 0, "the two requests never overlapped");
 }
