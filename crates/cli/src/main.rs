@@ -79,7 +79,7 @@ async fn serve(options: Options) -> ExitCode {
         }
     };
     let schedulers = ember_runtime::Handle::current().schedulers_online();
-    println!(
+    say(format_args!(
         "ember: listening on http://{} ({schedulers} schedulers, console {}); Ctrl-C stops",
         demo.local_addr(),
         match options.console {
@@ -87,12 +87,21 @@ async fn serve(options: Options) -> ExitCode {
             console::Mode::Off => "off",
             _ => "read-write",
         }
-    );
+    ));
     if let Err(e) = tokio::signal::ctrl_c().await {
         eprintln!("ember: cannot wait for Ctrl-C: {e}");
     }
-    println!("ember: shutting down (draining in-flight requests)");
+    say(format_args!(
+        "ember: shutting down (draining in-flight requests)"
+    ));
     demo.shutdown().await;
-    println!("ember: stopped");
+    say(format_args!("ember: stopped"));
     ExitCode::SUCCESS
+}
+
+/// Prints a line on stdout; a closed stdout is no reason to crash.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
