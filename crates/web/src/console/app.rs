@@ -3,6 +3,7 @@
 //! the HTTP endpoint) under an application master.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -44,7 +45,7 @@ pub(crate) struct Console {
     starting: tokio::sync::Mutex<()>,
     /// Whether a keeper restarts the application ([`Demo`](super::Demo)):
     /// then requests never start it themselves.
-    kept: std::sync::atomic::AtomicBool,
+    kept: AtomicBool,
 }
 
 impl Console {
@@ -57,7 +58,7 @@ impl Console {
             load: Arc::new(LoadShared::new()),
             snapshot: watch::channel(None).0,
             starting: tokio::sync::Mutex::new(()),
-            kept: std::sync::atomic::AtomicBool::new(false),
+            kept: AtomicBool::new(false),
         }
     }
 
@@ -90,7 +91,7 @@ impl Console {
 
     /// From now on a keeper restarts the application.
     pub(crate) fn set_kept(&self) {
-        self.kept.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.kept.store(true, Ordering::SeqCst);
     }
 
     /// The math pool.
@@ -116,7 +117,7 @@ impl Console {
         if self.running() {
             return Ok(());
         }
-        if self.kept.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.kept.load(Ordering::SeqCst) {
             return Err("the console is restarting; try again in a second".into());
         }
         let _one_at_a_time = self.starting.lock().await;
