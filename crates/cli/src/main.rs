@@ -55,6 +55,9 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        // Logs on stderr; stdout says where the node listens and when it
+        // stops, for whoever started it.
+        .with_writer(std::io::stderr)
         .init();
     let options = Options::parse();
     let mut builder = Runtime::builder();

@@ -171,9 +171,18 @@ fn the_binary_survives_a_kill_of_every_process_and_stops_on_ctrl_c() {
         let pid = if role == "block_on" {
             "0.1.0".to_string()
         } else {
-            match tree(addr, &keeper).into_iter().find(|(r, _)| r == role) {
-                Some((_, pid)) => pid,
-                None => panic!("no process {role} in the tree any more"),
+            // Right after a kill, part of the tree may still be restarting.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let now = tree(addr, &keeper);
+                if let Some((_, pid)) = now.iter().find(|(r, _)| r == role) {
+                    break pid.clone();
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no process {role} in the tree any more: {now:?}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
             }
         };
         let answer = request(addr, "POST", &format!("/api/processes/{pid}/kill"), "{}");
