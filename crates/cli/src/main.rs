@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ember_runtime::Runtime;
-use ember_web::{endpoints, Config, Router, Server};
+use ember_web::console::{self, Demo};
+use ember_web::{endpoints, Config, Router};
 
 /// The global allocator, counted exactly for `runtime_info`: mimalloc by
 /// default (feature `mimalloc`), the system allocator without it.
@@ -30,6 +31,22 @@ struct Options {
     /// Scheduler threads (default: one per core).
     #[arg(long)]
     schedulers: Option<usize>,
+    /// The live console: `rw` (default), `read-only` (no kill, no jobs, no
+    /// settings) or `off` (not served at all).
+    #[arg(long, default_value = "rw", value_parser = parse_mode)]
+    console: console::Mode,
+    /// A host name the console accepts in `Host` besides the addresses it
+    /// listens on, e.g. the name a reverse proxy forwards (repeatable).
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    allowed_hosts: Vec<String>,
+    /// Let the console kill the processes the node cannot live without
+    /// (its root, the HTTP acceptor, the top supervisor and the keeper).
+    #[arg(long)]
+    allow_kill_system: bool,
+}
+
+fn parse_mode(s: &str) -> Result<console::Mode, String> {
+    s.parse()
 }
 
 fn main() -> ExitCode {
@@ -38,6 +55,9 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        // Logs on stderr; stdout says where the node listens and when it
+        // stops, for whoever started it.
+        .with_writer(std::io::stderr)
         .init();
     let options = Options::parse();
     let mut builder = Runtime::builder();
@@ -51,28 +71,52 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(serve(options.listen))
+    rt.block_on(serve(options))
 }
 
-async fn serve(listen: String) -> ExitCode {
-    let router = ember_web::console::mount(endpoints::routes(Router::new()));
-    let server = match Server::bind(listen.as_str(), router, Config::default()) {
-        Ok(server) => server,
+async fn serve(options: Options) -> ExitCode {
+    // The root of the binary outlives any crash it might be linked to.
+    ember_runtime::trap_exit(true);
+    let console_options = console::Options {
+        mode: options.console,
+        allowed_hosts: options.allowed_hosts,
+        allow_kill_system: options.allow_kill_system,
+        ..console::Options::default()
+    };
+    let routes = endpoints::routes(Router::new());
+    let listen = options.listen;
+    let demo = match Demo::start(listen.as_str(), routes, Config::default(), console_options).await
+    {
+        Ok(demo) => demo,
         Err(e) => {
-            eprintln!("ember: cannot listen on {listen}: {e}");
+            eprintln!("ember: cannot serve on {listen}: {e}");
             return ExitCode::FAILURE;
         }
     };
     let schedulers = ember_runtime::Handle::current().schedulers_online();
-    println!(
-        "ember: listening on http://{} ({schedulers} schedulers); Ctrl-C stops",
-        server.local_addr()
-    );
+    say(format_args!(
+        "ember: listening on http://{} ({schedulers} schedulers, console {}); Ctrl-C stops",
+        demo.local_addr(),
+        match options.console {
+            console::Mode::ReadOnly => "read-only",
+            console::Mode::Off => "off",
+            _ => "read-write",
+        }
+    ));
     if let Err(e) = tokio::signal::ctrl_c().await {
         eprintln!("ember: cannot wait for Ctrl-C: {e}");
     }
-    println!("ember: shutting down (draining in-flight requests)");
-    server.shutdown().await;
-    println!("ember: stopped");
+    say(format_args!(
+        "ember: shutting down (draining in-flight requests)"
+    ));
+    demo.shutdown().await;
+    say(format_args!("ember: stopped"));
     ExitCode::SUCCESS
+}
+
+/// Prints a line on stdout; a closed stdout is no reason to crash.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }

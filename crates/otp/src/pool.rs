@@ -168,6 +168,31 @@ where
     Fut: Future<Output = Result<P, StartError>> + Send + 'static,
     P: Into<Pid>,
 {
+    let child = pool_child_spec(name, limit, worker)?;
+    SupervisorRef::from_name(POOLS)
+        .start_child(child)
+        .await
+        .map_err(|e| match e {
+            SupervisorError::Call(e) => PoolError::Call(e),
+            e => PoolError::Supervisor(e),
+        })?;
+    Ok(Pool::from_name(name))
+}
+
+/// The child spec of one pool (its per-pool supervisor, id `name`), to run
+/// it under a supervisor of one's own instead of the pools supervisor;
+/// [`Pool::from_name`]`(name)` then reaches it.
+pub fn pool_child_spec<A, F, Fut, P>(
+    name: &str,
+    limit: usize,
+    worker: F,
+) -> Result<ChildSpec, PoolError>
+where
+    A: Clone + Send + Sync + 'static,
+    F: Fn(A) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<P, StartError>> + Send + 'static,
+    P: Into<Pid>,
+{
     let name: Arc<str> = name.into();
     let workers = DynamicSupervisorSpec::worker(worker)
         .restart(Restart::Temporary)
@@ -177,19 +202,10 @@ where
         .build()
         .map_err(PoolError::Spec)?;
     let spec = pool_supervisor_spec(name.clone(), limit, workers)?;
-    let child = spec
-        .child_spec(name.clone())
+    spec.child_spec(name)
         .shutdown(Shutdown::Timeout(Duration::from_millis(10500)))
         .build()
-        .map_err(PoolError::Spec)?;
-    SupervisorRef::from_name(POOLS)
-        .start_child(child)
-        .await
-        .map_err(|e| match e {
-            SupervisorError::Call(e) => PoolError::Call(e),
-            e => PoolError::Supervisor(e),
-        })?;
-    Ok(Pool::from_name(name))
+        .map_err(PoolError::Spec)
 }
 
 /// The per-pool supervisor (ppool_sup: one_for_all, 1 in 3600 s): the

@@ -6,7 +6,7 @@
 //! | page | what |
 //! |---|---|
 //! | `/` | home: what the demo shows, links to the rest, live system figures |
-//! | `/math` | ∑(1..n) or n! as supervised tasks; `n = 13` crashes on purpose |
+//! | `/math` | ∑(1..n) or n! in a pool of workers with a limit and a queue; `n = 13` crashes on purpose |
 //! | `/load` | up to a million supervised workers, a failure rate, schedulers online, live graphs |
 //! | `/top` | the ten processes that used most CPU in the last second, with info and kill |
 //!
@@ -14,50 +14,159 @@
 //! framework, no CDN); they update by server-sent events. The JSON API is
 //! documented in `docs/console-api.md`.
 //!
+//! # Safe to leave on
+//!
+//! The console can kill any process, as observer can, so [`Options`] says
+//! who may drive it (see `docs/console-api.md`, "Who may use the console"):
+//!
+//! * every console request must name, in `Host`, an address the console
+//!   listens on or an [`Options::allowed_hosts`] entry (against DNS
+//!   rebinding); anything else is `403`;
+//! * a mutating request (`POST`) must be `Content-Type: application/json`
+//!   (else `415`) and same-origin: no `Origin`, or one naming the `Host`
+//!   (else `403`), so no other web page can drive it;
+//! * [`Mode::ReadOnly`] refuses every mutation, [`Mode::Off`] mounts nothing;
+//! * the processes the node cannot live without (the binary's root, the
+//!   keeper, the application master, its top supervisor and the HTTP
+//!   acceptor) cannot be killed from the console (`403`) unless
+//!   [`Options::allow_kill_system`] is set.
+//!
 //! # The console's processes
 //!
-//! Nothing runs until the first console request. That request starts, in
-//! a process of its own (not linked to the request), a supervisor with:
+//! The console's processes form one application, `ember_console_<n>`
+//! (OTP's application master with one top supervisor):
 //!
-//! * `math_tasks`: a [`TaskSupervisor`](ember_otp::task::TaskSupervisor)
-//!   running each math job as a temporary task, so a crash ends only that
-//!   job;
-//! * `sampler`: once a second, diffs runtime and process counters into the
-//!   figures every page shows (`console/sampler.rs`);
-//! * `load_shards`: a supervisor of dynamic supervisors that restart crashed
-//!   load workers (`console/load.rs`).
+//! ```text
+//! application master
+//!  └── root (one_for_one, 5 restarts in 10 s)
+//!       ├── math        the pool of math workers (ppool: limit and queue)
+//!       ├── sampler     the figures every page shows, once a second
+//!       ├── load_shards 16 dynamic supervisors of load workers
+//!       └── endpoint    the HTTP acceptor ([`Demo`] only)
+//! ```
+//!
+//! With [`Demo`] (what the `ember` binary runs) the whole node is that tree,
+//! endpoint included, and a keeper process starts it again whenever it
+//! stops (the root exceeded its restart intensity, or someone killed it):
+//! OTP's escalation, then what `heart` does for a node. With [`mount`]
+//! alone the tree has no endpoint and starts on the first console request;
+//! a request that finds it stopped starts it again. While it is down or has
+//! not reported yet, the API answers `503` rather than stale figures.
 //!
 //! Each open event stream is one more process, which ends when its client
 //! goes away.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::{Request, Response, Router};
 
 mod api;
+mod app;
 mod assets;
+mod demo;
+mod guard;
 mod load;
 mod math;
 mod sampler;
-mod services;
 mod top;
 
-pub(crate) use services::Console;
+pub(crate) use app::Console;
+pub use demo::Demo;
+
+/// Whether the console is served, and whether it may change anything.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Mode {
+    /// Pages, API and actions (the default; `--console rw`).
+    #[default]
+    ReadWrite,
+    /// Pages and API, but every mutating request answers `403`
+    /// (`--console read-only`).
+    ReadOnly,
+    /// No console at all: its routes answer `404` and none of its
+    /// processes run (`--console off`).
+    Off,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s {
+            "rw" | "read-write" => Ok(Mode::ReadWrite),
+            "read-only" | "ro" => Ok(Mode::ReadOnly),
+            "off" => Ok(Mode::Off),
+            other => Err(format!(
+                "bad console mode {other:?}: expected rw, read-only or off"
+            )),
+        }
+    }
+}
+
+/// Who may use the console and what it may do.
+///
+/// ```
+/// use ember_web::console::{Mode, Options};
+/// let options = Options {
+///     mode: Mode::ReadOnly,
+///     allowed_hosts: vec!["console.example.com".into()],
+///     ..Options::default()
+/// };
+/// # let _ = options;
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Read-write (default), read-only or off.
+    pub mode: Mode,
+    /// Host names (or `name:port`) accepted in `Host` besides the addresses
+    /// the console listens on, e.g. the name a reverse proxy forwards
+    /// (`--allowed-host NAME`).
+    pub allowed_hosts: Vec<String>,
+    /// Whether the console may kill the processes the node cannot live
+    /// without (default false: `403`; `--allow-kill-system`).
+    pub allow_kill_system: bool,
+    /// The addresses the server listens on, for the `Host` check. [`Demo`]
+    /// fills it in; with [`mount_with`] leave it empty to accept loopback
+    /// hosts (`localhost`, `127.0.0.1`, `[::1]`) only.
+    pub listening: Vec<SocketAddr>,
+}
 
 /// Adds the console's pages (`/`, `/math`, `/load`, `/top`), its assets
-/// (`/assets/console/*`) and its JSON API (`/api/...`) to `router`.
+/// (`/assets/console/*`) and its JSON API (`/api/...`) to `router`, with the
+/// default [`Options`].
 ///
 /// Each call makes an independent console: its processes start inside the
 /// runtime that serves its first request.
 pub fn mount(router: Router) -> Router {
-    static INSTANCES: AtomicU64 = AtomicU64::new(0);
-    let console = Arc::new(Console::new(INSTANCES.fetch_add(1, Ordering::Relaxed)));
-    let router = assets::mount(router);
-    api::mount(router, console)
+    mount_with(router, Options::default())
 }
 
-/// Wraps a handler that needs the console.
+/// [`mount`] with `options`; [`Mode::Off`] returns `router` unchanged.
+pub fn mount_with(router: Router, options: Options) -> Router {
+    if options.mode == Mode::Off {
+        return router;
+    }
+    let console = new_console(options);
+    mount_console(router, &console)
+}
+
+fn new_console(options: Options) -> Arc<Console> {
+    static INSTANCES: AtomicU64 = AtomicU64::new(0);
+    Arc::new(Console::new(
+        INSTANCES.fetch_add(1, Ordering::Relaxed),
+        options,
+    ))
+}
+
+fn mount_console(router: Router, console: &Arc<Console>) -> Router {
+    let router = assets::mount(router, console);
+    api::mount(router, console.clone())
+}
+
+/// Wraps a console handler: the `Host` check, then the handler at high
+/// priority.
 fn with<F, Fut>(
     console: &Arc<Console>,
     handler: F,
@@ -71,13 +180,44 @@ where
 {
     let console = console.clone();
     move |request| {
-        let answer = handler(console.clone(), request);
+        let answer =
+            guard::check_host(&console, &request).map(|()| handler(console.clone(), request));
         Box::pin(async move {
-            // The console must stay usable when the system it shows is
-            // saturated (a million workers on two cores): its processes
-            // are served before normal work.
-            ember_runtime::set_priority(ember_runtime::Priority::High);
-            answer.await
+            match answer {
+                Ok(answer) => {
+                    // The console must stay usable when the system it shows
+                    // is saturated (a million workers on two cores): its
+                    // processes are served before normal work.
+                    ember_runtime::set_priority(ember_runtime::Priority::High);
+                    answer.await
+                }
+                Err(refused) => refused.response(),
+            }
         })
     }
+}
+
+/// [`with`] for a mutating route: also read-only mode, the content type and
+/// the `Origin` (see [`guard::check_mutation`]).
+fn with_mutation<F, Fut>(
+    console: &Arc<Console>,
+    handler: F,
+) -> impl Fn(Request) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>
+       + Send
+       + Sync
+       + 'static
+where
+    F: Fn(Arc<Console>, Request) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    with(console, move |console, request| {
+        let answer = guard::check_mutation(&console, &request).map(|()| handler(console, request));
+        async move {
+            match answer {
+                Ok(answer) => answer.await,
+                Err(refused) => refused.response(),
+            }
+        }
+    })
 }

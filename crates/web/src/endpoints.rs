@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /ping` | `200`, body `pong` |
 //! | `GET /fact?n=N` | `200`, body the **bit length** of N! in decimal (e.g. `22` for `n=10`, since 10! = 3628800 < 2²²); `400` if `n` is missing, not a non-negative integer, or above 10 000 000 |
-//! | `GET /spin?n=N` | `200`, body the final state (decimal `u64`) of N xorshift64 steps from `0x9E3779B97F4A7C15`; `400` if `n` is missing or not a non-negative integer |
+//! | `GET /spin?n=N` | `200`, body the final state (decimal `u64`) of N xorshift64 steps from `0x9E3779B97F4A7C15`; `400` if `n` is missing, not a non-negative integer, or above 10 000 000 000 |
 //!
 //! Both computations are plain loops without a single await, as a user's
 //! naive handler would write them: `/fact` multiplies a `BigUint` by each
@@ -21,6 +21,10 @@ use crate::{query, text, Request, Response, Router};
 
 /// Largest `n` `/fact` accepts.
 pub const FACT_MAX_N: u64 = 10_000_000;
+
+/// Largest `n` `/spin` accepts (some seconds of one core: a request
+/// cannot hold a core for hours).
+pub const SPIN_MAX_N: u64 = 10_000_000_000;
 
 /// The xorshift64 state `/spin` starts from.
 pub const SPIN_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -48,7 +52,7 @@ pub async fn fact(req: Request) -> Response {
 
 /// `GET /spin?n=N`: N xorshift64 steps.
 pub async fn spin(req: Request) -> Response {
-    match parse_n(&req, u64::MAX) {
+    match parse_n(&req, SPIN_MAX_N) {
         Ok(n) => text(StatusCode::OK, xorshift(n).to_string()),
         Err(why) => text(StatusCode::BAD_REQUEST, why),
     }

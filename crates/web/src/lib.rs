@@ -51,7 +51,9 @@
 //! });
 //! ```
 //!
-//! [`endpoints`] holds the benchmark endpoints (`/ping`, `/fact`, `/spin`).
+//! [`endpoints`] holds the benchmark endpoints (`/ping`, `/fact`, `/spin`);
+//! [`console`] the live console, and [`console::Demo`], the supervised node
+//! the `ember` binary runs.
 
 #![forbid(unsafe_code)]
 

@@ -48,6 +48,7 @@ fn spin_answers_the_xorshift_state_after_n_steps() {
             (reply.status, reply.body),
             (200, endpoints::xorshift(100_000).to_string())
         );
+        assert_eq!(endpoints::SPIN_MAX_N, 10_000_000_000);
     });
 }
 
@@ -67,6 +68,8 @@ fn fact_and_spin_answer_400_to_a_bad_n() {
             "/spin",
             "/spin?n=x",
             "/spin?n=-1",
+            "/spin?n=10000000001",
+            "/spin?n=18446744073709551615",
         ] {
             assert_eq!(get(addr, path).await.status, 400, "{path}");
         }

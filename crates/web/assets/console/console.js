@@ -116,10 +116,13 @@ function onSystem(system) {
 
 function mathPage() {
   const form = $("math-form"), input = $("math-n"), fact = $("math-fact"), err = $("math-error");
+  const queue = $("math-queue");
   async function submit(n) {
     err.hidden = true;
     try {
-      await api("POST", "/api/math", { n: Number(n), op: fact.checked ? "factorial" : "sum" });
+      await api("POST", "/api/math", {
+        n: Number(n), op: fact.checked ? "factorial" : "sum", queue: queue.checked,
+      });
     } catch (e) {
       err.textContent = e.message;
       err.hidden = false;
@@ -129,7 +132,13 @@ function mathPage() {
   for (const b of form.querySelectorAll("[data-n]")) {
     b.addEventListener("click", () => { input.value = b.dataset.n; submit(b.dataset.n); });
   }
-  stream("/api/math/events", (data) => renderMath(data.jobs));
+  stream("/api/math/events", (data) => { renderMath(data.jobs); renderPool(data.pool); });
+}
+
+function renderPool(pool) {
+  $("math-pool").textContent = pool
+    ? `Pool: ${pool.running} of ${pool.limit} slots busy, ${pool.queued} of at most ${pool.max_queued} jobs queued.`
+    : "Pool: restarting…";
 }
 
 function renderMath(jobs) {
@@ -141,7 +150,10 @@ function renderMath(jobs) {
   body.replaceChildren(...jobs.map((job) => {
     const what = job.op === "sum" ? `∑(1..${fmtNum(job.n)})` : `${fmtNum(job.n)}!`;
     let state, result;
-    if (job.state === "calculating") {
+    if (job.state === "queued") {
+      state = el("span", { class: "state calculating", text: "queued (waiting for a slot)" });
+      result = el("span", { class: "muted", text: "" });
+    } else if (job.state === "calculating") {
       state = el("span", { class: "state calculating" }, el("span", { class: "spinner" }), "calculating…");
       result = el("span", { class: "muted", text: "" });
     } else if (job.state === "error") {
@@ -246,7 +258,7 @@ async function showInfo(pid) {
 
 async function kill(pid) {
   try {
-    const r = await api("POST", `/api/processes/${pid}/kill`);
+    const r = await api("POST", `/api/processes/${pid}/kill`, {});
     if (infoPid === pid) {
       $("info-poll").hidden = false;
       $("info-poll").textContent = r.current_poll ? `killed: ${r.current_poll}` : "killed";

@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::math::{self, Op};
-use super::sampler::Snapshot;
-use super::{load, top, with, Console};
+use super::sampler::{Snapshot, STALE};
+use super::{load, top, with, with_mutation, Console};
 use crate::{Request, Response, Router};
 
 /// Largest `n` accepted for a sum (∑ fits in 128 bits well past it).
@@ -27,12 +27,12 @@ pub(crate) fn mount(router: Router, console: Arc<Console>) -> Router {
         .get("/api/top", with(&console, get_top))
         .get("/api/top/events", with(&console, top_events))
         .get("/api/processes/*", with(&console, process_info))
-        .post("/api/processes/*", with(&console, process_action))
+        .post("/api/processes/*", with_mutation(&console, process_action))
         .get("/api/math", with(&console, math_rows))
-        .post("/api/math", with(&console, math_start))
+        .post("/api/math", with_mutation(&console, math_start))
         .get("/api/math/events", with(&console, math_events))
         .get("/api/load", with(&console, load_get))
-        .post("/api/load", with(&console, load_set))
+        .post("/api/load", with_mutation(&console, load_set))
         .get("/api/load/events", with(&console, load_events))
 }
 
@@ -41,7 +41,12 @@ struct ApiError(StatusCode, String);
 
 impl ApiError {
     fn into_response(self) -> Response {
-        with_status(self.0, crate::json(&json!({ "error": self.1 })))
+        let response = with_status(self.0, crate::json(&json!({ "error": self.1 })));
+        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
+            retry_later(response)
+        } else {
+            response
+        }
     }
 }
 
@@ -53,6 +58,15 @@ fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
 /// The response of [`error`].
 fn fail(status: StatusCode, message: impl Into<String>) -> Response {
     error(status, message).into_response()
+}
+
+/// Adds `Retry-After: 1`.
+fn retry_later(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+    response
 }
 
 fn with_status(status: StatusCode, mut response: Response) -> Response {
@@ -67,16 +81,22 @@ async fn started(console: &Arc<Console>) -> Result<(), ApiError> {
         .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e))
 }
 
-/// The latest sampler figures, waiting up to 3 s for the first ones.
+/// The latest figures of a live sampler, waiting up to 2 s for them (the
+/// first after a start come within a quarter of a second); `503` rather
+/// than stale figures.
 async fn snapshot(console: &Arc<Console>) -> Result<Arc<Snapshot>, ApiError> {
     started(console).await?;
     let mut rx = console.snapshot.subscribe();
-    let waited = tokio::time::timeout(Duration::from_secs(3), rx.wait_for(Option::is_some)).await;
+    let fresh = |s: &Option<Arc<Snapshot>>| {
+        s.as_ref()
+            .is_some_and(|s| s.taken.elapsed() < STALE && ember_runtime::is_alive(s.sampler))
+    };
+    let waited = tokio::time::timeout(Duration::from_secs(2), rx.wait_for(fresh)).await;
     match waited {
         Ok(Ok(snapshot)) => Ok(snapshot.clone().expect("waited for some")),
         _ => Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the console sampler has not reported yet",
+            "the console sampler is restarting; no live figures yet",
         )),
     }
 }
@@ -232,6 +252,17 @@ async fn process_action(console: Arc<Console>, request: Request) -> Response {
     };
     match action.as_deref() {
         Some("kill") => {
+            if let Some(why) = console.protected(pid) {
+                if !console.options.allow_kill_system {
+                    return fail(
+                        StatusCode::FORBIDDEN,
+                        format!(
+                            "refused to kill {pid}: {why}, and the node cannot live without it \
+                             (start the node with --allow-kill-system to allow it)"
+                        ),
+                    );
+                }
+            }
             let handle = Handle::current();
             handle.exit(pid, ExitReason::Kill);
             let after = handle.process_info(pid);
@@ -253,8 +284,25 @@ async fn process_action(console: Arc<Console>, request: Request) -> Response {
 
 // ---- math --------------------------------------------------------------------
 
+/// The jobs, and the pool's figures when it runs.
+async fn math_json(console: &Arc<Console>) -> Value {
+    let pool = match console.pool().stats().await {
+        Ok(stats) => json!({
+            "limit": stats.limit,
+            "running": stats.running,
+            "queued": console.math.queued(),
+            "max_queued": math::MAX_QUEUED,
+        }),
+        Err(_) => Value::Null,
+    };
+    json!({ "jobs": console.math.to_json(), "pool": pool })
+}
+
 async fn math_rows(console: Arc<Console>, _request: Request) -> Response {
-    crate::json(&json!({ "jobs": console.math.to_json() }))
+    if let Err(e) = started(&console).await {
+        return e.into_response();
+    }
+    crate::json(&math_json(&console).await)
 }
 
 async fn math_start(console: Arc<Console>, request: Request) -> Response {
@@ -288,12 +336,27 @@ async fn math_start(console: Arc<Console>, request: Request) -> Response {
             )
         }
     };
+    let queue = match params.get("queue").map(String::as_str) {
+        None | Some("false") | Some("") => false,
+        Some("true") => true,
+        Some(other) => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                format!("bad queue {other:?}: expected true or false"),
+            )
+        }
+    };
     if let Err(e) = started(&console).await {
         return e.into_response();
     }
-    let id = math::start(&console, n, op);
-    let row = console.math.row_json(id).unwrap_or(Value::Null);
-    with_status(StatusCode::ACCEPTED, crate::json(&row))
+    match math::start(&console, n, op, queue).await {
+        Ok(id) => {
+            let row = console.math.row_json(id).unwrap_or(Value::Null);
+            with_status(StatusCode::ACCEPTED, crate::json(&row))
+        }
+        Err(math::Refused::Busy(why)) => retry_later(fail(StatusCode::SERVICE_UNAVAILABLE, why)),
+        Err(math::Refused::Down(why)) => retry_later(fail(StatusCode::SERVICE_UNAVAILABLE, why)),
+    }
 }
 
 async fn math_events(console: Arc<Console>, _request: Request) -> Response {
@@ -305,7 +368,7 @@ async fn math_events(console: Arc<Console>, _request: Request) -> Response {
         .spawn(async move {
             loop {
                 updates.borrow_and_update();
-                let event = json!({ "jobs": console.math.to_json() }).to_string();
+                let event = math_json(&console).await.to_string();
                 if tx.send(event).await.is_err() {
                     return;
                 }

@@ -4,6 +4,9 @@
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::StatusCode;
 
+use std::sync::Arc;
+
+use super::{with, Console};
 use crate::{Body, Request, Response, Router};
 
 const LAYOUT: &str = include_str!("../../assets/console/layout.html");
@@ -49,17 +52,23 @@ const PAGES: [Page; 4] = [
     },
 ];
 
-pub(crate) fn mount(router: Router) -> Router {
+pub(crate) fn mount(router: Router, console: &Arc<Console>) -> Router {
     let router = PAGES.iter().fold(router, |router, page| {
         let html = render(page);
-        router.get(page.path, move |_request: Request| {
-            let html = html.clone();
-            async move { crate::html(html) }
-        })
+        router.get(
+            page.path,
+            with(console, move |_console, _request: Request| {
+                let html = html.clone();
+                async move { crate::html(html) }
+            }),
+        )
     });
-    router.get("/assets/console/*", |request: Request| async move {
-        asset(request.uri().path())
-    })
+    router.get(
+        "/assets/console/*",
+        with(console, |_console, request: Request| async move {
+            asset(request.uri().path())
+        }),
+    )
 }
 
 /// The layout around a page's body, with its navigation link marked.

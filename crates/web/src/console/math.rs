@@ -1,7 +1,9 @@
 //! The math demo: each job computes ∑(1..n) or n! naively, without a single
-//! await, in a supervised task of its own. `n = 13` panics on purpose: its
-//! row shows "error" and nothing else notices. A huge `n` runs for minutes
-//! on one thread while the watchdog keeps every other process responsive.
+//! await, in a worker process of the console's math pool (ppool: at most
+//! `limit` at once; `run` answers busy at once, `sync_queue` waits for a
+//! slot). `n = 13` panics on purpose: its row shows "error" and nothing
+//! else notices. A huge `n` runs for minutes on one thread while the
+//! watchdog keeps every other process responsive.
 
 use std::collections::VecDeque;
 use std::hint::black_box;
@@ -9,7 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ember_runtime::{should_stop, ExitReason, Pid, Spawn};
+use ember_otp::gen::StartError;
+use ember_otp::pool::PoolError;
+use ember_otp::supervisor::ChildSpec;
+use ember_runtime::{self_pid, should_stop, ExitReason, Pid, Spawn};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
@@ -17,6 +22,10 @@ use super::Console;
 
 /// Rows kept on the board; older finished rows are forgotten.
 const MAX_ROWS: usize = 200;
+
+/// Most jobs waiting for a slot of the pool; past it a queued job is
+/// refused as busy too.
+pub(crate) const MAX_QUEUED: usize = 16;
 
 /// The one `n` that crashes, as in the classic demo.
 pub(crate) const UNLUCKY: u64 = 13;
@@ -58,6 +67,7 @@ pub(crate) struct Outcome {
 
 #[derive(Clone, Debug)]
 enum State {
+    Queued,
     Calculating,
     Done(Outcome),
     Error(String),
@@ -78,6 +88,7 @@ struct Row {
 impl Row {
     fn to_json(&self) -> Value {
         let (state, result, digits, error) = match &self.state {
+            State::Queued => ("queued", None, None, None),
             State::Calculating => ("calculating", None, None, None),
             State::Done(o) => ("done", Some(o.text.as_str()), Some(o.digits), None),
             State::Error(e) => ("error", None, None, Some(e.as_str())),
@@ -128,7 +139,7 @@ impl MathBoard {
         self.version.send_modify(|v| *v += 1);
     }
 
-    fn insert(&self, n: u64, op: Op) -> u64 {
+    fn insert(&self, n: u64, op: Op, state: State) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let submitted_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -139,7 +150,7 @@ impl MathBoard {
             n,
             op,
             pid: None,
-            state: State::Calculating,
+            state,
             submitted_ms,
             started: Instant::now(),
             took: None,
@@ -147,7 +158,7 @@ impl MathBoard {
         while rows.len() > MAX_ROWS {
             match rows
                 .iter()
-                .position(|r| !matches!(r.state, State::Calculating))
+                .position(|r| !matches!(r.state, State::Calculating | State::Queued))
             {
                 Some(i) => {
                     rows.remove(i);
@@ -164,6 +175,11 @@ impl MathBoard {
         if let Some(row) = self.rows().iter_mut().find(|r| r.id == id) {
             f(row);
         }
+        self.changed();
+    }
+
+    fn forget(&self, id: u64) {
+        self.rows().retain(|r| r.id != id);
         self.changed();
     }
 
@@ -185,6 +201,14 @@ impl MathBoard {
         self.rows().iter().find(|r| r.id == id).map(Row::to_json)
     }
 
+    /// Jobs waiting for a slot.
+    pub(crate) fn queued(&self) -> usize {
+        self.rows()
+            .iter()
+            .filter(|r| matches!(r.state, State::Queued))
+            .count()
+    }
+
     /// Pids of the tasks still calculating.
     pub(crate) fn running_pids(&self) -> Vec<Pid> {
         self.rows()
@@ -200,51 +224,148 @@ impl MathBoard {
     }
 }
 
-/// Starts a job and returns its row id at once. The job runs as a task of
-/// the console's task supervisor (not linked to the caller), watched by a
-/// small process that records how it ended. Call from a process.
-pub(crate) fn start(console: &Arc<Console>, n: u64, op: Op) -> u64 {
-    let board = console.math.clone();
-    let id = board.insert(n, op);
-    let tasks = console.tasks();
-    let spawned = Spawn::new().label("math watcher").spawn(async move {
-        let task = match tasks.async_nolink(async move { compute(n, op) }).await {
-            Ok(task) => task,
-            Err(e) => {
-                board.finish(id, State::Error(format!("not started: {e}")));
-                return;
-            }
-        };
-        let pid = task.pid();
-        board.update(id, |row| row.pid = Some(pid));
-        let mut task = task;
-        let outcome = loop {
-            if let Some(outcome) = task.yield_for(Duration::from_secs(3600)).await {
-                break outcome;
-            }
-        };
-        let state = match outcome {
-            Ok(Some(outcome)) => State::Done(outcome),
-            Ok(None) => State::Error("stopped".into()),
-            Err(e) => State::Error(describe_error(&e)),
-        };
-        board.finish(id, state);
-    });
-    if spawned.is_err() {
-        console
-            .math
-            .finish(id, State::Error("not started: spawn failed".into()));
-    }
-    id
+/// What a math worker computes: a row of the board.
+#[derive(Clone)]
+pub(crate) struct MathJob {
+    id: u64,
+    n: u64,
+    op: Op,
+    board: Arc<MathBoard>,
 }
 
-fn describe_error(e: &ember_otp::task::TaskError) -> String {
-    match e {
-        ember_otp::task::TaskError::Exited(ExitReason::Panic(message)) => {
-            format!("crashed: {message}")
+/// The console's math pool: at most `limit` workers at once, registered as
+/// `<console>_math`.
+pub(crate) fn pool_child_spec(console: &Console, limit: usize) -> ChildSpec {
+    ember_otp::pool::pool_child_spec(&console.name("math"), limit, |job: MathJob| {
+        let spawned = Spawn::new()
+            .link()
+            .label("math worker")
+            .spawn(work(job))
+            .map(|s| s.pid)
+            .map_err(|e| StartError::Failed(ExitReason::error(e)));
+        async move { spawned }
+    })
+    .expect("the math pool spec is valid")
+}
+
+/// How a job was refused.
+pub(crate) enum Refused {
+    /// Every slot is taken (and the queue is full, for a queued job).
+    Busy(String),
+    /// The pool is not running.
+    Down(String),
+}
+
+/// Starts a job in the pool and returns its row id: with `queue` false it
+/// needs a free slot now (ppool's `run`), with `queue` true it waits for
+/// one in a small process of its own (`sync_queue`), at most
+/// [`MAX_QUEUED`] jobs waiting. Call from a process.
+pub(crate) async fn start(
+    console: &Arc<Console>,
+    n: u64,
+    op: Op,
+    queue: bool,
+) -> Result<u64, Refused> {
+    let board = console.math.clone();
+    let pool = console.pool();
+    if queue {
+        if board.queued() >= MAX_QUEUED {
+            return Err(Refused::Busy(format!(
+                "busy: every math slot is taken and {MAX_QUEUED} jobs are queued already"
+            )));
         }
-        ember_otp::task::TaskError::Exited(reason) => format!("exited: {reason}"),
-        other => other.to_string(),
+        let id = board.insert(n, op, State::Queued);
+        let job = MathJob {
+            id,
+            n,
+            op,
+            board: board.clone(),
+        };
+        let spawned = Spawn::new().label("math queue").spawn(async move {
+            if let Err(e) = pool.sync_queue(job).await {
+                board.finish(id, State::Error(format!("not started: {e}")));
+            }
+        });
+        if spawned.is_err() {
+            console
+                .math
+                .finish(id, State::Error("not started: spawn failed".into()));
+        }
+        return Ok(id);
+    }
+    let id = board.insert(n, op, State::Calculating);
+    let job = MathJob {
+        id,
+        n,
+        op,
+        board: board.clone(),
+    };
+    match pool.run(job).await {
+        Ok(pid) => {
+            board.update(id, |row| {
+                row.pid.get_or_insert(pid);
+            });
+            Ok(id)
+        }
+        Err(e) => {
+            board.forget(id);
+            Err(match e {
+                PoolError::NoAlloc => Refused::Busy(
+                    "busy: every math slot is taken; try again later or queue the job".into(),
+                ),
+                e => Refused::Down(format!("the math pool is restarting ({e})")),
+            })
+        }
+    }
+}
+
+/// A worker: computes its job and writes the outcome on its row; a panic
+/// is recorded (with its message) and then ends the worker as the crash
+/// it is. A worker killed meanwhile is recorded by its guard.
+async fn work(job: MathJob) -> ExitReason {
+    let MathJob { id, n, op, board } = job;
+    let me = self_pid();
+    board.update(id, |row| {
+        row.pid = Some(me);
+        row.state = State::Calculating;
+        row.started = Instant::now();
+    });
+    let mut unfinished = Unfinished(Some((id, board.clone())));
+    let outcome = std::panic::catch_unwind(|| compute(n, op));
+    unfinished.0 = None;
+    match outcome {
+        Ok(Some(outcome)) => {
+            board.finish(id, State::Done(outcome));
+            ExitReason::Normal
+        }
+        Ok(None) => {
+            board.finish(id, State::Error(TERMINATED.into()));
+            ExitReason::Normal
+        }
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            board.finish(id, State::Error(format!("crashed: {message}")));
+            ExitReason::Panic(message.into())
+        }
+    }
+}
+
+/// A row's error when its worker was terminated (killed from top, or shut
+/// down with the console) before finishing.
+const TERMINATED: &str = "exited: killed (or shut down) before finishing";
+
+/// Marks the row of a worker that ended without finishing when dropped.
+struct Unfinished(Option<(u64, Arc<MathBoard>)>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some((id, board)) = self.0.take() {
+            board.finish(id, State::Error(TERMINATED.into()));
+        }
     }
 }
 

@@ -15,11 +15,19 @@ use super::{top, Console};
 /// Sampling period.
 pub(crate) const PERIOD: Duration = Duration::from_secs(1);
 
+/// Figures older than this are stale even if their sampler lives (it is
+/// stuck): a backstop, since a sampler that dies withdraws its figures.
+pub(crate) const STALE: Duration = Duration::from_secs(10);
+
 /// Points of history kept (one minute).
 const HISTORY: usize = 60;
 
 /// The figures of one second.
 pub(crate) struct Snapshot {
+    /// When they were taken (older than [`STALE`]: not served).
+    pub(crate) taken: Instant,
+    /// The sampler that took them: once it is dead they are not served.
+    pub(crate) sampler: ember_runtime::Pid,
     /// `GET /api/system`.
     pub(crate) system: Value,
     /// `GET /api/top`.
@@ -40,8 +48,19 @@ struct Point {
     processes: usize,
 }
 
+/// Withdraws the sampler's figures when it stops, however it stops: no
+/// page may show them as live.
+struct Withdraw(Arc<Console>);
+
+impl Drop for Withdraw {
+    fn drop(&mut self) {
+        self.0.snapshot.send_replace(None);
+    }
+}
+
 /// The sampler's body: runs until killed.
 pub(crate) async fn run(console: Arc<Console>, handle: Handle) {
+    let _withdraw = Withdraw(console.clone());
     let started = Instant::now();
     let mut history: VecDeque<Point> = VecDeque::with_capacity(HISTORY + 1);
     let mut info = handle.runtime_info();
@@ -88,6 +107,8 @@ pub(crate) async fn run(console: Arc<Console>, handle: Handle) {
             processes: new_info.process_count,
         };
         let snapshot = Snapshot {
+            taken: now,
+            sampler: ember_runtime::self_pid(),
             system: system_json(&new_info, &utilization),
             top: json!({
                 "interval_ms": window.as_millis() as u64,

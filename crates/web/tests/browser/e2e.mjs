@@ -130,7 +130,7 @@ async function main() {
     // Top: the runaway task is listed; info says what it is; kill ends it.
     await page.locator("nav a", { hasText: "Top" }).click();
     await page.waitForURL(`${base}/top`);
-    const hog = page.locator("#top-rows tr", { hasText: "task" }).first();
+    const hog = page.locator("#top-rows tr", { hasText: "math worker" }).first();
     await hog.waitFor();
     const pid = await hog.getAttribute("data-pid");
     await hog.locator("button", { hasText: "info" }).click();
