@@ -58,6 +58,7 @@ too many connections, try again\n";
 
 /// Counters a server keeps, readable while it runs (see [`Server::stats`]).
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct Stats {
     /// Connections being served now.
     pub connections: AtomicUsize,
@@ -69,10 +70,27 @@ pub struct Stats {
     pub requests: AtomicU64,
     /// Handlers that crashed (answered `500`).
     pub crashed: AtomicU64,
+    /// Requests whose client went away (reset the connection, or its socket
+    /// failed) while the handler ran: the handler's process was killed and
+    /// nothing was answered. Not a crash: logged at debug level only.
+    pub disconnected: AtomicU64,
+    /// Requests whose handler's process was stopped by someone else (killed
+    /// from the console, say): nothing was answered, the connection closed.
+    pub stopped: AtomicU64,
+    /// Connections closed because a response made no progress for
+    /// [`Config::write_timeout`] (a client that does not read).
+    pub write_timeouts: AtomicU64,
+    /// Connections closed because a client pipelined
+    /// [`Config::max_pipelined`] requests.
+    pub pipeline_capped: AtomicU64,
+    /// Connection processes that were killed (from the console, say) rather
+    /// than ending on their own; logged at debug level, not as crashes.
+    pub connections_killed: AtomicU64,
 }
 
 /// What every connection of a server shares.
 pub(crate) struct Shared {
+    pub(crate) handle: Handle,
     pub(crate) router: Router,
     pub(crate) config: Config,
     pub(crate) stats: Arc<Stats>,
@@ -129,6 +147,7 @@ impl Server {
         let stats = Arc::new(Stats::default());
         let handle = Handle::current();
         let shared = Arc::new(Shared {
+            handle: handle.clone(),
             router,
             config,
             stats: stats.clone(),
@@ -238,7 +257,18 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, parent: Pid) ->
                             .stats
                             .connections
                             .store(connections.len(), Ordering::Relaxed);
-                        if !exit.reason.is_orderly() {
+                        if exit.reason == ExitReason::Killed {
+                            // Killed from outside (the console, say): not
+                            // a crash, and clients cannot cause it.
+                            shared
+                                .stats
+                                .connections_killed
+                                .fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(
+                                "ember-web: connection process {} was killed",
+                                exit.from
+                            );
+                        } else if !exit.reason.is_orderly() {
                             tracing::error!(
                                 "ember-web: connection process {} crashed: {}",
                                 exit.from,
