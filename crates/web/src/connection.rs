@@ -501,7 +501,10 @@ mod tests {
     #[test]
     fn host_is_required_once_in_http_1_1_and_must_be_an_authority() {
         assert_eq!(bad_host(Version::HTTP_11, &hosts(&["example.com"])), None);
-        assert_eq!(bad_host(Version::HTTP_11, &hosts(&["127.0.0.1:4000"])), None);
+        assert_eq!(
+            bad_host(Version::HTTP_11, &hosts(&["127.0.0.1:4000"])),
+            None
+        );
         assert_eq!(bad_host(Version::HTTP_11, &hosts(&["[::1]:80"])), None);
         assert_eq!(bad_host(Version::HTTP_11, &hosts(&[""])), None);
         assert_eq!(bad_host(Version::HTTP_10, &hosts(&[])), None);

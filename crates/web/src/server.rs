@@ -15,8 +15,13 @@
 //!   process stops the server at once (its connections die with it through
 //!   their links); a normal exit leaves the server running.
 //! * A **connection** process runs hyper's HTTP/1.1 state machine for one
-//!   socket and the handlers of its requests, one after another (see
-//!   `connection.rs`).
+//!   socket and spawns a process per request for its handler, one request
+//!   after another (see `connection.rs`).
+//! * A connection process that is killed (from the console, say) is counted
+//!   in [`Stats::connections_killed`] and logged at debug level: that is not
+//!   a crash, and no client can cause it (a client that goes away kills at
+//!   most its request's process, counted in [`Stats::disconnected`]). Other
+//!   abnormal exits are logged as errors.
 //! * Beyond [`Config::max_connections`], an accepted socket is handed to a
 //!   short-lived process that writes a `503` and closes it.
 //!
@@ -101,7 +106,8 @@ enum Control {
     Shutdown(oneshot::Sender<()>),
 }
 
-/// A running HTTP server: an acceptor process and a process per connection.
+/// A running HTTP server: an acceptor process, a process per connection and
+/// one per request.
 ///
 /// ```
 /// use ember_web::{endpoints, Config, Router, Server};

@@ -105,14 +105,21 @@ mod connection_edges {
             node.addr,
             b"GET /ping HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
         );
-        assert_eq!(got, vec![(200, "pong".to_owned())], "the node must still answer");
+        assert_eq!(
+            got,
+            vec![(200, "pong".to_owned())],
+            "the node must still answer"
+        );
     }
 
     /// Waits until `done` holds, failing with `what` after `deadline`.
     fn wait_until(deadline: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
         let start = Instant::now();
         while !done() {
-            assert!(start.elapsed() < deadline, "{what}: not within {deadline:?}");
+            assert!(
+                start.elapsed() < deadline,
+                "{what}: not within {deadline:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         start.elapsed()
@@ -139,7 +146,10 @@ mod connection_edges {
     fn a_half_closed_spin_request_gets_the_right_answer_not_a_placeholder() {
         let node = start(Config::default());
         let n = 100_000_000;
-        let got = half_closed(node.addr, &format!("GET /spin?n={n} HTTP/1.1\r\nhost: t\r\n\r\n"));
+        let got = half_closed(
+            node.addr,
+            &format!("GET /spin?n={n} HTTP/1.1\r\nhost: t\r\n\r\n"),
+        );
         assert_eq!(got, vec![(200, endpoints::xorshift(n).to_string())]);
         assert_alive(&node);
     }
@@ -171,18 +181,25 @@ mod connection_edges {
             c.write_all(burst.as_bytes()).unwrap();
         }
         // Nobody reads: the server must let go of them anyway.
-        wait_until(Duration::from_secs(30), "the ten connections accepted", || {
-            node.stats.accepted.load(Ordering::Relaxed) >= 10
-        });
-        let took = wait_until(Duration::from_secs(30), "the ten connections closed", || {
-            node.stats.connections.load(Ordering::Relaxed) == 0
-        });
+        wait_until(
+            Duration::from_secs(30),
+            "the ten connections accepted",
+            || node.stats.accepted.load(Ordering::Relaxed) >= 10,
+        );
+        let took = wait_until(
+            Duration::from_secs(30),
+            "the ten connections closed",
+            || node.stats.connections.load(Ordering::Relaxed) == 0,
+        );
         let answered: Vec<usize> = clients
             .iter_mut()
             .map(|c| responses(&read_all(c)).len())
             .collect();
         println!("pipelined 1000 each: closed after {took:?}, answered {answered:?}");
-        assert!(answered.iter().all(|&n| n <= cap), "{answered:?} (cap {cap})");
+        assert!(
+            answered.iter().all(|&n| n <= cap),
+            "{answered:?} (cap {cap})"
+        );
         assert_eq!(node.stats.pipeline_capped.load(Ordering::Relaxed), 10);
         assert_alive(&node);
     }
@@ -202,12 +219,16 @@ mod connection_edges {
                 c
             })
             .collect();
-        wait_until(Duration::from_secs(30), "the ten connections accepted", || {
-            node.stats.accepted.load(Ordering::Relaxed) >= 10
-        });
-        let took = wait_until(Duration::from_secs(30), "the ten connections closed", || {
-            node.stats.connections.load(Ordering::Relaxed) == 0
-        });
+        wait_until(
+            Duration::from_secs(30),
+            "the ten connections accepted",
+            || node.stats.accepted.load(Ordering::Relaxed) >= 10,
+        );
+        let took = wait_until(
+            Duration::from_secs(30),
+            "the ten connections closed",
+            || node.stats.connections.load(Ordering::Relaxed) == 0,
+        );
         println!("ten non-reading clients of 8 MiB each: all closed after {took:?}");
         assert_eq!(node.stats.write_timeouts.load(Ordering::Relaxed), 10);
         drop(clients);

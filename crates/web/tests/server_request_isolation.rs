@@ -9,8 +9,8 @@ mod support;
 use std::time::Duration;
 
 use ember_runtime::{
-    self as ember, monitor, process_info, receive, self_pid, send, send_after, Down, Pid,
-    Priority, TimerRef,
+    self as ember, monitor, process_info, receive, self_pid, send, send_after, Down, Pid, Priority,
+    TimerRef,
 };
 use ember_web::{text, Config, Request, Router, Server};
 use http::StatusCode;
@@ -98,7 +98,10 @@ async fn change_then_inspect(what: &str) -> (Served, ember::ProcessInfo) {
     let (reply, _s) = client.await.unwrap();
     assert_eq!(reply.status, 200);
     let info = info.expect("the second request's process is alive while it runs");
-    assert_ne!(info.pid, first.pid, "each request gets a process of its own");
+    assert_ne!(
+        info.pid, first.pid,
+        "each request gets a process of its own"
+    );
     (first, info)
 }
 
