@@ -91,3 +91,90 @@ fn a_handler_killed_from_outside_produces_no_response() {
         assert_eq!(server.stats().stopped.load(Ordering::Relaxed), 1);
     });
 }
+
+/// Spins until `count` reaches 2 (both sides arrived), or panics after a
+/// deadline so that a lost side fails the test instead of hanging it.
+fn meet(count: &std::sync::atomic::AtomicUsize) {
+    count.fetch_add(1, Ordering::AcqRel);
+    let start = std::time::Instant::now();
+    while count.load(Ordering::Acquire) < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the other side never arrived"
+        );
+        std::hint::spin_loop();
+    }
+}
+
+#[test]
+fn a_kill_racing_the_end_of_a_handler_yields_its_real_answer_or_none_never_a_placeholder() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::{mpsc, Arc, Mutex};
+
+    use ember_web::text;
+    use http::StatusCode;
+
+    let rt = ember_runtime::Runtime::builder()
+        .schedulers(2)
+        .build()
+        .unwrap();
+    let handle = rt.handle().clone();
+    let gate = Arc::new(AtomicUsize::new(0));
+    let (pids, pid_rx) = mpsc::channel::<Pid>();
+    let pids = Arc::new(Mutex::new(pids));
+    let handler_gate = gate.clone();
+    // Like /fact: a loop that returns a placeholder once stopped.
+    let router = Router::new().get("/race", move |_req: Request| {
+        let gate = handler_gate.clone();
+        let pids = pids.clone();
+        async move {
+            pids.lock().unwrap().send(self_pid()).unwrap();
+            meet(&gate);
+            let mut x = 0u64;
+            for i in 0..2_000u64 {
+                x = x.wrapping_mul(31).wrapping_add(i);
+                if ember_runtime::should_stop() {
+                    return text(StatusCode::OK, "placeholder");
+                }
+            }
+            std::hint::black_box(x);
+            text(StatusCode::OK, "real")
+        }
+    });
+    let addr = rt.block_on(async move {
+        Server::bind("127.0.0.1:0", router, Config::default())
+            .unwrap()
+            .local_addr()
+    });
+    let rounds = 2000;
+    let (mut answered, mut unanswered) = (0, 0);
+    for _ in 0..rounds {
+        gate.store(0, Ordering::Release);
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(b"GET /race HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        let pid = pid_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        meet(&gate);
+        handle.exit(pid, ExitReason::Kill);
+        let mut raw = String::new();
+        s.read_to_string(&mut raw)
+            .expect("the server answers or closes in time");
+        assert!(
+            !raw.contains("placeholder"),
+            "a stopped handler answered: {raw}"
+        );
+        if raw.is_empty() {
+            unanswered += 1;
+        } else {
+            assert!(
+                raw.starts_with("HTTP/1.1 200") && raw.ends_with("real"),
+                "{raw}"
+            );
+            answered += 1;
+        }
+    }
+    println!("kill vs handler end, {rounds} rounds: handler won {answered}, kill won {unanswered}");
+    assert!(answered > 0 && unanswered > 0, "the race was not exercised");
+}
