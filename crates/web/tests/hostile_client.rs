@@ -238,8 +238,9 @@ mod connection_edges {
             write_timeout: Duration::from_secs(1),
             ..Config::default()
         });
-        // Eight 1 MiB responses each fill every socket buffer on the way.
-        let burst = "GET /big HTTP/1.1\r\nhost: t\r\n\r\n".repeat(8);
+        // Sixteen 1 MiB responses each are more than every socket buffer on
+        // the way holds (a few MiB at most), and fewer than the pipelining cap.
+        let burst = "GET /big HTTP/1.1\r\nhost: t\r\n\r\n".repeat(16);
         let clients: Vec<TcpStream> = (0..10)
             .map(|_| {
                 let mut c = connect(node.addr);
@@ -257,7 +258,7 @@ mod connection_edges {
             "the ten connections closed",
             || node.stats.connections.load(Ordering::Relaxed) == 0,
         );
-        println!("ten non-reading clients of 8 MiB each: all closed after {took:?}");
+        println!("ten non-reading clients of 16 MiB each: all closed after {took:?}");
         assert_eq!(node.stats.write_timeouts.load(Ordering::Relaxed), 10);
         drop(clients);
         assert_alive(&node);
