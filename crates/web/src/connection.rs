@@ -144,24 +144,37 @@ pub(crate) async fn serve(
     };
     if let Err(e) = result {
         // Client-side trouble (disconnects, timeouts, bad input already
-        // answered 400) is no crash of ours.
-        if timed_out(&e) {
-            shared.stats.write_timeouts.fetch_add(1, Ordering::Relaxed);
+        // answered 400) is no crash of ours: counted, logged at debug level.
+        match io_error_kind(&e) {
+            Some(io::ErrorKind::TimedOut) => {
+                shared.stats.write_timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(
+                io::ErrorKind::BrokenPipe
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted,
+            ) => {
+                shared.stats.disconnected.fetch_add(1, Ordering::Relaxed);
+            }
+            _ if e.is_incomplete_message() => {
+                shared.stats.disconnected.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
         }
         tracing::debug!("ember-web: connection {peer} ended: {e}");
     }
 }
 
-/// Whether a connection ended because a write made no progress in time.
-fn timed_out(e: &hyper::Error) -> bool {
+/// The kind of the I/O error that ended a connection, if one did.
+fn io_error_kind(e: &hyper::Error) -> Option<io::ErrorKind> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
         if let Some(io) = err.downcast_ref::<io::Error>() {
-            return io.kind() == io::ErrorKind::TimedOut;
+            return Some(io.kind());
         }
         source = err.source();
     }
-    false
+    None
 }
 
 /// The socket as hyper sees it: writes that make no progress for the write

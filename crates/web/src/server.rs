@@ -75,9 +75,10 @@ pub struct Stats {
     pub requests: AtomicU64,
     /// Handlers that crashed (answered `500`).
     pub crashed: AtomicU64,
-    /// Requests whose client went away (reset the connection, or its socket
-    /// failed) while the handler ran: the handler's process was killed and
-    /// nothing was answered. Not a crash: logged at debug level only.
+    /// Clients that went away abruptly: reset the connection or made a
+    /// write fail, or closed it in the middle of a request. One that did so
+    /// while a handler ran had the handler's process killed and got no
+    /// answer. Not a crash: logged at debug level only.
     pub disconnected: AtomicU64,
     /// Requests whose handler's process was stopped by someone else (killed
     /// from the console, say): nothing was answered, the connection closed.
