@@ -46,7 +46,7 @@
 //!
 //! When hyper is done, the socket's write side is shut down and what the
 //! client still sends is read and discarded for a moment (a *lingering
-//! close*), so that a final response (a `400`, a `431`, the last one before
+//! close*: up to 2 s after unread input, 200 ms after none), so that a final response (a `400`, a `431`, the last one before
 //! the pipelining cap) is not destroyed by the reset the kernel sends when a
 //! socket is closed with unread input.
 
@@ -82,8 +82,13 @@ use crate::Response;
 /// Longest request path shown in a handler process's label.
 const LABEL_PATH_MAX: usize = 80;
 
-/// How long a lingering close reads what the client still sends.
+/// How long a lingering close reads what the client still sends, once it
+/// found unread input.
 const LINGER: Duration = Duration::from_secs(2);
+
+/// How long a lingering close waits for input when there was none unread
+/// (an idle connection closing: the client has nothing more to send).
+const LINGER_IDLE: Duration = Duration::from_millis(200);
 
 /// Most bytes a lingering close reads before closing anyway.
 const LINGER_BYTES: usize = 256 * 1024;
@@ -256,7 +261,8 @@ impl AsyncWrite for Watched {
     }
 
     /// Shuts down the write side, then lingers: reads and discards what the
-    /// client still sends, up to [`LINGER`] and [`LINGER_BYTES`], so that
+    /// client still sends, up to [`LINGER`] (or [`LINGER_IDLE`] if nothing
+    /// was left unread) and [`LINGER_BYTES`], so that
     /// the kernel does not answer unread input with a reset that would
     /// destroy the response the client has not read yet.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -270,9 +276,15 @@ impl AsyncWrite for Watched {
             match Pin::new(&mut this.stream).poll_read(cx, &mut buf) {
                 Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
                     let n = buf.filled().len();
-                    let (_, read) = this
+                    let (deadline, read) = this
                         .linger
                         .get_or_insert_with(|| (Box::pin(tokio::time::sleep(LINGER)), 0));
+                    if *read == 0 {
+                        // Unread input: more may be on its way.
+                        deadline
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + LINGER);
+                    }
                     *read += n;
                     if *read >= LINGER_BYTES {
                         return Poll::Ready(Ok(()));
@@ -283,7 +295,7 @@ impl AsyncWrite for Watched {
                 Poll::Pending => {
                     let (deadline, _) = this
                         .linger
-                        .get_or_insert_with(|| (Box::pin(tokio::time::sleep(LINGER)), 0));
+                        .get_or_insert_with(|| (Box::pin(tokio::time::sleep(LINGER_IDLE)), 0));
                     return match deadline.as_mut().poll(cx) {
                         Poll::Ready(()) => Poll::Ready(Ok(())),
                         Poll::Pending => Poll::Pending,
