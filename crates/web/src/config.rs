@@ -33,9 +33,9 @@ pub struct Config {
     /// announces it, else when the limit is crossed).
     pub max_body_bytes: usize,
     /// Largest request head (request line and headers), in bytes (default
-    /// 64 KiB, at least 8 KiB is used); a larger head answers `431 Request
-    /// Header Fields Too Large` and closes the connection, however it
-    /// arrives (in one write or in pieces).
+    /// 64 KiB); a larger head answers `431 Request Header Fields Too Large`
+    /// and closes the connection, however it arrives (in one write or in
+    /// pieces).
     pub max_head_bytes: usize,
     /// Longest time a response may make no progress (the client reads
     /// nothing, so the socket's send buffer stays full) before the
