@@ -13,6 +13,12 @@
 //! late messages to its pid are dropped). The child runs right after the
 //! connection's process yields, on the same scheduler (the `next` slot), so
 //! the hand-off costs a spawn and two wake-ups, not a trip across threads.
+//! One thing does carry over, on purpose and only for the request's own
+//! response: the priority the handler left its process at. The connection's
+//! process writes the response (or event stream) at that priority, so a
+//! console page that asks for `High` is also written out promptly on a
+//! saturated system, and goes back to normal as soon as it reads the next
+//! request.
 //!
 //! * A handler that panics answers `500`; the connection goes on.
 //! * A handler whose process was stopped (killed from the console, or
@@ -56,14 +62,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use ember_runtime::net::{HangupWatch, TcpStream};
-use ember_runtime::{ExitReason, Pid, Spawn};
+use ember_runtime::{ExitReason, Pid, Priority, Spawn};
 use http::{header, HeaderValue, StatusCode, Version};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
@@ -113,21 +119,22 @@ pub(crate) async fn serve(
         .max_buf_size(config.max_head_bytes.max(8192));
     let service_shared = shared.clone();
     let hangup = stream.hangup_watch();
-    let pipelined = Arc::new(AtomicUsize::new(0));
+    let state = Arc::new(ConnectionState::default());
     let io = Watched {
         stream,
         write_timeout: config.write_timeout,
         stalled: None,
-        pipelined: pipelined.clone(),
+        state: state.clone(),
         linger: None,
     };
     let service = service_fn(move |request| {
         let shared = service_shared.clone();
         let hangup = hangup.clone();
-        let pipelined = pipelined.clone();
+        let state = state.clone();
         async move {
-            let taken = pipelined.fetch_add(1, Ordering::Relaxed) + 1;
-            let response = respond(request, &shared, &hangup).await?;
+            state.unboost();
+            let taken = state.pipelined.fetch_add(1, Ordering::Relaxed) + 1;
+            let response = respond(request, &shared, &hangup, &state).await?;
             if taken >= shared.config.max_pipelined.max(1) {
                 shared.stats.pipeline_capped.fetch_add(1, Ordering::Relaxed);
                 return Ok::<_, Abandoned>(closing(response));
@@ -182,16 +189,48 @@ fn io_error_kind(e: &hyper::Error) -> Option<io::ErrorKind> {
     None
 }
 
+/// What a connection's service and its socket wrapper share.
+#[derive(Default)]
+struct ConnectionState {
+    /// Requests taken since the socket was last read (see [`Watched`]).
+    pipelined: AtomicUsize,
+    /// The connection's process runs at its last handler's priority (set
+    /// while writing that handler's response); back to normal when the next
+    /// request is read.
+    boosted: AtomicBool,
+}
+
+impl ConnectionState {
+    /// The connection's process takes the priority a handler chose for its
+    /// request, to write that request's response (a console page asks for
+    /// `High` so it stays usable on a saturated system).
+    fn boost(&self, priority: Priority) {
+        if priority != Priority::Normal {
+            ember_runtime::set_priority(priority);
+            self.boosted.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Back to normal priority, between requests.
+    fn unboost(&self) {
+        if self.boosted.load(Ordering::Relaxed) {
+            self.boosted.store(false, Ordering::Relaxed);
+            ember_runtime::set_priority(Priority::Normal);
+        }
+    }
+}
+
 /// The socket as hyper sees it: writes that make no progress for the write
 /// timeout fail, and every read resets the count of pipelined requests
 /// (hyper reads only when its buffer holds no complete request head, so the
-/// requests served since the last read were all queued at once).
+/// requests served since the last read were all queued at once) and the
+/// connection's priority.
 struct Watched {
     stream: TcpStream,
     write_timeout: Duration,
     /// Armed when a write would block; disarmed by any progress.
     stalled: Option<Pin<Box<Sleep>>>,
-    pipelined: Arc<AtomicUsize>,
+    state: Arc<ConnectionState>,
     /// While closing: when to stop reading, and how much was read.
     linger: Option<(Pin<Box<Sleep>>, usize)>,
 }
@@ -228,7 +267,8 @@ impl AsyncRead for Watched {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.pipelined.store(0, Ordering::Relaxed);
+        self.state.pipelined.store(0, Ordering::Relaxed);
+        self.state.unboost();
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
@@ -404,6 +444,7 @@ async fn respond(
     request: http::Request<Incoming>,
     shared: &Shared,
     hangup: &HangupWatch,
+    state: &ConnectionState,
 ) -> Result<Response, Abandoned> {
     let (parts, body) = request.into_parts();
     if let Some(why) = bad_host(parts.version, &parts.headers) {
@@ -453,13 +494,15 @@ async fn respond(
     label.push_str(path);
     let request = http::Request::from_parts(parts, body);
     shared.stats.requests.fetch_add(1, Ordering::Relaxed);
-    let (reply, replied) = oneshot::channel::<Result<Response, ()>>();
+    let (reply, replied) = oneshot::channel::<Result<(Response, Priority), ()>>();
     let spawned = Spawn::new().label(label).spawn(async move {
         let outcome = CatchPanic(Some(handler.call(request))).await;
         // A stopped process's result is a placeholder (long loops return
         // early when `should_stop()`): it must never reach the client.
         if !ember_runtime::should_stop() {
-            let _ = reply.send(outcome);
+            // The priority the handler chose serves its response too.
+            let priority = ember_runtime::set_priority(Priority::Normal);
+            let _ = reply.send(outcome.map(|response| (response, priority)));
         }
     });
     let Ok(spawned) = spawned else {
@@ -479,7 +522,10 @@ async fn respond(
     in_flight.handler = None;
     drop(in_flight);
     match outcome {
-        Ok(Ok(response)) => Ok(response),
+        Ok(Ok((response, priority))) => {
+            state.boost(priority);
+            Ok(response)
+        }
         Ok(Err(())) => {
             shared.stats.crashed.fetch_add(1, Ordering::Relaxed);
             let pid = spawned.pid;

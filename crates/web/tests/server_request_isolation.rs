@@ -15,6 +15,7 @@ use ember_runtime::{
 use ember_web::{text, Config, Request, Router, Server};
 use http::StatusCode;
 use support::{get_on, run};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// A message a handler leaves behind.
@@ -170,5 +171,63 @@ fn messages_left_in_one_requests_mailbox_do_not_reach_the_next() {
     run(2, async {
         let (_, info) = change_then_inspect("mailbox").await;
         assert_eq!(info.mailbox_len, 0);
+    });
+}
+
+/// The pid of the only connection process of the runtime.
+fn the_connection() -> Pid {
+    let found: Vec<Pid> = ember::processes()
+        .into_iter()
+        .filter(|&pid| {
+            process_info(pid).is_some_and(|i| i.spawned_as.starts_with("ember-web connection"))
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "one connection process: {found:?}");
+    found[0]
+}
+
+#[test]
+fn a_handlers_priority_serves_its_response_but_not_the_next_request() {
+    run(2, async {
+        let test = self_pid();
+        // `/high` asks for High and streams one event when the test says so.
+        let router = router(test).get("/high", move |_req: Request| async move {
+            ember::set_priority(Priority::High);
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            let producer = ember::spawn(async move {
+                let Go = receive().await;
+                let _ = tx.send("done".to_owned()).await;
+            });
+            send(test, producer);
+            ember_web::sse(rx)
+        });
+        let server = Server::bind("127.0.0.1:0", router, Config::default()).unwrap();
+        let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+        s.write_all(b"GET /high HTTP/1.1\r\nhost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let producer: Pid = receive().await;
+        // While its response streams, the connection runs at High.
+        let connection = the_connection();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while process_info(connection).map(|i| i.priority) != Some(Priority::High) {
+            assert!(tokio::time::Instant::now() < deadline, "never boosted");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        send(producer, Go);
+        let mut raw = Vec::new();
+        while !raw.ends_with(b"0\r\n\r\n") {
+            let mut buf = [0u8; 1024];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed mid-stream");
+            raw.extend_from_slice(&buf[..n]);
+        }
+        // The next request on the connection: back to normal.
+        let client = tokio::spawn(async move { get_on(&mut s, "/inspect").await });
+        let second: Served = receive().await;
+        let priority = process_info(connection).map(|i| i.priority);
+        send(second.pid, Go);
+        assert_eq!(client.await.unwrap().status, 200);
+        assert_eq!(priority, Some(Priority::Normal));
     });
 }
