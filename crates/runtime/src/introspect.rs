@@ -110,6 +110,8 @@ pub struct ThreadsInfo {
     pub demotions: u64,
     /// Worker threads started since start.
     pub threads_started: u64,
+    /// The watchdog's last hand-off: which poll, and on what evidence.
+    pub last_handoff: Option<crate::Handoff>,
 }
 
 /// A cheap per-process sample for `top`: diff two samples to get CPU use over
@@ -258,6 +260,7 @@ impl Shared {
                     blocked_handoffs: counters.blocked_handoffs.load(Ordering::Relaxed),
                     demotions: counters.demotions.load(Ordering::Relaxed),
                     threads_started: counters.threads_started.load(Ordering::Relaxed),
+                    last_handoff: self.sched.workers.last_handoff(),
                 }
             },
         }

@@ -89,7 +89,7 @@ pub use process::{Priority, Status};
 pub use reason::{ExitReason, IntoExitReason};
 pub use registry::{register, registered, unregister, whereis, NotRegistered, RegisterError};
 pub use runtime::{exit_self, is_alive, make_ref, should_stop, Builder, Handle, Runtime};
-pub use scheduler::Preemption;
+pub use scheduler::{Handoff, Preemption};
 pub use signal::{
     demonitor, exit, link, monitor, trap_exit, trapping_exits, unlink, Down, Exit, LinkError,
 };

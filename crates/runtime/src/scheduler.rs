@@ -56,7 +56,7 @@ use parking_lot::Mutex;
 pub(crate) use queue::Class;
 use queue::RunQueue;
 pub(crate) use slot::Slot;
-pub use watchdog::Preemption;
+pub use watchdog::{Handoff, Preemption};
 pub(crate) use worker::{drop_contained, panic_message, Worker, NO_SLOT};
 
 use crate::context;

@@ -46,6 +46,18 @@ pub(crate) fn current_tid() -> i32 {
     unsafe { libc::gettid() }
 }
 
+/// Whether thread `tid` of this process is runnable — on a CPU or waiting
+/// for one — rather than asleep in a system call or on a lock (the state
+/// field of `/proc/self/task/<tid>/stat`).
+pub(crate) fn is_runnable(tid: i32) -> io::Result<bool> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))?;
+    // The command name, in parentheses, may itself hold spaces or ')'.
+    let (_, fields) = stat
+        .rsplit_once(')')
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed stat"))?;
+    Ok(fields.trim_start().starts_with('R'))
+}
+
 /// Sets the nice value of thread `tid` (Linux nice is per thread). Raising
 /// it needs no privilege; lowering it again usually does (EACCES).
 pub(crate) fn set_nice(tid: i32, nice: i32) -> io::Result<()> {

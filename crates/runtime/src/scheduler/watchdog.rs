@@ -12,8 +12,9 @@
 //!   the hog's thread is demoted to the first nice step, with a long EEVDF
 //!   slice ([`Preemption::demoted_slice`]);
 //! * a poll stuck [`Preemption::blocked_threshold`] of wall time while using
-//!   less than a quarter of it on the CPU (a blocking syscall, a lock) loses
-//!   its slot without demotion;
+//!   less than a quarter of it on the CPU, with its thread asleep (a blocking
+//!   syscall, a lock), loses its slot without demotion; a thread that only
+//!   waits for a CPU on a busy machine keeps it;
 //! * a demoted worker's nice value keeps rising along
 //!   [`Preemption::demotion`] as its poll's CPU time grows. Demotion is one
 //!   way: unprivileged threads cannot raise their priority again, so a
@@ -58,6 +59,7 @@ use super::os;
 use super::slot::Slot;
 use super::worker::{worker_main, Worker, NO_SLOT};
 use super::Scheduler;
+use crate::pid::Pid;
 use crate::runtime::Shared;
 
 /// Settings of the preemption machinery, with measured defaults
@@ -79,8 +81,8 @@ pub struct Preemption {
     /// CPU time in one poll after which its slot is handed off and its thread
     /// demoted (default 2 ms).
     pub cpu_threshold: Duration,
-    /// Wall time in one poll, with little CPU, after which its slot is handed
-    /// off without demotion (default 15 ms).
+    /// Wall time in one poll, with little CPU and its thread asleep, after
+    /// which its slot is handed off without demotion (default 15 ms).
     pub blocked_threshold: Duration,
     /// Nice value reached once a poll has used the given CPU time; the first
     /// step applies at hand-off (default: 5 at once, 19 after 20 ms of CPU).
@@ -165,6 +167,8 @@ impl Preemption {
 #[derive(Default)]
 pub(crate) struct Workers {
     inner: Mutex<Registry>,
+    /// The watchdog's last hand-off, for introspection.
+    last_handoff: Mutex<Option<Handoff>>,
 }
 
 #[derive(Default)]
@@ -195,82 +199,50 @@ impl Workers {
         slot: usize,
         background: bool,
     ) -> io::Result<Arc<Worker>> {
-        let mut inner = self.inner.lock();
-        let worker = Arc::new(Worker::new(inner.next_id, slot, background));
-        inner.next_id += 1;
-        let name = if background {
-            format!("ember-background-{}", worker.id)
-        } else {
-            format!("ember-worker-{}", worker.id)
-        };
-        let (thread_rt, thread_worker) = (rt.clone(), worker.clone());
-        // Set here, not inherited: a thread gets its creator's slice, and
-        // workers are started by the main thread, the watchdog and workers.
-        let slice = if background {
-            rt.sched.config.demoted_slice
-        } else {
-            rt.sched.config.thread_slice
-        };
-        let handle = thread::Builder::new().name(name).spawn(move || {
-            request_slice(0, slice);
-            worker_main(thread_rt, thread_worker)
-        })?;
-        inner.live.push(worker.clone());
-        inner.handles.push(handle);
-        inner.last_spawn = Some(Instant::now());
-        if slot == NO_SLOT && !background {
-            inner.spares.push(worker.clone());
-        }
-        rt.sched
-            .counters
-            .threads_started
-            .fetch_add(1, Ordering::Relaxed);
-        Ok(worker)
+        spawn_locked(&mut self.inner.lock(), rt, slot, background)
     }
 
     /// Whether one more thread may start now (soft and hard ceilings).
     fn may_spawn(&self, config: &Preemption) -> bool {
-        let mut inner = self.inner.lock();
-        let live = inner.live.len();
-        if live >= config.hard_thread_limit {
-            if !inner.warned_hard {
-                inner.warned_hard = true;
-                tracing::error!(
-                    live,
-                    "ember: hard worker thread limit reached; hogs now delay other processes"
-                );
-                eprintln!("ember: {live} worker threads: hard limit reached; processes stuck in native code now delay others");
-            }
-            return false;
-        }
-        if live < config.soft_thread_limit {
-            return true;
-        }
-        if !inner.warned_soft {
-            inner.warned_soft = true;
-            tracing::warn!(
-                live,
-                "ember: many processes stuck in native code; starting threads slowly"
-            );
-            eprintln!("ember: {live} worker threads (soft limit {}): many processes are stuck in native code", config.soft_thread_limit);
-        }
-        // Past the soft limit, one thread per 25 ms, up to 250 ms as it grows.
-        let over = (live - config.soft_thread_limit) as u64;
-        let delay = Duration::from_millis((25 + over * 5).min(250));
-        inner.last_spawn.is_none_or(|t| t.elapsed() >= delay)
+        may_spawn_locked(&mut self.inner.lock(), config)
     }
 
-    /// A worker to take over `slot`: a spare, or a new thread.
-    fn take_spare(&self, rt: &Arc<Shared>) -> Option<Arc<Worker>> {
-        if let Some(spare) = self.inner.lock().spares.pop() {
-            return Some(spare);
-        }
-        if !self.may_spawn(&rt.sched.config) {
+    /// Gives `slot`, still held by the stuck `hog`, to a spare (or a new
+    /// thread) and returns it; `None` if no thread may start or the slot
+    /// changed hands meanwhile.
+    ///
+    /// All of it happens under the registry lock, as does every check a
+    /// spare makes before it registers itself or exits (`wait_as_spare`):
+    /// a worker is thus never both a spare and a slot's owner, and never
+    /// exits once chosen.
+    fn hand_over(&self, rt: &Arc<Shared>, slot: &Slot, hog: &Worker) -> Option<Arc<Worker>> {
+        let mut inner = self.inner.lock();
+        // A spare the watchdog found burning CPU in a poll it had been
+        // handed off from (see `watchdog_main`) is a background thread now.
+        inner
+            .spares
+            .retain(|w| !w.background.load(Ordering::Acquire));
+        let successor = match inner.spares.pop() {
+            Some(spare) => spare,
+            None => {
+                if !may_spawn_locked(&mut inner, &rt.sched.config) {
+                    return None;
+                }
+                let worker = spawn_locked(&mut inner, rt, NO_SLOT, false).ok()?;
+                inner.spares.retain(|w| w.id != worker.id);
+                worker
+            }
+        };
+        if slot
+            .owner
+            .compare_exchange(hog.id, successor.id, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            inner.spares.push(successor);
             return None;
         }
-        let worker = self.spawn(rt, NO_SLOT, false).ok()?;
-        self.inner.lock().spares.retain(|w| w.id != worker.id);
-        Some(worker)
+        successor.slot.store(slot.index, Ordering::Release);
+        Some(successor)
     }
 
     /// Starts spares until the configured number wait.
@@ -287,6 +259,10 @@ impl Workers {
     pub(crate) fn wait_as_spare(&self, me: &Arc<Worker>, sched: &Scheduler) -> bool {
         {
             let mut inner = self.inner.lock();
+            // Chosen already (`hand_over` sets the slot under this lock).
+            if me.slot.load(Ordering::Acquire) != NO_SLOT {
+                return true;
+            }
             if !inner.spares.iter().any(|w| w.id == me.id) {
                 inner.spares.push(me.clone());
             }
@@ -295,6 +271,16 @@ impl Workers {
         while me.slot.load(Ordering::Acquire) == NO_SLOT {
             if sched.is_shut_down() {
                 return false;
+            }
+            if me.background.load(Ordering::Acquire) {
+                // Found to be a hog after its slot was handed off, once its
+                // poll had ended: a background thread now, never a spare.
+                let mut inner = self.inner.lock();
+                if me.slot.load(Ordering::Acquire) == NO_SLOT {
+                    inner.spares.retain(|w| w.id != me.id);
+                    return true;
+                }
+                break;
             }
             thread::park_timeout(Duration::from_millis(100));
             if since.elapsed() >= sched.config.background_idle {
@@ -356,6 +342,11 @@ impl Workers {
         inner.idle_background.retain(|w| w.id != me.id);
     }
 
+    /// The watchdog's last hand-off, if any.
+    pub(crate) fn last_handoff(&self) -> Option<Handoff> {
+        self.last_handoff.lock().clone()
+    }
+
     /// Every live worker.
     pub(crate) fn snapshot(&self) -> Vec<Arc<Worker>> {
         self.inner.lock().live.clone()
@@ -386,6 +377,80 @@ impl Workers {
     }
 }
 
+/// Starts a worker thread serving `slot` (or none); a spare is registered
+/// as one at once.
+fn spawn_locked(
+    inner: &mut Registry,
+    rt: &Arc<Shared>,
+    slot: usize,
+    background: bool,
+) -> io::Result<Arc<Worker>> {
+    let worker = Arc::new(Worker::new(inner.next_id, slot, background));
+    inner.next_id += 1;
+    let name = if background {
+        format!("ember-background-{}", worker.id)
+    } else {
+        format!("ember-worker-{}", worker.id)
+    };
+    let (thread_rt, thread_worker) = (rt.clone(), worker.clone());
+    // Set here, not inherited: a thread gets its creator's slice, and
+    // workers are started by the main thread, the watchdog and workers.
+    let slice = if background {
+        rt.sched.config.demoted_slice
+    } else {
+        rt.sched.config.thread_slice
+    };
+    let handle = thread::Builder::new().name(name).spawn(move || {
+        request_slice(0, slice);
+        worker_main(thread_rt, thread_worker)
+    })?;
+    inner.live.push(worker.clone());
+    inner.handles.push(handle);
+    inner.last_spawn = Some(Instant::now());
+    if slot == NO_SLOT && !background {
+        inner.spares.push(worker.clone());
+    }
+    rt.sched
+        .counters
+        .threads_started
+        .fetch_add(1, Ordering::Relaxed);
+    Ok(worker)
+}
+
+/// Whether one more thread may start now (soft and hard ceilings).
+fn may_spawn_locked(inner: &mut Registry, config: &Preemption) -> bool {
+    let live = inner.live.len();
+    if live >= config.hard_thread_limit {
+        if !inner.warned_hard {
+            inner.warned_hard = true;
+            tracing::error!(
+                live,
+                "ember: hard worker thread limit reached; hogs now delay other processes"
+            );
+            eprintln!("ember: {live} worker threads: hard limit reached; processes stuck in native code now delay others");
+        }
+        return false;
+    }
+    if live < config.soft_thread_limit {
+        return true;
+    }
+    if !inner.warned_soft {
+        inner.warned_soft = true;
+        tracing::warn!(
+            live,
+            "ember: many processes stuck in native code; starting threads slowly"
+        );
+        eprintln!(
+            "ember: {live} worker threads (soft limit {}): many processes are stuck in native code",
+            config.soft_thread_limit
+        );
+    }
+    // Past the soft limit, one thread per 25 ms, up to 250 ms as it grows.
+    let over = (live - config.soft_thread_limit) as u64;
+    let delay = Duration::from_millis((25 + over * 5).min(250));
+    inner.last_spawn.is_none_or(|t| t.elapsed() >= delay)
+}
+
 /// How long the watchdog keeps looking every [`Preemption::watchdog_period`]
 /// after the last poll it saw start, before backing off: a server between
 /// requests is not idle, and a backed-off watchdog would notice a hog up to
@@ -410,13 +475,75 @@ struct Observation {
     epoch: u64,
     /// The worker thread's CPU time then (ns).
     cpu: u64,
-    /// Estimated CPU time of the thread when its current poll started (ns).
+    /// When that look read the worker (ns since the scheduler started),
+    /// taken just before its CPU clock was read.
+    at: u64,
+    /// An upper bound of the thread's CPU time when its current poll started
+    /// (ns): CPU time past it is the poll's for sure.
     poll_base: u64,
+    /// Of the poll's charge, the part from before the watchdog's first look
+    /// at it (ns), bounded as `watchdog_main` explains.
+    before_first_look: u64,
+    /// Looks that saw the current poll.
+    looks: u32,
     /// The look that wrote this entry (entries of exited workers go stale).
     look: u64,
 }
 
+/// One consistent reading of a worker: all of it within one poll, or
+/// between two polls.
+#[derive(Clone, Copy)]
+struct Sample {
+    epoch: u64,
+    pid_key: u64,
+    started_ns: u64,
+    cpu: u64,
+    /// The slot it served then.
+    slot: usize,
+}
+
+impl Sample {
+    /// Reads `worker`, or `None` if a poll started or ended during every
+    /// try: its CPU time would then belong to several polls.
+    fn take(worker: &Worker) -> Option<Sample> {
+        for _ in 0..3 {
+            let epoch = worker.poll_epoch.load(Ordering::Acquire);
+            let pid_key = worker.poll_pid.load(Ordering::Relaxed);
+            let started_ns = worker.poll_started_ns.load(Ordering::Relaxed);
+            let cpu = worker.cpu_ns();
+            let slot = worker.slot.load(Ordering::Acquire);
+            if worker.poll_epoch.load(Ordering::Acquire) == epoch {
+                return Some(Sample {
+                    epoch,
+                    pid_key,
+                    started_ns,
+                    cpu,
+                    slot,
+                });
+            }
+        }
+        None
+    }
+}
+
 /// The watchdog thread.
+///
+/// # What a poll is charged
+///
+/// The worker publishes when each poll started (wall clock) but not its
+/// thread's CPU time then: reading a thread CPU clock is a system call, too
+/// dear for every poll. The watchdog reads each worker's CPU clock at every
+/// look, so a poll it has already seen is charged exactly the CPU time since
+/// that look plus an estimate of what came before. That estimate must never
+/// exceed the truth, or a healthy process is taken for a hog and its thread
+/// demoted for good. Between the previous look (at wall time `at`, with CPU
+/// time `cpu`) and the poll's start the thread can have used at most the
+/// wall time in between, so of the CPU time used since that look, at least
+/// `used - (started - at)` is the poll's. (The former estimate, all CPU time
+/// since the last look capped by the poll's wall-clock age, charged a
+/// healthy poll the CPU time of the polls before it whenever the watchdog
+/// was late and the worker was descheduled mid-poll: exactly what a loaded
+/// machine does.)
 pub(crate) fn watchdog_main(rt: Arc<Shared>) {
     let sched = &rt.sched;
     let config = &sched.config;
@@ -434,66 +561,85 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
     while !sched.is_shut_down() {
         thread::park_timeout(period);
         look += 1;
-        let now_ns = sched.nanos_since_start(Instant::now());
         let mut active = false;
         // Until the soonest moment a running poll could reach the threshold.
         let mut next_look = config.watchdog_period;
         for worker in sched.workers.snapshot() {
-            let epoch = worker.poll_epoch.load(Ordering::Acquire);
-            let cpu_now = worker.cpu_ns();
-            let started_ns = worker.poll_started_ns.load(Ordering::Relaxed);
             let before = observed.get(&worker.id).copied();
-            let poll_base = match before {
-                Some(seen) if seen.epoch == epoch => seen.poll_base,
-                // A poll seen for the first time has used at most the CPU
-                // time since the last look and at most its wall time.
-                Some(seen) => {
-                    let wall = now_ns.saturating_sub(started_ns);
-                    cpu_now - cpu_now.saturating_sub(seen.cpu).min(wall)
+            let now_ns = sched.nanos_since_start(Instant::now());
+            let Some(sample) = Sample::take(&worker) else {
+                // Polls come and go fast on this worker: it is not stuck.
+                if let Some(seen) = before {
+                    observed.insert(worker.id, Observation { look, ..seen });
                 }
-                None => cpu_now,
+                active = true;
+                continue;
+            };
+            let (poll_base, before_first_look, looks) = match before {
+                Some(seen) if seen.epoch == sample.epoch => {
+                    (seen.poll_base, seen.before_first_look, seen.looks + 1)
+                }
+                // A poll seen for the first time: see "What a poll is
+                // charged" above.
+                Some(seen) => {
+                    let base = first_look_base(&seen, &sample);
+                    (base, sample.cpu - base, 1)
+                }
+                None => (sample.cpu, 0, 1),
             };
             observed.insert(
                 worker.id,
                 Observation {
-                    epoch,
-                    cpu: cpu_now,
+                    epoch: sample.epoch,
+                    cpu: sample.cpu,
+                    at: now_ns,
                     poll_base,
+                    before_first_look,
+                    looks,
                     look,
                 },
             );
-            if before.is_none_or(|seen| seen.epoch != epoch) {
+            if before.is_none_or(|seen| seen.epoch != sample.epoch) {
                 active = true;
             }
-            if epoch % 2 == 0 {
+            if sample.epoch % 2 == 0 {
                 continue;
             }
             active = true;
-            let cpu = Duration::from_nanos(cpu_now.saturating_sub(poll_base));
-            let wall = Duration::from_nanos(now_ns.saturating_sub(started_ns));
-            let index = worker.slot.load(Ordering::Acquire);
-            match sched.slots.get(index) {
+            let poll = PollSeen {
+                pid_key: sample.pid_key,
+                cpu: Duration::from_nanos(sample.cpu.saturating_sub(poll_base)),
+                before_first_look: Duration::from_nanos(before_first_look),
+                wall: Duration::from_nanos(now_ns.saturating_sub(sample.started_ns)),
+                looks,
+            };
+            match sched.slots.get(sample.slot) {
                 Some(slot) if slot.owner.load(Ordering::Acquire) == worker.id => {
-                    if cpu >= config.cpu_threshold {
-                        retake(&rt, slot, &worker, true, cpu);
-                    } else if wall >= config.blocked_threshold && cpu * 4 < wall {
-                        retake(&rt, slot, &worker, false, cpu);
+                    if poll.cpu >= config.cpu_threshold {
+                        retake(&rt, slot, &worker, true, &poll);
+                    } else if poll.wall >= config.blocked_threshold
+                        && poll.cpu * 4 < poll.wall
+                        && !waits_for_a_cpu(&worker)
+                    {
+                        retake(&rt, slot, &worker, false, &poll);
                     } else {
-                        next_look = next_look.min(config.cpu_threshold - cpu);
+                        next_look = next_look.min(config.cpu_threshold - poll.cpu);
                     }
                 }
                 Some(_) => {}
                 None => {
                     // Handed off as blocked (or starved by a loaded machine),
                     // but it turns out to burn CPU: it is a hog after all.
-                    if cpu >= config.cpu_threshold && !worker.background.load(Ordering::Acquire) {
+                    if poll.cpu >= config.cpu_threshold
+                        && !worker.background.load(Ordering::Acquire)
+                    {
                         worker.background.store(true, Ordering::Release);
                         request_demoted_slice(&worker, config);
                     }
                 }
             }
             if worker.background.load(Ordering::Acquire) {
-                sched.demote_to(&worker, config.nice_for(cpu));
+                sched.demote_to(&worker, config.nice_for(poll.cpu));
             }
         }
         observed.retain(|_, seen| seen.look == look);
@@ -515,20 +661,34 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
     }
 }
 
+/// For a poll seen for the first time in `sample`, an upper bound of its
+/// thread's CPU time when it started, given the previous look `seen`: the
+/// thread can have used at most the wall time from that look to the poll's
+/// start (ns). See "What a poll is charged" at [`watchdog_main`].
+fn first_look_base(seen: &Observation, sample: &Sample) -> u64 {
+    let before_start = sample.started_ns.saturating_sub(seen.at);
+    sample.cpu.min(seen.cpu.saturating_add(before_start))
+}
+
+/// A poll in progress as the watchdog judges it.
+struct PollSeen {
+    pid_key: u64,
+    /// CPU time charged to it.
+    cpu: Duration,
+    /// Of which, the part from before the watchdog's first look at it.
+    before_first_look: Duration,
+    /// Wall time since it started.
+    wall: Duration,
+    /// Looks that saw it.
+    looks: u32,
+}
+
 /// Hands `slot` from the stuck `hog` worker to a spare.
-fn retake(rt: &Arc<Shared>, slot: &Slot, hog: &Arc<Worker>, demote: bool, cpu: Duration) {
+fn retake(rt: &Arc<Shared>, slot: &Slot, hog: &Arc<Worker>, demote: bool, poll: &PollSeen) {
     let sched = &rt.sched;
-    let Some(successor) = sched.workers.take_spare(rt) else {
+    let Some(successor) = sched.workers.hand_over(rt, slot, hog) else {
         return;
     };
-    if slot
-        .owner
-        .compare_exchange(hog.id, successor.id, Ordering::AcqRel, Ordering::Acquire)
-        .is_err()
-    {
-        sched.workers.inner.lock().spares.push(successor);
-        return;
-    }
     hog.slot.store(NO_SLOT, Ordering::Release);
     if demote {
         hog.background.store(true, Ordering::Release);
@@ -542,15 +702,79 @@ fn retake(rt: &Arc<Shared>, slot: &Slot, hog: &Arc<Worker>, demote: bool, cpu: D
             .fetch_add(1, Ordering::Relaxed);
     }
     sched.counters.handoffs.fetch_add(1, Ordering::Relaxed);
-    successor.slot.store(slot.index, Ordering::Release);
     successor.unpark();
+    let pid = Pid::local(poll.pid_key);
+    let (spawned_as, label) = rt.lookup(pid).map_or((None, None), |p| {
+        // Never wait for the hog's own lock.
+        let label = p
+            .relations
+            .try_lock()
+            .and_then(|r| r.as_ref().and_then(|r| r.label.clone()));
+        (Some(p.spawned_as.to_string()), label.map(|l| l.to_string()))
+    });
+    let record = Handoff {
+        pid,
+        spawned_as,
+        label,
+        slot: slot.index,
+        cpu: poll.cpu,
+        cpu_before_first_look: poll.before_first_look,
+        wall: poll.wall,
+        looks: poll.looks,
+        demoted: demote,
+        at: sched.started.elapsed(),
+    };
     tracing::debug!(
         slot = slot.index,
-        pid = hog.poll_pid.load(Ordering::Relaxed),
-        cpu_us = cpu.as_micros() as u64,
+        %pid,
+        spawned_as = record.spawned_as.as_deref().unwrap_or("?"),
+        cpu_us = poll.cpu.as_micros() as u64,
+        before_first_look_us = poll.before_first_look.as_micros() as u64,
+        wall_us = poll.wall.as_micros() as u64,
+        looks = poll.looks,
         demote,
         "ember: slot handed off from a stuck worker"
     );
+    *sched.workers.last_handoff.lock() = Some(record);
+}
+
+/// The watchdog's last hand-off: which poll it judged stuck, and on what
+/// evidence (`runtime_info().threads.last_handoff`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Handoff {
+    /// The process whose poll held the slot.
+    pub pid: Pid,
+    /// What it was spawned as (`None`: it had exited by then).
+    pub spawned_as: Option<String>,
+    /// What it said it was doing (`set_label`), if anything.
+    pub label: Option<String>,
+    /// The scheduler slot handed to another thread.
+    pub slot: usize,
+    /// CPU time charged to the poll (its thread's CPU clock).
+    pub cpu: Duration,
+    /// Of `cpu`, the part from before the watchdog first saw the poll: a
+    /// lower bound, never more than the poll can have used.
+    pub cpu_before_first_look: Duration,
+    /// Wall time since the poll started.
+    pub wall: Duration,
+    /// Watchdog looks that saw the poll (1: judged at the first).
+    pub looks: u32,
+    /// Whether its thread was demoted (a CPU hog) rather than only left
+    /// behind (a blocked poll).
+    pub demoted: bool,
+    /// When it happened, since the runtime started.
+    pub at: Duration,
+}
+
+/// Whether `worker`'s thread is runnable although its poll used little of
+/// its wall time: on an overloaded machine it waits for a CPU, not for a
+/// system call or a lock, and another thread for its slot would wait just
+/// the same. Unknown (no `/proc`): false, so a blocked poll is still
+/// handed off.
+fn waits_for_a_cpu(worker: &Worker) -> bool {
+    let tid = worker.tid.load(Ordering::Acquire);
+    tid != 0 && os::is_runnable(tid).unwrap_or(false)
 }
 
 /// Asks for the demoted slice for `worker`'s thread, if it has started.
@@ -576,5 +800,66 @@ fn request_slice(tid: i32, slice: Duration) {
         } else {
             tracing::warn!(tid, error = %e, "ember: cannot set a thread's scheduler slice; wake-ups may wait for the next tick");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{first_look_base, Observation, Sample};
+
+    const MS: u64 = 1_000_000;
+
+    fn seen(at: u64, cpu: u64) -> Observation {
+        Observation {
+            epoch: 2,
+            cpu,
+            at,
+            poll_base: cpu,
+            before_first_look: 0,
+            looks: 1,
+            look: 1,
+        }
+    }
+
+    fn sample(started_ns: u64, cpu: u64) -> Sample {
+        Sample {
+            epoch: 9,
+            pid_key: 1,
+            started_ns,
+            cpu,
+            slot: 0,
+        }
+    }
+
+    /// The loaded machine: the watchdog looked at 10 ms and then not for
+    /// 6 ms; the worker ran short polls for 3 ms of CPU, started one more at
+    /// 13 ms, and was preempted 0.1 ms into it. The former charge (CPU since
+    /// the last look, capped by the poll's 3 ms age) was 3 ms: a hog.
+    #[test]
+    fn a_healthy_poll_is_not_charged_for_the_polls_before_it() {
+        let seen = seen(10 * MS, 50 * MS);
+        let sample = sample(13 * MS, 53 * MS + MS / 10);
+        let charged = sample.cpu - first_look_base(&seen, &sample);
+        assert_eq!(charged, MS / 10);
+    }
+
+    /// A hog that started 10 us after a look is charged all it used but
+    /// those 10 us: detection is as fast as before.
+    #[test]
+    fn a_hog_first_seen_is_charged_all_it_used() {
+        let seen = seen(10 * MS, 50 * MS);
+        let sample = sample(10 * MS + MS / 100, 52 * MS);
+        let charged = sample.cpu - first_look_base(&seen, &sample);
+        assert_eq!(charged, 2 * MS - MS / 100);
+    }
+
+    /// A thread busy with other polls since the last look, and then with
+    /// this one: the charge is what the poll used.
+    #[test]
+    fn a_hog_after_busy_polls_is_charged_its_own_time() {
+        let seen = seen(10 * MS, 50 * MS);
+        let sample = sample(11 * MS, 53 * MS);
+        let charged = sample.cpu - first_look_base(&seen, &sample);
+        assert_eq!(charged, 2 * MS);
     }
 }
