@@ -20,8 +20,12 @@
 //! `LOOM_LOCATION=1` help debug a failure.
 //!
 //! Only the modules whose protocol we model use this facade: the process
-//! state byte (`process/state.rs`) and the mailbox (`mailbox.rs`). loom's
-//! types panic outside a model, so under `--cfg loom` run only the models.
+//! state byte (`process/state.rs`, with the runtime's teardown) and the
+//! mailbox (`mailbox.rs`). The hand-off of a slot (`scheduler/slot.rs`) is
+//! modelled on loom's types directly, as a step-for-step copy of the
+//! protocol, since the scheduler itself is built on `std` and `parking_lot`.
+//! loom's types panic outside a model, so under `--cfg loom` run only the
+//! models.
 //!
 //! [loom]: https://docs.rs/loom
 

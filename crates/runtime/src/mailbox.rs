@@ -16,12 +16,13 @@
 //! # Safety
 //!
 //! `saved` is an `UnsafeCell`. The `unsafe fn`s that touch it require that the
-//! caller has exclusive use of the process: it is the scheduler thread holding
-//! the process's `RUNNING` bit (every process-facing call reaches the mailbox
+//! caller has exclusive use of the process: it is the thread holding the
+//! process's `RUNNING` bit (every process-facing call reaches the mailbox
 //! through [`crate::context`]'s current process, which is only set for the
-//! duration of such a poll or of dropping the body), or the runtime tearing
-//! down after all scheduler threads have stopped. No reference into the cell
-//! outlives the function that made it, so nested calls cannot alias.
+//! duration of a poll or of dropping the body, both under `RUNNING`; the
+//! runtime's teardown also takes `RUNNING` first, see `process::state`, "Who
+//! drops the body"). No reference into the cell outlives the function that
+//! made it, so nested calls cannot alias.
 
 use std::any::Any;
 use std::collections::VecDeque;

@@ -5,7 +5,7 @@
 
 mod state;
 
-pub(crate) use state::{State, TransitionToIdle, TransitionToScheduled};
+pub(crate) use state::{State, TransitionToDropping, TransitionToIdle, TransitionToScheduled};
 
 use std::borrow::Cow;
 use std::cell::UnsafeCell;
@@ -35,7 +35,8 @@ pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ExitReason> + Send + 'st
 /// # Safety
 ///
 /// The `unsafe fn`s require that the caller holds `RUNNING` for this
-/// process, or that every scheduler thread of the runtime has stopped. Since
+/// process (a worker polling it, or whoever drops it: see [`state`], "Who
+/// drops the body" — the runtime's teardown takes `RUNNING` too). Since
 /// `RUNNING` is held by at most one thread, no two references into the cell
 /// ever coexist; user code cannot reach the cell.
 pub(crate) struct Body(UnsafeCell<Option<BoxFuture>>);
@@ -55,8 +56,9 @@ impl Body {
     ///
     /// The caller holds `RUNNING` for the process (type docs).
     pub(crate) unsafe fn poll(&self, cx: &mut Context<'_>) -> Option<Poll<ExitReason>> {
-        // SAFETY: exclusive access per this fn's contract; the reference lives
-        // for the poll only and the runtime does not touch the cell meanwhile.
+        // SAFETY: exclusive access per this fn's contract: no other thread
+        // holds `RUNNING`, so none touches the cell while this reference lives
+        // (for the poll only).
         let body = unsafe { &mut *self.0.get() };
         body.as_mut().map(|future| future.as_mut().poll(cx))
     }
@@ -65,7 +67,7 @@ impl Body {
     ///
     /// # Safety
     ///
-    /// The caller holds `RUNNING` for the process, or the runtime is down.
+    /// The caller holds `RUNNING` for the process (type docs).
     pub(crate) unsafe fn take(&self) -> Option<BoxFuture> {
         // SAFETY: exclusive access per this fn's contract.
         unsafe { (*self.0.get()).take() }

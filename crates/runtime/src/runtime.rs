@@ -21,8 +21,7 @@ use crate::context;
 use crate::mailbox::Envelope;
 use crate::net::reactor::Reactor;
 use crate::pid::{Pid, Ref};
-use crate::process::Process;
-use crate::process::Status;
+use crate::process::{Process, TransitionToDropping};
 use crate::reason::{ExitReason, IntoExitReason};
 use crate::scheduler::{self, Preemption, Scheduler};
 use crate::spawn::{Spawn, SpawnError, Spawned};
@@ -265,6 +264,12 @@ impl Drop for Runtime {
         }
         // Every process dies with the runtime; bodies are dropped in their own
         // context, while tokio's drivers still run, and send nothing more.
+        // Each body is dropped by exactly one party (`process::state`, "Who
+        // drops the body"): here if the process is parked, by whoever holds
+        // its `SCHEDULED` ticket if queued (below, the queues are drained
+        // with their tickets), or by the thread still inside its poll — a
+        // worker stuck in native code that the wait above gave up on — when
+        // that poll returns.
         let processes: Vec<Arc<Process>> = shared.table.iter().map(|e| e.value().clone()).collect();
         shared.table.clear();
         shared.names.clear();
@@ -272,25 +277,22 @@ impl Drop for Runtime {
             process.begin_exit();
         }
         for process in &processes {
-            if process.status() == Status::Running {
-                continue; // still inside a poll on a stuck thread: leave it
-            }
-            // SAFETY: no worker is polling this process (not RUNNING) and
-            // none will again: every worker has stopped or is stuck in
-            // another process's poll.
-            let body = unsafe { process.body.take() };
-            let previous = context::set_current(Some(process.clone()));
-            scheduler::drop_contained(body);
-            context::set_current(previous);
             process.relations.lock().take();
             scheduler::drop_contained(process.mailbox.drain_inbox());
-            // SAFETY: as above, this thread has exclusive use of the process.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
-                process.mailbox.clear_saved()
-            }));
+            if process.state.transition_to_dropping() == TransitionToDropping::Drop {
+                scheduler::drop_future(process);
+            }
         }
         drop(processes);
-        drop(shared.sched.drain_all());
+        for process in shared.sched.drain_all() {
+            // Holding the ticket: take `RUNNING`; false since it is exiting.
+            process.begin_exit();
+            if !process.state.transition_to_running() {
+                process.relations.lock().take();
+                scheduler::drop_contained(process.mailbox.drain_inbox());
+                scheduler::drop_future(&process);
+            }
+        }
         if let Some(stop) = self.io_stop.take() {
             let _ = stop.send(());
         }

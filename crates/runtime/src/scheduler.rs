@@ -37,6 +37,14 @@
 //! them sees the other: either the sleeper finds the work, or the pusher finds
 //! the sleeper and unparks it. Whoever swaps `parked` from true to false owns
 //! the decrement of `sleepers`.
+//!
+//! A push to `next` wakes nobody: its pusher is the slot's worker, which runs
+//! it after the current poll. But the watchdog may hand the slot to another
+//! worker between the pusher's owner check and its push; that worker may
+//! already have looked at `next` and parked. So the push also reads the
+//! slot's `parked` (after storing `has_next`, both `SeqCst`) and unparks it
+//! (`Scheduler::unpark_if_parked`): `next` cannot be stolen, so nobody else
+//! would run it.
 
 mod os;
 mod queue;
@@ -57,7 +65,7 @@ pub(crate) use queue::Class;
 use queue::RunQueue;
 pub(crate) use slot::Slot;
 pub use watchdog::{Handoff, Preemption};
-pub(crate) use worker::{drop_contained, panic_message, Worker, NO_SLOT};
+pub(crate) use worker::{drop_contained, drop_future, panic_message, Worker, NO_SLOT};
 
 use crate::context;
 use crate::net::reactor::Reactor;
@@ -196,6 +204,18 @@ impl Scheduler {
     fn unmark_parked(&self, slot: &Slot) {
         if slot.parked.swap(false, Ordering::SeqCst) {
             self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Wakes `slot`'s worker if it is parked. After a push to `next` by a
+    /// worker that has just lost the slot to a hand-off: `next` is not
+    /// stealable and `notify_one` may pick another slot, so the new owner
+    /// itself must look. `SeqCst`, as the sleep protocol's push side (module
+    /// docs): the push stored `has_next` first.
+    fn unpark_if_parked(&self, slot: &Slot) {
+        if slot.parked.load(Ordering::SeqCst) && slot.parked.swap(false, Ordering::SeqCst) {
+            self.sleepers.fetch_sub(1, Ordering::SeqCst);
+            self.unpark(slot);
         }
     }
 
@@ -350,6 +370,10 @@ fn enqueue(rt: &Shared, process: Arc<Process>, as_next: bool) {
             if as_next && process.priority() == crate::Priority::Normal && !process.is_offender() {
                 if let Some(displaced) = slot.swap_next(process) {
                     sched.push_local(slot, displaced, Class::Woken);
+                } else {
+                    // The slot may have been handed off since the owner check
+                    // above, and its new worker parked without seeing `next`.
+                    sched.unpark_if_parked(slot);
                 }
             } else {
                 sched.push_local(slot, process, Class::Woken);

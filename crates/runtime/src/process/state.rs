@@ -19,7 +19,31 @@
 //!
 //! A process is therefore in at most one run queue, and polled by at most one
 //! thread at a time: the `SCHEDULED` bit is the ticket for the queue, and only
-//! its holder can set `RUNNING`.
+//! its holder can set `RUNNING` (or, for an exiting process nobody holds, the
+//! runtime's teardown: [`State::transition_to_dropping`]).
+//!
+//! # Who drops the body
+//!
+//! Exactly one party drops a process's body (its future and its saved
+//! messages): the one holding `RUNNING` when it learns the process is over.
+//! `RUNNING` is never cleared once `EXITING` is set, so nobody can take it
+//! after that party, and there is only ever one holder. The cases:
+//!
+//! * the poll returned `Ready` or panicked: the polling thread drops it;
+//! * the poll returned `Pending` and `transition_to_idle` found `EXITING`
+//!   (killed during the poll, possibly by the runtime's teardown while the
+//!   thread was stuck in native code): the polling thread drops it;
+//! * popped from a queue with `EXITING` set: `transition_to_running` still
+//!   sets `RUNNING` and answers false, and the popper drops it. The
+//!   teardown drains the run queues this way too;
+//! * neither `RUNNING` nor `SCHEDULED` set (parked) when the runtime is torn
+//!   down: `transition_to_dropping` sets `RUNNING` by compare-and-swap and
+//!   the teardown drops it. That swap fails if a wake-up set `SCHEDULED`
+//!   first (then its queue's popper drops it) or if a poll holds `RUNNING`;
+//!   a wake-up after it only sets `NOTIFIED`.
+//!
+//! `State::status` answers `Exiting` before it looks at `RUNNING`: it is for
+//! introspection only, never for deciding whether the body may be touched.
 //!
 //! # Ordering
 //!
@@ -78,6 +102,20 @@ pub(crate) enum TransitionToIdle {
     Exiting,
 }
 
+/// The outcome of [`State::transition_to_dropping`].
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TransitionToDropping {
+    /// The caller now holds `RUNNING` and must drop the body.
+    Drop,
+    /// A thread is inside a poll (or dropping the body): it drops it.
+    Running,
+    /// The process is in a run queue, or popped and about to run: whoever
+    /// holds the `SCHEDULED` ticket takes `RUNNING`, sees `EXITING` and drops
+    /// it.
+    Scheduled,
+}
+
 /// The atomic state byte; see the module docs.
 pub(crate) struct State(AtomicU8);
 
@@ -92,6 +130,16 @@ impl State {
         self.0.load(Ordering::Acquire) & EXITING != 0
     }
 
+    /// Whether a thread holds `RUNNING`: it is polling the process, or
+    /// dropping its body. Unlike [`State::status`], which answers `Exiting`
+    /// first, this reads the bit itself, so it is what decides whether the
+    /// body may be touched.
+    pub(crate) fn is_running(&self) -> bool {
+        self.0.load(Ordering::Acquire) & RUNNING != 0
+    }
+
+    /// What introspection reports; `Exiting` hides `RUNNING` (use
+    /// [`State::is_running`] to decide anything about the body).
     pub(crate) fn status(&self) -> Status {
         let state = self.0.load(Ordering::Acquire);
         if state & EXITING != 0 {
@@ -160,6 +208,33 @@ impl State {
         }
     }
 
+    /// Takes `RUNNING` for an exiting process that no thread holds and no
+    /// queue holds (neither `RUNNING` nor `SCHEDULED`), so that the caller
+    /// may drop its body: the runtime's teardown. Returns false if someone
+    /// holds or will hold `RUNNING`; that party drops the body (module docs,
+    /// "Who drops the body").
+    pub(crate) fn transition_to_dropping(&self) -> TransitionToDropping {
+        let mut current = self.0.load(Ordering::Acquire);
+        loop {
+            debug_assert!(current & EXITING != 0, "dropping a live process");
+            if current & RUNNING != 0 {
+                return TransitionToDropping::Running;
+            }
+            if current & SCHEDULED != 0 {
+                return TransitionToDropping::Scheduled;
+            }
+            match self.0.compare_exchange_weak(
+                current,
+                current | RUNNING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return TransitionToDropping::Drop,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
     /// Marks the process exiting. Returns false if it already was, so that
     /// exactly one caller performs the exit.
     pub(crate) fn begin_exit(&self) -> bool {
@@ -186,7 +261,7 @@ mod harness {
     use std::sync::atomic::AtomicUsize;
     use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
-    use super::{State, TransitionToIdle, TransitionToScheduled};
+    use super::{State, TransitionToDropping, TransitionToIdle, TransitionToScheduled};
     use crate::loom::cell::UnsafeCell;
     use crate::loom::sync::Mutex;
 
@@ -228,6 +303,7 @@ mod harness {
         pub(super) requeued: AtomicUsize,
         pub(super) exiting_after_poll: AtomicUsize,
         pub(super) dropped_unpolled: AtomicUsize,
+        pub(super) dropped_by_teardown: AtomicUsize,
     }
 
     #[derive(Default)]
@@ -328,6 +404,41 @@ mod harness {
         /// Runs until the queue is empty.
         pub(super) fn drain(&self) {
             while self.run_one() {}
+        }
+
+        /// `Runtime::drop` after its wait for the workers gave up on some:
+        /// every process in the table is marked exiting (no wake-up), a
+        /// parked one is dropped here, and the run queue is drained with
+        /// its tickets. A thread still inside a poll drops its process when
+        /// the poll returns; one that popped a process and has not yet
+        /// taken `RUNNING` drops it then.
+        pub(super) fn tear_down(&self, table: &[Arc<Proc>]) {
+            for process in table {
+                if process.state.begin_exit() {
+                    process.exits.fetch_add(1, Release);
+                }
+            }
+            for process in table {
+                if process.state.transition_to_dropping() == TransitionToDropping::Drop {
+                    self.seen.dropped_by_teardown.fetch_add(1, Relaxed);
+                    process.drop_body();
+                }
+            }
+            loop {
+                let Some(process) = self.queue.lock().pop_front() else {
+                    break;
+                };
+                assert_eq!(process.tickets.fetch_sub(1, Relaxed), 1);
+                if process.state.begin_exit() {
+                    process.exits.fetch_add(1, Release);
+                }
+                assert!(
+                    !process.state.transition_to_running(),
+                    "an exiting process was given to the teardown to poll"
+                );
+                self.seen.dropped_by_teardown.fetch_add(1, Relaxed);
+                process.drop_body();
+            }
         }
     }
 
@@ -512,6 +623,84 @@ mod stress {
     }
 }
 
+#[cfg(all(test, not(loom)))]
+mod stress_teardown {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Barrier};
+    use std::thread;
+
+    use super::harness::RunQueue;
+
+    /// Rounds in which two schedulers poll (slowly) and a sender wakes a few
+    /// processes while the runtime is torn down at a scattered moment, all
+    /// released at once by a barrier: every body is dropped exactly once and
+    /// never while it is polled (the harness asserts both as it goes). The
+    /// report says how often the teardown, rather than a worker, dropped it.
+    #[test]
+    fn a_teardown_racing_with_polls_and_wakes_drops_every_body_once() {
+        const ROUNDS: usize = 1_000;
+        const PROCESSES: usize = 3;
+        let by_workers = AtomicUsize::new(0);
+        let mut by_teardown = 0;
+        for round in 0..ROUNDS {
+            let mut rq = RunQueue::default();
+            rq.poll_spins = 500;
+            let rq = Arc::new(rq);
+            let processes: Vec<_> = (0..PROCESSES)
+                .map(|i| rq.spawn((i == 0 && round % 3 == 0).then_some(2)))
+                .collect();
+            let gate = Arc::new(Barrier::new(4));
+            let stop = Arc::new(AtomicBool::new(false));
+            let mut threads = Vec::new();
+            for _ in 0..2 {
+                let (rq, gate, stop) = (rq.clone(), gate.clone(), stop.clone());
+                threads.push(thread::spawn(move || {
+                    gate.wait();
+                    while !stop.load(Ordering::Acquire) {
+                        if !rq.run_one() {
+                            std::hint::spin_loop();
+                        }
+                    }
+                }));
+            }
+            {
+                let (rq, gate, processes) = (rq.clone(), gate.clone(), processes.clone());
+                threads.push(thread::spawn(move || {
+                    gate.wait();
+                    for n in 0..20 {
+                        rq.send(&processes[n % PROCESSES]);
+                    }
+                }));
+            }
+            gate.wait();
+            for _ in 0..(round * 37) % 3_000 {
+                std::hint::spin_loop();
+            }
+            rq.tear_down(&processes);
+            stop.store(true, Ordering::Release);
+            for t in threads {
+                t.join().unwrap();
+            }
+            rq.drain();
+            for process in &processes {
+                process.assert_settled();
+                assert_eq!(process.exits(), 1);
+            }
+            let torn = rq.seen.dropped_by_teardown.load(Ordering::Relaxed);
+            by_teardown += torn;
+            by_workers.fetch_add(PROCESSES - torn, Ordering::Relaxed);
+        }
+        let by_workers = by_workers.load(Ordering::Relaxed);
+        println!(
+            "{ROUNDS} rounds: bodies dropped by the teardown {by_teardown}, by a worker or its poll's end {by_workers}"
+        );
+        assert!(
+            by_teardown > 0 && by_workers > 0,
+            "both sides must win sometimes"
+        );
+    }
+}
+
 /// Model checks under loom; see `crate::loom` for the command and bounds.
 #[cfg(all(test, loom))]
 mod loom_models {
@@ -605,6 +794,54 @@ mod loom_models {
             rq.run_one();
             killer();
             sender();
+            rq.drain();
+            process.assert_settled();
+            assert_eq!(process.exits(), 1);
+        });
+    }
+
+    /// The runtime is torn down while a worker it gave up on is inside the
+    /// process's poll (or about to take it from the queue) and a message
+    /// wakes it: the body is dropped exactly once, never while the poll
+    /// runs, by the teardown or by that worker (issue: `Runtime::drop` once
+    /// read `status()`, which answers `Exiting` before `Running`).
+    #[test]
+    fn a_teardown_racing_with_a_poll_and_a_wake_drops_the_body_once() {
+        crate::loom::model("teardown vs poll vs wake", Some(4), || {
+            let rq = Arc::new(RunQueue::default());
+            let process = rq.spawn(None);
+            let p = process.clone();
+            let sender = start(&rq, move |rq| rq.send(&p));
+            let worker = start(&rq, |rq| {
+                rq.run_one();
+            });
+            rq.tear_down(&[process.clone()]);
+            sender();
+            worker();
+            // A ticket the teardown could not see (a wake after its drain)
+            // is dropped by whoever pops it.
+            rq.drain();
+            process.assert_settled();
+            assert_eq!(process.exits(), 1);
+        });
+    }
+
+    /// The teardown races with a process that finishes by itself (its poll
+    /// returns `Ready`) and with a kill: one exit, one drop, never under the
+    /// poll.
+    #[test]
+    fn a_teardown_racing_with_a_process_finishing_drops_the_body_once() {
+        crate::loom::model("teardown vs self exit vs kill", Some(4), || {
+            let rq = Arc::new(RunQueue::default());
+            let process = rq.spawn(Some(1));
+            let p = process.clone();
+            let killer = start(&rq, move |rq| rq.terminate(&p));
+            let worker = start(&rq, |rq| {
+                rq.run_one();
+            });
+            rq.tear_down(&[process.clone()]);
+            killer();
+            worker();
             rq.drain();
             process.assert_settled();
             assert_eq!(process.exits(), 1);

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::Thread;
 
-use crossbeam_utils::atomic::AtomicCell;
 use parking_lot::Mutex;
 
 use super::queue::{Class, RunQueue};
@@ -25,8 +24,11 @@ pub(crate) struct Slot {
     /// High-priority and woken processes in `queue`, readable without the lock.
     interactive: AtomicUsize,
     /// The process to run right after the current poll (not stealable).
-    next: AtomicCell<Option<Arc<Process>>>,
-    /// Whether `next` holds a process, for other threads' information.
+    /// Normally only the slot's worker touches it, but a worker that has just
+    /// lost the slot to a hand-off may still push here while the new one
+    /// takes: the lock keeps `has_next` equal to `next.is_some()`.
+    next: Mutex<Option<Arc<Process>>>,
+    /// Whether `next` holds a process, readable without the lock.
     has_next: AtomicBool,
     /// The id of the worker serving this slot.
     pub(crate) owner: AtomicUsize,
@@ -58,7 +60,7 @@ impl Slot {
             queue: Mutex::new(RunQueue::default()),
             len: AtomicUsize::new(0),
             interactive: AtomicUsize::new(0),
-            next: AtomicCell::new(None),
+            next: Mutex::new(None),
             has_next: AtomicBool::new(false),
             owner: AtomicUsize::new(NO_WORKER),
             thread: Mutex::new(None),
@@ -80,7 +82,9 @@ impl Slot {
 
     /// Processes waiting in this slot, `next` included.
     pub(crate) fn queue_len(&self) -> usize {
-        self.stealable_len() + usize::from(self.has_next.load(Ordering::Relaxed))
+        // SeqCst: read by a worker about to park, against `swap_next` (the
+        // scheduler module docs, "Sleeping and waking").
+        self.stealable_len() + usize::from(self.has_next.load(Ordering::SeqCst))
     }
 
     /// Whether interactive work (`next`, high, woken) waits in this slot.
@@ -110,17 +114,22 @@ impl Slot {
 
     /// Puts a process in `next`, returning the one it displaces.
     pub(crate) fn swap_next(&self, process: Arc<Process>) -> Option<Arc<Process>> {
-        self.has_next.store(true, Ordering::Relaxed);
-        self.next.swap(Some(process))
+        let mut next = self.next.lock();
+        // SeqCst: the push side of the sleep protocol (scheduler module docs).
+        self.has_next.store(true, Ordering::SeqCst);
+        next.replace(process)
     }
 
     /// Takes the `next` process.
     pub(crate) fn take_next(&self) -> Option<Arc<Process>> {
-        let next = self.next.take();
-        if next.is_some() {
-            self.has_next.store(false, Ordering::Relaxed);
+        if !self.has_next.load(Ordering::Relaxed) {
+            // Only a push by this slot's former worker can race with this
+            // read, and that push unparks us if we park (`enqueue`).
+            return None;
         }
-        next
+        let mut next = self.next.lock();
+        self.has_next.store(false, Ordering::Relaxed);
+        next.take()
     }
 
     /// Moves everything queued here (with `next`) into `into`.
@@ -147,5 +156,170 @@ impl Slot {
         if let Some(t) = &*self.thread.lock() {
             t.unpark();
         }
+    }
+}
+
+/// Model checks of the hand-off under loom; see `crate::loom` for the command.
+///
+/// The slot and the worker registry use `std`'s atomics and `parking_lot`
+/// directly, so this is a model of their protocol, step for step, rather
+/// than the code itself: the owner check and push to `next` of
+/// `scheduler::enqueue` with `Scheduler::unpark_if_parked`, the hand-off of
+/// `watchdog::retake` with `Workers::{take_spare, assign}`, and a starting
+/// spare's `Workers::wait_as_spare` then `worker::serve_slot`/`idle` (with
+/// `notify_one` reduced to the one slot and `park_timeout` to `park`, so a
+/// lost wake-up shows as a deadlock rather than a 100 ms delay).
+///
+/// loom treats `SeqCst` accesses as acquire-release (its documented
+/// limitation), which would let both sides of the sleep protocol's Dekker
+/// pattern miss each other; C++20's `SeqCst` accesses (what the product
+/// relies on) forbid that, as a `SeqCst` fence between each side's store and
+/// load does, so the model puts one there.
+#[cfg(all(test, loom))]
+mod loom_models {
+    use ::loom::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering::SeqCst};
+    use ::loom::sync::{Arc, Mutex};
+    use ::loom::thread::{self, Thread};
+
+    const NO_SLOT: usize = usize::MAX;
+    const OLD: usize = 1;
+    const SPARE: usize = 3;
+    /// The process the hog wakes.
+    const B: u32 = 7;
+
+    #[derive(Default)]
+    struct Model {
+        // The slot.
+        owner: AtomicUsize,
+        next: Mutex<Option<u32>>,
+        has_next: AtomicBool,
+        parked: AtomicBool,
+        // The injector.
+        injector: Mutex<Vec<u32>>,
+        // The registry: listed spares, and the spare's fields.
+        spares: Mutex<Vec<usize>>,
+        spare_slot: AtomicUsize,
+        spare_thread: Mutex<Option<Thread>>,
+        /// Processes the spare ran.
+        ran: Mutex<Vec<u32>>,
+    }
+
+    impl Model {
+        fn unpark_spare(&self) {
+            if let Some(t) = &*self.spare_thread.lock().unwrap() {
+                t.unpark();
+            }
+        }
+
+        /// `Scheduler::unpark_if_parked`, and `notify_one` for this slot.
+        fn unpark_if_parked(&self) {
+            fence(SeqCst);
+            if self.parked.load(SeqCst) && self.parked.swap(false, SeqCst) {
+                self.unpark_spare();
+            }
+        }
+
+        /// `enqueue` on the old owner's thread, inside the hog's poll.
+        fn wake_b(&self) {
+            if self.owner.load(SeqCst) == OLD {
+                let mut next = self.next.lock().unwrap();
+                self.has_next.store(true, SeqCst);
+                assert!(next.replace(B).is_none());
+                drop(next);
+                self.unpark_if_parked();
+            } else {
+                self.injector.lock().unwrap().push(B);
+                self.unpark_if_parked();
+            }
+        }
+
+        /// `retake` (`Workers::hand_over`): under the registry lock, take
+        /// the spare, swap the owner and give the spare the slot, in one
+        /// critical section; then wake it.
+        fn retake(&self) {
+            {
+                let mut spares = self.spares.lock().unwrap();
+                let spare = spares.pop().expect("the spare is listed");
+                assert_eq!(spare, SPARE);
+                self.owner
+                    .compare_exchange(OLD, SPARE, SeqCst, SeqCst)
+                    .expect("the old owner still owns the slot");
+                self.spare_slot.store(0, SeqCst);
+            }
+            self.unpark_spare();
+        }
+
+        /// `wait_as_spare` then `serve_slot` until it has run `B`.
+        fn spare(&self) {
+            *self.spare_thread.lock().unwrap() = Some(thread::current());
+            {
+                let mut spares = self.spares.lock().unwrap();
+                if self.spare_slot.load(SeqCst) == NO_SLOT && !spares.contains(&SPARE) {
+                    spares.push(SPARE);
+                }
+            }
+            while self.spare_slot.load(SeqCst) == NO_SLOT {
+                thread::park();
+            }
+            assert_eq!(self.owner.load(SeqCst), SPARE);
+            loop {
+                let found = if self.has_next.load(SeqCst) {
+                    let mut next = self.next.lock().unwrap();
+                    self.has_next.store(false, SeqCst);
+                    next.take()
+                } else {
+                    None
+                }
+                .or_else(|| self.injector.lock().unwrap().pop());
+                if let Some(p) = found {
+                    self.ran.lock().unwrap().push(p);
+                    return;
+                }
+                // `idle`: announce, look once more, park.
+                self.parked.store(true, SeqCst);
+                fence(SeqCst);
+                let has_work =
+                    self.has_next.load(SeqCst) || !self.injector.lock().unwrap().is_empty();
+                if !has_work {
+                    while self.parked.load(SeqCst) {
+                        thread::park();
+                    }
+                }
+                self.parked.store(false, SeqCst);
+            }
+        }
+    }
+
+    /// The hog wakes B during its poll while the watchdog hands its slot to
+    /// a spare whose thread is just starting: B runs on the spare (no lost
+    /// wake-up: otherwise the spare parks for ever and loom reports a
+    /// deadlock), and the spare, serving the slot, is not listed as a spare
+    /// (it would be handed a second slot and leave this one without a
+    /// thread).
+    #[test]
+    fn a_wake_during_a_poll_whose_slot_is_handed_off_reaches_the_new_worker() {
+        crate::loom::model(
+            "wake during a poll vs hand-off vs spare start",
+            Some(3),
+            || {
+                let model = Arc::new(Model::default());
+                model.owner.store(OLD, SeqCst);
+                model.spare_slot.store(NO_SLOT, SeqCst);
+                // Listed by `Workers::spawn` before its thread starts.
+                model.spares.lock().unwrap().push(SPARE);
+                let m = model.clone();
+                let spare = thread::spawn(move || m.spare());
+                let m = model.clone();
+                let watchdog = thread::spawn(move || m.retake());
+                model.wake_b();
+                watchdog.join().unwrap();
+                spare.join().unwrap();
+                assert_eq!(*model.ran.lock().unwrap(), vec![B]);
+                assert!(
+                    model.spares.lock().unwrap().is_empty(),
+                    "a worker serving a slot is listed as a spare"
+                );
+            },
+        );
     }
 }

@@ -409,9 +409,15 @@ fn run(
 }
 
 /// Drops a process's body and saved messages inside its own context; a
-/// panicking destructor is contained. The caller holds `RUNNING`.
+/// panicking destructor is contained. The caller holds `RUNNING` and has seen
+/// `EXITING` (or the body finish): it is the one party that drops the body
+/// (`process::state`, "Who drops the body").
 pub(crate) fn drop_future(process: &Arc<Process>) {
-    // SAFETY: our caller holds `RUNNING` (see `run`).
+    debug_assert!(process.state.is_running());
+    // SAFETY: our caller holds `RUNNING` (`run`, or the runtime's teardown
+    // after `transition_to_running`/`transition_to_dropping`), which nobody
+    // else can hold at the same time; `RUNNING` is not cleared after this, so
+    // nobody polls or drops the body again.
     let body = unsafe { process.body.take() };
     let previous = context::set_current(Some(process.clone()));
     if panic::catch_unwind(AssertUnwindSafe(move || drop(body))).is_err() {
