@@ -140,8 +140,11 @@ spawn_round(N) ->
     Rss1 = rss_bytes(),
     T2 = now_native(),
     lists:foreach(fun(P) -> exit(P, kill) end, Pids),
+    TLoop = now_native(),
     ok = await_process_count(Base),
     T3 = now_native(),
+    io:format("# spawn_kill n=~p: kill loop ~.3f us/process, then ~.1f ms until the "
+              "count fell~n", [N, ns(T2, TLoop) / 1000 / N, ns(TLoop, T3) / 1.0e6]),
     {ns(T0, T1), ns(T2, T3), (Mem1 - Mem0) - (Self1 - Self0), Rss1 - Rss0}.
 
 spawn_waiters(0, Acc) -> Acc;

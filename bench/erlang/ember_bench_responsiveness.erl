@@ -8,6 +8,11 @@
 %% computing 2000! and a probe that just replies are spawned; each measures
 %% its own latency from spawn to reply. Hog progress is measured with and
 %% without probes.
+%%
+%% Each case runs on exactly the cores it names: besides schedulers_online,
+%% the whole VM (every thread, dirty schedulers and async threads included)
+%% is pinned with `taskset` to the first 1 or 2 cores it may use, as the
+%% Ember side pins its process.
 -module(ember_bench_responsiveness).
 -export([scenario/0]).
 
@@ -19,9 +24,31 @@
 scenario() ->
     Window = window_ms(),
     Original = erlang:system_info(schedulers_online),
-    Metrics = lists:append([per_cores(Cores, Window) || Cores <- [1, 2]]),
+    Allowed = allowed_cores(),
+    Metrics = lists:append([per_cores(Cores, Allowed, Window) || Cores <- [1, 2]]),
     erlang:system_flag(schedulers_online, Original),
+    pin(Allowed),
     Metrics.
+
+%% The cores the VM may run on (Cpus_allowed_list of /proc/self/status).
+allowed_cores() ->
+    {ok, Status} = file:read_file("/proc/self/status"),
+    [_, Rest] = binary:split(Status, <<"Cpus_allowed_list:">>),
+    [List | _] = binary:split(Rest, <<"\n">>),
+    lists:append([case binary:split(Part, <<"-">>) of
+                      [Lo, Hi] -> lists:seq(binary_to_integer(Lo), binary_to_integer(Hi));
+                      [One] -> [binary_to_integer(One)]
+                  end || Part <- binary:split(string:trim(List), <<",">>, [global])]).
+
+%% Pins every thread of the VM to Cores (`taskset -a -p -c`); fails the
+%% scenario if that is impossible.
+pin(Cores) ->
+    List = string:join([integer_to_list(C) || C <- Cores], ","),
+    Cmd = "taskset -a -p -c " ++ List ++ " " ++ os:getpid() ++ " >/dev/null 2>&1; echo $?",
+    case string:trim(os:cmd(Cmd)) of
+        "0" -> io:format("# responsiveness: pinned to cores ~s~n", [List]);
+        Rc -> error({taskset_failed, List, Rc})
+    end.
 
 window_ms() ->
     case os:getenv("BENCH_SECONDS") of
@@ -32,7 +59,10 @@ window_ms() ->
             end
     end.
 
-per_cores(Cores, Window) ->
+per_cores(Cores, Allowed, _Window) when length(Allowed) < Cores ->
+    error({too_few_cores, Cores, Allowed});
+per_cores(Cores, Allowed, Window) ->
+    pin(lists:sublist(Allowed, Cores)),
     erlang:system_flag(schedulers_online, Cores),
     C = integer_to_list(Cores) ++ "core",
     {Fact0, Ping0, Lost0} = probe(Window),

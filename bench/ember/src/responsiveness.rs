@@ -9,6 +9,12 @@
 //! computing 2000! and a probe that just replies are spawned; each measures
 //! its own latency from spawn to reply. Hog progress is measured with and
 //! without probes, and with the watchdog off (to price the machinery).
+//!
+//! Each case runs on exactly the cores it names: before its runtime is built
+//! the whole OS process (every thread; threads started later inherit it) is
+//! pinned with `taskset` to the first 1 or 2 cores it may use, as the BEAM
+//! side pins its VM. A demoted hog's thread therefore competes for the same
+//! core as the scheduler in the 1-core case instead of taking the other one.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -177,6 +183,49 @@ fn latency_metrics(
     out
 }
 
+/// The cores this process may run on when the scenario starts (from
+/// `Cpus_allowed_list` in `/proc/self/status`), in ascending order.
+fn allowed_cores() -> Vec<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let Some(list) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+    else {
+        return Vec::new();
+    };
+    let mut cores = Vec::new();
+    for part in list.trim().split(',') {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        if let (Ok(lo), Ok(hi)) = (lo.trim().parse::<usize>(), hi.trim().parse::<usize>()) {
+            cores.extend(lo..=hi);
+        }
+    }
+    cores
+}
+
+/// Pins every thread of this process to `cores` (`taskset -a -p -c`).
+/// Panics with the reason if that is impossible: figures for "1 core" taken
+/// on two would be wrong, not merely noisy.
+fn pin_process(cores: &[usize]) {
+    let list = cores
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let pid = std::process::id().to_string();
+    match std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", &list, &pid])
+        .stdout(std::process::Stdio::null())
+        .status()
+    {
+        Ok(status) if status.success() => println!("# responsiveness: pinned to cores {list}"),
+        Ok(status) => panic!("ember-bench: taskset -a -p -c {list} {pid} failed: {status}"),
+        Err(e) => {
+            panic!("ember-bench: cannot run taskset (util-linux) to pin to cores {list}: {e}")
+        }
+    }
+}
+
 fn runtime(cores: usize, watchdog: bool) -> Runtime {
     let mut preemption = Preemption::default();
     preemption.enabled = watchdog;
@@ -234,8 +283,15 @@ fn loaded_run(
 /// The whole scenario, run from the main thread (it builds its own runtimes).
 pub(crate) fn responsiveness() -> Vec<Metric> {
     let window = probe_seconds();
+    let allowed = allowed_cores();
     let mut out = Vec::new();
     for cores in [1, 2] {
+        if allowed.len() < cores {
+            panic!(
+                "ember-bench: the {cores}-core case needs {cores} cores, this process may use {allowed:?}"
+            );
+        }
+        pin_process(&allowed[..cores]);
         let rt = runtime(cores, true);
         let (tx, rx) = std::sync::mpsc::channel();
         rt.handle().spawn(async move {
@@ -290,5 +346,6 @@ pub(crate) fn responsiveness() -> Vec<Metric> {
             ));
         }
     }
+    pin_process(&allowed);
     out
 }

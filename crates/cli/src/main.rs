@@ -8,6 +8,18 @@ use clap::Parser;
 use ember_runtime::Runtime;
 use ember_web::{endpoints, Config, Router, Server};
 
+/// The global allocator, counted exactly for `runtime_info`: mimalloc by
+/// default (feature `mimalloc`), the system allocator without it.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOC: ember_runtime::Counting<mimalloc::MiMalloc> =
+    ember_runtime::Counting(mimalloc::MiMalloc);
+
+/// The global allocator, counted exactly for `runtime_info`.
+#[cfg(not(feature = "mimalloc"))]
+#[global_allocator]
+static ALLOC: ember_runtime::CountingAlloc = ember_runtime::CountingAlloc;
+
 /// Command-line options.
 #[derive(Parser, Debug)]
 #[command(version, about = "Ember: the soul of Erlang/OTP, in Rust")]

@@ -344,6 +344,17 @@ impl<A: Clone + Send + 'static> Server<A> {
         self.children.len() + self.restarting.len()
     }
 
+    /// Gives the children table's memory back once it is mostly empty (a
+    /// supervisor that had a million children and now has few should not
+    /// keep the table sized for a million). Amortized O(1): the table
+    /// shrinks to twice its size only after losing three quarters.
+    fn shrink(&mut self) {
+        let len = self.children.len();
+        if self.children.capacity() > 1024 && self.children.capacity() / 4 > len {
+            self.children.shrink_to(len * 2);
+        }
+    }
+
     async fn start(&mut self, args: A) -> Result<Option<Pid>, StartError> {
         let keep = (self.spec.restart != Restart::Temporary).then(|| args.clone());
         let started = match gen::guarded((self.spec.start)(args)).await {
@@ -390,6 +401,7 @@ impl<A: Clone + Send + 'static> Server<A> {
         let Some(args) = self.children.remove(&pid) else {
             return Return::NoReply;
         };
+        self.shrink();
         let restart = match self.spec.restart {
             Restart::Permanent => true,
             Restart::Transient => !reason.is_orderly(),
@@ -480,7 +492,9 @@ impl<A: Clone + Send + 'static> GenServer for Server<A> {
                 }
             }
             Request::TerminateChild(pid) => {
-                if self.children.remove(&pid).is_none() {
+                let removed = self.children.remove(&pid);
+                self.shrink();
+                if removed.is_none() {
                     // OTP: a pid that is gone is fine, a live stranger is not.
                     Response::Done(if ember_runtime::is_alive(pid) {
                         Err(SupervisorError::NotFound)

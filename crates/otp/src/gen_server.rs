@@ -594,7 +594,10 @@ async fn terminate<S: GenServer>(state: &mut S, reason: ExitReason, last: &str) 
         Ok(()) => reason,
         Err(panic) => panic,
     };
-    if !reason.is_orderly() {
+    if !reason.is_orderly()
+        && tracing::enabled!(tracing::Level::ERROR)
+        && crate::logger::reports().admit()
+    {
         tracing::error!(
             server = %self_pid(),
             module = type_name::<S>(),

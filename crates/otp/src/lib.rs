@@ -231,6 +231,7 @@ pub mod application;
 pub mod dynamic_supervisor;
 pub mod gen;
 pub mod gen_server;
+pub mod logger;
 pub mod pool;
 pub mod resource_pool;
 pub mod supervisor;

@@ -32,13 +32,49 @@ fn counting() -> bool {
     !PAUSED.load(Ordering::Relaxed)
 }
 
-// SAFETY: every method forwards to `System` with the caller's arguments
-// unchanged, so `System`'s guarantees carry over; the counters have no effect
-// on the memory handed out.
+// SAFETY: every method forwards to `Counting(System)`, which forwards to
+// `System` unchanged.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded as is; the caller upholds `alloc`'s contract.
-        let ptr = unsafe { System.alloc(layout) };
+        unsafe { Counting(System).alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded as is; `ptr` came from this allocator with `layout`.
+        unsafe { Counting(System).dealloc(ptr, layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded as is; the caller upholds `alloc_zeroed`'s contract.
+        unsafe { Counting(System).alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded as is; the caller upholds `realloc`'s contract.
+        unsafe { Counting(System).realloc(ptr, layout, new_size) }
+    }
+}
+
+/// [`CountingAlloc`] over another allocator `A` (mimalloc, jemalloc...):
+/// the same exact count of live bytes, reported by
+/// [`allocated_bytes`] and `runtime_info`.
+///
+/// ```ignore
+/// #[global_allocator]
+/// static ALLOC: ember_runtime::Counting<mimalloc::MiMalloc> =
+///     ember_runtime::Counting(mimalloc::MiMalloc);
+/// ```
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counting<A>(pub A);
+
+// SAFETY: every method forwards to `A` with the caller's arguments
+// unchanged, so `A`'s guarantees carry over; the counters have no effect on
+// the memory handed out.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for Counting<A> {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded as is; the caller upholds `alloc`'s contract.
+        let ptr = unsafe { self.0.alloc(layout) };
         if !ptr.is_null() && counting() {
             ALLOCATED.fetch_add(layout.size(), Ordering::Relaxed);
             INSTALLED.store(true, Ordering::Relaxed);
@@ -48,7 +84,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: forwarded as is; `ptr` came from this allocator with `layout`.
-        unsafe { System.dealloc(ptr, layout) };
+        unsafe { self.0.dealloc(ptr, layout) };
         if counting() {
             ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
         }
@@ -56,7 +92,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded as is; the caller upholds `alloc_zeroed`'s contract.
-        let ptr = unsafe { System.alloc_zeroed(layout) };
+        let ptr = unsafe { self.0.alloc_zeroed(layout) };
         if !ptr.is_null() && counting() {
             ALLOCATED.fetch_add(layout.size(), Ordering::Relaxed);
             INSTALLED.store(true, Ordering::Relaxed);
@@ -66,7 +102,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: forwarded as is; the caller upholds `realloc`'s contract.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        let new = unsafe { self.0.realloc(ptr, layout, new_size) };
         if !new.is_null() && counting() {
             ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
             ALLOCATED.fetch_add(new_size, Ordering::Relaxed);

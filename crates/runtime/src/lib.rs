@@ -74,7 +74,7 @@ mod signal;
 mod spawn;
 mod timer;
 
-pub use alloc::{allocated_bytes, CountingAlloc};
+pub use alloc::{allocated_bytes, Counting, CountingAlloc};
 pub use introspect::{
     process_info, processes, set_label, set_priority, PollInfo, ProcessInfo, ProcessSample,
     RuntimeInfo, SchedulerInfo, ThreadsInfo,

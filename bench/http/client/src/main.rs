@@ -3,7 +3,8 @@
 //! ```text
 //! http-load probe --addr A --seconds S [--timeout-ms 2000]
 //!                 [--hold PATH --hold-conns N --settle-ms 500]
-//!                 --stream NAME:RATE:PATH [--stream ...]
+//!                 [--long PATH --long-timeout-ms MS] [--server-pids P,P,...]
+//!                 [--stream NAME:RATE:PATH ...]
 //! http-load keepalive --addr A --seconds S [--conns 10] [--path /ping]
 //! ```
 //!
@@ -19,6 +20,13 @@
 //! keep one request for PATH in flight for the whole window (a finished one is
 //! replaced at once); they are all sent, then `--settle-ms` elapses, before
 //! the probe window starts.
+//!
+//! With `--long`, one more request for PATH is sent on its own connection
+//! when the probe window starts; the phase then lasts until it is answered
+//! (or `--long-timeout-ms` after it was sent), even past the window. With
+//! `--server-pids`, the server's CPU time (user + system of those processes,
+//! all their threads) is read from `/proc` at the start and end of the probe
+//! window and of the long request.
 //!
 //! `keepalive`: N keep-alive connections, each sending its next request as
 //! soon as the previous answer is in (no pipelining; reconnecting if the
@@ -38,7 +46,8 @@ use tokio::time::{sleep_until, timeout_at, Instant};
 fn usage() -> ! {
     eprintln!(
         "usage: http-load probe --addr A --seconds S [--timeout-ms MS] [--hold PATH \
-         --hold-conns N --settle-ms MS] --stream NAME:RATE:PATH ...\n       \
+         --hold-conns N --settle-ms MS] [--long PATH --long-timeout-ms MS] \
+         [--server-pids P,...] [--stream NAME:RATE:PATH ...]\n       \
          http-load keepalive --addr A --seconds S [--conns N] [--path P]"
     );
     std::process::exit(2)
@@ -61,6 +70,9 @@ struct Args {
     streams: Vec<Stream>,
     conns: usize,
     path: String,
+    long: Option<String>,
+    long_timeout_ms: u64,
+    server_pids: Vec<u32>,
 }
 
 fn parse_args() -> Args {
@@ -82,6 +94,9 @@ fn parse_args() -> Args {
         streams: Vec::new(),
         conns: 10,
         path: "/ping".into(),
+        long: None,
+        long_timeout_ms: 120_000,
+        server_pids: Vec::new(),
     };
     let mut i = 1;
     while i < argv.len() {
@@ -99,6 +114,14 @@ fn parse_args() -> Args {
             "--settle-ms" => a.settle_ms = num(&val) as u64,
             "--conns" => a.conns = num(&val) as usize,
             "--path" => a.path = val,
+            "--long" => a.long = Some(val),
+            "--long-timeout-ms" => a.long_timeout_ms = num(&val) as u64,
+            "--server-pids" => {
+                a.server_pids = val
+                    .split(',')
+                    .map(|p| p.trim().parse().unwrap_or_else(|_| usage()))
+                    .collect()
+            }
             "--stream" => {
                 let mut parts = val.splitn(3, ':');
                 let (Some(name), Some(rate), Some(path)) =
@@ -412,7 +435,30 @@ async fn probe(a: Args) {
         );
     }
 
+    let cpu_at_start = server_cpu(&a.server_pids);
     let start = Instant::now() + Duration::from_millis(20);
+
+    // The long request, if any: sent as the window starts, awaited after it.
+    let long = a.long.clone().map(|path| {
+        let req = request_bytes(&path, false);
+        let (addr, pids) = (addr.clone(), a.server_pids.clone());
+        let limit = Duration::from_millis(a.long_timeout_ms);
+        tokio::task::spawn_local(async move {
+            send_at(start).await;
+            let cpu0 = server_cpu(&pids);
+            let t0 = Instant::now();
+            let res = timeout_at(t0 + limit, one_shot(&addr, &path, &req)).await;
+            let secs = t0.elapsed().as_secs_f64();
+            let cpu = server_cpu(&pids) - cpu0;
+            let outcome = match res {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(Some(format!("{e:?}"))),
+                Err(_) => Err(None),
+            };
+            (outcome, secs, cpu, limit)
+        })
+    });
+
     let mut all = Vec::new();
     let mut stats_list = Vec::new();
     for st in &a.streams {
@@ -468,6 +514,12 @@ async fn probe(a: Args) {
     for t in all {
         let _ = t.await;
     }
+    let window_secs = start.elapsed().as_secs_f64();
+    let window_cpu = server_cpu(&a.server_pids) - cpu_at_start;
+    let long = match long {
+        Some(task) => task.await.ok(),
+        None => None,
+    };
     for h in &holders {
         h.abort();
     }
@@ -484,6 +536,27 @@ async fn probe(a: Args) {
                 .map(|e| format!(" (first: {e})"))
                 .unwrap_or_default()
         );
+    }
+    if !a.server_pids.is_empty() {
+        println!("STAT server cpu_s {window_cpu:.3}");
+        println!("STAT server secs {window_secs:.3}");
+    }
+    if let Some((outcome, secs, cpu, limit)) = long {
+        let (ms, timeouts, errors) = match &outcome {
+            Ok(()) => (secs * 1e3, 0, 0),
+            Err(None) => (limit.as_secs_f64() * 1e3, 1, 0),
+            Err(Some(e)) => {
+                println!("# long: error: {e}");
+                (limit.as_secs_f64() * 1e3, 0, 1)
+            }
+        };
+        println!("STAT long ms {ms:.3}");
+        println!("STAT long timeouts {timeouts}");
+        println!("STAT long errors {errors}");
+        println!("STAT long secs {secs:.3}");
+        if !a.server_pids.is_empty() {
+            println!("STAT long server_cpu_s {cpu:.3}");
+        }
     }
     for (name, stats) in stats_list {
         let mut s = stats.borrow_mut();
@@ -510,13 +583,27 @@ async fn probe(a: Args) {
     }
 }
 
-fn cpu_seconds() -> f64 {
-    // utime + stime of this process, in clock ticks (100 Hz on Linux).
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+/// CPU seconds (user + system, all threads) the processes `pids` have used
+/// so far; 0 for those already gone. Their clock ticks are 100 Hz on Linux.
+fn server_cpu(pids: &[u32]) -> f64 {
+    pids.iter()
+        .map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat_cpu_seconds(&stat)
+        })
+        .sum()
+}
+
+/// utime + stime, in seconds, of one `/proc/.../stat` line.
+fn stat_cpu_seconds(stat: &str) -> f64 {
     let rest = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
+}
+
+fn cpu_seconds() -> f64 {
+    stat_cpu_seconds(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
 }
 
 async fn keepalive(a: Args) {

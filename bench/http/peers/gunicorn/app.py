@@ -9,6 +9,7 @@ multiplications; GET /spin?n=N -> N xorshift rounds.
 from urllib.parse import parse_qs
 
 MASK = (1 << 64) - 1
+SPIN_SEED = 0x9E3779B97F4A7C15  # the contract's (crates/web/src/endpoints.rs)
 
 
 def fact(n):
@@ -19,7 +20,7 @@ def fact(n):
 
 
 def spin(n):
-    x = 88172645463325252
+    x = SPIN_SEED
     for _ in range(n):
         x ^= (x << 13) & MASK
         x ^= x >> 7

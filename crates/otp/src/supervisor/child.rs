@@ -220,7 +220,9 @@ impl RestartLog {
 
 /// A supervisor report, OTP's `supervisor_report` (SASL): what happened
 /// (`context`), to which child, why, and how often it has been restarted.
-/// Sent to `tracing` at error level, target `ember_otp::supervisor`.
+/// Sent to `tracing` at error level, target `ember_otp::supervisor`, within
+/// the burst limit of [`logger::reports`](crate::logger::reports) (past it
+/// the report is dropped and counted, before anything is formatted).
 pub(crate) fn report(
     supervisor: &str,
     context: &'static str,
@@ -229,6 +231,10 @@ pub(crate) fn report(
     reason: &ExitReason,
     restart_count: u64,
 ) {
+    let enabled = tracing::enabled!(target: "ember_otp::supervisor", tracing::Level::ERROR);
+    if !enabled || !crate::logger::reports().admit() {
+        return;
+    }
     let pid = pid
         .map(|p| p.to_string())
         .unwrap_or_else(|| "undefined".into());

@@ -337,6 +337,7 @@ fn load_settings(console: &Console) -> Value {
     json!({
         "workers": load.target.load(Relaxed),
         "live_workers": load.live.load(Relaxed),
+        "running_workers": load.running.load(Relaxed),
         "starting": load.starters.load(Relaxed) > 0,
         "failure_rate": load.failure_rate(),
         "jobs_total": load.jobs.load(Relaxed),
