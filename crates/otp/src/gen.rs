@@ -12,7 +12,8 @@
 //!   request with a reply handle ([`ReplyTo`]) tagged by the monitor
 //!   reference, and waits for the tagged reply or the `Down` of its monitor.
 //!   A dead server gives [`CallError::NoProc`] or [`CallError::Exited`] at
-//!   once, never a hang.
+//!   once, never a hang; so does a process calling itself
+//!   ([`CallError::CallingSelf`]).
 //! * **Reply** (`gen:reply/2`). A reply goes through the handle's shared slot:
 //!   a caller that has given up (timed out) marks the slot abandoned, and a
 //!   reply to an abandoned slot is dropped by the replier, so a late reply
@@ -55,6 +56,9 @@ pub enum CallError {
     NoProc,
     /// The server terminated with this reason before replying.
     Exited(ExitReason),
+    /// The caller is the server itself: it could never reply, so the call
+    /// fails at once (OTP exits with `calling_self`).
+    CallingSelf,
 }
 
 impl CallError {
@@ -73,6 +77,7 @@ impl fmt::Display for CallError {
             CallError::Timeout => f.write_str("timeout: no reply in time"),
             CallError::NoProc => f.write_str("noproc: the server is not alive"),
             CallError::Exited(reason) => write!(f, "the server exited: {reason}"),
+            CallError::CallingSelf => f.write_str("calling_self: a process called itself"),
         }
     }
 }
@@ -387,6 +392,11 @@ where
     C: Send + 'static,
     R: Send + 'static,
 {
+    if server == self_pid() {
+        // Nobody else could serve it: fail now, not after the timeout, and
+        // leave no request behind for a later receive to find.
+        return Err(CallError::CallingSelf);
+    }
     let (from, pending) = expect_reply::<R>(monitor(server));
     send(server, Call { request, from });
     match pending.wait(timeout).await {

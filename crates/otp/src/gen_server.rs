@@ -352,7 +352,8 @@ impl<S: GenServer> GenServerRef<S> {
     /// Errors: [`CallError::NoProc`] if the server is not alive or the name
     /// is not registered, [`CallError::Exited`] if it terminates before
     /// replying, [`CallError::Timeout`] if the time runs out (a later reply
-    /// is dropped, never delivered).
+    /// is dropped, never delivered), [`CallError::CallingSelf`] at once if
+    /// the server calls itself (OTP exits with `calling_self`).
     pub async fn call_timeout(
         &self,
         request: S::Call,
@@ -383,7 +384,9 @@ impl<S: GenServer> GenServerRef<S> {
     ///
     /// Errors: [`CallError::NoProc`] if it was not alive,
     /// [`CallError::Exited`] if it exited with another reason (its
-    /// `terminate` panicked), [`CallError::Timeout`].
+    /// `terminate` panicked), [`CallError::Timeout`],
+    /// [`CallError::CallingSelf`] at once if the server stops itself this way
+    /// (it would wait for its own exit; OTP exits with `calling_self`).
     pub async fn stop_with(&self, reason: ExitReason, timeout: Duration) -> Result<(), CallError> {
         let Some(pid) = self.pid() else {
             return Err(CallError::NoProc);
@@ -399,6 +402,9 @@ pub(crate) async fn stop_process(
     reason: ExitReason,
     timeout: Duration,
 ) -> Result<(), CallError> {
+    if pid == self_pid() {
+        return Err(CallError::CallingSelf);
+    }
     let mref = monitor(pid);
     send(
         pid,

@@ -92,7 +92,9 @@
 //!     let slow = gen_server::start::<Slow>(()).await.unwrap();
 //!     assert_eq!(slow.call(Duration::from_millis(1)).await, Ok("done"));
 //!     let short = Duration::from_millis(1);
-//!     assert_eq!(slow.call_timeout(Duration::from_millis(50), short).await, Err(CallError::Timeout));
+//!     // An answer that comes an hour late: the call gives up after 1 ms.
+//!     let late = Duration::from_secs(3600);
+//!     assert_eq!(slow.call_timeout(late, short).await, Err(CallError::Timeout));
 //!
 //!     let nobody = GenServerRef::<Slow>::from_name("nobody");
 //!     assert_eq!(nobody.call(Duration::ZERO).await, Err(CallError::NoProc));

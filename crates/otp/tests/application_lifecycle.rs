@@ -60,7 +60,7 @@ fn an_application_starts_its_tree_and_stops_everything_in_reverse_order() {
         app.stop().await.unwrap();
         let mut order = Vec::new();
         for _ in 0..4 {
-            order.push(receive::<Stopped>().await.id);
+            order.push(support::recv::<Stopped>().await.id);
         }
         assert_eq!(order, ["c", "b2", "b1", "a"]);
         assert!(application::which_applications().is_empty());
@@ -105,7 +105,7 @@ fn an_application_whose_child_fails_to_start_does_not_start() {
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert_eq!(receive::<Stopped>().await.id, "ok");
+        assert_eq!(support::recv::<Stopped>().await.id, "ok");
         assert!(application::which_applications().is_empty());
     });
 }
@@ -156,10 +156,10 @@ fn stop_calls_prep_stop_then_stops_the_tree_then_calls_stop() {
         app.stop().await.unwrap();
         // Messages from one sender arrive in order; the children are other
         // senders, so check each step against the one before it.
-        assert_eq!(receive::<Callback>().await, Callback::PrepStop);
-        assert_eq!(receive::<Stopped>().await.id, "b");
-        assert_eq!(receive::<Stopped>().await.id, "a");
-        assert_eq!(receive::<Callback>().await, Callback::Stop);
+        assert_eq!(support::recv::<Callback>().await, Callback::PrepStop);
+        assert_eq!(support::recv::<Stopped>().await.id, "b");
+        assert_eq!(support::recv::<Stopped>().await.id, "a");
+        assert_eq!(support::recv::<Callback>().await, Callback::Stop);
     });
 }
 
@@ -182,7 +182,9 @@ fn an_application_stops_when_its_top_supervisor_gives_up() {
         ember_runtime::exit(child, ExitReason::Kill);
         let down = receive::<ember_runtime::Down>()
             .matching(move |d| d.monitor == mref)
-            .await;
+            .timeout(support::WAIT)
+            .await
+            .expect("a Down within the wait limit");
         assert_eq!(down.reason, ExitReason::Shutdown);
         assert!(application::which_applications().is_empty());
         assert_eq!(

@@ -25,6 +25,8 @@ struct Suite {
     /// A call waiting for its delayed answer.
     pending: Option<ReplyTo<Answer>>,
     call_within: bool,
+    /// Who hears of the expiry of the `call_within` timeout.
+    tell_timeout: Option<Pid>,
 }
 
 #[derive(Debug)]
@@ -38,6 +40,10 @@ enum Req {
     /// Hand the reply to another process, which answers after this long
     /// and tells `Pid` whether its reply was delivered.
     ReplyFromElsewhere(Duration, Pid),
+    /// Hand the reply to another process, which sends its pid to `Pid`,
+    /// answers when it receives [`Go`], then tells `Pid` whether its reply
+    /// was delivered.
+    ReplyWhenTold(Pid),
     /// Reply twice; tell `Pid` whether each was delivered.
     ReplyTwice(Pid),
     Stop,
@@ -45,7 +51,23 @@ enum Req {
     Crash,
     /// Never answer.
     Silence,
+    /// Never answer, and tell `Pid` the call is being handled.
+    Hold(Pid),
+    /// Reply `Ok`, with a server timeout (like `CallWithin`) whose expiry
+    /// is reported to `Pid` as [`TimedOut`].
+    CallWithinTell(Duration, Pid),
 }
+
+/// Tells the helper of `ReplyWhenTold` to answer.
+struct Go;
+
+/// The server is handling a `Hold` call.
+#[derive(Debug, PartialEq, Eq)]
+struct Holding;
+
+/// The server's timeout set by `CallWithinTell` expired.
+#[derive(Debug, PartialEq, Eq)]
+struct TimedOut;
 
 #[derive(Debug, PartialEq, Eq)]
 enum Answer {
@@ -93,6 +115,16 @@ impl GenServer for Suite {
                 });
                 CallReturn::NoReply
             }
+            Req::ReplyWhenTold(tell) => {
+                let from = from.clone();
+                spawn(async move {
+                    send(tell, self_pid());
+                    let go = receive::<Go>().timeout(support::WAIT).await;
+                    assert!(go.is_some(), "the helper was never told to answer");
+                    send(tell, Delivered(from.reply(Answer::Value(7))));
+                });
+                CallReturn::NoReply
+            }
             Req::ReplyTwice(tell) => {
                 send(tell, Delivered(gen::reply(from, Answer::Value(1))));
                 send(tell, Delivered(gen::reply(from, Answer::Value(2))));
@@ -102,6 +134,15 @@ impl GenServer for Suite {
             Req::ShutdownReason => CallReturn::Stop(ExitReason::ShutdownWith("reason".into())),
             Req::Crash => panic!("crashed"),
             Req::Silence => CallReturn::NoReply,
+            Req::Hold(tell) => {
+                send(tell, Holding);
+                CallReturn::NoReply
+            }
+            Req::CallWithinTell(within, tell) => {
+                self.call_within = true;
+                self.tell_timeout = Some(tell);
+                CallReturn::ReplyThen(Answer::Ok, Then::Timeout(within))
+            }
         }
     }
 
@@ -116,6 +157,9 @@ impl GenServer for Suite {
                 from.reply(Answer::Delayed);
             }
             self.call_within = false;
+            if let Some(tell) = self.tell_timeout.take() {
+                send(tell, TimedOut);
+            }
         } else if let Ok(to) = message.downcast::<Pid>() {
             send(to, "info_ok");
         }
@@ -186,15 +230,15 @@ fn a_late_reply_never_reaches_the_caller_mailbox() {
         let server = gen_server::start::<Suite>(()).await.unwrap();
         assert_eq!(
             server
-                .call_timeout(
-                    Req::ReplyFromElsewhere(Duration::from_millis(30), me),
-                    Duration::from_millis(5)
-                )
+                .call_timeout(Req::ReplyWhenTold(me), Duration::from_millis(5))
                 .await,
             Err(CallError::Timeout)
         );
-        // The helper has replied (too late): its reply was not delivered.
-        assert_eq!(receive::<Delivered>().await, Delivered(false));
+        // Only now, after the timeout, does the helper reply: too late, so
+        // its reply is not delivered (and it tells us so, after replying).
+        let helper: Pid = support::recv().await;
+        send(helper, Go);
+        assert_eq!(support::recv::<Delivered>().await, Delivered(false));
         assert!(mailbox_is_empty().await);
     });
 }
@@ -211,7 +255,7 @@ fn a_reply_can_come_from_another_process() {
                 .await,
             Ok(Answer::Value(7))
         );
-        assert_eq!(receive::<Delivered>().await, Delivered(true));
+        assert_eq!(support::recv::<Delivered>().await, Delivered(true));
         assert!(mailbox_is_empty().await);
     });
 }
@@ -223,8 +267,8 @@ fn only_the_first_reply_to_a_call_is_delivered() {
         let me = self_pid();
         let server = gen_server::start::<Suite>(()).await.unwrap();
         assert_eq!(server.call(Req::ReplyTwice(me)).await, Ok(Answer::Value(1)));
-        assert_eq!(receive::<Delivered>().await, Delivered(true));
-        assert_eq!(receive::<Delivered>().await, Delivered(false));
+        assert_eq!(support::recv::<Delivered>().await, Delivered(true));
+        assert_eq!(support::recv::<Delivered>().await, Delivered(false));
         assert!(mailbox_is_empty().await);
     });
 }
@@ -234,17 +278,21 @@ fn only_the_first_reply_to_a_call_is_delivered() {
 #[test]
 fn a_server_timeout_is_cancelled_by_the_next_message() {
     support::runtime().block_on(async {
+        let me = self_pid();
         let server = gen_server::start::<Suite>(()).await.unwrap();
-        let within = Duration::from_millis(200);
+        // A timeout far longer than the test: the next call comes first,
+        // however slow the machine.
+        let within = Duration::from_secs(60);
         assert_eq!(server.call(Req::CallWithin(within)).await, Ok(Answer::Ok));
         assert_eq!(server.call(Req::NextCall).await, Ok(Answer::Bool(true)));
         assert_eq!(
             server
-                .call(Req::CallWithin(Duration::from_millis(10)))
+                .call(Req::CallWithinTell(Duration::from_millis(10), me))
                 .await,
             Ok(Answer::Ok)
         );
-        sleep(Duration::from_millis(30)).await;
+        // Nothing arrives: the timeout fires, and the server says so.
+        assert_eq!(support::recv::<TimedOut>().await, TimedOut);
         assert_eq!(server.call(Req::NextCall).await, Ok(Answer::Bool(false)));
     });
 }
@@ -308,12 +356,14 @@ fn a_server_killed_during_a_call_returns_exited_killed() {
     support::runtime().block_on(async {
         let server = gen_server::start::<Suite>(()).await.unwrap();
         let pid = server.pid().unwrap();
-        spawn(async move {
-            sleep(Duration::from_millis(10)).await;
+        // The killer strikes once the server is handling the call.
+        let killer = spawn(async move {
+            let holding = receive::<Holding>().timeout(support::WAIT).await;
+            assert!(holding.is_some(), "the server never took the call");
             exit(pid, ExitReason::Kill);
         });
         assert_eq!(
-            server.call_timeout(Req::Silence, gen::INFINITY).await,
+            server.call_timeout(Req::Hold(killer), gen::INFINITY).await,
             Err(CallError::Exited(ExitReason::Killed))
         );
         assert!(mailbox_is_empty().await);
@@ -331,7 +381,9 @@ fn stop_with_a_reply_answers_the_caller_then_exits() {
         assert_eq!(server.call(Req::Stop).await, Ok(Answer::Ok));
         let exit = receive::<ember_runtime::Exit>()
             .matching(move |e| e.from == pid)
-            .await;
+            .timeout(support::WAIT)
+            .await
+            .expect("a Exit within the wait limit");
         assert_eq!(exit.reason, ExitReason::error("stopped"));
     });
 }
@@ -343,9 +395,9 @@ fn casts_and_info_messages_reach_their_callbacks() {
         let me = self_pid();
         let server = gen_server::start::<Suite>(()).await.unwrap();
         server.cast(me);
-        assert_eq!(receive::<&str>().await, "cast_ok");
+        assert_eq!(support::recv::<&str>().await, "cast_ok");
         send(server.pid().unwrap(), me);
-        assert_eq!(receive::<&str>().await, "info_ok");
+        assert_eq!(support::recv::<&str>().await, "info_ok");
     });
 }
 
@@ -386,7 +438,7 @@ fn concurrent_callers_each_get_their_own_reply() {
             });
         }
         for _ in 0..50 {
-            assert_eq!(receive::<&str>().await, "done");
+            assert_eq!(support::recv::<&str>().await, "done");
         }
     });
 }

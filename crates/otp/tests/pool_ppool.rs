@@ -82,7 +82,11 @@ async fn next_running() -> Running {
 async fn finish(pid: Pid) {
     let mref = monitor(pid);
     send(pid, Finish);
-    receive::<Down>().matching(move |d| d.monitor == mref).await;
+    receive::<Down>()
+        .matching(move |d| d.monitor == mref)
+        .timeout(support::WAIT)
+        .await
+        .expect("a Down within the wait limit");
 }
 
 /// ppool_serv:handle_call({run, Args}, …) — a worker if a slot is free,
@@ -268,13 +272,13 @@ fn a_crashed_or_killed_worker_releases_its_slot_to_the_next_job() {
         .await
         .unwrap();
         let w1 = crashy.run(false).await.unwrap();
-        assert_eq!(receive::<Pid>().await, w1);
+        assert_eq!(support::recv::<Pid>().await, w1);
         exit(w1, ExitReason::Kill);
         let w2 = crashy.sync_queue(true).await.unwrap();
-        assert_eq!(receive::<Pid>().await, w2);
+        assert_eq!(support::recv::<Pid>().await, w2);
         send(w2, ()); // it panics
         let w3 = crashy.sync_queue(false).await.unwrap();
-        assert_eq!(receive::<Pid>().await, w3);
+        assert_eq!(support::recv::<Pid>().await, w3);
         assert!(!is_alive(w1) && !is_alive(w2) && is_alive(w3));
     });
 }
@@ -305,7 +309,11 @@ fn a_collapsing_pool_never_takes_another_pool_down() {
             let server = eventually(|| async { fragile.pid() }).await;
             let mref = monitor(server);
             exit(server, ExitReason::Kill);
-            receive::<Down>().matching(move |d| d.monitor == mref).await;
+            receive::<Down>()
+                .matching(move |d| d.monitor == mref)
+                .timeout(support::WAIT)
+                .await
+                .expect("a Down within the wait limit");
             eventually(|| async { fragile.pid().filter(|p| *p != server).map(|_| ()) }).await;
         }
         let children =

@@ -112,7 +112,7 @@ fn a_blocking_checkout_waits_for_a_checkin() {
         });
         eventually(|| async { (pool.status().await.unwrap().waiting == 1).then_some(()) }).await;
         pool.checkin(w1);
-        assert_eq!(receive::<Result<Pid, CheckoutError>>().await, Ok(w1));
+        assert_eq!(support::recv::<Result<Pid, CheckoutError>>().await, Ok(w1));
     });
 }
 
@@ -151,7 +151,7 @@ fn a_dead_borrower_gives_its_worker_back() {
             let worker = borrower_pool.checkout().await.unwrap();
             send(me, worker);
         });
-        let lent = receive::<Pid>().await;
+        let lent = support::recv::<Pid>().await;
         assert_eq!(pool.checkout().await, Ok(lent));
     });
 }

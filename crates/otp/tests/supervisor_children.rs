@@ -16,13 +16,29 @@ use ember_otp::supervisor::{
     self, check_child_specs, ChildSpec, ChildStatus, ChildType, Flags, Init, Restart, Shutdown,
     SpecError, Supervisor, SupervisorError, SupervisorRef, SupervisorSpec,
 };
-use ember_runtime::{monitor, receive, self_pid, trap_exit, whereis, Down, ExitReason, Pid};
+use ember_runtime::{monitor, receive, self_pid, send, trap_exit, whereis, Down, ExitReason, Pid};
 use support::{child, probe, started, Kind, ProbeInit, Stopped};
 
 fn worker(test: Pid, id: &'static str) -> ChildSpec {
     ChildSpec::worker(id, child(test, id, Kind::Plain))
         .build()
         .unwrap()
+}
+
+/// The supervisor called the start function of this child (sent from the
+/// supervisor itself, before the start).
+#[derive(Debug, PartialEq, Eq)]
+struct StartCalled(&'static str);
+
+/// Like [`worker`], and the start function reports [`StartCalled`].
+fn worker_reporting_calls(test: Pid, id: &'static str) -> ChildSpec {
+    let start = child(test, id, Kind::Plain);
+    ChildSpec::worker(id, move || {
+        send(test, StartCalled(id));
+        start()
+    })
+    .build()
+    .unwrap()
 }
 
 fn counts(c: supervisor::ChildCounts) -> [usize; 4] {
@@ -70,7 +86,9 @@ fn child_administration_follows_otp() {
         sup.terminate_child("child1").await.unwrap();
         let reason = receive::<Down>()
             .matching(move |d| d.monitor == down)
+            .timeout(support::WAIT)
             .await
+            .expect("a Down within the wait limit")
             .reason;
         assert_eq!(reason, ExitReason::Shutdown);
         assert_eq!(
@@ -292,7 +310,7 @@ fn a_child_failing_to_start_fails_the_supervisor_start_and_stops_its_siblings() 
                 ChildSpec::worker("broken", probe(test, "broken", ProbeInit::Fail))
                     .build()
                     .unwrap(),
-                worker(test, "never"),
+                worker_reporting_calls(test, "never"),
             ],
         )
         .unwrap()
@@ -302,7 +320,10 @@ fn a_child_failing_to_start_fails_the_supervisor_start_and_stops_its_siblings() 
             panic!("unexpected {result:?}");
         };
         assert!(info.starts_with("{failed_to_start_child,broken,"), "{info}");
-        assert_eq!(receive::<Stopped>().await.id, "first");
+        assert_eq!(support::recv::<Stopped>().await.id, "first");
+        // The supervisor's answer came after anything it sent before: had
+        // it called the start function of "never", that report would be here.
+        assert_eq!(receive::<StartCalled>().timeout(Duration::ZERO).await, None);
         assert!(support::no_start_of("never").await);
         assert_eq!(whereis("failing_sup"), None);
     });

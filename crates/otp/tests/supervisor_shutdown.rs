@@ -52,7 +52,7 @@ fn children_start_in_spec_order() {
             .unwrap();
         let mut order = Vec::new();
         for _ in 0..4 {
-            order.push(receive::<support::Started>().await.id);
+            order.push(support::recv::<support::Started>().await.id);
         }
         assert_eq!(order, ["a", "b", "c", "d"]);
     });
@@ -80,7 +80,7 @@ fn stopping_a_supervisor_stops_children_in_reverse_start_order() {
         sup.stop().await.unwrap();
         let mut order = Vec::new();
         for _ in 0..4 {
-            order.push(receive::<Stopped>().await.id);
+            order.push(support::recv::<Stopped>().await.id);
         }
         assert_eq!(order, ["d", "c", "b", "a"]);
     });
@@ -204,7 +204,7 @@ fn a_gen_server_child_trapping_exits_runs_terminate_when_its_supervisor_stops() 
         .unwrap();
         started("probe").await;
         sup.stop().await.unwrap();
-        assert_eq!(receive::<Stopped>().await.id, "probe");
+        assert_eq!(support::recv::<Stopped>().await.id, "probe");
     });
 }
 

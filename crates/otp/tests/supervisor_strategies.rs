@@ -97,7 +97,9 @@ fn one_for_one_escalates_when_a_restart_keeps_failing() {
         assert_eq!(exit_of(sup.pid().unwrap()).await, ExitReason::Shutdown);
         let down = receive::<Down>()
             .matching(move |d| d.monitor == c2_down)
-            .await;
+            .timeout(support::WAIT)
+            .await
+            .expect("a Down within the wait limit");
         assert_eq!(down.reason, ExitReason::Shutdown);
     });
 }
@@ -123,7 +125,9 @@ fn one_for_all_restarts_every_child_and_escalates_past_its_intensity() {
         end_child(c1, How::Abnormal).await;
         let down = receive::<Down>()
             .matching(move |d| d.monitor == c2_down)
-            .await;
+            .timeout(support::WAIT)
+            .await
+            .expect("a Down within the wait limit");
         assert_eq!(down.reason, ExitReason::Shutdown);
         let c1b = started("child1").await;
         let c2b = started("child2").await;
@@ -161,7 +165,9 @@ fn one_for_all_escalates_when_a_restart_keeps_failing() {
         end_child(c1, How::Abnormal).await;
         let down = receive::<Down>()
             .matching(move |d| d.monitor == c2_down)
-            .await;
+            .timeout(support::WAIT)
+            .await
+            .expect("a Down within the wait limit");
         assert_eq!(down.reason, ExitReason::Shutdown);
         assert_eq!(exit_of(sup.pid().unwrap()).await, ExitReason::Shutdown);
     });
@@ -190,8 +196,14 @@ fn one_for_all_terminates_restarted_children_when_a_sibling_fails_to_start() {
         let c1b = started("child1").await;
         receive::<StartRefused>()
             .matching(|r| r.id == "child2")
-            .await;
-        receive::<Stopped>().matching(|s| s.id == "child1").await;
+            .timeout(support::WAIT)
+            .await
+            .expect("a StartRefused within the wait limit");
+        receive::<Stopped>()
+            .matching(|s| s.id == "child1")
+            .timeout(support::WAIT)
+            .await
+            .expect("a Stopped within the wait limit");
         let c1c = started("child1").await;
         started("child2").await;
         assert!(c1 != c1b && c1b != c1c);
@@ -223,7 +235,9 @@ fn rest_for_one_restarts_the_failed_child_and_those_after_it() {
         end_child(c2, How::Abnormal).await;
         let down = receive::<Down>()
             .matching(move |d| d.monitor == c3_down)
-            .await;
+            .timeout(support::WAIT)
+            .await
+            .expect("a Down within the wait limit");
         assert_eq!(down.reason, ExitReason::Shutdown);
         let c2b = started("child2").await;
         let c3b = started("child3").await;
@@ -260,7 +274,9 @@ fn rest_for_one_escalates_when_a_restart_keeps_failing() {
         end_child(c1, How::Abnormal).await;
         let down = receive::<Down>()
             .matching(move |d| d.monitor == c2_down)
-            .await;
+            .timeout(support::WAIT)
+            .await
+            .expect("a Down within the wait limit");
         assert_eq!(down.reason, ExitReason::Shutdown);
         assert_eq!(exit_of(sup.pid().unwrap()).await, ExitReason::Shutdown);
     });
@@ -290,7 +306,9 @@ fn rest_for_one_retries_from_the_child_that_failed_to_start() {
         let c1b = started("child1").await;
         receive::<StartRefused>()
             .matching(|r| r.id == "child2")
-            .await;
+            .timeout(support::WAIT)
+            .await
+            .expect("a StartRefused within the wait limit");
         let c2c = started("child2").await;
         let children = sup.which_children().await.unwrap();
         assert_eq!(pid_of(&children, "child1"), Some(c1b));
@@ -379,11 +397,12 @@ fn a_supervision_tree_contains_failures_at_the_lowest_level_that_can_handle_them
             ],
         )
         .await;
-        started("child1").await;
+        let c1 = started("child1").await;
         started("child2").await;
         let counts = top.count_children().await.unwrap();
         assert_eq!((counts.specs, counts.active, counts.supervisors), (2, 2, 2));
         let children = top.which_children().await.unwrap();
+        let sup1_pid = pid_of(&children, "supchild1").unwrap();
         let sup2_pid = pid_of(&children, "supchild2").unwrap();
         let sup2_ref = SupervisorRef::from_pid(sup2_pid);
         let failing = ChildSpec::worker("child3", child_failing_restarts(test, "child3"))
@@ -398,6 +417,19 @@ fn a_supervision_tree_contains_failures_at_the_lowest_level_that_can_handle_them
         end_child(c4, How::Abnormal).await;
         let c4b = started("child4").await;
         assert_ne!(c4, c4b);
+        // supchild2 handled the exit (it restarted child4) before it answers
+        // this; had it given up, top would have restarted both subtrees
+        // before answering the next call.
+        let under2 = sup2_ref.which_children().await.unwrap();
+        assert_eq!(pid_of(&under2, "child4"), Some(c4b));
+        let children = top.which_children().await.unwrap();
+        assert_eq!(pid_of(&children, "supchild1"), Some(sup1_pid));
+        assert_eq!(pid_of(&children, "supchild2"), Some(sup2_pid));
+        let under1 = SupervisorRef::from_pid(sup1_pid)
+            .which_children()
+            .await
+            .unwrap();
+        assert_eq!(pid_of(&under1, "child1"), Some(c1));
         assert!(support::no_start_of("child1").await);
 
         // child3 cannot restart: supchild2 gives up, the top restarts both subtrees.

@@ -29,7 +29,9 @@ where
     let (_, mref) = ember_runtime::spawn_monitor(body);
     receive::<Down>()
         .matching(move |d| d.monitor == mref)
+        .timeout(support::WAIT)
         .await
+        .expect("a Down within the wait limit")
         .reason
 }
 
@@ -161,18 +163,26 @@ fn a_task_awaited_by_another_process_is_refused() {
     });
 }
 
+/// Tells a test task to finish.
+struct Go;
+
 /// A task dropped unawaited: its result never reaches the owner's mailbox
 /// (only the monitor's `Down` does).
 #[test]
 fn the_result_of_a_dropped_task_is_discarded() {
     support::runtime().block_on(async {
+        // The task finishes only when told, after it was dropped.
         let task = Task::spawn(async {
-            sleep(Duration::from_millis(5)).await;
+            let go = receive::<Go>().timeout(support::WAIT).await;
+            assert!(go.is_some(), "the task was never told to finish");
             1
         });
+        let pid = task.pid();
         drop(task);
-        let down = receive::<Down>().timeout(Duration::from_secs(5)).await;
+        send(pid, Go);
+        let down = receive::<Down>().timeout(support::WAIT).await;
         assert_eq!(down.map(|d| d.reason), Some(ExitReason::Normal));
+        // Its result, sent before it ended, would be ahead of the `Down`.
         assert!(mailbox_is_empty().await);
     });
 }
@@ -231,7 +241,7 @@ fn supervised_tasks_are_listed_and_stopped_with_their_supervisor() {
             })
             .await
             .unwrap();
-        assert_eq!(receive::<&str>().await, "running");
+        assert_eq!(support::recv::<&str>().await, "running");
         let by_name = TaskSupervisor::from_name("tasks");
         assert_eq!(by_name.children().await.unwrap(), vec![pid]);
         let _second = tasks
@@ -244,7 +254,11 @@ fn supervised_tasks_are_listed_and_stopped_with_their_supervisor() {
         );
         let mref = monitor(pid);
         tasks.stop().await.unwrap();
-        let down = receive::<Down>().matching(move |d| d.monitor == mref).await;
+        let down = receive::<Down>()
+            .matching(move |d| d.monitor == mref)
+            .timeout(support::WAIT)
+            .await
+            .expect("a Down within the wait limit");
         assert_eq!(down.reason, ExitReason::Shutdown);
     });
 }

@@ -20,9 +20,10 @@
 //! `LOOM_LOCATION=1` help debug a failure.
 //!
 //! Only the modules whose protocol we model use this facade: the process
-//! state byte (`process/state.rs`, with the runtime's teardown) and the
-//! mailbox (`mailbox.rs`). The hand-off of a slot (`scheduler/slot.rs`) is
-//! modelled on loom's types directly, as a step-for-step copy of the
+//! state byte (`process/state.rs`, with the runtime's teardown), the
+//! mailbox (`mailbox.rs`) and the relations lock of the link protocol
+//! (`process.rs`, `signal.rs`). The hand-off of a slot (`scheduler/slot.rs`)
+//! is modelled on loom's types directly, as a step-for-step copy of the
 //! protocol, since the scheduler itself is built on `std` and `parking_lot`.
 //! loom's types panic outside a model, so under `--cfg loom` run only the
 //! models.
@@ -51,6 +52,12 @@ pub(crate) mod sync {
 
         pub(crate) fn lock(&self) -> ::loom::sync::MutexGuard<'_, T> {
             self.0.lock().expect("a model thread panicked")
+        }
+
+        /// The lock if it is free now (`parking_lot`'s `try_lock`; the
+        /// watchdog reads a hog's label with it).
+        pub(crate) fn try_lock(&self) -> Option<::loom::sync::MutexGuard<'_, T>> {
+            self.0.try_lock().ok()
         }
     }
 

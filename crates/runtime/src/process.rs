@@ -18,8 +18,7 @@ use std::task::{Context, Poll};
 
 use futures_task::ArcWake;
 
-use parking_lot::Mutex;
-
+use crate::loom::sync::Mutex;
 use crate::mailbox::Mailbox;
 use crate::pid::{MonitorRef, Pid};
 use crate::reason::ExitReason;
@@ -160,7 +159,8 @@ pub(crate) struct Process {
     pub(crate) mailbox: Mailbox,
     /// The body; empty once it finished or was dropped.
     pub(crate) body: Body,
-    /// Links, monitors, name. Locked one process at a time, never nested.
+    /// Links, monitors, name: the relations lock of `crate::signal`'s link
+    /// protocol (at most two held at once, in ascending pid order).
     pub(crate) relations: Mutex<Option<Box<Relations>>>,
     /// Reductions consumed so far.
     pub(crate) reductions: AtomicU64,
@@ -273,12 +273,8 @@ impl Process {
     /// Runs `f` on the relations record unless the process is exiting (then
     /// `None`): what a process adds to itself must not outlive its exit.
     pub(crate) fn with_live_relations<R>(&self, f: impl FnOnce(&mut Relations) -> R) -> Option<R> {
-        let mut guard = self.relations.lock();
-        // Checked under the lock: `terminate` sets EXITING before taking it.
-        if self.is_exiting() {
-            return None;
-        }
-        Some(f(guard.get_or_insert_with(Box::default)))
+        // EXITING is set under the same lock (`crate::signal`, link protocol).
+        crate::signal::with_live_relations(self, f)
     }
 
     /// Runs `f` on the relations record, allocating it on first use.

@@ -11,18 +11,97 @@
 //! * Otherwise a `normal` signal is ignored (unless a process sends it to
 //!   itself) and any other reason kills the receiver with that reason.
 //!
-//! Relations (links, monitors, name) of one process sit behind one mutex, and
-//! no code path holds two processes' relations locks at once. Termination sets
-//! `EXITING` before it takes the relations, and every operation that adds a
-//! relation checks `EXITING` under that lock, so nothing can be added to a
-//! process after its termination collected its relations.
+//! # The link protocol
+//!
+//! `link`, `unlink`, `spawn_link` and the delivery of exit signals are one
+//! protocol, on two pieces of state per process.
+//!
+//! ## State
+//!
+//! * `EXITING`, a bit of the process's state byte (`process::state`): set
+//!   once, never cleared; from then on the process is dead for everyone else.
+//! * The relations record (`Process::relations`: links, monitors, name),
+//!   behind a per-process mutex, the *relations lock*.
+//!
+//! ## Who may touch which field
+//!
+//! * `EXITING` of a process is set only while holding that process's
+//!   relations lock, and in the same critical section its relations record
+//!   is taken out ([`begin_exit`]). Whoever wins that holds a [`Dying`] and
+//!   finishes the termination outside the lock (table, name, monitors,
+//!   signals to the taken links). (The runtime's `Drop` is the one
+//!   exception: it sets `EXITING` on every process first and takes the
+//!   records afterwards; a dying runtime sends no signals, and a worker
+//!   still stuck in a poll adds nothing, since every addition checks
+//!   `EXITING` under the lock.)
+//! * Anything that *adds* to a process's relations checks `EXITING` under
+//!   the same lock first and adds nothing to an exiting process.
+//! * A link lives in both processes' records. It is added to both sides in
+//!   one step: [`link_pair`] holds both relations locks.
+//! * An exit signal along a link removes the link from the receiver's side
+//!   and applies its whole effect under the receiver's lock
+//!   ([`signal_locked`]): it marks the receiver `EXITING` (and takes its
+//!   relations), or pushes the trapped [`Exit`] message into its mailbox, or
+//!   is ignored. Only a signal that found the link on the receiver's side
+//!   has any effect.
+//! * `unlink` removes the link from each side under that side's lock, one
+//!   side at a time; the caller's side decides what may still reach it.
+//! * `spawn_link` publishes the child (process table, name) and adds the link
+//!   to the parent's record in one critical section of the parent's lock,
+//!   after the child's own record already holds the link.
+//!
+//! ## Lock order
+//!
+//! At most two relations locks are held at once, and then in ascending pid
+//! order ([`link_pair`]; `spawn_link` holds the parent's lock while the new
+//! child's name is recorded under the child's, and a child's pid is always
+//! greater than its parent's). Under a relations lock the code may take a
+//! mailbox lock, a process-table or name-table shard, or the timer wheel's
+//! lock; code holding one of those never takes a relations lock (a name is
+//! claimed under the owner's relations lock, then the name table's). So
+//! there is no cycle.
+//!
+//! ## Why each race is closed
+//!
+//! * **`unlink` against the other side's death.** The dying side's signal
+//!   and the caller's `unlink` both take the caller's relations lock, so one
+//!   comes first. If the signal does, it found the link and has already
+//!   applied its effect before releasing the lock: the caller is `EXITING`
+//!   (dead before `unlink` returns; `is_alive` says so) or the `Exit`
+//!   message is already in its mailbox (`unlink` does not flush, as in OTP).
+//!   If `unlink` does, the signal finds no link and has no effect. There is
+//!   no moment at which a decided but not yet applied kill waits outside the
+//!   lock.
+//! * **`spawn_link` against the parent's death.** The parent's termination
+//!   sets `EXITING` and takes its links under the parent's lock. If it comes
+//!   first, `spawn_link` sees `EXITING` and starts nothing. If `spawn_link`
+//!   comes first, the child is in the process table and in the parent's
+//!   links when the termination takes them, so it finds the child and sends
+//!   it the signal. A child killed meanwhile finds the parent's side of the
+//!   link once it can take the parent's lock.
+//! * **`link` against the death of either side.** [`link_pair`] holds both
+//!   locks and checks both `EXITING` bits: a termination that comes first
+//!   makes the link fail (`noproc`, or nothing for a caller that is itself
+//!   dead); one that comes after takes a record holding the link, and the
+//!   other side is in the table (it was not `EXITING`), so the signal
+//!   reaches it.
+//! * **Two deaths at once.** Each termination takes only its own record.
+//!   Each signal is applied under the receiver's lock and only if the link is
+//!   still on the receiver's side, so a process already exiting ignores it.
+//!
+//! Monitors follow the same discipline: `monitor` writes both sides holding
+//! both locks ([`with_both`], as `link` does), and the `Down` is queued
+//! under the watcher's lock (see `demonitor`). The loom models at the end of this file
+//! run these critical sections (the same functions the runtime uses) with
+//! the locks and the state byte of `crate::loom`.
 
 use std::sync::Arc;
 
 use crate::context;
+use crate::loom::sync::Mutex;
 use crate::mailbox::Envelope;
 use crate::pid::{MonitorRef, Pid};
-use crate::process::Process;
+use crate::process::{Process, Relations, State, Status};
 use crate::reason::ExitReason;
 use crate::runtime::Shared;
 use crate::scheduler;
@@ -65,51 +144,251 @@ impl std::fmt::Display for LinkError {
 
 impl std::error::Error for LinkError {}
 
+/// A process's relations record behind its relations lock.
+pub(crate) type RelationsLock = Mutex<Option<Box<Relations>>>;
+
+/// What the link protocol needs of a process; the runtime's [`Process`] and
+/// the loom models' stand-in implement it, so the models run the very
+/// critical sections below.
+pub(crate) trait Node {
+    /// Its pid.
+    fn pid(&self) -> Pid;
+    /// Its scheduling state byte (for `EXITING`).
+    fn state(&self) -> &State;
+    /// Its relations record.
+    fn relations(&self) -> &RelationsLock;
+    /// Whether it traps exits now.
+    fn traps_exits(&self) -> bool;
+    /// Queues a trapped exit signal (called under its relations lock; the
+    /// caller wakes it after releasing the lock).
+    fn push_exit(&self, exit: Exit);
+}
+
+impl Node for Process {
+    fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    fn state(&self) -> &State {
+        &self.state
+    }
+
+    fn relations(&self) -> &RelationsLock {
+        &self.relations
+    }
+
+    fn traps_exits(&self) -> bool {
+        self.trap_exit()
+    }
+
+    fn push_exit(&self, exit: Exit) {
+        self.mailbox.push(Envelope::new(exit));
+    }
+}
+
+/// A process whose `EXITING` bit this caller set, with what it took in the
+/// same critical section: the caller must finish its termination.
+#[must_use = "a dying process must have its termination finished"]
+pub(crate) struct Dying {
+    /// Its relations record, taken out (empty if it never had one).
+    pub(crate) relations: Option<Box<Relations>>,
+    /// Whether it was inside a poll when marked (read before `EXITING` was
+    /// set, which changes what the status reports).
+    pub(crate) inside_a_poll: bool,
+}
+
+/// Marks `node` exiting and takes its relations, under its lock held by the
+/// caller (`record`); `None` if it was already exiting.
+fn begin_exit_locked(node: &impl Node, record: &mut Option<Box<Relations>>) -> Option<Dying> {
+    let inside_a_poll = node.state().status() == Status::Running;
+    if !node.state().begin_exit() {
+        return None;
+    }
+    Some(Dying {
+        relations: record.take(),
+        inside_a_poll,
+    })
+}
+
+/// Marks `node` exiting and takes its relations in one critical section of
+/// its relations lock; `None` if someone else did first (module docs).
+pub(crate) fn begin_exit(node: &impl Node) -> Option<Dying> {
+    begin_exit_locked(node, &mut node.relations().lock())
+}
+
+/// The outcome of an exit signal at its receiver ([`signal_locked`]).
+#[must_use]
+pub(crate) enum Signalled {
+    /// No effect: the receiver is exiting, the link was gone, or a `normal`
+    /// signal was ignored.
+    Ignored,
+    /// An [`Exit`] message was queued: wake the receiver.
+    Trapped,
+    /// The receiver now exits with this reason: finish its termination.
+    Killed(ExitReason, Dying),
+}
+
+/// Applies an exit signal from `from` to `to`, whole, under `to`'s relations
+/// lock. `linked` tells a link's signal (from a terminating process) from
+/// one sent by [`exit`]; a link's signal has effect only if it removes the
+/// link from `to`'s side.
+pub(crate) fn signal_locked(
+    to: &impl Node,
+    from: Pid,
+    reason: ExitReason,
+    linked: bool,
+) -> Signalled {
+    let mut record = to.relations().lock();
+    if to.state().is_exiting() {
+        return Signalled::Ignored;
+    }
+    if linked && !record.as_mut().is_some_and(|r| r.links.remove(&from)) {
+        // Unlinked first: an unlink guarantees no signal from that link.
+        return Signalled::Ignored;
+    }
+    let death = if reason == ExitReason::Kill && !linked {
+        Some(ExitReason::Killed)
+    } else if to.traps_exits() {
+        to.push_exit(Exit { from, reason });
+        return Signalled::Trapped;
+    } else if reason.is_normal() {
+        (!linked && from == to.pid()).then_some(ExitReason::Normal)
+    } else {
+        Some(reason)
+    };
+    match death.and_then(|reason| Some((reason, begin_exit_locked(to, &mut record)?))) {
+        Some((reason, dying)) => Signalled::Killed(reason, dying),
+        None => Signalled::Ignored,
+    }
+}
+
+/// The outcome of [`link_pair`].
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LinkOutcome {
+    /// Both sides hold the link.
+    Linked,
+    /// The caller is exiting: it links to nothing.
+    CallerExiting,
+    /// The other process is not alive.
+    NoProc,
+}
+
+/// Runs `f` on the relations records of `me` and `other` (`None`: not in
+/// the process table) with both locks held, taken in ascending pid order,
+/// unless one of them is exiting: a relation between two processes is
+/// written on both sides in one step. `me` and `other` must differ.
+fn with_both<N: Node, R>(
+    me: &N,
+    other: Option<&N>,
+    f: impl FnOnce(&mut Relations, &mut Relations) -> R,
+) -> Result<R, LinkOutcome> {
+    let Some(other) = other else {
+        return Err(if me.state().is_exiting() {
+            LinkOutcome::CallerExiting
+        } else {
+            LinkOutcome::NoProc
+        });
+    };
+    debug_assert_ne!(me.pid(), other.pid());
+    let (mut mine, mut theirs);
+    if me.pid().key() < other.pid().key() {
+        mine = me.relations().lock();
+        theirs = other.relations().lock();
+    } else {
+        theirs = other.relations().lock();
+        mine = me.relations().lock();
+    }
+    if me.state().is_exiting() {
+        return Err(LinkOutcome::CallerExiting);
+    }
+    if other.state().is_exiting() {
+        return Err(LinkOutcome::NoProc);
+    }
+    Ok(f(
+        mine.get_or_insert_with(Box::default),
+        theirs.get_or_insert_with(Box::default),
+    ))
+}
+
+/// Links `me` and `other` (`None`: not in the process table), both sides in
+/// one step ([`with_both`]).
+pub(crate) fn link_pair<N: Node>(me: &N, other: Option<&N>) -> LinkOutcome {
+    let (mine, theirs) = (me.pid(), other.map(Node::pid));
+    with_both(me, other, |my_record, their_record| {
+        if let Some(theirs) = theirs {
+            my_record.links.insert(theirs);
+        }
+        their_record.links.insert(mine);
+    })
+    .map_or_else(|outcome| outcome, |()| LinkOutcome::Linked)
+}
+
+/// Runs `f` on `node`'s relations record unless it is exiting (then `None`),
+/// under its lock: what is added this way is taken by its termination.
+pub(crate) fn with_live_relations<R>(
+    node: &impl Node,
+    f: impl FnOnce(&mut Relations) -> R,
+) -> Option<R> {
+    let mut record = node.relations().lock();
+    if node.state().is_exiting() {
+        return None;
+    }
+    Some(f(record.get_or_insert_with(Box::default)))
+}
+
+/// Removes `other` from `node`'s side of their link, under `node`'s lock.
+pub(crate) fn unlink_side(node: &impl Node, other: Pid) {
+    if let Some(record) = node.relations().lock().as_mut() {
+        record.links.remove(&other);
+    }
+}
+
 /// Terminates `process` with `reason`: from now on it is dead for everyone.
 /// Idempotent; only the first call has an effect. Exit signals cascading
 /// through links are handled with a work list, not recursion, so a chain of
 /// any length cannot overflow the stack.
 pub(crate) fn terminate(process: &Arc<Process>, reason: ExitReason) {
-    let inside_a_poll = process.status() == crate::process::Status::Running;
-    terminate_all(process, reason, inside_a_poll);
+    if let Some(dying) = begin_exit(&**process) {
+        terminate_all(process.clone(), reason, dying);
+    }
 }
 
 /// Terminates a process whose body just finished (returned or panicked) on
 /// this thread: its poll is over, whatever its state bits still say.
 pub(crate) fn terminate_finished(process: &Arc<Process>, reason: ExitReason) {
-    terminate_all(process, reason, false);
-}
-
-fn terminate_all(process: &Arc<Process>, reason: ExitReason, inside_a_poll: bool) {
-    let mut pending = Vec::new();
-    terminate_one(process, reason, inside_a_poll, &mut pending);
-    while let Some((process, reason)) = pending.pop() {
-        let inside_a_poll = process.status() == crate::process::Status::Running;
-        terminate_one(&process, reason, inside_a_poll, &mut pending);
+    if let Some(dying) = begin_exit(&**process) {
+        let dying = Dying {
+            inside_a_poll: false,
+            ..dying
+        };
+        terminate_all(process.clone(), reason, dying);
     }
 }
 
-/// One termination; processes its links kill are pushed on `pending`.
-/// `inside_a_poll` (read before `EXITING` is set, which changes what the
-/// status reports) keeps a process killed mid-poll visible as "kill pending".
-fn terminate_one(
+fn terminate_all(process: Arc<Process>, reason: ExitReason, dying: Dying) {
+    let mut pending = vec![(process, reason, dying)];
+    while let Some((process, reason, dying)) = pending.pop() {
+        finish_exit(&process, reason, dying, &mut pending);
+    }
+}
+
+/// Finishes the termination of a process marked exiting (by [`begin_exit`]
+/// or a fatal signal); processes its links kill are pushed on `pending`.
+fn finish_exit(
     process: &Arc<Process>,
     reason: ExitReason,
-    inside_a_poll: bool,
-    pending: &mut Vec<(Arc<Process>, ExitReason)>,
+    dying: Dying,
+    pending: &mut Vec<(Arc<Process>, ExitReason, Dying)>,
 ) {
-    if !process.begin_exit() {
-        return;
-    }
     let rt = &process.rt;
     rt.table.remove(&process.pid.key());
-    if inside_a_poll {
+    if dying.inside_a_poll {
         // Killed inside a poll: keep it visible to introspection ("kill
         // pending") until its body is dropped when the poll returns.
         rt.zombies.insert(process.pid.key(), process.clone());
     }
-    let relations = process.relations.lock().take();
-    if let Some(relations) = relations {
+    if let Some(relations) = dying.relations {
         if let Some(name) = &relations.name {
             rt.names.remove_if(name, |_, owner| *owner == process.pid);
         }
@@ -144,9 +423,10 @@ fn terminate_one(
         }
         for linked in relations.links {
             if let Some(linked) = rt.lookup(linked) {
-                if let Some(death) = exit_signal_outcome(&linked, process.pid, reason.clone(), true)
-                {
-                    pending.push((linked, death));
+                match signal_locked(&*linked, process.pid, reason.clone(), true) {
+                    Signalled::Ignored => {}
+                    Signalled::Trapped => scheduler::wake(&linked),
+                    Signalled::Killed(death, dying) => pending.push((linked, death, dying)),
                 }
             }
         }
@@ -163,38 +443,12 @@ pub(crate) fn deliver(to: &Arc<Process>, message: Envelope) {
     scheduler::wake(to);
 }
 
-/// Handles an exit signal arriving at `to`. `linked` tells a link's signal
-/// (from a terminating process) from one sent by [`exit`].
-pub(crate) fn receive_exit_signal(to: &Arc<Process>, from: Pid, reason: ExitReason, linked: bool) {
-    if let Some(death) = exit_signal_outcome(to, from, reason, linked) {
-        terminate(to, death);
-    }
-}
-
-/// Applies an exit signal's non-fatal effects (a trapped [`Exit`] message)
-/// and returns the reason `to` must die with, if it must.
-fn exit_signal_outcome(
-    to: &Arc<Process>,
-    from: Pid,
-    reason: ExitReason,
-    linked: bool,
-) -> Option<ExitReason> {
-    if to.is_exiting() {
-        return None;
-    }
-    if linked && !to.with_relations(|r| r.links.remove(&from)) {
-        // Unlinked meanwhile: an unlink guarantees no signal from that link.
-        return None;
-    }
-    if reason == ExitReason::Kill && !linked {
-        Some(ExitReason::Killed)
-    } else if to.trap_exit() {
-        deliver(to, Envelope::new(Exit { from, reason }));
-        None
-    } else if reason.is_normal() {
-        (!linked && from == to.pid).then_some(ExitReason::Normal)
-    } else {
-        Some(reason)
+/// Handles an exit signal sent by [`exit`] (not along a link) to `to`.
+pub(crate) fn receive_exit_signal(to: &Arc<Process>, from: Pid, reason: ExitReason) {
+    match signal_locked(&**to, from, reason, false) {
+        Signalled::Ignored => {}
+        Signalled::Trapped => scheduler::wake(to),
+        Signalled::Killed(death, dying) => terminate_all(to.clone(), death, dying),
     }
 }
 
@@ -215,7 +469,7 @@ impl Shared {
     /// `exit/2` from `from` (which may be a non-process caller using its target's pid).
     pub(crate) fn exit_signal(&self, from: Pid, to: Pid, reason: ExitReason) {
         if let Some(target) = self.lookup(to) {
-            receive_exit_signal(&target, from, reason, false);
+            receive_exit_signal(&target, from, reason);
         }
     }
 }
@@ -232,50 +486,36 @@ pub fn link(pid: Pid) -> Result<(), LinkError> {
         if pid == me.pid {
             return Ok(());
         }
-        if me.with_live_relations(|r| r.links.insert(pid)).is_none() {
+        let other = me.rt.lookup(pid);
+        match link_pair(&**me, other.as_deref()) {
+            LinkOutcome::Linked => Ok(()),
             // Terminated while running: it is dead, it links to nothing.
-            return Err(LinkError::NoProc(me.pid));
-        }
-        let linked = me
-            .rt
-            .lookup(pid)
-            .map(|other| {
-                let mut relations = other.relations.lock();
-                // Checked under the lock; see the module docs.
-                if other.is_exiting() {
-                    return false;
+            LinkOutcome::CallerExiting => Err(LinkError::NoProc(me.pid)),
+            LinkOutcome::NoProc => {
+                if me.trap_exit() {
+                    deliver(
+                        me,
+                        Envelope::new(Exit {
+                            from: pid,
+                            reason: ExitReason::NoProc,
+                        }),
+                    );
                 }
-                relations
-                    .get_or_insert_with(Box::default)
-                    .links
-                    .insert(me.pid);
-                true
-            })
-            .unwrap_or(false);
-        if linked {
-            return Ok(());
+                Err(LinkError::NoProc(pid))
+            }
         }
-        me.with_relations(|r| r.links.remove(&pid));
-        if me.trap_exit() {
-            deliver(
-                me,
-                Envelope::new(Exit {
-                    from: pid,
-                    reason: ExitReason::NoProc,
-                }),
-            );
-        }
-        Err(LinkError::NoProc(pid))
     })
 }
 
 /// Removes the link between the calling process and `pid`, if any. After it
-/// returns, no exit signal from that link reaches the caller.
+/// returns, no exit signal from that link reaches the caller: a signal that
+/// came first has already had its effect (an [`Exit`] message already in the
+/// mailbox, which `unlink` does not flush, or the caller's death).
 pub fn unlink(pid: Pid) {
     context::with_current("unlink", |me| {
-        me.with_relations(|r| r.links.remove(&pid));
+        unlink_side(&**me, pid);
         if let Some(other) = me.rt.lookup(pid) {
-            other.with_relations(|r| r.links.remove(&me.pid));
+            unlink_side(&*other, me.pid);
         }
     });
 }
@@ -286,38 +526,34 @@ pub fn unlink(pid: Pid) {
 pub fn monitor(pid: Pid) -> MonitorRef {
     context::with_current("monitor", |me| {
         let monitor = MonitorRef(me.rt.make_ref());
-        if me
-            .with_live_relations(|r| r.monitoring.insert(monitor, pid))
-            .is_none()
-        {
-            // Terminated while running: it monitors nothing more.
-            return monitor;
-        }
-        let attached = me
-            .rt
-            .lookup(pid)
-            .map(|target| {
-                let mut relations = target.relations.lock();
-                if target.is_exiting() {
-                    return false;
-                }
-                relations
-                    .get_or_insert_with(Box::default)
-                    .monitored_by
-                    .insert(monitor, me.pid);
-                true
+        let attached = if pid == me.pid {
+            // Monitoring oneself: allowed, and never fires.
+            me.with_live_relations(|r| {
+                r.monitoring.insert(monitor, pid);
+                r.monitored_by.insert(monitor, pid);
             })
-            .unwrap_or(false);
-        if !attached {
-            me.with_relations(|r| r.monitoring.remove(&monitor));
-            deliver(
+            .ok_or(LinkOutcome::CallerExiting)
+        } else {
+            // Both sides in one step, like a link: a caller killed meanwhile
+            // leaves no monitor behind on a live target.
+            let target = me.rt.lookup(pid);
+            with_both(&**me, target.as_deref(), |mine, theirs| {
+                mine.monitoring.insert(monitor, pid);
+                theirs.monitored_by.insert(monitor, me.pid);
+            })
+        };
+        match attached {
+            Ok(()) => {}
+            // Terminated while running: it monitors nothing more.
+            Err(LinkOutcome::CallerExiting) => {}
+            Err(_) => deliver(
                 me,
                 Envelope::new(Down {
                     monitor,
                     pid,
                     reason: ExitReason::NoProc,
                 }),
-            );
+            ),
         }
         monitor
     })
@@ -358,4 +594,367 @@ pub fn trapping_exits() -> bool {
 /// `process_flag(trap_exit, On)`); returns the previous value.
 pub fn trap_exit(on: bool) -> bool {
     context::with_current("trap_exit", |me| me.set_trap_exit(on))
+}
+
+/// Model checks of the link protocol under loom; see `crate::loom` for the
+/// command. The processes are reduced to what the protocol touches (state
+/// byte, relations lock, a trapped-exit inbox) and the table to a locked
+/// list; the critical sections are this module's own functions, and the
+/// termination cascade mirrors `terminate_all`/`finish_exit` for links.
+#[cfg(all(test, loom))]
+mod loom_models {
+    use ::loom::sync::Arc;
+    use ::loom::thread;
+
+    use super::{
+        begin_exit, link_pair, signal_locked, unlink_side, with_both, with_live_relations, Dying,
+        Exit, LinkOutcome, Node, RelationsLock, Signalled,
+    };
+    use crate::loom::sync::Mutex;
+    use crate::pid::Pid;
+    use crate::pid::{MonitorRef, Ref};
+    use crate::process::State;
+    use crate::reason::ExitReason;
+
+    struct Proc {
+        pid: Pid,
+        state: State,
+        relations: RelationsLock,
+        trap: bool,
+        /// Trapped exit signals, in arrival order.
+        inbox: Mutex<Vec<Exit>>,
+    }
+
+    impl Node for Proc {
+        fn pid(&self) -> Pid {
+            self.pid
+        }
+        fn state(&self) -> &State {
+            &self.state
+        }
+        fn relations(&self) -> &RelationsLock {
+            &self.relations
+        }
+        fn traps_exits(&self) -> bool {
+            self.trap
+        }
+        fn push_exit(&self, exit: Exit) {
+            self.inbox.lock().push(exit);
+        }
+    }
+
+    impl Proc {
+        fn new(n: u64, trap: bool) -> Arc<Proc> {
+            Arc::new(Proc {
+                pid: Pid::local(n),
+                state: State::new_scheduled(),
+                relations: Mutex::new(None),
+                trap,
+                inbox: Mutex::new(Vec::new()),
+            })
+        }
+
+        fn exiting(&self) -> bool {
+            self.state.is_exiting()
+        }
+
+        fn links(&self) -> Vec<Pid> {
+            self.relations
+                .lock()
+                .as_ref()
+                .map(|r| r.links.iter().copied().collect())
+                .unwrap_or_default()
+        }
+
+        fn inbox_len(&self) -> usize {
+            self.inbox.lock().len()
+        }
+    }
+
+    /// The process table.
+    #[derive(Default)]
+    struct World {
+        table: Mutex<Vec<Arc<Proc>>>,
+    }
+
+    impl World {
+        fn spawn(&self, n: u64, trap: bool) -> Arc<Proc> {
+            let process = Proc::new(n, trap);
+            self.table.lock().push(process.clone());
+            process
+        }
+
+        fn lookup(&self, pid: Pid) -> Option<Arc<Proc>> {
+            self.table.lock().iter().find(|p| p.pid == pid).cloned()
+        }
+
+        /// Links two processes before the model's threads start.
+        fn linked(&self, a: &Arc<Proc>, b: &Arc<Proc>) {
+            assert_eq!(link_pair(&**a, Some(&**b)), LinkOutcome::Linked);
+        }
+
+        /// `signal::terminate`, as far as links go.
+        fn terminate(&self, process: &Arc<Proc>, reason: ExitReason) {
+            if let Some(dying) = begin_exit(&**process) {
+                self.finish(process.clone(), reason, dying);
+            }
+        }
+
+        /// `signal::terminate_all` and `finish_exit`, as far as links and
+        /// held monitors go.
+        fn finish(&self, process: Arc<Proc>, reason: ExitReason, dying: Dying) {
+            let mut pending = vec![(process, reason, dying)];
+            while let Some((process, reason, dying)) = pending.pop() {
+                self.table.lock().retain(|p| p.pid != process.pid);
+                let Some(relations) = dying.relations else {
+                    continue;
+                };
+                for (monitor, target) in relations.monitoring {
+                    if let Some(target) = self.lookup(target) {
+                        if let Some(r) = target.relations.lock().as_mut() {
+                            r.monitored_by.remove(&monitor);
+                        }
+                    }
+                }
+                for linked in relations.links {
+                    if let Some(linked) = self.lookup(linked) {
+                        match signal_locked(&*linked, process.pid, reason.clone(), true) {
+                            Signalled::Ignored | Signalled::Trapped => {}
+                            Signalled::Killed(death, dying) => {
+                                pending.push((linked, death, dying));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        /// `signal::unlink`.
+        fn unlink(&self, me: &Arc<Proc>, other: Pid) {
+            unlink_side(&**me, other);
+            if let Some(other) = self.lookup(other) {
+                unlink_side(&*other, me.pid);
+            }
+        }
+
+        /// `Shared::spawn_with` with `link`: the child's side first, then
+        /// publish and the parent's side under the parent's lock.
+        fn spawn_link(&self, parent: &Arc<Proc>, n: u64) -> Option<Arc<Proc>> {
+            let child = Proc::new(n, false);
+            child
+                .relations
+                .lock()
+                .get_or_insert_with(Box::default)
+                .links
+                .insert(parent.pid);
+            with_live_relations(&**parent, |r| {
+                self.table.lock().push(child.clone());
+                r.links.insert(child.pid);
+            })
+            .map(|()| child)
+        }
+
+        /// No live process is linked to a dead one, and links are symmetric
+        /// between live processes.
+        fn assert_links_consistent(&self, all: &[&Arc<Proc>]) {
+            for p in all.iter().filter(|p| !p.exiting()) {
+                for other in p.links() {
+                    let other = all
+                        .iter()
+                        .find(|q| q.pid == other)
+                        .expect("a linked process exists");
+                    assert!(
+                        !other.exiting(),
+                        "live {} is linked to dead {}",
+                        p.pid,
+                        other.pid
+                    );
+                    assert!(other.links().contains(&p.pid), "a one-sided link");
+                }
+            }
+        }
+    }
+
+    fn crash() -> ExitReason {
+        ExitReason::error("crash")
+    }
+
+    /// `unlink` from A races B's crash: once `unlink` has returned to an A
+    /// that is not exiting, B's crash never kills A, and (trapping) no `Exit`
+    /// arrives after `unlink` returned.
+    fn unlink_racing_a_crash(trap: bool) {
+        let world = Arc::new(World::default());
+        let a = world.spawn(1, trap);
+        let b = world.spawn(2, false);
+        world.linked(&a, &b);
+        let crasher = {
+            let (world, b) = (world.clone(), b.clone());
+            thread::spawn(move || world.terminate(&b, crash()))
+        };
+        world.unlink(&a, b.pid);
+        let alive = !a.exiting();
+        let inbox = a.inbox_len();
+        crasher.join().unwrap();
+        if alive {
+            assert!(
+                !a.exiting(),
+                "unlink returned to a live A, then B's crash killed it"
+            );
+        }
+        assert_eq!(
+            a.inbox_len(),
+            inbox,
+            "an Exit arrived after unlink returned"
+        );
+        assert!(b.exiting());
+        world.assert_links_consistent(&[&a, &b]);
+    }
+
+    #[test]
+    fn unlink_racing_a_crash_never_kills_the_caller_afterwards() {
+        crate::loom::model("unlink vs crash, not trapping", None, || {
+            unlink_racing_a_crash(false)
+        });
+    }
+
+    #[test]
+    fn unlink_racing_a_crash_never_delivers_an_exit_afterwards() {
+        crate::loom::model("unlink vs crash, trapping", None, || {
+            unlink_racing_a_crash(true)
+        });
+    }
+
+    /// `link` from A to B races a kill of A, with either lock order: no live
+    /// process ends linked to a dead one; if the link was made, A's death
+    /// killed B.
+    fn link_racing_a_kill_of_the_caller(caller: u64, other: u64) {
+        let world = Arc::new(World::default());
+        let a = world.spawn(caller, false);
+        let b = world.spawn(other, false);
+        let killer = {
+            let (world, a) = (world.clone(), a.clone());
+            thread::spawn(move || world.terminate(&a, ExitReason::Killed))
+        };
+        let outcome = link_pair(&*a, world.lookup(b.pid).as_deref());
+        killer.join().unwrap();
+        assert!(a.exiting());
+        match outcome {
+            LinkOutcome::Linked => assert!(b.exiting(), "linked first, yet A's death missed B"),
+            LinkOutcome::CallerExiting => assert!(!b.exiting() && b.links().is_empty()),
+            LinkOutcome::NoProc => unreachable!("B is alive throughout"),
+        }
+        world.assert_links_consistent(&[&a, &b]);
+    }
+
+    #[test]
+    fn link_racing_a_kill_of_the_caller_leaves_no_one_linked_to_the_dead() {
+        crate::loom::model("link vs kill of the caller (lower pid)", None, || {
+            link_racing_a_kill_of_the_caller(1, 2)
+        });
+        crate::loom::model("link vs kill of the caller (higher pid)", None, || {
+            link_racing_a_kill_of_the_caller(2, 1)
+        });
+    }
+
+    /// `monitor` from A on B races a kill of A: B never ends monitored by
+    /// a dead A.
+    #[test]
+    fn monitor_racing_a_kill_of_the_caller_leaves_nothing_on_the_target() {
+        crate::loom::model("monitor vs kill of the caller", None, || {
+            let world = Arc::new(World::default());
+            let a = world.spawn(1, false);
+            let b = world.spawn(2, false);
+            let killer = {
+                let (world, a) = (world.clone(), a.clone());
+                thread::spawn(move || world.terminate(&a, ExitReason::Killed))
+            };
+            let reference = MonitorRef(Ref::local(1));
+            let target = world.lookup(b.pid);
+            let _ = with_both(&*a, target.as_deref(), |mine, theirs| {
+                mine.monitoring.insert(reference, b.pid);
+                theirs.monitored_by.insert(reference, a.pid);
+            });
+            killer.join().unwrap();
+            assert!(a.exiting());
+            let left = b
+                .relations
+                .lock()
+                .as_ref()
+                .is_some_and(|r| r.monitored_by.contains_key(&reference));
+            assert!(!left, "B is monitored by the dead A");
+        });
+    }
+
+    /// `spawn_link` by P races a kill of P: the child is never started, or
+    /// it is linked and dies with P; never an orphan.
+    #[test]
+    fn spawn_link_racing_a_kill_of_the_parent_leaves_no_orphan() {
+        crate::loom::model("spawn_link vs kill of the parent", None, || {
+            let world = Arc::new(World::default());
+            let parent = world.spawn(1, false);
+            let killer = {
+                let (world, parent) = (world.clone(), parent.clone());
+                thread::spawn(move || world.terminate(&parent, ExitReason::Killed))
+            };
+            let child = world.spawn_link(&parent, 2);
+            killer.join().unwrap();
+            if let Some(child) = &child {
+                assert!(child.exiting(), "an orphan: the child outlived its parent");
+                assert!(world.lookup(child.pid).is_none());
+            }
+            assert!(world.table.lock().is_empty());
+        });
+    }
+
+    /// Two linked processes link to each other from both sides at once (the
+    /// lock order cannot deadlock), while a third process's death reaches
+    /// one of them: one link per pair, symmetric, none to the dead.
+    #[test]
+    fn links_from_both_sides_and_a_death_do_not_deadlock() {
+        crate::loom::model("link both ways vs a death", Some(3), || {
+            let world = Arc::new(World::default());
+            let a = world.spawn(1, true);
+            let b = world.spawn(2, true);
+            let c = world.spawn(3, false);
+            world.linked(&a, &c);
+            let from_b = {
+                let (world, a, b) = (world.clone(), a.clone(), b.clone());
+                thread::spawn(move || link_pair(&*b, world.lookup(a.pid).as_deref()))
+            };
+            let death = {
+                let (world, c) = (world.clone(), c.clone());
+                thread::spawn(move || world.terminate(&c, crash()))
+            };
+            let from_a = link_pair(&*a, world.lookup(b.pid).as_deref());
+            assert_eq!(from_a, LinkOutcome::Linked);
+            assert_eq!(from_b.join().unwrap(), LinkOutcome::Linked);
+            death.join().unwrap();
+            assert_eq!(a.links(), vec![b.pid]);
+            assert_eq!(b.links(), vec![a.pid]);
+            assert_eq!(a.inbox_len(), 1, "A traps: C's crash is one Exit message");
+            world.assert_links_consistent(&[&a, &b, &c]);
+        });
+    }
+
+    /// Two linked processes crash at once: each terminates exactly once,
+    /// and each one's signal finds the other already exiting or kills it.
+    #[test]
+    fn two_linked_processes_dying_at_once_terminate_once_each() {
+        crate::loom::model("two linked deaths at once", None, || {
+            let world = Arc::new(World::default());
+            let a = world.spawn(1, false);
+            let b = world.spawn(2, false);
+            world.linked(&a, &b);
+            let other = {
+                let (world, b) = (world.clone(), b.clone());
+                thread::spawn(move || world.terminate(&b, crash()))
+            };
+            world.terminate(&a, crash());
+            other.join().unwrap();
+            assert!(a.exiting() && b.exiting());
+            assert!(world.table.lock().is_empty());
+            // A second termination finds each one dead.
+            assert!(begin_exit(&*a).is_none() && begin_exit(&*b).is_none());
+        });
+    }
 }

@@ -164,59 +164,77 @@ impl Shared {
             options.trap_exit,
         ));
         let monitor = options.monitor.then(|| MonitorRef(self.make_ref()));
-        if parent.is_some_and(|p| p.is_exiting()) {
-            // A parent killed while running spawns nothing: it is dead.
-            crate::scheduler::drop_contained(process);
-            return Ok(Spawned { pid, monitor });
-        }
-        if let Some(parent) = parent.filter(|_| options.link || options.monitor) {
-            // A parent killed while running spawns nothing: it is dead. The
-            // pid it gets back names a process that never ran.
-            let attached = parent.with_live_relations(|r| {
-                if options.link {
-                    r.links.insert(pid);
+        // Publishes the child: in the table before its name is, so a name
+        // never names a process that a send cannot reach.
+        let publish = |process: &Arc<Process>, name: Option<Arc<str>>| {
+            self.table.insert(pid.key(), process.clone());
+            if let Some(name) = name {
+                if let Err(e) = self.claim_name(name, process) {
+                    self.table.remove(&pid.key());
+                    return Err(SpawnError::Register(e));
                 }
-                if let Some(reference) = monitor {
-                    r.monitoring.insert(reference, pid);
-                }
-            });
-            if attached.is_none() {
-                crate::scheduler::drop_contained(process);
-                return Ok(Spawned { pid, monitor });
             }
-            process.with_relations(|r| {
-                if options.link {
-                    r.links.insert(parent.pid);
+            Ok(())
+        };
+        match parent {
+            Some(parent) if options.link || options.monitor => {
+                // The child's side first: nobody can see it yet.
+                process.with_relations(|r| {
+                    if options.link {
+                        r.links.insert(parent.pid);
+                    }
+                    if let Some(reference) = monitor {
+                        r.monitored_by.insert(reference, parent.pid);
+                    }
+                });
+                // Then, in one critical section of the parent's relations
+                // lock, publish the child and add the parent's side: a
+                // parent terminating meanwhile either comes first (then it
+                // is exiting and spawns nothing: the pid it gets back names
+                // a process that never ran) or finds the child linked and in
+                // the table (`signal` module docs, "spawn_link").
+                let attached = parent.with_live_relations(|r| {
+                    publish(&process, options.name)?;
+                    if options.link {
+                        r.links.insert(pid);
+                    }
+                    if let Some(reference) = monitor {
+                        r.monitoring.insert(reference, pid);
+                    }
+                    Ok(())
+                });
+                match attached {
+                    Some(published) => published?,
+                    None => {
+                        crate::scheduler::drop_contained(process);
+                        return Ok(Spawned { pid, monitor });
+                    }
                 }
-                if let Some(reference) = monitor {
-                    r.monitored_by.insert(reference, parent.pid);
+            }
+            _ => {
+                if parent.is_some_and(|p| p.is_exiting()) {
+                    // A parent killed while running spawns nothing: it is dead.
+                    crate::scheduler::drop_contained(process);
+                    return Ok(Spawned { pid, monitor });
                 }
-            });
-        }
-        // In the table before its name is: a name never names a process
-        // that a send cannot reach.
-        self.table.insert(pid.key(), process.clone());
-        if let Some(name) = options.name {
-            if let Err(e) = self.claim_name(name, &process) {
-                self.table.remove(&pid.key());
-                if let Some(parent) = parent {
-                    parent.with_relations(|r| {
-                        r.links.remove(&pid);
-                        if let Some(reference) = monitor {
-                            r.monitoring.remove(&reference);
-                        }
-                    });
-                }
-                return Err(SpawnError::Register(e));
+                publish(&process, options.name)?;
             }
         }
         scheduler::enqueue_new(process);
         Ok(Spawned { pid, monitor })
     }
 
-    /// Registers a name for a process that has not run yet.
+    /// Registers a name for a process that has not run yet. Under the
+    /// process's relations lock, then the name table's (the lock order of
+    /// `crate::signal`), so a process killed meanwhile (its pid is already
+    /// in the table) gets no name that its termination would not release.
     fn claim_name(&self, name: Arc<str>, process: &Process) -> Result<(), RegisterError> {
         use dashmap::mapref::entry::Entry;
+        let mut record = process.relations.lock();
+        if process.is_exiting() {
+            // Dead before it ran: there is nothing left to name.
+            return Ok(());
+        }
         match self.names.entry(name.clone()) {
             Entry::Occupied(owner) => Err(RegisterError::NameTaken {
                 name,
@@ -224,7 +242,7 @@ impl Shared {
             }),
             Entry::Vacant(slot) => {
                 slot.insert(process.pid);
-                process.with_relations(|r| r.name = Some(name));
+                record.get_or_insert_with(Box::default).name = Some(name);
                 Ok(())
             }
         }

@@ -7,6 +7,8 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ember_runtime::{
@@ -234,5 +236,56 @@ fn a_process_killed_inside_a_poll_is_shown_as_kill_pending_until_the_poll_return
         assert_eq!(seen, Some((Status::Exiting, Some(true))));
         down_of(watch).await;
         assert!(process_info(victim).is_none());
+    });
+}
+
+// §15.1: a process running natively (one long poll that never awaits) is
+// charged for that poll as it runs, by `process_info` and by
+// `sample_processes`, not only once the poll returns.
+#[test]
+fn cpu_time_includes_the_poll_in_progress() {
+    let rt = runtime();
+    rt.block_on(async {
+        let release = Arc::new(AtomicBool::new(false));
+        let (hog, watch) = spawn_monitor({
+            let release = release.clone();
+            async move {
+                // Native work: no await until released (or the limit).
+                let deadline = Instant::now() + WAIT;
+                while !release.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    std::hint::spin_loop();
+                }
+            }
+        });
+        let limit = Instant::now() + WAIT;
+        let (info, poll) = loop {
+            let info = process_info(hog).expect("the hog is alive");
+            if let Some(poll) = info.current_poll.clone() {
+                if poll.running_for >= Duration::from_millis(200) {
+                    break (info, poll);
+                }
+            }
+            assert!(Instant::now() < limit, "the hog never ran for 200 ms");
+            yield_point().await;
+        };
+        assert!(
+            info.cpu_time >= poll.running_for,
+            "cpu time {:?} leaves out the poll running for {:?}",
+            info.cpu_time,
+            poll.running_for
+        );
+        let sample = Handle::current()
+            .sample_processes()
+            .into_iter()
+            .find(|s| s.pid == hog)
+            .expect("the hog is sampled");
+        assert!(
+            sample.cpu_ns >= poll.running_for.as_nanos() as u64,
+            "sampled cpu {} ns leaves out the poll running for {:?}",
+            sample.cpu_ns,
+            poll.running_for
+        );
+        release.store(true, Ordering::Relaxed);
+        down_of(watch).await;
     });
 }

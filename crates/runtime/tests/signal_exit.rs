@@ -10,11 +10,12 @@ mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ember_runtime::{
     exit, exit_self, is_alive, monitor, process_info, receive, self_pid, send, spawn_link,
     spawn_monitor, trap_exit, try_receive, yield_point, Down, Exit, ExitReason, Priority, Spawn,
+    Status,
 };
 
 use support::{down_of, exit_from, recv, runtime, wait_forever, Never, WAIT};
@@ -173,7 +174,12 @@ fn exit_signal_reaches_a_process_waiting_in_a_receive_with_timeout() {
             .priority(Priority::High)
             .link()
             .spawn(async move {
-                let _ = receive::<Never>().timeout(Duration::from_millis(20)).await;
+                // Strike once `low` waits in its receive with a timeout.
+                let deadline = Instant::now() + WAIT;
+                while process_info(low).map(|i| i.status) != Some(Status::Waiting) {
+                    assert!(Instant::now() < deadline, "{low} never waited");
+                    yield_point().await;
+                }
                 exit(low, ExitReason::error("you are dead"));
                 for _ in 0..100_000 {
                     yield_point().await;

@@ -1,5 +1,5 @@
 //! The demo system and its live console, served by the same binary as
-//! everything else (decision 5 of the design brief).
+//! everything else.
 //!
 //! [`mount`] adds four pages and a JSON API to a [`Router`]:
 //!

@@ -1,6 +1,8 @@
 //! The console's JSON API over a real socket (`docs/console-api.md`).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ember_runtime::{receive, Handle, Runtime, Spawn};
@@ -190,6 +192,59 @@ fn top_lists_the_busiest_processes_with_their_info() {
         assert!(row["cpu_share"].as_f64().unwrap() > 0.05, "{row}");
         assert!(top["processes"].as_array().unwrap().len() <= 10);
         Handle::current().exit(hog, ember_runtime::ExitReason::Kill);
+    });
+}
+
+/// A task running natively (one poll that never awaits) is charged for that
+/// poll as it runs: its info's CPU time is at least the poll's running time,
+/// and top lists it.
+#[test]
+fn info_and_top_count_the_poll_in_progress_of_a_native_hog() {
+    with_console(|addr| async move {
+        let release = Arc::new(AtomicBool::new(false));
+        let hog = Spawn::new()
+            .label("native hog")
+            .spawn({
+                let release = release.clone();
+                async move {
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    while !release.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        std::hint::spin_loop();
+                    }
+                }
+            })
+            .unwrap()
+            .pid;
+        let path = format!(
+            "/api/processes/{}",
+            hog.to_string().trim_matches(['<', '>'])
+        );
+        let info = wait_for(addr, &path, |info| {
+            info["current_poll"]["running_for_ms"]
+                .as_f64()
+                .is_some_and(|ms| ms >= 300.0)
+        })
+        .await;
+        let cpu_ms = info["cpu_time_ms"].as_f64().unwrap();
+        let running_ms = info["current_poll"]["running_for_ms"].as_f64().unwrap();
+        assert!(cpu_ms >= running_ms, "{info}");
+        let top = wait_for(addr, "/api/top", |top| {
+            top["processes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["spawned_as"] == "native hog")
+        })
+        .await;
+        let row = top["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["spawned_as"] == "native hog")
+            .unwrap();
+        assert!(row["cpu_time_ms"].as_f64().unwrap() >= 300.0, "{row}");
+        assert!(row["cpu_ns"].as_u64().unwrap() > 0, "{row}");
+        release.store(true, Ordering::Relaxed);
     });
 }
 

@@ -48,10 +48,23 @@ fn an_idle_kept_alive_connection_is_closed_after_the_header_timeout() {
     run(2, async {
         let server = start();
         let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+        // The idle time starts once the response is written, after this.
+        let asked = Instant::now();
         assert_eq!(support::get_on(&mut s, "/ping").await.status, 200);
         let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out).await;
-        assert!(out.is_empty());
+        let _ = s.read_to_end(&mut out).await; // EOF or reset: closed
+        let idle = asked.elapsed();
+        assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+        // Closed by the header timeout (300 ms), not at once after the
+        // response, and not by something slower (the 60 s test limit).
+        assert!(
+            idle >= Duration::from_millis(250),
+            "closed after {idle:?}, before the 300 ms header timeout"
+        );
+        assert!(
+            idle < Duration::from_secs(10),
+            "closed after {idle:?}, long after the 300 ms header timeout"
+        );
     });
 }
 

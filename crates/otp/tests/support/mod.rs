@@ -14,6 +14,17 @@ use ember_runtime::{
     Pid, Runtime, Spawn,
 };
 
+/// How long a test waits for an event before it fails.
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
+
+/// Receives the first message of type `M`, failing after [`WAIT`].
+pub(crate) async fn recv<M: Send + 'static>() -> M {
+    receive::<M>()
+        .timeout(WAIT)
+        .await
+        .unwrap_or_else(|| panic!("no {} within {WAIT:?}", std::any::type_name::<M>()))
+}
+
 /// Every test's own runtime.
 pub(crate) fn runtime() -> Runtime {
     Runtime::builder().schedulers(2).build().unwrap()
@@ -127,11 +138,15 @@ pub(crate) async fn started(id: &'static str) -> Pid {
         .pid
 }
 
-/// Whether a [`Started`] from `id` arrives within a short grace period.
+/// Whether no [`Started`] from `id` is already in the mailbox. Looks, does
+/// not wait. A test proves that a child was not (re)started by the
+/// supervisor's own answer: a supervisor starts children inside the
+/// handling of the event that starts them, so its answer to a later call
+/// lists any child it started. This adds that no earlier start slipped by.
 pub(crate) async fn no_start_of(id: &'static str) -> bool {
     receive::<Started>()
         .matching(move |s| s.id == id)
-        .timeout(Duration::from_millis(50))
+        .timeout(Duration::ZERO)
         .await
         .is_none()
 }
@@ -158,7 +173,9 @@ pub(crate) async fn end_child(pid: Pid, how: How) -> ExitReason {
     }
     receive::<Down>()
         .matching(move |d| d.monitor == mref)
+        .timeout(WAIT)
         .await
+        .unwrap_or_else(|| panic!("{pid} did not exit"))
         .reason
 }
 

@@ -87,16 +87,13 @@ pub struct Preemption {
     /// Nice value reached once a poll has used the given CPU time; the first
     /// step applies at hand-off (default: 5 at once, 19 after 20 ms of CPU).
     /// A request of up to 20 ms thus gets a third of a scheduler thread's
-    /// weight but over 100 times a long hog's (SCHED_IDLE, below): with ten
-    /// hogs on its core, a 6 ms request takes about as long as on its own
-    /// (p99 7.5 against 7.2 ms; with the former steps, nice 10 and then 15
-    /// until 100 ms, two to five times as long).
+    /// weight but over 100 times a long hog's (SCHED_IDLE, below), so with
+    /// hogs on its core it takes about as long as on its own.
     pub demotion: Vec<(Duration, i32)>,
     /// Use SCHED_IDLE for the last (nice 19) step (default true): any other
     /// thread that wakes preempts it at once, and it weighs 3 against 15 at
-    /// nice 19 (with nice 19 alone, `/ping` p99 next to ten hogs was 4-5 ms
-    /// rather than about 3). The price: a demoted lock holder progresses at
-    /// 0.3 % of a busy CPU rather than 1.4 %.
+    /// nice 19. The price: a demoted lock holder progresses at 0.3 % of a
+    /// busy CPU rather than 1.4 %.
     pub sched_idle: bool,
     /// EEVDF time slice the watchdog and the workers ask for (default 0.1 ms,
     /// the kernel's minimum; zero leaves the kernel's default, 1.4 ms on two

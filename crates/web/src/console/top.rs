@@ -26,10 +26,11 @@ struct Usage {
 /// The top `TOP` processes by CPU between `before` and `after` (both are
 /// sorted here by pid), as JSON rows with their `process_info`.
 ///
-/// A process's counters grow when a poll *ends*, so a hog inside one long
-/// poll would look idle: for the processes in `hints` (running math tasks,
-/// the previous top) and, on small systems, every process whose counters
-/// did not move, a poll in progress counts for its running time.
+/// Samples charge a poll in progress as it runs; a poll that began after
+/// `after` was taken is not in it yet: for the processes in `hints`
+/// (running math tasks, the previous top) and, on small systems, every
+/// process whose counters did not move, such a poll counts for its running
+/// time.
 pub(crate) fn top(
     handle: &Handle,
     before: &mut [ProcessSample],
@@ -57,7 +58,7 @@ pub(crate) fn top(
             ),
             _ => (now.cpu_ns, now.reductions),
         };
-        if (cpu == 0 && check_all) || hints.contains(&now.pid) {
+        if cpu == 0 && (check_all || hints.contains(&now.pid)) {
             if let Some(poll) = handle.process_info(now.pid).and_then(|i| i.current_poll) {
                 cpu = (cpu + poll.running_for.as_nanos() as u64).min(window_ns);
             }
