@@ -93,9 +93,10 @@ fn end_of_stream_and_refused_connections_are_reported() {
     });
 }
 
-/// §18: a hang-up watch kills its process even while that process computes
-/// without awaiting (it notices through `should_stop`), and a disarmed
-/// watch kills nobody.
+/// §18: a hang-up watch kills its process when the connection is reset,
+/// even while that process computes without awaiting (it notices through
+/// `should_stop`); a FIN (half-close) is not a hang-up; a disarmed watch
+/// kills nobody.
 #[test]
 fn a_hangup_kills_a_process_stuck_in_a_poll() {
     runtime().block_on(async {
@@ -105,16 +106,33 @@ fn a_hangup_kills_a_process_stuck_in_a_poll() {
 
         // Disarmed: the client leaves, the watcher lives on.
         let calm = spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            let watch = stream.hangup_watch();
+            let (mut first, _) = listener.accept().await.unwrap();
+            let watch = first.hangup_watch();
             watch.kill_on_hangup(self_pid());
             watch.disarm();
+            // Unread by the client, so that its close is a reset.
+            first.write_all(b"unread").await.unwrap();
             send(test, "armed and disarmed");
             let _keep = receive::<()>().await;
+            // The client's reset has been seen, and the disarmed watch
+            // killed nobody.
+            let mut waited = 0;
+            while !watch.hung_up() {
+                assert!(waited < 10_000, "the reset was never seen");
+                ember_runtime::sleep(Duration::from_millis(1)).await;
+                waited += 1;
+            }
             // The next connection: a watch that stays armed.
-            let (stream, _) = listener.accept().await.unwrap();
+            let (mut stream, _) = listener.accept().await.unwrap();
             stream.hangup_watch().kill_on_hangup(self_pid());
+            // The client never reads this, so its close is a reset.
+            stream.write_all(b"unread").await.unwrap();
             send(test, self_pid());
+            // A FIN (the client half-closes) is not a hang-up: reading it
+            // leaves the process alive.
+            let mut buf = [0u8; 8];
+            assert_eq!(stream.read(&mut buf).await.unwrap(), 0);
+            send(test, should_stop());
             while !should_stop() {
                 std::hint::spin_loop();
             }
@@ -127,9 +145,12 @@ fn a_hangup_kills_a_process_stuck_in_a_poll() {
 
         // Armed around a computation that never awaits.
         send(calm, ());
-        let second = TcpStream::connect(addr).await.unwrap();
+        let mut second = TcpStream::connect(addr).await.unwrap();
         let spinner: Pid = recv().await;
         assert_eq!(spinner, calm, "the calm process survived the first hang-up");
+        second.shutdown().await.unwrap();
+        assert!(!recv::<bool>().await, "a FIN killed the watched process");
+        // Closing with unread input sends a reset: that is a hang-up.
         drop(second);
         let down = down_of(calm_watch).await;
         assert_eq!(down.reason, ExitReason::Killed);

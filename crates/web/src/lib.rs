@@ -5,14 +5,22 @@
 //!   process per **connection** (linked, exits trapped: a crash is logged
 //!   and contained, and the count enforces [`Config::max_connections`] with
 //!   a `503`).
-//! * Each connection's process runs its requests' handlers in turn (HTTP/1.1
-//!   has one request in flight per connection): a panic answers `500` for
-//!   that request only, a handler that computes for seconds without awaiting
-//!   is moved off by Ember's watchdog instead of stalling other connections,
-//!   and a client that disconnects kills the process computing its request.
+//! * Each connection's process runs hyper's HTTP/1.1 state machine and
+//!   spawns a process per **request** for its handler, so every request
+//!   starts from a clean process (priority, `trap_exit`, links, monitors,
+//!   timers, label, name and mailbox are its own): a panic answers `500`
+//!   for that request only, a handler that computes for seconds without
+//!   awaiting is moved off by Ember's watchdog instead of stalling other
+//!   connections, a client that resets its connection kills the process
+//!   computing its request, and a handler stopped from outside produces no
+//!   response at all. A client that only half-closes (a FIN after its
+//!   request) still gets its answer.
 //! * Limits: request heads and bodies have read timeouts and size limits
-//!   (`400`, `408`, `413`, `431`), and [`Server::shutdown`] drains in-flight
-//!   requests. All settings are in [`Config`].
+//!   (`400`, `408`, `413`, `431`), HTTP/1.1 requests need exactly one valid
+//!   `Host` (`400`), a response that makes no progress for
+//!   [`Config::write_timeout`] closes its connection, pipelining is capped
+//!   ([`Config::max_pipelined`]), and [`Server::shutdown`] drains in-flight
+//!   requests. All settings are in [`Config`]; counters in [`Stats`].
 //!
 //! # A tour
 //!

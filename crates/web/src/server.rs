@@ -15,8 +15,13 @@
 //!   process stops the server at once (its connections die with it through
 //!   their links); a normal exit leaves the server running.
 //! * A **connection** process runs hyper's HTTP/1.1 state machine for one
-//!   socket and the handlers of its requests, one after another (see
-//!   `connection.rs`).
+//!   socket and spawns a process per request for its handler, one request
+//!   after another (see `connection.rs`).
+//! * A connection process that is killed (from the console, say) is counted
+//!   in [`Stats::connections_killed`] and logged at debug level: that is not
+//!   a crash, and no client can cause it (a client that goes away kills at
+//!   most its request's process, counted in [`Stats::disconnected`]). Other
+//!   abnormal exits are logged as errors.
 //! * Beyond [`Config::max_connections`], an accepted socket is handed to a
 //!   short-lived process that writes a `503` and closes it.
 //!
@@ -58,6 +63,7 @@ too many connections, try again\n";
 
 /// Counters a server keeps, readable while it runs (see [`Server::stats`]).
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct Stats {
     /// Connections being served now.
     pub connections: AtomicUsize,
@@ -69,10 +75,28 @@ pub struct Stats {
     pub requests: AtomicU64,
     /// Handlers that crashed (answered `500`).
     pub crashed: AtomicU64,
+    /// Clients that went away abruptly: reset the connection or made a
+    /// write fail, or closed it in the middle of a request. One that did so
+    /// while a handler ran had the handler's process killed and got no
+    /// answer. Not a crash: logged at debug level only.
+    pub disconnected: AtomicU64,
+    /// Requests whose handler's process was stopped by someone else (killed
+    /// from the console, say): nothing was answered, the connection closed.
+    pub stopped: AtomicU64,
+    /// Connections closed because a response made no progress for
+    /// [`Config::write_timeout`] (a client that does not read).
+    pub write_timeouts: AtomicU64,
+    /// Connections closed because a client pipelined
+    /// [`Config::max_pipelined`] requests.
+    pub pipeline_capped: AtomicU64,
+    /// Connection processes that were killed (from the console, say) rather
+    /// than ending on their own; logged at debug level, not as crashes.
+    pub connections_killed: AtomicU64,
 }
 
 /// What every connection of a server shares.
 pub(crate) struct Shared {
+    pub(crate) handle: Handle,
     pub(crate) router: Router,
     pub(crate) config: Config,
     pub(crate) stats: Arc<Stats>,
@@ -83,7 +107,8 @@ enum Control {
     Shutdown(oneshot::Sender<()>),
 }
 
-/// A running HTTP server: an acceptor process and a process per connection.
+/// A running HTTP server: an acceptor process, a process per connection and
+/// one per request.
 ///
 /// ```
 /// use ember_web::{endpoints, Config, Router, Server};
@@ -129,6 +154,7 @@ impl Server {
         let stats = Arc::new(Stats::default());
         let handle = Handle::current();
         let shared = Arc::new(Shared {
+            handle: handle.clone(),
             router,
             config,
             stats: stats.clone(),
@@ -238,7 +264,18 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, parent: Pid) ->
                             .stats
                             .connections
                             .store(connections.len(), Ordering::Relaxed);
-                        if !exit.reason.is_orderly() {
+                        if exit.reason == ExitReason::Killed {
+                            // Killed from outside (the console, say): not
+                            // a crash, and clients cannot cause it.
+                            shared
+                                .stats
+                                .connections_killed
+                                .fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(
+                                "ember-web: connection process {} was killed",
+                                exit.from
+                            );
+                        } else if !exit.reason.is_orderly() {
                             tracing::error!(
                                 "ember-web: connection process {} crashed: {}",
                                 exit.from,

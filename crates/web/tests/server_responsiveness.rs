@@ -37,7 +37,13 @@ fn ping_is_answered_while_ten_connections_compute_fact_of_a_million() {
             let reply = get(addr, "/ping").await;
             assert_eq!((reply.status, reply.body.as_str()), (200, "pong"));
         }
-        // Hanging up stops the work.
+        // Hanging up (a reset: a FIN alone is a half-close, which still
+        // wants its answer) stops the work.
+        for hog in &hogs {
+            socket2::SockRef::from(hog)
+                .set_linger(Some(std::time::Duration::ZERO))
+                .unwrap();
+        }
         drop(hogs);
         for (pid, watch) in workers {
             let down: Down = receive().matching(move |d: &Down| d.monitor == watch).await;

@@ -97,8 +97,12 @@ pub(crate) struct Source {
     on_hangup: Mutex<Option<(Pid, Handle)>>,
 }
 
-/// Readiness bits that mean the peer hung up or the connection failed.
-const HANGUP: usize = READ_CLOSED | ERROR;
+/// Readiness bits that mean the connection is gone: an error (a reset
+/// arrives as `EPOLLERR`) or both directions closed (`EPOLLHUP`, which mio
+/// reports as write-closed). `READ_CLOSED` alone is not one: it is the
+/// peer's FIN, which a client that half-closes (`shutdown(SHUT_WR)`) sends
+/// after its request and still expects an answer.
+const HANGUP: usize = WRITE_CLOSED | ERROR;
 
 impl Source {
     /// Kills `pid` when the peer hangs up; at once if it already has.
@@ -111,6 +115,11 @@ impl Source {
         } else {
             *armed = Some((pid, handle));
         }
+    }
+
+    /// Whether the connection is gone (see [`HANGUP`]).
+    pub(crate) fn hung_up(&self) -> bool {
+        self.state.load(Ordering::Acquire) & HANGUP != 0
     }
 
     /// Forgets the process to kill.

@@ -248,12 +248,17 @@ impl TcpStream {
     }
 }
 
-/// Kills a process when the peer of a connection hangs up (closes its side
-/// or the connection fails), even while that process is inside a long poll
-/// that never awaits: the scheduler that polls the sockets sees the hang-up
-/// and sends the kill, so `should_stop()` turns true and the process dies
-/// at its next await. A server arms it around a request's handler so that a
-/// client that gives up stops the work.
+/// Kills a process when a connection is gone — reset by the peer, or
+/// failed — even while that process is inside a long poll that never
+/// awaits: the scheduler that polls the sockets sees it and sends the kill,
+/// so `should_stop()` turns true and the process dies at its next await. A
+/// server arms it around a request's handler so that a client that gives up
+/// stops the work.
+///
+/// A FIN alone is not a hang-up: a client that half-closes its side
+/// (`shutdown(SHUT_WR)`) after sending a request still waits for the answer.
+/// (A peer that closed its socket entirely also sends only a FIN; it is
+/// found out when the answer is written and the peer resets.)
 #[derive(Clone)]
 pub struct HangupWatch {
     source: Arc<Source>,
@@ -276,6 +281,12 @@ impl HangupWatch {
     /// A hang-up kills nobody any more.
     pub fn disarm(&self) {
         self.source.disarm_hangup();
+    }
+
+    /// Whether the connection is gone (reset or failed), whether or not the
+    /// watch is armed.
+    pub fn hung_up(&self) -> bool {
+        self.source.hung_up()
     }
 }
 
