@@ -1,8 +1,10 @@
 //! Registered names: `register`, `unregister`, `whereis`.
 //!
 //! A name maps to at most one live process and a process has at most one
-//! name. The name is released when the process terminates, atomically with
-//! its other relations (see [`crate::signal`]).
+//! name. The name is released when the process terminates: it is free for
+//! others from the moment the process is marked exiting (atomically with
+//! its other relations, see [`crate::signal`]), and its entry leaves the
+//! table when the termination finishes.
 
 use std::fmt;
 use std::sync::Arc;
@@ -83,16 +85,41 @@ impl Shared {
             });
         }
         let name: Arc<str> = name.into();
-        match self.names.entry(name.clone()) {
-            Entry::Occupied(owner) => Err(RegisterError::NameTaken {
-                name,
-                owner: *owner.get(),
-            }),
-            Entry::Vacant(slot) => {
-                slot.insert(pid);
-                relations.name = Some(name);
-                Ok(())
+        self.claim_free_name(&name, pid)?;
+        relations.name = Some(name);
+        Ok(())
+    }
+
+    /// Records `pid` as the owner of `name` unless a live process holds it.
+    /// Called under `pid`'s relations lock (the lock order of
+    /// `crate::signal`).
+    ///
+    /// A name whose owner is already exiting is free: the owner is dead for
+    /// everyone from the moment its `EXITING` bit is set, although its
+    /// termination removes the name from the table only a little later (on
+    /// the thread that killed it, which may be descheduled in between). A
+    /// supervisor restarting a registered child whose predecessor was killed
+    /// through a link must not get `already_started` from a dead process.
+    /// The late removal only removes the entry if it still names the old
+    /// owner.
+    pub(crate) fn claim_free_name(&self, name: &Arc<str>, pid: Pid) -> Result<(), RegisterError> {
+        loop {
+            let owner = match self.names.entry(name.clone()) {
+                Entry::Vacant(slot) => {
+                    slot.insert(pid);
+                    return Ok(());
+                }
+                Entry::Occupied(owner) => *owner.get(),
+            };
+            // The shard is released here: the table is looked up without it.
+            let alive = self.lookup(owner).is_some_and(|p| !p.is_exiting());
+            if alive {
+                return Err(RegisterError::NameTaken {
+                    name: name.clone(),
+                    owner,
+                });
             }
+            self.names.remove_if(name, |_, held| *held == owner);
         }
     }
 
@@ -140,4 +167,44 @@ pub fn registered() -> Vec<(Arc<str>, Pid)> {
             .map(|e| (e.key().clone(), *e.value()))
             .collect()
     })
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use crate::{receive, whereis, ExitReason, Runtime, Spawn, SpawnError};
+
+    /// The moment between a process being marked exiting and its
+    /// termination removing its name (the killing thread descheduled in
+    /// between), held open: the name is free, and the late removal leaves
+    /// the new owner's entry alone.
+    #[test]
+    fn a_name_is_free_once_its_owner_is_marked_exiting() {
+        let rt = Runtime::new().unwrap();
+        rt.block_on(async {
+            let body = || async {
+                receive::<()>().await;
+            };
+            let old = Spawn::new().name("held").spawn(body()).unwrap().pid;
+            let taken = Spawn::new().name("held").spawn(body());
+            assert!(
+                matches!(taken, Err(SpawnError::Register(_))),
+                "a live owner keeps its name: {taken:?}"
+            );
+            crate::context::with_runtime("test", |shared| {
+                let process = shared.lookup(old).expect("the owner is alive");
+                let dying = crate::signal::begin_exit(&*process).expect("not exiting yet");
+                assert_eq!(shared.names.get("held").map(|p| *p), Some(old));
+                let new = Spawn::new().name("held").spawn(body()).map(|s| s.pid);
+                let new = new.expect("the name of an exiting process is free");
+                assert_eq!(whereis("held"), Some(new));
+                crate::signal::terminate_all(process, ExitReason::Killed, dying);
+                assert_eq!(
+                    whereis("held"),
+                    Some(new),
+                    "the late removal kept the new owner"
+                );
+                assert!(crate::register("held", old).is_err());
+            });
+        });
+    }
 }

@@ -366,7 +366,9 @@ pub(crate) fn terminate_finished(process: &Arc<Process>, reason: ExitReason) {
     }
 }
 
-fn terminate_all(process: Arc<Process>, reason: ExitReason, dying: Dying) {
+/// Finishes the termination of `process`, marked exiting by the caller, and
+/// of every process its links kill in turn.
+pub(crate) fn terminate_all(process: Arc<Process>, reason: ExitReason, dying: Dying) {
     let mut pending = vec![(process, reason, dying)];
     while let Some((process, reason, dying)) = pending.pop() {
         finish_exit(&process, reason, dying, &mut pending);

@@ -229,23 +229,14 @@ impl Shared {
     /// `crate::signal`), so a process killed meanwhile (its pid is already
     /// in the table) gets no name that its termination would not release.
     fn claim_name(&self, name: Arc<str>, process: &Process) -> Result<(), RegisterError> {
-        use dashmap::mapref::entry::Entry;
         let mut record = process.relations.lock();
         if process.is_exiting() {
             // Dead before it ran: there is nothing left to name.
             return Ok(());
         }
-        match self.names.entry(name.clone()) {
-            Entry::Occupied(owner) => Err(RegisterError::NameTaken {
-                name,
-                owner: *owner.get(),
-            }),
-            Entry::Vacant(slot) => {
-                slot.insert(process.pid);
-                record.get_or_insert_with(Box::default).name = Some(name);
-                Ok(())
-            }
-        }
+        self.claim_free_name(&name, process.pid)?;
+        record.get_or_insert_with(Box::default).name = Some(name);
+        Ok(())
     }
 }
 
