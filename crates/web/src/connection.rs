@@ -96,6 +96,11 @@ const LINGER: Duration = Duration::from_secs(2);
 /// (an idle connection closing: the client has nothing more to send).
 const LINGER_IDLE: Duration = Duration::from_millis(200);
 
+/// How long a connection being drained (the server shutting down) that has
+/// not begun a request yet may still take to send its first one: it was
+/// accepted, so its client expects an answer.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(500);
+
 /// Most bytes a lingering close reads before closing anyway.
 const LINGER_BYTES: usize = 256 * 1024;
 
@@ -120,6 +125,7 @@ pub(crate) async fn serve(
     let service_shared = shared.clone();
     let hangup = stream.hangup_watch();
     let state = Arc::new(ConnectionState::default());
+    let connection = state.clone();
     let io = Watched {
         stream,
         write_timeout: config.write_timeout,
@@ -131,6 +137,7 @@ pub(crate) async fn serve(
         let shared = service_shared.clone();
         let hangup = hangup.clone();
         let state = state.clone();
+        state.begun.fetch_add(1, Ordering::Relaxed);
         async move {
             state.unboost();
             let taken = state.pipelined.fetch_add(1, Ordering::Relaxed) + 1;
@@ -145,11 +152,25 @@ pub(crate) async fn serve(
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut draining = false;
+    // While draining: how long a connection that has not begun a request
+    // yet may still take to send its first one.
+    let mut first_request_grace: Option<Pin<Box<Sleep>>> = None;
     let result = loop {
         tokio::select! {
             result = conn.as_mut() => break result,
             _ = stop.wait_for(|stop| *stop), if !draining => {
                 draining = true;
+                if connection.begun.load(Ordering::Relaxed) == 0 {
+                    // Accepted just before the listener closed: its request
+                    // is likely on its way (or already unread in the socket).
+                    first_request_grace = Some(Box::pin(tokio::time::sleep(FIRST_REQUEST_GRACE)));
+                } else {
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+            () = async { first_request_grace.as_mut().expect("armed").await },
+                if first_request_grace.is_some() => {
+                first_request_grace = None;
                 conn.as_mut().graceful_shutdown();
             }
         }
@@ -192,6 +213,8 @@ fn io_error_kind(e: &hyper::Error) -> Option<io::ErrorKind> {
 /// What a connection's service and its socket wrapper share.
 #[derive(Default)]
 struct ConnectionState {
+    /// Requests begun on this connection.
+    begun: AtomicUsize,
     /// Requests taken since the socket was last read (see [`Watched`]).
     pipelined: AtomicUsize,
     /// The connection's process runs at its last handler's priority (set

@@ -11,9 +11,13 @@
 //!   per accepted connection and, trapping exits, learns of each one's end
 //!   as an [`Exit`] message: that is how it counts connections (for the
 //!   cap) and how a crashed connection is logged and contained. It is linked
-//!   to the process that called [`Server::bind`]: an abnormal exit of that
-//!   process stops the server at once (its connections die with it through
-//!   their links); a normal exit leaves the server running.
+//!   to the process that called [`Server::bind`]: when that process is
+//!   shut down (reason `shutdown` or `{shutdown, _}`, as a supervisor stops
+//!   its children) the server drains as on [`Server::shutdown`] and then
+//!   exits with the same reason, so a restart of the tree around it does not
+//!   cut off the responses in flight; any other abnormal exit stops the
+//!   server at once (its connections die with it through their links); a
+//!   normal exit leaves the server running.
 //! * A **connection** process runs hyper's HTTP/1.1 state machine for one
 //!   socket and spawns a process per request for its handler, one request
 //!   after another (see `connection.rs`).
@@ -29,7 +33,9 @@
 //!
 //! [`Server::shutdown`] sends the acceptor a message. It closes the listening
 //! socket, tells every connection to finish (hyper's graceful shutdown: an
-//! idle connection closes at once, a busy one after its in-flight response),
+//! idle connection closes at once, a busy one after its in-flight response;
+//! one accepted that has not begun a request yet is given half a second to
+//! send it, since its client expects an answer),
 //! waits for their exits up to [`Config::shutdown_timeout`], kills the rest,
 //! and answers.
 
@@ -212,7 +218,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, parent: Pid) ->
     let mut connections: HashSet<Pid> = HashSet::new();
     let rejecting = Arc::new(AtomicUsize::new(0));
     let is_ours = |e: &ember::Envelope| e.is::<Exit>() || e.is::<Control>();
-    let waiter = loop {
+    let (waiter, reason) = loop {
         let event = tokio::select! {
             accepted = listener.accept() => Event::Accepted(accepted),
             envelope = ember::receive_any(is_ours) => Event::Message(envelope),
@@ -249,16 +255,22 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, parent: Pid) ->
                 ember::sleep(Duration::from_millis(10)).await;
             }
             Event::Message(envelope) => match envelope.downcast::<Control>() {
-                Ok(Control::Shutdown(done)) => break done,
+                Ok(Control::Shutdown(done)) => break (Some(done), ExitReason::Normal),
                 Err(envelope) => {
                     let Ok(exit) = envelope.downcast::<Exit>() else {
                         continue;
                     };
                     if exit.from == parent {
-                        if !exit.reason.is_normal() {
-                            // Our links take the connections down with us.
-                            return exit.reason;
+                        if exit.reason.is_normal() {
+                            continue;
                         }
+                        if exit.reason.is_orderly() {
+                            // Shut down (a supervisor stopping us): finish
+                            // the responses in flight, then go.
+                            break (None, exit.reason);
+                        }
+                        // Our links take the connections down with us.
+                        return exit.reason;
                     } else if connections.remove(&exit.from) {
                         shared
                             .stats
@@ -289,9 +301,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, parent: Pid) ->
     };
     drop(listener);
     drain(connections, &shared, stop_tx).await;
-    let _ = waiter.send(());
+    if let Some(waiter) = waiter {
+        let _ = waiter.send(());
+    }
     // Later shutdown requests (several callers) find the acceptor gone.
-    ExitReason::Normal
+    reason
 }
 
 /// Tells every connection to finish and waits for their exits, killing those
