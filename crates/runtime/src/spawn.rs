@@ -3,12 +3,14 @@
 
 use std::borrow::Cow;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use crate::context;
 use crate::pid::{MonitorRef, Pid};
 use crate::process::{BoxFuture, Priority, Process};
-use crate::reason::IntoExitReason;
+use crate::reason::{ExitReason, IntoExitReason};
 use crate::registry::RegisterError;
 use crate::runtime::Shared;
 use crate::scheduler;
@@ -132,6 +134,31 @@ impl Spawn {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A process body whose output becomes its exit reason. Not an `async`
+    /// block: one that awaits a captured future stores the future twice (the
+    /// captured value and the one being awaited), doubling every body.
+    struct ToExitReason<F> {
+        #[pin]
+        body: F,
+    }
+}
+
+impl<F> Future for ToExitReason<F>
+where
+    F: Future,
+    F::Output: IntoExitReason,
+{
+    type Output = ExitReason;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ExitReason> {
+        self.project()
+            .body
+            .poll(cx)
+            .map(IntoExitReason::into_exit_reason)
+    }
+}
+
 impl Shared {
     /// Creates, registers, links/monitors and queues a new process.
     pub(crate) fn spawn_with<F>(
@@ -152,7 +179,7 @@ impl Shared {
         let spawned_as = options
             .label
             .unwrap_or(Cow::Borrowed(std::any::type_name::<F>()));
-        let future: BoxFuture = Box::pin(async move { body.await.into_exit_reason() });
+        let future: BoxFuture = Box::pin(ToExitReason { body });
         let size = std::mem::size_of_val(&*future);
         let process = Arc::new(Process::new(
             pid,
