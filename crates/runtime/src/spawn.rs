@@ -211,7 +211,7 @@ impl Shared {
                         r.links.insert(parent.pid);
                     }
                     if let Some(reference) = monitor {
-                        r.monitored_by.insert(reference, parent.pid);
+                        r.more_mut().monitored_by.insert(reference, parent.pid);
                     }
                 });
                 // Then, in one critical section of the parent's relations
@@ -226,7 +226,7 @@ impl Shared {
                         r.links.insert(pid);
                     }
                     if let Some(reference) = monitor {
-                        r.monitoring.insert(reference, pid);
+                        r.more_mut().monitoring.insert(reference, pid);
                     }
                     Ok(())
                 });
@@ -262,7 +262,7 @@ impl Shared {
             return Ok(());
         }
         self.claim_free_name(&name, process.pid)?;
-        record.get_or_insert_with(Box::default).name = Some(name);
+        record.get_or_insert_with(Box::default).more_mut().name = Some(name);
         Ok(())
     }
 }

@@ -210,6 +210,7 @@ pub fn send_after<M: Send + 'static>(to: Pid, message: M, after: Duration) -> Ti
         );
         // Recorded on the target, so that its exit cancels the timer.
         let recorded = target.with_live_relations(|r| {
+            let r = r.more_mut();
             r.timers.push(key);
             if r.timers.len() >= r.timers_prune_at {
                 rt.timers.retain_pending(&mut r.timers);
