@@ -347,16 +347,16 @@ pub fn sleep(duration: Duration) -> impl Future<Output = ()> {
     // Not an `async fn`, which would store `duration` next to the receive
     // and a state of its own: a sleeping process keeps this future for as
     // long as it sleeps. The deadline is still taken at the first poll.
-    Sleep::Start(duration, never)
+    Sleep::Start(duration, no_message)
 }
 
 /// The predicate of [`sleep`]'s receive: a function item, so it takes no
 /// room in the future (a `fn` pointer would).
-fn never(message: &Never) -> bool {
+fn no_message(message: &Never) -> bool {
     match *message {}
 }
 
-/// The future of [`sleep`] (`F` is the type of [`never`]).
+/// The future of [`sleep`] (`F` is the type of [`no_message`]).
 enum Sleep<F> {
     /// Not polled yet.
     Start(Duration, F),

@@ -269,9 +269,9 @@ impl Shared {
 
 /// Spawns a process running `body`; returns its pid at once.
 ///
-/// The body may return `()`, an [`ExitReason`](crate::ExitReason) or a
+/// The body may return `()`, an [`ExitReason`] or a
 /// `Result<(), E: Display>`; that becomes its exit reason. A panic in the body
-/// terminates only this process, with reason [`ExitReason::Panic`](crate::ExitReason::Panic).
+/// terminates only this process, with reason [`ExitReason::Panic`].
 ///
 /// # Panics
 ///
