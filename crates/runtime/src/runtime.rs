@@ -289,21 +289,15 @@ impl Drop for Runtime {
             }
         }
         drop(processes);
-        for process in shared.sched.drain_all() {
-            // Holding the ticket: take `RUNNING`; false since it is exiting.
-            process.begin_exit();
-            if !process.state.transition_to_running() {
-                process.relations.lock().take();
-                scheduler::drop_contained(process.mailbox.drain_inbox());
-                scheduler::drop_future(&process);
-            }
-        }
+        shared.sched.drop_queued();
         if let Some(stop) = self.io_stop.take() {
             let _ = stop.send(());
         }
         for t in io {
             let _ = t.join();
         }
+        // What the I/O thread woke until it stopped.
+        shared.sched.drop_queued();
     }
 }
 
