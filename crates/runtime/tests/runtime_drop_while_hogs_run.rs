@@ -141,36 +141,39 @@ fn round(n: usize, stuck: usize, short: usize, parked: usize) -> usize {
             }
             for _ in 0..parked {
                 let probe = probe.clone();
+                // Captured, as every canary here: a body dropped before its
+                // first poll (starved schedulers) has no locals yet.
+                let canary = Canary {
+                    probe,
+                    hog: None,
+                    parked: true,
+                };
                 spawn(async move {
-                    let _canary = Canary {
-                        probe,
-                        hog: None,
-                        parked: true,
-                    };
-                    _canary.probe.parked_polls.fetch_add(1, Ordering::SeqCst);
+                    let canary = &canary;
+                    canary.probe.parked_polls.fetch_add(1, Ordering::SeqCst);
                     receive::<Never>().await;
                 });
             }
             // Two processes ping-ponging for ever: queued or running at the drop.
-            let probe2 = probe.clone();
+            let canary = Canary {
+                probe: probe.clone(),
+                hog: None,
+                parked: false,
+            };
             let a = spawn(async move {
-                let _canary = Canary {
-                    probe: probe2,
-                    hog: None,
-                    parked: false,
-                };
+                let _canary = &canary;
                 loop {
                     let peer = receive::<ember_runtime::Pid>().await;
                     send(peer, self_pid());
                 }
             });
-            let probe3 = probe.clone();
+            let canary = Canary {
+                probe: probe.clone(),
+                hog: None,
+                parked: false,
+            };
             spawn(async move {
-                let _canary = Canary {
-                    probe: probe3,
-                    hog: None,
-                    parked: false,
-                };
+                let _canary = &canary;
                 send(a, self_pid());
                 loop {
                     let peer = receive::<ember_runtime::Pid>().await;
