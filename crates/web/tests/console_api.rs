@@ -262,6 +262,14 @@ fn kill_ends_a_process_and_its_info_is_then_404() {
             })
             .unwrap()
             .pid;
+        // Until its first poll has ended it is runnable or running.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ember_runtime::process_info(victim).map(|i| i.status)
+            != Some(ember_runtime::Status::Waiting)
+        {
+            assert!(Instant::now() < deadline, "the victim never waited");
+            ember_runtime::sleep(Duration::from_millis(1)).await;
+        }
         let path = format!(
             "/api/processes/{}",
             victim.to_string().trim_matches(['<', '>'])
