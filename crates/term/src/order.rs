@@ -188,6 +188,8 @@ fn cmp(a: &Term, b: &Term, s: Strength) -> Ordering {
                     .unwrap_or(Ordering::Equal)
             })
         }),
+        // Both `[]` (same rank 8).
+        _ if ra == 8 => Ordering::Equal,
         (Term::List(_) | Term::ImproperList(..), _) => cmp_list(a, b, s),
         _ => {
             let (xa, la) = bits(a);
