@@ -13,8 +13,9 @@
 //! * pids by serial, number, node name, creation; ports by number, node,
 //!   creation; references by node, creation, word count, then words from the
 //!   most significant (all as OTP 25 orders them, checked against `erl`);
-//! * funs: exports before closures, then field by field (Erlang's own fun
-//!   order is not specified).
+//! * funs: closures before exports (as OTP 25 sorts them), exports by
+//!   module, function, arity, closures by module, then their other fields
+//!   (Erlang does not specify fun order further).
 //!
 //! The strengths differ only for numbers:
 //!
@@ -267,8 +268,8 @@ fn cmp_fun(x: &Fun, y: &Fun, s: Strength) -> Ordering {
             .cmp(m2.as_str())
             .then_with(|| f1.as_str().cmp(f2.as_str()))
             .then(a1.cmp(a2)),
-        (Fun::Export { .. }, Fun::Closure(_)) => Ordering::Less,
-        (Fun::Closure(_), Fun::Export { .. }) => Ordering::Greater,
+        (Fun::Export { .. }, Fun::Closure(_)) => Ordering::Greater,
+        (Fun::Closure(_), Fun::Export { .. }) => Ordering::Less,
         (Fun::Closure(a), Fun::Closure(b)) => a
             .module
             .as_str()

@@ -204,10 +204,15 @@ fn terms_from_erl_decode_reencode_identically_and_erl_reads_them_back() {
 
     // Everything erl prints before END, by kind and index.
     let mut encodings: BTreeMap<(String, usize), Vec<u8>> = BTreeMap::new();
+    let mut erl_order: Vec<usize> = Vec::new();
     loop {
         let line = erl.line();
         if line == "END" {
             break;
+        }
+        if let Some(indices) = line.strip_prefix("S ") {
+            erl_order = indices.split(' ').map(|i| i.parse().unwrap()).collect();
+            continue;
         }
         let mut parts = line.split(' ');
         let (Some(kind), Some(index), Some(hex)) = (parts.next(), parts.next(), parts.next())
@@ -266,6 +271,18 @@ fn terms_from_erl_decode_reencode_identically_and_erl_reads_them_back() {
     assert_eq!(decoded[&45].as_reference().unwrap().ids, [1, 2, 3, 4, 5]);
     assert!(matches!(&decoded[&46], Term::Port(p) if p.id == 5));
     assert!(matches!(&decoded[&47], Term::ImproperList(..)));
+
+    // Term order: Rust's Ord sorts the terms as erl's lists:sort does (the
+    // list has no two terms that are == but not =:= in a different order).
+    let mut rust_order: Vec<usize> = decoded.keys().copied().collect();
+    rust_order.sort_by(|a, b| decoded[a].cmp(&decoded[b]));
+    assert_eq!(rust_order, erl_order, "term order");
+    for pair in rust_order.windows(2) {
+        assert_ne!(
+            decoded[&pair[0]].erl_cmp(&decoded[&pair[1]]),
+            std::cmp::Ordering::Greater
+        );
+    }
 
     // Rust's bytes back to erl, which compares them with the originals.
     for (i, term) in &decoded {

@@ -4,7 +4,8 @@
 %%   T <index> <hex>   term_to_binary(T, [{minor_version, 2}, deterministic])
 %%   D <index> <hex>   term_to_binary(T) (OTP 25: Latin-1 atom tags)
 %%   C <index> <hex>   term_to_binary(T, [compressed])
-%% then END. It then reads lines "<index> <hex>", decodes each with
+%% then "S <index> <index> ...", the indices in term order (lists:sort/2 with
+%% =<, which is stable, so terms that are == keep their order), then END. It then reads lines "<index> <hex>", decodes each with
 %% binary_to_term/1 and answers "OK <index>" when the result is =:= to term
 %% <index>, "BAD <index> <term>" or "ERR <index> <reason>" otherwise, until
 %% DONE or end of input.
@@ -51,6 +52,8 @@ main() ->
     [emit("T", I, term_to_binary(T, [{minor_version, 2}, deterministic])) || {I, T} <- Indexed],
     [emit("D", I, term_to_binary(T)) || {I, T} <- Indexed],
     [emit("C", I, term_to_binary(T, [compressed])) || {I, T} <- Indexed],
+    Sorted = lists:sort(fun({_, A}, {_, B}) -> A =< B end, Indexed),
+    io:put_chars(["S", [[$\s, integer_to_list(I)] || {I, _} <- Sorted], $\n]),
     io:put_chars("END\n"),
     loop(maps:from_list(Indexed)).
 
