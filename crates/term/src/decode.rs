@@ -386,17 +386,46 @@ impl<'a> Decoder<'a> {
     }
 
     /// One term (no version byte) at nesting `depth`.
+    ///
+    /// Kept small on purpose: this and the compound decoders are the
+    /// recursion, so their frames times `max_depth` is the stack a decode
+    /// needs; everything that does not nest is in [`Decoder::leaf`].
     pub(crate) fn term(&mut self, depth: usize) -> Result<Term, DecodeError> {
         if depth > self.limits.max_depth {
-            return Err(self.error_at(
-                self.pos,
-                DecodeErrorKind::TooDeep {
-                    limit: self.limits.max_depth,
-                },
-            ));
+            return Err(self.too_deep());
         }
         let at = self.pos;
         let tag = self.u8()?;
+        match tag {
+            SMALL_TUPLE_EXT => {
+                let n = self.u8()?;
+                self.terms(usize::from(n), depth).map(Term::Tuple)
+            }
+            LARGE_TUPLE_EXT => {
+                let n = self.u32()?;
+                self.terms(n as usize, depth).map(Term::Tuple)
+            }
+            MAP_EXT => self.map(depth),
+            LIST_EXT => self.list(depth),
+            NEW_FUN_EXT => self.closure(depth),
+            _ => self.leaf(at, tag),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn too_deep(&self) -> DecodeError {
+        self.error_at(
+            self.pos,
+            DecodeErrorKind::TooDeep {
+                limit: self.limits.max_depth,
+            },
+        )
+    }
+
+    /// A term that holds no other terms, its tag at `at` already read.
+    #[inline(never)]
+    fn leaf(&mut self, at: usize, tag: u8) -> Result<Term, DecodeError> {
         Ok(match tag {
             SMALL_INTEGER_EXT => Term::Int(i64::from(self.u8()?)),
             INTEGER_EXT => Term::Int(i64::from(self.u32()? as i32)),
@@ -424,22 +453,12 @@ impl<'a> Decoder<'a> {
             ATOM_EXT | SMALL_ATOM_EXT | ATOM_UTF8_EXT | SMALL_ATOM_UTF8_EXT | ATOM_CACHE_REF => {
                 Term::Atom(self.atom_body(at, tag)?)
             }
-            SMALL_TUPLE_EXT => {
-                let n = self.u8()?;
-                Term::Tuple(self.terms(usize::from(n), depth)?)
-            }
-            LARGE_TUPLE_EXT => {
-                let n = self.u32()?;
-                Term::Tuple(self.terms(n as usize, depth)?)
-            }
-            MAP_EXT => self.map(depth)?,
             NIL_EXT => Term::List(Vec::new()),
             STRING_EXT => {
                 let n = self.u16()?;
                 let bytes = self.take(usize::from(n))?;
                 Term::List(bytes.iter().map(|&b| Term::Int(i64::from(b))).collect())
             }
-            LIST_EXT => self.list(depth)?,
             BINARY_EXT => {
                 let n = self.u32()?;
                 Term::Binary(self.take(n as usize)?.to_vec())
@@ -523,7 +542,6 @@ impl<'a> Decoder<'a> {
                     arity,
                 })
             }
-            NEW_FUN_EXT => self.closure(depth)?,
             COMPRESSED => return Err(self.error_at(at, DecodeErrorKind::NestedCompressed)),
             other => return Err(self.error_at(at, DecodeErrorKind::UnknownTag(other))),
         })
