@@ -101,6 +101,7 @@ impl Hash for Term {
             Term::Pid(p) => p.hash(state),
             Term::Tuple(t) => t.hash(state),
             Term::Map(m) => m.hash(state),
+            Term::List(l) if l.is_empty() => {}
             Term::List(_) | Term::ImproperList(..) => {
                 let mut cursor = Cons::of(self);
                 while let Some(head) = cursor.head() {
@@ -108,7 +109,9 @@ impl Hash for Term {
                     cursor = cursor.tail();
                 }
                 if let Cons::Other(tail) = cursor {
-                    tail.hash(state);
+                    if !tail.is_nil() {
+                        tail.hash(state);
+                    }
                 }
             }
             Term::Binary(b) => b.hash(state),
