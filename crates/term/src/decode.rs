@@ -139,6 +139,16 @@ pub enum DecodeErrorKind {
     AtomCacheRef(u8),
     /// Bytes left over after the term.
     TrailingBytes(usize),
+    /// A distribution fragment that does not fit its sequence (see
+    /// [`dist::Fragments`](crate::dist::Fragments)).
+    Fragment(&'static str),
+    /// A reassembled distribution message past its size limit.
+    MessageTooLarge {
+        /// Its size so far.
+        size: u64,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl fmt::Display for DecodeErrorKind {
@@ -192,6 +202,10 @@ impl fmt::Display for DecodeErrorKind {
                 write!(f, "atom cache reference {i} has no atom cache entry")
             }
             DecodeErrorKind::TrailingBytes(n) => write!(f, "{n} bytes after the term"),
+            DecodeErrorKind::Fragment(what) => write!(f, "fragment {what}"),
+            DecodeErrorKind::MessageTooLarge { size, limit } => {
+                write!(f, "message of {size} bytes is over the limit of {limit}")
+            }
         }
     }
 }

@@ -115,11 +115,12 @@
 //! assert_eq!(from_term::<Event>(t).unwrap(), e);
 //! ```
 //!
-//! # Not here yet
+//! # Distribution framing
 //!
-//! The distribution header (`DIST_HEADER`, tag 68, with its atom cache
-//! reference table) and fragments (tags 69 and 70) frame terms on a
-//! distribution connection; see [`dist`] for what this crate provides.
+//! [`dist`] reads and writes the distribution header (`DIST_HEADER`, with
+//! the per-connection atom cache) and reassembles fragments
+//! (`DIST_FRAG_HEADER`/`DIST_FRAG_CONT`). The connection itself (handshake,
+//! ticks, control-message semantics) belongs to a later `dist` crate.
 #![forbid(unsafe_code)]
 
 mod de;
