@@ -5,12 +5,19 @@
 
 use std::path::PathBuf;
 
-use ember_term::{decode, encode};
+use ember_term::dist::{encode_message, AtomCache, Fragments, SenderAtomCache};
+use ember_term::{decode, encode, DecodeLimits};
 
 const CASES: usize = 100_000;
 
 fn corpus() -> Vec<(String, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/decode");
+    seeds("decode")
+}
+
+fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|entry| {
@@ -154,4 +161,41 @@ fn a_hundred_thousand_mutations_of_the_corpus_never_panic() {
         decoded < CASES * 9 / 10,
         "{decoded} of {CASES} mutants decoded"
     );
+}
+
+/// What the dist fuzz target checks; the number of messages that came out.
+fn check_dist(data: &[u8]) -> usize {
+    let limits = DecodeLimits::default();
+    let mut cache = AtomCache::new();
+    let mut fragments = Fragments::new(1 << 20, 8);
+    let mut messages = 0;
+    let mut rest = data;
+    while rest.len() >= 2 {
+        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]])).min(rest.len() - 2);
+        let frame = &rest[2..2 + len];
+        rest = &rest[2 + len..];
+        if let Ok(Some(m)) = fragments.push(frame, &mut cache, &limits) {
+            encode_message(&m.control, m.payload.as_ref(), &mut SenderAtomCache::new())
+                .expect("a decoded message encodes");
+            messages += 1;
+        }
+    }
+    messages
+}
+
+#[test]
+fn every_seed_in_the_dist_corpus_yields_messages_and_mutations_never_panic() {
+    let corpus = seeds("dist");
+    assert!(corpus.len() >= 5, "only {} seeds", corpus.len());
+    for (name, bytes) in &corpus {
+        assert!(check_dist(bytes) > 0, "seed {name} yields no message");
+    }
+    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+    for _ in 0..CASES / 5 {
+        let (_, seed) = &corpus[rng.below(corpus.len())];
+        let (_, other) = &corpus[rng.below(corpus.len())];
+        let mut input = seed.clone();
+        mutate(&mut rng, &mut input, other);
+        check_dist(&input);
+    }
 }

@@ -167,7 +167,7 @@ fn references_compare_by_node_then_words_from_the_most_significant() {
 
 #[test]
 fn sorting_agrees_with_erl_cmp() {
-    let mut v = vec![
+    let mut v = [
         term!([a]),
         Term::from(2.0),
         Term::atom("b"),
