@@ -10,9 +10,10 @@
 //!   in map-key order, then their values in that order;
 //! * lists element by element, `[]` first; an improper tail compares as a term;
 //! * bitstrings bit by bit, a prefix first;
-//! * pids by serial, number, node name, creation; ports by number, node,
-//!   creation; references by node, creation, word count, then words from the
-//!   most significant (all as OTP 25 orders them, checked against `erl`);
+//! * pids by serial, number, node name, creation; ports by node name,
+//!   creation, number; references by node name, creation, then their words
+//!   as one number (so `[0]` and `[0, 0, 0]` are the same reference, as in
+//!   `erl`); all as OTP 25 orders them, checked against `erl`;
 //! * funs: closures before exports (as OTP 25 sorts them), exports by
 //!   module, function, arity, closures by module, then their other fields
 //!   (Erlang does not specify fun order further).
@@ -90,7 +91,10 @@ impl Hash for Term {
             },
             Term::Float(f) => f.to_bits().hash(state),
             Term::Atom(a) => a.hash(state),
-            Term::Reference(r) => r.hash(state),
+            Term::Reference(r) => {
+                (&r.node, r.creation).hash(state);
+                significant(&r.ids).hash(state);
+            }
             Term::Fun(Fun::Export {
                 module,
                 function,
@@ -162,14 +166,14 @@ fn cmp(a: &Term, b: &Term, s: Strength) -> Ordering {
             .as_str()
             .cmp(y.node.as_str())
             .then(x.creation.cmp(&y.creation))
-            .then(x.ids.len().cmp(&y.ids.len()))
-            .then_with(|| x.ids.iter().rev().cmp(y.ids.iter().rev())),
+            .then_with(|| cmp_words(&x.ids, &y.ids)),
         (Term::Fun(x), Term::Fun(y)) => cmp_fun(x, y, s),
-        (Term::Port(x), Term::Port(y)) => {
-            x.id.cmp(&y.id)
-                .then_with(|| x.node.as_str().cmp(y.node.as_str()))
-                .then(x.creation.cmp(&y.creation))
-        }
+        (Term::Port(x), Term::Port(y)) => x
+            .node
+            .as_str()
+            .cmp(y.node.as_str())
+            .then(x.creation.cmp(&y.creation))
+            .then(x.id.cmp(&y.id)),
         (Term::Pid(x), Term::Pid(y)) => x
             .serial
             .cmp(&y.serial)
@@ -243,6 +247,20 @@ fn int_float(int: &Term, f: f64) -> Ordering {
     big(int)
         .cmp(&whole_int)
         .then_with(|| 0.0.partial_cmp(&(f - whole)).unwrap_or(Ordering::Equal))
+}
+
+/// A reference's words without the high zero words, which do not count.
+fn significant(ids: &[u32]) -> &[u32] {
+    let len = ids.iter().rposition(|&w| w != 0).map_or(0, |i| i + 1);
+    &ids[..len]
+}
+
+/// Reference words as one number, least significant word first.
+fn cmp_words(x: &[u32], y: &[u32]) -> Ordering {
+    let (x, y) = (significant(x), significant(y));
+    x.len()
+        .cmp(&y.len())
+        .then_with(|| x.iter().rev().cmp(y.iter().rev()))
 }
 
 fn seq(x: &[Term], y: &[Term], s: Strength) -> Ordering {

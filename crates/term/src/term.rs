@@ -185,7 +185,9 @@ pub struct Port {
     pub creation: u32,
 }
 
-/// A reference.
+/// A reference. As terms, references compare their words as one number,
+/// so high zero words do not count (`erl` agrees); this struct's own `==`
+/// compares the fields as they are.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Reference {
     /// The node that made it.

@@ -155,14 +155,55 @@ fn pids_compare_by_serial_then_number_then_node() {
     assert!(pid("a@h", 0, 0, 2) < pid("a@h", 1, 0, 1));
     assert!(pid("a@h", 1, 0, 1) < pid("a@h", 0, 1, 1));
     assert!(pid("a@h", 1, 0, 1) < pid("b@h", 1, 0, 1));
+    assert!(pid("a@h", 1, 0, 2) < pid("b@h", 1, 0, 1));
+    assert!(pid("a@h", 1, 0, 1) < pid("a@h", 1, 0, 2));
 }
 
 #[test]
-fn references_compare_by_node_then_words_from_the_most_significant() {
+fn references_compare_by_node_then_creation_then_words_as_a_number() {
     assert!(reference("a@h", 1, &[1, 0, 0]) < reference("b@h", 1, &[0, 0, 0]));
+    assert!(reference("a@h", 2, &[0, 0, 0]) < reference("b@h", 1, &[0, 0, 0]));
     assert!(reference("a@h", 1, &[1, 0, 0]) < reference("a@h", 1, &[0, 1, 0]));
-    assert!(reference("a@h", 1, &[0, 0, 0]) < reference("a@h", 2, &[0, 0, 0]));
+    assert!(reference("a@h", 1, &[0, 0, 5]) < reference("a@h", 2, &[0, 0, 1]));
     assert!(reference("a@h", 1, &[5]) < reference("a@h", 1, &[1, 1]));
+    // erl: [0,0,2] < [0,0,0,1], [0,0,0] < [7], and [0,0,0] =:= [0].
+    assert!(reference("a@h", 1, &[0, 0, 2]) < reference("a@h", 1, &[0, 0, 0, 1]));
+    assert!(reference("a@h", 1, &[0, 0, 0]) < reference("a@h", 1, &[7]));
+    assert!(reference("a@h", 1, &[1, 0, 0, 0]) == reference("a@h", 1, &[1]));
+    assert_eq!(
+        hash(&reference("a@h", 1, &[1, 0, 0, 0])),
+        hash(&reference("a@h", 1, &[1]))
+    );
+}
+
+fn port(node: &str, id: u64, creation: u32) -> Term {
+    Term::from(ember_term::Port {
+        node: Atom::new(node),
+        id,
+        creation,
+    })
+}
+
+#[test]
+fn ports_compare_by_node_then_creation_then_number() {
+    assert!(port("a@h", 2, 1) < port("b@h", 1, 1));
+    assert!(port("a@h", 1, 2) < port("b@h", 1, 1));
+    assert!(port("a@h", 2, 1) < port("a@h", 1, 2));
+    assert!(port("a@h", 1, 1) < port("a@h", 2, 1));
+}
+
+#[test]
+fn export_funs_compare_by_module_function_arity() {
+    let export = |m: &str, f: &str, arity: u8| {
+        Term::from(Fun::Export {
+            module: Atom::new(m),
+            function: Atom::new(f),
+            arity,
+        })
+    };
+    assert!(export("lists", "filter", 2) < export("lists", "map", 2));
+    assert!(export("a", "a", 2) < export("a", "b", 1));
+    assert!(export("a", "b", 1) < export("a", "b", 2));
 }
 
 #[test]
