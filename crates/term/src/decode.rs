@@ -17,7 +17,16 @@ use crate::term::{Atom, BitBinary, Closure, Fun, Map, Pid, Port, Reference, Term
 
 /// Bounds on what a decode may build. The defaults suit terms from the
 /// network: generous for real traffic, small enough that a hostile peer
-/// cannot exhaust memory or the stack.
+/// cannot exhaust memory or the stack. To change one, change it on the
+/// defaults:
+///
+/// ```
+/// use ember_term::{decode_with, DecodeLimits};
+/// let mut limits = DecodeLimits::default();
+/// limits.max_depth = 2;
+/// assert!(decode_with(&[131, 104, 1, 104, 1, 104, 0], &limits).is_ok()); // {{{}}}
+/// assert!(decode_with(&[131, 104, 1, 104, 1, 104, 1, 104, 0], &limits).is_err());
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DecodeLimits {
