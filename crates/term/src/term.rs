@@ -134,10 +134,16 @@ impl fmt::Debug for Atom {
 impl fmt::Display for Atom {
     /// Erlang syntax: quoted when the text is not a plain atom.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const RESERVED: [&str; 28] = [
+            "after", "and", "andalso", "band", "begin", "bnot", "bor", "bsl", "bsr", "bxor",
+            "case", "catch", "cond", "div", "else", "end", "fun", "if", "let", "maybe", "not",
+            "of", "or", "orelse", "receive", "rem", "try", "when",
+        ];
         let s = self.as_str();
         let plain = s.chars().next().is_some_and(|c| c.is_ascii_lowercase())
             && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '@');
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '@')
+            && !RESERVED.contains(&s);
         if plain {
             f.write_str(s)
         } else {
@@ -368,11 +374,17 @@ impl FromIterator<(Term, Term)> for Map {
     /// Collects entries; a later entry replaces an earlier one with the same
     /// key, as in `maps:from_list/1`.
     fn from_iter<I: IntoIterator<Item = (Term, Term)>>(iter: I) -> Map {
-        let mut map = Map::new();
-        for (k, v) in iter {
-            map.insert(k, v);
+        let mut entries: Vec<(Term, Term)> = iter.into_iter().collect();
+        // A stable sort keeps equal keys in arrival order; keep the last.
+        entries.sort_by(|a, b| crate::order::map_key_cmp(&a.0, &b.0));
+        let mut out: Vec<(Term, Term)> = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match out.last_mut() {
+                Some(last) if crate::order::map_key_cmp(&last.0, &entry.0).is_eq() => *last = entry,
+                _ => out.push(entry),
+            }
         }
-        map
+        Map { entries: out }
     }
 }
 
@@ -855,7 +867,15 @@ impl fmt::Display for Term {
         match self {
             Term::Int(i) => write!(f, "{i}"),
             Term::BigInt(b) => write!(f, "{b}"),
-            Term::Float(x) => write!(f, "{x:?}"),
+            Term::Float(x) => {
+                // Shortest round-trip digits, with Erlang's mandatory
+                // fraction: 1e300 is written 1.0e300.
+                let text = format!("{x:?}");
+                match text.split_once('e') {
+                    Some((m, e)) if !m.contains('.') => write!(f, "{m}.0e{e}"),
+                    _ => f.write_str(&text),
+                }
+            }
             Term::Atom(a) => write!(f, "{a}"),
             Term::Reference(r) => {
                 write!(f, "#Ref<{}.{}", r.node, r.creation)?;

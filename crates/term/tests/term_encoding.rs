@@ -403,6 +403,10 @@ fn display_prints_erlang_syntax() {
     let t = term!({ok, [1 | x], #{"k" => (-2)}, q});
     assert_eq!(t.to_string(), "{ok,[1|x],#{<<107>> => -2},q}");
     assert_eq!(Term::atom("EXIT").to_string(), "'EXIT'");
+    assert_eq!(Term::atom("end").to_string(), "'end'");
+    assert_eq!(Term::atom("a@h").to_string(), "a@h");
+    assert_eq!(Term::from(1e300).to_string(), "1.0e300");
+    assert_eq!(Term::from(2.5).to_string(), "2.5");
     assert_eq!(
         Term::from(BitBinary::new(vec![1, 0xe0], 3).unwrap()).to_string(),
         "<<1,7:3>>"
@@ -425,6 +429,14 @@ fn conversions_and_accessors() {
     assert!(bool::try_from(Term::atom("maybe")).is_err());
     assert_eq!(Term::from("é").as_str(), Some("é"));
     assert!(Atom::try_new(&"x".repeat(256)).is_err());
+    // A later entry replaces an earlier one, as in maps:from_list/1.
+    let m = Term::map([
+        (Term::atom("k"), Term::from(1)),
+        (Term::atom("j"), Term::from(0)),
+        (Term::atom("k"), Term::from(2)),
+    ]);
+    assert_eq!(m, term!(#{j => 0, k => 2}));
+    assert_eq!(m.as_map().unwrap().len(), 2);
     let m = term!(#{a => 1});
     assert_eq!(m.as_map().unwrap().get_atom("a"), Some(&Term::from(1)));
 }
