@@ -335,13 +335,18 @@ impl Shared {
 
 fn info_of(process: &Process) -> ProcessInfo {
     let (name, label, links, monitors, monitored_by) = match &*process.relations.lock() {
-        Some(r) => (
-            r.name.clone(),
-            r.label.as_ref().map(|l| l.to_string()),
-            r.links.iter().copied().collect(),
-            r.monitoring.iter().map(|(m, p)| (*m, *p)).collect(),
-            r.monitored_by.values().copied().collect(),
-        ),
+        Some(r) => {
+            let more = r.more();
+            (
+                more.and_then(|m| m.name.clone()),
+                more.and_then(|m| m.label.as_ref().map(|l| l.to_string())),
+                r.links.iter().copied().collect(),
+                more.map_or_else(Vec::new, |m| {
+                    m.monitoring.iter().map(|(m, p)| (*m, *p)).collect()
+                }),
+                more.map_or_else(Vec::new, |m| m.monitored_by.values().copied().collect()),
+            )
+        }
         None => (None, None, Vec::new(), Vec::new(), Vec::new()),
     };
     ProcessInfo {
@@ -415,7 +420,7 @@ pub fn processes() -> Vec<Pid> {
 pub fn set_label(label: impl Into<Cow<'static, str>>) {
     let label = label.into();
     context::with_current("set_label", |me| {
-        me.with_live_relations(|r| r.label = Some(label));
+        me.with_live_relations(|r| r.more_mut().label = Some(label));
     });
 }
 

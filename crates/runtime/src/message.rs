@@ -343,8 +343,47 @@ impl Future for YieldPoint {
 
 /// Suspends the calling process for `duration` (Erlang's `timer:sleep/1`).
 /// Messages that arrive meanwhile stay in the mailbox.
-pub async fn sleep(duration: Duration) {
-    receive::<Never>().timeout(duration).await;
+pub fn sleep(duration: Duration) -> impl Future<Output = ()> {
+    // Not an `async fn`, which would store `duration` next to the receive
+    // and a state of its own: a sleeping process keeps this future for as
+    // long as it sleeps. The deadline is still taken at the first poll.
+    Sleep::Start(duration, no_message)
+}
+
+/// The predicate of [`sleep`]'s receive: a function item, so it takes no
+/// room in the future (a `fn` pointer would).
+fn no_message(message: &Never) -> bool {
+    match *message {}
+}
+
+/// The future of [`sleep`] (`F` is the type of [`no_message`]).
+enum Sleep<F> {
+    /// Not polled yet.
+    Start(Duration, F),
+    /// Polled: waiting for the deadline.
+    Receiving(ReceiveTimeout<Receive<Never, F>>),
+}
+
+impl<F: FnMut(&Never) -> bool + Copy + Unpin> Future for Sleep<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if let Sleep::Start(duration, predicate) = *this {
+            *this = Sleep::Receiving(ReceiveTimeout::new(
+                Receive {
+                    predicate,
+                    cursor: Cursor::default(),
+                    _message: PhantomData,
+                },
+                duration,
+            ));
+        }
+        match this {
+            Sleep::Receiving(receive) => Pin::new(receive).poll(cx).map(|_| ()),
+            Sleep::Start(..) => unreachable!("started above"),
+        }
+    }
 }
 
 /// A message type no one can construct, so `receive::<Never>()` only times out.

@@ -3,13 +3,14 @@
 //! Its scheduling state machine lives in [`state`]; links, monitors and the
 //! name in [`Relations`]; the mailbox in [`crate::mailbox`].
 
+mod small_map;
 mod state;
 
+pub(crate) use small_map::{PidSet, SmallMap};
 pub(crate) use state::{State, TransitionToDropping, TransitionToIdle, TransitionToScheduled};
 
 use std::borrow::Cow;
 use std::cell::UnsafeCell;
-use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -129,15 +130,24 @@ pub enum Status {
 }
 
 /// Links, monitors and name: the parts of a process other processes change.
-/// Allocated on first use, so a process that has none costs one pointer.
+/// Allocated on first use, so a process that has none costs one pointer; a
+/// process with links only (most of them: a worker linked to its
+/// supervisor) holds up to two inline, in 40 bytes.
 #[derive(Default)]
 pub(crate) struct Relations {
     /// Processes linked to this one.
-    pub(crate) links: HashSet<Pid>,
+    pub(crate) links: PidSet,
+    /// Everything else, allocated on first use.
+    rest: Option<Box<MoreRelations>>,
+}
+
+/// The relations a process is less likely to have than a link.
+#[derive(Default)]
+pub(crate) struct MoreRelations {
     /// Monitors this process holds on others: reference → target.
-    pub(crate) monitoring: HashMap<MonitorRef, Pid>,
+    pub(crate) monitoring: MonitorMap,
     /// Monitors others hold on this process: reference → watcher.
-    pub(crate) monitored_by: HashMap<MonitorRef, Pid>,
+    pub(crate) monitored_by: MonitorMap,
     /// The registered name, if any.
     pub(crate) name: Option<Arc<str>>,
     /// What the process says it is doing now (`set_label`).
@@ -147,6 +157,42 @@ pub(crate) struct Relations {
     pub(crate) timers: Vec<TimerKey>,
     /// `timers` length at which fired timers are pruned from it.
     pub(crate) timers_prune_at: usize,
+}
+
+/// Monitors by reference: the other process of each.
+pub(crate) type MonitorMap = SmallMap<MonitorRef, Pid, 1>;
+
+impl Relations {
+    /// Monitors, name, label and timers, if any was ever set.
+    pub(crate) fn more(&self) -> Option<&MoreRelations> {
+        self.rest.as_deref()
+    }
+
+    /// Monitors, name, label and timers, allocated on first use.
+    pub(crate) fn more_mut(&mut self) -> &mut MoreRelations {
+        self.rest.get_or_insert_with(Box::default)
+    }
+
+    /// Monitors, name, label and timers, if any was ever set, to change.
+    pub(crate) fn more_if_any_mut(&mut self) -> Option<&mut MoreRelations> {
+        self.rest.as_deref_mut()
+    }
+
+    /// Takes the parts out, to act on them once the process is exiting.
+    pub(crate) fn into_parts(self) -> (PidSet, Option<Box<MoreRelations>>) {
+        (self.links, self.rest)
+    }
+
+    /// Bytes of the record and what it owns.
+    fn memory_estimate(&self) -> usize {
+        let more = self.more().map_or(0, |m| {
+            std::mem::size_of::<MoreRelations>()
+                + m.monitoring.heap_bytes()
+                + m.monitored_by.heap_bytes()
+                + m.timers.capacity() * std::mem::size_of::<TimerKey>()
+        });
+        std::mem::size_of::<Relations>() + self.links.heap_bytes() + more
+    }
 }
 
 /// A process control block.
@@ -289,12 +335,7 @@ impl Process {
             .relations
             .lock()
             .as_ref()
-            .map(|r| {
-                std::mem::size_of::<Relations>()
-                    + (r.links.capacity() * 16)
-                    + (r.monitoring.capacity() + r.monitored_by.capacity()) * 40
-            })
-            .unwrap_or(0);
+            .map_or(0, |r| r.memory_estimate());
         std::mem::size_of::<Process>()
             + 16
             + self.future_size as usize

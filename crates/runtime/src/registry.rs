@@ -74,7 +74,7 @@ impl Shared {
         if process.is_exiting() {
             return Err(RegisterError::NoProc(pid));
         }
-        let relations = relations.get_or_insert_with(Box::default);
+        let relations = relations.get_or_insert_with(Box::default).more_mut();
         if let Some(existing) = &relations.name {
             if &**existing == name {
                 return Ok(());
@@ -129,8 +129,10 @@ impl Shared {
         };
         if let Some(process) = self.lookup(pid) {
             process.with_relations(|r| {
-                if r.name.as_ref() == Some(&name) {
-                    r.name = None;
+                if let Some(more) = r.more_if_any_mut() {
+                    if more.name.as_ref() == Some(&name) {
+                        more.name = None;
+                    }
                 }
             });
         }

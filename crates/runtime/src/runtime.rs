@@ -27,7 +27,8 @@ use crate::scheduler::{self, Preemption, Scheduler};
 use crate::spawn::{Spawn, SpawnError, Spawned};
 use crate::timer::Timers;
 
-/// Hashes process-table keys (sequential integers) by Fibonacci multiplication.
+/// Hashes process-table keys (sequential integers), and the pids and
+/// references of link sets and monitor maps, by Fibonacci multiplication.
 #[derive(Default)]
 pub(crate) struct KeyHasher(u64);
 
@@ -42,8 +43,12 @@ impl Hasher for KeyHasher {
         }
     }
 
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
     fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 
@@ -284,21 +289,15 @@ impl Drop for Runtime {
             }
         }
         drop(processes);
-        for process in shared.sched.drain_all() {
-            // Holding the ticket: take `RUNNING`; false since it is exiting.
-            process.begin_exit();
-            if !process.state.transition_to_running() {
-                process.relations.lock().take();
-                scheduler::drop_contained(process.mailbox.drain_inbox());
-                scheduler::drop_future(&process);
-            }
-        }
+        shared.sched.drop_queued();
         if let Some(stop) = self.io_stop.take() {
             let _ = stop.send(());
         }
         for t in io {
             let _ = t.join();
         }
+        // What the I/O thread woke until it stopped.
+        shared.sched.drop_queued();
     }
 }
 

@@ -334,6 +334,24 @@ impl Scheduler {
         processes.extend(self.background.lock().drain(..));
         processes
     }
+
+    /// Takes every queued process with its `SCHEDULED` ticket and drops its
+    /// body, as the runtime's teardown does (the process is marked exiting
+    /// first, so `transition_to_running` fails and the ticket holder drops).
+    /// Run by the teardown, and again by each worker leaving after the
+    /// shutdown: a worker that was still inside a poll when the teardown
+    /// drained the queues may have queued a process since (one woken during
+    /// that poll, a child it spawned), which nobody else would drop.
+    pub(crate) fn drop_queued(&self) {
+        for process in self.drain_all() {
+            process.begin_exit();
+            if !process.state.transition_to_running() {
+                process.relations.lock().take();
+                drop_contained(process.mailbox.drain_inbox());
+                drop_future(&process);
+            }
+        }
+    }
 }
 
 /// A wake-up for `process` from anywhere (its waker, a message, a signal).

@@ -391,16 +391,18 @@ fn finish_exit(
         rt.zombies.insert(process.pid.key(), process.clone());
     }
     if let Some(relations) = dying.relations {
-        if let Some(name) = &relations.name {
+        let (links, more) = relations.into_parts();
+        let more = more.map(|more| *more).unwrap_or_default();
+        if let Some(name) = &more.name {
             rt.names.remove_if(name, |_, owner| *owner == process.pid);
         }
-        rt.timers.cancel_all(&relations.timers);
-        for (monitor, target) in relations.monitoring {
+        rt.timers.cancel_all(&more.timers);
+        for (monitor, target) in more.monitoring {
             if let Some(target) = rt.lookup(target) {
-                target.with_relations(|r| r.monitored_by.remove(&monitor));
+                target.with_relations(|r| forget_watcher(r, &monitor));
             }
         }
-        for (monitor, watcher) in relations.monitored_by {
+        for (monitor, watcher) in more.monitored_by {
             let Some(watcher) = rt.lookup(watcher) else {
                 continue;
             };
@@ -409,7 +411,9 @@ fn finish_exit(
             // `Down` is queued under the watcher's lock, so a `demonitor`
             // that finds the monitor gone also finds the `Down` to flush.
             let fired = watcher.with_relations(|r| {
-                let held = r.monitoring.remove(&monitor).is_some();
+                let held = r
+                    .more_if_any_mut()
+                    .is_some_and(|m| m.monitoring.remove(&monitor).is_some());
                 if held {
                     watcher.mailbox.push(Envelope::new(Down {
                         monitor,
@@ -423,7 +427,7 @@ fn finish_exit(
                 scheduler::wake(&watcher);
             }
         }
-        for linked in relations.links {
+        for linked in links {
             if let Some(linked) = rt.lookup(linked) {
                 match signal_locked(&*linked, process.pid, reason.clone(), true) {
                     Signalled::Ignored => {}
@@ -522,6 +526,13 @@ pub fn unlink(pid: Pid) {
     });
 }
 
+/// Removes the target's side of `monitor`, if it is still there.
+fn forget_watcher(target: &mut Relations, monitor: &MonitorRef) {
+    if let Some(more) = target.more_if_any_mut() {
+        more.monitored_by.remove(monitor);
+    }
+}
+
 /// Starts monitoring `pid`. When it terminates (or at once, with reason
 /// `noproc`, if it is not alive) the caller receives a [`Down`] message
 /// carrying the returned reference. Each call creates a new monitor.
@@ -531,6 +542,7 @@ pub fn monitor(pid: Pid) -> MonitorRef {
         let attached = if pid == me.pid {
             // Monitoring oneself: allowed, and never fires.
             me.with_live_relations(|r| {
+                let r = r.more_mut();
                 r.monitoring.insert(monitor, pid);
                 r.monitored_by.insert(monitor, pid);
             })
@@ -540,8 +552,8 @@ pub fn monitor(pid: Pid) -> MonitorRef {
             // leaves no monitor behind on a live target.
             let target = me.rt.lookup(pid);
             with_both(&**me, target.as_deref(), |mine, theirs| {
-                mine.monitoring.insert(monitor, pid);
-                theirs.monitored_by.insert(monitor, me.pid);
+                mine.more_mut().monitoring.insert(monitor, pid);
+                theirs.more_mut().monitored_by.insert(monitor, me.pid);
             })
         };
         match attached {
@@ -568,10 +580,10 @@ pub fn demonitor(monitor: MonitorRef, flush: bool) -> bool {
     context::with_current("demonitor", |me| {
         // Whoever removes the monitor from the watcher's side owns it: if
         // we do, no `Down` will come (the target's exit checks this side).
-        let target = me.with_relations(|r| r.monitoring.remove(&monitor));
+        let target = me.with_relations(|r| r.more_if_any_mut()?.monitoring.remove(&monitor));
         let was_active = target.is_some();
         if let Some(target) = target.and_then(|pid| me.rt.lookup(pid)) {
-            target.with_relations(|r| r.monitored_by.remove(&monitor));
+            target.with_relations(|r| forget_watcher(r, &monitor));
         }
         if flush {
             // SAFETY: `me` is the current process, so this thread has exclusive
@@ -609,8 +621,8 @@ mod loom_models {
     use ::loom::thread;
 
     use super::{
-        begin_exit, link_pair, signal_locked, unlink_side, with_both, with_live_relations, Dying,
-        Exit, LinkOutcome, Node, RelationsLock, Signalled,
+        begin_exit, forget_watcher, link_pair, signal_locked, unlink_side, with_both,
+        with_live_relations, Dying, Exit, LinkOutcome, Node, RelationsLock, Signalled,
     };
     use crate::loom::sync::Mutex;
     use crate::pid::Pid;
@@ -711,14 +723,15 @@ mod loom_models {
                 let Some(relations) = dying.relations else {
                     continue;
                 };
-                for (monitor, target) in relations.monitoring {
+                let (links, more) = relations.into_parts();
+                for (monitor, target) in more.into_iter().flat_map(|m| m.monitoring) {
                     if let Some(target) = self.lookup(target) {
                         if let Some(r) = target.relations.lock().as_mut() {
-                            r.monitored_by.remove(&monitor);
+                            forget_watcher(r, &monitor);
                         }
                     }
                 }
-                for linked in relations.links {
+                for linked in links {
                     if let Some(linked) = self.lookup(linked) {
                         match signal_locked(&*linked, process.pid, reason.clone(), true) {
                             Signalled::Ignored | Signalled::Trapped => {}
@@ -873,8 +886,8 @@ mod loom_models {
             let reference = MonitorRef(Ref::local(1));
             let target = world.lookup(b.pid);
             let _ = with_both(&*a, target.as_deref(), |mine, theirs| {
-                mine.monitoring.insert(reference, b.pid);
-                theirs.monitored_by.insert(reference, a.pid);
+                mine.more_mut().monitoring.insert(reference, b.pid);
+                theirs.more_mut().monitored_by.insert(reference, a.pid);
             });
             killer.join().unwrap();
             assert!(a.exiting());
@@ -882,7 +895,8 @@ mod loom_models {
                 .relations
                 .lock()
                 .as_ref()
-                .is_some_and(|r| r.monitored_by.contains_key(&reference));
+                .and_then(|r| r.more())
+                .is_some_and(|m| m.monitored_by.contains_key(&reference));
             assert!(!left, "B is monitored by the dead A");
         });
     }

@@ -3,12 +3,14 @@
 
 use std::borrow::Cow;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use crate::context;
 use crate::pid::{MonitorRef, Pid};
 use crate::process::{BoxFuture, Priority, Process};
-use crate::reason::IntoExitReason;
+use crate::reason::{ExitReason, IntoExitReason};
 use crate::registry::RegisterError;
 use crate::runtime::Shared;
 use crate::scheduler;
@@ -132,6 +134,31 @@ impl Spawn {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A process body whose output becomes its exit reason. Not an `async`
+    /// block: one that awaits a captured future stores the future twice (the
+    /// captured value and the one being awaited), doubling every body.
+    struct ToExitReason<F> {
+        #[pin]
+        body: F,
+    }
+}
+
+impl<F> Future for ToExitReason<F>
+where
+    F: Future,
+    F::Output: IntoExitReason,
+{
+    type Output = ExitReason;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ExitReason> {
+        self.project()
+            .body
+            .poll(cx)
+            .map(IntoExitReason::into_exit_reason)
+    }
+}
+
 impl Shared {
     /// Creates, registers, links/monitors and queues a new process.
     pub(crate) fn spawn_with<F>(
@@ -152,7 +179,7 @@ impl Shared {
         let spawned_as = options
             .label
             .unwrap_or(Cow::Borrowed(std::any::type_name::<F>()));
-        let future: BoxFuture = Box::pin(async move { body.await.into_exit_reason() });
+        let future: BoxFuture = Box::pin(ToExitReason { body });
         let size = std::mem::size_of_val(&*future);
         let process = Arc::new(Process::new(
             pid,
@@ -184,7 +211,7 @@ impl Shared {
                         r.links.insert(parent.pid);
                     }
                     if let Some(reference) = monitor {
-                        r.monitored_by.insert(reference, parent.pid);
+                        r.more_mut().monitored_by.insert(reference, parent.pid);
                     }
                 });
                 // Then, in one critical section of the parent's relations
@@ -199,7 +226,7 @@ impl Shared {
                         r.links.insert(pid);
                     }
                     if let Some(reference) = monitor {
-                        r.monitoring.insert(reference, pid);
+                        r.more_mut().monitoring.insert(reference, pid);
                     }
                     Ok(())
                 });
@@ -235,16 +262,16 @@ impl Shared {
             return Ok(());
         }
         self.claim_free_name(&name, process.pid)?;
-        record.get_or_insert_with(Box::default).name = Some(name);
+        record.get_or_insert_with(Box::default).more_mut().name = Some(name);
         Ok(())
     }
 }
 
 /// Spawns a process running `body`; returns its pid at once.
 ///
-/// The body may return `()`, an [`ExitReason`](crate::ExitReason) or a
+/// The body may return `()`, an [`ExitReason`] or a
 /// `Result<(), E: Display>`; that becomes its exit reason. A panic in the body
-/// terminates only this process, with reason [`ExitReason::Panic`](crate::ExitReason::Panic).
+/// terminates only this process, with reason [`ExitReason::Panic`].
 ///
 /// # Panics
 ///

@@ -27,8 +27,9 @@ use crate::scheduler;
 
 /// What happens when a timer fires.
 pub(crate) enum TimerAction {
-    /// Deliver a message (`send_after`).
-    Send { to: Pid, message: Envelope },
+    /// Deliver a message (`send_after`): boxed, so that the wheel's slots
+    /// stay small for the receive timeouts of a million sleeping processes.
+    Send(Box<(Pid, Envelope)>),
     /// Wake a process (receive timeouts).
     Wake(Arc<Process>),
 }
@@ -156,7 +157,10 @@ impl Timers {
                 drop(state);
                 for (_key, action) in fired.drain(..) {
                     match action {
-                        TimerAction::Send { to, message } => rt.send_envelope(to, message),
+                        TimerAction::Send(send) => {
+                            let (to, message) = *send;
+                            rt.send_envelope(to, message);
+                        }
                         TimerAction::Wake(process) => scheduler::wake(&process),
                     }
                 }
@@ -203,13 +207,11 @@ pub fn send_after<M: Send + 'static>(to: Pid, message: M, after: Duration) -> Ti
         let at = Instant::now().checked_add(after).unwrap_or_else(far_future);
         let key = rt.timers.insert(
             rt.timers.deadline_ms(at),
-            TimerAction::Send {
-                to,
-                message: Envelope::new(message),
-            },
+            TimerAction::Send(Box::new((to, Envelope::new(message)))),
         );
         // Recorded on the target, so that its exit cancels the timer.
         let recorded = target.with_live_relations(|r| {
+            let r = r.more_mut();
             r.timers.push(key);
             if r.timers.len() >= r.timers_prune_at {
                 rt.timers.retain_pending(&mut r.timers);

@@ -26,6 +26,10 @@ struct Probe {
     drops: AtomicUsize,
     /// Hog bodies dropped.
     hog_drops: AtomicUsize,
+    /// Parked bodies dropped.
+    parked_drops: AtomicUsize,
+    /// Polls the parked processes started (each polls once, then waits).
+    parked_polls: AtomicUsize,
     /// Hogs spin until this is set.
     release: AtomicBool,
 }
@@ -34,6 +38,7 @@ struct Probe {
 struct Canary {
     probe: Arc<Probe>,
     hog: Option<Arc<AtomicBool>>,
+    parked: bool,
 }
 
 impl Drop for Canary {
@@ -45,6 +50,9 @@ impl Drop for Canary {
         }
         if self.hog.is_some() {
             self.probe.hog_drops.fetch_add(1, Ordering::SeqCst);
+        }
+        if self.parked {
+            self.probe.parked_drops.fetch_add(1, Ordering::SeqCst);
         }
         self.probe.drops.fetch_add(1, Ordering::SeqCst);
     }
@@ -117,6 +125,7 @@ fn round(n: usize, stuck: usize, short: usize, parked: usize) -> usize {
                 let canary = Canary {
                     probe: probe.clone(),
                     hog: Some(hog.clone()),
+                    parked: false,
                 };
                 spawn(async move {
                     let _canary = &canary;
@@ -132,29 +141,39 @@ fn round(n: usize, stuck: usize, short: usize, parked: usize) -> usize {
             }
             for _ in 0..parked {
                 let probe = probe.clone();
+                // Captured, as every canary here: a body dropped before its
+                // first poll (starved schedulers) has no locals yet.
+                let canary = Canary {
+                    probe,
+                    hog: None,
+                    parked: true,
+                };
                 spawn(async move {
-                    let _canary = Canary { probe, hog: None };
+                    let canary = &canary;
+                    canary.probe.parked_polls.fetch_add(1, Ordering::SeqCst);
                     receive::<Never>().await;
                 });
             }
             // Two processes ping-ponging for ever: queued or running at the drop.
-            let probe2 = probe.clone();
+            let canary = Canary {
+                probe: probe.clone(),
+                hog: None,
+                parked: false,
+            };
             let a = spawn(async move {
-                let _canary = Canary {
-                    probe: probe2,
-                    hog: None,
-                };
+                let _canary = &canary;
                 loop {
                     let peer = receive::<ember_runtime::Pid>().await;
                     send(peer, self_pid());
                 }
             });
-            let probe3 = probe.clone();
+            let canary = Canary {
+                probe: probe.clone(),
+                hog: None,
+                parked: false,
+            };
             spawn(async move {
-                let _canary = Canary {
-                    probe: probe3,
-                    hog: None,
-                };
+                let _canary = &canary;
                 send(a, self_pid());
                 loop {
                     let peer = receive::<ember_runtime::Pid>().await;
@@ -169,6 +188,7 @@ fn round(n: usize, stuck: usize, short: usize, parked: usize) -> usize {
             }
         }
     });
+    let parked_polls = probe.parked_polls.load(Ordering::SeqCst);
     drop(rt);
     let running_at_drop = probe.inside.load(Ordering::SeqCst);
     probe.release.store(true, Ordering::SeqCst);
@@ -182,14 +202,49 @@ fn round(n: usize, stuck: usize, short: usize, parked: usize) -> usize {
         0,
         "round {n}: a body was dropped while its poll ran"
     );
+    let drops = probe.drops.load(Ordering::SeqCst);
+    if drops != bodies {
+        // Which of the runtime's threads are still there, and how they run.
+        eprintln!("round {n}: threads of this test binary now:\n{}", threads());
+    }
     assert_eq!(
-        probe.drops.load(Ordering::SeqCst),
+        drops,
         bodies,
-        "round {n}: every body is dropped exactly once, within 60 s ({} of {} hogs)",
+        "round {n}: every body is dropped exactly once, within 60 s ({} of {} hogs, \
+         {} of {parked} parked ones, of which {parked_polls} had started before the drop)",
         probe.hog_drops.load(Ordering::SeqCst),
         stuck + short,
+        probe.parked_drops.load(Ordering::SeqCst),
     );
     running_at_drop
+}
+
+/// Every thread of this process: name, state and scheduling policy, from
+/// `/proc` (for a failure's message).
+fn threads() -> String {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return "(no /proc)".into();
+    };
+    let mut lines = Vec::new();
+    for task in tasks.flatten() {
+        let path = task.path();
+        let read = |f: &str| std::fs::read_to_string(path.join(f)).unwrap_or_default();
+        let stat = read("stat");
+        // `pid (comm) state …`: the state follows the last parenthesis.
+        let state = stat.rsplit_once(") ").map_or("?", |(_, rest)| &rest[..1]);
+        let policy = read("sched")
+            .lines()
+            .find(|l| l.starts_with("policy"))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|p| p.trim().to_string())
+            .unwrap_or_default();
+        lines.push(format!(
+            "  {} {} state {state} policy {policy}",
+            task.file_name().to_string_lossy(),
+            read("comm").trim()
+        ));
+    }
+    lines.join("\n")
 }
 
 // §16: a runtime dropped while hogs run leaves each hog's body to its thread.

@@ -35,7 +35,10 @@
 //!   thread was stuck in native code): the polling thread drops it;
 //! * popped from a queue with `EXITING` set: `transition_to_running` still
 //!   sets `RUNNING` and answers false, and the popper drops it. The
-//!   teardown drains the run queues this way too;
+//!   teardown drains the run queues this way too, and so does every worker
+//!   as it leaves after the shutdown (a worker still inside a poll, or
+//!   holding processes it took from a queue, when the teardown drained them
+//!   may queue them again afterwards);
 //! * neither `RUNNING` nor `SCHEDULED` set (parked) when the runtime is torn
 //!   down: `transition_to_dropping` sets `RUNNING` by compare-and-swap and
 //!   the teardown drops it. That swap fails if a wake-up set `SCHEDULED`
@@ -411,7 +414,9 @@ mod harness {
         /// parked one is dropped here, and the run queue is drained with
         /// its tickets. A thread still inside a poll drops its process when
         /// the poll returns; one that popped a process and has not yet
-        /// taken `RUNNING` drops it then.
+        /// taken `RUNNING` drops it then. What such late threads queue
+        /// afterwards, the models' final `drain` takes: each worker drains
+        /// the queues once more as it leaves after the shutdown.
         pub(super) fn tear_down(&self, table: &[Arc<Proc>]) {
             for process in table {
                 if process.state.begin_exit() {

@@ -706,7 +706,7 @@ fn retake(rt: &Arc<Shared>, slot: &Slot, hog: &Arc<Worker>, demote: bool, poll: 
         let label = p
             .relations
             .try_lock()
-            .and_then(|r| r.as_ref().and_then(|r| r.label.clone()));
+            .and_then(|r| r.as_ref().and_then(|r| r.more()?.label.clone()));
         (Some(p.spawned_as.to_string()), label.map(|l| l.to_string()))
     });
     let record = Handoff {

@@ -134,6 +134,11 @@ pub(crate) fn worker_main(rt: Arc<Shared>, me: Arc<Worker>) {
             break;
         }
     }
+    if sched.is_shut_down() {
+        // The teardown may have drained the queues while this thread was
+        // still inside a poll; what it queued since is dropped here.
+        sched.drop_queued();
+    }
     context::leave_runtime();
     me.exited.store(true, Ordering::Release);
     sched.workers.retire(&me);

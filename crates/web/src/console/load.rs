@@ -277,10 +277,7 @@ fn spawn_worker(args: WorkerArgs) -> Result<Pid, ember_otp::gen::StartError> {
         .link()
         .priority(Priority::Normal)
         .label("load worker")
-        .spawn(async move {
-            let _running = running;
-            worker(args).await
-        });
+        .spawn(worker(args, running));
     match spawned {
         Ok(spawned) => Ok(spawned.pid),
         Err(e) => Err(ember_otp::gen::StartError::Failed(ExitReason::error(
@@ -374,11 +371,14 @@ impl Drop for RunningGuard {
 }
 
 /// A worker: a small job every second, phases spread over the second.
-async fn worker(args: WorkerArgs) -> ExitReason {
+/// `_running` counts it out when its future is dropped. Its future is kept
+/// small (it is most of what a sleeping worker's body holds): the guard is
+/// a parameter rather than captured by a wrapping `async` block, which
+/// would store it and this future twice.
+async fn worker(args: WorkerArgs, _running: RunningGuard) -> ExitReason {
     let WorkerArgs { index, epoch, load } = args;
     let index = index as usize;
-    let me = self_pid();
-    let mut rng = Rng::new(((index as u64) << 20) ^ u64::from(me.number()) ^ 0x9e37_79b9);
+    let mut rng = Rng::new(((index as u64) << 20) ^ u64::from(self_pid().number()) ^ 0x9e37_79b9);
     sleep(Duration::from_millis(rng.next() % 1000)).await;
     loop {
         if index >= load.target.load(SeqCst) && load.retire(index, epoch) {
