@@ -421,7 +421,8 @@ impl Term {
     }
 
     /// The list `elements` ending in `tail`: `[E1, ..., En | Tail]`. A list
-    /// tail is spliced in, so the result keeps the list invariants.
+    /// tail is spliced in, and with no elements the result is `tail` itself,
+    /// so the result keeps the list invariants.
     pub fn improper_list(elements: impl IntoIterator<Item = Term>, tail: Term) -> Term {
         let mut elements: Vec<Term> = elements.into_iter().collect();
         match tail {

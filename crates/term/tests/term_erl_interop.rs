@@ -113,6 +113,7 @@ fn expected() -> BTreeMap<usize, Term> {
 /// every read has a deadline.
 struct Erl {
     child: Child,
+    dir: PathBuf,
     lines: mpsc::Receiver<String>,
     started: Instant,
 }
@@ -151,6 +152,7 @@ impl Erl {
         });
         Erl {
             child,
+            dir,
             lines,
             started: Instant::now(),
         }
@@ -175,6 +177,7 @@ impl Drop for Erl {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
