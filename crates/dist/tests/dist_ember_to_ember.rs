@@ -1,0 +1,110 @@
+//! Two Ember nodes in one process, on an embedded port mapper of their own.
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use ember_dist::{epmd, DistError, Node, NodeConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn config(name: &str, cookie: &str, epmd_port: u16) -> NodeConfig {
+    let mut c = NodeConfig::new(&format!("{name}_{}@localhost", std::process::id()), cookie);
+    c.epmd_port = epmd_port;
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_ember_nodes_ping_each_other_and_list_each_other() {
+    let port = free_port();
+    let a = Node::start_with(config("a", "cookie1", port))
+        .await
+        .unwrap();
+    let b = Node::start_with(config("b", "cookie1", port))
+        .await
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut names: Vec<String> = epmd::names(addr)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "{names:?}");
+
+    assert!(a.ping(b.name().as_str()).await);
+    assert!(b.ping(a.name().as_str()).await);
+    assert_eq!(a.nodes(), vec![b.name().clone()]);
+    assert_eq!(b.nodes(), vec![a.name().clone()]);
+
+    // b goes away: a sees the connection drop.
+    let b_name = b.name().clone();
+    b.stop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.nodes().contains(&b_name) {
+        assert!(Instant::now() < deadline, "a still lists {b_name}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!a.ping(b_name.as_str()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_cookie_is_refused_and_both_nodes_keep_working() {
+    let port = free_port();
+    let a = Node::start_with(config("wa", "right", port)).await.unwrap();
+    let b = Node::start_with(config("wb", "wrong", port)).await.unwrap();
+    let c = Node::start_with(config("wc", "right", port)).await.unwrap();
+
+    let err = a.connect(b.name().as_str()).await.unwrap_err();
+    assert!(matches!(err, DistError::WrongCookie(_)), "{err}");
+    assert!(!b.ping(a.name().as_str()).await);
+    assert!(a.nodes().is_empty() && b.nodes().is_empty());
+
+    assert!(a.ping(c.name().as_str()).await);
+    assert!(c.ping(a.name().as_str()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_connects_end_with_one_connection() {
+    let port = free_port();
+    let a = Node::start_with(config("sa", "c", port)).await.unwrap();
+    let b = Node::start_with(config("sb", "c", port)).await.unwrap();
+    let (ra, rb) = tokio::join!(a.ping(b.name().as_str()), b.ping(a.name().as_str()));
+    assert!(ra && rb);
+    assert_eq!(a.nodes(), vec![b.name().clone()]);
+    assert_eq!(b.nodes(), vec![a.name().clone()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_huge_lengths_in_the_handshake_close_the_connection() {
+    let port = free_port();
+    let mut ga = config("ga", "c", port);
+    // A partial length prefix is waited for only this long.
+    ga.setup_time = Duration::from_secs(2);
+    let a = Node::start_with(ga).await.unwrap();
+    let b = Node::start_with(config("gb", "c", port)).await.unwrap();
+    for input in [
+        &b"\x00\x05hello"[..],
+        &[0xff, 0xff, 0xff, 0xff][..],
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        &[0, 0][..],
+    ] {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", a.port()))
+            .await
+            .unwrap();
+        s.write_all(input).await.unwrap();
+        // The node closes the connection (an error or EOF), within the setup time.
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "connection left open after {input:?}");
+    }
+    assert!(a.ping(b.name().as_str()).await);
+}
