@@ -74,12 +74,14 @@ pub const MANDATORY_26: u64 = V4_NC | UNLINK_ID;
 /// What Ember requires of a peer: the OTP 25 and 26 mandatory sets.
 pub const REQUIRED: u64 = MANDATORY_25 | MANDATORY_26;
 
-/// What Ember offers: the required set, the digest bit, monitors, spawn,
-/// aliases, the atom cache, and `PUBLISHED` (cleared for a hidden node).
+/// What Ember offers: the required set, the digest bit, monitors (by pid
+/// and by name), spawn, aliases, the atom cache, and `PUBLISHED` (cleared
+/// for a hidden node).
 pub const OFFERED: u64 = REQUIRED
     | MANDATORY_25_DIGEST
     | PUBLISHED
     | DIST_MONITOR
+    | DIST_MONITOR_NAME
     | DIST_HDR_ATOM_CACHE
     | SMALL_ATOM_TAGS
     | SPAWN
