@@ -326,18 +326,19 @@ impl Inner {
             return Err(DistError::BadNodeName(format!("{node} is this node")));
         }
         let id = self.fresh_id();
-        {
+        let in_progress = {
             let mut conns = lock(&self.conns);
             match conns.get(node) {
                 Some(Slot::Up { tx, .. }) => return Ok(tx.clone()),
-                Some(Slot::Pending(_)) => {
-                    drop(conns);
-                    return self.wait_up(node).await;
-                }
+                Some(Slot::Pending(_)) => true,
                 None => {
                     conns.insert(node.clone(), Slot::Pending(id));
+                    false
                 }
             }
+        };
+        if in_progress {
+            return self.wait_up(node).await;
         }
         let attempt = async {
             let epmd_addr = resolve(host, self.config.epmd_port).await?;
