@@ -77,6 +77,10 @@ const LOOP: &str = r#"L = fun L() -> case io:get_line("") of eof -> halt(); Line
 
 impl Erl {
     fn start(alive: &str, cookie: &str, epmd_port: u16) -> Erl {
+        Erl::start_with(alive, cookie, epmd_port, &[])
+    }
+
+    fn start_with(alive: &str, cookie: &str, epmd_port: u16, extra: &[&str]) -> Erl {
         let name = format!("{alive}@localhost");
         let mut child = Command::new("erl")
             .args([
@@ -88,6 +92,7 @@ impl Erl {
                 "-setcookie",
                 cookie,
             ])
+            .args(extra)
             .args(["-eval", LOOP])
             .env("ERL_EPMD_PORT", epmd_port.to_string())
             .stdin(Stdio::piped())
@@ -303,4 +308,52 @@ async fn a_wrong_cookie_is_refused_both_ways_and_both_nodes_keep_working() {
     assert!(ember.ping(&erl.name).await);
     assert_eq!(erl.eval(&format!("net_adm:ping('{e}').")), "pong");
     assert_eq!(erl.eval(&format!("lists:member('{e}', nodes()).")), "true");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticks_keep_an_idle_connection_up_and_a_silent_peer_is_dropped() {
+    if !erl_required() {
+        return;
+    }
+    let epmd_server = EmbeddedEpmd::start(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let cookie = random_cookie();
+    let mut c = config(&unique("ember"), &cookie, epmd_server.port());
+    c.net_ticktime = Duration::from_secs(2);
+    let ember = Node::start_with(c).await.unwrap();
+    let mut erl = Erl::start_with(
+        &unique("erl"),
+        &cookie,
+        epmd_server.port(),
+        &["-kernel", "net_ticktime", "2"],
+    );
+    let e = ember.name().as_str().to_string();
+    assert_eq!(erl.eval(&format!("net_adm:ping('{e}').")), "pong");
+
+    // Idle for well over net_ticktime on both sides: only ticks cross.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(ember.nodes(), vec![Atom::new(&erl.name)]);
+    assert_eq!(erl.eval(&format!("lists:member('{e}', nodes()).")), "true");
+
+    // erl stops (SIGSTOP): no more ticks, so Ember declares it down.
+    let pid = erl.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let stopped = Instant::now();
+    while !ember.nodes().is_empty() {
+        assert!(
+            stopped.elapsed() < DEADLINE,
+            "a silent peer was never dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(1),
+        "dropped before net_ticktime"
+    );
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
 }
