@@ -43,6 +43,15 @@ async fn two_ember_nodes_ping_each_other_and_list_each_other() {
     assert!(a.ping(b.name().as_str()).await);
     assert!(b.ping(a.name().as_str()).await);
     assert_eq!(a.nodes(), vec![b.name().clone()]);
+    assert!(!a.ping("nosuch@localhost").await);
+    assert!(matches!(
+        a.connect("no-host-part").await,
+        Err(DistError::BadNodeName(_))
+    ));
+    assert!(matches!(
+        a.connect("nosuch@localhost").await,
+        Err(DistError::NotRegistered(_))
+    ));
     assert_eq!(b.nodes(), vec![a.name().clone()]);
 
     // b goes away: a sees the connection drop.

@@ -357,3 +357,28 @@ async fn ticks_keep_an_idle_connection_up_and_a_silent_peer_is_dropped() {
     );
     let _ = Command::new("kill").args(["-CONT", &pid]).status();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hidden_ember_node_is_in_nodes_hidden_only() {
+    if !erl_required() {
+        return;
+    }
+    let epmd_server = EmbeddedEpmd::start(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let cookie = random_cookie();
+    let mut c = config(&unique("ember"), &cookie, epmd_server.port());
+    c.hidden = true;
+    let ember = Node::start_with(c).await.unwrap();
+    let mut erl = Erl::start(&unique("erl"), &cookie, epmd_server.port());
+    let e = ember.name().as_str().to_string();
+
+    assert!(ember.ping(&erl.name).await);
+    assert_eq!(erl.eval("nodes()."), "[]");
+    assert_eq!(
+        erl.eval(&format!("lists:member('{e}', nodes(hidden)).")),
+        "true"
+    );
+    // global has nothing to wait for.
+    assert_eq!(erl.eval("global:sync()."), "ok");
+}
