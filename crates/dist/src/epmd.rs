@@ -216,8 +216,14 @@ impl EmbeddedEpmd {
         }));
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors, say: back off, retry.
+                        tracing::warn!("embedded epmd: accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
                 };
                 let table = table.clone();
                 tokio::spawn(async move {

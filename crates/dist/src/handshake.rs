@@ -363,6 +363,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_peer_without_the_mandatory_flags_gets_not_allowed() {
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let mut old = local("a@h", "c");
+        old.flags = flags::MANDATORY_25; // no V4_NC, no UNLINK_ID
+        let expected = Atom::new("b@h");
+        let (ra, rb) = tokio::join!(connect(&mut a, &old, &expected), async {
+            let r = accept(&mut b, &local("b@h", "c"), |_| Status::Ok).await;
+            drop(b);
+            r
+        });
+        assert!(
+            matches!(ra, Err(DistError::Refused(ref s)) if s == "not_allowed"),
+            "{ra:?}"
+        );
+        assert!(
+            matches!(rb, Err(DistError::MissingFlags(m)) if m == flags::MANDATORY_26),
+            "{rb:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn garbage_and_truncated_handshakes_are_errors() {
         let l = local("b@h", "c");
         for input in [

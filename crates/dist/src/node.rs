@@ -152,7 +152,9 @@ pub(crate) struct Inner {
     own_pid: Pid,
     listen_port: u16,
     conns: Mutex<HashMap<Atom, Slot>>,
-    calls: Mutex<HashMap<Vec<u32>, oneshot::Sender<Term>>>,
+    /// Our outstanding calls (pings) by reference words, with the node
+    /// asked: a connection going down fails its calls at once.
+    calls: Mutex<HashMap<Vec<u32>, (Atom, oneshot::Sender<Term>)>>,
     next_id: AtomicU64,
     stopped: AtomicBool,
     background: Mutex<Vec<AbortHandle>>,
@@ -201,7 +203,7 @@ impl Inner {
             return false;
         }
         match lock(&self.calls).remove(&r.ids) {
-            Some(waiter) => {
+            Some((_, waiter)) => {
                 let _ = waiter.send(reply.clone());
                 true
             }
@@ -222,6 +224,9 @@ impl Inner {
         let mut conns = lock(&self.conns);
         if matches!(conns.get(node), Some(Slot::Up { id: i, .. }) if *i == id) {
             conns.remove(node);
+            drop(conns);
+            // Dropping the senders wakes the callers with an error.
+            lock(&self.calls).retain(|_, (n, _)| n != node);
         }
     }
 
@@ -540,7 +545,7 @@ impl Node {
         let tx = self.inner.connect(&atom).await?;
         let tag = self.inner.make_ref();
         let (done, answer) = oneshot::channel();
-        lock(&self.inner.calls).insert(tag.ids.clone(), done);
+        lock(&self.inner.calls).insert(tag.ids.clone(), (atom.clone(), done));
         let request =
             connection::is_auth_request(&self.inner.own_pid, &tag, &self.inner.local.name);
         if tx.send(request).await.is_err() {
@@ -551,7 +556,7 @@ impl Node {
         lock(&self.inner.calls).remove(&tag.ids);
         match answer {
             Ok(Ok(reply)) => Ok(reply.is_atom("yes")),
-            Ok(Err(_)) => Err(DistError::Stopped),
+            Ok(Err(_)) => Err(DistError::Refused("connection closed".into())),
             Err(_) => Err(DistError::Timeout("waiting for is_auth")),
         }
     }

@@ -94,6 +94,13 @@ async fn simultaneous_connects_end_with_one_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_huge_lengths_in_the_handshake_close_the_connection() {
+    // A panic in a connection task would be swallowed by tokio: count them.
+    static PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        default_hook(info);
+    }));
     let port = free_port();
     let mut ga = config("ga", "c", port);
     // A partial length prefix is waited for only this long.
@@ -105,6 +112,14 @@ async fn garbage_and_huge_lengths_in_the_handshake_close_the_connection() {
         &[0xff, 0xff, 0xff, 0xff][..],
         &b"GET / HTTP/1.1\r\n\r\n"[..],
         &[0, 0][..],
+        // A send_name with a name length past its end.
+        &[
+            0, 16, b'N', 0, 0, 0, 0x0f, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1, 0xff, 0xff, b'x',
+        ][..],
+        // A send_name whose name has no host part.
+        &[
+            0, 17, b'N', 0, 0, 0, 0x0f, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1, 0, 2, b'x', b'y',
+        ][..],
     ] {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", a.port()))
             .await
@@ -116,4 +131,5 @@ async fn garbage_and_huge_lengths_in_the_handshake_close_the_connection() {
         assert!(read.is_ok(), "connection left open after {input:?}");
     }
     assert!(a.ping(b.name().as_str()).await);
+    assert_eq!(PANICS.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
