@@ -145,6 +145,9 @@ enum Slot {
     },
 }
 
+/// An outstanding call: the node asked, and where its reply goes.
+type Call = (Atom, oneshot::Sender<Term>);
+
 pub(crate) struct Inner {
     pub(crate) config: NodeConfig,
     local: Local,
@@ -154,7 +157,7 @@ pub(crate) struct Inner {
     conns: Mutex<HashMap<Atom, Slot>>,
     /// Our outstanding calls (pings) by reference words, with the node
     /// asked: a connection going down fails its calls at once.
-    calls: Mutex<HashMap<Vec<u32>, (Atom, oneshot::Sender<Term>)>>,
+    calls: Mutex<HashMap<Vec<u32>, Call>>,
     next_id: AtomicU64,
     stopped: AtomicBool,
     background: Mutex<Vec<AbortHandle>>,
