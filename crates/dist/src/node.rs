@@ -370,8 +370,15 @@ impl Inner {
                 self.install(peer, stream, id);
                 self.wait_up(node).await
             }
-            // The peer's own simultaneous attempt wins; wait for it.
-            Err(DistError::Refused(s)) if s == "nok" => self.wait_up(node).await,
+            // The peer's own simultaneous attempt wins; wait for it (and
+            // if it never comes, leave no stale pending slot behind).
+            Err(DistError::Refused(s)) if s == "nok" => {
+                let up = self.wait_up(node).await;
+                if up.is_err() {
+                    self.forget_pending(node, id);
+                }
+                up
+            }
             Err(e) => {
                 self.forget_pending(node, id);
                 if let DistError::WrongCookie(_) = e {
