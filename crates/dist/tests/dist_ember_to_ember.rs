@@ -3,7 +3,8 @@
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use ember_dist::{epmd, DistError, Node, NodeConfig};
+use ember_dist::{epmd, flags, DistError, Node, NodeConfig};
+use md5::{Digest, Md5};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn free_port() -> u16 {
@@ -132,4 +133,76 @@ async fn garbage_and_huge_lengths_in_the_handshake_close_the_connection() {
     }
     assert!(a.ping(b.name().as_str()).await);
     assert_eq!(PANICS.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+async fn read_handshake_msg(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let len = s.read_u16().await.unwrap();
+    let mut buf = vec![0; usize::from(len)];
+    s.read_exact(&mut buf).await.unwrap();
+    buf
+}
+
+async fn write_handshake_msg(s: &mut tokio::net::TcpStream, body: &[u8]) {
+    let mut out = (body.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(body);
+    s.write_all(&out).await.unwrap();
+}
+
+/// A hand-written peer that completes the handshake with `node` as
+/// `name`, then returns the socket.
+async fn raw_peer(node: &Node, name: &str, cookie: &str) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", node.port()))
+        .await
+        .unwrap();
+    let mut send_name = vec![b'N'];
+    send_name.extend_from_slice(&flags::OFFERED.to_be_bytes());
+    send_name.extend_from_slice(&1u32.to_be_bytes());
+    send_name.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    send_name.extend_from_slice(name.as_bytes());
+    write_handshake_msg(&mut s, &send_name).await;
+    assert_eq!(read_handshake_msg(&mut s).await, b"sok");
+    let challenge = read_handshake_msg(&mut s).await;
+    assert_eq!(challenge[0], b'N');
+    let theirs = u32::from_be_bytes(challenge[9..13].try_into().unwrap());
+    let mut reply = vec![b'r'];
+    reply.extend_from_slice(&42u32.to_be_bytes());
+    reply.extend_from_slice(&Md5::digest(format!("{cookie}{theirs}").as_bytes()));
+    write_handshake_msg(&mut s, &reply).await;
+    let ack = read_handshake_msg(&mut s).await;
+    assert_eq!(ack[0], b'a');
+    assert_eq!(ack[1..], Md5::digest(format!("{cookie}42").as_bytes())[..]);
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connected_peer_sending_a_4_gib_frame_or_garbage_is_disconnected() {
+    let port = free_port();
+    let a = Node::start_with(config("ha", "c", port)).await.unwrap();
+    let b = Node::start_with(config("hb", "c", port)).await.unwrap();
+    for (i, frame) in [
+        &[0xff, 0xff, 0xff, 0xff][..],
+        &[0, 0, 0, 3, 1, 2, 3][..],
+        &[0, 0, 0, 4, 112, 131, 104, 9][..],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!("raw{i}_{}@localhost", std::process::id());
+        let mut s = raw_peer(&a, &name, "c").await;
+        // Connected: Ember lists the peer once the handshake is done.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !a.nodes().iter().any(|n| n.as_str() == name) {
+            assert!(Instant::now() < deadline, "{name} never listed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        s.write_all(frame).await.unwrap();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "connection left open after {frame:?}");
+        while a.nodes().iter().any(|n| n.as_str() == name) {
+            assert!(Instant::now() < deadline, "{name} still listed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    assert!(a.ping(b.name().as_str()).await);
 }
