@@ -9,6 +9,8 @@
 //! * `PORT_PLEASE2_REQ` (122) looks a node up: `PORT2_RESP` (119).
 //! * `NAMES_REQ` (110): the mapper's port, then `name N at port P` lines.
 //!
+//! Each client request has a 10 s deadline.
+//!
 //! [`EmbeddedEpmd`] serves the same three requests (enough for `erl` to
 //! register and look names up); it is not a full epmd (no `KILL_REQ`,
 //! `STOP_REQ`, `DUMP_REQ`).
@@ -16,6 +18,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -90,9 +93,30 @@ fn name_bytes(out: &mut Vec<u8>, name: &str) -> Result<(), DistError> {
     Ok(())
 }
 
+/// How long a request to the mapper may take, connect to answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn within<T>(
+    what: &'static str,
+    f: impl std::future::Future<Output = Result<T, DistError>>,
+) -> Result<T, DistError> {
+    tokio::time::timeout(REQUEST_TIMEOUT, f)
+        .await
+        .unwrap_or(Err(DistError::Timeout(what)))
+}
+
 /// Registers `alive` (the name before `@`) as listening on `port` with the
 /// mapper at `addr`. `hidden` only sets the informational node type.
 pub async fn register(
+    addr: SocketAddr,
+    alive: &str,
+    port: u16,
+    hidden: bool,
+) -> Result<Registration, DistError> {
+    within("epmd ALIVE2_REQ", register_inner(addr, alive, port, hidden)).await
+}
+
+async fn register_inner(
     addr: SocketAddr,
     alive: &str,
     port: u16,
@@ -127,6 +151,10 @@ pub async fn register(
 
 /// Looks up `alive` with the mapper at `addr`.
 pub async fn port_please(addr: SocketAddr, alive: &str) -> Result<NodeInfo, DistError> {
+    within("epmd PORT_PLEASE2_REQ", port_please_inner(addr, alive)).await
+}
+
+async fn port_please_inner(addr: SocketAddr, alive: &str) -> Result<NodeInfo, DistError> {
     let mut body = vec![PORT_PLEASE2_REQ];
     body.extend_from_slice(alive.as_bytes());
     let mut s = request(addr, &body).await?;
@@ -165,6 +193,10 @@ async fn read_short_bytes<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, Di
 
 /// The names the mapper at `addr` knows, with their ports.
 pub async fn names(addr: SocketAddr) -> Result<Vec<(String, u16)>, DistError> {
+    within("epmd NAMES_REQ", names_inner(addr)).await
+}
+
+async fn names_inner(addr: SocketAddr) -> Result<Vec<(String, u16)>, DistError> {
     let mut s = request(addr, &[NAMES_REQ]).await?;
     let _epmd_port = s.read_u32().await?;
     let mut text = Vec::new();
@@ -221,7 +253,7 @@ impl EmbeddedEpmd {
                     Err(e) => {
                         // Out of file descriptors, say: back off, retry.
                         tracing::warn!("embedded epmd: accept failed: {e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 };

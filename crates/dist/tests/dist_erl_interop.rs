@@ -320,19 +320,19 @@ async fn ticks_keep_an_idle_connection_up_and_a_silent_peer_is_dropped() {
         .unwrap();
     let cookie = random_cookie();
     let mut c = config(&unique("ember"), &cookie, epmd_server.port());
-    c.net_ticktime = Duration::from_secs(2);
+    c.net_ticktime = Duration::from_secs(3);
     let ember = Node::start_with(c).await.unwrap();
     let mut erl = Erl::start_with(
         &unique("erl"),
         &cookie,
         epmd_server.port(),
-        &["-kernel", "net_ticktime", "2"],
+        &["-kernel", "net_ticktime", "3"],
     );
     let e = ember.name().as_str().to_string();
     assert_eq!(erl.eval(&format!("net_adm:ping('{e}').")), "pong");
 
     // Idle for well over net_ticktime on both sides: only ticks cross.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
     assert_eq!(ember.nodes(), vec![Atom::new(&erl.name)]);
     assert_eq!(erl.eval(&format!("lists:member('{e}', nodes()).")), "true");
 
