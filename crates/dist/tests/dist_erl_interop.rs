@@ -126,8 +126,16 @@ impl Erl {
     }
 
     fn eval(&mut self, expr: &str) -> String {
+        self.send(expr);
+        self.answer(expr)
+    }
+
+    fn send(&mut self, expr: &str) {
         writeln!(self.stdin, "{expr}").unwrap();
         self.stdin.flush().unwrap();
+    }
+
+    fn answer(&mut self, expr: &str) -> String {
         self.lines
             .recv_timeout(DEADLINE)
             .unwrap_or_else(|_| panic!("erl did not answer {expr} in time"))
@@ -381,4 +389,30 @@ async fn a_hidden_ember_node_is_in_nodes_hidden_only() {
     );
     // global has nothing to wait for.
     assert_eq!(erl.eval("global:sync()."), "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erl_and_ember_pinging_each_other_at_once_both_succeed_over_one_connection() {
+    if !erl_required() {
+        return;
+    }
+    let epmd_server = EmbeddedEpmd::start(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let cookie = random_cookie();
+    // Names on both sides of erl's, so either may win the tie-break.
+    for prefix in ["a_ember", "z_ember"] {
+        let ember = Node::start_with(config(&unique(prefix), &cookie, epmd_server.port()))
+            .await
+            .unwrap();
+        let mut erl = Erl::start(&unique("m_erl"), &cookie, epmd_server.port());
+        let e = ember.name().as_str().to_string();
+        let expr = format!("net_adm:ping('{e}').");
+        erl.send(&expr);
+        assert!(ember.ping(&erl.name).await);
+        assert_eq!(erl.answer(&expr), "pong");
+        assert_eq!(ember.nodes(), vec![Atom::new(&erl.name)]);
+        assert_eq!(erl.eval(&format!("lists:member('{e}', nodes()).")), "true");
+        assert_eq!(erl.eval(&format!("net_adm:ping('{e}').")), "pong");
+    }
 }
