@@ -12,6 +12,7 @@
 //! node.connect("erl@localhost").await?;        // epmd lookup + handshake
 //! assert!(node.ping("erl@localhost").await);   // net_adm:ping/1
 //! println!("{:?}", node.nodes());              // [erl@localhost]
+//! node.disconnect("erl@localhost");           // erlang:disconnect_node/1
 //! node.stop();
 //! # Ok(()) }
 //! ```

@@ -76,8 +76,10 @@ impl Deliver for DropAll {
     }
 }
 
-/// How to start a [`Node`]. [`NodeConfig::new`] holds the defaults.
+/// How to start a [`Node`]. [`NodeConfig::new`] holds the defaults; set
+/// the fields to change them.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct NodeConfig {
     /// `alive@host`.
     pub name: String,
@@ -580,6 +582,30 @@ impl Node {
             .collect();
         v.sort();
         v
+    }
+
+    /// `erlang:disconnect_node/1`: closes the connection to `node`, if
+    /// there is one, and says whether there was.
+    pub fn disconnect(&self, node: &str) -> bool {
+        let Ok(node) = Atom::try_new(node) else {
+            return false;
+        };
+        let removed = {
+            let mut conns = lock(&self.inner.conns);
+            match conns.get(&node) {
+                Some(Slot::Up { .. }) => conns.remove(&node),
+                _ => None,
+            }
+        };
+        match removed {
+            Some(Slot::Up { tasks, .. }) => {
+                tasks.iter().for_each(AbortHandle::abort);
+                lock(&self.inner.calls).retain(|_, (n, _)| *n != node);
+                tracing::info!("dist: disconnected from {node}");
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The port the distribution listener accepts on.

@@ -55,6 +55,20 @@ async fn two_ember_nodes_ping_each_other_and_list_each_other() {
     ));
     assert_eq!(b.nodes(), vec![a.name().clone()]);
 
+    // An explicit disconnect; the next ping connects again.
+    assert!(a.disconnect(b.name().as_str()));
+    assert!(!a.disconnect(b.name().as_str()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.nodes().contains(a.name()) {
+        assert!(
+            Instant::now() < deadline,
+            "b still lists a after the disconnect"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(a.ping(b.name().as_str()).await);
+    assert_eq!(a.nodes(), vec![b.name().clone()]);
+
     // b goes away: a sees the connection drop.
     let b_name = b.name().clone();
     b.stop();
