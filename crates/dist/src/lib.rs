@@ -60,8 +60,6 @@
 //! * Fragments (not negotiated), the old version 5 `'n'` handshake,
 //!   `DFLAG_NAME_ME`, per-node cookies, TLS, backpressure beyond each
 //!   connection's 1024-message queue, a cap on concurrent handshakes.
-//! * The `alive` status path (replacing a stale connection) is written but
-//!   not covered by a test.
 //! * The embedded port mapper lives as long as the node that started it.
 #![forbid(unsafe_code)]
 

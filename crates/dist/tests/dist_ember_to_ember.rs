@@ -165,6 +165,17 @@ async fn write_handshake_msg(s: &mut tokio::net::TcpStream, body: &[u8]) {
 /// A hand-written peer that completes the handshake with `node` as
 /// `name`, then returns the socket.
 async fn raw_peer(node: &Node, name: &str, cookie: &str) -> tokio::net::TcpStream {
+    raw_peer_expecting(node, name, cookie, b"sok").await
+}
+
+/// As [`raw_peer`], expecting `status`; after `alive` it asks to replace
+/// the old connection.
+async fn raw_peer_expecting(
+    node: &Node,
+    name: &str,
+    cookie: &str,
+    status: &[u8],
+) -> tokio::net::TcpStream {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", node.port()))
         .await
         .unwrap();
@@ -174,7 +185,10 @@ async fn raw_peer(node: &Node, name: &str, cookie: &str) -> tokio::net::TcpStrea
     send_name.extend_from_slice(&(name.len() as u16).to_be_bytes());
     send_name.extend_from_slice(name.as_bytes());
     write_handshake_msg(&mut s, &send_name).await;
-    assert_eq!(read_handshake_msg(&mut s).await, b"sok");
+    assert_eq!(read_handshake_msg(&mut s).await, status);
+    if status == b"salive" {
+        write_handshake_msg(&mut s, b"strue").await;
+    }
     let challenge = read_handshake_msg(&mut s).await;
     assert_eq!(challenge[0], b'N');
     let theirs = u32::from_be_bytes(challenge[9..13].try_into().unwrap());
@@ -218,5 +232,32 @@ async fn a_connected_peer_sending_a_4_gib_frame_or_garbage_is_disconnected() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+    assert!(a.ping(b.name().as_str()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_reconnecting_while_its_old_connection_is_up_replaces_it() {
+    let port = free_port();
+    let a = Node::start_with(config("ra", "c", port)).await.unwrap();
+    let b = Node::start_with(config("rb", "c", port)).await.unwrap();
+    let name = format!("again_{}@localhost", std::process::id());
+    let mut old = raw_peer(&a, &name, "c").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !a.nodes().iter().any(|n| n.as_str() == name) {
+        assert!(Instant::now() < deadline, "{name} never listed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Same name again: `alive`, we say `true`, the handshake goes on.
+    let _new = raw_peer_expecting(&a, &name, "c", b"salive").await;
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        // The old connection is closed (ticks may come first).
+        while old.read_buf(&mut buf).await.map(|n| n > 0).unwrap_or(false) {
+            buf.clear();
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the old connection stayed open");
+    assert_eq!(a.nodes().iter().filter(|n| n.as_str() == name).count(), 1);
     assert!(a.ping(b.name().as_str()).await);
 }
