@@ -1,0 +1,66 @@
+//! The error type of distribution operations.
+
+use std::fmt;
+use std::io;
+
+/// Why a distribution operation failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DistError {
+    /// A socket operation failed.
+    Io(io::Error),
+    /// A node name is not `alive@host`.
+    BadNodeName(String),
+    /// The port mapper refused or answered nonsense.
+    Epmd(String),
+    /// The port mapper does not know the node.
+    NotRegistered(String),
+    /// The peer sent bytes that break the protocol.
+    Protocol(String),
+    /// The peer refused the connection with this status
+    /// (`nok`, `not_allowed`, `alive`, ...).
+    Refused(String),
+    /// The cookies differ: the challenge reply or ack did not match, or
+    /// the peer closed the connection instead of acknowledging ours.
+    WrongCookie(String),
+    /// The peer lacks distribution flags Ember requires (the missing bits).
+    MissingFlags(u64),
+    /// A step did not finish in time.
+    Timeout(&'static str),
+    /// The node is stopped.
+    Stopped,
+}
+
+impl fmt::Display for DistError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DistError::Io(e) => write!(f, "i/o error: {e}"),
+            DistError::BadNodeName(n) => write!(f, "bad node name {n:?} (want alive@host)"),
+            DistError::Epmd(m) => write!(f, "epmd: {m}"),
+            DistError::NotRegistered(n) => write!(f, "node {n} is not registered with epmd"),
+            DistError::Protocol(m) => write!(f, "protocol error: {m}"),
+            DistError::Refused(s) => write!(f, "connection refused by peer: {s}"),
+            DistError::WrongCookie(n) => write!(f, "handshake with {n} failed: wrong cookie"),
+            DistError::MissingFlags(b) => {
+                write!(f, "peer lacks required distribution flags {b:#x}")
+            }
+            DistError::Timeout(what) => write!(f, "timed out: {what}"),
+            DistError::Stopped => write!(f, "node stopped"),
+        }
+    }
+}
+
+impl std::error::Error for DistError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DistError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for DistError {
+    fn from(e: io::Error) -> DistError {
+        DistError::Io(e)
+    }
+}

@@ -1,0 +1,402 @@
+//! The distribution handshake, version 6 (`DFLAG_HANDSHAKE_23`), both
+//! directions. Messages are `Len:16 | Body`. A connects to B:
+//!
+//! ```text
+//! A -> B  'N' Flags:64 Creation:32 Nlen:16 Name            send_name
+//! B -> A  's' Status                                       ok | ok_simultaneous | nok | not_allowed | alive
+//!        (after alive: A -> B 's' true|false)
+//! B -> A  'N' Flags:64 Challenge:32 Creation:32 Nlen:16 Name   challenge
+//! A -> B  'r' Challenge:32 Digest:16                       challenge_reply
+//! B -> A  'a' Digest:16                                    challenge_ack
+//! ```
+//!
+//! `Digest = MD5(Cookie ++ integer_to_list(Challenge))`. The old `'n'`
+//! (version 5) `send_name` is not accepted.
+
+use md5::{Digest, Md5};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use ember_term::Atom;
+
+use crate::error::DistError;
+use crate::flags;
+
+/// Who we are, as the handshake tells it.
+#[derive(Clone, Debug)]
+pub(crate) struct Local {
+    pub(crate) name: Atom,
+    pub(crate) cookie: String,
+    pub(crate) creation: u32,
+    pub(crate) flags: u64,
+}
+
+/// The peer, once the handshake succeeded.
+#[derive(Clone, Debug)]
+pub(crate) struct Peer {
+    pub(crate) name: Atom,
+    pub(crate) creation: u32,
+    /// The flags both sides have (the intersection).
+    pub(crate) flags: u64,
+}
+
+/// What the accepting side answers a `send_name` with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// Go on.
+    Ok,
+    /// Go on; our own simultaneous attempt is dropped.
+    OkSimultaneous,
+    /// Our simultaneous attempt wins; this one stops.
+    Nok,
+    /// Refused.
+    NotAllowed,
+    /// A connection is already up; the peer says whether to replace it.
+    Alive,
+}
+
+impl Status {
+    fn text(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::OkSimultaneous => "ok_simultaneous",
+            Status::Nok => "nok",
+            Status::NotAllowed => "not_allowed",
+            Status::Alive => "alive",
+        }
+    }
+}
+
+/// The MD5 digest of `cookie ++ integer_to_list(challenge)`.
+pub(crate) fn digest(cookie: &str, challenge: u32) -> [u8; 16] {
+    let mut h = Md5::new();
+    h.update(cookie.as_bytes());
+    h.update(challenge.to_string().as_bytes());
+    h.finalize().into()
+}
+
+/// Reads one `Len:16 | Body` handshake message (bounded by the 16-bit
+/// length). An empty message is a protocol error.
+pub(crate) async fn read_msg<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, DistError> {
+    let len = r.read_u16().await?;
+    if len == 0 {
+        return Err(DistError::Protocol("empty handshake message".into()));
+    }
+    let mut buf = vec![0; usize::from(len)];
+    r.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> Result<(), DistError> {
+    let len = u16::try_from(body.len())
+        .map_err(|_| DistError::Protocol("handshake message too long".into()))?;
+    let mut out = Vec::with_capacity(body.len() + 2);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(body);
+    w.write_all(&out).await?;
+    Ok(())
+}
+
+/// A cursor over a handshake message that fails instead of panicking.
+struct Cursor<'a> {
+    b: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DistError> {
+        if self.b.len() < n {
+            return Err(DistError::Protocol(format!("truncated {}", self.what)));
+        }
+        let (head, tail) = self.b.split_at(n);
+        self.b = tail;
+        Ok(head)
+    }
+    fn u16(&mut self) -> Result<u16, DistError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, DistError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, DistError> {
+        Ok((u64::from(self.u32()?) << 32) | u64::from(self.u32()?))
+    }
+    fn name(&mut self) -> Result<Atom, DistError> {
+        let len = usize::from(self.u16()?);
+        let text = std::str::from_utf8(self.take(len)?)
+            .map_err(|_| DistError::Protocol(format!("node name in {} is not UTF-8", self.what)))?;
+        if !text.contains('@') {
+            return Err(DistError::Protocol(format!("bad node name {text:?}")));
+        }
+        Atom::try_new(text).map_err(|_| DistError::Protocol("node name too long".into()))
+    }
+}
+
+fn check_flags(peer: u64) -> Result<(), DistError> {
+    let missing = flags::REQUIRED & !peer;
+    if missing != 0 {
+        return Err(DistError::MissingFlags(missing));
+    }
+    Ok(())
+}
+
+fn name_field(out: &mut Vec<u8>, name: &Atom) {
+    let bytes = name.as_str().as_bytes();
+    // Atoms are at most 255 characters, so this fits in 16 bits.
+    out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn random_challenge() -> u32 {
+    getrandom::u32().unwrap_or_else(|_| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        t ^ std::process::id()
+    })
+}
+
+/// The connecting side. `expected` is the node we meant to reach.
+pub(crate) async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    local: &Local,
+    expected: &Atom,
+) -> Result<Peer, DistError> {
+    let mut send_name = vec![b'N'];
+    send_name.extend_from_slice(&local.flags.to_be_bytes());
+    send_name.extend_from_slice(&local.creation.to_be_bytes());
+    name_field(&mut send_name, &local.name);
+    write_msg(s, &send_name).await?;
+
+    let status = read_msg(s).await?;
+    let Some((&b's', status)) = status.split_first() else {
+        return Err(DistError::Protocol("expected a status message".into()));
+    };
+    match status {
+        b"ok" | b"ok_simultaneous" => {}
+        b"alive" => write_msg(s, b"strue").await?,
+        other => {
+            return Err(DistError::Refused(
+                String::from_utf8_lossy(other).into_owned(),
+            ))
+        }
+    }
+
+    let challenge = read_msg(s).await?;
+    let mut c = Cursor {
+        b: &challenge,
+        what: "challenge",
+    };
+    if c.take(1)? != b"N" {
+        return Err(DistError::Protocol(
+            "expected a version 6 challenge ('N')".into(),
+        ));
+    }
+    let peer_flags = c.u64()?;
+    let their_challenge = c.u32()?;
+    let creation = c.u32()?;
+    let name = c.name()?;
+    if &name != expected {
+        return Err(DistError::Protocol(format!(
+            "connected to {name}, expected {expected}"
+        )));
+    }
+    check_flags(peer_flags)?;
+
+    let our_challenge = random_challenge();
+    let mut reply = vec![b'r'];
+    reply.extend_from_slice(&our_challenge.to_be_bytes());
+    reply.extend_from_slice(&digest(&local.cookie, their_challenge));
+    write_msg(s, &reply).await?;
+
+    // A peer with another cookie closes the connection here.
+    let ack = match read_msg(s).await {
+        Ok(ack) => ack,
+        Err(DistError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(DistError::WrongCookie(name.to_string()))
+        }
+        Err(e) => return Err(e),
+    };
+    let mut c = Cursor {
+        b: &ack,
+        what: "challenge ack",
+    };
+    if c.take(1)? != b"a" {
+        return Err(DistError::Protocol("expected a challenge ack ('a')".into()));
+    }
+    if c.take(16)? != digest(&local.cookie, our_challenge) {
+        return Err(DistError::WrongCookie(name.to_string()));
+    }
+    Ok(Peer {
+        name,
+        creation,
+        flags: peer_flags & local.flags,
+    })
+}
+
+/// The accepting side. `decide` chooses the status for the named peer;
+/// after `alive`, `replace` is told whether the peer wants the old
+/// connection replaced (a `false` ends the handshake).
+pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    local: &Local,
+    decide: impl FnOnce(&Atom) -> Status,
+) -> Result<Peer, DistError> {
+    let first = read_msg(s).await?;
+    let mut c = Cursor {
+        b: &first,
+        what: "send_name",
+    };
+    if c.take(1)? != b"N" {
+        return Err(DistError::Protocol(
+            "expected a version 6 send_name ('N')".into(),
+        ));
+    }
+    let peer_flags = c.u64()?;
+    let creation = c.u32()?;
+    let name = c.name()?;
+    if let Err(e) = check_flags(peer_flags) {
+        write_msg(s, b"snot_allowed").await?;
+        return Err(e);
+    }
+    let status = decide(&name);
+    let mut msg = vec![b's'];
+    msg.extend_from_slice(status.text().as_bytes());
+    write_msg(s, &msg).await?;
+    match status {
+        Status::Ok | Status::OkSimultaneous => {}
+        Status::Nok | Status::NotAllowed => {
+            return Err(DistError::Refused(format!(
+                "{} (sent to {name})",
+                status.text()
+            )))
+        }
+        Status::Alive => {
+            let answer = read_msg(s).await?;
+            if answer != b"strue" {
+                return Err(DistError::Refused(format!(
+                    "{name} keeps its existing connection"
+                )));
+            }
+        }
+    }
+
+    let our_challenge = random_challenge();
+    let mut challenge = vec![b'N'];
+    challenge.extend_from_slice(&local.flags.to_be_bytes());
+    challenge.extend_from_slice(&our_challenge.to_be_bytes());
+    challenge.extend_from_slice(&local.creation.to_be_bytes());
+    name_field(&mut challenge, &local.name);
+    write_msg(s, &challenge).await?;
+
+    let reply = read_msg(s).await?;
+    let mut c = Cursor {
+        b: &reply,
+        what: "challenge reply",
+    };
+    if c.take(1)? != b"r" {
+        return Err(DistError::Protocol(
+            "expected a challenge reply ('r')".into(),
+        ));
+    }
+    let their_challenge = c.u32()?;
+    if c.take(16)? != digest(&local.cookie, our_challenge) {
+        tracing::warn!(
+            "connection attempt from node {name} rejected: invalid challenge reply (wrong cookie)"
+        );
+        return Err(DistError::WrongCookie(name.to_string()));
+    }
+    let mut ack = vec![b'a'];
+    ack.extend_from_slice(&digest(&local.cookie, their_challenge));
+    write_msg(s, &ack).await?;
+    Ok(Peer {
+        name,
+        creation,
+        flags: peer_flags & local.flags,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local(name: &str, cookie: &str) -> Local {
+        Local {
+            name: Atom::new(name),
+            cookie: cookie.into(),
+            creation: 7,
+            flags: flags::OFFERED,
+        }
+    }
+
+    #[test]
+    fn digest_is_md5_of_cookie_and_decimal_challenge() {
+        // erlang:md5("secret" ++ integer_to_list(1234567)).
+        let d = digest("secret", 1234567);
+        let mut h = Md5::new();
+        h.update(b"secret1234567");
+        assert_eq!(d, <[u8; 16]>::from(h.finalize()));
+    }
+
+    #[tokio::test]
+    async fn both_sides_agree_with_the_same_cookie_and_refuse_with_different_ones() {
+        for (ca, cb, ok) in [("c1", "c1", true), ("c1", "c2", false)] {
+            let (mut a, mut b) = tokio::io::duplex(4096);
+            let la = local("a@h", ca);
+            let lb = local("b@h", cb);
+            let expected = Atom::new("b@h");
+            let (ra, rb) = tokio::join!(connect(&mut a, &la, &expected), async {
+                let r = accept(&mut b, &lb, |_| Status::Ok).await;
+                drop(b);
+                r
+            });
+            if ok {
+                assert_eq!(ra.unwrap().name.as_str(), "b@h");
+                assert_eq!(rb.unwrap().name.as_str(), "a@h");
+            } else {
+                assert!(matches!(ra, Err(DistError::WrongCookie(_))), "{ra:?}");
+                assert!(matches!(rb, Err(DistError::WrongCookie(_))), "{rb:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_the_mandatory_flags_gets_not_allowed() {
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let mut old = local("a@h", "c");
+        old.flags = flags::MANDATORY_25; // no V4_NC, no UNLINK_ID
+        let expected = Atom::new("b@h");
+        let (ra, rb) = tokio::join!(connect(&mut a, &old, &expected), async {
+            let r = accept(&mut b, &local("b@h", "c"), |_| Status::Ok).await;
+            drop(b);
+            r
+        });
+        assert!(
+            matches!(ra, Err(DistError::Refused(ref s)) if s == "not_allowed"),
+            "{ra:?}"
+        );
+        assert!(
+            matches!(rb, Err(DistError::MissingFlags(m)) if m == flags::MANDATORY_26),
+            "{rb:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn garbage_and_truncated_handshakes_are_errors() {
+        let l = local("b@h", "c");
+        for input in [
+            &b"\x00\x05hello"[..],
+            &[0xff, 0xff, 0xff, 0xff][..],
+            &[0, 0][..],
+            &[0, 3, b'N', 0, 0][..],
+            &[0, 15, b'N', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff][..],
+        ] {
+            let (mut a, mut b) = tokio::io::duplex(1 << 17);
+            a.write_all(input).await.unwrap();
+            drop(a);
+            assert!(accept(&mut b, &l, |_| Status::Ok).await.is_err());
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Erlang distribution for Ember: an Ember node that real `erl` and `iex`
+//! nodes (OTP 25+) can connect to and ping, and that can connect to and
+//! ping them.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), ember_dist::DistError> {
+//! use ember_dist::Node;
+//!
+//! // Registers with epmd (ERL_EPMD_PORT or 4369; an embedded port mapper
+//! // is started when none runs) and accepts connections.
+//! let node = Node::start("ember@localhost", "secret-cookie").await?;
+//! node.connect("erl@localhost").await?;        // epmd lookup + handshake
+//! assert!(node.ping("erl@localhost").await);   // net_adm:ping/1
+//! println!("{:?}", node.nodes());              // [erl@localhost]
+//! node.disconnect("erl@localhost");           // erlang:disconnect_node/1
+//! node.stop();
+//! # Ok(()) }
+//! ```
+//!
+//! From `erl -sname erl -setcookie secret-cookie`,
+//! `net_adm:ping('ember@localhost')` answers `pong`, and the Ember node is
+//! listed in `nodes()` (it is a visible node unless
+//! [`NodeConfig::hidden`] is set).
+//!
+//! # What is here
+//!
+//! * [`epmd`]: the port mapper client (`ALIVE2_REQ`, `PORT_PLEASE2_REQ`,
+//!   `NAMES_REQ`) and [`EmbeddedEpmd`], which serves those three requests.
+//! * The version 6 handshake (`DFLAG_HANDSHAKE_23`) in both directions,
+//!   with the MD5 challenge; a peer with another cookie is refused with a
+//!   `warn` log line and [`DistError::WrongCookie`], and the node carries
+//!   on. Simultaneous connects are settled by node name (`nok` /
+//!   `ok_simultaneous`), and `alive` replaces a stale connection. Peers
+//!   must have the OTP 25 and 26 mandatory [`flags`].
+//! * Connections: 4-byte framed messages, ticks every `net_ticktime / 4`,
+//!   a connection with nothing received for `net_ticktime` is down.
+//!   Incoming messages are decoded with `ember_term` (pass-through `112`
+//!   frames and the distribution header with its atom cache).
+//! * Ember answers on its own: `net_kernel`'s `is_auth` call (so pings
+//!   work), `MONITOR_P` to anything but `net_kernel` with `noproc`, `LINK`
+//!   with an `EXIT` `noproc`, `UNLINK_ID` with its ack, and
+//!   `SPAWN_REQUEST` with a `notsup` `SPAWN_REPLY` (so `rpc:call` to Ember
+//!   fails at once instead of hanging). Messages for `global_name_server`
+//!   and `rex` are ignored: a wrong answer to `global` can halt an OTP node.
+//!
+//! # The seam to the runtime
+//!
+//! Every other `SEND`, `REG_SEND` and `ALIAS_SEND` goes, in order, to the
+//! [`Deliver`] hook of [`NodeConfig::deliver`] (the default,
+//! [`DropAll`], drops them). That is where the runtime's process table
+//! will plug in.
+//!
+//! # Not done yet
+//!
+//! * Sending to remote processes, remote pids for Ember processes, links,
+//!   monitors and exit signals across nodes (needs the runtime).
+//! * `rex` (`rpc`, `erpc`), `global` (so `global:sync()` on a peer waits
+//!   while a visible Ember node is connected; use a hidden node to avoid
+//!   that), `pg`.
+//! * Fragments (not negotiated), the old version 5 `'n'` handshake,
+//!   `DFLAG_NAME_ME`, per-node cookies, TLS, backpressure beyond each
+//!   connection's 1024-message queue, a cap on concurrent handshakes.
+//! * The embedded port mapper lives as long as the node that started it.
+#![forbid(unsafe_code)]
+
+mod connection;
+pub mod epmd;
+mod error;
+pub mod flags;
+mod handshake;
+mod node;
+
+pub use epmd::EmbeddedEpmd;
+pub use error::DistError;
+pub use node::{Deliver, Delivery, DropAll, Node, NodeConfig};

@@ -1,0 +1,627 @@
+//! A distribution node: its name, cookie and epmd registration, its
+//! listener, and its connections by peer name.
+//!
+//! State: `conns` maps a peer to `Pending(id)` (a handshake in progress,
+//! in either direction) or `Up` (its queue and tasks). Only the handshake
+//! or connection whose `id` is in the slot may remove it. The lock is a
+//! plain mutex, never held across an `.await`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ember_term::{Atom, Pid, Reference, Term};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+
+use crate::connection::{self, Outgoing};
+use crate::epmd::{self, EmbeddedEpmd, Registration};
+use crate::error::DistError;
+use crate::flags;
+use crate::handshake::{self, Local, Peer, Status};
+
+/// A message from a peer for a local process. Ember has no process table
+/// behind distribution yet, so these go to a [`Deliver`] hook.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Delivery {
+    /// `SEND`: to a pid of this node.
+    ToPid {
+        /// The sender, when the peer said (`SEND_SENDER`).
+        from: Option<Pid>,
+        /// The receiver.
+        to: Pid,
+        /// The message.
+        message: Term,
+    },
+    /// `REG_SEND`: to a registered name on this node.
+    ToName {
+        /// The sender.
+        from: Option<Pid>,
+        /// The name.
+        to: Atom,
+        /// The message.
+        message: Term,
+    },
+    /// `ALIAS_SEND`: to a process alias made on this node.
+    ToAlias {
+        /// The sender.
+        from: Option<Pid>,
+        /// The alias.
+        alias: Reference,
+        /// The message.
+        message: Term,
+    },
+}
+
+/// Where messages from peers to local processes go: the seam where the
+/// runtime's process table will plug in. The default drops them (with a
+/// `debug` log line).
+pub trait Deliver: Send + Sync + 'static {
+    /// Called, in arrival order per connection, for each message from
+    /// `node` that Ember does not answer itself. Must not block.
+    fn deliver(&self, node: &Atom, delivery: Delivery);
+}
+
+/// The default [`Deliver`]: no local processes, so messages are dropped.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DropAll;
+
+impl Deliver for DropAll {
+    fn deliver(&self, node: &Atom, delivery: Delivery) {
+        tracing::debug!("dist: no local process for a message from {node}: {delivery:?}");
+    }
+}
+
+/// How to start a [`Node`]. [`NodeConfig::new`] holds the defaults; set
+/// the fields to change them.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct NodeConfig {
+    /// `alive@host`.
+    pub name: String,
+    /// The cookie every peer must share.
+    pub cookie: String,
+    /// The port mapper's port (default: `ERL_EPMD_PORT`, else 4369).
+    pub epmd_port: u16,
+    /// Start an [`EmbeddedEpmd`] when none answers on `epmd_port`
+    /// (default true).
+    pub embedded_epmd: bool,
+    /// Where the distribution listener binds (default `0.0.0.0:0`).
+    pub listen: SocketAddr,
+    /// A hidden node (no `DFLAG_PUBLISHED`): not in peers' `nodes()`.
+    pub hidden: bool,
+    /// `net_ticktime` (default 60 s): a tick every quarter of it, and a
+    /// connection silent this long is down.
+    pub net_ticktime: Duration,
+    /// `net_setuptime` (default 7 s): the limit for connecting and the
+    /// handshake.
+    pub setup_time: Duration,
+    /// How long [`Node::ping`] waits for the answer (default 7 s).
+    pub ping_timeout: Duration,
+    /// The largest frame accepted from a peer (default 128 MiB).
+    pub max_frame: usize,
+    /// Where messages for local processes go (default [`DropAll`]).
+    pub deliver: Arc<dyn Deliver>,
+}
+
+impl NodeConfig {
+    /// The defaults for a node called `name` with `cookie`.
+    pub fn new(name: &str, cookie: &str) -> NodeConfig {
+        NodeConfig {
+            name: name.to_string(),
+            cookie: cookie.to_string(),
+            epmd_port: epmd::port_from_env(),
+            embedded_epmd: true,
+            listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+            hidden: false,
+            net_ticktime: Duration::from_secs(60),
+            setup_time: Duration::from_secs(7),
+            ping_timeout: Duration::from_secs(7),
+            max_frame: 128 << 20,
+            deliver: Arc::new(DropAll),
+        }
+    }
+}
+
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("name", &self.name)
+            .field("epmd_port", &self.epmd_port)
+            .field("hidden", &self.hidden)
+            .field("net_ticktime", &self.net_ticktime)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Slot {
+    Pending(u64),
+    Up {
+        id: u64,
+        tx: mpsc::Sender<Outgoing>,
+        tasks: [AbortHandle; 2],
+    },
+}
+
+/// An outstanding call: the node asked, and where its reply goes.
+type Call = (Atom, oneshot::Sender<Term>);
+
+pub(crate) struct Inner {
+    pub(crate) config: NodeConfig,
+    local: Local,
+    /// The pid Ember's own net_kernel replies and pings come from.
+    own_pid: Pid,
+    listen_port: u16,
+    conns: Mutex<HashMap<Atom, Slot>>,
+    /// Our outstanding calls (pings) by reference words, with the node
+    /// asked: a connection going down fails its calls at once.
+    calls: Mutex<HashMap<Vec<u32>, Call>>,
+    next_id: AtomicU64,
+    stopped: AtomicBool,
+    background: Mutex<Vec<AbortHandle>>,
+    registration: Mutex<Option<Registration>>,
+    embedded: Mutex<Option<EmbeddedEpmd>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn split_name(name: &str) -> Result<(&str, &str), DistError> {
+    match name.split_once('@') {
+        Some((alive, host)) if !alive.is_empty() && !host.is_empty() && !host.contains('@') => {
+            Ok((alive, host))
+        }
+        _ => Err(DistError::BadNodeName(name.to_string())),
+    }
+}
+
+async fn resolve(host: &str, port: u16) -> Result<SocketAddr, DistError> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| DistError::BadNodeName(format!("cannot resolve host {host}")))
+}
+
+impl Inner {
+    fn fresh_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn deliver(&self, node: &Atom, d: Delivery) {
+        self.config.deliver.deliver(node, d);
+    }
+
+    /// A `{Ref, Reply}` answering one of our calls: hands it to the caller.
+    pub(crate) fn complete_call(&self, message: &Term) -> bool {
+        let Some([Term::Reference(r), reply]) = message.as_tuple() else {
+            return false;
+        };
+        if r.node != self.local.name {
+            return false;
+        }
+        match lock(&self.calls).remove(&r.ids) {
+            Some((_, waiter)) => {
+                let _ = waiter.send(reply.clone());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// net_kernel's answer to a message, if it has one (only `is_auth`).
+    pub(crate) fn net_kernel(&self, peer: &Peer, message: &Term) -> Option<(Term, Term)> {
+        let r = connection::is_auth_reply(&self.own_pid, peer.flags, message);
+        if r.is_none() {
+            tracing::debug!("dist: net_kernel ignores {message} from {}", peer.name);
+        }
+        r
+    }
+
+    pub(crate) fn connection_down(&self, node: &Atom, id: u64) {
+        let mut conns = lock(&self.conns);
+        if matches!(conns.get(node), Some(Slot::Up { id: i, .. }) if *i == id) {
+            conns.remove(node);
+            drop(conns);
+            // Dropping the senders wakes the callers with an error.
+            lock(&self.calls).retain(|_, (n, _)| n != node);
+        }
+    }
+
+    fn forget_pending(&self, node: &Atom, id: u64) {
+        let mut conns = lock(&self.conns);
+        if matches!(conns.get(node), Some(Slot::Pending(i)) if *i == id) {
+            conns.remove(node);
+        }
+    }
+
+    fn install(self: &Arc<Self>, peer: Peer, stream: TcpStream, id: u64) {
+        if self.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let (tx, tasks) = connection::spawn(self, stream, &peer, id);
+        let old = lock(&self.conns).insert(peer.name.clone(), Slot::Up { id, tx, tasks });
+        if let Some(Slot::Up { tasks, .. }) = old {
+            tasks.iter().for_each(AbortHandle::abort);
+        }
+        tracing::info!(
+            "dist: connected to {} (creation {}, flags {:#x})",
+            peer.name,
+            peer.creation,
+            peer.flags
+        );
+    }
+
+    /// The status for a peer's `send_name`, as net_kernel decides it.
+    fn decide(&self, peer: &Atom, id: u64) -> Status {
+        if peer == &self.local.name || self.stopped.load(Ordering::Acquire) {
+            return Status::NotAllowed;
+        }
+        let mut conns = lock(&self.conns);
+        match conns.get(peer) {
+            None => {
+                conns.insert(peer.clone(), Slot::Pending(id));
+                Status::Ok
+            }
+            // Both sides are connecting: the greater name's attempt wins.
+            Some(Slot::Pending(_)) => {
+                if self.local.name.as_str() > peer.as_str() {
+                    Status::Nok
+                } else {
+                    conns.insert(peer.clone(), Slot::Pending(id));
+                    Status::OkSimultaneous
+                }
+            }
+            Some(Slot::Up { .. }) => Status::Alive,
+        }
+    }
+
+    async fn accept(self: Arc<Self>, mut stream: TcpStream, from: SocketAddr) {
+        let id = self.fresh_id();
+        let mut decided: Option<Atom> = None;
+        let me = self.clone();
+        let result = tokio::time::timeout(
+            self.config.setup_time,
+            handshake::accept(&mut stream, &self.local, |peer| {
+                decided = Some(peer.clone());
+                me.decide(peer, id)
+            }),
+        )
+        .await
+        .unwrap_or(Err(DistError::Timeout("handshake")));
+        match result {
+            Ok(peer) => self.install(peer, stream, id),
+            Err(e) => {
+                tracing::info!("dist: refused a connection from {from}: {e}");
+                if let Some(peer) = decided {
+                    self.forget_pending(&peer, id);
+                }
+            }
+        }
+    }
+
+    async fn wait_up(&self, node: &Atom) -> Result<mpsc::Sender<Outgoing>, DistError> {
+        let deadline = tokio::time::Instant::now() + self.config.setup_time;
+        loop {
+            match lock(&self.conns).get(node) {
+                Some(Slot::Up { tx, .. }) => return Ok(tx.clone()),
+                Some(Slot::Pending(_)) => {}
+                None => {
+                    return Err(DistError::Refused(
+                        "the other connection attempt failed".into(),
+                    ))
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(DistError::Timeout("waiting for a simultaneous connection"));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn connect(self: &Arc<Self>, node: &Atom) -> Result<mpsc::Sender<Outgoing>, DistError> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(DistError::Stopped);
+        }
+        let (alive, host) = split_name(node.as_str())?;
+        if node == &self.local.name {
+            return Err(DistError::BadNodeName(format!("{node} is this node")));
+        }
+        let id = self.fresh_id();
+        let in_progress = {
+            let mut conns = lock(&self.conns);
+            match conns.get(node) {
+                Some(Slot::Up { tx, .. }) => return Ok(tx.clone()),
+                Some(Slot::Pending(_)) => true,
+                None => {
+                    conns.insert(node.clone(), Slot::Pending(id));
+                    false
+                }
+            }
+        };
+        if in_progress {
+            return self.wait_up(node).await;
+        }
+        let attempt = async {
+            let epmd_addr = resolve(host, self.config.epmd_port).await?;
+            let info = epmd::port_please(epmd_addr, alive).await?;
+            if info.highest_version < 6 {
+                return Err(DistError::Refused(format!(
+                    "{node} speaks distribution versions {}..{}, not 6",
+                    info.lowest_version, info.highest_version
+                )));
+            }
+            let addr = SocketAddr::new(epmd_addr.ip(), info.port);
+            let mut stream = TcpStream::connect(addr).await?;
+            let peer = handshake::connect(&mut stream, &self.local, node).await?;
+            Ok((peer, stream))
+        };
+        let result = tokio::time::timeout(self.config.setup_time, attempt)
+            .await
+            .unwrap_or(Err(DistError::Timeout("connecting")));
+        match result {
+            Ok((peer, stream)) => {
+                self.install(peer, stream, id);
+                self.wait_up(node).await
+            }
+            // The peer's own simultaneous attempt wins; wait for it (and
+            // if it never comes, leave no stale pending slot behind).
+            Err(DistError::Refused(s)) if s == "nok" => {
+                let up = self.wait_up(node).await;
+                if up.is_err() {
+                    self.forget_pending(node, id);
+                }
+                up
+            }
+            Err(e) => {
+                self.forget_pending(node, id);
+                if let DistError::WrongCookie(_) = e {
+                    tracing::warn!("dist: {node} refused our handshake: wrong cookie");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn make_ref(&self) -> Reference {
+        let n = self.fresh_id();
+        Reference {
+            node: self.local.name.clone(),
+            creation: self.local.creation,
+            ids: vec![
+                (n & 0x3ffff) as u32,
+                (n >> 18) as u32,
+                getrandom::u32().unwrap_or(0),
+            ],
+        }
+    }
+
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        for h in lock(&self.background).drain(..) {
+            h.abort();
+        }
+        for (_, slot) in lock(&self.conns).drain() {
+            if let Slot::Up { tasks, .. } = slot {
+                tasks.iter().for_each(AbortHandle::abort);
+            }
+        }
+        lock(&self.calls).clear();
+        lock(&self.registration).take();
+        lock(&self.embedded).take();
+    }
+}
+
+/// A distribution node. Dropping it stops it (as [`Node::stop`]).
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.inner.local.name)
+            .field("creation", &self.inner.local.creation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Starts `name` (`alive@host`) with `cookie` and the defaults of
+    /// [`NodeConfig::new`]. Must run inside a tokio runtime.
+    pub async fn start(name: &str, cookie: &str) -> Result<Node, DistError> {
+        Node::start_with(NodeConfig::new(name, cookie)).await
+    }
+
+    /// Starts a node: binds the listener, registers with epmd (starting an
+    /// embedded one if allowed and none answers), and accepts connections.
+    pub async fn start_with(config: NodeConfig) -> Result<Node, DistError> {
+        let (alive, _) = split_name(&config.name)?;
+        let name =
+            Atom::try_new(&config.name).map_err(|_| DistError::BadNodeName(config.name.clone()))?;
+        let listener = TcpListener::bind(config.listen).await?;
+        let port = listener.local_addr()?.port();
+        let epmd_addr = SocketAddr::from(([127, 0, 0, 1], config.epmd_port));
+        let mut embedded = None;
+        let registration = match epmd::register(epmd_addr, alive, port, config.hidden).await {
+            Err(DistError::Io(e))
+                if config.embedded_epmd && e.kind() == std::io::ErrorKind::ConnectionRefused =>
+            {
+                match EmbeddedEpmd::start(SocketAddr::from(([0, 0, 0, 0], config.epmd_port))).await
+                {
+                    Ok(e) => {
+                        tracing::info!(
+                            "dist: no epmd on port {}: started an embedded one",
+                            e.port()
+                        );
+                        embedded = Some(e);
+                    }
+                    // Someone else started one meanwhile.
+                    Err(e) => tracing::debug!("dist: embedded epmd not started: {e}"),
+                }
+                epmd::register(epmd_addr, alive, port, config.hidden).await?
+            }
+            other => other?,
+        };
+        let creation = registration.creation;
+        let mut offered = flags::OFFERED;
+        if config.hidden {
+            offered &= !flags::PUBLISHED;
+        }
+        let local = Local {
+            name: name.clone(),
+            cookie: config.cookie.clone(),
+            creation,
+            flags: offered,
+        };
+        let inner = Arc::new(Inner {
+            config,
+            own_pid: Pid {
+                node: name,
+                id: 0,
+                serial: 0,
+                creation,
+            },
+            local,
+            listen_port: port,
+            conns: Mutex::new(HashMap::new()),
+            calls: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            stopped: AtomicBool::new(false),
+            background: Mutex::new(Vec::new()),
+            registration: Mutex::new(Some(registration)),
+            embedded: Mutex::new(embedded),
+        });
+        let acceptor = inner.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, from)) => {
+                        tokio::spawn(acceptor.clone().accept(stream, from));
+                    }
+                    Err(e) => {
+                        tracing::warn!("dist: accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+        lock(&inner.background).push(task.abort_handle());
+        tracing::info!(
+            "dist: node {} up on port {port}, creation {creation}",
+            inner.local.name
+        );
+        Ok(Node { inner })
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &Atom {
+        &self.inner.local.name
+    }
+
+    /// The creation epmd handed out.
+    pub fn creation(&self) -> u32 {
+        self.inner.local.creation
+    }
+
+    /// Connects to `node` (`alive@host`) unless already connected: epmd
+    /// lookup, then the handshake. A simultaneous attempt by the peer is
+    /// resolved as Erlang does (the greater node name's attempt wins).
+    pub async fn connect(&self, node: &str) -> Result<(), DistError> {
+        let node = Atom::try_new(node).map_err(|_| DistError::BadNodeName(node.to_string()))?;
+        self.inner.connect(&node).await.map(drop)
+    }
+
+    /// `net_adm:ping/1`: connects if needed, asks the peer's `net_kernel`
+    /// `is_auth`, and says whether it answered `yes` in time.
+    pub async fn ping(&self, node: &str) -> bool {
+        match self.try_ping(node).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                tracing::info!("dist: ping {node} failed: {e}");
+                false
+            }
+        }
+    }
+
+    async fn try_ping(&self, node: &str) -> Result<bool, DistError> {
+        let atom = Atom::try_new(node).map_err(|_| DistError::BadNodeName(node.to_string()))?;
+        let tx = self.inner.connect(&atom).await?;
+        let tag = self.inner.make_ref();
+        let (done, answer) = oneshot::channel();
+        lock(&self.inner.calls).insert(tag.ids.clone(), (atom.clone(), done));
+        let request =
+            connection::is_auth_request(&self.inner.own_pid, &tag, &self.inner.local.name);
+        if tx.send(request).await.is_err() {
+            lock(&self.inner.calls).remove(&tag.ids);
+            return Err(DistError::Refused("connection closed".into()));
+        }
+        let answer = tokio::time::timeout(self.inner.config.ping_timeout, answer).await;
+        lock(&self.inner.calls).remove(&tag.ids);
+        match answer {
+            Ok(Ok(reply)) => Ok(reply.is_atom("yes")),
+            Ok(Err(_)) => Err(DistError::Refused("connection closed".into())),
+            Err(_) => Err(DistError::Timeout("waiting for is_auth")),
+        }
+    }
+
+    /// The nodes this node has a connection to (`nodes(connected)`).
+    pub fn nodes(&self) -> Vec<Atom> {
+        let mut v: Vec<Atom> = lock(&self.inner.conns)
+            .iter()
+            .filter(|(_, s)| matches!(s, Slot::Up { .. }))
+            .map(|(n, _)| n.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// `erlang:disconnect_node/1`: closes the connection to `node`, if
+    /// there is one, and says whether there was.
+    pub fn disconnect(&self, node: &str) -> bool {
+        let Ok(node) = Atom::try_new(node) else {
+            return false;
+        };
+        let removed = {
+            let mut conns = lock(&self.inner.conns);
+            match conns.get(&node) {
+                Some(Slot::Up { .. }) => conns.remove(&node),
+                _ => None,
+            }
+        };
+        match removed {
+            Some(Slot::Up { tasks, .. }) => {
+                tasks.iter().for_each(AbortHandle::abort);
+                lock(&self.inner.calls).retain(|_, (n, _)| *n != node);
+                tracing::info!("dist: disconnected from {node}");
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The port the distribution listener accepts on.
+    pub fn port(&self) -> u16 {
+        self.inner.listen_port
+    }
+
+    /// Closes every connection, unregisters from epmd, stops listening
+    /// (and stops the embedded epmd if this node started it).
+    pub fn stop(&self) {
+        self.inner.stop();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.inner.stop();
+    }
+}

@@ -1,0 +1,418 @@
+//! Ember and a real `erl` node (OTP 25+) as peers: pings both ways,
+//! `nodes()`, wrong cookies, and what Ember answers on its own.
+//!
+//! Every test starts its own port mapper on a free port (`ERL_EPMD_PORT`
+//! for erl; Ember's embedded one, or a real `epmd -port N`), unique node
+//! names and a random cookie, so tests never meet each other or a system
+//! epmd. Every wait has a deadline.
+//!
+//! `erl` and `epmd` must be installed (`scripts/test` installs
+//! `erlang-base` for its full run). Without them these tests fail, unless
+//! `EMBER_TERM_SKIP_ERL` is set (`scripts/test --quick` sets it when `erl`
+//! is missing, and says so).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ember_dist::{epmd, Deliver, Delivery, DistError, EmbeddedEpmd, Node, NodeConfig};
+use ember_term::{Atom, Term};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// False when the test should be skipped; panics when erl is required.
+fn erl_required() -> bool {
+    let ok = Command::new("erl")
+        .args(["-noshell", "-eval", "halt()."])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return true;
+    }
+    if std::env::var_os("EMBER_TERM_SKIP_ERL").is_some() {
+        eprintln!("skipping the erl interop test: erl is not installed (EMBER_TERM_SKIP_ERL set)");
+        return false;
+    }
+    panic!("erl is not installed: install erlang-base (scripts/test does), or set EMBER_TERM_SKIP_ERL to skip");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn random_cookie() -> String {
+    let mut b = [0u8; 12];
+    getrandom::fill(&mut b).unwrap();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// An `erl` node evaluating one expression per line read from stdin and
+/// printing `=> Result` (`~w`).
+struct Erl {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+    name: String,
+}
+
+const LOOP: &str = r#"L = fun L() -> case io:get_line("") of eof -> halt(); Line -> R = try {ok, T, _} = erl_scan:string(Line), {ok, E} = erl_parse:parse_exprs(T), {value, V, _} = erl_eval:exprs(E, []), V catch C:Er -> {caught, C, Er} end, io:format("=> ~w~n", [R]), L() end end, L()."#;
+
+impl Erl {
+    fn start(alive: &str, cookie: &str, epmd_port: u16) -> Erl {
+        Erl::start_with(alive, cookie, epmd_port, &[])
+    }
+
+    fn start_with(alive: &str, cookie: &str, epmd_port: u16, extra: &[&str]) -> Erl {
+        let name = format!("{alive}@localhost");
+        let mut child = Command::new("erl")
+            .args([
+                "-noshell",
+                "-start_epmd",
+                "false",
+                "-sname",
+                &name,
+                "-setcookie",
+                cookie,
+            ])
+            .args(extra)
+            .args(["-eval", LOOP])
+            .env("ERL_EPMD_PORT", epmd_port.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start erl");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("erl: {line}");
+                if let Some(r) = line.strip_prefix("=> ") {
+                    if tx.send(r.to_string()).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut erl = Erl {
+            child,
+            stdin,
+            lines,
+            name,
+        };
+        // Up, distributed, and registered with epmd.
+        assert_eq!(erl.eval("node()."), erl.name);
+        erl
+    }
+
+    fn eval(&mut self, expr: &str) -> String {
+        self.send(expr);
+        self.answer(expr)
+    }
+
+    fn send(&mut self, expr: &str) {
+        writeln!(self.stdin, "{expr}").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    fn answer(&mut self, expr: &str) -> String {
+        self.lines
+            .recv_timeout(DEADLINE)
+            .unwrap_or_else(|_| panic!("erl did not answer {expr} in time"))
+    }
+}
+
+impl Drop for Erl {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real `epmd -port N` in the foreground.
+struct Epmd(Child);
+
+impl Epmd {
+    async fn start(port: u16) -> Epmd {
+        let child = Command::new("epmd")
+            .args(["-port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start epmd");
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let deadline = Instant::now() + DEADLINE;
+        while epmd::names(addr).await.is_err() {
+            assert!(Instant::now() < deadline, "epmd did not come up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Epmd(child)
+    }
+}
+
+impl Drop for Epmd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn config(alive: &str, cookie: &str, epmd_port: u16) -> NodeConfig {
+    let mut c = NodeConfig::new(&format!("{alive}@localhost"), cookie);
+    c.epmd_port = epmd_port;
+    c
+}
+
+/// Collects what the [`Deliver`] hook is handed.
+#[derive(Default)]
+struct Collect(Mutex<Vec<Delivery>>);
+
+impl Deliver for Collect {
+    fn deliver(&self, _node: &Atom, delivery: Delivery) {
+        self.0.lock().unwrap().push(delivery);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erl_pings_ember_and_lists_it_and_ember_answers_what_it_cannot_serve() {
+    if !erl_required() {
+        return;
+    }
+    let epmd_server = EmbeddedEpmd::start(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let cookie = random_cookie();
+    let collect = Arc::new(Collect::default());
+    let mut c = config(&unique("ember"), &cookie, epmd_server.port());
+    c.deliver = collect.clone();
+    let ember = Node::start_with(c).await.unwrap();
+    let mut erl = Erl::start(&unique("erl"), &cookie, epmd_server.port());
+    let e = ember.name().as_str().to_string();
+
+    assert_eq!(erl.eval(&format!("net_adm:ping('{e}').")), "pong");
+    assert_eq!(erl.eval(&format!("lists:member('{e}', nodes()).")), "true");
+    assert_eq!(ember.nodes(), vec![Atom::new(&erl.name)]);
+    // And back, over the connection erl made.
+    assert!(ember.ping(&erl.name).await);
+
+    // A name nobody serves: the call fails at once with noproc (MONITOR_P_EXIT).
+    let r = erl.eval(&format!(
+        "catch gen_server:call({{nosuch, '{e}'}}, hi, 20000)."
+    ));
+    assert!(r.starts_with("{'EXIT',{noproc,"), "{r}");
+    // rpc fails at once (SPAWN_REPLY notsup) instead of hanging.
+    let r = erl.eval(&format!("rpc:call('{e}', erlang, node, [], 20000)."));
+    assert!(r.starts_with("{badrpc,"), "{r}");
+    // A message to a registered name reaches the Deliver hook.
+    assert_eq!(
+        erl.eval(&format!("{{some_name, '{e}'}} ! {{hello, 42}}.")),
+        "{hello,42}"
+    );
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let got = collect.0.lock().unwrap().iter().any(|d| {
+            matches!(d, Delivery::ToName { to, message, .. }
+                if to.as_str() == "some_name"
+                    && *message == Term::tuple([Term::atom("hello"), Term::from(42)]))
+        });
+        if got {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the message never reached the hook"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The connection survived all of it.
+    assert_eq!(erl.eval(&format!("net_adm:ping('{e}').")), "pong");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ember_pings_erl_through_a_real_epmd() {
+    if !erl_required() {
+        return;
+    }
+    let port = free_port();
+    let _epmd = Epmd::start(port).await;
+    let cookie = random_cookie();
+    let mut erl = Erl::start(&unique("erl"), &cookie, port);
+    let mut c = config(&unique("ember"), &cookie, port);
+    c.embedded_epmd = false;
+    let ember = Node::start_with(c).await.unwrap();
+    let e = ember.name().as_str().to_string();
+
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let names: Vec<String> = epmd::names(addr)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert!(
+        names.iter().any(|n| erl.name.starts_with(n.as_str())),
+        "{names:?}"
+    );
+    let info = epmd::port_please(addr, e.split('@').next().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(info.port, ember.port());
+
+    assert!(ember.ping(&erl.name).await);
+    assert_eq!(ember.nodes(), vec![Atom::new(&erl.name)]);
+    assert_eq!(erl.eval(&format!("lists:member('{e}', nodes()).")), "true");
+    assert_eq!(erl.eval(&format!("net_adm:ping('{e}').")), "pong");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_cookie_is_refused_both_ways_and_both_nodes_keep_working() {
+    if !erl_required() {
+        return;
+    }
+    let epmd_server = EmbeddedEpmd::start(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let cookie = random_cookie();
+    let ember = Node::start_with(config(&unique("ember"), &cookie, epmd_server.port()))
+        .await
+        .unwrap();
+    let mut erl = Erl::start(&unique("erl"), &random_cookie(), epmd_server.port());
+    let e = ember.name().as_str().to_string();
+
+    // erl -> Ember: Ember refuses the challenge reply.
+    assert_eq!(erl.eval(&format!("net_adm:ping('{e}').")), "pang");
+    // Ember -> erl: erl refuses, Ember says why.
+    let err = ember.connect(&erl.name).await.unwrap_err();
+    assert!(matches!(err, DistError::WrongCookie(_)), "{err}");
+    assert!(!ember.ping(&erl.name).await);
+    assert!(ember.nodes().is_empty());
+    assert_eq!(erl.eval("nodes()."), "[]");
+
+    // With the right cookie for Ember, both directions work.
+    assert_eq!(
+        erl.eval(&format!("erlang:set_cookie('{e}', '{cookie}').")),
+        "true"
+    );
+    assert!(ember.ping(&erl.name).await);
+    assert_eq!(erl.eval(&format!("net_adm:ping('{e}').")), "pong");
+    assert_eq!(erl.eval(&format!("lists:member('{e}', nodes()).")), "true");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticks_keep_an_idle_connection_up_and_a_silent_peer_is_dropped() {
+    if !erl_required() {
+        return;
+    }
+    let epmd_server = EmbeddedEpmd::start(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let cookie = random_cookie();
+    let mut c = config(&unique("ember"), &cookie, epmd_server.port());
+    c.net_ticktime = Duration::from_secs(3);
+    let ember = Node::start_with(c).await.unwrap();
+    let mut erl = Erl::start_with(
+        &unique("erl"),
+        &cookie,
+        epmd_server.port(),
+        &["-kernel", "net_ticktime", "3"],
+    );
+    let e = ember.name().as_str().to_string();
+    assert_eq!(erl.eval(&format!("net_adm:ping('{e}').")), "pong");
+
+    // Idle for well over net_ticktime on both sides: only ticks cross.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(ember.nodes(), vec![Atom::new(&erl.name)]);
+    assert_eq!(erl.eval(&format!("lists:member('{e}', nodes()).")), "true");
+
+    // erl stops (SIGSTOP): no more ticks, so Ember declares it down.
+    let pid = erl.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let stopped = Instant::now();
+    while !ember.nodes().is_empty() {
+        assert!(
+            stopped.elapsed() < DEADLINE,
+            "a silent peer was never dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(1),
+        "dropped before net_ticktime"
+    );
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hidden_ember_node_is_in_nodes_hidden_only() {
+    if !erl_required() {
+        return;
+    }
+    let epmd_server = EmbeddedEpmd::start(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let cookie = random_cookie();
+    let mut c = config(&unique("ember"), &cookie, epmd_server.port());
+    c.hidden = true;
+    let ember = Node::start_with(c).await.unwrap();
+    let mut erl = Erl::start(&unique("erl"), &cookie, epmd_server.port());
+    let e = ember.name().as_str().to_string();
+
+    assert!(ember.ping(&erl.name).await);
+    assert_eq!(erl.eval("nodes()."), "[]");
+    assert_eq!(
+        erl.eval(&format!("lists:member('{e}', nodes(hidden)).")),
+        "true"
+    );
+    // global has nothing to wait for.
+    assert_eq!(erl.eval("global:sync()."), "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erl_and_ember_pinging_each_other_at_once_both_succeed_over_one_connection() {
+    if !erl_required() {
+        return;
+    }
+    let epmd_server = EmbeddedEpmd::start(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let cookie = random_cookie();
+    // Names on both sides of erl's, so either may win the tie-break.
+    for prefix in ["a_ember", "z_ember"] {
+        let ember = Node::start_with(config(&unique(prefix), &cookie, epmd_server.port()))
+            .await
+            .unwrap();
+        let mut erl = Erl::start(&unique("m_erl"), &cookie, epmd_server.port());
+        let e = ember.name().as_str().to_string();
+        let expr = format!("net_adm:ping('{e}').");
+        erl.send(&expr);
+        assert!(ember.ping(&erl.name).await);
+        assert_eq!(erl.answer(&expr), "pong");
+        assert_eq!(ember.nodes(), vec![Atom::new(&erl.name)]);
+        assert_eq!(erl.eval(&format!("lists:member('{e}', nodes()).")), "true");
+        assert_eq!(erl.eval(&format!("net_adm:ping('{e}').")), "pong");
+    }
+}
