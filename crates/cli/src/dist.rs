@@ -63,7 +63,10 @@ pub(crate) fn node_name(sname: Option<&str>, name: Option<&str>) -> Result<Strin
     match (sname, name) {
         (Some(s), None) if s.contains('@') => Ok(s.to_string()),
         (Some(s), None) => Ok(format!("{s}@{}", short_host_name())),
-        (None, Some(n)) if n.split_once('@').is_some_and(|(a, h)| !a.is_empty() && !h.is_empty()) => {
+        (None, Some(n))
+            if n.split_once('@')
+                .is_some_and(|(a, h)| !a.is_empty() && !h.is_empty()) =>
+        {
             Ok(n.to_string())
         }
         (None, Some(n)) => Err(format!("--name wants NAME@HOST, not {n:?}")),
@@ -154,11 +157,7 @@ pub(crate) fn spawn_echo(node: Weak<Node>) {
             let mut restarts: Vec<Instant> = Vec::new();
             loop {
                 let node = node.clone();
-                let spawned = Spawn::new()
-                    .name(ECHO)
-                    .link()
-                    .label(ECHO)
-                    .spawn(echo(node));
+                let spawned = Spawn::new().name(ECHO).link().label(ECHO).spawn(echo(node));
                 let pid = match spawned {
                     Ok(s) => s.pid,
                     Err(e) => {
@@ -171,7 +170,10 @@ pub(crate) fn spawn_echo(node: Weak<Node>) {
                 restarts.retain(|t| now.duration_since(*t) < Duration::from_secs(10));
                 restarts.push(now);
                 if restarts.len() > 10 {
-                    tracing::warn!("ember: {ECHO} keeps exiting ({:?}); not restarted", exit.reason);
+                    tracing::warn!(
+                        "ember: {ECHO} keeps exiting ({:?}); not restarted",
+                        exit.reason
+                    );
                     return ExitReason::error("ember_echo restarted too often");
                 }
                 tracing::info!("ember: {ECHO} exited ({:?}); restarting it", exit.reason);

@@ -281,7 +281,11 @@ async fn wait_for(collect: &Collect, n: usize) -> Vec<Delivery> {
         if got.len() >= n {
             return got;
         }
-        assert!(Instant::now() < deadline, "only {} of {n} arrived", got.len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} arrived",
+            got.len()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
