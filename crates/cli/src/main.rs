@@ -145,7 +145,7 @@ async fn serve(options: Options) -> ExitCode {
                     dist::spawn_echo(Arc::downgrade(&node));
                     say(format_args!(
                         "ember: distributed as {} (port {}); {} echoes {{Pid, Term}}",
-                        node.name(),
+                        node.name().as_str(),
                         node.port(),
                         dist::ECHO
                     ));

@@ -181,6 +181,25 @@ fn ping_http(addr: SocketAddr) -> Option<String> {
 /// name) on a fresh `erl -sname` node and returns the line it prints as
 /// `RESULT ...`. erl is killed if it has not finished by the deadline.
 fn run_erl(cookie: &str, epmd_port: u16, ember_node: &str, script: &str) -> String {
+    run_erl_as(
+        "-sname",
+        &unique("erl"),
+        cookie,
+        epmd_port,
+        ember_node,
+        script,
+    )
+}
+
+/// [`run_erl`] with `-sname` or `-name` and the erl node's name.
+fn run_erl_as(
+    name_flag: &str,
+    name: &str,
+    cookie: &str,
+    epmd_port: u16,
+    ember_node: &str,
+    script: &str,
+) -> String {
     let eval = format!(
         "R = try E = '{ember_node}', {script} catch C:Er -> {{caught, C, Er}} end, \
          io:format(\"RESULT ~w~n\", [R]), halt()."
@@ -190,8 +209,8 @@ fn run_erl(cookie: &str, epmd_port: u16, ember_node: &str, script: &str) -> Stri
             "-noshell",
             "-start_epmd",
             "false",
-            "-sname",
-            &unique("erl"),
+            name_flag,
+            name,
             "-setcookie",
             cookie,
             "-eval",
@@ -297,6 +316,27 @@ fn a_wrong_cookie_gets_pang_and_the_http_server_stays_healthy() {
         "pong"
     );
     assert_eq!(ping_http(ember.addr).as_deref(), Some("pong"));
+}
+
+#[test]
+fn long_names_work_with_name() {
+    if !erl_required() {
+        return;
+    }
+    let epmd_port = free_port();
+    let cookie = random_cookie();
+    let name = format!("{}@127.0.0.1", unique("ember"));
+    let mut ember = Ember::start(
+        &["--name", &name, "--cookie", &cookie],
+        &[("ERL_EPMD_PORT", &epmd_port.to_string())],
+        &[],
+    );
+    assert_eq!(ember.node_name(), name);
+    let erl = format!("{}@127.0.0.1", unique("erl"));
+    assert_eq!(
+        run_erl_as("-name", &erl, &cookie, epmd_port, &name, ECHO_ALL),
+        "{ok,20}"
+    );
 }
 
 #[test]
