@@ -366,6 +366,48 @@ fn without_sname_or_name_the_binary_is_not_a_node() {
 }
 
 #[test]
+fn a_node_name_already_taken_is_an_error_at_start() {
+    let epmd_port = free_port();
+    let alive = unique("ember");
+    let port = epmd_port.to_string();
+    let env = [("ERL_EPMD_PORT", port.as_str())];
+    let mut first = Ember::start(&["--sname", &alive, "--cookie", "c"], &env, &[]);
+    let node = first.node_name();
+    // The second says why on stderr and exits with a failure, after its
+    // HTTP line (the server it started is shut down again).
+    let mut second = Command::new(env!("CARGO_BIN_EXE_ember"))
+        .args(["--listen", "127.0.0.1:0", "--schedulers", "1"])
+        .args(["--sname", &alive, "--cookie", "c"])
+        .env("ERL_EPMD_PORT", &port)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = second.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        let _ = tx.send(s);
+    });
+    let stderr = rx.recv_timeout(DEADLINE);
+    if stderr.is_err() {
+        let _ = second.kill();
+    }
+    let stderr = stderr.expect("the second node did not exit in time");
+    let status = second.wait().unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains(&format!("cannot start the distributed node {node}")),
+        "{stderr}"
+    );
+    // The first is unaffected.
+    assert_eq!(ping_http(first.addr).as_deref(), Some("pong"));
+    let rest = first.stop();
+    assert_eq!(rest.last().map(String::as_str), Some("ember: stopped"));
+}
+
+#[test]
 fn the_cookie_is_ember_cookie_else_a_created_erlang_cookie() {
     let home = std::env::temp_dir().join(unique("ember-home"));
     std::fs::create_dir_all(&home).unwrap();
