@@ -219,6 +219,87 @@ pub(crate) fn deliver_to_runtime() -> Arc<dyn Deliver> {
 mod tests {
     use super::*;
 
+    /// Waits (up to 10 s) until `ember_echo` is registered to a pid other
+    /// than `not`.
+    async fn echo_pid(h: &Handle, not: Option<ember_runtime::Pid>) -> ember_runtime::Pid {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match h.whereis(ECHO) {
+                Some(p) if Some(p) != not => return p,
+                _ => {}
+            }
+            assert!(Instant::now() < deadline, "{ECHO} is not (re)registered");
+            ember_runtime::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    #[test]
+    fn ember_echo_is_restarted_when_killed_and_drops_messages_once_the_node_is_gone() {
+        let rt = ember_runtime::Runtime::builder()
+            .schedulers(1)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let h = Handle::current();
+            // No node behind it (as after the node stopped).
+            spawn_echo(Weak::new());
+            let first = echo_pid(&h, None).await;
+            let hook = ToRuntime { handle: h.clone() };
+            let peer = Atom::new("peer@host");
+            let pid = ember_term::Pid {
+                node: peer.clone(),
+                id: 1,
+                serial: 0,
+                creation: 1,
+            };
+            for message in [
+                Term::tuple([Term::Pid(pid.clone()), Term::from(1)]),
+                Term::atom("junk"),
+            ] {
+                hook.deliver(
+                    &peer,
+                    Delivery::ToName {
+                        from: Some(pid.clone()),
+                        to: Atom::new(ECHO),
+                        message,
+                    },
+                );
+            }
+            // To nobody, to a pid, to an alias: dropped.
+            hook.deliver(
+                &peer,
+                Delivery::ToName {
+                    from: None,
+                    to: Atom::new("nobody"),
+                    message: Term::from(2),
+                },
+            );
+            hook.deliver(
+                &peer,
+                Delivery::ToPid {
+                    from: None,
+                    to: pid.clone(),
+                    message: Term::from(3),
+                },
+            );
+            // It takes both (its mailbox empties) and survives them.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while h.process_info(first).map(|i| i.mailbox_len) != Some(0) {
+                assert!(
+                    Instant::now() < deadline,
+                    "{ECHO} did not take its messages"
+                );
+                ember_runtime::sleep(Duration::from_millis(1)).await;
+            }
+            assert_eq!(h.whereis(ECHO), Some(first));
+            // Killed, it is started again.
+            h.exit(first, ExitReason::Kill);
+            let second = echo_pid(&h, Some(first)).await;
+            assert!(!h.is_alive(first));
+            assert!(h.is_alive(second));
+        });
+    }
+
     #[test]
     fn node_names() {
         assert_eq!(node_name(Some("a@b"), None).unwrap(), "a@b");
