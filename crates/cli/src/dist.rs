@@ -93,17 +93,26 @@ fn short_host_name() -> String {
 /// mode 0400).
 pub(crate) fn cookie(flag: Option<&str>) -> Result<String, String> {
     if let Some(c) = flag {
-        return Ok(c.to_string());
+        return non_empty(c.to_string(), "--cookie");
     }
     if let Some(c) = std::env::var_os("EMBER_COOKIE") {
-        return c
+        let c = c
             .into_string()
-            .map_err(|_| "EMBER_COOKIE is not valid UTF-8".to_string());
+            .map_err(|_| "EMBER_COOKIE is not valid UTF-8".to_string())?;
+        return non_empty(c, "EMBER_COOKIE");
     }
     let home = std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
         .ok_or("no --cookie, no EMBER_COOKIE and no HOME for ~/.erlang.cookie")?;
     cookie_file(&PathBuf::from(home).join(".erlang.cookie"))
+}
+
+fn non_empty(cookie: String, from: &str) -> Result<String, String> {
+    if cookie.is_empty() {
+        Err(format!("{from} is empty: a cookie must not be"))
+    } else {
+        Ok(cookie)
+    }
 }
 
 fn cookie_file(path: &Path) -> Result<String, String> {
@@ -308,6 +317,12 @@ mod tests {
         assert_eq!(node_name(None, Some("a@b.c")).unwrap(), "a@b.c");
         assert!(node_name(None, Some("a")).is_err());
         assert!(node_name(None, Some("a@")).is_err());
+    }
+
+    #[test]
+    fn an_empty_cookie_flag_is_an_error() {
+        assert!(cookie(Some("")).is_err());
+        assert_eq!(cookie(Some("c")).unwrap(), "c");
     }
 
     #[test]

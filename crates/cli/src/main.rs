@@ -7,12 +7,12 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-mod dist;
-
 use clap::Parser;
 use ember_runtime::Runtime;
 use ember_web::console::{self, Demo};
 use ember_web::{endpoints, Config, Router};
+
+mod dist;
 
 /// The global allocator, counted exactly for `runtime_info`: mimalloc by
 /// default (feature `mimalloc`), the system allocator without it.
