@@ -1,13 +1,18 @@
 //! The `ember` binary: the demo server. It serves the benchmark endpoints
 //! (`/ping`, `/fact?n=N`, `/spin?n=N`) and the console on Ember processes,
-//! and shuts down gracefully on Ctrl-C.
+//! and shuts down gracefully on Ctrl-C. With `--sname` or `--name` it is
+//! also an Erlang distribution node that `erl` can ping, with a registered
+//! `ember_echo` process.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use ember_runtime::Runtime;
 use ember_web::console::{self, Demo};
 use ember_web::{endpoints, Config, Router};
+
+mod dist;
 
 /// The global allocator, counted exactly for `runtime_info`: mimalloc by
 /// default (feature `mimalloc`), the system allocator without it.
@@ -23,6 +28,7 @@ static ALLOC: ember_runtime::CountingAlloc = ember_runtime::CountingAlloc;
 
 /// Command-line options.
 #[derive(Parser, Debug)]
+#[command(group = clap::ArgGroup::new("distributed").args(["sname", "name"]))]
 #[command(version, about = "Ember: the soul of Erlang/OTP, in Rust")]
 struct Options {
     /// Address to listen on.
@@ -43,6 +49,17 @@ struct Options {
     /// (its root, the HTTP acceptor, the top supervisor and the keeper).
     #[arg(long)]
     allow_kill_system: bool,
+    /// Be a distributed node called `NAME@<short host name>` (as `erl
+    /// -sname`): erl nodes can ping it and send to `ember_echo`.
+    #[arg(long, value_name = "NAME", conflicts_with = "name")]
+    sname: Option<String>,
+    /// Be a distributed node with a long name `NAME@HOST` (as `erl -name`).
+    #[arg(long, value_name = "NAME@HOST")]
+    name: Option<String>,
+    /// The distribution cookie (default: `EMBER_COOKIE`, else
+    /// `~/.erlang.cookie`, created as erl does when missing).
+    #[arg(long, requires = "distributed")]
+    cookie: Option<String>,
 }
 
 fn parse_mode(s: &str) -> Result<console::Mode, String> {
@@ -83,6 +100,20 @@ async fn serve(options: Options) -> ExitCode {
         allow_kill_system: options.allow_kill_system,
         ..console::Options::default()
     };
+    let distributed = options.sname.is_some() || options.name.is_some();
+    let dist_config = if distributed {
+        let name = dist::node_name(options.sname.as_deref(), options.name.as_deref());
+        let cookie = dist::cookie(options.cookie.as_deref());
+        match (name, cookie) {
+            (Ok(name), Ok(cookie)) => Some((name, cookie)),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("ember: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     let routes = endpoints::routes(Router::new());
     let listen = options.listen;
     let demo = match Demo::start(listen.as_str(), routes, Config::default(), console_options).await
@@ -103,12 +134,41 @@ async fn serve(options: Options) -> ExitCode {
             _ => "read-write",
         }
     ));
+    // After the line above, which whoever started us reads first.
+    let node = match dist_config {
+        Some((name, cookie)) => {
+            let mut config = ember_dist::NodeConfig::new(&name, &cookie);
+            config.deliver = dist::deliver_to_runtime();
+            match ember_dist::Node::start_with(config).await {
+                Ok(node) => {
+                    let node = Arc::new(node);
+                    dist::spawn_echo(Arc::downgrade(&node));
+                    say(format_args!(
+                        "ember: distributed as {} (port {}); {} echoes {{Pid, Term}}",
+                        node.name().as_str(),
+                        node.port(),
+                        dist::ECHO
+                    ));
+                    Some(node)
+                }
+                Err(e) => {
+                    eprintln!("ember: cannot start the distributed node {name}: {e}");
+                    demo.shutdown().await;
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        None => None,
+    };
     if let Err(e) = tokio::signal::ctrl_c().await {
         eprintln!("ember: cannot wait for Ctrl-C: {e}");
     }
     say(format_args!(
         "ember: shutting down (draining in-flight requests)"
     ));
+    if let Some(node) = node {
+        node.stop();
+    }
     demo.shutdown().await;
     say(format_args!("ember: stopped"));
     ExitCode::SUCCESS

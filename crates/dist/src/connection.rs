@@ -392,6 +392,21 @@ pub(crate) fn is_auth_reply(
     Some((control, answer))
 }
 
+/// `{SEND, '', To}`: a message to a remote pid from no particular sender.
+pub(crate) fn send_control(to: &Pid) -> Term {
+    Term::tuple([Term::from(SEND), Term::atom(""), Term::Pid(to.clone())])
+}
+
+/// `{REG_SEND, From, '', Name}`: a message to a registered name.
+pub(crate) fn reg_send_control(from: &Pid, name: &Atom) -> Term {
+    Term::tuple([
+        Term::from(REG_SEND),
+        Term::Pid(from.clone()),
+        Term::atom(""),
+        Term::Atom(name.clone()),
+    ])
+}
+
 /// `{'$gen_call', {Pid, Ref}, {is_auth, Node}}` as a REG_SEND to the
 /// peer's net_kernel.
 pub(crate) fn is_auth_request(own_pid: &Pid, tag: &Reference, own_name: &Atom) -> Outgoing {

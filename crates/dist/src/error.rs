@@ -27,6 +27,8 @@ pub enum DistError {
     MissingFlags(u64),
     /// A step did not finish in time.
     Timeout(&'static str),
+    /// A send's destination is not a pid, or its name is not an atom.
+    BadDestination(String),
     /// The node is stopped.
     Stopped,
 }
@@ -45,6 +47,7 @@ impl fmt::Display for DistError {
                 write!(f, "peer lacks required distribution flags {b:#x}")
             }
             DistError::Timeout(what) => write!(f, "timed out: {what}"),
+            DistError::BadDestination(m) => write!(f, "bad destination: {m}"),
             DistError::Stopped => write!(f, "node stopped"),
         }
     }

@@ -12,6 +12,8 @@
 //! node.connect("erl@localhost").await?;        // epmd lookup + handshake
 //! assert!(node.ping("erl@localhost").await);   // net_adm:ping/1
 //! println!("{:?}", node.nodes());              // [erl@localhost]
+//! // {some_name, 'erl@localhost'} ! hello (connects first if needed)
+//! node.send_named("erl@localhost", "some_name", ember_term::Term::atom("hello")).await?;
 //! node.disconnect("erl@localhost");           // erlang:disconnect_node/1
 //! node.stop();
 //! # Ok(()) }
@@ -48,11 +50,18 @@
 //! Every other `SEND`, `REG_SEND` and `ALIAS_SEND` goes, in order, to the
 //! [`Deliver`] hook of [`NodeConfig::deliver`] (the default,
 //! [`DropAll`], drops them). That is where the runtime's process table
-//! will plug in.
+//! plugs in: the `ember` binary's hook hands messages for registered
+//! names to the Ember process registered under the name.
+//!
+//! The other way, [`Node::send`] (to a pid, `SEND`) and
+//! [`Node::send_named`] (`REG_SEND`) send a [`Term`](ember_term::Term)
+//! to a process on another node, connecting first if needed; a
+//! destination on this node goes to the [`Deliver`] hook.
 //!
 //! # Not done yet
 //!
-//! * Sending to remote processes, remote pids for Ember processes, links,
+//! * Remote pids for Ember processes (so `SEND` to a pid of this node is
+//!   only handed to the hook), a sender pid on what Ember sends, links,
 //!   monitors and exit signals across nodes (needs the runtime).
 //! * `rex` (`rpc`, `erpc`), `global` (so `global:sync()` on a peer waits
 //!   while a visible Ember node is connected; use a hidden node to avoid

@@ -391,6 +391,22 @@ impl Inner {
         }
     }
 
+    /// Queues a message on the connection to `node`, connecting first.
+    async fn send_to(
+        self: &Arc<Self>,
+        node: &Atom,
+        control: Term,
+        payload: Term,
+    ) -> Result<(), DistError> {
+        let tx = self.connect(node).await?;
+        tx.send(Outgoing {
+            control,
+            payload: Some(payload),
+        })
+        .await
+        .map_err(|_| DistError::Refused(format!("the connection to {node} closed")))
+    }
+
     fn make_ref(&self) -> Reference {
         let n = self.fresh_id();
         Reference {
@@ -571,6 +587,54 @@ impl Node {
             Ok(Err(_)) => Err(DistError::Refused("connection closed".into())),
             Err(_) => Err(DistError::Timeout("waiting for is_auth")),
         }
+    }
+
+    /// Sends `message` to the process `to` (a [`Term::Pid`]), as `!` does:
+    /// connects to its node first if needed (`SEND` to a remote pid); a
+    /// pid of this node goes to the [`Deliver`] hook. Messages sent one
+    /// after another (each awaited) arrive in order. Like `!`, it does not
+    /// say whether the process exists; an error means the message could
+    /// not be handed to a connection.
+    pub async fn send(&self, to: &Term, message: Term) -> Result<(), DistError> {
+        let Some(pid) = to.as_pid() else {
+            return Err(DistError::BadDestination(format!("{to} is not a pid")));
+        };
+        if pid.node == self.inner.local.name {
+            self.inner.deliver(
+                &pid.node,
+                Delivery::ToPid {
+                    from: None,
+                    to: pid.clone(),
+                    message,
+                },
+            );
+            return Ok(());
+        }
+        let control = connection::send_control(pid);
+        self.inner.send_to(&pid.node, control, message).await
+    }
+
+    /// Sends `message` to the process registered as `name` on `node`
+    /// (`{Name, Node} ! Message`, a `REG_SEND`), connecting first if
+    /// needed. `node` may be this node: then it goes to the [`Deliver`]
+    /// hook.
+    pub async fn send_named(&self, node: &str, name: &str, message: Term) -> Result<(), DistError> {
+        let node = Atom::try_new(node).map_err(|_| DistError::BadNodeName(node.to_string()))?;
+        let name = Atom::try_new(name)
+            .map_err(|_| DistError::BadDestination(format!("{name:?} is not an atom")))?;
+        if node == self.inner.local.name {
+            self.inner.deliver(
+                &node,
+                Delivery::ToName {
+                    from: None,
+                    to: name,
+                    message,
+                },
+            );
+            return Ok(());
+        }
+        let control = connection::reg_send_control(&self.inner.own_pid, &name);
+        self.inner.send_to(&node, control, message).await
     }
 
     /// The nodes this node has a connection to (`nodes(connected)`).

@@ -1,9 +1,11 @@
 //! Two Ember nodes in one process, on an embedded port mapper of their own.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ember_dist::{epmd, flags, DistError, Node, NodeConfig};
+use ember_dist::{epmd, flags, Deliver, Delivery, DistError, Node, NodeConfig};
+use ember_term::{Atom, Pid, Term};
 use md5::{Digest, Md5};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -260,4 +262,93 @@ async fn a_peer_reconnecting_while_its_old_connection_is_up_replaces_it() {
     assert!(closed.is_ok(), "the old connection stayed open");
     assert_eq!(a.nodes().iter().filter(|n| n.as_str() == name).count(), 1);
     assert!(a.ping(b.name().as_str()).await);
+}
+
+/// Collects what the [`Deliver`] hook is handed.
+#[derive(Default)]
+struct Collect(std::sync::Mutex<Vec<Delivery>>);
+
+impl Deliver for Collect {
+    fn deliver(&self, _node: &Atom, delivery: Delivery) {
+        self.0.lock().unwrap().push(delivery);
+    }
+}
+
+async fn wait_for(collect: &Collect, n: usize) -> Vec<Delivery> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = collect.0.lock().unwrap().clone();
+        if got.len() >= n {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} arrived",
+            got.len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_and_send_named_connect_on_first_use_and_keep_order() {
+    let port = free_port();
+    let a = Node::start_with(config("send_a", "cookie1", port))
+        .await
+        .unwrap();
+    let collect = Arc::new(Collect::default());
+    let mut c = config("send_b", "cookie1", port);
+    c.deliver = collect.clone();
+    let b = Node::start_with(c).await.unwrap();
+    let b_name = b.name().as_str().to_string();
+    assert!(a.nodes().is_empty());
+
+    // The first send connects.
+    a.send_named(&b_name, "some_name", Term::from(1))
+        .await
+        .unwrap();
+    assert_eq!(a.nodes(), vec![b.name().clone()]);
+    let b_pid = Term::Pid(Pid {
+        node: b.name().clone(),
+        id: 77,
+        serial: 0,
+        creation: b.creation(),
+    });
+    let big = Term::tuple([Term::atom("big"), Term::binary(b"bytes".to_vec())]);
+    for i in 2..=50 {
+        a.send(&b_pid, Term::from(i)).await.unwrap();
+    }
+    a.send(&b_pid, big.clone()).await.unwrap();
+    let got = wait_for(&collect, 51).await;
+    assert!(
+        matches!(&got[0], Delivery::ToName { to, message, .. }
+            if to.as_str() == "some_name" && *message == Term::from(1)),
+        "{:?}",
+        got[0]
+    );
+    for (i, d) in got[1..50].iter().enumerate() {
+        let want = Term::from(i as i64 + 2);
+        assert!(
+            matches!(d, Delivery::ToPid { to, message, .. }
+                if Term::Pid(to.clone()) == b_pid && *message == want),
+            "{d:?}"
+        );
+    }
+    assert!(matches!(&got[50], Delivery::ToPid { message, .. } if *message == big));
+
+    // Bad destinations are errors, not panics; a node nobody runs too.
+    assert!(matches!(
+        a.send(&Term::atom("not_a_pid"), Term::from(1)).await,
+        Err(DistError::BadDestination(_))
+    ));
+    assert!(a
+        .send_named("nosuch@localhost", "x", Term::from(1))
+        .await
+        .is_err());
+    // To this node itself: straight to the hook.
+    b.send_named(&b_name, "me", Term::from(2)).await.unwrap();
+    b.send(&b_pid, Term::from(3)).await.unwrap();
+    let got = wait_for(&collect, 53).await;
+    assert!(matches!(&got[51], Delivery::ToName { to, .. } if to.as_str() == "me"));
+    assert!(matches!(&got[52], Delivery::ToPid { message, .. } if *message == Term::from(3)));
 }

@@ -416,3 +416,72 @@ async fn erl_and_ember_pinging_each_other_at_once_both_succeed_over_one_connecti
         assert_eq!(erl.eval(&format!("net_adm:ping('{e}').")), "pong");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ember_sends_to_erl_by_name_and_by_pid_connecting_on_first_send() {
+    if !erl_required() {
+        return;
+    }
+    let epmd_server = EmbeddedEpmd::start(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let cookie = random_cookie();
+    let collect = Arc::new(Collect::default());
+    let mut c = config(&unique("ember"), &cookie, epmd_server.port());
+    c.deliver = collect.clone();
+    let ember = Node::start_with(c).await.unwrap();
+    let mut erl = Erl::start(&unique("erl"), &cookie, epmd_server.port());
+    let e = ember.name().as_str().to_string();
+    assert_eq!(erl.eval("register(sink, self())."), "true");
+
+    // By name, not yet connected: the send connects.
+    assert!(ember.nodes().is_empty());
+    let big = Term::tuple([
+        Term::atom("hi"),
+        Term::from(-7),
+        Term::from(2.5),
+        Term::binary(b"bytes".to_vec()),
+    ]);
+    ember.send_named(&erl.name, "sink", big).await.unwrap();
+    assert_eq!(
+        erl.eval("receive X -> X after 5000 -> timeout end."),
+        "{hi,-7,2.5,<<98,121,116,101,115>>}"
+    );
+
+    // By pid: erl's shell process, as erl sent it.
+    let me = erl.eval("self().");
+    assert_eq!(
+        erl.eval(&format!("{{some_name, '{e}'}} ! {{self(), ping}}.")),
+        format!("{{{me},ping}}")
+    );
+    let deadline = Instant::now() + DEADLINE;
+    let from = loop {
+        let found = collect.0.lock().unwrap().iter().find_map(|d| match d {
+            Delivery::ToName { message, .. } => match message.as_tuple() {
+                Some([pid @ Term::Pid(_), m]) if m.is_atom("ping") => Some(pid.clone()),
+                _ => None,
+            },
+            _ => None,
+        });
+        if let Some(pid) = found {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "erl's message never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    ember.send(&from, Term::atom("pong")).await.unwrap();
+    assert_eq!(
+        erl.eval("receive X -> X after 5000 -> timeout end."),
+        "pong"
+    );
+    // A pid of a node nobody runs: an error, and nothing else breaks.
+    let Term::Pid(mut ghost) = from.clone() else {
+        unreachable!()
+    };
+    ghost.node = Atom::new("ghost@localhost");
+    assert!(ember
+        .send(&Term::Pid(ghost), Term::atom("lost"))
+        .await
+        .is_err());
+    assert_eq!(erl.eval(&format!("net_adm:ping('{e}').")), "pong");
+}

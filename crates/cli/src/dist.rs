@@ -1,0 +1,344 @@
+//! The demo as a distributed node (`--sname` / `--name`): the node's name
+//! and cookie, the bridge from `ember-dist` to Ember processes, and the
+//! `ember_echo` process.
+//!
+//! Messages from peers to a registered name (`{Name, Node} ! Msg`) reach
+//! the Ember process registered under that name as an [`Incoming`].
+//! Messages to pids and aliases of this node are dropped (with a `debug`
+//! log line) until Ember processes have distribution pids.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use ember_dist::{Deliver, Delivery, Node};
+use ember_runtime::{receive, Exit, ExitReason, Handle, Spawn};
+use ember_term::{Atom, Term};
+
+/// The name `ember_echo` is registered under.
+pub(crate) const ECHO: &str = "ember_echo";
+
+/// A message from a peer node, as a registered Ember process receives it.
+#[derive(Debug)]
+pub(crate) struct Incoming {
+    /// The peer node it came from.
+    pub(crate) node: Atom,
+    /// The sender's pid, when the peer said.
+    pub(crate) from: Option<Term>,
+    /// The message.
+    pub(crate) message: Term,
+}
+
+/// Hands messages for registered names to the Ember process registered
+/// under that name (dropped, with a `debug` line, when there is none).
+pub(crate) struct ToRuntime {
+    pub(crate) handle: Handle,
+}
+
+impl Deliver for ToRuntime {
+    fn deliver(&self, node: &Atom, delivery: Delivery) {
+        match delivery {
+            Delivery::ToName { from, to, message } => match self.handle.whereis(to.as_str()) {
+                Some(pid) => self.handle.send(
+                    pid,
+                    Incoming {
+                        node: node.clone(),
+                        from: from.map(Term::Pid),
+                        message,
+                    },
+                ),
+                None => tracing::debug!("dist: no process registered as {to} (from {node})"),
+            },
+            other => {
+                tracing::debug!("dist: no local pid or alias for a message from {node}: {other:?}")
+            }
+        }
+    }
+}
+
+/// The node name for `--sname NAME` (`NAME@<short host name>`; a name
+/// with a host is taken as it is, as `erl -sname` does) or `--name
+/// NAME@HOST`.
+pub(crate) fn node_name(sname: Option<&str>, name: Option<&str>) -> Result<String, String> {
+    match (sname, name) {
+        (Some(s), None) if s.contains('@') => Ok(s.to_string()),
+        (Some(s), None) => Ok(format!("{s}@{}", short_host_name())),
+        (None, Some(n))
+            if n.split_once('@')
+                .is_some_and(|(a, h)| !a.is_empty() && !h.is_empty()) =>
+        {
+            Ok(n.to_string())
+        }
+        (None, Some(n)) => Err(format!("--name wants NAME@HOST, not {n:?}")),
+        _ => Err("give --sname or --name, not both".to_string()),
+    }
+}
+
+/// This machine's host name up to its first dot (`localhost` when it
+/// cannot be read).
+fn short_host_name() -> String {
+    let full = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    let short = full.trim().split('.').next().unwrap_or("").to_string();
+    if short.is_empty() {
+        "localhost".to_string()
+    } else {
+        short
+    }
+}
+
+/// The cookie: `--cookie`, else `EMBER_COOKIE`, else `~/.erlang.cookie`
+/// (created as erl creates it when missing: 20 random uppercase letters,
+/// mode 0400).
+pub(crate) fn cookie(flag: Option<&str>) -> Result<String, String> {
+    if let Some(c) = flag {
+        return non_empty(c.to_string(), "--cookie");
+    }
+    if let Some(c) = std::env::var_os("EMBER_COOKIE") {
+        let c = c
+            .into_string()
+            .map_err(|_| "EMBER_COOKIE is not valid UTF-8".to_string())?;
+        return non_empty(c, "EMBER_COOKIE");
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .ok_or("no --cookie, no EMBER_COOKIE and no HOME for ~/.erlang.cookie")?;
+    cookie_file(&PathBuf::from(home).join(".erlang.cookie"))
+}
+
+fn non_empty(cookie: String, from: &str) -> Result<String, String> {
+    if cookie.is_empty() {
+        Err(format!("{from} is empty: a cookie must not be"))
+    } else {
+        Ok(cookie)
+    }
+}
+
+fn cookie_file(path: &Path) -> Result<String, String> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => {
+            let c = s.lines().next().unwrap_or("").trim().to_string();
+            if c.is_empty() {
+                Err(format!("{} is empty", path.display()))
+            } else {
+                Ok(c)
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let c = random_cookie()?;
+            write_new_cookie(path, &c)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            Ok(c)
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+fn random_cookie() -> Result<String, String> {
+    let mut bytes = [0u8; 20];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness for a cookie: {e}"))?;
+    // 256 is not a multiple of 26; the bias is irrelevant for a cookie
+    // (erl's own generator is no better).
+    Ok(bytes.iter().map(|b| char::from(b'A' + b % 26)).collect())
+}
+
+fn write_new_cookie(path: &Path, cookie: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o400)
+        .open(path)?;
+    f.write_all(cookie.as_bytes())
+}
+
+/// Spawns `ember_echo` under a small keeper that restarts it when it
+/// exits (giving up after 10 restarts within 10 s, as a supervisor would).
+/// The echo process holds the node weakly: once the node is gone, what it
+/// receives is dropped.
+pub(crate) fn spawn_echo(node: Weak<Node>) {
+    let keeper = Spawn::new()
+        .trap_exit(true)
+        .label("ember_echo keeper")
+        .spawn(async move {
+            let mut restarts: Vec<Instant> = Vec::new();
+            loop {
+                let node = node.clone();
+                let spawned = Spawn::new().name(ECHO).link().label(ECHO).spawn(echo(node));
+                let pid = match spawned {
+                    Ok(s) => s.pid,
+                    Err(e) => {
+                        tracing::warn!("ember: cannot start {ECHO}: {e}");
+                        return ExitReason::error("ember_echo did not start");
+                    }
+                };
+                let exit: Exit = receive().matching(move |e: &Exit| e.from == pid).await;
+                let now = Instant::now();
+                restarts.retain(|t| now.duration_since(*t) < Duration::from_secs(10));
+                restarts.push(now);
+                if restarts.len() > 10 {
+                    tracing::warn!(
+                        "ember: {ECHO} keeps exiting ({:?}); not restarted",
+                        exit.reason
+                    );
+                    return ExitReason::error("ember_echo restarted too often");
+                }
+                tracing::info!("ember: {ECHO} exited ({:?}); restarting it", exit.reason);
+            }
+        });
+    if let Err(e) = keeper {
+        tracing::warn!("ember: cannot start {ECHO}'s keeper: {e}");
+    }
+}
+
+/// `ember_echo`: on `{Pid, Term}` sends `Term` back to `Pid` unchanged.
+async fn echo(node: Weak<Node>) {
+    loop {
+        let Incoming {
+            node: peer,
+            from,
+            message,
+        } = receive::<Incoming>().await;
+        let Some([to @ Term::Pid(_), term]) = message.as_tuple() else {
+            tracing::debug!(
+                "ember: {ECHO} ignores {message} from {from:?} on {peer}: not {{Pid, Term}}"
+            );
+            continue;
+        };
+        let Some(node) = node.upgrade() else {
+            tracing::debug!("ember: {ECHO} drops a message from {peer}: the node is gone");
+            continue;
+        };
+        if let Err(e) = node.send(to, term.clone()).await {
+            tracing::debug!("ember: {ECHO} could not answer {to}: {e}");
+        }
+    }
+}
+
+/// The node's [`Deliver`] hook for the runtime of the calling process.
+pub(crate) fn deliver_to_runtime() -> Arc<dyn Deliver> {
+    Arc::new(ToRuntime {
+        handle: Handle::current(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Waits (up to 10 s) until `ember_echo` is registered to a pid other
+    /// than `not`.
+    async fn echo_pid(h: &Handle, not: Option<ember_runtime::Pid>) -> ember_runtime::Pid {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match h.whereis(ECHO) {
+                Some(p) if Some(p) != not => return p,
+                _ => {}
+            }
+            assert!(Instant::now() < deadline, "{ECHO} is not (re)registered");
+            ember_runtime::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    #[test]
+    fn ember_echo_is_restarted_when_killed_and_drops_messages_once_the_node_is_gone() {
+        let rt = ember_runtime::Runtime::builder()
+            .schedulers(1)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let h = Handle::current();
+            // No node behind it (as after the node stopped).
+            spawn_echo(Weak::new());
+            let first = echo_pid(&h, None).await;
+            let hook = ToRuntime { handle: h.clone() };
+            let peer = Atom::new("peer@host");
+            let pid = ember_term::Pid {
+                node: peer.clone(),
+                id: 1,
+                serial: 0,
+                creation: 1,
+            };
+            for message in [
+                Term::tuple([Term::Pid(pid.clone()), Term::from(1)]),
+                Term::atom("junk"),
+            ] {
+                hook.deliver(
+                    &peer,
+                    Delivery::ToName {
+                        from: Some(pid.clone()),
+                        to: Atom::new(ECHO),
+                        message,
+                    },
+                );
+            }
+            // To nobody, to a pid, to an alias: dropped.
+            hook.deliver(
+                &peer,
+                Delivery::ToName {
+                    from: None,
+                    to: Atom::new("nobody"),
+                    message: Term::from(2),
+                },
+            );
+            hook.deliver(
+                &peer,
+                Delivery::ToPid {
+                    from: None,
+                    to: pid.clone(),
+                    message: Term::from(3),
+                },
+            );
+            // It takes both (its mailbox empties) and survives them.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while h.process_info(first).map(|i| i.mailbox_len) != Some(0) {
+                assert!(
+                    Instant::now() < deadline,
+                    "{ECHO} did not take its messages"
+                );
+                ember_runtime::sleep(Duration::from_millis(1)).await;
+            }
+            assert_eq!(h.whereis(ECHO), Some(first));
+            // Killed, it is started again.
+            h.exit(first, ExitReason::Kill);
+            let second = echo_pid(&h, Some(first)).await;
+            assert!(!h.is_alive(first));
+            assert!(h.is_alive(second));
+        });
+    }
+
+    #[test]
+    fn node_names() {
+        assert_eq!(node_name(Some("a@b"), None).unwrap(), "a@b");
+        assert!(node_name(Some("a"), None).unwrap().starts_with("a@"));
+        assert!(!node_name(Some("a"), None).unwrap().contains('.'));
+        assert_eq!(node_name(None, Some("a@b.c")).unwrap(), "a@b.c");
+        assert!(node_name(None, Some("a")).is_err());
+        assert!(node_name(None, Some("a@")).is_err());
+    }
+
+    #[test]
+    fn an_empty_cookie_flag_is_an_error() {
+        assert!(cookie(Some("")).is_err());
+        assert_eq!(cookie(Some("c")).unwrap(), "c");
+    }
+
+    #[test]
+    fn a_missing_cookie_file_is_created_read_only_with_20_uppercase_letters() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("ember-cookie-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(".erlang.cookie");
+        let _ = std::fs::remove_file(&path);
+        let c = cookie_file(&path).unwrap();
+        assert_eq!(c.len(), 20);
+        assert!(c.bytes().all(|b| b.is_ascii_uppercase()), "{c}");
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o400);
+        // Read back as it is.
+        assert_eq!(cookie_file(&path).unwrap(), c);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,470 @@
+//! The `ember` binary as a distributed node, run as a user would, with a
+//! real `erl` as its peer: `--sname`/`--cookie`, `net_adm:ping`, the
+//! `ember_echo` process sending every kind of term back unchanged, a wrong
+//! cookie refused while HTTP stays healthy, and no distribution at all
+//! without the flags.
+//!
+//! Every test gives the binary and erl a port mapper port of their own
+//! (`ERL_EPMD_PORT`, free when the test starts): no epmd answers there, so
+//! the binary starts its embedded one, and erl (`-start_epmd false`)
+//! registers with it. Names and cookies are unique. Every wait has a
+//! deadline.
+//!
+//! `erl` must be installed (`scripts/test` installs `erlang-base` for its
+//! full run). Without it the tests that need it fail, unless
+//! `EMBER_TERM_SKIP_ERL` is set (`scripts/test --quick` sets it when `erl`
+//! is missing, and says so).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// False when the test should be skipped; panics when erl is required.
+fn erl_required() -> bool {
+    let ok = Command::new("erl")
+        .args(["-noshell", "-eval", "halt()."])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return true;
+    }
+    if std::env::var_os("EMBER_TERM_SKIP_ERL").is_some() {
+        eprintln!("skipping the erl interop test: erl is not installed (EMBER_TERM_SKIP_ERL set)");
+        return false;
+    }
+    panic!("erl is not installed: install erlang-base (scripts/test does), or set EMBER_TERM_SKIP_ERL to skip");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn random_cookie() -> String {
+    let mut b = [0u8; 12];
+    getrandom::fill(&mut b).unwrap();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The binary, stopped (killed) when the test ends however it ends.
+struct Ember {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    addr: SocketAddr,
+}
+
+impl Ember {
+    fn start(args: &[&str], env: &[(&str, &str)], remove: &[&str]) -> Ember {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ember"));
+        cmd.args(["--listen", "127.0.0.1:0", "--schedulers", "2"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        for k in remove {
+            cmd.env_remove(k);
+        }
+        let mut child = cmd.spawn().expect("the ember binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("ember: {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut ember = Ember {
+            child,
+            lines,
+            addr: ([0, 0, 0, 0], 0).into(),
+        };
+        // The first line is the HTTP address, as before.
+        let first = ember.line();
+        ember.addr = first
+            .strip_prefix("ember: listening on http://")
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {first:?}"));
+        ember
+    }
+
+    fn line(&mut self) -> String {
+        self.lines
+            .recv_timeout(DEADLINE)
+            .expect("ember said nothing more in time")
+    }
+
+    /// The node name from the line after the address.
+    fn node_name(&mut self) -> String {
+        let line = self.line();
+        line.strip_prefix("ember: distributed as ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no node name in {line:?}"))
+            .to_string()
+    }
+
+    /// Ctrl-C, then everything it still says until it exits.
+    fn stop(self) -> Vec<String> {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let deadline = Instant::now() + DEADLINE;
+        let mut rest = Vec::new();
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => rest.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("ember did not stop on Ctrl-C"),
+            }
+        }
+        rest
+    }
+}
+
+impl Drop for Ember {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET /ping`, which answers `pong` on a healthy node.
+fn ping_http(addr: SocketAddr) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .ok()?;
+    write!(
+        stream,
+        "GET /ping HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+/// Runs `script` (Erlang expressions, `E` bound to the Ember node's
+/// name) on a fresh `erl -sname` node and returns the line it prints as
+/// `RESULT ...`. erl is killed if it has not finished by the deadline.
+fn run_erl(cookie: &str, epmd_port: u16, ember_node: &str, script: &str) -> String {
+    run_erl_as(
+        "-sname",
+        &unique("erl"),
+        cookie,
+        epmd_port,
+        ember_node,
+        script,
+    )
+}
+
+/// [`run_erl`] with `-sname` or `-name` and the erl node's name.
+fn run_erl_as(
+    name_flag: &str,
+    name: &str,
+    cookie: &str,
+    epmd_port: u16,
+    ember_node: &str,
+    script: &str,
+) -> String {
+    let eval = format!(
+        "R = try E = '{ember_node}', {script} catch C:Er -> {{caught, C, Er}} end, \
+         io:format(\"RESULT ~w~n\", [R]), halt()."
+    );
+    let mut child = Command::new("erl")
+        .args([
+            "-noshell",
+            "-start_epmd",
+            "false",
+            name_flag,
+            name,
+            "-setcookie",
+            cookie,
+            "-eval",
+            &eval,
+        ])
+        .env("ERL_EPMD_PORT", epmd_port.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start erl");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            eprintln!("erl: {line}");
+            if let Some(r) = line.strip_prefix("RESULT ") {
+                let _ = tx.send(r.to_string());
+            }
+        }
+    });
+    let result = rx.recv_timeout(DEADLINE);
+    let _ = child.kill();
+    let _ = child.wait();
+    result.unwrap_or_else(|_| panic!("erl printed no result in time for {script}"))
+}
+
+/// One term of each kind, sent to `ember_echo` and expected back as it is.
+const ECHO_ALL: &str = r#"
+    pong = net_adm:ping(E),
+    Terms = [1 bsl 200, -(1 bsl 200), -1, 0, 1.5, -0.0, <<"bin">>, <<>>, <<1:3>>,
+             #{a => 1, "k" => [1.0, {x}], <<"b">> => #{}},
+             [1, [2, 3 | 4], "str" | tail], [], "", self(), make_ref(),
+             {a, b, {c, []}}, {}, an_atom, 'ünïcödé', fun erlang:node/0],
+    [begin
+         {ember_echo, E} ! {self(), T},
+         receive T -> ok after 5000 -> exit({timeout, T}) end
+     end || T <- Terms],
+    {ok, length(Terms)}"#;
+
+#[test]
+fn erl_pings_the_binary_and_ember_echo_sends_every_term_back() {
+    if !erl_required() {
+        return;
+    }
+    let epmd_port = free_port();
+    let cookie = random_cookie();
+    let alive = unique("ember");
+    let mut ember = Ember::start(
+        &["--sname", &alive, "--cookie", &cookie],
+        &[("ERL_EPMD_PORT", &epmd_port.to_string())],
+        &[],
+    );
+    let node = ember.node_name();
+    assert!(node.starts_with(&format!("{alive}@")), "{node}");
+    assert!(!node.contains('.'), "a short name: {node}");
+
+    assert_eq!(run_erl(&cookie, epmd_port, &node, ECHO_ALL), "{ok,20}");
+    // Again from a second erl node, over a new connection.
+    assert_eq!(run_erl(&cookie, epmd_port, &node, ECHO_ALL), "{ok,20}");
+    // Junk to ember_echo is ignored, and it keeps answering.
+    let junk = r#"
+        pong = net_adm:ping(E),
+        {ember_echo, E} ! not_a_pair,
+        {ember_echo, E} ! {not_a_pid, x},
+        {nobody_here, E} ! {self(), x},
+        {ember_echo, E} ! {self(), still_here},
+        receive still_here -> ok after 5000 -> timeout end"#;
+    assert_eq!(run_erl(&cookie, epmd_port, &node, junk), "ok");
+
+    assert_eq!(ping_http(ember.addr).as_deref(), Some("pong"));
+    let rest = ember.stop();
+    assert_eq!(rest.last().map(String::as_str), Some("ember: stopped"));
+}
+
+#[test]
+fn a_wrong_cookie_gets_pang_and_the_http_server_stays_healthy() {
+    if !erl_required() {
+        return;
+    }
+    let epmd_port = free_port();
+    let cookie = random_cookie();
+    let mut ember = Ember::start(
+        &["--sname", &unique("ember"), "--cookie", &cookie],
+        &[("ERL_EPMD_PORT", &epmd_port.to_string())],
+        &[],
+    );
+    let node = ember.node_name();
+    let script = format!(
+        "A = net_adm:ping(E), \
+         true = erlang:set_cookie(E, '{cookie}'), \
+         {{A, net_adm:ping(E)}}"
+    );
+    assert_eq!(
+        run_erl(&random_cookie(), epmd_port, &node, &script),
+        "{pang,pong}"
+    );
+    assert_eq!(ping_http(ember.addr).as_deref(), Some("pong"));
+    // And a peer with the right cookie from the start.
+    assert_eq!(
+        run_erl(&cookie, epmd_port, &node, "net_adm:ping(E)"),
+        "pong"
+    );
+    assert_eq!(ping_http(ember.addr).as_deref(), Some("pong"));
+}
+
+#[test]
+fn long_names_work_with_name() {
+    if !erl_required() {
+        return;
+    }
+    let epmd_port = free_port();
+    let cookie = random_cookie();
+    let name = format!("{}@127.0.0.1", unique("ember"));
+    let mut ember = Ember::start(
+        &["--name", &name, "--cookie", &cookie],
+        &[("ERL_EPMD_PORT", &epmd_port.to_string())],
+        &[],
+    );
+    assert_eq!(ember.node_name(), name);
+    let erl = format!("{}@127.0.0.1", unique("erl"));
+    assert_eq!(
+        run_erl_as("-name", &erl, &cookie, epmd_port, &name, ECHO_ALL),
+        "{ok,20}"
+    );
+}
+
+#[test]
+fn without_sname_or_name_the_binary_is_not_a_node() {
+    // A port mapper that would see any registration attempt.
+    let epmd = TcpListener::bind("127.0.0.1:0").unwrap();
+    let epmd_port = epmd.local_addr().unwrap().port();
+    let ember = Ember::start(
+        &[],
+        &[
+            ("ERL_EPMD_PORT", &epmd_port.to_string()),
+            ("EMBER_COOKIE", "unused"),
+        ],
+        &[],
+    );
+    assert_eq!(ping_http(ember.addr).as_deref(), Some("pong"));
+    let rest = ember.stop();
+    assert_eq!(rest.last().map(String::as_str), Some("ember: stopped"));
+    assert!(rest.iter().all(|l| !l.contains("distributed")), "{rest:?}");
+    // The binary has exited: it never connected.
+    epmd.set_nonblocking(true).unwrap();
+    let accepted = epmd.accept();
+    assert!(
+        matches!(&accepted, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the binary tried to reach epmd: {accepted:?}"
+    );
+}
+
+#[test]
+fn a_node_name_already_taken_is_an_error_at_start() {
+    let epmd_port = free_port();
+    let alive = unique("ember");
+    let port = epmd_port.to_string();
+    let env = [("ERL_EPMD_PORT", port.as_str())];
+    let mut first = Ember::start(&["--sname", &alive, "--cookie", "c"], &env, &[]);
+    let node = first.node_name();
+    // The second says why on stderr and exits with a failure, after its
+    // HTTP line (the server it started is shut down again).
+    let mut second = Command::new(env!("CARGO_BIN_EXE_ember"))
+        .args(["--listen", "127.0.0.1:0", "--schedulers", "1"])
+        .args(["--sname", &alive, "--cookie", "c"])
+        .env("ERL_EPMD_PORT", &port)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = second.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        let _ = tx.send(s);
+    });
+    let stderr = rx.recv_timeout(DEADLINE);
+    if stderr.is_err() {
+        let _ = second.kill();
+    }
+    let stderr = stderr.expect("the second node did not exit in time");
+    let status = second.wait().unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains(&format!("cannot start the distributed node {node}")),
+        "{stderr}"
+    );
+    // The first is unaffected.
+    assert_eq!(ping_http(first.addr).as_deref(), Some("pong"));
+    let rest = first.stop();
+    assert_eq!(rest.last().map(String::as_str), Some("ember: stopped"));
+}
+
+#[test]
+fn the_cookie_is_ember_cookie_else_a_created_erlang_cookie() {
+    let home = std::env::temp_dir().join(unique("ember-home"));
+    std::fs::create_dir_all(&home).unwrap();
+    let cookie_path = home.join(".erlang.cookie");
+    let home_s = home.to_str().unwrap().to_string();
+
+    // EMBER_COOKIE wins over the file (which is then not created).
+    let epmd_port = free_port();
+    let mut ember = Ember::start(
+        &["--sname", &unique("ember")],
+        &[
+            ("ERL_EPMD_PORT", &epmd_port.to_string()),
+            ("HOME", &home_s),
+            ("EMBER_COOKIE", "from_env"),
+        ],
+        &[],
+    );
+    let node = ember.node_name();
+    assert!(!cookie_path.exists());
+    let with_erl = erl_required();
+    if with_erl {
+        assert_eq!(
+            run_erl("from_env", epmd_port, &node, "net_adm:ping(E)"),
+            "pong"
+        );
+    }
+    drop(ember);
+
+    // Neither: ~/.erlang.cookie is created as erl creates it.
+    let epmd_port = free_port();
+    let mut ember = Ember::start(
+        &["--sname", &unique("ember")],
+        &[("ERL_EPMD_PORT", &epmd_port.to_string()), ("HOME", &home_s)],
+        &["EMBER_COOKIE"],
+    );
+    let node = ember.node_name();
+    let cookie = std::fs::read_to_string(&cookie_path).unwrap();
+    assert_eq!(cookie.len(), 20, "{cookie:?}");
+    assert!(cookie.bytes().all(|b| b.is_ascii_uppercase()), "{cookie:?}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&cookie_path)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o400);
+    }
+    if with_erl {
+        assert_eq!(
+            run_erl(&cookie, epmd_port, &node, "net_adm:ping(E)"),
+            "pong"
+        );
+    }
+    drop(ember);
+    remove_dir(&home);
+}
+
+fn remove_dir(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+}
