@@ -489,8 +489,18 @@ fn every_console_process_can_be_killed_when_allowed_and_the_node_heals() {
         assert!(names.len() >= 20, "the console's processes: {names:?}");
         let mut killed = 0;
         for name in &names {
-            let Some(pid) = whereis(name) else {
-                panic!("{name} is registered again after the previous kills");
+            // A kill past a supervisor's intensity restarts a whole subtree,
+            // which may still be under way when the node already answers.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let pid = loop {
+                if let Some(pid) = whereis(name) {
+                    break pid;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{name} is not registered again within 20 s of the previous kills"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
             };
             // Killing the endpoint (or anything above it) may take this
             // very connection down before the answer is written.
