@@ -16,9 +16,13 @@
 //!   syscall, a lock), loses its slot without demotion; a thread that only
 //!   waits for a CPU on a busy machine keeps it;
 //! * a demoted worker's nice value keeps rising along
-//!   [`Preemption::demotion`] as its poll's CPU time grows. Demotion is one
-//!   way: unprivileged threads cannot raise their priority again, so a
-//!   demoted worker stays in the background pool for good.
+//!   [`Preemption::demotion`] as its poll's CPU time grows; a demoted
+//!   worker stays in the background pool for good;
+//! * a demoted worker that got less than [`Preemption::starvation_floor`] of
+//!   CPU over a [`Preemption::starvation_window`] is raised to
+//!   [`Preemption::relief_nice`] until a window in which it got the floor
+//!   while the node's normal workers were busy (the starvation floor: other
+//!   OS processes cannot starve a hog without bound; [`judge_window`]).
 //!
 //! The hog keeps running on its old thread; when its poll returns, the
 //! process goes back to the shared queues and the thread joins the background
@@ -92,9 +96,32 @@ pub struct Preemption {
     pub demotion: Vec<(Duration, i32)>,
     /// Use SCHED_IDLE for the last (nice 19) step (default true): any other
     /// thread that wakes preempts it at once, and it weighs 3 against 15 at
-    /// nice 19. The price: a demoted lock holder progresses at 0.3 % of a
-    /// busy CPU rather than 1.4 %.
+    /// nice 19. Alone it would leave a demoted thread 0.3 % of a CPU that
+    /// another busy process wants; the starvation floor below bounds that.
     pub sched_idle: bool,
+    /// The window over which the watchdog measures each demoted thread's CPU
+    /// time (its thread CPU clock, already read at every look; default
+    /// 100 ms). See [`Preemption::starvation_floor`].
+    pub starvation_window: Duration,
+    /// The starvation floor: CPU time a demoted thread inside a poll must get
+    /// per [`Preemption::starvation_window`] (default 5 ms, 5 % of a CPU).
+    /// One that got less is being starved — by other OS processes, or by the
+    /// node's own workers — and is raised to [`Preemption::relief_nice`] for
+    /// the next window. It goes back down its ladder after a window in which
+    /// it got the floor while the node's normal workers used at least the
+    /// floor too (there is something in the node to protect); with the node
+    /// idle it stays relieved. Bound: over any two consecutive windows in
+    /// which it wants the CPU, a demoted thread gets at least the floor or
+    /// its share at the relief level, whichever is less, for one window
+    /// (docs/semantics.md, "Preemption"). Zero disables the floor.
+    pub starvation_floor: Duration,
+    /// The nice value a starved demoted thread is raised to (default 5, the
+    /// first step: against one busy nice-0 thread on its CPU it gets about
+    /// 25 % of that CPU instead of 0.3 %). Raising a priority needs
+    /// CAP_SYS_NICE or an RLIMIT_NICE of at least `20 - relief_nice`; the
+    /// runtime probes that once, and without it no demotion goes past this
+    /// level (no SCHED_IDLE), so the floor holds with no raise at all.
+    pub relief_nice: i32,
     /// EEVDF time slice the watchdog and the workers ask for (default 0.1 ms,
     /// the kernel's minimum; zero leaves the kernel's default, 1.4 ms on two
     /// CPUs). A waking worker then preempts a demoted or longer-sliced thread
@@ -129,6 +156,9 @@ impl Default for Preemption {
             blocked_threshold: Duration::from_millis(15),
             demotion: vec![(Duration::ZERO, 5), (Duration::from_millis(20), 19)],
             sched_idle: true,
+            starvation_window: Duration::from_millis(100),
+            starvation_floor: Duration::from_millis(5),
+            relief_nice: 5,
             thread_slice: Duration::from_micros(100),
             demoted_slice: Duration::from_millis(10),
             spare_threads: 1,
@@ -485,6 +515,64 @@ struct Observation {
     looks: u32,
     /// The look that wrote this entry (entries of exited workers go stale).
     look: u64,
+    /// The starvation window of a demoted worker (see [`judge_window`]).
+    window: Option<Window>,
+}
+
+/// Where a demoted worker's starvation window started.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    /// Wall time then (ns since the scheduler started).
+    at: u64,
+    /// The worker thread's CPU time then (ns).
+    cpu: u64,
+    /// Its poll epoch then: the window covers one poll only.
+    epoch: u64,
+    /// The node's normal workers' CPU time counter then (ns).
+    node_cpu: u64,
+}
+
+/// What a demoted worker's window says.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Not over yet.
+    Open,
+    /// Its poll ended or another began: no judgement, start again.
+    Restart,
+    /// It got less than the floor: relieve it.
+    Starved,
+    /// It got the floor; `node_busy`: the node's normal workers used at
+    /// least the floor too (demote it again to protect them).
+    Served { node_busy: bool },
+}
+
+/// Judges a demoted worker's window at wall time `now` (ns), given its
+/// thread's CPU time, its poll epoch and the node's normal CPU counter then.
+fn judge_window(
+    window: &Window,
+    now: u64,
+    cpu: u64,
+    epoch: u64,
+    node_cpu: u64,
+    config: &Preemption,
+) -> Verdict {
+    if epoch != window.epoch || epoch % 2 == 0 {
+        return Verdict::Restart;
+    }
+    let elapsed = now.saturating_sub(window.at);
+    let length = config.starvation_window.as_nanos() as u64;
+    if elapsed < length.max(1) {
+        return Verdict::Open;
+    }
+    // The floor, scaled to the window's actual length (a late look).
+    let floor = (config.starvation_floor.as_nanos() as u64).saturating_mul(elapsed) / length.max(1);
+    if cpu.saturating_sub(window.cpu) < floor {
+        Verdict::Starved
+    } else {
+        Verdict::Served {
+            node_busy: node_cpu.saturating_sub(window.node_cpu) >= floor,
+        }
+    }
 }
 
 /// One consistent reading of a worker: all of it within one poll, or
@@ -555,6 +643,10 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
     let idle_period = Duration::from_millis(10).max(config.watchdog_period);
     let mut last_activity = Instant::now();
     let mut handoffs_seen = sched.counters.handoffs.load(Ordering::Relaxed);
+    // CPU time the node's normal (not demoted) workers have used, as seen
+    // by the looks (ns): the starvation floor's measure of a busy node.
+    let mut node_cpu: u64 = 0;
+    let floor_on = !config.starvation_floor.is_zero() && sched.priorities_restorable;
     while !sched.is_shut_down() {
         thread::park_timeout(period);
         look += 1;
@@ -572,6 +664,11 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
                 active = true;
                 continue;
             };
+            if let Some(seen) = before {
+                if !worker.background.load(Ordering::Acquire) {
+                    node_cpu += sample.cpu.saturating_sub(seen.cpu);
+                }
+            }
             let (poll_base, before_first_look, looks) = match before {
                 Some(seen) if seen.epoch == sample.epoch => {
                     (seen.poll_base, seen.before_first_look, seen.looks + 1)
@@ -594,6 +691,7 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
                     before_first_look,
                     looks,
                     look,
+                    window: before.and_then(|seen| seen.window),
                 },
             );
             if before.is_none_or(|seen| seen.epoch != sample.epoch) {
@@ -637,6 +735,36 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
             }
             if worker.background.load(Ordering::Acquire) {
                 sched.demote_to(&worker, config.nice_for(poll.cpu));
+                if floor_on {
+                    let window = Window {
+                        at: now_ns,
+                        cpu: sample.cpu,
+                        epoch: sample.epoch,
+                        node_cpu,
+                    };
+                    let verdict = before.and_then(|seen| seen.window).map(|open| {
+                        judge_window(&open, now_ns, sample.cpu, sample.epoch, node_cpu, config)
+                    });
+                    let restart = match verdict {
+                        Some(Verdict::Open) => false,
+                        Some(Verdict::Starved) => {
+                            sched.relieve(&worker, true);
+                            true
+                        }
+                        Some(Verdict::Served { node_busy: true }) => {
+                            sched.relieve(&worker, false);
+                            true
+                        }
+                        Some(Verdict::Served { node_busy: false } | Verdict::Restart) | None => {
+                            true
+                        }
+                    };
+                    if restart {
+                        if let Some(entry) = observed.get_mut(&worker.id) {
+                            entry.window = Some(window);
+                        }
+                    }
+                }
             }
         }
         observed.retain(|_, seen| seen.look == look);
@@ -802,7 +930,7 @@ fn request_slice(tid: i32, slice: Duration) {
 
 #[cfg(test)]
 mod tests {
-    use super::{first_look_base, Observation, Sample};
+    use super::{first_look_base, judge_window, Observation, Preemption, Sample, Verdict, Window};
 
     const MS: u64 = 1_000_000;
 
@@ -815,6 +943,7 @@ mod tests {
             before_first_look: 0,
             looks: 1,
             look: 1,
+            window: None,
         }
     }
 
@@ -858,5 +987,50 @@ mod tests {
         let sample = sample(11 * MS, 53 * MS);
         let charged = sample.cpu - first_look_base(&seen, &sample);
         assert_eq!(charged, 2 * MS);
+    }
+
+    fn window() -> Window {
+        Window {
+            at: 100 * MS,
+            cpu: 40 * MS,
+            epoch: 7,
+            node_cpu: 10 * MS,
+        }
+    }
+
+    /// A demoted thread that got 1 ms of CPU in 100 ms is starved.
+    #[test]
+    fn a_thread_under_the_floor_is_starved() {
+        let config = Preemption::default();
+        let verdict = judge_window(&window(), 200 * MS, 41 * MS, 7, 10 * MS, &config);
+        assert_eq!(verdict, Verdict::Starved);
+    }
+
+    /// Before the window ends nothing is judged; another poll restarts it.
+    #[test]
+    fn a_window_is_judged_once_over_and_within_one_poll() {
+        let config = Preemption::default();
+        let open = judge_window(&window(), 150 * MS, 40 * MS, 7, 10 * MS, &config);
+        assert_eq!(open, Verdict::Open);
+        let other_poll = judge_window(&window(), 200 * MS, 40 * MS, 9, 10 * MS, &config);
+        assert_eq!(other_poll, Verdict::Restart);
+    }
+
+    /// Served its floor: demoted again only if the node's workers were busy.
+    #[test]
+    fn a_served_thread_goes_back_down_only_when_the_node_is_busy() {
+        let config = Preemption::default();
+        let idle = judge_window(&window(), 200 * MS, 60 * MS, 7, 11 * MS, &config);
+        assert_eq!(idle, Verdict::Served { node_busy: false });
+        let busy = judge_window(&window(), 200 * MS, 60 * MS, 7, 30 * MS, &config);
+        assert_eq!(busy, Verdict::Served { node_busy: true });
+    }
+
+    /// A late look judges a longer window against a floor scaled to it.
+    #[test]
+    fn the_floor_scales_with_a_late_window() {
+        let config = Preemption::default();
+        let verdict = judge_window(&window(), 300 * MS, 49 * MS, 7, 10 * MS, &config);
+        assert_eq!(verdict, Verdict::Starved);
     }
 }
