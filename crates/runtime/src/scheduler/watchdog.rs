@@ -18,11 +18,13 @@
 //! * a demoted worker's nice value keeps rising along
 //!   [`Preemption::demotion`] as its poll's CPU time grows; a demoted
 //!   worker stays in the background pool for good;
-//! * a demoted worker that got less than [`Preemption::starvation_floor`] of
-//!   CPU over a [`Preemption::starvation_window`] is raised to
-//!   [`Preemption::relief_nice`] until a window in which it got the floor
-//!   while the node's normal workers were busy (the starvation floor: other
-//!   OS processes cannot starve a hog without bound; [`judge_window`]).
+//! * when the node's workers together got less than
+//!   [`Preemption::starvation_floor`] of CPU over a
+//!   [`Preemption::starvation_window`] while a demoted thread wanted it,
+//!   demoted threads are raised to [`Preemption::relief_nice`] until a
+//!   window in which the node's normal workers were busy (the starvation
+//!   floor: other OS processes cannot starve a hog without bound;
+//!   [`judge_window`]).
 //!
 //! The hog keeps running on its old thread; when its poll returns, the
 //! process goes back to the shared queues and the thread joins the background
@@ -99,25 +101,28 @@ pub struct Preemption {
     /// nice 19. Alone it would leave a demoted thread 0.3 % of a CPU that
     /// another busy process wants; the starvation floor below bounds that.
     pub sched_idle: bool,
-    /// The window over which the watchdog measures each demoted thread's CPU
-    /// time (its thread CPU clock, already read at every look; default
+    /// The window over which the watchdog measures the node's CPU time (its
+    /// workers' thread CPU clocks, already read at every look; default
     /// 100 ms). See [`Preemption::starvation_floor`].
     pub starvation_window: Duration,
-    /// The starvation floor: CPU time a demoted thread inside a poll must get
-    /// per [`Preemption::starvation_window`] (default 5 ms, 5 % of a CPU).
-    /// One that got less is being starved — by other OS processes, or by the
-    /// node's own workers — and is raised to [`Preemption::relief_nice`] for
-    /// the next window. It goes back down its ladder after a window in which
-    /// it got the floor while the node's normal workers used at least the
-    /// floor too (there is something in the node to protect); with the node
-    /// idle it stays relieved. Bound: over any two consecutive windows in
-    /// which it wants the CPU, a demoted thread gets at least the floor or
-    /// its share at the relief level, whichever is less, for one window
-    /// (docs/semantics.md, "Preemption"). Zero disables the floor.
+    /// The starvation floor: CPU time the node's worker threads together
+    /// must get per [`Preemption::starvation_window`] while a demoted thread
+    /// has been inside one poll that long (default 5 ms, 5 % of a CPU). A
+    /// node that got less is starved by other OS processes, and its demoted
+    /// threads are raised to [`Preemption::relief_nice`] for the next
+    /// window. They go back down their ladder after a window in which the
+    /// node's normal workers used at least the floor (there is something in
+    /// the node to protect); with the node otherwise idle they stay relieved.
+    /// Bound: over any two consecutive windows in which a demoted thread
+    /// wants the CPU, the node gets at least the floor or its demoted
+    /// threads' share at the relief level, whichever is less, for one window
+    /// (docs/semantics.md, "Preemption"). Hogs sharing the CPU among
+    /// themselves, or with the node's own workers, are not starved. Zero
+    /// disables the floor.
     pub starvation_floor: Duration,
-    /// The nice value a starved demoted thread is raised to (default 5, the
-    /// first step: against one busy nice-0 thread on its CPU it gets about
-    /// 25 % of that CPU instead of 0.3 %). Raising a priority needs
+    /// The nice value starved demoted threads are raised to (default 5, the
+    /// first step: against one busy nice-0 thread on its CPU a hog gets
+    /// about 25 % of that CPU instead of 0.3 %). Raising a priority needs
     /// CAP_SYS_NICE or an RLIMIT_NICE of at least `20 - relief_nice`; the
     /// runtime probes that once, and without it no demotion goes past this
     /// level (no SCHED_IDLE), so the floor holds with no raise at all.
@@ -515,63 +520,52 @@ struct Observation {
     looks: u32,
     /// The look that wrote this entry (entries of exited workers go stale).
     look: u64,
-    /// The starvation window of a demoted worker (see [`judge_window`]).
-    window: Option<Window>,
 }
 
-/// Where a demoted worker's starvation window started.
+/// The node's starvation window: CPU counters where it started.
 #[derive(Clone, Copy, Debug)]
 struct Window {
     /// Wall time then (ns since the scheduler started).
     at: u64,
-    /// The worker thread's CPU time then (ns).
-    cpu: u64,
-    /// Its poll epoch then: the window covers one poll only.
-    epoch: u64,
-    /// The node's normal workers' CPU time counter then (ns).
-    node_cpu: u64,
+    /// CPU time all the node's workers had used, as the looks saw it (ns).
+    total_cpu: u64,
+    /// Of which, its normal (not demoted) workers' (ns).
+    normal_cpu: u64,
 }
 
-/// What a demoted worker's window says.
-#[derive(Debug, PartialEq, Eq)]
-enum Verdict {
-    /// Not over yet.
-    Open,
-    /// Its poll ended or another began: no judgement, start again.
-    Restart,
-    /// It got less than the floor: relieve it.
-    Starved,
-    /// It got the floor; `node_busy`: the node's normal workers used at
-    /// least the floor too (demote it again to protect them).
-    Served { node_busy: bool },
-}
-
-/// Judges a demoted worker's window at wall time `now` (ns), given its
-/// thread's CPU time, its poll epoch and the node's normal CPU counter then.
+/// Judges the node's starvation window at wall time `now` (ns), given the
+/// CPU counters then, whether a demoted thread has been inside one poll for
+/// a whole window (it wants the CPU), and whether demoted threads are
+/// relieved now. `None`: the window is not over; otherwise whether they are
+/// relieved for the next one:
+///
+/// * the node as a whole got less than the floor while a demoted thread
+///   wanted the CPU: other processes starve it, relieve;
+/// * the node's normal workers used at least the floor: there is something
+///   in the node to protect, demote again;
+/// * otherwise nothing changes (an idle node keeps its hogs relieved).
 fn judge_window(
     window: &Window,
     now: u64,
-    cpu: u64,
-    epoch: u64,
-    node_cpu: u64,
+    total_cpu: u64,
+    normal_cpu: u64,
+    hog_waiting: bool,
+    relieved: bool,
     config: &Preemption,
-) -> Verdict {
-    if epoch != window.epoch || epoch % 2 == 0 {
-        return Verdict::Restart;
-    }
+) -> Option<bool> {
     let elapsed = now.saturating_sub(window.at);
-    let length = config.starvation_window.as_nanos() as u64;
-    if elapsed < length.max(1) {
-        return Verdict::Open;
+    let length = (config.starvation_window.as_nanos() as u64).max(1);
+    if elapsed < length {
+        return None;
     }
     // The floor, scaled to the window's actual length (a late look).
-    let floor = (config.starvation_floor.as_nanos() as u64).saturating_mul(elapsed) / length.max(1);
-    if cpu.saturating_sub(window.cpu) < floor {
-        Verdict::Starved
+    let floor = (config.starvation_floor.as_nanos() as u64).saturating_mul(elapsed) / length;
+    if hog_waiting && total_cpu.saturating_sub(window.total_cpu) < floor {
+        Some(true)
+    } else if normal_cpu.saturating_sub(window.normal_cpu) >= floor {
+        Some(false)
     } else {
-        Verdict::Served {
-            node_busy: node_cpu.saturating_sub(window.node_cpu) >= floor,
-        }
+        Some(relieved)
     }
 }
 
@@ -643,17 +637,26 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
     let idle_period = Duration::from_millis(10).max(config.watchdog_period);
     let mut last_activity = Instant::now();
     let mut handoffs_seen = sched.counters.handoffs.load(Ordering::Relaxed);
-    // CPU time the node's normal (not demoted) workers have used, as seen
-    // by the looks (ns): the starvation floor's measure of a busy node.
-    let mut node_cpu: u64 = 0;
+    // CPU time the node's workers (all, and the normal ones) have used, as
+    // the looks saw it (ns), and the starvation floor's window over them.
+    let (mut total_cpu, mut normal_cpu) = (0u64, 0u64);
     let floor_on = !config.starvation_floor.is_zero() && sched.priorities_restorable;
+    let mut window = Window {
+        at: 0,
+        total_cpu: 0,
+        normal_cpu: 0,
+    };
+    let mut relieved = false;
     while !sched.is_shut_down() {
         thread::park_timeout(period);
         look += 1;
         let mut active = false;
         // Until the soonest moment a running poll could reach the threshold.
         let mut next_look = config.watchdog_period;
-        for worker in sched.workers.snapshot() {
+        // A demoted thread inside one poll for a whole starvation window.
+        let mut hog_waiting = false;
+        let workers = sched.workers.snapshot();
+        for worker in workers.iter().cloned() {
             let before = observed.get(&worker.id).copied();
             let now_ns = sched.nanos_since_start(Instant::now());
             let Some(sample) = Sample::take(&worker) else {
@@ -665,8 +668,10 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
                 continue;
             };
             if let Some(seen) = before {
+                let used = sample.cpu.saturating_sub(seen.cpu);
+                total_cpu += used;
                 if !worker.background.load(Ordering::Acquire) {
-                    node_cpu += sample.cpu.saturating_sub(seen.cpu);
+                    normal_cpu += used;
                 }
             }
             let (poll_base, before_first_look, looks) = match before {
@@ -691,7 +696,6 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
                     before_first_look,
                     looks,
                     look,
-                    window: before.and_then(|seen| seen.window),
                 },
             );
             if before.is_none_or(|seen| seen.epoch != sample.epoch) {
@@ -735,35 +739,30 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
             }
             if worker.background.load(Ordering::Acquire) {
                 sched.demote_to(&worker, config.nice_for(poll.cpu));
-                if floor_on {
-                    let window = Window {
-                        at: now_ns,
-                        cpu: sample.cpu,
-                        epoch: sample.epoch,
-                        node_cpu,
-                    };
-                    let verdict = before.and_then(|seen| seen.window).map(|open| {
-                        judge_window(&open, now_ns, sample.cpu, sample.epoch, node_cpu, config)
-                    });
-                    let restart = match verdict {
-                        Some(Verdict::Open) => false,
-                        Some(Verdict::Starved) => {
-                            sched.relieve(&worker, true);
-                            true
-                        }
-                        Some(Verdict::Served { node_busy: true }) => {
-                            sched.relieve(&worker, false);
-                            true
-                        }
-                        Some(Verdict::Served { node_busy: false } | Verdict::Restart) | None => {
-                            true
-                        }
-                    };
-                    if restart {
-                        if let Some(entry) = observed.get_mut(&worker.id) {
-                            entry.window = Some(window);
-                        }
-                    }
+                hog_waiting |= poll.wall >= config.starvation_window;
+            }
+        }
+        if floor_on {
+            let now_ns = sched.nanos_since_start(Instant::now());
+            if let Some(verdict) = judge_window(
+                &window,
+                now_ns,
+                total_cpu,
+                normal_cpu,
+                hog_waiting,
+                relieved,
+                config,
+            ) {
+                relieved = verdict;
+                window = Window {
+                    at: now_ns,
+                    total_cpu,
+                    normal_cpu,
+                };
+            }
+            for worker in &workers {
+                if worker.background.load(Ordering::Acquire) {
+                    sched.relieve(worker, relieved);
                 }
             }
         }
@@ -930,7 +929,7 @@ fn request_slice(tid: i32, slice: Duration) {
 
 #[cfg(test)]
 mod tests {
-    use super::{first_look_base, judge_window, Observation, Preemption, Sample, Verdict, Window};
+    use super::{first_look_base, judge_window, Observation, Preemption, Sample, Window};
 
     const MS: u64 = 1_000_000;
 
@@ -943,7 +942,6 @@ mod tests {
             before_first_look: 0,
             looks: 1,
             look: 1,
-            window: None,
         }
     }
 
@@ -992,45 +990,50 @@ mod tests {
     fn window() -> Window {
         Window {
             at: 100 * MS,
-            cpu: 40 * MS,
-            epoch: 7,
-            node_cpu: 10 * MS,
+            total_cpu: 40 * MS,
+            normal_cpu: 10 * MS,
         }
     }
 
-    /// A demoted thread that got 1 ms of CPU in 100 ms is starved.
+    /// A node that got 1 ms of CPU in 100 ms while a hog wanted it is
+    /// starved: its demoted threads are relieved.
     #[test]
-    fn a_thread_under_the_floor_is_starved() {
+    fn a_node_under_the_floor_with_a_hog_waiting_is_relieved() {
         let config = Preemption::default();
-        let verdict = judge_window(&window(), 200 * MS, 41 * MS, 7, 10 * MS, &config);
-        assert_eq!(verdict, Verdict::Starved);
+        let verdict = judge_window(&window(), 200 * MS, 41 * MS, 10 * MS, true, false, &config);
+        assert_eq!(verdict, Some(true));
+        // With no hog waiting, an idle node is not starved.
+        let verdict = judge_window(&window(), 200 * MS, 41 * MS, 10 * MS, false, false, &config);
+        assert_eq!(verdict, Some(false));
     }
 
-    /// Before the window ends nothing is judged; another poll restarts it.
+    /// Before the window ends nothing is judged.
     #[test]
-    fn a_window_is_judged_once_over_and_within_one_poll() {
+    fn a_window_is_judged_once_over() {
         let config = Preemption::default();
-        let open = judge_window(&window(), 150 * MS, 40 * MS, 7, 10 * MS, &config);
-        assert_eq!(open, Verdict::Open);
-        let other_poll = judge_window(&window(), 200 * MS, 40 * MS, 9, 10 * MS, &config);
-        assert_eq!(other_poll, Verdict::Restart);
+        let verdict = judge_window(&window(), 150 * MS, 40 * MS, 10 * MS, true, false, &config);
+        assert_eq!(verdict, None);
     }
 
-    /// Served its floor: demoted again only if the node's workers were busy.
+    /// Relieved hogs that got the floor go back down only when the node's
+    /// normal workers were busy; ten hogs sharing the CPU among themselves
+    /// are not starved.
     #[test]
-    fn a_served_thread_goes_back_down_only_when_the_node_is_busy() {
+    fn relief_ends_only_when_the_node_is_busy() {
         let config = Preemption::default();
-        let idle = judge_window(&window(), 200 * MS, 60 * MS, 7, 11 * MS, &config);
-        assert_eq!(idle, Verdict::Served { node_busy: false });
-        let busy = judge_window(&window(), 200 * MS, 60 * MS, 7, 30 * MS, &config);
-        assert_eq!(busy, Verdict::Served { node_busy: true });
+        let idle = judge_window(&window(), 200 * MS, 90 * MS, 11 * MS, true, true, &config);
+        assert_eq!(idle, Some(true));
+        let busy = judge_window(&window(), 200 * MS, 90 * MS, 30 * MS, true, true, &config);
+        assert_eq!(busy, Some(false));
+        let shared = judge_window(&window(), 200 * MS, 130 * MS, 10 * MS, true, false, &config);
+        assert_eq!(shared, Some(false));
     }
 
     /// A late look judges a longer window against a floor scaled to it.
     #[test]
     fn the_floor_scales_with_a_late_window() {
         let config = Preemption::default();
-        let verdict = judge_window(&window(), 300 * MS, 49 * MS, 7, 10 * MS, &config);
-        assert_eq!(verdict, Verdict::Starved);
+        let verdict = judge_window(&window(), 300 * MS, 49 * MS, 10 * MS, true, false, &config);
+        assert_eq!(verdict, Some(true));
     }
 }
