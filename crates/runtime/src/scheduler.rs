@@ -312,7 +312,9 @@ impl Scheduler {
     /// runs at [`Preemption::relief_nice`] (or its ladder level, if that is
     /// higher) while relieved, at its ladder level otherwise. Only the
     /// watchdog calls it. Without the right to raise a thread's priority the
-    /// ladder never goes past the relief level, so nothing changes.
+    /// ladder never goes past the relief level, so nothing changes. Called
+    /// for a worker inside a poll only: its start-up demotion is then over,
+    /// and the watchdog is the only thread changing its priority.
     pub(crate) fn relieve(&self, worker: &Worker, on: bool) {
         if worker.relieved.swap(on, Ordering::AcqRel) == on {
             return;

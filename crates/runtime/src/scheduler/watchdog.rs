@@ -655,8 +655,7 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
         let mut next_look = config.watchdog_period;
         // A demoted thread inside one poll for a whole starvation window.
         let mut hog_waiting = false;
-        let workers = sched.workers.snapshot();
-        for worker in workers.iter().cloned() {
+        for worker in sched.workers.snapshot() {
             let before = observed.get(&worker.id).copied();
             let now_ns = sched.nanos_since_start(Instant::now());
             let Some(sample) = Sample::take(&worker) else {
@@ -740,6 +739,12 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
             if worker.background.load(Ordering::Acquire) {
                 sched.demote_to(&worker, config.nice_for(poll.cpu));
                 hog_waiting |= poll.wall >= config.starvation_window;
+                // Only inside a poll: the worker's own start-up demotion
+                // (`worker_main`) happened before it, so the watchdog is
+                // then the only one changing this thread's priority.
+                if floor_on {
+                    sched.relieve(&worker, relieved);
+                }
             }
         }
         if floor_on {
@@ -759,11 +764,6 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
                     total_cpu,
                     normal_cpu,
                 };
-            }
-            for worker in &workers {
-                if worker.background.load(Ordering::Acquire) {
-                    sched.relieve(worker, relieved);
-                }
             }
         }
         observed.retain(|_, seen| seen.look == look);
