@@ -6,6 +6,7 @@
 //! not.
 
 use std::hint::black_box;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -31,13 +32,25 @@ impl BusyLoops {
         BusyLoops(
             (0..n)
                 .map(|_| {
-                    Command::new("sh")
+                    let mut command = Command::new("sh");
+                    command
                         .args(["-c", "while :; do :; done"])
                         .stdin(Stdio::null())
                         .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .spawn()
-                        .expect("sh runs")
+                        .stderr(Stdio::null());
+                    // SAFETY: `prctl` is async-signal-safe and touches no
+                    // memory. The loop dies with the thread that started it,
+                    // even if this test process is killed before the drop.
+                    unsafe {
+                        command.pre_exec(|| {
+                            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                                Ok(())
+                            } else {
+                                Err(std::io::Error::last_os_error())
+                            }
+                        });
+                    }
+                    command.spawn().expect("sh runs")
                 })
                 .collect(),
         )
