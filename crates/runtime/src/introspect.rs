@@ -111,6 +111,9 @@ pub struct ThreadsInfo {
     pub blocked_handoffs: u64,
     /// Priority demotions applied since start.
     pub demotions: u64,
+    /// Starvation reliefs since start: demoted threads raised to
+    /// `Preemption::relief_nice` after a window below the CPU floor.
+    pub reliefs: u64,
     /// Worker threads started since start.
     pub threads_started: u64,
     /// The watchdog's last hand-off: which poll, and on what evidence.
@@ -267,6 +270,7 @@ impl Shared {
                     handoffs: counters.handoffs.load(Ordering::Relaxed),
                     blocked_handoffs: counters.blocked_handoffs.load(Ordering::Relaxed),
                     demotions: counters.demotions.load(Ordering::Relaxed),
+                    reliefs: counters.reliefs.load(Ordering::Relaxed),
                     threads_started: counters.threads_started.load(Ordering::Relaxed),
                     last_handoff: self.sched.workers.last_handoff(),
                 }

@@ -81,6 +81,8 @@ pub(crate) struct Counters {
     pub(crate) blocked_handoffs: AtomicU64,
     /// Priority demotions applied to workers.
     pub(crate) demotions: AtomicU64,
+    /// Starvation reliefs: demoted workers raised to the relief level.
+    pub(crate) reliefs: AtomicU64,
     /// Worker threads started since the runtime started.
     pub(crate) threads_started: AtomicU64,
 }
@@ -97,6 +99,9 @@ pub(crate) struct Scheduler {
     shutdown: AtomicBool,
     pub(crate) started: Instant,
     pub(crate) config: Preemption,
+    /// Whether this process may raise a demoted thread back to
+    /// [`Preemption::relief_nice`] (CAP_SYS_NICE or RLIMIT_NICE): probed once.
+    pub(crate) priorities_restorable: bool,
     pub(crate) workers: watchdog::Workers,
     pub(crate) counters: Counters,
     /// The pollset, polled by idle and (between polls) busy workers.
@@ -114,6 +119,9 @@ impl Scheduler {
             sleepers: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             started: Instant::now(),
+            priorities_restorable: config.enabled
+                && !config.demotion.is_empty()
+                && os::can_restore_priority(config.relief_nice),
             config,
             workers: watchdog::Workers::default(),
             counters: Counters::default(),
@@ -289,28 +297,79 @@ impl Scheduler {
         p
     }
 
-    /// Lowers a worker's priority to `nice` (never raises it: unprivileged
-    /// threads cannot go back).
+    /// Moves a worker down its demotion ladder to `nice` (never back up: the
+    /// ladder level only rises) and applies it, unless the worker is
+    /// relieved for starvation (then the level waits until relief ends).
     pub(crate) fn demote_to(&self, worker: &Worker, nice: i32) {
+        let nice = self.deepest_allowed(nice);
+        let previous = worker.ladder.fetch_max(nice, Ordering::AcqRel);
+        if nice > previous && !worker.relieved.load(Ordering::Acquire) {
+            self.apply_priority(worker, nice);
+        }
+    }
+
+    /// Starts (`on`) or ends the starvation relief of a demoted worker: it
+    /// runs at [`Preemption::relief_nice`] (or its ladder level, if that is
+    /// higher) while relieved, at its ladder level otherwise. Only the
+    /// watchdog calls it. Without the right to raise a thread's priority the
+    /// ladder never goes past the relief level, so nothing changes. Called
+    /// for a worker inside a poll only: its start-up demotion is then over,
+    /// and the watchdog is the only thread changing its priority.
+    pub(crate) fn relieve(&self, worker: &Worker, on: bool) {
+        if worker.relieved.swap(on, Ordering::AcqRel) == on {
+            return;
+        }
+        let ladder = worker.ladder.load(Ordering::Acquire);
+        if on {
+            self.counters.reliefs.fetch_add(1, Ordering::Relaxed);
+            self.apply_priority(worker, ladder.min(self.config.relief_nice));
+        } else {
+            self.apply_priority(worker, ladder);
+        }
+    }
+
+    /// The deepest level a demotion may reach: without the right to raise a
+    /// priority again, the relief level (a starvation floor that holds with
+    /// no watchdog action).
+    fn deepest_allowed(&self, nice: i32) -> i32 {
+        if self.priorities_restorable {
+            nice
+        } else {
+            nice.min(self.config.relief_nice.max(0))
+        }
+    }
+
+    /// Sets a worker thread's priority to `nice` (19 with
+    /// [`Preemption::sched_idle`]: SCHED_IDLE), up or down; a raise needs
+    /// [`Scheduler::priorities_restorable`]. One or two system calls, only
+    /// when the level changes.
+    fn apply_priority(&self, worker: &Worker, nice: i32) {
         let current = worker.nice.load(Ordering::Acquire);
-        if nice <= current {
+        if nice == current || (nice < current && !self.priorities_restorable) {
             return;
         }
         let tid = worker.tid.load(Ordering::Acquire);
         if tid == 0 {
             return;
         }
-        let result = if nice >= 19 && self.config.sched_idle {
-            os::set_sched_idle(tid).and_then(|()| os::set_nice(tid, 19))
+        let idle = nice >= 19 && self.config.sched_idle && self.priorities_restorable;
+        let result = if idle {
+            os::set_nice(tid, 19).and_then(|()| os::set_sched_idle(tid))
+        } else if nice < current {
+            os::set_normal(tid, nice)
         } else {
             os::set_nice(tid, nice)
         };
         match result {
             Ok(()) => {
                 worker.nice.store(nice, Ordering::Release);
-                self.counters.demotions.fetch_add(1, Ordering::Relaxed);
+                if nice > current {
+                    self.counters.demotions.fetch_add(1, Ordering::Relaxed);
+                }
             }
-            Err(e) => tracing::warn!(tid, nice, error = %e, "ember: cannot demote a worker thread"),
+            Err(e) => {
+                tracing::warn!(tid, nice, error = %e, "ember: cannot change a worker thread's priority")
+            }
         }
     }
 

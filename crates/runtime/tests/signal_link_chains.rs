@@ -8,8 +8,7 @@ mod support;
 use std::time::Duration;
 
 use ember_runtime::{
-    exit, monitor, receive, self_pid, send, spawn, spawn_link, Down, ExitReason, Pid, Preemption,
-    Runtime,
+    exit, monitor, receive, self_pid, send, spawn, spawn_link, Down, ExitReason, Pid, Runtime,
 };
 
 use support::{BoxedBody, Never};
@@ -38,19 +37,10 @@ fn chain(left: usize, tester: Pid) -> BoxedBody {
 // process in it, however long the chain, and the runtime survives.
 #[test]
 fn killing_the_head_of_a_long_link_chain_kills_every_process_in_it() {
-    // The kill's cascade through 100,000 links runs inside this process's
-    // poll, long enough for the watchdog to demote its thread; beside a CPU
-    // hog outside the runtime a `SCHED_IDLE` thread gets almost no CPU, and
-    // the test's own deadlines could not fire. This test is about the
-    // chain, not the demotion policy: threads keep their priority here.
-    let mut preemption = Preemption::default();
-    preemption.demotion.clear();
-    preemption.sched_idle = false;
-    let rt = Runtime::builder()
-        .schedulers(2)
-        .preemption(preemption)
-        .build()
-        .expect("a runtime");
+    // The kill's cascade through 100,000 links runs inside one poll, long
+    // enough for the watchdog to demote its thread: beside a CPU hog outside
+    // the runtime, the starvation floor keeps it progressing.
+    let rt = Runtime::builder().schedulers(2).build().expect("a runtime");
     rt.block_on(async {
         let head = spawn(chain(LENGTH - 1, self_pid()));
         let tail: Pid = receive().timeout(WAIT).await.expect("the chain was built");

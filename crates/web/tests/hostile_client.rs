@@ -655,7 +655,7 @@ mod connection_edges {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use ember_runtime::{Preemption, Runtime};
+    use ember_runtime::Runtime;
     use ember_web::{endpoints, text, Config, Request, Router, Server, Stats};
     use http::StatusCode;
 
@@ -669,20 +669,10 @@ mod connection_edges {
         stats: Arc<Stats>,
     }
 
-    /// Starts a node serving the benchmark endpoints and `/big` (1 MiB).
-    /// Long handlers are still handed off their scheduler, but their threads
-    /// are not demoted: at `SCHED_IDLE` a factorial gets almost no CPU on a
-    /// machine kept busy by other work (CI beside a CPU hog), and these tests
-    /// are about the connection, not the demotion policy.
+    /// Starts a node serving the benchmark endpoints and `/big` (1 MiB),
+    /// with the runtime's default preemption policy.
     fn start(config: Config) -> Node {
-        let mut preemption = Preemption::default();
-        preemption.demotion.clear();
-        preemption.sched_idle = false;
-        let rt = Runtime::builder()
-            .schedulers(2)
-            .preemption(preemption)
-            .build()
-            .unwrap();
+        let rt = Runtime::builder().schedulers(2).build().unwrap();
         let router = endpoints::routes(Router::new()).get("/big", |_req: Request| async {
             text(StatusCode::OK, "x".repeat(1 << 20))
         });

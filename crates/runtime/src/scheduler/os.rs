@@ -82,16 +82,46 @@ pub(crate) fn set_sched_idle(tid: i32) -> io::Result<()> {
     }
 }
 
-/// Asks the kernel to give thread `tid` (0: the calling thread) EEVDF time
-/// slices of `slice`, keeping its policy and nice value (`sched_setattr(2)`
-/// with `sched_runtime`; Linux 6.12 and later honour it for SCHED_OTHER and
-/// SCHED_BATCH, clamped to 0.1-100 ms, and earlier kernels ignore it). The
-/// slice does not change a thread's share of the CPU, only how soon others
-/// may preempt it: a waking thread whose slice is shorter than the running
-/// thread's ignores that thread's slice protection, and a shorter slice also
-/// means an earlier virtual deadline. No privilege is needed. A SCHED_IDLE
-/// thread keeps the slice it had, so set the slice before that demotion.
-pub(crate) fn set_slice(tid: i32, slice: Duration) -> io::Result<()> {
+/// Moves thread `tid` back to SCHED_OTHER at nice `nice`, from SCHED_IDLE or
+/// a higher nice value, keeping its EEVDF slice (`sched_setattr(2)`, one
+/// call). Lowering a nice value (or leaving SCHED_IDLE, which counts as nice
+/// 20) needs CAP_SYS_NICE or an RLIMIT_NICE of at least `20 - nice`
+/// (EPERM otherwise): see [`can_restore_priority`].
+pub(crate) fn set_normal(tid: i32, nice: i32) -> io::Result<()> {
+    let mut attr = sched_getattr(tid)?;
+    attr.sched_policy = libc::SCHED_OTHER as u32;
+    attr.sched_nice = nice;
+    attr.sched_priority = 0;
+    attr.sched_flags = 0;
+    sched_setattr(tid, &mut attr)
+}
+
+/// Whether this process may move a thread back from SCHED_IDLE at nice 19
+/// to SCHED_OTHER at `nice`: tried on a short-lived thread of its own, so
+/// capabilities, RLIMIT_NICE and any security policy all have their say.
+/// Cached per value for the life of the process.
+pub(crate) fn can_restore_priority(nice: i32) -> bool {
+    static KNOWN: std::sync::Mutex<Vec<(i32, bool)>> = std::sync::Mutex::new(Vec::new());
+    let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(&(_, answer)) = known.iter().find(|(n, _)| *n == nice) {
+        return answer;
+    }
+    let answer = std::thread::Builder::new()
+        .name("ember-nice-probe".into())
+        .spawn(move || {
+            let tid = current_tid();
+            set_nice(tid, 19).is_ok()
+                && set_sched_idle(tid).is_ok()
+                && set_normal(tid, nice).is_ok()
+        })
+        .ok()
+        .and_then(|probe| probe.join().ok())
+        .unwrap_or(false);
+    known.push((nice, answer));
+    answer
+}
+
+fn sched_getattr(tid: i32) -> io::Result<libc::sched_attr> {
     // SAFETY: `sched_attr` is plain integers, for which all zeroes is valid.
     let mut attr: libc::sched_attr = unsafe { std::mem::zeroed() };
     let size = std::mem::size_of::<libc::sched_attr>() as libc::c_uint;
@@ -106,18 +136,22 @@ pub(crate) fn set_slice(tid: i32, slice: Duration) -> io::Result<()> {
             0 as libc::c_uint,
         )
     };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
+    if rc == 0 {
+        Ok(attr)
+    } else {
+        Err(io::Error::last_os_error())
     }
-    attr.size = size;
-    attr.sched_runtime = u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX);
+}
+
+fn sched_setattr(tid: i32, attr: &mut libc::sched_attr) -> io::Result<()> {
+    attr.size = std::mem::size_of::<libc::sched_attr>() as u32;
     // SAFETY: `attr` is a valid `sched_attr` of `attr.size` bytes, read by the
     // kernel during the call only.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_sched_setattr,
             tid,
-            &attr as *const libc::sched_attr,
+            attr as *const libc::sched_attr,
             0 as libc::c_uint,
         )
     };
@@ -126,6 +160,21 @@ pub(crate) fn set_slice(tid: i32, slice: Duration) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Asks the kernel to give thread `tid` (0: the calling thread) EEVDF time
+/// slices of `slice`, keeping its policy and nice value (`sched_setattr(2)`
+/// with `sched_runtime`; Linux 6.12 and later honour it for SCHED_OTHER and
+/// SCHED_BATCH, clamped to 0.1-100 ms, and earlier kernels ignore it). The
+/// slice does not change a thread's share of the CPU, only how soon others
+/// may preempt it: a waking thread whose slice is shorter than the running
+/// thread's ignores that thread's slice protection, and a shorter slice also
+/// means an earlier virtual deadline. No privilege is needed. A SCHED_IDLE
+/// thread keeps the slice it had, so set the slice before that demotion.
+pub(crate) fn set_slice(tid: i32, slice: Duration) -> io::Result<()> {
+    let mut attr = sched_getattr(tid)?;
+    attr.sched_runtime = u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX);
+    sched_setattr(tid, &mut attr)
 }
 
 /// Sets the calling thread's timer slack: how late the kernel may fire its

@@ -16,9 +16,15 @@
 //!   syscall, a lock), loses its slot without demotion; a thread that only
 //!   waits for a CPU on a busy machine keeps it;
 //! * a demoted worker's nice value keeps rising along
-//!   [`Preemption::demotion`] as its poll's CPU time grows. Demotion is one
-//!   way: unprivileged threads cannot raise their priority again, so a
-//!   demoted worker stays in the background pool for good.
+//!   [`Preemption::demotion`] as its poll's CPU time grows; a demoted
+//!   worker stays in the background pool for good;
+//! * when the node's workers together got less than
+//!   [`Preemption::starvation_floor`] of CPU over a
+//!   [`Preemption::starvation_window`] while a demoted thread wanted it,
+//!   demoted threads are raised to [`Preemption::relief_nice`] until a
+//!   window in which the node's normal workers were busy (the starvation
+//!   floor: other OS processes cannot starve a hog without bound;
+//!   [`judge_window`]).
 //!
 //! The hog keeps running on its old thread; when its poll returns, the
 //! process goes back to the shared queues and the thread joins the background
@@ -92,9 +98,35 @@ pub struct Preemption {
     pub demotion: Vec<(Duration, i32)>,
     /// Use SCHED_IDLE for the last (nice 19) step (default true): any other
     /// thread that wakes preempts it at once, and it weighs 3 against 15 at
-    /// nice 19. The price: a demoted lock holder progresses at 0.3 % of a
-    /// busy CPU rather than 1.4 %.
+    /// nice 19. Alone it would leave a demoted thread 0.3 % of a CPU that
+    /// another busy process wants; the starvation floor below bounds that.
     pub sched_idle: bool,
+    /// The window over which the watchdog measures the node's CPU time (its
+    /// workers' thread CPU clocks, already read at every look; default
+    /// 100 ms). See [`Preemption::starvation_floor`].
+    pub starvation_window: Duration,
+    /// The starvation floor: CPU time the node's worker threads together
+    /// must get per [`Preemption::starvation_window`] while a demoted thread
+    /// has been inside one poll that long (default 5 ms, 5 % of a CPU). A
+    /// node that got less is starved by other OS processes, and its demoted
+    /// threads are raised to [`Preemption::relief_nice`] for the next
+    /// window. They go back down their ladder after a window in which the
+    /// node's normal workers used at least the floor (there is something in
+    /// the node to protect); with the node otherwise idle they stay relieved.
+    /// Bound: over any two consecutive windows in which a demoted thread
+    /// wants the CPU, the node gets at least the floor or its demoted
+    /// threads' share at the relief level, whichever is less, for one window
+    /// (docs/semantics.md, "Preemption"). Hogs sharing the CPU among
+    /// themselves, or with the node's own workers, are not starved. Zero
+    /// disables the floor.
+    pub starvation_floor: Duration,
+    /// The nice value starved demoted threads are raised to (default 5, the
+    /// first step: against one busy nice-0 thread on its CPU a hog gets
+    /// about 25 % of that CPU instead of 0.3 %). Raising a priority needs
+    /// CAP_SYS_NICE or an RLIMIT_NICE of at least `20 - relief_nice`; the
+    /// runtime probes that once, and without it no demotion goes past this
+    /// level (no SCHED_IDLE), so the floor holds with no raise at all.
+    pub relief_nice: i32,
     /// EEVDF time slice the watchdog and the workers ask for (default 0.1 ms,
     /// the kernel's minimum; zero leaves the kernel's default, 1.4 ms on two
     /// CPUs). A waking worker then preempts a demoted or longer-sliced thread
@@ -129,6 +161,9 @@ impl Default for Preemption {
             blocked_threshold: Duration::from_millis(15),
             demotion: vec![(Duration::ZERO, 5), (Duration::from_millis(20), 19)],
             sched_idle: true,
+            starvation_window: Duration::from_millis(100),
+            starvation_floor: Duration::from_millis(5),
+            relief_nice: 5,
             thread_slice: Duration::from_micros(100),
             demoted_slice: Duration::from_millis(10),
             spare_threads: 1,
@@ -487,6 +522,53 @@ struct Observation {
     look: u64,
 }
 
+/// The node's starvation window: CPU counters where it started.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    /// Wall time then (ns since the scheduler started).
+    at: u64,
+    /// CPU time all the node's workers had used, as the looks saw it (ns).
+    total_cpu: u64,
+    /// Of which, its normal (not demoted) workers' (ns).
+    normal_cpu: u64,
+}
+
+/// Judges the node's starvation window at wall time `now` (ns), given the
+/// CPU counters then, whether a demoted thread has been inside one poll for
+/// a whole window (it wants the CPU), and whether demoted threads are
+/// relieved now. `None`: the window is not over; otherwise whether they are
+/// relieved for the next one:
+///
+/// * the node as a whole got less than the floor while a demoted thread
+///   wanted the CPU: other processes starve it, relieve;
+/// * the node's normal workers used at least the floor: there is something
+///   in the node to protect, demote again;
+/// * otherwise nothing changes (an idle node keeps its hogs relieved).
+fn judge_window(
+    window: &Window,
+    now: u64,
+    total_cpu: u64,
+    normal_cpu: u64,
+    hog_waiting: bool,
+    relieved: bool,
+    config: &Preemption,
+) -> Option<bool> {
+    let elapsed = now.saturating_sub(window.at);
+    let length = (config.starvation_window.as_nanos() as u64).max(1);
+    if elapsed < length {
+        return None;
+    }
+    // The floor, scaled to the window's actual length (a late look).
+    let floor = (config.starvation_floor.as_nanos() as u64).saturating_mul(elapsed) / length;
+    if hog_waiting && total_cpu.saturating_sub(window.total_cpu) < floor {
+        Some(true)
+    } else if normal_cpu.saturating_sub(window.normal_cpu) >= floor {
+        Some(false)
+    } else {
+        Some(relieved)
+    }
+}
+
 /// One consistent reading of a worker: all of it within one poll, or
 /// between two polls.
 #[derive(Clone, Copy)]
@@ -555,12 +637,24 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
     let idle_period = Duration::from_millis(10).max(config.watchdog_period);
     let mut last_activity = Instant::now();
     let mut handoffs_seen = sched.counters.handoffs.load(Ordering::Relaxed);
+    // CPU time the node's workers (all, and the normal ones) have used, as
+    // the looks saw it (ns), and the starvation floor's window over them.
+    let (mut total_cpu, mut normal_cpu) = (0u64, 0u64);
+    let floor_on = !config.starvation_floor.is_zero() && sched.priorities_restorable;
+    let mut window = Window {
+        at: 0,
+        total_cpu: 0,
+        normal_cpu: 0,
+    };
+    let mut relieved = false;
     while !sched.is_shut_down() {
         thread::park_timeout(period);
         look += 1;
         let mut active = false;
         // Until the soonest moment a running poll could reach the threshold.
         let mut next_look = config.watchdog_period;
+        // A demoted thread inside one poll for a whole starvation window.
+        let mut hog_waiting = false;
         for worker in sched.workers.snapshot() {
             let before = observed.get(&worker.id).copied();
             let now_ns = sched.nanos_since_start(Instant::now());
@@ -572,6 +666,13 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
                 active = true;
                 continue;
             };
+            if let Some(seen) = before {
+                let used = sample.cpu.saturating_sub(seen.cpu);
+                total_cpu += used;
+                if !worker.background.load(Ordering::Acquire) {
+                    normal_cpu += used;
+                }
+            }
             let (poll_base, before_first_look, looks) = match before {
                 Some(seen) if seen.epoch == sample.epoch => {
                     (seen.poll_base, seen.before_first_look, seen.looks + 1)
@@ -637,6 +738,32 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
             }
             if worker.background.load(Ordering::Acquire) {
                 sched.demote_to(&worker, config.nice_for(poll.cpu));
+                hog_waiting |= poll.wall >= config.starvation_window;
+                // Only inside a poll: the worker's own start-up demotion
+                // (`worker_main`) happened before it, so the watchdog is
+                // then the only one changing this thread's priority.
+                if floor_on {
+                    sched.relieve(&worker, relieved);
+                }
+            }
+        }
+        if floor_on {
+            let now_ns = sched.nanos_since_start(Instant::now());
+            if let Some(verdict) = judge_window(
+                &window,
+                now_ns,
+                total_cpu,
+                normal_cpu,
+                hog_waiting,
+                relieved,
+                config,
+            ) {
+                relieved = verdict;
+                window = Window {
+                    at: now_ns,
+                    total_cpu,
+                    normal_cpu,
+                };
             }
         }
         observed.retain(|_, seen| seen.look == look);
@@ -802,7 +929,7 @@ fn request_slice(tid: i32, slice: Duration) {
 
 #[cfg(test)]
 mod tests {
-    use super::{first_look_base, Observation, Sample};
+    use super::{first_look_base, judge_window, Observation, Preemption, Sample, Window};
 
     const MS: u64 = 1_000_000;
 
@@ -858,5 +985,55 @@ mod tests {
         let sample = sample(11 * MS, 53 * MS);
         let charged = sample.cpu - first_look_base(&seen, &sample);
         assert_eq!(charged, 2 * MS);
+    }
+
+    fn window() -> Window {
+        Window {
+            at: 100 * MS,
+            total_cpu: 40 * MS,
+            normal_cpu: 10 * MS,
+        }
+    }
+
+    /// A node that got 1 ms of CPU in 100 ms while a hog wanted it is
+    /// starved: its demoted threads are relieved.
+    #[test]
+    fn a_node_under_the_floor_with_a_hog_waiting_is_relieved() {
+        let config = Preemption::default();
+        let verdict = judge_window(&window(), 200 * MS, 41 * MS, 10 * MS, true, false, &config);
+        assert_eq!(verdict, Some(true));
+        // With no hog waiting, an idle node is not starved.
+        let verdict = judge_window(&window(), 200 * MS, 41 * MS, 10 * MS, false, false, &config);
+        assert_eq!(verdict, Some(false));
+    }
+
+    /// Before the window ends nothing is judged.
+    #[test]
+    fn a_window_is_judged_once_over() {
+        let config = Preemption::default();
+        let verdict = judge_window(&window(), 150 * MS, 40 * MS, 10 * MS, true, false, &config);
+        assert_eq!(verdict, None);
+    }
+
+    /// Relieved hogs that got the floor go back down only when the node's
+    /// normal workers were busy; ten hogs sharing the CPU among themselves
+    /// are not starved.
+    #[test]
+    fn relief_ends_only_when_the_node_is_busy() {
+        let config = Preemption::default();
+        let idle = judge_window(&window(), 200 * MS, 90 * MS, 11 * MS, true, true, &config);
+        assert_eq!(idle, Some(true));
+        let busy = judge_window(&window(), 200 * MS, 90 * MS, 30 * MS, true, true, &config);
+        assert_eq!(busy, Some(false));
+        let shared = judge_window(&window(), 200 * MS, 130 * MS, 10 * MS, true, false, &config);
+        assert_eq!(shared, Some(false));
+    }
+
+    /// A late look judges a longer window against a floor scaled to it.
+    #[test]
+    fn the_floor_scales_with_a_late_window() {
+        let config = Preemption::default();
+        let verdict = judge_window(&window(), 300 * MS, 49 * MS, 10 * MS, true, false, &config);
+        assert_eq!(verdict, Some(true));
     }
 }

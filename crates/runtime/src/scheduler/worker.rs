@@ -56,8 +56,13 @@ pub(crate) struct Worker {
     pub(crate) slot: AtomicUsize,
     /// Demoted: a background thread for good.
     pub(crate) background: AtomicBool,
-    /// Current nice value.
+    /// Current nice value (19 is SCHED_IDLE with `Preemption::sched_idle`).
     pub(crate) nice: AtomicI32,
+    /// The deepest step of the demotion ladder this thread has reached: its
+    /// nice value unless it is relieved.
+    pub(crate) ladder: AtomicI32,
+    /// Raised to the relief level for starvation (the watchdog's window).
+    pub(crate) relieved: AtomicBool,
     /// Odd while inside a poll; bumped at each poll's start and end.
     pub(crate) poll_epoch: AtomicU64,
     /// The pid key of the process being polled.
@@ -78,6 +83,8 @@ impl Worker {
             slot: AtomicUsize::new(slot),
             background: AtomicBool::new(background),
             nice: AtomicI32::new(0),
+            ladder: AtomicI32::new(0),
+            relieved: AtomicBool::new(false),
             poll_epoch: AtomicU64::new(0),
             poll_pid: AtomicU64::new(0),
             poll_started_ns: AtomicU64::new(0),

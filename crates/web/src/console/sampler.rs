@@ -174,6 +174,7 @@ fn system_json(info: &RuntimeInfo, utilization: &[f64]) -> Value {
             "handoffs": t.handoffs,
             "blocked_handoffs": t.blocked_handoffs,
             "demotions": t.demotions,
+            "reliefs": t.reliefs,
             "threads_started": t.threads_started,
         },
     })
