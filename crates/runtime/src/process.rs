@@ -79,6 +79,11 @@ const TRAP_EXIT: u8 = 1 << 0;
 /// Flag bits 1-2: the [`Priority`].
 const PRIORITY_SHIFT: u8 = 1;
 const PRIORITY_MASK: u8 = 0b11 << PRIORITY_SHIFT;
+/// Flag bit 3: the process has a group leader of its own (in
+/// [`MoreRelations::group_leader`]); clear, it follows the node's default
+/// (`crate::io`). A bit, so that a spawn reads the parent's relations only
+/// when there is something to inherit.
+const GROUP_LEADER: u8 = 1 << 3;
 
 /// Scheduling priority of a process, as in BEAM.
 ///
@@ -157,6 +162,8 @@ pub(crate) struct MoreRelations {
     pub(crate) timers: Vec<TimerKey>,
     /// `timers` length at which fired timers are pruned from it.
     pub(crate) timers_prune_at: usize,
+    /// Its group leader, if not the node's default (`crate::io`).
+    pub(crate) group_leader: Option<Pid>,
 }
 
 /// Monitors by reference: the other process of each.
@@ -283,6 +290,35 @@ impl Process {
                 Err(actual) => current = actual,
             }
         }
+    }
+
+    /// The group leader set for this process, `None` if it follows the
+    /// node's default. The flag bit spares the lock in the common case.
+    pub(crate) fn group_leader(&self) -> Option<Pid> {
+        if self.flags.load(Ordering::Acquire) & GROUP_LEADER == 0 {
+            return None;
+        }
+        let record = self.relations.lock();
+        record.as_ref()?.more()?.group_leader
+    }
+
+    /// Sets the group leader (`None`: the node's default); false if the
+    /// process is exiting. The bit changes under the relations lock, after
+    /// the value, so a reader that sees it set finds the value.
+    pub(crate) fn set_group_leader(&self, leader: Option<Pid>) -> bool {
+        self.with_live_relations(|r| match leader {
+            Some(leader) => {
+                r.more_mut().group_leader = Some(leader);
+                self.flags.fetch_or(GROUP_LEADER, Ordering::AcqRel);
+            }
+            None => {
+                if let Some(more) = r.more_if_any_mut() {
+                    more.group_leader = None;
+                }
+                self.flags.fetch_and(!GROUP_LEADER, Ordering::AcqRel);
+            }
+        })
+        .is_some()
     }
 
     /// Whether the process has begun exiting (is dead for everyone else).

@@ -66,6 +66,8 @@ pub(crate) struct Shared {
     pub(crate) zombies: ProcessTable,
     pub(crate) timers: Timers,
     pub(crate) tokio: Option<tokio::runtime::Handle>,
+    /// The default group leader and its stdout thread (`crate::io`).
+    pub(crate) io: crate::io::NodeIo,
 }
 
 impl Shared {
@@ -157,6 +159,7 @@ impl Builder {
             zombies: DashMap::default(),
             timers: Timers::new(),
             tokio: tokio_handle,
+            io: crate::io::NodeIo::default(),
         });
         let mut threads = Vec::new();
         let mut io_stop = None;
@@ -298,6 +301,8 @@ impl Drop for Runtime {
         }
         // What the I/O thread woke until it stopped.
         shared.sched.drop_queued();
+        // `user` is gone: its stdout thread writes what is queued, then ends.
+        shared.io.shut_down();
     }
 }
 
