@@ -3,6 +3,7 @@
 //! Its scheduling state machine lives in [`state`]; links, monitors and the
 //! name in [`Relations`]; the mailbox in [`crate::mailbox`].
 
+mod group_leader;
 mod small_map;
 mod state;
 
@@ -13,12 +14,13 @@ use std::borrow::Cow;
 use std::cell::UnsafeCell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_task::ArcWake;
 
+use crate::loom::sync::atomic::AtomicU8;
 use crate::loom::sync::Mutex;
 use crate::mailbox::Mailbox;
 use crate::pid::{MonitorRef, Pid};
@@ -79,11 +81,7 @@ const TRAP_EXIT: u8 = 1 << 0;
 /// Flag bits 1-2: the [`Priority`].
 const PRIORITY_SHIFT: u8 = 1;
 const PRIORITY_MASK: u8 = 0b11 << PRIORITY_SHIFT;
-/// Flag bit 3: the process has a group leader of its own (in
-/// [`MoreRelations::group_leader`]); clear, it follows the node's default
-/// (`crate::io`). A bit, so that a spawn reads the parent's relations only
-/// when there is something to inherit.
-const GROUP_LEADER: u8 = 1 << 3;
+// Flag bit 3: the process has a group leader of its own (`group_leader`).
 
 /// Scheduling priority of a process, as in BEAM.
 ///
@@ -293,32 +291,15 @@ impl Process {
     }
 
     /// The group leader set for this process, `None` if it follows the
-    /// node's default. The flag bit spares the lock in the common case.
+    /// node's default ([`group_leader`]: one flag load in that case).
     pub(crate) fn group_leader(&self) -> Option<Pid> {
-        if self.flags.load(Ordering::Acquire) & GROUP_LEADER == 0 {
-            return None;
-        }
-        let record = self.relations.lock();
-        record.as_ref()?.more()?.group_leader
+        group_leader::read(&self.flags, self)
     }
 
     /// Sets the group leader (`None`: the node's default); false if the
-    /// process is exiting. The bit changes under the relations lock, after
-    /// the value, so a reader that sees it set finds the value.
+    /// process is exiting.
     pub(crate) fn set_group_leader(&self, leader: Option<Pid>) -> bool {
-        self.with_live_relations(|r| match leader {
-            Some(leader) => {
-                r.more_mut().group_leader = Some(leader);
-                self.flags.fetch_or(GROUP_LEADER, Ordering::AcqRel);
-            }
-            None => {
-                if let Some(more) = r.more_if_any_mut() {
-                    more.group_leader = None;
-                }
-                self.flags.fetch_and(!GROUP_LEADER, Ordering::AcqRel);
-            }
-        })
-        .is_some()
+        group_leader::write(&self.flags, self, leader)
     }
 
     /// Whether the process has begun exiting (is dead for everyone else).
