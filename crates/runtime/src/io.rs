@@ -4,7 +4,8 @@
 //! spawned process inherits its spawner's ([`Spawn::group_leader`] sets
 //! another); a process spawned from outside any process gets the node's
 //! default group leader, the registered process `user`, which writes to
-//! the OS process's stdout (started on first use; see `user` below).
+//! the OS process's stdout (started with the runtime, again at the next use
+//! if it died; its stdout thread starts with the first output).
 //! [`set_group_leader`] changes it, [`group_leader`] reads it, and
 //! [`ProcessInfo::group_leader`](crate::ProcessInfo::group_leader) reports it.
 //!
@@ -69,8 +70,8 @@ pub(crate) struct NodeIo {
 }
 
 impl NodeIo {
-    /// The node's default group leader: the `user` process, started (again,
-    /// if it died) on first use.
+    /// The node's default group leader: the `user` process, started with
+    /// the runtime and again, if it died, at the next use.
     pub(crate) fn default_group_leader(&self, rt: &Arc<Shared>) -> Pid {
         let mut user = self.user.lock();
         if let Some(pid) = *user {
@@ -81,6 +82,14 @@ impl NodeIo {
         let pid = user::start(rt);
         *user = Some(pid);
         pid
+    }
+
+    /// The default group leader as it stands, without starting one:
+    /// introspection must not spawn. (`user` starts with the runtime, so
+    /// this is a pid that named it; `Pid::OUTSIDE` cannot be seen after
+    /// `Builder::build` returns.)
+    fn current(&self) -> Pid {
+        self.user.lock().unwrap_or(Pid::OUTSIDE)
     }
 
     /// Keeps the stdout thread's handle (the newest `user`'s).
@@ -143,11 +152,10 @@ pub fn set_group_leader_of(pid: Pid, leader: Pid) -> Result<(), NoProcess> {
     })
 }
 
-/// The group leader of `process`, for introspection.
-pub(crate) fn group_leader_of(rt: &Arc<Shared>, process: &crate::process::Process) -> Pid {
-    process
-        .group_leader()
-        .unwrap_or_else(|| rt.io.default_group_leader(rt))
+/// The group leader of `process`, for introspection: reading it starts
+/// nothing (a `user` that was killed is started again at the next output).
+pub(crate) fn group_leader_of(rt: &Shared, process: &crate::process::Process) -> Pid {
+    process.group_leader().unwrap_or_else(|| rt.io.current())
 }
 
 /// The error of [`set_group_leader_of`]: no live local process has that pid.

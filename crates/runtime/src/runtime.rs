@@ -181,6 +181,8 @@ impl Builder {
                 .spawn(move || timer_shared.timers.run(&timer_shared))?,
         );
         threads.extend(Scheduler::start(&shared)?);
+        // The default group leader, `user`, as Erlang's kernel starts it.
+        shared.io.default_group_leader(&shared);
         Ok(Runtime {
             handle: Handle { shared },
             threads,

@@ -314,3 +314,36 @@ fn a_killed_user_is_started_again() {
         io::put_chars("").await.expect("the new user answers");
     });
 }
+
+#[test]
+fn introspection_starts_nothing() {
+    let rt = runtime();
+    let handle = rt.handle().clone();
+    let user = handle
+        .whereis("user")
+        .expect("user starts with the runtime");
+    let before = handle.runtime_info().process_count;
+    let pid = handle.spawn(wait_forever());
+    for _ in 0..10 {
+        assert_eq!(handle.process_info(pid).map(|i| i.group_leader), Some(user));
+    }
+    // After `user` died, introspection shows the dead pid and starts no other.
+    handle.exit(user, ExitReason::Kill);
+    let deadline = std::time::Instant::now() + WAIT;
+    // One spawned, one killed: back to `before`, unless introspection
+    // started another `user`.
+    loop {
+        assert_eq!(handle.process_info(pid).map(|i| i.group_leader), Some(user));
+        if handle.runtime_info().process_count == before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} processes, expected {before}",
+            handle.runtime_info().process_count
+        );
+        std::thread::yield_now();
+    }
+    assert!(!handle.is_alive(user));
+    handle.exit(pid, ExitReason::Kill);
+}
