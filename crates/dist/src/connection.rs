@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 
 use crate::error::DistError;
 use crate::flags;
+use crate::global;
 use crate::handshake::Peer;
 use crate::node::{Delivery, Inner};
 
@@ -270,10 +271,15 @@ async fn dispatch(
                         reply(control, Some(payload)).await;
                     }
                 }
-                // global's and rex's protocols are not spoken yet: ignoring
-                // them is safe, answering them wrongly is not (a malformed
-                // message to global can halt the peer).
-                "global_name_server" | "rex" => {
+                global::NAME => {
+                    if let Some(answer) = global::answer(inner.local_name(), &peer.name, &message)
+                    {
+                        reply(global::reg_send_control(inner.own_pid()), Some(answer)).await;
+                    }
+                }
+                // rex's protocol is not spoken yet: ignoring it is safe
+                // (rpc goes through SPAWN_REQUEST, answered below).
+                "rex" => {
                     tracing::debug!("dist: ignoring a message from {} to {name}", peer.name);
                 }
                 _ => inner.deliver(

@@ -42,8 +42,11 @@
 //!   work), `MONITOR_P` to anything but `net_kernel` with `noproc`, `LINK`
 //!   with an `EXIT` `noproc`, `UNLINK_ID` with its ack, and
 //!   `SPAWN_REQUEST` with a `notsup` `SPAWN_REPLY` (so `rpc:call` to Ember
-//!   fails at once instead of hanging). Messages for `global_name_server`
-//!   and `rex` are ignored: a wrong answer to `global` can halt an OTP node.
+//!   fails at once instead of hanging). `global_name_server`'s
+//!   `init_connect` is answered with `in_sync` (module `global`), so
+//!   `global:sync()` on an OTP peer completes while Ember is connected
+//!   visibly; the rest of global's traffic and `rex`'s are ignored (a wrong
+//!   answer to `global` can halt an OTP node).
 //!
 //! # The seam to the runtime
 //!
@@ -63,9 +66,9 @@
 //! * Remote pids for Ember processes (so `SEND` to a pid of this node is
 //!   only handed to the hook), a sender pid on what Ember sends, links,
 //!   monitors and exit signals across nodes (needs the runtime).
-//! * `rex` (`rpc`, `erpc`), `global` (so `global:sync()` on a peer waits
-//!   while a visible Ember node is connected; use a hidden node to avoid
-//!   that), `pg`.
+//! * `rex` (`rpc`, `erpc`), full `global` participation (Ember is synced
+//!   but not known: it holds no replica of the name table and takes no
+//!   part in the global lock), `pg`.
 //! * Fragments (not negotiated), the old version 5 `'n'` handshake,
 //!   `DFLAG_NAME_ME`, per-node cookies, TLS, backpressure beyond each
 //!   connection's 1024-message queue, a cap on concurrent handshakes.
@@ -76,6 +79,7 @@ mod connection;
 pub mod epmd;
 mod error;
 pub mod flags;
+mod global;
 mod handshake;
 mod node;
 

@@ -195,6 +195,16 @@ impl Inner {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// This node's name.
+    pub(crate) fn local_name(&self) -> &Atom {
+        &self.local.name
+    }
+
+    /// The pid Ember's own services (net_kernel, global) send from.
+    pub(crate) fn own_pid(&self) -> &Pid {
+        &self.own_pid
+    }
+
     pub(crate) fn deliver(&self, node: &Atom, d: Delivery) {
         self.config.deliver.deliver(node, d);
     }
