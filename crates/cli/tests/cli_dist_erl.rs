@@ -377,3 +377,38 @@ fn the_cookie_is_ember_cookie_else_a_created_erlang_cookie() {
 fn remove_dir(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn an_elixir_node_pings_lists_and_talks_to_the_binary() {
+    if !ember_testkit::elixir_required() {
+        return;
+    }
+    let epmd_port = free_port();
+    let cookie = random_cookie();
+    let mut ember = Ember::start(
+        &["--sname", &unique("ember"), "--cookie", &cookie],
+        &[("ERL_EPMD_PORT", &epmd_port.to_string())],
+        &[],
+    );
+    let node = ember.node_name();
+    let mut ex = ember_testkit::start_elixir(&unique("ex"), &cookie, epmd_port);
+    assert_eq!(ex.eval(&format!(r#"Node.ping(:"{node}")"#)), ":pong");
+    assert_eq!(
+        ex.eval(&format!(r#"Enum.member?(Node.list(), :"{node}")"#)),
+        "true"
+    );
+    let echo = format!(
+        r#"send({{:ember_echo, :"{node}"}}, {{self(), {{:hi, "from elixir", [1, 2.5, %{{a: 1}}]}}}}); receive do m -> m after 5000 -> :timeout end"#
+    );
+    assert_eq!(
+        ex.eval(&echo),
+        r#"{:hi, "from elixir", [1, 2.5, %{a: 1}]}"#
+    );
+    // global on the Elixir node counts Ember as synced.
+    assert_eq!(
+        ex.eval("t = Task.async(fn -> :global.sync() end); Task.yield(t, 10_000) || :sync_hung"),
+        "{:ok, :ok}"
+    );
+    assert!(ex.alive());
+    assert_eq!(ping_http(ember.addr).as_deref(), Some("pong"));
+}
