@@ -190,6 +190,13 @@ fn erl_pings_the_binary_and_ember_echo_sends_every_term_back() {
         {ember_echo, E} ! {self(), still_here},
         receive still_here -> ok after 5000 -> timeout end"#;
     assert_eq!(run_erl(&cookie, epmd_port, &node, junk), "ok");
+    // A 1 MiB binary there and back (in fragments both ways).
+    let big = r#"
+        pong = net_adm:ping(E),
+        B = list_to_binary([I rem 251 || I <- lists:seq(0, 1048575)]),
+        {ember_echo, E} ! {self(), {big, B}},
+        receive {big, B} -> ok after 10000 -> timeout end"#;
+    assert_eq!(run_erl(&cookie, epmd_port, &node, big), "ok");
 
     assert_eq!(ping_http(ember.addr).as_deref(), Some("pong"));
     let rest = ember.stop();
