@@ -157,26 +157,19 @@ fn encode_frames(m: &Outgoing, enc: &mut Encoder, out: &mut Vec<u8>) -> Result<(
     let start = out.len();
     let result = (|| match enc.cache.as_mut() {
         Some(cache) => {
-            // Only when it may be split: the control message alone, with the
-            // same cache state (its atoms come first, so they get the same
-            // references in the whole message).
-            let control_len = enc
-                .fragments
-                .then(|| {
-                    wire::encode_message(&m.control, None, &mut cache.clone())
-                        .map(|c| c.len() - header_len(&c))
-                })
-                .transpose()
-                .map_err(bad)?;
             let body = wire::encode_message(&m.control, m.payload.as_ref(), cache).map_err(bad)?;
-            match control_len {
-                Some(control_len) if body.len() > FRAGMENT_SIZE => {
-                    let sequence = enc.next_sequence;
-                    enc.next_sequence += 1;
-                    push_fragments(&body, control_len, sequence, out)
-                }
-                _ => push_frame(out, |out| out.extend_from_slice(&body)),
+            if !enc.fragments || body.len() <= FRAGMENT_SIZE {
+                return push_frame(out, |out| out.extend_from_slice(&body));
             }
+            // The length of the control message in `body`: encoded alone,
+            // its atoms get the same cache references (they come first in
+            // the message, and are all in the cache now, so this encoding
+            // changes nothing in it).
+            let alone = wire::encode_message(&m.control, None, cache).map_err(bad)?;
+            let control_len = alone.len() - header_len(&alone);
+            let sequence = enc.next_sequence;
+            enc.next_sequence += 1;
+            push_fragments(&body, control_len, sequence, out)
         }
         None => push_frame(out, |out| {
             out.push(PASS_THROUGH);
