@@ -36,7 +36,7 @@
 //! (the first fragment carries the atom cache update and the whole control
 //! message; the fragments of one message are written back to back).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -157,10 +157,23 @@ fn encode_frames(m: &Outgoing, enc: &mut Encoder, out: &mut Vec<u8>) -> Result<(
     let start = out.len();
     let result = (|| match enc.cache.as_mut() {
         Some(cache) => {
-            let body = wire::encode_message(&m.control, m.payload.as_ref(), cache).map_err(bad)?;
-            if !enc.fragments || body.len() <= FRAGMENT_SIZE {
-                return push_frame(out, |out| out.extend_from_slice(&body));
+            let at = out.len();
+            out.extend_from_slice(&[0; 4]);
+            if let Err(e) = wire::encode_message_into(&m.control, m.payload.as_ref(), cache, out) {
+                // The cache now names atoms the peer never got: start afresh
+                // (every atom goes as a new entry again), which is always safe.
+                *cache = SenderAtomCache::new();
+                return Err(bad(e));
             }
+            let len = out.len() - at - 4;
+            if !enc.fragments || len <= FRAGMENT_SIZE {
+                let len = u32::try_from(len)
+                    .map_err(|_| DistError::Protocol("message over 4 GiB".into()))?;
+                out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+                return Ok(());
+            }
+            let body = out.split_off(at + 4);
+            out.truncate(at);
             // The length of the control message in `body`: encoded alone,
             // its atoms get the same cache references (they come first in
             // the message, and are all in the cache now, so this encoding
@@ -311,6 +324,10 @@ impl SendQueue {
 
     /// Queues `m`, first waiting while the queue is busy.
     pub(crate) async fn send(&self, m: Outgoing) -> Result<(), DistError> {
+        // The common case, room: no waiting machinery at all.
+        if self.queued.load(Ordering::Acquire) < self.limit {
+            return self.force(m);
+        }
         loop {
             let room = self.room.notified();
             tokio::pin!(room);
@@ -447,6 +464,28 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, queue: Arc<SendQueue>, tick
     }
 }
 
+/// Ends when `received` has not moved for `ticktime` (checked every
+/// quarter of it, so the peer is declared silent after 1 to 1.25 times
+/// `ticktime`).
+async fn watchdog(received: &AtomicU64, ticktime: Duration) {
+    let check = ticktime / 4;
+    let mut seen = received.load(Ordering::Relaxed);
+    let mut quiet = Duration::ZERO;
+    loop {
+        tokio::time::sleep(check).await;
+        let now = received.load(Ordering::Relaxed);
+        if now == seen {
+            quiet += check;
+            if quiet >= ticktime {
+                return;
+            }
+        } else {
+            seen = now;
+            quiet = Duration::ZERO;
+        }
+    }
+}
+
 async fn read_loop<R: AsyncRead + Unpin>(
     inner: Arc<Inner>,
     r: R,
@@ -459,21 +498,33 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let mut cache = AtomCache::new();
     let mut fragments = Fragments::new(inner.config.max_frame, 64);
     let limits = DecodeLimits::default();
-    let ticktime = inner.config.net_ticktime;
-    let reason = loop {
-        let frame = match tokio::time::timeout(ticktime, read_frame(&mut r, inner.config.max_frame))
-            .await
-        {
-            Err(_) => break DistError::Timeout("net_ticktime passed without a tick"),
-            Ok(Err(e)) => break e,
-            Ok(Ok(None)) => continue,
-            Ok(Ok(Some(f))) => f,
-        };
-        match decode_frame(&frame, &mut cache, &mut fragments, &limits) {
-            Ok(Some((control, payload))) => dispatch(&inner, &queue, &peer, control, payload).await,
-            Ok(None) => {}
-            Err(e) => break e,
+    // Frames (ticks included) received so far, for the watchdog: a timer
+    // per frame would cost more than the frame.
+    let received = AtomicU64::new(0);
+    let silent = watchdog(&received, inner.config.net_ticktime);
+    let reading = async {
+        loop {
+            let frame = match read_frame(&mut r, inner.config.max_frame).await {
+                Err(e) => return e,
+                Ok(None) => {
+                    received.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                Ok(Some(f)) => f,
+            };
+            received.fetch_add(1, Ordering::Relaxed);
+            match decode_frame(&frame, &mut cache, &mut fragments, &limits) {
+                Ok(Some((control, payload))) => {
+                    dispatch(&inner, &queue, &peer, control, payload).await
+                }
+                Ok(None) => {}
+                Err(e) => return e,
+            }
         }
+    };
+    let reason = tokio::select! {
+        e = reading => e,
+        _ = silent => DistError::Timeout("net_ticktime passed without a tick"),
     };
     tracing::info!("dist: connection to {} down: {reason}", peer.name);
     writer.abort();
