@@ -37,7 +37,16 @@
 //! * Connections: 4-byte framed messages, ticks every `net_ticktime / 4`,
 //!   a connection with nothing received for `net_ticktime` is down.
 //!   Incoming messages are decoded with `ember_term` (pass-through `112`
-//!   frames and the distribution header with its atom cache).
+//!   frames, the distribution header with its atom cache, and fragments,
+//!   reassembled). Ember sends with the header and splits frames over
+//!   64 KiB into fragments when the peer takes them (`DFLAG_FRAGMENTS`).
+//! * Backpressure like Erlang's `busy_dist_port`: each connection's send
+//!   queue is bounded by bytes ([`NodeConfig::send_queue_limit`], 1 MiB by
+//!   default). When it is full, [`Node::send`] and [`Node::send_named`]
+//!   wait for room, and [`Node::try_send`] / [`Node::try_send_named`] fail
+//!   with [`DistError::Busy`] without queueing; no message is ever dropped
+//!   without an error. What is queued is written in one system call per
+//!   batch.
 //! * Ember answers on its own: `net_kernel`'s `is_auth` call (so pings
 //!   work), `MONITOR_P` to anything but `net_kernel` with `noproc`, `LINK`
 //!   with an `EXIT` `noproc`, `UNLINK_ID` with its ack, and
@@ -69,9 +78,10 @@
 //! * `rex` (`rpc`, `erpc`), full `global` participation (Ember is synced
 //!   but not known: it holds no replica of the name table and takes no
 //!   part in the global lock), `pg`.
-//! * Fragments (not negotiated), the old version 5 `'n'` handshake,
-//!   `DFLAG_NAME_ME`, per-node cookies, TLS, backpressure beyond each
-//!   connection's 1024-message queue, a cap on concurrent handshakes.
+//! * Interleaving the fragments of a big message with later small ones
+//!   (they are written back to back), the old version 5 `'n'` handshake,
+//!   `DFLAG_NAME_ME`, per-node cookies, TLS, a cap on concurrent
+//!   handshakes.
 //! * The embedded port mapper lives as long as the node that started it.
 #![forbid(unsafe_code)]
 
