@@ -56,13 +56,13 @@ struct Hook {
 impl Hook {
     fn sink(&self, message: Term) {
         match message.as_tuple() {
-            Some([tag, ..]) if tag.is_atom("msg") => {
-                if self.remaining.fetch_sub(1, Ordering::Relaxed) == 1 {
-                    let to = self.reply_to.lock().unwrap().take();
-                    if let Some((to, n)) = to {
-                        let done = Term::tuple([Term::atom("done"), Term::from(n)]);
-                        self.answer_named(to, done);
-                    }
+            Some([tag, ..])
+                if tag.is_atom("msg") && self.remaining.fetch_sub(1, Ordering::Relaxed) == 1 =>
+            {
+                let to = self.reply_to.lock().unwrap().take();
+                if let Some((to, n)) = to {
+                    let done = Term::tuple([Term::atom("done"), Term::from(n)]);
+                    self.answer_named(to, done);
                 }
             }
             Some([tag, ctl, n]) if tag.is_atom("start") => {

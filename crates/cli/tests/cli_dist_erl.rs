@@ -407,10 +407,7 @@ fn an_elixir_node_pings_lists_and_talks_to_the_binary() {
     let echo = format!(
         r#"send({{:ember_echo, :"{node}"}}, {{self(), {{:hi, "from elixir", [1, 2.5, %{{a: 1}}]}}}}); receive do m -> m after 5000 -> :timeout end"#
     );
-    assert_eq!(
-        ex.eval(&echo),
-        r#"{:hi, "from elixir", [1, 2.5, %{a: 1}]}"#
-    );
+    assert_eq!(ex.eval(&echo), r#"{:hi, "from elixir", [1, 2.5, %{a: 1}]}"#);
     // global on the Elixir node counts Ember as synced.
     assert_eq!(
         ex.eval("t = Task.async(fn -> :global.sync() end); Task.yield(t, 10_000) || :sync_hung"),

@@ -129,7 +129,7 @@ pub(crate) fn decode_frame(
             }
             Ok(Some((control, Some(payload))))
         }
-        [131, 68 | 69 | 70, ..] => Ok(fragments
+        [131, 68..=70, ..] => Ok(fragments
             .push(buf, cache, limits)
             .map_err(bad)?
             .map(|m| (m.control, m.payload))),
@@ -581,8 +581,7 @@ async fn dispatch(
                     }
                 }
                 global::NAME => {
-                    if let Some(answer) = global::answer(inner.local_name(), &peer.name, &message)
-                    {
+                    if let Some(answer) = global::answer(inner.local_name(), &peer.name, &message) {
                         reply(global::reg_send_control(inner.own_pid()), Some(answer)).await;
                     }
                 }

@@ -131,11 +131,7 @@ mod tests {
         let me = Atom::new("ember@h");
         let peer = Atom::new("a@h");
         let tag = Term::from(-576460752303423487i64);
-        let m = init_connect(
-            "a@h",
-            Term::tuple([Term::from(8), tag]),
-            locker(pid("a@h")),
-        );
+        let m = init_connect("a@h", Term::tuple([Term::from(8), tag]), locker(pid("a@h")));
         let expected = Term::tuple([
             Term::atom("$gen_cast"),
             Term::tuple([

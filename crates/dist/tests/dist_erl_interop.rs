@@ -18,9 +18,7 @@ use std::time::{Duration, Instant};
 
 use ember_dist::{epmd, Deliver, Delivery, DistError, EmbeddedEpmd, Node, NodeConfig};
 use ember_term::{Atom, Term};
-use ember_testkit::{
-    erl_required, free_port, random_cookie, start_erl, unique, DEADLINE,
-};
+use ember_testkit::{erl_required, free_port, random_cookie, start_erl, unique, DEADLINE};
 
 /// A real `epmd -port N` in the foreground.
 struct Epmd(Child);
@@ -384,7 +382,11 @@ async fn a_visible_ember_node_lets_global_sync_complete_whoever_connects() {
             assert_eq!(erl.eval(&format!("net_adm:ping('{e}').")), "pong");
         }
         assert_eq!(erl.eval("nodes()."), format!("[{e}]"));
-        assert_eq!(erl.eval(GLOBAL_SYNC), "ok", "ember connects: {ember_connects}");
+        assert_eq!(
+            erl.eval(GLOBAL_SYNC),
+            "ok",
+            "ember connects: {ember_connects}"
+        );
         // global's own operations over all nodes work beside Ember: a
         // registration, a transaction (whose lock asks every node in
         // nodes(), and takes Ember's `noproc` as "no global there").
@@ -393,7 +395,10 @@ async fn a_visible_ember_node_lets_global_sync_complete_whoever_connects() {
             erl.eval("global:trans({ember_test_lock, self()}, fun() -> done end, nodes(), 0)."),
             "done"
         );
-        assert_eq!(erl.eval("global:whereis_name(erl_shell) =:= self()."), "true");
+        assert_eq!(
+            erl.eval("global:whereis_name(erl_shell) =:= self()."),
+            "true"
+        );
         // An "all nodes" rpc answers for Ember at once (no rex yet: an
         // error for Ember, never a hang).
         let r = erl.eval(
@@ -412,6 +417,9 @@ async fn a_visible_ember_node_lets_global_sync_complete_whoever_connects() {
         // erl's node and its global server are alive and well.
         assert!(erl.alive());
         assert_eq!(erl.eval("is_pid(whereis(global_name_server))."), "true");
-        assert_eq!(erl.eval("lists:member(erl_shell, global:registered_names())."), "true");
+        assert_eq!(
+            erl.eval("lists:member(erl_shell, global:registered_names())."),
+            "true"
+        );
     }
 }

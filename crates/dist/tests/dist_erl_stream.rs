@@ -93,13 +93,16 @@ async fn big_messages_and_100_mb_streams_cross_both_ways_in_bounded_memory() {
     );
     let deadline = Instant::now() + DEADLINE;
     loop {
-        let got = sink.other.lock().unwrap().iter().any(|m| {
-            matches!(m.as_tuple(), Some([t, Term::Binary(b)]) if t.is_atom("big") && *b == mib)
-        });
+        let got = sink.other.lock().unwrap().iter().any(
+            |m| matches!(m.as_tuple(), Some([t, Term::Binary(b)]) if t.is_atom("big") && *b == mib),
+        );
         if got {
             break;
         }
-        assert!(Instant::now() < deadline, "erl's 1 MiB binary never arrived");
+        assert!(
+            Instant::now() < deadline,
+            "erl's 1 MiB binary never arrived"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     ember
@@ -137,9 +140,7 @@ async fn big_messages_and_100_mb_streams_cross_both_ways_in_bounded_memory() {
     assert_eq!(erl.answer("the stream to Ember"), "sent");
     assert_eq!(sink.count.load(Ordering::Relaxed), MESSAGES);
     assert_eq!(sink.bytes.load(Ordering::Relaxed), MESSAGES * KIB as u64);
-    eprintln!(
-        "erl -> ember: 100 MB, rss {baseline} KiB -> peak {peak} KiB"
-    );
+    eprintln!("erl -> ember: 100 MB, rss {baseline} KiB -> peak {peak} KiB");
     assert!(
         peak - baseline < RSS_BOUND_KIB,
         "Ember's memory grew by {} KiB receiving the stream",
@@ -241,7 +242,10 @@ async fn a_stopped_peer_makes_sends_wait_or_fail_busy_and_loses_nothing() {
             }
             Err(_) => break send,
         }
-        assert!(Instant::now() < deadline, "sends to a stopped peer never waited");
+        assert!(
+            Instant::now() < deadline,
+            "sends to a stopped peer never waited"
+        );
     };
     let queued = ember.queued_bytes(&erl.name).unwrap();
     assert!(queued >= 256 * 1024, "{queued} bytes queued while waiting");
@@ -258,5 +262,8 @@ async fn a_stopped_peer_makes_sends_wait_or_fail_busy_and_loses_nothing() {
          after 10000 -> {{missing, I}} end end, C(0)."
     );
     assert_eq!(erl.eval(&check), "all");
-    assert_eq!(erl.eval("receive X -> {extra, X} after 0 -> none end."), "none");
+    assert_eq!(
+        erl.eval("receive X -> {extra, X} after 0 -> none end."),
+        "none"
+    );
 }

@@ -37,7 +37,9 @@ fn tool_required(program: &str, args: &[&str], skip_var: &str, package: &str) ->
         return true;
     }
     if std::env::var_os(skip_var).is_some() {
-        eprintln!("skipping the {program} interop test: {program} is not installed ({skip_var} set)");
+        eprintln!(
+            "skipping the {program} interop test: {program} is not installed ({skip_var} set)"
+        );
         return false;
     }
     panic!("{program} is not installed: install {package} (scripts/test does), or set {skip_var} to skip");
