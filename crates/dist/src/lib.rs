@@ -33,7 +33,9 @@
 //!   `warn` log line and [`DistError::WrongCookie`], and the node carries
 //!   on. Simultaneous connects are settled by node name (`nok` /
 //!   `ok_simultaneous`), and `alive` replaces a stale connection. Peers
-//!   must have the OTP 25 and 26 mandatory [`flags`].
+//!   must have the OTP 25 and 26 mandatory [`flags`]. An accepted peer may
+//!   also open with the old version 5 `send_name` (`'n'`, then the `'c'`
+//!   complement), as OTP 23/24 nodes do when they do not know our version.
 //! * Connections: 4-byte framed messages, ticks every `net_ticktime / 4`,
 //!   a connection with nothing received for `net_ticktime` is down.
 //!   Incoming messages are decoded with `ember_term` (pass-through `112`
@@ -79,9 +81,8 @@
 //!   but not known: it holds no replica of the name table and takes no
 //!   part in the global lock), `pg`.
 //! * Interleaving the fragments of a big message with later small ones
-//!   (they are written back to back), the old version 5 `'n'` handshake,
-//!   `DFLAG_NAME_ME`, per-node cookies, TLS, a cap on concurrent
-//!   handshakes.
+//!   (they are written back to back), `DFLAG_NAME_ME`, per-node cookies,
+//!   TLS, a cap on concurrent handshakes.
 //! * The embedded port mapper lives as long as the node that started it.
 #![forbid(unsafe_code)]
 
