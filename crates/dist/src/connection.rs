@@ -13,6 +13,9 @@
 //! protocol error, or on EOF, and then removes the connection from the
 //! node.
 //!
+//! The queue's protocol (lock, counter, the writer's wake-up) has a loom
+//! model in `loom_models.rs`.
+//!
 //! # Backpressure (`busy_dist_port`)
 //!
 //! The queue is bounded by bytes ([`NodeConfig::send_queue_limit`](crate::NodeConfig)):

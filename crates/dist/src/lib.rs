@@ -92,6 +92,8 @@ mod error;
 pub mod flags;
 mod global;
 mod handshake;
+#[cfg(all(test, ember_dist_loom))]
+mod loom_models;
 mod node;
 
 pub use epmd::EmbeddedEpmd;
