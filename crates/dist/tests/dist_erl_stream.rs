@@ -240,7 +240,11 @@ async fn a_stopped_peer_makes_sends_wait_or_fail_busy_and_loses_nothing() {
                 r.unwrap();
                 sent += 1;
             }
-            Err(_) => break send,
+            // Still waiting, and the queue is full: it waits for room.
+            Err(_) if ember.queued_bytes(&erl_name).unwrap() >= 256 * 1024 => break send,
+            // Slow for another reason (a busy machine): a send that has
+            // not finished has queued nothing; drop it and try again.
+            Err(_) => {}
         }
         assert!(
             Instant::now() < deadline,
