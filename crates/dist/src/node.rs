@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use ember_term::{Atom, Pid, Reference, Term};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
-use crate::connection::{self, Outgoing};
+use crate::connection::{self, Outgoing, SendQueue};
 use crate::epmd::{self, EmbeddedEpmd, Registration};
 use crate::error::DistError;
 use crate::flags;
@@ -104,6 +104,10 @@ pub struct NodeConfig {
     pub ping_timeout: Duration,
     /// The largest frame accepted from a peer (default 128 MiB).
     pub max_frame: usize,
+    /// The bytes each connection's send queue holds before it is busy
+    /// (Erlang's `+zdbbl`; default 1 MiB): then async sends wait and
+    /// [`Node::try_send`] fails with [`DistError::Busy`].
+    pub send_queue_limit: usize,
     /// Where messages for local processes go (default [`DropAll`]).
     pub deliver: Arc<dyn Deliver>,
 }
@@ -122,6 +126,7 @@ impl NodeConfig {
             setup_time: Duration::from_secs(7),
             ping_timeout: Duration::from_secs(7),
             max_frame: 128 << 20,
+            send_queue_limit: 1 << 20,
             deliver: Arc::new(DropAll),
         }
     }
@@ -142,7 +147,7 @@ enum Slot {
     Pending(u64),
     Up {
         id: u64,
-        tx: mpsc::Sender<Outgoing>,
+        tx: Arc<SendQueue>,
         tasks: [AbortHandle; 2],
     },
 }
@@ -193,6 +198,16 @@ async fn resolve(host: &str, port: u16) -> Result<SocketAddr, DistError> {
 impl Inner {
     fn fresh_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// This node's name.
+    pub(crate) fn local_name(&self) -> &Atom {
+        &self.local.name
+    }
+
+    /// The pid Ember's own services (net_kernel, global) send from.
+    pub(crate) fn own_pid(&self) -> &Pid {
+        &self.own_pid
     }
 
     pub(crate) fn deliver(&self, node: &Atom, d: Delivery) {
@@ -308,7 +323,7 @@ impl Inner {
         }
     }
 
-    async fn wait_up(&self, node: &Atom) -> Result<mpsc::Sender<Outgoing>, DistError> {
+    async fn wait_up(&self, node: &Atom) -> Result<Arc<SendQueue>, DistError> {
         let deadline = tokio::time::Instant::now() + self.config.setup_time;
         loop {
             match lock(&self.conns).get(node) {
@@ -327,7 +342,7 @@ impl Inner {
         }
     }
 
-    async fn connect(self: &Arc<Self>, node: &Atom) -> Result<mpsc::Sender<Outgoing>, DistError> {
+    async fn connect(self: &Arc<Self>, node: &Atom) -> Result<Arc<SendQueue>, DistError> {
         if self.stopped.load(Ordering::Acquire) {
             return Err(DistError::Stopped);
         }
@@ -404,7 +419,19 @@ impl Inner {
             payload: Some(payload),
         })
         .await
-        .map_err(|_| DistError::Refused(format!("the connection to {node} closed")))
+    }
+
+    /// Queues a message on the existing connection to `node` unless its
+    /// queue is busy; never waits.
+    fn try_send_to(&self, node: &Atom, control: Term, payload: Term) -> Result<(), DistError> {
+        let tx = match lock(&self.conns).get(node) {
+            Some(Slot::Up { tx, .. }) => tx.clone(),
+            _ => return Err(DistError::NotConnected(node.to_string())),
+        };
+        tx.try_send(Outgoing {
+            control,
+            payload: Some(payload),
+        })
     }
 
     fn make_ref(&self) -> Reference {
@@ -635,6 +662,38 @@ impl Node {
         }
         let control = connection::reg_send_control(&self.inner.own_pid, &name);
         self.inner.send_to(&node, control, message).await
+    }
+
+    /// [`Node::send`] without waiting: queues `message` for the remote
+    /// process `to` on an existing connection, or fails at once with
+    /// [`DistError::Busy`] when that connection's send queue is full
+    /// (the message is then not sent), [`DistError::NotConnected`] when
+    /// there is no connection (a sync send does not connect).
+    pub fn try_send(&self, to: &Term, message: Term) -> Result<(), DistError> {
+        let Some(pid) = to.as_pid() else {
+            return Err(DistError::BadDestination(format!("{to} is not a pid")));
+        };
+        let control = connection::send_control(pid);
+        self.inner.try_send_to(&pid.node, control, message)
+    }
+
+    /// [`Node::send_named`] without waiting, as [`Node::try_send`].
+    pub fn try_send_named(&self, node: &str, name: &str, message: Term) -> Result<(), DistError> {
+        let node = Atom::try_new(node).map_err(|_| DistError::BadNodeName(node.to_string()))?;
+        let name = Atom::try_new(name)
+            .map_err(|_| DistError::BadDestination(format!("{name:?} is not an atom")))?;
+        let control = connection::reg_send_control(&self.inner.own_pid, &name);
+        self.inner.try_send_to(&node, control, message)
+    }
+
+    /// The bytes queued for `node` and not yet written to its socket
+    /// (`None` when not connected).
+    pub fn queued_bytes(&self, node: &str) -> Option<usize> {
+        let node = Atom::try_new(node).ok()?;
+        match lock(&self.inner.conns).get(&node) {
+            Some(Slot::Up { tx, .. }) => Some(tx.queued_bytes()),
+            _ => None,
+        }
     }
 
     /// The nodes this node has a connection to (`nodes(connected)`).
