@@ -78,6 +78,7 @@ mod error;
 pub mod flags;
 mod handshake;
 mod node;
+mod procs;
 
 pub use epmd::EmbeddedEpmd;
 pub use error::DistError;

@@ -59,6 +59,7 @@
 
 mod alloc;
 mod context;
+pub mod dist;
 mod introspect;
 mod loom;
 mod mailbox;

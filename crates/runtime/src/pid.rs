@@ -40,6 +40,26 @@ impl Pid {
         }
     }
 
+    /// The local pid with these fields (of `Pid::local`'s sequence).
+    pub(crate) fn from_parts(number: u32, serial: u32) -> Pid {
+        Pid {
+            node: LOCAL_NODE,
+            number,
+            serial,
+        }
+    }
+
+    /// Builds a pid of the node at `node` in the runtime's node table
+    /// (never 0: that is the local node).
+    pub(crate) fn remote(node: u32, number: u32, serial: u32) -> Pid {
+        debug_assert_ne!(node, LOCAL_NODE);
+        Pid {
+            node,
+            number,
+            serial,
+        }
+    }
+
     /// The key of this pid in the local process table.
     pub(crate) fn key(self) -> u64 {
         (u64::from(self.serial) << 32) | u64::from(self.number)
@@ -136,9 +156,20 @@ impl Ref {
         }
     }
 
+    /// A reference that stands, in this runtime, for one a process of the
+    /// node at `node` made (see `crate::dist`).
+    pub(crate) fn of_node(node: u32, id: u64) -> Ref {
+        Ref { node, id }
+    }
+
     /// The runtime-unique number of this reference.
     pub fn id(self) -> u64 {
         self.id
+    }
+
+    /// The node index (0 for a reference made on this node).
+    pub fn node(self) -> u32 {
+        self.node
     }
 }
 

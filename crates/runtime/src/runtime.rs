@@ -66,6 +66,8 @@ pub(crate) struct Shared {
     pub(crate) zombies: ProcessTable,
     pub(crate) timers: Timers,
     pub(crate) tokio: Option<tokio::runtime::Handle>,
+    /// The distribution state, once the runtime is a node (`crate::dist`).
+    pub(crate) dist: parking_lot::RwLock<Option<Arc<crate::dist::DistState>>>,
 }
 
 impl Shared {
@@ -157,6 +159,7 @@ impl Builder {
             zombies: DashMap::default(),
             timers: Timers::new(),
             tokio: tokio_handle,
+            dist: parking_lot::RwLock::new(None),
         });
         let mut threads = Vec::new();
         let mut io_stop = None;
