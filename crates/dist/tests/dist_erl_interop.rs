@@ -11,143 +11,17 @@
 //! `EMBER_TERM_SKIP_ERL` is set (`scripts/test --quick` sets it when `erl`
 //! is missing, and says so).
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ember_dist::{epmd, Deliver, Delivery, DistError, EmbeddedEpmd, Node, NodeConfig};
 use ember_term::{Atom, Term};
 
-const DEADLINE: Duration = Duration::from_secs(60);
+mod support;
 
-/// False when the test should be skipped; panics when erl is required.
-fn erl_required() -> bool {
-    let ok = Command::new("erl")
-        .args(["-noshell", "-eval", "halt()."])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        return true;
-    }
-    if std::env::var_os("EMBER_TERM_SKIP_ERL").is_some() {
-        eprintln!("skipping the erl interop test: erl is not installed (EMBER_TERM_SKIP_ERL set)");
-        return false;
-    }
-    panic!("erl is not installed: install erlang-base (scripts/test does), or set EMBER_TERM_SKIP_ERL to skip");
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn unique(prefix: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn random_cookie() -> String {
-    let mut b = [0u8; 12];
-    getrandom::fill(&mut b).unwrap();
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// An `erl` node evaluating one expression per line read from stdin and
-/// printing `=> Result` (`~w`).
-struct Erl {
-    child: Child,
-    stdin: ChildStdin,
-    lines: mpsc::Receiver<String>,
-    name: String,
-}
-
-const LOOP: &str = r#"L = fun L() -> case io:get_line("") of eof -> halt(); Line -> R = try {ok, T, _} = erl_scan:string(Line), {ok, E} = erl_parse:parse_exprs(T), {value, V, _} = erl_eval:exprs(E, []), V catch C:Er -> {caught, C, Er} end, io:format("=> ~w~n", [R]), L() end end, L()."#;
-
-impl Erl {
-    fn start(alive: &str, cookie: &str, epmd_port: u16) -> Erl {
-        Erl::start_with(alive, cookie, epmd_port, &[])
-    }
-
-    fn start_with(alive: &str, cookie: &str, epmd_port: u16, extra: &[&str]) -> Erl {
-        let name = format!("{alive}@localhost");
-        let mut child = Command::new("erl")
-            .args([
-                "-noshell",
-                "-start_epmd",
-                "false",
-                "-sname",
-                &name,
-                "-setcookie",
-                cookie,
-            ])
-            .args(extra)
-            .args(["-eval", LOOP])
-            .env("ERL_EPMD_PORT", epmd_port.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start erl");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("erl: {line}");
-                if let Some(r) = line.strip_prefix("=> ") {
-                    if tx.send(r.to_string()).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        let mut erl = Erl {
-            child,
-            stdin,
-            lines,
-            name,
-        };
-        // Up, distributed, and registered with epmd.
-        assert_eq!(erl.eval("node()."), erl.name);
-        erl
-    }
-
-    fn eval(&mut self, expr: &str) -> String {
-        self.send(expr);
-        self.answer(expr)
-    }
-
-    fn send(&mut self, expr: &str) {
-        writeln!(self.stdin, "{expr}").unwrap();
-        self.stdin.flush().unwrap();
-    }
-
-    fn answer(&mut self, expr: &str) -> String {
-        self.lines
-            .recv_timeout(DEADLINE)
-            .unwrap_or_else(|_| panic!("erl did not answer {expr} in time"))
-    }
-}
-
-impl Drop for Erl {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::erl::{erl_required, free_port, random_cookie, unique, Erl, DEADLINE};
 
 /// A real `epmd -port N` in the foreground.
 struct Epmd(Child);

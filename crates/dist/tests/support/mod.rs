@@ -1,0 +1,5 @@
+//! Helpers the distribution tests share.
+#![allow(dead_code)]
+
+pub(crate) mod ember;
+pub(crate) mod erl;
