@@ -190,9 +190,11 @@ fn links_and_exit_signals_cross_both_ways() {
     };
     ember.handle().spawn(async move {
         let watch = monitor(sitter);
+        tx.send("watching".to_string()).unwrap();
         let down: Down = receive().matching(move |d: &Down| d.monitor == watch).await;
         tx.send(down.reason.to_string()).unwrap();
     });
+    assert_eq!(reports.next("the sitter's watcher"), "watching");
     erl.eval(&format!(
         "{{sitter, '{e}'}} ! {{self(), hello}}, receive {{me, SP}} -> exit(SP, kill) after 10000 -> no_pid end."
     ));
