@@ -190,6 +190,22 @@ impl fmt::Debug for Ref {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub struct MonitorRef(pub(crate) Ref);
 
+impl MonitorRef {
+    /// The reference itself (what crosses to other nodes as the monitor's
+    /// tag: [`dist::ref_to_term`](crate::dist::ref_to_term)).
+    pub fn reference(self) -> Ref {
+        self.0
+    }
+}
+
+impl From<Ref> for MonitorRef {
+    /// A reference used as a monitor reference (a tag of the same kind,
+    /// e.g. for a reply that is matched like a monitor's).
+    fn from(r: Ref) -> MonitorRef {
+        MonitorRef(r)
+    }
+}
+
 impl fmt::Display for MonitorRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.0, f)
