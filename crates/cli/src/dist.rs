@@ -1,19 +1,138 @@
 //! The demo as a distributed node (`--sname` / `--name`): the node's name
-//! and cookie, and the `ember_echo` process.
+//! and cookie, the `ember_echo` process, the `ember_kv` server and the
+//! `ember_demo` functions other nodes can spawn and call.
 //!
 //! The node is started with `ember_dist::Node::start_in_runtime`: Ember
 //! processes are the node's processes, messages from peers land in their
 //! mailboxes as `ember_term::Term`s, and a `Term` sent to a remote pid
 //! crosses (`ember_runtime::dist`).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use ember_dist::{Functions, Raise};
+use ember_otp::gen::{ReplyTo, StartOptions};
+use ember_otp::gen_server::{self, CallReturn, GenServer, Init};
 use ember_runtime::{dist, receive, send, Exit, ExitReason, Spawn};
-use ember_term::Term;
+use ember_term::{BigInt, Term};
 
 /// The name `ember_echo` is registered under.
 pub(crate) const ECHO: &str = "ember_echo";
+
+/// The name `ember_kv` is registered under.
+pub(crate) const KV: &str = "ember_kv";
+
+/// `ember_kv`: a key-value store other nodes call with `gen_server:call`:
+/// `{put, K, V}` → `ok`, `{get, K}` → `{ok, V}` or `error`. Anything else
+/// gets `{error, {bad_request, Request}}`.
+pub(crate) struct Kv(HashMap<Term, Term>);
+
+/// A request to [`Kv`].
+pub(crate) enum KvCall {
+    /// Store `V` under `K`.
+    Put(Term, Term),
+    /// Look `K` up.
+    Get(Term),
+}
+
+impl GenServer for Kv {
+    type Args = ();
+    type Call = KvCall;
+    type Reply = Term;
+    type Cast = ();
+    type Continue = ();
+
+    async fn init(_: ()) -> Init<Self> {
+        Init::Ok(Kv(HashMap::new()))
+    }
+
+    async fn handle_call(&mut self, request: KvCall, _from: &ReplyTo<Term>) -> CallReturn<Self> {
+        CallReturn::Reply(match request {
+            KvCall::Put(k, v) => {
+                self.0.insert(k, v);
+                Term::atom("ok")
+            }
+            KvCall::Get(k) => match self.0.get(&k) {
+                Some(v) => Term::tuple([Term::atom("ok"), v.clone()]),
+                None => Term::atom("error"),
+            },
+        })
+    }
+
+    fn call_from_term(request: Term) -> Result<KvCall, Term> {
+        match request.as_tuple() {
+            Some([put, k, v]) if put.is_atom("put") => Ok(KvCall::Put(k.clone(), v.clone())),
+            Some([get, k]) if get.is_atom("get") => Ok(KvCall::Get(k.clone())),
+            _ => Err(Term::tuple([Term::atom("bad_request"), request])),
+        }
+    }
+
+    fn reply_to_term(reply: Term) -> Term {
+        reply
+    }
+}
+
+/// Starts `ember_kv` (not linked: the root process outlives it).
+pub(crate) async fn start_kv() {
+    if let Err(e) = gen_server::start_with::<Kv>((), StartOptions::new().name(KV)).await {
+        tracing::warn!("ember: cannot start {KV}: {e}");
+    }
+}
+
+/// The largest `N` `ember_demo:fact_bits/1` computes.
+const MAX_FACT: u64 = 20_000;
+
+/// The `ember_demo` functions other nodes spawn and call.
+pub(crate) fn demo_functions() -> Functions {
+    let mut f = Functions::new();
+    f.register("ember_demo", "fact_bits", 1, |args| async move {
+        let n = args[0].as_int().and_then(|n| u64::try_from(n).ok());
+        match n.filter(|&n| n <= MAX_FACT) {
+            Some(n) => Ok(Term::from(fact_bits(n))),
+            None => Err(Raise::Error(Term::atom("badarg"))),
+        }
+    });
+    f.register("ember_demo", "sum", 1, |args| async move {
+        let Some(n) = args[0].as_int().and_then(|n| u64::try_from(n).ok()) else {
+            return Err(Raise::Error(Term::atom("badarg")));
+        };
+        if n == 13 {
+            // As the console's Math page does.
+            panic!("sum(13) crashes on purpose");
+        }
+        let n = u128::from(n);
+        Ok(Term::from(n * (n + 1) / 2))
+    });
+    f.register("ember_demo", "node_info", 0, |_| async {
+        let nodes = dist::nodes().into_iter().map(Term::Atom);
+        Ok(Term::tuple([
+            Term::Atom(dist::node()),
+            Term::list(nodes),
+            Term::from(ember_runtime::processes().len()),
+        ]))
+    });
+    f.register("ember_demo", "echo_loop", 0, |_| async {
+        loop {
+            echo_one(&receive::<Term>().await);
+        }
+    });
+    f.register("ember_demo", "print", 1, |args| async move {
+        // On this node's stdout: group leaders are not served yet.
+        println!("{}", args[0]);
+        Ok(Term::atom("ok"))
+    });
+    f
+}
+
+/// The bit length of `n!`.
+fn fact_bits(n: u64) -> u64 {
+    let mut product = BigInt::from(1u32);
+    for i in 2..=n {
+        product *= i;
+    }
+    product.bits()
+}
 
 /// The node name for `--sname NAME` (`NAME@<short host name>`; a name
 /// with a host is taken as it is, as `erl -sname` does) or `--name

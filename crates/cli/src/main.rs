@@ -138,9 +138,11 @@ async fn serve(options: Options) -> ExitCode {
         Some((name, cookie)) => {
             let config = ember_dist::NodeConfig::new(&name, &cookie);
             let runtime = ember_runtime::Handle::current();
-            match ember_dist::Node::start_in_runtime(config, &runtime).await {
+            let functions = dist::demo_functions();
+            match ember_dist::Node::start_in_runtime_with(config, &runtime, functions).await {
                 Ok(node) => {
                     dist::spawn_echo();
+                    dist::start_kv().await;
                     say(format_args!(
                         "ember: distributed as {} (port {}); {} echoes {{Pid, Term}}",
                         node.name().as_str(),

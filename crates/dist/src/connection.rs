@@ -271,10 +271,11 @@ async fn dispatch(
                         reply(control, Some(payload)).await;
                     }
                 }
-                // global's and rex's protocols are not spoken yet: ignoring
-                // them is safe, answering them wrongly is not (a malformed
-                // message to global can halt the peer).
-                "global_name_server" | "rex" => {
+                // global's protocol is not spoken here: ignoring it is
+                // safe, answering it wrongly is not (a malformed message
+                // to global can halt the peer). `rex` is a process of the
+                // node when it runs in an Ember runtime.
+                "global_name_server" => {
                     tracing::debug!("dist: ignoring a message from {} to {name}", peer.name);
                 }
                 _ => inner.deliver(

@@ -83,3 +83,4 @@ mod procs;
 pub use epmd::EmbeddedEpmd;
 pub use error::DistError;
 pub use node::{Deliver, Delivery, DropAll, Node, NodeConfig};
+pub use procs::{rpc_call, FunctionFuture, FunctionResult, Functions, Raise};

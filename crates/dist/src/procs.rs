@@ -15,12 +15,33 @@
 //! [`Incoming`]: messages to pids and registered names, `LINK`,
 //! `UNLINK_ID`, `EXIT`, `EXIT2`, `MONITOR_P`, `DEMONITOR_P`,
 //! `MONITOR_P_EXIT`, and the connection coming up and going down.
+//!
+//! # Functions, spawn and rpc
+//!
+//! Rust functions registered by `module:function/arity` ([`Functions`])
+//! can be spawned from any node: a `SPAWN_REQUEST` (Erlang's
+//! `spawn/4`, `spawn_link/4`, `spawn_monitor/4`) runs one in a new Ember
+//! process, with the link or monitor the requester asked for set up
+//! before the `SPAWN_REPLY`, which goes out before anything the new
+//! process sends. `rpc:call`/`erpc:call` arrive as a `SPAWN_REQUEST` of
+//! `erpc:execute_call/4`: the process runs the function and exits with
+//! `{Ref, return, Value}` (or `{Ref, error, Reason, Stack}`, `{Ref, exit,
+//! Reason}`, `{Ref, throw, Value}`), which the requester's monitor carries
+//! back, as `erpc` does; an unknown function raises `undef`. The node's
+//! `rex` process answers `features_request` and the classic
+//! `{call, M, F, A, GroupLeader}` gen_server call. [`rpc_call`] calls
+//! `rex` on any node (Erlang's or Ember's) the classic way.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::Duration;
 
-use ember_runtime::dist::{Distribution, Incoming, RemoteSignal, Target};
-use ember_runtime::Handle;
+use ember_otp::gen::CallError;
+use ember_otp::gen_server::{call_term, TermServer};
+use ember_runtime::dist::{self as rdist, Distribution, Incoming, RemoteSignal, Target};
+use ember_runtime::{receive, ExitReason, Handle, Spawn};
 use ember_term::{Atom, Pid, Term};
 use tokio::sync::mpsc;
 
@@ -43,6 +64,9 @@ const MONITOR_P: i64 = 19;
 const DEMONITOR_P: i64 = 20;
 const MONITOR_P_EXIT: i64 = 21;
 const SEND_SENDER: i64 = 22;
+const SPAWN_REQUEST: i64 = 29;
+const SPAWN_REQUEST_TT: i64 = 30;
+const SPAWN_REPLY: i64 = 31;
 const ALIAS_SEND: i64 = 33;
 const UNLINK_ID: i64 = 35;
 const UNLINK_ID_ACK: i64 = 36;
@@ -54,8 +78,76 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The negotiated flags of each connected peer.
 type PeerFlags = Arc<Mutex<HashMap<Atom, u64>>>;
 
+/// What a registered function raised instead of returning: Erlang's
+/// three exception classes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Raise {
+    /// `error(Reason)`.
+    Error(Term),
+    /// `exit(Reason)`.
+    Exit(Term),
+    /// `throw(Value)`.
+    Throw(Term),
+}
+
+/// What a registered function produces.
+pub type FunctionResult = Result<Term, Raise>;
+
+/// A registered function's future.
+pub type FunctionFuture = Pin<Box<dyn Future<Output = FunctionResult> + Send>>;
+
+type Function = Arc<dyn Fn(Vec<Term>) -> FunctionFuture + Send + Sync>;
+
+/// Rust functions by `module:function/arity`, for other nodes to spawn
+/// and call ([`Node::start_in_runtime_with`]). Each runs in its own Ember
+/// process, with its arguments as terms.
+#[derive(Clone, Default)]
+pub struct Functions {
+    map: HashMap<(Atom, Atom, usize), Function>,
+}
+
+impl std::fmt::Debug for Functions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<String> = self
+            .map
+            .keys()
+            .map(|(m, f, a)| format!("{m}:{f}/{a}"))
+            .collect();
+        names.sort();
+        f.debug_set().entries(names).finish()
+    }
+}
+
+impl Functions {
+    /// No functions.
+    pub fn new() -> Functions {
+        Functions::default()
+    }
+
+    /// Registers `module:function/arity`; `f` gets exactly `arity`
+    /// arguments. A name registered twice keeps the later function.
+    pub fn register<F, Fut>(&mut self, module: &str, function: &str, arity: usize, f: F)
+    where
+        F: Fn(Vec<Term>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = FunctionResult> + Send + 'static,
+    {
+        let f: Function = Arc::new(move |args| Box::pin(f(args)));
+        self.map
+            .insert((Atom::new(module), Atom::new(function), arity), f);
+    }
+
+    fn get(&self, module: &Term, function: &Term, arity: usize) -> Option<Function> {
+        let (Term::Atom(m), Term::Atom(f)) = (module, function) else {
+            return None;
+        };
+        self.map.get(&(m.clone(), f.clone(), arity)).cloned()
+    }
+}
+
 /// The seam in both directions between a node and a runtime.
 struct Bridge {
+    handle: Handle,
+    functions: Functions,
     incoming: OnceLock<Incoming>,
     node: OnceLock<Weak<Inner>>,
     tokio: tokio::runtime::Handle,
@@ -72,11 +164,21 @@ impl Node {
     /// runtime's own, from a process, is the usual one). The config's
     /// [`NodeConfig::deliver`] is replaced by the bridge. A runtime can be
     /// a node once.
-    pub async fn start_in_runtime(
+    pub async fn start_in_runtime(config: NodeConfig, runtime: &Handle) -> Result<Node, DistError> {
+        Node::start_in_runtime_with(config, runtime, Functions::new()).await
+    }
+
+    /// [`Node::start_in_runtime`], with `functions` for other nodes to
+    /// spawn and call (`spawn/4`, `rpc:call/4`, `erpc:call/4`), and the
+    /// node's `rex` process.
+    pub async fn start_in_runtime_with(
         mut config: NodeConfig,
         runtime: &Handle,
+        functions: Functions,
     ) -> Result<Node, DistError> {
         let bridge = Arc::new(Bridge {
+            handle: runtime.clone(),
+            functions: functions.clone(),
             incoming: OnceLock::new(),
             node: OnceLock::new(),
             tokio: tokio::runtime::Handle::current(),
@@ -90,9 +192,289 @@ impl Node {
             .start_distribution(node.name().as_str(), node.creation(), bridge.clone())
             .map_err(|e| DistError::Refused(e.to_string()))?;
         let _ = bridge.incoming.set(incoming);
+        let rex = runtime.spawn_with(Spawn::new().name("rex").label("rex"), rex(functions));
+        if let Err(e) = rex {
+            tracing::warn!("dist: no rex on {}: {e}", node.name());
+        }
         Ok(node)
     }
 }
+
+/// The node's `rex`: answers `features_request` (`{features_reply,
+/// Node, [erpc]}`) and `{call | block_call, M, F, A, GroupLeader}`
+/// gen_server calls, each run in a process of its own.
+async fn rex(functions: Functions) {
+    loop {
+        let message = receive::<Term>().await;
+        match message.as_tuple() {
+            Some([from, request]) if request.is_atom("features_request") => {
+                if let Some(pid) = rdist::pid_from_term(from) {
+                    let reply = Term::tuple([
+                        Term::atom("features_reply"),
+                        Term::Atom(rdist::node()),
+                        Term::list([Term::atom("erpc")]),
+                    ]);
+                    ember_runtime::send(pid, reply);
+                }
+            }
+            Some([call, from, request]) if call.is_atom("$gen_call") => {
+                let (Some([caller, tag]), Some([kind, m, f, Term::List(args), _gl])) =
+                    (from.as_tuple(), request.as_tuple())
+                else {
+                    tracing::debug!("dist: rex ignores the call {request}");
+                    continue;
+                };
+                if !(kind.is_atom("call") || kind.is_atom("block_call")) {
+                    tracing::debug!("dist: rex ignores the call {request}");
+                    continue;
+                }
+                let Some(caller) = rdist::pid_from_term(caller) else {
+                    continue;
+                };
+                let (tag, m, f, args) = (tag.clone(), m.clone(), f.clone(), args.clone());
+                let function = functions.get(&m, &f, args.len());
+                ember_runtime::spawn(async move {
+                    let result = match function {
+                        None => badrpc_exit(Term::tuple([Term::atom("undef"), stack(&m, &f, &args)])),
+                        Some(function) => match run_caught(function, args.clone()).await {
+                            Ok(value) => value,
+                            Err(Raise::Throw(value)) => value,
+                            Err(Raise::Exit(reason)) => badrpc_exit(reason),
+                            Err(Raise::Error(reason)) => {
+                                badrpc_exit(Term::tuple([reason, stack(&m, &f, &args)]))
+                            }
+                        },
+                    };
+                    let answer = Term::tuple([tag.clone(), result]);
+                    ember_otp::gen::send_term_reply(caller, &tag, answer);
+                });
+            }
+            _ => tracing::debug!("dist: rex ignores {message}"),
+        }
+    }
+}
+
+/// `{badrpc, {'EXIT', Reason}}`.
+fn badrpc_exit(reason: Term) -> Term {
+    Term::tuple([
+        Term::atom("badrpc"),
+        Term::tuple([Term::atom("EXIT"), reason]),
+    ])
+}
+
+/// The stack an exception in `M:F(Args)` reports: `[{M, F, Args, []}]`.
+fn stack(m: &Term, f: &Term, args: &[Term]) -> Term {
+    Term::list([Term::tuple([
+        m.clone(),
+        f.clone(),
+        Term::list(args.to_vec()),
+        Term::nil(),
+    ])])
+}
+
+/// Runs a registered function in a process of its own, so that a panic
+/// is an `error` (`{panic, Message}`) instead of the caller's crash.
+async fn run_caught(function: Function, args: Vec<Term>) -> FunctionResult {
+    let (pid, watch) = ember_runtime::spawn_monitor(async move {
+        let result = function(args).await;
+        ExitReason::Term(Arc::new(encode_result(&result)))
+    });
+    let _ = pid;
+    let down = receive::<ember_runtime::Down>()
+        .matching(move |d| d.monitor == watch)
+        .await;
+    match down.reason {
+        ExitReason::Term(t) => decode_result(&t),
+        ExitReason::Panic(message) => Err(Raise::Error(Term::tuple([
+            Term::atom("panic"),
+            Term::binary(message.as_bytes()),
+        ]))),
+        other => Err(Raise::Exit(other.to_term())),
+    }
+}
+
+fn encode_result(result: &FunctionResult) -> Term {
+    let (class, value) = match result {
+        Ok(v) => ("return", v),
+        Err(Raise::Error(v)) => ("error", v),
+        Err(Raise::Exit(v)) => ("exit", v),
+        Err(Raise::Throw(v)) => ("throw", v),
+    };
+    Term::tuple([Term::atom("$ember_result"), Term::atom(class), value.clone()])
+}
+
+fn decode_result(t: &Term) -> FunctionResult {
+    match t.as_tuple() {
+        Some([tag, class, value]) if tag.is_atom("$ember_result") => match class.as_atom() {
+            Some("return") => Ok(value.clone()),
+            Some("error") => Err(Raise::Error(value.clone())),
+            Some("throw") => Err(Raise::Throw(value.clone())),
+            _ => Err(Raise::Exit(value.clone())),
+        },
+        _ => Err(Raise::Exit(t.clone())),
+    }
+}
+
+/// Calls `module:function(args)` on `node` through its `rex`, as Erlang's
+/// classic `rpc:call/5` (`{call, M, F, A, GroupLeader}`): an Erlang,
+/// Elixir or Ember node. Returns what `rpc:call` returns: the value, or
+/// `{badrpc, Reason}` (`nodedown`, `timeout`, `{'EXIT', ...}`). Call it
+/// from an Ember process. The function's output (its group leader is the
+/// caller) is not served yet: a function that prints waits for an answer
+/// that does not come.
+pub async fn rpc_call(
+    node: &str,
+    module: &str,
+    function: &str,
+    args: Vec<Term>,
+    timeout: Duration,
+) -> Term {
+    let request = Term::tuple([
+        Term::atom("call"),
+        Term::atom(module),
+        Term::atom(function),
+        Term::list(args),
+        rdist::pid_to_term(ember_runtime::self_pid()),
+    ]);
+    let rex = TermServer::Name {
+        name: "rex".into(),
+        node: node.into(),
+    };
+    let badrpc = |why: Term| Term::tuple([Term::atom("badrpc"), why]);
+    match call_term(&rex, request, timeout).await {
+        Ok(value) => value,
+        Err(CallError::Timeout) => badrpc(Term::atom("timeout")),
+        Err(CallError::Exited(ExitReason::NoConnection) | CallError::NoProc) => {
+            badrpc(Term::atom("nodedown"))
+        }
+        Err(CallError::Exited(reason)) => {
+            badrpc(Term::tuple([Term::atom("EXIT"), reason.to_term()]))
+        }
+        Err(e) => badrpc(Term::binary(e.to_string().into_bytes())),
+    }
+}
+
+impl Bridge {
+    /// `SPAWN_REQUEST`: spawns the function in a new process with the
+    /// link and monitor asked for, answers `SPAWN_REPLY`, then lets it run.
+    fn spawn_request(
+        &self,
+        incoming: &Incoming,
+        node: &Atom,
+        req_id: &Term,
+        from: &Pid,
+        mfa: &Term,
+        opts: &Term,
+        args: Option<&Term>,
+    ) {
+        let args: Vec<Term> = args.and_then(Term::as_list).map(<[Term]>::to_vec).unwrap_or_default();
+        let opts = opts.as_list().unwrap_or(&[]);
+        let link = opts.iter().any(|o| o.is_atom("link"));
+        let monitor = opts.iter().any(|o| o.is_atom("monitor"));
+        let Some([m, f, _]) = mfa.as_tuple() else {
+            return self.spawn_reply(node, req_id, from, 0, Term::atom("badarg"));
+        };
+        let body = self.spawn_body(m, f, args);
+        let spawned = self.handle.spawn_with(Spawn::new().label("remote spawn"), async move {
+            receive::<Go>().await;
+            body.await
+        });
+        let pid = match spawned {
+            Ok(s) => s.pid,
+            Err(e) => {
+                tracing::warn!("dist: cannot spawn for {node}: {e}");
+                return self.spawn_reply(node, req_id, from, 0, Term::atom("system_limit"));
+            }
+        };
+        let new = incoming.term_pid(pid);
+        let mut flags = 0;
+        if link {
+            incoming.link(node, from, &new);
+            flags |= 1;
+        }
+        if monitor {
+            if let Term::Reference(r) = req_id {
+                incoming.monitor(node, from, &Target::Pid(new.clone()), r.clone());
+                flags |= 2;
+            }
+        }
+        self.spawn_reply(node, req_id, from, flags, Term::Pid(new));
+        self.handle.send(pid, Go);
+    }
+
+    fn spawn_reply(&self, node: &Atom, id: &Term, to: &Pid, flags: u8, result: Term) {
+        let reply = RemoteSignal::SpawnReply {
+            id: id.clone(),
+            to: to.clone(),
+            flags,
+            result,
+        };
+        Distribution::signal(self, node, reply);
+    }
+
+    /// What a spawned process runs: `erpc:execute_call/4`'s protocol, or
+    /// a registered function as the process's whole body.
+    fn spawn_body(
+        &self,
+        m: &Term,
+        f: &Term,
+        args: Vec<Term>,
+    ) -> Pin<Box<dyn Future<Output = ExitReason> + Send>> {
+        if m.is_atom("erpc") && f.is_atom("execute_call") {
+            if let [reference, m2, f2, Term::List(a2)] = &args[..] {
+                let (reference, m2, f2, a2) =
+                    (reference.clone(), m2.clone(), f2.clone(), a2.clone());
+                let function = self.functions.get(&m2, &f2, a2.len());
+                return Box::pin(async move {
+                    let reason = match function {
+                        None => Term::tuple([
+                            reference,
+                            Term::atom("error"),
+                            Term::atom("undef"),
+                            stack(&m2, &f2, &a2),
+                        ]),
+                        Some(function) => match run_caught(function, a2.clone()).await {
+                            Ok(v) => Term::tuple([reference, Term::atom("return"), v]),
+                            Err(Raise::Throw(v)) => Term::tuple([reference, Term::atom("throw"), v]),
+                            Err(Raise::Exit(v)) => Term::tuple([reference, Term::atom("exit"), v]),
+                            Err(Raise::Error(v)) => Term::tuple([
+                                reference,
+                                Term::atom("error"),
+                                v,
+                                stack(&m2, &f2, &a2),
+                            ]),
+                        },
+                    };
+                    ExitReason::from_term(reason)
+                });
+            }
+        }
+        let function = self.functions.get(m, f, args.len());
+        let (m, f) = (m.clone(), f.clone());
+        Box::pin(async move {
+            let Some(function) = function else {
+                return ExitReason::from_term(Term::tuple([
+                    Term::atom("undef"),
+                    stack(&m, &f, &args),
+                ]));
+            };
+            match function(args.clone()).await {
+                Ok(_) => ExitReason::Normal,
+                Err(Raise::Exit(reason)) => ExitReason::from_term(reason),
+                Err(Raise::Error(reason)) => {
+                    ExitReason::from_term(Term::tuple([reason, stack(&m, &f, &args)]))
+                }
+                Err(Raise::Throw(value)) => ExitReason::from_term(Term::tuple([
+                    Term::tuple([Term::atom("nocatch"), value]),
+                    stack(&m, &f, &args),
+                ])),
+            }
+        })
+    }
+}
+
+/// Lets a spawned process start once its `SPAWN_REPLY` is on its way.
+struct Go;
 
 impl Distribution for Bridge {
     fn signal(&self, node: &Atom, signal: RemoteSignal) {
@@ -245,6 +627,15 @@ fn encode(signal: RemoteSignal, peer_flags: u64) -> Option<Outgoing> {
             ]),
             None,
         ),
+        RemoteSignal::SpawnReply {
+            id,
+            to,
+            flags,
+            result,
+        } => (
+            Term::tuple([op(SPAWN_REPLY), id, pid(to), Term::from(i64::from(flags)), result]),
+            None,
+        ),
         RemoteSignal::MonitorExit {
             from,
             to,
@@ -291,7 +682,7 @@ impl Deliver for Bridge {
         }
     }
 
-    fn signal(&self, node: &Atom, control: &[Term], _payload: Option<&Term>) -> bool {
+    fn signal(&self, node: &Atom, control: &[Term], payload: Option<&Term>) -> bool {
         let Some(incoming) = self.incoming.get() else {
             return false;
         };
@@ -323,6 +714,10 @@ impl Deliver for Bridge {
             (DEMONITOR_P, [_, _, _, Term::Reference(r)]) => incoming.demonitor(node, r),
             (MONITOR_P_EXIT, [_, _, Term::Pid(to), Term::Reference(r), reason]) => {
                 incoming.monitor_exit(to, r, reason.clone())
+            }
+            (SPAWN_REQUEST, [_, id, Term::Pid(from), _gl, mfa, opts])
+            | (SPAWN_REQUEST_TT, [_, id, Term::Pid(from), _gl, mfa, opts, _]) => {
+                self.spawn_request(incoming, node, id, from, mfa, opts, payload)
             }
             _ => return false,
         }

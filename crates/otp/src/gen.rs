@@ -301,9 +301,10 @@ impl<R: Send + 'static> ReplyTo<R> {
     }
 }
 
-/// Sends a term reply `{Tag, Reply}`: to the alias if `tag` is `[alias |
-/// Alias]` (OTP 24+ callers), else to `caller` (gen.erl's `reply/2`).
-pub(crate) fn send_term_reply(caller: Pid, tag: &ember_term::Term, answer: ember_term::Term) {
+/// Sends a term reply `{Tag, Reply}` (built by the caller): to the alias
+/// if `tag` is `[alias | Alias]` (OTP 24+ callers), else to `caller`
+/// (gen.erl's `reply/2`).
+pub fn send_term_reply(caller: Pid, tag: &ember_term::Term, answer: ember_term::Term) {
     use ember_term::Term;
     match tag {
         Term::ImproperList(head, tail) if head.len() == 1 && head[0].is_atom("alias") => {

@@ -203,6 +203,17 @@ pub enum RemoteSignal {
         /// The reason.
         reason: Term,
     },
+    /// `SPAWN_REPLY`: the answer to a peer's `SPAWN_REQUEST`.
+    SpawnReply {
+        /// The request's id, as the peer sent it.
+        id: Term,
+        /// The requester.
+        to: TermPid,
+        /// 1: a link was set up; 2: a monitor was.
+        flags: u8,
+        /// The new pid, or an error atom.
+        result: Term,
+    },
     /// No signal: make sure a connection is up (for `monitor_node`); if
     /// none can be made, report the node down.
     Connect,
