@@ -406,3 +406,74 @@ fn an_ember_node_stopping_gives_erl_noconnection() {
     );
     assert_eq!(got, "[{exit,noconnection},{down,noconnection},nodedown]");
 }
+
+#[test]
+fn ember_calls_erl_gen_servers_and_rpc_goes_both_ways() {
+    if !erl_required() {
+        return;
+    }
+    let port = free_port();
+    let cookie = random_cookie();
+    let mut functions = ember_dist::Functions::new();
+    functions.register("ember_test", "add", 2, |args| async move {
+        match (args[0].as_int(), args[1].as_int()) {
+            (Some(a), Some(b)) => Ok(Term::from(a + b)),
+            _ => Err(ember_dist::Raise::Error(Term::atom("badarith"))),
+        }
+    });
+    let ember = EmberNode::start_with(&unique("ember"), &cookie, port, functions);
+    let mut erl = Erl::start(&unique("erl"), &cookie, port);
+    let e = ember.name.clone();
+    let erl_name = erl.name.clone();
+    let (tx, reports) = Reports::new();
+    ember.handle().spawn(async move {
+        use ember_otp::gen_server::{call_term, TermServer};
+        let wait = Duration::from_secs(10);
+        let net_kernel = TermServer::Name {
+            name: "net_kernel".into(),
+            node: erl_name.clone(),
+        };
+        let is_auth = Term::tuple([Term::atom("is_auth"), Term::Atom(dist::node())]);
+        let answer = call_term(&net_kernel, is_auth, wait).await;
+        tx.send(format!("{answer:?}")).unwrap();
+        let nobody = TermServer::Name {
+            name: "nobody_here".into(),
+            node: erl_name.clone(),
+        };
+        let answer = call_term(&nobody, Term::atom("x"), wait).await;
+        tx.send(format!("{answer:?}")).unwrap();
+        let reverse = ember_dist::rpc_call(
+            &erl_name,
+            "lists",
+            "reverse",
+            vec![Term::list([Term::from(1), Term::from(2), Term::from(3)])],
+            wait,
+        )
+        .await;
+        tx.send(reverse.to_string()).unwrap();
+        let crash = ember_dist::rpc_call(&erl_name, "erlang", "error", vec![Term::atom("boom")], wait).await;
+        let shape = crash.as_tuple().map(|t| (t[0].to_string(), t[1].as_tuple().map(|x| x[0].to_string())));
+        tx.send(format!("{shape:?}")).unwrap();
+        // Ember's own rex, from Ember: the classic protocol both ways.
+        let own = ember_dist::rpc_call(&dist::node().to_string(), "ember_test", "add", vec![Term::from(2), Term::from(3)], wait).await;
+        tx.send(own.to_string()).unwrap();
+    });
+    assert_eq!(
+        reports.next("net_kernel's is_auth"),
+        format!("{:?}", Ok::<_, ()>(Term::atom("yes")))
+    );
+    assert_eq!(reports.next("a call to nobody"), "Err(NoProc)");
+    assert_eq!(reports.next("rpc lists:reverse"), "[3,2,1]");
+    assert_eq!(
+        reports.next("rpc erlang:error"),
+        "Some((\"badrpc\", Some(\"'EXIT'\")))"
+    );
+    assert_eq!(reports.next("rpc into Ember's own rex"), "5");
+    // And erl into Ember, by rpc and erpc.
+    assert_eq!(erl.eval(&format!("rpc:call('{e}', ember_test, add, [40, 2]).")), "42");
+    assert_eq!(erl.eval(&format!("erpc:call('{e}', ember_test, add, [1, 2]).")), "3");
+    assert_eq!(
+        erl.eval(&format!("rpc:call('{e}', ember_test, add, [a, 2]).")),
+        "{badrpc,{'EXIT',{badarith,[{ember_test,add,[a,2],[]}]}}}"
+    );
+}

@@ -4,7 +4,7 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use ember_dist::{Node, NodeConfig};
+use ember_dist::{Functions, Node, NodeConfig};
 use ember_runtime::{Handle, Runtime};
 
 use super::erl::DEADLINE;
@@ -20,6 +20,16 @@ impl EmberNode {
     /// Starts `alive@localhost` on the port mapper at `epmd_port` (an
     /// embedded one if none answers there).
     pub(crate) fn start(alive: &str, cookie: &str, epmd_port: u16) -> EmberNode {
+        EmberNode::start_with(alive, cookie, epmd_port, Functions::new())
+    }
+
+    /// [`EmberNode::start`] with functions for other nodes to call.
+    pub(crate) fn start_with(
+        alive: &str,
+        cookie: &str,
+        epmd_port: u16,
+        functions: Functions,
+    ) -> EmberNode {
         let rt = Runtime::builder().schedulers(2).build().unwrap();
         let name = format!("{alive}@localhost");
         let mut config = NodeConfig::new(&name, cookie);
@@ -27,7 +37,7 @@ impl EmberNode {
         config.listen = "127.0.0.1:0".parse().unwrap();
         let handle = rt.handle().clone();
         let node = rt
-            .block_on(async move { Node::start_in_runtime(config, &handle).await })
+            .block_on(async move { Node::start_in_runtime_with(config, &handle, functions).await })
             .expect("start the Ember node");
         EmberNode { rt, node, name }
     }
