@@ -676,9 +676,7 @@ impl Deliver for Bridge {
                     tracing::debug!("dist: no process registered as {to} (from {node})");
                 }
             }
-            Delivery::ToAlias { alias, .. } => {
-                tracing::debug!("dist: no local alias {alias:?} (from {node}): dropped")
-            }
+            Delivery::ToAlias { alias, message, .. } => incoming.message_alias(&alias, message),
         }
     }
 

@@ -688,10 +688,10 @@ pub enum TermServer {
 /// `{'$gen_call', {self(), Tag}, Request}` and waits up to `timeout` for
 /// `{Tag, Reply}`, watching the server with a monitor (by name for
 /// [`TermServer::Name`]): a dead server is [`CallError::NoProc`] or
-/// [`CallError::Exited`], a lost connection `Exited(noconnection)`. Unlike
-/// [`GenServerRef::call`], a reply arriving after the timeout lands in the
-/// caller's mailbox as a `{Tag, Reply}` term (Ember has no process
-/// aliases yet).
+/// [`CallError::Exited`], a lost connection `Exited(noconnection)`. The
+/// tag is `[alias | Ref]`, `Ref` being the monitor's reference made an
+/// alias (OTP 24's `{alias, reply_demonitor}`), so a reply arriving after
+/// the timeout is dropped.
 pub async fn call_term(
     server: &TermServer,
     request: ember_term::Term,
@@ -704,7 +704,10 @@ pub async fn call_term(
         TermServer::Pid(pid) => monitor(*pid),
         TermServer::Name { name, node } => dist::monitor_name(name, node),
     };
-    let tag = dist::ref_to_term(watch.reference());
+    // The monitor's reference is also an alias, gone with the first reply
+    // (or below): a reply after a timeout is dropped, as in OTP 24+.
+    ember_runtime::alias_monitor(watch);
+    let tag = Term::improper_list([Term::atom("alias")], dist::ref_to_term(watch.reference()));
     let message = Term::tuple([
         Term::atom("$gen_call"),
         Term::tuple([dist::pid_to_term(self_pid()), tag.clone()]),
@@ -725,11 +728,15 @@ pub async fn call_term(
     .await;
     match answer {
         None => {
+            ember_runtime::unalias(watch.reference());
             ember_runtime::demonitor(watch, true);
             Err(CallError::Timeout)
         }
         Some(m) => match m.downcast::<Down>() {
-            Ok(down) => Err(CallError::from_down(down.reason)),
+            Ok(down) => {
+                ember_runtime::unalias(watch.reference());
+                Err(CallError::from_down(down.reason))
+            }
             Err(m) => {
                 ember_runtime::demonitor(watch, true);
                 let Ok(reply) = m.downcast::<Term>() else {

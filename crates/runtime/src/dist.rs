@@ -782,6 +782,15 @@ impl Incoming {
         }
     }
 
+    /// `ALIAS_SEND`: a message to an alias of this node (dropped if it is
+    /// not active).
+    pub fn message_alias(&self, alias: &Reference, message: Term) {
+        match self.dist.local_ref(alias) {
+            Some(r) => self.rt.send_to_alias(r, Envelope::new(message)),
+            None => tracing::debug!("ember: {alias:?} is no alias of this node: dropped"),
+        }
+    }
+
     /// `LINK` from `from` (remote) to `to` (local): links them, or answers
     /// `EXIT` with `noproc` if `to` is not alive.
     pub fn link(&self, node: &Atom, from: &TermPid, to: &TermPid) {
@@ -1126,15 +1135,17 @@ pub fn send_named(name: &str, node: &str, message: Term) {
 
 /// Sends `message` to a process alias of another node (how replies to
 /// `gen_server:call` made with an alias travel). An alias of this node is
-/// a local reference, and local aliases do not exist yet: such a message is
+/// a local reference ([`crate::alias()`]); a message to an inactive one is
 /// dropped.
 pub fn send_alias(alias: &Reference, message: Term) {
     with_dist("send_alias", |rt, d| {
         context::consume_reductions(1);
         let Some(d) = d else { return };
         if alias.node == d.name {
-            let _ = rt;
-            tracing::debug!("ember: no local process aliases yet: dropped a message to {alias:?}");
+            match d.local_ref(alias) {
+                Some(r) => rt.send_to_alias(r, Envelope::new(message)),
+                None => tracing::debug!("ember: {alias:?} is no alias of this node: dropped"),
+            }
             return;
         }
         let from = context::try_with_current(|p| p.pid).unwrap_or(Pid::OUTSIDE);

@@ -403,6 +403,9 @@ fn finish_exit(
             rt.names.remove_if(name, |_, owner| *owner == process.pid);
         }
         rt.timers.cancel_all(&more.timers);
+        for alias in &more.aliases {
+            rt.aliases.remove(alias);
+        }
         // What crosses to other nodes, gathered on the way (allocated only
         // for a process with a remote relation).
         let mut remote: Option<Box<RemoteExit>> = None;
@@ -627,15 +630,7 @@ pub(crate) fn monitor_with_name(pid: Pid, name: Option<crate::dist::RemoteName>)
 /// `demonitor(r, true)` no `Down` for `r` is ever received.
 pub fn demonitor(monitor: MonitorRef, flush: bool) -> bool {
     context::with_current("demonitor", |me| {
-        // Whoever removes the monitor from the watcher's side owns it: if
-        // we do, no `Down` will come (the target's exit checks this side).
-        let target = me.with_relations(|r| r.more_if_any_mut()?.monitoring.remove(&monitor));
-        let was_active = target.is_some();
-        if let Some(remote) = target.filter(|pid| !pid.is_local()) {
-            crate::dist::demonitor_remote(&me.rt, me.pid, monitor, remote);
-        } else if let Some(target) = target.and_then(|pid| me.rt.lookup(pid)) {
-            target.with_relations(|r| forget_watcher(r, &monitor));
-        }
+        let was_active = demonitor_of(me, monitor);
         if flush {
             // SAFETY: `me` is the current process, so this thread has exclusive
             // use of it (mailbox module docs, "Safety").
@@ -648,6 +643,20 @@ pub fn demonitor(monitor: MonitorRef, flush: bool) -> bool {
         }
         was_active
     })
+}
+
+/// Removes `monitor`, held by `watcher`, from both sides; true if it was
+/// still active. Whoever removes the monitor from the watcher's side owns
+/// it: if we do, no `Down` will come (the target's exit checks this side).
+pub(crate) fn demonitor_of(watcher: &Arc<Process>, monitor: MonitorRef) -> bool {
+    let target = watcher.with_relations(|r| r.more_if_any_mut()?.monitoring.remove(&monitor));
+    let was_active = target.is_some();
+    if let Some(remote) = target.filter(|pid| !pid.is_local()) {
+        crate::dist::demonitor_remote(&watcher.rt, watcher.pid, monitor, remote);
+    } else if let Some(target) = target.and_then(|pid| watcher.rt.lookup(pid)) {
+        target.with_relations(|r| forget_watcher(r, &monitor));
+    }
+    was_active
 }
 
 /// Whether the calling process traps exits (false outside a process).
