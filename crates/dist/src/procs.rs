@@ -235,7 +235,9 @@ async fn rex(functions: Functions) {
                 let function = functions.get(&m, &f, args.len());
                 ember_runtime::spawn(async move {
                     let result = match function {
-                        None => badrpc_exit(Term::tuple([Term::atom("undef"), stack(&m, &f, &args)])),
+                        None => {
+                            badrpc_exit(Term::tuple([Term::atom("undef"), stack(&m, &f, &args)]))
+                        }
                         Some(function) => match run_caught(function, args.clone()).await {
                             Ok(value) => value,
                             Err(Raise::Throw(value)) => value,
@@ -300,7 +302,11 @@ fn encode_result(result: &FunctionResult) -> Term {
         Err(Raise::Exit(v)) => ("exit", v),
         Err(Raise::Throw(v)) => ("throw", v),
     };
-    Term::tuple([Term::atom("$ember_result"), Term::atom(class), value.clone()])
+    Term::tuple([
+        Term::atom("$ember_result"),
+        Term::atom(class),
+        value.clone(),
+    ])
 }
 
 fn decode_result(t: &Term) -> FunctionResult {
@@ -367,7 +373,10 @@ impl Bridge {
         opts: &Term,
         args: Option<&Term>,
     ) {
-        let args: Vec<Term> = args.and_then(Term::as_list).map(<[Term]>::to_vec).unwrap_or_default();
+        let args: Vec<Term> = args
+            .and_then(Term::as_list)
+            .map(<[Term]>::to_vec)
+            .unwrap_or_default();
         let opts = opts.as_list().unwrap_or(&[]);
         let link = opts.iter().any(|o| o.is_atom("link"));
         let monitor = opts.iter().any(|o| o.is_atom("monitor"));
@@ -375,10 +384,12 @@ impl Bridge {
             return self.spawn_reply(node, req_id, from, 0, Term::atom("badarg"));
         };
         let body = self.spawn_body(m, f, args);
-        let spawned = self.handle.spawn_with(Spawn::new().label("remote spawn"), async move {
-            receive::<Go>().await;
-            body.await
-        });
+        let spawned = self
+            .handle
+            .spawn_with(Spawn::new().label("remote spawn"), async move {
+                receive::<Go>().await;
+                body.await
+            });
         let pid = match spawned {
             Ok(s) => s.pid,
             Err(e) => {
@@ -435,7 +446,9 @@ impl Bridge {
                         ]),
                         Some(function) => match run_caught(function, a2.clone()).await {
                             Ok(v) => Term::tuple([reference, Term::atom("return"), v]),
-                            Err(Raise::Throw(v)) => Term::tuple([reference, Term::atom("throw"), v]),
+                            Err(Raise::Throw(v)) => {
+                                Term::tuple([reference, Term::atom("throw"), v])
+                            }
                             Err(Raise::Exit(v)) => Term::tuple([reference, Term::atom("exit"), v]),
                             Err(Raise::Error(v)) => Term::tuple([
                                 reference,
@@ -633,7 +646,13 @@ fn encode(signal: RemoteSignal, peer_flags: u64) -> Option<Outgoing> {
             flags,
             result,
         } => (
-            Term::tuple([op(SPAWN_REPLY), id, pid(to), Term::from(i64::from(flags)), result]),
+            Term::tuple([
+                op(SPAWN_REPLY),
+                id,
+                pid(to),
+                Term::from(i64::from(flags)),
+                result,
+            ]),
             None,
         ),
         RemoteSignal::MonitorExit {

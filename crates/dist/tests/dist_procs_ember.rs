@@ -126,12 +126,17 @@ fn processes_of_two_ember_nodes_talk_link_monitor_call_and_rpc() {
         tx.send(format!("{:?}", missing == Err(CallError::NoProc)))
             .unwrap();
         // rpc into A's registered functions.
-        let twice = ember_dist::rpc_call(&a_name, "demo", "twice", vec![Term::from(21)], wait).await;
+        let twice =
+            ember_dist::rpc_call(&a_name, "demo", "twice", vec![Term::from(21)], wait).await;
         let undef = ember_dist::rpc_call(&a_name, "demo", "nope", vec![], wait).await;
         tx.send(format!("{twice} {undef}")).unwrap();
         // Link and monitor (by name) the mortal; it dies with a term reason.
         let by_name = dist::monitor_name("mortal", &a_name);
-        dist::send_named("echo", &a_name, Term::tuple([dist::pid_to_term(self_pid()), Term::atom("sync")]));
+        dist::send_named(
+            "echo",
+            &a_name,
+            Term::tuple([dist::pid_to_term(self_pid()), Term::atom("sync")]),
+        );
         assert!(next_term().await.is_atom("sync"));
         let reason = Term::tuple([Term::atom("shutdown"), Term::atom("bye")]);
         dist::send_named("mortal", &a_name, reason.clone());
@@ -149,7 +154,18 @@ fn processes_of_two_ember_nodes_talk_link_monitor_call_and_rpc() {
         .unwrap();
     });
     assert_eq!(reports.next("the echo by name"), "hello");
-    assert_eq!(reports.next("the term calls"), format!("Ok({:?}) Ok({:?}) Ok({:?})", Term::from(40), Term::from(42), Term::tuple([Term::atom("error"), Term::tuple([Term::atom("not_an_integer"), Term::atom("x")])])));
+    assert_eq!(
+        reports.next("the term calls"),
+        format!(
+            "Ok({:?}) Ok({:?}) Ok({:?})",
+            Term::from(40),
+            Term::from(42),
+            Term::tuple([
+                Term::atom("error"),
+                Term::tuple([Term::atom("not_an_integer"), Term::atom("x")])
+            ])
+        )
+    );
     assert_eq!(reports.next("a call to a name nobody has"), "true");
     assert_eq!(
         reports.next("rpc"),
@@ -216,7 +232,10 @@ fn a_node_stopping_fires_noconnection_and_nodedown_on_the_other() {
         seen.sort();
         tx.send(seen.join(", ")).unwrap();
     });
-    assert_eq!(reports.next("b is linked to and monitors a's target"), "ready");
+    assert_eq!(
+        reports.next("b is linked to and monitors a's target"),
+        "ready"
+    );
     let stopped = Instant::now();
     a.node.stop();
     let seen = reports.within(Duration::from_secs(5), "noconnection and nodedown");

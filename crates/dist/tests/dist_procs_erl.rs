@@ -77,10 +77,7 @@ fn messages_cross_between_pids_both_ways() {
         format!("{{direct,{e},3.5,<<1,2>>,[a|b]}}")
     );
     // The 42u32 never arrived: nothing else is in erl's mailbox.
-    assert_eq!(
-        erl.eval("receive M -> M after 200 -> empty end."),
-        "empty"
-    );
+    assert_eq!(erl.eval("receive M -> M after 200 -> empty end."), "empty");
 }
 
 #[test]
@@ -112,14 +109,19 @@ fn links_and_exit_signals_cross_both_ways() {
             tx1.send(exit.reason.to_string()).unwrap();
         })
         .unwrap();
-    erl.eval("put(v, spawn(fun() -> receive {ack, T} -> T ! acked end, receive never -> ok end end)).");
+    erl.eval(
+        "put(v, spawn(fun() -> receive {ack, T} -> T ! acked end, receive never -> ok end end)).",
+    );
     assert_eq!(
         erl.eval(&format!(
             "{{linker, '{e}'}} ! {{get(v), self()}}, receive acked -> ok after 10000 -> timeout end."
         )),
         "ok"
     );
-    assert_eq!(erl.eval("{links, L} = process_info(get(v), links), length(L)."), "1");
+    assert_eq!(
+        erl.eval("{links, L} = process_info(get(v), links), length(L)."),
+        "1"
+    );
     erl.eval("exit(get(v), kill).");
     assert_eq!(reports.next("the EXIT of the linked erl process"), "killed");
 
@@ -130,7 +132,10 @@ fn links_and_exit_signals_cross_both_ways() {
         .spawn_with(Spawn::new().name("dier"), async move {
             let m = next_term().await;
             let from = dist::pid_from_term(&m.as_tuple().unwrap()[0]).unwrap();
-            send(from, Term::tuple([Term::atom("me"), dist::pid_to_term(self_pid())]));
+            send(
+                from,
+                Term::tuple([Term::atom("me"), dist::pid_to_term(self_pid())]),
+            );
             let die = next_term().await;
             assert!(die.is_atom("die"));
             ExitReason::from_term(Term::tuple([
@@ -182,7 +187,10 @@ fn links_and_exit_signals_cross_both_ways() {
             .spawn_with(Spawn::new().name("sitter"), async move {
                 let m = next_term().await;
                 let from = dist::pid_from_term(&m.as_tuple().unwrap()[0]).unwrap();
-                send(from, Term::tuple([Term::atom("me"), dist::pid_to_term(self_pid())]));
+                send(
+                    from,
+                    Term::tuple([Term::atom("me"), dist::pid_to_term(self_pid())]),
+                );
                 receive::<u8>().await;
             })
             .unwrap();
@@ -385,7 +393,10 @@ fn an_ember_node_stopping_gives_erl_noconnection() {
         .spawn_with(Spawn::new().name("lonely"), async move {
             let m = next_term().await;
             let from = dist::pid_from_term(&m.as_tuple().unwrap()[0]).unwrap();
-            send(from, Term::tuple([Term::atom("me"), dist::pid_to_term(self_pid())]));
+            send(
+                from,
+                Term::tuple([Term::atom("me"), dist::pid_to_term(self_pid())]),
+            );
             receive::<u8>().await;
         })
         .unwrap();
@@ -396,10 +407,7 @@ fn an_ember_node_stopping_gives_erl_noconnection() {
         "ok"
     );
     // A round trip behind the LINK and MONITOR_P: both are in place.
-    assert_eq!(
-        erl.eval(&format!("net_adm:ping('{e}').")),
-        "pong"
-    );
+    assert_eq!(erl.eval(&format!("net_adm:ping('{e}').")), "pong");
     ember.node.stop();
     let got = erl.eval(
         "EP = get(ep), R = get(r), [receive {'EXIT', EP, X} -> {exit, X} after 5000 -> no_exit end, receive {'DOWN', R, process, EP, Y} -> {down, Y} after 5000 -> no_down end, receive {nodedown, N} -> nodedown after 5000 -> no_nodedown end].",
@@ -451,11 +459,22 @@ fn ember_calls_erl_gen_servers_and_rpc_goes_both_ways() {
         )
         .await;
         tx.send(reverse.to_string()).unwrap();
-        let crash = ember_dist::rpc_call(&erl_name, "erlang", "error", vec![Term::atom("boom")], wait).await;
-        let shape = crash.as_tuple().map(|t| (t[0].to_string(), t[1].as_tuple().map(|x| x[0].to_string())));
+        let crash =
+            ember_dist::rpc_call(&erl_name, "erlang", "error", vec![Term::atom("boom")], wait)
+                .await;
+        let shape = crash
+            .as_tuple()
+            .map(|t| (t[0].to_string(), t[1].as_tuple().map(|x| x[0].to_string())));
         tx.send(format!("{shape:?}")).unwrap();
         // Ember's own rex, from Ember: the classic protocol both ways.
-        let own = ember_dist::rpc_call(&dist::node().to_string(), "ember_test", "add", vec![Term::from(2), Term::from(3)], wait).await;
+        let own = ember_dist::rpc_call(
+            &dist::node().to_string(),
+            "ember_test",
+            "add",
+            vec![Term::from(2), Term::from(3)],
+            wait,
+        )
+        .await;
         tx.send(own.to_string()).unwrap();
     });
     assert_eq!(
@@ -470,8 +489,14 @@ fn ember_calls_erl_gen_servers_and_rpc_goes_both_ways() {
     );
     assert_eq!(reports.next("rpc into Ember's own rex"), "5");
     // And erl into Ember, by rpc and erpc.
-    assert_eq!(erl.eval(&format!("rpc:call('{e}', ember_test, add, [40, 2]).")), "42");
-    assert_eq!(erl.eval(&format!("erpc:call('{e}', ember_test, add, [1, 2]).")), "3");
+    assert_eq!(
+        erl.eval(&format!("rpc:call('{e}', ember_test, add, [40, 2]).")),
+        "42"
+    );
+    assert_eq!(
+        erl.eval(&format!("erpc:call('{e}', ember_test, add, [1, 2]).")),
+        "3"
+    );
     assert_eq!(
         erl.eval(&format!("rpc:call('{e}', ember_test, add, [a, 2]).")),
         "{badrpc,{'EXIT',{badarith,[{ember_test,add,[a,2],[]}]}}}"

@@ -651,7 +651,9 @@ fn term_call<S: GenServer>(
     let tag = from.pop().expect("two elements");
     let caller_term = from.pop().expect("two elements");
     let Some(caller) = ember_runtime::dist::pid_from_term(&caller_term) else {
-        tracing::warn!("gen_server: a call from {caller_term} cannot be answered: no room for its node");
+        tracing::warn!(
+            "gen_server: a call from {caller_term} cannot be answered: no room for its node"
+        );
         return Err(None);
     };
     match S::call_from_term(request) {

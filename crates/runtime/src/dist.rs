@@ -422,11 +422,7 @@ impl DistState {
         Reference {
             node: self.name.clone(),
             creation: self.creation,
-            ids: vec![
-                (id & 0x3ffff) as u32,
-                (id >> 18) as u32,
-                (id >> 50) as u32,
-            ],
+            ids: vec![(id & 0x3ffff) as u32, (id >> 18) as u32, (id >> 50) as u32],
         }
     }
 
@@ -519,7 +515,14 @@ impl RemoteExit {
             if let Route::Remote(node) = dist.route(linked) {
                 let to = dist.term_pid(linked);
                 let reason = reason_term.clone();
-                dist.emit(&node, RemoteSignal::Exit { from: me.clone(), to, reason });
+                dist.emit(
+                    &node,
+                    RemoteSignal::Exit {
+                        from: me.clone(),
+                        to,
+                        reason,
+                    },
+                );
                 nodes.insert(node);
             }
         }
@@ -531,7 +534,14 @@ impl RemoteExit {
                     None => Target::Pid(dist.term_pid(target)),
                 };
                 let reference = dist.term_ref(monitor.0);
-                dist.emit(&node, RemoteSignal::Demonitor { from: me.clone(), to, reference });
+                dist.emit(
+                    &node,
+                    RemoteSignal::Demonitor {
+                        from: me.clone(),
+                        to,
+                        reference,
+                    },
+                );
                 nodes.insert(node);
             }
         }
@@ -643,7 +653,9 @@ pub(crate) fn monitor_remote(
     monitor: MonitorRef,
     name: Option<RemoteName>,
 ) -> Result<(), ()> {
-    let Some(dist) = me.rt.dist() else { return Err(()) };
+    let Some(dist) = me.rt.dist() else {
+        return Err(());
+    };
     let Route::Remote(node) = dist.route(pid) else {
         return Err(());
     };
@@ -760,7 +772,9 @@ impl Incoming {
 
     /// The live local process a term pid names, if any.
     pub fn local_pid(&self, p: &TermPid) -> Option<Pid> {
-        self.dist.local_pid(p).filter(|&pid| self.rt.lookup(pid).is_some())
+        self.dist
+            .local_pid(p)
+            .filter(|&pid| self.rt.lookup(pid).is_some())
     }
 
     /// `SEND`: a message to a local pid (dropped if it names no process).
@@ -906,7 +920,10 @@ impl Incoming {
     pub fn demonitor(&self, node: &Atom, reference: &Reference) {
         let held = {
             let mut table = self.dist.table.lock();
-            let id = table.held_ids.get(&(node.clone(), reference.ids.clone())).copied();
+            let id = table
+                .held_ids
+                .get(&(node.clone(), reference.ids.clone()))
+                .copied();
             id.and_then(|id| Some((id, table.take_held(id)?)))
         };
         if let Some((_, held)) = held {
@@ -942,7 +959,8 @@ impl Incoming {
             table.node_watchers.iter().copied().collect()
         };
         for pid in watchers {
-            self.rt.send_envelope(pid, Envelope::new(NodeUp { node: node.clone() }));
+            self.rt
+                .send_envelope(pid, Envelope::new(NodeUp { node: node.clone() }));
         }
     }
 
@@ -982,7 +1000,8 @@ impl Incoming {
             }
         }
         for pid in subscribers {
-            self.rt.send_envelope(pid, Envelope::new(NodeDown { node: node.clone() }));
+            self.rt
+                .send_envelope(pid, Envelope::new(NodeDown { node: node.clone() }));
         }
     }
 }
@@ -1048,7 +1067,9 @@ fn with_dist<R>(what: &str, f: impl FnOnce(&Arc<Shared>, Option<Arc<DistState>>)
 
 /// This node's name (`nonode@nohost` before distribution starts).
 pub fn node() -> Atom {
-    with_dist("node", |_, d| d.map_or_else(|| Atom::new(NONODE), |d| d.name.clone()))
+    with_dist("node", |_, d| {
+        d.map_or_else(|| Atom::new(NONODE), |d| d.name.clone())
+    })
 }
 
 /// The nodes this node is connected to, sorted (Erlang's `nodes(connected)`).
@@ -1092,14 +1113,20 @@ pub fn ref_to_term(r: Ref) -> Term {
         None => Term::Reference(Reference {
             node: Atom::new(NONODE),
             creation: 0,
-            ids: vec![(r.id() & 0x3ffff) as u32, (r.id() >> 18) as u32, (r.id() >> 50) as u32],
+            ids: vec![
+                (r.id() & 0x3ffff) as u32,
+                (r.id() >> 18) as u32,
+                (r.id() >> 50) as u32,
+            ],
         }),
     })
 }
 
 /// The reference of this node a term names, if it is one.
 pub fn ref_from_term(term: &Term) -> Option<Ref> {
-    let Term::Reference(r) = term else { return None };
+    let Term::Reference(r) = term else {
+        return None;
+    };
     with_dist("ref_from_term", |_, d| d?.local_ref(r))
 }
 
@@ -1112,7 +1139,9 @@ pub fn send_named(name: &str, node: &str, message: Term) {
         if crate::message::sender_is_dead() {
             return;
         }
-        let local = d.as_ref().map_or(node == NONODE, |d| d.name.as_str() == node);
+        let local = d
+            .as_ref()
+            .map_or(node == NONODE, |d| d.name.as_str() == node);
         if local {
             if let Some(pid) = rt.whereis(name) {
                 rt.send_envelope(pid, Envelope::new(message));
@@ -1164,7 +1193,9 @@ pub fn send_alias(alias: &Reference, message: Term) {
 pub fn monitor_name(name: &str, node: &str) -> MonitorRef {
     let target = context::with_current("monitor_name", |me| {
         let d = me.rt.dist();
-        let local = d.as_ref().map_or(node == NONODE, |d| d.name.as_str() == node);
+        let local = d
+            .as_ref()
+            .map_or(node == NONODE, |d| d.name.as_str() == node);
         if local {
             return me.rt.whereis(name).map(|pid| (pid, None));
         }
@@ -1186,7 +1217,12 @@ pub fn monitor_node(node: &str, on: bool) {
     context::with_current("monitor_node", |me| {
         let Some(d) = me.rt.dist() else {
             if on {
-                signal::deliver(me, Envelope::new(NodeDown { node: Atom::new(node) }));
+                signal::deliver(
+                    me,
+                    Envelope::new(NodeDown {
+                        node: Atom::new(node),
+                    }),
+                );
             }
             return;
         };
@@ -1200,7 +1236,11 @@ pub fn monitor_node(node: &str, on: bool) {
             }
             return;
         }
-        table.node_monitors.entry(node.clone()).or_default().push(me.pid);
+        table
+            .node_monitors
+            .entry(node.clone())
+            .or_default()
+            .push(me.pid);
         let connected = table.up.contains(&node);
         drop(table);
         if !connected {

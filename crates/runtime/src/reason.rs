@@ -56,7 +56,9 @@ impl ExitReason {
     pub fn is_orderly(&self) -> bool {
         match self {
             ExitReason::Normal | ExitReason::Shutdown | ExitReason::ShutdownWith(_) => true,
-            ExitReason::Term(t) => matches!(t.as_tuple(), Some([tag, _]) if tag.is_atom("shutdown")),
+            ExitReason::Term(t) => {
+                matches!(t.as_tuple(), Some([tag, _]) if tag.is_atom("shutdown"))
+            }
             _ => false,
         }
     }
@@ -68,7 +70,8 @@ impl ExitReason {
     /// [`ExitReason::Term`] is its term. [`ExitReason::from_term`] reverses
     /// it exactly.
     pub fn to_term(&self) -> Term {
-        let tagged = |tag: &str, text: &str| Term::tuple([Term::atom(tag), Term::binary(text.as_bytes())]);
+        let tagged =
+            |tag: &str, text: &str| Term::tuple([Term::atom(tag), Term::binary(text.as_bytes())]);
         match self {
             ExitReason::Normal => Term::atom("normal"),
             ExitReason::Shutdown => Term::atom("shutdown"),

@@ -411,14 +411,20 @@ fn finish_exit(
         let mut remote: Option<Box<RemoteExit>> = None;
         for (monitor, target) in more.monitoring {
             if !target.is_local() {
-                remote.get_or_insert_default().monitoring.push((monitor, target));
+                remote
+                    .get_or_insert_default()
+                    .monitoring
+                    .push((monitor, target));
             } else if let Some(target) = rt.lookup(target) {
                 target.with_relations(|r| forget_watcher(r, &monitor));
             }
         }
         for (monitor, watcher) in more.monitored_by {
             if !watcher.is_local() {
-                remote.get_or_insert_default().monitored_by.push((monitor, watcher));
+                remote
+                    .get_or_insert_default()
+                    .monitored_by
+                    .push((monitor, watcher));
                 continue;
             }
             let Some(watcher) = rt.lookup(watcher) else {

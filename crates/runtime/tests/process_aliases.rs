@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use ember_runtime::{
-    alias, alias_monitor, exit, monitor, receive, self_pid, send, send_alias, spawn, unalias,
-    Down, ExitReason, Runtime,
+    alias, alias_monitor, exit, monitor, receive, self_pid, send, send_alias, spawn, unalias, Down,
+    ExitReason, Runtime,
 };
 
 #[test]
@@ -22,11 +22,17 @@ fn an_alias_delivers_until_unaliased() {
             send(me, "sent");
         });
         assert_eq!(receive::<&str>().await, "sent");
-        assert_eq!(receive::<u32>().timeout(Duration::from_secs(5)).await, Some(1));
+        assert_eq!(
+            receive::<u32>().timeout(Duration::from_secs(5)).await,
+            Some(1)
+        );
         assert!(unalias(a));
         assert!(!unalias(a), "already inactive");
         send_alias(a, 2u32);
-        assert_eq!(receive::<u32>().timeout(Duration::from_millis(50)).await, None);
+        assert_eq!(
+            receive::<u32>().timeout(Duration::from_millis(50)).await,
+            None
+        );
     });
 }
 
@@ -42,15 +48,24 @@ fn a_reply_demonitor_alias_lets_one_message_through_and_removes_its_monitor() {
         let tag = watch.reference();
         send_alias(tag, 7u32);
         send_alias(tag, 8u32);
-        assert_eq!(receive::<u32>().timeout(Duration::from_secs(5)).await, Some(7));
-        assert_eq!(receive::<u32>().timeout(Duration::from_millis(50)).await, None);
+        assert_eq!(
+            receive::<u32>().timeout(Duration::from_secs(5)).await,
+            Some(7)
+        );
+        assert_eq!(
+            receive::<u32>().timeout(Duration::from_millis(50)).await,
+            None
+        );
         // The monitor went with the first message: the server's death
         // sends no Down.
         exit(server, ExitReason::Kill);
         let other = monitor(server);
         let down: Down = receive().timeout(Duration::from_secs(5)).await.unwrap();
         assert_eq!(down.monitor, other, "only the new monitor fires");
-        assert!(receive::<Down>().timeout(Duration::from_millis(50)).await.is_none());
+        assert!(receive::<Down>()
+            .timeout(Duration::from_millis(50))
+            .await
+            .is_none());
     });
 }
 

@@ -137,4 +137,3 @@ impl Drop for Erl {
         let _ = self.child.wait();
     }
 }
-
