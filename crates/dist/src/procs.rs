@@ -363,16 +363,14 @@ pub async fn rpc_call(
 impl Bridge {
     /// `SPAWN_REQUEST`: spawns the function in a new process with the
     /// link and monitor asked for, answers `SPAWN_REPLY`, then lets it run.
-    fn spawn_request(
-        &self,
-        incoming: &Incoming,
-        node: &Atom,
-        req_id: &Term,
-        from: &Pid,
-        mfa: &Term,
-        opts: &Term,
-        args: Option<&Term>,
-    ) {
+    fn spawn_request(&self, incoming: &Incoming, node: &Atom, request: SpawnRequest<'_>) {
+        let SpawnRequest {
+            id: req_id,
+            from,
+            mfa,
+            opts,
+            args,
+        } = request;
         let args: Vec<Term> = args
             .and_then(Term::as_list)
             .map(<[Term]>::to_vec)
@@ -484,6 +482,15 @@ impl Bridge {
             }
         })
     }
+}
+
+/// A peer's `SPAWN_REQUEST`, taken apart.
+struct SpawnRequest<'a> {
+    id: &'a Term,
+    from: &'a Pid,
+    mfa: &'a Term,
+    opts: &'a Term,
+    args: Option<&'a Term>,
 }
 
 /// Lets a spawned process start once its `SPAWN_REPLY` is on its way.
@@ -734,7 +741,14 @@ impl Deliver for Bridge {
             }
             (SPAWN_REQUEST, [_, id, Term::Pid(from), _gl, mfa, opts])
             | (SPAWN_REQUEST_TT, [_, id, Term::Pid(from), _gl, mfa, opts, _]) => {
-                self.spawn_request(incoming, node, id, from, mfa, opts, payload)
+                let request = SpawnRequest {
+                    id,
+                    from,
+                    mfa,
+                    opts,
+                    args: payload,
+                };
+                self.spawn_request(incoming, node, request)
             }
             _ => return false,
         }
