@@ -148,7 +148,7 @@ impl Functions {
 struct Bridge {
     handle: Handle,
     functions: Functions,
-    incoming: OnceLock<Incoming>,
+    incoming: Arc<OnceLock<Incoming>>,
     node: OnceLock<Weak<Inner>>,
     tokio: tokio::runtime::Handle,
     /// Per peer node, the FIFO its forwarding task drains.
@@ -179,7 +179,7 @@ impl Node {
         let bridge = Arc::new(Bridge {
             handle: runtime.clone(),
             functions: functions.clone(),
-            incoming: OnceLock::new(),
+            incoming: Arc::new(OnceLock::new()),
             node: OnceLock::new(),
             tokio: tokio::runtime::Handle::current(),
             outbound: Mutex::new(HashMap::new()),
@@ -504,7 +504,7 @@ impl Distribution for Bridge {
             let forwarder = Forwarder {
                 node: node.clone(),
                 inner: self.node.get().cloned().unwrap_or_default(),
-                incoming: self.incoming.get().cloned(),
+                incoming: self.incoming.clone(),
                 flags: self.flags.clone(),
             };
             self.tokio.spawn(forwarder.run(rx));
@@ -520,7 +520,7 @@ impl Distribution for Bridge {
 struct Forwarder {
     node: Atom,
     inner: Weak<Inner>,
-    incoming: Option<Incoming>,
+    incoming: Arc<OnceLock<Incoming>>,
     flags: PeerFlags,
 }
 
@@ -561,7 +561,7 @@ impl Forwarder {
             "dist: cannot reach {}: {why} ({dropped} more queued signals dropped)",
             self.node
         );
-        if let Some(incoming) = &self.incoming {
+        if let Some(incoming) = self.incoming.get() {
             incoming.node_down(&self.node);
         }
     }
