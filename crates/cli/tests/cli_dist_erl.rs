@@ -203,6 +203,64 @@ fn erl_pings_the_binary_and_ember_echo_sends_every_term_back() {
     assert_eq!(rest.last().map(String::as_str), Some("ember: stopped"));
 }
 
+/// `ember_kv` answers gen_server calls as the issue's contract says.
+const KV_CALLS: &str = r#"
+    ok = gen_server:call({ember_kv, E}, {put, k, #{v => [1, 2.5]}}),
+    ok = gen_server:call({ember_kv, E}, {put, 1 bsl 100, <<"big">>}),
+    {ok, #{v := [1, 2.5]}} = gen_server:call({ember_kv, E}, {get, k}),
+    {ok, <<"big">>} = gen_server:call({ember_kv, E}, {get, 1 bsl 100}),
+    error = gen_server:call({ember_kv, E}, {get, nope}),
+    Bad = gen_server:call({ember_kv, E}, frobnicate),
+    {'EXIT', {noproc, _}} = (catch gen_server:call({nobody_here, E}, x, 1000)),
+    {ok, Bad}"#;
+
+/// rpc, erpc and remote spawn_link of the `ember_demo` functions.
+const RPC_AND_SPAWN: &str = r#"
+    8530 = rpc:call(E, ember_demo, fact_bits, [1000]),
+    8530 = erpc:call(E, ember_demo, fact_bits, [1000]),
+    55 = rpc:call(E, ember_demo, sum, [10]),
+    {badrpc, {'EXIT', {undef, [{ember_demo, nosuch, [1], []}]}}} = rpc:call(E, ember_demo, nosuch, [1]),
+    {badrpc, {'EXIT', {{panic, Why}, _}}} = rpc:call(E, ember_demo, sum, [13]),
+    {badrpc, {'EXIT', {badarg, _}}} = rpc:call(E, ember_demo, fact_bits, [x]),
+    {E, Nodes, Count} = rpc:call(E, ember_demo, node_info, []),
+    true = lists:member(node(), Nodes),
+    true = is_integer(Count) andalso Count > 0,
+    process_flag(trap_exit, true),
+    P = spawn_link(E, ember_demo, echo_loop, []),
+    E = node(P),
+    P ! {self(), [hello, 1.5]},
+    [hello, 1.5] = receive [hello, 1.5] = M -> M after 5000 -> timeout end,
+    exit(P, kill),
+    killed = receive {'EXIT', P, Why1} -> Why1 after 5000 -> no_exit end,
+    {P2, Ref} = spawn_monitor(E, ember_demo, nosuch, []),
+    {undef, _} = receive {'DOWN', Ref, process, P2, Why2} -> Why2 after 5000 -> no_down end,
+    {ok, Why}"#;
+
+#[test]
+fn erl_calls_ember_kv_and_runs_ember_demo_functions_by_rpc_and_spawn() {
+    if !erl_required() {
+        return;
+    }
+    let epmd_port = free_port();
+    let cookie = random_cookie();
+    let mut ember = Ember::start(
+        &["--sname", &unique("ember"), "--cookie", &cookie],
+        &[("ERL_EPMD_PORT", &epmd_port.to_string())],
+        &[],
+    );
+    let node = ember.node_name();
+    assert_eq!(
+        run_erl(&cookie, epmd_port, &node, KV_CALLS),
+        "{ok,{error,{bad_request,frobnicate}}}"
+    );
+    assert_eq!(
+        run_erl(&cookie, epmd_port, &node, RPC_AND_SPAWN),
+        "{ok,<<115,117,109,40,49,51,41,32,99,114,97,115,104,101,115,32,111,110,32,112,117,114,112,111,115,101>>}"
+    );
+    assert_eq!(ping_http(ember.addr).as_deref(), Some("pong"));
+    ember.stop();
+}
+
 #[test]
 fn a_wrong_cookie_gets_pang_and_the_http_server_stays_healthy() {
     if !erl_required() {

@@ -65,6 +65,7 @@ const REG_SEND: i64 = 6;
 const SEND_TT: i64 = 12;
 const REG_SEND_TT: i64 = 16;
 const MONITOR_P: i64 = 19;
+const DEMONITOR_P: i64 = 20;
 const MONITOR_P_EXIT: i64 = 21;
 const SEND_SENDER: i64 = 22;
 const SEND_SENDER_TT: i64 = 23;
@@ -588,11 +589,6 @@ async fn dispatch(
                         reply(global::reg_send_control(inner.own_pid()), Some(answer)).await;
                     }
                 }
-                // rex's protocol is not spoken yet: ignoring it is safe
-                // (rpc goes through SPAWN_REQUEST, answered below).
-                "rex" => {
-                    tracing::debug!("dist: ignoring a message from {} to {name}", peer.name);
-                }
                 _ => inner.deliver(
                     &peer.name,
                     Delivery::ToName {
@@ -619,9 +615,13 @@ async fn dispatch(
                 },
             );
         }
+        // net_kernel is Ember's own (answered above); its monitors need
+        // no bookkeeping.
+        (MONITOR_P | DEMONITOR_P, [_, _, to, _]) if to.is_atom("net_kernel") => {}
+        _ if inner.config.deliver.signal(&peer.name, c, payload.as_ref()) => {}
         (MONITOR_P, [_, from, to, reference]) => {
-            // Only net_kernel exists here; anything else is `noproc`.
-            if !to.is_atom("net_kernel") {
+            // No process behind the Deliver hook: `noproc`.
+            {
                 let exit = Term::tuple([
                     Term::from(MONITOR_P_EXIT),
                     to.clone(),

@@ -85,5 +85,6 @@ pub const OFFERED: u64 = REQUIRED
     | DIST_HDR_ATOM_CACHE
     | FRAGMENTS
     | SMALL_ATOM_TAGS
+    | SEND_SENDER
     | SPAWN
     | ALIAS;

@@ -53,33 +53,39 @@
 //!   work), `MONITOR_P` to anything but `net_kernel` with `noproc`, `LINK`
 //!   with an `EXIT` `noproc`, `UNLINK_ID` with its ack, and
 //!   `SPAWN_REQUEST` with a `notsup` `SPAWN_REPLY` (so `rpc:call` to Ember
-//!   fails at once instead of hanging). `global_name_server`'s
-//!   `init_connect` is answered with `in_sync` (module `global`), so
-//!   `global:sync()` on an OTP peer completes while Ember is connected
-//!   visibly; the rest of global's traffic and `rex`'s are ignored (a wrong
-//!   answer to `global` can halt an OTP node).
+//!   fails at once instead of hanging), unless a runtime serves them (below).
+//!   `global_name_server`'s `init_connect` is answered with `in_sync`
+//!   (module `global`), so `global:sync()` on an OTP peer completes while
+//!   Ember is connected visibly; the rest of global's traffic is ignored
+//!   (a wrong answer to `global` can halt an OTP node).
 //!
 //! # The seam to the runtime
 //!
-//! Every other `SEND`, `REG_SEND` and `ALIAS_SEND` goes, in order, to the
-//! [`Deliver`] hook of [`NodeConfig::deliver`] (the default,
-//! [`DropAll`], drops them). That is where the runtime's process table
-//! plugs in: the `ember` binary's hook hands messages for registered
-//! names to the Ember process registered under the name.
+//! [`Node::start_in_runtime`] makes an Ember runtime's processes the
+//! node's processes: their pids cross as this node's pids, messages
+//! (`ember_term::Term`s), links, monitors and exit signals go both ways,
+//! a lost connection fires `noconnection`, other nodes spawn and call
+//! registered Rust [`Functions`] (`spawn/4`, `rpc:call`, `erpc:call`),
+//! and [`rpc_call`] calls other nodes' `rex`. See `ember_runtime::dist`
+//! for the runtime's side and `docs/semantics.md` §19.
 //!
-//! The other way, [`Node::send`] (to a pid, `SEND`) and
+//! Without a runtime, every `SEND`, `REG_SEND` and `ALIAS_SEND` goes, in
+//! order, to the [`Deliver`] hook of [`NodeConfig::deliver`] (the default,
+//! [`DropAll`], drops them), and other signals are answered as if no
+//! process existed. [`Node::send`] (to a pid, `SEND`) and
 //! [`Node::send_named`] (`REG_SEND`) send a [`Term`](ember_term::Term)
-//! to a process on another node, connecting first if needed; a
-//! destination on this node goes to the [`Deliver`] hook.
+//! to a process on another node, connecting first if needed.
 //!
 //! # Not done yet
 //!
-//! * Remote pids for Ember processes (so `SEND` to a pid of this node is
-//!   only handed to the hook), a sender pid on what Ember sends, links,
-//!   monitors and exit signals across nodes (needs the runtime).
-//! * `rex` (`rpc`, `erpc`), full `global` participation (Ember is synced
-//!   but not known: it holds no replica of the name table and takes no
-//!   part in the global lock), `pg`.
+//! * Group leaders and the IO protocol (output of remote functions).
+//! * Full `global` participation (Ember is synced but not known: it holds
+//!   no replica of the name table and takes no part in the global lock),
+//!   `pg`.
+//! * The runtime's signals to a node wait in one unbounded FIFO per peer
+//!   node in front of the connection's bounded queue: a process sending
+//!   faster than the peer reads is not yet suspended as with
+//!   `busy_dist_port`.
 //! * Interleaving the fragments of a big message with later small ones
 //!   (they are written back to back), `DFLAG_NAME_ME`, per-node cookies,
 //!   TLS, a cap on concurrent handshakes.
@@ -95,7 +101,9 @@ mod handshake;
 #[cfg(all(test, ember_dist_loom))]
 mod loom_models;
 mod node;
+mod procs;
 
 pub use epmd::EmbeddedEpmd;
 pub use error::DistError;
 pub use node::{Deliver, Delivery, DropAll, Node, NodeConfig};
+pub use procs::{rpc_call, FunctionFuture, FunctionResult, Functions, Raise};

@@ -57,13 +57,31 @@ pub enum Delivery {
     },
 }
 
-/// Where messages from peers to local processes go: the seam where the
-/// runtime's process table will plug in. The default drops them (with a
-/// `debug` log line).
+/// Where messages and signals from peers to local processes go: the seam
+/// where a process table plugs in (Ember's runtime does, through
+/// [`Node::start_in_runtime`]). The default drops messages (with a `debug`
+/// log line) and answers signals as if no local process existed.
 pub trait Deliver: Send + Sync + 'static {
     /// Called, in arrival order per connection, for each message from
     /// `node` that Ember does not answer itself. Must not block.
     fn deliver(&self, node: &Atom, delivery: Delivery);
+
+    /// Called, in the same order, for every other control message
+    /// (`LINK`, `EXIT`, `MONITOR_P`, `UNLINK_ID`, `SPAWN_REQUEST`, ...; the
+    /// tuple's elements, and the payload if it has one). Returns whether
+    /// it handled it; if not, the connection answers it as if no local
+    /// process existed (`noproc`, `notsup`). Must not block.
+    fn signal(&self, _node: &Atom, _control: &[Term], _payload: Option<&Term>) -> bool {
+        false
+    }
+
+    /// A connection to `node` came up, with these negotiated flags; called
+    /// before anything from it is delivered.
+    fn connection_up(&self, _node: &Atom, _flags: u64) {}
+
+    /// The connection to `node` went down; called after the last thing
+    /// delivered from it.
+    fn connection_down(&self, _node: &Atom) {}
 }
 
 /// The default [`Deliver`]: no local processes, so messages are dropped.
@@ -157,7 +175,7 @@ type Call = (Atom, oneshot::Sender<Term>);
 
 pub(crate) struct Inner {
     pub(crate) config: NodeConfig,
-    local: Local,
+    pub(crate) local: Local,
     /// The pid Ember's own net_kernel replies and pings come from.
     own_pid: Pid,
     listen_port: u16,
@@ -247,6 +265,7 @@ impl Inner {
             drop(conns);
             // Dropping the senders wakes the callers with an error.
             lock(&self.calls).retain(|_, (n, _)| n != node);
+            self.config.deliver.connection_down(node);
         }
     }
 
@@ -262,11 +281,17 @@ impl Inner {
             return;
         }
         let _ = stream.set_nodelay(true);
-        let (tx, tasks) = connection::spawn(self, stream, &peer, id);
-        let old = lock(&self.conns).insert(peer.name.clone(), Slot::Up { id, tx, tasks });
-        if let Some(Slot::Up { tasks, .. }) = old {
+        let mut conns = lock(&self.conns);
+        if let Some(Slot::Up { tasks, .. }) = conns.remove(&peer.name) {
+            // `alive`: the old connection is replaced.
             tasks.iter().for_each(AbortHandle::abort);
+            self.config.deliver.connection_down(&peer.name);
         }
+        // Up before the reader can deliver anything from the peer.
+        self.config.deliver.connection_up(&peer.name, peer.flags);
+        let (tx, tasks) = connection::spawn(self, stream, &peer, id);
+        conns.insert(peer.name.clone(), Slot::Up { id, tx, tasks });
+        drop(conns);
         tracing::info!(
             "dist: connected to {} (creation {}, flags {:#x})",
             peer.name,
@@ -342,7 +367,10 @@ impl Inner {
         }
     }
 
-    async fn connect(self: &Arc<Self>, node: &Atom) -> Result<Arc<SendQueue>, DistError> {
+    pub(crate) async fn connect(
+        self: &Arc<Self>,
+        node: &Atom,
+    ) -> Result<Arc<SendQueue>, DistError> {
         if self.stopped.load(Ordering::Acquire) {
             return Err(DistError::Stopped);
         }
@@ -452,9 +480,11 @@ impl Inner {
         for h in lock(&self.background).drain(..) {
             h.abort();
         }
-        for (_, slot) in lock(&self.conns).drain() {
+        let conns: Vec<(Atom, Slot)> = lock(&self.conns).drain().collect();
+        for (node, slot) in conns {
             if let Slot::Up { tasks, .. } = slot {
                 tasks.iter().for_each(AbortHandle::abort);
+                self.config.deliver.connection_down(&node);
             }
         }
         lock(&self.calls).clear();
@@ -465,7 +495,7 @@ impl Inner {
 
 /// A distribution node. Dropping it stops it (as [`Node::stop`]).
 pub struct Node {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Node {
@@ -724,6 +754,7 @@ impl Node {
             Some(Slot::Up { tasks, .. }) => {
                 tasks.iter().for_each(AbortHandle::abort);
                 lock(&self.inner.calls).retain(|_, (n, _)| *n != node);
+                self.inner.config.deliver.connection_down(&node);
                 tracing::info!("dist: disconnected from {node}");
                 true
             }

@@ -57,8 +57,10 @@
 //! });
 //! ```
 
+mod alias;
 mod alloc;
 mod context;
+pub mod dist;
 mod introspect;
 mod loom;
 mod mailbox;
@@ -74,6 +76,7 @@ mod signal;
 mod spawn;
 mod timer;
 
+pub use alias::{alias, alias_monitor, send_alias, unalias};
 pub use alloc::{allocated_bytes, Counting, CountingAlloc};
 pub use introspect::{
     process_info, processes, set_label, set_priority, PollInfo, ProcessInfo, ProcessSample,

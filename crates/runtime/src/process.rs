@@ -157,6 +157,9 @@ pub(crate) struct MoreRelations {
     pub(crate) timers: Vec<TimerKey>,
     /// `timers` length at which fired timers are pruned from it.
     pub(crate) timers_prune_at: usize,
+    /// Ids of the process aliases it holds (`crate::alias`), removed from
+    /// the runtime's alias table when it exits.
+    pub(crate) aliases: Vec<u64>,
 }
 
 /// Monitors by reference: the other process of each.

@@ -66,6 +66,10 @@ pub(crate) struct Shared {
     pub(crate) zombies: ProcessTable,
     pub(crate) timers: Timers,
     pub(crate) tokio: Option<tokio::runtime::Handle>,
+    /// Process aliases by reference id (`crate::alias`).
+    pub(crate) aliases: DashMap<u64, crate::alias::AliasEntry>,
+    /// The distribution state, once the runtime is a node (`crate::dist`).
+    pub(crate) dist: parking_lot::RwLock<Option<Arc<crate::dist::DistState>>>,
 }
 
 impl Shared {
@@ -157,6 +161,8 @@ impl Builder {
             zombies: DashMap::default(),
             timers: Timers::new(),
             tokio: tokio_handle,
+            aliases: DashMap::new(),
+            dist: parking_lot::RwLock::new(None),
         });
         let mut threads = Vec::new();
         let mut io_stop = None;

@@ -98,6 +98,7 @@
 use std::sync::Arc;
 
 use crate::context;
+use crate::dist::RemoteExit;
 use crate::loom::sync::Mutex;
 use crate::mailbox::Envelope;
 use crate::pid::{MonitorRef, Pid};
@@ -120,9 +121,14 @@ pub struct Exit {
 pub struct Down {
     /// The reference [`monitor`] returned.
     pub monitor: MonitorRef,
-    /// The monitored process.
+    /// The monitored process (for a monitor by name on another node, a
+    /// placeholder pid of that node: see `name`).
     pub pid: Pid,
-    /// Why it terminated; `noproc` if it was not alive when monitored.
+    /// For a monitor by name on another node ([`crate::dist::monitor_name`]),
+    /// the name and node (Erlang's `{Name, Node}`); `None` otherwise.
+    pub name: Option<crate::dist::RemoteName>,
+    /// Why it terminated; `noproc` if it was not alive when monitored,
+    /// `noconnection` if its node became unreachable.
     pub reason: ExitReason,
 }
 
@@ -397,12 +403,30 @@ fn finish_exit(
             rt.names.remove_if(name, |_, owner| *owner == process.pid);
         }
         rt.timers.cancel_all(&more.timers);
+        for alias in &more.aliases {
+            rt.aliases.remove(alias);
+        }
+        // What crosses to other nodes, gathered on the way (allocated only
+        // for a process with a remote relation).
+        let mut remote: Option<Box<RemoteExit>> = None;
         for (monitor, target) in more.monitoring {
-            if let Some(target) = rt.lookup(target) {
+            if !target.is_local() {
+                remote
+                    .get_or_insert_default()
+                    .monitoring
+                    .push((monitor, target));
+            } else if let Some(target) = rt.lookup(target) {
                 target.with_relations(|r| forget_watcher(r, &monitor));
             }
         }
         for (monitor, watcher) in more.monitored_by {
+            if !watcher.is_local() {
+                remote
+                    .get_or_insert_default()
+                    .monitored_by
+                    .push((monitor, watcher));
+                continue;
+            }
             let Some(watcher) = rt.lookup(watcher) else {
                 continue;
             };
@@ -418,6 +442,7 @@ fn finish_exit(
                     watcher.mailbox.push(Envelope::new(Down {
                         monitor,
                         pid: process.pid,
+                        name: None,
                         reason: reason.clone(),
                     }));
                 }
@@ -428,13 +453,18 @@ fn finish_exit(
             }
         }
         for linked in links {
-            if let Some(linked) = rt.lookup(linked) {
+            if !linked.is_local() {
+                remote.get_or_insert_default().links.push(linked);
+            } else if let Some(linked) = rt.lookup(linked) {
                 match signal_locked(&*linked, process.pid, reason.clone(), true) {
                     Signalled::Ignored => {}
                     Signalled::Trapped => scheduler::wake(&linked),
                     Signalled::Killed(death, dying) => pending.push((linked, death, dying)),
                 }
             }
+        }
+        if let Some(remote) = remote {
+            remote.send(rt, process.pid, &reason);
         }
     }
     // The owner's saved messages go when its body is dropped.
@@ -447,6 +477,16 @@ fn finish_exit(
 pub(crate) fn deliver(to: &Arc<Process>, message: Envelope) {
     to.mailbox.push(message);
     scheduler::wake(to);
+}
+
+/// Handles an exit signal along a link (from a process of another node) to
+/// `to`: it has effect only if `to` still holds the link.
+pub(crate) fn receive_link_signal(to: &Arc<Process>, from: Pid, reason: ExitReason) {
+    match signal_locked(&**to, from, reason, true) {
+        Signalled::Ignored => {}
+        Signalled::Trapped => scheduler::wake(to),
+        Signalled::Killed(death, dying) => terminate_all(to.clone(), death, dying),
+    }
 }
 
 /// Handles an exit signal sent by [`exit`] (not along a link) to `to`.
@@ -474,6 +514,9 @@ pub fn exit(pid: Pid, reason: ExitReason) {
 impl Shared {
     /// `exit/2` from `from` (which may be a non-process caller using its target's pid).
     pub(crate) fn exit_signal(&self, from: Pid, to: Pid, reason: ExitReason) {
+        if !to.is_local() {
+            return self.exit_remote(from, to, reason);
+        }
         if let Some(target) = self.lookup(to) {
             receive_exit_signal(&target, from, reason);
         }
@@ -491,6 +534,9 @@ pub fn link(pid: Pid) -> Result<(), LinkError> {
     context::with_current("link", |me| {
         if pid == me.pid {
             return Ok(());
+        }
+        if !pid.is_local() {
+            return crate::dist::link_remote(me, pid);
         }
         let other = me.rt.lookup(pid);
         match link_pair(&**me, other.as_deref()) {
@@ -519,6 +565,9 @@ pub fn link(pid: Pid) -> Result<(), LinkError> {
 /// mailbox, which `unlink` does not flush, or the caller's death).
 pub fn unlink(pid: Pid) {
     context::with_current("unlink", |me| {
+        if !pid.is_local() {
+            return crate::dist::unlink_remote(me, pid);
+        }
         unlink_side(&**me, pid);
         if let Some(other) = me.rt.lookup(pid) {
             unlink_side(&*other, me.pid);
@@ -537,9 +586,17 @@ fn forget_watcher(target: &mut Relations, monitor: &MonitorRef) {
 /// `noproc`, if it is not alive) the caller receives a [`Down`] message
 /// carrying the returned reference. Each call creates a new monitor.
 pub fn monitor(pid: Pid) -> MonitorRef {
+    monitor_with_name(pid, None)
+}
+
+/// [`monitor`], with the name a remote monitor by name was made with.
+pub(crate) fn monitor_with_name(pid: Pid, name: Option<crate::dist::RemoteName>) -> MonitorRef {
     context::with_current("monitor", |me| {
         let monitor = MonitorRef(me.rt.make_ref());
-        let attached = if pid == me.pid {
+        let attached = if !pid.is_local() {
+            crate::dist::monitor_remote(me, pid, monitor, name.clone())
+                .map_err(|()| LinkOutcome::NoProc)
+        } else if pid == me.pid {
             // Monitoring oneself: allowed, and never fires.
             me.with_live_relations(|r| {
                 let r = r.more_mut();
@@ -565,6 +622,7 @@ pub fn monitor(pid: Pid) -> MonitorRef {
                 Envelope::new(Down {
                     monitor,
                     pid,
+                    name,
                     reason: ExitReason::NoProc,
                 }),
             ),
@@ -578,13 +636,7 @@ pub fn monitor(pid: Pid) -> MonitorRef {
 /// `demonitor(r, true)` no `Down` for `r` is ever received.
 pub fn demonitor(monitor: MonitorRef, flush: bool) -> bool {
     context::with_current("demonitor", |me| {
-        // Whoever removes the monitor from the watcher's side owns it: if
-        // we do, no `Down` will come (the target's exit checks this side).
-        let target = me.with_relations(|r| r.more_if_any_mut()?.monitoring.remove(&monitor));
-        let was_active = target.is_some();
-        if let Some(target) = target.and_then(|pid| me.rt.lookup(pid)) {
-            target.with_relations(|r| forget_watcher(r, &monitor));
-        }
+        let was_active = demonitor_of(me, monitor);
         if flush {
             // SAFETY: `me` is the current process, so this thread has exclusive
             // use of it (mailbox module docs, "Safety").
@@ -597,6 +649,20 @@ pub fn demonitor(monitor: MonitorRef, flush: bool) -> bool {
         }
         was_active
     })
+}
+
+/// Removes `monitor`, held by `watcher`, from both sides; true if it was
+/// still active. Whoever removes the monitor from the watcher's side owns
+/// it: if we do, no `Down` will come (the target's exit checks this side).
+pub(crate) fn demonitor_of(watcher: &Arc<Process>, monitor: MonitorRef) -> bool {
+    let target = watcher.with_relations(|r| r.more_if_any_mut()?.monitoring.remove(&monitor));
+    let was_active = target.is_some();
+    if let Some(remote) = target.filter(|pid| !pid.is_local()) {
+        crate::dist::demonitor_remote(&watcher.rt, watcher.pid, monitor, remote);
+    } else if let Some(target) = target.and_then(|pid| watcher.rt.lookup(pid)) {
+        target.with_relations(|r| forget_watcher(r, &monitor));
+    }
+    was_active
 }
 
 /// Whether the calling process traps exits (false outside a process).

@@ -159,6 +159,11 @@ impl Repl {
         self.child.id()
     }
 
+    /// Kills the node's OS process (as `kill -9` would).
+    pub fn kill(&mut self) {
+        self.child.kill().expect("kill the node");
+    }
+
     /// Whether the OS process still runs.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
