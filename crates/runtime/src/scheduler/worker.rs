@@ -394,6 +394,11 @@ fn run(
                 let class = if yielded { Class::Batch } else { Class::Woken };
                 match still_owner {
                     Some(slot) => sched.push_local(slot, process, class),
+                    // A background worker (demoted during this poll, or
+                    // serving offenders) serves the background queue next.
+                    None if process.is_offender() && me.background.load(Ordering::Acquire) => {
+                        sched.queue_background(process);
+                    }
                     None => sched.push_global(process, class),
                 }
             }
