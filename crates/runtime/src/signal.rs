@@ -464,8 +464,10 @@ pub(crate) fn receive_exit_signal(to: &Arc<Process>, from: Pid, reason: ExitReas
 /// traps exits receives any other reason as an [`Exit`] message. Otherwise
 /// `normal` is ignored (except when a process sends it to itself) and any other
 /// reason terminates the target with that reason. A dead pid is ignored.
+/// Costs one reduction, like [`send`](crate::send).
 pub fn exit(pid: Pid, reason: ExitReason) {
     context::with_runtime("exit", |rt| {
+        context::consume_reductions(1);
         let from = context::try_with_current(|p| p.pid).unwrap_or(Pid::OUTSIDE);
         rt.exit_signal(from, pid, reason);
     });
