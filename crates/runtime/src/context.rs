@@ -77,6 +77,20 @@ pub(crate) fn set_current(process: Option<Arc<Process>>) -> Option<Arc<Process>>
     CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), process))
 }
 
+/// Makes `process` the current process without touching the slice (its
+/// budget, time and yield mark stay the caller's): for running a dying
+/// process's destructors in its own context from inside another's poll.
+pub(crate) fn swap_current(process: Option<Arc<Process>>) -> Option<Arc<Process>> {
+    CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), process))
+}
+
+/// Whether [`swap_current`] may be called now: false while a caller up the
+/// stack is inside [`with_current`] or [`with_runtime`] (the current process
+/// is borrowed).
+pub(crate) fn can_swap_current() -> bool {
+    CURRENT.with(|c| c.try_borrow_mut().is_ok())
+}
+
 /// Starts the time limit of the current poll's slice.
 pub(crate) fn start_slice(started: Instant, slice: Duration) {
     SLICE.with(|s| s.set(Some((started, slice))));

@@ -429,7 +429,8 @@ pub(crate) fn drop_future(process: &Arc<Process>) {
     // else can hold at the same time; `RUNNING` is not cleared after this, so
     // nobody polls or drops the body again.
     let body = unsafe { process.body.take() };
-    let previous = context::set_current(Some(process.clone()));
+    // The caller may be another process's poll (a kill): keep its slice.
+    let previous = context::swap_current(Some(process.clone()));
     if panic::catch_unwind(AssertUnwindSafe(move || drop(body))).is_err() {
         tracing::warn!(pid = %process.pid, "a destructor panicked while dropping a process body");
     }
@@ -441,7 +442,7 @@ pub(crate) fn drop_future(process: &Arc<Process>) {
     if saved.is_err() {
         tracing::warn!(pid = %process.pid, "a message destructor panicked while dropping a mailbox");
     }
-    context::set_current(previous);
+    context::swap_current(previous);
     process.rt.forget_zombie(process);
 }
 
