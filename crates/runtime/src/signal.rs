@@ -95,6 +95,7 @@
 //! run these critical sections (the same functions the runtime uses) with
 //! the locks and the state byte of `crate::loom`.
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use crate::context;
@@ -102,7 +103,7 @@ use crate::dist::RemoteExit;
 use crate::loom::sync::Mutex;
 use crate::mailbox::Envelope;
 use crate::pid::{MonitorRef, Pid};
-use crate::process::{Process, Relations, State, Status};
+use crate::process::{Process, Relations, State, Status, TransitionToDropping};
 use crate::reason::ExitReason;
 use crate::runtime::Shared;
 use crate::scheduler;
@@ -469,8 +470,30 @@ fn finish_exit(
     }
     // The owner's saved messages go when its body is dropped.
     scheduler::drop_contained(process.mailbox.drain_inbox());
-    // Let a scheduler drop the body (now, or when its current poll returns).
-    scheduler::wake(process);
+    // Parked: nobody polls it or will (`process::state`, "Who drops the
+    // body"), so its body goes now, on this thread, instead of through a run
+    // queue to a scheduler that would only drop it. Its destructors run in
+    // its own context, which cannot be installed while a caller up the stack
+    // holds the current one (a process exiting itself): then, as when it is
+    // inside a poll or queued, whoever holds or takes `RUNNING` drops it.
+    // A kill made by such a destructor goes through a run queue too, so a
+    // chain of them does not nest drops on the stack.
+    if DROPPING_KILLED.with(Cell::get)
+        || !context::can_swap_current()
+        || process.state.transition_to_dropping() != TransitionToDropping::Drop
+    {
+        scheduler::wake(process);
+        return;
+    }
+    DROPPING_KILLED.with(|d| d.set(true));
+    scheduler::drop_future(process);
+    DROPPING_KILLED.with(|d| d.set(false));
+}
+
+thread_local! {
+    /// Set while this thread drops the body of a process it killed
+    /// (`finish_exit`).
+    static DROPPING_KILLED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Pushes a message into a live process's mailbox and wakes it.
@@ -504,11 +527,16 @@ pub(crate) fn receive_exit_signal(to: &Arc<Process>, from: Pid, reason: ExitReas
 /// traps exits receives any other reason as an [`Exit`] message. Otherwise
 /// `normal` is ignored (except when a process sends it to itself) and any other
 /// reason terminates the target with that reason. A dead pid is ignored.
+/// Costs one reduction, like [`send`](crate::send).
 pub fn exit(pid: Pid, reason: ExitReason) {
-    context::with_runtime("exit", |rt| {
+    // The signal is applied outside `with_runtime`, which holds the current
+    // process: a parked target's body is dropped in its own context.
+    let (rt, from) = context::with_runtime("exit", |rt| {
+        context::consume_reductions(1);
         let from = context::try_with_current(|p| p.pid).unwrap_or(Pid::OUTSIDE);
-        rt.exit_signal(from, pid, reason);
+        (rt.clone(), from)
     });
+    rt.exit_signal(from, pid, reason);
 }
 
 impl Shared {
