@@ -194,6 +194,9 @@ async fn spawn_round(n: usize) -> Vec<Metric> {
             let _guard = guard;
             ember::receive_any(|_| true).await;
         }));
+        // BEAM preempts this loop by reductions; one that never awaits would
+        // be retaken by the watchdog and run demoted, as a hog.
+        ember::yield_point().await;
     }
     let t1 = Instant::now();
     wait_quiescent().await;
@@ -210,6 +213,7 @@ async fn spawn_round(n: usize) -> Vec<Metric> {
     let t2 = Instant::now();
     for pid in pids.iter().rev() {
         ember::exit(*pid, ExitReason::Kill);
+        ember::yield_point().await;
     }
     let t_loop = Instant::now();
     wait_killed(base).await;

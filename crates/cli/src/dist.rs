@@ -1,59 +1,137 @@
 //! The demo as a distributed node (`--sname` / `--name`): the node's name
-//! and cookie, the bridge from `ember-dist` to Ember processes, and the
-//! `ember_echo` process.
+//! and cookie, the `ember_echo` process, the `ember_kv` server and the
+//! `ember_demo` functions other nodes can spawn and call.
 //!
-//! Messages from peers to a registered name (`{Name, Node} ! Msg`) reach
-//! the Ember process registered under that name as an [`Incoming`].
-//! Messages to pids and aliases of this node are dropped (with a `debug`
-//! log line) until Ember processes have distribution pids.
+//! The node is started with `ember_dist::Node::start_in_runtime`: Ember
+//! processes are the node's processes, messages from peers land in their
+//! mailboxes as `ember_term::Term`s, and a `Term` sent to a remote pid
+//! crosses (`ember_runtime::dist`).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use ember_dist::{Deliver, Delivery, Node};
-use ember_runtime::{receive, Exit, ExitReason, Handle, Spawn};
-use ember_term::{Atom, Term};
+use ember_dist::{Functions, Raise};
+use ember_otp::gen::{ReplyTo, StartOptions};
+use ember_otp::gen_server::{self, CallReturn, GenServer, Init};
+use ember_runtime::{dist, receive, send, Exit, ExitReason, Spawn};
+use ember_term::{BigInt, Term};
 
 /// The name `ember_echo` is registered under.
 pub(crate) const ECHO: &str = "ember_echo";
 
-/// A message from a peer node, as a registered Ember process receives it.
-#[derive(Debug)]
-pub(crate) struct Incoming {
-    /// The peer node it came from.
-    pub(crate) node: Atom,
-    /// The sender's pid, when the peer said.
-    pub(crate) from: Option<Term>,
-    /// The message.
-    pub(crate) message: Term,
+/// The name `ember_kv` is registered under.
+pub(crate) const KV: &str = "ember_kv";
+
+/// `ember_kv`: a key-value store other nodes call with `gen_server:call`:
+/// `{put, K, V}` → `ok`, `{get, K}` → `{ok, V}` or `error`. Anything else
+/// gets `{error, {bad_request, Request}}`.
+pub(crate) struct Kv(HashMap<Term, Term>);
+
+/// A request to [`Kv`].
+pub(crate) enum KvCall {
+    /// Store `V` under `K`.
+    Put(Term, Term),
+    /// Look `K` up.
+    Get(Term),
 }
 
-/// Hands messages for registered names to the Ember process registered
-/// under that name (dropped, with a `debug` line, when there is none).
-pub(crate) struct ToRuntime {
-    pub(crate) handle: Handle,
-}
+impl GenServer for Kv {
+    type Args = ();
+    type Call = KvCall;
+    type Reply = Term;
+    type Cast = ();
+    type Continue = ();
 
-impl Deliver for ToRuntime {
-    fn deliver(&self, node: &Atom, delivery: Delivery) {
-        match delivery {
-            Delivery::ToName { from, to, message } => match self.handle.whereis(to.as_str()) {
-                Some(pid) => self.handle.send(
-                    pid,
-                    Incoming {
-                        node: node.clone(),
-                        from: from.map(Term::Pid),
-                        message,
-                    },
-                ),
-                None => tracing::debug!("dist: no process registered as {to} (from {node})"),
-            },
-            other => {
-                tracing::debug!("dist: no local pid or alias for a message from {node}: {other:?}")
+    async fn init(_: ()) -> Init<Self> {
+        Init::Ok(Kv(HashMap::new()))
+    }
+
+    async fn handle_call(&mut self, request: KvCall, _from: &ReplyTo<Term>) -> CallReturn<Self> {
+        CallReturn::Reply(match request {
+            KvCall::Put(k, v) => {
+                self.0.insert(k, v);
+                Term::atom("ok")
             }
+            KvCall::Get(k) => match self.0.get(&k) {
+                Some(v) => Term::tuple([Term::atom("ok"), v.clone()]),
+                None => Term::atom("error"),
+            },
+        })
+    }
+
+    fn call_from_term(request: Term) -> Result<KvCall, Term> {
+        match request.as_tuple() {
+            Some([put, k, v]) if put.is_atom("put") => Ok(KvCall::Put(k.clone(), v.clone())),
+            Some([get, k]) if get.is_atom("get") => Ok(KvCall::Get(k.clone())),
+            _ => Err(Term::tuple([Term::atom("bad_request"), request])),
         }
     }
+
+    fn reply_to_term(reply: Term) -> Term {
+        reply
+    }
+}
+
+/// Starts `ember_kv` (not linked: the root process outlives it).
+pub(crate) async fn start_kv() {
+    if let Err(e) = gen_server::start_with::<Kv>((), StartOptions::new().name(KV)).await {
+        tracing::warn!("ember: cannot start {KV}: {e}");
+    }
+}
+
+/// The largest `N` `ember_demo:fact_bits/1` computes.
+const MAX_FACT: u64 = 20_000;
+
+/// The `ember_demo` functions other nodes spawn and call.
+pub(crate) fn demo_functions() -> Functions {
+    let mut f = Functions::new();
+    f.register("ember_demo", "fact_bits", 1, |args| async move {
+        let n = args[0].as_int().and_then(|n| u64::try_from(n).ok());
+        match n.filter(|&n| n <= MAX_FACT) {
+            Some(n) => Ok(Term::from(fact_bits(n))),
+            None => Err(Raise::Error(Term::atom("badarg"))),
+        }
+    });
+    f.register("ember_demo", "sum", 1, |args| async move {
+        let Some(n) = args[0].as_int().and_then(|n| u64::try_from(n).ok()) else {
+            return Err(Raise::Error(Term::atom("badarg")));
+        };
+        if n == 13 {
+            // As the console's Math page does.
+            panic!("sum(13) crashes on purpose");
+        }
+        let n = u128::from(n);
+        Ok(Term::from(n * (n + 1) / 2))
+    });
+    f.register("ember_demo", "node_info", 0, |_| async {
+        let nodes = dist::nodes().into_iter().map(Term::Atom);
+        Ok(Term::tuple([
+            Term::Atom(dist::node()),
+            Term::list(nodes),
+            Term::from(ember_runtime::processes().len()),
+        ]))
+    });
+    f.register("ember_demo", "echo_loop", 0, |_| async {
+        loop {
+            echo_one(&receive::<Term>().await);
+        }
+    });
+    f.register("ember_demo", "print", 1, |args| async move {
+        // On this node's stdout: group leaders are not served yet.
+        println!("{}", args[0]);
+        Ok(Term::atom("ok"))
+    });
+    f
+}
+
+/// The bit length of `n!`.
+fn fact_bits(n: u64) -> u64 {
+    let mut product = BigInt::from(1u32);
+    for i in 2..=n {
+        product *= i;
+    }
+    product.bits()
 }
 
 /// The node name for `--sname NAME` (`NAME@<short host name>`; a name
@@ -156,17 +234,14 @@ fn write_new_cookie(path: &Path, cookie: &str) -> std::io::Result<()> {
 
 /// Spawns `ember_echo` under a small keeper that restarts it when it
 /// exits (giving up after 10 restarts within 10 s, as a supervisor would).
-/// The echo process holds the node weakly: once the node is gone, what it
-/// receives is dropped.
-pub(crate) fn spawn_echo(node: Weak<Node>) {
+pub(crate) fn spawn_echo() {
     let keeper = Spawn::new()
         .trap_exit(true)
         .label("ember_echo keeper")
         .spawn(async move {
             let mut restarts: Vec<Instant> = Vec::new();
             loop {
-                let node = node.clone();
-                let spawned = Spawn::new().name(ECHO).link().label(ECHO).spawn(echo(node));
+                let spawned = Spawn::new().name(ECHO).link().label(ECHO).spawn(echo());
                 let pid = match spawned {
                     Ok(s) => s.pid,
                     Err(e) => {
@@ -194,39 +269,29 @@ pub(crate) fn spawn_echo(node: Weak<Node>) {
 }
 
 /// `ember_echo`: on `{Pid, Term}` sends `Term` back to `Pid` unchanged.
-async fn echo(node: Weak<Node>) {
+pub(crate) async fn echo() {
     loop {
-        let Incoming {
-            node: peer,
-            from,
-            message,
-        } = receive::<Incoming>().await;
-        let Some([to @ Term::Pid(_), term]) = message.as_tuple() else {
-            tracing::debug!(
-                "ember: {ECHO} ignores {message} from {from:?} on {peer}: not {{Pid, Term}}"
-            );
-            continue;
-        };
-        let Some(node) = node.upgrade() else {
-            tracing::debug!("ember: {ECHO} drops a message from {peer}: the node is gone");
-            continue;
-        };
-        if let Err(e) = node.send(to, term.clone()).await {
-            tracing::debug!("ember: {ECHO} could not answer {to}: {e}");
-        }
+        let message = receive::<Term>().await;
+        echo_one(&message);
     }
 }
 
-/// The node's [`Deliver`] hook for the runtime of the calling process.
-pub(crate) fn deliver_to_runtime() -> Arc<dyn Deliver> {
-    Arc::new(ToRuntime {
-        handle: Handle::current(),
-    })
+/// Answers one `{Pid, Term}` with `Term`; anything else is ignored.
+pub(crate) fn echo_one(message: &Term) {
+    let Some([to @ Term::Pid(_), term]) = message.as_tuple() else {
+        tracing::debug!("ember: {ECHO} ignores {message}: not {{Pid, Term}}");
+        return;
+    };
+    match dist::pid_from_term(to) {
+        Some(pid) => send(pid, term.clone()),
+        None => tracing::debug!("ember: {ECHO} cannot answer {to}: no room for its node"),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ember_runtime::Handle;
 
     /// Waits (up to 10 s) until `ember_echo` is registered to a pid other
     /// than `not`.
@@ -243,63 +308,21 @@ mod tests {
     }
 
     #[test]
-    fn ember_echo_is_restarted_when_killed_and_drops_messages_once_the_node_is_gone() {
+    fn ember_echo_answers_pid_term_pairs_ignores_junk_and_is_restarted_when_killed() {
         let rt = ember_runtime::Runtime::builder()
             .schedulers(1)
             .build()
             .unwrap();
         rt.block_on(async {
             let h = Handle::current();
-            // No node behind it (as after the node stopped).
-            spawn_echo(Weak::new());
+            spawn_echo();
             let first = echo_pid(&h, None).await;
-            let hook = ToRuntime { handle: h.clone() };
-            let peer = Atom::new("peer@host");
-            let pid = ember_term::Pid {
-                node: peer.clone(),
-                id: 1,
-                serial: 0,
-                creation: 1,
-            };
-            for message in [
-                Term::tuple([Term::Pid(pid.clone()), Term::from(1)]),
-                Term::atom("junk"),
-            ] {
-                hook.deliver(
-                    &peer,
-                    Delivery::ToName {
-                        from: Some(pid.clone()),
-                        to: Atom::new(ECHO),
-                        message,
-                    },
-                );
-            }
-            // To nobody, to a pid, to an alias: dropped.
-            hook.deliver(
-                &peer,
-                Delivery::ToName {
-                    from: None,
-                    to: Atom::new("nobody"),
-                    message: Term::from(2),
-                },
-            );
-            hook.deliver(
-                &peer,
-                Delivery::ToPid {
-                    from: None,
-                    to: pid.clone(),
-                    message: Term::from(3),
-                },
-            );
-            // It takes both (its mailbox empties) and survives them.
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while h.process_info(first).map(|i| i.mailbox_len) != Some(0) {
-                assert!(
-                    Instant::now() < deadline,
-                    "{ECHO} did not take its messages"
-                );
-                ember_runtime::sleep(Duration::from_millis(1)).await;
-            }
+            let me = dist::pid_to_term(ember_runtime::self_pid());
+            send(first, Term::atom("junk"));
+            send(first, 42u32); // not a term: stays in its mailbox
+            send(first, Term::tuple([me, Term::from(7)]));
+            let back = receive::<Term>().timeout(Duration::from_secs(10)).await;
+            assert_eq!(back, Some(Term::from(7)));
             assert_eq!(h.whereis(ECHO), Some(first));
             // Killed, it is started again.
             h.exit(first, ExitReason::Kill);

@@ -5,7 +5,6 @@
 //! `ember_echo` process.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
 use ember_runtime::Runtime;
@@ -137,12 +136,13 @@ async fn serve(options: Options) -> ExitCode {
     // After the line above, which whoever started us reads first.
     let node = match dist_config {
         Some((name, cookie)) => {
-            let mut config = ember_dist::NodeConfig::new(&name, &cookie);
-            config.deliver = dist::deliver_to_runtime();
-            match ember_dist::Node::start_with(config).await {
+            let config = ember_dist::NodeConfig::new(&name, &cookie);
+            let runtime = ember_runtime::Handle::current();
+            let functions = dist::demo_functions();
+            match ember_dist::Node::start_in_runtime_with(config, &runtime, functions).await {
                 Ok(node) => {
-                    let node = Arc::new(node);
-                    dist::spawn_echo(Arc::downgrade(&node));
+                    dist::spawn_echo();
+                    dist::start_kv().await;
                     say(format_args!(
                         "ember: distributed as {} (port {}); {} echoes {{Pid, Term}}",
                         node.name().as_str(),

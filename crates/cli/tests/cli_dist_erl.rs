@@ -19,52 +19,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const DEADLINE: Duration = Duration::from_secs(60);
-
-/// False when the test should be skipped; panics when erl is required.
-fn erl_required() -> bool {
-    let ok = Command::new("erl")
-        .args(["-noshell", "-eval", "halt()."])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        return true;
-    }
-    if std::env::var_os("EMBER_TERM_SKIP_ERL").is_some() {
-        eprintln!("skipping the erl interop test: erl is not installed (EMBER_TERM_SKIP_ERL set)");
-        return false;
-    }
-    panic!("erl is not installed: install erlang-base (scripts/test does), or set EMBER_TERM_SKIP_ERL to skip");
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn unique(prefix: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn random_cookie() -> String {
-    let mut b = [0u8; 12];
-    getrandom::fill(&mut b).unwrap();
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use ember_testkit::{erl_required, free_port, random_cookie, unique, DEADLINE};
 
 /// The binary, stopped (killed) when the test ends however it ends.
 struct Ember {
@@ -178,10 +136,9 @@ fn ping_http(addr: SocketAddr) -> Option<String> {
 }
 
 /// Runs `script` (Erlang expressions, `E` bound to the Ember node's
-/// name) on a fresh `erl -sname` node and returns the line it prints as
-/// `RESULT ...`. erl is killed if it has not finished by the deadline.
+/// name) on a fresh `erl -sname` node and returns what it evaluated to.
 fn run_erl(cookie: &str, epmd_port: u16, ember_node: &str, script: &str) -> String {
-    run_erl_as(
+    ember_testkit::run_erl(
         "-sname",
         &unique("erl"),
         cookie,
@@ -189,54 +146,6 @@ fn run_erl(cookie: &str, epmd_port: u16, ember_node: &str, script: &str) -> Stri
         ember_node,
         script,
     )
-}
-
-/// [`run_erl`] with `-sname` or `-name` and the erl node's name.
-fn run_erl_as(
-    name_flag: &str,
-    name: &str,
-    cookie: &str,
-    epmd_port: u16,
-    ember_node: &str,
-    script: &str,
-) -> String {
-    let eval = format!(
-        "R = try E = '{ember_node}', {script} catch C:Er -> {{caught, C, Er}} end, \
-         io:format(\"RESULT ~w~n\", [R]), halt()."
-    );
-    let mut child = Command::new("erl")
-        .args([
-            "-noshell",
-            "-start_epmd",
-            "false",
-            name_flag,
-            name,
-            "-setcookie",
-            cookie,
-            "-eval",
-            &eval,
-        ])
-        .env("ERL_EPMD_PORT", epmd_port.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start erl");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            eprintln!("erl: {line}");
-            if let Some(r) = line.strip_prefix("RESULT ") {
-                let _ = tx.send(r.to_string());
-            }
-        }
-    });
-    let result = rx.recv_timeout(DEADLINE);
-    let _ = child.kill();
-    let _ = child.wait();
-    result.unwrap_or_else(|_| panic!("erl printed no result in time for {script}"))
 }
 
 /// One term of each kind, sent to `ember_echo` and expected back as it is.
@@ -281,10 +190,75 @@ fn erl_pings_the_binary_and_ember_echo_sends_every_term_back() {
         {ember_echo, E} ! {self(), still_here},
         receive still_here -> ok after 5000 -> timeout end"#;
     assert_eq!(run_erl(&cookie, epmd_port, &node, junk), "ok");
+    // A 1 MiB binary there and back (in fragments both ways).
+    let big = r#"
+        pong = net_adm:ping(E),
+        B = list_to_binary([I rem 251 || I <- lists:seq(0, 1048575)]),
+        {ember_echo, E} ! {self(), {big, B}},
+        receive {big, B} -> ok after 10000 -> timeout end"#;
+    assert_eq!(run_erl(&cookie, epmd_port, &node, big), "ok");
 
     assert_eq!(ping_http(ember.addr).as_deref(), Some("pong"));
     let rest = ember.stop();
     assert_eq!(rest.last().map(String::as_str), Some("ember: stopped"));
+}
+
+/// `ember_kv` answers gen_server calls as the issue's contract says.
+const KV_CALLS: &str = r#"
+    ok = gen_server:call({ember_kv, E}, {put, k, #{v => [1, 2.5]}}),
+    ok = gen_server:call({ember_kv, E}, {put, 1 bsl 100, <<"big">>}),
+    {ok, #{v := [1, 2.5]}} = gen_server:call({ember_kv, E}, {get, k}),
+    {ok, <<"big">>} = gen_server:call({ember_kv, E}, {get, 1 bsl 100}),
+    error = gen_server:call({ember_kv, E}, {get, nope}),
+    Bad = gen_server:call({ember_kv, E}, frobnicate),
+    {'EXIT', {noproc, _}} = (catch gen_server:call({nobody_here, E}, x, 1000)),
+    {ok, Bad}"#;
+
+/// rpc, erpc and remote spawn_link of the `ember_demo` functions.
+const RPC_AND_SPAWN: &str = r#"
+    8530 = rpc:call(E, ember_demo, fact_bits, [1000]),
+    8530 = erpc:call(E, ember_demo, fact_bits, [1000]),
+    55 = rpc:call(E, ember_demo, sum, [10]),
+    {badrpc, {'EXIT', {undef, [{ember_demo, nosuch, [1], []}]}}} = rpc:call(E, ember_demo, nosuch, [1]),
+    {badrpc, {'EXIT', {{panic, Why}, _}}} = rpc:call(E, ember_demo, sum, [13]),
+    {badrpc, {'EXIT', {badarg, _}}} = rpc:call(E, ember_demo, fact_bits, [x]),
+    {E, Nodes, Count} = rpc:call(E, ember_demo, node_info, []),
+    true = lists:member(node(), Nodes),
+    true = is_integer(Count) andalso Count > 0,
+    process_flag(trap_exit, true),
+    P = spawn_link(E, ember_demo, echo_loop, []),
+    E = node(P),
+    P ! {self(), [hello, 1.5]},
+    [hello, 1.5] = receive [hello, 1.5] = M -> M after 5000 -> timeout end,
+    exit(P, kill),
+    killed = receive {'EXIT', P, Why1} -> Why1 after 5000 -> no_exit end,
+    {P2, Ref} = spawn_monitor(E, ember_demo, nosuch, []),
+    {undef, _} = receive {'DOWN', Ref, process, P2, Why2} -> Why2 after 5000 -> no_down end,
+    {ok, Why}"#;
+
+#[test]
+fn erl_calls_ember_kv_and_runs_ember_demo_functions_by_rpc_and_spawn() {
+    if !erl_required() {
+        return;
+    }
+    let epmd_port = free_port();
+    let cookie = random_cookie();
+    let mut ember = Ember::start(
+        &["--sname", &unique("ember"), "--cookie", &cookie],
+        &[("ERL_EPMD_PORT", &epmd_port.to_string())],
+        &[],
+    );
+    let node = ember.node_name();
+    assert_eq!(
+        run_erl(&cookie, epmd_port, &node, KV_CALLS),
+        "{ok,{error,{bad_request,frobnicate}}}"
+    );
+    assert_eq!(
+        run_erl(&cookie, epmd_port, &node, RPC_AND_SPAWN),
+        "{ok,<<115,117,109,40,49,51,41,32,99,114,97,115,104,101,115,32,111,110,32,112,117,114,112,111,115,101>>}"
+    );
+    assert_eq!(ping_http(ember.addr).as_deref(), Some("pong"));
+    ember.stop();
 }
 
 #[test]
@@ -334,7 +308,7 @@ fn long_names_work_with_name() {
     assert_eq!(ember.node_name(), name);
     let erl = format!("{}@127.0.0.1", unique("erl"));
     assert_eq!(
-        run_erl_as("-name", &erl, &cookie, epmd_port, &name, ECHO_ALL),
+        ember_testkit::run_erl("-name", &erl, &cookie, epmd_port, &name, ECHO_ALL),
         "{ok,20}"
     );
 }
@@ -467,4 +441,36 @@ fn the_cookie_is_ember_cookie_else_a_created_erlang_cookie() {
 
 fn remove_dir(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn an_elixir_node_pings_lists_and_talks_to_the_binary() {
+    if !ember_testkit::elixir_required() {
+        return;
+    }
+    let epmd_port = free_port();
+    let cookie = random_cookie();
+    let mut ember = Ember::start(
+        &["--sname", &unique("ember"), "--cookie", &cookie],
+        &[("ERL_EPMD_PORT", &epmd_port.to_string())],
+        &[],
+    );
+    let node = ember.node_name();
+    let mut ex = ember_testkit::start_elixir(&unique("ex"), &cookie, epmd_port);
+    assert_eq!(ex.eval(&format!(r#"Node.ping(:"{node}")"#)), ":pong");
+    assert_eq!(
+        ex.eval(&format!(r#"Enum.member?(Node.list(), :"{node}")"#)),
+        "true"
+    );
+    let echo = format!(
+        r#"send({{:ember_echo, :"{node}"}}, {{self(), {{:hi, "from elixir", [1, 2.5, %{{a: 1}}]}}}}); receive do m -> m after 5000 -> :timeout end"#
+    );
+    assert_eq!(ex.eval(&echo), r#"{:hi, "from elixir", [1, 2.5, %{a: 1}]}"#);
+    // global on the Elixir node counts Ember as synced.
+    assert_eq!(
+        ex.eval("t = Task.async(fn -> :global.sync() end); Task.yield(t, 10_000) || :sync_hung"),
+        "{:ok, :ok}"
+    );
+    assert!(ex.alive());
+    assert_eq!(ping_http(ember.addr).as_deref(), Some("pong"));
 }

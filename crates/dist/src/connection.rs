@@ -1,32 +1,57 @@
 //! One distribution connection after the handshake: `Len:32 | Payload`
 //! frames, ticks, decoding, and the control messages Ember answers itself.
 //!
-//! Two tasks per connection. The writer owns the socket's write half and
-//! the sending atom cache; it sends queued messages, and a tick (an empty
-//! frame) when it has been idle for a quarter of `net_ticktime`. The reader
-//! owns the read half and the receiving atom cache; it declares the
-//! connection down when nothing (not even a tick) arrives for
-//! `net_ticktime`, on a protocol error, or on EOF, and then removes the
-//! connection from the node.
+//! Two tasks per connection. Senders encode their messages straight into
+//! the connection's [`SendQueue`] (under its lock, which also guards the
+//! sending atom cache, so bytes are queued in the order they were
+//! encoded); the writer takes everything queued in one swap and writes it
+//! with one `write_all`, so a burst of small messages costs one system
+//! call, and writes a tick (an empty frame) when it has been idle for a
+//! quarter of `net_ticktime`. The reader owns the read half, the receiving
+//! atom cache and the fragment reassembler; it declares the connection
+//! down when nothing (not even a tick) arrives for `net_ticktime`, on a
+//! protocol error, or on EOF, and then removes the connection from the
+//! node.
+//!
+//! The queue's protocol (lock, counter, the writer's wake-up) has a loom
+//! model in `loom_models.rs`.
+//!
+//! # Backpressure (`busy_dist_port`)
+//!
+//! The queue is bounded by bytes ([`NodeConfig::send_queue_limit`](crate::NodeConfig)):
+//! while the encoded bytes not yet written reach the limit, the queue is
+//! *busy*. An async sender waits until the writer has made room, then
+//! queues its message; a sync sender ([`SendQueue::try_send`]) gets
+//! [`DistError::Busy`] and its message is not queued. A message is never
+//! dropped without an error. Like Erlang, a sender that found room queues
+//! its whole message, so the queue holds at most the limit plus one
+//! message per concurrent sender. Answers the reader writes for the peer
+//! (`is_auth`, `MONITOR_P_EXIT`, ...) skip the wait: a reader waiting for
+//! its own writer could deadlock two nodes that both stream.
 //!
 //! Messages come as pass-through frames (`112`, then the control message
-//! and payload, each with its own `131`) or with the distribution header
-//! (`131, 68`, atom cache), which the peer uses once
-//! `DFLAG_DIST_HDR_ATOM_CACHE` is negotiated. Ember sends with the header
-//! when it was negotiated, pass-through otherwise. Fragments are never
-//! negotiated (no `DFLAG_FRAGMENTS`), so they never arrive.
+//! and payload, each with its own `131`), with the distribution header
+//! (`131, 68`, atom cache) once `DFLAG_DIST_HDR_ATOM_CACHE` is negotiated,
+//! or as fragments (`131, 69` and `131, 70`) once `DFLAG_FRAGMENTS` is.
+//! Ember sends with the header when it was negotiated, pass-through
+//! otherwise, and splits a message whose frame would exceed
+//! [`FRAGMENT_SIZE`] into fragments when both sides have `DFLAG_FRAGMENTS`
+//! (the first fragment carries the atom cache update and the whole control
+//! message; the fragments of one message are written back to back).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use ember_term::dist::{self as wire, AtomCache, SenderAtomCache};
+use ember_term::dist::{self as wire, AtomCache, Fragments, SenderAtomCache};
 use ember_term::{decode_prefix, encode_into, Atom, DecodeLimits, Pid, Reference, Term};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use crate::error::DistError;
 use crate::flags;
+use crate::global;
 use crate::handshake::Peer;
 use crate::node::{Delivery, Inner};
 
@@ -40,6 +65,7 @@ const REG_SEND: i64 = 6;
 const SEND_TT: i64 = 12;
 const REG_SEND_TT: i64 = 16;
 const MONITOR_P: i64 = 19;
+const DEMONITOR_P: i64 = 20;
 const MONITOR_P_EXIT: i64 = 21;
 const SEND_SENDER: i64 = 22;
 const SEND_SENDER_TT: i64 = 23;
@@ -85,140 +111,428 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     Ok(Some(buf))
 }
 
-/// Decodes a frame into the control message and payload.
+/// Decodes a frame into the control message and payload; `None` for a
+/// fragment that does not finish its message.
 pub(crate) fn decode_frame(
     buf: &[u8],
     cache: &mut AtomCache,
+    fragments: &mut Fragments,
     limits: &DecodeLimits,
-) -> Result<(Term, Option<Term>), DistError> {
+) -> Result<Option<(Term, Option<Term>)>, DistError> {
     let bad = |e: ember_term::DecodeError| DistError::Protocol(format!("bad message: {e}"));
     match buf {
         [PASS_THROUGH, rest @ ..] => {
             let (control, used) = decode_prefix(rest, limits).map_err(bad)?;
             let rest = &rest[used..];
             if rest.is_empty() {
-                return Ok((control, None));
+                return Ok(Some((control, None)));
             }
             let (payload, used) = decode_prefix(rest, limits).map_err(bad)?;
             if used != rest.len() {
                 return Err(DistError::Protocol("trailing bytes after a message".into()));
             }
-            Ok((control, Some(payload)))
+            Ok(Some((control, Some(payload))))
         }
-        [131, 68, ..] => {
-            let m = wire::decode_message(buf, cache, limits).map_err(bad)?;
-            Ok((m.control, m.payload))
-        }
-        [first, ..] => Err(DistError::Protocol(format!(
-            "unknown frame type {first} (fragments are not negotiated)"
-        ))),
+        [131, 68..=70, ..] => Ok(fragments
+            .push(buf, cache, limits)
+            .map_err(bad)?
+            .map(|m| (m.control, m.payload))),
+        [first, ..] => Err(DistError::Protocol(format!("unknown frame type {first}"))),
         [] => Err(DistError::Protocol("empty frame".into())),
     }
 }
 
-fn encode_frame(
-    m: &Outgoing,
-    atom_cache: Option<&mut SenderAtomCache>,
-) -> Result<Vec<u8>, DistError> {
+/// The largest frame Ember sends unsplit to a peer that takes fragments.
+pub(crate) const FRAGMENT_SIZE: usize = 64 * 1024;
+
+/// How a connection encodes what it sends.
+struct Encoder {
+    /// The sending atom cache, when the distribution header is used.
+    cache: Option<SenderAtomCache>,
+    /// Split frames over [`FRAGMENT_SIZE`] (`DFLAG_FRAGMENTS`).
+    fragments: bool,
+    /// The sequence id of the next fragmented message.
+    next_sequence: u64,
+}
+
+/// Appends the frame(s) of `m` to `out`. On an error `out` is unchanged.
+fn encode_frames(m: &Outgoing, enc: &mut Encoder, out: &mut Vec<u8>) -> Result<(), DistError> {
     let bad = |e: ember_term::EncodeError| DistError::Protocol(format!("cannot encode: {e}"));
-    let mut out = vec![0, 0, 0, 0];
-    match atom_cache {
+    let start = out.len();
+    let result = (|| match enc.cache.as_mut() {
         Some(cache) => {
-            let body = wire::encode_message(&m.control, m.payload.as_ref(), cache).map_err(bad)?;
-            out.extend_from_slice(&body);
-        }
-        None => {
-            out.push(PASS_THROUGH);
-            encode_into(&m.control, &mut out).map_err(bad)?;
-            if let Some(p) = &m.payload {
-                encode_into(p, &mut out).map_err(bad)?;
+            let at = out.len();
+            out.extend_from_slice(&[0; 4]);
+            if let Err(e) = wire::encode_message_into(&m.control, m.payload.as_ref(), cache, out) {
+                // The cache now names atoms the peer never got: start afresh
+                // (every atom goes as a new entry again), which is always safe.
+                *cache = SenderAtomCache::new();
+                return Err(bad(e));
             }
+            let len = out.len() - at - 4;
+            if !enc.fragments || len <= FRAGMENT_SIZE {
+                let len = u32::try_from(len)
+                    .map_err(|_| DistError::Protocol("message over 4 GiB".into()))?;
+                out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+                return Ok(());
+            }
+            let body = out.split_off(at + 4);
+            out.truncate(at);
+            // The length of the control message in `body`: encoded alone,
+            // its atoms get the same cache references (they come first in
+            // the message, and are all in the cache now, so this encoding
+            // changes nothing in it).
+            let alone = wire::encode_message(&m.control, None, cache).map_err(bad)?;
+            let control_len = alone.len() - header_len(&alone);
+            let sequence = enc.next_sequence;
+            enc.next_sequence += 1;
+            push_fragments(&body, control_len, sequence, out)
+        }
+        None => push_frame(out, |out| {
+            out.push(PASS_THROUGH);
+            encode_into(&m.control, out)?;
+            if let Some(p) = &m.payload {
+                encode_into(p, out)?;
+            }
+            Ok::<(), ember_term::EncodeError>(())
+        })
+        .and_then(|r| r.map_err(bad)),
+    })();
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
+}
+
+/// Appends `Len:32` and what `body` writes.
+fn push_frame<T>(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>) -> T) -> Result<T, DistError> {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    let r = body(out);
+    let len = u32::try_from(out.len() - at - 4)
+        .map_err(|_| DistError::Protocol("message over 4 GiB".into()))?;
+    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    Ok(r)
+}
+
+/// The length of the `131, 68, N, Flags, AtomCacheRefs` header of an
+/// encoded `DIST_HEADER` message (written by `ember_term`, so well formed).
+fn header_len(msg: &[u8]) -> usize {
+    let n = usize::from(msg[2]);
+    if n == 0 {
+        return 3;
+    }
+    let flags = &msg[3..3 + n / 2 + 1];
+    let half = |i: usize| (flags[i / 2] >> ((i % 2) * 4)) & 0x0f;
+    let long_atoms = half(n) & 1 != 0;
+    let mut pos = 3 + n / 2 + 1;
+    for i in 0..n {
+        pos += 1; // the index in the segment
+        if half(i) & 0x08 != 0 {
+            let len = if long_atoms {
+                let l = usize::from(u16::from_be_bytes([msg[pos], msg[pos + 1]]));
+                pos += 2;
+                l
+            } else {
+                let l = usize::from(msg[pos]);
+                pos += 1;
+                l
+            };
+            pos += len;
         }
     }
-    let len = u32::try_from(out.len() - 4)
-        .map_err(|_| DistError::Protocol("message over 4 GiB".into()))?;
-    out[..4].copy_from_slice(&len.to_be_bytes());
-    Ok(out)
+    pos
+}
+
+/// Splits an encoded `DIST_HEADER` message into `DIST_FRAG_HEADER` (the
+/// header, the control message and the first data) and `DIST_FRAG_CONT`
+/// frames of at most about [`FRAGMENT_SIZE`] bytes each.
+fn push_fragments(
+    msg: &[u8],
+    control_len: usize,
+    sequence: u64,
+    out: &mut Vec<u8>,
+) -> Result<(), DistError> {
+    let header = header_len(msg);
+    let data = &msg[header..];
+    let first = data.len().min(FRAGMENT_SIZE.max(control_len));
+    let rest = &data[first..];
+    let count = 1 + rest.len().div_ceil(FRAGMENT_SIZE);
+    push_frame(out, |out| {
+        out.extend_from_slice(&[131, 69]);
+        out.extend_from_slice(&sequence.to_be_bytes());
+        out.extend_from_slice(&(count as u64).to_be_bytes());
+        out.extend_from_slice(&msg[2..header]);
+        out.extend_from_slice(&data[..first]);
+    })?;
+    for (i, chunk) in rest.chunks(FRAGMENT_SIZE).enumerate() {
+        let id = (count - 1 - i) as u64;
+        push_frame(out, |out| {
+            out.extend_from_slice(&[131, 70]);
+            out.extend_from_slice(&sequence.to_be_bytes());
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(chunk);
+        })?;
+    }
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What the senders have encoded and the writer has not taken yet.
+struct Pending {
+    bytes: Vec<u8>,
+    encoder: Encoder,
+}
+
+/// The send side of one connection: encoded frames waiting for the
+/// writer, bounded by bytes (see the module docs on backpressure).
+pub(crate) struct SendQueue {
+    pending: Mutex<Pending>,
+    /// Bytes encoded and not yet written (queued plus being written).
+    queued: AtomicUsize,
+    limit: usize,
+    closed: AtomicBool,
+    /// Senders → writer: there is something to write.
+    work: Notify,
+    /// Writer → senders: bytes were written (or the connection closed).
+    room: Notify,
+    peer: Atom,
+}
+
+impl SendQueue {
+    fn new(peer: Atom, limit: usize, cache: bool, fragments: bool) -> SendQueue {
+        SendQueue {
+            pending: Mutex::new(Pending {
+                bytes: Vec::new(),
+                encoder: Encoder {
+                    cache: cache.then(SenderAtomCache::new),
+                    fragments,
+                    next_sequence: 1,
+                },
+            }),
+            queued: AtomicUsize::new(0),
+            limit,
+            closed: AtomicBool::new(false),
+            work: Notify::new(),
+            room: Notify::new(),
+            peer,
+        }
+    }
+
+    fn closed_error(&self) -> DistError {
+        DistError::Refused(format!("the connection to {} closed", self.peer))
+    }
+
+    /// Queues `m`, first waiting while the queue is busy.
+    pub(crate) async fn send(&self, m: Outgoing) -> Result<(), DistError> {
+        // The common case, room: no waiting machinery at all.
+        if self.queued.load(Ordering::Acquire) < self.limit {
+            return self.force(m);
+        }
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if self.closed.load(Ordering::Acquire) {
+                return Err(self.closed_error());
+            }
+            if self.queued.load(Ordering::Acquire) < self.limit {
+                break;
+            }
+            room.await;
+        }
+        self.push(&m)
+    }
+
+    /// Queues `m` unless the queue is busy ([`DistError::Busy`]: nothing
+    /// was queued) or closed.
+    pub(crate) fn try_send(&self, m: Outgoing) -> Result<(), DistError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.closed_error());
+        }
+        if self.queued.load(Ordering::Acquire) >= self.limit {
+            return Err(DistError::Busy(self.peer.to_string()));
+        }
+        self.push(&m)
+    }
+
+    /// Queues `m` whether or not the queue is busy: for the reader's
+    /// answers to the peer.
+    fn force(&self, m: Outgoing) -> Result<(), DistError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.closed_error());
+        }
+        self.push(&m)
+    }
+
+    fn push(&self, m: &Outgoing) -> Result<(), DistError> {
+        let mut p = lock(&self.pending);
+        let Pending { bytes, encoder } = &mut *p;
+        let before = bytes.len();
+        if let Err(e) = encode_frames(m, encoder, bytes) {
+            tracing::warn!("dist: not sending a message to {}: {e}", self.peer);
+            return Err(e);
+        }
+        self.queued
+            .fetch_add(bytes.len() - before, Ordering::AcqRel);
+        drop(p);
+        self.work.notify_one();
+        Ok(())
+    }
+
+    /// Bytes queued and not yet written.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.room.notify_waiters();
+    }
 }
 
 /// Starts the reader and writer of a connection that finished its
-/// handshake; returns the writer's queue and the two tasks' abort handles.
+/// handshake; returns the connection's send queue and the two tasks' abort
+/// handles.
 pub(crate) fn spawn(
     inner: &Arc<Inner>,
     stream: TcpStream,
     peer: &Peer,
     id: u64,
-) -> (mpsc::Sender<Outgoing>, [tokio::task::AbortHandle; 2]) {
+) -> (Arc<SendQueue>, [tokio::task::AbortHandle; 2]) {
     let (read, write) = stream.into_split();
-    let (tx, rx) = mpsc::channel(1024);
-    let tick = inner.config.net_ticktime / 4;
     let use_header = peer.flags & flags::DIST_HDR_ATOM_CACHE != 0;
-    let writer = tokio::spawn(write_loop(write, rx, tick, use_header, peer.name.clone()));
+    let fragments = use_header && peer.flags & flags::FRAGMENTS != 0;
+    let queue = Arc::new(SendQueue::new(
+        peer.name.clone(),
+        inner.config.send_queue_limit.max(1),
+        use_header,
+        fragments,
+    ));
+    let tick = inner.config.net_ticktime / 4;
+    let writer = tokio::spawn(write_loop(write, queue.clone(), tick));
     let reader = tokio::spawn(read_loop(
         inner.clone(),
         read,
-        tx.clone(),
+        queue.clone(),
         peer.clone(),
         id,
         writer.abort_handle(),
     ));
-    (tx, [reader.abort_handle(), writer.abort_handle()])
+    (queue, [reader.abort_handle(), writer.abort_handle()])
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut w: W,
-    mut rx: mpsc::Receiver<Outgoing>,
-    tick: Duration,
-    use_header: bool,
-    peer: Atom,
-) {
-    let mut cache = use_header.then(SenderAtomCache::new);
+/// Closes the queue when the writer ends, however it ends (also when
+/// aborted), so that waiting senders get an error instead of waiting.
+struct CloseOnDrop(Arc<SendQueue>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, queue: Arc<SendQueue>, tick: Duration) {
+    let _close = CloseOnDrop(queue.clone());
+    let mut out = Vec::new();
     loop {
-        let bytes = match tokio::time::timeout(tick, rx.recv()).await {
-            Ok(Some(m)) => match encode_frame(&m, cache.as_mut()) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!("dist: dropping a message to {peer}: {e}");
-                    continue;
+        std::mem::swap(&mut lock(&queue.pending).bytes, &mut out);
+        if out.is_empty() {
+            if tokio::time::timeout(tick, queue.work.notified())
+                .await
+                .is_err()
+            {
+                out.extend_from_slice(&[0, 0, 0, 0]);
+                if let Err(e) = w.write_all(&out).await {
+                    tracing::debug!("dist: writing to {} failed: {e}", queue.peer);
+                    return;
                 }
-            },
-            Ok(None) => return,
-            Err(_) => vec![0, 0, 0, 0],
-        };
-        if let Err(e) = w.write_all(&bytes).await {
-            tracing::debug!("dist: writing to {peer} failed: {e}");
+                out.clear();
+            }
+            continue;
+        }
+        if let Err(e) = w.write_all(&out).await {
+            tracing::debug!("dist: writing to {} failed: {e}", queue.peer);
             return;
+        }
+        queue.queued.fetch_sub(out.len(), Ordering::AcqRel);
+        queue.room.notify_waiters();
+        out.clear();
+        // A buffer grown by one huge burst is not kept for ever.
+        if out.capacity() > 4 * queue.limit.max(FRAGMENT_SIZE) {
+            out = Vec::new();
+        }
+    }
+}
+
+/// Ends when `received` has not moved for `ticktime` (checked every
+/// quarter of it, so the peer is declared silent after 1 to 1.25 times
+/// `ticktime`).
+async fn watchdog(received: &AtomicU64, ticktime: Duration) {
+    let check = ticktime / 4;
+    let mut seen = received.load(Ordering::Relaxed);
+    let mut quiet = Duration::ZERO;
+    loop {
+        tokio::time::sleep(check).await;
+        let now = received.load(Ordering::Relaxed);
+        if now == seen {
+            quiet += check;
+            if quiet >= ticktime {
+                return;
+            }
+        } else {
+            seen = now;
+            quiet = Duration::ZERO;
         }
     }
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(
     inner: Arc<Inner>,
-    mut r: R,
-    tx: mpsc::Sender<Outgoing>,
+    r: R,
+    queue: Arc<SendQueue>,
     peer: Peer,
     id: u64,
     writer: tokio::task::AbortHandle,
 ) {
+    let mut r = tokio::io::BufReader::with_capacity(64 * 1024, r);
     let mut cache = AtomCache::new();
+    let mut fragments = Fragments::new(inner.config.max_frame, 64);
     let limits = DecodeLimits::default();
-    let ticktime = inner.config.net_ticktime;
-    let reason = loop {
-        let frame = match tokio::time::timeout(ticktime, read_frame(&mut r, inner.config.max_frame))
-            .await
-        {
-            Err(_) => break DistError::Timeout("net_ticktime passed without a tick"),
-            Ok(Err(e)) => break e,
-            Ok(Ok(None)) => continue,
-            Ok(Ok(Some(f))) => f,
-        };
-        match decode_frame(&frame, &mut cache, &limits) {
-            Ok((control, payload)) => dispatch(&inner, &tx, &peer, control, payload).await,
-            Err(e) => break e,
+    // Frames (ticks included) received so far, for the watchdog: a timer
+    // per frame would cost more than the frame.
+    let received = AtomicU64::new(0);
+    let silent = watchdog(&received, inner.config.net_ticktime);
+    let reading = async {
+        loop {
+            let frame = match read_frame(&mut r, inner.config.max_frame).await {
+                Err(e) => return e,
+                Ok(None) => {
+                    received.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                Ok(Some(f)) => f,
+            };
+            received.fetch_add(1, Ordering::Relaxed);
+            match decode_frame(&frame, &mut cache, &mut fragments, &limits) {
+                Ok(Some((control, payload))) => {
+                    dispatch(&inner, &queue, &peer, control, payload).await
+                }
+                Ok(None) => {}
+                Err(e) => return e,
+            }
         }
+    };
+    let reason = tokio::select! {
+        e = reading => e,
+        _ = silent => DistError::Timeout("net_ticktime passed without a tick"),
     };
     tracing::info!("dist: connection to {} down: {reason}", peer.name);
     writer.abort();
+    queue.close();
     inner.connection_down(&peer.name, id);
 }
 
@@ -228,7 +542,7 @@ fn elems(t: &Term) -> &[Term] {
 
 async fn dispatch(
     inner: &Arc<Inner>,
-    tx: &mpsc::Sender<Outgoing>,
+    queue: &SendQueue,
     peer: &Peer,
     control: Term,
     payload: Option<Term>,
@@ -239,8 +553,8 @@ async fn dispatch(
         return;
     };
     let reply = |control: Term, payload: Option<Term>| async {
-        // A full queue or a closed writer: the connection is going down.
-        let _ = tx.send(Outgoing { control, payload }).await;
+        // Only fails when the connection is going down.
+        let _ = queue.force(Outgoing { control, payload });
     };
     match (op, c) {
         (SEND | SEND_TT | SEND_SENDER | SEND_SENDER_TT, [_, from, to, ..]) => {
@@ -270,11 +584,10 @@ async fn dispatch(
                         reply(control, Some(payload)).await;
                     }
                 }
-                // global's and rex's protocols are not spoken yet: ignoring
-                // them is safe, answering them wrongly is not (a malformed
-                // message to global can halt the peer).
-                "global_name_server" | "rex" => {
-                    tracing::debug!("dist: ignoring a message from {} to {name}", peer.name);
+                global::NAME => {
+                    if let Some(answer) = global::answer(inner.local_name(), &peer.name, &message) {
+                        reply(global::reg_send_control(inner.own_pid()), Some(answer)).await;
+                    }
                 }
                 _ => inner.deliver(
                     &peer.name,
@@ -302,9 +615,13 @@ async fn dispatch(
                 },
             );
         }
+        // net_kernel is Ember's own (answered above); its monitors need
+        // no bookkeeping.
+        (MONITOR_P | DEMONITOR_P, [_, _, to, _]) if to.is_atom("net_kernel") => {}
+        _ if inner.config.deliver.signal(&peer.name, c, payload.as_ref()) => {}
         (MONITOR_P, [_, from, to, reference]) => {
-            // Only net_kernel exists here; anything else is `noproc`.
-            if !to.is_atom("net_kernel") {
+            // No process behind the Deliver hook: `noproc`.
+            {
                 let exit = Term::tuple([
                     Term::from(MONITOR_P_EXIT),
                     to.clone(),
@@ -448,6 +765,7 @@ mod tests {
     #[test]
     fn garbage_frames_are_errors() {
         let mut cache = AtomCache::new();
+        let mut fragments = Fragments::default();
         let limits = DecodeLimits::default();
         for f in [
             &[][..],
@@ -455,8 +773,36 @@ mod tests {
             &[112][..],
             &[112, 131, 104, 9][..],
             &[131, 68, 5][..],
+            &[131, 70, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1][..],
         ] {
-            assert!(decode_frame(f, &mut cache, &limits).is_err());
+            assert!(decode_frame(f, &mut cache, &mut fragments, &limits).is_err());
+        }
+    }
+
+    /// Splits `bytes` into frames and decodes them in order.
+    fn decode_all(bytes: &[u8]) -> (Vec<(Term, Option<Term>)>, usize) {
+        let mut cache = AtomCache::new();
+        let mut fragments = Fragments::default();
+        let limits = DecodeLimits::default();
+        let (mut rest, mut frames, mut out) = (bytes, 0, Vec::new());
+        while !rest.is_empty() {
+            let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+            let frame = &rest[4..4 + len];
+            assert!(len <= FRAGMENT_SIZE + 64 || frames == 0, "a frame of {len}");
+            frames += 1;
+            if let Some(m) = decode_frame(frame, &mut cache, &mut fragments, &limits).unwrap() {
+                out.push(m);
+            }
+            rest = &rest[4 + len..];
+        }
+        (out, frames)
+    }
+
+    fn encoder(cache: bool, fragments: bool) -> Encoder {
+        Encoder {
+            cache: cache.then(SenderAtomCache::new),
+            fragments,
+            next_sequence: 1,
         }
     }
 
@@ -467,12 +813,122 @@ mod tests {
             control: control.clone(),
             payload: Some(Term::atom("hello")),
         };
-        let mut sender = SenderAtomCache::new();
-        for cache in [None, Some(&mut sender)] {
-            let bytes = encode_frame(&m, cache).unwrap();
-            let (c, p) =
-                decode_frame(&bytes[4..], &mut AtomCache::new(), &DecodeLimits::default()).unwrap();
-            assert_eq!((c, p), (control.clone(), Some(Term::atom("hello"))));
+        for cache in [false, true] {
+            let mut bytes = Vec::new();
+            encode_frames(&m, &mut encoder(cache, true), &mut bytes).unwrap();
+            let (got, frames) = decode_all(&bytes);
+            assert_eq!(frames, 1);
+            assert_eq!(got, vec![(control.clone(), Some(Term::atom("hello")))]);
         }
+    }
+
+    #[test]
+    fn big_messages_go_as_fragments_only_when_negotiated_and_reassemble() {
+        let control = reg_send_control(
+            &Pid {
+                node: Atom::new("a@h"),
+                id: 1,
+                serial: 2,
+                creation: 3,
+            },
+            &Atom::new("some_name"),
+        );
+        let small = Term::tuple([Term::atom("small"), Term::from(1)]);
+        let big = Term::tuple([
+            Term::atom("big"),
+            Term::binary(vec![7u8; 1 << 20]),
+            Term::atom("tail_atom"),
+        ]);
+        let mut enc = encoder(true, true);
+        let mut bytes = Vec::new();
+        for p in [&small, &big, &small, &big] {
+            let m = Outgoing {
+                control: control.clone(),
+                payload: Some(p.clone()),
+            };
+            encode_frames(&m, &mut enc, &mut bytes).unwrap();
+        }
+        let (got, frames) = decode_all(&bytes);
+        let want: Vec<_> = [&small, &big, &small, &big]
+            .iter()
+            .map(|p| (control.clone(), Some((*p).clone())))
+            .collect();
+        assert_eq!(got, want);
+        // 1 MiB in 64 KiB fragments, twice, plus the two small frames.
+        assert!(frames >= 2 + 2 * 16, "{frames} frames");
+
+        // Without DFLAG_FRAGMENTS: one frame per message.
+        let mut enc = encoder(true, false);
+        let mut bytes = Vec::new();
+        let m = Outgoing {
+            control: control.clone(),
+            payload: Some(big.clone()),
+        };
+        encode_frames(&m, &mut enc, &mut bytes).unwrap();
+        assert_eq!(
+            u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize,
+            bytes.len() - 4
+        );
+    }
+
+    #[test]
+    fn header_len_covers_new_and_cached_atoms_short_and_long() {
+        for long in [false, true] {
+            let mut cache = SenderAtomCache::new();
+            let mut receiver = AtomCache::new();
+            // 200 characters, 400 bytes: a long (2-byte length) atom.
+            let name = if long { "é".repeat(200) } else { "x".into() };
+            let t = Term::tuple([Term::atom("a"), Term::atom(&name)]);
+            // New entries the first time, cache references the second.
+            for _ in 0..2 {
+                let body = wire::encode_message(&t, None, &mut cache).unwrap();
+                let (_, start) = wire::decode_header(&body, &mut receiver).unwrap();
+                assert_eq!(header_len(&body), start);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_busy_queue_refuses_try_send_and_makes_send_wait_until_written() {
+        let queue = Arc::new(SendQueue::new(Atom::new("p@h"), 1000, false, false));
+        let m = || Outgoing {
+            control: Term::tuple([Term::from(SEND), Term::atom(""), Term::atom("x")]),
+            payload: Some(Term::binary(vec![0u8; 300])),
+        };
+        let mut sent = 0;
+        while queue.try_send(m()).is_ok() {
+            sent += 1;
+        }
+        // Three ~320-byte frames leave the queue under 1000 bytes, so the
+        // fourth is let in; then it is busy.
+        assert_eq!(sent, 4);
+        let queued = queue.queued_bytes();
+        assert!((1000..1400).contains(&queued), "{queued}");
+        assert!(matches!(queue.try_send(m()), Err(DistError::Busy(_))));
+        // An async send waits ...
+        let waiting = tokio::spawn({
+            let q = queue.clone();
+            async move { q.send(m()).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        // ... until the writer has written what was queued.
+        let (client, mut server) = tokio::io::duplex(1 << 20);
+        let writer = tokio::spawn(write_loop(client, queue.clone(), Duration::from_secs(60)));
+        tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the waiting send was never let through")
+            .unwrap()
+            .unwrap();
+        let mut got = vec![0u8; queued];
+        tokio::time::timeout(Duration::from_secs(10), server.read_exact(&mut got))
+            .await
+            .expect("the writer wrote nothing")
+            .unwrap();
+        writer.abort();
+        let _ = writer.await;
+        // A closed queue fails senders instead of keeping them waiting.
+        assert!(matches!(queue.try_send(m()), Err(DistError::Refused(_))));
+        assert!(queue.send(m()).await.is_err());
     }
 }

@@ -126,8 +126,10 @@ async fn register_inner(
     body.extend_from_slice(&port.to_be_bytes());
     body.push(if hidden { 72 } else { 77 });
     body.push(0); // TCP/IPv4
+                  // Highest 6, lowest 5, as OTP 25 registers: the accepting side also
+                  // takes the old version 5 send_name (see the handshake).
     body.extend_from_slice(&6u16.to_be_bytes());
-    body.extend_from_slice(&6u16.to_be_bytes());
+    body.extend_from_slice(&5u16.to_be_bytes());
     name_bytes(&mut body, alive)?;
     body.extend_from_slice(&0u16.to_be_bytes());
     let mut s = request(addr, &body).await?;

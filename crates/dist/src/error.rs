@@ -31,6 +31,12 @@ pub enum DistError {
     BadDestination(String),
     /// The node is stopped.
     Stopped,
+    /// The send queue of the connection to this node is full
+    /// (`busy_dist_port`): the message was not queued. Retry later, or use
+    /// the async send, which waits for room.
+    Busy(String),
+    /// There is no connection to this node (a sync send does not connect).
+    NotConnected(String),
 }
 
 impl fmt::Display for DistError {
@@ -49,6 +55,8 @@ impl fmt::Display for DistError {
             DistError::Timeout(what) => write!(f, "timed out: {what}"),
             DistError::BadDestination(m) => write!(f, "bad destination: {m}"),
             DistError::Stopped => write!(f, "node stopped"),
+            DistError::Busy(n) => write!(f, "the send queue to {n} is full (busy)"),
+            DistError::NotConnected(n) => write!(f, "not connected to {n}"),
         }
     }
 }

@@ -75,14 +75,16 @@ pub const MANDATORY_26: u64 = V4_NC | UNLINK_ID;
 pub const REQUIRED: u64 = MANDATORY_25 | MANDATORY_26;
 
 /// What Ember offers: the required set, the digest bit, monitors (by pid
-/// and by name), spawn, aliases, the atom cache, and `PUBLISHED` (cleared
-/// for a hidden node).
+/// and by name), spawn, aliases, the atom cache, fragments, and
+/// `PUBLISHED` (cleared for a hidden node).
 pub const OFFERED: u64 = REQUIRED
     | MANDATORY_25_DIGEST
     | PUBLISHED
     | DIST_MONITOR
     | DIST_MONITOR_NAME
     | DIST_HDR_ATOM_CACHE
+    | FRAGMENTS
     | SMALL_ATOM_TAGS
+    | SEND_SENDER
     | SPAWN
     | ALIAS;

@@ -10,8 +10,13 @@
 //! B -> A  'a' Digest:16                                    challenge_ack
 //! ```
 //!
-//! `Digest = MD5(Cookie ++ integer_to_list(Challenge))`. The old `'n'`
-//! (version 5) `send_name` is not accepted.
+//! `Digest = MD5(Cookie ++ integer_to_list(Challenge))`. As the accepting
+//! side, Ember also takes the old version 5 `send_name`
+//! (`'n' Version:16 Flags:32 Name`) from a peer that has
+//! `DFLAG_HANDSHAKE_23` (OTP 23/24 nodes that did not learn our versions
+//! from epmd): it then gets the new challenge and answers with
+//! `'c' FlagsHigh:32 Creation:32` before its challenge reply. Ember itself
+//! always sends `'N'` (OTP 25.0-25.2 refuse `'n'`).
 
 use md5::{Digest, Md5};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -249,15 +254,37 @@ pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         b: &first,
         what: "send_name",
     };
-    if c.take(1)? != b"N" {
-        return Err(DistError::Protocol(
-            "expected a version 6 send_name ('N')".into(),
-        ));
-    }
-    let peer_flags = c.u64()?;
-    let creation = c.u32()?;
-    let name = c.name()?;
-    if let Err(e) = check_flags(peer_flags) {
+    // Version 6 ('N'), or version 5 ('n': 32 flag bits, no creation, the
+    // name filling the rest) from a peer that knows the version 6 handshake
+    // (DFLAG_HANDSHAKE_23) but did not learn from epmd that we speak it;
+    // it completes its flags and creation after our challenge ('c').
+    let old = match c.take(1)? {
+        b"N" => false,
+        b"n" => true,
+        _ => {
+            return Err(DistError::Protocol(
+                "expected a send_name ('N' or 'n')".into(),
+            ))
+        }
+    };
+    let (mut peer_flags, mut creation, name) = if old {
+        let _version = c.u16()?;
+        let low = u64::from(c.u32()?);
+        let len = c.b.len() as u16;
+        let mut with_len = len.to_be_bytes().to_vec();
+        with_len.extend_from_slice(c.b);
+        let name = Cursor {
+            b: &with_len,
+            what: "send_name",
+        }
+        .name()?;
+        (low, 0, name)
+    } else {
+        (c.u64()?, c.u32()?, c.name()?)
+    };
+    // The high flag bits of an old send_name come with the complement.
+    let known = if old { 0xffff_ffff } else { u64::MAX };
+    if let Err(e) = check_flags(peer_flags | (flags::REQUIRED & !known)) {
         write_msg(s, b"snot_allowed").await?;
         return Err(e);
     }
@@ -290,6 +317,22 @@ pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     challenge.extend_from_slice(&local.creation.to_be_bytes());
     name_field(&mut challenge, &local.name);
     write_msg(s, &challenge).await?;
+
+    if old {
+        let complement = read_msg(s).await?;
+        let mut c = Cursor {
+            b: &complement,
+            what: "send_complement",
+        };
+        if c.take(1)? != b"c" {
+            return Err(DistError::Protocol(
+                "expected a send_complement ('c')".into(),
+            ));
+        }
+        peer_flags |= u64::from(c.u32()?) << 32;
+        creation = c.u32()?;
+        check_flags(peer_flags)?;
+    }
 
     let reply = read_msg(s).await?;
     let mut c = Cursor {
@@ -381,6 +424,82 @@ mod tests {
             matches!(rb, Err(DistError::MissingFlags(m)) if m == flags::MANDATORY_26),
             "{rb:?}"
         );
+    }
+
+    /// A version 5 client, by hand: `'n'`, then `'c'` after the challenge.
+    async fn v5_client(
+        s: &mut tokio::io::DuplexStream,
+        l: &Local,
+        complement: bool,
+    ) -> Result<u32, DistError> {
+        let mut name = vec![b'n', 0, 5];
+        name.extend_from_slice(&((l.flags & 0xffff_ffff) as u32).to_be_bytes());
+        name.extend_from_slice(l.name.as_str().as_bytes());
+        write_msg(s, &name).await?;
+        assert_eq!(read_msg(s).await?, b"sok");
+        let challenge = read_msg(s).await?;
+        assert_eq!(challenge[0], b'N');
+        let theirs = u32::from_be_bytes(challenge[9..13].try_into().unwrap());
+        if complement {
+            let mut c = vec![b'c'];
+            c.extend_from_slice(&((l.flags >> 32) as u32).to_be_bytes());
+            c.extend_from_slice(&l.creation.to_be_bytes());
+            write_msg(s, &c).await?;
+        }
+        let mut reply = vec![b'r'];
+        reply.extend_from_slice(&99u32.to_be_bytes());
+        reply.extend_from_slice(&digest(&l.cookie, theirs));
+        write_msg(s, &reply).await?;
+        let ack = read_msg(s).await?;
+        assert_eq!(&ack[1..], digest(&l.cookie, 99));
+        Ok(theirs)
+    }
+
+    #[tokio::test]
+    async fn an_old_version_5_send_name_with_its_complement_is_accepted() {
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let mut la = local("old@h", "c");
+        la.creation = 4242;
+        let (ra, rb) = tokio::join!(v5_client(&mut a, &la, true), async {
+            accept(&mut b, &local("b@h", "c"), |_| Status::Ok).await
+        });
+        ra.unwrap();
+        let peer = rb.unwrap();
+        assert_eq!(peer.name.as_str(), "old@h");
+        assert_eq!(peer.creation, 4242);
+        // The high flags (V4_NC, SPAWN, ALIAS) came with the complement.
+        assert_eq!(peer.flags, flags::OFFERED);
+
+        // Without the complement's high flags, V4_NC is missing: refused.
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let mut low_only = local("old@h", "c");
+        low_only.flags &= 0xffff_ffff;
+        let lb = local("b@h", "c");
+        let (_, rb) = tokio::join!(v5_client(&mut a, &low_only, true), async {
+            let r = accept(&mut b, &lb, |_| Status::Ok).await;
+            drop(b);
+            r
+        });
+        assert!(
+            matches!(rb, Err(DistError::MissingFlags(m)) if m & flags::V4_NC != 0),
+            "{rb:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_version_5_peer_without_handshake_23_gets_not_allowed() {
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let mut name = vec![b'n', 0, 5];
+        let low = (flags::REQUIRED & 0xffff_ffff) & !flags::HANDSHAKE_23;
+        name.extend_from_slice(&(low as u32).to_be_bytes());
+        name.extend_from_slice(b"ancient@h");
+        write_msg(&mut a, &name).await.unwrap();
+        let r = accept(&mut b, &local("b@h", "c"), |_| Status::Ok).await;
+        assert!(
+            matches!(r, Err(DistError::MissingFlags(m)) if m == flags::HANDSHAKE_23),
+            "{r:?}"
+        );
+        assert_eq!(read_msg(&mut a).await.unwrap(), b"snot_allowed");
     }
 
     #[tokio::test]

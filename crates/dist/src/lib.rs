@@ -33,42 +33,62 @@
 //!   `warn` log line and [`DistError::WrongCookie`], and the node carries
 //!   on. Simultaneous connects are settled by node name (`nok` /
 //!   `ok_simultaneous`), and `alive` replaces a stale connection. Peers
-//!   must have the OTP 25 and 26 mandatory [`flags`].
+//!   must have the OTP 25 and 26 mandatory [`flags`]. An accepted peer may
+//!   also open with the old version 5 `send_name` (`'n'`, then the `'c'`
+//!   complement), as OTP 23/24 nodes do when they do not know our version.
 //! * Connections: 4-byte framed messages, ticks every `net_ticktime / 4`,
 //!   a connection with nothing received for `net_ticktime` is down.
 //!   Incoming messages are decoded with `ember_term` (pass-through `112`
-//!   frames and the distribution header with its atom cache).
+//!   frames, the distribution header with its atom cache, and fragments,
+//!   reassembled). Ember sends with the header and splits frames over
+//!   64 KiB into fragments when the peer takes them (`DFLAG_FRAGMENTS`).
+//! * Backpressure like Erlang's `busy_dist_port`: each connection's send
+//!   queue is bounded by bytes ([`NodeConfig::send_queue_limit`], 1 MiB by
+//!   default). When it is full, [`Node::send`] and [`Node::send_named`]
+//!   wait for room, and [`Node::try_send`] / [`Node::try_send_named`] fail
+//!   with [`DistError::Busy`] without queueing; no message is ever dropped
+//!   without an error. What is queued is written in one system call per
+//!   batch.
 //! * Ember answers on its own: `net_kernel`'s `is_auth` call (so pings
 //!   work), `MONITOR_P` to anything but `net_kernel` with `noproc`, `LINK`
 //!   with an `EXIT` `noproc`, `UNLINK_ID` with its ack, and
 //!   `SPAWN_REQUEST` with a `notsup` `SPAWN_REPLY` (so `rpc:call` to Ember
-//!   fails at once instead of hanging). Messages for `global_name_server`
-//!   and `rex` are ignored: a wrong answer to `global` can halt an OTP node.
+//!   fails at once instead of hanging), unless a runtime serves them (below).
+//!   `global_name_server`'s `init_connect` is answered with `in_sync`
+//!   (module `global`), so `global:sync()` on an OTP peer completes while
+//!   Ember is connected visibly; the rest of global's traffic is ignored
+//!   (a wrong answer to `global` can halt an OTP node).
 //!
 //! # The seam to the runtime
 //!
-//! Every other `SEND`, `REG_SEND` and `ALIAS_SEND` goes, in order, to the
-//! [`Deliver`] hook of [`NodeConfig::deliver`] (the default,
-//! [`DropAll`], drops them). That is where the runtime's process table
-//! plugs in: the `ember` binary's hook hands messages for registered
-//! names to the Ember process registered under the name.
+//! [`Node::start_in_runtime`] makes an Ember runtime's processes the
+//! node's processes: their pids cross as this node's pids, messages
+//! (`ember_term::Term`s), links, monitors and exit signals go both ways,
+//! a lost connection fires `noconnection`, other nodes spawn and call
+//! registered Rust [`Functions`] (`spawn/4`, `rpc:call`, `erpc:call`),
+//! and [`rpc_call`] calls other nodes' `rex`. See `ember_runtime::dist`
+//! for the runtime's side and `docs/semantics.md` §19.
 //!
-//! The other way, [`Node::send`] (to a pid, `SEND`) and
+//! Without a runtime, every `SEND`, `REG_SEND` and `ALIAS_SEND` goes, in
+//! order, to the [`Deliver`] hook of [`NodeConfig::deliver`] (the default,
+//! [`DropAll`], drops them), and other signals are answered as if no
+//! process existed. [`Node::send`] (to a pid, `SEND`) and
 //! [`Node::send_named`] (`REG_SEND`) send a [`Term`](ember_term::Term)
-//! to a process on another node, connecting first if needed; a
-//! destination on this node goes to the [`Deliver`] hook.
+//! to a process on another node, connecting first if needed.
 //!
 //! # Not done yet
 //!
-//! * Remote pids for Ember processes (so `SEND` to a pid of this node is
-//!   only handed to the hook), a sender pid on what Ember sends, links,
-//!   monitors and exit signals across nodes (needs the runtime).
-//! * `rex` (`rpc`, `erpc`), `global` (so `global:sync()` on a peer waits
-//!   while a visible Ember node is connected; use a hidden node to avoid
-//!   that), `pg`.
-//! * Fragments (not negotiated), the old version 5 `'n'` handshake,
-//!   `DFLAG_NAME_ME`, per-node cookies, TLS, backpressure beyond each
-//!   connection's 1024-message queue, a cap on concurrent handshakes.
+//! * Group leaders and the IO protocol (output of remote functions).
+//! * Full `global` participation (Ember is synced but not known: it holds
+//!   no replica of the name table and takes no part in the global lock),
+//!   `pg`.
+//! * The runtime's signals to a node wait in one unbounded FIFO per peer
+//!   node in front of the connection's bounded queue: a process sending
+//!   faster than the peer reads is not yet suspended as with
+//!   `busy_dist_port`.
+//! * Interleaving the fragments of a big message with later small ones
+//!   (they are written back to back), `DFLAG_NAME_ME`, per-node cookies,
+//!   TLS, a cap on concurrent handshakes.
 //! * The embedded port mapper lives as long as the node that started it.
 #![forbid(unsafe_code)]
 
@@ -76,9 +96,14 @@ mod connection;
 pub mod epmd;
 mod error;
 pub mod flags;
+mod global;
 mod handshake;
+#[cfg(all(test, ember_dist_loom))]
+mod loom_models;
 mod node;
+mod procs;
 
 pub use epmd::EmbeddedEpmd;
 pub use error::DistError;
 pub use node::{Deliver, Delivery, DropAll, Node, NodeConfig};
+pub use procs::{rpc_call, FunctionFuture, FunctionResult, Functions, Raise};

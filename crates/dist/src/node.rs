@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use ember_term::{Atom, Pid, Reference, Term};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
-use crate::connection::{self, Outgoing};
+use crate::connection::{self, Outgoing, SendQueue};
 use crate::epmd::{self, EmbeddedEpmd, Registration};
 use crate::error::DistError;
 use crate::flags;
@@ -57,13 +57,31 @@ pub enum Delivery {
     },
 }
 
-/// Where messages from peers to local processes go: the seam where the
-/// runtime's process table will plug in. The default drops them (with a
-/// `debug` log line).
+/// Where messages and signals from peers to local processes go: the seam
+/// where a process table plugs in (Ember's runtime does, through
+/// [`Node::start_in_runtime`]). The default drops messages (with a `debug`
+/// log line) and answers signals as if no local process existed.
 pub trait Deliver: Send + Sync + 'static {
     /// Called, in arrival order per connection, for each message from
     /// `node` that Ember does not answer itself. Must not block.
     fn deliver(&self, node: &Atom, delivery: Delivery);
+
+    /// Called, in the same order, for every other control message
+    /// (`LINK`, `EXIT`, `MONITOR_P`, `UNLINK_ID`, `SPAWN_REQUEST`, ...; the
+    /// tuple's elements, and the payload if it has one). Returns whether
+    /// it handled it; if not, the connection answers it as if no local
+    /// process existed (`noproc`, `notsup`). Must not block.
+    fn signal(&self, _node: &Atom, _control: &[Term], _payload: Option<&Term>) -> bool {
+        false
+    }
+
+    /// A connection to `node` came up, with these negotiated flags; called
+    /// before anything from it is delivered.
+    fn connection_up(&self, _node: &Atom, _flags: u64) {}
+
+    /// The connection to `node` went down; called after the last thing
+    /// delivered from it.
+    fn connection_down(&self, _node: &Atom) {}
 }
 
 /// The default [`Deliver`]: no local processes, so messages are dropped.
@@ -104,6 +122,10 @@ pub struct NodeConfig {
     pub ping_timeout: Duration,
     /// The largest frame accepted from a peer (default 128 MiB).
     pub max_frame: usize,
+    /// The bytes each connection's send queue holds before it is busy
+    /// (Erlang's `+zdbbl`; default 1 MiB): then async sends wait and
+    /// [`Node::try_send`] fails with [`DistError::Busy`].
+    pub send_queue_limit: usize,
     /// Where messages for local processes go (default [`DropAll`]).
     pub deliver: Arc<dyn Deliver>,
 }
@@ -122,6 +144,7 @@ impl NodeConfig {
             setup_time: Duration::from_secs(7),
             ping_timeout: Duration::from_secs(7),
             max_frame: 128 << 20,
+            send_queue_limit: 1 << 20,
             deliver: Arc::new(DropAll),
         }
     }
@@ -142,7 +165,7 @@ enum Slot {
     Pending(u64),
     Up {
         id: u64,
-        tx: mpsc::Sender<Outgoing>,
+        tx: Arc<SendQueue>,
         tasks: [AbortHandle; 2],
     },
 }
@@ -152,7 +175,7 @@ type Call = (Atom, oneshot::Sender<Term>);
 
 pub(crate) struct Inner {
     pub(crate) config: NodeConfig,
-    local: Local,
+    pub(crate) local: Local,
     /// The pid Ember's own net_kernel replies and pings come from.
     own_pid: Pid,
     listen_port: u16,
@@ -195,6 +218,16 @@ impl Inner {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// This node's name.
+    pub(crate) fn local_name(&self) -> &Atom {
+        &self.local.name
+    }
+
+    /// The pid Ember's own services (net_kernel, global) send from.
+    pub(crate) fn own_pid(&self) -> &Pid {
+        &self.own_pid
+    }
+
     pub(crate) fn deliver(&self, node: &Atom, d: Delivery) {
         self.config.deliver.deliver(node, d);
     }
@@ -232,6 +265,7 @@ impl Inner {
             drop(conns);
             // Dropping the senders wakes the callers with an error.
             lock(&self.calls).retain(|_, (n, _)| n != node);
+            self.config.deliver.connection_down(node);
         }
     }
 
@@ -247,11 +281,17 @@ impl Inner {
             return;
         }
         let _ = stream.set_nodelay(true);
-        let (tx, tasks) = connection::spawn(self, stream, &peer, id);
-        let old = lock(&self.conns).insert(peer.name.clone(), Slot::Up { id, tx, tasks });
-        if let Some(Slot::Up { tasks, .. }) = old {
+        let mut conns = lock(&self.conns);
+        if let Some(Slot::Up { tasks, .. }) = conns.remove(&peer.name) {
+            // `alive`: the old connection is replaced.
             tasks.iter().for_each(AbortHandle::abort);
+            self.config.deliver.connection_down(&peer.name);
         }
+        // Up before the reader can deliver anything from the peer.
+        self.config.deliver.connection_up(&peer.name, peer.flags);
+        let (tx, tasks) = connection::spawn(self, stream, &peer, id);
+        conns.insert(peer.name.clone(), Slot::Up { id, tx, tasks });
+        drop(conns);
         tracing::info!(
             "dist: connected to {} (creation {}, flags {:#x})",
             peer.name,
@@ -308,7 +348,7 @@ impl Inner {
         }
     }
 
-    async fn wait_up(&self, node: &Atom) -> Result<mpsc::Sender<Outgoing>, DistError> {
+    async fn wait_up(&self, node: &Atom) -> Result<Arc<SendQueue>, DistError> {
         let deadline = tokio::time::Instant::now() + self.config.setup_time;
         loop {
             match lock(&self.conns).get(node) {
@@ -327,7 +367,10 @@ impl Inner {
         }
     }
 
-    async fn connect(self: &Arc<Self>, node: &Atom) -> Result<mpsc::Sender<Outgoing>, DistError> {
+    pub(crate) async fn connect(
+        self: &Arc<Self>,
+        node: &Atom,
+    ) -> Result<Arc<SendQueue>, DistError> {
         if self.stopped.load(Ordering::Acquire) {
             return Err(DistError::Stopped);
         }
@@ -404,7 +447,19 @@ impl Inner {
             payload: Some(payload),
         })
         .await
-        .map_err(|_| DistError::Refused(format!("the connection to {node} closed")))
+    }
+
+    /// Queues a message on the existing connection to `node` unless its
+    /// queue is busy; never waits.
+    fn try_send_to(&self, node: &Atom, control: Term, payload: Term) -> Result<(), DistError> {
+        let tx = match lock(&self.conns).get(node) {
+            Some(Slot::Up { tx, .. }) => tx.clone(),
+            _ => return Err(DistError::NotConnected(node.to_string())),
+        };
+        tx.try_send(Outgoing {
+            control,
+            payload: Some(payload),
+        })
     }
 
     fn make_ref(&self) -> Reference {
@@ -425,9 +480,11 @@ impl Inner {
         for h in lock(&self.background).drain(..) {
             h.abort();
         }
-        for (_, slot) in lock(&self.conns).drain() {
+        let conns: Vec<(Atom, Slot)> = lock(&self.conns).drain().collect();
+        for (node, slot) in conns {
             if let Slot::Up { tasks, .. } = slot {
                 tasks.iter().for_each(AbortHandle::abort);
+                self.config.deliver.connection_down(&node);
             }
         }
         lock(&self.calls).clear();
@@ -438,7 +495,7 @@ impl Inner {
 
 /// A distribution node. Dropping it stops it (as [`Node::stop`]).
 pub struct Node {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Node {
@@ -637,6 +694,38 @@ impl Node {
         self.inner.send_to(&node, control, message).await
     }
 
+    /// [`Node::send`] without waiting: queues `message` for the remote
+    /// process `to` on an existing connection, or fails at once with
+    /// [`DistError::Busy`] when that connection's send queue is full
+    /// (the message is then not sent), [`DistError::NotConnected`] when
+    /// there is no connection (a sync send does not connect).
+    pub fn try_send(&self, to: &Term, message: Term) -> Result<(), DistError> {
+        let Some(pid) = to.as_pid() else {
+            return Err(DistError::BadDestination(format!("{to} is not a pid")));
+        };
+        let control = connection::send_control(pid);
+        self.inner.try_send_to(&pid.node, control, message)
+    }
+
+    /// [`Node::send_named`] without waiting, as [`Node::try_send`].
+    pub fn try_send_named(&self, node: &str, name: &str, message: Term) -> Result<(), DistError> {
+        let node = Atom::try_new(node).map_err(|_| DistError::BadNodeName(node.to_string()))?;
+        let name = Atom::try_new(name)
+            .map_err(|_| DistError::BadDestination(format!("{name:?} is not an atom")))?;
+        let control = connection::reg_send_control(&self.inner.own_pid, &name);
+        self.inner.try_send_to(&node, control, message)
+    }
+
+    /// The bytes queued for `node` and not yet written to its socket
+    /// (`None` when not connected).
+    pub fn queued_bytes(&self, node: &str) -> Option<usize> {
+        let node = Atom::try_new(node).ok()?;
+        match lock(&self.inner.conns).get(&node) {
+            Some(Slot::Up { tx, .. }) => Some(tx.queued_bytes()),
+            _ => None,
+        }
+    }
+
     /// The nodes this node has a connection to (`nodes(connected)`).
     pub fn nodes(&self) -> Vec<Atom> {
         let mut v: Vec<Atom> = lock(&self.inner.conns)
@@ -665,6 +754,7 @@ impl Node {
             Some(Slot::Up { tasks, .. }) => {
                 tasks.iter().for_each(AbortHandle::abort);
                 lock(&self.inner.calls).retain(|_, (n, _)| *n != node);
+                self.inner.config.deliver.connection_down(&node);
                 tracing::info!("dist: disconnected from {node}");
                 true
             }

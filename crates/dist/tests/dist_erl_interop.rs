@@ -11,143 +11,14 @@
 //! `EMBER_TERM_SKIP_ERL` is set (`scripts/test --quick` sets it when `erl`
 //! is missing, and says so).
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ember_dist::{epmd, Deliver, Delivery, DistError, EmbeddedEpmd, Node, NodeConfig};
 use ember_term::{Atom, Term};
-
-const DEADLINE: Duration = Duration::from_secs(60);
-
-/// False when the test should be skipped; panics when erl is required.
-fn erl_required() -> bool {
-    let ok = Command::new("erl")
-        .args(["-noshell", "-eval", "halt()."])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        return true;
-    }
-    if std::env::var_os("EMBER_TERM_SKIP_ERL").is_some() {
-        eprintln!("skipping the erl interop test: erl is not installed (EMBER_TERM_SKIP_ERL set)");
-        return false;
-    }
-    panic!("erl is not installed: install erlang-base (scripts/test does), or set EMBER_TERM_SKIP_ERL to skip");
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn unique(prefix: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn random_cookie() -> String {
-    let mut b = [0u8; 12];
-    getrandom::fill(&mut b).unwrap();
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// An `erl` node evaluating one expression per line read from stdin and
-/// printing `=> Result` (`~w`).
-struct Erl {
-    child: Child,
-    stdin: ChildStdin,
-    lines: mpsc::Receiver<String>,
-    name: String,
-}
-
-const LOOP: &str = r#"L = fun L() -> case io:get_line("") of eof -> halt(); Line -> R = try {ok, T, _} = erl_scan:string(Line), {ok, E} = erl_parse:parse_exprs(T), {value, V, _} = erl_eval:exprs(E, []), V catch C:Er -> {caught, C, Er} end, io:format("=> ~w~n", [R]), L() end end, L()."#;
-
-impl Erl {
-    fn start(alive: &str, cookie: &str, epmd_port: u16) -> Erl {
-        Erl::start_with(alive, cookie, epmd_port, &[])
-    }
-
-    fn start_with(alive: &str, cookie: &str, epmd_port: u16, extra: &[&str]) -> Erl {
-        let name = format!("{alive}@localhost");
-        let mut child = Command::new("erl")
-            .args([
-                "-noshell",
-                "-start_epmd",
-                "false",
-                "-sname",
-                &name,
-                "-setcookie",
-                cookie,
-            ])
-            .args(extra)
-            .args(["-eval", LOOP])
-            .env("ERL_EPMD_PORT", epmd_port.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start erl");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("erl: {line}");
-                if let Some(r) = line.strip_prefix("=> ") {
-                    if tx.send(r.to_string()).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        let mut erl = Erl {
-            child,
-            stdin,
-            lines,
-            name,
-        };
-        // Up, distributed, and registered with epmd.
-        assert_eq!(erl.eval("node()."), erl.name);
-        erl
-    }
-
-    fn eval(&mut self, expr: &str) -> String {
-        self.send(expr);
-        self.answer(expr)
-    }
-
-    fn send(&mut self, expr: &str) {
-        writeln!(self.stdin, "{expr}").unwrap();
-        self.stdin.flush().unwrap();
-    }
-
-    fn answer(&mut self, expr: &str) -> String {
-        self.lines
-            .recv_timeout(DEADLINE)
-            .unwrap_or_else(|_| panic!("erl did not answer {expr} in time"))
-    }
-}
-
-impl Drop for Erl {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use ember_testkit::{erl_required, free_port, random_cookie, start_erl, unique, DEADLINE};
 
 /// A real `epmd -port N` in the foreground.
 struct Epmd(Child);
@@ -206,7 +77,7 @@ async fn erl_pings_ember_and_lists_it_and_ember_answers_what_it_cannot_serve() {
     let mut c = config(&unique("ember"), &cookie, epmd_server.port());
     c.deliver = collect.clone();
     let ember = Node::start_with(c).await.unwrap();
-    let mut erl = Erl::start(&unique("erl"), &cookie, epmd_server.port());
+    let mut erl = start_erl(&unique("erl"), &cookie, epmd_server.port(), &[]);
     let e = ember.name().as_str().to_string();
 
     assert_eq!(erl.eval(&format!("net_adm:ping('{e}').")), "pong");
@@ -256,7 +127,7 @@ async fn ember_pings_erl_through_a_real_epmd() {
     let port = free_port();
     let _epmd = Epmd::start(port).await;
     let cookie = random_cookie();
-    let mut erl = Erl::start(&unique("erl"), &cookie, port);
+    let mut erl = start_erl(&unique("erl"), &cookie, port, &[]);
     let mut c = config(&unique("ember"), &cookie, port);
     c.embedded_epmd = false;
     let ember = Node::start_with(c).await.unwrap();
@@ -296,7 +167,7 @@ async fn a_wrong_cookie_is_refused_both_ways_and_both_nodes_keep_working() {
     let ember = Node::start_with(config(&unique("ember"), &cookie, epmd_server.port()))
         .await
         .unwrap();
-    let mut erl = Erl::start(&unique("erl"), &random_cookie(), epmd_server.port());
+    let mut erl = start_erl(&unique("erl"), &random_cookie(), epmd_server.port(), &[]);
     let e = ember.name().as_str().to_string();
 
     // erl -> Ember: Ember refuses the challenge reply.
@@ -330,7 +201,7 @@ async fn ticks_keep_an_idle_connection_up_and_a_silent_peer_is_dropped() {
     let mut c = config(&unique("ember"), &cookie, epmd_server.port());
     c.net_ticktime = Duration::from_secs(3);
     let ember = Node::start_with(c).await.unwrap();
-    let mut erl = Erl::start_with(
+    let mut erl = start_erl(
         &unique("erl"),
         &cookie,
         epmd_server.port(),
@@ -345,7 +216,7 @@ async fn ticks_keep_an_idle_connection_up_and_a_silent_peer_is_dropped() {
     assert_eq!(erl.eval(&format!("lists:member('{e}', nodes()).")), "true");
 
     // erl stops (SIGSTOP): no more ticks, so Ember declares it down.
-    let pid = erl.child.id().to_string();
+    let pid = erl.os_pid().to_string();
     assert!(Command::new("kill")
         .args(["-STOP", &pid])
         .status()
@@ -378,7 +249,7 @@ async fn a_hidden_ember_node_is_in_nodes_hidden_only() {
     let mut c = config(&unique("ember"), &cookie, epmd_server.port());
     c.hidden = true;
     let ember = Node::start_with(c).await.unwrap();
-    let mut erl = Erl::start(&unique("erl"), &cookie, epmd_server.port());
+    let mut erl = start_erl(&unique("erl"), &cookie, epmd_server.port(), &[]);
     let e = ember.name().as_str().to_string();
 
     assert!(ember.ping(&erl.name).await);
@@ -405,7 +276,7 @@ async fn erl_and_ember_pinging_each_other_at_once_both_succeed_over_one_connecti
         let ember = Node::start_with(config(&unique(prefix), &cookie, epmd_server.port()))
             .await
             .unwrap();
-        let mut erl = Erl::start(&unique("m_erl"), &cookie, epmd_server.port());
+        let mut erl = start_erl(&unique("m_erl"), &cookie, epmd_server.port(), &[]);
         let e = ember.name().as_str().to_string();
         let expr = format!("net_adm:ping('{e}').");
         erl.send(&expr);
@@ -430,7 +301,7 @@ async fn ember_sends_to_erl_by_name_and_by_pid_connecting_on_first_send() {
     let mut c = config(&unique("ember"), &cookie, epmd_server.port());
     c.deliver = collect.clone();
     let ember = Node::start_with(c).await.unwrap();
-    let mut erl = Erl::start(&unique("erl"), &cookie, epmd_server.port());
+    let mut erl = start_erl(&unique("erl"), &cookie, epmd_server.port(), &[]);
     let e = ember.name().as_str().to_string();
     assert_eq!(erl.eval("register(sink, self())."), "true");
 
@@ -484,4 +355,71 @@ async fn ember_sends_to_erl_by_name_and_by_pid_connecting_on_first_send() {
         .await
         .is_err());
     assert_eq!(erl.eval(&format!("net_adm:ping('{e}').")), "pong");
+}
+
+/// `global:sync()` on erl, with a deadline: `ok`, or `sync_hung`.
+const GLOBAL_SYNC: &str = "Self = self(), spawn(fun() -> Self ! {synced, global:sync()} end), \
+     receive {synced, R} -> R after 10000 -> sync_hung end.";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visible_ember_node_lets_global_sync_complete_whoever_connects() {
+    if !erl_required() {
+        return;
+    }
+    let epmd_server = EmbeddedEpmd::start(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let cookie = random_cookie();
+    for ember_connects in [false, true] {
+        let ember = Node::start_with(config(&unique("ember"), &cookie, epmd_server.port()))
+            .await
+            .unwrap();
+        let mut erl = start_erl(&unique("erl"), &cookie, epmd_server.port(), &[]);
+        let e = ember.name().as_str().to_string();
+        if ember_connects {
+            assert!(ember.ping(&erl.name).await);
+        } else {
+            assert_eq!(erl.eval(&format!("net_adm:ping('{e}').")), "pong");
+        }
+        assert_eq!(erl.eval("nodes()."), format!("[{e}]"));
+        assert_eq!(
+            erl.eval(GLOBAL_SYNC),
+            "ok",
+            "ember connects: {ember_connects}"
+        );
+        // global's own operations over all nodes work beside Ember: a
+        // registration, a transaction (whose lock asks every node in
+        // nodes(), and takes Ember's `noproc` as "no global there").
+        assert_eq!(erl.eval("global:register_name(erl_shell, self())."), "yes");
+        assert_eq!(
+            erl.eval("global:trans({ember_test_lock, self()}, fun() -> done end, nodes(), 0)."),
+            "done"
+        );
+        assert_eq!(
+            erl.eval("global:whereis_name(erl_shell) =:= self()."),
+            "true"
+        );
+        // An "all nodes" rpc answers for Ember at once (no rex yet: an
+        // error for Ember, never a hang).
+        let r = erl.eval(
+            "{Rs, Bad} = rpc:multicall(nodes(), erlang, node, [], 10000), {length(Rs), Bad}.",
+        );
+        assert_eq!(r, "{1,[]}");
+        // Drop the connection and connect again: a fresh init_connect, answered again.
+        assert!(ember.disconnect(&erl.name));
+        let deadline = Instant::now() + DEADLINE;
+        while erl.eval("nodes().") != "[]" {
+            assert!(Instant::now() < deadline, "erl never saw the disconnect");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(erl.eval(&format!("net_adm:ping('{e}').")), "pong");
+        assert_eq!(erl.eval(GLOBAL_SYNC), "ok");
+        // erl's node and its global server are alive and well.
+        assert!(erl.alive());
+        assert_eq!(erl.eval("is_pid(whereis(global_name_server))."), "true");
+        assert_eq!(
+            erl.eval("lists:member(erl_shell, global:registered_names())."),
+            "true"
+        );
+    }
 }

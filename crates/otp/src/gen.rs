@@ -209,7 +209,17 @@ pub struct ReplyTo<R> {
     caller: Pid,
     tag: MonitorRef,
     slot: Arc<Slot>,
+    /// For a call that came as a term (from another node): how to answer.
+    remote: Option<Arc<TermCaller<R>>>,
     _reply: PhantomData<fn(R)>,
+}
+
+/// A caller that called with OTP's term protocol (`{'$gen_call', {Pid,
+/// Tag}, Request}`): the reply is `{Tag, Reply}`, to the alias when `Tag`
+/// is `[alias | Alias]`, else to `Pid`.
+struct TermCaller<R> {
+    tag: ember_term::Term,
+    encode: fn(R) -> ember_term::Term,
 }
 
 impl<R> Clone for ReplyTo<R> {
@@ -218,6 +228,7 @@ impl<R> Clone for ReplyTo<R> {
             caller: self.caller,
             tag: self.tag,
             slot: self.slot.clone(),
+            remote: self.remote.clone(),
             _reply: PhantomData,
         }
     }
@@ -246,6 +257,12 @@ impl<R: Send + 'static> ReplyTo<R> {
         if *state != SlotState::Waiting {
             return false;
         }
+        if let Some(remote) = &self.remote {
+            let answer = ember_term::Term::tuple([remote.tag.clone(), (remote.encode)(value)]);
+            send_term_reply(self.caller, &remote.tag, answer);
+            *state = SlotState::Replied;
+            return true;
+        }
         // Sent under the lock: a caller that abandons after this finds the
         // reply in its mailbox (see `call`).
         send(
@@ -263,6 +280,40 @@ impl<R: Send + 'static> ReplyTo<R> {
     /// it has not timed out.
     pub fn is_waiting(&self) -> bool {
         *self.slot.state.lock() == SlotState::Waiting
+    }
+}
+
+impl<R: Send + 'static> ReplyTo<R> {
+    /// The reply handle of a call that came as a term from `caller` with
+    /// `tag`; replies are encoded with `encode`.
+    pub(crate) fn from_term(
+        caller: Pid,
+        tag: ember_term::Term,
+        encode: fn(R) -> ember_term::Term,
+    ) -> ReplyTo<R> {
+        ReplyTo {
+            caller,
+            tag: MonitorRef::from(make_ref()),
+            slot: Arc::new(Slot::default()),
+            remote: Some(Arc::new(TermCaller { tag, encode })),
+            _reply: PhantomData,
+        }
+    }
+}
+
+/// Sends a term reply `{Tag, Reply}` (built by the caller): to the alias
+/// if `tag` is `[alias | Alias]` (OTP 24+ callers), else to `caller`
+/// (gen.erl's `reply/2`).
+pub fn send_term_reply(caller: Pid, tag: &ember_term::Term, answer: ember_term::Term) {
+    use ember_term::Term;
+    match tag {
+        Term::ImproperList(head, tail) if head.len() == 1 && head[0].is_atom("alias") => {
+            match &**tail {
+                Term::Reference(alias) => ember_runtime::dist::send_alias(alias, answer),
+                _ => send(caller, answer),
+            }
+        }
+        _ => send(caller, answer),
     }
 }
 
@@ -311,6 +362,7 @@ pub(crate) fn expect_reply<R>(tag: MonitorRef) -> (ReplyTo<R>, Pending<R>) {
             caller: self_pid(),
             tag,
             slot: slot.clone(),
+            remote: None,
             _reply: PhantomData,
         },
         Pending {

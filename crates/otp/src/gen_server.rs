@@ -179,6 +179,30 @@ pub trait GenServer: Sized + Send + 'static {
         }
     }
 
+    /// Decodes a request that came as an Erlang term: a `gen_server:call`
+    /// from another node (`{'$gen_call', {Pid, Tag}, Request}` in the
+    /// mailbox as an `ember_term::Term`), or [`call_term`] from Ember. On
+    /// `Ok` the request goes to `handle_call` like any other and the reply
+    /// crosses back through [`GenServer::reply_to_term`]; on `Err` the
+    /// caller gets `{error, Term}` as its reply. The default refuses every
+    /// term request with `{bad_request, Request}`. With serde types,
+    /// `ember_term::from_term` and `ember_term::to_term` do both halves.
+    fn call_from_term(request: ember_term::Term) -> Result<Self::Call, ember_term::Term> {
+        Err(ember_term::Term::tuple([
+            ember_term::Term::atom("bad_request"),
+            request,
+        ]))
+    }
+
+    /// The reply to a request [`GenServer::call_from_term`] accepted, as
+    /// the term the caller gets. Only called for such requests, so a
+    /// server that keeps the default `call_from_term` never reaches this
+    /// default, which answers `ok`.
+    fn reply_to_term(reply: Self::Reply) -> ember_term::Term {
+        let _ = reply;
+        ember_term::Term::atom("ok")
+    }
+
     /// Cleans up before the process exits with `reason` (OTP's
     /// `terminate/2`); see the trait docs for when it is called. It sees the
     /// state as the last callback left it, even one that panicked.
@@ -541,6 +565,11 @@ async fn serve<S: GenServer>(
             },
         };
 
+        let message = match term_call::<S>(message) {
+            Ok(call) => Envelope::new(call),
+            Err(Some(message)) => message,
+            Err(None) => continue,
+        };
         let message = match message.downcast::<gen::Call<S::Call, S::Reply>>() {
             Ok(call) => {
                 let gen::Call { request, from } = call;
@@ -589,6 +618,138 @@ async fn serve<S: GenServer>(
                 return terminate(&mut state, reason, what).await
             }
         }
+    }
+}
+
+/// A call that came as a term, `{'$gen_call', {From, Tag}, Request}`:
+/// `Ok` with the call, `Err(None)` if it was one but its request was
+/// refused (the caller has its `{error, Why}` reply), `Err(Some(message))`
+/// if the message is something else.
+fn term_call<S: GenServer>(
+    message: Envelope,
+) -> Result<gen::Call<S::Call, S::Reply>, Option<Envelope>> {
+    use ember_term::Term;
+    let Some(Some([call, from, _])) = message.downcast_ref::<Term>().map(Term::as_tuple) else {
+        return Err(Some(message));
+    };
+    let Some([caller, _tag]) = from.as_tuple() else {
+        return Err(Some(message));
+    };
+    if !call.is_atom("$gen_call") || !matches!(caller, Term::Pid(_)) {
+        return Err(Some(message));
+    }
+    let Ok(term) = message.downcast::<Term>() else {
+        unreachable!("a term above")
+    };
+    let Term::Tuple(mut parts) = term else {
+        unreachable!("a tuple above")
+    };
+    let request = parts.pop().expect("three elements");
+    let Some(Term::Tuple(mut from)) = parts.pop() else {
+        unreachable!("a tuple above")
+    };
+    let tag = from.pop().expect("two elements");
+    let caller_term = from.pop().expect("two elements");
+    let Some(caller) = ember_runtime::dist::pid_from_term(&caller_term) else {
+        tracing::warn!(
+            "gen_server: a call from {caller_term} cannot be answered: no room for its node"
+        );
+        return Err(None);
+    };
+    match S::call_from_term(request) {
+        Ok(request) => Ok(gen::Call {
+            request,
+            from: ReplyTo::from_term(caller, tag, S::reply_to_term),
+        }),
+        Err(why) => {
+            let answer = Term::tuple([tag.clone(), Term::tuple([Term::atom("error"), why])]);
+            gen::send_term_reply(caller, &tag, answer);
+            Err(None)
+        }
+    }
+}
+
+/// Where [`call_term`] sends: a pid (of any node), or a name on a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TermServer {
+    /// A server process.
+    Pid(Pid),
+    /// `{Name, Node}`: the process registered as `name` on `node` (this
+    /// node included).
+    Name {
+        /// The registered name.
+        name: String,
+        /// The node.
+        node: String,
+    },
+}
+
+/// Calls a generic server with OTP's term protocol (`gen_server:call/3`):
+/// an Erlang or Elixir `gen_server` on another node, or an Ember server
+/// that accepts term requests ([`GenServer::call_from_term`]). Sends
+/// `{'$gen_call', {self(), Tag}, Request}` and waits up to `timeout` for
+/// `{Tag, Reply}`, watching the server with a monitor (by name for
+/// [`TermServer::Name`]): a dead server is [`CallError::NoProc`] or
+/// [`CallError::Exited`], a lost connection `Exited(noconnection)`. The
+/// tag is `[alias | Ref]`, `Ref` being the monitor's reference made an
+/// alias (OTP 24's `{alias, reply_demonitor}`), so a reply arriving after
+/// the timeout is dropped.
+pub async fn call_term(
+    server: &TermServer,
+    request: ember_term::Term,
+    timeout: Duration,
+) -> Result<ember_term::Term, CallError> {
+    use ember_runtime::dist;
+    use ember_term::Term;
+    let watch = match server {
+        TermServer::Pid(pid) if *pid == self_pid() => return Err(CallError::CallingSelf),
+        TermServer::Pid(pid) => monitor(*pid),
+        TermServer::Name { name, node } => dist::monitor_name(name, node),
+    };
+    // The monitor's reference is also an alias, gone with the first reply
+    // (or below): a reply after a timeout is dropped, as in OTP 24+.
+    ember_runtime::alias_monitor(watch);
+    let tag = Term::improper_list([Term::atom("alias")], dist::ref_to_term(watch.reference()));
+    let message = Term::tuple([
+        Term::atom("$gen_call"),
+        Term::tuple([dist::pid_to_term(self_pid()), tag.clone()]),
+        request,
+    ]);
+    match server {
+        TermServer::Pid(pid) => send(*pid, message),
+        TermServer::Name { name, node } => dist::send_named(name, node, message),
+    }
+    let reply_tag = tag.clone();
+    let answer = receive_any(move |m| {
+        m.downcast_ref::<Down>().is_some_and(|d| d.monitor == watch)
+            || m.downcast_ref::<Term>()
+                .and_then(Term::as_tuple)
+                .is_some_and(|t| t.len() == 2 && t[0] == reply_tag)
+    })
+    .timeout(timeout)
+    .await;
+    match answer {
+        None => {
+            ember_runtime::unalias(watch.reference());
+            ember_runtime::demonitor(watch, true);
+            Err(CallError::Timeout)
+        }
+        Some(m) => match m.downcast::<Down>() {
+            Ok(down) => {
+                ember_runtime::unalias(watch.reference());
+                Err(CallError::from_down(down.reason))
+            }
+            Err(m) => {
+                ember_runtime::demonitor(watch, true);
+                let Ok(reply) = m.downcast::<Term>() else {
+                    unreachable!("a term or a Down above")
+                };
+                let Term::Tuple(mut pair) = reply else {
+                    unreachable!("a pair above")
+                };
+                Ok(pair.pop().expect("two elements"))
+            }
+        },
     }
 }
 

@@ -23,6 +23,9 @@ thread_local! {
     static CURRENT: RefCell<Option<Arc<Process>>> = const { RefCell::new(None) };
     /// Reductions left in the current slice.
     static BUDGET: Cell<u32> = const { Cell::new(REDUCTIONS_PER_SLICE) };
+    /// `BUDGET` at or below which the next yield point checks the slice's
+    /// time and preemption requests.
+    static CHECKED_AT: Cell<u32> = const { Cell::new(FIRST_CHECK_AT) };
     /// The current process gave up the rest of its slice (budget or preemption).
     static YIELDED: Cell<bool> = const { Cell::new(false) };
     /// When the current poll started, and how long a slice may last.
@@ -32,6 +35,8 @@ thread_local! {
 /// How often (in reductions) a running process checks whether interactive
 /// work asked it to cut its slice short.
 const PREEMPT_CHECK_INTERVAL: u32 = 32;
+/// `CHECKED_AT` at the start of a slice: the first yield point checks.
+const FIRST_CHECK_AT: u32 = REDUCTIONS_PER_SLICE;
 
 /// Marks this thread as worker `worker` of `rt`.
 pub(crate) fn enter_runtime(rt: Arc<Shared>, worker: usize) {
@@ -67,8 +72,23 @@ pub(crate) fn current_slot(rt: &Shared) -> Option<usize> {
 /// Installs `process` as the current process for the duration of a poll.
 pub(crate) fn set_current(process: Option<Arc<Process>>) -> Option<Arc<Process>> {
     BUDGET.with(|b| b.set(REDUCTIONS_PER_SLICE));
+    CHECKED_AT.with(|c| c.set(FIRST_CHECK_AT));
     SLICE.with(|s| s.set(None));
     CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), process))
+}
+
+/// Makes `process` the current process without touching the slice (its
+/// budget, time and yield mark stay the caller's): for running a dying
+/// process's destructors in its own context from inside another's poll.
+pub(crate) fn swap_current(process: Option<Arc<Process>>) -> Option<Arc<Process>> {
+    CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), process))
+}
+
+/// Whether [`swap_current`] may be called now: false while a caller up the
+/// stack is inside [`with_current`] or [`with_runtime`] (the current process
+/// is borrowed).
+pub(crate) fn can_swap_current() -> bool {
+    CURRENT.with(|c| c.try_borrow_mut().is_ok())
 }
 
 /// Starts the time limit of the current poll's slice.
@@ -125,7 +145,16 @@ pub(crate) fn consume_reductions(n: u32) -> bool {
 pub(crate) fn should_yield() -> bool {
     let left = BUDGET.with(Cell::get);
     let mut exhausted = !consume_reductions(1);
-    let check = left % PREEMPT_CHECK_INTERVAL == 0;
+    // Check once the budget has fallen an interval below the last check (not
+    // when it sits on a multiple of it: the reductions `send`, `exit` or
+    // `spawn` consume between yield points could skip every multiple).
+    let check = CHECKED_AT.with(|c| {
+        let due = left <= c.get();
+        if due {
+            c.set(left.saturating_sub(PREEMPT_CHECK_INTERVAL));
+        }
+        due
+    });
     if !exhausted && check {
         // Heavy work between reductions: the slice is also bounded in time.
         exhausted = SLICE
@@ -161,4 +190,39 @@ pub(crate) fn take_yielded() -> bool {
 /// Reductions used in the current slice.
 pub(crate) fn reductions_used() -> u32 {
     REDUCTIONS_PER_SLICE - BUDGET.with(Cell::get)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A loop that spends one reduction in a call (`send`, `exit`, `spawn`)
+    /// and one at its yield point still has its slice's time checked: once
+    /// the slice is over, it yields within one check interval, not only when
+    /// its 4000 reductions are gone.
+    #[test]
+    fn a_loop_spending_reductions_between_yield_points_yields_when_its_time_is_up() {
+        set_current(None);
+        let long_ago = Instant::now() - Duration::from_secs(1);
+        start_slice(long_ago, Duration::from_millis(1));
+        // Offset the budget by one, as a call before each yield point does.
+        consume_reductions(1);
+        let mut yield_points = 0;
+        let yielded = loop {
+            yield_points += 1;
+            if should_yield() {
+                break true;
+            }
+            if yield_points > 2 * PREEMPT_CHECK_INTERVAL {
+                break false;
+            }
+            consume_reductions(1);
+        };
+        assert!(
+            yielded,
+            "no yield after {yield_points} yield points of an expired slice"
+        );
+        assert!(take_yielded());
+        set_current(None);
+    }
 }

@@ -57,8 +57,10 @@
 //! });
 //! ```
 
+mod alias;
 mod alloc;
 mod context;
+pub mod dist;
 mod introspect;
 pub mod io;
 mod loom;
@@ -75,6 +77,7 @@ mod signal;
 mod spawn;
 mod timer;
 
+pub use alias::{alias, alias_monitor, send_alias, unalias};
 pub use alloc::{allocated_bytes, Counting, CountingAlloc};
 pub use introspect::{
     process_info, processes, set_label, set_priority, PollInfo, ProcessInfo, ProcessSample,

@@ -42,7 +42,7 @@ impl Shared {
     /// Delivers `message` to `to` if it is alive; drops it otherwise.
     pub(crate) fn send_envelope(&self, to: Pid, message: Envelope) {
         if !to.is_local() {
-            return crate::scheduler::drop_contained(message);
+            return self.send_remote(to, message);
         }
         // Delivered under the table's read guard: saves an Arc clone per send.
         match self.table.get(&to.key()) {

@@ -40,6 +40,26 @@ impl Pid {
         }
     }
 
+    /// The local pid with these fields (of `Pid::local`'s sequence).
+    pub(crate) fn from_parts(number: u32, serial: u32) -> Pid {
+        Pid {
+            node: LOCAL_NODE,
+            number,
+            serial,
+        }
+    }
+
+    /// Builds a pid of the node at `node` in the runtime's node table
+    /// (never 0: that is the local node).
+    pub(crate) fn remote(node: u32, number: u32, serial: u32) -> Pid {
+        debug_assert_ne!(node, LOCAL_NODE);
+        Pid {
+            node,
+            number,
+            serial,
+        }
+    }
+
     /// The key of this pid in the local process table.
     pub(crate) fn key(self) -> u64 {
         (u64::from(self.serial) << 32) | u64::from(self.number)
@@ -136,9 +156,20 @@ impl Ref {
         }
     }
 
+    /// A reference that stands, in this runtime, for one a process of the
+    /// node at `node` made (see `crate::dist`).
+    pub(crate) fn of_node(node: u32, id: u64) -> Ref {
+        Ref { node, id }
+    }
+
     /// The runtime-unique number of this reference.
     pub fn id(self) -> u64 {
         self.id
+    }
+
+    /// The node index (0 for a reference made on this node).
+    pub fn node(self) -> u32 {
+        self.node
     }
 }
 
@@ -158,6 +189,22 @@ impl fmt::Debug for Ref {
 /// carried by the [`Down`](crate::Down) message it produces.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub struct MonitorRef(pub(crate) Ref);
+
+impl MonitorRef {
+    /// The reference itself (what crosses to other nodes as the monitor's
+    /// tag: [`dist::ref_to_term`](crate::dist::ref_to_term)).
+    pub fn reference(self) -> Ref {
+        self.0
+    }
+}
+
+impl From<Ref> for MonitorRef {
+    /// A reference used as a monitor reference (a tag of the same kind,
+    /// e.g. for a reply that is matched like a monitor's).
+    fn from(r: Ref) -> MonitorRef {
+        MonitorRef(r)
+    }
+}
 
 impl fmt::Display for MonitorRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -162,6 +162,9 @@ pub(crate) struct MoreRelations {
     pub(crate) timers_prune_at: usize,
     /// Its group leader, if not the node's default (`crate::io`).
     pub(crate) group_leader: Option<Pid>,
+    /// Ids of the process aliases it holds (`crate::alias`), removed from
+    /// the runtime's alias table when it exits.
+    pub(crate) aliases: Vec<u64>,
 }
 
 /// Monitors by reference: the other process of each.

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use ember_term::Term;
+
 /// Why a process exited, or the reason carried by an exit signal.
 ///
 /// The variants mirror the reasons OTP code relies on. Only [`ExitReason::Normal`]
@@ -30,6 +32,12 @@ pub enum ExitReason {
     Panic(Arc<str>),
     /// The process failed with an error; carries its description.
     Error(Arc<str>),
+    /// Any other reason, as an Erlang term: what a process on another
+    /// node exited with (`{shutdown, {failed_to_start_child, Id, R}}`,
+    /// `{badarith, Stack}`, ...). [`ExitReason::from_term`] never builds
+    /// this variant for a term one of the others stands for, so equal
+    /// reasons are equal values.
+    Term(Arc<Term>),
 }
 
 impl ExitReason {
@@ -46,10 +54,63 @@ impl ExitReason {
     /// Whether this is `normal`, `shutdown` or `{shutdown, _}`: the reasons OTP
     /// treats as an orderly stop (a transient child is not restarted for them).
     pub fn is_orderly(&self) -> bool {
-        matches!(
-            self,
-            ExitReason::Normal | ExitReason::Shutdown | ExitReason::ShutdownWith(_)
-        )
+        match self {
+            ExitReason::Normal | ExitReason::Shutdown | ExitReason::ShutdownWith(_) => true,
+            ExitReason::Term(t) => {
+                matches!(t.as_tuple(), Some([tag, _]) if tag.is_atom("shutdown"))
+            }
+            _ => false,
+        }
+    }
+
+    /// The reason as an Erlang term, as it crosses to another node:
+    /// `normal`, `shutdown`, `kill`, `killed`, `noproc` and `noconnection`
+    /// are atoms; `{shutdown, Info}`, `{panic, Message}` and `{error,
+    /// Description}` carry their text as a UTF-8 binary; a
+    /// [`ExitReason::Term`] is its term. [`ExitReason::from_term`] reverses
+    /// it exactly.
+    pub fn to_term(&self) -> Term {
+        let tagged =
+            |tag: &str, text: &str| Term::tuple([Term::atom(tag), Term::binary(text.as_bytes())]);
+        match self {
+            ExitReason::Normal => Term::atom("normal"),
+            ExitReason::Shutdown => Term::atom("shutdown"),
+            ExitReason::Kill => Term::atom("kill"),
+            ExitReason::Killed => Term::atom("killed"),
+            ExitReason::NoProc => Term::atom("noproc"),
+            ExitReason::NoConnection => Term::atom("noconnection"),
+            ExitReason::ShutdownWith(info) => tagged("shutdown", info),
+            ExitReason::Panic(message) => tagged("panic", message),
+            ExitReason::Error(description) => tagged("error", description),
+            ExitReason::Term(term) => Term::clone(term),
+        }
+    }
+
+    /// The reason an Erlang term stands for: the inverse of
+    /// [`ExitReason::to_term`]; any other term is an [`ExitReason::Term`].
+    pub fn from_term(term: Term) -> ExitReason {
+        if let Some(atom) = term.as_atom() {
+            match atom {
+                "normal" => return ExitReason::Normal,
+                "shutdown" => return ExitReason::Shutdown,
+                "kill" => return ExitReason::Kill,
+                "killed" => return ExitReason::Killed,
+                "noproc" => return ExitReason::NoProc,
+                "noconnection" => return ExitReason::NoConnection,
+                _ => {}
+            }
+        }
+        if let Some([tag, Term::Binary(bytes)]) = term.as_tuple() {
+            if let Ok(text) = std::str::from_utf8(bytes) {
+                match tag.as_atom() {
+                    Some("shutdown") => return ExitReason::ShutdownWith(text.into()),
+                    Some("panic") => return ExitReason::Panic(text.into()),
+                    Some("error") => return ExitReason::Error(text.into()),
+                    _ => {}
+                }
+            }
+        }
+        ExitReason::Term(Arc::new(term))
     }
 }
 
@@ -65,6 +126,7 @@ impl fmt::Display for ExitReason {
             ExitReason::NoConnection => f.write_str("noconnection"),
             ExitReason::Panic(message) => write!(f, "{{panic,{message:?}}}"),
             ExitReason::Error(description) => write!(f, "{{error,{description:?}}}"),
+            ExitReason::Term(term) => write!(f, "{term}"),
         }
     }
 }
@@ -132,5 +194,44 @@ mod never {
 impl IntoExitReason for never::Never {
     fn into_exit_reason(self) -> ExitReason {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_round_trip_through_terms_and_foreign_terms_survive_unchanged() {
+        for reason in [
+            ExitReason::Normal,
+            ExitReason::Shutdown,
+            ExitReason::Kill,
+            ExitReason::Killed,
+            ExitReason::NoProc,
+            ExitReason::NoConnection,
+            ExitReason::ShutdownWith("bye".into()),
+            ExitReason::Panic("boom".into()),
+            ExitReason::error("bad input"),
+        ] {
+            assert_eq!(ExitReason::from_term(reason.to_term()), reason);
+        }
+        let foreign = Term::tuple([
+            Term::atom("shutdown"),
+            Term::tuple([
+                Term::atom("failed_to_start_child"),
+                Term::atom("worker"),
+                Term::tuple([Term::atom("badarith"), Term::nil()]),
+            ]),
+        ]);
+        let reason = ExitReason::from_term(foreign.clone());
+        assert!(matches!(reason, ExitReason::Term(_)));
+        assert!(reason.is_orderly());
+        assert_eq!(reason.to_term(), foreign);
+        assert_eq!(
+            reason.to_string(),
+            "{shutdown,{failed_to_start_child,worker,{badarith,[]}}}"
+        );
+        assert!(!ExitReason::from_term(Term::atom("boom")).is_orderly());
     }
 }

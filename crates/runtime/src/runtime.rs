@@ -68,6 +68,10 @@ pub(crate) struct Shared {
     pub(crate) tokio: Option<tokio::runtime::Handle>,
     /// The default group leader and its stdout thread (`crate::io`).
     pub(crate) io: crate::io::NodeIo,
+    /// Process aliases by reference id (`crate::alias`).
+    pub(crate) aliases: DashMap<u64, crate::alias::AliasEntry>,
+    /// The distribution state, once the runtime is a node (`crate::dist`).
+    pub(crate) dist: parking_lot::RwLock<Option<Arc<crate::dist::DistState>>>,
 }
 
 impl Shared {
@@ -160,6 +164,8 @@ impl Builder {
             timers: Timers::new(),
             tokio: tokio_handle,
             io: crate::io::NodeIo::default(),
+            aliases: DashMap::new(),
+            dist: parking_lot::RwLock::new(None),
         });
         let mut threads = Vec::new();
         let mut io_stop = None;

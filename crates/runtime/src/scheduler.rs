@@ -278,12 +278,19 @@ impl Scheduler {
 
     fn push_background(&self, process: Arc<Process>) {
         let rt = process.rt.clone();
-        {
-            let mut q = self.background.lock();
-            q.push_back(process);
-            self.background_len.store(q.len(), Ordering::SeqCst);
-        }
+        self.queue_background(process);
         self.workers.notify_background(&rt);
+    }
+
+    /// Queues a repeat offender on the background queue without waking or
+    /// starting a background worker: for a background worker requeuing the
+    /// process it just polled, which it serves next itself. Waking another
+    /// would start a new thread at each yield of an offender (the caller is
+    /// busy, so no background worker is idle).
+    fn queue_background(&self, process: Arc<Process>) {
+        let mut q = self.background.lock();
+        q.push_back(process);
+        self.background_len.store(q.len(), Ordering::SeqCst);
     }
 
     /// Takes a process from the background queue.

@@ -95,13 +95,15 @@
 //! run these critical sections (the same functions the runtime uses) with
 //! the locks and the state byte of `crate::loom`.
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use crate::context;
+use crate::dist::RemoteExit;
 use crate::loom::sync::Mutex;
 use crate::mailbox::Envelope;
 use crate::pid::{MonitorRef, Pid};
-use crate::process::{Process, Relations, State, Status};
+use crate::process::{Process, Relations, State, Status, TransitionToDropping};
 use crate::reason::ExitReason;
 use crate::runtime::Shared;
 use crate::scheduler;
@@ -120,9 +122,14 @@ pub struct Exit {
 pub struct Down {
     /// The reference [`monitor`] returned.
     pub monitor: MonitorRef,
-    /// The monitored process.
+    /// The monitored process (for a monitor by name on another node, a
+    /// placeholder pid of that node: see `name`).
     pub pid: Pid,
-    /// Why it terminated; `noproc` if it was not alive when monitored.
+    /// For a monitor by name on another node ([`crate::dist::monitor_name`]),
+    /// the name and node (Erlang's `{Name, Node}`); `None` otherwise.
+    pub name: Option<crate::dist::RemoteName>,
+    /// Why it terminated; `noproc` if it was not alive when monitored,
+    /// `noconnection` if its node became unreachable.
     pub reason: ExitReason,
 }
 
@@ -397,12 +404,30 @@ fn finish_exit(
             rt.names.remove_if(name, |_, owner| *owner == process.pid);
         }
         rt.timers.cancel_all(&more.timers);
+        for alias in &more.aliases {
+            rt.aliases.remove(alias);
+        }
+        // What crosses to other nodes, gathered on the way (allocated only
+        // for a process with a remote relation).
+        let mut remote: Option<Box<RemoteExit>> = None;
         for (monitor, target) in more.monitoring {
-            if let Some(target) = rt.lookup(target) {
+            if !target.is_local() {
+                remote
+                    .get_or_insert_default()
+                    .monitoring
+                    .push((monitor, target));
+            } else if let Some(target) = rt.lookup(target) {
                 target.with_relations(|r| forget_watcher(r, &monitor));
             }
         }
         for (monitor, watcher) in more.monitored_by {
+            if !watcher.is_local() {
+                remote
+                    .get_or_insert_default()
+                    .monitored_by
+                    .push((monitor, watcher));
+                continue;
+            }
             let Some(watcher) = rt.lookup(watcher) else {
                 continue;
             };
@@ -418,6 +443,7 @@ fn finish_exit(
                     watcher.mailbox.push(Envelope::new(Down {
                         monitor,
                         pid: process.pid,
+                        name: None,
                         reason: reason.clone(),
                     }));
                 }
@@ -428,7 +454,9 @@ fn finish_exit(
             }
         }
         for linked in links {
-            if let Some(linked) = rt.lookup(linked) {
+            if !linked.is_local() {
+                remote.get_or_insert_default().links.push(linked);
+            } else if let Some(linked) = rt.lookup(linked) {
                 match signal_locked(&*linked, process.pid, reason.clone(), true) {
                     Signalled::Ignored => {}
                     Signalled::Trapped => scheduler::wake(&linked),
@@ -436,17 +464,52 @@ fn finish_exit(
                 }
             }
         }
+        if let Some(remote) = remote {
+            remote.send(rt, process.pid, &reason);
+        }
     }
     // The owner's saved messages go when its body is dropped.
     scheduler::drop_contained(process.mailbox.drain_inbox());
-    // Let a scheduler drop the body (now, or when its current poll returns).
-    scheduler::wake(process);
+    // Parked: nobody polls it or will (`process::state`, "Who drops the
+    // body"), so its body goes now, on this thread, instead of through a run
+    // queue to a scheduler that would only drop it. Its destructors run in
+    // its own context, which cannot be installed while a caller up the stack
+    // holds the current one (a process exiting itself): then, as when it is
+    // inside a poll or queued, whoever holds or takes `RUNNING` drops it.
+    // A kill made by such a destructor goes through a run queue too, so a
+    // chain of them does not nest drops on the stack.
+    if DROPPING_KILLED.with(Cell::get)
+        || !context::can_swap_current()
+        || process.state.transition_to_dropping() != TransitionToDropping::Drop
+    {
+        scheduler::wake(process);
+        return;
+    }
+    DROPPING_KILLED.with(|d| d.set(true));
+    scheduler::drop_future(process);
+    DROPPING_KILLED.with(|d| d.set(false));
+}
+
+thread_local! {
+    /// Set while this thread drops the body of a process it killed
+    /// (`finish_exit`).
+    static DROPPING_KILLED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Pushes a message into a live process's mailbox and wakes it.
 pub(crate) fn deliver(to: &Arc<Process>, message: Envelope) {
     to.mailbox.push(message);
     scheduler::wake(to);
+}
+
+/// Handles an exit signal along a link (from a process of another node) to
+/// `to`: it has effect only if `to` still holds the link.
+pub(crate) fn receive_link_signal(to: &Arc<Process>, from: Pid, reason: ExitReason) {
+    match signal_locked(&**to, from, reason, true) {
+        Signalled::Ignored => {}
+        Signalled::Trapped => scheduler::wake(to),
+        Signalled::Killed(death, dying) => terminate_all(to.clone(), death, dying),
+    }
 }
 
 /// Handles an exit signal sent by [`exit`] (not along a link) to `to`.
@@ -464,16 +527,24 @@ pub(crate) fn receive_exit_signal(to: &Arc<Process>, from: Pid, reason: ExitReas
 /// traps exits receives any other reason as an [`Exit`] message. Otherwise
 /// `normal` is ignored (except when a process sends it to itself) and any other
 /// reason terminates the target with that reason. A dead pid is ignored.
+/// Costs one reduction, like [`send`](crate::send).
 pub fn exit(pid: Pid, reason: ExitReason) {
-    context::with_runtime("exit", |rt| {
+    // The signal is applied outside `with_runtime`, which holds the current
+    // process: a parked target's body is dropped in its own context.
+    let (rt, from) = context::with_runtime("exit", |rt| {
+        context::consume_reductions(1);
         let from = context::try_with_current(|p| p.pid).unwrap_or(Pid::OUTSIDE);
-        rt.exit_signal(from, pid, reason);
+        (rt.clone(), from)
     });
+    rt.exit_signal(from, pid, reason);
 }
 
 impl Shared {
     /// `exit/2` from `from` (which may be a non-process caller using its target's pid).
     pub(crate) fn exit_signal(&self, from: Pid, to: Pid, reason: ExitReason) {
+        if !to.is_local() {
+            return self.exit_remote(from, to, reason);
+        }
         if let Some(target) = self.lookup(to) {
             receive_exit_signal(&target, from, reason);
         }
@@ -491,6 +562,9 @@ pub fn link(pid: Pid) -> Result<(), LinkError> {
     context::with_current("link", |me| {
         if pid == me.pid {
             return Ok(());
+        }
+        if !pid.is_local() {
+            return crate::dist::link_remote(me, pid);
         }
         let other = me.rt.lookup(pid);
         match link_pair(&**me, other.as_deref()) {
@@ -519,6 +593,9 @@ pub fn link(pid: Pid) -> Result<(), LinkError> {
 /// mailbox, which `unlink` does not flush, or the caller's death).
 pub fn unlink(pid: Pid) {
     context::with_current("unlink", |me| {
+        if !pid.is_local() {
+            return crate::dist::unlink_remote(me, pid);
+        }
         unlink_side(&**me, pid);
         if let Some(other) = me.rt.lookup(pid) {
             unlink_side(&*other, me.pid);
@@ -537,9 +614,17 @@ fn forget_watcher(target: &mut Relations, monitor: &MonitorRef) {
 /// `noproc`, if it is not alive) the caller receives a [`Down`] message
 /// carrying the returned reference. Each call creates a new monitor.
 pub fn monitor(pid: Pid) -> MonitorRef {
+    monitor_with_name(pid, None)
+}
+
+/// [`monitor`], with the name a remote monitor by name was made with.
+pub(crate) fn monitor_with_name(pid: Pid, name: Option<crate::dist::RemoteName>) -> MonitorRef {
     context::with_current("monitor", |me| {
         let monitor = MonitorRef(me.rt.make_ref());
-        let attached = if pid == me.pid {
+        let attached = if !pid.is_local() {
+            crate::dist::monitor_remote(me, pid, monitor, name.clone())
+                .map_err(|()| LinkOutcome::NoProc)
+        } else if pid == me.pid {
             // Monitoring oneself: allowed, and never fires.
             me.with_live_relations(|r| {
                 let r = r.more_mut();
@@ -565,6 +650,7 @@ pub fn monitor(pid: Pid) -> MonitorRef {
                 Envelope::new(Down {
                     monitor,
                     pid,
+                    name,
                     reason: ExitReason::NoProc,
                 }),
             ),
@@ -578,13 +664,7 @@ pub fn monitor(pid: Pid) -> MonitorRef {
 /// `demonitor(r, true)` no `Down` for `r` is ever received.
 pub fn demonitor(monitor: MonitorRef, flush: bool) -> bool {
     context::with_current("demonitor", |me| {
-        // Whoever removes the monitor from the watcher's side owns it: if
-        // we do, no `Down` will come (the target's exit checks this side).
-        let target = me.with_relations(|r| r.more_if_any_mut()?.monitoring.remove(&monitor));
-        let was_active = target.is_some();
-        if let Some(target) = target.and_then(|pid| me.rt.lookup(pid)) {
-            target.with_relations(|r| forget_watcher(r, &monitor));
-        }
+        let was_active = demonitor_of(me, monitor);
         if flush {
             // SAFETY: `me` is the current process, so this thread has exclusive
             // use of it (mailbox module docs, "Safety").
@@ -597,6 +677,20 @@ pub fn demonitor(monitor: MonitorRef, flush: bool) -> bool {
         }
         was_active
     })
+}
+
+/// Removes `monitor`, held by `watcher`, from both sides; true if it was
+/// still active. Whoever removes the monitor from the watcher's side owns
+/// it: if we do, no `Down` will come (the target's exit checks this side).
+pub(crate) fn demonitor_of(watcher: &Arc<Process>, monitor: MonitorRef) -> bool {
+    let target = watcher.with_relations(|r| r.more_if_any_mut()?.monitoring.remove(&monitor));
+    let was_active = target.is_some();
+    if let Some(remote) = target.filter(|pid| !pid.is_local()) {
+        crate::dist::demonitor_remote(&watcher.rt, watcher.pid, monitor, remote);
+    } else if let Some(target) = target.and_then(|pid| watcher.rt.lookup(pid)) {
+        target.with_relations(|r| forget_watcher(r, &monitor));
+    }
+    was_active
 }
 
 /// Whether the calling process traps exits (false outside a process).

@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -397,4 +398,64 @@ fn threads_that_served_many_short_hogs_return_to_the_pool_or_exit() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+#[test]
+fn a_repeat_offender_that_yields_often_does_not_start_a_thread_per_yield() {
+    // Background workers at nice 5, not SCHED_IDLE: beside CPU hogs of other
+    // programs the test would otherwise crawl.
+    let mut preemption = ember_runtime::Preemption::default();
+    preemption.demotion = vec![(Duration::ZERO, 5)];
+    preemption.sched_idle = false;
+    let rt = Runtime::builder()
+        .schedulers(2)
+        .preemption(preemption)
+        .build()
+        .unwrap();
+    let (started_before, started_after, yields) = rt.block_on(async {
+        let me = self_pid();
+        let offender = spawn(async move {
+            // Long polls until retaken twice: a repeat offender, served by
+            // background workers only from then on.
+            let deadline = Instant::now() + WAIT;
+            while offenses_of_self() < 2 {
+                assert!(Instant::now() < deadline, "never retaken twice");
+                spin_for_cpu(Duration::from_millis(10));
+                yield_point().await;
+            }
+            let before = Handle::current().runtime_info().threads.threads_started;
+            // Many short slices: each one used up yields, and the background
+            // worker serving it takes it again.
+            let mut yields = 0u64;
+            for _ in 0..50 * 4_000 {
+                let mut point = std::pin::pin!(yield_point());
+                std::future::poll_fn(|cx| {
+                    let poll = point.as_mut().poll(cx);
+                    yields += u64::from(poll.is_pending());
+                    poll
+                })
+                .await;
+            }
+            let after = Handle::current().runtime_info().threads.threads_started;
+            send(me, (before, after, yields));
+        });
+        let watch = monitor(offender);
+        let result = recv::<(u64, u64, u64)>().await;
+        down_of(watch).await;
+        result
+    });
+    assert!(yields >= 40, "the offender yielded only {yields} times");
+    assert!(
+        started_after - started_before <= 2,
+        "{} threads started for {yields} yields of a repeat offender",
+        started_after - started_before
+    );
+}
+
+/// Times a poll of the calling process was retaken for hogging the CPU.
+fn offenses_of_self() -> u8 {
+    Handle::current()
+        .process_info(self_pid())
+        .expect("the caller is alive")
+        .offenses
 }

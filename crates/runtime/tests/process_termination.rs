@@ -266,3 +266,49 @@ fn a_process_that_returns_is_gone_once_its_down_arrives() {
         assert!(process_info(child).is_none());
     });
 }
+
+/// Kills the process it names when dropped.
+struct KillOnDrop(Pid);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        exit(self.0, ExitReason::Kill);
+    }
+}
+
+// §9.3: a parked process is dropped by its killer, and a kill made by a
+// destructor leaves the body to a scheduler: killing the head of a long chain
+// of parked processes, each of whose bodies kills the next when dropped,
+// never nests the drops on one stack (which would overflow it).
+#[test]
+fn a_chain_of_kills_made_by_destructors_does_not_nest_on_the_stack() {
+    const CHAIN: usize = 100_000;
+    let rt = runtime();
+    rt.block_on(async {
+        let (tx, rx) = oneshot::channel();
+        let guard = DropReporter(Some(tx));
+        let tail = spawn(async move {
+            let _guard = guard;
+            wait_forever().await;
+        });
+        let mut chain = vec![tail];
+        for _ in 1..CHAIN {
+            let kill_next = KillOnDrop(*chain.last().expect("the tail"));
+            chain.push(spawn(async move {
+                let _kill_next = kill_next;
+                wait_forever().await;
+            }));
+        }
+        // Every one parked in its receive, so each kill finds it parked.
+        let deadline = std::time::Instant::now() + WAIT;
+        for pid in &chain {
+            while process_info(*pid).map(|i| i.status) != Some(ember_runtime::Status::Waiting) {
+                assert!(std::time::Instant::now() < deadline, "{pid} never parked");
+                ember_runtime::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        exit(*chain.last().expect("the head"), ExitReason::Kill);
+        assert_eq!(signalled(rx).await, Some(tail));
+        assert!(chain.iter().all(|pid| !is_alive(*pid)));
+    });
+}

@@ -120,6 +120,7 @@ fn monitor_reports_normal_exit_other_reasons_and_noproc() {
             Down {
                 monitor: watch,
                 pid: quick,
+                name: None,
                 reason: ExitReason::Normal
             }
         );

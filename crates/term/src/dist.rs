@@ -326,16 +326,31 @@ impl SenderAtomCache {
     }
 }
 
-/// The references of one message being encoded.
+/// The references of one message being encoded. A message has at most
+/// one atom per cache slot, so an atom is found by its slot: a scan of
+/// small integers, no hashing of atom text beyond the slot's own hash.
 struct Refs {
-    /// (atom, slot, whether the slot is new or changed)
+    /// (atom, slot, whether the slot is new or changed), in reference order.
     list: Vec<(Atom, usize, bool)>,
-    index: HashMap<Atom, u8>,
+}
+
+impl Refs {
+    /// The reference index of the atom this message put in `slot`.
+    fn in_slot(&self, slot: usize) -> Option<(usize, &Atom)> {
+        self.list
+            .iter()
+            .enumerate()
+            .find(|(_, (_, s, _))| *s == slot)
+            .map(|(i, (a, _, _))| (i, a))
+    }
 }
 
 impl AtomSink for Refs {
     fn index(&mut self, atom: &Atom) -> Option<u8> {
-        self.index.get(atom).copied()
+        match self.in_slot(SenderAtomCache::slot_of(atom)) {
+            Some((i, a)) if a == atom => Some(i as u8),
+            _ => None,
+        }
     }
 }
 
@@ -377,23 +392,31 @@ pub fn encode_message(
     payload: Option<&Term>,
     cache: &mut SenderAtomCache,
 ) -> Result<Vec<u8>, EncodeError> {
-    let mut refs = Refs {
-        list: Vec::new(),
-        index: HashMap::new(),
-    };
-    let mut used_slots: HashMap<usize, Atom> = HashMap::new();
+    let mut out = Vec::new();
+    encode_message_into(control, payload, cache, &mut out)?;
+    Ok(out)
+}
+
+/// [`encode_message`], appending to `out` (on an error, `out` may hold
+/// part of the message; `cache` is updated as for a sent message).
+pub fn encode_message_into(
+    control: &Term,
+    payload: Option<&Term>,
+    cache: &mut SenderAtomCache,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    let mut refs = Refs { list: Vec::new() };
     let mut collect = |a: &Atom| {
-        if refs.index.contains_key(a) || refs.list.len() == 255 {
+        if refs.list.len() == 255 {
             return;
         }
         let slot = SenderAtomCache::slot_of(a);
-        // Two atoms of one message in one slot: the second goes in full.
-        if used_slots.get(&slot).is_some_and(|other| other != a) {
+        // Already referenced, or two atoms of one message in one slot (the
+        // second goes in full).
+        if refs.in_slot(slot).is_some() {
             return;
         }
-        used_slots.insert(slot, a.clone());
         let new = cache.slots[slot].as_ref() != Some(a);
-        refs.index.insert(a.clone(), refs.list.len() as u8);
         refs.list.push((a.clone(), slot, new));
     };
     visit_atoms(control, &mut collect);
@@ -401,7 +424,7 @@ pub fn encode_message(
         visit_atoms(p, &mut collect);
     }
 
-    let mut out = vec![VERSION, DIST_HEADER, refs.list.len() as u8];
+    out.extend_from_slice(&[VERSION, DIST_HEADER, refs.list.len() as u8]);
     if !refs.list.is_empty() {
         let long_atoms = refs
             .list
@@ -433,12 +456,12 @@ pub fn encode_message(
         }
     }
     let mut enc = Encoder {
-        out: &mut out,
+        out,
         atom_cache: Some(&mut refs),
     };
     enc.term(control)?;
     if let Some(p) = payload {
         enc.term(p)?;
     }
-    Ok(out)
+    Ok(())
 }

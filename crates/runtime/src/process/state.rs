@@ -39,11 +39,14 @@
 //!   as it leaves after the shutdown (a worker still inside a poll, or
 //!   holding processes it took from a queue, when the teardown drained them
 //!   may queue them again afterwards);
-//! * neither `RUNNING` nor `SCHEDULED` set (parked) when the runtime is torn
-//!   down: `transition_to_dropping` sets `RUNNING` by compare-and-swap and
-//!   the teardown drops it. That swap fails if a wake-up set `SCHEDULED`
-//!   first (then its queue's popper drops it) or if a poll holds `RUNNING`;
-//!   a wake-up after it only sets `NOTIFIED`.
+//! * neither `RUNNING` nor `SCHEDULED` set (parked) when the process is
+//!   killed, or when the runtime is torn down: `transition_to_dropping` sets
+//!   `RUNNING` by compare-and-swap and the killer (at the end of
+//!   `signal::finish_exit`, on its own thread) or the teardown drops it.
+//!   That swap fails if a wake-up set `SCHEDULED` first (then its queue's
+//!   popper drops it; the killer wakes the process, which does nothing more)
+//!   or if a poll holds `RUNNING` (the killer wakes it; the poll's end sees
+//!   `EXITING`); a wake-up after it only sets `NOTIFIED`.
 //!
 //! `State::status` answers `Exiting` before it looks at `RUNNING`: it is for
 //! introspection only, never for deciding whether the body may be touched.
@@ -213,9 +216,9 @@ impl State {
 
     /// Takes `RUNNING` for an exiting process that no thread holds and no
     /// queue holds (neither `RUNNING` nor `SCHEDULED`), so that the caller
-    /// may drop its body: the runtime's teardown. Returns false if someone
-    /// holds or will hold `RUNNING`; that party drops the body (module docs,
-    /// "Who drops the body").
+    /// may drop its body: its killer, or the runtime's teardown. Returns
+    /// `Running` or `Scheduled` if someone holds or will hold `RUNNING`;
+    /// that party drops the body (module docs, "Who drops the body").
     pub(crate) fn transition_to_dropping(&self) -> TransitionToDropping {
         let mut current = self.0.load(Ordering::Acquire);
         loop {
@@ -306,6 +309,7 @@ mod harness {
         pub(super) requeued: AtomicUsize,
         pub(super) exiting_after_poll: AtomicUsize,
         pub(super) dropped_unpolled: AtomicUsize,
+        pub(super) dropped_by_killer: AtomicUsize,
         pub(super) dropped_by_teardown: AtomicUsize,
     }
 
@@ -357,11 +361,21 @@ mod harness {
             self.wake(process);
         }
 
-        /// `signal::terminate`.
+        /// `signal::terminate`: the exit, then the body is dropped at once
+        /// if the process is parked, else whoever holds or takes `RUNNING`
+        /// drops it (woken, as `signal::finish_exit` does).
         pub(super) fn terminate(&self, process: &Arc<Proc>) {
             if process.state.begin_exit() {
                 process.exits.fetch_add(1, Release);
-                self.wake(process);
+                match process.state.transition_to_dropping() {
+                    TransitionToDropping::Drop => {
+                        self.seen.dropped_by_killer.fetch_add(1, Relaxed);
+                        process.drop_body();
+                    }
+                    TransitionToDropping::Running | TransitionToDropping::Scheduled => {
+                        self.wake(process);
+                    }
+                }
             }
         }
 
@@ -618,12 +632,18 @@ mod stress {
             process.assert_settled();
         }
         let seen = &rq.seen;
+        let by_killer = seen.dropped_by_killer.load(Ordering::Relaxed);
+        let unpolled = seen.dropped_unpolled.load(Ordering::Relaxed);
+        let after_poll = seen.exiting_after_poll.load(Ordering::Relaxed);
         println!(
-            "polls {}, requeued {}, exiting after a poll {}, dropped unpolled {}",
+            "polls {}, requeued {}, exiting after a poll {after_poll}, dropped unpolled {unpolled}, \
+             dropped by the killer {by_killer}",
             seen.polls.load(Ordering::Relaxed),
             seen.requeued.load(Ordering::Relaxed),
-            seen.exiting_after_poll.load(Ordering::Relaxed),
-            seen.dropped_unpolled.load(Ordering::Relaxed),
+        );
+        assert!(
+            by_killer > 0 && unpolled + after_poll > 0,
+            "both the killer and the schedulers must drop bodies sometimes"
         );
     }
 }
@@ -796,6 +816,29 @@ mod loom_models {
             let killer = start(&rq, move |rq| rq.terminate(&p1));
             let sender = start(&rq, move |rq| rq.send(&p2));
             rq.run_one();
+            rq.run_one();
+            killer();
+            sender();
+            rq.drain();
+            process.assert_settled();
+            assert_eq!(process.exits(), 1);
+        });
+    }
+
+    /// A kill finds the process parked and drops its body itself while a
+    /// message wakes it and a scheduler looks for work: the body is dropped
+    /// once, by the killer or by whoever pops the woken process, and never
+    /// while a poll runs.
+    #[test]
+    fn a_kill_dropping_a_parked_body_racing_a_wake_drops_it_once() {
+        crate::loom::model("kill of a parked process vs wake vs poll", Some(4), || {
+            let rq = Arc::new(RunQueue::default());
+            let process = rq.spawn(None);
+            // Polled once: parked.
+            rq.run_one();
+            let (p1, p2) = (process.clone(), process.clone());
+            let killer = start(&rq, move |rq| rq.terminate(&p1));
+            let sender = start(&rq, move |rq| rq.send(&p2));
             rq.run_one();
             killer();
             sender();

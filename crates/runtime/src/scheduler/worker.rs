@@ -401,6 +401,11 @@ fn run(
                 let class = if yielded { Class::Batch } else { Class::Woken };
                 match still_owner {
                     Some(slot) => sched.push_local(slot, process, class),
+                    // A background worker (demoted during this poll, or
+                    // serving offenders) serves the background queue next.
+                    None if process.is_offender() && me.background.load(Ordering::Acquire) => {
+                        sched.queue_background(process);
+                    }
                     None => sched.push_global(process, class),
                 }
             }
@@ -431,7 +436,8 @@ pub(crate) fn drop_future(process: &Arc<Process>) {
     // else can hold at the same time; `RUNNING` is not cleared after this, so
     // nobody polls or drops the body again.
     let body = unsafe { process.body.take() };
-    let previous = context::set_current(Some(process.clone()));
+    // The caller may be another process's poll (a kill): keep its slice.
+    let previous = context::swap_current(Some(process.clone()));
     if panic::catch_unwind(AssertUnwindSafe(move || drop(body))).is_err() {
         tracing::warn!(pid = %process.pid, "a destructor panicked while dropping a process body");
     }
@@ -443,7 +449,7 @@ pub(crate) fn drop_future(process: &Arc<Process>) {
     if saved.is_err() {
         tracing::warn!(pid = %process.pid, "a message destructor panicked while dropping a mailbox");
     }
-    context::set_current(previous);
+    context::swap_current(previous);
     process.rt.forget_zombie(process);
 }
 

@@ -1,0 +1,771 @@
+//! Ember processes as peers of other nodes' processes: the bridge between
+//! a [`Node`] and an Ember runtime (`ember_runtime::dist`).
+//!
+//! Outgoing, the runtime hands every signal for a process of another node
+//! to [`Bridge`] (its [`Distribution`] seam). The bridge keeps one FIFO per
+//! peer node, drained by one task that connects on first use and writes
+//! each signal to the connection in order, so signals from one process to
+//! another keep their order end to end. If no connection can be made, the
+//! task reports the node down to the runtime (every link and monitor to it
+//! fires with `noconnection`, `monitor_node` subscribers get their
+//! `NodeDown`) and drops what was queued meanwhile.
+//!
+//! Incoming, the connection's reader calls the bridge (its [`Deliver`]
+//! hook) in arrival order, and the bridge calls the runtime's
+//! [`Incoming`]: messages to pids and registered names, `LINK`,
+//! `UNLINK_ID`, `EXIT`, `EXIT2`, `MONITOR_P`, `DEMONITOR_P`,
+//! `MONITOR_P_EXIT`, and the connection coming up and going down.
+//!
+//! # Functions, spawn and rpc
+//!
+//! Rust functions registered by `module:function/arity` ([`Functions`])
+//! can be spawned from any node: a `SPAWN_REQUEST` (Erlang's
+//! `spawn/4`, `spawn_link/4`, `spawn_monitor/4`) runs one in a new Ember
+//! process, with the link or monitor the requester asked for set up
+//! before the `SPAWN_REPLY`, which goes out before anything the new
+//! process sends. `rpc:call`/`erpc:call` arrive as a `SPAWN_REQUEST` of
+//! `erpc:execute_call/4`: the process runs the function and exits with
+//! `{Ref, return, Value}` (or `{Ref, error, Reason, Stack}`, `{Ref, exit,
+//! Reason}`, `{Ref, throw, Value}`), which the requester's monitor carries
+//! back, as `erpc` does; an unknown function raises `undef`. The node's
+//! `rex` process answers `features_request` and the classic
+//! `{call, M, F, A, GroupLeader}` gen_server call. [`rpc_call`] calls
+//! `rex` on any node (Erlang's or Ember's) the classic way.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::Duration;
+
+use ember_otp::gen::CallError;
+use ember_otp::gen_server::{call_term, TermServer};
+use ember_runtime::dist::{self as rdist, Distribution, Incoming, RemoteSignal, Target};
+use ember_runtime::{receive, ExitReason, Handle, Spawn};
+use ember_term::{Atom, Pid, Term};
+use tokio::sync::mpsc;
+
+use crate::connection::Outgoing;
+use crate::error::DistError;
+use crate::flags;
+use crate::node::{Deliver, Delivery, Inner, Node, NodeConfig};
+
+// Control message operations (erts guide, "Protocol between connected nodes").
+const LINK: i64 = 1;
+const SEND: i64 = 2;
+const EXIT: i64 = 3;
+const UNLINK: i64 = 4;
+const REG_SEND: i64 = 6;
+const GROUP_LEADER: i64 = 7;
+const EXIT2: i64 = 8;
+const EXIT_TT: i64 = 13;
+const EXIT2_TT: i64 = 18;
+const MONITOR_P: i64 = 19;
+const DEMONITOR_P: i64 = 20;
+const MONITOR_P_EXIT: i64 = 21;
+const SEND_SENDER: i64 = 22;
+const SPAWN_REQUEST: i64 = 29;
+const SPAWN_REQUEST_TT: i64 = 30;
+const SPAWN_REPLY: i64 = 31;
+const ALIAS_SEND: i64 = 33;
+const UNLINK_ID: i64 = 35;
+const UNLINK_ID_ACK: i64 = 36;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The negotiated flags of each connected peer.
+type PeerFlags = Arc<Mutex<HashMap<Atom, u64>>>;
+
+/// What a registered function raised instead of returning: Erlang's
+/// three exception classes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Raise {
+    /// `error(Reason)`.
+    Error(Term),
+    /// `exit(Reason)`.
+    Exit(Term),
+    /// `throw(Value)`.
+    Throw(Term),
+}
+
+/// What a registered function produces.
+pub type FunctionResult = Result<Term, Raise>;
+
+/// A registered function's future.
+pub type FunctionFuture = Pin<Box<dyn Future<Output = FunctionResult> + Send>>;
+
+type Function = Arc<dyn Fn(Vec<Term>) -> FunctionFuture + Send + Sync>;
+
+/// Rust functions by `module:function/arity`, for other nodes to spawn
+/// and call ([`Node::start_in_runtime_with`]). Each runs in its own Ember
+/// process, with its arguments as terms.
+#[derive(Clone, Default)]
+pub struct Functions {
+    map: HashMap<(Atom, Atom, usize), Function>,
+}
+
+impl std::fmt::Debug for Functions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<String> = self
+            .map
+            .keys()
+            .map(|(m, f, a)| format!("{m}:{f}/{a}"))
+            .collect();
+        names.sort();
+        f.debug_set().entries(names).finish()
+    }
+}
+
+impl Functions {
+    /// No functions.
+    pub fn new() -> Functions {
+        Functions::default()
+    }
+
+    /// Registers `module:function/arity`; `f` gets exactly `arity`
+    /// arguments. A name registered twice keeps the later function.
+    pub fn register<F, Fut>(&mut self, module: &str, function: &str, arity: usize, f: F)
+    where
+        F: Fn(Vec<Term>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = FunctionResult> + Send + 'static,
+    {
+        let f: Function = Arc::new(move |args| Box::pin(f(args)));
+        self.map
+            .insert((Atom::new(module), Atom::new(function), arity), f);
+    }
+
+    fn get(&self, module: &Term, function: &Term, arity: usize) -> Option<Function> {
+        let (Term::Atom(m), Term::Atom(f)) = (module, function) else {
+            return None;
+        };
+        self.map.get(&(m.clone(), f.clone(), arity)).cloned()
+    }
+}
+
+/// The seam in both directions between a node and a runtime.
+struct Bridge {
+    handle: Handle,
+    functions: Functions,
+    incoming: Arc<OnceLock<Incoming>>,
+    node: OnceLock<Weak<Inner>>,
+    tokio: tokio::runtime::Handle,
+    /// Per peer node, the FIFO its forwarding task drains.
+    outbound: Mutex<HashMap<Atom, mpsc::UnboundedSender<RemoteSignal>>>,
+    flags: PeerFlags,
+}
+
+impl Node {
+    /// Starts a node whose local processes are the Ember processes of
+    /// `runtime`: their pids cross as this node's pids, messages and
+    /// signals from peers reach them, and theirs reach peers (see
+    /// `ember_runtime::dist`). Must run inside a tokio runtime (the Ember
+    /// runtime's own, from a process, is the usual one). The config's
+    /// [`NodeConfig::deliver`] is replaced by the bridge. A runtime can be
+    /// a node once.
+    pub async fn start_in_runtime(config: NodeConfig, runtime: &Handle) -> Result<Node, DistError> {
+        Node::start_in_runtime_with(config, runtime, Functions::new()).await
+    }
+
+    /// [`Node::start_in_runtime`], with `functions` for other nodes to
+    /// spawn and call (`spawn/4`, `rpc:call/4`, `erpc:call/4`), and the
+    /// node's `rex` process.
+    pub async fn start_in_runtime_with(
+        mut config: NodeConfig,
+        runtime: &Handle,
+        functions: Functions,
+    ) -> Result<Node, DistError> {
+        let bridge = Arc::new(Bridge {
+            handle: runtime.clone(),
+            functions: functions.clone(),
+            incoming: Arc::new(OnceLock::new()),
+            node: OnceLock::new(),
+            tokio: tokio::runtime::Handle::current(),
+            outbound: Mutex::new(HashMap::new()),
+            flags: Arc::new(Mutex::new(HashMap::new())),
+        });
+        config.deliver = bridge.clone();
+        let node = Node::start_with(config).await?;
+        let _ = bridge.node.set(Arc::downgrade(&node.inner));
+        let incoming = runtime
+            .start_distribution(node.name().as_str(), node.creation(), bridge.clone())
+            .map_err(|e| DistError::Refused(e.to_string()))?;
+        let _ = bridge.incoming.set(incoming);
+        let rex = runtime.spawn_with(Spawn::new().name("rex").label("rex"), rex(functions));
+        if let Err(e) = rex {
+            tracing::warn!("dist: no rex on {}: {e}", node.name());
+        }
+        Ok(node)
+    }
+}
+
+/// The node's `rex`: answers `features_request` (`{features_reply,
+/// Node, [erpc]}`) and `{call | block_call, M, F, A, GroupLeader}`
+/// gen_server calls, each run in a process of its own.
+async fn rex(functions: Functions) {
+    loop {
+        let message = receive::<Term>().await;
+        match message.as_tuple() {
+            Some([from, request]) if request.is_atom("features_request") => {
+                if let Some(pid) = rdist::pid_from_term(from) {
+                    let reply = Term::tuple([
+                        Term::atom("features_reply"),
+                        Term::Atom(rdist::node()),
+                        Term::list([Term::atom("erpc")]),
+                    ]);
+                    ember_runtime::send(pid, reply);
+                }
+            }
+            Some([call, from, request]) if call.is_atom("$gen_call") => {
+                let (Some([caller, tag]), Some([kind, m, f, Term::List(args), _gl])) =
+                    (from.as_tuple(), request.as_tuple())
+                else {
+                    tracing::debug!("dist: rex ignores the call {request}");
+                    continue;
+                };
+                if !(kind.is_atom("call") || kind.is_atom("block_call")) {
+                    tracing::debug!("dist: rex ignores the call {request}");
+                    continue;
+                }
+                let Some(caller) = rdist::pid_from_term(caller) else {
+                    continue;
+                };
+                let (tag, m, f, args) = (tag.clone(), m.clone(), f.clone(), args.clone());
+                let function = functions.get(&m, &f, args.len());
+                ember_runtime::spawn(async move {
+                    let result = match function {
+                        None => {
+                            badrpc_exit(Term::tuple([Term::atom("undef"), stack(&m, &f, &args)]))
+                        }
+                        Some(function) => match run_caught(function, args.clone()).await {
+                            Ok(value) => value,
+                            Err(Raise::Throw(value)) => value,
+                            Err(Raise::Exit(reason)) => badrpc_exit(reason),
+                            Err(Raise::Error(reason)) => {
+                                badrpc_exit(Term::tuple([reason, stack(&m, &f, &args)]))
+                            }
+                        },
+                    };
+                    let answer = Term::tuple([tag.clone(), result]);
+                    ember_otp::gen::send_term_reply(caller, &tag, answer);
+                });
+            }
+            _ => tracing::debug!("dist: rex ignores {message}"),
+        }
+    }
+}
+
+/// `{badrpc, {'EXIT', Reason}}`.
+fn badrpc_exit(reason: Term) -> Term {
+    Term::tuple([
+        Term::atom("badrpc"),
+        Term::tuple([Term::atom("EXIT"), reason]),
+    ])
+}
+
+/// The stack an exception in `M:F(Args)` reports: `[{M, F, Args, []}]`.
+fn stack(m: &Term, f: &Term, args: &[Term]) -> Term {
+    Term::list([Term::tuple([
+        m.clone(),
+        f.clone(),
+        Term::list(args.to_vec()),
+        Term::nil(),
+    ])])
+}
+
+/// Runs a registered function in a process of its own, so that a panic
+/// is an `error` (`{panic, Message}`) instead of the caller's crash.
+async fn run_caught(function: Function, args: Vec<Term>) -> FunctionResult {
+    let (pid, watch) = ember_runtime::spawn_monitor(async move {
+        let result = function(args).await;
+        ExitReason::Term(Arc::new(encode_result(&result)))
+    });
+    let _ = pid;
+    let down = receive::<ember_runtime::Down>()
+        .matching(move |d| d.monitor == watch)
+        .await;
+    match down.reason {
+        ExitReason::Term(t) => decode_result(&t),
+        ExitReason::Panic(message) => Err(Raise::Error(Term::tuple([
+            Term::atom("panic"),
+            Term::binary(message.as_bytes()),
+        ]))),
+        other => Err(Raise::Exit(other.to_term())),
+    }
+}
+
+fn encode_result(result: &FunctionResult) -> Term {
+    let (class, value) = match result {
+        Ok(v) => ("return", v),
+        Err(Raise::Error(v)) => ("error", v),
+        Err(Raise::Exit(v)) => ("exit", v),
+        Err(Raise::Throw(v)) => ("throw", v),
+    };
+    Term::tuple([
+        Term::atom("$ember_result"),
+        Term::atom(class),
+        value.clone(),
+    ])
+}
+
+fn decode_result(t: &Term) -> FunctionResult {
+    match t.as_tuple() {
+        Some([tag, class, value]) if tag.is_atom("$ember_result") => match class.as_atom() {
+            Some("return") => Ok(value.clone()),
+            Some("error") => Err(Raise::Error(value.clone())),
+            Some("throw") => Err(Raise::Throw(value.clone())),
+            _ => Err(Raise::Exit(value.clone())),
+        },
+        _ => Err(Raise::Exit(t.clone())),
+    }
+}
+
+/// Calls `module:function(args)` on `node` through its `rex`, as Erlang's
+/// classic `rpc:call/5` (`{call, M, F, A, GroupLeader}`): an Erlang,
+/// Elixir or Ember node. Returns what `rpc:call` returns: the value, or
+/// `{badrpc, Reason}` (`nodedown`, `timeout`, `{'EXIT', ...}`). Call it
+/// from an Ember process. The function's output (its group leader is the
+/// caller) is not served yet: a function that prints waits for an answer
+/// that does not come.
+pub async fn rpc_call(
+    node: &str,
+    module: &str,
+    function: &str,
+    args: Vec<Term>,
+    timeout: Duration,
+) -> Term {
+    let request = Term::tuple([
+        Term::atom("call"),
+        Term::atom(module),
+        Term::atom(function),
+        Term::list(args),
+        rdist::pid_to_term(ember_runtime::self_pid()),
+    ]);
+    let rex = TermServer::Name {
+        name: "rex".into(),
+        node: node.into(),
+    };
+    let badrpc = |why: Term| Term::tuple([Term::atom("badrpc"), why]);
+    match call_term(&rex, request, timeout).await {
+        Ok(value) => value,
+        Err(CallError::Timeout) => badrpc(Term::atom("timeout")),
+        Err(CallError::Exited(ExitReason::NoConnection) | CallError::NoProc) => {
+            badrpc(Term::atom("nodedown"))
+        }
+        Err(CallError::Exited(reason)) => {
+            badrpc(Term::tuple([Term::atom("EXIT"), reason.to_term()]))
+        }
+        Err(e) => badrpc(Term::binary(e.to_string().into_bytes())),
+    }
+}
+
+impl Bridge {
+    /// `SPAWN_REQUEST`: spawns the function in a new process with the
+    /// link and monitor asked for, answers `SPAWN_REPLY`, then lets it run.
+    fn spawn_request(&self, incoming: &Incoming, node: &Atom, request: SpawnRequest<'_>) {
+        let SpawnRequest {
+            id: req_id,
+            from,
+            mfa,
+            opts,
+            args,
+        } = request;
+        let args: Vec<Term> = args
+            .and_then(Term::as_list)
+            .map(<[Term]>::to_vec)
+            .unwrap_or_default();
+        let opts = opts.as_list().unwrap_or(&[]);
+        let link = opts.iter().any(|o| o.is_atom("link"));
+        let monitor = opts.iter().any(|o| o.is_atom("monitor"));
+        let Some([m, f, _]) = mfa.as_tuple() else {
+            return self.spawn_reply(node, req_id, from, 0, Term::atom("badarg"));
+        };
+        let body = self.spawn_body(m, f, args);
+        let spawned = self
+            .handle
+            .spawn_with(Spawn::new().label("remote spawn"), async move {
+                receive::<Go>().await;
+                body.await
+            });
+        let pid = match spawned {
+            Ok(s) => s.pid,
+            Err(e) => {
+                tracing::warn!("dist: cannot spawn for {node}: {e}");
+                return self.spawn_reply(node, req_id, from, 0, Term::atom("system_limit"));
+            }
+        };
+        let new = incoming.term_pid(pid);
+        let mut flags = 0;
+        if link {
+            incoming.link(node, from, &new);
+            flags |= 1;
+        }
+        if monitor {
+            if let Term::Reference(r) = req_id {
+                incoming.monitor(node, from, &Target::Pid(new.clone()), r.clone());
+                flags |= 2;
+            }
+        }
+        self.spawn_reply(node, req_id, from, flags, Term::Pid(new));
+        self.handle.send(pid, Go);
+    }
+
+    fn spawn_reply(&self, node: &Atom, id: &Term, to: &Pid, flags: u8, result: Term) {
+        let reply = RemoteSignal::SpawnReply {
+            id: id.clone(),
+            to: to.clone(),
+            flags,
+            result,
+        };
+        Distribution::signal(self, node, reply);
+    }
+
+    /// What a spawned process runs: `erpc:execute_call/4`'s protocol, or
+    /// a registered function as the process's whole body.
+    fn spawn_body(
+        &self,
+        m: &Term,
+        f: &Term,
+        args: Vec<Term>,
+    ) -> Pin<Box<dyn Future<Output = ExitReason> + Send>> {
+        if m.is_atom("erpc") && f.is_atom("execute_call") {
+            if let [reference, m2, f2, Term::List(a2)] = &args[..] {
+                let (reference, m2, f2, a2) =
+                    (reference.clone(), m2.clone(), f2.clone(), a2.clone());
+                let function = self.functions.get(&m2, &f2, a2.len());
+                return Box::pin(async move {
+                    let reason = match function {
+                        None => Term::tuple([
+                            reference,
+                            Term::atom("error"),
+                            Term::atom("undef"),
+                            stack(&m2, &f2, &a2),
+                        ]),
+                        Some(function) => match run_caught(function, a2.clone()).await {
+                            Ok(v) => Term::tuple([reference, Term::atom("return"), v]),
+                            Err(Raise::Throw(v)) => {
+                                Term::tuple([reference, Term::atom("throw"), v])
+                            }
+                            Err(Raise::Exit(v)) => Term::tuple([reference, Term::atom("exit"), v]),
+                            Err(Raise::Error(v)) => Term::tuple([
+                                reference,
+                                Term::atom("error"),
+                                v,
+                                stack(&m2, &f2, &a2),
+                            ]),
+                        },
+                    };
+                    ExitReason::from_term(reason)
+                });
+            }
+        }
+        let function = self.functions.get(m, f, args.len());
+        let (m, f) = (m.clone(), f.clone());
+        Box::pin(async move {
+            let Some(function) = function else {
+                return ExitReason::from_term(Term::tuple([
+                    Term::atom("undef"),
+                    stack(&m, &f, &args),
+                ]));
+            };
+            match function(args.clone()).await {
+                Ok(_) => ExitReason::Normal,
+                Err(Raise::Exit(reason)) => ExitReason::from_term(reason),
+                Err(Raise::Error(reason)) => {
+                    ExitReason::from_term(Term::tuple([reason, stack(&m, &f, &args)]))
+                }
+                Err(Raise::Throw(value)) => ExitReason::from_term(Term::tuple([
+                    Term::tuple([Term::atom("nocatch"), value]),
+                    stack(&m, &f, &args),
+                ])),
+            }
+        })
+    }
+}
+
+/// A peer's `SPAWN_REQUEST`, taken apart.
+struct SpawnRequest<'a> {
+    id: &'a Term,
+    from: &'a Pid,
+    mfa: &'a Term,
+    opts: &'a Term,
+    args: Option<&'a Term>,
+}
+
+/// Lets a spawned process start once its `SPAWN_REPLY` is on its way.
+struct Go;
+
+impl Distribution for Bridge {
+    fn signal(&self, node: &Atom, signal: RemoteSignal) {
+        let mut outbound = lock(&self.outbound);
+        let queue = outbound.entry(node.clone()).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let forwarder = Forwarder {
+                node: node.clone(),
+                inner: self.node.get().cloned().unwrap_or_default(),
+                incoming: self.incoming.clone(),
+                flags: self.flags.clone(),
+            };
+            self.tokio.spawn(forwarder.run(rx));
+            tx
+        });
+        if queue.send(signal).is_err() {
+            tracing::debug!("dist: the queue to {node} is closed: a signal was dropped");
+        }
+    }
+}
+
+/// Drains one peer node's FIFO onto its connection.
+struct Forwarder {
+    node: Atom,
+    inner: Weak<Inner>,
+    incoming: Arc<OnceLock<Incoming>>,
+    flags: PeerFlags,
+}
+
+impl Forwarder {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<RemoteSignal>) {
+        while let Some(signal) = rx.recv().await {
+            let Some(inner) = self.inner.upgrade() else {
+                self.unreachable(&mut rx, "the node has stopped");
+                continue;
+            };
+            let tx = match inner.connect(&self.node).await {
+                Ok(tx) => tx,
+                Err(e) => {
+                    drop(inner);
+                    self.unreachable(&mut rx, &e.to_string());
+                    continue;
+                }
+            };
+            let peer_flags = lock(&self.flags).get(&self.node).copied().unwrap_or(0);
+            let Some(outgoing) = encode(signal, peer_flags) else {
+                continue;
+            };
+            if tx.send(outgoing).await.is_err() {
+                tracing::debug!("dist: the connection to {} closed under a send", self.node);
+            }
+        }
+    }
+
+    /// No connection to the node: it is down for the runtime (links and
+    /// monitors fire with `noconnection`), and what is queued now is
+    /// dropped rather than trying again for each.
+    fn unreachable(&self, rx: &mut mpsc::UnboundedReceiver<RemoteSignal>, why: &str) {
+        let mut dropped = 0usize;
+        while rx.try_recv().is_ok() {
+            dropped += 1;
+        }
+        tracing::info!(
+            "dist: cannot reach {}: {why} ({dropped} more queued signals dropped)",
+            self.node
+        );
+        if let Some(incoming) = self.incoming.get() {
+            incoming.node_down(&self.node);
+        }
+    }
+}
+
+fn pid(p: Pid) -> Term {
+    Term::Pid(p)
+}
+
+/// The control message (and payload) of a signal, as the peer's flags
+/// allow; `None` for what is not sent.
+fn encode(signal: RemoteSignal, peer_flags: u64) -> Option<Outgoing> {
+    let op = Term::from;
+    let (control, payload) = match signal {
+        RemoteSignal::Send { from, to, message } => {
+            let control = if peer_flags & flags::SEND_SENDER != 0 {
+                Term::tuple([op(SEND_SENDER), pid(from), pid(to)])
+            } else {
+                Term::tuple([op(SEND), Term::atom(""), pid(to)])
+            };
+            (control, Some(message))
+        }
+        RemoteSignal::SendNamed {
+            from,
+            name,
+            message,
+        } => (
+            Term::tuple([op(REG_SEND), pid(from), Term::atom(""), Term::Atom(name)]),
+            Some(message),
+        ),
+        RemoteSignal::SendAlias {
+            from,
+            alias,
+            message,
+        } => {
+            if peer_flags & flags::ALIAS == 0 {
+                // Erlang drops alias messages to nodes without aliases.
+                return None;
+            }
+            (
+                Term::tuple([op(ALIAS_SEND), pid(from), Term::Reference(alias)]),
+                Some(message),
+            )
+        }
+        RemoteSignal::Link { from, to } => (Term::tuple([op(LINK), pid(from), pid(to)]), None),
+        RemoteSignal::Unlink { id, from, to } => (
+            Term::tuple([op(UNLINK_ID), Term::from(id), pid(from), pid(to)]),
+            None,
+        ),
+        RemoteSignal::UnlinkAck { id, from, to } => (
+            Term::tuple([op(UNLINK_ID_ACK), id, pid(from), pid(to)]),
+            None,
+        ),
+        RemoteSignal::Exit { from, to, reason } => {
+            (Term::tuple([op(EXIT), pid(from), pid(to), reason]), None)
+        }
+        RemoteSignal::Exit2 { from, to, reason } => {
+            (Term::tuple([op(EXIT2), pid(from), pid(to), reason]), None)
+        }
+        RemoteSignal::Monitor {
+            from,
+            to,
+            reference,
+        } => (
+            Term::tuple([
+                op(MONITOR_P),
+                pid(from),
+                to.to_term(),
+                Term::Reference(reference),
+            ]),
+            None,
+        ),
+        RemoteSignal::Demonitor {
+            from,
+            to,
+            reference,
+        } => (
+            Term::tuple([
+                op(DEMONITOR_P),
+                pid(from),
+                to.to_term(),
+                Term::Reference(reference),
+            ]),
+            None,
+        ),
+        RemoteSignal::SpawnReply {
+            id,
+            to,
+            flags,
+            result,
+        } => (
+            Term::tuple([
+                op(SPAWN_REPLY),
+                id,
+                pid(to),
+                Term::from(i64::from(flags)),
+                result,
+            ]),
+            None,
+        ),
+        RemoteSignal::MonitorExit {
+            from,
+            to,
+            reference,
+            reason,
+        } => (
+            Term::tuple([
+                op(MONITOR_P_EXIT),
+                from.to_term(),
+                pid(to),
+                Term::Reference(reference),
+                reason,
+            ]),
+            None,
+        ),
+        _ => return None,
+    };
+    Some(Outgoing { control, payload })
+}
+
+fn target(t: &Term) -> Option<Target> {
+    match t {
+        Term::Pid(p) => Some(Target::Pid(p.clone())),
+        Term::Atom(a) => Some(Target::Name(a.clone())),
+        _ => None,
+    }
+}
+
+impl Deliver for Bridge {
+    fn deliver(&self, node: &Atom, delivery: Delivery) {
+        let Some(incoming) = self.incoming.get() else {
+            return;
+        };
+        match delivery {
+            Delivery::ToPid { to, message, .. } => incoming.message(&to, message),
+            Delivery::ToName { to, message, .. } => {
+                if !incoming.message_named(to.as_str(), message) {
+                    tracing::debug!("dist: no process registered as {to} (from {node})");
+                }
+            }
+            Delivery::ToAlias { alias, message, .. } => incoming.message_alias(&alias, message),
+        }
+    }
+
+    fn signal(&self, node: &Atom, control: &[Term], payload: Option<&Term>) -> bool {
+        let Some(incoming) = self.incoming.get() else {
+            return false;
+        };
+        let Some(op) = control.first().and_then(Term::as_int) else {
+            return false;
+        };
+        match (op, control) {
+            (LINK, [_, Term::Pid(from), Term::Pid(to)]) => incoming.link(node, from, to),
+            (UNLINK_ID, [_, id, Term::Pid(from), Term::Pid(to)]) => {
+                incoming.unlink(node, id.clone(), from, to)
+            }
+            // Obsolete (before OTP 23's UNLINK_ID): no ack.
+            (UNLINK, [_, Term::Pid(from), Term::Pid(to)]) => {
+                incoming.unlink_quietly(from, to);
+            }
+            (UNLINK_ID_ACK | GROUP_LEADER, _) => {}
+            (EXIT, [_, Term::Pid(from), Term::Pid(to), reason])
+            | (EXIT_TT, [_, Term::Pid(from), Term::Pid(to), _, reason]) => {
+                incoming.exit(from, to, reason.clone(), true)
+            }
+            (EXIT2, [_, Term::Pid(from), Term::Pid(to), reason])
+            | (EXIT2_TT, [_, Term::Pid(from), Term::Pid(to), _, reason]) => {
+                incoming.exit(from, to, reason.clone(), false)
+            }
+            (MONITOR_P, [_, Term::Pid(from), to, Term::Reference(r)]) => match target(to) {
+                Some(to) => incoming.monitor(node, from, &to, r.clone()),
+                None => return false,
+            },
+            (DEMONITOR_P, [_, _, _, Term::Reference(r)]) => incoming.demonitor(node, r),
+            (MONITOR_P_EXIT, [_, _, Term::Pid(to), Term::Reference(r), reason]) => {
+                incoming.monitor_exit(to, r, reason.clone())
+            }
+            (SPAWN_REQUEST, [_, id, Term::Pid(from), _gl, mfa, opts])
+            | (SPAWN_REQUEST_TT, [_, id, Term::Pid(from), _gl, mfa, opts, _]) => {
+                let request = SpawnRequest {
+                    id,
+                    from,
+                    mfa,
+                    opts,
+                    args: payload,
+                };
+                self.spawn_request(incoming, node, request)
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    fn connection_up(&self, node: &Atom, flags: u64) {
+        lock(&self.flags).insert(node.clone(), flags);
+        if let Some(incoming) = self.incoming.get() {
+            incoming.node_up(node);
+        }
+    }
+
+    fn connection_down(&self, node: &Atom) {
+        lock(&self.flags).remove(node);
+        if let Some(incoming) = self.incoming.get() {
+            incoming.node_down(node);
+        }
+    }
+}

@@ -1,0 +1,504 @@
+//! Ember processes and a real `erl` node's processes as peers: messages
+//! between pids both ways, links and exit signals, monitors by pid and by
+//! name, exit reasons as terms, and a node going away.
+//!
+//! Each test starts an Ember runtime that is a node (with an embedded port
+//! mapper on a free port) and an `erl` registered with it. Every wait has
+//! a deadline. Where the order of two signals from different senders would
+//! matter, the test first has the later one's sender hear an
+//! acknowledgement that travelled behind the earlier one (signals from one
+//! process to another keep their order).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use ember_runtime::dist::{self, NodeDown};
+use ember_runtime::{
+    exit, link, monitor, receive, receive_any, self_pid, send, trap_exit, Down, Exit, ExitReason,
+    Spawn,
+};
+use ember_term::Term;
+use ember_testkit::{erl_required, free_port, random_cookie, start_erl, unique, Erl};
+use support::ember::{EmberNode, Reports};
+
+fn nodes() -> (EmberNode, Erl) {
+    let port = free_port();
+    let cookie = random_cookie();
+    let ember = EmberNode::start(&unique("ember"), &cookie, port);
+    let erl = start_erl(&unique("erl"), &cookie, port, &[]);
+    (ember, erl)
+}
+
+/// Receives the next `Term` within 10 s.
+async fn next_term() -> Term {
+    receive::<Term>()
+        .timeout(Duration::from_secs(10))
+        .await
+        .expect("a term within 10 s")
+}
+
+#[test]
+fn messages_cross_between_pids_both_ways() {
+    if !erl_required() {
+        return;
+    }
+    let (ember, mut erl) = nodes();
+    let (tx, reports) = Reports::new();
+    ember
+        .handle()
+        .spawn_with(Spawn::new().name("probe"), async move {
+            // {Pid, hi} by name: answer the pid with our own pid.
+            let first = next_term().await;
+            let Some([from, hi]) = first.as_tuple() else {
+                panic!("not {{Pid, hi}}: {first}")
+            };
+            assert!(hi.is_atom("hi"));
+            let erl_pid = dist::pid_from_term(from).expect("a pid");
+            assert!(!erl_pid.is_local());
+            // A value that is not a term cannot cross: dropped, no panic.
+            send(erl_pid, 42u32);
+            send(
+                erl_pid,
+                Term::tuple([Term::atom("pong"), dist::pid_to_term(self_pid())]),
+            );
+            // erl answers our pid directly.
+            let direct = next_term().await;
+            tx.send(direct.to_string()).unwrap();
+        })
+        .unwrap();
+    let e = &ember.name;
+    let answer = erl.eval(&format!(
+        "{{probe, '{e}'}} ! {{self(), hi}}, receive {{pong, P}} when is_pid(P) -> P ! {{direct, node(P), 3.5, <<1,2>>, [a|b]}}, node(P) after 10000 -> timeout end."
+    ));
+    assert_eq!(answer, *e);
+    assert_eq!(
+        reports.next("the message erl sent to the probe's pid"),
+        format!("{{direct,{e},3.5,<<1,2>>,[a|b]}}")
+    );
+    // The 42u32 never arrived: nothing else is in erl's mailbox.
+    assert_eq!(erl.eval("receive M -> M after 200 -> empty end."), "empty");
+}
+
+#[test]
+fn links_and_exit_signals_cross_both_ways() {
+    if !erl_required() {
+        return;
+    }
+    let (ember, mut erl) = nodes();
+    let e = ember.name.clone();
+    let (tx, reports) = Reports::new();
+
+    // Ember links to an erl process, erl kills it: Ember (trapping) gets
+    // {'EXIT', V, killed}.
+    let tx1 = tx.clone();
+    ember
+        .handle()
+        .spawn_with(Spawn::new().name("linker"), async move {
+            trap_exit(true);
+            let m = next_term().await; // {V, Tester}
+            let [v, tester] = m.as_tuple().unwrap() else {
+                panic!("{m}")
+            };
+            let v = dist::pid_from_term(v).unwrap();
+            link(v).unwrap();
+            // Behind the LINK, on the same way: V acknowledges to the tester.
+            send(v, Term::tuple([Term::atom("ack"), tester.clone()]));
+            let exit: Exit = receive().timeout(Duration::from_secs(10)).await.unwrap();
+            assert_eq!(exit.from, v);
+            tx1.send(exit.reason.to_string()).unwrap();
+        })
+        .unwrap();
+    erl.eval(
+        "put(v, spawn(fun() -> receive {ack, T} -> T ! acked end, receive never -> ok end end)).",
+    );
+    assert_eq!(
+        erl.eval(&format!(
+            "{{linker, '{e}'}} ! {{get(v), self()}}, receive acked -> ok after 10000 -> timeout end."
+        )),
+        "ok"
+    );
+    assert_eq!(
+        erl.eval("{links, L} = process_info(get(v), links), length(L)."),
+        "1"
+    );
+    erl.eval("exit(get(v), kill).");
+    assert_eq!(reports.next("the EXIT of the linked erl process"), "killed");
+
+    // erl links to an Ember process that exits with a structured reason:
+    // erl gets the reason as the term it is.
+    ember
+        .handle()
+        .spawn_with(Spawn::new().name("dier"), async move {
+            let m = next_term().await;
+            let from = dist::pid_from_term(&m.as_tuple().unwrap()[0]).unwrap();
+            send(
+                from,
+                Term::tuple([Term::atom("me"), dist::pid_to_term(self_pid())]),
+            );
+            let die = next_term().await;
+            assert!(die.is_atom("die"));
+            ExitReason::from_term(Term::tuple([
+                Term::atom("shutdown"),
+                Term::tuple([
+                    Term::atom("failed_to_start_child"),
+                    Term::atom("worker"),
+                    Term::atom("badarg"),
+                ]),
+            ]))
+        })
+        .unwrap();
+    assert_eq!(
+        erl.eval(&format!(
+            "process_flag(trap_exit, true), {{dier, '{e}'}} ! {{self(), hello}}, receive {{me, EP}} -> link(EP), EP ! die, receive {{'EXIT', EP, R}} -> R after 10000 -> no_exit end after 10000 -> no_pid end."
+        )),
+        "{shutdown,{failed_to_start_child,worker,badarg}}"
+    );
+
+    // exit/2 from Ember to an erl process.
+    let tx2 = tx.clone();
+    ember
+        .handle()
+        .spawn_with(Spawn::new().name("target"), async move {
+            let m = next_term().await; // {W, go}
+            let w = dist::pid_from_term(&m.as_tuple().unwrap()[0]).unwrap();
+            let watch = monitor(w);
+            exit(w, ExitReason::error("from ember"));
+            let down: Down = receive()
+                .matching(move |d: &Down| d.monitor == watch)
+                .timeout(Duration::from_secs(10))
+                .await
+                .unwrap();
+            tx2.send(down.reason.to_string()).unwrap();
+        })
+        .unwrap();
+    erl.eval(&format!(
+        "W = spawn(fun() -> receive never -> ok end end), {{target, '{e}'}} ! {{W, go}}."
+    ));
+    assert_eq!(
+        reports.next("the DOWN of the erl process Ember sent exit/2"),
+        ExitReason::error("from ember").to_string()
+    );
+
+    // exit/2 from erl to an Ember process.
+    let (sitter, sitter_pid) = {
+        let spawned = ember
+            .handle()
+            .spawn_with(Spawn::new().name("sitter"), async move {
+                let m = next_term().await;
+                let from = dist::pid_from_term(&m.as_tuple().unwrap()[0]).unwrap();
+                send(
+                    from,
+                    Term::tuple([Term::atom("me"), dist::pid_to_term(self_pid())]),
+                );
+                receive::<u8>().await;
+            })
+            .unwrap();
+        (spawned.pid, spawned.pid)
+    };
+    ember.handle().spawn(async move {
+        let watch = monitor(sitter);
+        tx.send("watching".to_string()).unwrap();
+        let down: Down = receive().matching(move |d: &Down| d.monitor == watch).await;
+        tx.send(down.reason.to_string()).unwrap();
+    });
+    assert_eq!(reports.next("the sitter's watcher"), "watching");
+    erl.eval(&format!(
+        "{{sitter, '{e}'}} ! {{self(), hello}}, receive {{me, SP}} -> exit(SP, kill) after 10000 -> no_pid end."
+    ));
+    assert_eq!(reports.next("the sitter killed by erl's exit/2"), "killed");
+    assert!(!ember.handle().is_alive(sitter_pid));
+}
+
+#[test]
+fn monitors_by_pid_and_by_name_cross_both_ways() {
+    if !erl_required() {
+        return;
+    }
+    let (ember, mut erl) = nodes();
+    let e = ember.name.clone();
+    let erl_name = erl.name.clone();
+
+    // erl monitors an Ember process by name: the DOWN names {Name, Node}.
+    ember
+        .handle()
+        .spawn_with(Spawn::new().name("watched"), async move {
+            let stop = next_term().await;
+            assert!(stop.is_atom("stop"));
+        })
+        .unwrap();
+    assert_eq!(
+        erl.eval(&format!(
+            "R = monitor(process, {{watched, '{e}'}}), {{watched, '{e}'}} ! stop, receive {{'DOWN', R, process, Obj, Why}} -> {{Obj, Why}} after 10000 -> timeout end."
+        )),
+        format!("{{{{watched,{e}}},normal}}")
+    );
+    assert_eq!(
+        erl.eval(&format!(
+            "R2 = monitor(process, {{nosuch, '{e}'}}), receive {{'DOWN', R2, process, Obj2, Why2}} -> {{Obj2, Why2}} after 10000 -> timeout end."
+        )),
+        format!("{{{{nosuch,{e}}},noproc}}")
+    );
+
+    // Ember monitors an erl process by name and one by pid.
+    erl.eval("V = spawn(fun() -> receive {ack, T} -> T ! acked end, receive never -> ok end end), register(victim, V).");
+    erl.eval("put(q, spawn(fun() -> receive go -> exit({shutdown, {failed_to_start_child, w, badarg}}) end end)).");
+    let (tx, reports) = Reports::new();
+    let erl_node = erl_name.clone();
+    ember
+        .handle()
+        .spawn_with(Spawn::new().name("monitorer"), async move {
+            let m = next_term().await; // {Tester, Q}
+            let [tester, q] = m.as_tuple().unwrap() else {
+                panic!("{m}")
+            };
+            let by_name = dist::monitor_name("victim", &erl_node);
+            // Behind the MONITOR_P: victim acknowledges to the tester.
+            dist::send_named(
+                "victim",
+                &erl_node,
+                Term::tuple([Term::atom("ack"), tester.clone()]),
+            );
+            let q = dist::pid_from_term(q).unwrap();
+            let by_pid = monitor(q);
+            send(q, Term::atom("go"));
+            let down: Down = receive()
+                .matching(move |d: &Down| d.monitor == by_pid)
+                .timeout(Duration::from_secs(10))
+                .await
+                .unwrap();
+            assert_eq!(down.pid, q);
+            tx.send(format!("{}", down.reason.to_term())).unwrap();
+            let down: Down = receive()
+                .matching(move |d: &Down| d.monitor == by_name)
+                .timeout(Duration::from_secs(10))
+                .await
+                .unwrap();
+            let name = down.name.expect("a monitor by name names it");
+            tx.send(format!("{} {} {}", name.name, name.node, down.reason))
+                .unwrap();
+            // A name nobody has: noproc.
+            let none = dist::monitor_name("nobody_here", &erl_node);
+            let down: Down = receive()
+                .matching(move |d: &Down| d.monitor == none)
+                .timeout(Duration::from_secs(10))
+                .await
+                .unwrap();
+            tx.send(down.reason.to_string()).unwrap();
+        })
+        .unwrap();
+    assert_eq!(
+        erl.eval(&format!(
+            "{{monitorer, '{e}'}} ! {{self(), get(q)}}, receive acked -> ok after 10000 -> timeout end."
+        )),
+        "ok"
+    );
+    assert_eq!(
+        reports.next("the DOWN of the erl process monitored by pid"),
+        "{shutdown,{failed_to_start_child,w,badarg}}"
+    );
+    erl.eval("exit(whereis(victim), kill).");
+    assert_eq!(
+        reports.next("the DOWN of the erl process monitored by name"),
+        format!("victim {erl_name} killed")
+    );
+    assert_eq!(reports.next("the DOWN of a name nobody has"), "noproc");
+}
+
+#[test]
+fn a_killed_erl_node_fires_noconnection_and_nodedown_within_a_second() {
+    if !erl_required() {
+        return;
+    }
+    let (ember, mut erl) = nodes();
+    let e = ember.name.clone();
+    let erl_name = erl.name.clone();
+    let (tx, reports) = Reports::new();
+    ember
+        .handle()
+        .spawn_with(Spawn::new().name("bystander"), async move {
+            trap_exit(true);
+            let m = next_term().await; // {Tester, V, W}
+            let [tester, v, w] = m.as_tuple().unwrap() else {
+                panic!("{m}")
+            };
+            let (v, w) = (
+                dist::pid_from_term(v).unwrap(),
+                dist::pid_from_term(w).unwrap(),
+            );
+            dist::monitor_node(&erl_name, true);
+            link(v).unwrap();
+            let watch = monitor(w);
+            send(v, Term::tuple([Term::atom("ack"), tester.clone()]));
+            tx.send("ready".to_string()).unwrap();
+            let mut seen = Vec::new();
+            while seen.len() < 3 {
+                let m = receive_any(|_| true).await;
+                let m = match m.downcast::<Exit>() {
+                    Ok(exit) => {
+                        assert_eq!(exit.from, v);
+                        seen.push(format!("exit {}", exit.reason));
+                        continue;
+                    }
+                    Err(m) => m,
+                };
+                let m = match m.downcast::<Down>() {
+                    Ok(down) => {
+                        assert_eq!(down.monitor, watch);
+                        seen.push(format!("down {}", down.reason));
+                        continue;
+                    }
+                    Err(m) => m,
+                };
+                if let Ok(nodedown) = m.downcast::<NodeDown>() {
+                    seen.push(format!("nodedown {}", nodedown.node));
+                }
+            }
+            seen.sort();
+            tx.send(seen.join(", ")).unwrap();
+            assert!(dist::nodes().is_empty());
+        })
+        .unwrap();
+    erl.eval("put(v, spawn(fun() -> receive {ack, T} -> T ! acked end, receive never -> ok end end)), put(w, spawn(fun() -> receive never -> ok end end)).");
+    assert_eq!(
+        erl.eval(&format!(
+            "{{bystander, '{e}'}} ! {{self(), get(v), get(w)}}, receive acked -> ok after 10000 -> timeout end."
+        )),
+        "ok"
+    );
+    assert_eq!(reports.next("the bystander is set up"), "ready");
+    erl.kill();
+    let killed = Instant::now();
+    let seen = reports.within(Duration::from_secs(5), "noconnection and nodedown");
+    let took = killed.elapsed();
+    assert_eq!(
+        seen,
+        format!(
+            "down noconnection, exit noconnection, nodedown {}",
+            erl.name
+        )
+    );
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
+#[test]
+fn an_ember_node_stopping_gives_erl_noconnection() {
+    if !erl_required() {
+        return;
+    }
+    let (ember, mut erl) = nodes();
+    let e = ember.name.clone();
+    ember
+        .handle()
+        .spawn_with(Spawn::new().name("lonely"), async move {
+            let m = next_term().await;
+            let from = dist::pid_from_term(&m.as_tuple().unwrap()[0]).unwrap();
+            send(
+                from,
+                Term::tuple([Term::atom("me"), dist::pid_to_term(self_pid())]),
+            );
+            receive::<u8>().await;
+        })
+        .unwrap();
+    assert_eq!(
+        erl.eval(&format!(
+            "process_flag(trap_exit, true), monitor_node('{e}', true), {{lonely, '{e}'}} ! {{self(), hello}}, receive {{me, EP}} -> link(EP), R = monitor(process, EP), put(r, R), put(ep, EP), ok after 10000 -> no_pid end."
+        )),
+        "ok"
+    );
+    // A round trip behind the LINK and MONITOR_P: both are in place.
+    assert_eq!(erl.eval(&format!("net_adm:ping('{e}').")), "pong");
+    ember.node.stop();
+    let got = erl.eval(
+        "EP = get(ep), R = get(r), [receive {'EXIT', EP, X} -> {exit, X} after 5000 -> no_exit end, receive {'DOWN', R, process, EP, Y} -> {down, Y} after 5000 -> no_down end, receive {nodedown, N} -> nodedown after 5000 -> no_nodedown end].",
+    );
+    assert_eq!(got, "[{exit,noconnection},{down,noconnection},nodedown]");
+}
+
+#[test]
+fn ember_calls_erl_gen_servers_and_rpc_goes_both_ways() {
+    if !erl_required() {
+        return;
+    }
+    let port = free_port();
+    let cookie = random_cookie();
+    let mut functions = ember_dist::Functions::new();
+    functions.register("ember_test", "add", 2, |args| async move {
+        match (args[0].as_int(), args[1].as_int()) {
+            (Some(a), Some(b)) => Ok(Term::from(a + b)),
+            _ => Err(ember_dist::Raise::Error(Term::atom("badarith"))),
+        }
+    });
+    let ember = EmberNode::start_with(&unique("ember"), &cookie, port, functions);
+    let mut erl = start_erl(&unique("erl"), &cookie, port, &[]);
+    let e = ember.name.clone();
+    let erl_name = erl.name.clone();
+    let (tx, reports) = Reports::new();
+    ember.handle().spawn(async move {
+        use ember_otp::gen_server::{call_term, TermServer};
+        let wait = Duration::from_secs(10);
+        let net_kernel = TermServer::Name {
+            name: "net_kernel".into(),
+            node: erl_name.clone(),
+        };
+        let is_auth = Term::tuple([Term::atom("is_auth"), Term::Atom(dist::node())]);
+        let answer = call_term(&net_kernel, is_auth, wait).await;
+        tx.send(format!("{answer:?}")).unwrap();
+        let nobody = TermServer::Name {
+            name: "nobody_here".into(),
+            node: erl_name.clone(),
+        };
+        let answer = call_term(&nobody, Term::atom("x"), wait).await;
+        tx.send(format!("{answer:?}")).unwrap();
+        let reverse = ember_dist::rpc_call(
+            &erl_name,
+            "lists",
+            "reverse",
+            vec![Term::list([Term::from(1), Term::from(2), Term::from(3)])],
+            wait,
+        )
+        .await;
+        tx.send(reverse.to_string()).unwrap();
+        let crash =
+            ember_dist::rpc_call(&erl_name, "erlang", "error", vec![Term::atom("boom")], wait)
+                .await;
+        let shape = crash
+            .as_tuple()
+            .map(|t| (t[0].to_string(), t[1].as_tuple().map(|x| x[0].to_string())));
+        tx.send(format!("{shape:?}")).unwrap();
+        // Ember's own rex, from Ember: the classic protocol both ways.
+        let own = ember_dist::rpc_call(
+            &dist::node().to_string(),
+            "ember_test",
+            "add",
+            vec![Term::from(2), Term::from(3)],
+            wait,
+        )
+        .await;
+        tx.send(own.to_string()).unwrap();
+    });
+    assert_eq!(
+        reports.next("net_kernel's is_auth"),
+        format!("{:?}", Ok::<_, ()>(Term::atom("yes")))
+    );
+    assert_eq!(reports.next("a call to nobody"), "Err(NoProc)");
+    assert_eq!(reports.next("rpc lists:reverse"), "[3,2,1]");
+    assert_eq!(
+        reports.next("rpc erlang:error"),
+        "Some((\"badrpc\", Some(\"'EXIT'\")))"
+    );
+    assert_eq!(reports.next("rpc into Ember's own rex"), "5");
+    // And erl into Ember, by rpc and erpc.
+    assert_eq!(
+        erl.eval(&format!("rpc:call('{e}', ember_test, add, [40, 2]).")),
+        "42"
+    );
+    assert_eq!(
+        erl.eval(&format!("erpc:call('{e}', ember_test, add, [1, 2]).")),
+        "3"
+    );
+    assert_eq!(
+        erl.eval(&format!("rpc:call('{e}', ember_test, add, [a, 2]).")),
+        "{badrpc,{'EXIT',{badarith,[{ember_test,add,[a,2],[]}]}}}"
+    );
+}

@@ -1,0 +1,4 @@
+//! Helpers the distribution tests share.
+#![allow(dead_code)]
+
+pub(crate) mod ember;
