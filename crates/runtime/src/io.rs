@@ -254,9 +254,9 @@ fn put_chars_request(text: &str) -> Term {
 pub async fn request(leader: Pid, request: Term, timeout: Duration) -> Result<Term, IoError> {
     let me = context::with_current("io::request", |me| me.pid);
     let monitor = crate::monitor(leader);
-    let reply_as = protocol::ref_to_term(monitor.0);
+    let reply_as = crate::dist::ref_to_term(monitor.0);
     let message = IoRequest {
-        from: protocol::pid_to_term(me),
+        from: crate::dist::pid_to_term(me),
         reply_as: reply_as.clone(),
         request,
     };

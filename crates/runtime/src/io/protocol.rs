@@ -6,45 +6,11 @@
 //! another node would read, and a request from an Erlang process lands in a
 //! local group leader's mailbox as the same `Term`.
 
-use ember_term::{Atom, Pid as TermPid, Reference, Term};
+use ember_term::Term;
 
-use crate::pid::{Pid, Ref};
-
-/// The node name of pids and references before distribution starts, as in
-/// Erlang.
-const NONODE: &str = "nonode@nohost";
-
-/// The term a local pid crosses as (`nonode@nohost`, creation 0, until
-/// distribution gives the node a name).
-pub(crate) fn pid_to_term(pid: Pid) -> Term {
-    Term::Pid(TermPid {
-        node: Atom::new(NONODE),
-        id: pid.number(),
-        serial: pid.serial(),
-        creation: 0,
-    })
-}
-
-/// The local pid a term names, if it names one.
-pub(crate) fn pid_from_term(term: &Term) -> Option<Pid> {
-    let p = term.as_pid()?;
-    (p.node.as_str() == NONODE && p.creation == 0)
-        .then(|| Pid::local((u64::from(p.serial) << 32) | u64::from(p.id)))
-}
-
-/// The term a reference made on this node crosses as (three words, as
-/// `make_ref()` gives).
-pub(crate) fn ref_to_term(r: Ref) -> Term {
-    Term::Reference(Reference {
-        node: Atom::new(NONODE),
-        creation: 0,
-        ids: vec![
-            (r.id() & 0x3ffff) as u32,
-            (r.id() >> 18) as u32,
-            (r.id() >> 50) as u32,
-        ],
-    })
-}
+// Pids and references cross as `crate::dist` makes them: the node's name
+// once it is a node, so a reply reaches a requester on another node.
+use crate::dist::pid_from_term;
 
 /// One request of the Erlang I/O protocol:
 /// `{io_request, From, ReplyAs, Request}`.
@@ -301,16 +267,6 @@ mod tests {
                 _ => break,
             };
         }
-    }
-
-    #[test]
-    fn local_pids_and_refs_round_trip() {
-        let pid = Pid::local((7 << 32) | 42);
-        assert_eq!(pid_from_term(&pid_to_term(pid)), Some(pid));
-        let elsewhere = term!({not, a, pid});
-        assert_eq!(pid_from_term(&elsewhere), None);
-        let r = ref_to_term(Ref::local(1 << 40));
-        assert!(r.as_reference().is_some_and(|r| r.ids.len() == 3));
     }
 
     #[test]

@@ -74,7 +74,7 @@ async fn serve() {
             tracing::debug!("ember: user ignores a term that is not an io_request: {term}");
             continue;
         };
-        let Some(reply_to) = protocol::pid_from_term(&request.from) else {
+        let Some(reply_to) = crate::dist::pid_from_term(&request.from) else {
             tracing::debug!("ember: user ignores an io_request from {}", request.from);
             continue;
         };
