@@ -146,10 +146,18 @@ pub fn set_group_leader(leader: Pid) {
 ///
 /// Outside an Ember runtime.
 pub fn set_group_leader_of(pid: Pid, leader: Pid) -> Result<(), NoProcess> {
-    context::with_runtime("set_group_leader_of", |rt| match rt.lookup(pid) {
+    context::with_runtime("set_group_leader_of", |rt| {
+        set_group_leader_in(rt, pid, leader)
+    })
+}
+
+/// [`set_group_leader_of`] on a given runtime (also the distribution's
+/// `GROUP_LEADER` signal, which arrives outside any process).
+pub(crate) fn set_group_leader_in(rt: &Shared, pid: Pid, leader: Pid) -> Result<(), NoProcess> {
+    match rt.lookup(pid) {
         Some(process) if process.set_group_leader(Some(leader)) => Ok(()),
         _ => Err(NoProcess(pid)),
-    })
+    }
 }
 
 /// The group leader of `process`, for introspection: reading it starts
