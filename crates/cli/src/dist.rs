@@ -118,8 +118,9 @@ pub(crate) fn demo_functions() -> Functions {
         }
     });
     f.register("ember_demo", "print", 1, |args| async move {
-        // On this node's stdout: group leaders are not served yet.
-        println!("{}", args[0]);
+        // Through the caller's group leader: an `rpc:call` from erl prints
+        // on the erl side, as an Erlang function's `io:format` would.
+        ember_runtime::io::println!("{}", args[0]).await;
         Ok(Term::atom("ok"))
     });
     f

@@ -236,6 +236,33 @@ const RPC_AND_SPAWN: &str = r#"
     {undef, _} = receive {'DOWN', Ref, process, P2, Why2} -> Why2 after 5000 -> no_down end,
     {ok, Why}"#;
 
+/// `ember_demo:print/1` by `rpc:call` and `erpc:call` from an erl process
+/// whose group leader is a collector speaking the I/O protocol: the text
+/// must reach the collector (the caller's group leader), not Ember's
+/// stdout, and each call must return `ok`.
+const PRINT_TO_CALLERS_GROUP_LEADER: &str = r#"
+    Parent = self(),
+    Collector = spawn(fun Loop() ->
+        receive
+            {io_request, From, ReplyAs, Req} ->
+                Parent ! {printed, Req},
+                From ! {io_reply, ReplyAs, ok},
+                Loop()
+        end
+    end),
+    Caller = spawn(fun() ->
+        group_leader(Collector, self()),
+        Parent ! {called, rpc:call(E, ember_demo, print, [hello]),
+                  erpc:call(E, ember_demo, print, [{world, 1, [2]}])}
+    end),
+    Called = receive {called, R1, R2} -> {R1, R2} after 10000 -> {no_reply, Caller} end,
+    Text = fun() -> receive {printed, {put_chars, unicode, C}} -> unicode:characters_to_list(C);
+                            {printed, Other} -> {unexpected, Other}
+                    after 10000 -> no_output end end,
+    T1 = Text(),
+    T2 = Text(),
+    {Called, T1, T2}"#;
+
 #[test]
 fn erl_calls_ember_kv_and_runs_ember_demo_functions_by_rpc_and_spawn() {
     if !erl_required() {
@@ -256,6 +283,11 @@ fn erl_calls_ember_kv_and_runs_ember_demo_functions_by_rpc_and_spawn() {
     assert_eq!(
         run_erl(&cookie, epmd_port, &node, RPC_AND_SPAWN),
         "{ok,<<115,117,109,40,49,51,41,32,99,114,97,115,104,101,115,32,111,110,32,112,117,114,112,111,115,101>>}"
+    );
+    assert_eq!(
+        run_erl(&cookie, epmd_port, &node, PRINT_TO_CALLERS_GROUP_LEADER),
+        "{{ok,ok},[104,101,108,108,111,10],[123,119,111,114,108,100,44,49,44,91,50,93,125,10]}",
+        "hello and {{world,1,[2]}} reach the erl caller's group leader"
     );
     assert_eq!(ping_http(ember.addr).as_deref(), Some("pong"));
     ember.stop();

@@ -218,7 +218,7 @@ async fn rex(functions: Functions) {
                 }
             }
             Some([call, from, request]) if call.is_atom("$gen_call") => {
-                let (Some([caller, tag]), Some([kind, m, f, Term::List(args), _gl])) =
+                let (Some([caller, tag]), Some([kind, m, f, Term::List(args), group_leader])) =
                     (from.as_tuple(), request.as_tuple())
                 else {
                     tracing::debug!("dist: rex ignores the call {request}");
@@ -233,7 +233,13 @@ async fn rex(functions: Functions) {
                 };
                 let (tag, m, f, args) = (tag.clone(), m.clone(), f.clone(), args.clone());
                 let function = functions.get(&m, &f, args.len());
-                ember_runtime::spawn(async move {
+                // The function runs with the caller's group leader, so its
+                // output goes to the caller's node, as with Erlang's rex.
+                let mut options = Spawn::new().label("rex call");
+                if let Some(leader) = rdist::pid_from_term(group_leader) {
+                    options = options.group_leader(leader);
+                }
+                let spawned = options.spawn(async move {
                     let result = match function {
                         None => {
                             badrpc_exit(Term::tuple([Term::atom("undef"), stack(&m, &f, &args)]))
@@ -250,6 +256,9 @@ async fn rex(functions: Functions) {
                     let answer = Term::tuple([tag.clone(), result]);
                     ember_otp::gen::send_term_reply(caller, &tag, answer);
                 });
+                if let Err(e) = spawned {
+                    tracing::warn!("dist: rex cannot run a call: {e}");
+                }
             }
             _ => tracing::debug!("dist: rex ignores {message}"),
         }
@@ -325,9 +334,8 @@ fn decode_result(t: &Term) -> FunctionResult {
 /// classic `rpc:call/5` (`{call, M, F, A, GroupLeader}`): an Erlang,
 /// Elixir or Ember node. Returns what `rpc:call` returns: the value, or
 /// `{badrpc, Reason}` (`nodedown`, `timeout`, `{'EXIT', ...}`). Call it
-/// from an Ember process. The function's output (its group leader is the
-/// caller) is not served yet: a function that prints waits for an answer
-/// that does not come.
+/// from an Ember process. The function runs with the caller's group
+/// leader, so what it prints comes out where the caller's output does.
 pub async fn rpc_call(
     node: &str,
     module: &str,
@@ -340,7 +348,7 @@ pub async fn rpc_call(
         Term::atom(module),
         Term::atom(function),
         Term::list(args),
-        rdist::pid_to_term(ember_runtime::self_pid()),
+        rdist::pid_to_term(ember_runtime::io::group_leader()),
     ]);
     let rex = TermServer::Name {
         name: "rex".into(),
@@ -367,6 +375,7 @@ impl Bridge {
         let SpawnRequest {
             id: req_id,
             from,
+            group_leader,
             mfa,
             opts,
             args,
@@ -382,12 +391,14 @@ impl Bridge {
             return self.spawn_reply(node, req_id, from, 0, Term::atom("badarg"));
         };
         let body = self.spawn_body(m, f, args);
-        let spawned = self
-            .handle
-            .spawn_with(Spawn::new().label("remote spawn"), async move {
-                receive::<Go>().await;
-                body.await
-            });
+        let mut options = Spawn::new().label("remote spawn");
+        if let Some(leader) = group_leader.as_pid().and_then(|p| incoming.pid(p)) {
+            options = options.group_leader(leader);
+        }
+        let spawned = self.handle.spawn_with(options, async move {
+            receive::<Go>().await;
+            body.await
+        });
         let pid = match spawned {
             Ok(s) => s.pid,
             Err(e) => {
@@ -488,6 +499,8 @@ impl Bridge {
 struct SpawnRequest<'a> {
     id: &'a Term,
     from: &'a Pid,
+    /// The requester's group leader: the new process's.
+    group_leader: &'a Term,
     mfa: &'a Term,
     opts: &'a Term,
     args: Option<&'a Term>,
@@ -722,7 +735,10 @@ impl Deliver for Bridge {
             (UNLINK, [_, Term::Pid(from), Term::Pid(to)]) => {
                 incoming.unlink_quietly(from, to);
             }
-            (UNLINK_ID_ACK | GROUP_LEADER, _) => {}
+            (UNLINK_ID_ACK, _) => {}
+            (GROUP_LEADER, [_, Term::Pid(leader), Term::Pid(to)]) => {
+                incoming.group_leader(leader, to)
+            }
             (EXIT, [_, Term::Pid(from), Term::Pid(to), reason])
             | (EXIT_TT, [_, Term::Pid(from), Term::Pid(to), _, reason]) => {
                 incoming.exit(from, to, reason.clone(), true)
@@ -739,11 +755,12 @@ impl Deliver for Bridge {
             (MONITOR_P_EXIT, [_, _, Term::Pid(to), Term::Reference(r), reason]) => {
                 incoming.monitor_exit(to, r, reason.clone())
             }
-            (SPAWN_REQUEST, [_, id, Term::Pid(from), _gl, mfa, opts])
-            | (SPAWN_REQUEST_TT, [_, id, Term::Pid(from), _gl, mfa, opts, _]) => {
+            (SPAWN_REQUEST, [_, id, Term::Pid(from), group_leader, mfa, opts])
+            | (SPAWN_REQUEST_TT, [_, id, Term::Pid(from), group_leader, mfa, opts, _]) => {
                 let request = SpawnRequest {
                     id,
                     from,
+                    group_leader,
                     mfa,
                     opts,
                     args: payload,

@@ -10,6 +10,7 @@ use ember_dist::{Functions, Raise};
 use ember_otp::gen::{CallError, ReplyTo, StartOptions};
 use ember_otp::gen_server::{self, call_term, CallReturn, GenServer, Init, TermServer};
 use ember_runtime::dist::{self, NodeDown};
+use ember_runtime::io::IoRequest;
 use ember_runtime::{
     link, monitor, receive, receive_any, self_pid, send, trap_exit, Down, Exit, ExitReason, Spawn,
 };
@@ -56,6 +57,10 @@ fn two_nodes() -> (EmberNode, EmberNode) {
             Some(n) => Ok(Term::from(2 * n)),
             None => Err(Raise::Error(Term::atom("badarg"))),
         }
+    });
+    functions.register("demo", "shout", 1, |args| async move {
+        ember_runtime::io::println!("{}", args[0]).await;
+        Ok(Term::atom("ok"))
     });
     let a = EmberNode::start_with(&unique("a"), &cookie, port, functions);
     let b = EmberNode::start(&unique("b"), &cookie, port);
@@ -172,6 +177,38 @@ fn processes_of_two_ember_nodes_talk_link_monitor_call_and_rpc() {
         "42 {badrpc,{'EXIT',{undef,[{demo,nope,[],[]}]}}}"
     );
     assert_eq!(reports.next("the DOWN by name"), "mortal true true");
+}
+
+#[test]
+fn a_function_run_by_rpc_on_another_node_prints_through_the_callers_group_leader() {
+    let (a, b) = two_nodes();
+    let a_name = a.name.clone();
+    let (tx, reports) = Reports::new();
+    // On B: a group leader that reports what it is asked to print.
+    let printed = tx.clone();
+    let collector = b.handle().spawn(async move {
+        loop {
+            let m = receive::<Term>().await;
+            if let Some(request) = IoRequest::from_term(&m) {
+                let text = request.chars().unwrap_or_else(|e| format!("bad {e}"));
+                printed.send(format!("printed {text}")).unwrap();
+                request.reply(Term::atom("ok"));
+            }
+        }
+    });
+    b.handle()
+        .spawn_with(Spawn::new().group_leader(collector), async move {
+            let wait = Duration::from_secs(10);
+            let args = vec![Term::tuple([Term::atom("hi"), Term::from(1)])];
+            let value = ember_dist::rpc_call(&a_name, "demo", "shout", args, wait).await;
+            tx.send(format!("rpc {value}")).unwrap();
+        })
+        .unwrap();
+    assert_eq!(
+        reports.next("the text at the caller's group leader"),
+        "printed {hi,1}\n"
+    );
+    assert_eq!(reports.next("the rpc's value"), "rpc ok");
 }
 
 #[test]

@@ -796,6 +796,19 @@ impl Incoming {
         }
     }
 
+    /// `GROUP_LEADER`: makes `leader` the group leader of the local process
+    /// `to` (Erlang's `group_leader(Leader, Pid)` from another node);
+    /// ignored if `to` is no live local process or `leader` cannot be named.
+    pub fn group_leader(&self, leader: &TermPid, to: &TermPid) {
+        let (Some(to), Some(leader)) = (self.dist.local_pid(to), self.dist.pid(leader)) else {
+            tracing::debug!("ember: group_leader({leader:?}, {to:?}) names no local process");
+            return;
+        };
+        if crate::io::set_group_leader_in(&self.rt, to, leader).is_err() {
+            tracing::debug!("ember: group_leader for {to}, which is not alive");
+        }
+    }
+
     /// `ALIAS_SEND`: a message to an alias of this node (dropped if it is
     /// not active).
     pub fn message_alias(&self, alias: &Reference, message: Term) {

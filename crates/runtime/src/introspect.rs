@@ -53,6 +53,8 @@ pub struct ProcessInfo {
     pub current_poll: Option<PollInfo>,
     /// Times the watchdog took a scheduler away from one of its polls.
     pub offenses: u8,
+    /// Its group leader (`crate::io`): where its output goes.
+    pub group_leader: Pid,
 }
 
 /// A poll in progress, as the watchdog sees it: how long a process has been
@@ -370,6 +372,7 @@ fn info_of(process: &Process) -> ProcessInfo {
         trap_exit: process.trap_exit(),
         current_poll: None,
         offenses: process.offenses(),
+        group_leader: crate::io::group_leader_of(&process.rt, process),
     }
 }
 

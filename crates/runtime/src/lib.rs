@@ -62,6 +62,7 @@ mod alloc;
 mod context;
 pub mod dist;
 mod introspect;
+pub mod io;
 mod loom;
 mod mailbox;
 mod message;
@@ -82,6 +83,7 @@ pub use introspect::{
     process_info, processes, set_label, set_priority, PollInfo, ProcessInfo, ProcessSample,
     RuntimeInfo, SchedulerInfo, ThreadsInfo,
 };
+pub use io::{group_leader, set_group_leader};
 pub use mailbox::Envelope;
 pub use message::{
     receive, receive_any, self_pid, send, send_named, sleep, try_receive, try_self_pid,

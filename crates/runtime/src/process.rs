@@ -3,6 +3,7 @@
 //! Its scheduling state machine lives in [`state`]; links, monitors and the
 //! name in [`Relations`]; the mailbox in [`crate::mailbox`].
 
+mod group_leader;
 mod small_map;
 mod state;
 
@@ -13,12 +14,13 @@ use std::borrow::Cow;
 use std::cell::UnsafeCell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_task::ArcWake;
 
+use crate::loom::sync::atomic::AtomicU8;
 use crate::loom::sync::Mutex;
 use crate::mailbox::Mailbox;
 use crate::pid::{MonitorRef, Pid};
@@ -79,6 +81,7 @@ const TRAP_EXIT: u8 = 1 << 0;
 /// Flag bits 1-2: the [`Priority`].
 const PRIORITY_SHIFT: u8 = 1;
 const PRIORITY_MASK: u8 = 0b11 << PRIORITY_SHIFT;
+// Flag bit 3: the process has a group leader of its own (`group_leader`).
 
 /// Scheduling priority of a process, as in BEAM.
 ///
@@ -157,6 +160,8 @@ pub(crate) struct MoreRelations {
     pub(crate) timers: Vec<TimerKey>,
     /// `timers` length at which fired timers are pruned from it.
     pub(crate) timers_prune_at: usize,
+    /// Its group leader, if not the node's default (`crate::io`).
+    pub(crate) group_leader: Option<Pid>,
     /// Ids of the process aliases it holds (`crate::alias`), removed from
     /// the runtime's alias table when it exits.
     pub(crate) aliases: Vec<u64>,
@@ -286,6 +291,18 @@ impl Process {
                 Err(actual) => current = actual,
             }
         }
+    }
+
+    /// The group leader set for this process, `None` if it follows the
+    /// node's default ([`group_leader`]: one flag load in that case).
+    pub(crate) fn group_leader(&self) -> Option<Pid> {
+        group_leader::read(&self.flags, self)
+    }
+
+    /// Sets the group leader (`None`: the node's default); false if the
+    /// process is exiting.
+    pub(crate) fn set_group_leader(&self, leader: Option<Pid>) -> bool {
+        group_leader::write(&self.flags, self, leader)
     }
 
     /// Whether the process has begun exiting (is dead for everyone else).

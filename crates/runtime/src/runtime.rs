@@ -66,6 +66,8 @@ pub(crate) struct Shared {
     pub(crate) zombies: ProcessTable,
     pub(crate) timers: Timers,
     pub(crate) tokio: Option<tokio::runtime::Handle>,
+    /// The default group leader and its stdout thread (`crate::io`).
+    pub(crate) io: crate::io::NodeIo,
     /// Process aliases by reference id (`crate::alias`).
     pub(crate) aliases: DashMap<u64, crate::alias::AliasEntry>,
     /// The distribution state, once the runtime is a node (`crate::dist`).
@@ -161,6 +163,7 @@ impl Builder {
             zombies: DashMap::default(),
             timers: Timers::new(),
             tokio: tokio_handle,
+            io: crate::io::NodeIo::default(),
             aliases: DashMap::new(),
             dist: parking_lot::RwLock::new(None),
         });
@@ -184,6 +187,8 @@ impl Builder {
                 .spawn(move || timer_shared.timers.run(&timer_shared))?,
         );
         threads.extend(Scheduler::start(&shared)?);
+        // The default group leader, `user`, as Erlang's kernel starts it.
+        shared.io.default_group_leader(&shared);
         Ok(Runtime {
             handle: Handle { shared },
             threads,
@@ -304,6 +309,8 @@ impl Drop for Runtime {
         }
         // What the I/O thread woke until it stopped.
         shared.sched.drop_queued();
+        // `user` is gone: its stdout thread writes what is queued, then ends.
+        shared.io.shut_down();
     }
 }
 

@@ -39,6 +39,7 @@ pub struct Spawn {
     label: Option<Cow<'static, str>>,
     link: bool,
     monitor: bool,
+    group_leader: Option<Pid>,
 }
 
 /// What [`Spawn::spawn`] started.
@@ -117,6 +118,14 @@ impl Spawn {
         self
     }
 
+    /// The new process's group leader (default: the spawner's, or the
+    /// node's default group leader from outside a process). Remote spawn
+    /// and rpc pass the caller's group leader here (`crate::io`).
+    pub fn group_leader(mut self, leader: Pid) -> Spawn {
+        self.group_leader = Some(leader);
+        self
+    }
+
     /// Starts the process. Inside a process it runs on the caller's runtime.
     ///
     /// # Panics
@@ -190,6 +199,14 @@ impl Shared {
             options.priority,
             options.trap_exit,
         ));
+        // The group leader: asked for, else the parent's if it has its own
+        // (one flag load when it has not), else the node's default.
+        if let Some(leader) = options
+            .group_leader
+            .or_else(|| parent.and_then(|p| p.group_leader()))
+        {
+            process.set_group_leader(Some(leader));
+        }
         let monitor = options.monitor.then(|| MonitorRef(self.make_ref()));
         // Publishes the child: in the table before its name is, so a name
         // never names a process that a send cannot reach.

@@ -202,7 +202,12 @@ fn whereis_of_an_unknown_name_is_none() {
 fn registered_lists_every_name() {
     let rt = runtime();
     rt.block_on(async {
-        let mut expected: Vec<(String, Pid)> = Vec::new();
+        // What the runtime registers itself (`user`, the default group leader).
+        let mut expected: Vec<(String, Pid)> = registered()
+            .into_iter()
+            .map(|(name, pid)| (name.to_string(), pid))
+            .collect();
+        assert!(expected.iter().any(|(name, _)| name == "user"));
         for name in ["alpha", "beta", "gamma"] {
             let pid = spawn(wait_forever());
             register(name, pid).expect("free name");
@@ -213,6 +218,7 @@ fn registered_lists_every_name() {
             .map(|(name, pid)| (name.to_string(), pid))
             .collect();
         listed.sort();
+        expected.sort();
         assert_eq!(listed, expected);
     });
 }

@@ -232,6 +232,8 @@ fn info_and_top_count_the_poll_in_progress_of_a_native_hog() {
         let cpu_ms = info["cpu_time_ms"].as_f64().unwrap();
         let running_ms = info["current_poll"]["running_for_ms"].as_f64().unwrap();
         assert!(cpu_ms >= running_ms, "{info}");
+        let user = ember_runtime::whereis("user").expect("the default group leader");
+        assert_eq!(info["group_leader"], json!(user.to_string()), "{info}");
         let top = wait_for(addr, "/api/top", |top| {
             top["processes"]
                 .as_array()

@@ -245,6 +245,7 @@ async function showInfo(pid) {
       ["monitors", list(info.monitors)],
       ["monitored by", list(info.monitored_by)],
       ["traps exits", info.trap_exit ? "yes" : "no"],
+      ["group leader", info.group_leader],
       ["watchdog offenses", String(info.offenses)],
       ["current poll", info.current_poll
         ? `${info.current_poll.text} (thread ${info.current_poll.tid}, nice ${info.current_poll.nice})` : "none"],

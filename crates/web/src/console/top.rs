@@ -115,6 +115,7 @@ pub(crate) fn info_json(info: &ProcessInfo) -> Value {
             _ => "normal",
         },
         "trap_exit": info.trap_exit,
+        "group_leader": info.group_leader.to_string(),
         "offenses": info.offenses,
         "current_poll": info.current_poll.as_ref().map(|p| json!({
             "text": p.to_string(),
