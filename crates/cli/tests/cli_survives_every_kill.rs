@@ -159,6 +159,12 @@ fn the_binary_survives_a_kill_of_every_process_and_stops_on_ctrl_c() {
             })
         })
         .expect("the keeper is among the first processes");
+    // The binary's root process (`block_on`), found by what it was spawned
+    // as: the runtime's own processes (`user`) come before it.
+    let block_on = (1..=60)
+        .map(|n| format!("0.{n}.0"))
+        .find(|pid| info(addr, pid).is_some_and(|i| i["spawned_as"] == "block_on"))
+        .expect("the binary's root process is among the first processes");
     let roles: Vec<String> = tree(addr, &keeper)
         .into_iter()
         .map(|(role, _)| role)
@@ -184,7 +190,7 @@ fn the_binary_survives_a_kill_of_every_process_and_stops_on_ctrl_c() {
                     .find(|(r, _)| r == "root#0")
                     .map(|(_, p)| p.clone());
                 let pid = if role == "block_on" {
-                    Some("0.1.0".to_string())
+                    Some(block_on.clone())
                 } else {
                     now.iter().find(|(r, _)| r == role).map(|(_, p)| p.clone())
                 };
