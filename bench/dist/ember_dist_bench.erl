@@ -6,12 +6,16 @@
 %%   erl -sname NAME -setcookie COOKIE -eval 'ember_dist_bench:main(["sink"])'
 %%   ... main(["echo"]) | main(["send", Peer, N, small|kib])
 %%   ... main(["ping", Peer, N]) | main(["idle"]) | main(["idle", Peer])
+%%   ... main(["callee"]) | main(["call", Peer, N])
 %%
 %% Servers print READY once registered; clients print `RESULT key value`.
-%% A gen_server-call latency role belongs here once Ember has processes
-%% with distribution pids (see CALL_LATENCY in dist_bench.rs).
+%% `callee` is a gen_server registered as `callee` answering
+%% `{echo, I}` with `I`; `call` makes N sequential
+%% `gen_server:call({callee, Peer}, {echo, I})`.
 -module(ember_dist_bench).
+-behaviour(gen_server).
 -export([main/1]).
+-export([init/1, handle_call/3, handle_cast/2]).
 
 main(["sink"]) ->
     register(sink, self()),
@@ -21,6 +25,16 @@ main(["echo"]) ->
     register(echo, self()),
     ready(),
     echo();
+main(["callee"]) ->
+    {ok, _} = gen_server:start({local, callee}, ?MODULE, [], []),
+    ready(),
+    receive stop -> halt() end;
+main(["call", Peer0, N0]) ->
+    Peer = list_to_atom(Peer0),
+    N = list_to_integer(N0),
+    connect(Peer),
+    _ = calls(Peer, N div 10),
+    report(calls(Peer, N));
 main(["idle"]) ->
     ready(),
     receive stop -> halt() end;
@@ -47,7 +61,11 @@ main(["ping", Peer0, N0]) ->
     N = list_to_integer(N0),
     connect(Peer),
     _ = round_trips(Peer, N div 10),
-    Rtts = lists:sort(round_trips(Peer, N)),
+    report(round_trips(Peer, N)).
+
+%% Prints the p50 and p99 of round trips in nanoseconds, and halts.
+report(Rtts0) ->
+    Rtts = lists:sort(Rtts0),
     At = fun(Q) -> lists:nth(min(length(Rtts), trunc(length(Rtts) * Q) + 1), Rtts) end,
     io:format("RESULT p50_us ~.1f~n", [At(0.50) / 1000]),
     io:format("RESULT p99_us ~.1f~n", [At(0.99) / 1000]),
@@ -101,3 +119,17 @@ rtt(Peer, I) ->
     receive I -> erlang:monotonic_time(nanosecond) - T0
     after 30000 -> io:format(standard_error, "echo ~p lost~n", [I]), halt(1)
     end.
+
+%% N sequential gen_server calls to {callee, Peer}; their durations in
+%% nanoseconds.
+calls(Peer, N) -> [call(Peer, I) || I <- lists:seq(1, N)].
+
+call(Peer, I) ->
+    T0 = erlang:monotonic_time(nanosecond),
+    I = gen_server:call({callee, Peer}, {echo, I}, 30000),
+    erlang:monotonic_time(nanosecond) - T0.
+
+%% The callee: `{echo, I}` -> `I`.
+init([]) -> {ok, nostate}.
+handle_call({echo, I}, _From, S) -> {reply, I, S}.
+handle_cast(_, S) -> {noreply, S}.

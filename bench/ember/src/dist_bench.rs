@@ -9,6 +9,8 @@
 //! ember-dist-bench send  NAME COOKIE PEER N KIND # throughput, KIND small|kib
 //! ember-dist-bench ping  NAME COOKIE PEER N      # echo round trips
 //! ember-dist-bench idle  NAME COOKIE [PEER]      # connect (or wait), stay idle
+//! ember-dist-bench callee NAME COOKIE            # gen_server `callee`: {echo, I} -> I
+//! ember-dist-bench call  NAME COOKIE PEER N      # gen_server call round trips
 //! ```
 //!
 //! Servers print `READY` once registered; clients print `RESULT key value`
@@ -22,9 +24,16 @@
 //!   until the receiver has counted every message.
 //! * latency: the client sends `{Self, I}` to `{echo, Peer}` and waits for
 //!   `I` to come back to its pid, one at a time.
+//! * gen_server calls: the client makes `gen_server:call({callee, Peer},
+//!   {echo, I})` one at a time; the server, a gen_server registered as
+//!   `callee`, answers `I`.
 //!
-//! A gen_server-call latency case needs Ember processes with distribution
-//! pids; see `CALL_LATENCY` below.
+//! The roles above run on ember-dist's API alone (a `Deliver` hook, no
+//! processes), on a current-thread tokio runtime. `callee` and `call` are
+//! Ember processes: an Ember runtime with one scheduler is the node
+//! (`Node::start_in_runtime`), the server an `ember_otp` GenServer, the
+//! client an Ember process calling it with `call_term`, as a user's code
+//! would.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -33,13 +42,6 @@ use std::time::{Duration, Instant};
 use ember_dist::{Deliver, Delivery, Node, NodeConfig};
 use ember_term::{Atom, Pid, Term};
 use tokio::sync::mpsc;
-
-/// Placeholder for the gen_server-call latency case (`dist_call_*`):
-/// it needs an Ember process with a distribution pid to make and serve
-/// `gen_server:call`s, which the runtime does not have yet. When it does,
-/// add a `call` role here and in `ember_dist_bench.erl`, and a case in
-/// `bench/dist/run` (it already prints this case as pending).
-const CALL_LATENCY: &str = "pending: needs Ember processes with distribution pids";
 
 /// The node's [`Deliver`] hook: `sink` counting, `echo` answering,
 /// everything else to the main loop.
@@ -129,7 +131,8 @@ impl Deliver for Hook {
 fn usage() -> ! {
     eprintln!(
         "usage: ember-dist-bench sink|echo NAME COOKIE | send NAME COOKIE PEER N small|kib \
-         | ping NAME COOKIE PEER N | idle NAME COOKIE [PEER]"
+         | ping NAME COOKIE PEER N | idle NAME COOKIE [PEER] | callee NAME COOKIE \
+         | call NAME COOKIE PEER N"
     );
     std::process::exit(2)
 }
@@ -138,6 +141,9 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 3 {
         usage();
+    }
+    if matches!(args[0].as_str(), "callee" | "call") {
+        return calls::run(args);
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -213,7 +219,6 @@ async fn run(args: Vec<String>) {
         }
         _ => usage(),
     }
-    let _ = CALL_LATENCY;
 }
 
 async fn connect(node: &Node, peer: &str) {
@@ -288,4 +293,111 @@ async fn round_trips(
         rtts.push(t0.elapsed());
     }
     rtts
+}
+
+/// The gen_server-call roles, on an Ember runtime.
+mod calls {
+    use std::time::{Duration, Instant};
+
+    use ember_dist::{Node, NodeConfig};
+    use ember_otp::gen::{ReplyTo, StartOptions};
+    use ember_otp::gen_server::{self, call_term, CallReturn, GenServer, Init, TermServer};
+    use ember_runtime::{Handle, Runtime};
+    use ember_term::Term;
+
+    /// `callee`: `{echo, I}` → `I`.
+    struct Callee;
+
+    impl GenServer for Callee {
+        type Args = ();
+        type Call = Term;
+        type Reply = Term;
+        type Cast = ();
+        type Continue = ();
+
+        async fn init(_: ()) -> Init<Self> {
+            Init::Ok(Callee)
+        }
+
+        async fn handle_call(&mut self, i: Term, _from: &ReplyTo<Term>) -> CallReturn<Self> {
+            CallReturn::Reply(i)
+        }
+
+        fn call_from_term(request: Term) -> Result<Term, Term> {
+            match request.as_tuple() {
+                Some([tag, i]) if tag.is_atom("echo") => Ok(i.clone()),
+                _ => Err(Term::tuple([Term::atom("bad_request"), request])),
+            }
+        }
+
+        fn reply_to_term(i: Term) -> Term {
+            i
+        }
+    }
+
+    pub(super) fn run(args: Vec<String>) {
+        let rt = Runtime::builder()
+            .schedulers(1)
+            .build()
+            .expect("an Ember runtime");
+        rt.block_on(role(args));
+    }
+
+    async fn role(args: Vec<String>) {
+        let config = NodeConfig::new(&args[1], &args[2]);
+        let node = Node::start_in_runtime(config, &Handle::current())
+            .await
+            .unwrap_or_else(|e| {
+                eprintln!("ember-dist-bench: cannot start {}: {e}", args[1]);
+                std::process::exit(1)
+            });
+        match args[0].as_str() {
+            "callee" => {
+                gen_server::start_with::<Callee>((), StartOptions::new().name("callee"))
+                    .await
+                    .expect("start callee");
+                println!("READY");
+                // Serve until killed.
+                ember_runtime::receive::<()>().await;
+            }
+            _ => {
+                let peer = args.get(3).unwrap_or_else(|| super::usage()).clone();
+                let n: u64 = args
+                    .get(4)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(|| super::usage());
+                super::connect(&node, &peer).await;
+                let callee = TermServer::Name {
+                    name: "callee".into(),
+                    node: peer,
+                };
+                calls(&callee, n / 10).await;
+                let mut rtts = calls(&callee, n).await;
+                rtts.sort_unstable();
+                let at = |q: f64| rtts[((rtts.len() as f64 * q) as usize).min(rtts.len() - 1)];
+                println!("RESULT p50_us {:.1}", at(0.50).as_secs_f64() * 1e6);
+                println!("RESULT p99_us {:.1}", at(0.99).as_secs_f64() * 1e6);
+                node.stop();
+                std::process::exit(0);
+            }
+        }
+    }
+
+    /// `n` sequential calls; their durations.
+    async fn calls(callee: &TermServer, n: u64) -> Vec<Duration> {
+        let mut rtts = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let t0 = Instant::now();
+            let request = Term::tuple([Term::atom("echo"), Term::from(i)]);
+            match call_term(callee, request, Duration::from_secs(30)).await {
+                Ok(reply) if reply.as_int() == Some(i as i64) => {}
+                other => {
+                    eprintln!("ember-dist-bench: call {i} answered {other:?}");
+                    std::process::exit(1);
+                }
+            }
+            rtts.push(t0.elapsed());
+        }
+        rtts
+    }
 }

@@ -1,6 +1,8 @@
 //! The demo as a distributed node (`--sname` / `--name`): the node's name
-//! and cookie, the `ember_echo` process, the `ember_kv` server and the
-//! `ember_demo` functions other nodes can spawn and call.
+//! and cookie, the `ember_echo` process, the `ember_kv` server, the
+//! `ember_tasks` task supervisor (Elixir's `Task.Supervisor` protocol) and
+//! the `ember_demo` functions other nodes can spawn, call and run as
+//! tasks. `ember_kv` and `ember_tasks` run under one supervisor.
 //!
 //! The node is started with `ember_dist::Node::start_in_runtime`: Ember
 //! processes are the node's processes, messages from peers land in their
@@ -11,9 +13,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ember_dist::{Functions, Raise};
-use ember_otp::gen::{ReplyTo, StartOptions};
+use ember_dist::{tasks, Functions, Raise};
+use ember_otp::gen::{ReplyTo, StartError, StartOptions};
 use ember_otp::gen_server::{self, CallReturn, GenServer, Init};
+use ember_otp::supervisor::{ChildSpec, Flags, SupervisorRef, SupervisorSpec};
 use ember_runtime::{dist, receive, send, Exit, ExitReason, Spawn};
 use ember_term::{BigInt, Term};
 
@@ -22,6 +25,13 @@ pub(crate) const ECHO: &str = "ember_echo";
 
 /// The name `ember_kv` is registered under.
 pub(crate) const KV: &str = "ember_kv";
+
+/// The name the task supervisor is registered under.
+pub(crate) const TASKS: &str = "ember_tasks";
+
+/// The name the supervisor of `ember_kv` and `ember_tasks` is registered
+/// under.
+pub(crate) const SERVICES: &str = "ember_services";
 
 /// `ember_kv`: a key-value store other nodes call with `gen_server:call`:
 /// `{put, K, V}` → `ok`, `{get, K}` → `{ok, V}` or `error`. Anything else
@@ -73,19 +83,35 @@ impl GenServer for Kv {
     }
 }
 
-/// Starts `ember_kv` (not linked: the root process outlives it).
-pub(crate) async fn start_kv() {
-    if let Err(e) = gen_server::start_with::<Kv>((), StartOptions::new().name(KV)).await {
-        tracing::warn!("ember: cannot start {KV}: {e}");
-    }
+/// Starts the supervisor of the node's services, linked to the caller
+/// (the binary's root, which traps exits): `ember_kv` and `ember_tasks`
+/// (running `functions`), each restarted when it exits (one_for_one, at
+/// most 10 restarts in 10 s, as `ember_echo`'s keeper).
+pub(crate) async fn start_services(functions: Functions) -> Result<SupervisorRef, StartError> {
+    let kv = ChildSpec::worker(KV, || async {
+        gen_server::start_link_with::<Kv>((), StartOptions::new().name(KV)).await
+    })
+    .build()
+    .expect("a valid child spec");
+    let tasks = tasks::task_supervisor_spec(TASKS, TASKS, functions, None)
+        .build()
+        .expect("a valid child spec");
+    let flags = Flags::new().intensity(10).period(Duration::from_secs(10));
+    SupervisorSpec::new(flags, vec![kv, tasks])
+        .expect("valid child specs")
+        .start_link_with(StartOptions::new().name(SERVICES))
+        .await
 }
 
 /// The largest `N` `ember_demo:fact_bits/1` computes.
 const MAX_FACT: u64 = 20_000;
 
-/// The `ember_demo` functions other nodes spawn and call.
+/// The `ember_demo` functions other nodes spawn and call, and
+/// `erlang:processes/0`, `erlang:process_info/1,2` and
+/// `ember_introspect:top/1` for other nodes' consoles and shells.
 pub(crate) fn demo_functions() -> Functions {
     let mut f = Functions::new();
+    ember_dist::register_introspection(&mut f);
     f.register("ember_demo", "fact_bits", 1, |args| async move {
         let n = args[0].as_int().and_then(|n| u64::try_from(n).ok());
         match n.filter(|&n| n <= MAX_FACT) {
@@ -330,6 +356,40 @@ mod tests {
             let second = echo_pid(&h, Some(first)).await;
             assert!(!h.is_alive(first));
             assert!(h.is_alive(second));
+        });
+    }
+
+    #[test]
+    fn ember_kv_is_supervised_a_killed_one_is_restarted_and_answers() {
+        let rt = ember_runtime::Runtime::builder()
+            .schedulers(1)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let h = Handle::current();
+            ember_runtime::trap_exit(true);
+            start_services(demo_functions()).await.unwrap();
+            let kv = gen_server::GenServerRef::<Kv>::from_name(KV);
+            let put = KvCall::Put(Term::atom("k"), Term::from(1));
+            assert_eq!(kv.call(put).await, Ok(Term::atom("ok")));
+            let first = h.whereis(KV).expect("ember_kv runs");
+            h.exit(first, ExitReason::Kill);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let second = loop {
+                match h.whereis(KV) {
+                    Some(p) if p != first => break p,
+                    _ => {}
+                }
+                assert!(Instant::now() < deadline, "{KV} is not restarted");
+                ember_runtime::sleep(Duration::from_millis(1)).await;
+            };
+            assert!(!h.is_alive(first));
+            // A new server, with a new (empty) state, and the task
+            // supervisor untouched beside it.
+            let get = KvCall::Get(Term::atom("k"));
+            assert_eq!(kv.call(get).await, Ok(Term::atom("error")));
+            assert_eq!(h.whereis(KV), Some(second));
+            assert!(h.whereis(TASKS).is_some());
         });
     }
 

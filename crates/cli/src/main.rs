@@ -1,9 +1,12 @@
 //! The `ember` binary: the demo server. It serves the benchmark endpoints
 //! (`/ping`, `/fact?n=N`, `/spin?n=N`) and the console on Ember processes,
 //! and shuts down gracefully on Ctrl-C. With `--sname` or `--name` it is
-//! also an Erlang distribution node that `erl` can ping, with a registered
-//! `ember_echo` process.
+//! also an Erlang distribution node that `erl` and `iex` can ping, with
+//! the registered `ember_echo` process, the `ember_kv` server and the
+//! `ember_tasks` task supervisor (see `dist.rs`), and the cluster
+//! services (`--join`, `/api/services`; see `cluster.rs`).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -11,6 +14,7 @@ use ember_runtime::Runtime;
 use ember_web::console::{self, Demo};
 use ember_web::{endpoints, Config, Router};
 
+mod cluster;
 mod dist;
 
 /// The global allocator, counted exactly for `runtime_info`: mimalloc by
@@ -59,6 +63,47 @@ struct Options {
     /// `~/.erlang.cookie`, created as erl does when missing).
     #[arg(long, requires = "distributed")]
     cookie: Option<String>,
+    /// Run distribution over TLS (as `erl -proto_dist inet_tls`) with this
+    /// PEM certificate (it must name the host of the node name); needs
+    /// `--tls-key` and `--tls-ca`.
+    #[arg(long, value_name = "FILE", requires_all = ["distributed", "tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM certificate authorities trusted to sign peers' certificates.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
+    /// The directory of the node's durable data (the jobs store,
+    /// `jobs.db`); created if missing.
+    #[arg(long, value_name = "DIR", default_value = "./ember-data")]
+    data: PathBuf,
+    /// Cluster seeds: connect to these nodes at start and keep retrying
+    /// while they are not connected (`NODE[,NODE...]`; a name without `@`
+    /// gets this node's host). Every distributed node runs the cluster
+    /// services (`/api/services`) whether or not it joins anyone.
+    #[arg(
+        long,
+        value_name = "NODE[,NODE...]",
+        value_delimiter = ',',
+        requires = "distributed"
+    )]
+    join: Vec<String>,
+    /// Keep the jobs in this PostgreSQL database (`postgres://user@host:port/db`)
+    /// instead of SQLite in `--data`: every node given the same database
+    /// shares its queues.
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
+    /// The name this node's jobs are recorded under (the `node` of a job).
+    /// Default: the distribution node name; else, with `--database`,
+    /// `nonode@<host>-<os pid>` (nodes sharing a database need distinct
+    /// names); else `nonode@nohost`.
+    #[arg(long, value_name = "NAME")]
+    jobs_node: Option<String>,
+    /// With TLS, accept peers that present no certificate (default:
+    /// refuse them, as OTP's `verify_peer` + `fail_if_no_peer_cert`).
+    #[arg(long, requires = "tls_cert")]
+    tls_allow_no_peer_cert: bool,
 }
 
 fn parse_mode(s: &str) -> Result<console::Mode, String> {
@@ -113,7 +158,35 @@ async fn serve(options: Options) -> ExitCode {
     } else {
         None
     };
-    let routes = endpoints::routes(Router::new());
+    let node_name = options
+        .jobs_node
+        .clone()
+        .or_else(|| dist_config.as_ref().map(|(name, _)| name.clone()))
+        .unwrap_or_else(|| {
+            if options.database.is_some() {
+                format!("nonode@{}-{}", host_name(), std::process::id())
+            } else {
+                "nonode@nohost".to_owned()
+            }
+        });
+    let jobs = match start_jobs(&options.data, options.database.as_deref(), node_name).await {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            match &options.database {
+                Some(_) => eprintln!("ember: cannot open the jobs database: {e}"),
+                None => eprintln!(
+                    "ember: cannot open the jobs store in {}: {e}",
+                    options.data.display()
+                ),
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let (api, mut stop_requests) = cluster::Api::new();
+    let routes = api.routes(ember_web::jobs::routes(
+        endpoints::routes(Router::new()),
+        jobs,
+    ));
     let listen = options.listen;
     let demo = match Demo::start(listen.as_str(), routes, Config::default(), console_options).await
     {
@@ -136,13 +209,25 @@ async fn serve(options: Options) -> ExitCode {
     // After the line above, which whoever started us reads first.
     let node = match dist_config {
         Some((name, cookie)) => {
-            let config = ember_dist::NodeConfig::new(&name, &cookie);
+            let mut config = ember_dist::NodeConfig::new(&name, &cookie);
+            if let (Some(cert), Some(key), Some(ca)) =
+                (&options.tls_cert, &options.tls_key, &options.tls_ca)
+            {
+                let mut tls = ember_dist::TlsOptions::new(cert, key, ca);
+                tls.require_peer_cert = !options.tls_allow_no_peer_cert;
+                config.tls = Some(tls);
+            }
             let runtime = ember_runtime::Handle::current();
             let functions = dist::demo_functions();
-            match ember_dist::Node::start_in_runtime_with(config, &runtime, functions).await {
+            match ember_dist::Node::start_in_runtime_with(config, &runtime, functions.clone()).await
+            {
                 Ok(node) => {
+                    demo.set_node(node.view());
                     dist::spawn_echo();
-                    dist::start_kv().await;
+                    if let Err(e) = dist::start_services(functions).await {
+                        tracing::warn!("ember: cannot start {} and {}: {e}", dist::KV, dist::TASKS);
+                    }
+                    api.start(node.name().as_str(), &options.join).await;
                     say(format_args!(
                         "ember: distributed as {} (port {}); {} echoes {{Pid, Term}}",
                         node.name().as_str(),
@@ -160,18 +245,110 @@ async fn serve(options: Options) -> ExitCode {
         }
         None => None,
     };
-    if let Err(e) = tokio::signal::ctrl_c().await {
-        eprintln!("ember: cannot wait for Ctrl-C: {e}");
-    }
+    wait_for_stop(&mut stop_requests).await;
     say(format_args!(
         "ember: shutting down (draining in-flight requests)"
     ));
     if let Some(node) = node {
+        if let Some(cluster) = api.cluster() {
+            // Hands the node's services over before the connections go.
+            cluster.stop().await;
+            say(format_args!("ember: left the cluster"));
+        }
         node.stop();
     }
     demo.shutdown().await;
     say(format_args!("ember: stopped"));
     ExitCode::SUCCESS
+}
+
+/// This machine's host name (`localhost` if unknown).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// A duration in ms from the environment variable `var`, if set and valid.
+fn env_ms(var: &str) -> Option<std::time::Duration> {
+    let ms: u64 = std::env::var(var).ok()?.trim().parse().ok()?;
+    (ms > 0).then(|| std::time::Duration::from_millis(ms))
+}
+
+/// Opens the jobs store (PostgreSQL at `database` if given, else SQLite in
+/// `dir`) and starts the job system with the demo kinds (`llm`, `fact`,
+/// `flaky`). `EMBER_JOBS_LEASE_MS` sets the lease (default 30 s; the
+/// heartbeat is a third of it), for tests of lease expiry.
+async fn start_jobs(
+    dir: &std::path::Path,
+    database: Option<&str>,
+    node: String,
+) -> Result<ember_jobs::Jobs, String> {
+    let mut config = ember_jobs::JobsConfig {
+        node,
+        ..ember_jobs::JobsConfig::default()
+    };
+    if let Some(lease) = env_ms("EMBER_JOBS_LEASE_MS") {
+        config.lease = lease;
+        config.heartbeat = (lease / 3).max(std::time::Duration::from_millis(1));
+        config.poll = config.poll.min(config.heartbeat);
+    }
+    match database {
+        Some(url) => {
+            let store = ember_jobs::PgStore::connect(url).map_err(|e| e.to_string())?;
+            start_demo_jobs(store, config).await
+        }
+        None => {
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+            let store =
+                ember_jobs::SqliteStore::open(dir.join("jobs.db")).map_err(|e| e.to_string())?;
+            start_demo_jobs(store, config).await
+        }
+    }
+}
+
+/// Starts the job system on `store` with the demo kinds.
+async fn start_demo_jobs(
+    store: impl ember_jobs::Store,
+    mut config: ember_jobs::JobsConfig,
+) -> Result<ember_jobs::Jobs, String> {
+    // Slow calls that mostly wait: many at once.
+    config
+        .queues
+        .insert(ember_web::jobs::LLM_QUEUE.to_owned(), 100);
+    let builder = ember_jobs::Jobs::builder(store, config);
+    ember_web::jobs::demo_kinds(builder)
+        .start()
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Waits for Ctrl-C, SIGTERM or `POST /api/node/stop`.
+async fn wait_for_stop(requests: &mut tokio::sync::mpsc::UnboundedReceiver<()>) {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    #[cfg(unix)]
+    let sigterm = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let sigterm = std::future::pending::<()>();
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => {
+            if let Err(e) = r {
+                eprintln!("ember: cannot wait for Ctrl-C: {e}");
+            }
+        }
+        () = sigterm => {}
+        _ = requests.recv() => {}
+    }
 }
 
 /// Prints a line on stdout; a closed stdout is no reason to crash.

@@ -51,8 +51,10 @@ fn handoffs(json: &str) -> u64 {
 }
 
 fn stop_while_hogs_run(round: usize) {
+    let data = ember_testkit::TempDir::new("ember-cli-hogs");
     let child = Command::new(env!("CARGO_BIN_EXE_ember"))
         .args(["--listen", "127.0.0.1:0", "--schedulers", "2"])
+        .args(["--data", &data.arg()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

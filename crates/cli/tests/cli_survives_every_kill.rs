@@ -8,8 +8,13 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The node, killed when the test ends however it ends.
-struct Node(Child);
+/// The node, killed when the test ends however it ends (then its data
+/// directory is removed).
+struct Node(
+    Child,
+    #[allow(dead_code)] // kept for its drop: removes the directory
+    ember_testkit::TempDir,
+);
 
 impl Drop for Node {
     fn drop(&mut self) {
@@ -19,15 +24,17 @@ impl Drop for Node {
 }
 
 fn start() -> (Node, SocketAddr) {
+    let data = ember_testkit::TempDir::new("ember-cli-kill");
     let mut child = Command::new(env!("CARGO_BIN_EXE_ember"))
         .args(["--listen", "127.0.0.1:0", "--schedulers", "2"])
+        .args(["--data", &data.arg()])
         .env("RUST_LOG", "error")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("the ember binary starts");
     let stdout = child.stdout.take().unwrap();
-    let node = Node(child);
+    let node = Node(child, data);
     let mut stdout = BufReader::new(stdout);
     let mut line = String::new();
     stdout

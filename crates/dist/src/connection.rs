@@ -39,14 +39,13 @@
 //! (the first fragment carries the atom cache update and the whole control
 //! message; the fragments of one message are written back to back).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ember_term::dist::{self as wire, AtomCache, Fragments, SenderAtomCache};
 use ember_term::{decode_prefix, encode_into, Atom, DecodeLimits, Pid, Reference, Term};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::error::DistError;
@@ -54,6 +53,8 @@ use crate::flags;
 use crate::global;
 use crate::handshake::Peer;
 use crate::node::{Delivery, Inner};
+use crate::traffic::Traffic;
+use crate::transport::DistStream;
 
 const PASS_THROUGH: u8 = 112;
 
@@ -300,10 +301,157 @@ pub(crate) struct SendQueue {
     /// Writer → senders: bytes were written (or the connection closed).
     room: Notify,
     peer: Atom,
+    /// What the peer accepts of its own pids and references.
+    own_ids: PeerIds,
+    /// The connection's traffic counters (relaxed adds, see `traffic.rs`).
+    pub(crate) traffic: Traffic,
+}
+
+/// The pids and references of the peer's own node (its name and current
+/// creation) the peer accepts back. An OTP node decodes one of its own pids
+/// as a local pid and takes one it could never have made — number or
+/// serial out of its range — for a corrupted external term: it closes the
+/// connection, losing everything queued behind it. Such a pid (a made-up
+/// `<0.999999.0>` of an OTP 25 node, say) is refused before it is encoded.
+///
+/// OTP 25 and earlier (and 32-bit emulators) make pids with a 15-bit number
+/// and a 13-bit serial; OTP 26 and later on 64-bit emulators a 28-bit
+/// number and a 32-bit serial; an Ember node any 32-bit number and serial.
+/// Nothing in the handshake tells them apart, so a connection starts with
+/// the narrow range and widens it for good when the peer names one of its
+/// own pids beyond it in anything it sends (the sender of a message, a
+/// link, a monitor, a pid inside a message): to OTP 26's range, or to any
+/// pid once the peer shows one beyond that too. The first word of a
+/// reference of the peer is 18 bits in every version. Pids and references
+/// of other nodes, and of earlier incarnations of the peer, are external
+/// for it and never refused.
+struct PeerIds {
+    creation: u32,
+    /// [`NARROW`], [`WIDE`] or [`ANY`]: only ever grows.
+    range: AtomicU8,
+}
+
+/// The peer takes OTP 25's range of its own pids.
+const NARROW: u8 = 0;
+/// The peer takes OTP 26's range (it showed a pid beyond OTP 25's).
+const WIDE: u8 = 1;
+/// The peer takes any pid of its own (it showed one beyond OTP 26's: an
+/// Ember node).
+const ANY: u8 = 2;
+
+/// OTP 25's range of its own pids' numbers and serials.
+const NARROW_PID: (u32, u32) = ((1 << 15) - 1, (1 << 13) - 1);
+/// OTP 26's (64-bit): 28-bit numbers, 32-bit serials.
+const WIDE_PID: (u32, u32) = ((1 << 28) - 1, u32::MAX);
+/// The largest first word of a reference in every version.
+const MAX_REF_WORD0: u32 = (1 << 18) - 1;
+
+impl PeerIds {
+    fn new(creation: u32) -> PeerIds {
+        PeerIds {
+            creation,
+            range: AtomicU8::new(NARROW),
+        }
+    }
+
+    /// Visits every pid and reference of the peer `name` (this creation)
+    /// in `terms`, iteratively (a deep term cannot overflow the stack),
+    /// until `f` answers `Some`.
+    fn find<'a, T>(
+        &self,
+        name: &Atom,
+        terms: impl IntoIterator<Item = &'a Term>,
+        mut f: impl FnMut(&'a Term) -> Option<T>,
+    ) -> Option<T> {
+        let mut pending: Vec<&'a Term> = terms.into_iter().collect();
+        while let Some(t) = pending.pop() {
+            match t {
+                Term::Pid(p) if &p.node == name && p.creation == self.creation => {
+                    if let Some(found) = f(t) {
+                        return Some(found);
+                    }
+                }
+                Term::Reference(r) if &r.node == name && r.creation == self.creation => {
+                    if let Some(found) = f(t) {
+                        return Some(found);
+                    }
+                }
+                Term::Tuple(items) | Term::List(items) => pending.extend(items.iter()),
+                Term::ImproperList(items, tail) => {
+                    pending.extend(items.iter());
+                    pending.push(tail);
+                }
+                Term::Map(m) => {
+                    for (k, v) in m.iter() {
+                        pending.push(k);
+                        pending.push(v);
+                    }
+                }
+                Term::Fun(ember_term::Fun::Closure(c)) => pending.extend(c.free_vars.iter()),
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// The first pid or reference of the peer in `m` it would not accept,
+    /// described.
+    fn refused(&self, name: &Atom, m: &Outgoing) -> Option<String> {
+        let (max_id, max_serial) = match self.range.load(Ordering::Relaxed) {
+            NARROW => NARROW_PID,
+            WIDE => WIDE_PID,
+            _ => return None,
+        };
+        let terms = std::iter::once(&m.control).chain(m.payload.as_ref());
+        self.find(name, terms, |t| match t {
+            Term::Pid(p) if p.id > max_id || p.serial > max_serial => Some(format!(
+                "{t} names {name} with number {} and serial {}, which it never makes \
+                 (it takes at most {max_id} and {max_serial}): it would take the message \
+                 for a corrupted term and close the connection",
+                p.id, p.serial
+            )),
+            Term::Reference(r) if r.ids.first().is_some_and(|&w| w > MAX_REF_WORD0) => {
+                Some(format!(
+                    "{t} names {name} with a first word over {MAX_REF_WORD0}, which it never \
+                     makes: it would take the message for a corrupted term and close the \
+                     connection"
+                ))
+            }
+            _ => None,
+        })
+    }
+
+    /// Widens the range when the peer names one of its own pids beyond
+    /// it in `control` or `payload` (what the peer sent: every pid of its
+    /// own in there is one it makes).
+    fn learn(&self, name: &Atom, control: &Term, payload: Option<&Term>) {
+        let range = self.range.load(Ordering::Relaxed);
+        if range == ANY {
+            return;
+        }
+        let beyond =
+            |(max_id, max_serial): (u32, u32), p: &Pid| p.id > max_id || p.serial > max_serial;
+        let mut seen = range;
+        self.find(name, std::iter::once(control).chain(payload), |t| {
+            if let Term::Pid(p) = t {
+                if beyond(WIDE_PID, p) {
+                    seen = ANY;
+                    return Some(());
+                }
+                if beyond(NARROW_PID, p) {
+                    seen = seen.max(WIDE);
+                }
+            }
+            None
+        });
+        if seen > range {
+            self.range.fetch_max(seen, Ordering::Relaxed);
+        }
+    }
 }
 
 impl SendQueue {
-    fn new(peer: Atom, limit: usize, cache: bool, fragments: bool) -> SendQueue {
+    fn new(peer: Atom, creation: u32, limit: usize, cache: bool, fragments: bool) -> SendQueue {
         SendQueue {
             pending: Mutex::new(Pending {
                 bytes: Vec::new(),
@@ -319,6 +467,8 @@ impl SendQueue {
             work: Notify::new(),
             room: Notify::new(),
             peer,
+            own_ids: PeerIds::new(creation),
+            traffic: Traffic::new(),
         }
     }
 
@@ -369,6 +519,10 @@ impl SendQueue {
     }
 
     fn push(&self, m: &Outgoing) -> Result<(), DistError> {
+        if let Some(why) = self.own_ids.refused(&self.peer, m) {
+            tracing::warn!("dist: not sending a message to {}: {why}", self.peer);
+            return Err(DistError::BadPid(why));
+        }
         let mut p = lock(&self.pending);
         let Pending { bytes, encoder } = &mut *p;
         let before = bytes.len();
@@ -379,6 +533,7 @@ impl SendQueue {
         self.queued
             .fetch_add(bytes.len() - before, Ordering::AcqRel);
         drop(p);
+        self.traffic.queued_message();
         self.work.notify_one();
         Ok(())
     }
@@ -399,15 +554,39 @@ impl SendQueue {
 /// handles.
 pub(crate) fn spawn(
     inner: &Arc<Inner>,
-    stream: TcpStream,
+    stream: DistStream,
     peer: &Peer,
     id: u64,
 ) -> (Arc<SendQueue>, [tokio::task::AbortHandle; 2]) {
-    let (read, write) = stream.into_split();
+    // Plain TCP keeps its owned halves (no lock between reader and writer).
+    match stream {
+        DistStream::Tcp(s) => {
+            let (read, write) = s.into_split();
+            spawn_halves(inner, read, write, peer, id)
+        }
+        DistStream::Tls(s) => {
+            let (read, write) = tokio::io::split(*s);
+            spawn_halves(inner, read, write, peer, id)
+        }
+    }
+}
+
+fn spawn_halves<R, W>(
+    inner: &Arc<Inner>,
+    read: R,
+    write: W,
+    peer: &Peer,
+    id: u64,
+) -> (Arc<SendQueue>, [tokio::task::AbortHandle; 2])
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let use_header = peer.flags & flags::DIST_HDR_ATOM_CACHE != 0;
     let fragments = use_header && peer.flags & flags::FRAGMENTS != 0;
     let queue = Arc::new(SendQueue::new(
         peer.name.clone(),
+        peer.creation,
         inner.config.send_queue_limit.max(1),
         use_header,
         fragments,
@@ -435,6 +614,13 @@ impl Drop for CloseOnDrop {
     }
 }
 
+/// Writes `out` and flushes it (a no-op for TCP; TLS may hold the last
+/// record back until flushed).
+async fn write_out<W: AsyncWrite + Unpin>(w: &mut W, out: &[u8]) -> std::io::Result<()> {
+    w.write_all(out).await?;
+    w.flush().await
+}
+
 async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, queue: Arc<SendQueue>, tick: Duration) {
     let _close = CloseOnDrop(queue.clone());
     let mut out = Vec::new();
@@ -446,19 +632,21 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, queue: Arc<SendQueue>, tick
                 .is_err()
             {
                 out.extend_from_slice(&[0, 0, 0, 0]);
-                if let Err(e) = w.write_all(&out).await {
+                if let Err(e) = write_out(&mut w, &out).await {
                     tracing::debug!("dist: writing to {} failed: {e}", queue.peer);
                     return;
                 }
+                queue.traffic.written(out.len());
                 out.clear();
             }
             continue;
         }
-        if let Err(e) = w.write_all(&out).await {
+        if let Err(e) = write_out(&mut w, &out).await {
             tracing::debug!("dist: writing to {} failed: {e}", queue.peer);
             return;
         }
         queue.queued.fetch_sub(out.len(), Ordering::AcqRel);
+        queue.traffic.written(out.len());
         queue.room.notify_waiters();
         out.clear();
         // A buffer grown by one huge burst is not kept for ever.
@@ -512,13 +700,17 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 Err(e) => return e,
                 Ok(None) => {
                     received.fetch_add(1, Ordering::Relaxed);
+                    queue.traffic.read(4);
                     continue;
                 }
                 Ok(Some(f)) => f,
             };
             received.fetch_add(1, Ordering::Relaxed);
+            queue.traffic.read(4 + frame.len());
             match decode_frame(&frame, &mut cache, &mut fragments, &limits) {
                 Ok(Some((control, payload))) => {
+                    queue.traffic.received_message();
+                    queue.own_ids.learn(&peer.name, &control, payload.as_ref());
                     dispatch(&inner, &queue, &peer, control, payload).await
                 }
                 Ok(None) => {}
@@ -888,9 +1080,109 @@ mod tests {
         }
     }
 
+    #[test]
+    fn pids_the_peer_never_makes_are_refused_until_it_shows_wider_ones() {
+        let peer = Atom::new("p@h");
+        let ids = PeerIds::new(5);
+        let pid = |id: u32, serial: u32, creation: u32| {
+            Term::Pid(Pid {
+                node: peer.clone(),
+                id,
+                serial,
+                creation,
+            })
+        };
+        let send = |t: Term| Outgoing {
+            control: Term::tuple([Term::from(SEND), Term::atom(""), pid(80, 0, 5)]),
+            payload: Some(Term::list([Term::tuple([Term::atom("x"), t])])),
+        };
+        let reference = |w0: u32| {
+            Term::Reference(Reference {
+                node: peer.clone(),
+                creation: 5,
+                ids: vec![w0, 1, 2],
+            })
+        };
+        // OTP 25's range: 15-bit numbers, 13-bit serials.
+        assert!(ids.refused(&peer, &send(pid(32_767, 8191, 5))).is_none());
+        assert!(ids.refused(&peer, &send(pid(32_768, 0, 5))).is_some());
+        assert!(ids.refused(&peer, &send(pid(0, 8192, 5))).is_some());
+        // Another creation, another node: external pids, any fields.
+        assert!(ids
+            .refused(&peer, &send(pid(u32::MAX, u32::MAX, 6)))
+            .is_none());
+        let other = Term::Pid(Pid {
+            node: Atom::new("q@h"),
+            id: u32::MAX,
+            serial: u32::MAX,
+            creation: 5,
+        });
+        assert!(ids.refused(&peer, &send(other)).is_none());
+        // References: an 18-bit first word.
+        assert!(ids
+            .refused(&peer, &send(reference((1 << 18) - 1)))
+            .is_none());
+        assert!(ids.refused(&peer, &send(reference(1 << 18))).is_some());
+        // A control message naming one of the peer's own pids beyond the
+        // narrow range: an OTP 26 peer, 28-bit numbers and 32-bit serials.
+        ids.learn(
+            &peer,
+            &Term::tuple([Term::from(SEND_SENDER), pid(40_000, 0, 5), pid(1, 0, 1)]),
+            None,
+        );
+        assert!(ids
+            .refused(&peer, &send(pid(999_999, u32::MAX, 5)))
+            .is_none());
+        assert!(ids.refused(&peer, &send(pid(1 << 28, 0, 5))).is_some());
+        // A queue refuses such a message with an error, queueing nothing.
+        let queue = SendQueue::new(peer.clone(), 5, 1000, false, false);
+        let refused = queue.try_send(send(pid(1 << 20, 0, 5)));
+        assert!(matches!(refused, Err(DistError::BadPid(_))), "{refused:?}");
+        assert_eq!(queue.queued_bytes(), 0);
+        // A pid beyond OTP 26's range that the peer itself sent, inside a
+        // message (an Ember node's pids take any 32-bit number): any pid of
+        // the peer goes from then on.
+        ids.learn(
+            &peer,
+            &Term::tuple([Term::from(SEND), Term::atom(""), pid(1, 0, 1)]),
+            Some(&Term::tuple([Term::atom("ok"), pid(1 << 29, 0, 5)])),
+        );
+        assert!(ids
+            .refused(&peer, &send(pid(u32::MAX, u32::MAX, 5)))
+            .is_none());
+    }
+
+    #[test]
+    fn a_pid_the_peer_sent_inside_a_message_widens_the_range() {
+        let peer = Atom::new("p@h");
+        let ids = PeerIds::new(5);
+        let pid = |id: u32| {
+            Term::Pid(Pid {
+                node: peer.clone(),
+                id,
+                serial: 0,
+                creation: 5,
+            })
+        };
+        let send = |t: Term| Outgoing {
+            control: Term::tuple([Term::from(SEND), Term::atom(""), t]),
+            payload: Some(Term::atom("hello")),
+        };
+        assert!(ids.refused(&peer, &send(pid(999_999))).is_some());
+        // The peer answers with its own pid <0.999999.0> as data (an
+        // `erlang:list_to_pid/1` reply, say): it makes such pids.
+        ids.learn(
+            &peer,
+            &Term::tuple([Term::from(SEND), Term::atom(""), pid(1)]),
+            Some(&Term::tuple([Term::atom("ok"), pid(999_999)])),
+        );
+        assert!(ids.refused(&peer, &send(pid(999_999))).is_none());
+        assert!(ids.refused(&peer, &send(pid(1 << 28))).is_some());
+    }
+
     #[tokio::test]
     async fn a_busy_queue_refuses_try_send_and_makes_send_wait_until_written() {
-        let queue = Arc::new(SendQueue::new(Atom::new("p@h"), 1000, false, false));
+        let queue = Arc::new(SendQueue::new(Atom::new("p@h"), 1, 1000, false, false));
         let m = || Outgoing {
             control: Term::tuple([Term::from(SEND), Term::atom(""), Term::atom("x")]),
             payload: Some(Term::binary(vec![0u8; 300])),
@@ -905,20 +1197,24 @@ mod tests {
         let queued = queue.queued_bytes();
         assert!((1000..1400).contains(&queued), "{queued}");
         assert!(matches!(queue.try_send(m()), Err(DistError::Busy(_))));
-        // An async send waits ...
-        let waiting = tokio::spawn({
+        // An async send waits (polled once: not done, it waits for room) ...
+        let mut waiting = Box::pin({
             let q = queue.clone();
             async move { q.send(m()).await }
         });
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(std::future::Future::poll(waiting.as_mut(), &mut cx).is_pending());
+        assert_eq!(
+            queue.queued_bytes(),
+            queued,
+            "a waiting send queued nothing"
+        );
         // ... until the writer has written what was queued.
         let (client, mut server) = tokio::io::duplex(1 << 20);
         let writer = tokio::spawn(write_loop(client, queue.clone(), Duration::from_secs(60)));
         tokio::time::timeout(Duration::from_secs(10), waiting)
             .await
             .expect("the waiting send was never let through")
-            .unwrap()
             .unwrap();
         let mut got = vec![0u8; queued];
         tokio::time::timeout(Duration::from_secs(10), server.read_exact(&mut got))

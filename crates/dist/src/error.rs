@@ -37,6 +37,15 @@ pub enum DistError {
     Busy(String),
     /// There is no connection to this node (a sync send does not connect).
     NotConnected(String),
+    /// TLS distribution: a certificate or key could not be loaded, or a
+    /// TLS handshake failed (an untrusted or missing certificate, a peer
+    /// that does not speak TLS).
+    Tls(String),
+    /// The message holds a pid (or reference) of the receiving node that
+    /// it never makes (a number or serial out of its range): the node
+    /// would take it for a corrupted term and close the connection. Nothing
+    /// was sent.
+    BadPid(String),
 }
 
 impl fmt::Display for DistError {
@@ -57,6 +66,8 @@ impl fmt::Display for DistError {
             DistError::Stopped => write!(f, "node stopped"),
             DistError::Busy(n) => write!(f, "the send queue to {n} is full (busy)"),
             DistError::NotConnected(n) => write!(f, "not connected to {n}"),
+            DistError::Tls(m) => write!(f, "tls: {m}"),
+            DistError::BadPid(m) => write!(f, "refused to send: {m}"),
         }
     }
 }

@@ -17,6 +17,10 @@
 //! from epmd): it then gets the new challenge and answers with
 //! `'c' FlagsHigh:32 Creation:32` before its challenge reply. Ember itself
 //! always sends `'N'` (OTP 25.0-25.2 refuse `'n'`).
+//!
+//! Inside TLS the length prefix is 32 bits (`Len:32 | Body`), as OTP's
+//! `inet_tls_dist` (`{packet, 4}`) has it; the messages are the same
+//! ([`HandshakeStream::wide_lengths`]).
 
 use md5::{Digest, Md5};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -79,10 +83,43 @@ pub(crate) fn digest(cookie: &str, challenge: u32) -> [u8; 16] {
     h.finalize().into()
 }
 
-/// Reads one `Len:16 | Body` handshake message (bounded by the 16-bit
-/// length). An empty message is a protocol error.
-pub(crate) async fn read_msg<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, DistError> {
-    let len = r.read_u16().await?;
+/// A stream the handshake runs on.
+pub(crate) trait HandshakeStream: AsyncRead + AsyncWrite + Unpin {
+    /// Whether handshake messages have a 32-bit length prefix (inside
+    /// TLS, as `inet_tls_dist`) instead of the 16-bit one of TCP.
+    fn wide_lengths(&self) -> bool {
+        false
+    }
+}
+
+impl HandshakeStream for tokio::net::TcpStream {}
+
+#[cfg(test)]
+impl HandshakeStream for tokio::io::DuplexStream {}
+
+/// Reads one `Len:16 | Body` handshake message (`Len:32` when the stream
+/// says so; bounded by 65535 bytes either way). An empty message is a
+/// protocol error.
+pub(crate) async fn read_msg<R: HandshakeStream>(r: &mut R) -> Result<Vec<u8>, DistError> {
+    let len = if r.wide_lengths() {
+        let len = r.read_u32().await?;
+        u16::try_from(len).map_err(|_| {
+            DistError::Protocol(format!(
+                "handshake message of {len} bytes (a peer without TLS?)"
+            ))
+        })?
+    } else {
+        let len = r.read_u16().await?;
+        // A TLS record (alert or handshake, version 3.x) where a message
+        // length belongs; no handshake message is this long.
+        if matches!(len >> 8, 0x15 | 0x16) && len & 0xff == 0x03 {
+            return Err(DistError::Tls(
+                "the peer answered with TLS: it runs TLS distribution and this node does not"
+                    .into(),
+            ));
+        }
+        len
+    };
     if len == 0 {
         return Err(DistError::Protocol("empty handshake message".into()));
     }
@@ -91,13 +128,19 @@ pub(crate) async fn read_msg<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>,
     Ok(buf)
 }
 
-async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> Result<(), DistError> {
+async fn write_msg<W: HandshakeStream>(w: &mut W, body: &[u8]) -> Result<(), DistError> {
     let len = u16::try_from(body.len())
         .map_err(|_| DistError::Protocol("handshake message too long".into()))?;
-    let mut out = Vec::with_capacity(body.len() + 2);
-    out.extend_from_slice(&len.to_be_bytes());
+    let mut out = Vec::with_capacity(body.len() + 4);
+    if w.wide_lengths() {
+        out.extend_from_slice(&u32::from(len).to_be_bytes());
+    } else {
+        out.extend_from_slice(&len.to_be_bytes());
+    }
     out.extend_from_slice(body);
     w.write_all(&out).await?;
+    // TLS may hold the record back until flushed.
+    w.flush().await?;
     Ok(())
 }
 
@@ -164,7 +207,7 @@ fn random_challenge() -> u32 {
 }
 
 /// The connecting side. `expected` is the node we meant to reach.
-pub(crate) async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn connect<S: HandshakeStream>(
     s: &mut S,
     local: &Local,
     expected: &Atom,
@@ -244,7 +287,7 @@ pub(crate) async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
 /// The accepting side. `decide` chooses the status for the named peer;
 /// after `alive`, `replace` is told whether the peer wants the old
 /// connection replaced (a `false` ends the handshake).
-pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn accept<S: HandshakeStream>(
     s: &mut S,
     local: &Local,
     decide: impl FnOnce(&Atom) -> Status,

@@ -59,6 +59,14 @@
 //!   Ember is connected visibly; the rest of global's traffic is ignored
 //!   (a wrong answer to `global` can halt an OTP node).
 //!
+//! # TLS
+//!
+//! [`NodeConfig::tls`] ([`TlsOptions`]: certificate, key, trusted CAs,
+//! mutual TLS by default) runs every connection of a node inside TLS
+//! (rustls, `ring`), as OTP's `-proto_dist inet_tls`: the handshake and
+//! everything after it are unchanged, and Ember and `erl` nodes with TLS
+//! distribution connect to each other.
+//!
 //! # The seam to the runtime
 //!
 //! [`Node::start_in_runtime`] makes an Ember runtime's processes the
@@ -66,7 +74,12 @@
 //! (`ember_term::Term`s), links, monitors and exit signals go both ways,
 //! a lost connection fires `noconnection`, other nodes spawn and call
 //! registered Rust [`Functions`] (`spawn/4`, `rpc:call`, `erpc:call`),
-//! and [`rpc_call`] calls other nodes' `rex`. See `ember_runtime::dist`
+//! and [`rpc_call`] calls other nodes' `rex`. Ember processes spawn on
+//! other nodes ([`spawn`]: `spawn`, `spawn_link`, `spawn_monitor`,
+//! `spawn_opt`, with `SPAWN_REQUEST` / `SPAWN_REPLY`). [`tasks`] serves Elixir's
+//! `Task.Supervisor` protocol for registered functions
+//! (`Task.Supervisor.async({:ember_tasks, node}, M, F, A)` from iex) and
+//! calls it on any node from Rust ([`tasks::RemoteTaskSupervisor`]). See `ember_runtime::dist`
 //! for the runtime's side and `docs/semantics.md` §19.
 //!
 //! Without a runtime, every `SEND`, `REG_SEND` and `ALIAS_SEND` goes, in
@@ -88,7 +101,7 @@
 //!   `busy_dist_port`.
 //! * Interleaving the fragments of a big message with later small ones
 //!   (they are written back to back), `DFLAG_NAME_ME`, per-node cookies,
-//!   TLS, a cap on concurrent handshakes.
+//!   a cap on concurrent handshakes.
 //! * The embedded port mapper lives as long as the node that started it.
 #![forbid(unsafe_code)]
 
@@ -98,12 +111,42 @@ mod error;
 pub mod flags;
 mod global;
 mod handshake;
+mod introspect;
 #[cfg(all(test, ember_dist_loom))]
 mod loom_models;
 mod node;
 mod procs;
+pub mod tasks;
+mod traffic;
+mod transport;
 
 pub use epmd::EmbeddedEpmd;
 pub use error::DistError;
-pub use node::{Deliver, Delivery, DropAll, Node, NodeConfig};
+pub use introspect::{register_introspection, MAX_TOP, TOP_WINDOW};
+pub use node::{Deliver, Delivery, DropAll, Node, NodeConfig, NodeView};
 pub use procs::{rpc_call, FunctionFuture, FunctionResult, Functions, Raise};
+pub use traffic::ConnectionInfo;
+
+/// Spawning processes on other nodes from an Ember process (Erlang's
+/// `spawn/4`, `spawn_link/4`, `spawn_monitor/4` and `spawn_request` to
+/// another node): the runtime's functions, here with the rest of the
+/// distribution API. On an Ember node the function is a registered one
+/// ([`Functions`]), on an `erl` node any exported function.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), ember_dist::spawn::RemoteSpawnError> {
+/// use ember_dist::spawn;
+/// use ember_term::Term;
+///
+/// let (pid, monitor) =
+///     spawn::spawn_monitor("erl@localhost", "timer", "sleep", vec![Term::from(100)]).await?;
+/// # let _ = (pid, monitor);
+/// # Ok(()) }
+/// ```
+pub mod spawn {
+    pub use ember_runtime::dist::{
+        spawn, spawn_link, spawn_monitor, spawn_opt, RemoteSpawnError, RemoteSpawnOptions,
+        RemoteSpawned, DEFAULT_SPAWN_TIMEOUT,
+    };
+}
+pub use transport::TlsOptions;

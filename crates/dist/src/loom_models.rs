@@ -16,9 +16,34 @@
 //! (A cfg of its own rather than `loom`: tokio built with `--cfg loom`
 //! has no `net`, which this crate needs.)
 //!
+//! A second model checks the lane in front of the queue
+//! (`procs::Lane`, `busy_dist_port` for processes): senders push under
+//! the lane's lock and suspend themselves when that made it busy; the
+//! forwarder pops under the same lock and resumes every suspended sender
+//! once the lane is below half its limit. Checked: no sender is left
+//! suspended, nothing is lost or reordered per sender, and the lane never
+//! holds more than the limit plus one message per sender.
+//!
 //! (The waiting of async senders for room uses tokio's `Notify` with
 //! `enable()` before the check, tokio's documented pattern; loom has no
 //! model of `notify_waiters`, so it is not part of this model.)
+//!
+//! Also a model of a connect waiting for a pending connection (`node.rs`,
+//! `Inner::wait_up`): the waiter leaves a sender in the pending slot under
+//! the lock; replacing or removing the slot drops it, which wakes the
+//! waiter (a oneshot's closed state, modelled by a stored permit). Checked:
+//! the waiter always wakes and finds the connection up.
+//!
+//! And a model of a remote spawn's pending request
+//! (`ember_runtime::dist::spawn_opt`, `Incoming::spawn_reply`,
+//! `node_down`): the requester, at its deadline, the reader applying the
+//! `SPAWN_REPLY`, and a lost connection each try to take the request from
+//! the table under its lock; whoever takes it owns the outcome (the
+//! requester: `Timeout`; the reply: the pid in the mailbox; the lost
+//! connection: `noconnection` in the mailbox), and a reply that finds it
+//! gone undoes the new process's link (`abandoned`). Checked: the
+//! requester always ends with exactly one outcome, never returns a pid
+//! whose link was undone, and leaves no stray reply in its mailbox.
 
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::{Arc, Mutex, Notify};
@@ -32,6 +57,33 @@ struct Queue {
 }
 
 impl Queue {
+    fn new(limit: usize) -> Arc<Queue> {
+        Arc::new(Queue {
+            pending: Mutex::new(Vec::new()),
+            queued: AtomicUsize::new(0),
+            limit,
+            work: Notify::new(),
+        })
+    }
+
+    /// The loop of `write_loop`: swaps the buffer out under the lock,
+    /// waits for `work` only when it found nothing, until it has written
+    /// `total` messages. A lost wake-up would leave it waiting for ever:
+    /// loom reports the deadlock.
+    fn write(&self, total: usize) -> Vec<u8> {
+        let mut written = Vec::new();
+        while written.len() < total {
+            let out = std::mem::take(&mut *self.pending.lock().unwrap());
+            if out.is_empty() {
+                self.work.wait();
+                continue;
+            }
+            written.extend_from_slice(&out);
+            self.queued.fetch_sub(out.len(), Ordering::AcqRel);
+        }
+        written
+    }
+
     /// `SendQueue::push`: one byte stands for one encoded message.
     fn push(&self, message: u8) {
         let mut p = self.pending.lock().unwrap();
@@ -54,12 +106,7 @@ impl Queue {
 #[test]
 fn loom_models_send_queue_loses_nothing_and_wakes_the_writer() {
     loom::model(|| {
-        let q = Arc::new(Queue {
-            pending: Mutex::new(Vec::new()),
-            queued: AtomicUsize::new(0),
-            limit: 2,
-            work: Notify::new(),
-        });
+        let q = Queue::new(2);
         // Two senders: one queues unconditionally (force/send with room),
         // one tries twice (try_send).
         let a = {
@@ -86,17 +133,7 @@ fn loom_models_send_queue_loses_nothing_and_wakes_the_writer() {
         // the senders say they queued.
         let expected_a = a.join().unwrap();
         let expected_b = b.join().unwrap();
-        let total = expected_a + expected_b;
-        let mut written = Vec::new();
-        while written.len() < total {
-            let out = std::mem::take(&mut *q.pending.lock().unwrap());
-            if out.is_empty() {
-                q.work.wait();
-                continue;
-            }
-            written.extend_from_slice(&out);
-            q.queued.fetch_sub(out.len(), Ordering::AcqRel);
-        }
+        let written = q.write(expected_a + expected_b);
         assert_eq!(q.queued.load(Ordering::Acquire), 0);
         let from_a: Vec<u8> = written.iter().copied().filter(|m| *m < 10).collect();
         let from_b: Vec<u8> = written.iter().copied().filter(|m| *m > 10).collect();
@@ -109,33 +146,289 @@ fn loom_models_send_queue_loses_nothing_and_wakes_the_writer() {
 #[test]
 fn loom_models_writer_running_beside_senders_never_sleeps_on_queued_bytes() {
     loom::model(|| {
-        let q = Arc::new(Queue {
-            pending: Mutex::new(Vec::new()),
-            queued: AtomicUsize::new(0),
-            limit: 8,
-            work: Notify::new(),
-        });
+        let q = Queue::new(8);
         let writer = {
             let q = q.clone();
-            thread::spawn(move || {
-                let mut written = Vec::new();
-                while written.len() < 2 {
-                    let out = std::mem::take(&mut *q.pending.lock().unwrap());
-                    if out.is_empty() {
-                        // A lost wake-up would leave this waiting for ever:
-                        // loom reports the deadlock.
-                        q.work.wait();
-                        continue;
-                    }
-                    written.extend_from_slice(&out);
-                    q.queued.fetch_sub(out.len(), Ordering::AcqRel);
-                }
-                written
-            })
+            thread::spawn(move || q.write(2))
         };
         q.push(1);
         q.push(2);
         assert_eq!(writer.join().unwrap(), vec![1, 2]);
         assert_eq!(q.queued.load(Ordering::Acquire), 0);
+    });
+}
+
+/// `procs::Lane`, one unit per message, with the runtime's side of a
+/// suspension: a counter per process (`Process::busy_dist`) and its
+/// wake-up (`scheduler::wake`, a stored permit here).
+struct Lane {
+    state: Mutex<LaneState>,
+    limit: usize,
+    /// Senders → forwarder (tokio's `notify_one`: a stored permit).
+    work: Notify,
+}
+
+struct LaneState {
+    queue: std::collections::VecDeque<(usize, u8)>,
+    bytes: usize,
+    most: usize,
+    waiting: Vec<usize>,
+}
+
+/// A sending process: its suspension count and its wake-up.
+struct Proc {
+    busy: AtomicUsize,
+    wake: Notify,
+}
+
+impl Lane {
+    /// `Lane::push` and `Sender::suspend`.
+    fn push(&self, id: usize, message: u8, me: &Proc) {
+        let mut s = self.state.lock().unwrap();
+        s.queue.push_back((id, message));
+        s.bytes += 1;
+        s.most = s.most.max(s.bytes);
+        if s.bytes >= self.limit && !s.waiting.contains(&id) {
+            me.busy.fetch_add(1, Ordering::AcqRel);
+            s.waiting.push(id);
+        }
+        drop(s);
+        self.work.notify();
+    }
+
+    /// `Lane::pop` and `Suspension::resume`.
+    fn pop(&self, procs: &[Arc<Proc>]) -> Option<(usize, u8)> {
+        let mut s = self.state.lock().unwrap();
+        let m = s.queue.pop_front()?;
+        s.bytes -= 1;
+        let resumed = if s.bytes < self.limit / 2 {
+            std::mem::take(&mut s.waiting)
+        } else {
+            Vec::new()
+        };
+        drop(s);
+        for id in resumed {
+            if procs[id].busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+                procs[id].wake.notify();
+            }
+        }
+        Some(m)
+    }
+}
+
+/// `node.rs`'s connection slot for one peer, reduced to what `wait_up`
+/// touches.
+enum Slot {
+    /// A handshake in progress, with the waiters' wake-ups (`Resolved`).
+    Pending(Vec<Arc<Notify>>),
+    Up,
+}
+
+/// Replaces the slot under the lock if `when` holds for it; the old one's
+/// waiters are woken, as dropping their senders does.
+fn replace(slot: &Mutex<Option<Slot>>, when: fn(&Option<Slot>) -> bool, new: Slot) {
+    let mut guard = slot.lock().unwrap();
+    if !when(&guard) {
+        return;
+    }
+    if let Some(Slot::Pending(waiters)) = guard.replace(new) {
+        waiters.iter().for_each(|w| w.notify());
+    }
+}
+
+/// `Inner::wait_up`, without the deadline: whether the connection came up.
+fn wait_up(slot: &Mutex<Option<Slot>>) -> bool {
+    loop {
+        let resolved = match &mut *slot.lock().unwrap() {
+            Some(Slot::Up) => return true,
+            None => return false,
+            Some(Slot::Pending(waiters)) => {
+                let w = Arc::new(Notify::new());
+                waiters.push(w.clone());
+                w
+            }
+        };
+        resolved.wait();
+    }
+}
+
+#[test]
+fn loom_models_lane_resumes_every_suspended_sender_and_keeps_order() {
+    // Four threads: every interleaving within three preemptions per
+    // thread (loom's advice for models of this size; the full space takes
+    // hours). `LOOM_MAX_PREEMPTIONS` overrides it.
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(3);
+    }
+    builder.check(|| {
+        let lane = Arc::new(Lane {
+            state: Mutex::new(LaneState {
+                queue: std::collections::VecDeque::new(),
+                bytes: 0,
+                most: 0,
+                waiting: Vec::new(),
+            }),
+            limit: 2,
+            work: Notify::new(),
+        });
+        let procs: Vec<Arc<Proc>> = (0..2)
+            .map(|_| {
+                Arc::new(Proc {
+                    busy: AtomicUsize::new(0),
+                    wake: Notify::new(),
+                })
+            })
+            .collect();
+        let senders: Vec<_> = (0..2)
+            .map(|id| {
+                let (lane, me) = (lane.clone(), procs[id].clone());
+                thread::spawn(move || {
+                    for m in 1..=2u8 {
+                        lane.push(id, m, &me);
+                        // The next yield point: the scheduler does not run
+                        // a suspended process until it is resumed.
+                        while me.busy.load(Ordering::Acquire) > 0 {
+                            me.wake.wait();
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            match lane.pop(&procs) {
+                Some(m) => got.push(m),
+                // A lost wake-up would leave this waiting for ever.
+                None => lane.work.wait(),
+            }
+        }
+        for s in senders {
+            s.join().unwrap();
+        }
+        for id in 0..2 {
+            let mine: Vec<u8> = got.iter().filter(|m| m.0 == id).map(|m| m.1).collect();
+            assert_eq!(mine, vec![1, 2], "sender {id}'s messages");
+            assert_eq!(procs[id].busy.load(Ordering::Acquire), 0);
+        }
+        let s = lane.state.lock().unwrap();
+        assert!(s.waiting.is_empty());
+        assert!(s.most <= lane.limit + 1, "{} queued", s.most);
+    });
+}
+
+#[test]
+fn loom_models_a_connect_waiting_for_a_pending_connection_wakes_when_it_is_up() {
+    loom::model(|| {
+        let slot = Arc::new(Mutex::new(Some(Slot::Pending(Vec::new()))));
+        // The peer's simultaneous attempt replaces the pending slot with
+        // its own (`decide`: OkSimultaneous; `alive` once it is up).
+        let simultaneous = {
+            let slot = slot.clone();
+            thread::spawn(move || {
+                replace(
+                    &slot,
+                    |s| matches!(s, Some(Slot::Pending(_))),
+                    Slot::Pending(Vec::new()),
+                )
+            })
+        };
+        // A handshake finishes: `install`.
+        let install = {
+            let slot = slot.clone();
+            thread::spawn(move || replace(&slot, |_| true, Slot::Up))
+        };
+        // A lost wake-up would leave the waiter waiting for ever: loom
+        // reports the deadlock.
+        assert!(wait_up(&slot), "the waiter found no connection");
+        simultaneous.join().unwrap();
+        install.join().unwrap();
+    });
+}
+
+/// What reaches a remote spawn's requester.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum SpawnOutcome {
+    Pid,
+    NoConnection,
+    Timeout,
+}
+
+struct SpawnModel {
+    /// The pending request (`Table::spawns`): present until taken.
+    pending: Mutex<bool>,
+    /// The requester's mailbox: replies for the request.
+    mailbox: Mutex<Vec<SpawnOutcome>>,
+    /// Exit signals `abandoned` sent to the new process.
+    undone: AtomicUsize,
+}
+
+impl SpawnModel {
+    fn take(&self) -> bool {
+        std::mem::replace(&mut *self.pending.lock().unwrap(), false)
+    }
+
+    /// `spawn_opt` past its deadline: abandons the request if it can take
+    /// it, else waits for the reply that whoever took it delivers.
+    fn requester(&self) -> SpawnOutcome {
+        if self.take() {
+            return SpawnOutcome::Timeout;
+        }
+        loop {
+            if let Some(reply) = self.mailbox.lock().unwrap().pop() {
+                return reply;
+            }
+            thread::yield_now();
+        }
+    }
+
+    /// `Incoming::spawn_reply` with a pid and the link flag.
+    fn reply(&self) {
+        if self.take() {
+            self.mailbox.lock().unwrap().push(SpawnOutcome::Pid);
+        } else {
+            self.undone.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// `Incoming::node_down` (`fail_spawns`).
+    fn node_down(&self) {
+        if self.take() {
+            self.mailbox
+                .lock()
+                .unwrap()
+                .push(SpawnOutcome::NoConnection);
+        }
+    }
+}
+
+#[test]
+fn loom_models_a_remote_spawn_has_one_outcome_and_no_stray_reply() {
+    loom::model(|| {
+        let model = Arc::new(SpawnModel {
+            pending: Mutex::new(true),
+            mailbox: Mutex::new(Vec::new()),
+            undone: AtomicUsize::new(0),
+        });
+        let reply = {
+            let model = model.clone();
+            thread::spawn(move || model.reply())
+        };
+        let down = {
+            let model = model.clone();
+            thread::spawn(move || model.node_down())
+        };
+        let outcome = model.requester();
+        reply.join().unwrap();
+        down.join().unwrap();
+        let undone = model.undone.load(Ordering::Acquire);
+        assert!(model.mailbox.lock().unwrap().is_empty(), "a stray reply");
+        assert!(!*model.pending.lock().unwrap(), "the request is left over");
+        match outcome {
+            SpawnOutcome::Pid => assert_eq!(undone, 0, "a pid whose link was undone"),
+            SpawnOutcome::Timeout | SpawnOutcome::NoConnection => {
+                assert_eq!(undone, 1, "a new process left linked to no one")
+            }
+        }
     });
 }

@@ -1,10 +1,17 @@
 //! A distribution node: its name, cookie and epmd registration, its
 //! listener, and its connections by peer name.
 //!
-//! State: `conns` maps a peer to `Pending(id)` (a handshake in progress,
-//! in either direction) or `Up` (its queue and tasks). Only the handshake
-//! or connection whose `id` is in the slot may remove it. The lock is a
-//! plain mutex, never held across an `.await`.
+//! State: `conns` maps a peer to `Pending` (a handshake in progress, in
+//! either direction) or `Up` (its queue and tasks). Only the handshake or
+//! connection whose `id` is in the slot may remove it. The lock is a plain
+//! mutex, never held across an `.await`.
+//!
+//! A connect that finds another attempt pending waits for it without
+//! polling: under the lock it leaves a [`Resolved`] sender in the pending
+//! slot, and whoever replaces or removes the slot (the handshake that wins
+//! or fails, `stop`) drops it with the slot, which wakes the waiter to look
+//! again. Registering and resolving both happen under the lock, so no
+//! wake-up is lost (loom model in `loom_models.rs`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,6 +29,8 @@ use crate::epmd::{self, EmbeddedEpmd, Registration};
 use crate::error::DistError;
 use crate::flags;
 use crate::handshake::{self, Local, Peer, Status};
+use crate::traffic::ConnectionInfo;
+use crate::transport::{self, DistStream, TlsOptions, Transport};
 
 /// A message from a peer for a local process. Ember has no process table
 /// behind distribution yet, so these go to a [`Deliver`] hook.
@@ -128,6 +137,9 @@ pub struct NodeConfig {
     pub send_queue_limit: usize,
     /// Where messages for local processes go (default [`DropAll`]).
     pub deliver: Arc<dyn Deliver>,
+    /// TLS for every connection, accepted and outgoing (default `None`:
+    /// plain TCP). See [`TlsOptions`].
+    pub tls: Option<TlsOptions>,
 }
 
 impl NodeConfig {
@@ -146,6 +158,7 @@ impl NodeConfig {
             max_frame: 128 << 20,
             send_queue_limit: 1 << 20,
             deliver: Arc::new(DropAll),
+            tls: None,
         }
     }
 }
@@ -157,17 +170,35 @@ impl std::fmt::Debug for NodeConfig {
             .field("epmd_port", &self.epmd_port)
             .field("hidden", &self.hidden)
             .field("net_ticktime", &self.net_ticktime)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
 
+/// Wakes a connect waiting for a pending slot when it is dropped with the
+/// slot (the receiver then sees the sender gone).
+type Resolved = oneshot::Sender<()>;
+
 enum Slot {
-    Pending(u64),
+    /// A handshake in progress, and the connects waiting for it to end.
+    Pending { id: u64, waiters: Vec<Resolved> },
     Up {
         id: u64,
+        /// The peer's creation.
+        creation: u32,
         tx: Arc<SendQueue>,
         tasks: [AbortHandle; 2],
     },
+}
+
+impl Slot {
+    /// A handshake `id` in progress that nobody waits for yet.
+    fn pending(id: u64) -> Slot {
+        Slot::Pending {
+            id,
+            waiters: Vec::new(),
+        }
+    }
 }
 
 /// An outstanding call: the node asked, and where its reply goes.
@@ -176,6 +207,7 @@ type Call = (Atom, oneshot::Sender<Term>);
 pub(crate) struct Inner {
     pub(crate) config: NodeConfig,
     pub(crate) local: Local,
+    transport: Transport,
     /// The pid Ember's own net_kernel replies and pings come from.
     own_pid: Pid,
     listen_port: u16,
@@ -271,16 +303,15 @@ impl Inner {
 
     fn forget_pending(&self, node: &Atom, id: u64) {
         let mut conns = lock(&self.conns);
-        if matches!(conns.get(node), Some(Slot::Pending(i)) if *i == id) {
+        if matches!(conns.get(node), Some(Slot::Pending { id: i, .. }) if *i == id) {
             conns.remove(node);
         }
     }
 
-    fn install(self: &Arc<Self>, peer: Peer, stream: TcpStream, id: u64) {
+    fn install(self: &Arc<Self>, peer: Peer, stream: DistStream, id: u64) {
         if self.stopped.load(Ordering::Acquire) {
             return;
         }
-        let _ = stream.set_nodelay(true);
         let mut conns = lock(&self.conns);
         if let Some(Slot::Up { tasks, .. }) = conns.remove(&peer.name) {
             // `alive`: the old connection is replaced.
@@ -290,7 +321,16 @@ impl Inner {
         // Up before the reader can deliver anything from the peer.
         self.config.deliver.connection_up(&peer.name, peer.flags);
         let (tx, tasks) = connection::spawn(self, stream, &peer, id);
-        conns.insert(peer.name.clone(), Slot::Up { id, tx, tasks });
+        let creation = peer.creation;
+        conns.insert(
+            peer.name.clone(),
+            Slot::Up {
+                id,
+                creation,
+                tx,
+                tasks,
+            },
+        );
         drop(conns);
         tracing::info!(
             "dist: connected to {} (creation {}, flags {:#x})",
@@ -308,15 +348,16 @@ impl Inner {
         let mut conns = lock(&self.conns);
         match conns.get(peer) {
             None => {
-                conns.insert(peer.clone(), Slot::Pending(id));
+                conns.insert(peer.clone(), Slot::pending(id));
                 Status::Ok
             }
-            // Both sides are connecting: the greater name's attempt wins.
-            Some(Slot::Pending(_)) => {
+            // Both sides are connecting: the greater name's attempt wins
+            // (replacing the slot wakes its waiters to wait for this one).
+            Some(Slot::Pending { .. }) => {
                 if self.local.name.as_str() > peer.as_str() {
                     Status::Nok
                 } else {
-                    conns.insert(peer.clone(), Slot::Pending(id));
+                    conns.insert(peer.clone(), Slot::pending(id));
                     Status::OkSimultaneous
                 }
             }
@@ -324,21 +365,24 @@ impl Inner {
         }
     }
 
-    async fn accept(self: Arc<Self>, mut stream: TcpStream, from: SocketAddr) {
+    async fn accept(self: Arc<Self>, tcp: TcpStream, from: SocketAddr) {
         let id = self.fresh_id();
         let mut decided: Option<Atom> = None;
         let me = self.clone();
-        let result = tokio::time::timeout(
-            self.config.setup_time,
-            handshake::accept(&mut stream, &self.local, |peer| {
+        let result = tokio::time::timeout(self.config.setup_time, async {
+            let mut stream = self.transport.accept(tcp).await?;
+            let peer = handshake::accept(&mut stream, &self.local, |peer| {
                 decided = Some(peer.clone());
                 me.decide(peer, id)
-            }),
-        )
+            })
+            .await
+            .map_err(transport::surface_tls)?;
+            Ok((peer, stream))
+        })
         .await
         .unwrap_or(Err(DistError::Timeout("handshake")));
         match result {
-            Ok(peer) => self.install(peer, stream, id),
+            Ok((peer, stream)) => self.install(peer, stream, id),
             Err(e) => {
                 tracing::info!("dist: refused a connection from {from}: {e}");
                 if let Some(peer) = decided {
@@ -348,22 +392,28 @@ impl Inner {
         }
     }
 
+    /// Waits, up to the setup time, until the pending connection to `node`
+    /// is up (its queue) or has failed; woken each time the slot changes.
     async fn wait_up(&self, node: &Atom) -> Result<Arc<SendQueue>, DistError> {
         let deadline = tokio::time::Instant::now() + self.config.setup_time;
         loop {
-            match lock(&self.conns).get(node) {
+            let resolved = match lock(&self.conns).get_mut(node) {
                 Some(Slot::Up { tx, .. }) => return Ok(tx.clone()),
-                Some(Slot::Pending(_)) => {}
+                Some(Slot::Pending { waiters, .. }) => {
+                    let (tx, rx) = oneshot::channel();
+                    waiters.push(tx);
+                    rx
+                }
                 None => {
                     return Err(DistError::Refused(
                         "the other connection attempt failed".into(),
                     ))
                 }
-            }
-            if tokio::time::Instant::now() >= deadline {
+            };
+            // Nothing is ever sent: the sender is dropped with the slot.
+            if tokio::time::timeout_at(deadline, resolved).await.is_err() {
                 return Err(DistError::Timeout("waiting for a simultaneous connection"));
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -383,9 +433,9 @@ impl Inner {
             let mut conns = lock(&self.conns);
             match conns.get(node) {
                 Some(Slot::Up { tx, .. }) => return Ok(tx.clone()),
-                Some(Slot::Pending(_)) => true,
+                Some(Slot::Pending { .. }) => true,
                 None => {
-                    conns.insert(node.clone(), Slot::Pending(id));
+                    conns.insert(node.clone(), Slot::pending(id));
                     false
                 }
             }
@@ -403,8 +453,11 @@ impl Inner {
                 )));
             }
             let addr = SocketAddr::new(epmd_addr.ip(), info.port);
-            let mut stream = TcpStream::connect(addr).await?;
-            let peer = handshake::connect(&mut stream, &self.local, node).await?;
+            let tcp = TcpStream::connect(addr).await?;
+            let mut stream = self.transport.connect(tcp, host).await?;
+            let peer = handshake::connect(&mut stream, &self.local, node)
+                .await
+                .map_err(transport::surface_tls)?;
             Ok((peer, stream))
         };
         let result = tokio::time::timeout(self.config.setup_time, attempt)
@@ -426,8 +479,12 @@ impl Inner {
             }
             Err(e) => {
                 self.forget_pending(node, id);
-                if let DistError::WrongCookie(_) = e {
-                    tracing::warn!("dist: {node} refused our handshake: wrong cookie");
+                match &e {
+                    DistError::WrongCookie(_) => {
+                        tracing::warn!("dist: {node} refused our handshake: wrong cookie");
+                    }
+                    DistError::Tls(m) => tracing::warn!("dist: connecting to {node}: {m}"),
+                    _ => {}
                 }
                 Err(e)
             }
@@ -475,6 +532,21 @@ impl Inner {
         }
     }
 
+    /// Every live connection with its traffic, sorted by node name.
+    fn connections(&self) -> Vec<ConnectionInfo> {
+        let mut v: Vec<ConnectionInfo> = lock(&self.conns)
+            .iter()
+            .filter_map(|(node, slot)| match slot {
+                Slot::Up { creation, tx, .. } => {
+                    Some(tx.traffic.info(node.clone(), *creation, tx.queued_bytes()))
+                }
+                Slot::Pending { .. } => None,
+            })
+            .collect();
+        v.sort_by(|a, b| a.node.cmp(&b.node));
+        v
+    }
+
     fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
         for h in lock(&self.background).drain(..) {
@@ -520,6 +592,7 @@ impl Node {
         let (alive, _) = split_name(&config.name)?;
         let name =
             Atom::try_new(&config.name).map_err(|_| DistError::BadNodeName(config.name.clone()))?;
+        let transport = Transport::new(config.tls.as_ref())?;
         let listener = TcpListener::bind(config.listen).await?;
         let port = listener.local_addr()?.port();
         let epmd_addr = SocketAddr::from(([127, 0, 0, 1], config.epmd_port));
@@ -555,8 +628,12 @@ impl Node {
             creation,
             flags: offered,
         };
+        if transport.is_tls() {
+            tracing::info!("dist: {name} uses TLS for every connection");
+        }
         let inner = Arc::new(Inner {
             config,
+            transport,
             own_pid: Pid {
                 node: name,
                 id: 0,
@@ -762,6 +839,21 @@ impl Node {
         }
     }
 
+    /// Every live connection to another node, with when it came up and
+    /// its traffic so far, sorted by node name.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        self.inner.connections()
+    }
+
+    /// A handle that reads this node's connections without keeping the
+    /// node alive (for an observer such as the console).
+    pub fn view(&self) -> NodeView {
+        NodeView {
+            name: self.inner.local.name.clone(),
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+
     /// The port the distribution listener accepts on.
     pub fn port(&self) -> u16 {
         self.inner.listen_port
@@ -777,5 +869,45 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.inner.stop();
+    }
+}
+
+/// A weak, cloneable handle on a [`Node`] ([`Node::view`]): reads its
+/// name and connections, and sees nothing once the node is stopped or
+/// dropped.
+#[derive(Clone)]
+pub struct NodeView {
+    name: Atom,
+    inner: std::sync::Weak<Inner>,
+}
+
+impl NodeView {
+    /// The node's name.
+    pub fn name(&self) -> &Atom {
+        &self.name
+    }
+
+    /// Whether the node still runs.
+    pub fn is_running(&self) -> bool {
+        self.inner
+            .upgrade()
+            .is_some_and(|inner| !inner.stopped.load(Ordering::Acquire))
+    }
+
+    /// [`Node::connections`]; empty once the node is stopped.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        match self.inner.upgrade() {
+            Some(inner) if !inner.stopped.load(Ordering::Acquire) => inner.connections(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for NodeView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeView")
+            .field("name", &self.name)
+            .field("running", &self.is_running())
+            .finish()
     }
 }

@@ -8,7 +8,9 @@
 //! another keep their order end to end. If no connection can be made, the
 //! task reports the node down to the runtime (every link and monitor to it
 //! fires with `noconnection`, `monitor_node` subscribers get their
-//! `NodeDown`) and drops what was queued meanwhile.
+//! `NodeDown`) and drops what was queued meanwhile. The FIFO ([`Lane`]) is
+//! bounded for senders as Erlang's `busy_dist_port`: a process whose
+//! message finds it full is suspended until it drains.
 //!
 //! Incoming, the connection's reader calls the bridge (its [`Deliver`]
 //! hook) in arrival order, and the bridge calls the runtime's
@@ -40,10 +42,11 @@ use std::time::Duration;
 
 use ember_otp::gen::CallError;
 use ember_otp::gen_server::{call_term, TermServer};
-use ember_runtime::dist::{self as rdist, Distribution, Incoming, RemoteSignal, Target};
+use ember_runtime::dist::{
+    self as rdist, Distribution, Incoming, RemoteSignal, Sender, Suspension, Target,
+};
 use ember_runtime::{receive, ExitReason, Handle, Spawn};
 use ember_term::{Atom, Pid, Term};
-use tokio::sync::mpsc;
 
 use crate::connection::Outgoing;
 use crate::error::DistError;
@@ -96,7 +99,7 @@ pub type FunctionResult = Result<Term, Raise>;
 /// A registered function's future.
 pub type FunctionFuture = Pin<Box<dyn Future<Output = FunctionResult> + Send>>;
 
-type Function = Arc<dyn Fn(Vec<Term>) -> FunctionFuture + Send + Sync>;
+pub(crate) type Function = Arc<dyn Fn(Vec<Term>) -> FunctionFuture + Send + Sync>;
 
 /// Rust functions by `module:function/arity`, for other nodes to spawn
 /// and call ([`Node::start_in_runtime_with`]). Each runs in its own Ember
@@ -136,7 +139,8 @@ impl Functions {
             .insert((Atom::new(module), Atom::new(function), arity), f);
     }
 
-    fn get(&self, module: &Term, function: &Term, arity: usize) -> Option<Function> {
+    /// The function registered as `module:function/arity`, if any.
+    pub(crate) fn get(&self, module: &Term, function: &Term, arity: usize) -> Option<Function> {
         let (Term::Atom(m), Term::Atom(f)) = (module, function) else {
             return None;
         };
@@ -152,8 +156,10 @@ struct Bridge {
     node: OnceLock<Weak<Inner>>,
     tokio: tokio::runtime::Handle,
     /// Per peer node, the FIFO its forwarding task drains.
-    outbound: Mutex<HashMap<Atom, mpsc::UnboundedSender<RemoteSignal>>>,
+    outbound: Mutex<HashMap<Atom, Arc<Lane>>>,
     flags: PeerFlags,
+    /// The bound of each lane, in bytes: the connections' send queue limit.
+    send_queue_limit: usize,
 }
 
 impl Node {
@@ -184,6 +190,7 @@ impl Node {
             tokio: tokio::runtime::Handle::current(),
             outbound: Mutex::new(HashMap::new()),
             flags: Arc::new(Mutex::new(HashMap::new())),
+            send_queue_limit: config.send_queue_limit,
         });
         config.deliver = bridge.clone();
         let node = Node::start_with(config).await?;
@@ -274,7 +281,7 @@ fn badrpc_exit(reason: Term) -> Term {
 }
 
 /// The stack an exception in `M:F(Args)` reports: `[{M, F, Args, []}]`.
-fn stack(m: &Term, f: &Term, args: &[Term]) -> Term {
+pub(crate) fn stack(m: &Term, f: &Term, args: &[Term]) -> Term {
     Term::list([Term::tuple([
         m.clone(),
         f.clone(),
@@ -509,67 +516,272 @@ struct SpawnRequest<'a> {
 /// Lets a spawned process start once its `SPAWN_REPLY` is on its way.
 struct Go;
 
-impl Distribution for Bridge {
-    fn signal(&self, node: &Atom, signal: RemoteSignal) {
+impl Bridge {
+    /// The FIFO to `node`, with its forwarder started on first use.
+    fn lane(&self, node: &Atom) -> Arc<Lane> {
         let mut outbound = lock(&self.outbound);
-        let queue = outbound.entry(node.clone()).or_insert_with(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let forwarder = Forwarder {
-                node: node.clone(),
-                inner: self.node.get().cloned().unwrap_or_default(),
-                incoming: self.incoming.clone(),
-                flags: self.flags.clone(),
-            };
-            self.tokio.spawn(forwarder.run(rx));
-            tx
-        });
-        if queue.send(signal).is_err() {
-            tracing::debug!("dist: the queue to {node} is closed: a signal was dropped");
-        }
+        outbound
+            .entry(node.clone())
+            .or_insert_with(|| {
+                let lane = Arc::new(Lane::new(self.send_queue_limit));
+                let forwarder = Forwarder {
+                    node: node.clone(),
+                    inner: self.node.get().cloned().unwrap_or_default(),
+                    incoming: self.incoming.clone(),
+                    flags: self.flags.clone(),
+                    lane: lane.clone(),
+                };
+                self.tokio.spawn(forwarder.run());
+                lane
+            })
+            .clone()
     }
 }
 
-/// Drains one peer node's FIFO onto its connection.
+impl Distribution for Bridge {
+    fn signal(&self, node: &Atom, signal: RemoteSignal) {
+        self.lane(node).push(signal, None);
+    }
+
+    fn message(&self, node: &Atom, signal: RemoteSignal, sender: &Sender<'_>) {
+        self.lane(node).push(signal, Some(sender));
+    }
+}
+
+/// One peer node's FIFO of signals, in front of its connection's send
+/// queue, bounded for senders as Erlang's `busy_dist_port`: while the
+/// signals queued here reach the limit in (estimated) bytes, a process
+/// that sends a message is suspended (its message is queued first, so
+/// order holds) until the forwarder has taken the FIFO below half the
+/// limit. Signals that are not messages (links, exits, monitors, replies)
+/// are always queued and never suspend anyone, so none is lost.
+///
+/// The wake-up protocol: a sender queues its signal, adds its bytes and,
+/// if that made the lane busy, records its suspension, all under the
+/// lane's lock; the forwarder takes a signal, subtracts its bytes and, if
+/// that made the lane not busy, takes every recorded suspension, under
+/// the same lock, and resumes them after. A suspension is only recorded
+/// while the FIFO holds at least the limit, so the forwarder has
+/// something to take and will see it: none is left behind (loom model in
+/// `loom_models.rs`).
+pub(crate) struct Lane {
+    state: Mutex<LaneState>,
+    /// Senders → forwarder: something was queued.
+    work: tokio::sync::Notify,
+    limit: usize,
+}
+
+struct LaneState {
+    /// Each signal with its size and the epoch it was queued in.
+    queue: std::collections::VecDeque<(RemoteSignal, usize, u64)>,
+    bytes: usize,
+    /// Connections to the node lost so far.
+    epoch: u64,
+    /// Suspended senders, at most one suspension each.
+    waiting: HashMap<ember_runtime::Pid, Suspension>,
+}
+
+impl Lane {
+    fn new(limit: usize) -> Lane {
+        Lane {
+            state: Mutex::new(LaneState {
+                queue: std::collections::VecDeque::new(),
+                bytes: 0,
+                epoch: 0,
+                waiting: HashMap::new(),
+            }),
+            work: tokio::sync::Notify::new(),
+            limit: limit.max(1),
+        }
+    }
+
+    /// Queues `signal`; suspends `sender` if the lane is busy now.
+    fn push(&self, signal: RemoteSignal, sender: Option<&Sender<'_>>) {
+        let size = signal_bytes(&signal);
+        let mut state = lock(&self.state);
+        let epoch = state.epoch;
+        state.queue.push_back((signal, size, epoch));
+        state.bytes += size;
+        if let Some(sender) = sender {
+            if state.bytes >= self.limit && !state.waiting.contains_key(&sender.pid()) {
+                state.waiting.insert(sender.pid(), sender.suspend());
+            }
+        }
+        drop(state);
+        self.work.notify_one();
+    }
+
+    /// Takes the next signal, resuming the suspended senders when that
+    /// took the lane below half its limit.
+    fn pop(&self) -> Option<(RemoteSignal, u64)> {
+        let mut state = lock(&self.state);
+        let (signal, size, epoch) = state.queue.pop_front()?;
+        state.bytes -= size;
+        let resumed = if state.bytes < self.limit / 2 && !state.waiting.is_empty() {
+            std::mem::take(&mut state.waiting)
+        } else {
+            HashMap::new()
+        };
+        drop(state);
+        resumed.into_values().for_each(Suspension::resume);
+        Some((signal, epoch))
+    }
+
+    /// The current epoch: connections to the node lost so far.
+    fn epoch(&self) -> u64 {
+        lock(&self.state).epoch
+    }
+
+    /// A connection to the node was lost.
+    fn connection_lost(&self) {
+        lock(&self.state).epoch += 1;
+    }
+
+    /// Drops everything queued and resumes every suspended sender; the
+    /// number of signals dropped.
+    fn clear(&self) -> usize {
+        let mut state = lock(&self.state);
+        let dropped = state.queue.len();
+        state.queue.clear();
+        state.bytes = 0;
+        let resumed = std::mem::take(&mut state.waiting);
+        drop(state);
+        resumed.into_values().for_each(Suspension::resume);
+        dropped
+    }
+}
+
+/// Roughly the bytes `signal` takes encoded: what the lane counts.
+fn signal_bytes(signal: &RemoteSignal) -> usize {
+    const CONTROL: usize = 64;
+    CONTROL
+        + match signal {
+            RemoteSignal::Send { message, .. }
+            | RemoteSignal::SendNamed { message, .. }
+            | RemoteSignal::SendAlias { message, .. } => term_bytes(message),
+            RemoteSignal::Exit { reason, .. }
+            | RemoteSignal::Exit2 { reason, .. }
+            | RemoteSignal::MonitorExit { reason, .. } => term_bytes(reason),
+            RemoteSignal::SpawnReply { result, .. } => term_bytes(result),
+            RemoteSignal::SpawnRequest { args, .. } => args.iter().map(term_bytes).sum(),
+            _ => 0,
+        }
+}
+
+/// Roughly the bytes of `term` in the external format (iterative: a
+/// deep term cannot overflow the stack).
+fn term_bytes(term: &Term) -> usize {
+    let mut total = 0usize;
+    let mut pending = vec![term];
+    while let Some(t) = pending.pop() {
+        total += match t {
+            Term::Binary(b) => 5 + b.len(),
+            Term::BitBinary(b) => 6 + b.bytes().len(),
+            Term::Atom(a) => 3 + a.as_str().len(),
+            Term::Tuple(items) | Term::List(items) => {
+                pending.extend(items.iter());
+                5
+            }
+            Term::ImproperList(items, tail) => {
+                pending.extend(items.iter());
+                pending.push(tail);
+                5
+            }
+            Term::Map(m) => {
+                for (k, v) in m.iter() {
+                    pending.push(k);
+                    pending.push(v);
+                }
+                5
+            }
+            Term::BigInt(_) => 16,
+            Term::Pid(_) | Term::Port(_) | Term::Reference(_) | Term::Fun(_) => 32,
+            _ => 9,
+        };
+    }
+    total
+}
+
+/// Drains one peer node's lane onto its connection.
 struct Forwarder {
     node: Atom,
     inner: Weak<Inner>,
     incoming: Arc<OnceLock<Incoming>>,
     flags: PeerFlags,
+    lane: Arc<Lane>,
 }
 
 impl Forwarder {
-    async fn run(self, mut rx: mpsc::UnboundedReceiver<RemoteSignal>) {
-        while let Some(signal) = rx.recv().await {
+    async fn run(self) {
+        loop {
+            let Some((signal, queued_in)) = self.lane.pop() else {
+                self.lane.work.notified().await;
+                continue;
+            };
             let Some(inner) = self.inner.upgrade() else {
-                self.unreachable(&mut rx, "the node has stopped");
+                self.unreachable("the node has stopped");
                 continue;
             };
             let tx = match inner.connect(&self.node).await {
                 Ok(tx) => tx,
                 Err(e) => {
                     drop(inner);
-                    self.unreachable(&mut rx, &e.to_string());
+                    self.unreachable(&e.to_string());
                     continue;
                 }
             };
+            if !self.still_held(&signal, queued_in) {
+                continue;
+            }
             let peer_flags = lock(&self.flags).get(&self.node).copied().unwrap_or(0);
+            if peer_flags & flags::SPAWN == 0 {
+                if let RemoteSignal::SpawnRequest { id, from, .. } = &signal {
+                    // The peer does not spawn for others: answer for it.
+                    if let Some(incoming) = self.incoming.get() {
+                        incoming.spawn_reply(&self.node, id, from, 0, &Term::atom("notsup"));
+                    }
+                    continue;
+                }
+            }
             let Some(outgoing) = encode(signal, peer_flags) else {
                 continue;
             };
-            if tx.send(outgoing).await.is_err() {
-                tracing::debug!("dist: the connection to {} closed under a send", self.node);
+            match tx.send(outgoing).await {
+                Ok(()) => {}
+                // Logged where it was refused; the signal is dropped.
+                Err(DistError::BadPid(_)) => {}
+                Err(e) => tracing::debug!("dist: no send to {}: {e}", self.node),
             }
+        }
+    }
+
+    /// Whether a `LINK` or `MONITOR_P` still stands for a relation the
+    /// local process holds. Asked once the connection it would go on is
+    /// up: a relation fired by the loss of an earlier connection (while
+    /// its signal waited here) is not made on this one, so the peer never
+    /// holds a link or monitor this side does not. A relation fired after
+    /// the check fires on the peer's side too (the connection it went on
+    /// is the one lost).
+    fn still_held(&self, signal: &RemoteSignal, queued_in: u64) -> bool {
+        let Some(incoming) = self.incoming.get() else {
+            return true;
+        };
+        match signal {
+            RemoteSignal::Link { from, to } => incoming
+                .holds_link(from, to)
+                .unwrap_or(queued_in == self.lane.epoch()),
+            RemoteSignal::Monitor {
+                from, reference, ..
+            } => incoming.holds_monitor(from, reference),
+            _ => true,
         }
     }
 
     /// No connection to the node: it is down for the runtime (links and
     /// monitors fire with `noconnection`), and what is queued now is
     /// dropped rather than trying again for each.
-    fn unreachable(&self, rx: &mut mpsc::UnboundedReceiver<RemoteSignal>, why: &str) {
-        let mut dropped = 0usize;
-        while rx.try_recv().is_ok() {
-            dropped += 1;
-        }
+    fn unreachable(&self, why: &str) {
+        let dropped = self.lane.clear();
         tracing::info!(
             "dist: cannot reach {}: {why} ({dropped} more queued signals dropped)",
             self.node
@@ -620,6 +832,9 @@ fn encode(signal: RemoteSignal, peer_flags: u64) -> Option<Outgoing> {
             )
         }
         RemoteSignal::Link { from, to } => (Term::tuple([op(LINK), pid(from), pid(to)]), None),
+        RemoteSignal::GroupLeader { leader, to } => {
+            (Term::tuple([op(GROUP_LEADER), pid(leader), pid(to)]), None)
+        }
         RemoteSignal::Unlink { id, from, to } => (
             Term::tuple([op(UNLINK_ID), Term::from(id), pid(from), pid(to)]),
             None,
@@ -675,6 +890,37 @@ fn encode(signal: RemoteSignal, peer_flags: u64) -> Option<Outgoing> {
             ]),
             None,
         ),
+        RemoteSignal::SpawnRequest {
+            id,
+            from,
+            group_leader,
+            module,
+            function,
+            args,
+            link,
+            monitor,
+        } => {
+            let arity = Term::from(args.len() as i64);
+            let mut options = Vec::new();
+            if link {
+                options.push(Term::atom("link"));
+            }
+            if monitor {
+                options.push(Term::atom("monitor"));
+            }
+            let mfa = Term::tuple([Term::Atom(module), Term::Atom(function), arity]);
+            (
+                Term::tuple([
+                    op(SPAWN_REQUEST),
+                    Term::Reference(id),
+                    pid(from),
+                    pid(group_leader),
+                    mfa,
+                    Term::list(options),
+                ]),
+                Some(Term::list(args)),
+            )
+        }
         RemoteSignal::MonitorExit {
             from,
             to,
@@ -735,7 +981,9 @@ impl Deliver for Bridge {
             (UNLINK, [_, Term::Pid(from), Term::Pid(to)]) => {
                 incoming.unlink_quietly(from, to);
             }
-            (UNLINK_ID_ACK, _) => {}
+            (UNLINK_ID_ACK, [_, id, Term::Pid(from), Term::Pid(to)]) => {
+                incoming.unlink_ack(id, from, to)
+            }
             (GROUP_LEADER, [_, Term::Pid(leader), Term::Pid(to)]) => {
                 incoming.group_leader(leader, to)
             }
@@ -767,6 +1015,10 @@ impl Deliver for Bridge {
                 };
                 self.spawn_request(incoming, node, request)
             }
+            (SPAWN_REPLY, [_, Term::Reference(id), Term::Pid(to), flags, result]) => {
+                let flags = flags.as_int().unwrap_or(0);
+                incoming.spawn_reply(node, id, to, flags, result)
+            }
             _ => return false,
         }
         true
@@ -781,6 +1033,11 @@ impl Deliver for Bridge {
 
     fn connection_down(&self, node: &Atom) {
         lock(&self.flags).remove(node);
+        // Before the runtime fires the relations: a LINK queued before
+        // this is from an earlier epoch.
+        if let Some(lane) = lock(&self.outbound).get(node) {
+            lane.connection_lost();
+        }
         if let Some(incoming) = self.incoming.get() {
             incoming.node_down(node);
         }

@@ -1,12 +1,17 @@
 //! Two Ember nodes in one process, on an embedded port mapper of their own.
+//! Connections coming up and going down, and messages, are waited for as
+//! the nodes' `Deliver` hooks report them, with a deadline.
+
+mod support;
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ember_dist::{epmd, flags, Deliver, Delivery, DistError, Node, NodeConfig};
-use ember_term::{Atom, Pid, Term};
+use ember_dist::{epmd, flags, Delivery, DistError, Node, NodeConfig};
+use ember_term::{Pid, Term};
 use md5::{Digest, Md5};
+use support::wire::{forward, Deliveries};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn free_port() -> u16 {
@@ -24,15 +29,18 @@ fn config(name: &str, cookie: &str, epmd_port: u16) -> NodeConfig {
     c
 }
 
+/// A node started with `config` and what its `Deliver` hook reports.
+async fn watched(mut config: NodeConfig) -> (Node, Deliveries) {
+    let (hook, events) = forward();
+    config.deliver = Arc::new(hook);
+    (Node::start_with(config).await.unwrap(), events)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_ember_nodes_ping_each_other_and_list_each_other() {
     let port = free_port();
-    let a = Node::start_with(config("a", "cookie1", port))
-        .await
-        .unwrap();
-    let b = Node::start_with(config("b", "cookie1", port))
-        .await
-        .unwrap();
+    let (a, mut a_events) = watched(config("a", "cookie1", port)).await;
+    let (b, mut b_events) = watched(config("b", "cookie1", port)).await;
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut names: Vec<String> = epmd::names(addr)
         .await
@@ -60,25 +68,18 @@ async fn two_ember_nodes_ping_each_other_and_list_each_other() {
     // An explicit disconnect; the next ping connects again.
     assert!(a.disconnect(b.name().as_str()));
     assert!(!a.disconnect(b.name().as_str()));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while b.nodes().contains(a.name()) {
-        assert!(
-            Instant::now() < deadline,
-            "b still lists a after the disconnect"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    b_events.down(a.name().as_str()).await;
+    assert!(!b.nodes().contains(a.name()));
     assert!(a.ping(b.name().as_str()).await);
     assert_eq!(a.nodes(), vec![b.name().clone()]);
 
     // b goes away: a sees the connection drop.
     let b_name = b.name().clone();
     b.stop();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while a.nodes().contains(&b_name) {
-        assert!(Instant::now() < deadline, "a still lists {b_name}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // a's connection to b went down twice: by the disconnect, and now.
+    a_events.down(b_name.as_str()).await;
+    a_events.down(b_name.as_str()).await;
+    assert!(!a.nodes().contains(&b_name));
     assert!(!a.ping(b_name.as_str()).await);
 }
 
@@ -207,7 +208,7 @@ async fn raw_peer_expecting(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connected_peer_sending_a_4_gib_frame_or_garbage_is_disconnected() {
     let port = free_port();
-    let a = Node::start_with(config("ha", "c", port)).await.unwrap();
+    let (a, mut events) = watched(config("ha", "c", port)).await;
     let b = Node::start_with(config("hb", "c", port)).await.unwrap();
     for (i, frame) in [
         &[0xff, 0xff, 0xff, 0xff][..],
@@ -219,20 +220,14 @@ async fn a_connected_peer_sending_a_4_gib_frame_or_garbage_is_disconnected() {
     {
         let name = format!("raw{i}_{}@localhost", std::process::id());
         let mut s = raw_peer(&a, &name, "c").await;
-        // Connected: Ember lists the peer once the handshake is done.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !a.nodes().iter().any(|n| n.as_str() == name) {
-            assert!(Instant::now() < deadline, "{name} never listed");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        // Connected once the handshake is done.
+        events.up(&name).await;
         s.write_all(frame).await.unwrap();
         let mut buf = Vec::new();
         let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf)).await;
         assert!(read.is_ok(), "connection left open after {frame:?}");
-        while a.nodes().iter().any(|n| n.as_str() == name) {
-            assert!(Instant::now() < deadline, "{name} still listed");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        events.down(&name).await;
+        assert!(!a.nodes().iter().any(|n| n.as_str() == name));
     }
     assert!(a.ping(b.name().as_str()).await);
 }
@@ -240,15 +235,11 @@ async fn a_connected_peer_sending_a_4_gib_frame_or_garbage_is_disconnected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_reconnecting_while_its_old_connection_is_up_replaces_it() {
     let port = free_port();
-    let a = Node::start_with(config("ra", "c", port)).await.unwrap();
+    let (a, mut events) = watched(config("ra", "c", port)).await;
     let b = Node::start_with(config("rb", "c", port)).await.unwrap();
     let name = format!("again_{}@localhost", std::process::id());
     let mut old = raw_peer(&a, &name, "c").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !a.nodes().iter().any(|n| n.as_str() == name) {
-        assert!(Instant::now() < deadline, "{name} never listed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    events.up(&name).await;
     // Same name again: `alive`, we say `true`, the handshake goes on.
     let _new = raw_peer_expecting(&a, &name, "c", b"salive").await;
     let mut buf = Vec::new();
@@ -264,42 +255,13 @@ async fn a_peer_reconnecting_while_its_old_connection_is_up_replaces_it() {
     assert!(a.ping(b.name().as_str()).await);
 }
 
-/// Collects what the [`Deliver`] hook is handed.
-#[derive(Default)]
-struct Collect(std::sync::Mutex<Vec<Delivery>>);
-
-impl Deliver for Collect {
-    fn deliver(&self, _node: &Atom, delivery: Delivery) {
-        self.0.lock().unwrap().push(delivery);
-    }
-}
-
-async fn wait_for(collect: &Collect, n: usize) -> Vec<Delivery> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = collect.0.lock().unwrap().clone();
-        if got.len() >= n {
-            return got;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {n} arrived",
-            got.len()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_and_send_named_connect_on_first_use_and_keep_order() {
     let port = free_port();
     let a = Node::start_with(config("send_a", "cookie1", port))
         .await
         .unwrap();
-    let collect = Arc::new(Collect::default());
-    let mut c = config("send_b", "cookie1", port);
-    c.deliver = collect.clone();
-    let b = Node::start_with(c).await.unwrap();
+    let (b, mut deliveries) = watched(config("send_b", "cookie1", port)).await;
     let b_name = b.name().as_str().to_string();
     assert!(a.nodes().is_empty());
 
@@ -319,7 +281,7 @@ async fn send_and_send_named_connect_on_first_use_and_keep_order() {
         a.send(&b_pid, Term::from(i)).await.unwrap();
     }
     a.send(&b_pid, big.clone()).await.unwrap();
-    let got = wait_for(&collect, 51).await;
+    let got = deliveries.messages(51).await;
     assert!(
         matches!(&got[0], Delivery::ToName { to, message, .. }
             if to.as_str() == "some_name" && *message == Term::from(1)),
@@ -348,7 +310,7 @@ async fn send_and_send_named_connect_on_first_use_and_keep_order() {
     // To this node itself: straight to the hook.
     b.send_named(&b_name, "me", Term::from(2)).await.unwrap();
     b.send(&b_pid, Term::from(3)).await.unwrap();
-    let got = wait_for(&collect, 53).await;
-    assert!(matches!(&got[51], Delivery::ToName { to, .. } if to.as_str() == "me"));
-    assert!(matches!(&got[52], Delivery::ToPid { message, .. } if *message == Term::from(3)));
+    let got = deliveries.messages(2).await;
+    assert!(matches!(&got[0], Delivery::ToName { to, .. } if to.as_str() == "me"));
+    assert!(matches!(&got[1], Delivery::ToPid { message, .. } if *message == Term::from(3)));
 }

@@ -8,22 +8,41 @@
 //! measures its own resident memory. Needs `erl` (see
 //! dist_erl_interop.rs for how it is found or skipped).
 
-use std::process::Command;
+mod support;
+
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ember_dist::{Deliver, Delivery, DistError, EmbeddedEpmd, Node, NodeConfig};
+use ember_dist::{Deliver, Delivery, DistError, NodeConfig};
 use ember_term::{Atom, Term};
-use ember_testkit::{erl_required, random_cookie, start_erl, unique, DEADLINE};
+use ember_testkit::{erl_required, DEADLINE};
+use support::wire::EmberAndErl;
+use tokio::sync::{mpsc, Notify};
 
-/// Counts `{n, Binary}` messages for `sink` and their bytes; keeps any
-/// other message.
-#[derive(Default)]
+/// Counts `{n, Binary}` messages for `sink` and their bytes, and says when
+/// `expected` have come; passes any other message on to the test.
 struct Sink {
     count: AtomicU64,
     bytes: AtomicU64,
-    other: Mutex<Vec<Term>>,
+    expected: u64,
+    all_counted: Notify,
+    other: Mutex<mpsc::UnboundedSender<Term>>,
+}
+
+impl Sink {
+    fn new(expected: u64) -> (Arc<Sink>, mpsc::UnboundedReceiver<Term>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sink = Sink {
+            count: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            expected,
+            all_counted: Notify::new(),
+            other: Mutex::new(tx),
+        };
+        (Arc::new(sink), rx)
+    }
 }
 
 impl Deliver for Sink {
@@ -32,13 +51,16 @@ impl Deliver for Sink {
             if to.as_str() == "sink" {
                 if let Some([tag, Term::Binary(b)]) = message.as_tuple() {
                     if tag.is_atom("n") {
-                        self.count.fetch_add(1, Ordering::Relaxed);
                         self.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
+                        if self.count.fetch_add(1, Ordering::Relaxed) + 1 == self.expected {
+                            // A stored permit: not lost if nobody waits yet.
+                            self.all_counted.notify_one();
+                        }
                         return;
                     }
                 }
             }
-            self.other.lock().unwrap().push(message);
+            let _ = self.other.lock().unwrap().send(message);
         }
     }
 }
@@ -52,6 +74,41 @@ fn rss_kib() -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .expect("VmRSS in /proc/self/status")
+}
+
+/// Runs `work` to its end (failing after [`DEADLINE`] with `what`) while
+/// sampling the resident memory every few milliseconds; asserts that it
+/// grew by less than [`RSS_BOUND_KIB`] over what it was before.
+async fn assert_bounded_memory_while<F: Future>(what: &str, work: F) -> F::Output {
+    let baseline = rss_kib();
+    let mut peak = baseline;
+    let mut sample = tokio::time::interval(Duration::from_millis(5));
+    let work = tokio::time::timeout(DEADLINE, work);
+    tokio::pin!(work);
+    let out = loop {
+        tokio::select! {
+            out = &mut work => break out.unwrap_or_else(|_| panic!("{what}: not done within {DEADLINE:?}")),
+            _ = sample.tick() => peak = peak.max(rss_kib()),
+        }
+    };
+    peak = peak.max(rss_kib());
+    eprintln!("{what}: rss {baseline} KiB -> peak {peak} KiB");
+    assert!(
+        peak - baseline < RSS_BOUND_KIB,
+        "Ember's memory grew by {} KiB: {what}",
+        peak - baseline
+    );
+    out
+}
+
+/// An Ember node configured by `configure` and an `erl` connected to it,
+/// with erl's shell process registered as `shell`.
+async fn connected(configure: impl FnOnce(&mut NodeConfig)) -> EmberAndErl {
+    let mut both = EmberAndErl::start(configure, &[]).await;
+    let e = &both.e;
+    assert_eq!(both.erl.eval(&format!("net_adm:ping('{e}').")), "pong");
+    assert_eq!(both.erl.eval("register(shell, self())."), "true");
+    both
 }
 
 /// The tests of this file run one at a time: one measures the memory of
@@ -70,19 +127,14 @@ async fn big_messages_and_100_mb_streams_cross_both_ways_in_bounded_memory() {
         return;
     }
     let _one = ONE_AT_A_TIME.lock().await;
-    let epmd_server = EmbeddedEpmd::start(([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap();
-    let cookie = random_cookie();
-    let sink = Arc::new(Sink::default());
-    let mut c = NodeConfig::new(&format!("{}@localhost", unique("ember")), &cookie);
-    c.epmd_port = epmd_server.port();
-    c.deliver = sink.clone();
-    let ember = Node::start_with(c).await.unwrap();
-    let mut erl = start_erl(&unique("erl"), &cookie, epmd_server.port(), &[]);
-    let e = ember.name().as_str().to_string();
-    assert_eq!(erl.eval(&format!("net_adm:ping('{e}').")), "pong");
-    assert_eq!(erl.eval("register(shell, self())."), "true");
+    let (sink, mut other) = Sink::new(MESSAGES);
+    let EmberAndErl {
+        epmd: _epmd,
+        ember,
+        mut erl,
+        e,
+        ..
+    } = connected(|c| c.deliver = sink.clone()).await;
 
     // 1 MiB each way, checked byte for byte on arrival.
     let mib: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
@@ -91,20 +143,18 @@ async fn big_messages_and_100_mb_streams_cross_both_ways_in_bounded_memory() {
         erl.eval(&format!("{{sink, '{e}'}} ! {{big, {erl_mib}}}, ok.")),
         "ok"
     );
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let got = sink.other.lock().unwrap().iter().any(
-            |m| matches!(m.as_tuple(), Some([t, Term::Binary(b)]) if t.is_atom("big") && *b == mib),
-        );
-        if got {
-            break;
+    // Other messages (erl's own, to names Ember does not have) go by.
+    let arrived = async {
+        while let Some(m) = other.recv().await {
+            if matches!(m.as_tuple(), Some([t, Term::Binary(b)]) if t.is_atom("big") && *b == mib) {
+                return;
+            }
         }
-        assert!(
-            Instant::now() < deadline,
-            "erl's 1 MiB binary never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        panic!("the node stopped before erl's 1 MiB binary arrived");
+    };
+    tokio::time::timeout(DEADLINE, arrived)
+        .await
+        .expect("erl's 1 MiB binary, whole, within the deadline");
     ember
         .send_named(
             &erl.name,
@@ -121,31 +171,14 @@ async fn big_messages_and_100_mb_streams_cross_both_ways_in_bounded_memory() {
     );
 
     // 100 MB from erl to Ember: 100,000 messages of 1 KiB.
-    let baseline = rss_kib();
-    let mut peak = baseline;
     erl.send(&format!(
         "B = binary:copy(<<\"x\">>, {KIB}), \
          [{{sink, '{e}'}} ! {{n, B}} || _ <- lists:seq(1, {MESSAGES})], sent."
     ));
-    let deadline = Instant::now() + DEADLINE;
-    while sink.count.load(Ordering::Relaxed) < MESSAGES {
-        peak = peak.max(rss_kib());
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {MESSAGES} messages from erl arrived",
-            sink.count.load(Ordering::Relaxed)
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    assert_bounded_memory_while("erl -> ember, 100 MB", sink.all_counted.notified()).await;
     assert_eq!(erl.answer("the stream to Ember"), "sent");
     assert_eq!(sink.count.load(Ordering::Relaxed), MESSAGES);
     assert_eq!(sink.bytes.load(Ordering::Relaxed), MESSAGES * KIB as u64);
-    eprintln!("erl -> ember: 100 MB, rss {baseline} KiB -> peak {peak} KiB");
-    assert!(
-        peak - baseline < RSS_BOUND_KIB,
-        "Ember's memory grew by {} KiB receiving the stream",
-        peak - baseline
-    );
 
     // 100 MB from Ember to erl, counted by an erl process.
     let counter = format!(
@@ -154,29 +187,25 @@ async fn big_messages_and_100_mb_streams_cross_both_ways_in_bounded_memory() {
          C({MESSAGES}, 0) end))."
     );
     assert_eq!(erl.eval(&counter), "true");
-    let baseline = rss_kib();
-    let mut peak = baseline;
     let payload = Term::tuple([Term::atom("n"), Term::binary(vec![b'y'; KIB])]);
-    for i in 0..MESSAGES {
-        ember
-            .send_named(&erl.name, "count", payload.clone())
-            .await
-            .unwrap();
-        if i % 1000 == 0 {
-            peak = peak.max(rss_kib());
-            let queued = ember.queued_bytes(&erl.name).unwrap();
-            assert!(queued < 2 << 20, "{queued} bytes queued");
+    let stream = async {
+        for i in 0..MESSAGES {
+            ember
+                .send_named(&erl.name, "count", payload.clone())
+                .await
+                .unwrap();
+            if i % 1000 == 0 {
+                let queued = ember.queued_bytes(&erl.name).unwrap();
+                assert!(queued < 2 << 20, "{queued} bytes queued");
+                // Sends with room never wait: let the sampler in.
+                tokio::task::yield_now().await;
+            }
         }
-    }
+    };
+    assert_bounded_memory_while("ember -> erl, 100 MB", stream).await;
     assert_eq!(
         erl.eval("receive {counted, N} -> N after 60000 -> timeout end."),
         (MESSAGES * KIB as u64).to_string()
-    );
-    eprintln!("ember -> erl: 100 MB, rss {baseline} KiB -> peak {peak} KiB");
-    assert!(
-        peak - baseline < RSS_BOUND_KIB,
-        "Ember's memory grew by {} KiB sending the stream",
-        peak - baseline
     );
 }
 
@@ -186,30 +215,19 @@ async fn a_stopped_peer_makes_sends_wait_or_fail_busy_and_loses_nothing() {
         return;
     }
     let _one = ONE_AT_A_TIME.lock().await;
-    let epmd_server = EmbeddedEpmd::start(([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap();
-    let cookie = random_cookie();
-    let mut c = NodeConfig::new(&format!("{}@localhost", unique("ember")), &cookie);
-    c.epmd_port = epmd_server.port();
-    c.send_queue_limit = 256 * 1024;
-    let ember = Node::start_with(c).await.unwrap();
-    let mut erl = start_erl(&unique("erl"), &cookie, epmd_server.port(), &[]);
-    let e = ember.name().as_str().to_string();
-    assert_eq!(erl.eval(&format!("net_adm:ping('{e}').")), "pong");
-    assert_eq!(erl.eval("register(shell, self())."), "true");
+    let EmberAndErl {
+        epmd: _epmd,
+        ember,
+        mut erl,
+        ..
+    } = connected(|c| c.send_queue_limit = 256 * 1024).await;
     assert!(matches!(
         ember.try_send_named("nobody@localhost", "x", Term::atom("x")),
         Err(DistError::NotConnected(_))
     ));
 
     // erl stops reading: the socket buffers fill, then Ember's queue.
-    let pid = erl.os_pid().to_string();
-    assert!(Command::new("kill")
-        .args(["-STOP", &pid])
-        .status()
-        .unwrap()
-        .success());
+    erl.pause();
     let message = |i: u64| Term::tuple([Term::from(i as i64), Term::binary(vec![0u8; 4096])]);
     let mut sent = 0u64;
     let deadline = Instant::now() + DEADLINE;
@@ -254,7 +272,7 @@ async fn a_stopped_peer_makes_sends_wait_or_fail_busy_and_loses_nothing() {
     let queued = ember.queued_bytes(&erl.name).unwrap();
     assert!(queued >= 256 * 1024, "{queued} bytes queued while waiting");
     // ... and goes through once it reads again.
-    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    erl.resume();
     tokio::time::timeout(DEADLINE, blocked)
         .await
         .expect("the waiting send never went through")

@@ -11,12 +11,10 @@ use ember_otp::gen::{CallError, ReplyTo, StartOptions};
 use ember_otp::gen_server::{self, call_term, CallReturn, GenServer, Init, TermServer};
 use ember_runtime::dist::{self, NodeDown};
 use ember_runtime::io::IoRequest;
-use ember_runtime::{
-    link, monitor, receive, receive_any, self_pid, send, trap_exit, Down, Exit, ExitReason, Spawn,
-};
+use ember_runtime::{link, monitor, receive, self_pid, send, trap_exit, Down, ExitReason, Spawn};
 use ember_term::Term;
 use ember_testkit::{free_port, random_cookie, unique};
-use support::ember::{EmberNode, Reports};
+use support::ember::{connection_loss_signals, next_term, EmberNode, Reports};
 
 /// A server that adds numbers sent as terms.
 struct Adder(i64);
@@ -62,16 +60,10 @@ fn two_nodes() -> (EmberNode, EmberNode) {
         ember_runtime::io::println!("{}", args[0]).await;
         Ok(Term::atom("ok"))
     });
+    ember_dist::register_introspection(&mut functions);
     let a = EmberNode::start_with(&unique("a"), &cookie, port, functions);
     let b = EmberNode::start(&unique("b"), &cookie, port);
     (a, b)
-}
-
-async fn next_term() -> Term {
-    receive::<Term>()
-        .timeout(Duration::from_secs(10))
-        .await
-        .expect("a term within 10 s")
 }
 
 #[test]
@@ -179,6 +171,104 @@ fn processes_of_two_ember_nodes_talk_link_monitor_call_and_rpc() {
     assert_eq!(reports.next("the DOWN by name"), "mortal true true");
 }
 
+/// `{Item, Value}` of a Top row's proplist.
+fn item(row: &Term, name: &str) -> Term {
+    let items = row
+        .as_tuple()
+        .and_then(|t| t[1].as_list())
+        .expect("{Pid, Items}");
+    items
+        .iter()
+        .filter_map(Term::as_tuple)
+        .find(|kv| kv[0].is_atom(name))
+        .map(|kv| kv[1].clone())
+        .unwrap_or_else(|| panic!("no {name} in {row}"))
+}
+
+#[test]
+fn remote_top_ranks_by_the_reductions_of_the_last_window() {
+    let (a, b) = two_nodes();
+    let a_name = a.name.clone();
+    let (tx, reports) = Reports::new();
+    let (pids_tx, pids) = std::sync::mpsc::channel();
+    a.handle().spawn(async move {
+        // Ran a lot, long ago: most reductions in all.
+        let old = Spawn::new()
+            .spawn(async {
+                let until = Instant::now() + Duration::from_millis(1500);
+                while Instant::now() < until {
+                    ember_runtime::yield_point().await;
+                }
+                receive::<()>().await;
+            })
+            .unwrap()
+            .pid;
+        // Wait until it is done, then one that runs now.
+        loop {
+            ember_runtime::sleep(Duration::from_millis(50)).await;
+            let info = ember_runtime::process_info(old).expect("old lives");
+            if info.status == ember_runtime::Status::Waiting && info.reductions > 0 {
+                break;
+            }
+        }
+        let busy = Spawn::new()
+            .spawn(async {
+                loop {
+                    ember_runtime::yield_point().await;
+                }
+            })
+            .unwrap()
+            .pid;
+        pids_tx
+            .send((dist::pid_to_term(old), dist::pid_to_term(busy)))
+            .unwrap();
+        receive::<()>().await;
+    });
+    let (old, busy) = pids
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the two processes of A");
+    b.handle().spawn(async move {
+        let wait = Duration::from_secs(10);
+        let top = ember_dist::rpc_call(
+            &a_name,
+            "ember_introspect",
+            "top",
+            vec![Term::from(50)],
+            wait,
+        )
+        .await;
+        let rows = top
+            .as_list()
+            .unwrap_or_else(|| panic!("top: {top}"))
+            .to_vec();
+        let row_of = |pid: &Term| {
+            rows.iter()
+                .find(|r| r.as_tuple().is_some_and(|t| &t[0] == pid))
+                .unwrap_or_else(|| panic!("{pid} not in {top}"))
+        };
+        let (old_row, busy_row) = (row_of(&old), row_of(&busy));
+        let total = |r: &Term| item(r, "reductions").as_int().unwrap();
+        let recent = |r: &Term| item(r, "ember_reductions_delta").as_int().unwrap();
+        // The premise: the idle one has more reductions in all.
+        tx.send(format!(
+            "old ran more in all: {} ({} vs {})",
+            total(old_row) > total(busy_row),
+            total(old_row),
+            total(busy_row)
+        ))
+        .unwrap();
+        tx.send(format!("first: {}", rows[0].as_tuple().unwrap()[0] == busy))
+            .unwrap();
+        tx.send(format!("old idle: {}", recent(old_row) == 0))
+            .unwrap();
+    });
+    assert!(reports
+        .next("premise")
+        .starts_with("old ran more in all: true"));
+    assert_eq!(reports.next("rank"), "first: true");
+    assert_eq!(reports.next("old's window"), "old idle: true");
+}
+
 #[test]
 fn a_function_run_by_rpc_on_another_node_prints_through_the_callers_group_leader() {
     let (a, b) = two_nodes();
@@ -242,32 +332,16 @@ fn a_node_stopping_fires_noconnection_and_nodedown_on_the_other() {
         send(target, ask);
         next_term().await;
         tx.send("ready".to_string()).unwrap();
-        let mut seen = Vec::new();
-        while seen.len() < 4 {
-            let m = receive_any(|_| true).await;
-            let m = match m.downcast::<Down>() {
-                Ok(d) => {
-                    let how = if d.monitor == by_name { "name" } else { "pid" };
-                    assert!(d.monitor == by_name || d.monitor == by_pid);
-                    seen.push(format!("down by {how} {}", d.reason));
-                    continue;
-                }
-                Err(m) => m,
-            };
-            let m = match m.downcast::<Exit>() {
-                Ok(e) => {
-                    assert_eq!(e.from, target);
-                    seen.push(format!("exit {}", e.reason));
-                    continue;
-                }
-                Err(m) => m,
-            };
-            if let Ok(n) = m.downcast::<NodeDown>() {
-                seen.push(format!("nodedown {}", n.node));
+        let seen = connection_loss_signals(4, target, |d| {
+            assert!(d.monitor == by_name || d.monitor == by_pid);
+            if d.monitor == by_name {
+                "down by name"
+            } else {
+                "down by pid"
             }
-        }
-        seen.sort();
-        tx.send(seen.join(", ")).unwrap();
+        })
+        .await;
+        tx.send(seen).unwrap();
     });
     assert_eq!(
         reports.next("b is linked to and monitors a's target"),
@@ -285,4 +359,65 @@ fn a_node_stopping_fires_noconnection_and_nodedown_on_the_other() {
         )
     );
     assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
+/// A process whose group leader is on another node keeps printing when
+/// that node goes away: the output goes to its own node's group leader,
+/// which becomes its group leader, instead of failing (or, with
+/// `println!`, crashing the writer).
+#[test]
+fn output_to_a_group_leader_whose_node_went_away_goes_to_the_local_one() {
+    let (a, b) = two_nodes();
+    let a_name = a.name.clone();
+    let (tx, reports) = Reports::new();
+    let printed = tx.clone();
+    a.handle()
+        .spawn_with(Spawn::new().name("gl"), async move {
+            loop {
+                let m = receive::<Term>().await;
+                if let Some(request) = IoRequest::from_term(&m) {
+                    let text = request.chars().unwrap_or_else(|e| format!("bad {e}"));
+                    printed.send(format!("collected {text}")).unwrap();
+                    request.reply(Term::atom("ok"));
+                } else if let Some([from]) = m.as_tuple() {
+                    let me = dist::pid_to_term(self_pid());
+                    send(dist::pid_from_term(from).unwrap(), me);
+                }
+            }
+        })
+        .unwrap();
+    b.handle().spawn(async move {
+        let me = dist::pid_to_term(self_pid());
+        dist::send_named("gl", &a_name, Term::tuple([me]));
+        let gl = dist::pid_from_term(&next_term().await).unwrap();
+        ember_runtime::set_group_leader(gl);
+        ember_runtime::io::println!("first").await;
+        dist::monitor_node(&a_name, true);
+        tx.send("ready".to_string()).unwrap();
+        receive::<NodeDown>()
+            .timeout(Duration::from_secs(10))
+            .await
+            .expect("a nodedown");
+        let r = ember_runtime::io::put_chars("second\n").await;
+        let local = ember_runtime::group_leader().is_local();
+        tx.send(format!(
+            "second {:?} local {local}",
+            r.map_err(|e| e.to_string())
+        ))
+        .unwrap();
+        // println! no longer has anything to fail on.
+        ember_runtime::io::println!("third").await;
+        tx.send("alive".to_string()).unwrap();
+    });
+    assert_eq!(
+        reports.next("the first line at A's group leader"),
+        "collected first\n"
+    );
+    assert_eq!(reports.next("B's printer is ready"), "ready");
+    a.node.stop();
+    assert_eq!(
+        reports.next("the second line after A went away"),
+        "second Ok(()) local true"
+    );
+    assert_eq!(reports.next("the writer lives on"), "alive");
 }

@@ -13,14 +13,14 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use ember_runtime::dist::{self, NodeDown};
+use ember_runtime::dist;
+use ember_runtime::io::IoRequest;
 use ember_runtime::{
-    exit, link, monitor, receive, receive_any, self_pid, send, trap_exit, Down, Exit, ExitReason,
-    Spawn,
+    exit, link, monitor, receive, self_pid, send, trap_exit, Down, Exit, ExitReason, Pid, Spawn,
 };
 use ember_term::Term;
-use ember_testkit::{erl_required, free_port, random_cookie, start_erl, unique, Erl};
-use support::ember::{EmberNode, Reports};
+use ember_testkit::{erl_required, free_port, random_cookie, start_erl, unique, Erl, DEADLINE};
+use support::ember::{connection_loss_signals, next_term, EmberNode, Reports};
 
 fn nodes() -> (EmberNode, Erl) {
     let port = free_port();
@@ -30,12 +30,32 @@ fn nodes() -> (EmberNode, Erl) {
     (ember, erl)
 }
 
-/// Receives the next `Term` within 10 s.
-async fn next_term() -> Term {
-    receive::<Term>()
-        .timeout(Duration::from_secs(10))
-        .await
-        .expect("a term within 10 s")
+/// An erl process that, told `{ack, T}`, answers `T ! acked`, then waits
+/// for ever: a message sent to it behind a signal (`LINK`, `MONITOR_P`)
+/// tells the test, through the acknowledgement, that the signal is in
+/// place.
+const ACKER: &str =
+    "spawn(fun() -> receive {ack, T} -> T ! acked end, receive never -> ok end end)";
+
+/// erl's side of [`introduce_to_sender`]: sends `{self(), hello}` to the
+/// registered Ember process `name` and binds its answer's pid to `EP`
+/// before `then`; `no_pid` if none comes.
+fn introduced(name: &str, ember: &str, then: &str) -> String {
+    format!(
+        "{{{name}, '{ember}'}} ! {{self(), hello}}, receive {{me, EP}} -> {then} after 10000 -> no_pid end."
+    )
+}
+
+/// Ember's side: waits for `{From, _}`, answers `From` with
+/// `{me, self()}`, and returns `From`.
+async fn introduce_to_sender() -> Pid {
+    let m = next_term().await;
+    let from = dist::pid_from_term(&m.as_tuple().expect("{From, _}")[0]).expect("a pid");
+    send(
+        from,
+        Term::tuple([Term::atom("me"), dist::pid_to_term(self_pid())]),
+    );
+    from
 }
 
 #[test]
@@ -109,9 +129,7 @@ fn links_and_exit_signals_cross_both_ways() {
             tx1.send(exit.reason.to_string()).unwrap();
         })
         .unwrap();
-    erl.eval(
-        "put(v, spawn(fun() -> receive {ack, T} -> T ! acked end, receive never -> ok end end)).",
-    );
+    erl.eval(&format!("put(v, {ACKER})."));
     assert_eq!(
         erl.eval(&format!(
             "{{linker, '{e}'}} ! {{get(v), self()}}, receive acked -> ok after 10000 -> timeout end."
@@ -130,12 +148,7 @@ fn links_and_exit_signals_cross_both_ways() {
     ember
         .handle()
         .spawn_with(Spawn::new().name("dier"), async move {
-            let m = next_term().await;
-            let from = dist::pid_from_term(&m.as_tuple().unwrap()[0]).unwrap();
-            send(
-                from,
-                Term::tuple([Term::atom("me"), dist::pid_to_term(self_pid())]),
-            );
+            introduce_to_sender().await;
             let die = next_term().await;
             assert!(die.is_atom("die"));
             ExitReason::from_term(Term::tuple([
@@ -150,7 +163,12 @@ fn links_and_exit_signals_cross_both_ways() {
         .unwrap();
     assert_eq!(
         erl.eval(&format!(
-            "process_flag(trap_exit, true), {{dier, '{e}'}} ! {{self(), hello}}, receive {{me, EP}} -> link(EP), EP ! die, receive {{'EXIT', EP, R}} -> R after 10000 -> no_exit end after 10000 -> no_pid end."
+            "process_flag(trap_exit, true), {}",
+            introduced(
+                "dier",
+                &e,
+                "link(EP), EP ! die, receive {'EXIT', EP, R} -> R after 10000 -> no_exit end"
+            )
         )),
         "{shutdown,{failed_to_start_child,worker,badarg}}"
     );
@@ -181,33 +199,29 @@ fn links_and_exit_signals_cross_both_ways() {
     );
 
     // exit/2 from erl to an Ember process.
-    let (sitter, sitter_pid) = {
-        let spawned = ember
-            .handle()
-            .spawn_with(Spawn::new().name("sitter"), async move {
-                let m = next_term().await;
-                let from = dist::pid_from_term(&m.as_tuple().unwrap()[0]).unwrap();
-                send(
-                    from,
-                    Term::tuple([Term::atom("me"), dist::pid_to_term(self_pid())]),
-                );
-                receive::<u8>().await;
-            })
-            .unwrap();
-        (spawned.pid, spawned.pid)
-    };
+    let sitter = ember
+        .handle()
+        .spawn_with(Spawn::new().name("sitter"), async move {
+            introduce_to_sender().await;
+            // Waits until erl kills it.
+            receive::<u8>().await;
+        })
+        .unwrap()
+        .pid;
     ember.handle().spawn(async move {
         let watch = monitor(sitter);
         tx.send("watching".to_string()).unwrap();
-        let down: Down = receive().matching(move |d: &Down| d.monitor == watch).await;
+        let down: Down = receive()
+            .matching(move |d: &Down| d.monitor == watch)
+            .timeout(DEADLINE)
+            .await
+            .expect("the sitter's Down within the deadline");
         tx.send(down.reason.to_string()).unwrap();
     });
     assert_eq!(reports.next("the sitter's watcher"), "watching");
-    erl.eval(&format!(
-        "{{sitter, '{e}'}} ! {{self(), hello}}, receive {{me, SP}} -> exit(SP, kill) after 10000 -> no_pid end."
-    ));
+    erl.eval(&introduced("sitter", &e, "exit(EP, kill)"));
     assert_eq!(reports.next("the sitter killed by erl's exit/2"), "killed");
-    assert!(!ember.handle().is_alive(sitter_pid));
+    assert!(!ember.handle().is_alive(sitter));
 }
 
 #[test]
@@ -241,7 +255,7 @@ fn monitors_by_pid_and_by_name_cross_both_ways() {
     );
 
     // Ember monitors an erl process by name and one by pid.
-    erl.eval("V = spawn(fun() -> receive {ack, T} -> T ! acked end, receive never -> ok end end), register(victim, V).");
+    erl.eval(&format!("register(victim, {ACKER})."));
     erl.eval("put(q, spawn(fun() -> receive go -> exit({shutdown, {failed_to_start_child, w, badarg}}) end end)).");
     let (tx, reports) = Reports::new();
     let erl_node = erl_name.clone();
@@ -331,35 +345,18 @@ fn a_killed_erl_node_fires_noconnection_and_nodedown_within_a_second() {
             let watch = monitor(w);
             send(v, Term::tuple([Term::atom("ack"), tester.clone()]));
             tx.send("ready".to_string()).unwrap();
-            let mut seen = Vec::new();
-            while seen.len() < 3 {
-                let m = receive_any(|_| true).await;
-                let m = match m.downcast::<Exit>() {
-                    Ok(exit) => {
-                        assert_eq!(exit.from, v);
-                        seen.push(format!("exit {}", exit.reason));
-                        continue;
-                    }
-                    Err(m) => m,
-                };
-                let m = match m.downcast::<Down>() {
-                    Ok(down) => {
-                        assert_eq!(down.monitor, watch);
-                        seen.push(format!("down {}", down.reason));
-                        continue;
-                    }
-                    Err(m) => m,
-                };
-                if let Ok(nodedown) = m.downcast::<NodeDown>() {
-                    seen.push(format!("nodedown {}", nodedown.node));
-                }
-            }
-            seen.sort();
-            tx.send(seen.join(", ")).unwrap();
+            let seen = connection_loss_signals(3, v, |d| {
+                assert_eq!(d.monitor, watch);
+                "down"
+            })
+            .await;
+            tx.send(seen).unwrap();
             assert!(dist::nodes().is_empty());
         })
         .unwrap();
-    erl.eval("put(v, spawn(fun() -> receive {ack, T} -> T ! acked end, receive never -> ok end end)), put(w, spawn(fun() -> receive never -> ok end end)).");
+    erl.eval(&format!(
+        "put(v, {ACKER}), put(w, spawn(fun() -> receive never -> ok end end))."
+    ));
     assert_eq!(
         erl.eval(&format!(
             "{{bystander, '{e}'}} ! {{self(), get(v), get(w)}}, receive acked -> ok after 10000 -> timeout end."
@@ -391,18 +388,19 @@ fn an_ember_node_stopping_gives_erl_noconnection() {
     ember
         .handle()
         .spawn_with(Spawn::new().name("lonely"), async move {
-            let m = next_term().await;
-            let from = dist::pid_from_term(&m.as_tuple().unwrap()[0]).unwrap();
-            send(
-                from,
-                Term::tuple([Term::atom("me"), dist::pid_to_term(self_pid())]),
-            );
+            introduce_to_sender().await;
+            // Waits until its node stops.
             receive::<u8>().await;
         })
         .unwrap();
     assert_eq!(
         erl.eval(&format!(
-            "process_flag(trap_exit, true), monitor_node('{e}', true), {{lonely, '{e}'}} ! {{self(), hello}}, receive {{me, EP}} -> link(EP), R = monitor(process, EP), put(r, R), put(ep, EP), ok after 10000 -> no_pid end."
+            "process_flag(trap_exit, true), monitor_node('{e}', true), {}",
+            introduced(
+                "lonely",
+                &e,
+                "link(EP), R = monitor(process, EP), put(r, R), put(ep, EP), ok"
+            )
         )),
         "ok"
     );
@@ -500,5 +498,187 @@ fn ember_calls_erl_gen_servers_and_rpc_goes_both_ways() {
     assert_eq!(
         erl.eval(&format!("rpc:call('{e}', ember_test, add, [a, 2]).")),
         "{badrpc,{'EXIT',{badarith,[{ember_test,add,[a,2],[]}]}}}"
+    );
+}
+
+/// Two erl processes send big messages at once: their fragments share the
+/// connection, interleaved as erl's dist port takes them, and each
+/// message is reassembled from its own sequence's fragments.
+#[test]
+fn big_messages_from_two_senders_at_once_are_reassembled_each_whole() {
+    if !erl_required() {
+        return;
+    }
+    let (ember, mut erl) = nodes();
+    let e = ember.name.clone();
+    const EACH: usize = 6;
+    const SIZE: usize = 3 << 20;
+    let (tx, reports) = Reports::new();
+    ember
+        .handle()
+        .spawn_with(Spawn::new().name("sink"), async move {
+            let mut seen = Vec::new();
+            for _ in 0..2 * EACH {
+                let m = receive::<Term>()
+                    .timeout(Duration::from_secs(60))
+                    .await
+                    .expect("a big message within 60 s");
+                let Some([tag, i, Term::Binary(b)]) = m.as_tuple() else {
+                    panic!("not {{Tag, I, Binary}}")
+                };
+                let (tag, i) = (tag.as_atom().unwrap().to_string(), i.as_int().unwrap());
+                // Sender a fills with a, sender b with b, each byte
+                // offset by the message number.
+                let fill = tag.as_bytes()[0].wrapping_add(i as u8);
+                let whole = b.len() == SIZE && b.iter().all(|&x| x == fill);
+                seen.push(format!("{tag}{i}:{}", if whole { "ok" } else { "bad" }));
+            }
+            tx.send(seen).unwrap();
+        })
+        .unwrap();
+    let send = |tag: char| {
+        format!(
+            "spawn(fun() -> [{{sink, '{e}'}} ! {{{tag}, I, binary:copy(<<(${tag} + I)>>, {SIZE})}} \
+             || I <- lists:seq(0, {})], shell ! {{done, {tag}}} end)",
+            EACH - 1
+        )
+    };
+    assert_eq!(erl.eval("register(shell, self())."), "true");
+    erl.eval(&format!("{}, {}, ok.", send('a'), send('b')));
+    let seen = reports.within(Duration::from_secs(120), "12 big messages");
+    assert_eq!(
+        erl.eval("lists:sort([receive {done, T} -> T after 10000 -> timeout end || _ <- [1, 2]])."),
+        "[a,b]"
+    );
+    // Per sender in order, every message whole.
+    let of =
+        |p: &str| -> Vec<String> { seen.iter().filter(|s| s.starts_with(p)).cloned().collect() };
+    let want = |p: &str| -> Vec<String> { (0..EACH).map(|i| format!("{p}{i}:ok")).collect() };
+    assert_eq!(of("a"), want("a"));
+    assert_eq!(of("b"), want("b"));
+    assert_eq!(seen.len(), 2 * EACH);
+}
+
+/// `GROUP_LEADER` both ways, and Erlang's `io:format` served by Ember
+/// group leaders: erl's `group_leader(GL, EmberPid)` sends the Ember
+/// process's output to an erl group leader; Ember's `set_group_leader_of`
+/// on an erl process sends its `io:format` requests (`{put_chars, unicode,
+/// io_lib, format, [Format, Args]}`) to an Ember process, and Ember's
+/// `user` answers them `ok` (a format it does not serve gets an error that
+/// `io:format` raises).
+#[test]
+fn group_leaders_cross_both_ways_and_io_format_is_served() {
+    if !erl_required() {
+        return;
+    }
+    let (ember, mut erl) = nodes();
+    let e = ember.name.clone();
+    let (tx, reports) = Reports::new();
+    // Collects the text of every output request and answers it.
+    let collector = {
+        let tx = tx.clone();
+        ember
+            .handle()
+            .spawn_with(Spawn::new().name("collector"), async move {
+                loop {
+                    let m = receive::<Term>().await;
+                    let Some(request) = IoRequest::from_term(&m) else {
+                        continue;
+                    };
+                    let reply = match request.chars() {
+                        Ok(text) => {
+                            tx.send(format!("collected {text}")).unwrap();
+                            Term::atom("ok")
+                        }
+                        Err(error) => error,
+                    };
+                    request.reply(reply);
+                }
+            })
+            .unwrap()
+            .pid
+    };
+    // Prints on request, hands out pids, sets erl processes' group leaders.
+    ember
+        .handle()
+        .spawn_with(Spawn::new().name("printer"), async move {
+            loop {
+                let m = next_term().await;
+                match m.as_tuple() {
+                    Some([what, from]) if what.is_atom("who") => {
+                        let from = dist::pid_from_term(from).unwrap();
+                        let me = dist::pid_to_term(self_pid());
+                        let user = dist::pid_to_term(ember_runtime::whereis("user").unwrap());
+                        send(from, Term::tuple([Term::atom("pids"), me, user]));
+                    }
+                    Some([what, Term::Binary(text)]) if what.is_atom("print") => {
+                        let text = String::from_utf8(text.clone()).unwrap();
+                        let r = ember_runtime::io::put_chars(text).await;
+                        tx.send(format!("printed {}", r.is_ok())).unwrap();
+                    }
+                    Some([what, pid]) if what.is_atom("adopt") => {
+                        let pid = dist::pid_from_term(pid).unwrap();
+                        ember_runtime::io::set_group_leader_of(pid, collector).unwrap();
+                        let c = dist::pid_to_term(collector);
+                        send(pid, Term::tuple([Term::atom("adopted"), c]));
+                    }
+                    _ => panic!("printer: {m}"),
+                }
+            }
+        })
+        .unwrap();
+    assert_eq!(erl.eval("register(shell, self())."), "true");
+    assert_eq!(
+        erl.eval(&format!(
+            "{{printer, '{e}'}} ! {{who, self()}}, \
+             receive {{pids, P, U}} -> put(printer, P), put(user, U), ok after 10000 -> timeout end."
+        )),
+        "ok"
+    );
+
+    // erl sets the Ember printer's group leader to an erl process.
+    assert_eq!(
+        erl.eval(
+            "GL = spawn(fun() -> receive {io_request, From, RA, Req} -> \
+             From ! {io_reply, RA, ok}, shell ! {captured, Req} end end), \
+             true = group_leader(GL, get(printer)), \
+             get(printer) ! {print, <<\"via erl's group leader\\n\">>}, \
+             receive {captured, R} -> R =:= {put_chars, unicode, <<\"via erl's group leader\\n\">>} \
+             after 10000 -> timeout end."
+        ),
+        "true"
+    );
+    assert_eq!(
+        reports.next("the printer's output was answered"),
+        "printed true"
+    );
+
+    // Ember sets an erl process's group leader to the collector; its
+    // io:format arrives there as an io_lib format request.
+    let adopted = "fun() -> receive {adopted, C} -> \
+         W = fun W(0) -> timeout; W(N) -> case group_leader() of C -> ok; \
+         _ -> receive after 10 -> W(N - 1) end end end, ok = W(1000), \
+         shell ! {formatted, catch io:format(\"~p ~s ~B~n\", [{x, 1}, \"str\", 42])} end end";
+    assert_eq!(
+        erl.eval(&format!(
+            "V = spawn({adopted}), get(printer) ! {{adopt, V}}, \
+             receive {{formatted, R}} -> R after 10000 -> timeout end."
+        )),
+        "ok"
+    );
+    assert_eq!(
+        reports.next("erl's io:format at the collector"),
+        "collected {x,1} str 42\n"
+    );
+
+    // Ember's `user` serves io:format from erl, and refuses ~f clearly.
+    assert_eq!(
+        erl.eval(
+            "U = get(user), spawn(fun() -> group_leader(U, self()), \
+             shell ! {user_says, catch io:format(\"user: ~p~n\", [{from, erl}]), \
+             case catch io:format(\"~f~n\", [1.5]) of ok -> ok; _ -> refused end} end), \
+             receive {user_says, A, B} -> {A, B} after 10000 -> timeout end."
+        ),
+        "{ok,refused}"
     );
 }

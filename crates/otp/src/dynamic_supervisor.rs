@@ -276,6 +276,25 @@ impl<A: Clone + Send + 'static> DynamicSupervisorRef<A> {
         }
     }
 
+    /// Starts a child with `args`, restarted and shut down as `restart`
+    /// and `shutdown` say rather than as the template does (Elixir's
+    /// `DynamicSupervisor`, whose children each carry their own: a
+    /// `Task.Supervisor.start_child(sup, m, f, a, restart: :transient,
+    /// shutdown: 100)`). A shutdown timeout of zero kills at once after
+    /// the `shutdown` signal.
+    pub async fn start_child_as(
+        &self,
+        args: A,
+        restart: Restart,
+        shutdown: Shutdown,
+    ) -> Result<Option<Pid>, SupervisorError> {
+        let how = ChildHow { restart, shutdown };
+        match self.request(Request::StartChildAs(args, how)).await? {
+            Response::Started(result) => result,
+            _ => unreachable!("start_child answers Started"),
+        }
+    }
+
     /// Terminates the child `pid`. Like OTP, a pid that is no longer alive
     /// is fine; a live process that is not its child is
     /// [`SupervisorError::NotFound`].
@@ -310,6 +329,7 @@ impl<A: Clone + Send + 'static> DynamicSupervisorRef<A> {
 
 pub(crate) enum Request<A> {
     StartChild(A),
+    StartChildAs(A, ChildHow),
     TerminateChild(Pid),
     WhichChildren,
     CountChildren,
@@ -322,6 +342,20 @@ pub(crate) enum Response {
     Counts(ChildCounts),
 }
 
+/// How one child is restarted and shut down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ChildHow {
+    restart: Restart,
+    shutdown: Shutdown,
+}
+
+/// A running child: its arguments (kept unless temporary) and how it is
+/// restarted and shut down.
+struct Child<A> {
+    args: Option<A>,
+    how: ChildHow,
+}
+
 /// Retry a failed restart (OTP's `{try_again_restart, Pid}`).
 struct TryAgain(u64);
 
@@ -331,9 +365,9 @@ pub(crate) struct Server<A> {
     spec: DynamicSupervisorSpec<A>,
     log: RestartLog,
     /// Running children and their arguments (kept unless temporary).
-    children: HashMap<Pid, Option<A>>,
+    children: HashMap<Pid, Child<A>>,
     /// Children whose restart failed, retried with [`TryAgain`].
-    restarting: HashMap<u64, A>,
+    restarting: HashMap<u64, (A, ChildHow)>,
     next_retry: u64,
     /// Restarts so far, for reports.
     restarts: u64,
@@ -355,15 +389,23 @@ impl<A: Clone + Send + 'static> Server<A> {
         }
     }
 
-    async fn start(&mut self, args: A) -> Result<Option<Pid>, StartError> {
-        let keep = (self.spec.restart != Restart::Temporary).then(|| args.clone());
+    /// The template's restart and shutdown.
+    fn template_how(&self) -> ChildHow {
+        ChildHow {
+            restart: self.spec.restart,
+            shutdown: self.spec.shutdown,
+        }
+    }
+
+    async fn start(&mut self, args: A, how: ChildHow) -> Result<Option<Pid>, StartError> {
+        let keep = (how.restart != Restart::Temporary).then(|| args.clone());
         let started = match gen::guarded((self.spec.start)(args)).await {
             Ok(result) => result,
             Err(panic) => Err(StartError::Failed(panic)),
         };
         match started {
             Ok(pid) => {
-                self.children.insert(pid, keep);
+                self.children.insert(pid, Child { args: keep, how });
                 Ok(Some(pid))
             }
             Err(StartError::Ignore) => Ok(None),
@@ -375,7 +417,7 @@ impl<A: Clone + Send + 'static> Server<A> {
     }
 
     /// Restarts a child with `args`, counting against the intensity.
-    async fn restart(&mut self, args: A) -> Return<Self> {
+    async fn restart(&mut self, args: A, how: ChildHow) -> Return<Self> {
         if !self.log.add() {
             supervisor::report(
                 &self.name,
@@ -388,21 +430,21 @@ impl<A: Clone + Send + 'static> Server<A> {
             return Return::Stop(ExitReason::Shutdown);
         }
         self.restarts += 1;
-        if self.start(args.clone()).await.is_err() {
+        if self.start(args.clone(), how).await.is_err() {
             let id = self.next_retry;
             self.next_retry += 1;
-            self.restarting.insert(id, args);
+            self.restarting.insert(id, (args, how));
             send(self_pid(), TryAgain(id));
         }
         Return::NoReply
     }
 
     async fn child_exited(&mut self, pid: Pid, reason: ExitReason) -> Return<Self> {
-        let Some(args) = self.children.remove(&pid) else {
+        let Some(Child { args, how }) = self.children.remove(&pid) else {
             return Return::NoReply;
         };
         self.shrink();
-        let restart = match self.spec.restart {
+        let restart = match how.restart {
             Restart::Permanent => true,
             Restart::Transient => !reason.is_orderly(),
             Restart::Temporary => false,
@@ -418,8 +460,16 @@ impl<A: Clone + Send + 'static> Server<A> {
             );
         }
         match (restart, args) {
-            (true, Some(args)) => self.restart(args).await,
+            (true, Some(args)) => self.restart(args, how).await,
             _ => Return::NoReply,
+        }
+    }
+
+    async fn start_child(&mut self, args: A, how: ChildHow) -> Response {
+        if self.spec.max_children.is_some_and(|max| self.len() >= max) {
+            Response::Started(Err(SupervisorError::MaxChildren))
+        } else {
+            Response::Started(self.start(args, how).await.map_err(SupervisorError::Start))
         }
     }
 
@@ -485,37 +535,32 @@ impl<A: Clone + Send + 'static> GenServer for Server<A> {
     ) -> CallReturn<Self> {
         CallReturn::Reply(match request {
             Request::StartChild(args) => {
-                if self.spec.max_children.is_some_and(|max| self.len() >= max) {
-                    Response::Started(Err(SupervisorError::MaxChildren))
-                } else {
-                    Response::Started(self.start(args).await.map_err(SupervisorError::Start))
-                }
+                let how = self.template_how();
+                self.start_child(args, how).await
             }
+            Request::StartChildAs(args, how) => self.start_child(args, how).await,
             Request::TerminateChild(pid) => {
                 let removed = self.children.remove(&pid);
                 self.shrink();
-                if removed.is_none() {
+                let Some(Child { how, .. }) = removed else {
                     // OTP: a pid that is gone is fine, a live stranger is not.
-                    Response::Done(if ember_runtime::is_alive(pid) {
+                    return CallReturn::Reply(Response::Done(if ember_runtime::is_alive(pid) {
                         Err(SupervisorError::NotFound)
                     } else {
                         Ok(())
-                    })
-                } else {
-                    if let Err(reason) =
-                        supervisor::shutdown(pid, self.spec.shutdown, self.spec.restart).await
-                    {
-                        supervisor::report(
-                            &self.name,
-                            "shutdown_error",
-                            None,
-                            Some(pid),
-                            &reason,
-                            self.restarts,
-                        );
-                    }
-                    Response::Done(Ok(()))
+                    }));
+                };
+                if let Err(reason) = supervisor::shutdown(pid, how.shutdown, how.restart).await {
+                    supervisor::report(
+                        &self.name,
+                        "shutdown_error",
+                        None,
+                        Some(pid),
+                        &reason,
+                        self.restarts,
+                    );
                 }
+                Response::Done(Ok(()))
             }
             Request::WhichChildren => Response::Children(self.info()),
             Request::CountChildren => Response::Counts(self.counts()),
@@ -529,7 +574,7 @@ impl<A: Clone + Send + 'static> GenServer for Server<A> {
         };
         match message.downcast::<TryAgain>() {
             Ok(TryAgain(id)) => match self.restarting.remove(&id) {
-                Some(args) => self.restart(args).await,
+                Some((args, how)) => self.restart(args, how).await,
                 None => Return::NoReply,
             },
             Err(message) => {
@@ -545,11 +590,13 @@ impl<A: Clone + Send + 'static> GenServer for Server<A> {
     }
 
     async fn terminate(&mut self, _reason: &ExitReason) {
-        let mut pids: Vec<Pid> = self.children.drain().map(|(pid, _)| pid).collect();
-        pids.sort_unstable_by(|a, b| b.cmp(a));
-        for (pid, reason) in
-            supervisor::shutdown_all(pids, self.spec.shutdown, self.spec.restart).await
-        {
+        let mut children: Vec<(Pid, Shutdown, Restart)> = self
+            .children
+            .drain()
+            .map(|(pid, c)| (pid, c.how.shutdown, c.how.restart))
+            .collect();
+        children.sort_unstable_by_key(|c| std::cmp::Reverse(c.0));
+        for (pid, reason) in supervisor::shutdown_each(children).await {
             supervisor::report(
                 &self.name,
                 "shutdown_error",

@@ -625,9 +625,11 @@ async fn take_exit_from(pid: Pid) -> Exit {
 
 // ----------------------------------------------------------------- panics
 
-/// Runs a user callback, turning a panic into [`ExitReason::Panic`]: the one
-/// place where this crate catches panics.
-pub(crate) async fn guarded<F: Future>(callback: F) -> Result<F::Output, ExitReason> {
+/// Runs a user callback, turning a panic into [`ExitReason::Panic`] (with
+/// the panic's message) instead of the calling process's crash: the one
+/// place where this crate catches panics, also used by callers that report
+/// a panic in their own terms (`ember_dist`'s remote tasks).
+pub async fn guarded<F: Future>(callback: F) -> Result<F::Output, ExitReason> {
     CatchUnwind(pin!(callback)).await
 }
 

@@ -33,6 +33,10 @@ use ember_runtime::{
 
 use crate::gen::{self, guarded, CallError, ReplyTo, StartError, StartOptions, Starter};
 
+mod remote;
+
+pub use remote::{cast_term, RemoteCallError, RemoteServer};
+
 /// A generic server: the state of a server process and its callbacks.
 ///
 /// # Lifecycle (gen_server.erl)

@@ -43,7 +43,7 @@ use std::sync::Arc;
 
 use ember_runtime::{ExitReason, Pid};
 
-pub(crate) use child::{report, shutdown, shutdown_all, RestartLog};
+pub(crate) use child::{report, shutdown, shutdown_all, shutdown_each, RestartLog};
 pub use spec::{
     check_child_specs, ChildSpec, ChildSpecBuilder, ChildType, Flags, Restart, Shutdown, SpecError,
     Strategy, DEFAULT_INTENSITY, DEFAULT_PERIOD, DEFAULT_STRATEGY, DEFAULT_SUPERVISOR_SHUTDOWN,

@@ -143,6 +143,17 @@ pub(crate) fn consume_reductions(n: u32) -> bool {
 /// its slice is used up or interactive work asked its slot to preempt it.
 /// Records the yield so the scheduler queues the process as batch work.
 pub(crate) fn should_yield() -> bool {
+    // A process suspended on a busy distribution connection stops at its
+    // next yield point (the scheduler then leaves it until it is resumed).
+    let suspended = CURRENT.with(|c| {
+        c.borrow()
+            .as_ref()
+            .is_some_and(|p| p.busy_dist.load(std::sync::atomic::Ordering::Acquire) > 0)
+    });
+    if suspended {
+        YIELDED.with(|y| y.set(true));
+        return true;
+    }
     let left = BUDGET.with(Cell::get);
     let mut exhausted = !consume_reductions(1);
     // Check once the budget has fallen an interval below the last check (not

@@ -48,6 +48,7 @@
 //! left unrecorded. The loom model at the end of this file checks this.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use ember_term::{Atom, Pid as TermPid, Reference, Term};
@@ -61,6 +62,13 @@ use crate::reason::ExitReason;
 use crate::runtime::{Handle, Shared};
 use crate::scheduler;
 use crate::signal::{self, Down};
+
+mod remote_spawn;
+
+pub use remote_spawn::{
+    spawn, spawn_link, spawn_monitor, spawn_opt, RemoteSpawnError, RemoteSpawnOptions,
+    RemoteSpawned, DEFAULT_SPAWN_TIMEOUT,
+};
 
 /// The most node incarnations a runtime's node table holds.
 pub const MAX_NODES: usize = 65_536;
@@ -78,6 +86,92 @@ pub trait Distribution: Send + Sync + 'static {
     /// a `Link` must come back as an exit signal `noconnection` and a
     /// `Monitor` as a `DOWN` with `noconnection` (through [`Incoming`]).
     fn signal(&self, node: &Atom, signal: RemoteSignal);
+
+    /// Takes a message (`Send`, `SendNamed`, `SendAlias`) that the process
+    /// `sender` sends: as [`signal`](Distribution::signal), and while the
+    /// connection to `node` is busy the layer may suspend the sender
+    /// ([`Sender::suspend`], Erlang's `busy_dist_port`). The message itself
+    /// is always taken. The default never suspends.
+    fn message(&self, node: &Atom, signal: RemoteSignal, sender: &Sender<'_>) {
+        let _ = sender;
+        self.signal(node, signal);
+    }
+}
+
+/// The process sending a message to another node, as
+/// [`Distribution::message`] sees it: the layer may suspend it.
+pub struct Sender<'a> {
+    process: &'a Arc<Process>,
+}
+
+impl Sender<'_> {
+    /// The sender's pid.
+    pub fn pid(&self) -> Pid {
+        self.process.pid
+    }
+
+    /// Suspends the sender from its next yield point (a `receive`,
+    /// `yield_point`, `sleep` or any other await that returns to the
+    /// scheduler) until the returned [`Suspension`] is resumed or dropped.
+    /// The scheduler thread is never blocked: the process is simply not
+    /// polled meanwhile. Suspensions add up: the process runs again once
+    /// all are resumed.
+    pub fn suspend(&self) -> Suspension {
+        self.process.busy_dist.fetch_add(1, Ordering::AcqRel);
+        Suspension {
+            process: Some(Arc::downgrade(self.process)),
+        }
+    }
+}
+
+/// A process suspended by [`Sender::suspend`]: [`resume`](Suspension::resume)
+/// (or dropping it) lets it run again.
+pub struct Suspension {
+    process: Option<std::sync::Weak<Process>>,
+}
+
+impl std::fmt::Debug for Suspension {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pid = self
+            .process
+            .as_ref()
+            .and_then(std::sync::Weak::upgrade)
+            .map(|p| p.pid);
+        f.debug_struct("Suspension").field("pid", &pid).finish()
+    }
+}
+
+impl Suspension {
+    /// The suspended process's pid, if it still exists.
+    pub fn pid(&self) -> Option<Pid> {
+        self.process
+            .as_ref()
+            .and_then(std::sync::Weak::upgrade)
+            .map(|p| p.pid)
+    }
+
+    /// Ends this suspension; the process runs again once it has no other.
+    pub fn resume(mut self) {
+        self.release();
+    }
+
+    fn release(&mut self) {
+        let Some(process) = self.process.take().and_then(|w| w.upgrade()) else {
+            return;
+        };
+        // The last suspension wakes the process: a poll that saw it still
+        // suspended went back to waiting, and this wake-up (after the
+        // decrement) reschedules it; one under way is requeued by it.
+        if process.busy_dist.fetch_sub(1, Ordering::AcqRel) == 1 {
+            scheduler::wake(&process);
+        }
+    }
+}
+
+impl Drop for Suspension {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 /// A process on another node, by pid or by registered name.
@@ -214,6 +308,35 @@ pub enum RemoteSignal {
         /// The new pid, or an error atom.
         result: Term,
     },
+    /// `GROUP_LEADER`: `group_leader(Leader, Pid)` for a remote `Pid`.
+    GroupLeader {
+        /// The new group leader (any node's).
+        leader: TermPid,
+        /// The remote process.
+        to: TermPid,
+    },
+    /// `SPAWN_REQUEST`: start `module:function(args...)` on the node
+    /// ([`spawn_opt`]); the node answers with `SPAWN_REPLY`
+    /// ([`Incoming::spawn_reply`]). A layer that cannot send it answers
+    /// `notsup` through `spawn_reply` itself.
+    SpawnRequest {
+        /// The request's reference (also the monitor's, with `monitor`).
+        id: Reference,
+        /// The requester.
+        from: TermPid,
+        /// The requester's group leader: the new process's.
+        group_leader: TermPid,
+        /// The module.
+        module: Atom,
+        /// The function.
+        function: Atom,
+        /// The arguments (their number is the arity).
+        args: Vec<Term>,
+        /// The `link` option.
+        link: bool,
+        /// The `monitor` option.
+        monitor: bool,
+    },
     /// No signal: make sure a connection is up (for `monitor_node`); if
     /// none can be made, report the node down.
     Connect,
@@ -331,6 +454,12 @@ struct Table {
     node_watchers: HashSet<Pid>,
     /// Connected nodes.
     up: HashSet<Atom>,
+    /// Unlinks not yet acknowledged: (local, remote) → the newest
+    /// `UNLINK_ID`'s id. While one is pending, an `EXIT` from the remote
+    /// process was sent before it saw the unlink: it is stale.
+    unlinking: HashMap<(Pid, Pid), u64>,
+    /// Remote spawns waiting for their reply, by request reference id.
+    spawns: HashMap<u64, remote_spawn::PendingSpawn>,
 }
 
 /// A runtime's distribution state, once it is a node.
@@ -444,6 +573,19 @@ impl DistState {
     fn emit(&self, node: &Atom, signal: RemoteSignal) {
         self.seam.signal(node, signal);
     }
+
+    /// Hands over a message: from a process, one the layer may suspend.
+    fn emit_message(&self, node: &Atom, signal: RemoteSignal) {
+        let mut signal = Some(signal);
+        context::try_with_current(|process| {
+            if let Some(signal) = signal.take() {
+                self.seam.message(node, signal, &Sender { process });
+            }
+        });
+        if let Some(signal) = signal {
+            self.seam.signal(node, signal);
+        }
+    }
 }
 
 impl Shared {
@@ -469,7 +611,7 @@ impl Shared {
                     to: dist.term_pid(to),
                     message: term,
                 };
-                dist.emit(&node, signal);
+                dist.emit_message(&node, signal);
             }
             Err(other) => {
                 tracing::warn!(
@@ -579,6 +721,21 @@ impl Table {
     }
 }
 
+/// `group_leader(leader, pid)` for `pid` of another node: sends
+/// `GROUP_LEADER`; `None` if `pid` names no reachable node.
+pub(crate) fn group_leader_remote(rt: &Shared, pid: Pid, leader: Pid) -> Option<()> {
+    let dist = rt.dist()?;
+    let Route::Remote(node) = dist.route(pid) else {
+        return None;
+    };
+    let signal = RemoteSignal::GroupLeader {
+        leader: dist.term_pid(leader),
+        to: dist.term_pid(pid),
+    };
+    dist.emit(&node, signal);
+    Some(())
+}
+
 /// Links the calling process `me` with `pid` of another node.
 pub(crate) fn link_remote(me: &Arc<Process>, pid: Pid) -> Result<(), signal::LinkError> {
     let dist = me.rt.dist();
@@ -630,13 +787,19 @@ pub(crate) fn add_remote_relation<R>(
     })
 }
 
-/// Removes `me`'s side of a link to `pid` of another node and tells it.
+/// Removes `me`'s side of a link to `pid` of another node and tells it
+/// with `UNLINK_ID`; until the peer acknowledges that id, `EXIT`s from
+/// `pid` to `me` are stale (sent before the peer saw the unlink) and are
+/// ignored, even if `me` links to `pid` again meanwhile.
 pub(crate) fn unlink_remote(me: &Arc<Process>, pid: Pid) {
     signal::unlink_side(&**me, pid);
     let Some(dist) = me.rt.dist() else { return };
     if let Route::Remote(node) = dist.route(pid) {
+        let id = me.rt.make_ref().id();
+        // Recorded before the signal can go out, so the ack finds it.
+        dist.table.lock().unlinking.insert((me.pid, pid), id);
         let signal = RemoteSignal::Unlink {
-            id: me.rt.make_ref().id(),
+            id,
             from: dist.term_pid(me.pid),
             to: dist.term_pid(pid),
         };
@@ -859,6 +1022,58 @@ impl Incoming {
         self.dist.emit(node, ack);
     }
 
+    /// `UNLINK_ID_ACK` from `from` (remote) to `to` (local): the peer has
+    /// seen the unlink `id`; `EXIT`s from `from` count again (if the
+    /// link was made again meanwhile). An ack for an older unlink than
+    /// the newest one changes nothing.
+    pub fn unlink_ack(&self, id: &Term, from: &TermPid, to: &TermPid) {
+        let (Some(local), Some(remote), Some(id)) = (
+            self.dist.local_pid(to),
+            self.dist.pid(from),
+            id.as_int().and_then(|i| u64::try_from(i).ok()),
+        ) else {
+            return;
+        };
+        let mut table = self.dist.table.lock();
+        if table.unlinking.get(&(local, remote)) == Some(&id) {
+            table.unlinking.remove(&(local, remote));
+        }
+    }
+
+    /// Whether the local process `from` still holds its link to `to`:
+    /// the distribution layer sends a queued `LINK` only then (a link
+    /// fired by a lost connection before its `LINK` went out must not be
+    /// made on the next connection). `None` when `from` has exited (or is
+    /// exiting): its link may have been fired by a lost connection, or it
+    /// may have died with it, and then the `EXIT` its death sent along the
+    /// link follows the `LINK`, as in Erlang when a process links and dies
+    /// at once; the layer decides by whether a connection was lost since
+    /// the `LINK` was queued.
+    pub fn holds_link(&self, from: &TermPid, to: &TermPid) -> Option<bool> {
+        let local = self.dist.local_pid(from)?;
+        let process = self.rt.lookup(local)?;
+        let remote = self.dist.pid(to)?;
+        signal::with_live_relations(&*process, |r| r.links.contains(&remote))
+    }
+
+    /// Whether the local process `from` still holds the monitor
+    /// `reference` (as [`holds_link`](Incoming::holds_link), for a queued
+    /// `MONITOR_P`).
+    pub fn holds_monitor(&self, from: &TermPid, reference: &Reference) -> bool {
+        let (Some(process), Some(r)) = (
+            self.dist.local_pid(from).and_then(|p| self.rt.lookup(p)),
+            self.dist.local_ref(reference),
+        ) else {
+            return false;
+        };
+        let monitor = MonitorRef(r);
+        signal::with_live_relations(&*process, |rel| {
+            rel.more()
+                .is_some_and(|m| m.monitoring.contains_key(&monitor))
+        })
+        .unwrap_or(false)
+    }
+
     /// The obsolete `UNLINK` (no acknowledgement): removes the link.
     pub fn unlink_quietly(&self, from: &TermPid, to: &TermPid) {
         if let (Some(target), Some(remote)) = (
@@ -878,6 +1093,20 @@ impl Incoming {
         ) else {
             return;
         };
+        if linked
+            && self
+                .dist
+                .table
+                .lock()
+                .unlinking
+                .contains_key(&(target.pid, from))
+        {
+            tracing::debug!(
+                "ember: a stale EXIT from {from} to {} (unlink pending)",
+                target.pid
+            );
+            return;
+        }
         let reason = ExitReason::from_term(reason);
         if linked {
             signal::receive_link_signal(&target, from, reason);
@@ -984,7 +1213,7 @@ impl Incoming {
         let (indices, subscribers): (HashSet<u32>, Vec<Pid>) = {
             let mut table = self.dist.table.lock();
             let was_up = table.up.remove(node);
-            let indices = table
+            let indices: HashSet<u32> = table
                 .nodes
                 .iter()
                 .enumerate()
@@ -1004,8 +1233,13 @@ impl Incoming {
             for id in held {
                 table.take_held(id);
             }
+            // Their acks will not come: the links are fired below anyway.
+            table
+                .unlinking
+                .retain(|(_, remote), _| !indices.contains(&remote.node()));
             (indices, subscribers)
         };
+        self.dist.fail_spawns(&self.rt, node);
         let locals = self.dist.interest.lock().take(node);
         for pid in locals {
             if let Some(process) = self.rt.lookup(pid) {
@@ -1171,7 +1405,7 @@ pub fn send_named(name: &str, node: &str, message: Term) {
             name,
             message,
         };
-        d.emit(&node, signal);
+        d.emit_message(&node, signal);
     })
 }
 
@@ -1196,7 +1430,7 @@ pub fn send_alias(alias: &Reference, message: Term) {
             alias: alias.clone(),
             message,
         };
-        d.emit(&alias.node.clone(), signal);
+        d.emit_message(&alias.node.clone(), signal);
     })
 }
 
@@ -1277,9 +1511,10 @@ pub fn monitor_nodes(on: bool) {
     })
 }
 
-/// Model checks of the interest sets under loom (see `crate::loom` for the
-/// command): a link to a remote process added while the connection to its
-/// node goes down is never left unrecorded.
+/// Model checks under loom (see `crate::loom` for the command): a link to
+/// a remote process added while the connection to its node goes down is
+/// never left unrecorded; a process suspended on a busy connection is
+/// polled again once resumed.
 #[cfg(all(test, loom))]
 mod loom_models {
     use ::loom::sync::Arc;
@@ -1288,34 +1523,8 @@ mod loom_models {
     use super::{add_remote_relation, Interest};
     use crate::loom::sync::Mutex;
     use crate::pid::Pid;
-    use crate::process::State;
-    use crate::signal::{self, Exit, Node, RelationsLock};
+    use crate::signal::{self, loom_models::Proc};
     use ember_term::Atom;
-
-    struct Proc {
-        pid: Pid,
-        state: State,
-        relations: RelationsLock,
-        inbox: Mutex<Vec<Exit>>,
-    }
-
-    impl Node for Proc {
-        fn pid(&self) -> Pid {
-            self.pid
-        }
-        fn state(&self) -> &State {
-            &self.state
-        }
-        fn relations(&self) -> &RelationsLock {
-            &self.relations
-        }
-        fn traps_exits(&self) -> bool {
-            true
-        }
-        fn push_exit(&self, exit: Exit) {
-            self.inbox.lock().push(exit);
-        }
-    }
 
     /// A process links to R on node N while N's connection goes down (the
     /// fan-out takes N's interest set, then fires the process's links to N
@@ -1327,12 +1536,7 @@ mod loom_models {
             let node = Atom::new("n@h");
             let remote = Pid::remote(1, 7, 0);
             let interest = Arc::new(Mutex::new(Interest::default()));
-            let me = Arc::new(Proc {
-                pid: Pid::local(1),
-                state: State::new_scheduled(),
-                relations: Mutex::new(None),
-                inbox: Mutex::new(Vec::new()),
-            });
+            let me = Proc::new(1, true);
             let down = {
                 let (interest, me, node) = (interest.clone(), me.clone(), node.clone());
                 thread::spawn(move || {
@@ -1369,6 +1573,89 @@ mod loom_models {
             } else {
                 assert_eq!(fired, 1, "the link vanished without an Exit");
             }
+        });
+    }
+
+    /// A process suspended by `Sender::suspend` (its `busy_dist` count at
+    /// one) is resumed by the lane (`Suspension::resume`: decrement, and
+    /// the last one wakes it) while a worker polls it as `worker::run`
+    /// does (not polling the body while the count is above zero) and a
+    /// message wakes it too: whatever the interleaving, the body is polled
+    /// after the resume — no lost wake-up leaves it parked with a count of
+    /// zero.
+    #[test]
+    fn a_suspended_process_is_polled_again_once_resumed() {
+        use crate::loom::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+        use crate::process::{State, TransitionToIdle, TransitionToScheduled};
+
+        struct Sim {
+            state: State,
+            busy: AtomicU32,
+            /// Queued tickets (the run queue, reduced to a count).
+            queued: Mutex<usize>,
+            /// Polls of the body while not suspended.
+            polled: AtomicUsize,
+        }
+
+        impl Sim {
+            /// `scheduler::wake`.
+            fn wake(&self) {
+                if let TransitionToScheduled::Queue = self.state.transition_to_scheduled() {
+                    *self.queued.lock() += 1;
+                }
+            }
+
+            /// `worker::run` for one queued ticket; false if none.
+            fn run_one(&self) -> bool {
+                {
+                    let mut q = self.queued.lock();
+                    if *q == 0 {
+                        return false;
+                    }
+                    *q -= 1;
+                }
+                assert!(self.state.transition_to_running());
+                let suspended = self.busy.load(Ordering::Acquire) > 0
+                    && self.busy.fetch_add(0, Ordering::AcqRel) > 0;
+                if !suspended {
+                    self.polled.fetch_add(1, Ordering::Relaxed);
+                }
+                match self.state.transition_to_idle() {
+                    TransitionToIdle::Idle => {}
+                    TransitionToIdle::Requeue => *self.queued.lock() += 1,
+                    TransitionToIdle::Exiting => unreachable!("nobody kills it"),
+                }
+                true
+            }
+        }
+
+        crate::loom::model("busy_dist suspension vs poll", None, || {
+            let sim = Arc::new(Sim {
+                state: State::new_scheduled(),
+                busy: AtomicU32::new(1),
+                queued: Mutex::new(1),
+                polled: AtomicUsize::new(0),
+            });
+            let resumer = {
+                let sim = sim.clone();
+                thread::spawn(move || {
+                    if sim.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        sim.wake();
+                    }
+                })
+            };
+            let message = {
+                let sim = sim.clone();
+                thread::spawn(move || sim.wake())
+            };
+            sim.run_one();
+            resumer.join().unwrap();
+            message.join().unwrap();
+            while sim.run_one() {}
+            assert!(
+                sim.polled.load(Ordering::Relaxed) >= 1,
+                "resumed but never polled again"
+            );
         });
     }
 }

@@ -111,6 +111,10 @@ pub struct ThreadsInfo {
     pub handoffs: u64,
     /// Of those, hand-offs of a blocked (not CPU-bound) poll.
     pub blocked_handoffs: u64,
+    /// Of those, hand-offs of a poll that overran its slice while other
+    /// processes waited for its scheduler (`Preemption::contended_threshold`;
+    /// its thread is not demoted).
+    pub contended_handoffs: u64,
     /// Priority demotions applied since start.
     pub demotions: u64,
     /// Starvation reliefs since start: demoted threads raised to
@@ -271,6 +275,7 @@ impl Shared {
                     background_queue: self.sched.background_len(),
                     handoffs: counters.handoffs.load(Ordering::Relaxed),
                     blocked_handoffs: counters.blocked_handoffs.load(Ordering::Relaxed),
+                    contended_handoffs: counters.contended_handoffs.load(Ordering::Relaxed),
                     demotions: counters.demotions.load(Ordering::Relaxed),
                     reliefs: counters.reliefs.load(Ordering::Relaxed),
                     threads_started: counters.threads_started.load(Ordering::Relaxed),

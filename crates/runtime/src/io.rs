@@ -35,6 +35,7 @@
 //! the boxed, rarely allocated part of its relations. A spawn reads that bit
 //! of the parent and copies the parent's group leader only if it is set.
 
+mod format;
 mod protocol;
 mod user;
 
@@ -141,12 +142,18 @@ pub fn set_group_leader(leader: Pid) {
 
 /// Makes `leader` the group leader of process `pid` (Erlang's
 /// `group_leader(Leader, Pid)`); fails if `pid` is not a live local process.
+/// A `pid` of another node gets a `GROUP_LEADER` signal and `Ok` (as in
+/// Erlang, whether it is alive is known only there); without distribution
+/// it is `Err`.
 ///
 /// # Panics
 ///
 /// Outside an Ember runtime.
 pub fn set_group_leader_of(pid: Pid, leader: Pid) -> Result<(), NoProcess> {
     context::with_runtime("set_group_leader_of", |rt| {
+        if !pid.is_local() {
+            return crate::dist::group_leader_remote(rt, pid, leader).ok_or(NoProcess(pid));
+        }
         set_group_leader_in(rt, pid, leader)
     })
 }
@@ -240,7 +247,27 @@ pub async fn put_chars_timeout(text: impl Into<String>, timeout: Duration) -> Re
             .map_err(IoError::Stdout);
     }
     let leader = group_leader();
-    let reply = request(leader, put_chars_request(&text), timeout).await?;
+    let reply = match request(leader, put_chars_request(&text), timeout).await {
+        // A group leader on a node this one lost its connection to: the
+        // output goes to this node's default group leader, which becomes
+        // the process's (Erlang raises `terminated` in the writer instead).
+        Err(IoError::GroupLeaderDead {
+            reason: ExitReason::NoConnection,
+            ..
+        }) if !leader.is_local() => {
+            context::with_current("put_chars", |me| {
+                if me.group_leader() == Some(leader) {
+                    me.set_group_leader(None);
+                }
+            });
+            tracing::warn!(
+                "ember: the group leader {leader} is on a node no longer connected; \
+                 output goes to this node's group leader from now on"
+            );
+            request(group_leader(), put_chars_request(&text), timeout).await?
+        }
+        other => other?,
+    };
     if reply.is_atom("ok") {
         Ok(())
     } else {

@@ -20,7 +20,7 @@ use std::task::{Context, Poll};
 
 use futures_task::ArcWake;
 
-use crate::loom::sync::atomic::AtomicU8;
+use crate::loom::sync::atomic::{AtomicU32, AtomicU8};
 use crate::loom::sync::Mutex;
 use crate::mailbox::Mailbox;
 use crate::pid::{MonitorRef, Pid};
@@ -224,6 +224,10 @@ pub(crate) struct Process {
     pub(crate) spawned_as: Cow<'static, str>,
     /// Times the watchdog took a slot away from one of its polls (saturating).
     offenses: AtomicU8,
+    /// Suspensions on busy distribution connections not yet resumed
+    /// (`crate::dist::Suspension`): while above zero the process is not
+    /// polled.
+    pub(crate) busy_dist: AtomicU32,
     /// Size of the body's state machine, for the memory estimate.
     pub(crate) future_size: u32,
     pub(crate) rt: Arc<Shared>,
@@ -252,6 +256,7 @@ impl Process {
             cpu_ns: AtomicU64::new(0),
             spawned_as,
             offenses: AtomicU8::new(0),
+            busy_dist: AtomicU32::new(0),
             future_size: u32::try_from(future_size).unwrap_or(u32::MAX),
             rt,
         }

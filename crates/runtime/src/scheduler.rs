@@ -57,7 +57,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -79,6 +79,9 @@ pub(crate) struct Counters {
     pub(crate) handoffs: AtomicU64,
     /// Of those, hand-offs for a blocked (not CPU-hogging) poll.
     pub(crate) blocked_handoffs: AtomicU64,
+    /// Of those, hand-offs of a poll that overran its slice while other
+    /// processes waited for its slot (`Preemption::contended_threshold`).
+    pub(crate) contended_handoffs: AtomicU64,
     /// Priority demotions applied to workers.
     pub(crate) demotions: AtomicU64,
     /// Starvation reliefs: demoted workers raised to the relief level.
@@ -199,6 +202,23 @@ impl Scheduler {
         self.injector_len() > 0
             || slot.queue_len() > 0
             || self.slots.iter().any(|s| s.stealable_len() > 0)
+    }
+
+    /// Whether processes wait to run on `slot`: in its own queues (`next`
+    /// included) or in the injector, which every slot serves. Read by the
+    /// watchdog (`Preemption::contended_threshold`).
+    pub(crate) fn work_waits_for(&self, slot: &Slot) -> bool {
+        slot.queue_len() > 0 || self.injector_len() > 0
+    }
+
+    /// Looks at the pollset without blocking, unless another thread polls
+    /// it (an idle worker, which then runs what it wakes), and returns
+    /// whether processes now wait for `slot`. For the watchdog, about a
+    /// poll past `Preemption::contended_threshold`: while a lone slot's
+    /// worker is inside one poll nobody else looks at the sockets, so the
+    /// processes their events would wake are not yet seen waiting.
+    pub(crate) fn poll_io_for_waiting_work(&self, slot: &Slot) -> bool {
+        self.reactor.poll(Duration::ZERO) && self.work_waits_for(slot)
     }
 
     /// Wakes `slot`'s worker wherever it sleeps: parked, or in the pollset.
@@ -432,11 +452,12 @@ pub(crate) fn wake(process: &Arc<Process>) {
 /// by a process, it runs right after its parent's poll (`next`), like tokio's
 /// LIFO slot: a parent that spawns and then waits for its child (start with
 /// acknowledgement) keeps both on one core instead of waking an idle
-/// scheduler to steal the child.
-pub(crate) fn enqueue_new(process: Arc<Process>) {
+/// scheduler to steal the child. Spawned with [`Spawn::queued`](crate::Spawn::queued)
+/// (`as_next` false), it goes to the back of the woken queue instead.
+pub(crate) fn enqueue_new(process: Arc<Process>, as_next: bool) {
     let rt = process.rt.clone();
     let from_a_process = context::try_with_current(|_| ()).is_some();
-    enqueue(&rt, process, from_a_process);
+    enqueue(&rt, process, from_a_process && as_next);
 }
 
 /// Pushes a woken process whose `SCHEDULED` ticket the caller holds. On a

@@ -420,6 +420,22 @@ fn finish_exit(
                 target.with_relations(|r| forget_watcher(r, &monitor));
             }
         }
+        // The link signals go before the `Down`s: a dying process's signals
+        // to one receiver keep their order (docs/semantics.md §9.4), so a
+        // non-trapping process linked to and monitoring it is already dead
+        // when the `Down` reaches its mailbox, and never acts on it; a
+        // trapping one finds the `Exit` before the `Down`.
+        for linked in links {
+            if !linked.is_local() {
+                remote.get_or_insert_default().links.push(linked);
+            } else if let Some(linked) = rt.lookup(linked) {
+                match signal_locked(&*linked, process.pid, reason.clone(), true) {
+                    Signalled::Ignored => {}
+                    Signalled::Trapped => scheduler::wake(&linked),
+                    Signalled::Killed(death, dying) => pending.push((linked, death, dying)),
+                }
+            }
+        }
         for (monitor, watcher) in more.monitored_by {
             if !watcher.is_local() {
                 remote
@@ -434,10 +450,14 @@ fn finish_exit(
             // Only a monitor the watcher still holds fires: if `demonitor`
             // removed it first, it answered true and no `Down` follows. The
             // `Down` is queued under the watcher's lock, so a `demonitor`
-            // that finds the monitor gone also finds the `Down` to flush.
-            let fired = watcher.with_relations(|r| {
-                let held = r
-                    .more_if_any_mut()
+            // that finds the monitor gone also finds the `Down` to flush. A
+            // watcher the link signals above just killed has no record left:
+            // it gets no `Down`.
+            let fired = {
+                let mut record = watcher.relations.lock();
+                let held = record
+                    .as_mut()
+                    .and_then(|r| r.more_if_any_mut())
                     .is_some_and(|m| m.monitoring.remove(&monitor).is_some());
                 if held {
                     watcher.mailbox.push(Envelope::new(Down {
@@ -448,20 +468,9 @@ fn finish_exit(
                     }));
                 }
                 held
-            });
+            };
             if fired {
                 scheduler::wake(&watcher);
-            }
-        }
-        for linked in links {
-            if !linked.is_local() {
-                remote.get_or_insert_default().links.push(linked);
-            } else if let Some(linked) = rt.lookup(linked) {
-                match signal_locked(&*linked, process.pid, reason.clone(), true) {
-                    Signalled::Ignored => {}
-                    Signalled::Trapped => scheduler::wake(&linked),
-                    Signalled::Killed(death, dying) => pending.push((linked, death, dying)),
-                }
             }
         }
         if let Some(remote) = remote {
@@ -710,7 +719,7 @@ pub fn trap_exit(on: bool) -> bool {
 /// list; the critical sections are this module's own functions, and the
 /// termination cascade mirrors `terminate_all`/`finish_exit` for links.
 #[cfg(all(test, loom))]
-mod loom_models {
+pub(crate) mod loom_models {
     use ::loom::sync::Arc;
     use ::loom::thread;
 
@@ -724,13 +733,17 @@ mod loom_models {
     use crate::process::State;
     use crate::reason::ExitReason;
 
-    struct Proc {
-        pid: Pid,
+    /// A process reduced to what the link protocol touches; the models of
+    /// other modules (`dist.rs`) use it too.
+    pub(crate) struct Proc {
+        pub(crate) pid: Pid,
         state: State,
-        relations: RelationsLock,
+        pub(crate) relations: RelationsLock,
         trap: bool,
         /// Trapped exit signals, in arrival order.
-        inbox: Mutex<Vec<Exit>>,
+        pub(crate) inbox: Mutex<Vec<Exit>>,
+        /// The references of the `Down`s it received, in arrival order.
+        downs: Mutex<Vec<MonitorRef>>,
     }
 
     impl Node for Proc {
@@ -752,13 +765,15 @@ mod loom_models {
     }
 
     impl Proc {
-        fn new(n: u64, trap: bool) -> Arc<Proc> {
+        /// Local process `n`, trapping exits if `trap`.
+        pub(crate) fn new(n: u64, trap: bool) -> Arc<Proc> {
             Arc::new(Proc {
                 pid: Pid::local(n),
                 state: State::new_scheduled(),
                 relations: Mutex::new(None),
                 trap,
                 inbox: Mutex::new(Vec::new()),
+                downs: Mutex::new(Vec::new()),
             })
         }
 
@@ -808,8 +823,8 @@ mod loom_models {
             }
         }
 
-        /// `signal::terminate_all` and `finish_exit`, as far as links and
-        /// held monitors go.
+        /// `signal::terminate_all` and `finish_exit`, as far as links,
+        /// monitors and `Down`s go: the link signals first, then the `Down`s.
         fn finish(&self, process: Arc<Proc>, reason: ExitReason, dying: Dying) {
             let mut pending = vec![(process, reason, dying)];
             while let Some((process, reason, dying)) = pending.pop() {
@@ -818,7 +833,8 @@ mod loom_models {
                     continue;
                 };
                 let (links, more) = relations.into_parts();
-                for (monitor, target) in more.into_iter().flat_map(|m| m.monitoring) {
+                let more = more.map(|more| *more).unwrap_or_default();
+                for (monitor, target) in more.monitoring {
                     if let Some(target) = self.lookup(target) {
                         if let Some(r) = target.relations.lock().as_mut() {
                             forget_watcher(r, &monitor);
@@ -832,6 +848,18 @@ mod loom_models {
                             Signalled::Killed(death, dying) => {
                                 pending.push((linked, death, dying));
                             }
+                        }
+                    }
+                }
+                for (monitor, watcher) in more.monitored_by {
+                    if let Some(watcher) = self.lookup(watcher) {
+                        let mut record = watcher.relations.lock();
+                        let held = record
+                            .as_mut()
+                            .and_then(|r| r.more_if_any_mut())
+                            .is_some_and(|m| m.monitoring.remove(&monitor).is_some());
+                        if held {
+                            watcher.downs.lock().push(monitor);
                         }
                     }
                 }
@@ -1043,6 +1071,59 @@ mod loom_models {
             assert_eq!(b.links(), vec![a.pid]);
             assert_eq!(a.inbox_len(), 1, "A traps: C's crash is one Exit message");
             world.assert_links_consistent(&[&a, &b, &c]);
+        });
+    }
+
+    /// A is linked to B and monitors it; B crashes while A looks at its
+    /// mailbox: a non-trapping A is dead before it can see the `Down` (and,
+    /// dead, never gets it); a trapping A finds the `Exit` first.
+    fn a_death_seen_by_a_linked_watcher(trap: bool) {
+        let world = Arc::new(World::default());
+        let a = world.spawn(1, trap);
+        let b = world.spawn(2, false);
+        world.linked(&a, &b);
+        let reference = MonitorRef(Ref::local(1));
+        let _ = with_both(&*a, Some(&*b), |mine, theirs| {
+            mine.more_mut().monitoring.insert(reference, b.pid);
+            theirs.more_mut().monitored_by.insert(reference, a.pid);
+        })
+        .expect("both alive");
+        let crasher = {
+            let (world, b) = (world.clone(), b.clone());
+            thread::spawn(move || world.terminate(&b, crash()))
+        };
+        // A's receive: the `Down`, if there, then what else A knows.
+        let saw_down = !a.downs.lock().is_empty();
+        let dead = a.exiting();
+        let exits = a.inbox_len();
+        crasher.join().unwrap();
+        if saw_down {
+            if trap {
+                assert_eq!(exits, 1, "the Down came before the Exit");
+            } else {
+                assert!(dead, "A saw the Down before the link killed it");
+            }
+        }
+        if trap {
+            assert!(!a.exiting());
+            assert_eq!((a.inbox_len(), a.downs.lock().len()), (1, 1));
+        } else {
+            assert!(a.exiting());
+            assert!(a.downs.lock().is_empty(), "a killed A got the Down");
+        }
+    }
+
+    #[test]
+    fn a_linked_watcher_is_killed_before_the_down_arrives() {
+        crate::loom::model("link signal before Down, not trapping", None, || {
+            a_death_seen_by_a_linked_watcher(false)
+        });
+    }
+
+    #[test]
+    fn a_trapping_linked_watcher_gets_the_exit_before_the_down() {
+        crate::loom::model("link signal before Down, trapping", None, || {
+            a_death_seen_by_a_linked_watcher(true)
         });
     }
 

@@ -40,6 +40,7 @@ pub struct Spawn {
     link: bool,
     monitor: bool,
     group_leader: Option<Pid>,
+    queued: bool,
 }
 
 /// What [`Spawn::spawn`] started.
@@ -126,6 +127,19 @@ impl Spawn {
         self
     }
 
+    /// Queues the new process behind the processes already waiting on the
+    /// caller's scheduler, instead of running it right after the caller's
+    /// current poll (where a process spawned by a process goes by default:
+    /// docs/semantics.md §13.4). For a process that spawns one process per
+    /// event, such as an acceptor per connection: its children then run in
+    /// the order their events arrived, after the work those events woke
+    /// before them, and a long request accepted later cannot go ahead of a
+    /// short one already read.
+    pub fn queued(mut self) -> Spawn {
+        self.queued = true;
+        self
+    }
+
     /// Starts the process. Inside a process it runs on the caller's runtime.
     ///
     /// # Panics
@@ -185,6 +199,7 @@ impl Shared {
             return Err(SpawnError::NoParent);
         }
         let pid = self.next_pid();
+        let as_next = !options.queued;
         let spawned_as = options
             .label
             .unwrap_or(Cow::Borrowed(std::any::type_name::<F>()));
@@ -264,7 +279,7 @@ impl Shared {
                 publish(&process, options.name)?;
             }
         }
-        scheduler::enqueue_new(process);
+        scheduler::enqueue_new(process, as_next);
         Ok(Spawned { pid, monitor })
     }
 

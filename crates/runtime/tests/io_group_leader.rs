@@ -274,8 +274,16 @@ fn user_answers_requests_it_cannot_serve_and_survives_garbage() {
             (term!({get_line, unicode, "> "}), term!({error, request})),
             (term!(get_geometry), term!({error, enotsup})),
             (
-                term!({put_chars, unicode, io_lib, format, ["~p", [1]]}),
+                term!({put_chars, unicode, io_lib, format, ["~f", [1.5]]}),
+                term!({error, {error, format}}),
+            ),
+            (
+                term!({put_chars, unicode, lists, flatten, [["x"]]}),
                 term!({error, request}),
+            ),
+            (
+                term!({put_chars, unicode, io_lib, format, ["~p~n", [served]]}),
+                term!(ok),
             ),
             (
                 term!({put_chars, unicode, [55296]}),

@@ -25,6 +25,15 @@ const PRINTERS: usize = 4;
 /// Bytes the `blocked` case prints: far more than a pipe holds.
 const BLOCKED_BYTES: usize = 4 << 20;
 
+/// Receives the next `M` in a child's process, within [`WAIT`] (the parent
+/// kills a child that outlives it anyway; this says what it waited for).
+async fn recv<M: Send + 'static>() -> M {
+    receive::<M>()
+        .timeout(WAIT)
+        .await
+        .unwrap_or_else(|| panic!("no {} within {WAIT:?}", std::any::type_name::<M>()))
+}
+
 fn main() {
     match std::env::var("EMBER_IO_CHILD").as_deref() {
         Ok("print") => child_print(),
@@ -108,7 +117,7 @@ fn child_print() {
             });
         }
         for _ in 0..PRINTERS {
-            let _: usize = receive().await;
+            let _: usize = recv().await;
         }
         // A latin1 request, as an Erlang client may send it, straight to `user`.
         let latin1 = Term::tuple([
@@ -174,7 +183,7 @@ fn child_blocked() {
         });
         for n in 0..1000u32 {
             send(echo, (me, n));
-            let back: u32 = receive().await;
+            let back: u32 = recv().await;
             assert_eq!(back, n);
         }
         // The pipe holds far less than what the printer writes, and the
@@ -246,7 +255,7 @@ fn child_closed() {
         }
         let mut answered = 0;
         for _ in 0..10 {
-            answered += receive::<usize>().await;
+            answered += recv::<usize>().await;
         }
         // `user` is alive and still answers.
         let reply = io::request(

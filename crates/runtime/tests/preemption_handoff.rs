@@ -270,9 +270,14 @@ fn a_burst_of_healthy_short_polls_under_load_never_triggers_demotion() {
         eprintln!("{polls} polls; {threads:?}");
         // No poll here comes near the CPU threshold. On a machine busy with
         // other work a worker may sleep on a lock whose holder waits for a
-        // CPU, and be handed off as blocked: that is allowed, demotion not.
+        // CPU, and be handed off as blocked (or, a poll past its slice with
+        // others waiting, as contended): that is allowed, demotion not.
         assert_eq!(threads.demotions, 0, "{threads:?}");
-        assert_eq!(threads.handoffs, threads.blocked_handoffs, "{threads:?}");
+        assert_eq!(
+            threads.handoffs,
+            threads.blocked_handoffs + threads.contended_handoffs,
+            "{threads:?}"
+        );
     });
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use ember_runtime::{receive, self_pid, send, spawn, Runtime};
 
-use support::Never;
+use support::{CpuLoad, Never};
 
 /// What the bodies of one round report.
 #[derive(Default)]
@@ -66,36 +66,6 @@ fn spin(probe: &Probe, d: Option<Duration>) {
             Some(d) if start.elapsed() >= d => return,
             None if probe.release.load(Ordering::SeqCst) => return,
             _ => std::hint::spin_loop(),
-        }
-    }
-}
-
-/// A competing CPU hog outside the runtime on every core, so that demoted
-/// hog threads get starved; stops when dropped.
-struct Load(Arc<AtomicBool>, Vec<thread::JoinHandle<()>>);
-
-impl Load {
-    fn start(threads: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let handles = (0..threads)
-            .map(|_| {
-                let stop = stop.clone();
-                thread::spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        std::hint::spin_loop();
-                    }
-                })
-            })
-            .collect();
-        Load(stop, handles)
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-        for h in self.1.drain(..) {
-            let _ = h.join();
         }
     }
 }
@@ -265,7 +235,7 @@ fn dropping_a_runtime_while_native_hogs_run_never_drops_a_running_body() {
 // wait at all.
 #[test]
 fn dropping_a_runtime_while_starved_hogs_run_never_drops_a_running_body() {
-    let _load = Load::start(2);
+    let _load = CpuLoad::start(2);
     let mut running = 0;
     const ROUNDS: usize = 4;
     for n in 0..ROUNDS {

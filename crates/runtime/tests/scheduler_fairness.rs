@@ -388,3 +388,40 @@ fn set_schedulers_online_works_while_processes_run() {
         assert_eq!(handle.schedulers_online(), 2);
     });
 }
+
+#[derive(Debug)]
+struct Started(u32);
+
+/// Spawns three processes in one poll, each reporting when it first runs,
+/// and returns the order in which they ran.
+async fn start_order(queued: bool) -> Vec<u32> {
+    let me = self_pid();
+    for i in 0..3 {
+        let spawn = if queued {
+            Spawn::new().queued()
+        } else {
+            Spawn::new()
+        };
+        spawn
+            .spawn(async move { send(me, Started(i)) })
+            .expect("spawned");
+    }
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        order.push(recv::<Started>().await.0);
+    }
+    order
+}
+
+/// A process spawned by a process runs right after its parent's poll (the
+/// slot's `next`; one spawned before it moves to the back of the woken
+/// queue), whereas `Spawn::queued` keeps spawn order (§13.4): what an
+/// acceptor spawns per connection runs in the order the connections came.
+#[test]
+fn queued_spawns_run_in_spawn_order_and_default_ones_next() {
+    let rt = one_scheduler_without_watchdog();
+    rt.block_on(async {
+        assert_eq!(start_order(true).await, vec![0, 1, 2]);
+        assert_eq!(start_order(false).await, vec![2, 0, 1]);
+    });
+}

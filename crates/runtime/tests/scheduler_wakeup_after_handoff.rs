@@ -5,48 +5,16 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use ember_runtime::{receive, self_pid, send, spawn, Preemption, Runtime};
+use support::CpuLoad;
 
 /// Spins on the CPU for `d` without awaiting.
 fn spin_for(d: Duration) {
     let start = Instant::now();
     while start.elapsed() < d {
         std::hint::spin_loop();
-    }
-}
-
-/// A competing CPU hog outside the runtime, one per core, so that hogs and
-/// hand-offs run on a starved machine; stops when the guard drops.
-struct Load(Arc<AtomicBool>, Vec<thread::JoinHandle<()>>);
-
-impl Load {
-    fn start(threads: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let handles = (0..threads)
-            .map(|_| {
-                let stop = stop.clone();
-                thread::spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        spin_for(Duration::from_millis(1));
-                    }
-                })
-            })
-            .collect();
-        Load(stop, handles)
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-        for h in self.1.drain(..) {
-            let _ = h.join();
-        }
     }
 }
 
@@ -124,7 +92,7 @@ fn a_process_woken_by_a_native_hog_runs_while_the_hog_spins() {
 
 #[test]
 fn a_process_woken_by_a_native_hog_runs_under_a_competing_cpu_load() {
-    let _load = Load::start(2);
+    let _load = CpuLoad::start(2);
     rounds(
         "one pair, competing load",
         300,
@@ -135,7 +103,7 @@ fn a_process_woken_by_a_native_hog_runs_under_a_competing_cpu_load() {
 
 #[test]
 fn processes_woken_by_hogs_on_both_schedulers_run_under_a_competing_cpu_load() {
-    let _load = Load::start(2);
+    let _load = CpuLoad::start(2);
     rounds(
         "three pairs, competing load",
         400,
@@ -168,7 +136,7 @@ fn fresh_rounds(label: &str, rounds: usize, hog: Duration) {
 
 #[test]
 fn a_process_woken_by_a_native_hog_on_a_fresh_runtime_runs_under_a_competing_cpu_load() {
-    let _load = Load::start(2);
+    let _load = CpuLoad::start(2);
     fresh_rounds(
         "fresh runtimes, competing load",
         100,
@@ -180,7 +148,7 @@ fn a_process_woken_by_a_native_hog_on_a_fresh_runtime_runs_under_a_competing_cpu
 // over, and that thread's start races with the hand-off itself.
 #[test]
 fn processes_woken_by_hogs_run_when_every_handoff_starts_a_thread() {
-    let _load = Load::start(2);
+    let _load = CpuLoad::start(2);
     rounds_on(
         "three pairs, no spares, competing load",
         runtime(0),

@@ -6,6 +6,8 @@
 //!   written to it and answers with one line (`~w` for erl, `inspect/1`
 //!   for elixir). The OS process is killed when the value is dropped.
 //! * [`run_erl`]: a fresh `erl` node that runs one script and halts.
+//! * [`tls`]: a throw-away certificate authority for TLS distribution.
+//! * [`postgres::TempPostgres`]: a throw-away PostgreSQL server.
 //! * [`erl_required`] / [`elixir_required`]: whether the tool is there, or
 //!   a panic, unless `EMBER_TERM_SKIP_ERL` / `EMBER_SKIP_ELIXIR` say to
 //!   skip (`scripts/test --quick` sets them when the tool is missing).
@@ -20,7 +22,10 @@ use std::net::TcpListener;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+pub mod postgres;
+pub mod tls;
 
 /// How long any answer from a node may take.
 pub const DEADLINE: Duration = Duration::from_secs(60);
@@ -53,6 +58,22 @@ pub fn erl_required() -> bool {
         &["-noshell", "-eval", "halt()."],
         "EMBER_TERM_SKIP_ERL",
         "erlang-base",
+    )
+}
+
+/// True when `erl` runs and has the `ssl` application (for
+/// `-proto_dist inet_tls`); false (skip the test) when not and
+/// `EMBER_SKIP_ERL_SSL` is set; a panic otherwise.
+pub fn erl_ssl_required() -> bool {
+    tool_required(
+        "erl",
+        &[
+            "-noshell",
+            "-eval",
+            "halt(case application:ensure_all_started(ssl) of {ok, _} -> 0; _ -> 1 end).",
+        ],
+        "EMBER_SKIP_ERL_SSL",
+        "erlang-ssl, erlang-public-key and erlang-crypto",
     )
 }
 
@@ -164,10 +185,59 @@ impl Repl {
         self.child.kill().expect("kill the node");
     }
 
+    /// Stops the node's OS process (SIGSTOP): it reads, writes and ticks
+    /// no more until [`Repl::resume`].
+    ///
+    /// Returns once every thread of the process is stopped (SIGSTOP is
+    /// delivered asynchronously: a thread running on another core stops
+    /// only when it next handles signals), within [`DEADLINE`].
+    pub fn pause(&mut self) {
+        self.signal("-STOP");
+        let pid = self.child.id();
+        let start = Instant::now();
+        while !all_threads_stopped(pid) {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "{} (pid {pid}) did not stop within {DEADLINE:?}",
+                self.label
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    /// Lets a paused node run again (SIGCONT).
+    pub fn resume(&mut self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, which: &str) {
+        let status = Command::new("kill")
+            .args([which, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {which} {} failed", self.child.id());
+    }
+
     /// Whether the OS process still runs.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+}
+
+/// Whether every thread of process `pid` is stopped (state `T` in
+/// `/proc/<pid>/task/*/stat`); true where `/proc` is missing.
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            // `pid (comm) S ...`: the state follows the last ')'.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next())
+                .is_some_and(|state| state == 'T' || state == 't')
+        })
+    })
 }
 
 impl Drop for Repl {
@@ -273,4 +343,41 @@ pub fn run_erl(
     let _ = child.kill();
     let _ = child.wait();
     result.unwrap_or_else(|_| panic!("erl printed no result in time for {script}"))
+}
+
+/// A fresh directory under the system's temporary directory, removed with
+/// everything in it when dropped: e.g. the `--data` directory of a node a
+/// test starts, so tests never share a store.
+#[derive(Debug)]
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    /// Creates `<tmp>/<prefix>-<pid>-<n>`.
+    pub fn new(prefix: &str) -> TempDir {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        TempDir(dir)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    /// Its path as a string (for a command line).
+    pub fn arg(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

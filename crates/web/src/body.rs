@@ -47,7 +47,19 @@ impl Body {
     pub(crate) fn events(events: mpsc::Receiver<String>, heartbeat: Duration) -> Body {
         Body {
             kind: Kind::Events(EventStream {
-                events,
+                events: Source::Data(events),
+                heartbeat: None,
+                period: heartbeat,
+            }),
+        }
+    }
+
+    /// A stream of server-sent events with ids and types (see
+    /// [`sse_events`](crate::sse_events)).
+    pub(crate) fn full_events(events: mpsc::Receiver<SseEvent>, heartbeat: Duration) -> Body {
+        Body {
+            kind: Kind::Events(EventStream {
+                events: Source::Full(events),
                 heartbeat: None,
                 period: heartbeat,
             }),
@@ -120,9 +132,43 @@ impl From<&'static [u8]> for Body {
 /// dropped. When the client disconnects, hyper drops the body, and with it
 /// the receiver, so senders see the channel closed.
 struct EventStream {
-    events: mpsc::Receiver<String>,
+    events: Source,
     heartbeat: Option<Interval>,
     period: Duration,
+}
+
+enum Source {
+    Data(mpsc::Receiver<String>),
+    Full(mpsc::Receiver<SseEvent>),
+}
+
+/// One server-sent event with its optional `id:` (what a reconnecting
+/// client sends back as `Last-Event-ID`) and `event:` type.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The event's id (no newlines).
+    pub id: Option<String>,
+    /// The event's type (no newlines).
+    pub event: Option<String>,
+    /// Its data; each line becomes a `data:` line.
+    pub data: String,
+}
+
+fn encode_full(ev: &SseEvent) -> Bytes {
+    let mut out = String::with_capacity(ev.data.len() + 32);
+    let clean = |s: &str| s.replace(['\r', '\n'], " ");
+    if let Some(id) = &ev.id {
+        out.push_str("id: ");
+        out.push_str(&clean(id));
+        out.push('\n');
+    }
+    if let Some(event) = &ev.event {
+        out.push_str("event: ");
+        out.push_str(&clean(event));
+        out.push('\n');
+    }
+    out.push_str(std::str::from_utf8(&encode_event(&ev.data)).unwrap_or(""));
+    Bytes::from(out)
 }
 
 fn encode_event(data: &str) -> Bytes {
@@ -138,8 +184,12 @@ fn encode_event(data: &str) -> Bytes {
 
 impl EventStream {
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        if let Poll::Ready(event) = self.events.poll_recv(cx) {
-            return Poll::Ready(event.map(|data| encode_event(&data)));
+        let ready = match &mut self.events {
+            Source::Data(rx) => rx.poll_recv(cx).map(|e| e.map(|data| encode_event(&data))),
+            Source::Full(rx) => rx.poll_recv(cx).map(|e| e.map(|ev| encode_full(&ev))),
+        };
+        if let Poll::Ready(event) = ready {
+            return Poll::Ready(event);
         }
         let period = self.period;
         let heartbeat = self.heartbeat.get_or_insert_with(|| {
@@ -183,11 +233,20 @@ impl hyper::body::Body for Body {
 
 #[cfg(test)]
 mod tests {
-    use super::encode_event;
+    use super::{encode_event, encode_full, SseEvent};
 
     #[test]
     fn an_event_with_several_lines_becomes_several_data_lines() {
         assert_eq!(&encode_event("a\nb")[..], b"data: a\ndata: b\n\n");
         assert_eq!(&encode_event("x")[..], b"data: x\n\n");
+        let full = SseEvent {
+            id: Some("7".into()),
+            event: Some("state".into()),
+            data: "{}".into(),
+        };
+        assert_eq!(
+            &encode_full(&full)[..],
+            b"id: 7\nevent: state\ndata: {}\n\n"
+        );
     }
 }

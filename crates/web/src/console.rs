@@ -1,7 +1,7 @@
 //! The demo system and its live console, served by the same binary as
 //! everything else.
 //!
-//! [`mount`] adds four pages and a JSON API to a [`Router`]:
+//! [`mount`] adds seven pages and a JSON API to a [`Router`]:
 //!
 //! | page | what |
 //! |---|---|
@@ -9,6 +9,9 @@
 //! | `/math` | ∑(1..n) or n! in a pool of workers with a limit and a queue; `n = 13` crashes on purpose |
 //! | `/load` | up to a million supervised workers, a failure rate, schedulers online, live graphs |
 //! | `/top` | the ten processes that used most CPU in the last second, with info and kill |
+//! | `/cluster` | connected nodes (name, up since, traffic), and Top and info of another node's processes |
+//! | `/jobs` | durable jobs: counts, enqueue, progress, cancel (reads the application's `/api/jobs`) |
+//! | `/services` | the cluster's nodes and their services: add, invoke, stop a node (reads the application's `/api/services`, `/api/node`) |
 //!
 //! Pages are plain HTML, CSS and JavaScript embedded in the binary (no
 //! framework, no CDN); they update by server-sent events. The JSON API is
@@ -26,6 +29,10 @@
 //!   (else `415`) and same-origin: no `Origin`, or one naming the `Host`
 //!   (else `403`), so no other web page can drive it;
 //! * [`Mode::ReadOnly`] refuses every mutation, [`Mode::Off`] mounts nothing;
+//! * the application's own routes under `/api/` in the router the console
+//!   is mounted on (the jobs API, the cluster services, `/api/node/stop`)
+//!   get the `Host` check, and for mutations read-only mode and the
+//!   `Origin` check (not the content type);
 //! * the processes the node cannot live without (the binary's root, the
 //!   keeper, the application master, its top supervisor and the HTTP
 //!   acceptor) cannot be killed from the console (`403`) unless
@@ -65,6 +72,7 @@ use crate::{Request, Response, Router};
 mod api;
 mod app;
 mod assets;
+mod cluster;
 mod demo;
 mod guard;
 mod load;
@@ -131,9 +139,13 @@ pub struct Options {
     /// fills it in; with [`mount_with`] leave it empty to accept loopback
     /// hosts (`localhost`, `127.0.0.1`, `[::1]`) only.
     pub listening: Vec<SocketAddr>,
+    /// The distribution node whose cluster the Cluster page shows (with
+    /// [`Demo`], [`Demo::set_node`] sets it once the node runs; without
+    /// one the page says the node is not distributed).
+    pub node: Option<ember_dist::NodeView>,
 }
 
-/// Adds the console's pages (`/`, `/math`, `/load`, `/top`), its assets
+/// Adds the console's pages (`/`, `/math`, `/load`, `/top`, `/cluster`), its assets
 /// (`/assets/console/*`) and its JSON API (`/api/...`) to `router`, with the
 /// default [`Options`].
 ///
@@ -161,8 +173,50 @@ fn new_console(options: Options) -> Arc<Console> {
 }
 
 fn mount_console(router: Router, console: &Arc<Console>) -> Router {
+    let router = guard_app_api(router, console);
     let router = assets::mount(router, console);
     api::mount(router, console.clone())
+}
+
+/// Puts the application's routes under `/api/` that the console is mounted
+/// beside (the jobs API, the cluster services, `/api/node/stop`) behind the
+/// console's guards: the `Host` check for every method, and read-only mode
+/// and the `Origin` check for every method but `GET` and `HEAD`.
+fn guard_app_api(router: Router, console: &Arc<Console>) -> Router {
+    router.wrap_routes(
+        |path| path.starts_with("/api/"),
+        |method, inner| {
+            let mutating = !matches!(*method, http::Method::GET | http::Method::HEAD);
+            Arc::new(AppGuard {
+                console: console.clone(),
+                inner,
+                mutating,
+            })
+        },
+    )
+}
+
+/// An application route behind the console's guards ([`guard_app_api`]).
+struct AppGuard {
+    console: Arc<Console>,
+    inner: Arc<dyn crate::Handler>,
+    mutating: bool,
+}
+
+impl crate::Handler for AppGuard {
+    fn call(&self, request: Request) -> crate::router::HandlerFuture {
+        let checked = guard::check_host(&self.console, &request).and_then(|()| {
+            if self.mutating {
+                guard::check_app_mutation(&self.console, &request)
+            } else {
+                Ok(())
+            }
+        });
+        match checked {
+            Ok(()) => self.inner.call(request),
+            Err(refused) => Box::pin(async move { refused.response() }),
+        }
+    }
 }
 
 /// Wraps a console handler: the `Host` check, then the handler at high

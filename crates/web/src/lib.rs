@@ -70,15 +70,16 @@ mod config;
 mod connection;
 pub mod console;
 pub mod endpoints;
+pub mod jobs;
 mod request;
 mod response;
 mod router;
 mod server;
 
-pub use body::Body;
+pub use body::{Body, SseEvent};
 pub use config::Config;
 pub use request::query;
-pub use response::{html, json, sse, text};
+pub use response::{html, json, sse, sse_events, text};
 pub use router::{Handler, HandlerFuture, Router};
 pub use server::{Server, Stats};
 

@@ -3,7 +3,7 @@
 use http::{header, HeaderValue, StatusCode};
 use tokio::sync::mpsc;
 
-use crate::body::{Body, SSE_HEARTBEAT};
+use crate::body::{Body, SseEvent, SSE_HEARTBEAT};
 use crate::Response;
 
 fn with_type(status: StatusCode, content_type: &'static str, body: Body) -> Response {
@@ -79,6 +79,20 @@ pub fn sse(events: mpsc::Receiver<String>) -> Response {
         StatusCode::OK,
         "text/event-stream",
         Body::events(events, SSE_HEARTBEAT),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// Like [`sse`], with each event's `id:` and `event:` lines: a client that
+/// reconnects sends the last id it saw as `Last-Event-ID`.
+pub fn sse_events(events: mpsc::Receiver<SseEvent>) -> Response {
+    let mut response = with_type(
+        StatusCode::OK,
+        "text/event-stream",
+        Body::full_events(events, SSE_HEARTBEAT),
     );
     response
         .headers_mut()

@@ -145,6 +145,24 @@ impl Router {
         self
     }
 
+    /// Replaces the handler of every route whose path (exact, or prefix
+    /// without its `*`) `select` accepts by `wrap(method, handler)`.
+    pub(crate) fn wrap_routes(
+        mut self,
+        select: impl Fn(&str) -> bool,
+        wrap: impl Fn(&Method, Arc<dyn Handler>) -> Arc<dyn Handler>,
+    ) -> Router {
+        let prefixes = self.prefixes.iter_mut().map(|(p, m)| (&*p, m));
+        for (path, methods) in self.exact.iter_mut().chain(prefixes) {
+            if select(path) {
+                for (method, handler) in methods.iter_mut() {
+                    *handler = wrap(method, handler.clone());
+                }
+            }
+        }
+        self
+    }
+
     /// Finds the handler for a request, or the response the router gives
     /// itself (404, 405).
     pub(crate) fn lookup(&self, method: &Method, path: &str) -> Lookup {

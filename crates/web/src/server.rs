@@ -231,9 +231,14 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, parent: Pid) ->
                     reject(stream, &rejecting);
                     continue;
                 }
+                // Queued, not run right after this poll: connections
+                // accepted together are served in the order they arrived,
+                // behind the sockets already woken (a long request that
+                // came second must not go first).
                 let spawned = Spawn::new()
                     .label(format!("ember-web connection {peer}"))
                     .link()
+                    .queued()
                     .spawn(connection::serve(
                         stream,
                         peer,

@@ -1,5 +1,7 @@
 //! The console's JSON API over a real socket (`docs/console-api.md`).
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -8,8 +10,7 @@ use std::time::{Duration, Instant};
 use ember_runtime::{receive, Handle, Runtime, Spawn};
 use ember_web::{console, Config, Router, Server};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use support::{json_type, ApiReply as Reply};
 
 /// Runs `body` with a console server on 127.0.0.1:0, on a fresh runtime.
 fn with_console<F, Fut>(body: F)
@@ -17,57 +18,13 @@ where
     F: FnOnce(SocketAddr) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let rt = Runtime::builder().schedulers(2).build().unwrap();
-    rt.block_on(async move {
-        let server = Server::bind(
-            "127.0.0.1:0",
-            console::mount(Router::new()),
-            Config::default(),
-        )
-        .unwrap();
-        let addr = server.local_addr();
-        tokio::time::timeout(Duration::from_secs(60), body(addr))
-            .await
-            .expect("the test finished within 60 s");
-        server.shutdown().await;
-    });
-}
-
-struct Reply {
-    status: u16,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
-    }
+    support::with_console(Duration::from_secs(60), body);
 }
 
 async fn request(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> Reply {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(body.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a whole response");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status");
-    Reply {
-        status,
-        body: body.to_string(),
-    }
+    let headers = [("host", "127.0.0.1".to_string()), json_type()];
+    support::request(addr, method, path, &headers, &body).await
 }
 
 async fn get(addr: SocketAddr, path: &str) -> Reply {
@@ -380,7 +337,7 @@ fn load_starts_supervised_workers_restarts_crashes_and_stops_them() {
 #[test]
 fn pages_and_assets_are_served_from_the_binary() {
     with_console(|addr| async move {
-        for page in ["/", "/math", "/load", "/top"] {
+        for page in ["/", "/math", "/load", "/top", "/cluster"] {
             let reply = get(addr, page).await;
             assert_eq!(reply.status, 200, "{page}");
             assert!(reply.body.contains("/assets/console/console.js"), "{page}");

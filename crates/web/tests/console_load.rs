@@ -3,56 +3,25 @@
 //! crash and are restarted, `starting` turns false, shrinking and growing
 //! end on the exact count, and a killed shard supervisor refills itself.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ember_runtime::{exit, registered, ExitReason, Runtime};
-use ember_web::{console, Config, Router, Server};
+use ember_runtime::{exit, registered, ExitReason};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-/// Runs `body` with a console server on 127.0.0.1:0, on a fresh runtime.
-fn with_console<F, Fut>(body: F)
-where
-    F: FnOnce(SocketAddr) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let rt = Runtime::builder().schedulers(2).build().unwrap();
-    rt.block_on(async move {
-        let server = Server::bind(
-            "127.0.0.1:0",
-            console::mount(Router::new()),
-            Config::default(),
-        )
-        .unwrap();
-        let addr = server.local_addr();
-        tokio::time::timeout(Duration::from_secs(300), body(addr))
-            .await
-            .expect("the test finished within 300 s");
-        server.shutdown().await;
-    });
-}
+use support::{host, json_type, with_console};
 
 async fn request(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> Value {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(body.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a whole response");
+    let reply = support::request(addr, method, path, &[host(addr), json_type()], &body).await;
     assert!(
-        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.1 202"),
-        "{method} {path}: {head}\n{body}"
+        matches!(reply.status, 200 | 202),
+        "{method} {path}: {}\n{}",
+        reply.status,
+        reply.body
     );
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body:?}"))
+    reply.json()
 }
 
 async fn load(addr: SocketAddr) -> Value {
@@ -110,7 +79,7 @@ async fn hold_exactly(addr: SocketAddr, n: u64, crashes: u64) -> (u64, u64) {
 
 #[test]
 fn load_reaches_and_holds_exactly_the_requested_count_while_workers_crash() {
-    with_console(|addr| async move {
+    with_console(Duration::from_secs(300), |addr| async move {
         const N: u64 = 20_000;
         set(addr, json!({ "workers": N, "failure_rate": 5 })).await;
         let reached = Instant::now();
@@ -147,7 +116,7 @@ fn load_reaches_and_holds_exactly_the_requested_count_while_workers_crash() {
 
 #[test]
 fn a_killed_load_shard_supervisor_is_restarted_and_refills_to_the_exact_count() {
-    with_console(|addr| async move {
+    with_console(Duration::from_secs(300), |addr| async move {
         const N: u64 = 8_000;
         set(addr, json!({ "workers": N, "failure_rate": 1 })).await;
         wait_for(addr, "reached 8,000", |l| {

@@ -18,8 +18,7 @@ use ember_runtime::{registered, whereis, Handle, Pid, Runtime};
 use ember_web::console::{Demo, Mode, Options};
 use ember_web::{endpoints, Config, Router};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use support::{host, json_type, request as send, try_request as try_send, ApiReply as Reply};
 
 // ---- console attacks (cross-site, Host, kills, escalation) --------------------
 
@@ -41,98 +40,6 @@ where
             .expect("the test finished within 120 s");
         demo.shutdown().await;
     });
-}
-
-/// A response, or why there was none.
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
-    }
-
-    fn error(&self) -> String {
-        self.json()["error"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    }
-}
-
-/// Sends one request with exactly `headers` (plus `content-length` and
-/// `connection: close`) and reads the whole response; `Err` if the server
-/// closed or reset without one (or within 10 s).
-async fn try_send(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, String)],
-    body: &str,
-) -> Result<Reply, String> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let mut head = format!("{method} {path} HTTP/1.1\r\n");
-        for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        head.push_str(&format!(
-            "content-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        ));
-        stream
-            .write_all(head.as_bytes())
-            .await
-            .map_err(|e| format!("write: {e}"))?;
-        let mut raw = Vec::new();
-        stream
-            .read_to_end(&mut raw)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        let raw = String::from_utf8_lossy(&raw).into_owned();
-        let (head, body) = raw
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| format!("no whole response: {raw:?}"))?;
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("no status: {head:?}"))?;
-        Ok(Reply {
-            status,
-            body: body.to_string(),
-        })
-    };
-    tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .unwrap_or_else(|_| Err("no response within 10 s".into()))
-}
-
-/// [`try_send`] that must get a response.
-async fn send(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, String)],
-    body: &str,
-) -> Reply {
-    try_send(addr, method, path, headers, body)
-        .await
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-}
-
-fn host(addr: SocketAddr) -> (&'static str, String) {
-    ("host", addr.to_string())
-}
-
-fn json_type() -> (&'static str, String) {
-    ("content-type", "application/json".to_string())
 }
 
 /// `GET path` as the console's own page would.
@@ -502,6 +409,7 @@ fn every_console_process_can_be_killed_when_allowed_and_the_node_heals() {
                 );
                 tokio::time::sleep(Duration::from_millis(10)).await;
             };
+            let watch = ember_runtime::monitor(pid);
             // Killing the endpoint (or anything above it) may take this
             // very connection down before the answer is written.
             let path = format!("/api/processes/{}/kill", pid_path(pid));
@@ -518,11 +426,11 @@ fn every_console_process_can_be_killed_when_allowed_and_the_node_heals() {
                 Ok(reply) => assert_eq!(reply.status, 200, "kill {name}: {reply:?}"),
                 Err(e) => println!("kill {name}: no answer ({e})"),
             }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Handle::current().is_alive(pid) {
-                assert!(Instant::now() < deadline, "{name} ({pid}) did not die");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            ember_runtime::receive::<ember_runtime::Down>()
+                .matching(move |d| d.monitor == watch)
+                .timeout(Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|| panic!("{name} ({pid}) did not die"));
             killed += 1;
             assert_healthy(addr, &format!("killing {name}")).await;
             // The load workers come back with their supervisors.

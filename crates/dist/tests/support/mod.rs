@@ -2,3 +2,4 @@
 #![allow(dead_code)]
 
 pub(crate) mod ember;
+pub(crate) mod wire;

@@ -63,9 +63,26 @@ pub(crate) async fn shutdown_all(
     how: Shutdown,
     restart: Restart,
 ) -> Vec<(Pid, ExitReason)> {
+    shutdown_each(pids.into_iter().map(|pid| (pid, how, restart)).collect()).await
+}
+
+/// [`shutdown_all`] for children with shutdowns and restart types of their
+/// own (Elixir's `DynamicSupervisor`, whose children each carry theirs):
+/// all get their signal at once, each is killed when its own timeout
+/// passes. Returns the children that exited otherwise than expected.
+pub(crate) async fn shutdown_each(
+    children: Vec<(Pid, Shutdown, Restart)>,
+) -> Vec<(Pid, ExitReason)> {
+    struct Waiting {
+        pid: Pid,
+        mref: MonitorRef,
+        deadline: Option<Instant>,
+        wanted: ExitReason,
+    }
     let mut errors = Vec::new();
-    let mut waiting: Vec<(Pid, MonitorRef)> = Vec::with_capacity(pids.len());
-    for pid in pids {
+    let mut waiting: Vec<Waiting> = Vec::with_capacity(children.len());
+    let start = Instant::now();
+    for (pid, how, restart) in children {
         let Some((mref, prior)) = unlink_flush(pid).await else {
             continue;
         };
@@ -75,50 +92,53 @@ pub(crate) async fn shutdown_all(
             }
             continue;
         }
-        exit(
+        let (signal, wanted) = if how == Shutdown::BrutalKill {
+            (ExitReason::Kill, ExitReason::Killed)
+        } else {
+            (ExitReason::Shutdown, ExitReason::Shutdown)
+        };
+        exit(pid, signal);
+        let deadline = match how {
+            Shutdown::Timeout(limit) => start.checked_add(limit),
+            _ => None,
+        };
+        waiting.push(Waiting {
             pid,
-            if how == Shutdown::BrutalKill {
-                ExitReason::Kill
-            } else {
-                ExitReason::Shutdown
-            },
-        );
-        waiting.push((pid, mref));
+            mref,
+            deadline,
+            wanted,
+        });
     }
-    let wanted = if how == Shutdown::BrutalKill {
-        ExitReason::Killed
-    } else {
-        ExitReason::Shutdown
-    };
-    let deadline = match how {
-        Shutdown::Timeout(limit) => Instant::now().checked_add(limit),
-        _ => None,
-    };
     while !waiting.is_empty() {
-        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let down = match left {
-            Some(left) => {
+        let next = waiting.iter().filter_map(|w| w.deadline).min();
+        let matching = |d: &Down| waiting.iter().any(|w| w.mref == d.monitor);
+        let down = match next {
+            Some(next) => {
                 receive::<Down>()
-                    .matching(|d| waiting.iter().any(|(_, m)| *m == d.monitor))
-                    .timeout(left)
+                    .matching(matching)
+                    .timeout(next.saturating_duration_since(Instant::now()))
                     .await
             }
-            None => Some(
-                receive::<Down>()
-                    .matching(|d| waiting.iter().any(|(_, m)| *m == d.monitor))
-                    .await,
-            ),
+            None => Some(receive::<Down>().matching(matching).await),
         };
         let Some(down) = down else {
-            // Out of time: kill the rest and wait for them.
-            for (pid, mref) in waiting.drain(..) {
-                exit(pid, ExitReason::Kill);
-                errors.push((pid, await_down(mref).await));
+            // Out of time for some: kill them and wait for them.
+            let now = Instant::now();
+            let (late, rest): (Vec<Waiting>, Vec<Waiting>) = waiting
+                .into_iter()
+                .partition(|w| w.deadline.is_some_and(|d| d <= now));
+            waiting = rest;
+            for w in late {
+                exit(w.pid, ExitReason::Kill);
+                errors.push((w.pid, await_down(w.mref).await));
             }
-            break;
+            continue;
         };
-        waiting.retain(|(_, m)| *m != down.monitor);
-        if down.reason != wanted {
+        let Some(at) = waiting.iter().position(|w| w.mref == down.monitor) else {
+            continue;
+        };
+        let done = waiting.swap_remove(at);
+        if down.reason != done.wanted {
             errors.push((down.pid, down.reason));
         }
     }

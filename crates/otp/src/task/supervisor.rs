@@ -11,9 +11,10 @@ use parking_lot::Mutex;
 use super::{task_body, Task};
 use crate::dynamic_supervisor::{DynamicSupervisorRef, DynamicSupervisorSpec};
 use crate::gen::{CallError, StartError, StartOptions};
-use crate::supervisor::{ChildSpecBuilder, Restart, SupervisorError};
+use crate::supervisor::{ChildSpecBuilder, Restart, Shutdown, SupervisorError};
 
 type Body = Pin<Box<dyn Future<Output = ExitReason> + Send>>;
+type MakeBody = Arc<dyn Fn() -> Body + Send + Sync>;
 
 /// A task body on its way to the supervisor, taken once by the start.
 ///
@@ -21,10 +22,17 @@ type Body = Pin<Box<dyn Future<Output = ExitReason> + Send>>;
 /// `'static` trait object trips rustc's higher-ranked `Send` inference in
 /// the supervisor's futures (rust-lang/rust#64552); a struct hides it.
 #[derive(Clone)]
-struct TaskArgs(Arc<Mutex<Option<Body>>>);
+enum TaskArgs {
+    /// A body that runs once (a temporary task).
+    Once(Arc<Mutex<Option<Body>>>),
+    /// A body made anew for each (re)start (a permanent or transient task).
+    Again(MakeBody),
+}
 
-/// A supervisor of tasks (Elixir's `Task.Supervisor`): every task is a
-/// temporary child (never restarted), terminated with the supervisor.
+/// A supervisor of tasks (Elixir's `Task.Supervisor`): a task is a
+/// temporary child (never restarted) unless started with
+/// [`start_child_with`](TaskSupervisor::start_child_with), terminated with
+/// the supervisor.
 ///
 /// ```
 /// use ember_otp::task::{TaskError, TaskSupervisor};
@@ -43,7 +51,10 @@ pub struct TaskSupervisor(DynamicSupervisorRef<TaskArgs>);
 
 fn spec(max_children: Option<usize>) -> DynamicSupervisorSpec<TaskArgs> {
     let mut builder = DynamicSupervisorSpec::worker(|args: TaskArgs| {
-        let body = args.0.lock().take();
+        let body = match args {
+            TaskArgs::Once(body) => body.lock().take(),
+            TaskArgs::Again(make) => Some(make()),
+        };
         async move {
             let body = body.ok_or_else(|| {
                 StartError::Failed(ExitReason::error("a task body can start only once"))
@@ -56,7 +67,10 @@ fn spec(max_children: Option<usize>) -> DynamicSupervisorSpec<TaskArgs> {
             Ok(spawned.pid)
         }
     })
-    .restart(Restart::Temporary);
+    .restart(Restart::Temporary)
+    // Elixir's `Task.Supervisor` (a `DynamicSupervisor`): at most 3
+    // restarts of permanent or transient tasks in 5 s.
+    .intensity(3);
     if let Some(max) = max_children {
         builder = builder.max_children(max);
     }
@@ -64,7 +78,7 @@ fn spec(max_children: Option<usize>) -> DynamicSupervisorSpec<TaskArgs> {
 }
 
 fn wrap(body: impl Future<Output = ExitReason> + Send + 'static) -> TaskArgs {
-    TaskArgs(Arc::new(Mutex::new(Some(Box::pin(body)))))
+    TaskArgs::Once(Arc::new(Mutex::new(Some(Box::pin(body)))))
 }
 
 impl TaskSupervisor {
@@ -114,6 +128,42 @@ impl TaskSupervisor {
             ExitReason::Normal
         };
         start(self.0.clone(), wrap(body))
+    }
+
+    /// Runs the future `make` returns as a supervised task nobody awaits,
+    /// restarted and shut down as `restart` and `shutdown` say (Elixir's
+    /// `Task.Supervisor.start_child/3` with `:restart` and `:shutdown`): a
+    /// permanent task is started again with a new future from `make`
+    /// whenever it ends, a transient one when it crashes. Its shutdown
+    /// timeout counts only for a task that traps exits.
+    pub fn start_child_with<M, F>(
+        &self,
+        make: M,
+        restart: Restart,
+        shutdown: Shutdown,
+    ) -> impl Future<Output = Result<Pid, SupervisorError>> + Send + 'static
+    where
+        M: Fn() -> F + Send + Sync + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let make: MakeBody = Arc::new(move || {
+            let work = make();
+            Box::pin(async move {
+                work.await;
+                ExitReason::Normal
+            })
+        });
+        let args = match restart {
+            Restart::Temporary => TaskArgs::Once(Arc::new(Mutex::new(Some(make())))),
+            _ => TaskArgs::Again(make),
+        };
+        let sup = self.0.clone();
+        async move {
+            match sup.start_child_as(args, restart, shutdown).await? {
+                Some(pid) => Ok(pid),
+                None => unreachable!("a task start never ignores"),
+            }
+        }
     }
 
     /// Runs `work` as a supervised task linked to the caller, whose result

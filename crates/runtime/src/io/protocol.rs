@@ -140,6 +140,21 @@ fn request_chars(request: &Term, out: &mut String) -> Result<(), Term> {
                 };
                 chardata(chars, latin1, out).map_err(|()| error(request.clone()))
             }
+            [tag, encoding, m, f, args]
+                if tag.is_atom("put_chars")
+                    && matches!(encoding.as_atom(), Some("unicode" | "latin1"))
+                    && m.is_atom("io_lib")
+                    && f.is_atom("format") =>
+            {
+                io_lib_format(args, out)
+            }
+            // The same without an encoding: what `io` sends to a group
+            // leader on a node without DFLAG_UNICODE_IO.
+            [tag, m, f, args]
+                if tag.is_atom("put_chars") && m.is_atom("io_lib") && f.is_atom("format") =>
+            {
+                io_lib_format(args, out)
+            }
             [tag, chars] if tag.is_atom("put_chars") => {
                 chardata(chars, true, out).map_err(|()| error(request.clone()))
             }
@@ -156,11 +171,22 @@ fn request_chars(request: &Term, out: &mut String) -> Result<(), Term> {
     }
 }
 
+/// `io_lib:format(Format, Args)` for `args` = `[Format, Args]`; a format
+/// that cannot be served is `{error, {error, format}}`.
+fn io_lib_format(args: &Term, out: &mut String) -> Result<(), Term> {
+    let failed = || error(Term::tuple([Term::atom("error"), Term::atom("format")]));
+    let [format, args] = args.as_list().unwrap_or(&[]) else {
+        return Err(failed());
+    };
+    out.push_str(&super::format::format(format, args).map_err(|_| failed())?);
+    Ok(())
+}
+
 /// Decodes Erlang chardata (binaries, code points, nested lists, a binary
 /// as an improper tail) into `out`. With `latin1`, binaries are bytes of
 /// ISO Latin-1 and code points stop at 255; otherwise binaries are UTF-8.
 /// Iterative: a deeply nested list from another node cannot overflow the stack.
-fn chardata(chars: &Term, latin1: bool, out: &mut String) -> Result<(), ()> {
+pub(super) fn chardata(chars: &Term, latin1: bool, out: &mut String) -> Result<(), ()> {
     if matches!(chars, Term::Int(_)) {
         return Err(()); // a code point alone is not chardata
     }
@@ -237,8 +263,14 @@ mod tests {
         assert!(chars_of(bare_int).is_err());
         let surrogate = term!({put_chars, unicode, [55296]});
         assert!(chars_of(surrogate).is_err());
-        let mfa = term!({put_chars, unicode, io_lib, format, ["~p", [1]]});
-        assert_eq!(chars_of(mfa), Err(term!({error, request})));
+        let mfa = term!({put_chars, unicode, io_lib, format, ["~p~n", [{a, 1}]]});
+        assert_eq!(chars_of(mfa).unwrap(), "{a,1}\n");
+        let old_style = term!({put_chars, io_lib, format, ["~w", [x]]});
+        assert_eq!(chars_of(old_style).unwrap(), "x");
+        let float = term!({put_chars, unicode, io_lib, format, ["~f", [1.5]]});
+        assert_eq!(chars_of(float), Err(term!({error, {error, format}})));
+        let other = term!({put_chars, unicode, lists, flatten, [["x"]]});
+        assert_eq!(chars_of(other), Err(term!({error, request})));
         assert_eq!(
             chars_of(term!({get_line, unicode, ""})),
             Err(term!({error, request}))

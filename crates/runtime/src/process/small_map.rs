@@ -56,13 +56,11 @@ impl<K: Copy + Eq + Hash, V, const N: usize> SmallMap<K, V, N> {
     }
 
     /// Whether `key` has an entry.
-    #[cfg(test)]
     pub(crate) fn contains_key(&self, key: &K) -> bool {
         self.get(key).is_some()
     }
 
     /// The value of `key`.
-    #[cfg(test)]
     pub(crate) fn get(&self, key: &K) -> Option<&V> {
         match self {
             SmallMap::Inline(slots) => slots
@@ -191,7 +189,6 @@ impl PidSet {
     }
 
     /// Whether `pid` is in the set.
-    #[cfg(test)]
     pub(crate) fn contains(&self, pid: &crate::Pid) -> bool {
         self.0.contains_key(pid)
     }

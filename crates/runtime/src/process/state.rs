@@ -741,6 +741,29 @@ mod loom_models {
         move || handle.join().unwrap()
     }
 
+    /// A kill and a message's wake-up, each on a thread of its own, race
+    /// with `polls` polls on this one, for a process spawned with
+    /// `finish_at` and polled `polls_before` times first: whatever the
+    /// interleaving, one exit, one drop, no poll after the exit.
+    fn kill_and_wake_race_polls(finish_at: Option<usize>, polls_before: usize, polls: usize) {
+        let rq = Arc::new(RunQueue::default());
+        let process = rq.spawn(finish_at);
+        for _ in 0..polls_before {
+            rq.run_one();
+        }
+        let (p1, p2) = (process.clone(), process.clone());
+        let killer = start(&rq, move |rq| rq.terminate(&p1));
+        let sender = start(&rq, move |rq| rq.send(&p2));
+        for _ in 0..polls {
+            rq.run_one();
+        }
+        killer();
+        sender();
+        rq.drain();
+        process.assert_settled();
+        assert_eq!(process.exits(), 1);
+    }
+
     /// A message arrives while the process is being polled by one scheduler,
     /// and a second scheduler is looking for work: the wake-up is never lost
     /// (the process is requeued or its poll saw the message), it never puts
@@ -810,18 +833,7 @@ mod loom_models {
     #[test]
     fn an_exit_racing_with_a_wake_and_a_poll_stops_the_polls() {
         crate::loom::model("exit vs wake vs poll end", Some(4), || {
-            let rq = Arc::new(RunQueue::default());
-            let process = rq.spawn(None);
-            let (p1, p2) = (process.clone(), process.clone());
-            let killer = start(&rq, move |rq| rq.terminate(&p1));
-            let sender = start(&rq, move |rq| rq.send(&p2));
-            rq.run_one();
-            rq.run_one();
-            killer();
-            sender();
-            rq.drain();
-            process.assert_settled();
-            assert_eq!(process.exits(), 1);
+            kill_and_wake_race_polls(None, 0, 2);
         });
     }
 
@@ -832,19 +844,8 @@ mod loom_models {
     #[test]
     fn a_kill_dropping_a_parked_body_racing_a_wake_drops_it_once() {
         crate::loom::model("kill of a parked process vs wake vs poll", Some(4), || {
-            let rq = Arc::new(RunQueue::default());
-            let process = rq.spawn(None);
-            // Polled once: parked.
-            rq.run_one();
-            let (p1, p2) = (process.clone(), process.clone());
-            let killer = start(&rq, move |rq| rq.terminate(&p1));
-            let sender = start(&rq, move |rq| rq.send(&p2));
-            rq.run_one();
-            killer();
-            sender();
-            rq.drain();
-            process.assert_settled();
-            assert_eq!(process.exits(), 1);
+            // Polled once first: parked.
+            kill_and_wake_race_polls(None, 1, 1);
         });
     }
 
@@ -901,17 +902,7 @@ mod loom_models {
     #[test]
     fn a_process_finishing_while_it_is_killed_exits_once() {
         crate::loom::model("self exit vs kill vs wake", Some(4), || {
-            let rq = Arc::new(RunQueue::default());
-            let process = rq.spawn(Some(1));
-            let (p1, p2) = (process.clone(), process.clone());
-            let killer = start(&rq, move |rq| rq.terminate(&p1));
-            let sender = start(&rq, move |rq| rq.send(&p2));
-            rq.run_one();
-            killer();
-            sender();
-            rq.drain();
-            process.assert_settled();
-            assert_eq!(process.exits(), 1);
+            kill_and_wake_race_polls(Some(1), 0, 1);
         });
     }
 }

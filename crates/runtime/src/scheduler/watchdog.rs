@@ -15,6 +15,11 @@
 //!   less than a quarter of it on the CPU, with its thread asleep (a blocking
 //!   syscall, a lock), loses its slot without demotion; a thread that only
 //!   waits for a CPU on a busy machine keeps it;
+//! * a poll that has consumed [`Preemption::contended_threshold`] of CPU
+//!   time (past its cooperative slice) while other processes wait for its
+//!   slot (its queues, `next` included, or the injector) loses its slot
+//!   without demotion, so they run at once instead of after the CPU
+//!   threshold; with one scheduler, nothing else could run them;
 //! * a demoted worker's nice value keeps rising along
 //!   [`Preemption::demotion`] as its poll's CPU time grows; a demoted
 //!   worker stays in the background pool for good;
@@ -90,6 +95,15 @@ pub struct Preemption {
     /// Wall time in one poll, with little CPU and its thread asleep, after
     /// which its slot is handed off without demotion (default 15 ms).
     pub blocked_threshold: Duration,
+    /// CPU time in one poll after which its slot is handed off, without
+    /// demotion, if other processes wait for that slot (its own queue or
+    /// the injector; default 1.25 ms: the cooperative [`Preemption::slice`]
+    /// and a quarter). A process that awaits has yielded by then; one that
+    /// computes natively keeps running on its thread while the waiting work
+    /// runs on a spare, and is demoted only if it reaches
+    /// [`Preemption::cpu_threshold`]. A value at or above `cpu_threshold`
+    /// turns it off.
+    pub contended_threshold: Duration,
     /// Nice value reached once a poll has used the given CPU time; the first
     /// step applies at hand-off (default: 5 at once, 19 after 20 ms of CPU).
     /// A request of up to 20 ms thus gets a third of a scheduler thread's
@@ -159,6 +173,7 @@ impl Default for Preemption {
             watchdog_period: Duration::from_millis(1),
             cpu_threshold: Duration::from_millis(2),
             blocked_threshold: Duration::from_millis(15),
+            contended_threshold: Duration::from_micros(1250),
             demotion: vec![(Duration::ZERO, 5), (Duration::from_millis(20), 19)],
             sched_idle: true,
             starvation_window: Duration::from_millis(100),
@@ -713,21 +728,31 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
             };
             match sched.slots.get(sample.slot) {
                 Some(slot) if slot.owner.load(Ordering::Acquire) == worker.id => {
+                    let contended = config.contended_threshold < config.cpu_threshold
+                        && (sched.work_waits_for(slot)
+                            || (poll.cpu >= config.contended_threshold
+                                && sched.poll_io_for_waiting_work(slot)));
                     if poll.cpu >= config.cpu_threshold {
-                        retake(&rt, slot, &worker, true, &poll);
+                        retake(&rt, slot, &worker, Why::Hog, &poll);
                     } else if poll.wall >= config.blocked_threshold
                         && poll.cpu * 4 < poll.wall
                         && !waits_for_a_cpu(&worker)
                     {
-                        retake(&rt, slot, &worker, false, &poll);
+                        retake(&rt, slot, &worker, Why::Blocked, &poll);
+                    } else if contended && poll.cpu >= config.contended_threshold {
+                        retake(&rt, slot, &worker, Why::Contended, &poll);
                     } else {
                         next_look = next_look.min(config.cpu_threshold - poll.cpu);
+                        if contended {
+                            next_look = next_look.min(config.contended_threshold - poll.cpu);
+                        }
                     }
                 }
                 Some(_) => {}
                 None => {
-                    // Handed off as blocked (or starved by a loaded machine),
-                    // but it turns out to burn CPU: it is a hog after all.
+                    // Handed off as blocked (or starved by a loaded machine)
+                    // or contended, but it turns out to burn CPU: it is a
+                    // hog after all.
                     if poll.cpu >= config.cpu_threshold
                         && !worker.background.load(Ordering::Acquire)
                     {
@@ -807,23 +832,47 @@ struct PollSeen {
     looks: u32,
 }
 
+/// Why the watchdog hands a slot off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Why {
+    /// The poll used [`Preemption::cpu_threshold`]: its thread is demoted.
+    Hog,
+    /// The poll's thread sleeps ([`Preemption::blocked_threshold`]).
+    Blocked,
+    /// The poll overran [`Preemption::contended_threshold`] while other
+    /// processes wait for the slot: they run on the successor at once, and
+    /// the poll goes on, undemoted, on its thread (demoted later if it
+    /// reaches `cpu_threshold`, as a blocked one is).
+    Contended,
+}
+
 /// Hands `slot` from the stuck `hog` worker to a spare.
-fn retake(rt: &Arc<Shared>, slot: &Slot, hog: &Arc<Worker>, demote: bool, poll: &PollSeen) {
+fn retake(rt: &Arc<Shared>, slot: &Slot, hog: &Arc<Worker>, why: Why, poll: &PollSeen) {
     let sched = &rt.sched;
     let Some(successor) = sched.workers.hand_over(rt, slot, hog) else {
         return;
     };
     hog.slot.store(NO_SLOT, Ordering::Release);
-    if demote {
-        hog.background.store(true, Ordering::Release);
-        // The slice first: SCHED_IDLE, if the first step is nice 19, keeps it.
-        request_demoted_slice(hog, &sched.config);
-        sched.demote_to(hog, sched.config.nice_for(Duration::ZERO));
-    } else {
-        sched
-            .counters
-            .blocked_handoffs
-            .fetch_add(1, Ordering::Relaxed);
+    let demote = why == Why::Hog;
+    match why {
+        Why::Hog => {
+            hog.background.store(true, Ordering::Release);
+            // The slice first: SCHED_IDLE, if the first step is nice 19, keeps it.
+            request_demoted_slice(hog, &sched.config);
+            sched.demote_to(hog, sched.config.nice_for(Duration::ZERO));
+        }
+        Why::Blocked => {
+            sched
+                .counters
+                .blocked_handoffs
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Why::Contended => {
+            sched
+                .counters
+                .contended_handoffs
+                .fetch_add(1, Ordering::Relaxed);
+        }
     }
     sched.counters.handoffs.fetch_add(1, Ordering::Relaxed);
     successor.unpark();
@@ -856,7 +905,7 @@ fn retake(rt: &Arc<Shared>, slot: &Slot, hog: &Arc<Worker>, demote: bool, poll: 
         before_first_look_us = poll.before_first_look.as_micros() as u64,
         wall_us = poll.wall.as_micros() as u64,
         looks = poll.looks,
-        demote,
+        ?why,
         "ember: slot handed off from a stuck worker"
     );
     *sched.workers.last_handoff.lock() = Some(record);

@@ -42,8 +42,10 @@ const NEXT_STREAK_LIMIT: u32 = 16;
 const INJECTOR_CHECK_INTERVAL: u32 = 61;
 /// Most processes taken from the injector at once.
 const INJECTOR_BATCH: usize = 32;
-/// Rounds of looking for work before parking.
-const SPIN_ROUNDS: u32 = 64;
+/// How long an idle worker keeps looking for work (and polling the pollset
+/// without blocking) before it sleeps: about as long as the 64 rounds of
+/// `sched_yield` it used to spin took on an otherwise idle core.
+const SPIN: Duration = Duration::from_micros(40);
 
 /// One OS thread of the scheduler.
 pub(crate) struct Worker {
@@ -271,12 +273,21 @@ fn steal(sched: &Scheduler, thief: &Slot) -> Option<(Arc<Process>, Class)> {
 fn idle(sched: &Scheduler, slot: &Slot, me: &Worker) {
     let leave =
         || sched.is_shut_down() || !slot.is_online() || slot.owner.load(Ordering::Acquire) != me.id;
-    for _ in 0..SPIN_ROUNDS {
+    // Spin without `sched_yield`: under EEVDF a yield hands the core to
+    // any other runnable thread, such as a demoted hog, for as long as its
+    // long slice lets it keep it, and this thread, runnable rather than
+    // asleep, is not woken early by a socket event. The pollset is looked
+    // at while spinning, so such an event is seen at once.
+    let spin_until = Instant::now() + SPIN;
+    loop {
         if sched.has_work_for(slot) || leave() {
             return;
         }
+        sched.reactor.poll(Duration::ZERO);
+        if Instant::now() >= spin_until {
+            break;
+        }
         std::hint::spin_loop();
-        thread::yield_now();
     }
     slot.parked.store(true, Ordering::SeqCst);
     sched.sleepers.fetch_add(1, Ordering::SeqCst);
@@ -368,6 +379,17 @@ fn run(
     context::set_current(Some(process));
     context::start_slice(started, sched.config.slice);
     let outcome = context::with_current("poll", |process| {
+        // Suspended on a busy distribution connection: not polled until
+        // its suspension is resumed, which wakes it (`dist::Suspension`).
+        // A count seen above zero is confirmed by a read-modify-write,
+        // which reads the newest value: a resume's wake-up that found the
+        // process already scheduled published nothing (see `state`), so a
+        // stale count must not park it. Its loom model is in `dist.rs`.
+        if process.busy_dist.load(Ordering::Acquire) > 0
+            && process.busy_dist.fetch_add(0, Ordering::AcqRel) > 0
+        {
+            return Ok(Some(Poll::Pending));
+        }
         let waker = futures_task::waker_ref(process);
         let mut cx = Context::from_waker(&waker);
         // SAFETY: `transition_to_running` gave this thread `RUNNING`.

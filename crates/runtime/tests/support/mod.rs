@@ -8,8 +8,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use ember_runtime::{receive, self_pid, send, spawn, Down, Exit, MonitorRef, Pid, Runtime};
@@ -119,4 +120,36 @@ pub(crate) async fn two_processes_run_side_by_side() -> bool {
     let first: bool = recv().await;
     let second: bool = recv().await;
     first && second
+}
+
+/// A competing CPU load outside the runtime: `threads` threads spinning
+/// until the guard drops, so that the runtime's threads (demoted hogs
+/// above all) run on a starved machine.
+pub(crate) struct CpuLoad(Arc<AtomicBool>, Vec<thread::JoinHandle<()>>);
+
+impl CpuLoad {
+    /// Starts `threads` spinning threads.
+    pub(crate) fn start(threads: usize) -> CpuLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let handles = (0..threads)
+            .map(|_| {
+                let stop = stop.clone();
+                thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        CpuLoad(stop, handles)
+    }
+}
+
+impl Drop for CpuLoad {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+        for h in self.1.drain(..) {
+            let _ = h.join();
+        }
+    }
 }

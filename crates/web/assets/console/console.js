@@ -272,6 +272,97 @@ async function kill(pid) {
   }
 }
 
+// ---- cluster ------------------------------------------------------------------------
+
+let remoteNode = null;
+let remoteInfo = null;
+
+function clusterPage() {
+  stream("/api/cluster/events", renderCluster);
+  $("remote-close").addEventListener("click", () => { $("remote-panel").hidden = true; remoteNode = null; });
+  $("remote-refresh").addEventListener("click", () => remoteNode && showRemoteTop(remoteNode));
+  $("rinfo-close").addEventListener("click", () => { $("rinfo-panel").hidden = true; remoteInfo = null; });
+  $("rinfo-refresh").addEventListener("click", () => remoteInfo && showRemoteInfo(...remoteInfo));
+}
+
+function renderCluster(cluster) {
+  const body = $("cluster-rows");
+  if (!cluster.distributed) {
+    $("cluster-meta").textContent = "";
+    body.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: 9,
+      text: "This node is not distributed: start it with --sname NAME (or --name NAME@HOST) and --cookie COOKIE." })));
+    return;
+  }
+  $("cluster-meta").textContent = `This node is ${cluster.node}; ${cluster.nodes.length} connected.`;
+  if (!cluster.nodes.length) {
+    body.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: 9, text: "No node is connected." })));
+    return;
+  }
+  body.replaceChildren(...cluster.nodes.map((n) => el("tr", { "data-node": n.name },
+    el("td", { class: "mono", text: n.name }),
+    el("td", { text: new Date(n.up_since_ms).toLocaleString() }),
+    el("td", { class: "num", text: fmtMs(n.up_for_s * 1000) }),
+    el("td", { class: "num mono", text: fmtBytes(n.bytes_in) }),
+    el("td", { class: "num mono", text: fmtBytes(n.bytes_out) }),
+    el("td", { class: "num mono", text: fmtNum(n.messages_in) }),
+    el("td", { class: "num mono", text: fmtNum(n.messages_out) }),
+    el("td", { class: "num mono", text: fmtBytes(n.queued_bytes) }),
+    el("td", { class: "actions" },
+      el("button", { type: "button", class: "small", onclick: () => showRemoteTop(n.name), text: "top" })))));
+}
+
+async function showRemoteTop(node) {
+  remoteNode = node;
+  $("remote-panel").hidden = false;
+  $("remote-node").textContent = node;
+  $("remote-meta").textContent = "Asking…";
+  const body = $("remote-rows");
+  try {
+    const top = await api("GET", `/api/cluster/nodes/${encodeURIComponent(node)}/top`);
+    $("remote-meta").textContent = top.kind === "ember"
+      ? `An Ember node: its ${top.shown} processes with the most reductions (ember_introspect:top/1).`
+      : `An Erlang node: ${top.shown} of its ${top.total} processes with the most reductions` +
+        ` (process_info of ${top.examined}).`;
+    body.replaceChildren(...top.processes.map((p) => {
+      const name = Array.isArray(p.info.registered_name) ? "" : p.info.registered_name;
+      return el("tr", { "data-pid": p.pid },
+        el("td", { class: "mono", text: p.pid }),
+        el("td", { class: "mono", text: name || "" }),
+        el("td", { text: p.info.status }),
+        el("td", { class: "num mono", text: fmtNum(p.info.reductions) }),
+        el("td", { class: "num mono", text: fmtNum(p.info.message_queue_len) }),
+        el("td", { class: "num mono", text: fmtBytes(p.info.memory) }),
+        el("td", { class: "actions" },
+          el("button", { type: "button", class: "small", onclick: () => showRemoteInfo(node, p.pid), text: "info" })));
+    }));
+  } catch (e) {
+    $("remote-meta").textContent = e.message;
+    body.replaceChildren();
+  }
+}
+
+function showTerm(v) {
+  if (Array.isArray(v)) return v.length ? v.map(showTerm).join(", ") : "[]";
+  return String(v);
+}
+
+async function showRemoteInfo(node, pid) {
+  remoteInfo = [node, pid];
+  $("rinfo-panel").hidden = false;
+  $("rinfo-pid").textContent = pid;
+  $("rinfo-node").textContent = node;
+  const error = $("rinfo-error");
+  try {
+    const r = await api("GET", `/api/cluster/nodes/${encodeURIComponent(node)}/processes/${encodeURIComponent(pid)}`);
+    error.hidden = true;
+    setFacts($("rinfo-facts"), Object.entries(r.info).map(([k, v]) => [k.replaceAll("_", " "), showTerm(v)]));
+  } catch (e) {
+    error.hidden = false;
+    error.textContent = e.message;
+    $("rinfo-facts").replaceChildren();
+  }
+}
+
 // ---- load ---------------------------------------------------------------------------
 
 const PALETTE = ["#e8672e", "#3b82c4", "#2f8f5b", "#a855c7", "#c9a227", "#d04a7a", "#4aa3a3", "#7a7a80"];
@@ -393,4 +484,208 @@ function drawLoad(load) {
 // ---- start ------------------------------------------------------------------------------
 
 stream("/api/system/events", onSystem);
-({ math: mathPage, top: topPage, load: loadPage }[document.body.dataset.page] || (() => {}))();
+// ---- jobs -------------------------------------------------------------------------
+
+const JOB_EXAMPLES = { llm: '{"seconds": 20}', fact: '{"n": 200000}', flaky: '{"fail_times": 2}' };
+const FINAL = new Set(["succeeded", "failed", "cancelled"]);
+let jobSource = null;
+
+function jobsPage() {
+  const form = $("jobs-form"), kind = $("jobs-kind"), args = $("jobs-args"), err = $("jobs-error");
+  kind.addEventListener("change", () => { args.value = JOB_EXAMPLES[kind.value] || "{}"; });
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    err.hidden = true;
+    try {
+      const parsed = JSON.parse(args.value);
+      const { id } = await api("POST", "/api/jobs", { kind: kind.value, args: parsed });
+      refreshJobs();
+      showJob(id);
+    } catch (ex) {
+      err.textContent = ex.message;
+      err.hidden = false;
+    }
+  });
+  $("job-close").addEventListener("click", closeJob);
+  refreshJobs();
+  setInterval(refreshJobs, 1000);
+}
+
+async function refreshJobs() {
+  try {
+    const [counts, jobs] = await Promise.all([
+      api("GET", "/api/jobs/counts"),
+      api("GET", "/api/jobs?order=desc&limit=50"),
+    ]);
+    $("jobs-node").textContent = counts.node;
+    $("job-counts").replaceChildren(...Object.entries(counts.counts).map(([state, n]) =>
+      el("span", { "data-state": state }, el("b", { text: fmtNum(n) }), state)));
+    renderJobs(jobs);
+  } catch (e) {
+    $("jobs-rows").replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: 8, text: "Jobs unavailable: " + e.message })));
+  }
+}
+
+function jobAction(label, method, url, danger) {
+  return el("button", {
+    type: "button", class: "small" + (danger ? " danger" : ""), text: label,
+    onclick: async (e) => {
+      e.stopPropagation();
+      try { await api(method, url); } catch (ex) { alert(ex.message); }
+      refreshJobs();
+    },
+  });
+}
+
+function renderJobs(jobs) {
+  const body = $("jobs-rows");
+  if (!jobs.length) {
+    body.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: 8, text: "No jobs yet." })));
+    return;
+  }
+  body.replaceChildren(...jobs.map((job) => {
+    const pct = Math.max(0, Math.min(100, job.progress.pct || 0));
+    const shown = JSON.stringify(job.result);
+    const outcome = job.state === "succeeded"
+      ? el("span", { class: "mono", title: shown, text: shown.length > 80 ? shown.slice(0, 80) + "…" : shown })
+      : el("span", { class: "muted", text: job.error || "" });
+    const actions = el("td", { class: "actions" });
+    if (!FINAL.has(job.state)) actions.append(jobAction("Cancel", "DELETE", `/api/jobs/${job.id}`, true));
+    if (job.state === "failed" || job.state === "cancelled") actions.append(jobAction("Retry", "POST", `/api/jobs/${job.id}/retry`));
+    return el("tr", { class: "job-row", "data-id": job.id, "data-state": job.state, onclick: () => showJob(job.id) },
+      el("td", { class: "mono muted", text: job.id }),
+      el("td", { class: "mono", text: job.kind }),
+      el("td", { class: "mono muted", text: job.queue }),
+      el("td", {}, el("span", { class: "state " + job.state, text: job.state })),
+      el("td", { class: "num mono", text: `${job.attempt}/${job.max_attempts}` }),
+      el("td", {}, el("div", { class: "job-progress" },
+        el("span", { class: "meter" }, el("i", { style: `width: ${pct}%` })),
+        el("span", { class: "muted", text: `${pct.toFixed(0)}% ${job.progress.message || ""}` }))),
+      el("td", { class: "result" }, outcome),
+      actions);
+  }));
+}
+
+function closeJob() {
+  if (jobSource) { jobSource.close(); jobSource = null; }
+  $("job-panel").hidden = true;
+}
+
+async function showJob(id) {
+  closeJob();
+  $("job-panel").hidden = false;
+  $("job-id").textContent = "#" + id;
+  const events = $("job-events");
+  events.replaceChildren();
+  const facts = async () => {
+    try {
+      const job = await api("GET", `/api/jobs/${id}`);
+      setFacts($("job-facts"), [
+        ["kind", job.kind], ["args", JSON.stringify(job.args)], ["queue", job.queue],
+        ["state", job.state], ["attempt", `${job.attempt} of ${job.max_attempts}`],
+        ["node", job.node || "–"], ["result", JSON.stringify(job.result)], ["error", job.error || "–"],
+      ]);
+    } catch (e) { setFacts($("job-facts"), [["error", e.message]]); }
+  };
+  facts();
+  const source = new EventSource(`/api/jobs/${id}/events`);
+  jobSource = source;
+  const add = (type) => (event) => {
+    const d = JSON.parse(event.data);
+    const details = type === "state"
+      ? `${d.state} (attempt ${d.attempt})${d.error ? " · " + d.error : ""}`
+      : `${Number(d.pct).toFixed(0)}% ${d.message}`;
+    events.append(el("tr", {}, el("td", { class: "num mono muted", text: event.lastEventId }),
+      el("td", { text: type }), el("td", { class: "mono", text: details })));
+    if (type === "state") {
+      facts();
+      if (FINAL.has(d.state)) { source.close(); }
+    }
+  };
+  source.addEventListener("state", add("state"));
+  source.addEventListener("progress", add("progress"));
+}
+
+// ---- services ---------------------------------------------------------------------
+// The binary's cluster services API (/api/services, /api/node): the nodes of the
+// cluster with the services on each, polled every second so moves show live.
+
+function servicesPage() {
+  $("svc-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const err = $("svc-error");
+    err.hidden = true;
+    try {
+      await api("POST", "/api/services", { name: $("svc-name").value });
+      refreshServices();
+    } catch (e) { err.textContent = e.message; err.hidden = false; }
+  });
+  $("remote-close").addEventListener("click", () => { $("remote-panel").hidden = true; remoteNode = null; });
+  $("remote-refresh").addEventListener("click", () => remoteNode && showRemoteTop(remoteNode));
+  $("rinfo-close").addEventListener("click", () => { $("rinfo-panel").hidden = true; remoteInfo = null; });
+  $("rinfo-refresh").addEventListener("click", () => remoteInfo && showRemoteInfo(...remoteInfo));
+  refreshServices();
+  setInterval(refreshServices, 1000);
+}
+
+async function invokeService(name) {
+  const out = $("svc-reply");
+  out.hidden = false;
+  try {
+    const r = await api("POST", `/api/services/${encodeURIComponent(name)}/call`, {});
+    out.textContent = `${r.reply} · ${r.calls} calls answered` +
+      (r.version > 1 ? ` · version ${r.version}` : "");
+  } catch (e) { out.textContent = `${name}: ${e.message} (retry shortly if it is moving)`; }
+}
+
+async function stopNode(node, self) {
+  if (!confirm(`Stop ${node} gracefully? Its services move to the other nodes.`)) return;
+  try {
+    await api("POST", "/api/node/stop", self ? {} : { node });
+    $("svc-meta").textContent = `${node} is stopping…`;
+  } catch (e) { $("svc-error").textContent = e.message; $("svc-error").hidden = false; }
+}
+
+async function refreshServices() {
+  const box = $("svc-nodes");
+  let node, services;
+  try {
+    [node, services] = await Promise.all([api("GET", "/api/node"), api("GET", "/api/services")]);
+  } catch (e) {
+    box.replaceChildren(el("p", { class: "muted", text: "Services unavailable: " + e.message +
+      " (the node must be distributed: --sname NAME)." }));
+    return;
+  }
+  $("svc-meta").textContent = `This page is served by ${node.node}.`;
+  const nodes = [...new Set([...node.members, ...services.map((s) => s.node).filter(Boolean)])].sort();
+  const card = (n) => {
+    const mine = services.filter((s) => s.node === n);
+    const self = n === node.node;
+    return el("div", { class: "svc-node", "data-node": n },
+      el("div", { class: "panel-head" },
+        el("h2", { class: "mono", text: n + (self ? " (this node)" : "") }),
+        el("span", {},
+          self ? el("a", { href: "/top", class: "small", text: "top" })
+            : el("button", { type: "button", class: "small", onclick: () => showRemoteTop(n), text: "top" }),
+          " ",
+          el("button", { type: "button", class: "small danger", "data-stop": n,
+            onclick: () => stopNode(n, self), text: "stop node" }))),
+      el("table", { class: "grid" },
+        el("tbody", {}, ...(mine.length ? mine.map((s) => el("tr", { "data-service": s.name },
+          el("td", { class: "mono", text: s.name }),
+          el("td", { class: "mono muted", text: s.pid }),
+          el("td", { class: "actions" },
+            el("button", { type: "button", class: "small", onclick: () => invokeService(s.name), text: "invoke" }),
+            " ",
+            el("button", { type: "button", class: "small", onclick: async () => {
+              try { await api("DELETE", `/api/services/${encodeURIComponent(s.name)}`); refreshServices(); }
+              catch (e) { $("svc-error").textContent = e.message; $("svc-error").hidden = false; }
+            }, text: "delete" }))))
+          : [el("tr", { class: "empty" }, el("td", { colspan: 3, text: "No services." }))]))));
+  };
+  const moving = services.filter((s) => !s.node);
+  box.replaceChildren(...nodes.map(card), ...(moving.length
+    ? [el("p", { class: "muted", text: "Moving: " + moving.map((s) => s.name).join(", ") })] : []));
+}
+
+({ math: mathPage, top: topPage, load: loadPage, cluster: clusterPage, jobs: jobsPage, services: servicesPage }[document.body.dataset.page] || (() => {}))();

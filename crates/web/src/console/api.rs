@@ -21,7 +21,7 @@ const MAX_SUM_N: u64 = 1 << 62;
 const MAX_FACTORIAL_N: u64 = 10_000_000;
 
 pub(crate) fn mount(router: Router, console: Arc<Console>) -> Router {
-    router
+    let router = router
         .get("/api/system", with(&console, system))
         .get("/api/system/events", with(&console, system_events))
         .get("/api/top", with(&console, get_top))
@@ -33,14 +33,15 @@ pub(crate) fn mount(router: Router, console: Arc<Console>) -> Router {
         .get("/api/math/events", with(&console, math_events))
         .get("/api/load", with(&console, load_get))
         .post("/api/load", with_mutation(&console, load_set))
-        .get("/api/load/events", with(&console, load_events))
+        .get("/api/load/events", with(&console, load_events));
+    super::cluster::mount(router, &console)
 }
 
 /// Why a request failed: answered as `{"error": message}` with the status.
-struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
 impl ApiError {
-    fn into_response(self) -> Response {
+    pub(crate) fn into_response(self) -> Response {
         let response = with_status(self.0, crate::json(&json!({ "error": self.1 })));
         if self.0 == StatusCode::SERVICE_UNAVAILABLE {
             retry_later(response)
@@ -51,12 +52,12 @@ impl ApiError {
 }
 
 /// A JSON error: `{"error": message}` with `status`.
-fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
     ApiError(status, message.into())
 }
 
 /// The response of [`error`].
-fn fail(status: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn fail(status: StatusCode, message: impl Into<String>) -> Response {
     error(status, message).into_response()
 }
 

@@ -46,6 +46,8 @@ pub(crate) struct Console {
     /// Whether a keeper restarts the application ([`Demo`](super::Demo)):
     /// then requests never start it themselves.
     kept: AtomicBool,
+    /// The distribution node the Cluster page shows, once there is one.
+    node: Mutex<Option<ember_dist::NodeView>>,
 }
 
 impl Console {
@@ -53,6 +55,7 @@ impl Console {
         Console {
             prefix: format!("ember_console_{instance}"),
             listening: Mutex::new(options.listening.clone()),
+            node: Mutex::new(options.node.clone()),
             options,
             math: Arc::new(MathBoard::new()),
             load: Arc::new(LoadShared::new()),
@@ -87,6 +90,16 @@ impl Console {
         if !listening.contains(&addr) {
             listening.push(addr);
         }
+    }
+
+    /// The distribution node the Cluster page shows.
+    pub(crate) fn node(&self) -> Option<ember_dist::NodeView> {
+        self.node.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Shows `node`'s cluster from now on.
+    pub(crate) fn set_node(&self, node: ember_dist::NodeView) {
+        *self.node.lock().unwrap_or_else(|e| e.into_inner()) = Some(node);
     }
 
     /// From now on a keeper restarts the application.

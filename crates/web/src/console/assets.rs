@@ -14,6 +14,9 @@ const HOME: &str = include_str!("../../assets/console/home.html");
 const MATH: &str = include_str!("../../assets/console/math.html");
 const LOAD: &str = include_str!("../../assets/console/load.html");
 const TOP: &str = include_str!("../../assets/console/top.html");
+const CLUSTER: &str = include_str!("../../assets/console/cluster.html");
+const JOBS: &str = include_str!("../../assets/console/jobs.html");
+const SERVICES: &str = include_str!("../../assets/console/services.html");
 const CSS: &str = include_str!("../../assets/console/console.css");
 const JS: &str = include_str!("../../assets/console/console.js");
 
@@ -25,7 +28,7 @@ struct Page {
     body: &'static str,
 }
 
-const PAGES: [Page; 4] = [
+const PAGES: [Page; 7] = [
     Page {
         path: "/",
         id: "home",
@@ -49,6 +52,24 @@ const PAGES: [Page; 4] = [
         id: "top",
         title: "Top",
         body: TOP,
+    },
+    Page {
+        path: "/cluster",
+        id: "cluster",
+        title: "Cluster",
+        body: CLUSTER,
+    },
+    Page {
+        path: "/jobs",
+        id: "jobs",
+        title: "Jobs",
+        body: JOBS,
+    },
+    Page {
+        path: "/services",
+        id: "services",
+        title: "Services",
+        body: SERVICES,
     },
 ];
 

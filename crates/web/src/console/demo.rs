@@ -50,11 +50,21 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 ///     demo.shutdown().await;
 /// });
 /// ```
-#[derive(Debug)]
 pub struct Demo {
     local_addr: SocketAddr,
     keeper: Pid,
     application: String,
+    console: Arc<Console>,
+}
+
+impl std::fmt::Debug for Demo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Demo")
+            .field("local_addr", &self.local_addr)
+            .field("keeper", &self.keeper)
+            .field("application", &self.application)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The endpoint's state across restarts.
@@ -128,6 +138,7 @@ impl Demo {
             local_addr,
             keeper,
             application: console.app_name().to_string(),
+            console,
         })
     }
 
@@ -140,6 +151,13 @@ impl Demo {
     /// `application:<name>`, its processes as `<name>_<what>`).
     pub fn application(&self) -> &str {
         &self.application
+    }
+
+    /// Shows `node`'s cluster on the console's Cluster page (`/cluster`,
+    /// `/api/cluster`): its connections with their traffic, and Top and
+    /// info of the processes of connected nodes.
+    pub fn set_node(&self, node: ember_dist::NodeView) {
+        self.console.set_node(node);
     }
 
     /// The keeper process.

@@ -131,12 +131,7 @@ pub(crate) fn check_host(console: &Console, request: &Request) -> Result<(), Ref
 /// Read-only mode (`403`), the content type (`415` unless JSON) and the
 /// `Origin` (`403` unless absent or naming the `Host`).
 pub(crate) fn check_mutation(console: &Console, request: &Request) -> Result<(), Refusal> {
-    if console.options.mode == Mode::ReadOnly {
-        return Err(refusal(
-            StatusCode::FORBIDDEN,
-            "the console is read-only (the node was started with --console read-only)",
-        ));
-    }
+    check_writable(console)?;
     let json = request
         .headers()
         .get(CONTENT_TYPE)
@@ -149,6 +144,32 @@ pub(crate) fn check_mutation(console: &Console, request: &Request) -> Result<(),
             "a console action needs Content-Type: application/json and a JSON body (e.g. {})",
         ));
     }
+    check_origin(request)
+}
+
+/// `403` in read-only mode.
+fn check_writable(console: &Console) -> Result<(), Refusal> {
+    if console.options.mode == Mode::ReadOnly {
+        return Err(refusal(
+            StatusCode::FORBIDDEN,
+            "the console is read-only (the node was started with --console read-only)",
+        ));
+    }
+    Ok(())
+}
+
+/// Read-only mode and the `Origin` (`403`), for a mutating request to the
+/// application's own API beside the console (`/api/jobs`, `/api/services`,
+/// `/api/node/stop`). Its content type is not checked: the contract's
+/// `POST /api/node/stop` carries no body, and a cross-site request always
+/// carries an `Origin`.
+pub(crate) fn check_app_mutation(console: &Console, request: &Request) -> Result<(), Refusal> {
+    check_writable(console)?;
+    check_origin(request)
+}
+
+/// `403` unless `Origin` is absent or names the `Host`.
+fn check_origin(request: &Request) -> Result<(), Refusal> {
     let Some(origin) = request.headers().get(ORIGIN) else {
         return Ok(()); // not sent by a browser on another page
     };

@@ -173,6 +173,7 @@ fn system_json(info: &RuntimeInfo, utilization: &[f64]) -> Value {
             "background_queue": t.background_queue,
             "handoffs": t.handoffs,
             "blocked_handoffs": t.blocked_handoffs,
+            "contended_handoffs": t.contended_handoffs,
             "demotions": t.demotions,
             "reliefs": t.reliefs,
             "threads_started": t.threads_started,

@@ -10,12 +10,22 @@
 //
 // It opens the math page, submits 13 and 1000 and sees "error" and 500500
 // appear; starts a sum that would run for hours, finds its task in top, opens
-// its info and kills it; sets a small load and watches the graphs; and saves
-// screenshots to browser-screenshot*.png under $CARGO_TARGET_DIR or target/.
+// its info and kills it; sets a small load and watches the graphs; connects
+// an `erl` node (started here, on a port mapper port of its own) and sees it
+// on the Cluster page with its traffic, its Top and one of its processes'
+// info; on the Services page (with a second ember node it starts, joining
+// the first) adds services, invokes one on the second node, stops that
+// node from the page and sees the service answer from the first with its
+// call count kept; and saves screenshots to browser-screenshot*.png under
+// $CARGO_TARGET_DIR or target/. The binary it starts is a distributed node
+// (--sname, a random cookie); it needs `erl` for the cluster part.
 
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync } from "node:fs";
-import { dirname, resolve } from "node:path";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
@@ -31,16 +41,38 @@ function fail(message) {
   throw new Error(message);
 }
 
-async function startServer() {
+// A TCP port that was free a moment ago.
+function freePort() {
+  return new Promise((ok, ko) => {
+    const s = createServer();
+    s.on("error", ko);
+    s.listen(0, "127.0.0.1", () => { const { port } = s.address(); s.close(() => ok(port)); });
+  });
+}
+
+// The distribution set-up of the binary this test starts, and of its erl peer.
+const dist = {
+  epmdPort: null,
+  cookie: randomBytes(12).toString("hex"),
+  node: `e2e_${process.pid}@localhost`,
+  peer: `e2e_erl_${process.pid}@localhost`,
+};
+
+async function startServer(alive = dist.node, seed = null) {
   const target = process.env.CARGO_TARGET_DIR || "target";
   const candidates = [process.env.EMBER_BIN, `${target}/release/ember`, `${target}/debug/ember`]
     .filter(Boolean)
     .map((p) => resolve(root, p));
   const bin = candidates.find((p) => existsSync(p)) ||
     fail(`no ember binary (tried ${candidates.join(", ")}): build it with cargo build --release -p ember`);
-  const child = spawn(bin, ["--listen", "127.0.0.1:0"], {
+  if (!seed) dist.epmdPort = await freePort();
+  // Its own jobs store, removed when the test ends.
+  const data = mkdtempSync(join(tmpdir(), "ember-e2e-"));
+  process.on("exit", () => rmSync(data, { recursive: true, force: true }));
+  const child = spawn(bin, ["--listen", "127.0.0.1:0", "--sname", alive, "--cookie", dist.cookie,
+    "--data", data, ...(seed ? ["--join", seed] : [])], {
     stdio: ["ignore", "pipe", "inherit"],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "warn" },
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "warn", ERL_EPMD_PORT: String(dist.epmdPort) },
   });
   const url = await new Promise((ok, ko) => {
     let out = "";
@@ -48,12 +80,38 @@ async function startServer() {
     child.stdout.on("data", (chunk) => {
       out += chunk;
       const m = out.match(/listening on (http:\/\/[0-9.:]+)/);
-      if (m) { clearTimeout(timer); ok(m[1]); }
+      // Ready once the node runs too (its line comes second).
+      if (m && out.includes("distributed as")) { clearTimeout(timer); ok(m[1]); }
     });
     child.on("exit", (code) => ko(new Error(`${bin} exited with ${code}: ${out}`)));
   });
-  console.log(`e2e: started ${bin} at ${url}`);
-  return { url, stop: () => child.kill("SIGINT") };
+  console.log(`e2e: started ${bin} at ${url} as ${alive}`);
+  const exited = new Promise((ok) => child.on("exit", ok));
+  return { url, stop: () => child.kill("SIGINT"), exited };
+}
+
+// An erl node that connects to ours and waits. Stopped with the returned
+// function.
+async function startErlPeer() {
+  const script = `pong = net_adm:ping('${dist.node}'), ` +
+    `io:format("CONNECTED~n"), receive stop -> halt() end.`;
+  const child = spawn("erl", ["-noshell", "-start_epmd", "false", "-sname", dist.peer,
+    "-setcookie", dist.cookie, "-eval", script], {
+    stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, ERL_EPMD_PORT: String(dist.epmdPort) },
+  });
+  await new Promise((ok, ko) => {
+    let out = "";
+    const timer = setTimeout(() => ko(new Error(`erl did not connect: ${out}`)), 30_000);
+    child.stdout.on("data", (chunk) => {
+      out += chunk;
+      if (out.includes("CONNECTED")) { clearTimeout(timer); ok(); }
+    });
+    child.on("error", (e) => { clearTimeout(timer); ko(new Error(`cannot start erl: ${e.message}`)); });
+    child.on("exit", (code) => ko(new Error(`erl exited with ${code}: ${out}`)));
+  });
+  console.log(`e2e: ${dist.peer} connected to ${dist.node}`);
+  return () => child.kill("SIGKILL");
 }
 
 async function main() {
@@ -86,7 +144,7 @@ async function main() {
 
     // Home: links to every page, live vitals.
     await page.goto(`${base}/`);
-    for (const name of ["Math", "Load", "Top"]) {
+    for (const name of ["Math", "Load", "Top", "Cluster", "Jobs"]) {
       await page.locator("nav a", { hasText: name }).waitFor();
     }
     await page.waitForFunction(() => document.getElementById("v-procs").textContent !== "–");
@@ -174,6 +232,105 @@ async function main() {
     await page.click('#load-form button[type="submit"]');
     await page.locator("#load-facts dd", { hasText: "0 alive of 0" }).waitFor();
     console.log("e2e: load 5000 workers at 5% failures, then 0");
+
+    // Cluster: an erl node connects; its connection, traffic, Top and a
+    // process's info show up. (Only with the binary this test started.)
+    if (server) {
+      const stopErl = await startErlPeer();
+      try {
+        await page.locator("nav a", { hasText: "Cluster" }).click();
+        await page.waitForURL(`${base}/cluster`);
+        await page.locator("#cluster-meta", { hasText: dist.node }).waitFor();
+        const row = page.locator(`#cluster-rows tr[data-node="${dist.peer}"]`);
+        await row.waitFor();
+        const bytesIn = (await row.locator("td").nth(3).textContent()).trim();
+        if (bytesIn === "0 B") fail(`the connection to ${dist.peer} shows ${bytesIn} in`);
+        await row.locator("button", { hasText: "top" }).click();
+        await page.locator("#remote-meta", { hasText: "An Erlang node" }).waitFor();
+        const rows = await page.locator("#remote-rows tr").count();
+        if (rows < 10) fail(`the Top of ${dist.peer} lists ${rows} processes`);
+        const first = page.locator("#remote-rows tr").first();
+        const rpid = await first.getAttribute("data-pid");
+        await first.locator("button", { hasText: "info" }).click();
+        await page.locator("#rinfo-pid", { hasText: rpid }).waitFor();
+        await page.locator("#rinfo-facts dt", { hasText: "reductions" }).waitFor();
+        // erl's init is always <0.0.0>.
+        const init = await page.request.get(`${base}/api/cluster/nodes/${dist.peer}/processes/0.0.0`);
+        const initInfo = init.status() === 200 ? (await init.json()).info : {};
+        if (initInfo.registered_name !== "init") fail(`info of <0.0.0> on ${dist.peer}: ${init.status()} ${JSON.stringify(initInfo)}`);
+        console.log(`e2e: cluster shows ${dist.peer} (${bytesIn} in), its top (${rows} rows), info of ${rpid}`);
+        await page.waitForTimeout(300);
+        await page.screenshot({ path: resolve(shots, "browser-screenshot-cluster.png"), fullPage: true });
+      } finally {
+        stopErl();
+      }
+    }
+
+    // Jobs: an llm job enqueued from the page streams its progress and
+    // succeeds; a long one is cancelled from its row.
+    await page.locator("nav a", { hasText: "Jobs" }).click();
+    await page.waitForURL(`${base}/jobs`);
+    const enqueue = async (args) => {
+      await page.selectOption("#jobs-kind", "llm");
+      await page.fill("#jobs-args", args);
+      const before = await page.locator("#job-id").textContent();
+      await page.click("#jobs-submit");
+      await page.locator("#job-panel").waitFor();
+      await page.waitForFunction((old) => document.getElementById("job-id").textContent !== old, before);
+      return (await page.locator("#job-id").textContent()).replace("#", "");
+    };
+    const quick = await enqueue('{"seconds": 2}');
+    await page.locator(`#jobs-rows tr[data-id="${quick}"][data-state="succeeded"]`).waitFor();
+    await page.locator("#job-events tr", { hasText: "succeeded" }).waitFor();
+    const progressRows = await page.locator("#job-events tr", { hasText: "streamed" }).count();
+    if (progressRows < 2) fail(`job ${quick} showed ${progressRows} progress events`);
+    const slow = await enqueue('{"seconds": 600}');
+    const slowRow = page.locator(`#jobs-rows tr[data-id="${slow}"]`);
+    await page.locator(`#jobs-rows tr[data-id="${slow}"][data-state="running"]`).waitFor();
+    await slowRow.locator("button", { hasText: "Cancel" }).click();
+    await page.locator(`#jobs-rows tr[data-id="${slow}"][data-state="cancelled"]`).waitFor();
+    await slowRow.locator("button", { hasText: "Retry" }).waitFor();
+    console.log(`e2e: jobs: ${quick} succeeded with ${progressRows} progress events, ${slow} cancelled`);
+    await page.waitForTimeout(300);
+    await page.screenshot({ path: resolve(shots, "browser-screenshot-jobs.png"), fullPage: true });
+
+    // Services: a second node joins; a service placed on it is invoked,
+    // the node is stopped from the page, and the service answers from the
+    // first node with its count kept.
+    if (server) {
+      const second = `e2e_b_${process.pid}@localhost`;
+      const b = await startServer(second, dist.node);
+      try {
+        page.on("dialog", (d) => d.accept());
+        await page.locator("nav a", { hasText: "Services" }).click();
+        await page.waitForURL(`${base}/services`);
+        await page.locator(`.svc-node[data-node="${second}"]`).waitFor();
+        await page.locator(`.svc-node[data-node="${dist.node}"]`).waitFor();
+        let onB = null;
+        for (let i = 0; i < 16 && !onB; i++) {
+          const name = `e2e-svc-${i}`;
+          await page.fill("#svc-name", name);
+          await page.click("#svc-add");
+          const row = page.locator(`.svc-node tr[data-service="${name}"]`);
+          await row.waitFor();
+          const card = await row.evaluate((r) => r.closest(".svc-node").dataset.node);
+          if (card === second) onB = name;
+        }
+        if (!onB) fail(`no service of 16 was placed on ${second}`);
+        const row = (node) => page.locator(`.svc-node[data-node="${node}"] tr[data-service="${onB}"]`);
+        await row(second).locator("button", { hasText: "invoke" }).click();
+        await page.locator("#svc-reply", { hasText: `response from ${onB} on ${second} · 1 calls answered` }).waitFor();
+        await page.locator(`.svc-node[data-node="${second}"] button[data-stop]`).click();
+        await b.exited;
+        await row(dist.node).waitFor({ timeout: 15_000 });
+        await row(dist.node).locator("button", { hasText: "invoke" }).click();
+        await page.locator("#svc-reply", { hasText: `response from ${onB} on ${dist.node} · 2 calls answered` }).waitFor();
+        console.log(`e2e: services: ${onB} moved from ${second} to ${dist.node} with its count`);
+        await page.screenshot({ path: resolve(shots, "browser-screenshot-services.png"), fullPage: true });
+      } finally {
+        b.stop();
+      }
+    }
 
     if (errors.length) fail(`the pages reported errors:\n${errors.join("\n")}`);
     console.log(`e2e: ok; screenshots in ${shots}/browser-screenshot*.png`);

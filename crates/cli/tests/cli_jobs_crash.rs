@@ -1,0 +1,201 @@
+//! The `ember` binary as a real OS process: 1,000 jobs enqueued over HTTP,
+//! the node killed with SIGKILL while they run, then started again on the
+//! same `--data` directory. Every job ends `succeeded` exactly once in the
+//! store (one completion, one `succeeded` event), none is lost, none is left
+//! `running`, and the jobs the kill interrupted were run again.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const JOBS: usize = 1000;
+
+/// The node, killed when the test ends however it ends.
+struct Node(Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(data: &str) -> (Node, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ember"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--schedulers",
+            "2",
+            "--data",
+            data,
+        ])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the ember binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let node = Node(child);
+    let mut stdout = BufReader::new(stdout);
+    let mut line = String::new();
+    stdout
+        .read_line(&mut line)
+        .expect("ember says where it listens");
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    (node, addr)
+}
+
+/// One request; the status and body.
+fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).expect("send");
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).expect("an answer");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a full answer");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    (status, body.to_string())
+}
+
+/// The ids of all jobs in `state`, paging through `GET /api/jobs`.
+fn ids_in(addr: SocketAddr, state: &str) -> Vec<i64> {
+    let mut ids = Vec::new();
+    let mut after = 0;
+    loop {
+        let (status, body) = request(
+            addr,
+            "GET",
+            &format!("/api/jobs?state={state}&limit=1000&after={after}"),
+            "",
+        );
+        assert_eq!(status, 200, "{body}");
+        let page: Vec<Value> = serde_json::from_str(&body).expect("a JSON array");
+        if page.is_empty() {
+            return ids;
+        }
+        for job in &page {
+            assert_eq!(job["state"], state);
+            ids.push(job["id"].as_i64().unwrap());
+        }
+        after = *ids.last().unwrap();
+    }
+}
+
+#[test]
+fn a_node_killed_mid_run_loses_no_job_and_completes_each_once() {
+    let data = ember_testkit::TempDir::new("ember-jobs-crash");
+    let (mut node, addr) = start(&data.arg());
+    let mut enqueued = Vec::with_capacity(JOBS);
+    for _ in 0..JOBS {
+        let (status, body) = request(
+            addr,
+            "POST",
+            "/api/jobs",
+            r#"{"kind": "llm", "args": {"seconds": 0.3}, "queue": "default"}"#,
+        );
+        assert_eq!(status, 202, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        enqueued.push(v["id"].as_i64().expect("an id"));
+    }
+    // Kill it once a tenth has run, while jobs are running.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (done_before, running_at_kill) = loop {
+        let done = ids_in(addr, "succeeded").len();
+        let running = ids_in(addr, "running").len();
+        if done >= JOBS / 10 && running > 0 {
+            break (done, running);
+        }
+        assert!(done < JOBS, "every job finished before the kill");
+        assert!(Instant::now() < deadline, "only {done} jobs ran in 120 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    node.0.kill().expect("SIGKILL");
+    node.0.wait().unwrap();
+    drop(node);
+    println!("killed with {done_before} succeeded and {running_at_kill} running");
+    assert!(done_before < JOBS, "the kill came after every job finished");
+
+    let (mut node, addr) = start(&data.arg());
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let done = ids_in(addr, "succeeded").len();
+        if done == JOBS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {done} of {JOBS} jobs succeeded 300 s after the restart"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for state in [
+        "running",
+        "queued",
+        "retrying",
+        "failed",
+        "cancelled",
+        "scheduled",
+    ] {
+        assert_eq!(ids_in(addr, state), Vec::<i64>::new(), "jobs left {state}");
+    }
+    node.0.kill().unwrap();
+    node.0.wait().unwrap();
+    drop(node);
+
+    // The store itself.
+    let db = rusqlite::Connection::open(data.path().join("jobs.db")).unwrap();
+    let ids: HashSet<i64> = {
+        let mut stmt = db.prepare("SELECT id FROM jobs").unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(
+        ids,
+        enqueued.iter().copied().collect(),
+        "no job lost or added"
+    );
+    let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(
+        count("SELECT COUNT(*) FROM jobs WHERE state = 'succeeded' AND completions = 1"),
+        JOBS as i64
+    );
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM (SELECT job_id, COUNT(*) AS n FROM job_events \
+             WHERE type = 'state' AND json_extract(data, '$.state') = 'succeeded' \
+             GROUP BY job_id HAVING n = 1)"
+        ),
+        JOBS as i64,
+        "one succeeded event per job"
+    );
+    let rerun = count("SELECT COUNT(*) FROM jobs WHERE attempt >= 2");
+    assert!(
+        rerun >= 1,
+        "the jobs running at the kill were run again ({running_at_kill} were running)"
+    );
+    println!("{rerun} jobs ran again after the restart");
+}

@@ -1,0 +1,285 @@
+//! Two `ember` binaries (real OS processes) with `--database` on one real
+//! PostgreSQL server (started by the test in a temporary directory), with a
+//! short lease (`EMBER_JOBS_LEASE_MS`):
+//!
+//! * a node killed with SIGKILL mid-job has its jobs taken over and run to
+//!   the end by the other once its lease expires;
+//! * a node stopped (SIGSTOP) past its lease is fenced out: the other node
+//!   takes its jobs over, and when it runs again its late writes are
+//!   refused, so every job ends `succeeded` once, by the node that holds it;
+//! * throughout, each job runs on one node at a time: its state events
+//!   never show two attempts open at once, and `node` in
+//!   `GET /api/jobs/ID` names the node that ran it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ember_testkit::postgres::{required, TempPostgres};
+use serde_json::Value;
+
+const LEASE_MS: u64 = 1500;
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A node, killed when the test ends however it ends.
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+    /// Its stderr lines (warnings: lost leases, refused outcomes).
+    log: mpsc::Receiver<String>,
+}
+
+impl Node {
+    fn start(url: &str, name: &str, data: &ember_testkit::TempDir) -> Node {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ember"))
+            .args(["--listen", "127.0.0.1:0", "--schedulers", "2", "--data"])
+            .arg(data.path())
+            .args(["--database", url, "--jobs-node", name])
+            .env("RUST_LOG", "warn")
+            .env("EMBER_JOBS_LEASE_MS", LEASE_MS.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the ember binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut stdout = BufReader::new(stdout);
+        let mut line = String::new();
+        stdout
+            .read_line(&mut line)
+            .expect("ember says where it listens");
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        Node { child, addr, log }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig}");
+    }
+
+    /// Waits until a stderr line contains one of `what`.
+    fn wait_log(&self, what: &[&str], within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .unwrap_or_else(|| panic!("no log line with {what:?} in {within:?}"));
+            match self.log.recv_timeout(left) {
+                Ok(line) if what.iter().any(|w| line.contains(w)) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no log line with {what:?} in {within:?}: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One request; the status and body.
+fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).expect("send");
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).expect("an answer");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a full answer");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    (status, body.to_string())
+}
+
+fn enqueue(node: &Node, seconds: f64) -> i64 {
+    let (status, body) = request(
+        node.addr,
+        "POST",
+        "/api/jobs",
+        &format!(r#"{{"kind": "llm", "args": {{"seconds": {seconds}}}}}"#),
+    );
+    assert_eq!(status, 202, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["id"].as_i64().expect("an id")
+}
+
+fn job(addr: SocketAddr, id: i64) -> Value {
+    let (status, body) = request(addr, "GET", &format!("/api/jobs/{id}"), "");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Waits until `ok` holds for every job of `ids` (read through `addr`).
+fn wait_all(addr: SocketAddr, ids: &[i64], what: &str, ok: impl Fn(&Value) -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let jobs: Vec<Value> = ids.iter().map(|&id| job(addr, id)).collect();
+        if jobs.iter().all(&ok) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jobs not {what} within {DEADLINE:?}: {jobs:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn epoch_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn running_on(name: &'static str) -> impl Fn(&Value) -> bool {
+    move |j| j["state"] == "running" && j["node"] == name
+}
+
+fn succeeded_on(name: &'static str) -> impl Fn(&Value) -> bool {
+    move |j| j["state"] == "succeeded" && j["node"] == name
+}
+
+#[test]
+fn two_nodes_share_a_queue_take_over_a_killed_node_and_fence_out_a_stopped_one() {
+    if !required() {
+        return;
+    }
+    let pg = TempPostgres::start();
+    let url = pg.url();
+    let (da, db, dc) = (
+        ember_testkit::TempDir::new("ember-pg-a"),
+        ember_testkit::TempDir::new("ember-pg-b"),
+        ember_testkit::TempDir::new("ember-pg-c"),
+    );
+
+    // 1. A runs jobs alone; B starts; A is killed mid-job: B takes over
+    //    once A's lease expires.
+    let a = Node::start(&url, "a@test", &da);
+    let first: Vec<i64> = (0..5).map(|_| enqueue(&a, 3.0)).collect();
+    wait_all(a.addr, &first, "running on a", running_on("a@test"));
+    let b = Node::start(&url, "b@test", &db);
+    let killed_ms = epoch_ms();
+    a.signal("-KILL");
+    drop(a);
+    wait_all(b.addr, &first, "succeeded on b", succeeded_on("b@test"));
+    for &id in &first {
+        assert_eq!(job(b.addr, id)["attempt"], 2, "run again once, on b");
+    }
+
+    // 2. C runs jobs while B is stopped (so C claims them all); then C is
+    //    stopped past its lease: B takes them over; C, resumed, is refused.
+    let c = Node::start(&url, "c@test", &dc);
+    b.signal("-STOP");
+    let second: Vec<i64> = (0..5).map(|_| enqueue(&c, 2.0)).collect();
+    wait_all(c.addr, &second, "running on c", running_on("c@test"));
+    b.signal("-CONT");
+    c.signal("-STOP");
+    wait_all(b.addr, &second, "succeeded on b", succeeded_on("b@test"));
+    c.signal("-CONT");
+    // C's jobs ran out their time while it was stopped: on resuming, each
+    // either tries to record its result (refused: fenced) or is stopped by
+    // C's heartbeat, which finds the lease gone, whichever comes first.
+    let line = c.wait_log(&["outcome refused", "lost its lease"], DEADLINE);
+    println!("c: {line}");
+    // Let C's jobs, had they gone on, finish and try to write.
+    std::thread::sleep(Duration::from_secs(3));
+    for &id in &second {
+        let j = job(c.addr, id);
+        assert_eq!(j["state"], "succeeded", "{j}");
+        assert_eq!(
+            j["node"], "b@test",
+            "the fenced-out node wrote nothing: {j}"
+        );
+    }
+
+    // 3. The store: every job succeeded exactly once, and no job ever had
+    //    two attempts open at once.
+    drop(c);
+    drop(b);
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let all: Vec<i64> = first.iter().chain(&second).copied().collect();
+    for &id in &all {
+        let row = client
+            .query_one(
+                "SELECT state, completions FROM ember_jobs WHERE id = $1",
+                &[&id],
+            )
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "succeeded");
+        assert_eq!(row.get::<_, i32>(1), 1, "job {id} completed once");
+        let states: Vec<String> = client
+            .query(
+                "SELECT data FROM ember_job_events WHERE job_id = $1 AND type = 'state' \
+                 ORDER BY seq",
+                &[&id],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let v: Value = serde_json::from_str(&r.get::<_, String>(0)).unwrap();
+                v["state"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        let mut open = false;
+        for s in &states {
+            if s == "running" {
+                assert!(!open, "job {id} had two attempts at once: {states:?}");
+                open = true;
+            } else {
+                open = false;
+            }
+        }
+        if first.contains(&id) {
+            // Taken back only once A's lease ran out: it was renewed at
+            // most a heartbeat (a third of the lease) before the kill.
+            let taken: i64 = client
+                .query_one(
+                    "SELECT MIN(at) FROM ember_job_events WHERE job_id = $1 AND type = 'state' \
+                     AND data LIKE '%\"retrying\"%'",
+                    &[&id],
+                )
+                .unwrap()
+                .get(0);
+            let after = taken - killed_ms;
+            assert!(
+                after >= (LEASE_MS as i64) * 2 / 3 - 50,
+                "job {id} taken over {after} ms after the kill, before A's lease expired"
+            );
+        }
+        assert_eq!(
+            states.iter().filter(|s| *s == "succeeded").count(),
+            1,
+            "job {id}: {states:?}"
+        );
+    }
+}

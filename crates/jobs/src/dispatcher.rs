@@ -1,0 +1,480 @@
+//! A queue's dispatcher process and the job processes it starts.
+//!
+//! The dispatcher claims due jobs up to its queue's limit, starts each as a
+//! process under the job supervisor and monitors it, renews the leases of
+//! its running jobs every heartbeat, and acts on their deadlines (soft
+//! timeout: tell the job; hard timeout: kill it) and on cancels (kill). A
+//! job process writes its own outcome (result or error) with its fencing
+//! token; a job that dies otherwise (killed, panicked) has its outcome
+//! written by the dispatcher when the monitor fires.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ember_runtime::{
+    exit, link, monitor, receive_any, self_pid, send, spawn_link, trap_exit, Down, Exit,
+    ExitReason, Pid,
+};
+
+use crate::kind::{JobContext, SoftTimeout};
+use crate::store::{now_ms, Backoff, Claimed, JobId, Retry, StoreError};
+use crate::Inner;
+
+/// Messages a dispatcher understands.
+#[derive(Debug)]
+pub(crate) enum DispatchMsg {
+    /// Look at the store now (a job was enqueued).
+    Wake,
+    /// Stop this running job: it was cancelled.
+    Cancel(JobId),
+}
+
+/// What the job supervisor starts a job process with.
+#[derive(Clone)]
+pub(crate) struct JobStart {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) claimed: Arc<Claimed>,
+    pub(crate) wrap_up: Arc<AtomicBool>,
+    /// The dispatcher that claimed the job: the job links to it before it
+    /// runs anything, so it never outlives a dispatcher killed at once.
+    pub(crate) dispatcher: Pid,
+}
+
+/// Why the dispatcher stopped a job (what to record when it is down).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    Cancel,
+    HardTimeout,
+    /// The lease was lost: another claim owns the job; write nothing.
+    Fenced,
+}
+
+struct Running {
+    id: JobId,
+    token: i64,
+    attempt: u32,
+    max_attempts: u32,
+    backoff: Backoff,
+    wrap_up: Arc<AtomicBool>,
+    soft_at: Option<Instant>,
+    hard_at: Option<Instant>,
+    timeout_ms: Option<u64>,
+    stopping: Option<Stop>,
+}
+
+/// The retry decision after failed attempt `attempt`.
+pub(crate) fn retry_after(
+    attempt: u32,
+    max_attempts: u32,
+    backoff: &Backoff,
+    retry: bool,
+) -> Retry {
+    if retry && attempt < max_attempts {
+        Retry::At(now_ms() + backoff.delay_ms(attempt) as i64)
+    } else {
+        Retry::Never
+    }
+}
+
+/// Starts a job process, linked to the caller (the job supervisor).
+pub(crate) fn spawn_job(start: JobStart) -> Pid {
+    spawn_link(async move {
+        let JobStart {
+            inner,
+            claimed,
+            wrap_up,
+            dispatcher,
+        } = start;
+        // Dies with its dispatcher, from its first step: the dispatcher's
+        // own link comes only after `start_child` returns, and a dispatcher
+        // killed in between would leave the job running unseen. A
+        // dispatcher already gone: run nothing; its successor takes the
+        // claim back.
+        if link(dispatcher).is_err() {
+            return;
+        }
+        let Some(kind) = inner.kinds.get(&claimed.kind).cloned() else {
+            let e = format!("unknown job kind {:?} on this node", claimed.kind);
+            if let Ok(ev) = inner
+                .store
+                .fail(claimed.id, claimed.token, &e, Retry::Never)
+            {
+                inner.publish(ev);
+            }
+            return;
+        };
+        let ctx = JobContext {
+            id: claimed.id,
+            attempt: claimed.attempt,
+            max_attempts: claimed.max_attempts,
+            token: claimed.token,
+            inner: inner.clone(),
+            wrap_up,
+        };
+        let outcome = kind.run(ctx, claimed.args.clone()).await;
+        let written = match outcome {
+            Ok(result) => {
+                inner
+                    .store
+                    .succeed_async(claimed.id, claimed.token, result)
+                    .await
+            }
+            Err(e) => {
+                let retry = retry_after(
+                    claimed.attempt,
+                    claimed.max_attempts,
+                    &claimed.backoff,
+                    e.retry,
+                );
+                inner
+                    .store
+                    .fail(claimed.id, claimed.token, &e.message, retry)
+            }
+        };
+        match written {
+            Ok(ev) => inner.publish(ev),
+            Err(StoreError::Fenced) => {
+                tracing::warn!(
+                    "ember-jobs: job {} finished after losing its claim: outcome refused",
+                    claimed.id
+                )
+            }
+            Err(e) => tracing::error!("ember-jobs: cannot record job {}: {e}", claimed.id),
+        }
+    })
+}
+
+/// Starts a dispatcher for `queue`, linked to the caller (its supervisor).
+///
+/// It traps exits and links to every job process it starts: if it dies,
+/// its jobs die with it (no attempt runs unwatched), and its successor
+/// takes their jobs back at once ([`crate::Store::release`]). When its
+/// supervisor stops it, it kills its jobs and stops; the jobs stay
+/// `running` in the store until this node's next start takes them back.
+pub(crate) fn spawn_dispatcher(inner: Arc<Inner>, queue: String) -> Pid {
+    let parent = self_pid();
+    spawn_link(async move {
+        trap_exit(true);
+        inner
+            .dispatchers
+            .lock()
+            .insert(queue.clone(), Some(self_pid()));
+        match inner.store.release(&inner.owner, &queue) {
+            Ok(events) => {
+                for ev in events {
+                    inner.publish(ev);
+                }
+            }
+            Err(e) => tracing::error!("ember-jobs: cannot take back the jobs of {queue:?}: {e}"),
+        }
+        Dispatcher {
+            parent,
+            limit: inner.limit(&queue),
+            inner,
+            queue,
+            running: HashMap::new(),
+            by_id: HashMap::new(),
+            next_heartbeat: Instant::now(),
+        }
+        .run()
+        .await
+    })
+}
+
+struct Dispatcher {
+    /// Its supervisor: an exit signal from it stops the dispatcher.
+    parent: Pid,
+    inner: Arc<Inner>,
+    queue: String,
+    limit: usize,
+    running: HashMap<Pid, Running>,
+    by_id: HashMap<JobId, Pid>,
+    next_heartbeat: Instant,
+}
+
+impl Dispatcher {
+    async fn run(mut self) {
+        loop {
+            let full = self.claim().await;
+            let now = Instant::now();
+            if now >= self.next_heartbeat {
+                self.heartbeat();
+                self.next_heartbeat = now + self.inner.config.heartbeat;
+            }
+            self.deadlines(now);
+            if full {
+                // Every slot taken: wait for a job to end (or a deadline).
+            }
+            let wait = self.wait(full);
+            let Some(env) = receive_any(|_| true).timeout(wait).await else {
+                continue;
+            };
+            if self.handle(env).await {
+                return;
+            }
+            // Take every message already here (wake-ups from a burst of
+            // enqueues, ends of many jobs) before claiming again, so that
+            // one claim serves them all.
+            while let Some(env) = receive_any(|_| true).timeout(Duration::ZERO).await {
+                if self.handle(env).await {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Handles one message; whether the dispatcher stops.
+    async fn handle(&mut self, env: ember_runtime::Envelope) -> bool {
+        let env = match env.downcast::<Down>() {
+            Ok(down) => {
+                self.down(down);
+                return false;
+            }
+            Err(env) => env,
+        };
+        let env = match env.downcast::<Exit>() {
+            Ok(Exit { from, reason }) if from == self.parent => {
+                for &pid in self.running.keys() {
+                    exit(pid, ExitReason::Kill);
+                }
+                ember_runtime::exit_self(reason).await;
+                return true;
+            }
+            // A job process's exit: its monitor reports it.
+            Ok(_) => return false,
+            Err(env) => env,
+        };
+        if let Ok(msg) = env.downcast::<DispatchMsg>() {
+            match msg {
+                DispatchMsg::Wake => {}
+                DispatchMsg::Cancel(id) => self.stop(id, Stop::Cancel),
+            }
+        }
+        false
+    }
+
+    /// How long to sleep before looking again.
+    fn wait(&self, full: bool) -> Duration {
+        let now = Instant::now();
+        let mut until = self.next_heartbeat.min(now + self.inner.config.poll);
+        for r in self.running.values() {
+            for t in [r.soft_at, r.hard_at].into_iter().flatten() {
+                until = until.min(t);
+            }
+        }
+        if !full {
+            if let Ok(Some(at)) = self.inner.store.next_run_at(&self.queue) {
+                let ms = at.saturating_sub(now_ms()).max(0) as u64;
+                if let Some(t) = now.checked_add(Duration::from_millis(ms)) {
+                    until = until.min(t);
+                }
+            }
+        }
+        until.saturating_duration_since(now)
+    }
+
+    /// Claims what fits; whether every slot is taken afterwards.
+    async fn claim(&mut self) -> bool {
+        loop {
+            let free = self.limit.saturating_sub(self.running.len());
+            if free == 0 {
+                return true;
+            }
+            let now = now_ms();
+            let lease_until = now + self.inner.config.lease.as_millis() as i64;
+            let claimed = match self
+                .inner
+                .store
+                .claim_async(
+                    self.queue.clone(),
+                    self.inner.config.node.clone(),
+                    self.inner.owner.clone(),
+                    now,
+                    lease_until,
+                    free,
+                )
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!("ember-jobs: claim on {:?} failed: {e}", self.queue);
+                    return false;
+                }
+            };
+            let n = claimed.len();
+            for c in claimed {
+                self.start(c).await;
+            }
+            if n < free {
+                return false;
+            }
+        }
+    }
+
+    async fn start(&mut self, claimed: Claimed) {
+        self.inner.publish(claimed.event.clone());
+        let wrap_up = Arc::new(AtomicBool::new(false));
+        let claimed = Arc::new(claimed);
+        let start = JobStart {
+            inner: self.inner.clone(),
+            claimed: claimed.clone(),
+            wrap_up: wrap_up.clone(),
+            dispatcher: self_pid(),
+        };
+        let pid = match self.inner.job_sup.start_child(start).await {
+            Ok(Some(pid)) => pid,
+            other => {
+                let e = format!("the job process did not start: {other:?}");
+                let retry = retry_after(
+                    claimed.attempt,
+                    claimed.max_attempts,
+                    &claimed.backoff,
+                    true,
+                );
+                if let Ok(ev) = self.inner.store.fail(claimed.id, claimed.token, &e, retry) {
+                    self.inner.publish(ev);
+                }
+                return;
+            }
+        };
+        monitor(pid);
+        // Dies with its dispatcher (a job that already ended is fine).
+        let _ = link(pid);
+        let now = Instant::now();
+        // A timeout too far away to represent is no timeout.
+        let soft_at = claimed
+            .timeout_ms
+            .and_then(|t| now.checked_add(Duration::from_millis(t)));
+        let grace = self
+            .inner
+            .kinds
+            .get(&claimed.kind)
+            .and_then(|k| k.options().hard_timeout_grace)
+            .unwrap_or(self.inner.config.hard_timeout_grace);
+        self.by_id.insert(claimed.id, pid);
+        self.running.insert(
+            pid,
+            Running {
+                id: claimed.id,
+                token: claimed.token,
+                attempt: claimed.attempt,
+                max_attempts: claimed.max_attempts,
+                backoff: claimed.backoff,
+                wrap_up,
+                soft_at,
+                hard_at: soft_at.and_then(|s| s.checked_add(grace)),
+                timeout_ms: claimed.timeout_ms,
+                stopping: None,
+            },
+        );
+    }
+
+    /// Kills a running job's process, remembering why.
+    fn stop(&mut self, id: JobId, why: Stop) {
+        let Some(&pid) = self.by_id.get(&id) else {
+            return;
+        };
+        if let Some(r) = self.running.get_mut(&pid) {
+            if r.stopping.is_none() {
+                r.stopping = Some(why);
+                exit(pid, ExitReason::Kill);
+            }
+        }
+    }
+
+    fn heartbeat(&mut self) {
+        if !self.running.is_empty() {
+            let leases: Vec<(JobId, i64)> =
+                self.running.values().map(|r| (r.id, r.token)).collect();
+            let until = now_ms() + self.inner.config.lease.as_millis() as i64;
+            match self
+                .inner
+                .store
+                .heartbeat(&self.inner.owner, &leases, until)
+            {
+                Ok(states) => {
+                    for (id, held, cancel) in states {
+                        if !held {
+                            tracing::warn!("ember-jobs: job {id} lost its lease: stopping it");
+                            self.stop(id, Stop::Fenced);
+                        } else if cancel {
+                            self.stop(id, Stop::Cancel);
+                        }
+                    }
+                }
+                Err(e) => tracing::error!("ember-jobs: heartbeat failed: {e}"),
+            }
+        }
+        // Take back jobs whose node stopped renewing (another node's).
+        match self
+            .inner
+            .store
+            .recover(&self.inner.config.node, &self.inner.owner, now_ms())
+        {
+            Ok(events) => {
+                for ev in events {
+                    self.inner.publish(ev);
+                }
+            }
+            Err(e) => tracing::error!("ember-jobs: recovery failed: {e}"),
+        }
+    }
+
+    fn deadlines(&mut self, now: Instant) {
+        let mut hard = Vec::new();
+        for (&pid, r) in &mut self.running {
+            if let Some(soft) = r.soft_at {
+                if now >= soft && !r.wrap_up.swap(true, Ordering::AcqRel) {
+                    send(pid, SoftTimeout { job: r.id });
+                }
+            }
+            if r.hard_at.is_some_and(|h| now >= h) && r.stopping.is_none() {
+                hard.push(r.id);
+            }
+        }
+        for id in hard {
+            self.stop(id, Stop::HardTimeout);
+        }
+    }
+
+    fn down(&mut self, down: Down) {
+        let Some(r) = self.running.remove(&down.pid) else {
+            return;
+        };
+        self.by_id.remove(&r.id);
+        let store = &self.inner.store;
+        let written = match (r.stopping, &down.reason) {
+            (Some(Stop::Fenced), _) => return,
+            // Finished on its own: it wrote its outcome.
+            (None, ExitReason::Normal) => return,
+            (Some(Stop::Cancel), _) => store.finish_cancelled(r.id, r.token),
+            (Some(Stop::HardTimeout), _) => {
+                let e = format!(
+                    "timeout: still running {} ms after its soft timeout of {} ms",
+                    r.hard_at
+                        .zip(r.soft_at)
+                        .map_or(0, |(h, s)| (h - s).as_millis()),
+                    r.timeout_ms.unwrap_or(0)
+                );
+                let retry = retry_after(r.attempt, r.max_attempts, &r.backoff, true);
+                store.fail(r.id, r.token, &e, retry)
+            }
+            (None, reason) => {
+                let e = match reason {
+                    ExitReason::Panic(m) => format!("panic: {m}"),
+                    other => format!("exited: {other}"),
+                };
+                let retry = retry_after(r.attempt, r.max_attempts, &r.backoff, true);
+                store.fail(r.id, r.token, &e, retry)
+            }
+        };
+        match written {
+            Ok(ev) => self.inner.publish(ev),
+            // It finished (and wrote) before the signal arrived.
+            Err(StoreError::Fenced) => {}
+            Err(e) => tracing::error!("ember-jobs: cannot record job {}: {e}", r.id),
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! The PostgreSQL store against a real server (started by the test in a
+//! temporary directory): the same lease and fencing rules as SQLite's,
+//! claims that never overlap between concurrent claimers, uniqueness, a
+//! restarted node taking its jobs back, and `LISTEN/NOTIFY` waking a node
+//! that sleeps on an empty queue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ember_jobs::{
+    now_ms, Backoff, CancelOutcome, JobContext, JobState, Jobs, JobsConfig, KindOptions, NewJob,
+    PgStore, Progress, Retry, SqliteStore, Store, StoreError,
+};
+use ember_runtime::Runtime;
+use ember_testkit::postgres::{required, TempPostgres};
+use serde_json::json;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn new_job(kind: &str) -> NewJob {
+    NewJob {
+        kind: kind.into(),
+        queue: "default".into(),
+        args: json!(null),
+        priority: 0,
+        max_attempts: 3,
+        timeout_ms: None,
+        unique_key: None,
+        run_at: now_ms(),
+        backoff: Backoff::default(),
+    }
+}
+
+/// A claim taken back after its lease expired cannot write anything; the
+/// new claim can, once. Run on both stores: they keep the same rules.
+fn fencing_rules(s: &dyn Store) {
+    let id = s.insert(&new_job("k")).unwrap().id();
+    let t0 = now_ms();
+    let a = s
+        .claim("default", "a@h", "a#1", t0, t0 + 1_000, 10)
+        .unwrap();
+    assert_eq!(a.len(), 1);
+    let a = &a[0];
+    assert_eq!((a.id, a.attempt), (id, 1));
+    assert!(s
+        .claim("default", "b@h", "b#1", t0, t0 + 1_000, 10)
+        .unwrap()
+        .is_empty());
+    // Before expiry, b's recovery leaves a's lease alone.
+    assert!(s.recover("b@h", "b#1", t0 + 500).unwrap().is_empty());
+    let ev = s.recover("b@h", "b#1", t0 + 2_000).unwrap();
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].state(), Some(JobState::Retrying));
+    let b = s
+        .claim("default", "b@h", "b#1", t0 + 2_000, t0 + 3_000, 10)
+        .unwrap();
+    assert_eq!(b.len(), 1);
+    assert!(b[0].token > a.token);
+    assert_eq!(b[0].attempt, 2);
+    let p = Progress {
+        pct: 50.0,
+        message: "late".into(),
+        data: None,
+    };
+    assert!(matches!(
+        s.progress(id, a.token, &p),
+        Err(StoreError::Fenced)
+    ));
+    assert!(matches!(
+        s.succeed(id, a.token, &json!(1)),
+        Err(StoreError::Fenced)
+    ));
+    assert!(matches!(
+        s.fail(id, a.token, "x", Retry::Never),
+        Err(StoreError::Fenced)
+    ));
+    assert!(matches!(
+        s.finish_cancelled(id, a.token),
+        Err(StoreError::Fenced)
+    ));
+    // a's heartbeat says the lease is gone; b's holds.
+    assert_eq!(
+        s.heartbeat("a#1", &[(id, a.token)], t0 + 9_000).unwrap(),
+        vec![(id, false, false)]
+    );
+    assert_eq!(
+        s.heartbeat("b#1", &[(id, b[0].token)], t0 + 9_000).unwrap(),
+        vec![(id, true, false)]
+    );
+    s.progress(id, b[0].token, &p).unwrap();
+    s.succeed(id, b[0].token, &json!("b")).unwrap();
+    assert!(matches!(
+        s.succeed(id, b[0].token, &json!("again")),
+        Err(StoreError::Fenced)
+    ));
+    let rec = s.get(id).unwrap().unwrap();
+    assert_eq!(rec.state, JobState::Succeeded);
+    assert_eq!(rec.result, Some(json!("b")));
+    assert_eq!(rec.node.as_deref(), Some("b@h"));
+    assert_eq!(rec.completions, 1);
+    assert_eq!(rec.progress_message.as_deref(), Some("late"));
+    let states: Vec<_> = s
+        .events(id, 0)
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.state())
+        .collect();
+    assert_eq!(
+        states,
+        [
+            JobState::Queued,
+            JobState::Running,
+            JobState::Retrying,
+            JobState::Running,
+            JobState::Succeeded
+        ]
+    );
+    // A running job cancelled while its node is gone ends cancelled.
+    let c = s.insert(&new_job("k")).unwrap().id();
+    let t1 = now_ms();
+    assert_eq!(
+        s.claim("default", "a@h", "a#1", t1, t1 + 1_000, 1)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(matches!(
+        s.cancel(c).unwrap(),
+        CancelOutcome::Requested { .. }
+    ));
+    s.recover("b@h", "b#1", t1 + 2_000).unwrap();
+    assert_eq!(s.get(c).unwrap().unwrap().state, JobState::Cancelled);
+    // Uniqueness: a second enqueue with a pending key returns the first id.
+    let mut u = new_job("k");
+    u.unique_key = Some("only-one".into());
+    let first = s.insert(&u).unwrap().id();
+    assert_eq!(s.insert(&u).unwrap().id(), first);
+    assert!(
+        s.list(Some(JobState::Queued), 10, None, false)
+            .unwrap()
+            .len()
+            == 1
+    );
+}
+
+#[test]
+fn the_postgres_store_keeps_the_fencing_rules_of_the_sqlite_store() {
+    fencing_rules(&SqliteStore::in_memory().unwrap());
+    if !required() {
+        return;
+    }
+    let pg = TempPostgres::start();
+    fencing_rules(&PgStore::connect(&pg.url()).unwrap());
+}
+
+#[test]
+fn concurrent_claimers_never_take_the_same_job() {
+    if !required() {
+        return;
+    }
+    let pg = TempPostgres::start();
+    let store = Arc::new(PgStore::connect_with(&pg.url(), 2).unwrap());
+    const N: usize = 300;
+    for _ in 0..N {
+        store.insert(&new_job("k")).unwrap();
+    }
+    // Four nodes (each with its own store and connections) claim at once.
+    let claimers: Vec<_> = (0..4)
+        .map(|i| {
+            let url = pg.url();
+            std::thread::spawn(move || {
+                let s = PgStore::connect_with(&url, 2).unwrap();
+                let mut mine = Vec::new();
+                loop {
+                    let t = now_ms();
+                    let got = s
+                        .claim(
+                            "default",
+                            &format!("n{i}"),
+                            &format!("n{i}#1"),
+                            t,
+                            t + 60_000,
+                            7,
+                        )
+                        .unwrap();
+                    if got.is_empty() {
+                        return mine;
+                    }
+                    for c in got {
+                        s.succeed(c.id, c.token, &json!(i)).unwrap();
+                        mine.push(c.id);
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut all: Vec<i64> = claimers
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    assert_eq!(all.len(), N, "every job claimed once");
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), N, "no job claimed twice");
+    let counts = store.counts().unwrap();
+    assert_eq!(counts, vec![(JobState::Succeeded, N as u64)]);
+}
+
+#[test]
+fn a_restarted_node_takes_back_what_its_earlier_life_was_running() {
+    if !required() {
+        return;
+    }
+    let pg = TempPostgres::start();
+    let url = pg.url();
+    let id;
+    {
+        let s = PgStore::connect(&url).unwrap();
+        id = s.insert(&new_job("k")).unwrap().id();
+        let t0 = now_ms();
+        s.claim("default", "n@h", "n#old", t0, t0 + 3_600_000, 1)
+            .unwrap();
+    }
+    Runtime::builder()
+        .schedulers(2)
+        .build()
+        .unwrap()
+        .block_on(async move {
+            let s = PgStore::connect(&url).unwrap();
+            let config = JobsConfig {
+                node: "n@h".into(),
+                ..JobsConfig::default()
+            };
+            let jobs = Jobs::builder(s, config)
+                .kind_fn(
+                    "k",
+                    KindOptions::default(),
+                    |ctx: JobContext, (): ()| async move { Ok(json!(ctx.attempt())) },
+                )
+                .start()
+                .await
+                .unwrap();
+            let rec = jobs
+                .wait_final(id, DEADLINE)
+                .await
+                .expect("taken back and run");
+            assert_eq!(rec.state, JobState::Succeeded);
+            assert_eq!(rec.result, Some(json!(2)));
+            assert_eq!(rec.completions, 1);
+        });
+}
+
+#[test]
+fn a_node_sleeping_on_an_empty_queue_wakes_when_another_enqueues() {
+    if !required() {
+        return;
+    }
+    let pg = TempPostgres::start();
+    let url = pg.url();
+    Runtime::builder()
+        .schedulers(2)
+        .build()
+        .unwrap()
+        .block_on(async move {
+            // A node that would not look at the store for an hour by itself.
+            let config = JobsConfig {
+                node: "sleeper@h".into(),
+                poll: Duration::from_secs(3600),
+                heartbeat: Duration::from_secs(3600),
+                lease: Duration::from_secs(7200),
+                ..JobsConfig::default()
+            };
+            let jobs = Jobs::builder(PgStore::connect(&url).unwrap(), config)
+                .kind_fn(
+                    "k",
+                    KindOptions::default(),
+                    |_ctx: JobContext, n: u64| async move { Ok(json!(n + 1)) },
+                )
+                .start()
+                .await
+                .unwrap();
+            assert!(jobs.dispatcher("elsewhere").is_none());
+            // Another node (here: a bare store) enqueues on a new queue.
+            let other = PgStore::connect(&url).unwrap();
+            let mut job = new_job("k");
+            job.queue = "elsewhere".into();
+            job.args = json!(41);
+            let id = other.insert(&job).unwrap().id();
+            let rec = jobs
+                .wait_final(id, DEADLINE)
+                .await
+                .expect("the sleeping node was woken and ran the job");
+            assert_eq!(rec.state, JobState::Succeeded);
+            assert_eq!(rec.result, Some(json!(42)));
+            assert_eq!(rec.node.as_deref(), Some("sleeper@h"));
+            // The dispatcher it started sleeps again; a second enqueue wakes it.
+            job.args = json!(1);
+            let id = other.insert(&job).unwrap().id();
+            let rec = jobs.wait_final(id, DEADLINE).await.expect("woken again");
+            assert_eq!(rec.result, Some(json!(2)));
+        });
+}
