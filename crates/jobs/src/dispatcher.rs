@@ -19,7 +19,7 @@ use ember_runtime::{
 };
 
 use crate::kind::{JobContext, SoftTimeout};
-use crate::store::{now_ms, Backoff, Claimed, JobId, Retry, StoreError};
+use crate::store::{now_ms, Backoff, Claimed, Claimer, JobId, Retry, StoreError};
 use crate::Inner;
 
 /// Messages a dispatcher understands.
@@ -177,6 +177,7 @@ pub(crate) fn spawn_dispatcher(inner: Arc<Inner>, queue: String) -> Pid {
             running: HashMap::new(),
             by_id: HashMap::new(),
             next_heartbeat: Instant::now(),
+            claimer: Claimer::process(self_pid()),
         }
         .run()
         .await
@@ -192,6 +193,10 @@ struct Dispatcher {
     running: HashMap<Pid, Running>,
     by_id: HashMap<JobId, Pid>,
     next_heartbeat: Instant,
+    /// This dispatcher, as the store asks about it inside each claim: if
+    /// it is killed while a claim is on its way, its successor's release
+    /// and that claim cannot both miss the jobs.
+    claimer: Claimer,
 }
 
 impl Dispatcher {
@@ -291,6 +296,7 @@ impl Dispatcher {
                     self.queue.clone(),
                     self.inner.config.node.clone(),
                     self.inner.owner.clone(),
+                    self.claimer.clone(),
                     now,
                     lease_until,
                     free,

@@ -74,8 +74,8 @@ pub use kind::{JobContext, JobError, JobKind, KindOptions, SoftTimeout};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use store::{
-    now_ms, Backoff, CancelOutcome, Claimed, Event, Inserted, JobId, JobRecord, JobState, Millis,
-    NewJob, Progress, Retry, Store, StoreError, StoreFuture, Wake,
+    now_ms, Backoff, CancelOutcome, Claimed, Claimer, Event, Inserted, JobId, JobRecord, JobState,
+    Millis, NewJob, Progress, Retry, Store, StoreError, StoreFuture, Wake,
 };
 
 use dispatcher::DispatchMsg;

@@ -9,13 +9,18 @@
 //!   that still held the token;
 //! * a cancel racing the job's own completion leaves exactly one final
 //!   outcome (`succeeded` or `cancelled`), never both, and the loser's
-//!   write is refused.
+//!   write is refused;
+//! * a dispatcher killed while its claim is on the way to the store
+//!   (the rest of its poll still runs) cannot strand a job its successor
+//!   took back: the claim asks inside its transaction whether its
+//!   dispatcher lives ([`crate::Claimer`]).
 //!
 //! ```text
 //! RUSTFLAGS="--cfg ember_jobs_loom" cargo test -p ember-jobs --lib \
 //!     --release --target-dir target/loom-jobs -- loom_models --test-threads=1
 //! ```
 
+use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::{Arc, Mutex};
 use loom::thread;
 
@@ -171,6 +176,59 @@ fn loom_models_a_cancel_racing_completion_has_one_outcome() {
             }
         );
         assert_eq!(r.completions, u32::from(done));
+    });
+}
+
+/// `release` of node 1's queue by a restarted dispatcher: its running jobs
+/// are retried at once.
+fn release(s: &Store, owner: u8) {
+    let mut r = s.lock().unwrap();
+    if r.state == State::Running && r.owner == owner {
+        r.state = State::Retrying;
+        r.token += 1;
+    }
+}
+
+/// `claim` for a dispatcher whose life `alive` tells, checked inside the
+/// same critical section (the writer's transaction).
+fn claim_for(s: &Store, alive: &AtomicBool, owner: u8) -> Option<u64> {
+    let mut r = s.lock().unwrap();
+    if !alive.load(Ordering::SeqCst) {
+        return None;
+    }
+    if matches!(r.state, State::Queued | State::Retrying) {
+        r.state = State::Running;
+        r.token += 1;
+        r.owner = owner;
+        Some(r.token)
+    } else {
+        None
+    }
+}
+
+#[test]
+fn loom_models_a_killed_dispatchers_late_claim_cannot_strand_a_job() {
+    loom::model(|| {
+        let s = store();
+        // The old dispatcher runs the job; a second job is due (the same
+        // row stands for both: what matters is who holds it at the end).
+        claim(&s, 1, 100).expect("due");
+        let old_alive = Arc::new(AtomicBool::new(true));
+        // The old dispatcher, killed inside a poll, still sends a claim.
+        let zombie = {
+            let (s, alive) = (s.clone(), old_alive.clone());
+            thread::spawn(move || claim_for(&s, &alive, 1))
+        };
+        // The kill: dead for everyone at once; then its supervisor starts
+        // a successor, which takes the node's running jobs back and claims.
+        old_alive.store(false, Ordering::SeqCst);
+        release(&s, 1);
+        let mine = claim_for(&s, &AtomicBool::new(true), 1);
+        let late = zombie.join().unwrap();
+        let r = s.lock().unwrap();
+        assert_eq!(r.state, State::Running, "{r:?}");
+        assert!(late.is_none_or(|t| t < r.token), "the zombie's claim survived: {r:?}");
+        assert_eq!(mine, Some(r.token), "the successor runs the job: {r:?}");
     });
 }
 

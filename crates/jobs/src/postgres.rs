@@ -33,8 +33,8 @@ use postgres::{Client, NoTls, Row, Transaction};
 use serde_json::{json, Value};
 
 use crate::store::{
-    now_ms, Backoff, CancelOutcome, Claimed, Event, Inserted, JobId, JobRecord, JobState, Millis,
-    NewJob, Progress, Retry, Store, StoreError, Wake,
+    now_ms, Backoff, CancelOutcome, Claimed, Claimer, Event, Inserted, JobId, JobRecord, JobState,
+    Millis, NewJob, Progress, Retry, Store, StoreError, Wake,
 };
 
 /// The channel of the wake-up notifications; the payload is a queue name.
@@ -357,6 +357,16 @@ fn fenced(tx: &mut Transaction<'_>, id: JobId, token: i64) -> Result<u32, StoreE
 /// retried at once if attempts are left, cancelled if a cancel was asked,
 /// failed otherwise; their tokens move on. Jobs whose rows another
 /// transaction holds (their owner is writing them) are left for later.
+/// Takes the transaction-scoped lock of `owner`'s dispatching of `queue`,
+/// which orders its claims with its releases (see [`Claimer`]).
+fn lock_dispatch(tx: &mut Transaction<'_>, owner: &str, queue: &str) -> Result<(), StoreError> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))",
+        &[&owner, &queue],
+    )?;
+    Ok(())
+}
+
 fn take_back(
     tx: &mut Transaction<'_>,
     filter: &str,
@@ -561,6 +571,7 @@ impl Store for PgStore {
         queue: &str,
         node: &str,
         owner: &str,
+        claimer: &Claimer,
         now: Millis,
         lease_until: Millis,
         limit: usize,
@@ -569,8 +580,16 @@ impl Store for PgStore {
             return Ok(Vec::new());
         }
         let (queue, node, owner) = (queue.to_owned(), node.to_owned(), owner.to_owned());
+        let claimer = claimer.clone();
         let limit = limit.min(i64::MAX as usize) as i64;
         self.tx(move |tx| {
+            // Ordered with `release` of the same owner and queue by their
+            // lock: a release that ran first sees the claimer dead, one
+            // that waits for this transaction sees its claims.
+            lock_dispatch(tx, &owner, &queue)?;
+            if !claimer.is_alive() {
+                return Ok(Vec::new());
+            }
             let rows = tx.query(
                 "WITH picked AS (SELECT id FROM ember_jobs WHERE queue = $1 \
                    AND state IN ('queued', 'scheduled', 'retrying') AND run_at <= $2 \
@@ -773,6 +792,7 @@ impl Store for PgStore {
     fn release(&self, owner: &str, queue: &str) -> Result<Vec<Event>, StoreError> {
         let (owner, queue) = (owner.to_owned(), queue.to_owned());
         self.tx(move |tx| {
+            lock_dispatch(tx, &owner, &queue)?;
             take_back(
                 tx,
                 "lease_owner = $3 AND queue = $4",

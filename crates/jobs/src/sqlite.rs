@@ -17,8 +17,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use serde_json::{json, Value};
 
 use crate::store::{
-    Backoff, CancelOutcome, Claimed, Event, Inserted, JobId, JobRecord, JobState, Millis, NewJob,
-    Progress, Retry, Store, StoreError, StoreFuture,
+    Backoff, CancelOutcome, Claimed, Claimer, Event, Inserted, JobId, JobRecord, JobState, Millis,
+    NewJob, Progress, Retry, Store, StoreError, StoreFuture,
 };
 
 const SCHEMA: &str = "
@@ -467,15 +467,23 @@ fn succeed_in(
 }
 
 /// Claims up to `limit` due jobs of `queue` in `tx` (see [`Store::claim`]).
+#[allow(clippy::too_many_arguments)]
 fn claim_in(
     tx: &Transaction<'_>,
     queue: &str,
     node: &str,
     owner: &str,
+    claimer: &Claimer,
     now: Millis,
     lease_until: Millis,
     limit: usize,
 ) -> Result<Vec<Claimed>, StoreError> {
+    // The one writer runs this and `release` in submission order: a
+    // release submitted after the claimer died runs after this check or
+    // takes back what it claimed.
+    if !claimer.is_alive() {
+        return Ok(Vec::new());
+    }
     let mut rows = Vec::new();
     {
         let mut stmt = tx.prepare_cached(
@@ -544,6 +552,7 @@ impl Store for SqliteStore {
         queue: &str,
         node: &str,
         owner: &str,
+        claimer: &Claimer,
         now: Millis,
         lease_until: Millis,
         limit: usize,
@@ -552,7 +561,8 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let (queue, node, owner) = (queue.to_owned(), node.to_owned(), owner.to_owned());
-        self.tx(move |tx| claim_in(tx, &queue, &node, &owner, now, lease_until, limit))
+        let claimer = claimer.clone();
+        self.tx(move |tx| claim_in(tx, &queue, &node, &owner, &claimer, now, lease_until, limit))
     }
 
     fn claim_async(
@@ -560,6 +570,7 @@ impl Store for SqliteStore {
         queue: String,
         node: String,
         owner: String,
+        claimer: Claimer,
         now: Millis,
         lease_until: Millis,
         limit: usize,
@@ -567,7 +578,9 @@ impl Store for SqliteStore {
         if limit == 0 {
             return Box::pin(std::future::ready(Ok(Vec::new())));
         }
-        self.tx_async(move |tx| claim_in(tx, &queue, &node, &owner, now, lease_until, limit))
+        self.tx_async(move |tx| {
+            claim_in(tx, &queue, &node, &owner, &claimer, now, lease_until, limit)
+        })
     }
 
     fn heartbeat(

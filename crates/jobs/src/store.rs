@@ -328,6 +328,49 @@ impl std::error::Error for StoreError {}
 /// due elsewhere (another node enqueued them): see [`Store::on_wake`].
 pub type Wake = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
 
+/// Whom a claim is for. The store asks [`Claimer::is_alive`] inside the
+/// claim's transaction, ordered with [`Store::release`] of the same owner
+/// and queue, and claims nothing for a claimer that died: an Ember process
+/// killed inside a poll is dead for everyone at once, but the rest of that
+/// poll still runs, and a claim it sends then must not commit after its
+/// successor took the queue's jobs back (nobody would run them until the
+/// lease ran out).
+#[derive(Clone)]
+pub struct Claimer(std::sync::Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl Claimer {
+    /// A claimer whose life `alive` tells.
+    pub fn new(alive: impl Fn() -> bool + Send + Sync + 'static) -> Claimer {
+        Claimer(std::sync::Arc::new(alive))
+    }
+
+    /// The Ember process `pid` of the calling runtime.
+    ///
+    /// # Panics
+    ///
+    /// Outside an Ember runtime.
+    pub fn process(pid: ember_runtime::Pid) -> Claimer {
+        let runtime = ember_runtime::Handle::current();
+        Claimer::new(move || runtime.is_alive(pid))
+    }
+
+    /// A claimer that never dies (tools, tests).
+    pub fn always() -> Claimer {
+        Claimer::new(|| true)
+    }
+
+    /// Whether the claimer still lives.
+    pub fn is_alive(&self) -> bool {
+        (self.0)()
+    }
+}
+
+impl fmt::Debug for Claimer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Claimer").finish_non_exhaustive()
+    }
+}
+
 /// A store operation's result, to be awaited: a backend that batches
 /// writes (group commit) lets many callers wait for one commit without
 /// blocking their threads.
@@ -344,11 +387,16 @@ pub trait Store: Send + Sync + 'static {
     /// Claims up to `limit` due jobs of `queue` for `owner` (a lease until
     /// `lease_until`, recorded as run by `node`), lowest priority first, then
     /// earliest `run_at`, then lowest id. Each claim bumps the job's token.
+    /// Nothing is claimed if `claimer` is dead when the transaction runs,
+    /// which must be ordered with `release(owner, queue)`: a release that
+    /// ran first sees the claimer dead, one that runs after sees the claim.
+    #[allow(clippy::too_many_arguments)]
     fn claim(
         &self,
         queue: &str,
         node: &str,
         owner: &str,
+        claimer: &Claimer,
         now: Millis,
         lease_until: Millis,
         limit: usize,
@@ -379,16 +427,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// [`Store::claim`], awaited rather than blocking: resolves once the
     /// claims are durable. By default the blocking call, done at once.
+    #[allow(clippy::too_many_arguments)]
     fn claim_async(
         &self,
         queue: String,
         node: String,
         owner: String,
+        claimer: Claimer,
         now: Millis,
         lease_until: Millis,
         limit: usize,
     ) -> StoreFuture<Vec<Claimed>> {
-        let out = self.claim(&queue, &node, &owner, now, lease_until, limit);
+        let out = self.claim(&queue, &node, &owner, &claimer, now, lease_until, limit);
         Box::pin(std::future::ready(out))
     }
 

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use ember_jobs::{
-    now_ms, Backoff, EnqueueOptions, JobContext, JobState, Jobs, JobsConfig, KindOptions, NewJob,
-    Progress, Retry, SqliteStore, Store, StoreError,
+    now_ms, Backoff, Claimer, EnqueueOptions, JobContext, JobState, Jobs, JobsConfig, KindOptions,
+    NewJob, Progress, Retry, SqliteStore, Store, StoreError,
 };
 use ember_runtime::{receive, send, Pid, Runtime};
 use serde_json::json;
@@ -41,14 +41,30 @@ fn a_claim_taken_back_after_its_lease_cannot_write() {
     let id = s.insert(&new_job("k")).unwrap().id();
     let t0 = now_ms();
     let a = s
-        .claim("default", "a@h", "a#1", t0, t0 + 1_000, 10)
+        .claim(
+            "default",
+            "a@h",
+            "a#1",
+            &Claimer::always(),
+            t0,
+            t0 + 1_000,
+            10,
+        )
         .unwrap();
     assert_eq!(a.len(), 1);
     let a = &a[0];
     assert_eq!((a.id, a.attempt), (id, 1));
     // Nothing else is due while it runs.
     assert!(s
-        .claim("default", "b@h", "b#1", t0, t0 + 1_000, 10)
+        .claim(
+            "default",
+            "b@h",
+            "b#1",
+            &Claimer::always(),
+            t0,
+            t0 + 1_000,
+            10
+        )
         .unwrap()
         .is_empty());
     // Node b sees the lease expired and takes the job back.
@@ -56,7 +72,15 @@ fn a_claim_taken_back_after_its_lease_cannot_write() {
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0].state(), Some(JobState::Retrying));
     let b = s
-        .claim("default", "b@h", "b#1", t0 + 2_000, t0 + 3_000, 10)
+        .claim(
+            "default",
+            "b@h",
+            "b#1",
+            &Claimer::always(),
+            t0 + 2_000,
+            t0 + 3_000,
+            10,
+        )
         .unwrap();
     assert_eq!(b.len(), 1);
     assert!(b[0].token > a.token);
@@ -117,7 +141,16 @@ fn a_running_job_cancelled_while_its_node_is_gone_ends_cancelled() {
     let s = SqliteStore::in_memory().unwrap();
     let id = s.insert(&new_job("k")).unwrap().id();
     let t0 = now_ms();
-    s.claim("default", "a@h", "a#1", t0, t0 + 1_000, 1).unwrap();
+    s.claim(
+        "default",
+        "a@h",
+        "a#1",
+        &Claimer::always(),
+        t0,
+        t0 + 1_000,
+        1,
+    )
+    .unwrap();
     assert!(matches!(
         s.cancel(id).unwrap(),
         ember_jobs::CancelOutcome::Requested { .. }
@@ -135,8 +168,16 @@ fn a_restarted_node_takes_back_what_its_earlier_life_was_running() {
         let s = SqliteStore::open(&path).unwrap();
         id = s.insert(&new_job("k")).unwrap().id();
         let t0 = now_ms();
-        s.claim("default", "n@h", "n#old", t0, t0 + 3_600_000, 1)
-            .unwrap();
+        s.claim(
+            "default",
+            "n@h",
+            "n#old",
+            &Claimer::always(),
+            t0,
+            t0 + 3_600_000,
+            1,
+        )
+        .unwrap();
     }
     let db = path.clone();
     Runtime::builder()

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ember_jobs::{
-    now_ms, Backoff, CancelOutcome, JobContext, JobState, Jobs, JobsConfig, KindOptions, NewJob,
-    PgStore, Progress, Retry, SqliteStore, Store, StoreError,
+    now_ms, Backoff, CancelOutcome, Claimer, JobContext, JobState, Jobs, JobsConfig, KindOptions,
+    NewJob, PgStore, Progress, Retry, SqliteStore, Store, StoreError,
 };
 use ember_runtime::Runtime;
 use ember_testkit::postgres::{required, TempPostgres};
@@ -37,13 +37,29 @@ fn fencing_rules(s: &dyn Store) {
     let id = s.insert(&new_job("k")).unwrap().id();
     let t0 = now_ms();
     let a = s
-        .claim("default", "a@h", "a#1", t0, t0 + 1_000, 10)
+        .claim(
+            "default",
+            "a@h",
+            "a#1",
+            &Claimer::always(),
+            t0,
+            t0 + 1_000,
+            10,
+        )
         .unwrap();
     assert_eq!(a.len(), 1);
     let a = &a[0];
     assert_eq!((a.id, a.attempt), (id, 1));
     assert!(s
-        .claim("default", "b@h", "b#1", t0, t0 + 1_000, 10)
+        .claim(
+            "default",
+            "b@h",
+            "b#1",
+            &Claimer::always(),
+            t0,
+            t0 + 1_000,
+            10
+        )
         .unwrap()
         .is_empty());
     // Before expiry, b's recovery leaves a's lease alone.
@@ -52,7 +68,15 @@ fn fencing_rules(s: &dyn Store) {
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0].state(), Some(JobState::Retrying));
     let b = s
-        .claim("default", "b@h", "b#1", t0 + 2_000, t0 + 3_000, 10)
+        .claim(
+            "default",
+            "b@h",
+            "b#1",
+            &Claimer::always(),
+            t0 + 2_000,
+            t0 + 3_000,
+            10,
+        )
         .unwrap();
     assert_eq!(b.len(), 1);
     assert!(b[0].token > a.token);
@@ -119,9 +143,17 @@ fn fencing_rules(s: &dyn Store) {
     let c = s.insert(&new_job("k")).unwrap().id();
     let t1 = now_ms();
     assert_eq!(
-        s.claim("default", "a@h", "a#1", t1, t1 + 1_000, 1)
-            .unwrap()
-            .len(),
+        s.claim(
+            "default",
+            "a@h",
+            "a#1",
+            &Claimer::always(),
+            t1,
+            t1 + 1_000,
+            1
+        )
+        .unwrap()
+        .len(),
         1
     );
     assert!(matches!(
@@ -178,6 +210,7 @@ fn concurrent_claimers_never_take_the_same_job() {
                             "default",
                             &format!("n{i}"),
                             &format!("n{i}#1"),
+                            &Claimer::always(),
                             t,
                             t + 60_000,
                             7,
@@ -218,8 +251,16 @@ fn a_restarted_node_takes_back_what_its_earlier_life_was_running() {
         let s = PgStore::connect(&url).unwrap();
         id = s.insert(&new_job("k")).unwrap().id();
         let t0 = now_ms();
-        s.claim("default", "n@h", "n#old", t0, t0 + 3_600_000, 1)
-            .unwrap();
+        s.claim(
+            "default",
+            "n@h",
+            "n#old",
+            &Claimer::always(),
+            t0,
+            t0 + 3_600_000,
+            1,
+        )
+        .unwrap();
     }
     Runtime::builder()
         .schedulers(2)
