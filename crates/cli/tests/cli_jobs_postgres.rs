@@ -209,10 +209,17 @@ fn two_nodes_share_a_queue_take_over_a_killed_node_and_fence_out_a_stopped_one()
     // C's jobs ran out their time while it was stopped: on resuming, each
     // either tries to record its result (refused: fenced) or is stopped by
     // C's heartbeat, which finds the lease gone, whichever comes first.
-    let line = c.wait_log(&["outcome refused", "lost its lease"], DEADLINE);
-    println!("c: {line}");
-    // Let C's jobs, had they gone on, finish and try to write.
-    std::thread::sleep(Duration::from_secs(3));
+    // Wait until C has said one or the other of every job.
+    let mut told: Vec<i64> = Vec::new();
+    while told.len() < second.len() {
+        let line = c.wait_log(&["outcome refused", "lost its lease"], DEADLINE);
+        println!("c: {line}");
+        for &id in &second {
+            if line.contains(&format!("job {id} ")) && !told.contains(&id) {
+                told.push(id);
+            }
+        }
+    }
     for &id in &second {
         let j = job(c.addr, id);
         assert_eq!(j["state"], "succeeded", "{j}");
