@@ -20,6 +20,7 @@ use std::task::{Context, Poll};
 
 use futures_task::ArcWake;
 
+use crate::alloc::MemoryAccount;
 use crate::loom::sync::atomic::{AtomicU32, AtomicU8};
 use crate::loom::sync::Mutex;
 use crate::mailbox::Mailbox;
@@ -230,6 +231,8 @@ pub(crate) struct Process {
     pub(crate) busy_dist: AtomicU32,
     /// Size of the body's state machine, for the memory estimate.
     pub(crate) future_size: u32,
+    /// Bytes allocated during its polls and its limit (`crate::memory`).
+    pub(crate) memory: MemoryAccount,
     pub(crate) rt: Arc<Shared>,
 }
 
@@ -258,6 +261,7 @@ impl Process {
             offenses: AtomicU8::new(0),
             busy_dist: AtomicU32::new(0),
             future_size: u32::try_from(future_size).unwrap_or(u32::MAX),
+            memory: MemoryAccount::new(),
             rt,
         }
     }
