@@ -25,6 +25,7 @@ fn new_job(kind: &str) -> NewJob {
         priority: 0,
         max_attempts: 3,
         timeout_ms: None,
+        memory_limit: None,
         unique_key: None,
         run_at: now_ms(),
         backoff: Backoff::default(),

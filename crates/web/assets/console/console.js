@@ -486,7 +486,7 @@ function drawLoad(load) {
 stream("/api/system/events", onSystem);
 // ---- jobs -------------------------------------------------------------------------
 
-const JOB_EXAMPLES = { llm: '{"seconds": 20}', fact: '{"n": 200000}', flaky: '{"fail_times": 2}' };
+const JOB_EXAMPLES = { llm: '{"seconds": 20}', fact: '{"n": 200000}', flaky: '{"fail_times": 2}', leak: '{"mb_per_s": 16}' };
 const FINAL = new Set(["succeeded", "failed", "cancelled"]);
 let jobSource = null;
 
