@@ -32,7 +32,7 @@ pub struct KindOptions {
     /// allocates more (net, during its polls) is killed and fails with
     /// `memory_limit: used N bytes over the limit of M`, retried like any
     /// failure. Needs the counting allocator (the `ember` binary has it;
-    /// without it such a job fails at once). docs/semantics.md §9.8.
+    /// without it such a job fails at once). docs/semantics.md §9.5.
     pub memory_limit: Option<u64>,
 }
 

@@ -536,7 +536,7 @@ fn a_queue_runs_at_most_its_limit_and_lowest_priority_first() {
     });
 }
 
-/// §9.8: without the counting allocator (this test binary has none) a
+/// §9.5: without the counting allocator (this test binary has none) a
 /// memory limit cannot be enforced: the job fails at once, saying why,
 /// instead of running unlimited.
 #[test]

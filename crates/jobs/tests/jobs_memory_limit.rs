@@ -1,4 +1,4 @@
-//! Memory limits of jobs (docs/semantics.md §9.8): an attempt over its
+//! Memory limits of jobs (docs/semantics.md §9.5): an attempt over its
 //! kind's (or its own) limit is killed and fails with a `memory_limit`
 //! error, retried like any failure; other jobs and the next attempt run.
 

@@ -149,7 +149,7 @@ pub(crate) fn should_yield() -> bool {
     // kills it: `crate::memory`).
     let suspended = CURRENT.with(|c| {
         c.borrow().as_ref().is_some_and(|p| {
-            p.busy_dist.load(std::sync::atomic::Ordering::Acquire) > 0 || p.memory.is_over()
+            p.busy_dist.load(std::sync::atomic::Ordering::Acquire) > 0 || p.is_over_memory_limit()
         })
     });
     if suspended {

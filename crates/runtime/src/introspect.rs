@@ -43,7 +43,7 @@ pub struct ProcessInfo {
     /// if it has one.
     pub memory_limit: Option<usize>,
     /// Bytes attributed to it under its limit: allocated during its polls
-    /// less what it freed there, never below zero (docs/semantics.md §9.8).
+    /// less what it freed there, never below zero (docs/semantics.md §9.5).
     /// Counted only for a process with a limit.
     pub memory_attributed_bytes: Option<usize>,
     /// Linked processes.
@@ -377,8 +377,8 @@ fn info_of(process: &Process) -> ProcessInfo {
         cpu_time: Duration::from_nanos(process.cpu_ns.load(Ordering::Relaxed)),
         mailbox_len: process.mailbox.len(),
         memory_bytes: process.memory_estimate(),
-        memory_limit: process.memory.limit(),
-        memory_attributed_bytes: process.memory.limit().map(|_| process.memory.used()),
+        memory_limit: process.limited_memory().and_then(|m| m.limit()),
+        memory_attributed_bytes: process.limited_memory().map(|m| m.used()),
         links,
         monitors,
         monitored_by,

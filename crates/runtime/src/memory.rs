@@ -6,7 +6,7 @@
 //! (`scheduler::worker::run`) points the thread at a limited process's
 //! account for each poll and kills it when the poll returns marked; the
 //! watchdog kills a marked process still inside a poll. `docs/semantics.md`
-//! §9.8 states the guarantees.
+//! §9.5 states the guarantees.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -62,7 +62,7 @@ pub struct MemoryKill {
 /// bytes; returns the previous limit (Erlang's `process_flag(max_heap_size,
 /// _)`). From now on, allocations made while it is polled are attributed to
 /// it; going over the limit kills it with reason `memory_limit`
-/// (docs/semantics.md §9.8). A limit set where there was none counts from
+/// (docs/semantics.md §9.5). A limit set where there was none counts from
 /// zero; changing a limit keeps the count, and a count already over the new
 /// limit kills the process when this poll returns.
 ///
@@ -79,13 +79,19 @@ pub fn set_memory_limit(limit: Option<usize>) -> Result<Option<usize>, MemoryLim
         return Err(MemoryLimitUnsupported);
     }
     Ok(context::with_current("set_memory_limit", |me| {
-        let previous = me.memory.set_limit(limit);
+        let Some(account) = (match limit {
+            Some(_) => Some(me.memory_account()),
+            None => me.memory(),
+        }) else {
+            return None;
+        };
+        let previous = account.set_limit(limit);
         // SAFETY: `me` is the current process of this thread: the context
         // holds its `Arc` until the poll returns, and the worker (or
         // `drop_future`, for a destructor running in a dying process's
         // context) puts its own pointer back before letting it go.
         unsafe {
-            alloc::enter_account(limit.map(|_| &me.memory));
+            alloc::enter_account(limit.map(|_| account));
         }
         previous
     }))
@@ -99,7 +105,8 @@ pub fn set_memory_limit(limit: Option<usize>) -> Result<Option<usize>, MemoryLim
 /// Outside an Ember process.
 pub fn memory_limit() -> Option<(usize, usize)> {
     context::with_current("memory_limit", |me| {
-        me.memory.limit().map(|limit| (limit, me.memory.used()))
+        let account = me.limited_memory()?;
+        account.limit().map(|limit| (limit, account.used()))
     })
 }
 
@@ -136,7 +143,7 @@ impl Shared {
 /// after a poll and by the watchdog during one; never from the allocator,
 /// and with no account installed on this thread (it allocates).
 pub(crate) fn kill_if_over(process: &Arc<Process>) -> bool {
-    let Some((used, limit)) = process.memory.claim() else {
+    let Some((used, limit)) = process.memory().and_then(|m| m.claim()) else {
         return false;
     };
     record(process, used, limit);
@@ -147,10 +154,10 @@ pub(crate) fn kill_if_over(process: &Arc<Process>) -> bool {
 /// Takes the mark of a process whose poll just returned (the worker), if
 /// it is marked: the caller ends it with `memory_limit`.
 pub(crate) fn claim_after_poll(process: &Arc<Process>) -> bool {
-    if !process.memory.is_over() {
+    if !process.is_over_memory_limit() {
         return false;
     }
-    let Some((used, limit)) = process.memory.claim() else {
+    let Some((used, limit)) = process.memory().and_then(|m| m.claim()) else {
         return false;
     };
     record(process, used, limit);

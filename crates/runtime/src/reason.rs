@@ -48,7 +48,7 @@ impl ExitReason {
 
     /// `memory_limit`: the process went over its memory limit
     /// ([`Spawn::memory_limit`](crate::Spawn::memory_limit)) and was killed,
-    /// untrappably (docs/semantics.md §9.8). An atom, as a
+    /// untrappably (docs/semantics.md §9.5). An atom, as a
     /// [`ExitReason::Term`].
     pub fn memory_limit() -> ExitReason {
         ExitReason::Term(Arc::new(Term::atom(crate::memory::MEMORY_LIMIT)))

@@ -149,7 +149,7 @@ impl Spawn {
     /// Gives the process a memory limit, in bytes: allocations made while it
     /// is polled are attributed to it (net of its frees), and going over the
     /// limit kills it with the untrappable reason `memory_limit`
-    /// ([`ExitReason::memory_limit`]; docs/semantics.md §9.8). Needs a
+    /// ([`ExitReason::memory_limit`]; docs/semantics.md §9.5). Needs a
     /// counting global allocator ([`CountingAlloc`](crate::CountingAlloc)
     /// or [`Counting`](crate::Counting)); without one the spawn fails with
     /// [`SpawnError::MemoryLimit`].
@@ -237,7 +237,7 @@ impl Shared {
         ));
         if options.memory_limit.is_some() {
             // Nobody else sees the process yet.
-            process.memory.set_limit(options.memory_limit);
+            process.memory_account().set_limit(options.memory_limit);
         }
         // The group leader: asked for, else the parent's if it has its own
         // (one flag load when it has not), else the node's default.

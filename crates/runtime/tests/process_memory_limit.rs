@@ -1,6 +1,6 @@
 //! Memory limits: a process over its limit is killed with the untrappable
 //! reason `memory_limit`, across awaits or inside one long poll, while the
-//! node lives on (docs/semantics.md §9.8).
+//! node lives on (docs/semantics.md §9.5).
 
 // The accounting needs the counting allocator.
 #[global_allocator]
@@ -47,7 +47,7 @@ fn runtime_without_watchdog() -> Runtime {
         .expect("a runtime")
 }
 
-/// §9.8: allocations across awaits take a process over its limit: it yields
+/// §9.5: allocations across awaits take a process over its limit: it yields
 /// at its next await point and dies with `memory_limit` when that poll
 /// returns (no watchdog needed); its monitor and its trapping linked parent
 /// see the reason, its own `trap_exit` does not save it, and it does not
@@ -82,7 +82,7 @@ fn a_process_over_its_limit_across_awaits_dies_with_memory_limit() {
     });
 }
 
-/// §9.8: inside one poll that never awaits, the watchdog kills the process
+/// §9.5: inside one poll that never awaits, the watchdog kills the process
 /// while it still runs: its monitor sees `memory_limit` before the poll
 /// returns, and `should_stop()` turns true so its loop can end.
 #[test]
@@ -134,7 +134,7 @@ fn a_process_over_its_limit_inside_one_poll_is_killed_while_it_runs() {
     });
 }
 
-/// §9.8: without a limit the same allocations are fine, in a long poll or
+/// §9.5: without a limit the same allocations are fine, in a long poll or
 /// across awaits.
 #[test]
 fn a_process_without_a_limit_allocates_freely() {
@@ -155,7 +155,7 @@ fn a_process_without_a_limit_allocates_freely() {
     });
 }
 
-/// §9.8: memory freed within the process is credited back: 100 MiB
+/// §9.5: memory freed within the process is credited back: 100 MiB
 /// allocated and freed in 256 KiB blocks under a 1 MiB limit, across awaits
 /// and within polls, leaves it alive, and its count stays under the limit.
 #[test]
@@ -188,7 +188,7 @@ fn memory_freed_by_the_process_keeps_it_under_its_limit() {
     });
 }
 
-/// §9.8: `set_memory_limit` limits the calling process from then on (what
+/// §9.5: `set_memory_limit` limits the calling process from then on (what
 /// it allocated before is not counted), `process_info` shows the limit and
 /// the count, and the node goes on running processes after a kill.
 #[test]

@@ -1,5 +1,5 @@
 //! Memory limits without a counting allocator: refused with a clear error,
-//! never silently ignored (docs/semantics.md §9.8).
+//! never silently ignored (docs/semantics.md §9.5).
 
 mod support;
 

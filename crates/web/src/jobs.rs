@@ -23,7 +23,7 @@
 //! hold (allocated net during its polls; 0 or absent: the kind's default,
 //! else none); an attempt over it is killed and fails with `"error":
 //! "memory_limit: used N bytes over the limit of M"`, retried like any
-//! failure (docs/semantics.md §9.8). In answers it is the job's limit or
+//! failure (docs/semantics.md §9.5). In answers it is the job's limit or
 //! `null`.
 //!
 //! The demo kinds ([`demo_kinds`]): `llm` `{"seconds": S}` simulates a slow

@@ -825,7 +825,7 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
 /// turns true for its native loop.
 fn kill_over_limit(rt: &Shared, pid_key: u64) {
     if let Some(process) = rt.lookup(Pid::local(pid_key)) {
-        if process.memory.is_over() {
+        if process.is_over_memory_limit() {
             crate::memory::kill_if_over(&process);
         }
     }

@@ -398,8 +398,7 @@ fn run(
         // allocates during the poll (`crate::alloc`); others cost nothing.
         // SAFETY: the context holds the process's `Arc` for the poll, and
         // the account is taken off the thread right after it.
-        let previous =
-            unsafe { alloc::enter_account(process.memory.limit().map(|_| &process.memory)) };
+        let previous = unsafe { alloc::enter_account(process.limited_memory()) };
         // SAFETY: `transition_to_running` gave this thread `RUNNING`.
         let polled =
             panic::catch_unwind(AssertUnwindSafe(|| unsafe { process.body.poll(&mut cx) }));
