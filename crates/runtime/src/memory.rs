@@ -79,11 +79,10 @@ pub fn set_memory_limit(limit: Option<usize>) -> Result<Option<usize>, MemoryLim
         return Err(MemoryLimitUnsupported);
     }
     Ok(context::with_current("set_memory_limit", |me| {
-        let Some(account) = (match limit {
-            Some(_) => Some(me.memory_account()),
-            None => me.memory(),
-        }) else {
-            return None;
+        // Removing a limit never set creates no account.
+        let account = match limit {
+            Some(_) => me.memory_account(),
+            None => me.memory()?,
         };
         let previous = account.set_limit(limit);
         // SAFETY: `me` is the current process of this thread: the context

@@ -241,6 +241,8 @@ async function showInfo(pid) {
       ["CPU time", fmtMs(info.cpu_time_ms)],
       ["mailbox", fmtNum(info.mailbox_len) + " messages"],
       ["memory", fmtBytes(info.memory_bytes)],
+      ["memory limit", info.memory_limit == null ? "none"
+        : `${fmtBytes(info.memory_attributed_bytes)} of ${fmtBytes(info.memory_limit)} allocated`],
       ["links", list(info.links)],
       ["monitors", list(info.monitors)],
       ["monitored by", list(info.monitored_by)],
