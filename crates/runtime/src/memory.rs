@@ -145,6 +145,10 @@ pub(crate) fn kill_if_over(process: &Arc<Process>) -> bool {
     let Some((used, limit)) = process.memory().and_then(|m| m.claim()) else {
         return false;
     };
+    // Killed for another reason meanwhile: that reason stands.
+    if process.is_exiting() {
+        return false;
+    }
     record(process, used, limit);
     signal::terminate(process, ExitReason::memory_limit());
     true
@@ -159,6 +163,10 @@ pub(crate) fn claim_after_poll(process: &Arc<Process>) -> bool {
     let Some((used, limit)) = process.memory().and_then(|m| m.claim()) else {
         return false;
     };
+    // Killed for another reason during the poll: that reason stands.
+    if process.is_exiting() {
+        return false;
+    }
     record(process, used, limit);
     true
 }
