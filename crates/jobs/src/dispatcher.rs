@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ember_runtime::{
-    exit, link, monitor, receive_any, self_pid, send, spawn_link, trap_exit, Down, Exit,
-    ExitReason, Pid,
+    exit, link, memory_kill, monitor, receive_any, self_pid, send, spawn_link, trap_exit, Down,
+    Exit, ExitReason, Pid, Spawn,
 };
 
 use crate::kind::{JobContext, SoftTimeout};
@@ -61,6 +61,7 @@ struct Running {
     soft_at: Option<Instant>,
     hard_at: Option<Instant>,
     timeout_ms: Option<u64>,
+    memory_limit: Option<u64>,
     stopping: Option<Stop>,
 }
 
@@ -78,9 +79,37 @@ pub(crate) fn retry_after(
     }
 }
 
-/// Starts a job process, linked to the caller (the job supervisor).
+/// Starts a job process, linked to the caller (the job supervisor), with
+/// the job's memory limit if it has one. A limit the runtime cannot enforce
+/// (no counting allocator) fails the job for good instead.
 pub(crate) fn spawn_job(start: JobStart) -> Pid {
-    spawn_link(async move {
+    let Some(limit) = start.claimed.memory_limit else {
+        return spawn_link(run_job(start));
+    };
+    let bytes = usize::try_from(limit).unwrap_or(usize::MAX);
+    let fallback = start.clone();
+    match Spawn::new()
+        .link()
+        .memory_limit(bytes)
+        .spawn(run_job(start))
+    {
+        Ok(spawned) => spawned.pid,
+        Err(e) => spawn_link(async move {
+            let JobStart { inner, claimed, .. } = fallback;
+            let e = format!("memory_limit: {e}");
+            if let Ok(ev) = inner
+                .store
+                .fail(claimed.id, claimed.token, &e, Retry::Never)
+            {
+                inner.publish(ev);
+            }
+        }),
+    }
+}
+
+/// The body of a job process: runs the attempt and records its outcome.
+async fn run_job(start: JobStart) {
+    {
         let JobStart {
             inner,
             claimed,
@@ -143,7 +172,7 @@ pub(crate) fn spawn_job(start: JobStart) -> Pid {
             }
             Err(e) => tracing::error!("ember-jobs: cannot record job {}: {e}", claimed.id),
         }
-    })
+    }
 }
 
 /// Starts a dispatcher for `queue`, linked to the caller (its supervisor).
@@ -372,6 +401,7 @@ impl Dispatcher {
                 soft_at,
                 hard_at: soft_at.and_then(|s| s.checked_add(grace)),
                 timeout_ms: claimed.timeout_ms,
+                memory_limit: claimed.memory_limit,
                 stopping: None,
             },
         );
@@ -468,9 +498,19 @@ impl Dispatcher {
                 store.fail(r.id, r.token, &e, retry)
             }
             (None, reason) => {
-                let e = match reason {
-                    ExitReason::Panic(m) => format!("panic: {m}"),
-                    other => format!("exited: {other}"),
+                // Killed over its memory limit: what the runtime saw. (A job
+                // killed before the monitor was set shows `noproc`.)
+                let e = match (memory_kill(down.pid), reason) {
+                    (Some(kill), _) => format!(
+                        "memory_limit: used {} bytes over the limit of {}",
+                        kill.used_bytes, kill.limit_bytes
+                    ),
+                    (None, reason) if reason.is_memory_limit() => format!(
+                        "memory_limit: over the limit of {} bytes",
+                        r.memory_limit.unwrap_or(0)
+                    ),
+                    (None, ExitReason::Panic(m)) => format!("panic: {m}"),
+                    (None, other) => format!("exited: {other}"),
                 };
                 let retry = retry_after(r.attempt, r.max_attempts, &r.backoff, true);
                 store.fail(r.id, r.token, &e, retry)

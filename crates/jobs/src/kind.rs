@@ -28,6 +28,12 @@ pub struct KindOptions {
     pub timeout: Option<Duration>,
     /// Time between the soft timeout and the kill (default: the system's).
     pub hard_timeout_grace: Option<Duration>,
+    /// Memory limit of each attempt's process, in bytes: an attempt that
+    /// allocates more (net, during its polls) is killed and fails with
+    /// `memory_limit: used N bytes over the limit of M`, retried like any
+    /// failure. Needs the counting allocator (the `ember` binary has it;
+    /// without it such a job fails at once). docs/semantics.md §9.5.
+    pub memory_limit: Option<u64>,
 }
 
 /// Why an attempt failed.

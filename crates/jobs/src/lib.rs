@@ -129,6 +129,9 @@ pub struct EnqueueOptions {
     pub max_attempts: Option<u32>,
     /// The soft timeout of each attempt, in ms.
     pub timeout_ms: Option<u64>,
+    /// The memory limit of each attempt's process, in bytes (overrides the
+    /// kind's [`KindOptions::memory_limit`]).
+    pub memory_limit: Option<u64>,
     /// While a job with this key is pending, enqueueing returns its id.
     pub unique_key: Option<String>,
     /// Not before this time (ms since the epoch).
@@ -385,6 +388,7 @@ impl Jobs {
             timeout_ms: options
                 .timeout_ms
                 .or(ko.timeout.map(|t| t.as_millis() as u64)),
+            memory_limit: options.memory_limit.or(ko.memory_limit),
             unique_key: options.unique_key,
             run_at: options.run_at.unwrap_or_else(now_ms),
             backoff: options.backoff.unwrap_or(ko.backoff),

@@ -41,7 +41,7 @@ use crate::store::{
 const CHANNEL: &str = "ember_jobs";
 
 /// The schema's version, recorded in `ember_jobs_schema`.
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 
 /// An arbitrary constant: the advisory lock held while the schema is set up.
 const MIGRATION_LOCK: i64 = 0x656d_6265_726a_6f62;
@@ -90,9 +90,12 @@ CREATE TABLE IF NOT EXISTS ember_job_events (
 CREATE INDEX IF NOT EXISTS ember_job_events_job ON ember_job_events (job_id, seq);
 ";
 
+/// Version 2: each job may carry its processes' memory limit.
+const SCHEMA_V2: &str = "ALTER TABLE ember_jobs ADD COLUMN IF NOT EXISTS memory_limit BIGINT;";
+
 const COLUMNS: &str = "id, kind, queue, args, state, priority, attempt, max_attempts, timeout_ms, \
     unique_key, run_at, progress_pct, progress_message, progress_data, result, error, node, \
-    completions, cancel_requested";
+    completions, cancel_requested, memory_limit";
 
 /// How many connections serve a store's calls.
 const DEFAULT_CONNECTIONS: usize = 4;
@@ -144,8 +147,11 @@ fn migrate(client: &mut Client) -> Result<(), StoreError> {
         .query_opt("SELECT MAX(version) FROM ember_jobs_schema", &[])?
         .and_then(|r| r.get(0));
     match version {
-        None => {
-            tx.batch_execute(SCHEMA_V1)?;
+        None | Some(1) => {
+            if version.is_none() {
+                tx.batch_execute(SCHEMA_V1)?;
+            }
+            tx.batch_execute(SCHEMA_V2)?;
             tx.execute(
                 "INSERT INTO ember_jobs_schema (version) VALUES ($1)",
                 &[&SCHEMA_VERSION],
@@ -290,6 +296,10 @@ fn record(row: &Row, now: Millis) -> Result<JobRecord, StoreError> {
         node: row.try_get(16).map_err(g)?,
         completions: row.try_get::<_, i32>(17).map_err(g)?.max(0) as u32,
         cancel_requested: row.try_get(18).map_err(g)?,
+        memory_limit: row
+            .try_get::<_, Option<i64>>(19)
+            .map_err(g)?
+            .map(|m| m.max(0) as u64),
     })
 }
 
@@ -516,13 +526,15 @@ impl Store for PgStore {
             let args = job.args.to_string();
             let max_attempts = job.max_attempts.clamp(1, i32::MAX as u32) as i32;
             let timeout_ms = job.timeout_ms.map(clamp);
+            let memory_limit = job.memory_limit.map(clamp);
             let (base, max) = (clamp(job.backoff.base_ms), clamp(job.backoff.max_ms));
             for _ in 0..3 {
                 let row = tx.query_opt(
                     &format!(
                         "INSERT INTO ember_jobs (kind, queue, args, state, priority, max_attempts, \
                          timeout_ms, unique_key, run_at, inserted_at, backoff_base_ms, \
-                         backoff_max_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                         backoff_max_ms, memory_limit) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
                          ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN {PENDING} \
                          DO NOTHING RETURNING id"
                     ),
@@ -539,6 +551,7 @@ impl Store for PgStore {
                         &now,
                         &base,
                         &max,
+                        &memory_limit,
                     ],
                 )?;
                 let Some(row) = row else {
@@ -598,7 +611,8 @@ impl Store for PgStore {
                    token = j.token + 1, lease_owner = $4, lease_until = $5, node = $6 \
                  FROM picked WHERE j.id = picked.id \
                  RETURNING j.id, j.kind, j.args, j.attempt, j.max_attempts, j.token, \
-                   j.timeout_ms, j.backoff_base_ms, j.backoff_max_ms, j.priority, j.run_at",
+                   j.timeout_ms, j.backoff_base_ms, j.backoff_max_ms, j.priority, j.run_at, \
+                   j.memory_limit",
                 &[&queue, &now, &limit, &owner, &lease_until, &node],
             )?;
             let mut picked = Vec::with_capacity(rows.len());
@@ -621,11 +635,24 @@ impl Store for PgStore {
                         base_ms: r.try_get::<_, i64>(7).map_err(g)?.max(0) as u64,
                         max_ms: r.try_get::<_, i64>(8).map_err(g)?.max(0) as u64,
                     },
+                    r.try_get::<_, Option<i64>>(11).map_err(g)?,
                 ));
             }
             picked.sort_by_key(|p| (p.0, p.1));
             let mut claimed = Vec::with_capacity(picked.len());
-            for (_, id, kind, args, attempt, max_attempts, token, timeout_ms, backoff) in picked {
+            for (
+                _,
+                id,
+                kind,
+                args,
+                attempt,
+                max_attempts,
+                token,
+                timeout_ms,
+                backoff,
+                memory_limit,
+            ) in picked
+            {
                 let ev = state_event(tx, id, JobState::Running, attempt, None)?;
                 claimed.push(Claimed {
                     id,
@@ -635,6 +662,7 @@ impl Store for PgStore {
                     max_attempts,
                     token,
                     timeout_ms: timeout_ms.map(|t| t.max(0) as u64),
+                    memory_limit: memory_limit.map(|m| m.max(0) as u64),
                     backoff,
                     event: ev,
                 });

@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     max_attempts INTEGER NOT NULL,
     timeout_ms INTEGER,
     unique_key TEXT,
+    memory_limit INTEGER,
     run_at INTEGER NOT NULL,
     inserted_at INTEGER NOT NULL,
     backoff_base_ms INTEGER NOT NULL,
@@ -66,7 +67,7 @@ CREATE INDEX IF NOT EXISTS job_events_job ON job_events (job_id, seq);
 
 const COLUMNS: &str = "id, kind, queue, args, state, priority, attempt, max_attempts, timeout_ms, \
     unique_key, run_at, progress_pct, progress_message, progress_data, result, error, node, \
-    completions, cancel_requested";
+    completions, cancel_requested, memory_limit";
 
 /// The most writes one group commit takes.
 const MAX_BATCH: usize = 512;
@@ -160,6 +161,20 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+/// Brings a store created by an older version up to [`SCHEMA`]: adds the
+/// columns it lacks (`memory_limit`).
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let has_memory_limit: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE name = 'memory_limit'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_memory_limit == 0 {
+        conn.execute_batch("ALTER TABLE jobs ADD COLUMN memory_limit INTEGER")?;
+    }
+    Ok(())
+}
+
 fn parse_json(text: Option<String>) -> Option<Value> {
     text.and_then(|t| serde_json::from_str(&t).ok())
 }
@@ -191,6 +206,7 @@ fn record(row: &Row<'_>, now: Millis) -> rusqlite::Result<JobRecord> {
         node: row.get(16)?,
         completions: row.get(17)?,
         cancel_requested: row.get::<_, i64>(18)? != 0,
+        memory_limit: row.get::<_, Option<i64>>(19)?.map(|m| m.max(0) as u64),
     })
 }
 
@@ -311,6 +327,7 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         SqliteStore::with_conn(conn, Some(lock))
     }
 
@@ -427,8 +444,8 @@ fn insert_in(tx: &Transaction<'_>, job: &NewJob) -> Result<Inserted, StoreError>
     };
     tx.execute(
         "INSERT INTO jobs (kind, queue, args, state, priority, max_attempts, timeout_ms, \
-         unique_key, run_at, inserted_at, backoff_base_ms, backoff_max_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+         unique_key, run_at, inserted_at, backoff_base_ms, backoff_max_ms, memory_limit) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         params![
             job.kind,
             job.queue,
@@ -442,6 +459,7 @@ fn insert_in(tx: &Transaction<'_>, job: &NewJob) -> Result<Inserted, StoreError>
             now,
             job.backoff.base_ms.min(i64::MAX as u64) as i64,
             job.backoff.max_ms.min(i64::MAX as u64) as i64,
+            job.memory_limit.map(|m| m.min(i64::MAX as u64) as i64),
         ],
     )?;
     let id = tx.last_insert_rowid();
@@ -488,7 +506,7 @@ fn claim_in(
     {
         let mut stmt = tx.prepare_cached(
             "SELECT id, kind, args, attempt, max_attempts, token, timeout_ms, \
-             backoff_base_ms, backoff_max_ms FROM jobs \
+             backoff_base_ms, backoff_max_ms, memory_limit FROM jobs \
              WHERE queue = ?1 AND state IN ('queued', 'scheduled', 'retrying') \
              AND run_at <= ?2 ORDER BY priority, run_at, id LIMIT ?3",
         )?;
@@ -507,11 +525,12 @@ fn claim_in(
                     base_ms: r.get::<_, i64>(7)?.max(0) as u64,
                     max_ms: r.get::<_, i64>(8)?.max(0) as u64,
                 },
+                r.get::<_, Option<i64>>(9)?,
             ));
         }
     }
     let mut claimed = Vec::with_capacity(rows.len());
-    for (id, kind, args, attempt, max_attempts, token, timeout_ms, backoff) in rows {
+    for (id, kind, args, attempt, max_attempts, token, timeout_ms, backoff, memory_limit) in rows {
         tx.execute(
             "UPDATE jobs SET state = 'running', attempt = ?2, token = ?3, \
              lease_owner = ?4, lease_until = ?5, node = ?6 WHERE id = ?1",
@@ -526,6 +545,7 @@ fn claim_in(
             max_attempts,
             token,
             timeout_ms: timeout_ms.map(|t| t.max(0) as u64),
+            memory_limit: memory_limit.map(|m| m.max(0) as u64),
             backoff,
             event: ev,
         });

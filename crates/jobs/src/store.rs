@@ -143,6 +143,8 @@ pub struct NewJob {
     pub max_attempts: u32,
     /// The soft timeout of each attempt, if any.
     pub timeout_ms: Option<u64>,
+    /// The memory limit of each attempt's process, in bytes, if any.
+    pub memory_limit: Option<u64>,
     /// While a job with this key is pending (not final), enqueueing another
     /// returns the first's id.
     pub unique_key: Option<String>,
@@ -187,6 +189,8 @@ pub struct Claimed {
     pub token: i64,
     /// The soft timeout of the attempt.
     pub timeout_ms: Option<u64>,
+    /// The memory limit of the attempt's process, in bytes.
+    pub memory_limit: Option<u64>,
     /// Its retry delays.
     pub backoff: Backoff,
     /// The event recording the claim.
@@ -238,6 +242,8 @@ pub struct JobRecord {
     pub max_attempts: u32,
     /// The soft timeout of each attempt.
     pub timeout_ms: Option<u64>,
+    /// The memory limit of each attempt's process, in bytes.
+    pub memory_limit: Option<u64>,
     /// Its uniqueness key.
     pub unique_key: Option<String>,
     /// When it runs next (or ran last).

@@ -535,3 +535,35 @@ fn a_queue_runs_at_most_its_limit_and_lowest_priority_first() {
         assert_eq!(peak.load(Ordering::SeqCst), 2);
     });
 }
+
+/// §9.5: without the counting allocator (this test binary has none) a
+/// memory limit cannot be enforced: the job fails at once, saying why,
+/// instead of running unlimited.
+#[test]
+fn a_memory_limit_without_the_counting_allocator_fails_the_job_at_once() {
+    rt().block_on(async {
+        let (_d, s) = store();
+        let jobs = Jobs::builder(s, JobsConfig::default())
+            .kind(Double)
+            .start()
+            .await
+            .unwrap();
+        let id = jobs
+            .enqueue::<Double>(
+                DoubleArgs { n: 1 },
+                EnqueueOptions {
+                    memory_limit: Some(1 << 20),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let done = jobs.wait_final(id, DEADLINE).await.expect("job finished");
+        assert_eq!((done.state, done.attempt), (JobState::Failed, 1));
+        let error = done.error.unwrap_or_default();
+        assert!(
+            error.starts_with("memory_limit: ") && error.contains("CountingAlloc"),
+            "{error}"
+        );
+    });
+}

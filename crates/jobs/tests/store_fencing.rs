@@ -21,6 +21,7 @@ fn new_job(kind: &str) -> NewJob {
         priority: 0,
         max_attempts: 3,
         timeout_ms: None,
+        memory_limit: None,
         unique_key: None,
         run_at: now_ms(),
         backoff: Backoff::default(),
@@ -316,4 +317,57 @@ fn a_killed_dispatcher_takes_its_jobs_down_and_its_successor_runs_them_again() {
             assert_eq!((rec.state, rec.completions), (JobState::Succeeded, 1));
             assert_ne!(jobs.dispatcher("default"), Some(dispatcher));
         });
+}
+
+/// A store file written before jobs had a memory limit opens: the column is
+/// added, old jobs read `None`, and a new job keeps its limit through a
+/// claim.
+#[test]
+fn a_store_from_before_memory_limits_is_migrated_at_open() {
+    let dir = ember_testkit::TempDir::new("ember-jobs-migrate");
+    let path = dir.path().join("jobs.db");
+    {
+        let old = rusqlite::Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, \
+             queue TEXT NOT NULL, args TEXT NOT NULL, state TEXT NOT NULL, \
+             priority INTEGER NOT NULL DEFAULT 0, attempt INTEGER NOT NULL DEFAULT 0, \
+             max_attempts INTEGER NOT NULL, timeout_ms INTEGER, unique_key TEXT, \
+             run_at INTEGER NOT NULL, inserted_at INTEGER NOT NULL, \
+             backoff_base_ms INTEGER NOT NULL, backoff_max_ms INTEGER NOT NULL, \
+             token INTEGER NOT NULL DEFAULT 0, lease_owner TEXT, lease_until INTEGER, \
+             node TEXT, progress_pct REAL, progress_message TEXT, progress_data TEXT, \
+             result TEXT, error TEXT, cancel_requested INTEGER NOT NULL DEFAULT 0, \
+             completions INTEGER NOT NULL DEFAULT 0, finished_at INTEGER); \
+             INSERT INTO jobs (kind, queue, args, state, max_attempts, run_at, inserted_at, \
+             backoff_base_ms, backoff_max_ms) VALUES ('old', 'default', 'null', 'queued', 1, \
+             0, 0, 1000, 1000);",
+        )
+        .unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    let old = s.get(1).unwrap().expect("the old job");
+    assert_eq!((old.kind.as_str(), old.memory_limit), ("old", None));
+    let id = s
+        .insert(&NewJob {
+            memory_limit: Some(1 << 20),
+            ..new_job("new")
+        })
+        .unwrap()
+        .id();
+    assert_eq!(s.get(id).unwrap().unwrap().memory_limit, Some(1 << 20));
+    let t = now_ms();
+    let claimed = s
+        .claim(
+            "default",
+            "a@h",
+            "a#1",
+            &Claimer::always(),
+            t,
+            t + 1_000,
+            10,
+        )
+        .unwrap();
+    let limits: Vec<_> = claimed.iter().map(|c| (c.id, c.memory_limit)).collect();
+    assert_eq!(limits, [(1, None), (id, Some(1 << 20))]);
 }

@@ -25,6 +25,7 @@ fn new_job(kind: &str) -> NewJob {
         priority: 0,
         max_attempts: 3,
         timeout_ms: None,
+        memory_limit: None,
         unique_key: None,
         run_at: now_ms(),
         backoff: Backoff::default(),
@@ -340,4 +341,69 @@ fn a_node_sleeping_on_an_empty_queue_wakes_when_another_enqueues() {
             let rec = jobs.wait_final(id, DEADLINE).await.expect("woken again");
             assert_eq!(rec.result, Some(json!(2)));
         });
+}
+
+/// A database at schema version 1 (before memory limits) is migrated at
+/// connect: old jobs read `None`, and a new job keeps its limit through a
+/// claim.
+#[test]
+fn a_version_1_database_gains_memory_limits_at_connect() {
+    if !required() {
+        return;
+    }
+    let pg = TempPostgres::start();
+    {
+        let mut old = postgres::Client::connect(&pg.url(), postgres::NoTls).unwrap();
+        old.batch_execute(
+            "CREATE TABLE ember_jobs (id BIGSERIAL PRIMARY KEY, kind TEXT NOT NULL, \
+             queue TEXT NOT NULL, args TEXT NOT NULL, state TEXT NOT NULL, \
+             priority BIGINT NOT NULL DEFAULT 0, attempt INTEGER NOT NULL DEFAULT 0, \
+             max_attempts INTEGER NOT NULL, timeout_ms BIGINT, unique_key TEXT, \
+             run_at BIGINT NOT NULL, inserted_at BIGINT NOT NULL, \
+             backoff_base_ms BIGINT NOT NULL, backoff_max_ms BIGINT NOT NULL, \
+             token BIGINT NOT NULL DEFAULT 0, lease_owner TEXT, lease_until BIGINT, \
+             node TEXT, progress_pct DOUBLE PRECISION, progress_message TEXT, \
+             progress_data TEXT, result TEXT, error TEXT, \
+             cancel_requested BOOLEAN NOT NULL DEFAULT FALSE, \
+             completions INTEGER NOT NULL DEFAULT 0, finished_at BIGINT); \
+             CREATE UNIQUE INDEX ember_jobs_unique ON ember_jobs (unique_key) \
+             WHERE unique_key IS NOT NULL \
+             AND state IN ('scheduled', 'queued', 'running', 'retrying'); \
+             CREATE TABLE ember_job_events (seq BIGSERIAL PRIMARY KEY, job_id BIGINT NOT NULL, \
+             type TEXT NOT NULL, data TEXT NOT NULL, at BIGINT NOT NULL); \
+             CREATE TABLE ember_jobs_schema (version INTEGER NOT NULL); \
+             INSERT INTO ember_jobs_schema (version) VALUES (1); \
+             INSERT INTO ember_jobs (kind, queue, args, state, max_attempts, run_at, \
+             inserted_at, backoff_base_ms, backoff_max_ms) \
+             VALUES ('old', 'default', 'null', 'queued', 1, 0, 0, 1000, 1000);",
+        )
+        .unwrap();
+    }
+    let s = PgStore::connect(&pg.url()).unwrap();
+    let old = s.get(1).unwrap().expect("the old job");
+    assert_eq!((old.kind.as_str(), old.memory_limit), ("old", None));
+    let id = s
+        .insert(&NewJob {
+            memory_limit: Some(1 << 20),
+            ..new_job("new")
+        })
+        .unwrap()
+        .id();
+    assert_eq!(s.get(id).unwrap().unwrap().memory_limit, Some(1 << 20));
+    let t = now_ms();
+    let claimed = s
+        .claim(
+            "default",
+            "a@h",
+            "a#1",
+            &Claimer::always(),
+            t,
+            t + 1_000,
+            10,
+        )
+        .unwrap();
+    let limits: Vec<_> = claimed.iter().map(|c| (c.id, c.memory_limit)).collect();
+    assert_eq!(limits, [(1, None), (id, Some(1 << 20))]);
+    // A second node connecting finds version 2 and changes nothing.
+    drop(PgStore::connect(&pg.url()).unwrap());
 }

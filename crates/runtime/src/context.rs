@@ -144,11 +144,13 @@ pub(crate) fn consume_reductions(n: u32) -> bool {
 /// Records the yield so the scheduler queues the process as batch work.
 pub(crate) fn should_yield() -> bool {
     // A process suspended on a busy distribution connection stops at its
-    // next yield point (the scheduler then leaves it until it is resumed).
+    // next yield point (the scheduler then leaves it until it is resumed);
+    // so does one over its memory limit (its poll returns, and the worker
+    // kills it: `crate::memory`).
     let suspended = CURRENT.with(|c| {
-        c.borrow()
-            .as_ref()
-            .is_some_and(|p| p.busy_dist.load(std::sync::atomic::Ordering::Acquire) > 0)
+        c.borrow().as_ref().is_some_and(|p| {
+            p.busy_dist.load(std::sync::atomic::Ordering::Acquire) > 0 || p.is_over_memory_limit()
+        })
     });
     if suspended {
         YIELDED.with(|y| y.set(true));

@@ -39,6 +39,13 @@ pub struct ProcessInfo {
     pub mailbox_len: usize,
     /// Estimated bytes it owns (control block, body, queued messages, relations).
     pub memory_bytes: usize,
+    /// Its memory limit ([`Spawn::memory_limit`](crate::Spawn::memory_limit)),
+    /// if it has one.
+    pub memory_limit: Option<usize>,
+    /// Bytes attributed to it under its limit: allocated during its polls
+    /// less what it freed there, never below zero (docs/semantics.md §9.5).
+    /// Counted only for a process with a limit.
+    pub memory_attributed_bytes: Option<usize>,
     /// Linked processes.
     pub links: Vec<Pid>,
     /// Processes it monitors, with the monitor references.
@@ -370,6 +377,8 @@ fn info_of(process: &Process) -> ProcessInfo {
         cpu_time: Duration::from_nanos(process.cpu_ns.load(Ordering::Relaxed)),
         mailbox_len: process.mailbox.len(),
         memory_bytes: process.memory_estimate(),
+        memory_limit: process.limited_memory().and_then(|m| m.limit()),
+        memory_attributed_bytes: process.limited_memory().map(|m| m.used()),
         links,
         monitors,
         monitored_by,

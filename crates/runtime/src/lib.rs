@@ -65,6 +65,7 @@ mod introspect;
 pub mod io;
 mod loom;
 mod mailbox;
+mod memory;
 mod message;
 pub mod net;
 mod pid;
@@ -85,6 +86,7 @@ pub use introspect::{
 };
 pub use io::{group_leader, set_group_leader};
 pub use mailbox::Envelope;
+pub use memory::{memory_kill, memory_limit, set_memory_limit, MemoryKill, MemoryLimitUnsupported};
 pub use message::{
     receive, receive_any, self_pid, send, send_named, sleep, try_receive, try_self_pid,
     yield_point, NameNotFound, Receive, ReceiveAny, ReceiveTimeout, YieldPoint,

@@ -15,11 +15,12 @@ use std::cell::UnsafeCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use futures_task::ArcWake;
 
+use crate::alloc::MemoryAccount;
 use crate::loom::sync::atomic::{AtomicU32, AtomicU8};
 use crate::loom::sync::Mutex;
 use crate::mailbox::Mailbox;
@@ -230,6 +231,9 @@ pub(crate) struct Process {
     pub(crate) busy_dist: AtomicU32,
     /// Size of the body's state machine, for the memory estimate.
     pub(crate) future_size: u32,
+    /// Its memory account (`crate::memory`), boxed on the first limit so a
+    /// process without one pays 16 bytes.
+    memory: OnceLock<Box<MemoryAccount>>,
     pub(crate) rt: Arc<Shared>,
 }
 
@@ -258,8 +262,32 @@ impl Process {
             offenses: AtomicU8::new(0),
             busy_dist: AtomicU32::new(0),
             future_size: u32::try_from(future_size).unwrap_or(u32::MAX),
+            memory: OnceLock::new(),
             rt,
         }
+    }
+
+    /// Its memory account, if a limit was ever set.
+    pub(crate) fn memory(&self) -> Option<&MemoryAccount> {
+        self.memory.get().map(|account| &**account)
+    }
+
+    /// Its memory account, created without a limit if it has none: only
+    /// the process itself (or its spawner, before it is published) calls
+    /// this, to set a limit.
+    pub(crate) fn memory_account(&self) -> &MemoryAccount {
+        self.memory.get_or_init(|| Box::new(MemoryAccount::new()))
+    }
+
+    /// The account allocations during its polls are charged to: its
+    /// account if it has a limit now.
+    pub(crate) fn limited_memory(&self) -> Option<&MemoryAccount> {
+        self.memory().filter(|account| account.limit().is_some())
+    }
+
+    /// Whether it went over its memory limit (and is or will be killed).
+    pub(crate) fn is_over_memory_limit(&self) -> bool {
+        self.memory().is_some_and(MemoryAccount::is_over)
     }
 
     /// Whether exit signals are turned into messages.

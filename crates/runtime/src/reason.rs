@@ -46,6 +46,19 @@ impl ExitReason {
         ExitReason::Error(description.to_string().into())
     }
 
+    /// `memory_limit`: the process went over its memory limit
+    /// ([`Spawn::memory_limit`](crate::Spawn::memory_limit)) and was killed,
+    /// untrappably (docs/semantics.md §9.5). An atom, as a
+    /// [`ExitReason::Term`].
+    pub fn memory_limit() -> ExitReason {
+        ExitReason::Term(Arc::new(Term::atom(crate::memory::MEMORY_LIMIT)))
+    }
+
+    /// Whether this is `memory_limit` ([`ExitReason::memory_limit`]).
+    pub fn is_memory_limit(&self) -> bool {
+        matches!(self, ExitReason::Term(t) if t.is_atom(crate::memory::MEMORY_LIMIT))
+    }
+
     /// Whether this is exactly `normal`, the one reason links do not propagate.
     pub fn is_normal(&self) -> bool {
         matches!(self, ExitReason::Normal)

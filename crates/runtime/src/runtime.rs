@@ -72,6 +72,8 @@ pub(crate) struct Shared {
     pub(crate) aliases: DashMap<u64, crate::alias::AliasEntry>,
     /// The distribution state, once the runtime is a node (`crate::dist`).
     pub(crate) dist: parking_lot::RwLock<Option<Arc<crate::dist::DistState>>>,
+    /// The last processes killed over their memory limit (`crate::memory`).
+    pub(crate) memory_kills: crate::memory::MemoryKills,
 }
 
 impl Shared {
@@ -166,6 +168,7 @@ impl Builder {
             io: crate::io::NodeIo::default(),
             aliases: DashMap::new(),
             dist: parking_lot::RwLock::new(None),
+            memory_kills: Default::default(),
         });
         let mut threads = Vec::new();
         let mut io_stop = None;

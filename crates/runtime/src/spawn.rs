@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use crate::context;
+use crate::memory::MemoryLimitUnsupported;
 use crate::pid::{MonitorRef, Pid};
 use crate::process::{BoxFuture, Priority, Process};
 use crate::reason::{ExitReason, IntoExitReason};
@@ -41,6 +42,7 @@ pub struct Spawn {
     monitor: bool,
     group_leader: Option<Pid>,
     queued: bool,
+    memory_limit: Option<usize>,
 }
 
 /// What [`Spawn::spawn`] started.
@@ -60,6 +62,9 @@ pub enum SpawnError {
     Register(RegisterError),
     /// `link` or `monitor` was asked for outside a process: there is no parent.
     NoParent,
+    /// A [`Spawn::memory_limit`] was asked for, but no counting allocator
+    /// is installed to enforce it.
+    MemoryLimit(MemoryLimitUnsupported),
 }
 
 impl std::fmt::Display for SpawnError {
@@ -69,6 +74,7 @@ impl std::fmt::Display for SpawnError {
             SpawnError::NoParent => {
                 f.write_str("link or monitor requested outside a process: there is no parent")
             }
+            SpawnError::MemoryLimit(e) => write!(f, "cannot set the memory limit: {e}"),
         }
     }
 }
@@ -140,6 +146,18 @@ impl Spawn {
         self
     }
 
+    /// Gives the process a memory limit, in bytes: allocations made while it
+    /// is polled are attributed to it (net of its frees), and going over the
+    /// limit kills it with the untrappable reason `memory_limit`
+    /// ([`ExitReason::memory_limit`]; docs/semantics.md §9.5). Needs a
+    /// counting global allocator ([`CountingAlloc`](crate::CountingAlloc)
+    /// or [`Counting`](crate::Counting)); without one the spawn fails with
+    /// [`SpawnError::MemoryLimit`].
+    pub fn memory_limit(mut self, bytes: usize) -> Spawn {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
     /// Starts the process. Inside a process it runs on the caller's runtime.
     ///
     /// # Panics
@@ -198,6 +216,9 @@ impl Shared {
         if (options.link || options.monitor) && parent.is_none() {
             return Err(SpawnError::NoParent);
         }
+        if options.memory_limit.is_some() && !crate::alloc::installed() {
+            return Err(SpawnError::MemoryLimit(MemoryLimitUnsupported));
+        }
         let pid = self.next_pid();
         let as_next = !options.queued;
         let spawned_as = options
@@ -214,6 +235,10 @@ impl Shared {
             options.priority,
             options.trap_exit,
         ));
+        if options.memory_limit.is_some() {
+            // Nobody else sees the process yet.
+            process.memory_account().set_limit(options.memory_limit);
+        }
         // The group leader: asked for, else the parent's if it has its own
         // (one flag load when it has not), else the node's default.
         if let Some(leader) = options

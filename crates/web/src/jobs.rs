@@ -3,8 +3,8 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `POST /api/jobs` with `{"kind", "args", "queue"?, "priority"?, "max_attempts"?, "timeout_ms"?, "unique_key"?, "run_at"?}` | `202 {"id"}` and `Location: /api/jobs/ID`; `400` with a message for an unknown kind, bad args or a bad field |
-//! | `GET /api/jobs/ID` | `{"id", "kind", "state", "attempt", "progress": {"pct", "message"}, "result", "error", "node"}` (and `queue`, `priority`, `max_attempts`, `run_at`, `args`); `404` if there is no such job |
+//! | `POST /api/jobs` with `{"kind", "args", "queue"?, "priority"?, "max_attempts"?, "timeout_ms"?, "memory_limit"?, "unique_key"?, "run_at"?}` | `202 {"id"}` and `Location: /api/jobs/ID`; `400` with a message for an unknown kind, bad args or a bad field |
+//! | `GET /api/jobs/ID` | `{"id", "kind", "state", "attempt", "progress": {"pct", "message"}, "result", "error", "node"}` (and `queue`, `priority`, `max_attempts`, `memory_limit`, `run_at`, `args`); `404` if there is no such job |
 //! | `GET /api/jobs?state=S&limit=N&after=ID` | a JSON array of such objects in id order, ids above `after`, at most `limit` (default 100, at most 1000) |
 //! | `GET /api/jobs/ID/events` | server-sent events: every stored state change (`event: state`) and progress report (`event: progress`) of the job, `id:` its sequence number; replays from `Last-Event-ID` (or `?after=`), then follows live, and ends after a final state |
 //! | `DELETE /api/jobs/ID` | `202 {"id", "state"}`: a waiting job is cancelled, a running one's process is killed (within a second); `409` if it had finished, `404` if unknown |
@@ -19,12 +19,20 @@
 //! `succeeded`, `failed`, `cancelled`. `priority`: lower runs first
 //! (default 0). `run_at`: milliseconds since the Unix epoch (a number below
 //! 10¹¹ is taken as seconds) or an RFC 3339 time such as
-//! `2030-01-01T00:00:00Z`.
+//! `2030-01-01T00:00:00Z`. `memory_limit`: bytes each attempt's process may
+//! hold (allocated net during its polls; 0 or absent: the kind's default,
+//! else none); an attempt over it is killed and fails with `"error":
+//! "memory_limit: used N bytes over the limit of M"`, retried like any
+//! failure (docs/semantics.md §9.5). In answers it is the job's limit or
+//! `null`.
 //!
 //! The demo kinds ([`demo_kinds`]): `llm` `{"seconds": S}` simulates a slow
 //! streamed model call (progress about once a second, done after S s);
 //! `fact` `{"n": N}` computes N! (result: its bit length, as `/fact`);
-//! `flaky` `{"fail_times": K}` fails its first K attempts, then succeeds.
+//! `flaky` `{"fail_times": K}` fails its first K attempts, then succeeds;
+//! `leak` `{"mb_per_s": X}` allocates and holds X MiB a second (for at most
+//! a minute) under a default memory limit of 64 MiB, once: it is killed for
+//! `memory_limit` when X is above about 1.
 
 use std::time::Duration;
 
@@ -69,6 +77,20 @@ pub struct FlakyArgs {
     /// How many attempts fail first.
     pub fail_times: u32,
 }
+
+/// The args of `leak`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeakArgs {
+    /// MiB allocated (and held) per second.
+    pub mb_per_s: f64,
+}
+
+/// The most `leak` allocates per second, in MiB.
+pub const LEAK_MAX_MB_PER_S: f64 = 1024.0;
+
+/// The memory limit of a `leak` job unless it says otherwise (64 MiB).
+pub const LEAK_MEMORY_LIMIT: u64 = 64 << 20;
 
 /// The `llm` kind: a slow streamed model call.
 #[derive(Debug)]
@@ -143,9 +165,56 @@ impl JobKind for Flaky {
     }
 }
 
-/// Registers the demo kinds `llm`, `fact` and `flaky` (see the module docs).
+/// The `leak` kind: a job that leaks memory until its memory limit kills it.
+#[derive(Debug)]
+pub struct Leak;
+
+impl JobKind for Leak {
+    type Args = LeakArgs;
+    const NAME: &'static str = "leak";
+
+    fn options(&self) -> KindOptions {
+        KindOptions {
+            memory_limit: Some(LEAK_MEMORY_LIMIT),
+            max_attempts: Some(1),
+            ..KindOptions::default()
+        }
+    }
+
+    fn validate(&self, args: &LeakArgs) -> Result<(), String> {
+        if args.mb_per_s > 0.0 && args.mb_per_s <= LEAK_MAX_MB_PER_S {
+            Ok(())
+        } else {
+            Err(format!(
+                "mb_per_s must be above 0 and at most {LEAK_MAX_MB_PER_S}"
+            ))
+        }
+    }
+
+    async fn run(&self, ctx: JobContext, args: LeakArgs) -> Result<Value, JobError> {
+        // Ten steps a second, for a minute at most.
+        const STEPS: u32 = 600;
+        let step = (args.mb_per_s * f64::from(1u32 << 20) / 10.0) as usize;
+        let mut held: Vec<Vec<u8>> = Vec::new();
+        for i in 1..=STEPS {
+            held.push(vec![1u8; step]);
+            if i % 10 == 0 {
+                let mib = (step * held.len()) >> 20;
+                let _ = ctx.progress(
+                    f64::from(i) / f64::from(STEPS) * 100.0,
+                    format!("holding {mib} MiB"),
+                );
+            }
+            ember_runtime::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(json!({ "held_bytes": step * held.len() }))
+    }
+}
+
+/// Registers the demo kinds `llm`, `fact`, `flaky` and `leak` (see the
+/// module docs).
 pub fn demo_kinds(builder: JobsBuilder) -> JobsBuilder {
-    builder.kind(Llm).kind(Fact).kind(Flaky)
+    builder.kind(Llm).kind(Fact).kind(Flaky).kind(Leak)
 }
 
 /// A slow streamed model call: a "token" about once a second.
@@ -235,6 +304,7 @@ pub fn job_json(r: &JobRecord) -> Value {
         "queue": r.queue,
         "priority": r.priority,
         "max_attempts": r.max_attempts,
+        "memory_limit": r.memory_limit,
         "run_at": r.run_at,
         "args": r.args,
     })
@@ -250,6 +320,7 @@ struct Create {
     priority: Option<i64>,
     max_attempts: Option<u32>,
     timeout_ms: Option<u64>,
+    memory_limit: Option<u64>,
     unique_key: Option<String>,
     run_at: Option<Value>,
 }
@@ -271,6 +342,7 @@ async fn create(jobs: Jobs, req: Request) -> Response {
         priority: body.priority.unwrap_or(0),
         max_attempts: body.max_attempts,
         timeout_ms: body.timeout_ms.filter(|&t| t > 0),
+        memory_limit: body.memory_limit.filter(|&m| m > 0),
         unique_key: body.unique_key,
         run_at,
         backoff: None,

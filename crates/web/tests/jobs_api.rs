@@ -1,7 +1,11 @@
 //! The jobs HTTP API, an exact contract: enqueue (202 + Location, 400),
 //! a job's JSON, listing with state/limit/after, SSE with replay from
 //! `Last-Event-ID`, and cancel (a running job's process stops within a
-//! second), on a real SQLite store with the demo kinds.
+//! second), memory limits, on a real SQLite store with the demo kinds.
+
+// Memory limits need the counting allocator.
+#[global_allocator]
+static ALLOC: ember_runtime::CountingAlloc = ember_runtime::CountingAlloc;
 
 mod support;
 
@@ -216,7 +220,7 @@ fn listing_filters_by_state_and_pages_with_limit_and_after() {
         let (_, counts) = get_json(addr, "/api/jobs/counts").await;
         assert_eq!(counts["counts"]["scheduled"], 5, "{counts}");
         assert_eq!(counts["counts"]["running"], 0, "{counts}");
-        assert_eq!(counts["kinds"], json!(["fact", "flaky", "llm"]));
+        assert_eq!(counts["kinds"], json!(["fact", "flaky", "leak", "llm"]));
         let (status, _) = get_json(addr, "/api/jobs?state=bogus").await;
         assert_eq!(status, 400);
         let (status, _) = get_json(addr, "/api/jobs?limit=x").await;
@@ -450,6 +454,42 @@ fn flaky_fails_its_first_attempts_then_succeeds_and_unique_keys_dedupe() {
         )
         .await;
         assert_eq!(r.status, 202);
+        server.shutdown().await;
+    });
+}
+
+/// `memory_limit` in an enqueue limits each attempt's process: the `leak`
+/// demo kind over it fails with the `memory_limit` error, and the job's JSON
+/// shows the limit; without it the kind's default (64 MiB) shows.
+#[test]
+fn a_job_over_its_memory_limit_fails_with_the_memory_limit_error() {
+    run(2, async {
+        let (server, _jobs, _dir) = start().await;
+        let addr = server.local_addr();
+        let limit = 4u64 << 20;
+        let (code, v) = post(
+            addr,
+            json!({"kind": "leak", "args": {"mb_per_s": 100}, "memory_limit": limit}),
+        )
+        .await;
+        assert_eq!(code, 202, "{v}");
+        let id = v["id"].as_i64().unwrap();
+        let job = wait_for(addr, id, Duration::from_secs(20), |j| {
+            j["state"] == "failed"
+        })
+        .await;
+        assert_eq!(job["memory_limit"], json!(limit));
+        let error = job["error"].as_str().unwrap_or_default();
+        assert!(
+            error.starts_with("memory_limit: used ")
+                && error.ends_with(&format!("bytes over the limit of {limit}")),
+            "{job}"
+        );
+        let (code, v) = post(addr, json!({"kind": "leak", "args": {"mb_per_s": 0}})).await;
+        assert_eq!(code, 400, "{v}");
+        let (_, v) = post(addr, json!({"kind": "leak", "args": {"mb_per_s": 1}})).await;
+        let (_, job) = get_json(addr, &format!("/api/jobs/{}", v["id"])).await;
+        assert_eq!(job["memory_limit"], json!(jobs::LEAK_MEMORY_LIMIT));
         server.shutdown().await;
     });
 }

@@ -662,9 +662,16 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
         normal_cpu: 0,
     };
     let mut relieved = false;
+    let mut memory_epoch = crate::alloc::OVER_EPOCH.load(Ordering::Acquire);
     while !sched.is_shut_down() {
         thread::park_timeout(period);
         look += 1;
+        // A process went over its memory limit since the last look (acquire:
+        // its account's mark is visible): the polls in progress are looked
+        // at below; a poll that has returned was handled by its worker.
+        let epoch = crate::alloc::OVER_EPOCH.load(Ordering::Acquire);
+        let check_memory = epoch != memory_epoch;
+        memory_epoch = epoch;
         let mut active = false;
         // Until the soonest moment a running poll could reach the threshold.
         let mut next_look = config.watchdog_period;
@@ -719,6 +726,9 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
                 continue;
             }
             active = true;
+            if check_memory {
+                kill_over_limit(&rt, sample.pid_key);
+            }
             let poll = PollSeen {
                 pid_key: sample.pid_key,
                 cpu: Duration::from_nanos(sample.cpu.saturating_sub(poll_base)),
@@ -807,6 +817,17 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
         } else {
             (period * 2).min(idle_period)
         };
+    }
+}
+
+/// Kills the process of a poll in progress if it went over its memory limit
+/// (`crate::memory`): it is dead for everyone at once, and `should_stop()`
+/// turns true for its native loop.
+fn kill_over_limit(rt: &Shared, pid_key: u64) {
+    if let Some(process) = rt.lookup(Pid::local(pid_key)) {
+        if process.is_over_memory_limit() {
+            crate::memory::kill_if_over(&process);
+        }
     }
 }
 

@@ -26,7 +26,9 @@ use super::os::{self, ThreadClock};
 use super::queue::{Class, RunQueue};
 use super::slot::Slot;
 use super::Scheduler;
+use crate::alloc;
 use crate::context;
+use crate::memory;
 use crate::net::reactor;
 use crate::process::{bump, Process, TransitionToIdle};
 use crate::reason::ExitReason;
@@ -392,8 +394,17 @@ fn run(
         }
         let waker = futures_task::waker_ref(process);
         let mut cx = Context::from_waker(&waker);
+        // A process with a memory limit is charged what this thread
+        // allocates during the poll (`crate::alloc`); others cost nothing.
+        // SAFETY: the context holds the process's `Arc` for the poll, and
+        // the account is taken off the thread right after it.
+        let previous = unsafe { alloc::enter_account(process.limited_memory()) };
         // SAFETY: `transition_to_running` gave this thread `RUNNING`.
-        panic::catch_unwind(AssertUnwindSafe(|| unsafe { process.body.poll(&mut cx) }))
+        let polled =
+            panic::catch_unwind(AssertUnwindSafe(|| unsafe { process.body.poll(&mut cx) }));
+        // SAFETY: `previous` is what was there before (null on a worker).
+        unsafe { alloc::restore_account(previous) };
+        polled
     });
     let reductions = u64::from(context::reductions_used());
     let yielded = context::take_yielded();
@@ -415,6 +426,21 @@ fn run(
     } else if slot.is_some() && me.background.load(Ordering::Acquire) {
         // Retaken and demoted during this poll: a CPU hog.
         process.record_offense();
+    }
+    let mut outcome = outcome;
+    // Over its memory limit during this poll (and the watchdog did not get
+    // to it first): it ends now with `memory_limit`, whatever the body did.
+    if memory::claim_after_poll(&process) {
+        if let Ok(Some(Poll::Pending)) = outcome {
+            // Still running: terminated like a kill, dropped just below.
+            signal::terminate(&process, ExitReason::memory_limit());
+        } else {
+            let finished = std::mem::replace(
+                &mut outcome,
+                Ok(Some(Poll::Ready(ExitReason::memory_limit()))),
+            );
+            drop_contained(finished);
+        }
     }
     match outcome {
         Ok(Some(Poll::Pending)) => match process.state.transition_to_idle() {
@@ -458,7 +484,11 @@ pub(crate) fn drop_future(process: &Arc<Process>) {
     // else can hold at the same time; `RUNNING` is not cleared after this, so
     // nobody polls or drops the body again.
     let body = unsafe { process.body.take() };
-    // The caller may be another process's poll (a kill): keep its slice.
+    // The caller may be another process's poll (a kill): keep its slice,
+    // and do not credit it with the frees of the dying process.
+    // SAFETY: null needs nothing alive; the caller's account is put back
+    // below, while the caller still holds its process.
+    let account = unsafe { alloc::enter_account(None) };
     let previous = context::swap_current(Some(process.clone()));
     if panic::catch_unwind(AssertUnwindSafe(move || drop(body))).is_err() {
         tracing::warn!(pid = %process.pid, "a destructor panicked while dropping a process body");
@@ -472,6 +502,9 @@ pub(crate) fn drop_future(process: &Arc<Process>) {
         tracing::warn!(pid = %process.pid, "a message destructor panicked while dropping a mailbox");
     }
     context::swap_current(previous);
+    // SAFETY: the account the caller had installed, whose process the caller
+    // still holds (see `enter_account`).
+    unsafe { alloc::restore_account(account) };
     process.rt.forget_zombie(process);
 }
 

@@ -241,6 +241,8 @@ async function showInfo(pid) {
       ["CPU time", fmtMs(info.cpu_time_ms)],
       ["mailbox", fmtNum(info.mailbox_len) + " messages"],
       ["memory", fmtBytes(info.memory_bytes)],
+      ["memory limit", info.memory_limit == null ? "none"
+        : `${fmtBytes(info.memory_attributed_bytes)} of ${fmtBytes(info.memory_limit)} allocated`],
       ["links", list(info.links)],
       ["monitors", list(info.monitors)],
       ["monitored by", list(info.monitored_by)],
@@ -486,7 +488,7 @@ function drawLoad(load) {
 stream("/api/system/events", onSystem);
 // ---- jobs -------------------------------------------------------------------------
 
-const JOB_EXAMPLES = { llm: '{"seconds": 20}', fact: '{"n": 200000}', flaky: '{"fail_times": 2}' };
+const JOB_EXAMPLES = { llm: '{"seconds": 20}', fact: '{"n": 200000}', flaky: '{"fail_times": 2}', leak: '{"mb_per_s": 16}' };
 const FINAL = new Set(["succeeded", "failed", "cancelled"]);
 let jobSource = null;
 

@@ -106,6 +106,8 @@ pub(crate) fn info_json(info: &ProcessInfo) -> Value {
         "cpu_time_ms": info.cpu_time.as_secs_f64() * 1e3,
         "mailbox_len": info.mailbox_len,
         "memory_bytes": info.memory_bytes,
+        "memory_limit": info.memory_limit,
+        "memory_attributed_bytes": info.memory_attributed_bytes,
         "links": info.links.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "monitors": info.monitors.iter().map(|(_, p)| p.to_string()).collect::<Vec<_>>(),
         "monitored_by": info.monitored_by.iter().map(ToString::to_string).collect::<Vec<_>>(),
