@@ -227,7 +227,10 @@ fn loom_models_a_killed_dispatchers_late_claim_cannot_strand_a_job() {
         let late = zombie.join().unwrap();
         let r = s.lock().unwrap();
         assert_eq!(r.state, State::Running, "{r:?}");
-        assert!(late.is_none_or(|t| t < r.token), "the zombie's claim survived: {r:?}");
+        assert!(
+            late.is_none_or(|t| t < r.token),
+            "the zombie's claim survived: {r:?}"
+        );
         assert_eq!(mine, Some(r.token), "the successor runs the job: {r:?}");
     });
 }
