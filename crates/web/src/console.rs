@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `/` | home: what the demo shows, links to the rest, live system figures |
 //! | `/math` | ∑(1..n) or n! in a pool of workers with a limit and a queue; `n = 13` crashes on purpose |
-//! | `/load` | up to a million supervised workers, a failure rate, schedulers online, live graphs |
+//! | `/load` | up to a million supervised workers, a failure rate, schedulers online, live graphs; the figures of any connected node |
 //! | `/top` | the ten processes that used most CPU in the last second, with info and kill |
 //! | `/cluster` | connected nodes (name, up since, traffic), and Top and info of another node's processes |
 //! | `/jobs` | durable jobs: counts, enqueue, progress, cancel (reads the application's `/api/jobs`) |
