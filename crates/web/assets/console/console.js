@@ -463,7 +463,8 @@ function loadPage() {
       ]);
     } else if (load.kind === "ember") {
       say(`Showing ${load.node}, an Ember node: its own figures, taken by its console's sampler. ` +
-        `The controls above change ${self || "this node"}, not ${load.node}.`);
+        `The controls (workers, failure rate, schedulers) change this node (${self || "this node"}) only: ` +
+        `select it to use them.`);
       setFacts($("load-facts"), [
         ["node", load.node],
         ["workers", `${fmtNum(load.live_workers)} alive of ${fmtNum(load.workers)} wanted${load.starting ? " (starting…)" : ""}`],
@@ -477,7 +478,8 @@ function loadPage() {
     } else {
       say(`Showing ${load.node}, an Erlang node: what erlang:system_info/1, statistics/1 and memory/1 tell. ` +
         `It runs no load demo (no jobs or failures) and per-scheduler utilisation is not available; ` +
-        `the CPU line is the VM's CPU time over wall time × schedulers online.`);
+        `the CPU line is the VM's CPU time over wall time × schedulers online. ` +
+        `The controls change this node (${self || "this node"}) only: select it to use them.`);
       setFacts($("load-facts"), [
         ["node", load.node],
         ["processes", fmtNum(load.process_count)],
@@ -496,6 +498,8 @@ function loadPage() {
     if (source) { source.close(); source = null; }
     shown = node;
     latest = null;
+    // The controls change this node only: hidden while another is shown.
+    form.style.display = node ? "none" : "";
     for (const c of form.querySelectorAll("input, button")) c.disabled = !!node;
     const q = node ? `?node=${encodeURIComponent(node)}` : "";
     history.replaceState(null, "", "/load" + q);
@@ -539,6 +543,7 @@ function drawLoad(load) {
     legend("legend-jobs", [["no load demo on an Erlang node", "transparent"]]);
     drawChart($("chart-util"), [{ values: h.map((p) => p.cpu || 0), color: PALETTE[0] }], { max: 1, format: (v) => fmtPct(v) });
     legend("legend-util", [["VM CPU time ÷ (wall time × schedulers online)", PALETTE[0]]]);
+    $("caption-util").textContent = "CPU (the VM's, over schedulers online)";
     $("caption-mem").textContent = "memory (erlang:memory(total))";
     drawChart($("chart-mem"), [{ values: h.map((p) => p.memory_bytes), color: PALETTE[1] }], { format: fmtBytes });
   } else {
@@ -552,6 +557,7 @@ function drawLoad(load) {
     drawChart($("chart-util"), util, { max: 1, format: (v) => fmtPct(v) });
     legend("legend-jobs", [["ok", PALETTE[2]], ["crashed", "#c93c3c"]]);
     legend("legend-util", util.map((_, i) => [`scheduler ${i + 1}`, PALETTE[i % PALETTE.length]]));
+    $("caption-util").textContent = "scheduler utilisation";
     $("caption-mem").textContent = "memory (RSS)";
     drawChart($("chart-mem"), [{ values: h.map((p) => p.rss_bytes), color: PALETTE[1] }], { format: fmtBytes });
   }
