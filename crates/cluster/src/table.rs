@@ -151,6 +151,33 @@ impl Table {
         groups.retain(|_, m| !m.is_empty());
     }
 
+    /// Every claim and group membership of `node`'s processes.
+    pub(crate) fn local(&self, node: &Atom) -> (Vec<(String, Entry)>, Vec<(String, TermPid)>) {
+        let names = self
+            .names
+            .read()
+            .iter()
+            .flat_map(|(name, claims)| {
+                claims
+                    .iter()
+                    .filter(|e| &e.pid.node == node)
+                    .map(move |e| (name.clone(), e.clone()))
+            })
+            .collect();
+        let groups = self
+            .groups
+            .read()
+            .iter()
+            .flat_map(|(group, members)| {
+                members
+                    .iter()
+                    .filter(|p| &p.node == node)
+                    .map(move |p| (group.clone(), p.clone()))
+            })
+            .collect();
+        (names, groups)
+    }
+
     /// Adds `pid` to `group` (once).
     pub(crate) fn join(&self, group: &str, pid: TermPid) {
         let mut groups = self.groups.write();
