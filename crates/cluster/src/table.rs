@@ -55,6 +55,9 @@ pub(crate) enum Inserted {
     },
 }
 
+/// A node's claims (name, entry) and group memberships (group, pid).
+pub(crate) type Local = (Vec<(String, Entry)>, Vec<(String, TermPid)>);
+
 /// The names and groups of one node's replica.
 ///
 /// A name may have several claims (registrations of different pids met
@@ -152,7 +155,7 @@ impl Table {
     }
 
     /// Every claim and group membership of `node`'s processes.
-    pub(crate) fn local(&self, node: &Atom) -> (Vec<(String, Entry)>, Vec<(String, TermPid)>) {
+    pub(crate) fn local(&self, node: &Atom) -> Local {
         let names = self
             .names
             .read()

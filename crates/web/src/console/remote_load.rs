@@ -300,7 +300,7 @@ mod tests {
             Term::atom("ok"),
             Term::binary(figures.to_string().into_bytes()),
         ]);
-        let view = ember_view(&node, &answer).ok().expect("a view");
+        let view = ember_view(&node, &answer).unwrap_or_else(|e| panic!("{}", e.1));
         assert_eq!(view["node"], "b@h");
         assert_eq!(view["kind"], "ember");
         assert_eq!(view["workers"], 3);
@@ -309,7 +309,7 @@ mod tests {
         assert_eq!(view["memory"]["rss_bytes"], 7);
 
         let refused = Term::tuple([Term::atom("error"), Term::binary(b"restarting".to_vec())]);
-        let e = ember_view(&node, &refused).err().expect("an error");
+        let e = ember_view(&node, &refused).expect_err("an error");
         assert_eq!(e.0, StatusCode::BAD_GATEWAY);
         assert!(e.1.contains("restarting"), "{}", e.1);
         for bad in [
@@ -317,7 +317,7 @@ mod tests {
             Term::tuple([Term::atom("ok"), Term::binary(b"{not json".to_vec())]),
             Term::tuple([Term::atom("ok"), Term::binary(b"{}".to_vec())]),
         ] {
-            let e = ember_view(&node, &bad).err().expect("an error");
+            let e = ember_view(&node, &bad).expect_err("an error");
             assert_eq!(e.0, StatusCode::BAD_GATEWAY, "{bad}");
         }
     }
