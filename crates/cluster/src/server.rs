@@ -975,8 +975,20 @@ impl Server {
                 self.pending.remove(&node);
                 if self.resync.remove(&node) {
                     // The answer to our `hello`: what it holds now
-                    // replaces what this node knew of it.
-                    self.shared.table.drop_node(&node);
+                    // replaces what this node knew of it. Only what it no
+                    // longer holds goes (no moment without its entries);
+                    // the rest is offered again below.
+                    let (held, joined) = self.shared.table.local(&node);
+                    for (name, entry) in held {
+                        if !names.iter().any(|(n, e)| *n == name && e.pid == entry.pid) {
+                            self.shared.table.remove(&name, &entry.pid);
+                        }
+                    }
+                    for (group, pid) in joined {
+                        if !groups.iter().any(|(g, p)| *g == group && *p == pid) {
+                            self.shared.table.leave(&group, &pid);
+                        }
+                    }
                 }
                 let new = self.members.insert(node.clone());
                 if !self.up.contains(&node) {

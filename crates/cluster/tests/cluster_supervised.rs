@@ -10,7 +10,7 @@ use std::time::Duration;
 use ember_cluster::{placement, Cluster, ClusterConfig, ServiceError};
 use ember_dist::{Node, NodeConfig};
 use ember_otp::gen::StartOptions;
-use ember_otp::supervisor::{Flags, SupervisorSpec};
+use ember_otp::supervisor::{Flags, SupervisorRef, SupervisorSpec};
 use ember_runtime::{receive, trap_exit, ExitReason, Pid, Runtime, Spawn};
 use ember_term::{Atom, Term};
 use ember_testkit::{free_port, random_cookie, unique};
@@ -242,4 +242,83 @@ fn a_lone_node_keeps_its_services_across_a_restart_of_its_server() {
     kill_server(&solo);
     assert!(!solo.cluster.has_service("solo"));
     assert_eq!(call(&solo, "solo").err(), Some(ServiceError::NotFound));
+}
+
+#[test]
+fn what_changed_while_no_server_ran_is_made_up_after_the_restart() {
+    let port = free_port();
+    let cookie = random_cookie();
+    let a = start(&unique("gap_a"), &cookie, port, &[]);
+    let seed = a.name.clone();
+    let b = start(&unique("gap_b"), &cookie, port, &[&seed]);
+    eventually("two members on both", || {
+        a.cluster.members().len() == 2 && b.cluster.members().len() == 2
+    });
+    let a_gone = idler(&a);
+    register(&a, "a_gone", a_gone);
+    register(&b, "b_old", idler(&b));
+    eventually("both names on both nodes", || {
+        [&a, &b]
+            .iter()
+            .all(|n| n.cluster.whereis("a_gone").is_some() && n.cluster.whereis("b_old").is_some())
+    });
+    // A process of A's that tells this thread what it gets.
+    let (seen, probe) = std::sync::mpsc::channel();
+    a.rt.handle()
+        .spawn_with(Spawn::new().name("probe"), async move {
+            loop {
+                let _ = seen.send(receive::<Term>().await);
+            }
+        })
+        .unwrap();
+
+    // A's server stops (its supervisor keeps it stopped) ...
+    let sup = || SupervisorRef::from_name("ember_cluster_sup");
+    a.rt.block_on(async move { sup().terminate_child("ember_cluster").await })
+        .expect("terminate the server");
+    assert!(a.rt.handle().whereis("ember_cluster").is_none());
+    // ... and meanwhile a process of A's registered name dies, B drops a
+    // name and registers another: nobody on A hears of it.
+    a.rt.handle().exit(a_gone, ExitReason::Kill);
+    let cluster = b.cluster.clone();
+    let later = idler(&b);
+    let a_name = a.name.clone();
+    b.rt.block_on(async move {
+        assert!(cluster.unregister("b_old").await);
+        cluster
+            .register("b_new", later)
+            .await
+            .expect("register b_new");
+        // Everything B's node sent A before this has arrived (one
+        // ordered connection), and was dropped: no server to read it.
+        ember_runtime::dist::send_named("probe", &a_name, Term::atom("after"));
+    });
+    assert!(probe
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap()
+        .is_atom("after"));
+    assert!(
+        a.cluster.whereis("b_old").is_some(),
+        "A is stale, as expected"
+    );
+    assert!(
+        a.cluster.whereis("b_new").is_none(),
+        "A is stale, as expected"
+    );
+    assert!(
+        b.cluster.whereis("a_gone").is_some(),
+        "B is stale, as expected"
+    );
+
+    // The restarted server makes it all up.
+    a.rt.block_on(async move { sup().restart_child("ember_cluster").await })
+        .expect("restart the server");
+    eventually("A and B agree again", || {
+        a.cluster.whereis("b_old").is_none()
+            && a.cluster.whereis("b_new").is_some()
+            && b.cluster.whereis("a_gone").is_none()
+    });
+    eventually("two members on both", || {
+        a.cluster.members().len() == 2 && b.cluster.members().len() == 2
+    });
 }
