@@ -25,7 +25,12 @@
 //! `ember_web::console`).
 //!
 //! Without distribution every route answers 503. Distributed nodes also
-//! run OTP's default `pg` scope (`ember_cluster::PgScope`).
+//! run OTP's default `pg` scope (`ember_cluster::PgScope`). The cluster
+//! server (`ember_cluster`) runs under its own supervisor,
+//! `ember_cluster_sup` (one_for_one, 5 restarts in 10 s): a killed or
+//! crashed server is restarted and takes the node's registrations,
+//! services and members over from its predecessor
+//! (`ember_cluster::Cluster::child_spec`).
 //!
 //! A demo device for rolling upgrades: with `EMBER_DEMO_SERVICE_VERSION=2`
 //! in its environment the node runs version 2 of the `counter` kind
@@ -39,6 +44,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use ember_cluster::{Cluster, ClusterConfig, Counter, Kinds, Service, ServiceError, ServiceKind};
+use ember_otp::gen::{StartError, StartOptions};
+use ember_otp::supervisor::{ChildSpec, Flags, SupervisorRef, SupervisorSpec};
 use ember_term::Term;
 use ember_web::{json, Request, Response, Router};
 use http::{header, HeaderValue, Method, StatusCode};
@@ -47,6 +54,23 @@ use serde_json::{json as j, Value};
 /// The registered name of the process that stops this node when another
 /// member asks.
 const REMOTE_STOP: &str = "ember_node_stop";
+
+/// The registered name of the cluster server's supervisor.
+pub(crate) const CLUSTER_SUP: &str = "ember_cluster_sup";
+
+/// Starts the supervisor of the cluster server (`server`, the child spec
+/// of [`Cluster::child_spec`]), registered as `ember_cluster_sup` and
+/// linked to the caller (the binary's root, which traps exits):
+/// one_for_one, at most 5 restarts in 10 s. Past that it gives up and the
+/// node runs on without a cluster server (its services API answers 503),
+/// as a supervisor past its intensity does.
+async fn start_supervisor(server: ChildSpec) -> Result<SupervisorRef, StartError> {
+    let flags = Flags::new().intensity(5).period(Duration::from_secs(10));
+    SupervisorSpec::new(flags, vec![server])
+        .expect("a valid child spec")
+        .start_link_with(StartOptions::new().name(CLUSTER_SUP))
+        .await
+}
 
 /// How long a call to a service may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -102,11 +126,12 @@ impl Api {
         if let Err(e) = ember_cluster::PgScope::start(&handle, "pg") {
             tracing::warn!("ember: cannot start the pg scope: {e}");
         }
-        match Cluster::start(&handle, ClusterConfig::new(kinds).join(seeds)).await {
-            Ok(c) => {
+        let (cluster, server) = Cluster::child_spec(&handle, ClusterConfig::new(kinds).join(seeds));
+        match start_supervisor(server).await {
+            Ok(_) => {
                 self.serve_remote_stops();
-                let _ = self.cluster.set(c.clone());
-                Some(c)
+                let _ = self.cluster.set(cluster.clone());
+                Some(cluster)
             }
             Err(e) => {
                 tracing::warn!("ember: cannot start the cluster server: {e}");

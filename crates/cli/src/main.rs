@@ -218,7 +218,8 @@ async fn serve(options: Options) -> ExitCode {
                 config.tls = Some(tls);
             }
             let runtime = ember_runtime::Handle::current();
-            let functions = dist::demo_functions();
+            let mut functions = dist::demo_functions();
+            demo.register_functions(&mut functions);
             match ember_dist::Node::start_in_runtime_with(config, &runtime, functions.clone()).await
             {
                 Ok(node) => {

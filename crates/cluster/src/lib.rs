@@ -69,11 +69,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ember_otp::gen::CallError;
+use ember_otp::gen::{CallError, StartError};
 use ember_otp::gen_server::{call_term, TermServer};
-use ember_runtime::{dist, Handle, Pid, Spawn, SpawnError};
+use ember_otp::supervisor::ChildSpec;
+use ember_runtime::{dist, ExitReason, Handle, Pid, Spawn, SpawnError};
 use ember_term::{Atom, Pid as TermPid, Term};
-use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
 pub use pg::PgScope;
@@ -176,25 +176,21 @@ pub struct ServiceInfo {
 pub struct Cluster {
     shared: Arc<Shared>,
     handle: Handle,
-    server: Pid,
 }
 
 impl Cluster {
     /// Starts the cluster server in `handle`'s runtime, whose distribution
-    /// must be running. Fails if the name `ember_cluster` is taken.
+    /// must be running, unsupervised: if it dies, the node's requests fail
+    /// ([`RegisterError::NoServer`], [`ServiceError::Stopping`]) and its
+    /// replica goes stale. Fails if the name `ember_cluster` is taken.
+    /// [`Cluster::child_spec`] runs it under a supervisor instead.
     pub async fn start(handle: &Handle, config: ClusterConfig) -> Result<Cluster, SpawnError> {
         let (tx, rx) = oneshot::channel();
         let seeds = config.seeds;
         let kinds = config.kinds;
-        let spawned = handle.spawn_with(Spawn::new().name(server::NAME), async move {
-            let node = dist::node();
-            let shared = Arc::new(Shared {
-                members: RwLock::new(vec![node.clone()]),
-                node,
-                table: Default::default(),
-                specs: RwLock::new(Default::default()),
-                running: RwLock::new(Default::default()),
-            });
+        handle.spawn_with(Spawn::new().name(server::NAME), async move {
+            let shared = Arc::new(Shared::new(dist::node()));
+            *shared.server.write() = Some(ember_runtime::self_pid());
             let _ = tx.send(shared.clone());
             let seeds = seeds.iter().filter_map(|s| Atom::try_new(s).ok()).collect();
             Server::new(shared, kinds, seeds).run().await;
@@ -203,8 +199,66 @@ impl Cluster {
         Ok(Cluster {
             shared,
             handle: handle.clone(),
-            server: spawned.pid,
         })
+    }
+
+    /// The cluster server as a supervisor's child (a permanent worker with
+    /// id `ember_cluster`, linked to its supervisor and registered as
+    /// `ember_cluster`), and the handle to it. Call from a process of
+    /// `handle`'s runtime, whose distribution must be running; start the
+    /// spec under a supervisor (the `ember` binary: `ember_cluster_sup`,
+    /// one_for_one). Until the first start the handle's requests fail as
+    /// with a dead server.
+    ///
+    /// Each restart starts a new server from what the node knew (kept in
+    /// the handle's state, not in the process): the service specs, the
+    /// members still connected and this node's registrations. It monitors
+    /// this node's live registered processes, group members and service
+    /// instances again (instances keep running with their state), removes
+    /// those that died meanwhile (telling the peers), and asks every
+    /// connected member for its sync again, which replaces what the node
+    /// knew of that member; it starts no service until they answered (at
+    /// most 3 s). A node that left ([`Cluster::stop`]) stays out. See
+    /// `docs/semantics.md`, "The cluster server under a supervisor".
+    pub fn child_spec(handle: &Handle, config: ClusterConfig) -> (Cluster, ChildSpec) {
+        let shared = Arc::new(Shared::new(dist::node()));
+        let seeds: Vec<Atom> = config
+            .seeds
+            .iter()
+            .filter_map(|s| Atom::try_new(s).ok())
+            .collect();
+        let kinds = config.kinds;
+        let state = shared.clone();
+        let spec = ChildSpec::worker(server::NAME, move || {
+            let (shared, kinds, seeds) = (state.clone(), kinds.clone(), seeds.clone());
+            async move {
+                let pid = Spawn::new()
+                    .link()
+                    .name(server::NAME)
+                    .spawn(Server::new(shared.clone(), kinds, seeds).run())
+                    .map_err(|e| StartError::Failed(ExitReason::error(e)))?
+                    .pid;
+                // Requests go to it from now on (they wait in its mailbox
+                // until it runs).
+                *shared.server.write() = Some(pid);
+                Ok(pid)
+            }
+        })
+        .build()
+        .expect("the cluster server's child spec is valid");
+        (
+            Cluster {
+                shared,
+                handle: handle.clone(),
+            },
+            spec,
+        )
+    }
+
+    /// The server's pid, once one started (it changes when a supervisor
+    /// restarts it).
+    pub fn server(&self) -> Option<Pid> {
+        self.shared.server()
     }
 
     /// This node's name.
@@ -220,8 +274,15 @@ impl Cluster {
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Option<T> {
         let (tx, rx) = oneshot::channel();
-        self.handle.send(self.server, make(tx));
+        self.handle.send(self.shared.server()?, make(tx));
         rx.await.ok()
+    }
+
+    /// Sends `request` to the server, if one started.
+    fn tell(&self, request: Request) {
+        if let Some(server) = self.shared.server() {
+            self.handle.send(server, request);
+        }
     }
 
     /// Registers `pid` (a process of this node) as `name` cluster-wide.
@@ -255,14 +316,12 @@ impl Cluster {
     /// Adds `pid` (a process of this node) to `group`; it leaves when it
     /// exits.
     pub fn join(&self, group: &str, pid: Pid) {
-        self.handle
-            .send(self.server, Request::Join(group.to_owned(), pid));
+        self.tell(Request::Join(group.to_owned(), pid));
     }
 
     /// Removes `pid` from `group` (once per join).
     pub fn leave(&self, group: &str, pid: Pid) {
-        self.handle
-            .send(self.server, Request::Leave(group.to_owned(), pid));
+        self.tell(Request::Leave(group.to_owned(), pid));
     }
 
     /// The members of `group` on every node.
@@ -344,7 +403,7 @@ impl Cluster {
 
     /// Sets the nodes this node keeps connecting to.
     pub fn set_seeds(&self, seeds: Vec<String>) {
-        self.handle.send(self.server, Request::Seeds(seeds));
+        self.tell(Request::Seeds(seeds));
     }
 
     /// Leaves the cluster gracefully: tells the members, then hands every

@@ -30,6 +30,7 @@
 //! Anything malformed is logged and dropped.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -67,7 +68,9 @@ const MAX_RESTARTS: usize = 5;
 /// See [`MAX_RESTARTS`].
 const RESTART_PERIOD: Duration = Duration::from_secs(10);
 
-/// What the API and the server share.
+/// What the API and the server share. It outlives the server process: a
+/// server restarted by its supervisor starts from it (see
+/// [`Server::recover`]).
 pub(crate) struct Shared {
     pub(crate) node: Atom,
     pub(crate) table: Table,
@@ -77,6 +80,38 @@ pub(crate) struct Shared {
     /// `Server::instances` one name at a time: with thousands of
     /// services, rebuilding it per message made every message O(n)).
     pub(crate) running: RwLock<BTreeSet<String>>,
+    /// The running server (the latest started), once one started.
+    pub(crate) server: RwLock<Option<Pid>>,
+    /// Every spec the server knows, deleted ones included (kept in step
+    /// with `Server::specs`): what a restarted server starts from.
+    saved_specs: RwLock<HashMap<String, Spec>>,
+    /// Set when the node leaves the cluster ([`crate::Cluster::stop`]): a
+    /// server restarted afterwards stays out.
+    left: AtomicBool,
+    /// How many servers started on this state.
+    starts: AtomicU64,
+}
+
+impl Shared {
+    /// The state of a node that has not run a server yet.
+    pub(crate) fn new(node: Atom) -> Shared {
+        Shared {
+            members: RwLock::new(vec![node.clone()]),
+            node,
+            table: Table::default(),
+            specs: RwLock::new(BTreeMap::new()),
+            running: RwLock::new(BTreeSet::new()),
+            server: RwLock::new(None),
+            saved_specs: RwLock::new(HashMap::new()),
+            left: AtomicBool::new(false),
+            starts: AtomicU64::new(0),
+        }
+    }
+
+    /// The running server, if one started.
+    pub(crate) fn server(&self) -> Option<Pid> {
+        *self.server.read()
+    }
 }
 
 /// A request from the API.
@@ -101,7 +136,7 @@ struct Tick;
 
 /// A service's desired state.
 #[derive(Clone)]
-struct Spec {
+pub(crate) struct Spec {
     kind: String,
     args: Term,
     stamp: i64,
@@ -139,6 +174,9 @@ pub(crate) struct Server {
     leaving: bool,
     /// Recent abnormal exits of local instances, by service.
     crashes: HashMap<String, Vec<Instant>>,
+    /// Peers asked for their sync after a restart (`hello`): their entries
+    /// here are replaced by what their sync says.
+    resync: BTreeSet<Atom>,
 }
 
 fn now_ms() -> i64 {
@@ -224,6 +262,7 @@ impl Server {
             instances: HashMap::new(),
             leaving: false,
             crashes: HashMap::new(),
+            resync: BTreeSet::new(),
         }
     }
 
@@ -233,9 +272,38 @@ impl Server {
 
     /// The server's loop.
     pub(crate) async fn run(mut self) {
+        let restarted = self.shared.starts.fetch_add(1, Ordering::SeqCst) > 0;
+        // (Its starter set it already; again for a server started otherwise.)
+        *self.shared.server.write() = Some(self_pid());
         dist::monitor_nodes(true);
+        let gone = if restarted {
+            self.recover()
+        } else {
+            Vec::new()
+        };
         for node in dist::nodes() {
             self.node_up(node);
+        }
+        if restarted && !self.leaving {
+            // What changed here while no server ran, then the peers'
+            // own entries and specs again (they may have changed too,
+            // and what they sent meanwhile was lost).
+            for message in gone {
+                self.broadcast(message);
+            }
+            let hello = tag("hello", [Term::Atom(self.me().clone())]);
+            for node in self.up.clone() {
+                dist::send_named(NAME, node.as_str(), hello.clone());
+                self.resync.insert(node.clone());
+                // Nothing starts until they answered (or the wait ends).
+                self.pending.insert(node, Instant::now() + PENDING_WAIT);
+            }
+            self.publish_members();
+            tracing::info!(
+                "cluster: {} restarted its server; asked {} peers to sync again",
+                self.me(),
+                self.resync.len()
+            );
         }
         self.connect_seeds();
         send_after(self_pid(), Tick, TICK);
@@ -294,6 +362,68 @@ impl Server {
         }
     }
 
+    /// A restarted server takes over what its predecessor left in
+    /// [`Shared`]: the specs, whether the node left, the members still
+    /// connected, and this node's entries in the table: a live local
+    /// process registered under a service's name is that service's
+    /// instance here (it keeps running, state and all), any other live
+    /// one a plain name or group member; all of them are monitored again.
+    /// Entries of processes that died meanwhile are removed, and the
+    /// messages that tell the peers so are returned. Other nodes' entries
+    /// stay until their sync replaces them.
+    fn recover(&mut self) -> Vec<Term> {
+        let me = self.me().clone();
+        self.leaving = self.shared.left.load(Ordering::SeqCst);
+        self.specs = self.shared.saved_specs.read().clone();
+        let connected = dist::nodes();
+        self.members = self
+            .shared
+            .members
+            .read()
+            .iter()
+            .filter(|m| **m != me && connected.contains(m))
+            .cloned()
+            .collect();
+        self.shared.running.write().clear();
+        let (names, groups) = self.shared.table.local(&me);
+        let alive = |pid: &TermPid| {
+            dist::pid_from_term(&Term::Pid(pid.clone())).filter(|p| ember_runtime::is_alive(*p))
+        };
+        let mut gone = Vec::new();
+        for (name, entry) in names {
+            let Some(pid) = alive(&entry.pid) else {
+                self.shared.table.remove(&name, &entry.pid);
+                gone.push(tag(
+                    "unreg",
+                    [Term::from(name.as_str()), Term::Pid(entry.pid)],
+                ));
+                continue;
+            };
+            let m = monitor(pid);
+            if self.specs.get(&name).is_some_and(|s| !s.deleted) {
+                self.watched.insert(m, Watched::Instance(name.clone()));
+                self.add_instance(&name, Instance { pid, monitor: m });
+            } else {
+                self.watched.insert(m, Watched::Name(name.clone()));
+                self.local_names.insert(name, (pid, m));
+            }
+        }
+        for (group, member) in groups {
+            let Some(pid) = alive(&member) else {
+                self.shared.table.leave(&group, &member);
+                gone.push(tag(
+                    "leave",
+                    [Term::from(group.as_str()), Term::Pid(member)],
+                ));
+                continue;
+            };
+            let m = monitor(pid);
+            self.watched.insert(m, Watched::Group(group.clone()));
+            self.local_groups.push((group, pid, m));
+        }
+        gone
+    }
+
     fn publish_members(&self) {
         let mut v: Vec<Atom> = self.members.iter().cloned().collect();
         if !self.leaving {
@@ -327,6 +457,10 @@ impl Server {
                 published.insert(name.clone(), spec.kind.clone());
             }
         }
+        self.shared
+            .saved_specs
+            .write()
+            .insert(name.clone(), spec.clone());
         self.specs.insert(name, spec);
     }
 
@@ -616,9 +750,7 @@ impl Server {
             tracing::warn!("cluster: cannot run {name}: unknown kind {}", spec.kind);
             return;
         };
-        let server = self_pid();
         let pid = ember_runtime::spawn(service::run(
-            server,
             name.to_owned(),
             kind,
             spec.args.clone(),
@@ -663,7 +795,7 @@ impl Server {
             return;
         };
         let version = self.kinds.get(&spec.kind).map_or(1, |k| k.version());
-        send(i.pid, Control::Handoff);
+        send(i.pid, Control::Handoff(self_pid()));
         let wanted = name.to_owned();
         let (watch, pid) = (i.monitor, i.pid);
         let answer = receive_any(move |m| {
@@ -711,6 +843,7 @@ impl Server {
             return;
         }
         self.leaving = true;
+        self.shared.left.store(true, Ordering::SeqCst);
         self.broadcast(tag("leaving", [Term::Atom(self.me().clone())]));
         self.publish_members();
         let mut names: Vec<String> = self.instances.keys().cloned().collect();
@@ -840,6 +973,23 @@ impl Server {
                     return Some(());
                 }
                 self.pending.remove(&node);
+                if self.resync.remove(&node) {
+                    // The answer to our `hello`: what it holds now
+                    // replaces what this node knew of it. Only what it no
+                    // longer holds goes (no moment without its entries);
+                    // the rest is offered again below.
+                    let (held, joined) = self.shared.table.local(&node);
+                    for (name, entry) in held {
+                        if !names.iter().any(|(n, e)| *n == name && e.pid == entry.pid) {
+                            self.shared.table.remove(&name, &entry.pid);
+                        }
+                    }
+                    for (group, pid) in joined {
+                        if !groups.iter().any(|(g, p)| *g == group && *p == pid) {
+                            self.shared.table.leave(&group, &pid);
+                        }
+                    }
+                }
                 let new = self.members.insert(node.clone());
                 if !self.up.contains(&node) {
                     self.node_up(node.clone());
@@ -864,6 +1014,14 @@ impl Server {
                 self.publish_members();
                 tracing::info!("cluster: {} synced with {node}", self.me());
                 self.rebalance().await;
+            }
+            ("hello", [node]) => {
+                // Its server restarted: it wants our sync again.
+                let node = Atom::new(node.as_atom()?);
+                if !self.leaving && dist::nodes().contains(&node) {
+                    self.up.remove(&node);
+                    self.node_up(node);
+                }
             }
             ("members", [members]) => {
                 let members = members

@@ -76,8 +76,10 @@ impl Kinds {
 
 /// A control message from the cluster server to an instance.
 pub(crate) enum Control {
-    /// Give the state to the server (as [`HandedOff`]) and stop.
-    Handoff,
+    /// Give the state to this process, the server that asks (as
+    /// [`HandedOff`]), and stop. The server that started the instance may
+    /// have been restarted since: the instance answers whoever asks.
+    Handoff(Pid),
     /// Stop without handing anything over.
     Stop,
 }
@@ -90,7 +92,6 @@ pub(crate) struct HandedOff {
 
 /// The body of an instance's process.
 pub(crate) async fn run(
-    server: Pid,
     name: String,
     kind: Arc<dyn ServiceKind>,
     args: Term,
@@ -108,7 +109,7 @@ pub(crate) async fn run(
     loop {
         let m = receive_any(|m| m.is::<Term>() || m.is::<Control>()).await;
         let m = match m.downcast::<Control>() {
-            Ok(Control::Handoff) => {
+            Ok(Control::Handoff(server)) => {
                 let state = service.handoff();
                 send(server, HandedOff { name, state });
                 return ExitReason::Normal;

@@ -55,6 +55,9 @@ pub(crate) enum Inserted {
     },
 }
 
+/// A node's claims (name, entry) and group memberships (group, pid).
+pub(crate) type Local = (Vec<(String, Entry)>, Vec<(String, TermPid)>);
+
 /// The names and groups of one node's replica.
 ///
 /// A name may have several claims (registrations of different pids met
@@ -149,6 +152,33 @@ impl Table {
             members.retain(|p| &p.node != node);
         }
         groups.retain(|_, m| !m.is_empty());
+    }
+
+    /// Every claim and group membership of `node`'s processes.
+    pub(crate) fn local(&self, node: &Atom) -> Local {
+        let names = self
+            .names
+            .read()
+            .iter()
+            .flat_map(|(name, claims)| {
+                claims
+                    .iter()
+                    .filter(|e| &e.pid.node == node)
+                    .map(move |e| (name.clone(), e.clone()))
+            })
+            .collect();
+        let groups = self
+            .groups
+            .read()
+            .iter()
+            .flat_map(|(group, members)| {
+                members
+                    .iter()
+                    .filter(|p| &p.node == node)
+                    .map(move |p| (group.clone(), p.clone()))
+            })
+            .collect();
+        (names, groups)
     }
 
     /// Adds `pid` to `group` (once).

@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `/` | home: what the demo shows, links to the rest, live system figures |
 //! | `/math` | ∑(1..n) or n! in a pool of workers with a limit and a queue; `n = 13` crashes on purpose |
-//! | `/load` | up to a million supervised workers, a failure rate, schedulers online, live graphs |
+//! | `/load` | up to a million supervised workers, a failure rate, schedulers online, live graphs; the figures of any connected node |
 //! | `/top` | the ten processes that used most CPU in the last second, with info and kill |
 //! | `/cluster` | connected nodes (name, up since, traffic), and Top and info of another node's processes |
 //! | `/jobs` | durable jobs: counts, enqueue, progress, cancel (reads the application's `/api/jobs`) |
@@ -77,6 +77,7 @@ mod demo;
 mod guard;
 mod load;
 mod math;
+mod remote_load;
 mod sampler;
 mod top;
 
@@ -161,6 +162,24 @@ pub fn mount_with(router: Router, options: Options) -> Router {
         return router;
     }
     let console = new_console(options);
+    mount_console(router, &console)
+}
+
+/// [`mount_with`], and registers in `functions` what other nodes' consoles
+/// ask this one: `ember_console:load/0`, this node's Load figures for their
+/// Load page (`GET /api/load?node=NAME`, see `docs/console-api.md`). Pass
+/// the same `functions` to `ember_dist::Node::start_in_runtime_with`.
+/// [`Mode::Off`] registers nothing and returns `router` unchanged.
+pub fn mount_with_functions(
+    router: Router,
+    options: Options,
+    functions: &mut ember_dist::Functions,
+) -> Router {
+    if options.mode == Mode::Off {
+        return router;
+    }
+    let console = new_console(options);
+    remote_load::register(&console, functions);
     mount_console(router, &console)
 }
 

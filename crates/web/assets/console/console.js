@@ -420,6 +420,7 @@ function drawChart(canvas, series, { max, format } = {}) {
 
 function loadPage() {
   const form = $("load-form"), err = $("load-error");
+  const pick = $("load-node"), note = $("load-node-note");
   let edited = false;
   for (const input of form.querySelectorAll("input")) input.addEventListener("input", () => { edited = true; });
   async function apply(body) {
@@ -443,23 +444,92 @@ function loadPage() {
   for (const b of form.querySelectorAll("[data-workers]")) {
     b.addEventListener("click", () => { $("load-workers").value = b.dataset.workers; apply({ workers: Number(b.dataset.workers) }); });
   }
-  let latest = null;
-  stream("/api/load/events", (load) => {
+  let latest = null, source = null, shown = "", self = null, opened = 0;
+  function say(text) { note.textContent = text; note.hidden = !text; }
+  function onLoad(load) {
+    if (load.error) { say(load.error); return; }
     latest = load;
-    if (!edited && document.activeElement.tagName !== "INPUT") {
-      $("load-workers").value = load.workers;
-      $("load-failure").value = load.failure_rate;
-      $("load-schedulers").value = load.schedulers_online;
-      $("load-schedulers").max = load.schedulers_total;
+    if (!load.node) {
+      say("");
+      if (!edited && document.activeElement.tagName !== "INPUT") {
+        $("load-workers").value = load.workers;
+        $("load-failure").value = load.failure_rate;
+        $("load-schedulers").value = load.schedulers_online;
+        $("load-schedulers").max = load.schedulers_total;
+      }
+      setFacts($("load-facts"), [
+        ["workers", `${fmtNum(load.live_workers)} alive of ${fmtNum(load.workers)} wanted${load.starting ? " (starting…)" : ""}`],
+        ["jobs", `${fmtNum(load.jobs_per_s)} / s ok, ${fmtNum(load.failures_per_s)} / s crashed and restarted`],
+        ["failure rate", load.failure_rate + "%"],
+        ["schedulers online", `${load.schedulers_online} of ${load.schedulers_total}`],
+      ]);
+    } else if (load.kind === "ember") {
+      say(`Showing ${load.node}, an Ember node: its own figures, taken by its console's sampler. ` +
+        `The controls (workers, failure rate, schedulers) change this node (${self || "this node"}) only: ` +
+        `select it to use them.`);
+      setFacts($("load-facts"), [
+        ["node", load.node],
+        ["workers", `${fmtNum(load.live_workers)} alive of ${fmtNum(load.workers)} wanted${load.starting ? " (starting…)" : ""}`],
+        ["jobs", `${fmtNum(load.jobs_per_s)} / s ok, ${fmtNum(load.failures_per_s)} / s crashed and restarted`],
+        ["failure rate", load.failure_rate + "%"],
+        ["schedulers online", `${load.schedulers_online} of ${load.schedulers_total}`],
+        ["processes", fmtNum(load.process_count)],
+        ["run queues", (load.run_queues || []).join(" · ")],
+        ["memory", `${fmtBytes(load.memory && load.memory.rss_bytes)} RSS`],
+      ]);
+    } else {
+      say(`Showing ${load.node}, an Erlang node: what erlang:system_info/1, statistics/1 and memory/1 tell. ` +
+        `It runs no load demo (no jobs or failures) and per-scheduler utilisation is not available; ` +
+        `the CPU line is the VM's CPU time over wall time × schedulers online. ` +
+        `The controls change this node (${self || "this node"}) only: select it to use them.`);
+      setFacts($("load-facts"), [
+        ["node", load.node],
+        ["processes", fmtNum(load.process_count)],
+        ["schedulers online", `${load.schedulers_online} of ${load.schedulers_total}`],
+        ["run queues", (load.run_queues || []).join(" · ")],
+        ["memory", `${fmtBytes(load.memory_bytes)} (erlang:memory(total))`],
+        ["CPU", load.cpu === null ? "– (needs two samples)" : fmtPct(load.cpu)],
+      ]);
     }
-    setFacts($("load-facts"), [
-      ["workers", `${fmtNum(load.live_workers)} alive of ${fmtNum(load.workers)} wanted${load.starting ? " (starting…)" : ""}`],
-      ["jobs", `${fmtNum(load.jobs_per_s)} / s ok, ${fmtNum(load.failures_per_s)} / s crashed and restarted`],
-      ["failure rate", load.failure_rate + "%"],
-      ["schedulers online", `${load.schedulers_online} of ${load.schedulers_total}`],
-    ]);
     drawLoad(load);
-  });
+  }
+  // Shows `node` ("" for this node): checks it with a GET first, so that an
+  // error (not connected, no answer) shows as a message, then streams.
+  async function open(node) {
+    const mine = ++opened;
+    if (source) { source.close(); source = null; }
+    shown = node;
+    latest = null;
+    // The controls change this node only: hidden while another is shown.
+    form.style.display = node ? "none" : "";
+    for (const c of form.querySelectorAll("input, button")) c.disabled = !!node;
+    const q = node ? `?node=${encodeURIComponent(node)}` : "";
+    history.replaceState(null, "", "/load" + q);
+    if (node) {
+      say(`Asking ${node}…`);
+      try { await api("GET", "/api/load" + q); } catch (e) { if (mine === opened) say(e.message); return; }
+    }
+    if (mine === opened) source = stream("/api/load/events" + q, onLoad);
+  }
+  async function refreshNodes() {
+    let cluster;
+    try { cluster = await api("GET", "/api/cluster"); } catch (_) { return; }
+    self = cluster.node;
+    const names = cluster.nodes.map((n) => n.name);
+    if (shown && !names.includes(shown)) names.push(shown);
+    pick.firstElementChild.textContent = self ? `this node (${self})` : "this node";
+    pick.replaceChildren(pick.firstElementChild, ...names.map((n) => el("option", { value: n, text: n })));
+    pick.value = shown;
+    pick.disabled = !cluster.distributed;
+    pick.title = cluster.distributed ? "whose figures this page shows" : "this node is not distributed";
+  }
+  pick.addEventListener("change", () => open(pick.value));
+  const wanted = new URLSearchParams(location.search).get("node") || "";
+  if (wanted) pick.append(el("option", { value: wanted, text: wanted }));
+  pick.value = wanted;
+  open(wanted);
+  refreshNodes();
+  setInterval(refreshNodes, 5000);
   window.addEventListener("resize", () => latest && drawLoad(latest));
 }
 
@@ -470,17 +540,30 @@ function legend(id, items) {
 
 function drawLoad(load) {
   const h = load.history;
-  drawChart($("chart-jobs"), [
-    { values: h.map((p) => p.jobs_per_s), color: PALETTE[2] },
-    { values: h.map((p) => p.failures_per_s), color: "#c93c3c" },
-  ]);
-  const n = Math.max(0, ...h.map((p) => p.utilization.length));
-  const util = [];
-  for (let i = 0; i < n; i++) util.push({ values: h.map((p) => p.utilization[i] || 0) });
-  drawChart($("chart-util"), util, { max: 1, format: (v) => fmtPct(v) });
-  legend("legend-jobs", [["ok", PALETTE[2]], ["crashed", "#c93c3c"]]);
-  legend("legend-util", util.map((_, i) => [`scheduler ${i + 1}`, PALETTE[i % PALETTE.length]]));
-  drawChart($("chart-mem"), [{ values: h.map((p) => p.rss_bytes), color: PALETTE[1] }], { format: fmtBytes });
+  if (load.kind === "erlang") {
+    drawChart($("chart-jobs"), []);
+    legend("legend-jobs", [["no load demo on an Erlang node", "transparent"]]);
+    drawChart($("chart-util"), [{ values: h.map((p) => p.cpu || 0), color: PALETTE[0] }], { max: 1, format: (v) => fmtPct(v) });
+    legend("legend-util", [["VM CPU time ÷ (wall time × schedulers online)", PALETTE[0]]]);
+    $("caption-util").textContent = "CPU (the VM's, over schedulers online)";
+    $("caption-mem").textContent = "memory (erlang:memory(total))";
+    drawChart($("chart-mem"), [{ values: h.map((p) => p.memory_bytes), color: PALETTE[1] }], { format: fmtBytes });
+  } else {
+    drawChart($("chart-jobs"), [
+      { values: h.map((p) => p.jobs_per_s), color: PALETTE[2] },
+      { values: h.map((p) => p.failures_per_s), color: "#c93c3c" },
+    ]);
+    const n = Math.max(0, ...h.map((p) => p.utilization.length));
+    const util = [];
+    for (let i = 0; i < n; i++) util.push({ values: h.map((p) => p.utilization[i] || 0) });
+    drawChart($("chart-util"), util, { max: 1, format: (v) => fmtPct(v) });
+    legend("legend-jobs", [["ok", PALETTE[2]], ["crashed", "#c93c3c"]]);
+    legend("legend-util", util.map((_, i) => [`scheduler ${i + 1}`, PALETTE[i % PALETTE.length]]));
+    $("caption-util").textContent = "scheduler utilisation";
+    $("caption-mem").textContent = "memory (RSS)";
+    drawChart($("chart-mem"), [{ values: h.map((p) => p.rss_bytes), color: PALETTE[1] }], { format: fmtBytes });
+  }
+  drawChart($("chart-procs"), [{ values: h.map((p) => p.process_count), color: PALETTE[3] }]);
 }
 
 // ---- start ------------------------------------------------------------------------------

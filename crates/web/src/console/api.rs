@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::math::{self, Op};
 use super::sampler::{Snapshot, STALE};
-use super::{load, top, with, with_mutation, Console};
+use super::{load, remote_load, top, with, with_mutation, Console};
 use crate::{Request, Response, Router};
 
 /// Largest `n` accepted for a sum (∑ fits in 128 bits well past it).
@@ -85,7 +85,7 @@ async fn started(console: &Arc<Console>) -> Result<(), ApiError> {
 /// The latest figures of a live sampler, waiting up to 2 s for them (the
 /// first after a start come within a quarter of a second); `503` rather
 /// than stale figures.
-async fn snapshot(console: &Arc<Console>) -> Result<Arc<Snapshot>, ApiError> {
+pub(crate) async fn snapshot(console: &Arc<Console>) -> Result<Arc<Snapshot>, ApiError> {
     started(console).await?;
     let mut rx = console.snapshot.subscribe();
     let fresh = |s: &Option<Arc<Snapshot>>| {
@@ -385,7 +385,8 @@ async fn math_events(console: Arc<Console>, _request: Request) -> Response {
 
 // ---- load --------------------------------------------------------------------
 
-fn load_view(console: &Console, snapshot: &Snapshot) -> Value {
+/// `GET /api/load`: the sampler's figures and history with the settings.
+pub(crate) fn load_view(console: &Console, snapshot: &Snapshot) -> Value {
     let mut view = snapshot.load.clone();
     let settings = load_settings(console);
     if let (Some(view), Value::Object(settings)) = (view.as_object_mut(), settings) {
@@ -412,14 +413,24 @@ fn load_settings(console: &Console) -> Value {
     })
 }
 
-async fn load_get(console: Arc<Console>, _request: Request) -> Response {
+async fn load_get(console: Arc<Console>, request: Request) -> Response {
+    match remote_load::target(&console, &request) {
+        Ok(None) => {}
+        Ok(Some(node)) => return remote_load::get(console, node).await,
+        Err(e) => return e.into_response(),
+    }
     match snapshot(&console).await {
         Ok(s) => crate::json(&load_view(&console, &s)),
         Err(e) => e.into_response(),
     }
 }
 
-async fn load_events(console: Arc<Console>, _request: Request) -> Response {
+async fn load_events(console: Arc<Console>, request: Request) -> Response {
+    match remote_load::target(&console, &request) {
+        Ok(None) => {}
+        Ok(Some(node)) => return remote_load::events(console, node),
+        Err(e) => return e.into_response(),
+    }
     stream_snapshots(console, "load", load_view).await
 }
 

@@ -57,11 +57,11 @@ pub(crate) fn mount(router: Router, console: &Arc<Console>) -> Router {
 }
 
 /// The node, if this node is distributed.
-fn node(console: &Console) -> Option<NodeView> {
+pub(super) fn node(console: &Console) -> Option<NodeView> {
     console.node().filter(NodeView::is_running)
 }
 
-fn not_distributed() -> ApiError {
+pub(super) fn not_distributed() -> ApiError {
     error(
         StatusCode::NOT_FOUND,
         "this node is not distributed (start it with --sname NAME or --name NAME@HOST)",
@@ -123,7 +123,7 @@ async fn cluster_events(console: Arc<Console>, _request: Request) -> Response {
 
 /// Decodes `%XX` escapes (a path segment); `None` for a bad escape or
 /// text that is not UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
+pub(super) fn percent_decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -172,7 +172,7 @@ fn route(path: &str) -> Result<(String, Ask), ApiError> {
 }
 
 /// The connection to `name`, which must be up.
-fn connected(view: &NodeView, name: &str) -> Result<ConnectionInfo, ApiError> {
+pub(super) fn connected(view: &NodeView, name: &str) -> Result<ConnectionInfo, ApiError> {
     let valid = name
         .split_once('@')
         .is_some_and(|(a, h)| !a.is_empty() && !h.is_empty() && !h.contains('@'));
@@ -212,12 +212,12 @@ async fn remote(console: Arc<Console>, request: Request) -> Response {
 }
 
 /// `m:f(args)` on `node` through its `rex`, as `rpc:call/4` returns it.
-async fn rpc(node: &Atom, m: &str, f: &str, args: Vec<Term>) -> Term {
+pub(super) async fn rpc(node: &Atom, m: &str, f: &str, args: Vec<Term>) -> Term {
     ember_dist::rpc_call(node.as_str(), m, f, args, CALL_TIMEOUT).await
 }
 
 /// An rpc's answer, or why it failed (`{badrpc, Reason}`) as an API error.
-fn answered(node: &Atom, m: &str, f: &str, answer: Term) -> Result<Term, ApiError> {
+pub(super) fn answered(node: &Atom, m: &str, f: &str, answer: Term) -> Result<Term, ApiError> {
     match answer.as_tuple() {
         Some([tag, why]) if tag.is_atom("badrpc") => {
             let status = if why.is_atom("timeout") {
@@ -235,13 +235,13 @@ fn answered(node: &Atom, m: &str, f: &str, answer: Term) -> Result<Term, ApiErro
 }
 
 /// `m:f(args)` on `node`; a `badrpc` is an error.
-async fn call(node: &Atom, m: &str, f: &str, args: Vec<Term>) -> Result<Term, ApiError> {
+pub(super) async fn call(node: &Atom, m: &str, f: &str, args: Vec<Term>) -> Result<Term, ApiError> {
     answered(node, m, f, rpc(node, m, f, args).await)
 }
 
 /// Whether an rpc answer is `{badrpc, {'EXIT', {Error, _}}}`, e.g. `undef`
 /// (the function does not exist there) or `badarg`.
-fn raised(answer: &Term, error: &str) -> bool {
+pub(super) fn raised(answer: &Term, error: &str) -> bool {
     let Some([tag, why]) = answer.as_tuple() else {
         return false;
     };
@@ -323,7 +323,7 @@ fn top_row(node: &Atom, row: &Term) -> Option<Value> {
     Some(json!({ "pid": term_json(node, pid), "info": info }))
 }
 
-fn bad_answer(node: &Atom, answer: &Term) -> ApiError {
+pub(super) fn bad_answer(node: &Atom, answer: &Term) -> ApiError {
     error(
         StatusCode::BAD_GATEWAY,
         format!("{node} gave an answer the console does not understand: {answer}"),

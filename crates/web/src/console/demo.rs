@@ -160,6 +160,18 @@ impl Demo {
         self.console.set_node(node);
     }
 
+    /// Registers in `functions` what other nodes' consoles ask this one:
+    /// `ember_console:load/0`, this node's Load figures for their Load page
+    /// (`GET /api/load?node=NAME`). Pass the same `functions` to
+    /// `ember_dist::Node::start_in_runtime_with`. With [`Mode::Off`] it
+    /// registers nothing (other consoles then show what standard Erlang
+    /// calls tell, if the node answers them).
+    pub fn register_functions(&self, functions: &mut ember_dist::Functions) {
+        if self.console.options.mode != Mode::Off {
+            super::remote_load::register(&self.console, functions);
+        }
+    }
+
     /// The keeper process.
     pub fn keeper(&self) -> Pid {
         self.keeper

@@ -218,6 +218,10 @@ async function main() {
     // Load: a few thousand workers failing at 5%, graphs drawn.
     await page.locator("nav a", { hasText: "Load" }).click();
     await page.waitForURL(`${base}/load`);
+    // The node selector: this node first (other nodes are checked by the
+    // Rust tests, crates/web/tests/console_load_remote.rs).
+    await page.locator("#load-node option", { hasText: "this node" }).waitFor({ state: "attached" });
+    if ((await page.locator("#load-node").inputValue()) !== "") fail("the Load page does not show this node first");
     await page.fill("#load-workers", "5000");
     await page.fill("#load-failure", "5");
     await page.click('#load-form button[type="submit"]');

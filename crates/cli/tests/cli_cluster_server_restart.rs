@@ -1,0 +1,221 @@
+//! The `ember` binary's cluster server (`ember_cluster`) is supervised
+//! (`ember_cluster_sup`): killed through the console, it is restarted, and
+//! the node's services, members and calls carry on (two binaries, run as
+//! a user would; every wait has a deadline).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ember_testkit::{free_port, random_cookie, unique, DEADLINE};
+use serde_json::Value;
+
+/// A running binary, killed when dropped.
+struct Ember {
+    child: Child,
+    /// What it prints (kept open: the binary writes to it).
+    _lines: mpsc::Receiver<String>,
+    addr: SocketAddr,
+    node: String,
+    /// Its own `--data` directory (the jobs store).
+    _data: ember_testkit::TempDir,
+}
+
+impl Ember {
+    fn start(alive: &str, cookie: &str, epmd_port: u16, join: Option<&str>) -> Ember {
+        let data = ember_testkit::TempDir::new("ember-cli-cluster");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ember"));
+        cmd.args(["--listen", "127.0.0.1:0", "--schedulers", "2"])
+            .args(["--data", &data.arg()])
+            .args(["--sname", alive, "--cookie", cookie])
+            .env("ERL_EPMD_PORT", epmd_port.to_string())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(seed) = join {
+            cmd.args(["--join", seed]);
+        }
+        let mut child = cmd.spawn().expect("the ember binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let next = |lines: &mpsc::Receiver<String>| {
+            lines
+                .recv_timeout(DEADLINE)
+                .expect("ember said nothing in time")
+        };
+        let first = next(&lines);
+        let addr = first
+            .strip_prefix("ember: listening on http://")
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {first:?}"));
+        let second = next(&lines);
+        let node = second
+            .strip_prefix("ember: distributed as ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no node name in {second:?}"))
+            .to_string();
+        Ember {
+            child,
+            _lines: lines,
+            addr,
+            node,
+            _data: data,
+        }
+    }
+}
+
+impl Drop for Ember {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP response: status, headers (lower-case names), body.
+struct Reply {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Reply {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let body = body.unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).expect("a response");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a head");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    Reply {
+        status,
+        head: head.to_ascii_lowercase(),
+        body: body.to_string(),
+    }
+}
+
+fn eventually(what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "not within {DEADLINE:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+/// Calls `name` through `e` until it answers 200 (503 with Retry-After
+/// meanwhile); the reply and how long it took.
+fn call_until_answered(e: &Ember, name: &str) -> (Value, Duration) {
+    let start = Instant::now();
+    loop {
+        let r = http(e.addr, "POST", &format!("/api/services/{name}/call"), None);
+        match r.status {
+            200 => return (r.json(), start.elapsed()),
+            503 => assert!(r.head.contains("retry-after:"), "503 without Retry-After"),
+            other => panic!("calling {name}: {other} {}", r.body),
+        }
+        assert!(start.elapsed() < DEADLINE, "{name} never answered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The pid (`0.N.0`) of the process registered as `name` on `e`, found
+/// through the console's `GET /api/processes/<pid>`.
+fn registered(e: &Ember, name: &str) -> Option<String> {
+    (1..=600).map(|n| format!("0.{n}.0")).find(|pid| {
+        let r = http(e.addr, "GET", &format!("/api/processes/{pid}"), None);
+        r.status == 200 && r.json()["name"] == name
+    })
+}
+
+fn members(e: &Ember) -> usize {
+    let r = http(e.addr, "GET", "/api/node", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["members"].as_array().map_or(0, Vec::len)
+}
+
+#[test]
+fn a_killed_cluster_server_is_restarted_and_services_carry_on() {
+    let port = free_port();
+    let cookie = random_cookie();
+    let a = Ember::start(&unique("sup_a"), &cookie, port, None);
+    let b = Ember::start(&unique("sup_b"), &cookie, port, Some(&a.node));
+    eventually("two members on both", || {
+        members(&a) == 2 && members(&b) == 2
+    });
+    let created = http(a.addr, "POST", "/api/services", Some(r#"{"name": "s1"}"#));
+    assert_eq!(created.status, 201, "{}", created.body);
+    let (reply, _) = call_until_answered(&b, "s1");
+    assert_eq!(reply["calls"], 1);
+    let runs_on = reply["node"].as_str().unwrap().to_string();
+    let x = if runs_on == a.node { &a } else { &b };
+    let y = if runs_on == a.node { &b } else { &a };
+
+    // Kill the server of the node that runs s1, through its console.
+    let old = registered(x, "ember_cluster").expect("the cluster server runs");
+    assert!(
+        registered(x, "ember_cluster_sup").is_some(),
+        "no supervisor"
+    );
+    let killed = http(
+        x.addr,
+        "POST",
+        &format!("/api/processes/{old}/kill"),
+        Some("{}"),
+    );
+    assert_eq!(killed.status, 200, "{}", killed.body);
+    assert_eq!(killed.json()["alive"], false);
+    eventually("a new cluster server", || {
+        registered(x, "ember_cluster").is_some_and(|new| new != old)
+    });
+
+    // Same members; s1 runs where it ran and kept its count; the API
+    // works from both nodes, creating a service included.
+    eventually("two members on both again", || {
+        members(&a) == 2 && members(&b) == 2
+    });
+    let (reply, _) = call_until_answered(x, "s1");
+    assert_eq!(
+        (reply["node"].as_str(), reply["calls"].as_i64()),
+        (Some(runs_on.as_str()), Some(2))
+    );
+    let (reply, _) = call_until_answered(y, "s1");
+    assert_eq!(reply["calls"], 3);
+    let created = http(y.addr, "POST", "/api/services", Some(r#"{"name": "s2"}"#));
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(call_until_answered(x, "s2").0["calls"], 1);
+    assert_eq!(call_until_answered(y, "s2").0["calls"], 2);
+}
