@@ -3,138 +3,14 @@
 //! the node's services, members and calls carry on (two binaries, run as
 //! a user would; every wait has a deadline).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+mod support;
+
+use support::{eventually, http, Ember};
 
 use ember_testkit::{free_port, random_cookie, unique, DEADLINE};
 use serde_json::Value;
-
-/// A running binary, killed when dropped.
-struct Ember {
-    child: Child,
-    /// What it prints (kept open: the binary writes to it).
-    _lines: mpsc::Receiver<String>,
-    addr: SocketAddr,
-    node: String,
-    /// Its own `--data` directory (the jobs store).
-    _data: ember_testkit::TempDir,
-}
-
-impl Ember {
-    fn start(alive: &str, cookie: &str, epmd_port: u16, join: Option<&str>) -> Ember {
-        let data = ember_testkit::TempDir::new("ember-cli-cluster");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ember"));
-        cmd.args(["--listen", "127.0.0.1:0", "--schedulers", "2"])
-            .args(["--data", &data.arg()])
-            .args(["--sname", alive, "--cookie", cookie])
-            .env("ERL_EPMD_PORT", epmd_port.to_string())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        if let Some(seed) = join {
-            cmd.args(["--join", seed]);
-        }
-        let mut child = cmd.spawn().expect("the ember binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let next = |lines: &mpsc::Receiver<String>| {
-            lines
-                .recv_timeout(DEADLINE)
-                .expect("ember said nothing in time")
-        };
-        let first = next(&lines);
-        let addr = first
-            .strip_prefix("ember: listening on http://")
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {first:?}"));
-        let second = next(&lines);
-        let node = second
-            .strip_prefix("ember: distributed as ")
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no node name in {second:?}"))
-            .to_string();
-        Ember {
-            child,
-            _lines: lines,
-            addr,
-            node,
-            _data: data,
-        }
-    }
-}
-
-impl Drop for Ember {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One HTTP response: status, headers (lower-case names), body.
-struct Reply {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
-    }
-}
-
-fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Reply {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let body = body.unwrap_or("");
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).expect("a response");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a head");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status");
-    Reply {
-        status,
-        head: head.to_ascii_lowercase(),
-        body: body.to_string(),
-    }
-}
-
-fn eventually(what: &str, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "not within {DEADLINE:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    start.elapsed()
-}
 
 /// Calls `name` through `e` until it answers 200 (503 with Retry-After
 /// meanwhile); the reply and how long it took.
