@@ -48,8 +48,9 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// A parsed cron expression: standard 5 fields (minute, hour, day of
 /// month, month, day of week), or 6 with seconds first, or a nickname
-/// (`@yearly`, `@annually`, `@monthly`, `@weekly`, `@daily`, `@midnight`,
-/// `@hourly`); evaluated in UTC.
+/// (`@yearly`, `@annually`, `@monthly`, `@weekly`, `@daily`, `@hourly`);
+/// evaluated in UTC. When both day fields are restricted, a day matching
+/// either one is a slot (as Vixie cron).
 #[derive(Clone)]
 pub struct CronSchedule {
     expression: String,
@@ -232,12 +233,10 @@ pub(crate) async fn fire(
         .new_job(&entry.kind, entry.args.clone(), options)
         .map_err(|e| StoreError::Invalid(e.to_string()))?;
     let queue = job.queue.clone();
-    let fired = jobs.inner.store.fire_cron(
-        &entry.name,
-        entry.schedule.expression(),
-        slot,
-        &job,
-    )?;
+    let fired = jobs
+        .inner
+        .store
+        .fire_cron(&entry.name, entry.schedule.expression(), slot, &job)?;
     let Some(inserted) = fired else {
         return Ok(None);
     };
@@ -313,6 +312,14 @@ pub(crate) fn spawn_scheduler(inner: Arc<Inner>) -> Pid {
         let started = now_ms();
         let mut looked: Vec<Millis> = vec![started; inner.cron.entries.len()];
         let jobs = Jobs { inner };
+        // A scheduler killed between a firing's commit and the wake of the
+        // queue's dispatcher (below, in `fire`) left a job nobody on this
+        // node was told of: its successor starts those dispatchers first.
+        for entry in &jobs.inner.cron.entries {
+            if let Ok(job) = jobs.new_job(&entry.kind, entry.args.clone(), entry.options.clone()) {
+                jobs.ensure_queue(&job.queue).await;
+            }
+        }
         loop {
             let wait = tick(&jobs, &mut looked, now_ms()).await;
             ember_runtime::sleep(wait).await;
@@ -380,8 +387,29 @@ mod tests {
     }
 
     #[test]
+    fn day_of_month_or_day_of_week() {
+        // T0 is a Sunday; "the 13th or a Friday" first fires on Friday the 11th.
+        let s = CronSchedule::parse("0 0 13 * FRI").unwrap();
+        let friday = T0 - 10 * 60 * MIN + 5 * 24 * 60 * MIN;
+        assert_eq!(s.next_after(T0), Some(friday));
+        assert_eq!(s.next_after(friday), Some(friday + 2 * 24 * 60 * MIN));
+        let weekly = CronSchedule::parse("@weekly").unwrap();
+        assert_eq!(
+            weekly.next_after(T0),
+            Some(T0 - 10 * 60 * MIN + 7 * 24 * 60 * MIN)
+        );
+    }
+
+    #[test]
     fn bad_expressions_are_errors() {
-        for bad in ["", "* * *", "61 * * * *", "* * * * * * * *", "@often", "*/0 * * * *"] {
+        for bad in [
+            "",
+            "* * *",
+            "61 * * * *",
+            "* * * * * * * *",
+            "@often",
+            "*/0 * * * *",
+        ] {
             let e = CronSchedule::parse(bad).err();
             assert!(e.is_some(), "{bad:?} parsed");
         }

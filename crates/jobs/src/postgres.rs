@@ -568,9 +568,7 @@ fn insert_in(tx: &mut Transaction<'_>, job: &NewJob) -> Result<Inserted, StoreEr
             // A pending job has the key (committed: the conflict waited
             // for it), unless it finished meanwhile: then try again.
             let existing = tx.query_opt(
-                &format!(
-                    "SELECT id FROM ember_jobs WHERE unique_key = $1 AND state IN {PENDING}"
-                ),
+                &format!("SELECT id FROM ember_jobs WHERE unique_key = $1 AND state IN {PENDING}"),
                 &[&job.unique_key],
             )?;
             match existing {

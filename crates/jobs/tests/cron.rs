@@ -60,7 +60,11 @@ fn jobs_of(s: &dyn Store, entry: &str) -> Vec<JobRecord> {
     s.list(None, 10_000, None, false)
         .unwrap()
         .into_iter()
-        .filter(|j| j.unique_key.as_deref().is_some_and(|k| k.starts_with(&prefix)))
+        .filter(|j| {
+            j.unique_key
+                .as_deref()
+                .is_some_and(|k| k.starts_with(&prefix))
+        })
         .collect()
 }
 
@@ -126,7 +130,10 @@ fn a_reopened_sqlite_store_does_not_fire_a_slot_again() {
     let t = 1_800_000_000_000;
     {
         let s = SqliteStore::open(&path).unwrap();
-        assert!(s.fire_cron("e", "@daily", t, &job("e", t)).unwrap().is_some());
+        assert!(s
+            .fire_cron("e", "@daily", t, &job("e", t))
+            .unwrap()
+            .is_some());
     }
     let s = SqliteStore::open(&path).unwrap();
     assert_eq!(s.fire_cron("e", "@daily", t, &job("e", t)).unwrap(), None);
@@ -183,7 +190,13 @@ fn every_second(store: impl Store, node: &str) -> ember_jobs::JobsBuilder {
             KindOptions::default(),
             |ctx: JobContext, n: u64| async move { Ok(json!({"n": n, "job": ctx.id()})) },
         )
-        .cron("tick", "* * * * * *", "k", json!(7), EnqueueOptions::default())
+        .cron(
+            "tick",
+            "* * * * * *",
+            "k",
+            json!(7),
+            EnqueueOptions::default(),
+        )
 }
 
 /// Slots of `jobs`' tick jobs, each checked to be a whole second and to
@@ -227,7 +240,7 @@ fn an_every_second_entry_makes_one_job_per_slot_and_survives_its_scheduler() {
             let ticks = tick_jobs(&jobs);
             let s = slots(&ticks);
             // No slot from before the start (missed slots are skipped).
-            assert!(s[0] > started - 1000, "{s:?} vs start {started}");
+            assert!(s[0] > started, "{s:?} vs start {started}");
             let done = ticks
                 .iter()
                 .find(|j| j.state == JobState::Succeeded)
@@ -266,16 +279,24 @@ fn invalid_entries_are_refused_at_start() {
         .block_on(async move {
             let cases = [
                 ("bad", "*/5 * * *", "k", json!(1), "invalid cron expression"),
-                ("bad", "61 * * * *", "k", json!(1), "invalid cron expression"),
+                (
+                    "bad",
+                    "61 * * * *",
+                    "k",
+                    json!(1),
+                    "invalid cron expression",
+                ),
                 ("bad", "* * * * *", "nope", json!(1), "unknown job kind"),
                 ("bad", "* * * * *", "k", json!("x"), "bad args"),
                 ("", "* * * * *", "k", json!(1), "name"),
             ];
             for (name, expr, kind, args, why) in cases {
                 let err = Jobs::builder(SqliteStore::in_memory().unwrap(), JobsConfig::default())
-                    .kind_fn("k", KindOptions::default(), |_c: JobContext, n: u64| async move {
-                        Ok(json!(n))
-                    })
+                    .kind_fn(
+                        "k",
+                        KindOptions::default(),
+                        |_c: JobContext, n: u64| async move { Ok(json!(n)) },
+                    )
                     .cron(name, expr, kind, args, EnqueueOptions::default())
                     .start()
                     .await
@@ -291,8 +312,7 @@ fn invalid_entries_are_refused_at_start() {
                 .cron("tick", "@hourly", "k", json!(1), EnqueueOptions::default())
                 .start()
                 .await
-                .err()
-                .expect("a name registered twice");
+                .expect_err("a name registered twice");
             assert!(err.to_string().contains("twice"), "{err}");
         });
 }
