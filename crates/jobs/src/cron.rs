@@ -200,6 +200,12 @@ pub(crate) fn check(
             .ok_or_else(|| bad(format!("unknown job kind {:?}", spec.kind)))?;
         kind.validate(&spec.args)
             .map_err(|e| bad(format!("bad args: {e}")))?;
+        if let Some(q) = &spec.options.queue {
+            // As an enqueue would refuse it at every slot.
+            if q.is_empty() || q.len() > 128 {
+                return Err(bad("the queue must be 1 to 128 bytes".into()));
+            }
+        }
         entries.push(CronEntry {
             name: spec.name,
             schedule,
@@ -398,6 +404,14 @@ mod tests {
             weekly.next_after(T0),
             Some(T0 - 10 * 60 * MIN + 7 * 24 * 60 * MIN)
         );
+    }
+
+    #[test]
+    fn an_impossible_date_never_fires() {
+        // February 30th parses but has no slot: `start` refuses it.
+        let s = CronSchedule::parse("0 0 30 2 *").unwrap();
+        assert_eq!(s.next_after(T0), None);
+        assert_eq!(s.due(T0 - 400 * 24 * 60 * MIN, T0), None);
     }
 
     #[test]

@@ -286,6 +286,7 @@ fn invalid_entries_are_refused_at_start() {
                     json!(1),
                     "invalid cron expression",
                 ),
+                ("bad", "0 0 30 2 *", "k", json!(1), "never fires"),
                 ("bad", "* * * * *", "nope", json!(1), "unknown job kind"),
                 ("bad", "* * * * *", "k", json!("x"), "bad args"),
                 ("", "* * * * *", "k", json!(1), "name"),
@@ -307,6 +308,22 @@ fn invalid_entries_are_refused_at_start() {
                     "{err}"
                 );
             }
+            // A queue no enqueue would take.
+            let err = every_second(SqliteStore::in_memory().unwrap(), "n@h")
+                .cron(
+                    "q",
+                    "@hourly",
+                    "k",
+                    json!(1),
+                    EnqueueOptions {
+                        queue: Some(String::new()),
+                        ..EnqueueOptions::default()
+                    },
+                )
+                .start()
+                .await
+                .expect_err("an empty queue");
+            assert!(err.to_string().contains("queue"), "{err}");
             // The same name twice.
             let err = every_second(SqliteStore::in_memory().unwrap(), "n@h")
                 .cron("tick", "@hourly", "k", json!(1), EnqueueOptions::default())
