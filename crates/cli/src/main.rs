@@ -100,10 +100,39 @@ struct Options {
     /// names); else `nonode@nohost`.
     #[arg(long, value_name = "NAME")]
     jobs_node: Option<String>,
+    /// A recurring job (repeatable): at every slot of the cron expression
+    /// EXPR (UTC; 5 fields, or 6 with seconds first, or `@hourly` and the
+    /// like) one job of KIND with the JSON args ARGS, once across the nodes
+    /// sharing the store, e.g. `--cron 'facts=*/5 * * * *:fact:{"n": 1000}'`.
+    #[arg(long = "cron", value_name = "NAME=EXPR:KIND:ARGS", value_parser = parse_cron)]
+    cron: Vec<CronArg>,
     /// With TLS, accept peers that present no certificate (default:
     /// refuse them, as OTP's `verify_peer` + `fail_if_no_peer_cert`).
     #[arg(long, requires = "tls_cert")]
     tls_allow_no_peer_cert: bool,
+}
+
+/// A `--cron` entry.
+#[derive(Clone, Debug)]
+struct CronArg {
+    name: String,
+    expression: String,
+    kind: String,
+    args: serde_json::Value,
+}
+
+fn parse_cron(s: &str) -> Result<CronArg, String> {
+    let usage = "expected NAME=EXPR:KIND:ARGS";
+    let (name, rest) = s.split_once('=').ok_or(usage)?;
+    let (expression, rest) = rest.split_once(':').ok_or(usage)?;
+    let (kind, args) = rest.split_once(':').ok_or(usage)?;
+    let args = serde_json::from_str(args).map_err(|e| format!("ARGS is not JSON: {e}"))?;
+    Ok(CronArg {
+        name: name.trim().to_owned(),
+        expression: expression.trim().to_owned(),
+        kind: kind.trim().to_owned(),
+        args,
+    })
 }
 
 fn parse_mode(s: &str) -> Result<console::Mode, String> {
@@ -169,10 +198,18 @@ async fn serve(options: Options) -> ExitCode {
                 "nonode@nohost".to_owned()
             }
         });
-    let jobs = match start_jobs(&options.data, options.database.as_deref(), node_name).await {
+    let jobs = match start_jobs(
+        &options.data,
+        options.database.as_deref(),
+        node_name,
+        &options.cron,
+    )
+    .await
+    {
         Ok(jobs) => jobs,
         Err(e) => {
             match &options.database {
+                _ if e.starts_with("--cron") => eprintln!("ember: {e}"),
                 Some(_) => eprintln!("ember: cannot open the jobs database: {e}"),
                 None => eprintln!(
                     "ember: cannot open the jobs store in {}: {e}",
@@ -286,6 +323,7 @@ async fn start_jobs(
     dir: &std::path::Path,
     database: Option<&str>,
     node: String,
+    cron: &[CronArg],
 ) -> Result<ember_jobs::Jobs, String> {
     let mut config = ember_jobs::JobsConfig {
         node,
@@ -299,31 +337,42 @@ async fn start_jobs(
     match database {
         Some(url) => {
             let store = ember_jobs::PgStore::connect(url).map_err(|e| e.to_string())?;
-            start_demo_jobs(store, config).await
+            start_demo_jobs(store, config, cron).await
         }
         None => {
             std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
             let store =
                 ember_jobs::SqliteStore::open(dir.join("jobs.db")).map_err(|e| e.to_string())?;
-            start_demo_jobs(store, config).await
+            start_demo_jobs(store, config, cron).await
         }
     }
 }
 
-/// Starts the job system on `store` with the demo kinds.
+/// Starts the job system on `store` with the demo kinds and the `--cron`
+/// entries.
 async fn start_demo_jobs(
     store: impl ember_jobs::Store,
     mut config: ember_jobs::JobsConfig,
+    cron: &[CronArg],
 ) -> Result<ember_jobs::Jobs, String> {
     // Slow calls that mostly wait: many at once.
     config
         .queues
         .insert(ember_web::jobs::LLM_QUEUE.to_owned(), 100);
-    let builder = ember_jobs::Jobs::builder(store, config);
-    ember_web::jobs::demo_kinds(builder)
-        .start()
-        .await
-        .map_err(|e| e.to_string())
+    let mut builder = ember_web::jobs::demo_kinds(ember_jobs::Jobs::builder(store, config));
+    for c in cron {
+        builder = builder.cron(
+            &c.name,
+            &c.expression,
+            &c.kind,
+            c.args.clone(),
+            ember_jobs::EnqueueOptions::default(),
+        );
+    }
+    builder.start().await.map_err(|e| match e {
+        ember_jobs::StoreError::Invalid(m) => format!("--cron: {m}"),
+        e => e.to_string(),
+    })
 }
 
 /// Waits for Ctrl-C, SIGTERM or `POST /api/node/stop`.

@@ -48,6 +48,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cron;
 mod dispatcher;
 mod kind;
 #[cfg(all(test, ember_jobs_loom))]
@@ -70,6 +71,7 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
+pub use cron::{cron_key, CronInfo, CronRecord, CronSchedule};
 pub use kind::{JobContext, JobError, JobKind, KindOptions, SoftTimeout};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -169,6 +171,7 @@ pub struct JobsBuilder {
     store: Arc<dyn Store>,
     config: JobsConfig,
     kinds: HashMap<String, Arc<dyn ErasedKind>>,
+    cron: Vec<cron::CronSpec>,
 }
 
 impl fmt::Debug for JobsBuilder {
@@ -202,11 +205,39 @@ impl JobsBuilder {
         self
     }
 
+    /// Registers a recurring job: at every slot of `expression` (UTC; 5
+    /// crontab fields, or 6 with seconds first, or a nickname such as
+    /// `@hourly`, see [`CronSchedule`]) one job of `kind` with `args` and
+    /// `options` is enqueued, once across every node sharing the store.
+    /// Its unique key is [`cron_key`] unless `options` give one; its
+    /// `run_at` is the slot. [`JobsBuilder::start`] refuses an invalid
+    /// entry ([`StoreError::Invalid`]). See `docs/semantics.md`, "Recurring
+    /// jobs", for missed slots and changed expressions.
+    pub fn cron(
+        mut self,
+        name: &str,
+        expression: &str,
+        kind: &str,
+        args: Value,
+        options: EnqueueOptions,
+    ) -> JobsBuilder {
+        self.cron.push(cron::CronSpec {
+            name: name.to_owned(),
+            expression: expression.to_owned(),
+            kind: kind.to_owned(),
+            args,
+            options,
+        });
+        self
+    }
+
     /// Starts the system from a process: takes back the jobs an earlier
     /// life of this node was running, starts the job supervisor and the
     /// dispatchers supervisor (both linked to the caller), and a dispatcher
-    /// for every queue with pending jobs.
+    /// for every queue with pending jobs; with cron entries, their
+    /// scheduler (under a supervisor of its own, linked to the caller).
     pub async fn start(self) -> Result<Jobs, StoreError> {
+        let cron_entries = cron::check(self.cron, &self.kinds)?;
         let incarnation = getrandom::u64().unwrap_or_else(|_| now_ms() as u64);
         let owner = format!("{}#{incarnation:016x}", self.config.node);
         let (events, _) = broadcast::channel(4096);
@@ -230,6 +261,10 @@ impl JobsBuilder {
             dispatchers: Mutex::new(HashMap::new()),
             job_sup,
             queue_sup: Mutex::new(None),
+            cron: cron::CronState {
+                entries: cron_entries,
+                ..Default::default()
+            },
         });
         let weak = Arc::downgrade(&inner);
         let queue_sup = DynamicSupervisorSpec::worker(move |queue: String| {
@@ -260,6 +295,7 @@ impl JobsBuilder {
         for queue in jobs.inner.store.pending_queues()? {
             jobs.ensure_queue(&queue).await;
         }
+        cron::start(&jobs.inner).await?;
         Ok(jobs)
     }
 }
@@ -275,6 +311,7 @@ pub(crate) struct Inner {
     pub(crate) dispatchers: Mutex<HashMap<String, Option<Pid>>>,
     pub(crate) job_sup: DynamicSupervisorRef<dispatcher::JobStart>,
     queue_sup: Mutex<Option<DynamicSupervisorRef<String>>>,
+    pub(crate) cron: cron::CronState,
 }
 
 impl Inner {
@@ -315,6 +352,7 @@ impl Jobs {
             store: Arc::new(store),
             config,
             kinds: HashMap::new(),
+            cron: Vec::new(),
         }
     }
 
@@ -359,6 +397,29 @@ impl Jobs {
         args: Value,
         options: EnqueueOptions,
     ) -> Result<JobId, EnqueueError> {
+        let new = self.new_job(kind, args, options)?;
+        let queue = new.queue.clone();
+        let inserted = self
+            .inner
+            .store
+            .insert_async(new)
+            .await
+            .map_err(EnqueueError::Store)?;
+        if let Inserted::New(_, ev) = &inserted {
+            self.inner.publish(ev.clone());
+        }
+        self.ensure_queue(&queue).await;
+        Ok(inserted.id())
+    }
+
+    /// The job an enqueue stores: checked against its kind, with the
+    /// defaults of the kind and of the config filled in.
+    pub(crate) fn new_job(
+        &self,
+        kind: &str,
+        args: Value,
+        options: EnqueueOptions,
+    ) -> Result<NewJob, EnqueueError> {
         let k = self
             .inner
             .kinds
@@ -393,17 +454,7 @@ impl Jobs {
             run_at: options.run_at.unwrap_or_else(now_ms),
             backoff: options.backoff.unwrap_or(ko.backoff),
         };
-        let inserted = self
-            .inner
-            .store
-            .insert_async(new)
-            .await
-            .map_err(EnqueueError::Store)?;
-        if let Inserted::New(_, ev) = &inserted {
-            self.inner.publish(ev.clone());
-        }
-        self.ensure_queue(&queue).await;
-        Ok(inserted.id())
+        Ok(new)
     }
 
     /// Hands the store's wake-ups (another node enqueued on a queue) to a
@@ -545,6 +596,17 @@ impl Jobs {
             })
             .await;
         }
+    }
+
+    /// The cron entries registered on this system, by name, with their
+    /// next slot and the last slot any node fired.
+    pub fn cron_entries(&self) -> Result<Vec<CronInfo>, StoreError> {
+        cron::infos(&self.inner)
+    }
+
+    /// The cron scheduler process, while it runs (only with entries).
+    pub fn cron_scheduler(&self) -> Option<Pid> {
+        *self.inner.cron.scheduler.lock()
     }
 
     /// Counts of jobs by state.

@@ -32,6 +32,7 @@ use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Transaction};
 use serde_json::{json, Value};
 
+use crate::cron::CronRecord;
 use crate::store::{
     now_ms, Backoff, CancelOutcome, Claimed, Claimer, Event, Inserted, JobId, JobRecord, JobState,
     Millis, NewJob, Progress, Retry, Store, StoreError, Wake,
@@ -92,6 +93,16 @@ CREATE INDEX IF NOT EXISTS ember_job_events_job ON ember_job_events (job_id, seq
 
 /// Version 2: each job may carry its processes' memory limit.
 const SCHEMA_V2: &str = "ALTER TABLE ember_jobs ADD COLUMN IF NOT EXISTS memory_limit BIGINT;";
+
+/// The cron entries' last slots (see [`Store::fire_cron`]).
+const SCHEMA_CRON: &str = "
+CREATE TABLE IF NOT EXISTS ember_jobs_cron (
+    name TEXT PRIMARY KEY,
+    expression TEXT NOT NULL,
+    last_slot BIGINT NOT NULL,
+    last_job BIGINT
+);
+";
 
 const COLUMNS: &str = "id, kind, queue, args, state, priority, attempt, max_attempts, timeout_ms, \
     unique_key, run_at, progress_pct, progress_message, progress_data, result, error, node, \
@@ -170,6 +181,9 @@ fn migrate(client: &mut Client) -> Result<(), StoreError> {
             )))
         }
     }
+    // Recurring jobs' table: new tables need no version (nodes that do
+    // not know one leave it alone), so it is created by every node.
+    tx.batch_execute(SCHEMA_CRON)?;
     tx.commit()?;
     Ok(())
 }
@@ -511,72 +525,101 @@ impl Drop for PgStore {
     }
 }
 
+/// Inserts `job` in `tx` (see [`Store::insert`]).
+fn insert_in(tx: &mut Transaction<'_>, job: &NewJob) -> Result<Inserted, StoreError> {
+    let now = now_ms();
+    let state = if job.run_at > now {
+        JobState::Scheduled
+    } else {
+        JobState::Queued
+    };
+    let args = job.args.to_string();
+    let max_attempts = job.max_attempts.clamp(1, i32::MAX as u32) as i32;
+    let timeout_ms = job.timeout_ms.map(clamp);
+    let memory_limit = job.memory_limit.map(clamp);
+    let (base, max) = (clamp(job.backoff.base_ms), clamp(job.backoff.max_ms));
+    for _ in 0..3 {
+        let row = tx.query_opt(
+            &format!(
+                "INSERT INTO ember_jobs (kind, queue, args, state, priority, max_attempts, \
+                 timeout_ms, unique_key, run_at, inserted_at, backoff_base_ms, \
+                 backoff_max_ms, memory_limit) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                 ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN {PENDING} \
+                 DO NOTHING RETURNING id"
+            ),
+            &[
+                &job.kind,
+                &job.queue,
+                &args,
+                &state.as_str(),
+                &job.priority,
+                &max_attempts,
+                &timeout_ms,
+                &job.unique_key,
+                &job.run_at,
+                &now,
+                &base,
+                &max,
+                &memory_limit,
+            ],
+        )?;
+        let Some(row) = row else {
+            // A pending job has the key (committed: the conflict waited
+            // for it), unless it finished meanwhile: then try again.
+            let existing = tx.query_opt(
+                &format!("SELECT id FROM ember_jobs WHERE unique_key = $1 AND state IN {PENDING}"),
+                &[&job.unique_key],
+            )?;
+            match existing {
+                Some(r) => return Ok(Inserted::Existing(r.try_get(0).map_err(backend)?)),
+                None => continue,
+            }
+        };
+        let id: JobId = row.try_get(0).map_err(backend)?;
+        let ev = state_event(tx, id, state, 0, None)?;
+        notify(tx, &job.queue)?;
+        return Ok(Inserted::New(id, ev));
+    }
+    Err(StoreError::Backend(
+        "the pending job with the same unique key keeps changing: enqueue again".into(),
+    ))
+}
+
+/// Fires a cron slot in `tx` (see [`Store::fire_cron`]). The upsert takes
+/// the entry's row lock; a second firing of the same slot waits for the
+/// first to commit, then finds the slot no longer newer and writes nothing.
+fn fire_cron_in(
+    tx: &mut Transaction<'_>,
+    entry: &str,
+    expression: &str,
+    slot: Millis,
+    job: &NewJob,
+) -> Result<Option<Inserted>, StoreError> {
+    let advanced = tx.execute(
+        "INSERT INTO ember_jobs_cron (name, expression, last_slot) VALUES ($1, $2, $3) \
+         ON CONFLICT (name) DO UPDATE SET expression = excluded.expression, \
+         last_slot = excluded.last_slot, last_job = NULL \
+         WHERE excluded.last_slot > ember_jobs_cron.last_slot",
+        &[&entry, &expression, &slot],
+    )?;
+    if advanced == 0 {
+        return Ok(None);
+    }
+    let inserted = insert_in(tx, job)?;
+    tx.execute(
+        "UPDATE ember_jobs_cron SET last_job = $2 WHERE name = $1",
+        &[&entry, &inserted.id()],
+    )?;
+    Ok(Some(inserted))
+}
+
 const PENDING: &str = "('scheduled', 'queued', 'running', 'retrying')";
 
 impl Store for PgStore {
     fn insert(&self, job: &NewJob) -> Result<Inserted, StoreError> {
         let job = job.clone();
-        self.tx(move |tx| {
-            let now = now_ms();
-            let state = if job.run_at > now {
-                JobState::Scheduled
-            } else {
-                JobState::Queued
-            };
-            let args = job.args.to_string();
-            let max_attempts = job.max_attempts.clamp(1, i32::MAX as u32) as i32;
-            let timeout_ms = job.timeout_ms.map(clamp);
-            let memory_limit = job.memory_limit.map(clamp);
-            let (base, max) = (clamp(job.backoff.base_ms), clamp(job.backoff.max_ms));
-            for _ in 0..3 {
-                let row = tx.query_opt(
-                    &format!(
-                        "INSERT INTO ember_jobs (kind, queue, args, state, priority, max_attempts, \
-                         timeout_ms, unique_key, run_at, inserted_at, backoff_base_ms, \
-                         backoff_max_ms, memory_limit) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-                         ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN {PENDING} \
-                         DO NOTHING RETURNING id"
-                    ),
-                    &[
-                        &job.kind,
-                        &job.queue,
-                        &args,
-                        &state.as_str(),
-                        &job.priority,
-                        &max_attempts,
-                        &timeout_ms,
-                        &job.unique_key,
-                        &job.run_at,
-                        &now,
-                        &base,
-                        &max,
-                        &memory_limit,
-                    ],
-                )?;
-                let Some(row) = row else {
-                    // A pending job has the key (committed: the conflict waited
-                    // for it), unless it finished meanwhile: then try again.
-                    let existing = tx.query_opt(
-                        &format!(
-                            "SELECT id FROM ember_jobs WHERE unique_key = $1 AND state IN {PENDING}"
-                        ),
-                        &[&job.unique_key],
-                    )?;
-                    match existing {
-                        Some(r) => return Ok(Inserted::Existing(r.try_get(0).map_err(backend)?)),
-                        None => continue,
-                    }
-                };
-                let id: JobId = row.try_get(0).map_err(backend)?;
-                let ev = state_event(tx, id, state, 0, None)?;
-                notify(tx, &job.queue)?;
-                return Ok(Inserted::New(id, ev));
-            }
-            Err(StoreError::Backend(
-                "the pending job with the same unique key keeps changing: enqueue again".into(),
-            ))
-        })
+        self.tx(move |tx| insert_in(tx, &job))
     }
 
     fn claim(
@@ -964,6 +1007,36 @@ impl Store for PgStore {
                 }
             }
             Ok(out)
+        })
+    }
+
+    fn fire_cron(
+        &self,
+        entry: &str,
+        expression: &str,
+        slot: Millis,
+        job: &NewJob,
+    ) -> Result<Option<Inserted>, StoreError> {
+        let (entry, expression, job) = (entry.to_owned(), expression.to_owned(), job.clone());
+        self.tx(move |tx| fire_cron_in(tx, &entry, &expression, slot, &job))
+    }
+
+    fn cron_entries(&self) -> Result<Vec<CronRecord>, StoreError> {
+        self.call(move |c| {
+            let rows = c.query(
+                "SELECT name, expression, last_slot, last_job FROM ember_jobs_cron ORDER BY name",
+                &[],
+            )?;
+            rows.iter()
+                .map(|r| {
+                    Ok(CronRecord {
+                        name: text(r, 0)?,
+                        expression: text(r, 1)?,
+                        last_slot: r.try_get(2).map_err(backend)?,
+                        last_job: r.try_get(3).map_err(backend)?,
+                    })
+                })
+                .collect()
         })
     }
 

@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use serde_json::{json, Value};
 
+use crate::cron::CronRecord;
 use crate::store::{
     Backoff, CancelOutcome, Claimed, Claimer, Event, Inserted, JobId, JobRecord, JobState, Millis,
     NewJob, Progress, Retry, Store, StoreError, StoreFuture,
@@ -63,6 +64,12 @@ CREATE TABLE IF NOT EXISTS job_events (
     at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS job_events_job ON job_events (job_id, seq);
+CREATE TABLE IF NOT EXISTS cron_entries (
+    name TEXT PRIMARY KEY,
+    expression TEXT NOT NULL,
+    last_slot INTEGER NOT NULL,
+    last_job INTEGER
+);
 ";
 
 const COLUMNS: &str = "id, kind, queue, args, state, priority, attempt, max_attempts, timeout_ms, \
@@ -467,6 +474,34 @@ fn insert_in(tx: &Transaction<'_>, job: &NewJob) -> Result<Inserted, StoreError>
     Ok(Inserted::New(id, ev))
 }
 
+/// Fires a cron slot in `tx` (see [`Store::fire_cron`]): the entry's row
+/// moves to `slot` only if `slot` is newer, and only then is the job
+/// inserted; a failed insert rolls the row back with it.
+fn fire_cron_in(
+    tx: &Transaction<'_>,
+    entry: &str,
+    expression: &str,
+    slot: Millis,
+    job: &NewJob,
+) -> Result<Option<Inserted>, StoreError> {
+    let advanced = tx.execute(
+        "INSERT INTO cron_entries (name, expression, last_slot) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (name) DO UPDATE SET expression = excluded.expression, \
+         last_slot = excluded.last_slot, last_job = NULL \
+         WHERE excluded.last_slot > cron_entries.last_slot",
+        params![entry, expression, slot],
+    )?;
+    if advanced == 0 {
+        return Ok(None);
+    }
+    let inserted = insert_in(tx, job)?;
+    tx.execute(
+        "UPDATE cron_entries SET last_job = ?2 WHERE name = ?1",
+        params![entry, inserted.id()],
+    )?;
+    Ok(Some(inserted))
+}
+
 /// Records `id`'s success in `tx` (see [`Store::succeed`]).
 fn succeed_in(
     tx: &Transaction<'_>,
@@ -859,6 +894,33 @@ impl Store for SqliteStore {
              ('queued', 'scheduled', 'retrying', 'running')",
         )?;
         let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn fire_cron(
+        &self,
+        entry: &str,
+        expression: &str,
+        slot: Millis,
+        job: &NewJob,
+    ) -> Result<Option<Inserted>, StoreError> {
+        let (entry, expression, job) = (entry.to_owned(), expression.to_owned(), job.clone());
+        self.tx(move |tx| fire_cron_in(tx, &entry, &expression, slot, &job))
+    }
+
+    fn cron_entries(&self) -> Result<Vec<CronRecord>, StoreError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT name, expression, last_slot, last_job FROM cron_entries ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(CronRecord {
+                name: r.get(0)?,
+                expression: r.get(1)?,
+                last_slot: r.get(2)?,
+                last_job: r.get(3)?,
+            })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

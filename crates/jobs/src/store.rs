@@ -316,6 +316,9 @@ pub enum StoreError {
     NotFound,
     /// The backend failed.
     Backend(String),
+    /// The system refused its configuration (e.g. a cron entry whose
+    /// expression does not parse).
+    Invalid(String),
 }
 
 impl fmt::Display for StoreError {
@@ -324,6 +327,7 @@ impl fmt::Display for StoreError {
             StoreError::Fenced => f.write_str("fenced: the job's lease belongs to another claim"),
             StoreError::NotFound => f.write_str("no such job"),
             StoreError::Backend(e) => write!(f, "store: {e}"),
+            StoreError::Invalid(e) => f.write_str(e),
         }
     }
 }
@@ -505,6 +509,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counts of jobs by state.
     fn counts(&self) -> Result<Vec<(JobState, u64)>, StoreError>;
+
+    /// Fires slot `slot` (ms since the epoch) of cron entry `entry`, whose
+    /// expression is `expression`: in one transaction, records `slot` as the
+    /// entry's last slot and inserts `job` (as [`Store::insert`] does), only
+    /// if `slot` is newer than the last slot recorded. `Ok(None)`, nothing
+    /// written, if it is not: another node (or an earlier life of this one)
+    /// fired it or a later one. So each slot makes one job, however many
+    /// nodes fire it at once.
+    fn fire_cron(
+        &self,
+        entry: &str,
+        expression: &str,
+        slot: Millis,
+        job: &NewJob,
+    ) -> Result<Option<Inserted>, StoreError>;
+
+    /// What the store keeps of every cron entry ever fired, by name.
+    fn cron_entries(&self) -> Result<Vec<crate::cron::CronRecord>, StoreError>;
 
     /// Sets what to call when another node (sharing this store) makes jobs
     /// of a queue due, e.g. from PostgreSQL's `LISTEN/NOTIFY`; it may be

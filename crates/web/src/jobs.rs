@@ -15,6 +15,15 @@
 //! /api/jobs/ID/retry` runs a `failed` or `cancelled` job again (`202`;
 //! `409` in another state, `404` if unknown).
 //!
+//! Recurring jobs: `GET /api/cron` answers `{"entries": [...], "node"}`,
+//! one object per cron entry registered on this node, by name: `{"name",
+//! "expression", "kind", "args", "queue", "next_run", "last_slot",
+//! "last_job"}`. `next_run` is the entry's next slot after now, `last_slot`
+//! the last slot any node sharing the store fired (both in ms since the
+//! Unix epoch, `null` if none), `last_job` the id of the job that slot
+//! made; `queue` is `null` when the kind's applies. Each job an entry makes
+//! has the unique key `cron:NAME:SLOT`. `503` if the store fails.
+//!
 //! `state` is one of `scheduled`, `queued`, `running`, `retrying`,
 //! `succeeded`, `failed`, `cancelled`. `priority`: lower runs first
 //! (default 0). `run_at`: milliseconds since the Unix epoch (a number below
@@ -251,6 +260,7 @@ async fn llm(ctx: JobContext, args: LlmArgs) -> Result<Value, JobError> {
 /// Mounts the jobs API on `router`.
 pub fn routes(router: Router, jobs: Jobs) -> Router {
     let (j1, j2, j3, j4) = (jobs.clone(), jobs.clone(), jobs.clone(), jobs.clone());
+    let j5 = jobs.clone();
     router
         .post("/api/jobs/*", move |req: Request| {
             let jobs = jobs.clone();
@@ -272,6 +282,21 @@ pub fn routes(router: Router, jobs: Jobs) -> Router {
             let jobs = j4.clone();
             async move { cancel(jobs, req) }
         })
+        .get("/api/cron", move |_req: Request| {
+            let jobs = j5.clone();
+            async move { cron(&jobs) }
+        })
+}
+
+/// `GET /api/cron`: the cron entries of this node.
+fn cron(jobs: &Jobs) -> Response {
+    match jobs.cron_entries() {
+        Ok(entries) => json(&json!({ "entries": entries, "node": jobs.node() })),
+        Err(e) => status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "error": e.to_string() }),
+        ),
+    }
 }
 
 fn bad(message: impl Into<String>) -> Response {

@@ -594,6 +594,8 @@ function jobsPage() {
   $("job-close").addEventListener("click", closeJob);
   refreshJobs();
   setInterval(refreshJobs, 1000);
+  refreshCron();
+  setInterval(refreshCron, 5000);
 }
 
 async function refreshJobs() {
@@ -609,6 +611,23 @@ async function refreshJobs() {
   } catch (e) {
     $("jobs-rows").replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: 8, text: "Jobs unavailable: " + e.message })));
   }
+}
+
+async function refreshCron() {
+  let entries = [];
+  try { entries = (await api("GET", "/api/cron")).entries; } catch (e) { entries = []; }
+  $("cron-panel").hidden = !entries.length;
+  const when = (ms) => (ms == null ? "–" : new Date(ms).toISOString().replace(".000Z", "Z"));
+  $("cron-rows").replaceChildren(...entries.map((c) => el("tr", {},
+    el("td", { class: "mono", text: c.name }),
+    el("td", { class: "mono", text: c.expression }),
+    el("td", { class: "mono", text: c.kind }),
+    el("td", { class: "mono muted", text: JSON.stringify(c.args) }),
+    el("td", { class: "mono", text: when(c.next_run) }),
+    el("td", { class: "mono muted", text: when(c.last_slot) }),
+    c.last_job == null
+      ? el("td", { class: "muted", text: "–" })
+      : el("td", { class: "mono job-row", text: "#" + c.last_job, onclick: () => showJob(c.last_job) }))));
 }
 
 function jobAction(label, method, url, danger) {
