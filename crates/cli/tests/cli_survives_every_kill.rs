@@ -215,7 +215,10 @@ fn the_binary_survives_a_kill_of_every_process_and_stops_on_ctrl_c() {
             // between (a supervisor still settling after an earlier kill):
             // a clear 404, then the kill goes to its successor.
             if let Some((404, body)) = &answer {
-                assert!(body.contains("not alive"), "kill {role} ({pid}): 404 {body}");
+                assert!(
+                    body.contains("not alive"),
+                    "kill {role} ({pid}): 404 {body}"
+                );
                 gone += 1;
                 assert!(
                     gone < 20,
