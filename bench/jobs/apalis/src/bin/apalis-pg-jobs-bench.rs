@@ -50,8 +50,7 @@ async fn main() {
     let config = Config::new("bench::noop")
         .set_poll_interval(Duration::from_millis(1))
         .set_buffer_size(concurrency);
-    let mut storage: PostgresStorage<Noop> =
-        PostgresStorage::new_with_config(pool.clone(), config);
+    let mut storage: PostgresStorage<Noop> = PostgresStorage::new_with_config(pool.clone(), config);
     let mut listen = PgListen::new(pool.clone()).await.expect("listen");
     listen.subscribe_with(&mut storage);
     tokio::spawn(async move {
@@ -99,13 +98,20 @@ async fn main() {
                 break;
             }
         }
-        assert!(Instant::now() < deadline, "stalled at {} of {n}", seen.load(Ordering::Relaxed));
+        assert!(
+            Instant::now() < deadline,
+            "stalled at {} of {n}",
+            seen.load(Ordering::Relaxed)
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let total = t0.elapsed();
     lat.sort();
     let p = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
-    println!("METRIC jobs_noop_per_s {:.1} jobs/s", n as f64 / total.as_secs_f64());
+    println!(
+        "METRIC jobs_noop_per_s {:.1} jobs/s",
+        n as f64 / total.as_secs_f64()
+    );
     println!("METRIC jobs_enqueue_p50 {:.3} ms", p(0.5));
     println!("METRIC jobs_enqueue_p99 {:.3} ms", p(0.99));
     std::process::exit(0);
