@@ -1,11 +1,14 @@
-//! No-op jobs end to end on a SQLite file: enqueue latency and jobs/s from
-//! the first enqueue to the last completion (Ember's side of
-//! `bench/run jobs`).
+//! No-op jobs end to end on a SQLite file (or a PostgreSQL database):
+//! enqueue latency and jobs/s from the first enqueue to the last completion
+//! (Ember's side of `bench/run jobs`).
 //!
 //! ```text
 //! cargo run --release -p ember-jobs --example noop_throughput -- \
-//!     [JOBS] [LIMIT] [PRODUCERS] [DB_FILE]
+//!     [JOBS] [LIMIT] [PRODUCERS] [DB_FILE | postgres://URL]
 //! ```
+//!
+//! A `postgres://` (or `postgresql://`) last argument runs on [`PgStore`]
+//! in that database instead of SQLite.
 //!
 //! `PRODUCERS` processes enqueue `JOBS / PRODUCERS` jobs each, one at a
 //! time (each `enqueue` returns once its job is durable), while the queue
@@ -17,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ember_jobs::{
-    EnqueueOptions, JobContext, JobState, Jobs, JobsConfig, KindOptions, SqliteStore,
+    EnqueueOptions, JobContext, JobState, Jobs, JobsConfig, KindOptions, PgStore, SqliteStore,
 };
 
 fn main() {
@@ -25,7 +28,11 @@ fn main() {
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2000);
     let limit: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(50);
     let producers: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1).max(1);
-    let (dir, db) = match args.next() {
+    let target = args.next();
+    let pg_url = target
+        .clone()
+        .filter(|t| t.starts_with("postgres://") || t.starts_with("postgresql://"));
+    let (dir, db) = match target {
         Some(f) => (None, std::path::PathBuf::from(f)),
         None => {
             let dir = std::env::temp_dir().join(format!("ember-jobs-noop-{}", std::process::id()));
@@ -35,12 +42,15 @@ fn main() {
     };
     let rt = ember_runtime::Runtime::new().unwrap();
     rt.block_on(async move {
-        let store = SqliteStore::open(&db).unwrap();
         let config = JobsConfig {
             default_limit: limit,
             ..JobsConfig::default()
         };
-        let jobs = Jobs::builder(store, config)
+        let builder = match &pg_url {
+            Some(url) => Jobs::builder(PgStore::connect(url).unwrap(), config),
+            None => Jobs::builder(SqliteStore::open(&db).unwrap(), config),
+        };
+        let jobs = builder
             .kind_fn(
                 "noop",
                 KindOptions::default(),
