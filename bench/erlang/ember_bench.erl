@@ -36,6 +36,11 @@
 -define(TIMER_FIRE_SPREAD_MS, 100).    % fire run: delays 1..100 ms
 -define(TIMER_CANCEL_BASE_MS, 3000).   % cancel run: delays 3000..3999 ms
 -define(TIMER_CANCEL_SPREAD_MS, 1000). % (< 5 s: stays in BEAM's timer wheel)
+%% wake
+-define(WAKE_ROUNDS, 2000).
+-define(WAKE_WARMUP, 100).
+-define(WAKE_BUSY_NS, 200000).         % the sender's busy time after a send
+-define(WAKE_GAP_MS, 2).               % then everything sleeps
 
 %% ---------------------------------------------------------------------
 %% Entry point
@@ -47,6 +52,7 @@ scenarios() ->
      {"ring", fun ring_scenario/0},
      {"fanin", fun fanin_scenario/0},
      {"timers", fun timers_scenario/0},
+     {"wake", fun wake_scenario/0},
      {"responsiveness", fun ember_bench_responsiveness:scenario/0},
      {"genserver_call", fun ember_bench_otp:genserver_call/0},
      {"supervisor_restart", fun ember_bench_otp:supervisor_restart/0}].
@@ -295,6 +301,53 @@ send_n(N, To) -> To ! msg, send_n(N - 1, To).
 %% ---------------------------------------------------------------------
 %% timers: 1,000 processes x 1,000 timers
 %% ---------------------------------------------------------------------
+
+%% ---------------------------------------------------------------------
+%% wake: the wake-up of an idle process from another scheduler. The
+%% receiver waits in `receive` while every scheduler sleeps; the sender
+%% sends it the current time and keeps its own scheduler busy for 200 us,
+%% then everything sleeps 2 ms. The latency is from the send to the
+%% receiver running.
+%% ---------------------------------------------------------------------
+
+wake_scenario() ->
+    Self = self(),
+    Receiver = spawn(fun() -> wake_receiver(Self, []) end),
+    wake_rounds(Receiver, ?WAKE_WARMUP + ?WAKE_ROUNDS),
+    Receiver ! report,
+    Samples = receive {wake_samples, S} -> S end,
+    Measured = lists:nthtail(?WAKE_WARMUP, Samples),
+    Us = lists:sort([Ns / 1000 || Ns <- Measured]),
+    [{"wake_p50_us", wake_at(Us, 0.50), "us"},
+     {"wake_p99_us", wake_at(Us, 0.99), "us"}].
+
+wake_receiver(Coordinator, Acc) ->
+    receive
+        {wake, T0} ->
+            Now = erlang:monotonic_time(nanosecond),
+            wake_receiver(Coordinator, [Now - T0 | Acc]);
+        report ->
+            Coordinator ! {wake_samples, lists:reverse(Acc)}
+    end.
+
+wake_rounds(_Receiver, 0) ->
+    ok;
+wake_rounds(Receiver, K) ->
+    T0 = erlang:monotonic_time(nanosecond),
+    Receiver ! {wake, T0},
+    wake_busy_until(T0 + ?WAKE_BUSY_NS),
+    receive after ?WAKE_GAP_MS -> ok end,
+    wake_rounds(Receiver, K - 1).
+
+wake_busy_until(T) ->
+    case erlang:monotonic_time(nanosecond) < T of
+        true -> wake_busy_until(T);
+        false -> ok
+    end.
+
+wake_at(Sorted, Q) ->
+    Len = length(Sorted),
+    lists:nth(min(trunc(Len * Q), Len - 1) + 1, Sorted).
 
 timers_scenario() ->
     _ = timers_fire_round(10, ?TIMERS_PER_PROC),       % warm-up

@@ -45,6 +45,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("ring", Scenario::Process(|| Box::pin(ring_scenario()))),
     ("fanin", Scenario::Process(|| Box::pin(fanin_scenario()))),
     ("timers", Scenario::Process(|| Box::pin(timers_scenario()))),
+    ("wake", Scenario::Process(|| Box::pin(wake_scenario()))),
     (
         "responsiveness",
         Scenario::Main(responsiveness::responsiveness),
@@ -503,6 +504,62 @@ async fn timers_round(procs: u32, each: u32) -> (f64, f64, f64) {
         (t1 - t0).as_secs_f64() * 1e9 / count,
         (t2 - t0).as_secs_f64() * 1e9 / count,
     )
+}
+
+// ---------------------------------------------------------------- wake
+
+/// Rounds of the wake scenario (after `WAKE_WARMUP` unmeasured ones).
+const WAKE_ROUNDS: usize = 2_000;
+const WAKE_WARMUP: usize = 100;
+/// How long the sender keeps its core busy after each send.
+const WAKE_BUSY: Duration = Duration::from_micros(200);
+/// How long everything then sleeps, so that idle schedulers park.
+const WAKE_GAP: Duration = Duration::from_millis(2);
+
+enum Wake {
+    At(Instant),
+    Report,
+}
+
+/// The wake-up of an idle process from another scheduler: the receiver
+/// waits in `receive` while every scheduler sleeps; the sender sends it
+/// the current time and keeps its own core busy for 200 us, so the
+/// receiver runs elsewhere or waits for that core. The latency is from
+/// the send to the receiver running. Then everything sleeps 2 ms.
+async fn wake_scenario() -> Vec<Metric> {
+    let coordinator = self_pid();
+    let receiver = spawn(async move {
+        let mut samples = Vec::with_capacity(WAKE_WARMUP + WAKE_ROUNDS);
+        loop {
+            match receive::<Wake>().await {
+                Wake::At(t0) => samples.push(t0.elapsed()),
+                Wake::Report => {
+                    send(coordinator, samples);
+                    return;
+                }
+            }
+        }
+    });
+    for _ in 0..WAKE_WARMUP + WAKE_ROUNDS {
+        let t0 = Instant::now();
+        send(receiver, Wake::At(t0));
+        while t0.elapsed() < WAKE_BUSY {
+            std::hint::spin_loop();
+        }
+        ember::sleep(WAKE_GAP).await;
+    }
+    send(receiver, Wake::Report);
+    let samples: Vec<Duration> = receive().await;
+    let mut us: Vec<f64> = samples[WAKE_WARMUP..]
+        .iter()
+        .map(|d| d.as_secs_f64() * 1e6)
+        .collect();
+    us.sort_by(f64::total_cmp);
+    let at = |q: f64| us[((us.len() as f64 * q) as usize).min(us.len() - 1)];
+    vec![
+        metric("wake_p50_us", at(0.50), "us"),
+        metric("wake_p99_us", at(0.99), "us"),
+    ]
 }
 
 async fn timers_scenario() -> Vec<Metric> {
