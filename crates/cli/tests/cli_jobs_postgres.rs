@@ -28,7 +28,14 @@ const DEADLINE: Duration = Duration::from_secs(60);
 fn start(url: &str, name: &str, data: &ember_testkit::TempDir) -> Node {
     let lease = LEASE_MS.to_string();
     Node::start(
-        &["--data", &data.arg(), "--database", url, "--jobs-node", name],
+        &[
+            "--data",
+            &data.arg(),
+            "--database",
+            url,
+            "--jobs-node",
+            name,
+        ],
         &[("RUST_LOG", "warn"), ("EMBER_JOBS_LEASE_MS", &lease)],
         true,
     )

@@ -28,7 +28,14 @@ fn mapper_names(port: u16) -> Option<BTreeSet<String>> {
     let text = String::from_utf8_lossy(raw.get(4..)?).into_owned();
     Some(
         text.lines()
-            .filter_map(|l| Some(l.strip_prefix("name ")?.split(" at port ").next()?.to_string()))
+            .filter_map(|l| {
+                Some(
+                    l.strip_prefix("name ")?
+                        .split(" at port ")
+                        .next()?
+                        .to_string(),
+                )
+            })
             .collect(),
     )
 }

@@ -428,7 +428,10 @@ impl Registrar {
             }
         };
         if let Some(m) = &mapper {
-            tracing::info!("dist: no epmd on port {}: started an embedded one", m.port());
+            tracing::info!(
+                "dist: no epmd on port {}: started an embedded one",
+                m.port()
+            );
         }
         let held = Arc::new(Held::default());
         if let Some(m) = mapper {
@@ -691,10 +694,13 @@ mod tests {
                 .iter()
                 .map(|(n, _)| (n.clone(), names.iter().find(|(m, _)| m == n).unwrap().1))
                 .collect();
-            until(&format!("round {round}: every survivor registered"), async || {
-                survivors.iter().filter(|(_, r)| r.holds_mapper()).count() == 1
-                    && all_resolve(port, &live).await
-            })
+            until(
+                &format!("round {round}: every survivor registered"),
+                async || {
+                    survivors.iter().filter(|(_, r)| r.holds_mapper()).count() == 1
+                        && all_resolve(port, &live).await
+                },
+            )
             .await;
             // Exactly one bound the port: the others' binds failed.
             let holders: Vec<&String> = survivors
@@ -715,7 +721,10 @@ mod tests {
             if survivors.len() == 2 {
                 break;
             }
-            let at = survivors.iter().position(|(_, r)| r.holds_mapper()).unwrap();
+            let at = survivors
+                .iter()
+                .position(|(_, r)| r.holds_mapper())
+                .unwrap();
             survivors.remove(at);
         }
         // A node started now finds the mapper and the survivors.

@@ -118,9 +118,9 @@ mod global;
 mod handshake;
 mod introspect;
 #[cfg(all(test, ember_dist_loom))]
-mod loom_models;
-#[cfg(all(test, ember_dist_loom))]
 mod loom_mapper;
+#[cfg(all(test, ember_dist_loom))]
+mod loom_models;
 mod node;
 mod procs;
 pub mod tasks;

@@ -43,12 +43,12 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> ApiReply {
     request(addr, "GET", path, &[host(addr)], "").await
 }
 
-/// The row of the process labelled `label` in a Top answer.
-fn row<'a>(top: &'a Value, label: &str) -> Option<&'a Value> {
+/// The row of the process spawned as `what` in a Top answer.
+fn row<'a>(top: &'a Value, what: &str) -> Option<&'a Value> {
     top["processes"]
         .as_array()?
         .iter()
-        .find(|p| p["label"] == label)
+        .find(|p| p["spawned_as"] == what)
 }
 
 #[test]
@@ -99,7 +99,10 @@ fn the_top_page_shows_another_ember_nodes_processes_read_only() {
         assert!(burns["cpu_ns"].as_u64().unwrap() > 0, "{burns}");
         let pid = burns["pid"].as_str().unwrap().to_string();
         assert_eq!(pid, burner.to_string());
-        let pid_path = pid.trim_start_matches('<').trim_end_matches('>').to_string();
+        let pid_path = pid
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_string();
 
         // This node's own top: the route as before, no `node` field, no
         // burner (it runs on B).
@@ -121,10 +124,14 @@ fn the_top_page_shows_another_ember_nodes_processes_read_only() {
         let info = info.json();
         assert_eq!(info["node"], b_name.as_str());
         assert_eq!(info["pid"], pid.as_str());
-        assert_eq!(info["label"], "burns");
+        assert_eq!(info["spawned_as"], "burns");
         // A's own process of that number, if any, is not B's.
         let here = get(addr, &format!("/api/processes/{pid_path}")).await;
-        assert!(here.status == 404 || here.json()["label"] != "burns", "{}", here.body);
+        assert!(
+            here.status == 404 || here.json()["spawned_as"] != "burns",
+            "{}",
+            here.body
+        );
 
         // Read-only: a kill through A is refused and the burner lives on.
         let kill = request(
@@ -155,7 +162,10 @@ fn the_top_page_shows_another_ember_nodes_processes_read_only() {
             (format!("/api/top?node={}@h", "x".repeat(300)), 400),
             (format!("/api/processes/0.1?node={b_name}"), 400),
             (format!("/api/processes/{pid_path}/x?node={b_name}"), 404),
-            (format!("/api/processes/{pid_path}?node=nosuch@nowhere"), 404),
+            (
+                format!("/api/processes/{pid_path}?node=nosuch@nowhere"),
+                404,
+            ),
         ] {
             let r = get(addr, &path).await;
             assert_eq!(r.status, status, "GET {path}: {}", r.body);
