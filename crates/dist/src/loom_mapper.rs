@@ -4,7 +4,8 @@
 //! listens on the port, bind it (the kernel lets exactly one bind win:
 //! here a compare-and-swap on the port's owner), start listening, and
 //! register; if the bind was lost, or the winner is not listening yet,
-//! try again. Checked in every interleaving: exactly one survivor holds
+//! try again (modelled as waiting until the winner listens; preemption
+//! bound 3). Checked in every interleaving: exactly one survivor holds
 //! the port, and every survivor ends registered with that survivor's
 //! mapper exactly once.
 //!
@@ -13,8 +14,8 @@
 //!     --release --target-dir target/loom-dist -- loom_mapper --test-threads=1
 //! ```
 
-use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use loom::sync::{Arc, Mutex};
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 
 /// The port mapper port after its holder died: free until bound.
@@ -22,7 +23,9 @@ struct Port {
     /// 0: free; else the survivor (1-based) whose bind won.
     owner: AtomicUsize,
     /// The owner's listener accepts (set after the bind, as `listen`).
-    listening: AtomicBool,
+    listening: Mutex<bool>,
+    /// Signalled when it does.
+    up: Condvar,
     /// The owner's mapper's table: who registered.
     table: Mutex<Vec<usize>>,
 }
@@ -30,7 +33,7 @@ struct Port {
 impl Port {
     /// `register`: refused unless a mapper listens.
     fn register(&self, me: usize) -> bool {
-        if !self.listening.load(Ordering::Acquire) {
+        if !*self.listening.lock().unwrap() {
             return false;
         }
         self.table.lock().unwrap().push(me);
@@ -46,32 +49,39 @@ impl Port {
         {
             return false;
         }
-        self.listening.store(true, Ordering::Release);
+        *self.listening.lock().unwrap() = true;
+        self.up.notify_all();
         true
     }
 
-    /// `Registrant::attach`, retried as `keep` retries it.
+    /// `Registrant::attach`, retried as `keep` retries it: a survivor that
+    /// lost the bind retries (after its back-off) until the winner
+    /// listens, modelled as a wait for that rather than a spin.
     fn attach(&self, me: usize) -> bool {
-        loop {
-            if self.register(me) {
-                return false;
-            }
-            let held = self.bind(me);
-            if self.register(me) {
-                return held;
-            }
-            // Lost the bind to a survivor not listening yet: back off.
-            thread::yield_now();
+        if self.register(me) {
+            return false;
         }
+        let held = self.bind(me);
+        if !held {
+            let mut listening = self.listening.lock().unwrap();
+            while !*listening {
+                listening = self.up.wait(listening).unwrap();
+            }
+        }
+        assert!(self.register(me), "a mapper listens by now");
+        held
     }
 }
 
 #[test]
 fn one_survivor_takes_the_port_and_every_survivor_registers_with_it() {
-    loom::model(|| {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder.check(|| {
         let port = Arc::new(Port {
             owner: AtomicUsize::new(0),
-            listening: AtomicBool::new(false),
+            listening: Mutex::new(false),
+            up: Condvar::new(),
             table: Mutex::new(Vec::new()),
         });
         let survivors: Vec<_> = (1..=3)
