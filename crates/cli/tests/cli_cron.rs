@@ -3,77 +3,32 @@
 //! started again on the same `--data` repeats no slot; a bad entry stops
 //! the binary at start with a message naming it.
 
+mod support;
+
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::jobs::{request, JobsNode};
 
 const ENTRY: &str = r#"tick=* * * * * *:fact:{"n": 3}"#;
 
-/// The node, killed when the test ends however it ends.
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(data: &str, cron: &str) -> (Node, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ember"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--schedulers",
-            "2",
-            "--data",
-            data,
-            "--cron",
-            cron,
-        ])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the ember binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let node = Node(child);
-    let mut stdout = BufReader::new(stdout);
-    let mut line = String::new();
-    stdout
-        .read_line(&mut line)
-        .expect("ember says where it listens");
-    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+fn start(data: &str, cron: &str) -> (JobsNode, SocketAddr) {
+    let node = JobsNode::start(
+        &["--data", data, "--cron", cron],
+        &[("RUST_LOG", "error")],
+        false,
+    );
+    let addr = node.addr;
     (node, addr)
 }
 
 /// `GET path`: the status and JSON body.
 fn get(addr: SocketAddr, path: &str) -> (u16, Value) {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let head = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
-    stream.write_all(head.as_bytes()).expect("send");
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).expect("an answer");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a full answer");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status");
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    let (status, body) = request(addr, "GET", path, "");
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
 /// Polls `GET /api/cron` (20 ms apart, for at most 20 s) until the entry's
@@ -108,8 +63,8 @@ fn cron_entries_fire_once_per_slot_across_a_kill_and_restart() {
     let first = wait_for_tick(addr, 0);
     let second = wait_for_tick(addr, first);
     assert!(second > first);
-    node.0.kill().unwrap();
-    node.0.wait().unwrap();
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
     drop(node);
     let (node, addr) = start(&data.arg(), ENTRY);
     let (_, body) = get(addr, "/api/cron");

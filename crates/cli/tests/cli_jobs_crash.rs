@@ -4,79 +4,21 @@
 //! store (one completion, one `succeeded` event), none is lost, none is left
 //! `running`, and the jobs the kill interrupted were run again.
 
+mod support;
+
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::jobs::{request, JobsNode};
 
 const JOBS: usize = 1000;
 
-/// The node, killed when the test ends however it ends.
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(data: &str) -> (Node, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ember"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--schedulers",
-            "2",
-            "--data",
-            data,
-        ])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the ember binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let node = Node(child);
-    let mut stdout = BufReader::new(stdout);
-    let mut line = String::new();
-    stdout
-        .read_line(&mut line)
-        .expect("ember says where it listens");
-    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+fn start(data: &str) -> (JobsNode, SocketAddr) {
+    let node = JobsNode::start(&["--data", data], &[("RUST_LOG", "error")], false);
+    let addr = node.addr;
     (node, addr)
-}
-
-/// One request; the status and body.
-fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).expect("send");
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).expect("an answer");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a full answer");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status");
-    (status, body.to_string())
 }
 
 /// The ids of all jobs in `state`, paging through `GET /api/jobs`.
@@ -131,8 +73,8 @@ fn a_node_killed_mid_run_loses_no_job_and_completes_each_once() {
         assert!(Instant::now() < deadline, "only {done} jobs ran in 120 s");
         std::thread::sleep(Duration::from_millis(20));
     };
-    node.0.kill().expect("SIGKILL");
-    node.0.wait().unwrap();
+    node.child.kill().expect("SIGKILL");
+    node.child.wait().unwrap();
     drop(node);
     println!("killed with {done_before} succeeded and {running_at_kill} running");
     assert!(done_before < JOBS, "the kill came after every job finished");
@@ -160,8 +102,8 @@ fn a_node_killed_mid_run_loses_no_job_and_completes_each_once() {
     ] {
         assert_eq!(ids_in(addr, state), Vec::<i64>::new(), "jobs left {state}");
     }
-    node.0.kill().unwrap();
-    node.0.wait().unwrap();
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
     drop(node);
 
     // The store itself.

@@ -11,113 +11,34 @@
 //!   never show two attempts open at once, and `node` in
 //!   `GET /api/jobs/ID` names the node that ran it.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod support;
+
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ember_testkit::postgres::{required, TempPostgres};
 use serde_json::Value;
+use support::jobs::{request, JobsNode as Node};
 
 const LEASE_MS: u64 = 1500;
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// A node, killed when the test ends however it ends.
-struct Node {
-    child: Child,
-    addr: SocketAddr,
-    /// Its stderr lines (warnings: lost leases, refused outcomes).
-    log: mpsc::Receiver<String>,
-}
-
-impl Node {
-    fn start(url: &str, name: &str, data: &ember_testkit::TempDir) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ember"))
-            .args(["--listen", "127.0.0.1:0", "--schedulers", "2", "--data"])
-            .arg(data.path())
-            .args(["--database", url, "--jobs-node", name])
-            .env("RUST_LOG", "warn")
-            .env("EMBER_JOBS_LEASE_MS", LEASE_MS.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the ember binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, log) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut stdout = BufReader::new(stdout);
-        let mut line = String::new();
-        stdout
-            .read_line(&mut line)
-            .expect("ember says where it listens");
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        Node { child, addr, log }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill {sig}");
-    }
-
-    /// Waits until a stderr line contains one of `what`.
-    fn wait_log(&self, what: &[&str], within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline
-                .checked_duration_since(Instant::now())
-                .unwrap_or_else(|| panic!("no log line with {what:?} in {within:?}"));
-            match self.log.recv_timeout(left) {
-                Ok(line) if what.iter().any(|w| line.contains(w)) => return line,
-                Ok(_) => {}
-                Err(e) => panic!("no log line with {what:?} in {within:?}: {e}"),
-            }
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One request; the status and body.
-fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).expect("send");
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).expect("an answer");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a full answer");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status");
-    (status, body.to_string())
+/// A node on the database at `url` as jobs node `name`, with the short
+/// lease, its stderr (lost leases, refused outcomes) kept.
+fn start(url: &str, name: &str, data: &ember_testkit::TempDir) -> Node {
+    let lease = LEASE_MS.to_string();
+    Node::start(
+        &[
+            "--data",
+            &data.arg(),
+            "--database",
+            url,
+            "--jobs-node",
+            name,
+        ],
+        &[("RUST_LOG", "warn"), ("EMBER_JOBS_LEASE_MS", &lease)],
+        true,
+    )
 }
 
 fn enqueue(node: &Node, seconds: f64) -> i64 {
@@ -184,10 +105,10 @@ fn two_nodes_share_a_queue_take_over_a_killed_node_and_fence_out_a_stopped_one()
 
     // 1. A runs jobs alone; B starts; A is killed mid-job: B takes over
     //    once A's lease expires.
-    let a = Node::start(&url, "a@test", &da);
+    let a = start(&url, "a@test", &da);
     let first: Vec<i64> = (0..5).map(|_| enqueue(&a, 3.0)).collect();
     wait_all(a.addr, &first, "running on a", running_on("a@test"));
-    let b = Node::start(&url, "b@test", &db);
+    let b = start(&url, "b@test", &db);
     let killed_ms = epoch_ms();
     a.signal("-KILL");
     drop(a);
@@ -198,7 +119,7 @@ fn two_nodes_share_a_queue_take_over_a_killed_node_and_fence_out_a_stopped_one()
 
     // 2. C runs jobs while B is stopped (so C claims them all); then C is
     //    stopped past its lease: B takes them over; C, resumed, is refused.
-    let c = Node::start(&url, "c@test", &dc);
+    let c = start(&url, "c@test", &dc);
     b.signal("-STOP");
     let second: Vec<i64> = (0..5).map(|_| enqueue(&c, 2.0)).collect();
     wait_all(c.addr, &second, "running on c", running_on("c@test"));

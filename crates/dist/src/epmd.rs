@@ -14,16 +14,25 @@
 //! [`EmbeddedEpmd`] serves the same three requests (enough for `erl` to
 //! register and look names up); it is not a full epmd (no `KILL_REQ`,
 //! `STOP_REQ`, `DUMP_REQ`).
+//!
+//! [`Registrar`] keeps a node registered for its whole life: when its
+//! registration connection closes (the node holding the embedded mapper
+//! died or stopped, or a host epmd was stopped), it registers again, and
+//! if nothing answers on the port it binds the port itself (every node
+//! that noticed races for the bind; the bind decides, the losers register
+//! with the winner). See `docs/semantics.md` §20.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Mutex;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::error::DistError;
 
@@ -71,9 +80,19 @@ pub struct NodeInfo {
 /// which unregisters the node.
 #[derive(Debug)]
 pub struct Registration {
-    _stream: TcpStream,
+    stream: TcpStream,
     /// The creation the mapper handed out.
     pub creation: u32,
+}
+
+impl Registration {
+    /// Resolves when the mapper closes the connection (it stopped or
+    /// died, which unregistered the node). A mapper sends nothing after
+    /// its reply; anything it does send is ignored.
+    pub async fn closed(&mut self) {
+        let mut sink = [0u8; 64];
+        while matches!(self.stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    }
 }
 
 async fn request(addr: SocketAddr, body: &[u8]) -> Result<TcpStream, DistError> {
@@ -146,7 +165,7 @@ async fn register_inner(
         )));
     }
     Ok(Registration {
-        _stream: s,
+        stream: s,
         creation,
     })
 }
@@ -239,18 +258,35 @@ struct Table {
 }
 
 impl EmbeddedEpmd {
-    /// Listens on `addr` (port 0 picks a free port). Fails if the port is
-    /// taken, e.g. by a real epmd.
+    /// Listens on `addr` (port 0 picks a free port) with `SO_REUSEADDR`,
+    /// so the port of a mapper that just died can be bound again at once.
+    /// Fails if the port is taken, e.g. by a real epmd or another node's
+    /// mapper (of several binding at once, exactly one succeeds).
     pub async fn start(addr: SocketAddr) -> Result<EmbeddedEpmd, DistError> {
-        let listener = TcpListener::bind(addr).await?;
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(1024)?;
         let port = listener.local_addr()?.port();
         let table = Arc::new(Mutex::new(Table {
             nodes: HashMap::new(),
             next_creation: getrandom::u32().unwrap_or(1) % 1_000_000 + 1,
         }));
         let task = tokio::spawn(async move {
+            // The connections live in this set: stopping the mapper
+            // (aborting this task) closes every registration, so the
+            // nodes registered here notice at once.
+            let mut conns = JoinSet::new();
             loop {
-                let stream = match listener.accept().await {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    Some(_) = conns.join_next() => continue,
+                };
+                let stream = match accepted {
                     Ok((stream, _)) => stream,
                     Err(e) => {
                         // Out of file descriptors, say: back off, retry.
@@ -260,7 +296,7 @@ impl EmbeddedEpmd {
                     }
                 };
                 let table = table.clone();
-                tokio::spawn(async move {
+                conns.spawn(async move {
                     if let Err(e) = serve(stream, table, port).await {
                         tracing::debug!("embedded epmd: connection ended: {e}");
                     }
@@ -273,6 +309,199 @@ impl EmbeddedEpmd {
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+}
+
+/// How a [`Registrar`] registers its node.
+#[derive(Clone, Debug)]
+struct Registrant {
+    epmd_port: u16,
+    alive: String,
+    port: u16,
+    hidden: bool,
+    embedded: bool,
+}
+
+impl Registrant {
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.epmd_port))
+    }
+
+    /// Registers with the mapper on the port; if none answers and an
+    /// embedded one is allowed, binds the port first (losing that race
+    /// to another node is fine: it then registers with the winner's).
+    async fn attach(&self) -> Result<(Registration, Option<EmbeddedEpmd>), DistError> {
+        match register(self.addr(), &self.alive, self.port, self.hidden).await {
+            Err(DistError::Io(e))
+                if self.embedded && e.kind() == std::io::ErrorKind::ConnectionRefused =>
+            {
+                let any = SocketAddr::from(([0, 0, 0, 0], self.epmd_port));
+                let embedded = match EmbeddedEpmd::start(any).await {
+                    Ok(e) => Some(e),
+                    Err(e) => {
+                        tracing::debug!("dist: embedded epmd not started: {e}");
+                        None
+                    }
+                };
+                let reg = register(self.addr(), &self.alive, self.port, self.hidden).await?;
+                Ok((reg, embedded))
+            }
+            other => other.map(|r| (r, None)),
+        }
+    }
+}
+
+/// What a [`Registrar`] and its keeper task share.
+#[derive(Debug, Default)]
+struct Held {
+    embedded: std::sync::Mutex<Option<EmbeddedEpmd>>,
+    reregistered: AtomicU64,
+}
+
+impl Held {
+    fn set_embedded(&self, e: EmbeddedEpmd) {
+        *self.embedded.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+    }
+}
+
+/// Keeps a node registered with the port mapper on `127.0.0.1:epmd_port`
+/// for as long as it lives (a [`crate::Node`] holds one).
+///
+/// At start it registers, first starting an [`EmbeddedEpmd`] on the port
+/// if allowed and nothing answers there. Then a task watches the
+/// registration connection: when the mapper closes it, the node registers
+/// again the same way, so when the node holding the embedded mapper dies,
+/// every survivor races to bind the port, exactly one wins (the bind
+/// decides), and all register with it. Attempts that fail are retried
+/// (20 ms, doubling to 1 s) until one succeeds. The node keeps the
+/// creation of its first registration. Dropping the registrar
+/// unregisters and stops the mapper it holds, if any.
+#[derive(Debug)]
+pub struct Registrar {
+    task: JoinHandle<()>,
+    held: Arc<Held>,
+    creation: u32,
+}
+
+impl Drop for Registrar {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.held
+            .embedded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+    }
+}
+
+impl Registrar {
+    /// Registers `alive` as listening on `port` with the mapper on
+    /// `epmd_port` (`embedded`: start one if none answers). `hidden` only
+    /// sets the informational node type. Fails if the name is taken or no
+    /// mapper can be reached (after a few tries when several nodes start
+    /// one at once).
+    pub async fn start(
+        epmd_port: u16,
+        alive: &str,
+        port: u16,
+        hidden: bool,
+        embedded: bool,
+    ) -> Result<Registrar, DistError> {
+        let who = Registrant {
+            epmd_port,
+            alive: alive.to_string(),
+            port,
+            hidden,
+            embedded,
+        };
+        let mut tries = 0;
+        let (reg, mapper) = loop {
+            match who.attach().await {
+                // Another node bound the port a moment ago and is not
+                // listening yet, or its mapper died under the request:
+                // try again.
+                Err(DistError::Io(_)) if tries < 5 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20 * tries)).await;
+                }
+                other => break other?,
+            }
+        };
+        if let Some(m) = &mapper {
+            tracing::info!(
+                "dist: no epmd on port {}: started an embedded one",
+                m.port()
+            );
+        }
+        let held = Arc::new(Held::default());
+        if let Some(m) = mapper {
+            held.set_embedded(m);
+        }
+        let creation = reg.creation;
+        let task = tokio::spawn(keep(who, reg, held.clone()));
+        Ok(Registrar {
+            task,
+            held,
+            creation,
+        })
+    }
+
+    /// The creation the first registration handed out.
+    pub fn creation(&self) -> u32 {
+        self.creation
+    }
+
+    /// Whether this node runs the embedded mapper now.
+    pub fn holds_mapper(&self) -> bool {
+        self.held
+            .embedded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// How many times the node registered again after losing its mapper.
+    pub fn reregistrations(&self) -> u64 {
+        self.held.reregistered.load(Ordering::Relaxed)
+    }
+}
+
+/// The registrar's task: waits for the mapper to go, registers again.
+async fn keep(who: Registrant, mut reg: Registration, held: Arc<Held>) {
+    loop {
+        reg.closed().await;
+        tracing::info!(
+            "dist: the port mapper on port {} closed {}'s registration: registering again",
+            who.epmd_port,
+            who.alive
+        );
+        let mut delay = Duration::from_millis(20);
+        reg = loop {
+            match who.attach().await {
+                Ok((r, mapper)) => {
+                    if let Some(m) = mapper {
+                        tracing::info!(
+                            "dist: {} took over the port mapper on port {}",
+                            who.alive,
+                            m.port()
+                        );
+                        held.set_embedded(m);
+                    }
+                    break r;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "dist: registering {} again on port {} failed: {e}",
+                        who.alive,
+                        who.epmd_port
+                    );
+                    let jitter = u64::from(getrandom::u32().unwrap_or(0) % 20);
+                    tokio::time::sleep(delay + Duration::from_millis(jitter)).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+            }
+        };
+        held.reregistered.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -412,5 +641,129 @@ mod tests {
             );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+    }
+
+    /// Waits (deadline: the testkit's) until `done` holds.
+    async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+        let deadline = std::time::Instant::now() + ember_testkit::DEADLINE;
+        while !done().await {
+            assert!(std::time::Instant::now() < deadline, "never: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Whether every one of `names` resolves, to its own port, with the
+    /// mapper on `port`.
+    async fn all_resolve(port: u16, names: &[(String, u16)]) -> bool {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        for (name, p) in names {
+            match port_please(addr, name).await {
+                Ok(info) if info.port == *p => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn survivors_race_for_a_dead_mappers_port_and_one_wins_each_time() {
+        let port = ember_testkit::free_port();
+        let holder = Registrar::start(port, "holder", 1000, false, true)
+            .await
+            .unwrap();
+        assert!(holder.holds_mapper());
+        let mut survivors = Vec::new();
+        let mut names = Vec::new();
+        for i in 0..5u16 {
+            let name = format!("s{i}");
+            let r = Registrar::start(port, &name, 2000 + i, false, true)
+                .await
+                .unwrap();
+            assert!(!r.holds_mapper(), "{name} started a second mapper");
+            survivors.push((name.clone(), r));
+            names.push((name, 2000 + i));
+        }
+        assert!(all_resolve(port, &names).await);
+        // The holder dies (its mapper and registration go at once), then
+        // the winner of each race, until two nodes are left.
+        drop(holder);
+        let mut round = 0u64;
+        loop {
+            round += 1;
+            let live: Vec<(String, u16)> = survivors
+                .iter()
+                .map(|(n, _)| (n.clone(), names.iter().find(|(m, _)| m == n).unwrap().1))
+                .collect();
+            until(
+                &format!("round {round}: every survivor registered"),
+                async || {
+                    survivors.iter().filter(|(_, r)| r.holds_mapper()).count() == 1
+                        && all_resolve(port, &live).await
+                },
+            )
+            .await;
+            // Exactly one bound the port: the others' binds failed.
+            let holders: Vec<&String> = survivors
+                .iter()
+                .filter(|(_, r)| r.holds_mapper())
+                .map(|(n, _)| n)
+                .collect();
+            assert_eq!(holders.len(), 1, "round {round}: {holders:?}");
+            for (n, r) in &survivors {
+                assert!(r.reregistrations() >= round, "{n} did not register again");
+            }
+            // The dead node's name is gone with its mapper.
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            assert!(matches!(
+                port_please(addr, "holder").await,
+                Err(DistError::NotRegistered(_))
+            ));
+            if survivors.len() == 2 {
+                break;
+            }
+            let at = survivors
+                .iter()
+                .position(|(_, r)| r.holds_mapper())
+                .unwrap();
+            survivors.remove(at);
+        }
+        // A node started now finds the mapper and the survivors.
+        let late = Registrar::start(port, "late", 3000, false, true)
+            .await
+            .unwrap();
+        assert!(!late.holds_mapper());
+        let mut expect: Vec<(String, u16)> = survivors
+            .iter()
+            .map(|(n, _)| (n.clone(), names.iter().find(|(m, _)| m == n).unwrap().1))
+            .collect();
+        expect.push(("late".into(), 3000));
+        assert!(all_resolve(port, &expect).await);
+    }
+
+    #[tokio::test]
+    async fn a_node_starting_right_after_the_holder_died_binds_its_port() {
+        let port = ember_testkit::free_port();
+        let holder = Registrar::start(port, "holder", 1000, false, true)
+            .await
+            .unwrap();
+        // Connections on the port that the holder's death leaves behind
+        // (closed by it first) do not keep the port from being bound.
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let _ = names(addr).await.unwrap();
+        let _ = port_please(addr, "holder").await.unwrap();
+        drop(holder);
+        let next = Registrar::start(port, "next", 1001, false, true)
+            .await
+            .unwrap();
+        assert!(next.holds_mapper());
+        assert_eq!(port_please(addr, "next").await.unwrap().port, 1001);
+    }
+
+    #[tokio::test]
+    async fn without_the_embedded_mapper_a_registrar_does_not_bind() {
+        let port = ember_testkit::free_port();
+        assert!(Registrar::start(port, "alone", 1000, false, false)
+            .await
+            .is_err());
     }
 }

@@ -27,7 +27,9 @@
 //! # What is here
 //!
 //! * [`epmd`]: the port mapper client (`ALIVE2_REQ`, `PORT_PLEASE2_REQ`,
-//!   `NAMES_REQ`) and [`EmbeddedEpmd`], which serves those three requests.
+//!   `NAMES_REQ`) and [`EmbeddedEpmd`], which serves those three requests;
+//!   [`Registrar`] keeps a node registered, and when the node holding the
+//!   embedded mapper dies a survivor takes the port over.
 //! * The version 6 handshake (`DFLAG_HANDSHAKE_23`) in both directions,
 //!   with the MD5 challenge; a peer with another cookie is refused with a
 //!   `warn` log line and [`DistError::WrongCookie`], and the node carries
@@ -102,7 +104,10 @@
 //! * Interleaving the fragments of a big message with later small ones
 //!   (they are written back to back), `DFLAG_NAME_ME`, per-node cookies,
 //!   a cap on concurrent handshakes.
-//! * The embedded port mapper lives as long as the node that started it.
+//! * The embedded port mapper lives as long as the node that started it;
+//!   then a surviving Ember node takes the port over and the survivors
+//!   register again, but `erl` nodes registered with it are not (they do
+//!   not register again) until they restart.
 #![forbid(unsafe_code)]
 
 mod connection;
@@ -113,6 +118,8 @@ mod global;
 mod handshake;
 mod introspect;
 #[cfg(all(test, ember_dist_loom))]
+mod loom_mapper;
+#[cfg(all(test, ember_dist_loom))]
 mod loom_models;
 mod node;
 mod procs;
@@ -120,7 +127,7 @@ pub mod tasks;
 mod traffic;
 mod transport;
 
-pub use epmd::EmbeddedEpmd;
+pub use epmd::{EmbeddedEpmd, Registrar};
 pub use error::DistError;
 pub use introspect::{register_introspection, MAX_TOP, TOP_WINDOW};
 pub use node::{Deliver, Delivery, DropAll, Node, NodeConfig, NodeView};

@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
 use crate::connection::{self, Outgoing, SendQueue};
-use crate::epmd::{self, EmbeddedEpmd, Registration};
+use crate::epmd::{self, Registrar};
 use crate::error::DistError;
 use crate::flags;
 use crate::handshake::{self, Local, Peer, Status};
@@ -114,8 +114,9 @@ pub struct NodeConfig {
     pub cookie: String,
     /// The port mapper's port (default: `ERL_EPMD_PORT`, else 4369).
     pub epmd_port: u16,
-    /// Start an [`EmbeddedEpmd`] when none answers on `epmd_port`
-    /// (default true).
+    /// Start an [`EmbeddedEpmd`](crate::EmbeddedEpmd) when none answers on
+    /// `epmd_port` (default true), at start and whenever the mapper the
+    /// node registered with goes away (see [`Registrar`]).
     pub embedded_epmd: bool,
     /// Where the distribution listener binds (default `0.0.0.0:0`).
     pub listen: SocketAddr,
@@ -218,8 +219,9 @@ pub(crate) struct Inner {
     next_id: AtomicU64,
     stopped: AtomicBool,
     background: Mutex<Vec<AbortHandle>>,
-    registration: Mutex<Option<Registration>>,
-    embedded: Mutex<Option<EmbeddedEpmd>>,
+    /// The port mapper registration (and the embedded mapper, if this
+    /// node holds it), kept while the node runs.
+    registrar: Mutex<Option<Registrar>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -560,8 +562,7 @@ impl Inner {
             }
         }
         lock(&self.calls).clear();
-        lock(&self.registration).take();
-        lock(&self.embedded).take();
+        lock(&self.registrar).take();
     }
 }
 
@@ -587,7 +588,9 @@ impl Node {
     }
 
     /// Starts a node: binds the listener, registers with epmd (starting an
-    /// embedded one if allowed and none answers), and accepts connections.
+    /// embedded one if allowed and none answers; registering again, or
+    /// taking the mapper over, whenever it goes away), and accepts
+    /// connections.
     pub async fn start_with(config: NodeConfig) -> Result<Node, DistError> {
         let (alive, _) = split_name(&config.name)?;
         let name =
@@ -595,29 +598,15 @@ impl Node {
         let transport = Transport::new(config.tls.as_ref())?;
         let listener = TcpListener::bind(config.listen).await?;
         let port = listener.local_addr()?.port();
-        let epmd_addr = SocketAddr::from(([127, 0, 0, 1], config.epmd_port));
-        let mut embedded = None;
-        let registration = match epmd::register(epmd_addr, alive, port, config.hidden).await {
-            Err(DistError::Io(e))
-                if config.embedded_epmd && e.kind() == std::io::ErrorKind::ConnectionRefused =>
-            {
-                match EmbeddedEpmd::start(SocketAddr::from(([0, 0, 0, 0], config.epmd_port))).await
-                {
-                    Ok(e) => {
-                        tracing::info!(
-                            "dist: no epmd on port {}: started an embedded one",
-                            e.port()
-                        );
-                        embedded = Some(e);
-                    }
-                    // Someone else started one meanwhile.
-                    Err(e) => tracing::debug!("dist: embedded epmd not started: {e}"),
-                }
-                epmd::register(epmd_addr, alive, port, config.hidden).await?
-            }
-            other => other?,
-        };
-        let creation = registration.creation;
+        let registrar = Registrar::start(
+            config.epmd_port,
+            alive,
+            port,
+            config.hidden,
+            config.embedded_epmd,
+        )
+        .await?;
+        let creation = registrar.creation();
         let mut offered = flags::OFFERED;
         if config.hidden {
             offered &= !flags::PUBLISHED;
@@ -647,8 +636,7 @@ impl Node {
             next_id: AtomicU64::new(1),
             stopped: AtomicBool::new(false),
             background: Mutex::new(Vec::new()),
-            registration: Mutex::new(Some(registration)),
-            embedded: Mutex::new(embedded),
+            registrar: Mutex::new(Some(registrar)),
         });
         let acceptor = inner.clone();
         let task = tokio::spawn(async move {

@@ -78,6 +78,7 @@ mod guard;
 mod load;
 mod math;
 mod remote_load;
+mod remote_top;
 mod sampler;
 mod top;
 
@@ -167,7 +168,9 @@ pub fn mount_with(router: Router, options: Options) -> Router {
 
 /// [`mount_with`], and registers in `functions` what other nodes' consoles
 /// ask this one: `ember_console:load/0`, this node's Load figures for their
-/// Load page (`GET /api/load?node=NAME`, see `docs/console-api.md`). Pass
+/// Load page (`GET /api/load?node=NAME`, see `docs/console-api.md`), and
+/// `ember_console:top/0` and `process/1` for their Top page (`GET
+/// /api/top?node=NAME`). Pass
 /// the same `functions` to `ember_dist::Node::start_in_runtime_with`.
 /// [`Mode::Off`] registers nothing and returns `router` unchanged.
 pub fn mount_with_functions(
@@ -180,6 +183,7 @@ pub fn mount_with_functions(
     }
     let console = new_console(options);
     remote_load::register(&console, functions);
+    remote_top::register(&console, functions);
     mount_console(router, &console)
 }
 

@@ -2,40 +2,19 @@
 //! socket, with a second node started by the test: an Ember node in the
 //! same test process, and a real `erl` node.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ember_dist::{Functions, Node, NodeConfig};
 use ember_runtime::{receive, Runtime, Spawn};
 use ember_term::Term;
 use ember_testkit::{erl_required, free_port, random_cookie, start_erl, unique};
 use ember_web::{console, Config, Router, Server};
 use serde_json::Value;
+use support::nodes::{start_node, with_node_console};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// A runtime that is the node `alive@localhost`, with the introspection
-/// functions registered.
-struct EmberNode {
-    rt: Runtime,
-    node: Node,
-    name: String,
-}
-
-fn start_node(alive: &str, cookie: &str, epmd_port: u16) -> EmberNode {
-    let rt = Runtime::builder().schedulers(2).build().unwrap();
-    let name = format!("{alive}@localhost");
-    let mut config = NodeConfig::new(&name, cookie);
-    config.epmd_port = epmd_port;
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    let mut functions = Functions::new();
-    ember_dist::register_introspection(&mut functions);
-    let handle = rt.handle().clone();
-    let node = rt
-        .block_on(async move { Node::start_in_runtime_with(config, &handle, functions).await })
-        .expect("start the Ember node");
-    EmberNode { rt, node, name }
-}
 
 struct Reply {
     status: u16,
@@ -100,33 +79,12 @@ fn counter(cluster: &Value, name: &str, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs `body` against a console of node `a` on 127.0.0.1:0.
-fn with_console<F, Fut>(a: &EmberNode, body: F)
-where
-    F: FnOnce(SocketAddr) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let options = console::Options {
-        node: Some(a.node.view()),
-        ..console::Options::default()
-    };
-    a.rt.block_on(async move {
-        let router = console::mount_with(Router::new(), options);
-        let server = Server::bind("127.0.0.1:0", router, Config::default()).unwrap();
-        let addr = server.local_addr();
-        tokio::time::timeout(Duration::from_secs(60), body(addr))
-            .await
-            .expect("the test finished within 60 s");
-        server.shutdown().await;
-    });
-}
-
 #[test]
 fn the_cluster_page_shows_an_ember_peer_its_traffic_and_its_processes() {
     let port = free_port();
     let cookie = random_cookie();
-    let a = start_node(&unique("console_a"), &cookie, port);
-    let b = start_node(&unique("console_b"), &cookie, port);
+    let a = start_node(&unique("console_a"), &cookie, port, false);
+    let b = start_node(&unique("console_b"), &cookie, port, false);
     // On B: a registered process that keeps what it gets in its mailbox.
     let keeper =
         b.rt.handle()
@@ -139,7 +97,7 @@ fn the_cluster_page_shows_an_ember_peer_its_traffic_and_its_processes() {
     let b_name = b.name.clone();
     let a_name = a.name.clone();
     let a_view = a.node.view();
-    with_console(&a, move |addr| async move {
+    with_node_console(&a, Duration::from_secs(60), move |addr| async move {
         // Not connected yet: nothing to show, and nothing to ask.
         let cluster = get(addr, "/api/cluster").await.json();
         assert_eq!(cluster["node"], a_name.as_str());
@@ -289,7 +247,7 @@ fn the_cluster_page_shows_top_and_info_of_an_erl_node() {
     }
     let port = free_port();
     let cookie = random_cookie();
-    let a = start_node(&unique("console_e"), &cookie, port);
+    let a = start_node(&unique("console_e"), &cookie, port, false);
     let mut erl = start_erl(&unique("console_erl"), &cookie, port, &[]);
     assert_eq!(erl.eval(&format!("net_adm:ping('{}').", a.name)), "pong");
     // A registered erl process with three messages waiting.
@@ -298,7 +256,7 @@ fn the_cluster_page_shows_top_and_info_of_an_erl_node() {
          [P ! {m, I} || I <- [1,2,3]], list_to_atom(pid_to_list(P)).",
     );
     let erl_name = erl.name.clone();
-    with_console(&a, move |addr| async move {
+    with_node_console(&a, Duration::from_secs(60), move |addr| async move {
         let cluster = get_until(addr, "/api/cluster", "erl connected", |c| {
             connection(c, &erl_name).is_some()
         })

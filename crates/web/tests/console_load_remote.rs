@@ -3,56 +3,19 @@
 //! reads node B's load figures, B being an Ember node with a console in the
 //! same test process, or a real `erl` node.
 
+mod support;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ember_dist::{Functions, Node, NodeConfig};
 use ember_runtime::{receive, Runtime, Spawn};
 use ember_term::Term;
 use ember_testkit::{erl_required, free_port, random_cookie, start_erl, unique};
 use ember_web::{console, Config, Router, Server};
 use serde_json::Value;
+use support::nodes::{start_node, with_node_console, Events};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// A runtime that is the node `alive@localhost`, with the introspection
-/// functions and, with `console`, a console's (`ember_console:load/0`).
-struct EmberNode {
-    rt: Runtime,
-    node: Arc<Node>,
-    name: String,
-}
-
-fn start_node(alive: &str, cookie: &str, epmd_port: u16, with_console: bool) -> EmberNode {
-    let rt = Runtime::builder().schedulers(2).build().unwrap();
-    let name = format!("{alive}@localhost");
-    let mut config = NodeConfig::new(&name, cookie);
-    config.epmd_port = epmd_port;
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    let handle = rt.handle().clone();
-    let node = rt
-        .block_on(async move {
-            let mut functions = Functions::new();
-            ember_dist::register_introspection(&mut functions);
-            if with_console {
-                // Its pages are not served: other consoles ask it over
-                // distribution only.
-                let _ = console::mount_with_functions(
-                    Router::new(),
-                    console::Options::default(),
-                    &mut functions,
-                );
-            }
-            Node::start_in_runtime_with(config, &handle, functions).await
-        })
-        .expect("start the Ember node");
-    EmberNode {
-        rt,
-        node: Arc::new(node),
-        name,
-    }
-}
 
 struct Reply {
     status: u16,
@@ -111,80 +74,6 @@ async fn get_until(addr: SocketAddr, path: &str, what: &str, ok: impl Fn(&Reply)
     }
 }
 
-/// An open event stream.
-struct Events {
-    stream: TcpStream,
-    buffer: String,
-    /// Where the next `data:` line is looked for.
-    at: usize,
-}
-
-impl Events {
-    async fn open(addr: SocketAddr, path: &str) -> Events {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let head = format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n");
-        stream.write_all(head.as_bytes()).await.unwrap();
-        Events {
-            stream,
-            buffer: String::new(),
-            at: 0,
-        }
-    }
-
-    /// The next event's JSON.
-    async fn next(&mut self) -> Value {
-        loop {
-            if let Some(start) = self.buffer[self.at..].find("data: ") {
-                let start = self.at + start + "data: ".len();
-                if let Some(len) = self.buffer[start..].find('\n') {
-                    self.at = start + len;
-                    let line = &self.buffer[start..start + len];
-                    return serde_json::from_str(line)
-                        .unwrap_or_else(|e| panic!("an event not JSON ({e}): {line:?}"));
-                }
-            }
-            let mut chunk = [0u8; 8192];
-            let n = self.stream.read(&mut chunk).await.unwrap();
-            assert!(n > 0, "the stream ended: {}", self.buffer);
-            self.buffer.push_str(&String::from_utf8_lossy(&chunk[..n]));
-        }
-    }
-
-    /// The first event for which `ok` holds, within 20 s.
-    async fn until(&mut self, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let event = tokio::time::timeout_at(deadline, self.next())
-                .await
-                .unwrap_or_else(|_| panic!("{what}: no such event in 20 s"));
-            if ok(&event) {
-                return event;
-            }
-        }
-    }
-}
-
-/// Runs `body` against a console of node `a` on 127.0.0.1:0.
-fn with_console<F, Fut>(a: &EmberNode, body: F)
-where
-    F: FnOnce(SocketAddr) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let options = console::Options {
-        node: Some(a.node.view()),
-        ..console::Options::default()
-    };
-    a.rt.block_on(async move {
-        let router = console::mount_with(Router::new(), options);
-        let server = Server::bind("127.0.0.1:0", router, Config::default()).unwrap();
-        let addr = server.local_addr();
-        tokio::time::timeout(Duration::from_secs(90), body(addr))
-            .await
-            .expect("the test finished within 90 s");
-        server.shutdown().await;
-    });
-}
-
 fn count(load: &Value) -> u64 {
     load["process_count"].as_u64().unwrap_or(0)
 }
@@ -198,7 +87,7 @@ fn the_load_page_shows_another_ember_nodes_figures() {
     let (a_name, b_name) = (a.name.clone(), b.name.clone());
     let b_node = b.node.clone();
     let b_handle = b.rt.handle().clone();
-    with_console(&a, move |addr| async move {
+    with_node_console(&a, Duration::from_secs(90), move |addr| async move {
         let remote = format!("/api/load?node={}", b_name.replace('@', "%40"));
         // Not connected yet: a clear 404, and no connection made.
         let r = get(addr, &remote).await;
@@ -321,7 +210,7 @@ fn an_ember_node_without_a_console_is_a_clear_error() {
     let a = start_node(&unique("load_c"), &cookie, port, false);
     let b = start_node(&unique("load_d"), &cookie, port, false);
     let b_name = b.name.clone();
-    with_console(&a, move |addr| async move {
+    with_node_console(&a, Duration::from_secs(90), move |addr| async move {
         ember_runtime::dist::send_named("nobody", &b_name, Term::from(0));
         let remote = format!("/api/load?node={b_name}");
         let r = get_until(addr, &remote, "B connected", |r| r.status != 404).await;
@@ -371,7 +260,7 @@ fn the_load_page_shows_what_an_erl_node_tells() {
         .unwrap();
     // A thousand more processes there.
     erl.eval("[spawn(fun() -> receive stop -> ok end end) || _ <- lists:seq(1, 1000)], ok.");
-    with_console(&a, move |addr| async move {
+    with_node_console(&a, Duration::from_secs(90), move |addr| async move {
         let remote = format!("/api/load?node={erl_name}");
         let load = get_until(addr, &remote, "erl's load", |r| r.status == 200)
             .await

@@ -1,6 +1,9 @@
-//! What the cluster tests of the `ember` binary share: a running binary
-//! as a distribution node, and plain HTTP requests to its API.
+//! What the tests of the `ember` binary share: a running binary as a
+//! distribution node, and plain HTTP requests to its API; [`jobs`]: a
+//! binary for the jobs tests.
 #![allow(dead_code)]
+
+pub(crate) mod jobs;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -181,14 +181,66 @@ function renderMath(jobs) {
 // ---- top --------------------------------------------------------------------------
 
 let infoPid = null;
+// The node Top shows ("" for this node) and its query string.
+let topNode = "";
+const topQuery = () => (topNode ? `?node=${encodeURIComponent(topNode)}` : "");
 
 function topPage() {
-  stream("/api/top/events", renderTop);
   $("info-close").addEventListener("click", () => { $("info-panel").hidden = true; infoPid = null; });
   $("info-refresh").addEventListener("click", () => infoPid && showInfo(infoPid));
   $("info-kill").addEventListener("click", () => infoPid && kill(infoPid));
-  const wanted = new URLSearchParams(location.search).get("pid");
-  if (wanted) showInfo(wanted);
+  const pick = $("top-node"), note = $("top-node-note");
+  let source = null, opened = 0;
+  function say(text) { note.textContent = text; note.hidden = !text; }
+  function onTop(top) {
+    if (top.error) { say(top.error); return; }
+    say(top.node ? `Showing ${top.node}, an Ember node: its own figures, taken by its console's sampler. ` +
+      `Read-only: kill its processes on its own console.` : "");
+    renderTop(top);
+  }
+  // Shows `node` ("" for this node): checks it with a GET first, so that an
+  // error (not connected, no answer) shows as a message, then streams.
+  async function open(node) {
+    const mine = ++opened;
+    if (source) { source.close(); source = null; }
+    topNode = node;
+    $("info-panel").hidden = true;
+    infoPid = null;
+    $("info-kill").hidden = !!node;
+    const params = new URLSearchParams(location.search);
+    if (node) params.set("node", node); else params.delete("node");
+    params.delete("pid");
+    const q = params.toString();
+    history.replaceState(null, "", "/top" + (q ? `?${q}` : ""));
+    if (node) {
+      say(`Asking ${node}…`);
+      try { await api("GET", "/api/top" + topQuery()); } catch (e) { if (mine === opened) say(e.message); return; }
+    } else {
+      say("");
+    }
+    if (mine === opened) source = stream("/api/top/events" + topQuery(), onTop);
+  }
+  async function refreshNodes() {
+    let cluster;
+    try { cluster = await api("GET", "/api/cluster"); } catch (_) { return; }
+    const self = cluster.node;
+    const names = cluster.nodes.map((n) => n.name);
+    if (topNode && !names.includes(topNode)) names.push(topNode);
+    pick.firstElementChild.textContent = self ? `this node (${self})` : "this node";
+    pick.replaceChildren(pick.firstElementChild, ...names.map((n) => el("option", { value: n, text: n })));
+    pick.value = topNode;
+    pick.disabled = !cluster.distributed;
+    pick.title = cluster.distributed ? "whose processes this page shows" : "this node is not distributed";
+  }
+  pick.addEventListener("change", () => open(pick.value));
+  const search = new URLSearchParams(location.search);
+  const wanted = search.get("node") || "";
+  if (wanted) pick.append(el("option", { value: wanted, text: wanted }));
+  pick.value = wanted;
+  const pid = search.get("pid");
+  open(wanted).then(() => pid && showInfo(pid));
+  refreshNodes();
+  setInterval(refreshNodes, 5000);
 }
 
 function renderTop(top) {
@@ -216,7 +268,8 @@ function renderTop(top) {
       el("td", { class: "num mono", text: fmtBytes(p.memory_bytes) }),
       el("td", { class: "actions" },
         el("button", { type: "button", class: "small", onclick: () => showInfo(pidPath(p.pid)), text: "info" }), " ",
-        el("button", { type: "button", class: "small danger", onclick: () => kill(pidPath(p.pid)), text: "kill" })));
+        top.node ? null
+          : el("button", { type: "button", class: "small danger", onclick: () => kill(pidPath(p.pid)), text: "kill" })));
   }));
 }
 
@@ -227,7 +280,7 @@ async function showInfo(pid) {
   $("info-pid").textContent = `<${pid}>`;
   const poll = $("info-poll");
   try {
-    const info = await api("GET", `/api/processes/${pid}`);
+    const info = await api("GET", `/api/processes/${pid}${topQuery()}`);
     poll.hidden = !info.current_poll;
     poll.textContent = info.current_poll ? info.current_poll.text : "";
     const list = (xs) => (xs.length ? xs.join(", ") : "none");

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::math::{self, Op};
 use super::sampler::{Snapshot, STALE};
-use super::{load, remote_load, top, with, with_mutation, Console};
+use super::{load, remote_load, remote_top, top, with, with_mutation, Console};
 use crate::{Request, Response, Router};
 
 /// Largest `n` accepted for a sum (∑ fits in 128 bits well past it).
@@ -137,7 +137,12 @@ async fn system(console: Arc<Console>, _request: Request) -> Response {
     }
 }
 
-async fn get_top(console: Arc<Console>, _request: Request) -> Response {
+async fn get_top(console: Arc<Console>, request: Request) -> Response {
+    match remote_load::target(&console, &request) {
+        Ok(None) => {}
+        Ok(Some(node)) => return remote_top::get(console, node).await,
+        Err(e) => return e.into_response(),
+    }
     match snapshot(&console).await {
         Ok(s) => crate::json(&s.top),
         Err(e) => e.into_response(),
@@ -148,7 +153,12 @@ async fn system_events(console: Arc<Console>, _request: Request) -> Response {
     stream_snapshots(console, "system", |_, s| s.system.clone()).await
 }
 
-async fn top_events(console: Arc<Console>, _request: Request) -> Response {
+async fn top_events(console: Arc<Console>, request: Request) -> Response {
+    match remote_load::target(&console, &request) {
+        Ok(None) => {}
+        Ok(Some(node)) => return remote_top::events(console, node).await,
+        Err(e) => return e.into_response(),
+    }
     stream_snapshots(console, "top", |_, s| s.top.clone()).await
 }
 
@@ -208,12 +218,8 @@ fn find_pid(console: &Console, handle: &Handle, pid: Pid) -> Option<Pid> {
 /// Splits `/api/processes/<pid>[/<action>]` into the pid and the action:
 /// 400 for a malformed pid, 404 for a dead one.
 fn lookup(console: &Console, request: &Request) -> Result<(Pid, Option<String>), ApiError> {
-    let path = request.uri().path();
-    let rest = path.strip_prefix("/api/processes/").unwrap_or("");
-    let (pid_text, action) = match rest.split_once('/') {
-        Some((p, a)) => (p, Some(a.to_string())),
-        None => (rest, None),
-    };
+    let (pid_text, action) = split_process_path(request);
+    let action = action.map(str::to_string);
     let Some(numbers) = parse_pid(pid_text) else {
         return Err(error(
             StatusCode::BAD_REQUEST,
@@ -229,7 +235,33 @@ fn lookup(console: &Console, request: &Request) -> Result<(Pid, Option<String>),
     }
 }
 
+/// The pid text and the action of `/api/processes/<pid>[/<action>]`.
+fn split_process_path(request: &Request) -> (&str, Option<&str>) {
+    let rest = request
+        .uri()
+        .path()
+        .strip_prefix("/api/processes/")
+        .unwrap_or("");
+    match rest.split_once('/') {
+        Some((p, a)) => (p, Some(a)),
+        None => (rest, None),
+    }
+}
+
 async fn process_info(console: Arc<Console>, request: Request) -> Response {
+    match remote_load::target(&console, &request) {
+        Ok(None) => {}
+        Ok(Some(node)) => {
+            return match split_process_path(&request) {
+                (pid, None) => remote_top::process(console, node, pid).await,
+                (_, Some(_)) => fail(
+                    StatusCode::NOT_FOUND,
+                    "unknown process route; try GET /api/processes/<pid>",
+                ),
+            }
+        }
+        Err(e) => return e.into_response(),
+    }
     let (pid, action) = match lookup(&console, &request) {
         Ok(found) => found,
         Err(e) => return e.into_response(),
@@ -247,6 +279,11 @@ async fn process_info(console: Arc<Console>, request: Request) -> Response {
 }
 
 async fn process_action(console: Arc<Console>, request: Request) -> Response {
+    match remote_load::target(&console, &request) {
+        Ok(None) => {}
+        Ok(Some(node)) => return remote_top::refuse_kill(&node),
+        Err(e) => return e.into_response(),
+    }
     let (pid, action) = match lookup(&console, &request) {
         Ok(found) => found,
         Err(e) => return e.into_response(),

@@ -162,13 +162,15 @@ impl Demo {
 
     /// Registers in `functions` what other nodes' consoles ask this one:
     /// `ember_console:load/0`, this node's Load figures for their Load page
-    /// (`GET /api/load?node=NAME`). Pass the same `functions` to
+    /// (`GET /api/load?node=NAME`), and `ember_console:top/0` and
+    /// `process/1` for their Top page (`GET /api/top?node=NAME`). Pass the same `functions` to
     /// `ember_dist::Node::start_in_runtime_with`. With [`Mode::Off`] it
     /// registers nothing (other consoles then show what standard Erlang
     /// calls tell, if the node answers them).
     pub fn register_functions(&self, functions: &mut ember_dist::Functions) {
         if self.console.options.mode != Mode::Off {
             super::remote_load::register(&self.console, functions);
+            super::remote_top::register(&self.console, functions);
         }
     }
 
