@@ -1017,21 +1017,15 @@ impl PgStore {
         })
     }
 
-    /// Runs `f` in one transaction on one of the store's connections,
-    /// answered through a future.
-    fn tx_async<T: Send + 'static>(
+    /// Runs `f` on one of the store's connections, answered through a
+    /// future.
+    fn call_async<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&mut Client) -> Result<T, StoreError> + Send + 'static,
     ) -> StoreFuture<T> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let work: Work = Box::new(move |client| {
-            let out = (|| {
-                let mut tx = client.transaction()?;
-                let out = f(&mut tx)?;
-                tx.commit()?;
-                Ok(out)
-            })();
-            let _ = reply.send(out);
+            let _ = reply.send(f(client));
         });
         if let Some(w) = &*self.work.lock() {
             let _ = w.send(work);
@@ -1040,6 +1034,20 @@ impl PgStore {
             answer
                 .await
                 .unwrap_or_else(|_| Err(StoreError::Backend("the store's connection died".into())))
+        })
+    }
+
+    /// Runs `f` in one transaction on one of the store's connections,
+    /// answered through a future.
+    fn tx_async<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<T> {
+        self.call_async(move |client| {
+            let mut tx = client.transaction()?;
+            let out = f(&mut tx)?;
+            tx.commit()?;
+            Ok(out)
         })
     }
 
@@ -1252,6 +1260,20 @@ fn claim_in(
         });
     }
     Ok(claimed)
+}
+
+/// The earliest `run_at` of a waiting job of `queue` (see
+/// [`Store::next_run_at`]).
+fn next_run_at_in(
+    c: &mut impl postgres::GenericClient,
+    queue: &str,
+) -> Result<Option<Millis>, StoreError> {
+    let row = c.query_one(
+        "SELECT MIN(run_at) FROM ember_jobs WHERE queue = $1 \
+         AND state IN ('queued', 'scheduled', 'retrying')",
+        &[&queue],
+    )?;
+    row.try_get(0).map_err(backend)
 }
 
 const PENDING: &str = "('scheduled', 'queued', 'running', 'retrying')";
@@ -1562,14 +1584,11 @@ impl Store for PgStore {
 
     fn next_run_at(&self, queue: &str) -> Result<Option<Millis>, StoreError> {
         let queue = queue.to_owned();
-        self.call(move |c| {
-            let row = c.query_one(
-                "SELECT MIN(run_at) FROM ember_jobs WHERE queue = $1 \
-                 AND state IN ('queued', 'scheduled', 'retrying')",
-                &[&queue],
-            )?;
-            row.try_get(0).map_err(backend)
-        })
+        self.call(move |c| next_run_at_in(c, &queue))
+    }
+
+    fn next_run_at_async(&self, queue: String) -> StoreFuture<Option<Millis>> {
+        self.call_async(move |c| next_run_at_in(c, &queue))
     }
 
     fn pending_queues(&self) -> Result<Vec<String>, StoreError> {
