@@ -1201,7 +1201,7 @@ fn claim_in(
     // Ordered with `release` of the same owner and queue by their
     // lock: a release that ran first sees the claimer dead, one
     // that waits for this transaction sees its claims.
-    lock_dispatch(tx, &owner, &queue)?;
+    lock_dispatch(tx, owner, queue)?;
     if !claimer.is_alive() {
         return Ok(Vec::new());
     }
