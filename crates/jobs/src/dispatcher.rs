@@ -241,7 +241,7 @@ impl Dispatcher {
             if full {
                 // Every slot taken: wait for a job to end (or a deadline).
             }
-            let wait = self.wait(full);
+            let wait = self.wait(full).await;
             let Some(env) = receive_any(|_| true).timeout(wait).await else {
                 continue;
             };
@@ -290,7 +290,17 @@ impl Dispatcher {
     }
 
     /// How long to sleep before looking again.
-    fn wait(&self, full: bool) -> Duration {
+    async fn wait(&self, full: bool) -> Duration {
+        let next_run_at = if full {
+            None
+        } else {
+            self.inner
+                .store
+                .next_run_at_async(self.queue.clone())
+                .await
+                .ok()
+                .flatten()
+        };
         let now = Instant::now();
         let mut until = self.next_heartbeat.min(now + self.inner.config.poll);
         for r in self.running.values() {
@@ -299,7 +309,7 @@ impl Dispatcher {
             }
         }
         if !full {
-            if let Ok(Some(at)) = self.inner.store.next_run_at(&self.queue) {
+            if let Some(at) = next_run_at {
                 let ms = at.saturating_sub(now_ms()).max(0) as u64;
                 if let Some(t) = now.checked_add(Duration::from_millis(ms)) {
                     until = until.min(t);

@@ -54,6 +54,8 @@ mod kind;
 #[cfg(all(test, ember_jobs_loom))]
 mod loom_models;
 #[cfg(all(test, ember_jobs_loom))]
+mod loom_pg_batch;
+#[cfg(all(test, ember_jobs_loom))]
 mod loom_wake;
 mod postgres;
 mod sqlite;

@@ -12,6 +12,14 @@
 //!   on a connection of its own and hands the queue name to the wake-up set
 //!   with [`Store::on_wake`], so a node sleeping on an empty queue starts
 //!   work as soon as another node enqueues.
+//! * Enqueues and successes are group-committed ([`Write`]): a writer
+//!   connection takes every such write waiting, does them all in one
+//!   transaction with one multi-row statement per step (`UNNEST`), commits
+//!   once, then answers each caller with its own outcome (each success's
+//!   token is checked alone in the `UPDATE`: a fenced one is refused and
+//!   the others commit). Two writers, so one batch gathers while the other
+//!   commits; no timed window: what waited during the last commit is the
+//!   next batch, so a lone write waits for no one.
 //! * The schema is created (or migrated) at [`PgStore::connect`], under an
 //!   advisory lock so that nodes starting together do not race.
 //!
@@ -19,8 +27,11 @@
 //! tokio runtime of its own inside each call, which cannot start on an
 //! Ember scheduler thread (those have entered the runtime's tokio context).
 //! So the connections live on threads of their own: a call hands its work
-//! to one of them and waits for the answer.
+//! to one of them and waits for the answer (or awaits it, for the `_async`
+//! calls, leaving its scheduler thread free).
 
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -35,7 +46,7 @@ use serde_json::{json, Value};
 use crate::cron::CronRecord;
 use crate::store::{
     now_ms, Backoff, CancelOutcome, Claimed, Claimer, Event, Inserted, JobId, JobRecord, JobState,
-    Millis, NewJob, Progress, Retry, Store, StoreError, Wake,
+    Millis, NewJob, Progress, Retry, Store, StoreError, StoreFuture, Wake,
 };
 
 /// The channel of the wake-up notifications; the payload is a queue name.
@@ -108,10 +119,33 @@ const COLUMNS: &str = "id, kind, queue, args, state, priority, attempt, max_atte
     unique_key, run_at, progress_pct, progress_message, progress_data, result, error, node, \
     completions, cancel_requested, memory_limit";
 
-/// How many connections serve a store's calls.
-const DEFAULT_CONNECTIONS: usize = 4;
+/// How many connections serve a store's calls (the group commit's writers
+/// among them), besides the listener's: apalis's default pool size, so that
+/// `bench/run jobs` compares like with like.
+const DEFAULT_CONNECTIONS: usize = 8;
+
+/// How many of the connections run group commits (see [`Write`]): two, so
+/// that one batch gathers while the other commits.
+const WRITERS: usize = 2;
+
+/// The most writes one group commit takes.
+const MAX_BATCH: usize = 512;
 
 type Work = Box<dyn FnOnce(&mut Client) + Send>;
+
+/// How a batched write answers its caller.
+type Reply<T> = Box<dyn FnOnce(Result<T, StoreError>) + Send>;
+
+/// A write for the group commit: the writers take every write waiting
+/// (from any number of callers), do them all in one transaction with one
+/// multi-row statement per step (`UNNEST`), commit, and only then answer
+/// each caller with its own outcome.
+enum Write {
+    /// [`Store::insert`].
+    Insert(NewJob, Reply<Inserted>),
+    /// [`Store::succeed`]: the job, the claim's token, the result as JSON.
+    Succeed(JobId, i64, String, Reply<Event>),
+}
 
 /// What the store's threads share with it.
 struct Shared {
@@ -124,6 +158,8 @@ struct Shared {
 pub struct PgStore {
     shared: Arc<Shared>,
     work: Mutex<Option<mpsc::Sender<Work>>>,
+    /// The group commit's queue; `None` once the store is dropped.
+    writes: Mutex<Option<mpsc::Sender<Write>>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -204,6 +240,453 @@ fn serve(shared: Arc<Shared>, mut client: Client, work: Arc<Mutex<mpsc::Receiver
         }
         job(&mut client);
     }
+}
+
+/// Runs group commits on one connection until the store is dropped (after
+/// answering what is queued); reconnects when the connection breaks (the
+/// batch that saw it fails). The receiver's lock is held only while taking
+/// a batch, so with two writers one batch gathers while the other commits.
+fn write_loop(shared: Arc<Shared>, mut client: Client, writes: Arc<Mutex<mpsc::Receiver<Write>>>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        {
+            let rx = writes.lock();
+            let Ok(first) = rx.recv() else {
+                return;
+            };
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(w) => batch.push(w),
+                    Err(_) => break,
+                }
+            }
+        }
+        if client.is_closed() {
+            match connect(&shared.url) {
+                Ok(c) => client = c,
+                Err(e) => tracing::error!("ember-jobs: cannot reconnect to postgres: {e}"),
+            }
+        }
+        commit_batch(&mut client, &mut batch);
+    }
+}
+
+/// Does every write of `batch` in one transaction and answers each caller
+/// with its own outcome once it is committed (a fenced completion is
+/// refused alone). If the server aborts the transaction (a deadlock with
+/// another node, a write it rejects), nothing of it was committed: each
+/// write is then done again in a transaction of its own, so that one bad
+/// write fails alone.
+fn commit_batch(client: &mut Client, batch: &mut Vec<Write>) {
+    let mut inserts = Vec::new();
+    let mut insert_replies = Vec::new();
+    let mut succeeds = Vec::new();
+    let mut succeed_replies = Vec::new();
+    for w in batch.drain(..) {
+        match w {
+            Write::Insert(job, reply) => {
+                inserts.push(job);
+                insert_replies.push(reply);
+            }
+            Write::Succeed(id, token, result, reply) => {
+                succeeds.push((id, token, result));
+                succeed_replies.push(reply);
+            }
+        }
+    }
+    let out = (|| {
+        let mut tx = client.transaction()?;
+        let ins = insert_batch(&mut tx, &inserts)?;
+        let suc = succeed_batch(&mut tx, &succeeds)?;
+        tx.commit()?;
+        Ok::<_, postgres::Error>((ins, suc))
+    })();
+    match out {
+        Ok((ins, suc)) => {
+            for (reply, r) in insert_replies.into_iter().zip(ins) {
+                reply(r);
+            }
+            for (reply, r) in succeed_replies.into_iter().zip(suc) {
+                reply(r);
+            }
+        }
+        Err(e) if e.as_db_error().is_some() && !client.is_closed() => {
+            tracing::debug!("ember-jobs: a group commit failed ({e}): its writes go one by one");
+            for (reply, job) in insert_replies.into_iter().zip(inserts) {
+                reply(alone(client, |tx| insert_in(tx, &job)));
+            }
+            for (reply, (id, token, result)) in succeed_replies.into_iter().zip(succeeds) {
+                reply(alone(client, |tx| succeed_in(tx, id, token, &result)));
+            }
+        }
+        Err(e) => {
+            let e = match StoreError::from(e) {
+                StoreError::Backend(m) => m,
+                other => other.to_string(),
+            };
+            for reply in insert_replies {
+                reply(Err(StoreError::Backend(e.clone())));
+            }
+            for reply in succeed_replies {
+                reply(Err(StoreError::Backend(e.clone())));
+            }
+        }
+    }
+}
+
+/// Runs `f` in a transaction of its own on `client`.
+fn alone<T>(
+    client: &mut Client,
+    f: impl FnOnce(&mut Transaction<'_>) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let mut tx = client.transaction()?;
+    let out = f(&mut tx)?;
+    tx.commit()?;
+    Ok(out)
+}
+
+/// Inserts `jobs` in `tx` with one multi-row `INSERT` (or a few, if unique
+/// keys conflict with jobs that finish meanwhile), as if inserted one after
+/// the other: the first write of a unique key in the batch inserts (or
+/// finds the pending job with that key), the later ones get its id.
+fn insert_batch(
+    tx: &mut Transaction<'_>,
+    jobs: &[NewJob],
+) -> Result<Vec<Result<Inserted, StoreError>>, postgres::Error> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = now_ms();
+    let state_of = |job: &NewJob| {
+        if job.run_at > now {
+            JobState::Scheduled
+        } else {
+            JobState::Queued
+        }
+    };
+    let mut out: Vec<Option<Result<Inserted, StoreError>>> = jobs.iter().map(|_| None).collect();
+    let keys: Vec<Option<&str>> = jobs.iter().map(|j| j.unique_key.as_deref()).collect();
+    let (mut pending, follows) = unique_leaders(&keys);
+    let mut new = Vec::new();
+    for _ in 0..3 {
+        if pending.is_empty() {
+            break;
+        }
+        let pick =
+            |f: &dyn Fn(&NewJob) -> i64| pending.iter().map(|&i| f(&jobs[i])).collect::<Vec<_>>();
+        let kinds: Vec<&str> = pending.iter().map(|&i| jobs[i].kind.as_str()).collect();
+        let queues: Vec<&str> = pending.iter().map(|&i| jobs[i].queue.as_str()).collect();
+        let args: Vec<String> = pending.iter().map(|&i| jobs[i].args.to_string()).collect();
+        let states: Vec<&str> = pending
+            .iter()
+            .map(|&i| state_of(&jobs[i]).as_str())
+            .collect();
+        let priorities = pick(&|j| j.priority);
+        let max_attempts: Vec<i32> = pending
+            .iter()
+            .map(|&i| jobs[i].max_attempts.clamp(1, i32::MAX as u32) as i32)
+            .collect();
+        let timeouts: Vec<Option<i64>> = pending
+            .iter()
+            .map(|&i| jobs[i].timeout_ms.map(clamp))
+            .collect();
+        let keys: Vec<Option<&str>> = pending
+            .iter()
+            .map(|&i| jobs[i].unique_key.as_deref())
+            .collect();
+        let run_ats = pick(&|j| j.run_at);
+        let bases = pick(&|j| clamp(j.backoff.base_ms));
+        let maxes = pick(&|j| clamp(j.backoff.max_ms));
+        let limits: Vec<Option<i64>> = pending
+            .iter()
+            .map(|&i| jobs[i].memory_limit.map(clamp))
+            .collect();
+        // Ids are drawn in the batch's order, then the rows inserted; a row
+        // whose key a pending job holds is skipped, and its id left unused.
+        let rows = tx.query(
+            &format!(
+                "WITH input AS (SELECT nextval(pg_get_serial_sequence('ember_jobs', 'id')::regclass) \
+                   AS id, t.* FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
+                   $5::int8[], $6::int4[], $7::int8[], $8::text[], $9::int8[], $10::int8[], \
+                   $11::int8[], $12::int8[]) WITH ORDINALITY AS t(kind, queue, args, state, \
+                   priority, max_attempts, timeout_ms, unique_key, run_at, bbase, bmax, \
+                   memory_limit, ord)), \
+                 ins AS (INSERT INTO ember_jobs (id, kind, queue, args, state, priority, \
+                   max_attempts, timeout_ms, unique_key, run_at, inserted_at, backoff_base_ms, \
+                   backoff_max_ms, memory_limit) \
+                   SELECT id, kind, queue, args, state, priority, max_attempts, timeout_ms, \
+                   unique_key, run_at, $13::int8, bbase, bmax, memory_limit FROM input ORDER BY ord \
+                   ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN {PENDING} \
+                   DO NOTHING RETURNING id) \
+                 SELECT input.ord, input.id, ins.id IS NOT NULL FROM input \
+                   LEFT JOIN ins ON ins.id = input.id ORDER BY input.ord"
+            ),
+            &[
+                &kinds,
+                &queues,
+                &args,
+                &states,
+                &priorities,
+                &max_attempts,
+                &timeouts,
+                &keys,
+                &run_ats,
+                &bases,
+                &maxes,
+                &limits,
+                &now,
+            ],
+        )?;
+        let mut conflicted = Vec::new();
+        for r in rows {
+            let ord: i64 = r.try_get(0)?;
+            let id: JobId = r.try_get(1)?;
+            let inserted: bool = r.try_get(2)?;
+            let Some(&i) = usize::try_from(ord - 1).ok().and_then(|o| pending.get(o)) else {
+                continue;
+            };
+            if inserted {
+                new.push((i, id));
+            } else {
+                conflicted.push(i);
+            }
+        }
+        pending.clear();
+        if conflicted.is_empty() {
+            break;
+        }
+        // A pending job has the key (committed: the conflict waited for
+        // it), unless it finished meanwhile: then try again.
+        let keys: Vec<&str> = conflicted
+            .iter()
+            .filter_map(|&i| jobs[i].unique_key.as_deref())
+            .collect();
+        let rows = tx.query(
+            &format!(
+                "SELECT unique_key, id FROM ember_jobs WHERE unique_key = ANY($1) \
+                 AND state IN {PENDING}"
+            ),
+            &[&keys],
+        )?;
+        let mut found: HashMap<String, JobId> = HashMap::new();
+        for r in rows {
+            found.insert(r.try_get(0)?, r.try_get(1)?);
+        }
+        for i in conflicted {
+            match jobs[i].unique_key.as_ref().and_then(|k| found.get(k)) {
+                Some(&id) => out[i] = Some(Ok(Inserted::Existing(id))),
+                None => pending.push(i),
+            }
+        }
+    }
+    for i in pending {
+        out[i] = Some(Err(StoreError::Backend(
+            "the pending job with the same unique key keeps changing: enqueue again".into(),
+        )));
+    }
+    if !new.is_empty() {
+        let ids: Vec<JobId> = new.iter().map(|&(_, id)| id).collect();
+        let data: Vec<Value> = new
+            .iter()
+            .map(|&(i, _)| json!({ "state": state_of(&jobs[i]).as_str(), "attempt": 0 }))
+            .collect();
+        let seqs = append_events(tx, &ids, "state", &data, now)?;
+        let mut queues: Vec<&str> = Vec::new();
+        for ((i, id), (data, seq)) in new.into_iter().zip(data.into_iter().zip(seqs)) {
+            if !queues.contains(&jobs[i].queue.as_str()) {
+                queues.push(&jobs[i].queue);
+            }
+            out[i] = Some(Ok(Inserted::New(
+                id,
+                Event {
+                    seq,
+                    job: id,
+                    kind: "state".to_owned(),
+                    data,
+                },
+            )));
+        }
+        tx.execute(
+            "SELECT pg_notify($1, q) FROM UNNEST($2::text[]) AS q",
+            &[&CHANNEL, &queues],
+        )?;
+    }
+    for (i, leader) in follows {
+        out[i] = Some(match &out[leader] {
+            Some(Ok(first)) => Ok(Inserted::Existing(first.id())),
+            Some(Err(e)) => Err(StoreError::Backend(e.to_string())),
+            None => Err(StoreError::Backend("not inserted".into())),
+        });
+    }
+    Ok(out
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Err(StoreError::Backend("not inserted".into()))))
+        .collect())
+}
+
+/// Appends one event per job of `ids` (each job once), in that order, in
+/// `tx` with one statement; their sequence numbers, in the same order.
+fn append_events(
+    tx: &mut Transaction<'_>,
+    ids: &[JobId],
+    kind: &str,
+    data: &[Value],
+    at: Millis,
+) -> Result<Vec<i64>, postgres::Error> {
+    let texts: Vec<String> = data.iter().map(Value::to_string).collect();
+    let rows = tx.query(
+        "INSERT INTO ember_job_events (job_id, type, data, at) \
+         SELECT j, $3::text, d, $4::int8 FROM UNNEST($1::int8[], $2::text[]) WITH ORDINALITY AS t(j, d, o) \
+         ORDER BY o RETURNING job_id, seq",
+        &[&ids, &texts, &kind, &at],
+    )?;
+    let mut by_job: HashMap<JobId, i64> = HashMap::with_capacity(rows.len());
+    for r in rows {
+        by_job.insert(r.try_get(0)?, r.try_get(1)?);
+    }
+    Ok(ids
+        .iter()
+        .map(|id| by_job.get(id).copied().unwrap_or(0))
+        .collect())
+}
+
+/// Splits a batch of enqueues by unique key: the writes that insert (the
+/// first of each key, and every write without one), and for each later
+/// write of a key the earlier write whose id it gets, as if the batch's
+/// writes ran one after the other.
+pub(crate) fn unique_leaders(keys: &[Option<&str>]) -> (Vec<usize>, Vec<(usize, usize)>) {
+    let mut leaders: HashMap<&str, usize> = HashMap::new();
+    let mut follows = Vec::new();
+    let mut pending = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        match key {
+            Some(k) => match leaders.entry(k) {
+                Entry::Occupied(e) => follows.push((i, *e.get())),
+                Entry::Vacant(e) => {
+                    e.insert(i);
+                    pending.push(i);
+                }
+            },
+            None => pending.push(i),
+        }
+    }
+    (pending, follows)
+}
+
+/// Splits the writes `left` (indices into a batch, in batch order) into a
+/// round that writes each job once — the first write of each job, in job
+/// id order, the order rows are locked in by every node's batches — and
+/// the writes left for later rounds.
+pub(crate) fn next_round(
+    left: Vec<usize>,
+    job_of: impl Fn(usize) -> JobId,
+) -> (Vec<usize>, Vec<usize>) {
+    let mut seen = HashSet::new();
+    let (mut round, later): (Vec<usize>, Vec<usize>) =
+        left.into_iter().partition(|&i| seen.insert(job_of(i)));
+    round.sort_by_key(|&i| job_of(i));
+    (round, later)
+}
+
+/// Records the successes `done` (job, token, result) in `tx` with one
+/// multi-row `UPDATE` per round, each checking its own fencing token: a
+/// stale one is refused alone ([`StoreError::Fenced`]), the others are
+/// recorded. A job written twice in the batch takes two rounds, the second
+/// after the first, as if written one after the other.
+fn succeed_batch(
+    tx: &mut Transaction<'_>,
+    done: &[(JobId, i64, String)],
+) -> Result<Vec<Result<Event, StoreError>>, postgres::Error> {
+    let now = now_ms();
+    let mut out: Vec<Option<Result<Event, StoreError>>> = done.iter().map(|_| None).collect();
+    let mut left: Vec<usize> = (0..done.len()).collect();
+    while !left.is_empty() {
+        let (round, later) = next_round(left, |i| done[i].0);
+        left = later;
+        let ids: Vec<JobId> = round.iter().map(|&i| done[i].0).collect();
+        let tokens: Vec<i64> = round.iter().map(|&i| done[i].1).collect();
+        let results: Vec<&str> = round.iter().map(|&i| done[i].2.as_str()).collect();
+        let rows = tx.query(
+            "UPDATE ember_jobs j SET state = 'succeeded', result = t.result, error = NULL, \
+             lease_owner = NULL, lease_until = NULL, completions = j.completions + 1, \
+             finished_at = $4 \
+             FROM UNNEST($1::int8[], $2::int8[], $3::text[]) AS t(id, token, result) \
+             WHERE j.id = t.id AND j.token = t.token AND j.state = 'running' \
+             RETURNING j.id, j.attempt",
+            &[&ids, &tokens, &results, &now],
+        )?;
+        let mut attempts: HashMap<JobId, u32> = HashMap::with_capacity(rows.len());
+        for r in rows {
+            attempts.insert(r.try_get(0)?, r.try_get::<_, i32>(1)?.max(0) as u32);
+        }
+        let refused: Vec<JobId> = ids
+            .iter()
+            .copied()
+            .filter(|id| !attempts.contains_key(id))
+            .collect();
+        let mut exist = HashSet::new();
+        if !refused.is_empty() {
+            for r in tx.query("SELECT id FROM ember_jobs WHERE id = ANY($1)", &[&refused])? {
+                exist.insert(r.try_get::<_, JobId>(0)?);
+            }
+        }
+        let written: Vec<(usize, JobId, Value)> = round
+            .iter()
+            .filter_map(|&i| {
+                let id = done[i].0;
+                attempts
+                    .get(&id)
+                    .map(|&a| (i, id, json!({ "state": "succeeded", "attempt": a })))
+            })
+            .collect();
+        let ids: Vec<JobId> = written.iter().map(|w| w.1).collect();
+        let data: Vec<Value> = written.iter().map(|w| w.2.clone()).collect();
+        let seqs = if ids.is_empty() {
+            Vec::new()
+        } else {
+            append_events(tx, &ids, "state", &data, now)?
+        };
+        for ((i, id, data), seq) in written.into_iter().zip(seqs) {
+            out[i] = Some(Ok(Event {
+                seq,
+                job: id,
+                kind: "state".to_owned(),
+                data,
+            }));
+        }
+        for &i in &round {
+            if out[i].is_none() {
+                out[i] = Some(Err(if exist.contains(&done[i].0) {
+                    StoreError::Fenced
+                } else {
+                    StoreError::NotFound
+                }));
+            }
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Err(StoreError::Backend("not written".into()))))
+        .collect())
+}
+
+/// Records a success in `tx` alone (the way a write goes when its group
+/// commit failed).
+fn succeed_in(
+    tx: &mut Transaction<'_>,
+    id: JobId,
+    token: i64,
+    result: &str,
+) -> Result<Event, StoreError> {
+    let attempt = fenced(tx, id, token)?;
+    tx.execute(
+        "UPDATE ember_jobs SET state = 'succeeded', result = $2, error = NULL, \
+         lease_owner = NULL, lease_until = NULL, completions = completions + 1, \
+         finished_at = $3 WHERE id = $1",
+        &[&id, &result, &now_ms()],
+    )?;
+    state_event(tx, id, JobState::Succeeded, attempt, None)
 }
 
 /// Listens for wake-ups until the store is dropped, reconnecting when the
@@ -447,8 +930,9 @@ impl PgStore {
         PgStore::connect_with(url, DEFAULT_CONNECTIONS)
     }
 
-    /// [`PgStore::connect`] with `connections` connections (at least 1)
-    /// serving calls, besides the listener's.
+    /// [`PgStore::connect`] with `connections` connections serving calls
+    /// (at least 2), besides the listener's: up to two of them run the
+    /// group commits of enqueues and completions, the others the rest.
     pub fn connect_with(url: &str, connections: usize) -> Result<PgStore, StoreError> {
         let mut first = connect(url)?;
         migrate(&mut first)?;
@@ -457,18 +941,30 @@ impl PgStore {
             stop: AtomicBool::new(false),
             wake: Mutex::new(None),
         });
+        let connections = connections.max(2);
+        let writers = WRITERS.min(connections - 1);
         let (tx, rx) = mpsc::channel::<Work>();
         let rx = Arc::new(Mutex::new(rx));
+        let (wtx, wrx) = mpsc::channel::<Write>();
+        let wrx = Arc::new(Mutex::new(wrx));
         let mut clients = vec![first];
-        for _ in 1..connections.max(1) {
+        for _ in 1..connections {
             clients.push(connect(url)?);
         }
         for (i, client) in clients.into_iter().enumerate() {
-            let (shared, rx) = (shared.clone(), rx.clone());
-            std::thread::Builder::new()
-                .name(format!("ember-jobs-pg-{i}"))
-                .spawn(move || serve(shared, client, rx))
-                .map_err(backend)?;
+            let shared = shared.clone();
+            let spawned = if i < writers {
+                let wrx = wrx.clone();
+                std::thread::Builder::new()
+                    .name(format!("ember-jobs-pg-writer-{i}"))
+                    .spawn(move || write_loop(shared, client, wrx))
+            } else {
+                let rx = rx.clone();
+                std::thread::Builder::new()
+                    .name(format!("ember-jobs-pg-{i}"))
+                    .spawn(move || serve(shared, client, rx))
+            };
+            spawned.map_err(backend)?;
         }
         let listener = shared.clone();
         std::thread::Builder::new()
@@ -478,6 +974,80 @@ impl PgStore {
         Ok(PgStore {
             shared,
             work: Mutex::new(Some(tx)),
+            writes: Mutex::new(Some(wtx)),
+        })
+    }
+
+    /// Queues `write` for the next group commit; a store already dropped
+    /// drops it (its caller sees an error).
+    fn submit(&self, write: Write) {
+        if let Some(w) = &*self.writes.lock() {
+            let _ = w.send(write);
+        }
+    }
+
+    /// A write answered through a blocking channel, and the wait for it.
+    fn write_blocking<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Write,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.submit(make(Box::new(move |r| {
+            let _ = reply.send(r);
+        })));
+        answer
+            .recv()
+            .unwrap_or_else(|_| Err(StoreError::Backend("the write was not committed".into())))
+    }
+
+    /// A write answered through a future, so that the caller's thread is
+    /// free while it waits for the commit.
+    fn write_async<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Write,
+    ) -> StoreFuture<T> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.submit(make(Box::new(move |r| {
+            let _ = reply.send(r);
+        })));
+        Box::pin(async move {
+            answer
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Backend("the write was not committed".into())))
+        })
+    }
+
+    /// Runs `f` on one of the store's connections, answered through a
+    /// future.
+    fn call_async<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Client) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<T> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let work: Work = Box::new(move |client| {
+            let _ = reply.send(f(client));
+        });
+        if let Some(w) = &*self.work.lock() {
+            let _ = w.send(work);
+        }
+        Box::pin(async move {
+            answer
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Backend("the store's connection died".into())))
+        })
+    }
+
+    /// Runs `f` in one transaction on one of the store's connections,
+    /// answered through a future.
+    fn tx_async<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<T> {
+        self.call_async(move |client| {
+            let mut tx = client.transaction()?;
+            let out = f(&mut tx)?;
+            tx.commit()?;
+            Ok(out)
         })
     }
 
@@ -519,8 +1089,10 @@ impl PgStore {
 impl Drop for PgStore {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
-        // The serving threads end when the channel closes.
+        // The serving threads end when the channels close (the writers
+        // once they have committed and answered what is queued).
         self.work.lock().take();
+        self.writes.lock().take();
         self.shared.wake.lock().take();
     }
 }
@@ -614,12 +1186,130 @@ fn fire_cron_in(
     Ok(Some(inserted))
 }
 
+/// Claims in `tx` (see [`Store::claim`]).
+#[allow(clippy::too_many_arguments)]
+fn claim_in(
+    tx: &mut Transaction<'_>,
+    queue: &str,
+    node: &str,
+    owner: &str,
+    claimer: &Claimer,
+    now: Millis,
+    lease_until: Millis,
+    limit: i64,
+) -> Result<Vec<Claimed>, StoreError> {
+    // Ordered with `release` of the same owner and queue by their
+    // lock: a release that ran first sees the claimer dead, one
+    // that waits for this transaction sees its claims.
+    lock_dispatch(tx, owner, queue)?;
+    if !claimer.is_alive() {
+        return Ok(Vec::new());
+    }
+    let rows = tx.query(
+        "WITH picked AS (SELECT id FROM ember_jobs WHERE queue = $1 \
+               AND state IN ('queued', 'scheduled', 'retrying') AND run_at <= $2 \
+               ORDER BY priority, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             UPDATE ember_jobs j SET state = 'running', attempt = j.attempt + 1, \
+               token = j.token + 1, lease_owner = $4, lease_until = $5, node = $6 \
+             FROM picked WHERE j.id = picked.id \
+             RETURNING j.id, j.kind, j.args, j.attempt, j.max_attempts, j.token, \
+               j.timeout_ms, j.backoff_base_ms, j.backoff_max_ms, j.priority, j.run_at, \
+               j.memory_limit",
+        &[&queue, &now, &limit, &owner, &lease_until, &node],
+    )?;
+    let mut picked = Vec::with_capacity(rows.len());
+    for r in rows {
+        let g = |e: postgres::Error| backend(e);
+        let args: String = r.try_get(2).map_err(g)?;
+        picked.push((
+            (
+                r.try_get::<_, i64>(9).map_err(g)?,
+                r.try_get::<_, i64>(10).map_err(g)?,
+            ),
+            r.try_get::<_, JobId>(0).map_err(g)?,
+            r.try_get::<_, String>(1).map_err(g)?,
+            serde_json::from_str(&args).unwrap_or(Value::Null),
+            r.try_get::<_, i32>(3).map_err(g)?.max(0) as u32,
+            r.try_get::<_, i32>(4).map_err(g)?.max(0) as u32,
+            r.try_get::<_, i64>(5).map_err(g)?,
+            r.try_get::<_, Option<i64>>(6).map_err(g)?,
+            Backoff {
+                base_ms: r.try_get::<_, i64>(7).map_err(g)?.max(0) as u64,
+                max_ms: r.try_get::<_, i64>(8).map_err(g)?.max(0) as u64,
+            },
+            r.try_get::<_, Option<i64>>(11).map_err(g)?,
+        ));
+    }
+    picked.sort_by_key(|p| (p.0, p.1));
+    let mut claimed = Vec::with_capacity(picked.len());
+    for (_, id, kind, args, attempt, max_attempts, token, timeout_ms, backoff, memory_limit) in
+        picked
+    {
+        let ev = state_event(tx, id, JobState::Running, attempt, None)?;
+        claimed.push(Claimed {
+            id,
+            kind,
+            args,
+            attempt,
+            max_attempts,
+            token,
+            timeout_ms: timeout_ms.map(|t| t.max(0) as u64),
+            memory_limit: memory_limit.map(|m| m.max(0) as u64),
+            backoff,
+            event: ev,
+        });
+    }
+    Ok(claimed)
+}
+
+/// The earliest `run_at` of a waiting job of `queue` (see
+/// [`Store::next_run_at`]).
+fn next_run_at_in(
+    c: &mut impl postgres::GenericClient,
+    queue: &str,
+) -> Result<Option<Millis>, StoreError> {
+    let row = c.query_one(
+        "SELECT MIN(run_at) FROM ember_jobs WHERE queue = $1 \
+         AND state IN ('queued', 'scheduled', 'retrying')",
+        &[&queue],
+    )?;
+    row.try_get(0).map_err(backend)
+}
+
 const PENDING: &str = "('scheduled', 'queued', 'running', 'retrying')";
 
 impl Store for PgStore {
     fn insert(&self, job: &NewJob) -> Result<Inserted, StoreError> {
         let job = job.clone();
-        self.tx(move |tx| insert_in(tx, &job))
+        self.write_blocking(move |reply| Write::Insert(job, reply))
+    }
+
+    fn insert_async(&self, job: NewJob) -> StoreFuture<Inserted> {
+        self.write_async(move |reply| Write::Insert(job, reply))
+    }
+
+    fn succeed_async(&self, id: JobId, token: i64, result: Value) -> StoreFuture<Event> {
+        let result = result.to_string();
+        self.write_async(move |reply| Write::Succeed(id, token, result, reply))
+    }
+
+    fn claim_async(
+        &self,
+        queue: String,
+        node: String,
+        owner: String,
+        claimer: Claimer,
+        now: Millis,
+        lease_until: Millis,
+        limit: usize,
+    ) -> StoreFuture<Vec<Claimed>> {
+        if limit == 0 {
+            return Box::pin(std::future::ready(Ok(Vec::new())));
+        }
+        let limit = limit.min(i64::MAX as usize) as i64;
+        self.tx_async(move |tx| {
+            claim_in(tx, &queue, &node, &owner, &claimer, now, lease_until, limit)
+        })
     }
 
     fn claim(
@@ -638,80 +1328,7 @@ impl Store for PgStore {
         let (queue, node, owner) = (queue.to_owned(), node.to_owned(), owner.to_owned());
         let claimer = claimer.clone();
         let limit = limit.min(i64::MAX as usize) as i64;
-        self.tx(move |tx| {
-            // Ordered with `release` of the same owner and queue by their
-            // lock: a release that ran first sees the claimer dead, one
-            // that waits for this transaction sees its claims.
-            lock_dispatch(tx, &owner, &queue)?;
-            if !claimer.is_alive() {
-                return Ok(Vec::new());
-            }
-            let rows = tx.query(
-                "WITH picked AS (SELECT id FROM ember_jobs WHERE queue = $1 \
-                   AND state IN ('queued', 'scheduled', 'retrying') AND run_at <= $2 \
-                   ORDER BY priority, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
-                 UPDATE ember_jobs j SET state = 'running', attempt = j.attempt + 1, \
-                   token = j.token + 1, lease_owner = $4, lease_until = $5, node = $6 \
-                 FROM picked WHERE j.id = picked.id \
-                 RETURNING j.id, j.kind, j.args, j.attempt, j.max_attempts, j.token, \
-                   j.timeout_ms, j.backoff_base_ms, j.backoff_max_ms, j.priority, j.run_at, \
-                   j.memory_limit",
-                &[&queue, &now, &limit, &owner, &lease_until, &node],
-            )?;
-            let mut picked = Vec::with_capacity(rows.len());
-            for r in rows {
-                let g = |e: postgres::Error| backend(e);
-                let args: String = r.try_get(2).map_err(g)?;
-                picked.push((
-                    (
-                        r.try_get::<_, i64>(9).map_err(g)?,
-                        r.try_get::<_, i64>(10).map_err(g)?,
-                    ),
-                    r.try_get::<_, JobId>(0).map_err(g)?,
-                    r.try_get::<_, String>(1).map_err(g)?,
-                    serde_json::from_str(&args).unwrap_or(Value::Null),
-                    r.try_get::<_, i32>(3).map_err(g)?.max(0) as u32,
-                    r.try_get::<_, i32>(4).map_err(g)?.max(0) as u32,
-                    r.try_get::<_, i64>(5).map_err(g)?,
-                    r.try_get::<_, Option<i64>>(6).map_err(g)?,
-                    Backoff {
-                        base_ms: r.try_get::<_, i64>(7).map_err(g)?.max(0) as u64,
-                        max_ms: r.try_get::<_, i64>(8).map_err(g)?.max(0) as u64,
-                    },
-                    r.try_get::<_, Option<i64>>(11).map_err(g)?,
-                ));
-            }
-            picked.sort_by_key(|p| (p.0, p.1));
-            let mut claimed = Vec::with_capacity(picked.len());
-            for (
-                _,
-                id,
-                kind,
-                args,
-                attempt,
-                max_attempts,
-                token,
-                timeout_ms,
-                backoff,
-                memory_limit,
-            ) in picked
-            {
-                let ev = state_event(tx, id, JobState::Running, attempt, None)?;
-                claimed.push(Claimed {
-                    id,
-                    kind,
-                    args,
-                    attempt,
-                    max_attempts,
-                    token,
-                    timeout_ms: timeout_ms.map(|t| t.max(0) as u64),
-                    memory_limit: memory_limit.map(|m| m.max(0) as u64),
-                    backoff,
-                    event: ev,
-                });
-            }
-            Ok(claimed)
-        })
+        self.tx(move |tx| claim_in(tx, &queue, &node, &owner, &claimer, now, lease_until, limit))
     }
 
     fn heartbeat(
@@ -757,16 +1374,7 @@ impl Store for PgStore {
 
     fn succeed(&self, id: JobId, token: i64, result: &Value) -> Result<Event, StoreError> {
         let result = result.to_string();
-        self.tx(move |tx| {
-            let attempt = fenced(tx, id, token)?;
-            tx.execute(
-                "UPDATE ember_jobs SET state = 'succeeded', result = $2, error = NULL, \
-                 lease_owner = NULL, lease_until = NULL, completions = completions + 1, \
-                 finished_at = $3 WHERE id = $1",
-                &[&id, &result, &now_ms()],
-            )?;
-            state_event(tx, id, JobState::Succeeded, attempt, None)
-        })
+        self.write_blocking(move |reply| Write::Succeed(id, token, result, reply))
     }
 
     fn fail(&self, id: JobId, token: i64, error: &str, retry: Retry) -> Result<Event, StoreError> {
@@ -976,14 +1584,11 @@ impl Store for PgStore {
 
     fn next_run_at(&self, queue: &str) -> Result<Option<Millis>, StoreError> {
         let queue = queue.to_owned();
-        self.call(move |c| {
-            let row = c.query_one(
-                "SELECT MIN(run_at) FROM ember_jobs WHERE queue = $1 \
-                 AND state IN ('queued', 'scheduled', 'retrying')",
-                &[&queue],
-            )?;
-            row.try_get(0).map_err(backend)
-        })
+        self.call(move |c| next_run_at_in(c, &queue))
+    }
+
+    fn next_run_at_async(&self, queue: String) -> StoreFuture<Option<Millis>> {
+        self.call_async(move |c| next_run_at_in(c, &queue))
     }
 
     fn pending_queues(&self) -> Result<Vec<String>, StoreError> {

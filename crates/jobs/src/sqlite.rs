@@ -1,5 +1,7 @@
-//! The embedded store: one SQLite file in WAL mode, one connection behind a
-//! mutex (SQLite has a single writer anyway).
+//! The embedded store: one SQLite file in WAL mode, one writing connection
+//! behind a mutex (SQLite has a single writer anyway) and connections of
+//! their own for reads, which WAL lets run while the writer writes (an
+//! in-memory store reads on its one connection).
 //!
 //! Writes go through a group commit: a writer thread takes every write
 //! waiting for it (from any number of callers), runs each in a savepoint of
@@ -79,6 +81,9 @@ const COLUMNS: &str = "id, kind, queue, args, state, priority, attempt, max_atte
 /// The most writes one group commit takes.
 const MAX_BATCH: usize = 512;
 
+/// How many connections a file store reads on.
+const READERS: usize = 2;
+
 /// What a write leaves to do once its batch's commit is known: answer its
 /// caller with its own result, or with the commit's error.
 type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
@@ -90,6 +95,9 @@ type Op = Box<dyn FnOnce(&Transaction<'_>) -> (bool, Reply) + Send>;
 /// The embedded SQLite store (see [`SqliteStore::open`]).
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// Connections for reads, [`READERS`] of them; empty for an in-memory
+    /// store, whose reads share `conn`.
+    readers: Vec<Mutex<Connection>>,
     /// The writer thread's queue; `None` once the store is dropped.
     writes: Mutex<Option<mpsc::Sender<Op>>>,
     writer: Option<std::thread::JoinHandle<()>>,
@@ -335,17 +343,28 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
         migrate(&conn)?;
-        SqliteStore::with_conn(conn, Some(lock))
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let r = Connection::open(path)?;
+            r.busy_timeout(std::time::Duration::from_secs(5))?;
+            r.pragma_update(None, "query_only", true)?;
+            readers.push(Mutex::new(r));
+        }
+        SqliteStore::with_conn(conn, readers, Some(lock))
     }
 
     /// A store in memory, for tests.
     pub fn in_memory() -> Result<SqliteStore, StoreError> {
         let conn = Connection::open_in_memory()?;
         conn.execute_batch(SCHEMA)?;
-        SqliteStore::with_conn(conn, None)
+        SqliteStore::with_conn(conn, Vec::new(), None)
     }
 
-    fn with_conn(conn: Connection, lock: Option<Connection>) -> Result<SqliteStore, StoreError> {
+    fn with_conn(
+        conn: Connection,
+        readers: Vec<Mutex<Connection>>,
+        lock: Option<Connection>,
+    ) -> Result<SqliteStore, StoreError> {
         let conn = Arc::new(Mutex::new(conn));
         let (tx, rx) = mpsc::channel();
         let writer = {
@@ -357,10 +376,26 @@ impl SqliteStore {
         };
         Ok(SqliteStore {
             conn,
+            readers,
             writes: Mutex::new(Some(tx)),
             writer: Some(writer),
             _lock: Mutex::new(lock),
         })
+    }
+
+    /// A connection to read on: a free reader, else the first (waiting
+    /// for it); the writer's own for an in-memory store. Each read is its
+    /// own read transaction, so it sees every write already answered.
+    fn reader(&self) -> parking_lot::MutexGuard<'_, Connection> {
+        for r in &self.readers {
+            if let Some(guard) = r.try_lock() {
+                return guard;
+            }
+        }
+        match self.readers.first() {
+            Some(r) => r.lock(),
+            None => self.conn.lock(),
+        }
     }
 
     /// Queues write `f` for the next group commit; `answer` gets its
@@ -795,7 +830,7 @@ impl Store for SqliteStore {
     }
 
     fn get(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
-        let conn = self.conn.lock();
+        let conn = self.reader();
         let now = crate::store::now_ms();
         let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"))?;
         Ok(stmt.query_row([id], |r| record(r, now)).optional()?)
@@ -808,7 +843,7 @@ impl Store for SqliteStore {
         after: Option<JobId>,
         newest_first: bool,
     ) -> Result<Vec<JobRecord>, StoreError> {
-        let conn = self.conn.lock();
+        let conn = self.reader();
         let now = crate::store::now_ms();
         let (bound, order) = if newest_first {
             ("id < ?1", "DESC")
@@ -863,7 +898,7 @@ impl Store for SqliteStore {
     }
 
     fn events(&self, id: JobId, after: i64) -> Result<Vec<Event>, StoreError> {
-        let conn = self.conn.lock();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(
             "SELECT seq, type, data FROM job_events WHERE job_id = ?1 AND seq > ?2 ORDER BY seq",
         )?;
@@ -879,7 +914,7 @@ impl Store for SqliteStore {
     }
 
     fn next_run_at(&self, queue: &str) -> Result<Option<Millis>, StoreError> {
-        let conn = self.conn.lock();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(
             "SELECT MIN(run_at) FROM jobs WHERE queue = ?1 \
              AND state IN ('queued', 'scheduled', 'retrying')",
@@ -888,7 +923,7 @@ impl Store for SqliteStore {
     }
 
     fn pending_queues(&self) -> Result<Vec<String>, StoreError> {
-        let conn = self.conn.lock();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(
             "SELECT DISTINCT queue FROM jobs WHERE state IN \
              ('queued', 'scheduled', 'retrying', 'running')",
@@ -909,7 +944,7 @@ impl Store for SqliteStore {
     }
 
     fn cron_entries(&self) -> Result<Vec<CronRecord>, StoreError> {
-        let conn = self.conn.lock();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(
             "SELECT name, expression, last_slot, last_job FROM cron_entries ORDER BY name",
         )?;
@@ -925,7 +960,7 @@ impl Store for SqliteStore {
     }
 
     fn counts(&self) -> Result<Vec<(JobState, u64)>, StoreError> {
-        let conn = self.conn.lock();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached("SELECT state, COUNT(*) FROM jobs GROUP BY state")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
         let mut out = Vec::new();

@@ -504,6 +504,13 @@ pub trait Store: Send + Sync + 'static {
     /// The earliest `run_at` of a waiting job of `queue`.
     fn next_run_at(&self, queue: &str) -> Result<Option<Millis>, StoreError>;
 
+    /// [`Store::next_run_at`], awaited rather than blocking. By default
+    /// the blocking call, done at once.
+    fn next_run_at_async(&self, queue: String) -> StoreFuture<Option<Millis>> {
+        let out = self.next_run_at(&queue);
+        Box::pin(std::future::ready(out))
+    }
+
     /// The queues that have jobs not yet final.
     fn pending_queues(&self) -> Result<Vec<String>, StoreError>;
 

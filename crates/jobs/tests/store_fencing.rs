@@ -1,30 +1,24 @@
 //! Leases and fencing on the SQLite store: a claim taken back cannot write,
-//! a restarted node takes back what its earlier life was running, and a
-//! dispatcher that loses a lease stops the job's process.
+//! a restarted node takes back what its earlier life was running (both
+//! scenarios shared with `store_postgres.rs`), group commits answer each
+//! write alone, and a dispatcher that loses a lease stops the job's
+//! process.
 
 use std::time::Duration;
 
 use ember_jobs::{
-    now_ms, Backoff, Claimer, EnqueueOptions, JobContext, JobState, Jobs, JobsConfig, KindOptions,
-    NewJob, Progress, Retry, SqliteStore, Store, StoreError,
+    now_ms, Claimer, EnqueueOptions, JobContext, JobState, Jobs, JobsConfig, KindOptions, NewJob,
+    SqliteStore, Store, StoreError,
 };
 use ember_runtime::{receive, send, Pid, Runtime};
 use serde_json::json;
 
-const DEADLINE: Duration = Duration::from_secs(20);
+mod scenarios;
+use scenarios::{fencing_rules, group_commit_answers_each_write_alone, new_job, DEADLINE};
 
-fn new_job(kind: &str) -> NewJob {
-    NewJob {
-        kind: kind.into(),
-        queue: "default".into(),
-        args: json!(null),
-        priority: 0,
-        max_attempts: 3,
-        timeout_ms: None,
-        memory_limit: None,
-        unique_key: None,
-        run_at: now_ms(),
-        backoff: Backoff::default(),
+fn remove_db(path: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm", ".lock"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
 
@@ -36,89 +30,25 @@ fn temp_db() -> std::path::PathBuf {
     ))
 }
 
+/// The lease and fencing rules (the scenario PostgreSQL runs too), on a
+/// store in memory and on a file (whose reads have connections of their
+/// own).
 #[test]
 fn a_claim_taken_back_after_its_lease_cannot_write() {
-    let s = SqliteStore::in_memory().unwrap();
-    let id = s.insert(&new_job("k")).unwrap().id();
-    let t0 = now_ms();
-    let a = s
-        .claim(
-            "default",
-            "a@h",
-            "a#1",
-            &Claimer::always(),
-            t0,
-            t0 + 1_000,
-            10,
-        )
-        .unwrap();
-    assert_eq!(a.len(), 1);
-    let a = &a[0];
-    assert_eq!((a.id, a.attempt), (id, 1));
-    // Nothing else is due while it runs.
-    assert!(s
-        .claim(
-            "default",
-            "b@h",
-            "b#1",
-            &Claimer::always(),
-            t0,
-            t0 + 1_000,
-            10
-        )
-        .unwrap()
-        .is_empty());
-    // Node b sees the lease expired and takes the job back.
-    let ev = s.recover("b@h", "b#1", t0 + 2_000).unwrap();
-    assert_eq!(ev.len(), 1);
-    assert_eq!(ev[0].state(), Some(JobState::Retrying));
-    let b = s
-        .claim(
-            "default",
-            "b@h",
-            "b#1",
-            &Claimer::always(),
-            t0 + 2_000,
-            t0 + 3_000,
-            10,
-        )
-        .unwrap();
-    assert_eq!(b.len(), 1);
-    assert!(b[0].token > a.token);
-    assert_eq!(b[0].attempt, 2);
-    // a, cut off, tries to write: refused every way.
-    let p = Progress {
-        pct: 50.0,
-        message: "late".into(),
-        data: None,
-    };
-    assert!(matches!(
-        s.progress(id, a.token, &p),
-        Err(StoreError::Fenced)
-    ));
-    assert!(matches!(
-        s.succeed(id, a.token, &json!(1)),
-        Err(StoreError::Fenced)
-    ));
-    assert!(matches!(
-        s.fail(id, a.token, "x", Retry::Never),
-        Err(StoreError::Fenced)
-    ));
-    let hb = s.heartbeat("a#1", &[(id, a.token)], t0 + 9_000).unwrap();
-    assert_eq!(hb, vec![(id, false, false)]);
-    // b's heartbeat and completion go through, once.
-    let hb = s.heartbeat("b#1", &[(id, b[0].token)], t0 + 9_000).unwrap();
-    assert_eq!(hb, vec![(id, true, false)]);
-    s.succeed(id, b[0].token, &json!(2)).unwrap();
-    assert!(matches!(
-        s.succeed(id, b[0].token, &json!(3)),
-        Err(StoreError::Fenced)
-    ));
-    let rec = s.get(id).unwrap().unwrap();
-    assert_eq!(rec.state, JobState::Succeeded);
-    assert_eq!(rec.result, Some(json!(2)));
-    assert_eq!(rec.completions, 1);
-    assert_eq!(rec.node.as_deref(), Some("b@h"));
+    fencing_rules(&SqliteStore::in_memory().unwrap());
+    let path = temp_db();
+    fencing_rules(&SqliteStore::open(&path).unwrap());
+    remove_db(&path);
+}
+
+/// Writes sent at once share group commits, each answered with its own
+/// outcome.
+#[test]
+fn a_group_commit_answers_each_write_with_its_own_outcome() {
+    group_commit_answers_each_write_alone(&SqliteStore::in_memory().unwrap());
+    let path = temp_db();
+    group_commit_answers_each_write_alone(&SqliteStore::open(&path).unwrap());
+    remove_db(&path);
 }
 
 #[test]
@@ -138,79 +68,11 @@ fn a_store_file_opens_once_at_a_time() {
 }
 
 #[test]
-fn a_running_job_cancelled_while_its_node_is_gone_ends_cancelled() {
-    let s = SqliteStore::in_memory().unwrap();
-    let id = s.insert(&new_job("k")).unwrap().id();
-    let t0 = now_ms();
-    s.claim(
-        "default",
-        "a@h",
-        "a#1",
-        &Claimer::always(),
-        t0,
-        t0 + 1_000,
-        1,
-    )
-    .unwrap();
-    assert!(matches!(
-        s.cancel(id).unwrap(),
-        ember_jobs::CancelOutcome::Requested { .. }
-    ));
-    s.recover("b@h", "b#1", t0 + 2_000).unwrap();
-    assert_eq!(s.get(id).unwrap().unwrap().state, JobState::Cancelled);
-}
-
-#[test]
 fn a_restarted_node_takes_back_what_its_earlier_life_was_running() {
     let path = temp_db();
-    let id;
-    {
-        // The earlier life: claimed with a long lease, then "crashed".
-        let s = SqliteStore::open(&path).unwrap();
-        id = s.insert(&new_job("k")).unwrap().id();
-        let t0 = now_ms();
-        s.claim(
-            "default",
-            "n@h",
-            "n#old",
-            &Claimer::always(),
-            t0,
-            t0 + 3_600_000,
-            1,
-        )
-        .unwrap();
-    }
     let db = path.clone();
-    Runtime::builder()
-        .schedulers(2)
-        .build()
-        .unwrap()
-        .block_on(async move {
-            let s = SqliteStore::open(&db).unwrap();
-            let config = JobsConfig {
-                node: "n@h".into(),
-                ..JobsConfig::default()
-            };
-            let jobs = Jobs::builder(s, config)
-                .kind_fn(
-                    "k",
-                    KindOptions::default(),
-                    |ctx: JobContext, (): ()| async move { Ok(json!(ctx.attempt())) },
-                )
-                .start()
-                .await
-                .unwrap();
-            let rec = jobs
-                .wait_final(id, DEADLINE)
-                .await
-                .expect("taken back and run");
-            assert_eq!(rec.state, JobState::Succeeded);
-            assert_eq!(rec.result, Some(json!(2)));
-            assert_eq!(rec.completions, 1);
-        });
-    for suffix in ["", "-wal", "-shm", ".lock"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
+    scenarios::a_restarted_node_takes_back(move || SqliteStore::open(&db).unwrap());
+    remove_db(&path);
 }
 
 #[test]

@@ -8,173 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ember_jobs::{
-    now_ms, Backoff, CancelOutcome, Claimer, JobContext, JobState, Jobs, JobsConfig, KindOptions,
-    NewJob, PgStore, Progress, Retry, SqliteStore, Store, StoreError,
+    now_ms, Claimer, JobContext, JobState, Jobs, JobsConfig, KindOptions, NewJob, PgStore,
+    SqliteStore, Store,
 };
 use ember_runtime::Runtime;
 use ember_testkit::postgres::{required, TempPostgres};
 use serde_json::json;
 
-const DEADLINE: Duration = Duration::from_secs(30);
-
-fn new_job(kind: &str) -> NewJob {
-    NewJob {
-        kind: kind.into(),
-        queue: "default".into(),
-        args: json!(null),
-        priority: 0,
-        max_attempts: 3,
-        timeout_ms: None,
-        memory_limit: None,
-        unique_key: None,
-        run_at: now_ms(),
-        backoff: Backoff::default(),
-    }
-}
-
-/// A claim taken back after its lease expired cannot write anything; the
-/// new claim can, once. Run on both stores: they keep the same rules.
-fn fencing_rules(s: &dyn Store) {
-    let id = s.insert(&new_job("k")).unwrap().id();
-    let t0 = now_ms();
-    let a = s
-        .claim(
-            "default",
-            "a@h",
-            "a#1",
-            &Claimer::always(),
-            t0,
-            t0 + 1_000,
-            10,
-        )
-        .unwrap();
-    assert_eq!(a.len(), 1);
-    let a = &a[0];
-    assert_eq!((a.id, a.attempt), (id, 1));
-    assert!(s
-        .claim(
-            "default",
-            "b@h",
-            "b#1",
-            &Claimer::always(),
-            t0,
-            t0 + 1_000,
-            10
-        )
-        .unwrap()
-        .is_empty());
-    // Before expiry, b's recovery leaves a's lease alone.
-    assert!(s.recover("b@h", "b#1", t0 + 500).unwrap().is_empty());
-    let ev = s.recover("b@h", "b#1", t0 + 2_000).unwrap();
-    assert_eq!(ev.len(), 1);
-    assert_eq!(ev[0].state(), Some(JobState::Retrying));
-    let b = s
-        .claim(
-            "default",
-            "b@h",
-            "b#1",
-            &Claimer::always(),
-            t0 + 2_000,
-            t0 + 3_000,
-            10,
-        )
-        .unwrap();
-    assert_eq!(b.len(), 1);
-    assert!(b[0].token > a.token);
-    assert_eq!(b[0].attempt, 2);
-    let p = Progress {
-        pct: 50.0,
-        message: "late".into(),
-        data: None,
-    };
-    assert!(matches!(
-        s.progress(id, a.token, &p),
-        Err(StoreError::Fenced)
-    ));
-    assert!(matches!(
-        s.succeed(id, a.token, &json!(1)),
-        Err(StoreError::Fenced)
-    ));
-    assert!(matches!(
-        s.fail(id, a.token, "x", Retry::Never),
-        Err(StoreError::Fenced)
-    ));
-    assert!(matches!(
-        s.finish_cancelled(id, a.token),
-        Err(StoreError::Fenced)
-    ));
-    // a's heartbeat says the lease is gone; b's holds.
-    assert_eq!(
-        s.heartbeat("a#1", &[(id, a.token)], t0 + 9_000).unwrap(),
-        vec![(id, false, false)]
-    );
-    assert_eq!(
-        s.heartbeat("b#1", &[(id, b[0].token)], t0 + 9_000).unwrap(),
-        vec![(id, true, false)]
-    );
-    s.progress(id, b[0].token, &p).unwrap();
-    s.succeed(id, b[0].token, &json!("b")).unwrap();
-    assert!(matches!(
-        s.succeed(id, b[0].token, &json!("again")),
-        Err(StoreError::Fenced)
-    ));
-    let rec = s.get(id).unwrap().unwrap();
-    assert_eq!(rec.state, JobState::Succeeded);
-    assert_eq!(rec.result, Some(json!("b")));
-    assert_eq!(rec.node.as_deref(), Some("b@h"));
-    assert_eq!(rec.completions, 1);
-    assert_eq!(rec.progress_message.as_deref(), Some("late"));
-    let states: Vec<_> = s
-        .events(id, 0)
-        .unwrap()
-        .iter()
-        .filter_map(|e| e.state())
-        .collect();
-    assert_eq!(
-        states,
-        [
-            JobState::Queued,
-            JobState::Running,
-            JobState::Retrying,
-            JobState::Running,
-            JobState::Succeeded
-        ]
-    );
-    // A running job cancelled while its node is gone ends cancelled.
-    let c = s.insert(&new_job("k")).unwrap().id();
-    let t1 = now_ms();
-    assert_eq!(
-        s.claim(
-            "default",
-            "a@h",
-            "a#1",
-            &Claimer::always(),
-            t1,
-            t1 + 1_000,
-            1
-        )
-        .unwrap()
-        .len(),
-        1
-    );
-    assert!(matches!(
-        s.cancel(c).unwrap(),
-        CancelOutcome::Requested { .. }
-    ));
-    s.recover("b@h", "b#1", t1 + 2_000).unwrap();
-    assert_eq!(s.get(c).unwrap().unwrap().state, JobState::Cancelled);
-    // Uniqueness: a second enqueue with a pending key returns the first id.
-    let mut u = new_job("k");
-    u.unique_key = Some("only-one".into());
-    let first = s.insert(&u).unwrap().id();
-    assert_eq!(s.insert(&u).unwrap().id(), first);
-    assert!(
-        s.list(Some(JobState::Queued), 10, None, false)
-            .unwrap()
-            .len()
-            == 1
-    );
-}
+mod scenarios;
+use scenarios::{fencing_rules, new_job, DEADLINE};
 
 #[test]
 fn the_postgres_store_keeps_the_fencing_rules_of_the_sqlite_store() {
@@ -247,49 +89,7 @@ fn a_restarted_node_takes_back_what_its_earlier_life_was_running() {
     }
     let pg = TempPostgres::start();
     let url = pg.url();
-    let id;
-    {
-        let s = PgStore::connect(&url).unwrap();
-        id = s.insert(&new_job("k")).unwrap().id();
-        let t0 = now_ms();
-        s.claim(
-            "default",
-            "n@h",
-            "n#old",
-            &Claimer::always(),
-            t0,
-            t0 + 3_600_000,
-            1,
-        )
-        .unwrap();
-    }
-    Runtime::builder()
-        .schedulers(2)
-        .build()
-        .unwrap()
-        .block_on(async move {
-            let s = PgStore::connect(&url).unwrap();
-            let config = JobsConfig {
-                node: "n@h".into(),
-                ..JobsConfig::default()
-            };
-            let jobs = Jobs::builder(s, config)
-                .kind_fn(
-                    "k",
-                    KindOptions::default(),
-                    |ctx: JobContext, (): ()| async move { Ok(json!(ctx.attempt())) },
-                )
-                .start()
-                .await
-                .unwrap();
-            let rec = jobs
-                .wait_final(id, DEADLINE)
-                .await
-                .expect("taken back and run");
-            assert_eq!(rec.state, JobState::Succeeded);
-            assert_eq!(rec.result, Some(json!(2)));
-            assert_eq!(rec.completions, 1);
-        });
+    scenarios::a_restarted_node_takes_back(move || PgStore::connect(&url).unwrap());
 }
 
 #[test]
@@ -406,4 +206,31 @@ fn a_version_1_database_gains_memory_limits_at_connect() {
     assert_eq!(limits, [(1, None), (id, Some(1 << 20))]);
     // A second node connecting finds version 2 and changes nothing.
     drop(PgStore::connect(&pg.url()).unwrap());
+}
+
+/// Writes sent at once share group commits, each answered with its own
+/// outcome (see the scenario); and a write the server rejects (a NUL in a
+/// text column) fails alone, the writes batched with it commit.
+#[test]
+fn a_group_commit_answers_each_write_with_its_own_outcome() {
+    if !required() {
+        return;
+    }
+    let pg = TempPostgres::start();
+    let s = PgStore::connect(&pg.url()).unwrap();
+    scenarios::group_commit_answers_each_write_alone(&s);
+    let before = s.insert_async(new_job("k"));
+    let bad = s.insert_async(NewJob {
+        queue: "bad\0queue".into(),
+        ..new_job("k")
+    });
+    let after = s.insert_async(new_job("k"));
+    let (before, bad, after) = Runtime::new()
+        .unwrap()
+        .block_on(async move { (before.await, bad.await, after.await) });
+    assert!(bad.is_err(), "the server took a NUL in a queue name");
+    for ok in [before, after] {
+        let id = ok.expect("a good write failed with a bad one").id();
+        assert!(s.get(id).unwrap().is_some());
+    }
 }

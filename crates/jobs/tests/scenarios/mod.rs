@@ -1,0 +1,313 @@
+//! Store scenarios run on both stores (`store_fencing.rs` on SQLite,
+//! `store_postgres.rs` on PostgreSQL): they keep the same rules.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use ember_jobs::{
+    now_ms, Backoff, CancelOutcome, Claimer, JobContext, JobState, Jobs, JobsConfig, KindOptions,
+    NewJob, Progress, Retry, Store, StoreError,
+};
+use ember_runtime::Runtime;
+use serde_json::json;
+
+/// How long a scenario waits for an event before it fails.
+pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A job of `kind` on queue `default`, due now, 3 attempts.
+pub(crate) fn new_job(kind: &str) -> NewJob {
+    NewJob {
+        kind: kind.into(),
+        queue: "default".into(),
+        args: json!(null),
+        priority: 0,
+        max_attempts: 3,
+        timeout_ms: None,
+        memory_limit: None,
+        unique_key: None,
+        run_at: now_ms(),
+        backoff: Backoff::default(),
+    }
+}
+
+/// A claim taken back after its lease expired cannot write anything; the
+/// new claim can, once. Run on both stores: they keep the same rules.
+pub(crate) fn fencing_rules(s: &dyn Store) {
+    let id = s.insert(&new_job("k")).unwrap().id();
+    let t0 = now_ms();
+    let a = s
+        .claim(
+            "default",
+            "a@h",
+            "a#1",
+            &Claimer::always(),
+            t0,
+            t0 + 1_000,
+            10,
+        )
+        .unwrap();
+    assert_eq!(a.len(), 1);
+    let a = &a[0];
+    assert_eq!((a.id, a.attempt), (id, 1));
+    assert!(s
+        .claim(
+            "default",
+            "b@h",
+            "b#1",
+            &Claimer::always(),
+            t0,
+            t0 + 1_000,
+            10
+        )
+        .unwrap()
+        .is_empty());
+    // Before expiry, b's recovery leaves a's lease alone.
+    assert!(s.recover("b@h", "b#1", t0 + 500).unwrap().is_empty());
+    let ev = s.recover("b@h", "b#1", t0 + 2_000).unwrap();
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].state(), Some(JobState::Retrying));
+    let b = s
+        .claim(
+            "default",
+            "b@h",
+            "b#1",
+            &Claimer::always(),
+            t0 + 2_000,
+            t0 + 3_000,
+            10,
+        )
+        .unwrap();
+    assert_eq!(b.len(), 1);
+    assert!(b[0].token > a.token);
+    assert_eq!(b[0].attempt, 2);
+    let p = Progress {
+        pct: 50.0,
+        message: "late".into(),
+        data: None,
+    };
+    assert!(matches!(
+        s.progress(id, a.token, &p),
+        Err(StoreError::Fenced)
+    ));
+    assert!(matches!(
+        s.succeed(id, a.token, &json!(1)),
+        Err(StoreError::Fenced)
+    ));
+    assert!(matches!(
+        s.fail(id, a.token, "x", Retry::Never),
+        Err(StoreError::Fenced)
+    ));
+    assert!(matches!(
+        s.finish_cancelled(id, a.token),
+        Err(StoreError::Fenced)
+    ));
+    // a's heartbeat says the lease is gone; b's holds.
+    assert_eq!(
+        s.heartbeat("a#1", &[(id, a.token)], t0 + 9_000).unwrap(),
+        vec![(id, false, false)]
+    );
+    assert_eq!(
+        s.heartbeat("b#1", &[(id, b[0].token)], t0 + 9_000).unwrap(),
+        vec![(id, true, false)]
+    );
+    s.progress(id, b[0].token, &p).unwrap();
+    s.succeed(id, b[0].token, &json!("b")).unwrap();
+    assert!(matches!(
+        s.succeed(id, b[0].token, &json!("again")),
+        Err(StoreError::Fenced)
+    ));
+    let rec = s.get(id).unwrap().unwrap();
+    assert_eq!(rec.state, JobState::Succeeded);
+    assert_eq!(rec.result, Some(json!("b")));
+    assert_eq!(rec.node.as_deref(), Some("b@h"));
+    assert_eq!(rec.completions, 1);
+    assert_eq!(rec.progress_message.as_deref(), Some("late"));
+    let states: Vec<_> = s
+        .events(id, 0)
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.state())
+        .collect();
+    assert_eq!(
+        states,
+        [
+            JobState::Queued,
+            JobState::Running,
+            JobState::Retrying,
+            JobState::Running,
+            JobState::Succeeded
+        ]
+    );
+    // A running job cancelled while its node is gone ends cancelled.
+    let c = s.insert(&new_job("k")).unwrap().id();
+    let t1 = now_ms();
+    assert_eq!(
+        s.claim(
+            "default",
+            "a@h",
+            "a#1",
+            &Claimer::always(),
+            t1,
+            t1 + 1_000,
+            1
+        )
+        .unwrap()
+        .len(),
+        1
+    );
+    assert!(matches!(
+        s.cancel(c).unwrap(),
+        CancelOutcome::Requested { .. }
+    ));
+    s.recover("b@h", "b#1", t1 + 2_000).unwrap();
+    assert_eq!(s.get(c).unwrap().unwrap().state, JobState::Cancelled);
+    // Uniqueness: a second enqueue with a pending key returns the first id.
+    let mut u = new_job("k");
+    u.unique_key = Some("only-one".into());
+    let first = s.insert(&u).unwrap().id();
+    assert_eq!(s.insert(&u).unwrap().id(), first);
+    assert!(
+        s.list(Some(JobState::Queued), 10, None, false)
+            .unwrap()
+            .len()
+            == 1
+    );
+}
+
+/// A node restarted under the same name takes back at once what its
+/// earlier life was running (a long lease, never expired) and runs it
+/// again: the second attempt succeeds, once. `open` opens the store (twice:
+/// the earlier life's, dropped as if it crashed, then the new one's).
+pub(crate) fn a_restarted_node_takes_back<S: Store>(open: impl Fn() -> S + Send + 'static) {
+    let id;
+    {
+        let s = open();
+        id = s.insert(&new_job("k")).unwrap().id();
+        let t0 = now_ms();
+        s.claim(
+            "default",
+            "n@h",
+            "n#old",
+            &Claimer::always(),
+            t0,
+            t0 + 3_600_000,
+            1,
+        )
+        .unwrap();
+    }
+    Runtime::builder()
+        .schedulers(2)
+        .build()
+        .unwrap()
+        .block_on(async move {
+            let config = JobsConfig {
+                node: "n@h".into(),
+                ..JobsConfig::default()
+            };
+            let jobs = Jobs::builder(open(), config)
+                .kind_fn(
+                    "k",
+                    KindOptions::default(),
+                    |ctx: JobContext, (): ()| async move { Ok(json!(ctx.attempt())) },
+                )
+                .start()
+                .await
+                .unwrap();
+            let rec = jobs
+                .wait_final(id, DEADLINE)
+                .await
+                .expect("taken back and run");
+            assert_eq!(rec.state, JobState::Succeeded);
+            assert_eq!(rec.result, Some(json!(2)));
+            assert_eq!(rec.completions, 1);
+        });
+}
+
+/// Many writes sent at once share group commits (both stores' writers
+/// take every write waiting): each caller still gets its own outcome. A
+/// fenced success, a success of a missing job and a second success of one
+/// job are refused alone while the others commit; enqueues of one unique
+/// key get one id. Every write is queued before any is awaited.
+pub(crate) fn group_commit_answers_each_write_alone(s: &dyn Store) {
+    const N: usize = 40;
+    for _ in 0..N {
+        s.insert(&new_job("g")).unwrap();
+    }
+    let t = now_ms();
+    let claimed = s
+        .claim(
+            "default",
+            "a@h",
+            "a#1",
+            &Claimer::always(),
+            t,
+            t + 60_000,
+            N,
+        )
+        .unwrap();
+    assert_eq!(claimed.len(), N);
+    let mut succeeds = Vec::new();
+    for (i, c) in claimed.iter().enumerate() {
+        // Odd jobs: a stale token (the claim before this one).
+        let good = i % 2 == 0;
+        let token = if good { c.token } else { c.token - 1 };
+        succeeds.push((c.id, good, s.succeed_async(c.id, token, json!(i))));
+    }
+    let again = s.succeed_async(claimed[0].id, claimed[0].token, json!("again"));
+    let missing = s.succeed_async(1 << 40, 1, json!(null));
+    let inserts: Vec<_> = (0..N)
+        .map(|i| {
+            s.insert_async(NewJob {
+                unique_key: (i % 2 == 0).then(|| "one".to_owned()),
+                ..new_job("g")
+            })
+        })
+        .collect();
+    let ids = Runtime::new().unwrap().block_on(async move {
+        for (id, good, f) in succeeds {
+            match f.await {
+                Ok(ev) if good => {
+                    assert_eq!((ev.job, ev.state()), (id, Some(JobState::Succeeded)))
+                }
+                Err(StoreError::Fenced) if !good => {}
+                other => panic!("job {id} (good token: {good}): {other:?}"),
+            }
+        }
+        assert!(matches!(again.await, Err(StoreError::Fenced)));
+        assert!(matches!(missing.await, Err(StoreError::NotFound)));
+        let mut ids = Vec::new();
+        for f in inserts {
+            ids.push(f.await.unwrap().id());
+        }
+        ids
+    });
+    let mut keyed: Vec<_> = ids.iter().step_by(2).copied().collect();
+    keyed.dedup();
+    assert_eq!(keyed.len(), 1, "one job for the unique key: {keyed:?}");
+    let mut all = ids.clone();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), N / 2 + 1, "every other enqueue made its own job");
+    for (i, c) in claimed.iter().enumerate() {
+        let r = s.get(c.id).unwrap().unwrap();
+        if i % 2 == 0 {
+            assert_eq!(
+                (r.state, r.completions, r.result),
+                (JobState::Succeeded, 1, Some(json!(i)))
+            );
+        } else {
+            assert_eq!((r.state, r.completions), (JobState::Running, 0));
+        }
+    }
+    let states: Vec<_> = s
+        .events(claimed[0].id, 0)
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.state())
+        .collect();
+    assert_eq!(
+        states,
+        [JobState::Queued, JobState::Running, JobState::Succeeded]
+    );
+}
