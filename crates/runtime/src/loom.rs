@@ -64,7 +64,9 @@ pub(crate) mod sync {
     }
 
     pub(crate) mod atomic {
-        pub(crate) use ::loom::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+        pub(crate) use ::loom::sync::atomic::{
+            AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+        };
     }
 }
 

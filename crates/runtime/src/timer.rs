@@ -305,7 +305,9 @@ impl Timers {
     /// Time left until `deadline`, in whole milliseconds rounded down, so it
     /// never exceeds the timeout the timer was armed with.
     fn remaining(&self, deadline: u64) -> Duration {
-        let left = self.instant_at(deadline).saturating_duration_since(Instant::now());
+        let left = self
+            .instant_at(deadline)
+            .saturating_duration_since(Instant::now());
         Duration::from_millis(left.as_millis() as u64)
     }
 
