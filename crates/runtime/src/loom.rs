@@ -22,7 +22,8 @@
 //! Only the modules whose protocol we model use this facade: the process
 //! state byte (`process/state.rs`, with the runtime's teardown, and the
 //! suspension count of a busy distribution connection, `dist.rs`), the
-//! mailbox (`mailbox.rs`) and the relations lock of the link protocol
+//! mailbox (`mailbox.rs`), the per-slot timer wheels (`timer.rs`: arming
+//! against a sleeping worker, a cancel racing the firing) and the relations lock of the link protocol
 //! (`process.rs`, `signal.rs`). The hand-off of a slot (`scheduler/slot.rs`)
 //! is modelled on loom's types directly, as a step-for-step copy of the
 //! protocol, since the scheduler itself is built on `std` and `parking_lot`.
@@ -36,7 +37,7 @@ pub(crate) mod sync {
     pub(crate) use parking_lot::Mutex;
 
     pub(crate) mod atomic {
-        pub(crate) use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
+        pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
     }
 }
 
@@ -63,7 +64,9 @@ pub(crate) mod sync {
     }
 
     pub(crate) mod atomic {
-        pub(crate) use ::loom::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
+        pub(crate) use ::loom::sync::atomic::{
+            AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+        };
     }
 }
 

@@ -301,7 +301,10 @@ impl<R: sealed::Selective> Future for ReceiveTimeout<R> {
         }
         if this.timer.is_none() {
             this.timer = context::try_with_current(|me| {
-                (me.clone(), me.rt.timers.wake_at(deadline, me.clone()))
+                (
+                    me.clone(),
+                    me.rt.timers.wake_at(&me.rt, deadline, me.clone()),
+                )
             });
         }
         Poll::Pending

@@ -214,11 +214,16 @@ impl fmt::Display for MonitorRef {
 
 /// The reference of a timer armed by [`send_after`](crate::send_after).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub struct TimerRef(pub(crate) u64);
+pub struct TimerRef {
+    /// The scheduler slot whose timer wheel holds the timer.
+    pub(crate) slot: u32,
+    /// Its key in that wheel.
+    pub(crate) key: u64,
+}
 
 impl fmt::Display for TimerRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#Timer<{}>", self.0)
+        write!(f, "#Timer<{}.{}>", self.slot, self.key)
     }
 }
 

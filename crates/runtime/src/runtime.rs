@@ -1,8 +1,9 @@
 //! The runtime: its threads, its shared state, and the [`Handle`] through
 //! which code outside processes talks to it.
 //!
-//! A runtime runs one scheduler thread per slot (one per core by default), a
-//! timer thread, and a tokio I/O driver thread so that processes can await
+//! A runtime runs one scheduler thread per slot (one per core by default),
+//! which also service their slot's timers (`crate::timer`), and a tokio I/O
+//! driver thread so that processes can await
 //! tokio-based futures (sockets, tokio timers, hyper) unchanged: every
 //! scheduler thread has entered the tokio runtime's context, and tokio's
 //! wake-ups arrive through the process's waker like any other.
@@ -163,7 +164,7 @@ impl Builder {
             next_ref: AtomicU64::new(1),
             sched: Scheduler::new(self.schedulers, self.preemption, Arc::new(Reactor::new()?)),
             zombies: DashMap::default(),
-            timers: Timers::new(),
+            timers: Timers::new(self.schedulers),
             tokio: tokio_handle,
             io: crate::io::NodeIo::default(),
             aliases: DashMap::new(),
@@ -183,12 +184,6 @@ impl Builder {
                     })?,
             );
         }
-        let timer_shared = shared.clone();
-        threads.push(
-            thread::Builder::new()
-                .name("ember-timer".into())
-                .spawn(move || timer_shared.timers.run(&timer_shared))?,
-        );
         threads.extend(Scheduler::start(&shared)?);
         // The default group leader, `user`, as Erlang's kernel starts it.
         shared.io.default_group_leader(&shared);

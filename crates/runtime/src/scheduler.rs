@@ -229,6 +229,15 @@ impl Scheduler {
         slot.unpark_thread();
     }
 
+    /// Wakes the worker of slot `index` wherever it sleeps, without taking
+    /// its `parked` mark: a timer armed on the slot is due before the worker
+    /// meant to wake (`crate::timer`).
+    pub(crate) fn wake_slot(&self, index: usize) {
+        if let Some(slot) = self.slots.get(index) {
+            self.unpark(slot);
+        }
+    }
+
     fn unmark_parked(&self, slot: &Slot) {
         if slot.parked.swap(false, Ordering::SeqCst) {
             self.sleepers.fetch_sub(1, Ordering::SeqCst);

@@ -1,29 +1,53 @@
 //! Timers: `send_after`, `cancel_timer`, `read_timer`, and the wake-ups behind
 //! receive timeouts and [`sleep`](crate::sleep).
 //!
-//! All timers of a runtime live in one hierarchical timing wheel
-//! ([`wheel::Wheel`]) with millisecond resolution, behind one mutex: arming
-//! and cancelling are O(1), and a million pending timers cost a few tens of
-//! megabytes. A dedicated thread sleeps until the earliest deadline and then
-//! delivers what fired. An insert only notifies that thread when it moves the
-//! earliest deadline forward in time, so arming in bulk costs no wake-ups.
+//! Every scheduler slot owns a hierarchical timing wheel ([`wheel::Wheel`],
+//! millisecond resolution, O(1) arm and cancel) behind its own lock. There is
+//! no timer thread: the workers service the wheels.
+//!
+//! * **Arming** puts the timer on the wheel of the slot the arming thread
+//!   serves (a process's timers live where it runs), so the lock is taken by
+//!   its own worker and is uncontended; a thread serving no slot (a
+//!   background worker, a handle) arms on a slot chosen by the target's pid.
+//! * **Firing**: a busy worker looks at its slot's earliest deadline
+//!   (`next_due`, an atomic) between polls and fires what is due; what fires
+//!   is delivered outside the lock, and the processes it wakes are queued on
+//!   that slot. An idle worker parks (in the pollset or on its thread) no
+//!   longer than until its slot's earliest deadline.
+//! * **Cancelling** from any thread takes the lock of the slot the timer's
+//!   key names and unlinks it; a timer is either still in its wheel (the
+//!   cancel removes it and it never fires) or already taken out by a firing
+//!   (the cancel answers `None`): one critical section decides.
+//! * **Sleeping and arming** (no lost wake-up): a worker about to park
+//!   records, under the wheel's lock, the deadline it sleeps until
+//!   (`sleeping_until`; 0 while awake). An arm with an earlier deadline sees
+//!   it under the same lock and wakes the worker (pollset and thread); an arm
+//!   before the record is seen by the worker's look at the wheel. The worker
+//!   announces `in_reactor` before taking the lock, so an arm that sees the
+//!   record also sees that the pollset must be woken.
+//! * **A worker stuck in one poll** (native code): the watchdog, which looks
+//!   at every poll in progress each millisecond, fires the overdue timers of
+//!   any slot (`fire_overdue`), queueing what they wake on the injector, as
+//!   the timer thread did; the slot is handed off as usual later.
+//!
+//! The loom models at the end of this file check the two protocols above on
+//! this code (`SlotTimers`).
 
 mod wheel;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
-
-pub(crate) use wheel::TimerKey;
-use wheel::Wheel;
-
 use crate::context;
+use crate::loom::sync::atomic::{AtomicU64, Ordering};
+use crate::loom::sync::Mutex;
 use crate::mailbox::Envelope;
 use crate::pid::{Pid, TimerRef};
 use crate::process::Process;
 use crate::runtime::Shared;
 use crate::scheduler;
+pub(crate) use wheel::TimerKey as WheelKey;
+use wheel::Wheel;
 
 /// What happens when a timer fires.
 pub(crate) enum TimerAction {
@@ -34,36 +58,190 @@ pub(crate) enum TimerAction {
     Wake(Arc<Process>),
 }
 
-struct TimerState {
-    wheel: Wheel<TimerAction>,
-    /// The deadline the timer thread sleeps until: `u64::MAX` when it waits
-    /// for the first timer, 0 while it is awake.
-    sleeping_until: u64,
-    shutdown: bool,
+/// Names one timer: the slot whose wheel holds it and its key there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct TimerKey {
+    slot: u32,
+    key: WheelKey,
 }
 
-/// The timer service of one runtime.
+impl TimerKey {
+    /// A key that names no timer (a timer that was never armed).
+    const STALE: TimerKey = TimerKey {
+        slot: u32::MAX,
+        key: WheelKey::STALE,
+    };
+
+    fn to_ref(self) -> TimerRef {
+        TimerRef {
+            slot: self.slot,
+            key: self.key.to_u64(),
+        }
+    }
+
+    fn from_ref(timer: TimerRef) -> TimerKey {
+        TimerKey {
+            slot: timer.slot,
+            key: WheelKey::from_u64(timer.key),
+        }
+    }
+}
+
+/// The wheel of one slot and what its worker sleeps until.
+struct SlotWheel<T> {
+    wheel: Wheel<T>,
+    /// The deadline (ms) the slot's worker sleeps until, `u64::MAX` for
+    /// "until woken"; 0 while it is awake (it looks at `next_due` itself).
+    sleeping_until: u64,
+    /// The runtime is gone: arming drops the timer at once.
+    closed: bool,
+}
+
+/// One slot's timers: a wheel behind a lock, which only the slot's worker
+/// takes on the fast path. Pure data and time in ms: the clock and the
+/// delivery are the caller's ([`Timers`]).
+pub(crate) struct SlotTimers<T> {
+    state: Mutex<SlotWheel<T>>,
+    /// The earliest pending deadline (ms), `u64::MAX` if none, or earlier:
+    /// a cancel does not raise it, so a look may find nothing due.
+    next_due: AtomicU64,
+}
+
+/// What a worker about to sleep must do.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Sleep {
+    /// A timer is due: fire instead of sleeping.
+    Fire,
+    /// Sleep until this deadline (ms), or until woken.
+    Until(u64),
+}
+
+impl<T> SlotTimers<T> {
+    pub(crate) fn new() -> SlotTimers<T> {
+        SlotTimers {
+            state: Mutex::new(SlotWheel {
+                wheel: Wheel::new(0),
+                sleeping_until: 0,
+                closed: false,
+            }),
+            next_due: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// Arms a timer. Returns its key and whether the slot's worker sleeps
+    /// past `deadline` and must be woken by the caller; gives the value back
+    /// if the timers are closed.
+    pub(crate) fn arm(&self, deadline: u64, value: T) -> Result<(WheelKey, bool), T> {
+        let mut state = self.state.lock();
+        if state.closed {
+            return Err(value);
+        }
+        let key = state.wheel.insert(deadline, value);
+        if deadline < self.next_due.load(Ordering::Relaxed) {
+            self.next_due.store(deadline, Ordering::Relaxed);
+        }
+        let wake = deadline < state.sleeping_until;
+        if wake {
+            // One wake-up is enough: the worker looks at the wheel again.
+            state.sleeping_until = 0;
+        }
+        Ok((key, wake))
+    }
+
+    /// Disarms a timer; returns its deadline and value if it was pending.
+    pub(crate) fn cancel(&self, key: WheelKey) -> Option<(u64, T)> {
+        self.state.lock().wheel.remove(key)
+    }
+
+    /// Disarms every timer of `keys` that is pending, into `into`.
+    fn cancel_into(&self, keys: impl Iterator<Item = WheelKey>, into: &mut Vec<T>) {
+        let mut state = self.state.lock();
+        for key in keys {
+            if let Some((_, value)) = state.wheel.remove(key) {
+                into.push(value);
+            }
+        }
+    }
+
+    /// The deadline of a pending timer.
+    pub(crate) fn deadline(&self, key: WheelKey) -> Option<u64> {
+        self.state.lock().wheel.deadline(key)
+    }
+
+    /// The earliest deadline (ms) to look at, `u64::MAX` if none: read
+    /// without the lock.
+    pub(crate) fn next_due(&self) -> u64 {
+        self.next_due.load(Ordering::Relaxed)
+    }
+
+    /// Takes every timer due at `now` (ms) out of the wheel, into `fired`.
+    pub(crate) fn fire_due(&self, now: u64, fired: &mut Vec<(WheelKey, T)>) {
+        let mut state = self.state.lock();
+        state.wheel.advance(now, fired);
+        let next = state.wheel.next_deadline().unwrap_or(u64::MAX);
+        self.next_due.store(next, Ordering::Relaxed);
+    }
+
+    /// The slot's worker is about to sleep at `now` (ms), for at most until
+    /// `cap` (ms): records how long, unless a timer is due.
+    pub(crate) fn prepare_sleep(&self, now: u64, cap: u64) -> Sleep {
+        let mut state = self.state.lock();
+        match state.wheel.next_deadline() {
+            Some(deadline) if deadline <= now => Sleep::Fire,
+            next => {
+                let until = next.unwrap_or(u64::MAX).min(cap).max(1);
+                state.sleeping_until = until;
+                Sleep::Until(until)
+            }
+        }
+    }
+
+    /// The slot's worker woke up (it looks at the wheel itself from now on).
+    pub(crate) fn awake(&self) {
+        self.state.lock().sleeping_until = 0;
+    }
+
+    /// Number of pending timers.
+    pub(crate) fn len(&self) -> usize {
+        self.state.lock().wheel.len()
+    }
+
+    /// Closes the wheel (arming drops from now on) and takes every timer.
+    fn close(&self) -> Vec<(WheelKey, T)> {
+        let mut rest = Vec::new();
+        let mut state = self.state.lock();
+        state.closed = true;
+        state.wheel.advance(u64::MAX, &mut rest);
+        self.next_due.store(u64::MAX, Ordering::Relaxed);
+        rest
+    }
+}
+
+/// The timer service of one runtime: one [`SlotTimers`] per scheduler slot.
 pub(crate) struct Timers {
-    state: Mutex<TimerState>,
-    wakeup: Condvar,
+    slots: Box<[SlotTimers<TimerAction>]>,
     origin: Instant,
 }
 
 impl Timers {
-    pub(crate) fn new() -> Timers {
+    pub(crate) fn new(slots: usize) -> Timers {
         Timers {
-            state: Mutex::new(TimerState {
-                wheel: Wheel::new(0),
-                sleeping_until: 0,
-                shutdown: false,
-            }),
-            wakeup: Condvar::new(),
+            slots: (0..slots.max(1)).map(|_| SlotTimers::new()).collect(),
             origin: Instant::now(),
         }
     }
 
-    fn now_ms(&self) -> u64 {
-        self.origin.elapsed().as_millis() as u64
+    /// Milliseconds since the origin at `at`, rounded down: a timer is due
+    /// once this reaches its deadline.
+    pub(crate) fn ms_at(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.origin).as_millis() as u64
+    }
+
+    /// The moment `ms` milliseconds after the origin.
+    pub(crate) fn instant_at(&self, ms: u64) -> Instant {
+        self.origin
+            .checked_add(Duration::from_millis(ms))
+            .unwrap_or_else(far_future)
     }
 
     /// Milliseconds since the origin, rounded up so a timer never fires early.
@@ -77,51 +255,69 @@ impl Timers {
         }
     }
 
-    fn insert(&self, deadline: u64, action: TimerAction) -> TimerKey {
-        let mut state = self.state.lock();
-        let key = state.wheel.insert(deadline, action);
-        if deadline < state.sleeping_until {
-            state.sleeping_until = 0;
-            self.wakeup.notify_one();
+    /// The slot a timer armed now goes to: the one this thread serves, or
+    /// one picked by `hint` (a pid key).
+    fn slot_for(&self, rt: &Shared, hint: u64) -> usize {
+        context::current_slot(rt)
+            .filter(|&slot| slot < self.slots.len())
+            .unwrap_or_else(|| (hint % self.slots.len() as u64) as usize)
+    }
+
+    fn insert(&self, rt: &Shared, hint: u64, deadline: u64, action: TimerAction) -> TimerKey {
+        let slot = self.slot_for(rt, hint);
+        match self.slots[slot].arm(deadline, action) {
+            Ok((key, wake)) => {
+                if wake {
+                    rt.sched.wake_slot(slot);
+                }
+                TimerKey {
+                    slot: slot as u32,
+                    key,
+                }
+            }
+            Err(action) => {
+                scheduler::drop_contained(action);
+                TimerKey::STALE
+            }
         }
-        key
     }
 
     /// Arms a wake-up of `process` at `at`.
-    pub(crate) fn wake_at(&self, at: Instant, process: Arc<Process>) -> TimerKey {
-        self.insert(self.deadline_ms(at), TimerAction::Wake(process))
+    pub(crate) fn wake_at(&self, rt: &Shared, at: Instant, process: Arc<Process>) -> TimerKey {
+        let hint = process.pid.key();
+        self.insert(rt, hint, self.deadline_ms(at), TimerAction::Wake(process))
     }
 
     /// Disarms a timer; returns its deadline (ms) if it was pending.
     pub(crate) fn cancel_key(&self, key: TimerKey) -> Option<u64> {
-        let removed = self.state.lock().wheel.remove(key);
+        let removed = self.slots.get(key.slot as usize)?.cancel(key.key);
         removed.map(|(deadline, action)| {
             scheduler::drop_contained(action);
             deadline
         })
     }
 
+    /// The deadline (ms) of a pending timer.
+    fn deadline(&self, key: TimerKey) -> Option<u64> {
+        self.slots.get(key.slot as usize)?.deadline(key.key)
+    }
+
     /// Time left until `deadline`, in whole milliseconds rounded down, so it
     /// never exceeds the timeout the timer was armed with.
     fn remaining(&self, deadline: u64) -> Duration {
-        let left = (self.origin + Duration::from_millis(deadline))
+        let left = self
+            .instant_at(deadline)
             .saturating_duration_since(Instant::now());
         Duration::from_millis(left.as_millis() as u64)
     }
 
     /// Cancels every timer in `keys` (their target exited); stale keys are
-    /// skipped.
+    /// skipped. Keys of one slot in a row share one lock hold.
     pub(crate) fn cancel_all(&self, keys: &[TimerKey]) {
-        if keys.is_empty() {
-            return;
-        }
         let mut cancelled = Vec::new();
-        {
-            let mut state = self.state.lock();
-            for key in keys {
-                if let Some((_, action)) = state.wheel.remove(*key) {
-                    cancelled.push(action);
-                }
+        for run in keys.chunk_by(|a, b| a.slot == b.slot) {
+            if let Some(slot) = self.slots.get(run[0].slot as usize) {
+                slot.cancel_into(run.iter().map(|k| k.key), &mut cancelled);
             }
         }
         scheduler::drop_contained(cancelled);
@@ -129,62 +325,75 @@ impl Timers {
 
     /// Keeps only the keys of timers still pending.
     pub(crate) fn retain_pending(&self, keys: &mut Vec<TimerKey>) {
-        let state = self.state.lock();
-        keys.retain(|key| state.wheel.deadline(*key).is_some());
+        keys.retain(|key| self.deadline(*key).is_some());
     }
 
     /// Number of pending timers.
     pub(crate) fn pending(&self) -> usize {
-        self.state.lock().wheel.len()
+        self.slots.iter().map(SlotTimers::len).sum()
     }
 
-    pub(crate) fn shut_down(&self) {
-        self.state.lock().shutdown = true;
-        self.wakeup.notify_all();
+    /// The earliest deadline (ms) of `slot` to look at, `u64::MAX` if none.
+    pub(crate) fn next_due(&self, slot: usize) -> u64 {
+        self.slots.get(slot).map_or(u64::MAX, SlotTimers::next_due)
     }
 
-    /// The timer thread's loop.
-    pub(crate) fn run(&self, rt: &Shared) {
-        let mut fired = Vec::new();
-        let mut state = self.state.lock();
-        // The wheel's time, advanced at most 1 ms per lock hold so that
-        // arming a timer never waits behind a huge batch of expirations.
-        let mut wheel_now = 0;
-        while !state.shutdown {
-            wheel_now = self.now_ms().min(wheel_now + 1).max(wheel_now);
-            state.wheel.advance(wheel_now, &mut fired);
-            if !fired.is_empty() || wheel_now < self.now_ms() {
-                drop(state);
-                for (_key, action) in fired.drain(..) {
-                    match action {
-                        TimerAction::Send(send) => {
-                            let (to, message) = *send;
-                            rt.send_envelope(to, message);
-                        }
-                        TimerAction::Wake(process) => scheduler::wake(&process),
-                    }
-                }
-                state = self.state.lock();
-                continue;
-            }
-            match state.wheel.next_deadline() {
-                Some(deadline) => {
-                    state.sleeping_until = deadline;
-                    let at = self.origin + Duration::from_millis(deadline);
-                    self.wakeup.wait_until(&mut state, at);
-                }
-                None => {
-                    state.sleeping_until = u64::MAX;
-                    self.wakeup.wait(&mut state);
-                }
-            }
-            state.sleeping_until = 0;
+    /// See [`SlotTimers::prepare_sleep`].
+    pub(crate) fn prepare_sleep(&self, slot: usize, now: u64, cap: u64) -> Sleep {
+        match self.slots.get(slot) {
+            Some(timers) => timers.prepare_sleep(now, cap),
+            None => Sleep::Until(cap),
         }
-        // Drop what never fired outside the lock (it may hold processes).
-        let mut rest = Vec::new();
-        state.wheel.advance(u64::MAX, &mut rest);
-        drop(state);
-        scheduler::drop_contained(rest);
+    }
+
+    /// See [`SlotTimers::awake`].
+    pub(crate) fn awake(&self, slot: usize) {
+        if let Some(timers) = self.slots.get(slot) {
+            timers.awake();
+        }
+    }
+
+    /// Fires the timers of `slot` due at `now` (ms) and delivers them (on
+    /// the caller's thread, outside the lock). `fired` is scratch space.
+    pub(crate) fn fire_due(
+        &self,
+        rt: &Shared,
+        slot: usize,
+        now: u64,
+        fired: &mut Vec<(WheelKey, TimerAction)>,
+    ) {
+        let Some(timers) = self.slots.get(slot) else {
+            return;
+        };
+        timers.fire_due(now, fired);
+        for (_key, action) in fired.drain(..) {
+            match action {
+                TimerAction::Send(send) => {
+                    let (to, message) = *send;
+                    rt.send_envelope(to, message);
+                }
+                TimerAction::Wake(process) => scheduler::wake(&process),
+            }
+        }
+    }
+
+    /// For the watchdog: fires the timers overdue by more than a
+    /// millisecond on any slot (their worker is stuck in a poll).
+    pub(crate) fn fire_overdue(&self, rt: &Shared, fired: &mut Vec<(WheelKey, TimerAction)>) {
+        let now = self.ms_at(Instant::now());
+        for slot in 0..self.slots.len() {
+            if self.slots[slot].next_due().saturating_add(1) < now {
+                self.fire_due(rt, slot, now, fired);
+            }
+        }
+    }
+
+    /// Drops every pending timer (the runtime is dropped); timers armed from
+    /// now on are dropped at once.
+    pub(crate) fn shut_down(&self) {
+        for slot in self.slots.iter() {
+            scheduler::drop_contained(slot.close());
+        }
     }
 }
 
@@ -202,10 +411,12 @@ pub fn send_after<M: Send + 'static>(to: Pid, message: M, after: Duration) -> Ti
             .or_else(|| rt.lookup(to));
         let Some(target) = target.filter(|_| !crate::message::sender_is_dead()) else {
             scheduler::drop_contained(message);
-            return TimerRef(u64::MAX);
+            return TimerKey::STALE.to_ref();
         };
         let at = Instant::now().checked_add(after).unwrap_or_else(far_future);
         let key = rt.timers.insert(
+            rt,
+            to.key(),
             rt.timers.deadline_ms(at),
             TimerAction::Send(Box::new((to, Envelope::new(message)))),
         );
@@ -221,7 +432,7 @@ pub fn send_after<M: Send + 'static>(to: Pid, message: M, after: Duration) -> Ti
         if recorded.is_none() {
             rt.timers.cancel_key(key);
         }
-        TimerRef(key.to_u64())
+        key.to_ref()
     })
 }
 
@@ -233,7 +444,7 @@ fn far_future() -> Instant {
 /// fired or was cancelled (Erlang's `erlang:cancel_timer/1` returning `false`).
 pub fn cancel_timer(timer: TimerRef) -> Option<Duration> {
     context::with_runtime("cancel_timer", |rt| {
-        let deadline = rt.timers.cancel_key(TimerKey::from_u64(timer.0))?;
+        let deadline = rt.timers.cancel_key(TimerKey::from_ref(timer))?;
         Some(rt.timers.remaining(deadline))
     })
 }
@@ -241,12 +452,150 @@ pub fn cancel_timer(timer: TimerRef) -> Option<Duration> {
 /// The time left before a timer fires, or `None` if it fired or was cancelled.
 pub fn read_timer(timer: TimerRef) -> Option<Duration> {
     context::with_runtime("read_timer", |rt| {
-        let deadline = rt
-            .timers
-            .state
-            .lock()
-            .wheel
-            .deadline(TimerKey::from_u64(timer.0))?;
+        let deadline = rt.timers.deadline(TimerKey::from_ref(timer))?;
         Some(rt.timers.remaining(deadline))
     })
+}
+
+/// Model checks of the per-slot timer protocols under loom, on
+/// [`SlotTimers`] itself (its lock and atomics come from `crate::loom`); see
+/// `crate::loom` for the command. The worker's sleep is modelled step for
+/// step from `scheduler::worker::wait`: announce `in_reactor`, record the
+/// sleep, block in the pollset (a condition variable standing for it, whose
+/// wake-up token persists like the reactor's waker) until woken when no
+/// timer is pending, or let time pass to the deadline otherwise.
+#[cfg(all(test, loom))]
+mod loom_models {
+    use ::loom::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use ::loom::sync::{Arc, Condvar, Mutex};
+    use ::loom::thread;
+
+    use super::{Sleep, SlotTimers};
+
+    /// The timer's value.
+    const T: u32 = 7;
+    /// Its deadline (ms).
+    const AT: u64 = 5;
+
+    struct Slot {
+        timers: SlotTimers<u32>,
+        in_reactor: AtomicBool,
+        /// The pollset: whether a wake-up is pending.
+        pollset: Mutex<bool>,
+        pollset_cv: Condvar,
+    }
+
+    impl Slot {
+        fn new() -> Slot {
+            Slot {
+                timers: SlotTimers::new(),
+                in_reactor: AtomicBool::new(false),
+                pollset: Mutex::new(false),
+                pollset_cv: Condvar::new(),
+            }
+        }
+
+        /// `Scheduler::wake_slot` (the thread's own unpark is not modelled:
+        /// the worker here only ever sleeps in the pollset).
+        fn wake(&self) {
+            if self.in_reactor.load(SeqCst) {
+                *self.pollset.lock().unwrap() = true;
+                self.pollset_cv.notify_one();
+            }
+        }
+
+        /// An arm from a thread that does not serve the slot.
+        fn arm_from_elsewhere(&self) {
+            let (_key, wake) = self.timers.arm(AT, T).ok().expect("not closed");
+            if wake {
+                self.wake();
+            }
+        }
+
+        /// The idle worker: sleeps and fires until `T` has fired; returns
+        /// when (ms) it fired.
+        fn worker(&self) -> u64 {
+            let mut now = 0;
+            let mut fired = Vec::new();
+            loop {
+                self.timers.fire_due(now, &mut fired);
+                if let Some(&(_, value)) = fired.first() {
+                    assert_eq!(value, T);
+                    assert_eq!(fired.len(), 1);
+                    return now;
+                }
+                self.in_reactor.store(true, SeqCst);
+                match self.timers.prepare_sleep(now, u64::MAX) {
+                    Sleep::Fire => self.in_reactor.store(false, SeqCst),
+                    Sleep::Until(u64::MAX) => {
+                        // No timer: sleep until woken (a lost wake-up
+                        // leaves this thread blocked, which loom reports).
+                        let mut woken = self.pollset.lock().unwrap();
+                        while !*woken {
+                            woken = self.pollset_cv.wait(woken).unwrap();
+                        }
+                        *woken = false;
+                        drop(woken);
+                        self.in_reactor.store(false, SeqCst);
+                        self.timers.awake();
+                    }
+                    Sleep::Until(until) => {
+                        // A timed sleep: time passes to the deadline.
+                        self.in_reactor.store(false, SeqCst);
+                        self.timers.awake();
+                        assert!(until > now);
+                        now = until;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A timer armed from another slot (or a thread serving none) while the
+    /// slot's worker goes to sleep with an empty wheel: the worker is woken
+    /// and fires it at its deadline, never early.
+    #[test]
+    fn an_arm_from_another_slot_wakes_the_sleeping_worker() {
+        crate::loom::model("arm from another slot vs the worker's sleep", None, || {
+            let slot = Arc::new(Slot::new());
+            let s = slot.clone();
+            let worker = thread::spawn(move || s.worker());
+            slot.arm_from_elsewhere();
+            assert_eq!(worker.join().unwrap(), AT);
+            assert_eq!(slot.timers.len(), 0);
+        });
+    }
+
+    /// A cancel from another slot races the owner's firing and the
+    /// watchdog's firing of the same overdue timer: it is delivered exactly
+    /// once or cancelled, never both; `cancel` answers for the timer only
+    /// if it was not delivered, and a stale key cancels nothing.
+    #[test]
+    fn a_cancel_racing_the_firing_decides_once() {
+        crate::loom::model("cancel vs owner's fire vs watchdog's fire", Some(3), || {
+            let timers = Arc::new(SlotTimers::<u32>::new());
+            let (key, wake) = timers.arm(AT, T).ok().expect("not closed");
+            assert!(!wake, "an awake worker is never woken");
+            let fire = |timers: Arc<SlotTimers<u32>>| {
+                thread::spawn(move || {
+                    let mut fired = Vec::new();
+                    timers.fire_due(AT, &mut fired);
+                    fired.len()
+                })
+            };
+            let owner = fire(timers.clone());
+            let watchdog = fire(timers.clone());
+            let cancelled = timers.cancel(key);
+            let delivered = owner.join().unwrap() + watchdog.join().unwrap();
+            match cancelled {
+                Some((deadline, value)) => {
+                    assert_eq!((deadline, value), (AT, T));
+                    assert_eq!(delivered, 0);
+                }
+                None => assert_eq!(delivered, 1),
+            }
+            assert!(timers.cancel(key).is_none());
+            assert_eq!(timers.len(), 0);
+        });
+    }
 }

@@ -663,6 +663,8 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
     };
     let mut relieved = false;
     let mut memory_epoch = crate::alloc::OVER_EPOCH.load(Ordering::Acquire);
+    // Scratch space for the timers it fires.
+    let mut fired = Vec::new();
     while !sched.is_shut_down() {
         thread::park_timeout(period);
         look += 1;
@@ -801,6 +803,9 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
                 };
             }
         }
+        // A worker stuck in one poll does not fire its slot's timers: fire
+        // them for it (`crate::timer`).
+        rt.timers.fire_overdue(&rt, &mut fired);
         observed.retain(|_, seen| seen.look == look);
         let handoffs = sched.counters.handoffs.load(Ordering::Relaxed);
         if handoffs != handoffs_seen {

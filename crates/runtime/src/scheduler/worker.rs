@@ -34,6 +34,7 @@ use crate::process::{bump, Process, TransitionToIdle};
 use crate::reason::ExitReason;
 use crate::runtime::Shared;
 use crate::signal;
+use crate::timer::Sleep;
 
 /// `Worker::slot` when the worker serves no slot.
 pub(crate) const NO_SLOT: usize = usize::MAX;
@@ -166,11 +167,18 @@ fn serve_slot(rt: &Arc<Shared>, me: &Arc<Worker>, slot: &Slot) {
     // the clock once. The loop's own bookkeeping is charged to the next poll.
     let mut clock = Instant::now();
     let mut io_checked = clock;
+    // Scratch space for the timers that fire.
+    let mut fired = Vec::new();
     while !sched.is_shut_down() && slot.owner.load(Ordering::Acquire) == me.id {
         if !slot.is_online() {
-            go_offline(sched, slot, me);
+            go_offline(rt, slot, me, &mut fired);
             clock = Instant::now();
             continue;
+        }
+        // The slot's timers, between polls: what they wake queues here.
+        let now_ms = rt.timers.ms_at(clock);
+        if now_ms >= rt.timers.next_due(slot.index) {
+            rt.timers.fire_due(rt, slot.index, now_ms, &mut fired);
         }
         // Busy: look at the pollset now and then without blocking, so that
         // sockets keep flowing while every scheduler has work.
@@ -191,7 +199,7 @@ fn serve_slot(rt: &Arc<Shared>, me: &Arc<Worker>, slot: &Slot) {
         match found.or_else(|| steal(sched, slot)) {
             Some((process, class)) => clock = run(rt, me, Some(slot), process, class, clock),
             None => {
-                idle(sched, slot, me);
+                idle(rt, slot, me, &mut fired);
                 clock = Instant::now();
                 io_checked = clock;
             }
@@ -271,8 +279,10 @@ fn steal(sched: &Scheduler, thief: &Slot) -> Option<(Arc<Process>, Class)> {
     None
 }
 
-/// Nothing to do: spin briefly, then park until notified.
-fn idle(sched: &Scheduler, slot: &Slot, me: &Worker) {
+/// Nothing to do: spin briefly, then park until notified or until the
+/// slot's next timer is due (then it fires it).
+fn idle(rt: &Shared, slot: &Slot, me: &Worker, fired: &mut Fired) {
+    let sched = &rt.sched;
     let leave =
         || sched.is_shut_down() || !slot.is_online() || slot.owner.load(Ordering::Acquire) != me.id;
     // Spin without `sched_yield`: under EEVDF a yield hands the core to
@@ -281,15 +291,21 @@ fn idle(sched: &Scheduler, slot: &Slot, me: &Worker) {
     // asleep, is not woken early by a socket event. The pollset is looked
     // at while spinning, so such an event is seen at once.
     let spin_until = Instant::now() + SPIN;
+    let next_due = rt.timers.next_due(slot.index);
     loop {
         if sched.has_work_for(slot) || leave() {
             return;
         }
         sched.reactor.poll(Duration::ZERO);
-        if Instant::now() >= spin_until {
+        let now = Instant::now();
+        // A timer due: back to the loop, which fires it.
+        if now >= spin_until || rt.timers.ms_at(now) >= next_due {
             break;
         }
         std::hint::spin_loop();
+    }
+    if rt.timers.ms_at(Instant::now()) >= rt.timers.next_due(slot.index) {
+        return;
     }
     slot.parked.store(true, Ordering::SeqCst);
     sched.sleepers.fetch_add(1, Ordering::SeqCst);
@@ -298,7 +314,7 @@ fn idle(sched: &Scheduler, slot: &Slot, me: &Worker) {
         return;
     }
     while slot.parked.load(Ordering::SeqCst) {
-        wait(sched, slot);
+        wait(rt, slot, fired);
         if leave() || sched.has_work_for(slot) {
             sched.unmark_parked(slot);
             return;
@@ -306,22 +322,51 @@ fn idle(sched: &Scheduler, slot: &Slot, me: &Worker) {
     }
 }
 
-/// Sleeps until unparked: in the pollset if no other worker polls it (its
-/// events then wake processes onto this slot), else parked.
-fn wait(sched: &Scheduler, slot: &Slot) {
-    const NAP: Duration = Duration::from_millis(100);
+/// Scratch space for fired timers.
+type Fired = Vec<(crate::timer::WheelKey, crate::timer::TimerAction)>;
+
+/// The longest a parked worker sleeps without a reason to wake.
+const NAP: Duration = Duration::from_millis(100);
+
+/// Sleeps until unparked, or until the slot's next timer is due, and fires
+/// what is due: in the pollset if no other worker polls it (its events then
+/// wake processes onto this slot), else parked.
+fn wait(rt: &Shared, slot: &Slot, fired: &mut Fired) {
+    let sched = &rt.sched;
     // Announce the pollset before the last look at `parked`: an unparker
     // that swapped `parked` after that look sees `in_reactor` and wakes the
-    // pollset (both SeqCst); one that came before is seen here.
+    // pollset (both SeqCst); one that came before is seen here. Also before
+    // the sleep is recorded with the timers: an arm that sees the record
+    // sees this too (`crate::timer`, "Sleeping and arming").
     slot.in_reactor.store(true, Ordering::SeqCst);
-    let polled = slot.parked.load(Ordering::SeqCst) && sched.reactor.poll(NAP);
-    slot.in_reactor.store(false, Ordering::SeqCst);
-    if !polled && slot.parked.load(Ordering::SeqCst) {
-        thread::park_timeout(NAP);
+    let now = Instant::now();
+    let now_ms = rt.timers.ms_at(now);
+    let cap = rt.timers.ms_at(now + NAP);
+    if let Sleep::Until(until) = rt.timers.prepare_sleep(slot.index, now_ms, cap) {
+        let timeout = rt
+            .timers
+            .instant_at(until)
+            .saturating_duration_since(now)
+            .min(NAP);
+        let polled = slot.parked.load(Ordering::SeqCst) && sched.reactor.poll(timeout);
+        slot.in_reactor.store(false, Ordering::SeqCst);
+        if !polled && slot.parked.load(Ordering::SeqCst) {
+            thread::park_timeout(timeout);
+        }
+        rt.timers.awake(slot.index);
+    } else {
+        slot.in_reactor.store(false, Ordering::SeqCst);
+    }
+    let now_ms = rt.timers.ms_at(Instant::now());
+    if now_ms >= rt.timers.next_due(slot.index) {
+        rt.timers.fire_due(rt, slot.index, now_ms, fired);
     }
 }
 
-fn go_offline(sched: &Scheduler, slot: &Slot, me: &Worker) {
+/// Serves nothing while the slot is offline, but still fires its timers on
+/// time (what they wake goes to the injector).
+fn go_offline(rt: &Shared, slot: &Slot, me: &Worker, fired: &mut Fired) {
+    let sched = &rt.sched;
     let mut moved = RunQueue::default();
     slot.drain_into(&mut moved);
     if moved.len() > 0 {
@@ -330,7 +375,17 @@ fn go_offline(sched: &Scheduler, slot: &Slot, me: &Worker) {
     }
     while !slot.is_online() && !sched.is_shut_down() && slot.owner.load(Ordering::Acquire) == me.id
     {
-        thread::park_timeout(Duration::from_millis(100));
+        let now = Instant::now();
+        let (now_ms, cap) = (rt.timers.ms_at(now), rt.timers.ms_at(now + NAP));
+        if let Sleep::Until(until) = rt.timers.prepare_sleep(slot.index, now_ms, cap) {
+            let timeout = rt.timers.instant_at(until).saturating_duration_since(now);
+            thread::park_timeout(timeout.min(NAP));
+            rt.timers.awake(slot.index);
+        }
+        let now_ms = rt.timers.ms_at(Instant::now());
+        if now_ms >= rt.timers.next_due(slot.index) {
+            rt.timers.fire_due(rt, slot.index, now_ms, fired);
+        }
     }
 }
 

@@ -127,6 +127,12 @@ pub(crate) struct TimerKey {
 }
 
 impl TimerKey {
+    /// A key that names no timer in any wheel (slab indices stop below it).
+    pub(crate) const STALE: TimerKey = TimerKey {
+        index: NIL,
+        generation: u32::MAX,
+    };
+
     /// Packs the key into one integer (generation in the high half), e.g. to
     /// embed it in a timer reference.
     pub(crate) fn to_u64(self) -> u64 {
