@@ -115,8 +115,9 @@ fn unlink_acks_relinks_and_reconnects_work_with_erl() {
     erl.eval("exit(get(v2), kill).");
     assert_eq!(reports.next("V2's exit along the new link"), "killed");
 
-    // 3. A link fires with noconnection when erl drops the connection;
-    // linked again over the next connection, it holds and fires there.
+    // 3. A link fires with noconnection when erl drops the connection (V3
+    // traps exits, so it survives its side firing); linked again over the
+    // next connection, it holds and fires there.
     let tx3 = tx.clone();
     ember
         .handle()
@@ -137,7 +138,8 @@ fn unlink_acks_relinks_and_reconnects_work_with_erl() {
         })
         .unwrap();
     erl.eval(
-        "put(v3, spawn(fun() -> L = fun L() -> receive {ack, T} -> T ! acked, L() end end, L() end)).",
+        "put(v3, spawn(fun() -> process_flag(trap_exit, true), \
+         L = fun L() -> receive {ack, T} -> T ! acked, L() end end, L() end)).",
     );
     assert_eq!(
         erl.eval(&format!(
