@@ -610,11 +610,7 @@ where
         peer.name.clone(),
         peer.creation,
         inner.config.send_queue_limit.max(1),
-        (
-            use_header,
-            fragments,
-            peer.flags & flags::EMBER_PIDS != 0,
-        ),
+        (use_header, fragments, peer.flags & flags::EMBER_PIDS != 0),
     ));
     let tick = inner.config.net_ticktime / 4;
     let writer = tokio::spawn(write_loop(write, queue.clone(), tick));
@@ -1248,7 +1244,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_busy_queue_refuses_try_send_and_makes_send_wait_until_written() {
-        let queue = Arc::new(SendQueue::new(Atom::new("p@h"), 1, 1000, (false, false, false)));
+        let queue = Arc::new(SendQueue::new(
+            Atom::new("p@h"),
+            1,
+            1000,
+            (false, false, false),
+        ));
         let m = || Outgoing {
             control: Term::tuple([Term::from(SEND), Term::atom(""), Term::atom("x")]),
             payload: Some(Term::binary(vec![0u8; 300])),

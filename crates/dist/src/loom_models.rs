@@ -408,7 +408,10 @@ fn loom_models_lane_bounds_messages_from_outside_any_process() {
         assert_eq!(mine, vec![1, 2]);
         let theirs: Vec<u8> = got.iter().filter(|m| m.0 == 1).map(|m| m.1).collect();
         assert_eq!(theirs, queued_outside, "outside messages lost or reordered");
-        assert!(!queued_outside.is_empty(), "an outside message refused on an empty lane");
+        assert!(
+            !queued_outside.is_empty(),
+            "an outside message refused on an empty lane"
+        );
         assert_eq!(procs[0].busy.load(Ordering::Acquire), 0);
         let s = lane.state.lock().unwrap();
         assert!(s.most <= 2 * lane.limit + 1, "{} queued", s.most);
@@ -479,7 +482,10 @@ fn loom_models_a_link_from_a_lost_connection_never_outlives_it() {
         r.node_up(2);
         reader.join().unwrap();
         // Made and fired, or never made: no link held for connection 1.
-        assert!(!*r.linked.lock().unwrap(), "a link of a lost connection is held");
+        assert!(
+            !*r.linked.lock().unwrap(),
+            "a link of a lost connection is held"
+        );
         assert!(r.fired.load(Ordering::Acquire) <= 1);
     });
 }

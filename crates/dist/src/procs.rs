@@ -427,13 +427,7 @@ impl Bridge {
         }
         if monitor {
             if let Term::Reference(r) = req_id {
-                incoming.monitor(
-                    node,
-                    connection,
-                    from,
-                    &Target::Pid(new.clone()),
-                    r.clone(),
-                );
+                incoming.monitor(node, connection, from, &Target::Pid(new.clone()), r.clone());
                 flags |= 2;
             }
         }

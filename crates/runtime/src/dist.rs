@@ -1070,15 +1070,9 @@ impl Incoming {
                     );
                     return;
                 }
-                match add_remote_relation_on(
-                    &*target,
-                    node,
-                    connection,
-                    &self.dist.interest,
-                    |r| {
-                        r.links.insert(remote);
-                    },
-                ) {
+                match add_remote_relation_on(&*target, node, connection, &self.dist.interest, |r| {
+                    r.links.insert(remote);
+                }) {
                     Some(Some(())) => true,
                     Some(None) => {
                         tracing::debug!(
@@ -1269,15 +1263,10 @@ impl Incoming {
                     .insert((node.clone(), reference.ids.clone()), local.0.id());
                 table.held.insert(local.0.id(), held);
             }
-            let added = add_remote_relation_on(
-                &*target,
-                node,
-                connection,
-                &self.dist.interest,
-                |r| {
+            let added =
+                add_remote_relation_on(&*target, node, connection, &self.dist.interest, |r| {
                     r.more_mut().monitored_by.insert(local, watcher);
-                },
-            );
+                });
             match added {
                 Some(Some(())) => return,
                 Some(None) => {

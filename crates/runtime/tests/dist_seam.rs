@@ -299,8 +299,8 @@ fn linker(rt: &Runtime) -> (ember_runtime::Pid, mpsc::Receiver<String>) {
             trap_exit(true);
             let r = dist::pid_from_term(&Term::Pid(remote(4))).unwrap();
             loop {
-                let e = ember_runtime::receive_any(|e| e.is::<&'static str>() || e.is::<Exit>())
-                    .await;
+                let e =
+                    ember_runtime::receive_any(|e| e.is::<&'static str>() || e.is::<Exit>()).await;
                 match e.downcast::<&'static str>() {
                     Ok("link") => {
                         link(r).unwrap();
