@@ -1093,3 +1093,51 @@ impl Deliver for Bridge {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_from_outside_any_process_are_dropped_past_twice_the_limit() {
+        let lane = Lane::new(1000);
+        let pid = |id| Pid {
+            node: Atom::new("p@h"),
+            id,
+            serial: 0,
+            creation: 1,
+        };
+        let message = |i: i64| RemoteSignal::Send {
+            from: pid(0),
+            to: pid(1),
+            message: Term::tuple([Term::from(i), Term::binary(vec![0u8; 100])]),
+        };
+        for i in 0..100 {
+            lane.push(message(i), None);
+        }
+        let (queued, bytes, dropped) = {
+            let s = lock(&lane.state);
+            (s.queue.len(), s.bytes, s.dropped)
+        };
+        assert!(bytes < 2000 + 200, "{bytes} bytes queued");
+        assert!(queued > 0 && dropped > 0 && queued + dropped as usize == 100);
+        // A signal that is not a message is never dropped.
+        lane.push(
+            RemoteSignal::Link {
+                from: pid(0),
+                to: pid(1),
+            },
+            None,
+        );
+        assert_eq!(lock(&lane.state).queue.len(), queued + 1);
+        // What was queued comes out in order.
+        let mut next = 0;
+        while let Some((signal, _)) = lane.pop() {
+            if let RemoteSignal::Send { message, .. } = signal {
+                assert_eq!(message.as_tuple().unwrap()[0], Term::from(next));
+                next += 1;
+            }
+        }
+        assert_eq!(next as usize, queued);
+    }
+}
