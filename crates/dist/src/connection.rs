@@ -305,6 +305,11 @@ pub(crate) struct SendQueue {
     own_ids: PeerIds,
     /// The connection's traffic counters (relaxed adds, see `traffic.rs`).
     pub(crate) traffic: Traffic,
+    /// Held by the reader while it hands one control message on; true once
+    /// the connection is retired ([`SendQueue::retire`]): from then on the
+    /// reader delivers nothing, so nothing from this connection reaches the
+    /// node after its `connection_down`.
+    retired: Mutex<bool>,
 }
 
 /// The pids and references of the peer's own node (its name and current
@@ -347,10 +352,13 @@ const WIDE_PID: (u32, u32) = ((1 << 28) - 1, u32::MAX);
 const MAX_REF_WORD0: u32 = (1 << 18) - 1;
 
 impl PeerIds {
-    fn new(creation: u32) -> PeerIds {
+    /// `any`: the peer said in the handshake that it takes any pid of its
+    /// own ([`flags::EMBER_PIDS`]: an Ember node), so nothing is ever
+    /// checked or learnt (no walk of the terms at all).
+    fn new(creation: u32, any: bool) -> PeerIds {
         PeerIds {
             creation,
-            range: AtomicU8::new(NARROW),
+            range: AtomicU8::new(if any { ANY } else { NARROW }),
         }
     }
 
@@ -451,7 +459,12 @@ impl PeerIds {
 }
 
 impl SendQueue {
-    fn new(peer: Atom, creation: u32, limit: usize, cache: bool, fragments: bool) -> SendQueue {
+    fn new(
+        peer: Atom,
+        creation: u32,
+        limit: usize,
+        (cache, fragments, any_pid): (bool, bool, bool),
+    ) -> SendQueue {
         SendQueue {
             pending: Mutex::new(Pending {
                 bytes: Vec::new(),
@@ -467,9 +480,18 @@ impl SendQueue {
             work: Notify::new(),
             room: Notify::new(),
             peer,
-            own_ids: PeerIds::new(creation),
+            own_ids: PeerIds::new(creation, any_pid),
             traffic: Traffic::new(),
+            retired: Mutex::new(false),
         }
+    }
+
+    /// Retires the connection: once this returns, its reader delivers
+    /// nothing more (a control message it is handing on now has been
+    /// handed on), and senders get an error.
+    pub(crate) fn retire(&self) {
+        *lock(&self.retired) = true;
+        self.close();
     }
 
     fn closed_error(&self) -> DistError {
@@ -588,8 +610,7 @@ where
         peer.name.clone(),
         peer.creation,
         inner.config.send_queue_limit.max(1),
-        use_header,
-        fragments,
+        (use_header, fragments, peer.flags & flags::EMBER_PIDS != 0),
     ));
     let tick = inner.config.net_ticktime / 4;
     let writer = tokio::spawn(write_loop(write, queue.clone(), tick));
@@ -711,7 +732,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 Ok(Some((control, payload))) => {
                     queue.traffic.received_message();
                     queue.own_ids.learn(&peer.name, &control, payload.as_ref());
-                    dispatch(&inner, &queue, &peer, control, payload).await
+                    if !deliver(&inner, &queue, &peer, id, control, payload) {
+                        return DistError::Refused("the connection was retired".into());
+                    }
                 }
                 Ok(None) => {}
                 Err(e) => return e,
@@ -728,14 +751,33 @@ async fn read_loop<R: AsyncRead + Unpin>(
     inner.connection_down(&peer.name, id);
 }
 
+/// Hands one control message on under the queue's `retired` lock; false
+/// (and nothing handed on) once the connection is retired.
+fn deliver(
+    inner: &Arc<Inner>,
+    queue: &SendQueue,
+    peer: &Peer,
+    connection: u64,
+    control: Term,
+    payload: Option<Term>,
+) -> bool {
+    let retired = lock(&queue.retired);
+    if *retired {
+        return false;
+    }
+    dispatch(inner, queue, peer, connection, control, payload);
+    true
+}
+
 fn elems(t: &Term) -> &[Term] {
     t.as_tuple().unwrap_or(&[])
 }
 
-async fn dispatch(
+fn dispatch(
     inner: &Arc<Inner>,
     queue: &SendQueue,
     peer: &Peer,
+    connection: u64,
     control: Term,
     payload: Option<Term>,
 ) {
@@ -744,7 +786,7 @@ async fn dispatch(
         tracing::debug!("dist: ignoring a control message that is not {{Op, ...}}: {control}");
         return;
     };
-    let reply = |control: Term, payload: Option<Term>| async {
+    let reply = |control: Term, payload: Option<Term>| {
         // Only fails when the connection is going down.
         let _ = queue.force(Outgoing { control, payload });
     };
@@ -773,12 +815,12 @@ async fn dispatch(
             match name {
                 "net_kernel" => {
                     if let Some((control, payload)) = inner.net_kernel(peer, &message) {
-                        reply(control, Some(payload)).await;
+                        reply(control, Some(payload));
                     }
                 }
                 global::NAME => {
                     if let Some(answer) = global::answer(inner.local_name(), &peer.name, &message) {
-                        reply(global::reg_send_control(inner.own_pid()), Some(answer)).await;
+                        reply(global::reg_send_control(inner.own_pid()), Some(answer));
                     }
                 }
                 _ => inner.deliver(
@@ -810,7 +852,10 @@ async fn dispatch(
         // net_kernel is Ember's own (answered above); its monitors need
         // no bookkeeping.
         (MONITOR_P | DEMONITOR_P, [_, _, to, _]) if to.is_atom("net_kernel") => {}
-        _ if inner.config.deliver.signal(&peer.name, c, payload.as_ref()) => {}
+        _ if inner
+            .config
+            .deliver
+            .signal(&peer.name, connection, c, payload.as_ref()) => {}
         (MONITOR_P, [_, from, to, reference]) => {
             // No process behind the Deliver hook: `noproc`.
             {
@@ -821,7 +866,7 @@ async fn dispatch(
                     reference.clone(),
                     Term::atom("noproc"),
                 ]);
-                reply(exit, None).await;
+                reply(exit, None);
             }
         }
         (LINK, [_, from, to]) => {
@@ -831,7 +876,7 @@ async fn dispatch(
                 from.clone(),
                 Term::atom("noproc"),
             ]);
-            reply(exit, None).await;
+            reply(exit, None);
         }
         (UNLINK_ID, [_, id, from, to]) => {
             let ack = Term::tuple([
@@ -840,7 +885,7 @@ async fn dispatch(
                 to.clone(),
                 from.clone(),
             ]);
-            reply(ack, None).await;
+            reply(ack, None);
         }
         (SPAWN_REQUEST | SPAWN_REQUEST_TT, [_, req_id, from, ..]) => {
             // No processes to spawn yet: fail the request instead of
@@ -852,7 +897,7 @@ async fn dispatch(
                 Term::from(0),
                 Term::atom("notsup"),
             ]);
-            reply(r, None).await;
+            reply(r, None);
         }
         _ => tracing::debug!(
             "dist: ignoring control message {control} from {}",
@@ -1083,7 +1128,7 @@ mod tests {
     #[test]
     fn pids_the_peer_never_makes_are_refused_until_it_shows_wider_ones() {
         let peer = Atom::new("p@h");
-        let ids = PeerIds::new(5);
+        let ids = PeerIds::new(5, false);
         let pid = |id: u32, serial: u32, creation: u32| {
             Term::Pid(Pid {
                 node: peer.clone(),
@@ -1135,7 +1180,7 @@ mod tests {
             .is_none());
         assert!(ids.refused(&peer, &send(pid(1 << 28, 0, 5))).is_some());
         // A queue refuses such a message with an error, queueing nothing.
-        let queue = SendQueue::new(peer.clone(), 5, 1000, false, false);
+        let queue = SendQueue::new(peer.clone(), 5, 1000, (false, false, false));
         let refused = queue.try_send(send(pid(1 << 20, 0, 5)));
         assert!(matches!(refused, Err(DistError::BadPid(_))), "{refused:?}");
         assert_eq!(queue.queued_bytes(), 0);
@@ -1155,7 +1200,7 @@ mod tests {
     #[test]
     fn a_pid_the_peer_sent_inside_a_message_widens_the_range() {
         let peer = Atom::new("p@h");
-        let ids = PeerIds::new(5);
+        let ids = PeerIds::new(5, false);
         let pid = |id: u32| {
             Term::Pid(Pid {
                 node: peer.clone(),
@@ -1180,9 +1225,31 @@ mod tests {
         assert!(ids.refused(&peer, &send(pid(1 << 28))).is_some());
     }
 
+    #[test]
+    fn a_peer_that_takes_any_pid_of_its_own_is_never_checked() {
+        let peer = Atom::new("p@h");
+        let ids = PeerIds::new(5, true);
+        let m = Outgoing {
+            control: Term::tuple([Term::from(SEND), Term::atom(""), Term::atom("x")]),
+            payload: Some(Term::Pid(Pid {
+                node: peer.clone(),
+                id: u32::MAX,
+                serial: u32::MAX,
+                creation: 5,
+            })),
+        };
+        assert!(ids.refused(&peer, &m).is_none());
+        assert_eq!(ids.range.load(Ordering::Relaxed), ANY);
+    }
+
     #[tokio::test]
     async fn a_busy_queue_refuses_try_send_and_makes_send_wait_until_written() {
-        let queue = Arc::new(SendQueue::new(Atom::new("p@h"), 1, 1000, false, false));
+        let queue = Arc::new(SendQueue::new(
+            Atom::new("p@h"),
+            1,
+            1000,
+            (false, false, false),
+        ));
         let m = || Outgoing {
             control: Term::tuple([Term::from(SEND), Term::atom(""), Term::atom("x")]),
             payload: Some(Term::binary(vec![0u8; 300])),

@@ -55,6 +55,15 @@ pub const V4_NC: u64 = 1 << 34;
 /// Process aliases (`ALIAS_SEND`).
 pub const ALIAS: u64 = 1 << 35;
 
+/// Ember's own flag, in a bit far above every bit OTP assigns (they
+/// stay below bit 40): the node makes pids with any 32-bit number and serial and
+/// takes any pid of its own back. Only Ember nodes offer it, so it is in
+/// the negotiated flags (the intersection) exactly between two Ember
+/// nodes, which then never walk their messages for pids the peer could
+/// not make (see `connection.rs`, `PeerIds`). OTP nodes keep only the
+/// flags they know.
+pub const EMBER_PIDS: u64 = 1 << 60;
+
 /// What OTP 25 refuses to connect without (`MANDATORY_DFLAGS_25`).
 pub const MANDATORY_25: u64 = EXTENDED_REFERENCES
     | FUN_TAGS
@@ -87,4 +96,5 @@ pub const OFFERED: u64 = REQUIRED
     | SMALL_ATOM_TAGS
     | SEND_SENDER
     | SPAWN
-    | ALIAS;
+    | ALIAS
+    | EMBER_PIDS;

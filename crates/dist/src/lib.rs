@@ -50,7 +50,17 @@
 //!   wait for room, and [`Node::try_send`] / [`Node::try_send_named`] fail
 //!   with [`DistError::Busy`] without queueing; no message is ever dropped
 //!   without an error. What is queued is written in one system call per
-//!   batch.
+//!   batch. A runtime's processes go through one bounded FIFO per peer node
+//!   in front of the connection's queue: a process sending to a busy node
+//!   (messages, or its own links, unlinks, monitors and `exit/2`) is
+//!   suspended until it drains below half its limit; a message sent from
+//!   outside any process is dropped, with a log line, once that FIFO holds
+//!   twice its limit (`docs/semantics.md` §19.11).
+//! * Relation signals (`LINK`, `MONITOR_P`, `UNLINK_ID`, `EXIT`) carry the
+//!   number of the connection they arrived on ([`Deliver::signal`]); one
+//!   from a connection that was lost or replaced is not applied to the
+//!   next. `UNLINK_ID` follows OTP's link protocol: while an unlink is in
+//!   flight, a crossing `LINK` or an `EXIT` from the peer is ignored.
 //! * Ember answers on its own: `net_kernel`'s `is_auth` call (so pings
 //!   work), `MONITOR_P` to anything but `net_kernel` with `noproc`, `LINK`
 //!   with an `EXIT` `noproc`, `UNLINK_ID` with its ack, and
@@ -97,10 +107,6 @@
 //! * Full `global` participation (Ember is synced but not known: it holds
 //!   no replica of the name table and takes no part in the global lock),
 //!   `pg`.
-//! * The runtime's signals to a node wait in one unbounded FIFO per peer
-//!   node in front of the connection's bounded queue: a process sending
-//!   faster than the peer reads is not yet suspended as with
-//!   `busy_dist_port`.
 //! * Interleaving the fragments of a big message with later small ones
 //!   (they are written back to back), `DFLAG_NAME_ME`, per-node cookies,
 //!   a cap on concurrent handshakes.

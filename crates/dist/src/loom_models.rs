@@ -24,6 +24,23 @@
 //! suspended, nothing is lost or reordered per sender, and the lane never
 //! holds more than the limit plus one message per sender.
 //!
+//! A message from outside any process cannot be suspended: the lane
+//! queues it while it holds less than twice its limit and drops it beyond
+//! (`Lane::push` with no sender). Checked beside a suspending process: the
+//! lane never holds more than twice the limit plus one message, the
+//! outside sender's queued messages arrive in order, and the process is
+//! still resumed.
+//!
+//! And the connection numbers of relation signals (`ember_runtime::dist`,
+//! `Incoming::link` on a connection, `Incoming::connection_down`): a
+//! reader still handing on a `LINK` from connection 1 races that
+//! connection going down and connection 2 coming up. The link is made only
+//! if connection 1 is live, checked under the interest lock in the same
+//! critical section that records the process in the node's interest set;
+//! the down marks it not live and takes the set under that lock. Checked:
+//! the link is either never made or fired by the down; it never outlives
+//! connection 1.
+//!
 //! (The waiting of async senders for room uses tokio's `Notify` with
 //! `enable()` before the check, tokio's documented pattern; loom has no
 //! model of `notify_waiters`, so it is not part of this model.)
@@ -201,7 +218,7 @@ impl Lane {
         let mut s = self.state.lock().unwrap();
         let m = s.queue.pop_front()?;
         s.bytes -= 1;
-        let resumed = if s.bytes < self.limit / 2 {
+        let resumed = if s.bytes < (self.limit / 2).max(1) {
             std::mem::take(&mut s.waiting)
         } else {
             Vec::new()
@@ -213,6 +230,23 @@ impl Lane {
             }
         }
         Some(m)
+    }
+}
+
+impl Lane {
+    /// `Lane::push` with no sender: a message from outside any process,
+    /// dropped when the lane holds twice its limit. Whether it was queued.
+    fn push_outside(&self, id: usize, message: u8) -> bool {
+        let mut s = self.state.lock().unwrap();
+        if s.bytes >= 2 * self.limit {
+            return false;
+        }
+        s.queue.push_back((id, message));
+        s.bytes += 1;
+        s.most = s.most.max(s.bytes);
+        drop(s);
+        self.work.notify();
+        true
     }
 }
 
@@ -314,6 +348,145 @@ fn loom_models_lane_resumes_every_suspended_sender_and_keeps_order() {
         let s = lane.state.lock().unwrap();
         assert!(s.waiting.is_empty());
         assert!(s.most <= lane.limit + 1, "{} queued", s.most);
+    });
+}
+
+#[test]
+fn loom_models_lane_bounds_messages_from_outside_any_process() {
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(3);
+    }
+    builder.check(|| {
+        let lane = Arc::new(Lane {
+            state: Mutex::new(LaneState {
+                queue: std::collections::VecDeque::new(),
+                bytes: 0,
+                most: 0,
+                waiting: Vec::new(),
+            }),
+            limit: 1,
+            work: Notify::new(),
+        });
+        let procs: Vec<Arc<Proc>> = (0..1)
+            .map(|_| {
+                Arc::new(Proc {
+                    busy: AtomicUsize::new(0),
+                    wake: Notify::new(),
+                })
+            })
+            .collect();
+        let sender = {
+            let (lane, me) = (lane.clone(), procs[0].clone());
+            thread::spawn(move || {
+                for m in 1..=2u8 {
+                    lane.push(0, m, &me);
+                    while me.busy.load(Ordering::Acquire) > 0 {
+                        me.wake.wait();
+                    }
+                }
+            })
+        };
+        let outside = {
+            let lane = lane.clone();
+            thread::spawn(move || {
+                (1..=3u8)
+                    .filter(|m| lane.push_outside(1, *m))
+                    .collect::<Vec<u8>>()
+            })
+        };
+        let queued_outside = outside.join().unwrap();
+        let mut got = Vec::new();
+        while got.len() < 2 + queued_outside.len() {
+            match lane.pop(&procs) {
+                Some(m) => got.push(m),
+                None => lane.work.wait(),
+            }
+        }
+        sender.join().unwrap();
+        let mine: Vec<u8> = got.iter().filter(|m| m.0 == 0).map(|m| m.1).collect();
+        assert_eq!(mine, vec![1, 2]);
+        let theirs: Vec<u8> = got.iter().filter(|m| m.0 == 1).map(|m| m.1).collect();
+        assert_eq!(theirs, queued_outside, "outside messages lost or reordered");
+        assert!(
+            !queued_outside.is_empty(),
+            "an outside message refused on an empty lane"
+        );
+        assert_eq!(procs[0].busy.load(Ordering::Acquire), 0);
+        let s = lane.state.lock().unwrap();
+        assert!(s.most <= 2 * lane.limit + 1, "{} queued", s.most);
+    });
+}
+
+/// The runtime's interest set and live connection for one node, and one
+/// local process's links (`ember_runtime::dist`).
+struct Relations {
+    /// Under the interest lock: the live connection, and whether the
+    /// process is in the node's interest set.
+    interest: Mutex<(Option<u64>, bool)>,
+    /// The process's relations lock: whether it holds the link.
+    linked: Mutex<bool>,
+    /// Links fired with `noconnection`.
+    fired: AtomicUsize,
+}
+
+impl Relations {
+    /// `Incoming::link` on `connection` (`add_remote_relation_on`): the
+    /// relations lock, then the interest lock.
+    fn link_on(&self, connection: u64) {
+        let mut linked = self.linked.lock().unwrap();
+        let mut interest = self.interest.lock().unwrap();
+        if interest.0 != Some(connection) {
+            return;
+        }
+        *linked = true;
+        interest.1 = true;
+    }
+
+    /// `Incoming::connection_down`, then `node_down`'s severing.
+    fn connection_down(&self, connection: u64) {
+        let was_in_set = {
+            let mut interest = self.interest.lock().unwrap();
+            if interest.0 != Some(connection) {
+                return;
+            }
+            interest.0 = None;
+            std::mem::replace(&mut interest.1, false)
+        };
+        if was_in_set && std::mem::replace(&mut *self.linked.lock().unwrap(), false) {
+            self.fired.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// `Incoming::node_up`.
+    fn node_up(&self, connection: u64) {
+        self.interest.lock().unwrap().0 = Some(connection);
+    }
+}
+
+#[test]
+fn loom_models_a_link_from_a_lost_connection_never_outlives_it() {
+    loom::model(|| {
+        let r = Arc::new(Relations {
+            interest: Mutex::new((Some(1), false)),
+            linked: Mutex::new(false),
+            fired: AtomicUsize::new(0),
+        });
+        // The old connection's reader, finishing a LINK.
+        let reader = {
+            let r = r.clone();
+            thread::spawn(move || r.link_on(1))
+        };
+        // The connection is replaced.
+        r.connection_down(1);
+        r.node_up(2);
+        reader.join().unwrap();
+        // Made and fired, or never made: no link held for connection 1.
+        assert!(
+            !*r.linked.lock().unwrap(),
+            "a link of a lost connection is held"
+        );
+        assert!(r.fired.load(Ordering::Acquire) <= 1);
     });
 }
 

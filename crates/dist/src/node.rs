@@ -77,20 +77,30 @@ pub trait Deliver: Send + Sync + 'static {
 
     /// Called, in the same order, for every other control message
     /// (`LINK`, `EXIT`, `MONITOR_P`, `UNLINK_ID`, `SPAWN_REQUEST`, ...; the
-    /// tuple's elements, and the payload if it has one). Returns whether
-    /// it handled it; if not, the connection answers it as if no local
+    /// tuple's elements, and the payload if it has one) that arrived on
+    /// the connection numbered `connection` (as in
+    /// [`connection_up`](Deliver::connection_up)). Returns whether it
+    /// handled it; if not, the connection answers it as if no local
     /// process existed (`noproc`, `notsup`). Must not block.
-    fn signal(&self, _node: &Atom, _control: &[Term], _payload: Option<&Term>) -> bool {
+    fn signal(
+        &self,
+        _node: &Atom,
+        _connection: u64,
+        _control: &[Term],
+        _payload: Option<&Term>,
+    ) -> bool {
         false
     }
 
-    /// A connection to `node` came up, with these negotiated flags; called
+    /// A connection to `node` came up, with these negotiated flags;
+    /// `connection` numbers it (unique for the node's lifetime). Called
     /// before anything from it is delivered.
-    fn connection_up(&self, _node: &Atom, _flags: u64) {}
+    fn connection_up(&self, _node: &Atom, _connection: u64, _flags: u64) {}
 
-    /// The connection to `node` went down; called after the last thing
-    /// delivered from it.
-    fn connection_down(&self, _node: &Atom) {}
+    /// The connection `connection` to `node` went down; called after the
+    /// last thing delivered from it (nothing from it is delivered after
+    /// this, even by a reader still finishing a frame).
+    fn connection_down(&self, _node: &Atom, _connection: u64) {}
 }
 
 /// The default [`Deliver`]: no local processes, so messages are dropped.
@@ -295,11 +305,13 @@ impl Inner {
     pub(crate) fn connection_down(&self, node: &Atom, id: u64) {
         let mut conns = lock(&self.conns);
         if matches!(conns.get(node), Some(Slot::Up { id: i, .. }) if *i == id) {
-            conns.remove(node);
+            if let Some(Slot::Up { tx, .. }) = conns.remove(node) {
+                tx.retire();
+            }
             drop(conns);
             // Dropping the senders wakes the callers with an error.
             lock(&self.calls).retain(|_, (n, _)| n != node);
-            self.config.deliver.connection_down(node);
+            self.config.deliver.connection_down(node, id);
         }
     }
 
@@ -315,13 +327,20 @@ impl Inner {
             return;
         }
         let mut conns = lock(&self.conns);
-        if let Some(Slot::Up { tasks, .. }) = conns.remove(&peer.name) {
-            // `alive`: the old connection is replaced.
+        if let Some(Slot::Up {
+            tasks, tx, id: old, ..
+        }) = conns.remove(&peer.name)
+        {
+            // `alive`: the old connection is replaced. Its reader delivers
+            // nothing more (it may be in the middle of a frame).
+            tx.retire();
             tasks.iter().for_each(AbortHandle::abort);
-            self.config.deliver.connection_down(&peer.name);
+            self.config.deliver.connection_down(&peer.name, old);
         }
         // Up before the reader can deliver anything from the peer.
-        self.config.deliver.connection_up(&peer.name, peer.flags);
+        self.config
+            .deliver
+            .connection_up(&peer.name, id, peer.flags);
         let (tx, tasks) = connection::spawn(self, stream, &peer, id);
         let creation = peer.creation;
         conns.insert(
@@ -556,9 +575,10 @@ impl Inner {
         }
         let conns: Vec<(Atom, Slot)> = lock(&self.conns).drain().collect();
         for (node, slot) in conns {
-            if let Slot::Up { tasks, .. } = slot {
+            if let Slot::Up { tasks, tx, id, .. } = slot {
+                tx.retire();
                 tasks.iter().for_each(AbortHandle::abort);
-                self.config.deliver.connection_down(&node);
+                self.config.deliver.connection_down(&node, id);
             }
         }
         lock(&self.calls).clear();
@@ -816,10 +836,11 @@ impl Node {
             }
         };
         match removed {
-            Some(Slot::Up { tasks, .. }) => {
+            Some(Slot::Up { tasks, tx, id, .. }) => {
+                tx.retire();
                 tasks.iter().for_each(AbortHandle::abort);
                 lock(&self.inner.calls).retain(|_, (n, _)| *n != node);
-                self.inner.config.deliver.connection_down(&node);
+                self.inner.config.deliver.connection_down(&node, id);
                 tracing::info!("dist: disconnected from {node}");
                 true
             }

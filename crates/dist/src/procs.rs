@@ -378,7 +378,13 @@ pub async fn rpc_call(
 impl Bridge {
     /// `SPAWN_REQUEST`: spawns the function in a new process with the
     /// link and monitor asked for, answers `SPAWN_REPLY`, then lets it run.
-    fn spawn_request(&self, incoming: &Incoming, node: &Atom, request: SpawnRequest<'_>) {
+    fn spawn_request(
+        &self,
+        incoming: &Incoming,
+        node: &Atom,
+        connection: u64,
+        request: SpawnRequest<'_>,
+    ) {
         let SpawnRequest {
             id: req_id,
             from,
@@ -416,12 +422,12 @@ impl Bridge {
         let new = incoming.term_pid(pid);
         let mut flags = 0;
         if link {
-            incoming.link(node, from, &new);
+            incoming.link(node, connection, from, &new);
             flags |= 1;
         }
         if monitor {
             if let Term::Reference(r) = req_id {
-                incoming.monitor(node, from, &Target::Pid(new.clone()), r.clone());
+                incoming.monitor(node, connection, from, &Target::Pid(new.clone()), r.clone());
                 flags |= 2;
             }
         }
@@ -551,10 +557,18 @@ impl Distribution for Bridge {
 /// One peer node's FIFO of signals, in front of its connection's send
 /// queue, bounded for senders as Erlang's `busy_dist_port`: while the
 /// signals queued here reach the limit in (estimated) bytes, a process
-/// that sends a message is suspended (its message is queued first, so
+/// that sends a message, or a link, unlink, monitor, demonitor or
+/// `exit/2` of its own, is suspended (its signal is queued first, so
 /// order holds) until the forwarder has taken the FIFO below half the
-/// limit. Signals that are not messages (links, exits, monitors, replies)
-/// are always queued and never suspend anyone, so none is lost.
+/// limit (the low-water mark). Signals sent for no running process (the
+/// `EXIT`s and `DOWN`s of a death, answers to the peer, spawn replies)
+/// are always queued and never suspend anyone, so none is lost; there is
+/// at most one per relation or request, so they are bounded by what
+/// exists. A *message* from outside any process (a thread or task using
+/// a runtime handle) cannot be suspended: it is queued while the lane
+/// holds less than twice the limit and dropped beyond that, with a
+/// `warn` log line (as Erlang drops a message it cannot deliver, the
+/// sender learns nothing); the lane's memory stays bounded either way.
 ///
 /// The wake-up protocol: a sender queues its signal, adds its bytes and,
 /// if that made the lane busy, records its suspension, all under the
@@ -579,6 +593,8 @@ struct LaneState {
     epoch: u64,
     /// Suspended senders, at most one suspension each.
     waiting: HashMap<ember_runtime::Pid, Suspension>,
+    /// Messages from outside any process dropped on a full lane.
+    dropped: u64,
 }
 
 impl Lane {
@@ -589,16 +605,33 @@ impl Lane {
                 bytes: 0,
                 epoch: 0,
                 waiting: HashMap::new(),
+                dropped: 0,
             }),
             work: tokio::sync::Notify::new(),
             limit: limit.max(1),
         }
     }
 
-    /// Queues `signal`; suspends `sender` if the lane is busy now.
+    /// Queues `signal`; suspends `sender` if the lane is busy now. A
+    /// message from no process finding the lane at twice its limit is
+    /// dropped instead.
     fn push(&self, signal: RemoteSignal, sender: Option<&Sender<'_>>) {
         let size = signal_bytes(&signal);
         let mut state = lock(&self.state);
+        if sender.is_none() && is_message(&signal) && state.bytes >= self.limit.saturating_mul(2) {
+            state.dropped += 1;
+            let dropped = state.dropped;
+            drop(state);
+            // Logged for the 1st, 2nd, 4th, 8th, ... drop: a flood of them
+            // does not flood the log.
+            if dropped.is_power_of_two() {
+                tracing::warn!(
+                    "dist: a message from outside any process was dropped: the lane to its \
+                     node is full ({dropped} dropped so far)"
+                );
+            }
+            return;
+        }
         let epoch = state.epoch;
         state.queue.push_back((signal, size, epoch));
         state.bytes += size;
@@ -617,7 +650,7 @@ impl Lane {
         let mut state = lock(&self.state);
         let (signal, size, epoch) = state.queue.pop_front()?;
         state.bytes -= size;
-        let resumed = if state.bytes < self.limit / 2 && !state.waiting.is_empty() {
+        let resumed = if state.bytes < (self.limit / 2).max(1) && !state.waiting.is_empty() {
             std::mem::take(&mut state.waiting)
         } else {
             HashMap::new()
@@ -649,6 +682,15 @@ impl Lane {
         resumed.into_values().for_each(Suspension::resume);
         dropped
     }
+}
+
+/// Whether `signal` is a message (which a sender outside any process may
+/// see dropped on a full lane).
+fn is_message(signal: &RemoteSignal) -> bool {
+    matches!(
+        signal,
+        RemoteSignal::Send { .. } | RemoteSignal::SendNamed { .. } | RemoteSignal::SendAlias { .. }
+    )
 }
 
 /// Roughly the bytes `signal` takes encoded: what the lane counts.
@@ -965,7 +1007,13 @@ impl Deliver for Bridge {
         }
     }
 
-    fn signal(&self, node: &Atom, control: &[Term], payload: Option<&Term>) -> bool {
+    fn signal(
+        &self,
+        node: &Atom,
+        connection: u64,
+        control: &[Term],
+        payload: Option<&Term>,
+    ) -> bool {
         let Some(incoming) = self.incoming.get() else {
             return false;
         };
@@ -973,9 +1021,11 @@ impl Deliver for Bridge {
             return false;
         };
         match (op, control) {
-            (LINK, [_, Term::Pid(from), Term::Pid(to)]) => incoming.link(node, from, to),
+            (LINK, [_, Term::Pid(from), Term::Pid(to)]) => {
+                incoming.link(node, connection, from, to)
+            }
             (UNLINK_ID, [_, id, Term::Pid(from), Term::Pid(to)]) => {
-                incoming.unlink(node, id.clone(), from, to)
+                incoming.unlink(node, connection, id.clone(), from, to)
             }
             // Obsolete (before OTP 23's UNLINK_ID): no ack.
             (UNLINK, [_, Term::Pid(from), Term::Pid(to)]) => {
@@ -989,14 +1039,14 @@ impl Deliver for Bridge {
             }
             (EXIT, [_, Term::Pid(from), Term::Pid(to), reason])
             | (EXIT_TT, [_, Term::Pid(from), Term::Pid(to), _, reason]) => {
-                incoming.exit(from, to, reason.clone(), true)
+                incoming.exit(node, connection, from, to, reason.clone(), true)
             }
             (EXIT2, [_, Term::Pid(from), Term::Pid(to), reason])
             | (EXIT2_TT, [_, Term::Pid(from), Term::Pid(to), _, reason]) => {
-                incoming.exit(from, to, reason.clone(), false)
+                incoming.exit(node, connection, from, to, reason.clone(), false)
             }
             (MONITOR_P, [_, Term::Pid(from), to, Term::Reference(r)]) => match target(to) {
-                Some(to) => incoming.monitor(node, from, &to, r.clone()),
+                Some(to) => incoming.monitor(node, connection, from, &to, r.clone()),
                 None => return false,
             },
             (DEMONITOR_P, [_, _, _, Term::Reference(r)]) => incoming.demonitor(node, r),
@@ -1013,7 +1063,7 @@ impl Deliver for Bridge {
                     opts,
                     args: payload,
                 };
-                self.spawn_request(incoming, node, request)
+                self.spawn_request(incoming, node, connection, request)
             }
             (SPAWN_REPLY, [_, Term::Reference(id), Term::Pid(to), flags, result]) => {
                 let flags = flags.as_int().unwrap_or(0);
@@ -1024,14 +1074,14 @@ impl Deliver for Bridge {
         true
     }
 
-    fn connection_up(&self, node: &Atom, flags: u64) {
+    fn connection_up(&self, node: &Atom, connection: u64, flags: u64) {
         lock(&self.flags).insert(node.clone(), flags);
         if let Some(incoming) = self.incoming.get() {
-            incoming.node_up(node);
+            incoming.node_up(node, connection);
         }
     }
 
-    fn connection_down(&self, node: &Atom) {
+    fn connection_down(&self, node: &Atom, connection: u64) {
         lock(&self.flags).remove(node);
         // Before the runtime fires the relations: a LINK queued before
         // this is from an earlier epoch.
@@ -1039,7 +1089,55 @@ impl Deliver for Bridge {
             lane.connection_lost();
         }
         if let Some(incoming) = self.incoming.get() {
-            incoming.node_down(node);
+            incoming.connection_down(node, connection);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_from_outside_any_process_are_dropped_past_twice_the_limit() {
+        let lane = Lane::new(1000);
+        let pid = |id| Pid {
+            node: Atom::new("p@h"),
+            id,
+            serial: 0,
+            creation: 1,
+        };
+        let message = |i: i64| RemoteSignal::Send {
+            from: pid(0),
+            to: pid(1),
+            message: Term::tuple([Term::from(i), Term::binary(vec![0u8; 100])]),
+        };
+        for i in 0..100 {
+            lane.push(message(i), None);
+        }
+        let (queued, bytes, dropped) = {
+            let s = lock(&lane.state);
+            (s.queue.len(), s.bytes, s.dropped)
+        };
+        assert!(bytes < 2000 + 200, "{bytes} bytes queued");
+        assert!(queued > 0 && dropped > 0 && queued + dropped as usize == 100);
+        // A signal that is not a message is never dropped.
+        lane.push(
+            RemoteSignal::Link {
+                from: pid(0),
+                to: pid(1),
+            },
+            None,
+        );
+        assert_eq!(lock(&lane.state).queue.len(), queued + 1);
+        // What was queued comes out in order.
+        let mut next = 0;
+        while let Some((signal, _)) = lane.pop() {
+            if let RemoteSignal::Send { message, .. } = signal {
+                assert_eq!(message.as_tuple().unwrap()[0], Term::from(next));
+                next += 1;
+            }
+        }
+        assert_eq!(next as usize, queued);
     }
 }

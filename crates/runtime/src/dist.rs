@@ -87,11 +87,16 @@ pub trait Distribution: Send + Sync + 'static {
     /// `Monitor` as a `DOWN` with `noconnection` (through [`Incoming`]).
     fn signal(&self, node: &Atom, signal: RemoteSignal);
 
-    /// Takes a message (`Send`, `SendNamed`, `SendAlias`) that the process
-    /// `sender` sends: as [`signal`](Distribution::signal), and while the
-    /// connection to `node` is busy the layer may suspend the sender
-    /// ([`Sender::suspend`], Erlang's `busy_dist_port`). The message itself
-    /// is always taken. The default never suspends.
+    /// Takes a signal that the running process `sender` sends on its own
+    /// behalf: a message (`Send`, `SendNamed`, `SendAlias`), or a `Link`,
+    /// `Unlink`, `Monitor`, `Demonitor` or `Exit2` it makes. As
+    /// [`signal`](Distribution::signal), and while the connection to
+    /// `node` is busy the layer may suspend the sender
+    /// ([`Sender::suspend`], Erlang's `busy_dist_port`). The signal itself
+    /// is always taken. The default never suspends. Signals sent for no
+    /// running process (the `Exit`s and `MonitorExit`s of a death, answers
+    /// to a peer) and messages from outside any process come through
+    /// [`signal`](Distribution::signal).
     fn message(&self, node: &Atom, signal: RemoteSignal, sender: &Sender<'_>) {
         let _ = sender;
         self.signal(node, signal);
@@ -389,13 +394,22 @@ impl std::fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
-/// The local processes with a link or monitor crossing to each node.
+/// The local processes with a link or monitor crossing to each node, and
+/// the number of each node's live connection (what the distribution layer
+/// reported with [`Incoming::node_up`]): a relation signal that arrived on
+/// another connection is from one that is gone, and is not applied.
 #[derive(Default)]
 pub(crate) struct Interest {
     by_node: HashMap<Atom, HashSet<Pid>>,
+    live: HashMap<Atom, u64>,
 }
 
 impl Interest {
+    /// Whether `connection` is `node`'s live connection.
+    fn is_live(&self, node: &Atom, connection: u64) -> bool {
+        self.live.get(node) == Some(&connection)
+    }
+
     fn add(&mut self, node: &Atom, pid: Pid) {
         match self.by_node.get_mut(node) {
             Some(set) => {
@@ -574,6 +588,26 @@ impl DistState {
         self.seam.signal(node, signal);
     }
 
+    /// Hands over a signal `from` sends on its own behalf (a link, an
+    /// unlink, a monitor, a demonitor, `exit/2`): when `from` is the running
+    /// process, the layer may suspend it as for a message (Erlang's
+    /// `busy_dist_port` suspends these too). Otherwise (a signal sent for a
+    /// process by another, or from outside any process) it is always taken
+    /// and suspends no one.
+    fn emit_from(&self, node: &Atom, from: Pid, signal: RemoteSignal) {
+        let mut signal = Some(signal);
+        context::try_with_current(|process| {
+            if process.pid == from {
+                if let Some(signal) = signal.take() {
+                    self.seam.message(node, signal, &Sender { process });
+                }
+            }
+        });
+        if let Some(signal) = signal {
+            self.seam.signal(node, signal);
+        }
+    }
+
     /// Hands over a message: from a process, one the layer may suspend.
     fn emit_message(&self, node: &Atom, signal: RemoteSignal) {
         let mut signal = Some(signal);
@@ -631,7 +665,7 @@ impl Shared {
                 to: dist.term_pid(to),
                 reason: reason.to_term(),
             };
-            dist.emit(&node, signal);
+            dist.emit_from(&node, from, signal);
         }
     }
 }
@@ -744,6 +778,10 @@ pub(crate) fn link_remote(me: &Arc<Process>, pid: Pid) -> Result<(), signal::Lin
         _ => return Err(link_failed(me, pid)),
     };
     let dist = dist.expect("routed");
+    // A link made again while an unlink is in flight is a new link (as
+    // OTP's `link/1`): the `UNLINK_ID_ACK` to come no longer concerns it,
+    // and the peer's `EXIT`s count again.
+    dist.table.lock().unlinking.remove(&(me.pid, pid));
     let added = add_remote_relation(&**me, &node, &dist.interest, |r| {
         r.links.insert(pid);
     });
@@ -754,7 +792,7 @@ pub(crate) fn link_remote(me: &Arc<Process>, pid: Pid) -> Result<(), signal::Lin
         from: dist.term_pid(me.pid),
         to: dist.term_pid(pid),
     };
-    dist.emit(&node, signal);
+    dist.emit_from(&node, me.pid, signal);
     Ok(())
 }
 
@@ -787,10 +825,36 @@ pub(crate) fn add_remote_relation<R>(
     })
 }
 
+/// [`add_remote_relation`] for a relation a peer asked for on its
+/// connection number `connection`: made only while that connection is
+/// `node`'s live one, checked in the same critical section of the interest
+/// lock that records `process` (so a connection going down either finds
+/// the relation and fires it, or the relation is never made). `None` if
+/// `process` is exiting, `Some(None)` if the connection is gone.
+fn add_remote_relation_on<R>(
+    process: &impl signal::Node,
+    node: &Atom,
+    connection: u64,
+    interest: &Mutex<Interest>,
+    f: impl FnOnce(&mut crate::process::Relations) -> R,
+) -> Option<Option<R>> {
+    signal::with_live_relations(process, |r| {
+        let mut interest = interest.lock();
+        if !interest.is_live(node, connection) {
+            return None;
+        }
+        let out = f(r);
+        interest.add(node, process.pid());
+        Some(out)
+    })
+}
+
 /// Removes `me`'s side of a link to `pid` of another node and tells it
-/// with `UNLINK_ID`; until the peer acknowledges that id, `EXIT`s from
-/// `pid` to `me` are stale (sent before the peer saw the unlink) and are
-/// ignored, even if `me` links to `pid` again meanwhile.
+/// with `UNLINK_ID`; until the peer acknowledges that id (the *unlinking*
+/// state of OTP's link protocol), an `EXIT` from `pid` to `me` was sent
+/// before the peer saw the unlink and a `LINK` from it crossed the unlink:
+/// both are ignored. Linking again ends the unlinking state at once (the
+/// ack then changes nothing), as OTP's `link/1` does.
 pub(crate) fn unlink_remote(me: &Arc<Process>, pid: Pid) {
     signal::unlink_side(&**me, pid);
     let Some(dist) = me.rt.dist() else { return };
@@ -803,7 +867,7 @@ pub(crate) fn unlink_remote(me: &Arc<Process>, pid: Pid) {
             from: dist.term_pid(me.pid),
             to: dist.term_pid(pid),
         };
-        dist.emit(&node, signal);
+        dist.emit_from(&node, me.pid, signal);
     }
 }
 
@@ -841,7 +905,7 @@ pub(crate) fn monitor_remote(
         to,
         reference: dist.term_ref(monitor.0),
     };
-    dist.emit(&node, signal);
+    dist.emit_from(&node, me.pid, signal);
     Ok(())
 }
 
@@ -859,7 +923,7 @@ pub(crate) fn demonitor_remote(rt: &Shared, me: Pid, monitor: MonitorRef, target
             to,
             reference: dist.term_ref(monitor.0),
         };
-        dist.emit(&node, signal);
+        dist.emit_from(&node, me, signal);
     }
 }
 
@@ -981,17 +1045,43 @@ impl Incoming {
         }
     }
 
-    /// `LINK` from `from` (remote) to `to` (local): links them, or answers
-    /// `EXIT` with `noproc` if `to` is not alive.
-    pub fn link(&self, node: &Atom, from: &TermPid, to: &TermPid) {
+    /// `LINK` from `from` (remote) to `to` (local), received on `node`'s
+    /// connection number `connection`: links them, or answers `EXIT` with
+    /// `noproc` if `to` is not alive. Ignored while `to` is unlinking from
+    /// `from` (the `LINK` crossed its `UNLINK_ID`: the peer drops its link
+    /// when that arrives, so neither side keeps one), and when
+    /// `connection` is no longer the node's live one (the peer fired its
+    /// side with `noconnection` when it went down).
+    pub fn link(&self, node: &Atom, connection: u64, from: &TermPid, to: &TermPid) {
         let target = self.dist.local_pid(to).and_then(|p| self.rt.lookup(p));
         let remote = self.dist.pid(from);
         let linked = match (target, remote) {
             (Some(target), Some(remote)) => {
-                add_remote_relation(&*target, node, &self.dist.interest, |r| {
+                if self
+                    .dist
+                    .table
+                    .lock()
+                    .unlinking
+                    .contains_key(&(target.pid, remote))
+                {
+                    tracing::debug!(
+                        "ember: a LINK from {remote} crossed {}'s unlink: ignored",
+                        target.pid
+                    );
+                    return;
+                }
+                match add_remote_relation_on(&*target, node, connection, &self.dist.interest, |r| {
                     r.links.insert(remote);
-                })
-                .is_some()
+                }) {
+                    Some(Some(())) => true,
+                    Some(None) => {
+                        tracing::debug!(
+                            "ember: a LINK from {remote} on a lost connection to {node}: ignored"
+                        );
+                        return;
+                    }
+                    None => false,
+                }
             }
             _ => false,
         };
@@ -1005,9 +1095,17 @@ impl Incoming {
         }
     }
 
-    /// `UNLINK_ID` from `from` (remote) to `to` (local): removes the link
-    /// and acknowledges.
-    pub fn unlink(&self, node: &Atom, id: Term, from: &TermPid, to: &TermPid) {
+    /// `UNLINK_ID` from `from` (remote) to `to` (local), received on
+    /// `node`'s connection number `connection`: removes the link (if `to`
+    /// is unlinking itself there is none left to remove; its own ack will
+    /// end that) and acknowledges on the same connection. From a
+    /// connection that is no longer live, nothing: it must not remove a
+    /// link made again since, and its ack has no connection to go on.
+    pub fn unlink(&self, node: &Atom, connection: u64, id: Term, from: &TermPid, to: &TermPid) {
+        if !self.dist.interest.lock().is_live(node, connection) {
+            tracing::debug!("ember: an UNLINK_ID from {from:?} on a lost connection: ignored");
+            return;
+        }
         if let (Some(target), Some(remote)) = (
             self.dist.local_pid(to).and_then(|p| self.rt.lookup(p)),
             self.dist.pid(from),
@@ -1085,14 +1183,30 @@ impl Incoming {
     }
 
     /// `EXIT` (along a link, `linked`) or `EXIT2` (`exit/2`) from `from`
-    /// to the local `to`.
-    pub fn exit(&self, from: &TermPid, to: &TermPid, reason: Term, linked: bool) {
+    /// to the local `to`, received on `node`'s connection number
+    /// `connection`. An `EXIT` is ignored while `to` is unlinking from
+    /// `from`, and when `connection` is no longer live (the link it was
+    /// sent along was fired with `noconnection`; one made since is
+    /// another link).
+    pub fn exit(
+        &self,
+        node: &Atom,
+        connection: u64,
+        from: &TermPid,
+        to: &TermPid,
+        reason: Term,
+        linked: bool,
+    ) {
         let (Some(target), Some(from)) = (
             self.dist.local_pid(to).and_then(|p| self.rt.lookup(p)),
             self.dist.pid(from),
         ) else {
             return;
         };
+        if linked && !self.dist.interest.lock().is_live(node, connection) {
+            tracing::debug!("ember: an EXIT from {from} on a lost connection: ignored");
+            return;
+        }
         if linked
             && self
                 .dist
@@ -1115,9 +1229,18 @@ impl Incoming {
         }
     }
 
-    /// `MONITOR_P` from `from` (remote) on a local process, by pid or name:
-    /// records it, or answers `MONITOR_P_EXIT` with `noproc`.
-    pub fn monitor(&self, node: &Atom, from: &TermPid, to: &Target, reference: Reference) {
+    /// `MONITOR_P` from `from` (remote) on a local process, by pid or name,
+    /// received on `node`'s connection number `connection`: records it, or
+    /// answers `MONITOR_P_EXIT` with `noproc`. Ignored when `connection` is
+    /// no longer live (the watcher's `DOWN` fired with `noconnection`).
+    pub fn monitor(
+        &self,
+        node: &Atom,
+        connection: u64,
+        from: &TermPid,
+        to: &Target,
+        reference: Reference,
+    ) {
         let (pid, name) = match to {
             Target::Pid(p) => (self.dist.local_pid(p), None),
             Target::Name(n) => (self.rt.whereis(n.as_str()), Some(n.clone())),
@@ -1140,14 +1263,24 @@ impl Incoming {
                     .insert((node.clone(), reference.ids.clone()), local.0.id());
                 table.held.insert(local.0.id(), held);
             }
-            let added = add_remote_relation(&*target, node, &self.dist.interest, |r| {
-                r.more_mut().monitored_by.insert(local, watcher);
-            });
-            if added.is_some() {
-                return;
+            let added =
+                add_remote_relation_on(&*target, node, connection, &self.dist.interest, |r| {
+                    r.more_mut().monitored_by.insert(local, watcher);
+                });
+            match added {
+                Some(Some(())) => return,
+                Some(None) => {
+                    self.dist.table.lock().take_held(local.0.id());
+                    tracing::debug!(
+                        "ember: a MONITOR_P from {watcher} on a lost connection: ignored"
+                    );
+                    return;
+                }
+                // Exiting meanwhile: it never held the monitor.
+                None => {
+                    self.dist.table.lock().take_held(local.0.id());
+                }
             }
-            // Exiting meanwhile: it never held the monitor.
-            self.dist.table.lock().take_held(local.0.id());
         }
         let signal = RemoteSignal::MonitorExit {
             from: to.clone(),
@@ -1193,8 +1326,15 @@ impl Incoming {
         fire_down(&self.rt, &watcher, monitor, reason);
     }
 
-    /// A connection to `node` is up.
-    pub fn node_up(&self, node: &Atom) {
+    /// A connection to `node` is up: `connection` numbers it (any number
+    /// the layer never reuses for the node); relation signals are applied
+    /// only when they arrive on the live connection.
+    pub fn node_up(&self, node: &Atom, connection: u64) {
+        self.dist
+            .interest
+            .lock()
+            .live
+            .insert(node.clone(), connection);
         let watchers: Vec<Pid> = {
             let mut table = self.dist.table.lock();
             table.up.insert(node.clone());
@@ -1204,6 +1344,20 @@ impl Incoming {
             self.rt
                 .send_envelope(pid, Envelope::new(NodeUp { node: node.clone() }));
         }
+    }
+
+    /// `node`'s connection number `connection` is down: as
+    /// [`node_down`](Incoming::node_down) if it is the live one, else
+    /// nothing (a connection already replaced).
+    pub fn connection_down(&self, node: &Atom, connection: u64) {
+        {
+            let mut interest = self.dist.interest.lock();
+            if !interest.is_live(node, connection) {
+                return;
+            }
+            interest.live.remove(node);
+        }
+        self.node_down(node);
     }
 
     /// The connection to `node` is down (or could not be made): every link

@@ -222,6 +222,7 @@ fn signals_from_peers_reach_local_processes_and_a_lost_node_fires_noconnection()
     assert!(matches!(next(&rx).1, RemoteSignal::Connect));
     assert!(matches!(next(&rx).1, RemoteSignal::Link { .. }));
     assert!(matches!(next(&rx).1, RemoteSignal::Monitor { .. }));
+    incoming.node_up(&b, 1);
     let local_term = incoming.term_pid(local);
     incoming.message(&local_term, Term::from(1));
     assert_eq!(report(&reports), "message 1");
@@ -234,6 +235,7 @@ fn signals_from_peers_reach_local_processes_and_a_lost_node_fires_noconnection()
     };
     incoming.monitor(
         &b,
+        1,
         &remote(2),
         &Target::Name(Atom::new("nobody")),
         peer_ref.clone(),
@@ -251,12 +253,13 @@ fn signals_from_peers_reach_local_processes_and_a_lost_node_fires_noconnection()
     }
     incoming.monitor(
         &b,
+        1,
         &remote(2),
         &Target::Pid(local_term.clone()),
         peer_ref.clone(),
     );
     // The connection to b is lost.
-    incoming.node_down(&b);
+    incoming.connection_down(&b, 1);
     assert_eq!(report(&reports), "exit true noconnection");
     assert_eq!(report(&reports), "down true noconnection");
     assert_eq!(report(&reports), "nodedown b@h");
@@ -273,7 +276,8 @@ fn signals_from_peers_reach_local_processes_and_a_lost_node_fires_noconnection()
         node: c.clone(),
         ..peer_ref
     };
-    incoming.monitor(&c, &from_c, &Target::Pid(local_term), c_ref.clone());
+    incoming.node_up(&c, 2);
+    incoming.monitor(&c, 2, &from_c, &Target::Pid(local_term), c_ref.clone());
     h.exit(local, ExitReason::Kill);
     match next(&rx) {
         (node, RemoteSignal::MonitorExit { reference, .. }) => {
@@ -285,57 +289,169 @@ fn signals_from_peers_reach_local_processes_and_a_lost_node_fires_noconnection()
     assert_nothing_more(rt, rx, "a monitor of a lost connection fires no more");
 }
 
-/// `UNLINK_ID` / `UNLINK_ID_ACK`: after an unlink, an `EXIT` from the
-/// peer that was sent before it saw the unlink is stale and ignored, even
-/// when the process linked again at once; once the ack arrives, the new
-/// link's `EXIT` counts. A link fired by a lost connection is no longer
-/// held, so its queued `LINK` is not sent on the next connection.
-#[test]
-fn an_unlink_and_relink_never_sees_the_old_links_exit() {
-    let (rt, incoming, rx) = node();
+/// A process that traps exits and, on command, links to or unlinks from
+/// `remote(4)`, reporting "done" after each command and every `Exit` it
+/// gets, in order.
+fn linker(rt: &Runtime) -> (ember_runtime::Pid, mpsc::Receiver<String>) {
     let (tx, reports) = mpsc::channel::<String>();
-    let local = rt.block_on(async move {
+    let pid = rt.block_on(async move {
         spawn(async move {
             trap_exit(true);
             let r = dist::pid_from_term(&Term::Pid(remote(4))).unwrap();
-            link(r).unwrap();
-            ember_runtime::unlink(r);
-            link(r).unwrap();
-            tx.send("relinked".into()).unwrap();
-            // Every Exit that arrives, reported in order.
             loop {
-                let e: Exit = receive().await;
-                tx.send(format!("exit {}", e.reason)).unwrap();
+                let e =
+                    ember_runtime::receive_any(|e| e.is::<&'static str>() || e.is::<Exit>()).await;
+                match e.downcast::<&'static str>() {
+                    Ok("link") => {
+                        link(r).unwrap();
+                        tx.send("done".into()).unwrap();
+                    }
+                    Ok(_) => {
+                        ember_runtime::unlink(r);
+                        tx.send("done".into()).unwrap();
+                    }
+                    Err(e) => {
+                        let e: Exit = e.downcast().ok().unwrap();
+                        tx.send(format!("exit {}", e.reason)).unwrap();
+                    }
+                }
             }
         })
     });
-    assert_eq!(
-        reports.recv_timeout(Duration::from_secs(10)).unwrap(),
-        "relinked"
-    );
+    (pid, reports)
+}
+
+/// Runs a `linker` command and waits for it.
+fn command(h: &Handle, pid: ember_runtime::Pid, reports: &mpsc::Receiver<String>, c: &'static str) {
+    h.send(pid, c);
+    assert_eq!(report(reports), "done", "{c}");
+}
+
+/// OTP's link protocol (`UNLINK_ID` / `UNLINK_ID_ACK`): while an unlink
+/// is in flight, an `EXIT` from the peer (sent before it saw the unlink)
+/// and a `LINK` that crossed it are ignored, and the peer's own unlink is
+/// acknowledged; once the ack of our unlink arrives, a `LINK` from the peer
+/// links again and its `EXIT` counts. An ack of another unlink changes
+/// nothing.
+#[test]
+fn an_unlink_in_flight_ignores_the_peers_crossing_link_and_exit() {
+    let (rt, incoming, rx) = node();
+    let h = rt.handle().clone();
+    let b = Atom::new("b@h");
+    incoming.node_up(&b, 1);
+    let (local, reports) = linker(&rt);
+    let me = incoming.term_pid(local);
+    command(&h, local, &reports, "link");
+    assert!(matches!(next(&rx).1, RemoteSignal::Link { .. }));
+    command(&h, local, &reports, "unlink");
+    let id = match next(&rx).1 {
+        RemoteSignal::Unlink { id, .. } => id,
+        other => panic!("{other:?}"),
+    };
+    // The peer's process died before it saw the unlink: its EXIT is stale.
+    incoming.exit(&b, 1, &remote(4), &me, Term::atom("old_link"), true);
+    // The peer unlinked and linked again at the same time: its UNLINK_ID
+    // is acknowledged, its LINK crossed ours and is ignored (no link, and
+    // no EXIT noproc either: the process is alive).
+    incoming.unlink(&b, 1, Term::from(77), &remote(4), &me);
+    match next(&rx).1 {
+        RemoteSignal::UnlinkAck { id, .. } => assert_eq!(id, Term::from(77)),
+        other => panic!("{other:?}"),
+    }
+    incoming.link(&b, 1, &remote(4), &me);
+    assert_eq!(incoming.holds_link(&me, &remote(4)), Some(false));
+    // An ack of some other unlink changes nothing.
+    incoming.unlink_ack(&Term::from((id + 1) as i64), &remote(4), &me);
+    incoming.link(&b, 1, &remote(4), &me);
+    incoming.exit(&b, 1, &remote(4), &me, Term::atom("still_old"), true);
+    assert_eq!(incoming.holds_link(&me, &remote(4)), Some(false));
+    // The real ack: the unlink is done, a LINK from the peer links.
+    incoming.unlink_ack(&Term::from(id as i64), &remote(4), &me);
+    incoming.link(&b, 1, &remote(4), &me);
+    assert_eq!(incoming.holds_link(&me, &remote(4)), Some(true));
+    incoming.exit(&b, 1, &remote(4), &me, Term::atom("now"), true);
+    assert_eq!(report(&reports), "exit now");
+    assert_eq!(incoming.holds_link(&me, &remote(4)), Some(false));
+    h.exit(local, ExitReason::Kill);
+    drop((h, incoming));
+    assert_nothing_more(rt, rx, "the ignored LINKs and EXITs");
+    assert!(reports.try_recv().is_err(), "a stale exit arrived");
+}
+
+/// Linking again while an unlink is in flight makes a new link, as OTP's
+/// `link/1` does: the unlinking state ends at once, so the peer's `EXIT`
+/// counts (whichever way its process died, the link is there again), and
+/// the late ack of the unlink changes nothing.
+#[test]
+fn a_link_made_again_during_an_unlink_takes_the_peers_exit() {
+    let (rt, incoming, rx) = node();
+    let h = rt.handle().clone();
+    let b = Atom::new("b@h");
+    incoming.node_up(&b, 1);
+    let (local, reports) = linker(&rt);
+    let me = incoming.term_pid(local);
+    command(&h, local, &reports, "link");
+    command(&h, local, &reports, "unlink");
+    command(&h, local, &reports, "link");
     assert!(matches!(next(&rx).1, RemoteSignal::Link { .. }));
     let id = match next(&rx).1 {
         RemoteSignal::Unlink { id, .. } => id,
         other => panic!("{other:?}"),
     };
     assert!(matches!(next(&rx).1, RemoteSignal::Link { .. }));
-    let me = incoming.term_pid(local);
     assert_eq!(incoming.holds_link(&me, &remote(4)), Some(true));
-    // The peer's process died before it saw the unlink: its EXIT is stale.
-    incoming.exit(&remote(4), &me, Term::atom("old_link"), true);
-    // An ack of some other unlink changes nothing; then the real ack.
-    incoming.unlink_ack(&Term::from((id + 1) as i64), &remote(4), &me);
-    incoming.exit(&remote(4), &me, Term::atom("still_old"), true);
+    incoming.exit(&b, 1, &remote(4), &me, Term::atom("died"), true);
+    assert_eq!(report(&reports), "exit died");
+    // The ack, then the peer's answer to the second LINK (its process is
+    // gone): the link already fired, so nothing more.
     incoming.unlink_ack(&Term::from(id as i64), &remote(4), &me);
-    // The new link's answer: the peer's process is gone.
-    incoming.exit(&remote(4), &me, Term::atom("noproc"), true);
-    assert_eq!(
-        reports.recv_timeout(Duration::from_secs(10)).unwrap(),
-        "exit noproc"
-    );
-    assert!(
-        reports.recv_timeout(Duration::from_millis(200)).is_err(),
-        "a second exit arrived"
-    );
+    incoming.exit(&b, 1, &remote(4), &me, Term::atom("noproc"), true);
     assert_eq!(incoming.holds_link(&me, &remote(4)), Some(false));
+    h.exit(local, ExitReason::Kill);
+    drop((h, incoming));
+    assert_nothing_more(rt, rx, "a fired link");
+    assert!(reports.try_recv().is_err(), "a second exit arrived");
+}
+
+/// Relation signals carry the number of the connection they arrived on:
+/// once the node's connection 1 is down and connection 2 is up, a `LINK`,
+/// `MONITOR_P`, `UNLINK_ID` or `EXIT` still coming from connection 1 (a
+/// reader finishing its last frame) is not applied to the new connection's
+/// relations, and answers nothing.
+#[test]
+fn signals_from_a_replaced_connection_are_not_applied_to_the_new_one() {
+    let (rt, incoming, rx) = node();
+    let h = rt.handle().clone();
+    let b = Atom::new("b@h");
+    let (local, reports) = linker(&rt);
+    let me = incoming.term_pid(local);
+    incoming.node_up(&b, 1);
+    incoming.connection_down(&b, 1);
+    incoming.node_up(&b, 2);
+    // A stale LINK and MONITOR_P: no link, no monitor, no answer.
+    incoming.link(&b, 1, &remote(4), &me);
+    assert_eq!(incoming.holds_link(&me, &remote(4)), Some(false));
+    let stale_ref = Reference {
+        node: b.clone(),
+        creation: 3,
+        ids: vec![5, 6, 7],
+    };
+    incoming.monitor(&b, 1, &remote(4), &Target::Pid(me.clone()), stale_ref);
+    // A link on the live connection; a stale UNLINK_ID and EXIT leave it.
+    command(&h, local, &reports, "link");
+    assert!(matches!(next(&rx).1, RemoteSignal::Link { .. }));
+    incoming.unlink(&b, 1, Term::from(9), &remote(4), &me);
+    incoming.exit(&b, 1, &remote(4), &me, Term::atom("stale"), true);
+    assert_eq!(incoming.holds_link(&me, &remote(4)), Some(true));
+    // A down of the replaced connection changes nothing either.
+    incoming.connection_down(&b, 1);
+    assert_eq!(incoming.holds_link(&me, &remote(4)), Some(true));
+    // The live connection's EXIT counts.
+    incoming.exit(&b, 2, &remote(4), &me, Term::atom("live"), true);
+    assert_eq!(report(&reports), "exit live");
+    // The process's death sends nothing to b: it holds no relation there
+    // (the stale monitor would have sent a MONITOR_P_EXIT).
+    h.exit(local, ExitReason::Kill);
+    drop((h, incoming));
+    assert_nothing_more(rt, rx, "stale signals were applied");
 }

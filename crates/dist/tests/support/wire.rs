@@ -99,11 +99,11 @@ impl Deliver for Forward {
         let _ = self.0.send(Event::Delivered(delivery));
     }
 
-    fn connection_up(&self, node: &Atom, _flags: u64) {
+    fn connection_up(&self, node: &Atom, _connection: u64, _flags: u64) {
         let _ = self.0.send(Event::Up(node.clone()));
     }
 
-    fn connection_down(&self, node: &Atom) {
+    fn connection_down(&self, node: &Atom, _connection: u64) {
         let _ = self.0.send(Event::Down(node.clone()));
     }
 }
