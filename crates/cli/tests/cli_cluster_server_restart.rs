@@ -37,6 +37,17 @@ fn registered(e: &Ember, name: &str) -> Option<String> {
     })
 }
 
+/// Whether `e` knows the service `name` (`GET /api/services` lists it): a
+/// spec recorded on one member reaches the others a message later, and a
+/// call to a name a member does not know yet is answered 404.
+fn knows(e: &Ember, name: &str) -> bool {
+    let r = http(e.addr, "GET", "/api/services", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+        .as_array()
+        .is_some_and(|all| all.iter().any(|s| s["name"] == name))
+}
+
 fn members(e: &Ember) -> usize {
     let r = http(e.addr, "GET", "/api/node", None);
     assert_eq!(r.status, 200, "{}", r.body);
@@ -54,6 +65,7 @@ fn a_killed_cluster_server_is_restarted_and_services_carry_on() {
     });
     let created = http(a.addr, "POST", "/api/services", Some(r#"{"name": "s1"}"#));
     assert_eq!(created.status, 201, "{}", created.body);
+    eventually("b knows s1", || knows(&b, "s1"));
     let (reply, _) = call_until_answered(&b, "s1");
     assert_eq!(reply["calls"], 1);
     let runs_on = reply["node"].as_str().unwrap().to_string();
@@ -92,6 +104,7 @@ fn a_killed_cluster_server_is_restarted_and_services_carry_on() {
     assert_eq!(reply["calls"], 3);
     let created = http(y.addr, "POST", "/api/services", Some(r#"{"name": "s2"}"#));
     assert_eq!(created.status, 201, "{}", created.body);
+    eventually("x knows s2", || knows(x, "s2"));
     assert_eq!(call_until_answered(x, "s2").0["calls"], 1);
     assert_eq!(call_until_answered(y, "s2").0["calls"], 2);
 }
