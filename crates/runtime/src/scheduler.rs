@@ -46,6 +46,7 @@
 //! (`Scheduler::unpark_if_parked`): `next` cannot be stolen, so nobody else
 //! would run it.
 
+mod doze;
 mod os;
 mod queue;
 mod slot;
@@ -109,6 +110,8 @@ pub(crate) struct Scheduler {
     pub(crate) counters: Counters,
     /// The pollset, polled by idle and (between polls) busy workers.
     pub(crate) reactor: Arc<Reactor>,
+    /// The watchdog's sleep while every worker is parked (`doze`).
+    pub(crate) doze: doze::Doze,
 }
 
 impl Scheduler {
@@ -129,6 +132,7 @@ impl Scheduler {
             workers: watchdog::Workers::default(),
             counters: Counters::default(),
             reactor,
+            doze: doze::Doze::default(),
         }
     }
 
@@ -193,7 +197,17 @@ impl Scheduler {
             slot.online.store(slot.index < n, Ordering::SeqCst);
             self.unpark(slot);
         }
+        // A slot coming online starts polling without leaving a park.
+        self.doze.wake();
         previous
+    }
+
+    /// Whether every online slot's worker is parked: then no poll runs on a
+    /// slot, and the watchdog may doze (`doze`).
+    pub(crate) fn all_online_parked(&self) -> bool {
+        self.slots
+            .iter()
+            .all(|s| !s.is_online() || s.parked.load(Ordering::SeqCst))
     }
 
     /// Whether `slot` has anything to run: its own queue (with `next`), the
@@ -416,6 +430,7 @@ impl Scheduler {
             self.unpark(slot);
         }
         self.workers.unpark_all();
+        self.doze.wake();
     }
 
     /// Removes every queued process (runtime shutdown, after the workers stopped).

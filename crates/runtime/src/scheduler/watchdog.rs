@@ -2,7 +2,8 @@
 //! progressive demotion of hog threads, spares and background workers.
 //!
 //! Every [`Preemption::watchdog_period`] while polls run (backing off to
-//! 10 ms once no poll has started for [`ACTIVE_WINDOW`]), and exactly when a
+//! 10 ms once no poll has started for [`ACTIVE_WINDOW`], and dozing while
+//! every worker is parked until one leaves its park: `doze`), and exactly when a
 //! running poll will reach the threshold if that is sooner, the watchdog looks
 //! at each worker's current poll:
 //!
@@ -66,6 +67,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use super::doze;
 use super::os;
 use super::slot::Slot;
 use super::worker::{worker_main, Worker, NO_SLOT};
@@ -346,6 +348,8 @@ impl Workers {
     /// Work arrived on the background queue: wake an idle background worker,
     /// or start one.
     pub(crate) fn notify_background(&self, rt: &Arc<Shared>) {
+        // A background poll is about to start: the watchdog looks at it.
+        rt.sched.doze.wake_if_dozing();
         if let Some(worker) = self.inner.lock().idle_background.pop() {
             worker.unpark();
             return;
@@ -641,6 +645,7 @@ impl Sample {
 pub(crate) fn watchdog_main(rt: Arc<Shared>) {
     let sched = &rt.sched;
     let config = &sched.config;
+    sched.doze.register_watchdog();
     request_slice(0, config.thread_slice);
     // Sleeps aimed at a poll's threshold should end on time.
     if let Err(e) = os::set_timer_slack(Duration::from_micros(1)) {
@@ -822,6 +827,17 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
         } else {
             (period * 2).min(idle_period)
         };
+        // Nothing moved since the last look and every worker is parked:
+        // nothing can need a look until a worker leaves its park, which
+        // wakes this thread.
+        if !active
+            && sched.background_len() == 0
+            && !sched.is_shut_down()
+            && sched.doze.doze(|| sched.all_online_parked(), doze::DOZE)
+        {
+            // Woken by a worker: a poll may start now.
+            period = config.watchdog_period;
+        }
     }
 }
 

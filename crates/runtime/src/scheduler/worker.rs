@@ -309,17 +309,18 @@ fn idle(rt: &Shared, slot: &Slot, me: &Worker, fired: &mut Fired) {
     }
     slot.parked.store(true, Ordering::SeqCst);
     sched.sleepers.fetch_add(1, Ordering::SeqCst);
-    if sched.has_work_for(slot) || leave() {
-        sched.unmark_parked(slot);
-        return;
-    }
-    while slot.parked.load(Ordering::SeqCst) {
-        wait(rt, slot, fired);
-        if leave() || sched.has_work_for(slot) {
-            sched.unmark_parked(slot);
-            return;
+    if !(sched.has_work_for(slot) || leave()) {
+        while slot.parked.load(Ordering::SeqCst) {
+            wait(rt, slot, fired);
+            if leave() || sched.has_work_for(slot) {
+                break;
+            }
         }
     }
+    sched.unmark_parked(slot);
+    // Unparked (by this swap or the unparker's): a watchdog that dozed
+    // because every worker was parked must look again (`doze`).
+    sched.doze.wake_if_dozing();
 }
 
 /// Scratch space for fired timers.
