@@ -5,8 +5,7 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ember_runtime::{receive, Runtime, Spawn};
 use ember_term::Term;
@@ -14,65 +13,7 @@ use ember_testkit::{erl_required, free_port, random_cookie, start_erl, unique};
 use ember_web::{console, Config, Router, Server};
 use serde_json::Value;
 use support::nodes::{start_node, with_node_console, Events};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-struct Reply {
-    status: u16,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
-    }
-
-    fn error(&self) -> String {
-        self.json()["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no error in {}", self.body))
-            .to_string()
-    }
-}
-
-async fn get(addr: SocketAddr, path: &str) -> Reply {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let head = format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n");
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a whole response");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status");
-    Reply {
-        status,
-        body: body.to_string(),
-    }
-}
-
-/// `GET path` until `ok` holds for its answer (every 20 ms, for at most
-/// 20 s).
-async fn get_until(addr: SocketAddr, path: &str, what: &str, ok: impl Fn(&Reply) -> bool) -> Reply {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let reply = get(addr, path).await;
-        if ok(&reply) {
-            return reply;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: GET {path} never got there; last {} {}",
-            reply.status,
-            reply.body
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use support::{api_get as get, api_get_until as get_until};
 
 fn count(load: &Value) -> u64 {
     load["process_count"].as_u64().unwrap_or(0)

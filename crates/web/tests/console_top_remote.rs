@@ -13,35 +13,7 @@ use ember_term::Term;
 use ember_testkit::{free_port, random_cookie, unique};
 use serde_json::{json, Value};
 use support::nodes::{start_node, with_node_console, Events};
-use support::{host, json_type, request, ApiReply};
-
-/// `GET path` until `ok` holds for its answer (every 20 ms, for at most
-/// 20 s).
-async fn get_until(
-    addr: std::net::SocketAddr,
-    path: &str,
-    what: &str,
-    ok: impl Fn(&ApiReply) -> bool,
-) -> ApiReply {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let reply = get(addr, path).await;
-        if ok(&reply) {
-            return reply;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: GET {path} never got there; last {} {}",
-            reply.status,
-            reply.body
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn get(addr: std::net::SocketAddr, path: &str) -> ApiReply {
-    request(addr, "GET", path, &[host(addr)], "").await
-}
+use support::{api_get as get, api_get_until as get_until, host, json_type, request};
 
 /// The row of the process spawned as `what` in a Top answer.
 fn row<'a>(top: &'a Value, what: &str) -> Option<&'a Value> {

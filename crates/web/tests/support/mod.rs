@@ -222,6 +222,35 @@ pub async fn request(
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
+/// `GET path` of the JSON API, with a `host` header and nothing else.
+pub async fn api_get(addr: SocketAddr, path: &str) -> ApiReply {
+    request(addr, "GET", path, &[host(addr)], "").await
+}
+
+/// `GET path` until `ok` holds for its answer (every 20 ms, for at most
+/// 20 s); fails the test with `what` and the last answer otherwise.
+pub async fn api_get_until(
+    addr: SocketAddr,
+    path: &str,
+    what: &str,
+    ok: impl Fn(&ApiReply) -> bool,
+) -> ApiReply {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = api_get(addr, path).await;
+        if ok(&reply) {
+            return reply;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: GET {path} never got there; last {} {}",
+            reply.status,
+            reply.body
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A `host` header naming `addr`.
 pub fn host(addr: SocketAddr) -> (&'static str, String) {
     ("host", addr.to_string())
