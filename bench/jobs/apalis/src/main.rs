@@ -19,19 +19,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apalis::prelude::*;
+use apalis_jobs_bench::{noop, produce, report, Noop};
 use apalis_sql::sqlite::SqliteStorage;
 use apalis_sql::sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
 use apalis_sql::Config;
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Noop;
-
-async fn noop(_job: Noop, seen: Data<Arc<AtomicUsize>>) {
-    seen.fetch_add(1, Ordering::Relaxed);
-}
 
 #[tokio::main]
 async fn main() {
@@ -90,24 +83,7 @@ async fn main() {
     });
 
     let t0 = Instant::now();
-    let mut tasks = Vec::new();
-    for p in 0..producers {
-        let mut storage = storage.clone();
-        let count = n / producers + usize::from(p < n % producers);
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(count);
-            for _ in 0..count {
-                let t = Instant::now();
-                storage.push(Noop).await.expect("push");
-                lat.push(t.elapsed());
-            }
-            lat
-        }));
-    }
-    let mut lat = Vec::with_capacity(n);
-    for t in tasks {
-        lat.extend(t.await.expect("producer"));
-    }
+    let lat = produce(&storage, n, producers).await;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         if seen.load(Ordering::Relaxed) >= n {
@@ -120,14 +96,14 @@ async fn main() {
                 break;
             }
         }
-        assert!(Instant::now() < deadline, "stalled at {} of {n}", seen.load(Ordering::Relaxed));
+        assert!(
+            Instant::now() < deadline,
+            "stalled at {} of {n}",
+            seen.load(Ordering::Relaxed)
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let total = t0.elapsed();
-    lat.sort();
-    let p = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
-    println!("METRIC jobs_noop_per_s {:.1} jobs/s", n as f64 / total.as_secs_f64());
-    println!("METRIC jobs_enqueue_p50 {:.3} ms", p(0.5));
-    println!("METRIC jobs_enqueue_p99 {:.3} ms", p(0.99));
+    report(n, total, lat);
     std::process::exit(0);
 }
