@@ -9,9 +9,10 @@
 //!
 //! * a poll that has consumed [`Preemption::cpu_threshold`] of **CPU time**
 //!   (read from the worker thread's CPU clock; wall time misjudges healthy
-//!   polls on a loaded machine) loses its slot to a spare worker at once, and
-//!   the hog's thread is demoted to the first nice step, with a long EEVDF
-//!   slice ([`Preemption::demoted_slice`]);
+//!   polls on a loaded machine), and still burning at two more looks
+//!   ([`HOG_CONFIRMATION`]: a thread's clock can leap), loses its slot to a
+//!   spare worker, and the hog's thread is demoted to the first nice step,
+//!   with a long EEVDF slice ([`Preemption::demoted_slice`]);
 //! * a poll stuck [`Preemption::blocked_threshold`] of wall time while using
 //!   less than a quarter of it on the CPU, with its thread asleep (a blocking
 //!   syscall, a lock), loses its slot without demotion; a thread that only
@@ -519,6 +520,26 @@ const MIN_SLEEP: Duration = Duration::from_micros(50);
 /// thread start takes the watchdog 0.1 ms that the successor would wait.
 const AFTER_HANDOFF: Duration = Duration::from_micros(200);
 
+/// CPU time a poll charged [`Preemption::cpu_threshold`] must still use,
+/// in the same poll, before its thread is demoted as a hog.
+///
+/// A thread's CPU clock is not always its own work: on a virtual machine
+/// whose host takes the vCPU away unannounced (no steal-time accounting),
+/// the stolen time counts as the running thread's, and a thread's clock has
+/// been measured leaping by 1 to 15 ms with no wall time passing. A healthy
+/// poll caught by such a leap near its slice's end is at a yield point
+/// microseconds later and returns; a hog goes on burning CPU. Waiting for a
+/// little more of it costs a real hog's demotion a fraction of a
+/// millisecond, and tells the two apart.
+///
+/// A leap is also a single step: the poll must be seen burning CPU at two
+/// looks after it went over the threshold ([`BURNING_STEP`] or more each).
+const HOG_CONFIRMATION: Duration = Duration::from_micros(250);
+
+/// CPU time a suspected hog must have been charged between two looks for
+/// the later one to count as seeing it burn.
+const BURNING_STEP: Duration = Duration::from_micros(100);
+
 /// What the watchdog knew of a worker at its last look.
 #[derive(Clone, Copy)]
 struct Observation {
@@ -529,16 +550,29 @@ struct Observation {
     /// When that look read the worker (ns since the scheduler started),
     /// taken just before its CPU clock was read.
     at: u64,
-    /// An upper bound of the thread's CPU time when its current poll started
-    /// (ns): CPU time past it is the poll's for sure.
-    poll_base: u64,
+    /// CPU time charged to the current poll so far (ns): see "What a poll
+    /// is charged" at [`watchdog_main`].
+    charged: u64,
     /// Of the poll's charge, the part from before the watchdog's first look
     /// at it (ns), bounded as `watchdog_main` explains.
     before_first_look: u64,
     /// Looks that saw the current poll.
     looks: u32,
+    /// Set once a look found the current poll charged
+    /// [`Preemption::cpu_threshold`]: a suspected hog, not yet confirmed.
+    over_at: Option<Suspect>,
     /// The look that wrote this entry (entries of exited workers go stale).
     look: u64,
+}
+
+/// A poll charged the CPU threshold, watched until it is confirmed a hog
+/// (see [`HOG_CONFIRMATION`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Suspect {
+    /// Its charge (ns) when a look first found it over the threshold.
+    charged_at: u64,
+    /// Later looks that found it had burned at least [`BURNING_STEP`].
+    burning_looks: u32,
 }
 
 /// The node's starvation window: CPU counters where it started.
@@ -631,8 +665,8 @@ impl Sample {
 /// The worker publishes when each poll started (wall clock) but not its
 /// thread's CPU time then: reading a thread CPU clock is a system call, too
 /// dear for every poll. The watchdog reads each worker's CPU clock at every
-/// look, so a poll it has already seen is charged exactly the CPU time since
-/// that look plus an estimate of what came before. That estimate must never
+/// look, so a poll it has already seen is charged the CPU time since that
+/// look plus an estimate of what came before. That estimate must never
 /// exceed the truth, or a healthy process is taken for a hog and its thread
 /// demoted for good. Between the previous look (at wall time `at`, with CPU
 /// time `cpu`) and the poll's start the thread can have used at most the
@@ -642,6 +676,10 @@ impl Sample {
 /// healthy poll the CPU time of the polls before it whenever the watchdog
 /// was late and the worker was descheduled mid-poll: exactly what a loaded
 /// machine does.)
+///
+/// Every step is also capped by the wall time it spans: a thread's CPU clock
+/// can leap ([`HOG_CONFIRMATION`]), and no thread uses more CPU than the time
+/// that passed.
 pub(crate) fn watchdog_main(rt: Arc<Shared>) {
     let sched = &rt.sched;
     let config = &sched.config;
@@ -702,30 +740,8 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
                     normal_cpu += used;
                 }
             }
-            let (poll_base, before_first_look, looks) = match before {
-                Some(seen) if seen.epoch == sample.epoch => {
-                    (seen.poll_base, seen.before_first_look, seen.looks + 1)
-                }
-                // A poll seen for the first time: see "What a poll is
-                // charged" above.
-                Some(seen) => {
-                    let base = first_look_base(&seen, &sample);
-                    (base, sample.cpu - base, 1)
-                }
-                None => (sample.cpu, 0, 1),
-            };
-            observed.insert(
-                worker.id,
-                Observation {
-                    epoch: sample.epoch,
-                    cpu: sample.cpu,
-                    at: now_ns,
-                    poll_base,
-                    before_first_look,
-                    looks,
-                    look,
-                },
-            );
+            let seen = observe(before.as_ref(), &sample, now_ns, look, config.cpu_threshold);
+            observed.insert(worker.id, seen);
             if before.is_none_or(|seen| seen.epoch != sample.epoch) {
                 active = true;
             }
@@ -738,19 +754,23 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
             }
             let poll = PollSeen {
                 pid_key: sample.pid_key,
-                cpu: Duration::from_nanos(sample.cpu.saturating_sub(poll_base)),
-                before_first_look: Duration::from_nanos(before_first_look),
+                cpu: Duration::from_nanos(seen.charged),
+                before_first_look: Duration::from_nanos(seen.before_first_look),
                 wall: Duration::from_nanos(now_ns.saturating_sub(sample.started_ns)),
-                looks,
+                looks: seen.looks,
             };
+            let confirmed_hog = seen.confirms_hog();
             match sched.slots.get(sample.slot) {
                 Some(slot) if slot.owner.load(Ordering::Acquire) == worker.id => {
                     let contended = config.contended_threshold < config.cpu_threshold
                         && (sched.work_waits_for(slot)
                             || (poll.cpu >= config.contended_threshold
                                 && sched.poll_io_for_waiting_work(slot)));
-                    if poll.cpu >= config.cpu_threshold {
+                    if confirmed_hog {
                         retake(&rt, slot, &worker, Why::Hog, &poll);
+                    } else if poll.cpu >= config.cpu_threshold && !contended {
+                        // Look again soon: two burning looks confirm it.
+                        next_look = next_look.min(HOG_CONFIRMATION / 2);
                     } else if poll.wall >= config.blocked_threshold
                         && poll.cpu * 4 < poll.wall
                         && !waits_for_a_cpu(&worker)
@@ -770,9 +790,7 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
                     // Handed off as blocked (or starved by a loaded machine)
                     // or contended, but it turns out to burn CPU: it is a
                     // hog after all.
-                    if poll.cpu >= config.cpu_threshold
-                        && !worker.background.load(Ordering::Acquire)
-                    {
+                    if confirmed_hog && !worker.background.load(Ordering::Acquire) {
                         worker.background.store(true, Ordering::Release);
                         request_demoted_slice(&worker, config);
                     }
@@ -849,6 +867,75 @@ fn kill_over_limit(rt: &Shared, pid_key: u64) {
         if process.is_over_memory_limit() {
             crate::memory::kill_if_over(&process);
         }
+    }
+}
+
+/// What a look at `sample` (at `now_ns`, look number `look`) knows of its
+/// worker, given what the previous look knew (`before`). Its `charged` is
+/// the CPU time charged to the poll in progress (see "What a poll is
+/// charged" at [`watchdog_main`]).
+fn observe(
+    before: Option<&Observation>,
+    sample: &Sample,
+    now_ns: u64,
+    look: u64,
+    cpu_threshold: Duration,
+) -> Observation {
+    let (step, before_first_look, looks, over_at) = match before {
+        // The same poll: what its thread used since, never more than the
+        // wall time since (a thread's clock can leap: `HOG_CONFIRMATION`).
+        Some(seen) if seen.epoch == sample.epoch => {
+            let used = sample.cpu.saturating_sub(seen.cpu);
+            let used = used.min(now_ns.saturating_sub(seen.at));
+            (used, seen.before_first_look, seen.looks + 1, seen.over_at)
+        }
+        // A poll seen for the first time.
+        Some(seen) => {
+            let used = sample.cpu - first_look_base(seen, sample);
+            let used = used.min(now_ns.saturating_sub(sample.started_ns));
+            (used, used, 1, None)
+        }
+        None => (0, 0, 1, None),
+    };
+    let charged = match before {
+        Some(seen) if seen.epoch == sample.epoch => seen.charged + step,
+        _ => step,
+    };
+    let burning = step >= BURNING_STEP.as_nanos() as u64;
+    let over_at = match over_at {
+        Some(suspect) => Some(Suspect {
+            burning_looks: suspect.burning_looks + u32::from(burning),
+            ..suspect
+        }),
+        None if sample.epoch % 2 == 1 && charged >= cpu_threshold.as_nanos() as u64 => {
+            Some(Suspect {
+                charged_at: charged,
+                burning_looks: 0,
+            })
+        }
+        None => None,
+    };
+    Observation {
+        epoch: sample.epoch,
+        cpu: sample.cpu,
+        at: now_ns,
+        charged,
+        before_first_look,
+        looks,
+        over_at,
+        look,
+    }
+}
+
+impl Observation {
+    /// The poll was charged the CPU threshold at an earlier look and has
+    /// since been seen burning at two looks, for [`HOG_CONFIRMATION`] in all.
+    fn confirms_hog(&self) -> bool {
+        self.over_at.is_some_and(|suspect| {
+            suspect.burning_looks >= 2
+                && self.charged.saturating_sub(suspect.charged_at)
+                    >= HOG_CONFIRMATION.as_nanos() as u64
+        })
     }
 }
 
@@ -1020,7 +1107,11 @@ fn request_slice(tid: i32, slice: Duration) {
 
 #[cfg(test)]
 mod tests {
-    use super::{first_look_base, judge_window, Observation, Preemption, Sample, Window};
+    use super::{
+        first_look_base, judge_window, observe, Observation, Preemption, Sample, Window,
+        HOG_CONFIRMATION,
+    };
+    use std::time::Duration;
 
     const MS: u64 = 1_000_000;
 
@@ -1029,9 +1120,10 @@ mod tests {
             epoch: 2,
             cpu,
             at,
-            poll_base: cpu,
+            charged: 0,
             before_first_look: 0,
             looks: 1,
+            over_at: None,
             look: 1,
         }
     }
@@ -1076,6 +1168,82 @@ mod tests {
         let sample = sample(11 * MS, 53 * MS);
         let charged = sample.cpu - first_look_base(&seen, &sample);
         assert_eq!(charged, 2 * MS);
+    }
+
+    const THRESHOLD: Duration = Duration::from_millis(2);
+
+    /// A thread's CPU clock leaps 15 ms while no wall time passes (measured
+    /// on a VM under load): a poll first seen 0.5 ms old is charged 0.5 ms,
+    /// and one seen before is charged no more than the wall time since.
+    #[test]
+    fn a_leap_of_the_cpu_clock_is_charged_no_more_than_the_wall_time() {
+        let before = seen(10 * MS, 50 * MS);
+        let first = sample(10 * MS, 50 * MS + MS / 10);
+        let young = observe(
+            Some(&before),
+            &sample(10 * MS, 65 * MS),
+            10 * MS + MS / 2,
+            2,
+            THRESHOLD,
+        );
+        assert_eq!(young.charged, MS / 2);
+        let seen_once = observe(Some(&before), &first, 10 * MS + MS / 5, 2, THRESHOLD);
+        assert_eq!(seen_once.charged, MS / 10);
+        let leapt = Sample {
+            cpu: 65 * MS,
+            ..first
+        };
+        let later = observe(Some(&seen_once), &leapt, 11 * MS, 3, THRESHOLD);
+        assert_eq!(later.charged, MS / 10 + MS * 4 / 5);
+        assert_eq!(later.over_at, None);
+    }
+
+    /// A poll charged the threshold is a hog only once it is charged
+    /// `HOG_CONFIRMATION` more in the same poll; a poll that ended (a new
+    /// epoch) starts over.
+    #[test]
+    fn a_hog_is_confirmed_only_by_cpu_used_after_it_was_seen_over_the_threshold() {
+        let confirmation = HOG_CONFIRMATION.as_nanos() as u64;
+        let before = seen(10 * MS, 50 * MS);
+        let first = sample(10 * MS, 53 * MS);
+        let over = observe(Some(&before), &first, 13 * MS, 2, THRESHOLD);
+        assert!(over.charged >= 2 * MS);
+        assert_eq!(over.over_at.map(|s| s.charged_at), Some(over.charged));
+        assert!(!over.confirms_hog(), "confirmed at first sight");
+        // Descheduled: no CPU since, still unconfirmed.
+        let still = observe(Some(&over), &first, 14 * MS, 3, THRESHOLD);
+        assert!(!still.confirms_hog(), "confirmed without burning CPU");
+        // One leap of the clock: one look, not confirmed.
+        let leapt = Sample {
+            cpu: 60 * MS,
+            ..first
+        };
+        let leap = observe(Some(&still), &leapt, 14 * MS + confirmation, 4, THRESHOLD);
+        assert!(leap.charged - over.charged >= confirmation);
+        assert!(!leap.confirms_hog(), "confirmed by one leap");
+        // Burning on: confirmed.
+        let burning = Sample {
+            cpu: 60 * MS + confirmation,
+            ..first
+        };
+        let hog = observe(
+            Some(&leap),
+            &burning,
+            14 * MS + 2 * confirmation,
+            5,
+            THRESHOLD,
+        );
+        assert!(hog.confirms_hog(), "a hog that burns on is not confirmed");
+        // The poll returned and another one runs: not the old verdict.
+        let next = Sample {
+            epoch: first.epoch + 2,
+            started_ns: 15 * MS,
+            cpu: 61 * MS,
+            ..first
+        };
+        let fresh = observe(Some(&hog), &next, 15 * MS + MS / 10, 6, THRESHOLD);
+        assert_eq!(fresh.over_at, None);
+        assert!(!fresh.confirms_hog());
     }
 
     fn window() -> Window {
