@@ -993,6 +993,13 @@ impl Server {
                 let new = self.members.insert(node.clone());
                 if !self.up.contains(&node) {
                     self.node_up(node.clone());
+                } else if new && !members.contains(self.me()) {
+                    // It does not count us a member: our sync may have
+                    // gone before its server was registered there (a
+                    // connection made while it started) and been lost.
+                    // Once more; its next sync names us, so this ends.
+                    self.up.remove(&node);
+                    self.node_up(node.clone());
                 }
                 self.learn(members);
                 if new {

@@ -10,7 +10,7 @@ use ember_cluster::{placement, RegisterError, ServiceError};
 use ember_runtime::{receive, spawn};
 use ember_term::{Atom, Term};
 use ember_testkit::{free_port, random_cookie, unique};
-use support::{eventually, TestNode};
+use support::{eventually, kinds, BareNode, TestNode};
 
 const CALL: Duration = Duration::from_secs(5);
 
@@ -306,4 +306,25 @@ fn a_seed_that_starts_later_is_joined_by_retrying() {
         a.cluster.members().len() == 2 && b.cluster.members().len() == 2
     });
     assert_eq!(b.cluster.members(), a.cluster.members());
+}
+
+/// The seed's distribution is up before its cluster server: the joiner
+/// connects and its `sync` to the seed's server is lost (no such name yet).
+/// The seed's server, once started, syncs with the joiner, which answers
+/// with its own `sync` again: both count two members.
+#[test]
+fn a_sync_lost_before_the_seeds_server_started_is_sent_again() {
+    let port = free_port();
+    let cookie = random_cookie();
+    let seed = BareNode::start(&unique("seed"), &cookie, port);
+    let joiner = TestNode::start(&unique("joiner"), &cookie, port, &[&seed.name]);
+    let joiner_name = Atom::new(&joiner.name);
+    eventually("the joiner connected to the seed's node", || {
+        seed.node.nodes().contains(&joiner_name)
+    });
+    let seed = seed.join(&[], kinds());
+    eventually("both count two members", || {
+        seed.cluster.members().len() == 2 && joiner.cluster.members().len() == 2
+    });
+    assert_eq!(seed.cluster.members(), joiner.cluster.members());
 }

@@ -39,21 +39,44 @@ impl TestNode {
         seeds: &[&str],
         kinds: Kinds,
     ) -> TestNode {
+        BareNode::start(alive, cookie, epmd_port).join(seeds, kinds)
+    }
+}
+
+/// A node whose distribution runs but whose cluster server has not
+/// started yet.
+pub(crate) struct BareNode {
+    pub(crate) rt: Runtime,
+    pub(crate) node: Node,
+    pub(crate) name: String,
+}
+
+impl BareNode {
+    /// Starts distribution as `alive@localhost`.
+    pub(crate) fn start(alive: &str, cookie: &str, epmd_port: u16) -> BareNode {
         let rt = Runtime::builder().schedulers(2).build().unwrap();
         let name = format!("{alive}@localhost");
         let mut config = NodeConfig::new(&name, cookie);
         config.epmd_port = epmd_port;
         config.listen = "127.0.0.1:0".parse().unwrap();
         let handle = rt.handle().clone();
+        let node = rt.block_on(async move {
+            Node::start_in_runtime(config, &handle)
+                .await
+                .expect("start the node")
+        });
+        BareNode { rt, node, name }
+    }
+
+    /// Starts its cluster server, joining `seeds`.
+    pub(crate) fn join(self, seeds: &[&str], kinds: Kinds) -> TestNode {
+        let BareNode { rt, node, name } = self;
+        let handle = rt.handle().clone();
         let seeds: Vec<String> = seeds.iter().map(|s| s.to_string()).collect();
-        let (node, cluster) = rt.block_on(async move {
-            let node = Node::start_in_runtime(config, &handle)
+        let cluster = rt.block_on(async move {
+            Cluster::start(&handle, ClusterConfig::new(kinds).join(seeds))
                 .await
-                .expect("start the node");
-            let cluster = Cluster::start(&handle, ClusterConfig::new(kinds).join(seeds))
-                .await
-                .expect("start the cluster server");
-            (node, cluster)
+                .expect("start the cluster server")
         });
         TestNode {
             rt,
