@@ -69,7 +69,10 @@ async fn spawn_round(n: usize) -> Vec<Metric> {
     let rss0 = rss_bytes();
     let t0 = Instant::now();
     for _ in 0..n {
-        refs.push(Body::spawn_with_mailbox(Body(BodyGuard), mailbox::unbounded()));
+        refs.push(Body::spawn_with_mailbox(
+            Body(BodyGuard),
+            mailbox::unbounded(),
+        ));
         consume_budget().await;
     }
     let t1 = Instant::now();
@@ -164,7 +167,10 @@ impl Message<Ring> for Relay {
     }
 }
 
-fn relay(next: Option<ActorRef<Relay>>, coordinator: &mpsc::UnboundedSender<()>) -> ActorRef<Relay> {
+fn relay(
+    next: Option<ActorRef<Relay>>,
+    coordinator: &mpsc::UnboundedSender<()>,
+) -> ActorRef<Relay> {
     let state = Relay {
         next,
         coordinator: coordinator.clone(),

@@ -134,10 +134,18 @@ pub fn spawn_metrics(
         (t3 - t_loop).as_secs_f64() * 1e3
     );
     vec![
-        metric("spawn_us_per_process", (t1 - t0).as_secs_f64() * 1e6 / nf, "us"),
+        metric(
+            "spawn_us_per_process",
+            (t1 - t0).as_secs_f64() * 1e6 / nf,
+            "us",
+        ),
         metric("spawn_bytes_per_process", (mem.1 - mem.0) / nf, "bytes"),
         metric("spawn_rss_bytes_per_process", (rss.1 - rss.0) / nf, "bytes"),
-        metric("spawn_kill_us_per_process", (t3 - t2).as_secs_f64() * 1e6 / nf, "us"),
+        metric(
+            "spawn_kill_us_per_process",
+            (t3 - t2).as_secs_f64() * 1e6 / nf,
+            "us",
+        ),
     ]
 }
 
@@ -264,7 +272,11 @@ pub fn fairness_coordinator(send: impl Fn(Probe) -> bool, start_hogs: impl FnOnc
     let mut lat = collector.join().unwrap_or_default();
     lat.sort();
     let answered = lat.iter().filter(|d| **d <= deadline).count();
-    let ms = |d: Option<&Duration>| d.map_or("n/a".to_string(), |d| format!("{:.3}", d.as_secs_f64() * 1e3));
+    let ms = |d: Option<&Duration>| {
+        d.map_or("n/a".to_string(), |d| {
+            format!("{:.3}", d.as_secs_f64() * 1e3)
+        })
+    };
     println!(
         "# fairness: {HOGS} hogs ({spinning} spinning when probing began), {PROBES} probes every {} ms, \
          {sent} sent, {} answered at all, {answered} within {} ms; latency p50 {} ms, max {} ms",
@@ -295,7 +307,10 @@ pub fn coordinator_thread<T: Send + 'static>(
 }
 
 pub fn tokio_runtime() -> tokio::runtime::Runtime {
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("actors-bench: cannot start tokio: {e}");

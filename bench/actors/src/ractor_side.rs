@@ -200,7 +200,10 @@ impl Actor for Relay {
     }
 }
 
-async fn relay(next: Option<ActorRef<Ring>>, coordinator: &mpsc::UnboundedSender<()>) -> ActorRef<Ring> {
+async fn relay(
+    next: Option<ActorRef<Ring>>,
+    coordinator: &mpsc::UnboundedSender<()>,
+) -> ActorRef<Ring> {
     let (r, _join) = Actor::spawn(None, Relay, (next, coordinator.clone()))
         .await
         .expect("spawn");
@@ -252,7 +255,12 @@ impl Actor for Echo {
     async fn pre_start(&self, _: ActorRef<Probe>, _: ()) -> Result<(), ActorProcessingErr> {
         Ok(())
     }
-    async fn handle(&self, _: ActorRef<Probe>, p: Probe, _: &mut ()) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<Probe>,
+        p: Probe,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
         let _ = p.reply.send(p.sent);
         Ok(())
     }
@@ -269,7 +277,12 @@ impl Actor for Hog {
     async fn pre_start(&self, _: ActorRef<Spin>, _: ()) -> Result<(), ActorProcessingErr> {
         Ok(())
     }
-    async fn handle(&self, _: ActorRef<Spin>, _: Spin, _: &mut ()) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<Spin>,
+        _: Spin,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
         spin_forever()
     }
 }
