@@ -339,9 +339,12 @@ fn commit_batch(client: &mut Client, batch: &mut Vec<Write>) {
             }
             let mut suc: Vec<Option<Result<Event, StoreError>>> =
                 suc.into_iter().map(Some).collect();
-            for (reply, r) in succeed_replies.iter_mut().zip(suc.iter_mut()) {
-                if let (Some(reply), Some(r)) = (reply.take(), r.take()) {
-                    reply(r);
+            for (reply, r) in succeed_replies.into_iter().zip(suc.iter_mut()) {
+                // A turn's successes stay for its own answer.
+                if let Some(reply) = reply {
+                    if let Some(r) = r.take() {
+                        reply(r);
+                    }
                 }
             }
             for ((range, _, reply), claimed) in turns.into_iter().zip(claims) {
