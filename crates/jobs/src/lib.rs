@@ -56,6 +56,8 @@ mod loom_models;
 #[cfg(all(test, ember_jobs_loom))]
 mod loom_pg_batch;
 #[cfg(all(test, ember_jobs_loom))]
+mod loom_turn;
+#[cfg(all(test, ember_jobs_loom))]
 mod loom_wake;
 mod postgres;
 mod sqlite;
