@@ -297,13 +297,12 @@ impl Dispatcher {
                 // What already succeeded is recorded before we stop.
                 if !self.done.is_empty() {
                     let done = std::mem::take(&mut self.done);
-                    let ids = done.iter().map(|c| c.id).collect();
                     let turn = self
                         .inner
                         .store
-                        .complete_and_claim(done, self.request(0))
+                        .complete_and_claim(done.clone(), self.request(0))
                         .await;
-                    self.completed(ids, turn.completed);
+                    self.completed(done, turn.completed);
                 }
                 ember_runtime::exit_self(reason).await;
                 return true;
@@ -365,15 +364,25 @@ impl Dispatcher {
         }
     }
 
-    /// Publishes the recorded successes; reports the refused ones.
-    fn completed(&self, ids: Vec<JobId>, outcomes: Vec<Result<Event, StoreError>>) {
-        for (id, outcome) in ids.into_iter().zip(outcomes) {
+    /// Publishes the recorded successes and reports the refused ones; a
+    /// success the store failed to write goes with the next turn again (if
+    /// it was committed after all, or its lease ran out meanwhile, fencing
+    /// refuses the second write).
+    fn completed(&mut self, sent: Vec<Completion>, outcomes: Vec<Result<Event, StoreError>>) {
+        for (c, outcome) in sent.into_iter().zip(outcomes) {
             match outcome {
                 Ok(ev) => self.inner.publish(ev),
                 Err(StoreError::Fenced) => tracing::warn!(
-                    "ember-jobs: job {id} finished after losing its claim: outcome refused"
+                    "ember-jobs: job {} finished after losing its claim: outcome refused",
+                    c.id
                 ),
-                Err(e) => tracing::error!("ember-jobs: cannot record job {id}: {e}"),
+                Err(StoreError::NotFound) => {
+                    tracing::warn!("ember-jobs: job {} is gone: outcome dropped", c.id)
+                }
+                Err(e) => {
+                    tracing::error!("ember-jobs: cannot record job {}: {e}", c.id);
+                    self.done.push(c);
+                }
             }
         }
     }
@@ -387,13 +396,12 @@ impl Dispatcher {
                 return true;
             }
             let done = std::mem::take(&mut self.done);
-            let ids = done.iter().map(|c| c.id).collect();
             let turn = self
                 .inner
                 .store
-                .complete_and_claim(done, self.request(free))
+                .complete_and_claim(done.clone(), self.request(free))
                 .await;
-            self.completed(ids, turn.completed);
+            self.completed(done, turn.completed);
             let claimed = match turn.claimed {
                 Ok(c) => c,
                 Err(e) => {
@@ -405,7 +413,9 @@ impl Dispatcher {
             for c in claimed {
                 self.start(c).await;
             }
-            if n < free {
+            // Successes the store failed to write wait for the next look
+            // (a wake-up or the poll), not for a tight loop.
+            if n < free || !self.done.is_empty() {
                 return false;
             }
         }

@@ -186,7 +186,10 @@ fn loom_turn_a_killed_dispatchers_turn_strands_nothing() {
         // The zombie's claims never outlive the release: every job it
         // claimed was taken back (its token moved on).
         for &(job, token) in &late {
-            assert!(rows[job].token > token, "the zombie's claim survived: {rows:?}");
+            assert!(
+                rows[job].token > token,
+                "the zombie's claim survived: {rows:?}"
+            );
         }
         for (job, r) in rows.iter().enumerate() {
             assert!(r.completions <= 1, "job {job} completed twice: {rows:?}");

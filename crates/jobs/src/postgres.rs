@@ -45,9 +45,9 @@ use serde_json::{json, Value};
 
 use crate::cron::CronRecord;
 use crate::store::{
-    now_ms, Backoff, CancelOutcome, ClaimRequest, Claimed, Claimer, Completion, Event, Inserted, JobId,
-    JobRecord, JobState, Millis, NewJob, Progress, Retry, Store, StoreError, StoreFuture, Turn,
-    TurnFuture, Wake,
+    now_ms, Backoff, CancelOutcome, ClaimRequest, Claimed, Claimer, Completion, Event, Inserted,
+    JobId, JobRecord, JobState, Millis, NewJob, Progress, Retry, Store, StoreError, StoreFuture,
+    Turn, TurnFuture, Wake,
 };
 
 /// The channel of the wake-up notifications; the payload is a queue name.
@@ -357,8 +357,7 @@ fn commit_batch(client: &mut Client, batch: &mut Vec<Write>) {
                     .collect();
                 reply(Turn {
                     completed,
-                    claimed: claimed
-                        .ok_or_else(|| StoreError::Backend("not claimed".into())),
+                    claimed: claimed.ok_or_else(|| StoreError::Backend("not claimed".into())),
                 });
             }
         }

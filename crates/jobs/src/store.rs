@@ -432,9 +432,10 @@ pub struct Turn {
 /// A [`Turn`] to be awaited.
 pub type TurnFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Turn> + Send>>;
 
-/// A durable job store. Every method is one transaction; every write made
-/// on behalf of a running attempt carries the attempt's fencing token and
-/// is refused ([`StoreError::Fenced`]) once the token is stale.
+/// A durable job store. Every method is one transaction (a store may split
+/// [`Store::complete_and_claim`] in several); every write made on behalf
+/// of a running attempt carries the attempt's fencing token and is refused
+/// ([`StoreError::Fenced`]) once the token is stale.
 pub trait Store: Send + Sync + 'static {
     /// Inserts a job (or finds the pending one with its unique key).
     fn insert(&self, job: &NewJob) -> Result<Inserted, StoreError>;

@@ -323,7 +323,15 @@ pub(crate) fn complete_and_claim_rules(s: &dyn Store) {
         .collect();
     let t = now_ms();
     let running = s
-        .claim("default", "a@h", "a#1", &Claimer::always(), t, t + 60_000, 2)
+        .claim(
+            "default",
+            "a@h",
+            "a#1",
+            &Claimer::always(),
+            t,
+            t + 60_000,
+            2,
+        )
         .unwrap();
     assert_eq!(
         running.iter().map(|c| c.id).collect::<Vec<_>>(),
@@ -386,7 +394,10 @@ pub(crate) fn complete_and_claim_rules(s: &dyn Store) {
     for c in &claimed {
         assert_eq!((c.attempt, c.event.state()), (1, Some(JobState::Running)));
         let r = s.get(c.id).unwrap().unwrap();
-        assert_eq!((r.state, r.node.as_deref()), (JobState::Running, Some("a@h")));
+        assert_eq!(
+            (r.state, r.node.as_deref()),
+            (JobState::Running, Some("a@h"))
+        );
     }
     let r = s.get(good.id).unwrap().unwrap();
     assert_eq!(
