@@ -4,14 +4,20 @@
 //! process under the job supervisor and monitors it, renews the leases of
 //! its running jobs every heartbeat, and acts on their deadlines (soft
 //! timeout: tell the job; hard timeout: kill it) and on cancels (kill). A
-//! job process writes its own outcome (result or error) with its fencing
-//! token; a job that dies otherwise (killed, panicked) has its outcome
-//! written by the dispatcher when the monitor fires.
+//! job process that fails writes its error itself, with its fencing token;
+//! one that succeeds leaves its result in a slot the dispatcher reads when
+//! the monitor fires, and the dispatcher records the results of every job
+//! that ended together with its next claim, in one store call
+//! ([`crate::Store::complete_and_claim`]: one transaction on PostgreSQL),
+//! each with its own token. A job that dies otherwise (killed, panicked)
+//! has its outcome written by the dispatcher when the monitor fires.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 use ember_runtime::{
     exit, link, memory_kill, monitor, receive_any, self_pid, send, spawn_link, trap_exit, Down,
@@ -19,7 +25,9 @@ use ember_runtime::{
 };
 
 use crate::kind::{JobContext, SoftTimeout};
-use crate::store::{now_ms, Backoff, Claimed, Claimer, JobId, Retry, StoreError};
+use crate::store::{
+    now_ms, Backoff, ClaimRequest, Claimed, Claimer, Completion, Event, JobId, Retry, StoreError,
+};
 use crate::Inner;
 
 /// Messages a dispatcher understands.
@@ -40,7 +48,13 @@ pub(crate) struct JobStart {
     /// The dispatcher that claimed the job: the job links to it before it
     /// runs anything, so it never outlives a dispatcher killed at once.
     pub(crate) dispatcher: Pid,
+    /// Where the job leaves its result when it succeeds, for the dispatcher
+    /// to record when the job's process is down.
+    pub(crate) result: ResultSlot,
 }
+
+/// A succeeded attempt's result, left by its process for its dispatcher.
+pub(crate) type ResultSlot = Arc<parking_lot::Mutex<Option<Value>>>;
 
 /// Why the dispatcher stopped a job (what to record when it is down).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +77,7 @@ struct Running {
     timeout_ms: Option<u64>,
     memory_limit: Option<u64>,
     stopping: Option<Stop>,
+    result: ResultSlot,
 }
 
 /// The retry decision after failed attempt `attempt`.
@@ -115,6 +130,7 @@ async fn run_job(start: JobStart) {
             claimed,
             wrap_up,
             dispatcher,
+            result,
         } = start;
         // Dies with its dispatcher, from its first step: the dispatcher's
         // own link comes only after `start_child` returns, and a dispatcher
@@ -144,11 +160,12 @@ async fn run_job(start: JobStart) {
         };
         let outcome = kind.run(ctx, claimed.args.clone()).await;
         let written = match outcome {
-            Ok(result) => {
-                inner
-                    .store
-                    .succeed_async(claimed.id, claimed.token, result)
-                    .await
+            Ok(value) => {
+                // The dispatcher records it with its next claim, once this
+                // process is down (it is linked to us: if it dies first,
+                // so do we, and the job is taken back and runs again).
+                *result.lock() = Some(value);
+                return;
             }
             Err(e) => {
                 let retry = retry_after(
@@ -207,6 +224,7 @@ pub(crate) fn spawn_dispatcher(inner: Arc<Inner>, queue: String) -> Pid {
             by_id: HashMap::new(),
             next_heartbeat: Instant::now(),
             claimer: Claimer::process(self_pid()),
+            done: Vec::new(),
         }
         .run()
         .await
@@ -226,6 +244,9 @@ struct Dispatcher {
     /// it is killed while a claim is on its way, its successor's release
     /// and that claim cannot both miss the jobs.
     claimer: Claimer,
+    /// Successes of jobs whose processes are down, to record with the next
+    /// claim.
+    done: Vec<Completion>,
 }
 
 impl Dispatcher {
@@ -273,6 +294,16 @@ impl Dispatcher {
                 for &pid in self.running.keys() {
                     exit(pid, ExitReason::Kill);
                 }
+                // What already succeeded is recorded before we stop.
+                if !self.done.is_empty() {
+                    let done = std::mem::take(&mut self.done);
+                    let turn = self
+                        .inner
+                        .store
+                        .complete_and_claim(done.clone(), self.request(0))
+                        .await;
+                    self.completed(done, turn.completed);
+                }
                 ember_runtime::exit_self(reason).await;
                 return true;
             }
@@ -319,29 +350,59 @@ impl Dispatcher {
         until.saturating_duration_since(now)
     }
 
-    /// Claims what fits; whether every slot is taken afterwards.
+    /// A claim of up to `limit` jobs of this queue, now.
+    fn request(&self, limit: usize) -> ClaimRequest {
+        let now = now_ms();
+        ClaimRequest {
+            queue: self.queue.clone(),
+            node: self.inner.config.node.clone(),
+            owner: self.inner.owner.clone(),
+            claimer: self.claimer.clone(),
+            now,
+            lease_until: now + self.inner.config.lease.as_millis() as i64,
+            limit,
+        }
+    }
+
+    /// Publishes the recorded successes and reports the refused ones; a
+    /// success the store failed to write goes with the next turn again (if
+    /// it was committed after all, or its lease ran out meanwhile, fencing
+    /// refuses the second write).
+    fn completed(&mut self, sent: Vec<Completion>, outcomes: Vec<Result<Event, StoreError>>) {
+        for (c, outcome) in sent.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(ev) => self.inner.publish(ev),
+                Err(StoreError::Fenced) => tracing::warn!(
+                    "ember-jobs: job {} finished after losing its claim: outcome refused",
+                    c.id
+                ),
+                Err(StoreError::NotFound) => {
+                    tracing::warn!("ember-jobs: job {} is gone: outcome dropped", c.id)
+                }
+                Err(e) => {
+                    tracing::error!("ember-jobs: cannot record job {}: {e}", c.id);
+                    self.done.push(c);
+                }
+            }
+        }
+    }
+
+    /// Records the successes waiting and claims what fits, in one store
+    /// call per round; whether every slot is taken afterwards.
     async fn claim(&mut self) -> bool {
         loop {
             let free = self.limit.saturating_sub(self.running.len());
-            if free == 0 {
+            if free == 0 && self.done.is_empty() {
                 return true;
             }
-            let now = now_ms();
-            let lease_until = now + self.inner.config.lease.as_millis() as i64;
-            let claimed = match self
+            let done = std::mem::take(&mut self.done);
+            let turn = self
                 .inner
                 .store
-                .claim_async(
-                    self.queue.clone(),
-                    self.inner.config.node.clone(),
-                    self.inner.owner.clone(),
-                    self.claimer.clone(),
-                    now,
-                    lease_until,
-                    free,
-                )
-                .await
-            {
+                .complete_and_claim(done.clone(), self.request(free))
+                .await;
+            self.completed(done, turn.completed);
+            let claimed = match turn.claimed {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!("ember-jobs: claim on {:?} failed: {e}", self.queue);
@@ -352,7 +413,9 @@ impl Dispatcher {
             for c in claimed {
                 self.start(c).await;
             }
-            if n < free {
+            // Successes the store failed to write wait for the next look
+            // (a wake-up or the poll), not for a tight loop.
+            if n < free || !self.done.is_empty() {
                 return false;
             }
         }
@@ -361,12 +424,14 @@ impl Dispatcher {
     async fn start(&mut self, claimed: Claimed) {
         self.inner.publish(claimed.event.clone());
         let wrap_up = Arc::new(AtomicBool::new(false));
+        let result = ResultSlot::default();
         let claimed = Arc::new(claimed);
         let start = JobStart {
             inner: self.inner.clone(),
             claimed: claimed.clone(),
             wrap_up: wrap_up.clone(),
             dispatcher: self_pid(),
+            result: result.clone(),
         };
         let pid = match self.inner.job_sup.start_child(start).await {
             Ok(Some(pid)) => pid,
@@ -413,6 +478,7 @@ impl Dispatcher {
                 timeout_ms: claimed.timeout_ms,
                 memory_limit: claimed.memory_limit,
                 stopping: None,
+                result,
             },
         );
     }
@@ -490,10 +556,23 @@ impl Dispatcher {
             return;
         };
         self.by_id.remove(&r.id);
+        if r.stopping == Some(Stop::Fenced) {
+            return;
+        }
+        // It succeeded (maybe just before a kill landed: it keeps its
+        // outcome): recorded with the next claim.
+        if let Some(result) = r.result.lock().take() {
+            self.done.push(Completion {
+                id: r.id,
+                token: r.token,
+                result,
+            });
+            return;
+        }
         let store = &self.inner.store;
         let written = match (r.stopping, &down.reason) {
             (Some(Stop::Fenced), _) => return,
-            // Finished on its own: it wrote its outcome.
+            // Finished on its own: it wrote its failure.
             (None, ExitReason::Normal) => return,
             (Some(Stop::Cancel), _) => store.finish_cancelled(r.id, r.token),
             (Some(Stop::HardTimeout), _) => {

@@ -56,6 +56,8 @@ mod loom_models;
 #[cfg(all(test, ember_jobs_loom))]
 mod loom_pg_batch;
 #[cfg(all(test, ember_jobs_loom))]
+mod loom_turn;
+#[cfg(all(test, ember_jobs_loom))]
 mod loom_wake;
 mod postgres;
 mod sqlite;
@@ -78,8 +80,9 @@ pub use kind::{JobContext, JobError, JobKind, KindOptions, SoftTimeout};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use store::{
-    now_ms, Backoff, CancelOutcome, Claimed, Claimer, Event, Inserted, JobId, JobRecord, JobState,
-    Millis, NewJob, Progress, Retry, Store, StoreError, StoreFuture, Wake,
+    now_ms, Backoff, CancelOutcome, ClaimRequest, Claimed, Claimer, Completion, Event, Inserted,
+    JobId, JobRecord, JobState, Millis, NewJob, Progress, Retry, Store, StoreError, StoreFuture,
+    Turn, TurnFuture, Wake,
 };
 
 use dispatcher::DispatchMsg;

@@ -45,8 +45,9 @@ use serde_json::{json, Value};
 
 use crate::cron::CronRecord;
 use crate::store::{
-    now_ms, Backoff, CancelOutcome, Claimed, Claimer, Event, Inserted, JobId, JobRecord, JobState,
-    Millis, NewJob, Progress, Retry, Store, StoreError, StoreFuture, Wake,
+    now_ms, Backoff, CancelOutcome, ClaimRequest, Claimed, Claimer, Completion, Event, Inserted,
+    JobId, JobRecord, JobState, Millis, NewJob, Progress, Retry, Store, StoreError, StoreFuture,
+    Turn, TurnFuture, Wake,
 };
 
 /// The channel of the wake-up notifications; the payload is a queue name.
@@ -145,7 +146,13 @@ enum Write {
     Insert(NewJob, Reply<Inserted>),
     /// [`Store::succeed`]: the job, the claim's token, the result as JSON.
     Succeed(JobId, i64, String, Reply<Event>),
+    /// [`Store::complete_and_claim`]: successes as [`Write::Succeed`]'s,
+    /// then the claim, in the same transaction.
+    Turn(Vec<(JobId, i64, String)>, ClaimRequest, TurnReply),
 }
+
+/// How a [`Write::Turn`] answers its caller.
+type TurnReply = Box<dyn FnOnce(Turn) + Send>;
 
 /// What the store's threads share with it.
 struct Shared {
@@ -274,15 +281,21 @@ fn write_loop(shared: Arc<Shared>, mut client: Client, writes: Arc<Mutex<mpsc::R
 
 /// Does every write of `batch` in one transaction and answers each caller
 /// with its own outcome once it is committed (a fenced completion is
-/// refused alone). If the server aborts the transaction (a deadlock with
-/// another node, a write it rejects), nothing of it was committed: each
-/// write is then done again in a transaction of its own, so that one bad
+/// refused alone): the enqueues, then every success (those of the turns
+/// too), then the turns' claims, in (owner, queue) order, the order every
+/// batch takes their dispatch locks in. If the server aborts the
+/// transaction (a deadlock with another node, a write it rejects), nothing
+/// of it was committed: each write is then done again in a transaction of
+/// its own (a turn's successes each alone, then its claim), so that one bad
 /// write fails alone.
 fn commit_batch(client: &mut Client, batch: &mut Vec<Write>) {
     let mut inserts = Vec::new();
     let mut insert_replies = Vec::new();
     let mut succeeds = Vec::new();
-    let mut succeed_replies = Vec::new();
+    // For each success: its caller's reply, or `None` for a turn's.
+    let mut succeed_replies: Vec<Option<Reply<Event>>> = Vec::new();
+    // Each turn: where its successes are in `succeeds`, its claim, its reply.
+    let mut turns: Vec<(std::ops::Range<usize>, ClaimRequest, TurnReply)> = Vec::new();
     for w in batch.drain(..) {
         match w {
             Write::Insert(job, reply) => {
@@ -291,24 +304,61 @@ fn commit_batch(client: &mut Client, batch: &mut Vec<Write>) {
             }
             Write::Succeed(id, token, result, reply) => {
                 succeeds.push((id, token, result));
-                succeed_replies.push(reply);
+                succeed_replies.push(Some(reply));
+            }
+            Write::Turn(done, claim, reply) => {
+                let from = succeeds.len();
+                for d in done {
+                    succeeds.push(d);
+                    succeed_replies.push(None);
+                }
+                turns.push((from..succeeds.len(), claim, reply));
             }
         }
     }
+    let mut order: Vec<usize> = (0..turns.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&turns[a].1, &turns[b].1);
+        (&a.owner, &a.queue).cmp(&(&b.owner, &b.queue))
+    });
     let out = (|| {
         let mut tx = client.transaction()?;
         let ins = insert_batch(&mut tx, &inserts)?;
         let suc = succeed_batch(&mut tx, &succeeds)?;
+        let mut claims: Vec<Option<Vec<Claimed>>> = turns.iter().map(|_| None).collect();
+        for &t in &order {
+            claims[t] = Some(claim_in(&mut tx, &turns[t].1)?);
+        }
         tx.commit()?;
-        Ok::<_, postgres::Error>((ins, suc))
+        Ok::<_, postgres::Error>((ins, suc, claims))
     })();
     match out {
-        Ok((ins, suc)) => {
+        Ok((ins, suc, claims)) => {
             for (reply, r) in insert_replies.into_iter().zip(ins) {
                 reply(r);
             }
-            for (reply, r) in succeed_replies.into_iter().zip(suc) {
-                reply(r);
+            let mut suc: Vec<Option<Result<Event, StoreError>>> =
+                suc.into_iter().map(Some).collect();
+            for (reply, r) in succeed_replies.into_iter().zip(suc.iter_mut()) {
+                // A turn's successes stay for its own answer.
+                if let Some(reply) = reply {
+                    if let Some(r) = r.take() {
+                        reply(r);
+                    }
+                }
+            }
+            for ((range, _, reply), claimed) in turns.into_iter().zip(claims) {
+                let completed = suc[range]
+                    .iter_mut()
+                    .map(|r| {
+                        r.take()
+                            .unwrap_or_else(|| Err(StoreError::Backend("not written".into())))
+                    })
+                    .collect();
+                reply(Turn {
+                    completed,
+                    claimed: claimed.ok_or_else(|| StoreError::Backend("not claimed".into())),
+                });
             }
         }
         Err(e) if e.as_db_error().is_some() && !client.is_closed() => {
@@ -316,8 +366,27 @@ fn commit_batch(client: &mut Client, batch: &mut Vec<Write>) {
             for (reply, job) in insert_replies.into_iter().zip(inserts) {
                 reply(alone(client, |tx| insert_in(tx, &job)));
             }
-            for (reply, (id, token, result)) in succeed_replies.into_iter().zip(succeeds) {
-                reply(alone(client, |tx| succeed_in(tx, id, token, &result)));
+            let mut results: Vec<Option<Result<Event, StoreError>>> = Vec::new();
+            for (reply, (id, token, result)) in succeed_replies.into_iter().zip(&succeeds) {
+                let r = alone(client, |tx| succeed_in(tx, *id, *token, result));
+                match reply {
+                    Some(reply) => {
+                        reply(r);
+                        results.push(None);
+                    }
+                    None => results.push(Some(r)),
+                }
+            }
+            for (range, claim, reply) in turns {
+                let completed = results[range]
+                    .iter_mut()
+                    .map(|r| {
+                        r.take()
+                            .unwrap_or_else(|| Err(StoreError::Backend("not written".into())))
+                    })
+                    .collect();
+                let claimed = alone(client, |tx| Ok(claim_in(tx, &claim)?));
+                reply(Turn { completed, claimed });
             }
         }
         Err(e) => {
@@ -325,11 +394,18 @@ fn commit_batch(client: &mut Client, batch: &mut Vec<Write>) {
                 StoreError::Backend(m) => m,
                 other => other.to_string(),
             };
+            let err = || StoreError::Backend(e.clone());
             for reply in insert_replies {
-                reply(Err(StoreError::Backend(e.clone())));
+                reply(Err(err()));
             }
-            for reply in succeed_replies {
-                reply(Err(StoreError::Backend(e.clone())));
+            for reply in succeed_replies.into_iter().flatten() {
+                reply(Err(err()));
+            }
+            for (range, _, reply) in turns {
+                reply(Turn {
+                    completed: range.map(|_| Err(err())).collect(),
+                    claimed: Err(err()),
+                });
             }
         }
     }
@@ -866,7 +942,11 @@ fn fenced(tx: &mut Transaction<'_>, id: JobId, token: i64) -> Result<u32, StoreE
 /// transaction holds (their owner is writing them) are left for later.
 /// Takes the transaction-scoped lock of `owner`'s dispatching of `queue`,
 /// which orders its claims with its releases (see [`Claimer`]).
-fn lock_dispatch(tx: &mut Transaction<'_>, owner: &str, queue: &str) -> Result<(), StoreError> {
+fn lock_dispatch(
+    tx: &mut Transaction<'_>,
+    owner: &str,
+    queue: &str,
+) -> Result<(), postgres::Error> {
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))",
         &[&owner, &queue],
@@ -1186,77 +1266,73 @@ fn fire_cron_in(
     Ok(Some(inserted))
 }
 
-/// Claims in `tx` (see [`Store::claim`]).
-#[allow(clippy::too_many_arguments)]
-fn claim_in(
-    tx: &mut Transaction<'_>,
-    queue: &str,
-    node: &str,
-    owner: &str,
-    claimer: &Claimer,
-    now: Millis,
-    lease_until: Millis,
-    limit: i64,
-) -> Result<Vec<Claimed>, StoreError> {
+/// Claims in `tx` (see [`Store::claim`]): takes the lock of `owner`'s
+/// dispatching of `queue`, asks whether the claimer lives, then claims and
+/// appends the claims' events in one statement.
+fn claim_in(tx: &mut Transaction<'_>, req: &ClaimRequest) -> Result<Vec<Claimed>, postgres::Error> {
+    if req.limit == 0 {
+        return Ok(Vec::new());
+    }
     // Ordered with `release` of the same owner and queue by their
     // lock: a release that ran first sees the claimer dead, one
     // that waits for this transaction sees its claims.
-    lock_dispatch(tx, owner, queue)?;
-    if !claimer.is_alive() {
+    lock_dispatch(tx, &req.owner, &req.queue)?;
+    if !req.claimer.is_alive() {
         return Ok(Vec::new());
     }
+    let limit = req.limit.min(i64::MAX as usize) as i64;
+    // The rows are locked by `picked` (skipping those another transaction
+    // holds), so each job's event is appended while its row is locked;
+    // events are numbered in claim order (priority, run_at, id).
     let rows = tx.query(
         "WITH picked AS (SELECT id FROM ember_jobs WHERE queue = $1 \
                AND state IN ('queued', 'scheduled', 'retrying') AND run_at <= $2 \
-               ORDER BY priority, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
-             UPDATE ember_jobs j SET state = 'running', attempt = j.attempt + 1, \
+               ORDER BY priority, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED), \
+             claimed AS (UPDATE ember_jobs j SET state = 'running', attempt = j.attempt + 1, \
                token = j.token + 1, lease_owner = $4, lease_until = $5, node = $6 \
              FROM picked WHERE j.id = picked.id \
              RETURNING j.id, j.kind, j.args, j.attempt, j.max_attempts, j.token, \
                j.timeout_ms, j.backoff_base_ms, j.backoff_max_ms, j.priority, j.run_at, \
-               j.memory_limit",
-        &[&queue, &now, &limit, &owner, &lease_until, &node],
+               j.memory_limit), \
+             ev AS (INSERT INTO ember_job_events (job_id, type, data, at) \
+               SELECT id, 'state', '{\"attempt\":' || attempt || ',\"state\":\"running\"}', $2 \
+               FROM claimed ORDER BY priority, run_at, id RETURNING job_id, seq) \
+         SELECT c.id, c.kind, c.args, c.attempt, c.max_attempts, c.token, c.timeout_ms, \
+           c.backoff_base_ms, c.backoff_max_ms, c.memory_limit, ev.seq \
+         FROM claimed c JOIN ev ON ev.job_id = c.id ORDER BY ev.seq",
+        &[
+            &req.queue,
+            &req.now,
+            &limit,
+            &req.owner,
+            &req.lease_until,
+            &req.node,
+        ],
     )?;
-    let mut picked = Vec::with_capacity(rows.len());
+    let mut claimed = Vec::with_capacity(rows.len());
     for r in rows {
-        let g = |e: postgres::Error| backend(e);
-        let args: String = r.try_get(2).map_err(g)?;
-        picked.push((
-            (
-                r.try_get::<_, i64>(9).map_err(g)?,
-                r.try_get::<_, i64>(10).map_err(g)?,
-            ),
-            r.try_get::<_, JobId>(0).map_err(g)?,
-            r.try_get::<_, String>(1).map_err(g)?,
-            serde_json::from_str(&args).unwrap_or(Value::Null),
-            r.try_get::<_, i32>(3).map_err(g)?.max(0) as u32,
-            r.try_get::<_, i32>(4).map_err(g)?.max(0) as u32,
-            r.try_get::<_, i64>(5).map_err(g)?,
-            r.try_get::<_, Option<i64>>(6).map_err(g)?,
-            Backoff {
-                base_ms: r.try_get::<_, i64>(7).map_err(g)?.max(0) as u64,
-                max_ms: r.try_get::<_, i64>(8).map_err(g)?.max(0) as u64,
-            },
-            r.try_get::<_, Option<i64>>(11).map_err(g)?,
-        ));
-    }
-    picked.sort_by_key(|p| (p.0, p.1));
-    let mut claimed = Vec::with_capacity(picked.len());
-    for (_, id, kind, args, attempt, max_attempts, token, timeout_ms, backoff, memory_limit) in
-        picked
-    {
-        let ev = state_event(tx, id, JobState::Running, attempt, None)?;
+        let id: JobId = r.try_get(0)?;
+        let args: String = r.try_get(2)?;
+        let attempt = r.try_get::<_, i32>(3)?.max(0) as u32;
         claimed.push(Claimed {
             id,
-            kind,
-            args,
+            kind: r.try_get(1)?,
+            args: serde_json::from_str(&args).unwrap_or(Value::Null),
             attempt,
-            max_attempts,
-            token,
-            timeout_ms: timeout_ms.map(|t| t.max(0) as u64),
-            memory_limit: memory_limit.map(|m| m.max(0) as u64),
-            backoff,
-            event: ev,
+            max_attempts: r.try_get::<_, i32>(4)?.max(0) as u32,
+            token: r.try_get(5)?,
+            timeout_ms: r.try_get::<_, Option<i64>>(6)?.map(|t| t.max(0) as u64),
+            backoff: Backoff {
+                base_ms: r.try_get::<_, i64>(7)?.max(0) as u64,
+                max_ms: r.try_get::<_, i64>(8)?.max(0) as u64,
+            },
+            memory_limit: r.try_get::<_, Option<i64>>(9)?.map(|m| m.max(0) as u64),
+            event: Event {
+                seq: r.try_get(10)?,
+                job: id,
+                kind: "state".to_owned(),
+                data: json!({ "state": JobState::Running.as_str(), "attempt": attempt }),
+            },
         });
     }
     Ok(claimed)
@@ -1306,9 +1382,46 @@ impl Store for PgStore {
         if limit == 0 {
             return Box::pin(std::future::ready(Ok(Vec::new())));
         }
-        let limit = limit.min(i64::MAX as usize) as i64;
-        self.tx_async(move |tx| {
-            claim_in(tx, &queue, &node, &owner, &claimer, now, lease_until, limit)
+        let req = ClaimRequest {
+            queue,
+            node,
+            owner,
+            claimer,
+            now,
+            lease_until,
+            limit,
+        };
+        self.tx_async(move |tx| Ok(claim_in(tx, &req)?))
+    }
+
+    fn complete_and_claim(&self, done: Vec<Completion>, claim: ClaimRequest) -> TurnFuture {
+        if done.is_empty() && claim.limit == 0 {
+            return Box::pin(std::future::ready(Turn {
+                completed: Vec::new(),
+                claimed: Ok(Vec::new()),
+            }));
+        }
+        let n = done.len();
+        let done = done
+            .into_iter()
+            .map(|c| (c.id, c.token, c.result.to_string()))
+            .collect();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.submit(Write::Turn(
+            done,
+            claim,
+            Box::new(move |t| {
+                let _ = reply.send(t);
+            }),
+        ));
+        Box::pin(async move {
+            answer.await.unwrap_or_else(|_| {
+                let e = || StoreError::Backend("the write was not committed".into());
+                Turn {
+                    completed: (0..n).map(|_| Err(e())).collect(),
+                    claimed: Err(e()),
+                }
+            })
         })
     }
 
@@ -1325,10 +1438,16 @@ impl Store for PgStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let (queue, node, owner) = (queue.to_owned(), node.to_owned(), owner.to_owned());
-        let claimer = claimer.clone();
-        let limit = limit.min(i64::MAX as usize) as i64;
-        self.tx(move |tx| claim_in(tx, &queue, &node, &owner, &claimer, now, lease_until, limit))
+        let req = ClaimRequest {
+            queue: queue.to_owned(),
+            node: node.to_owned(),
+            owner: owner.to_owned(),
+            claimer: claimer.clone(),
+            now,
+            lease_until,
+            limit,
+        };
+        self.tx(move |tx| Ok(claim_in(tx, &req)?))
     }
 
     fn heartbeat(
@@ -1340,20 +1459,39 @@ impl Store for PgStore {
         let owner = owner.to_owned();
         let leases = leases.to_vec();
         self.tx(move |tx| {
-            let stmt = tx.prepare(
-                "UPDATE ember_jobs SET lease_until = $4 WHERE id = $1 AND token = $2 \
-                 AND lease_owner = $3 AND state = 'running' RETURNING cancel_requested",
-            )?;
-            let mut out = Vec::with_capacity(leases.len());
-            for (id, token) in leases {
-                let row = tx.query_opt(&stmt, &[&id, &token, &owner, &lease_until])?;
-                let cancel = match row {
-                    Some(r) => Some(r.try_get::<_, bool>(0).map_err(backend)?),
-                    None => None,
-                };
-                out.push((id, cancel.is_some(), cancel.unwrap_or(false)));
+            if leases.is_empty() {
+                return Ok(Vec::new());
             }
-            Ok(out)
+            let ids: Vec<JobId> = leases.iter().map(|l| l.0).collect();
+            let tokens: Vec<i64> = leases.iter().map(|l| l.1).collect();
+            // Two statements, not one per lease: the rows are locked first,
+            // in id order (the order a group commit's successes lock
+            // them in), so a heartbeat and a batch do not deadlock.
+            tx.execute(
+                "SELECT id FROM ember_jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                &[&ids],
+            )?;
+            let rows = tx.query(
+                "UPDATE ember_jobs j SET lease_until = $4 \
+                 FROM UNNEST($1::int8[], $2::int8[]) AS t(id, token) \
+                 WHERE j.id = t.id AND j.token = t.token AND j.lease_owner = $3 \
+                 AND j.state = 'running' RETURNING j.id, j.cancel_requested",
+                &[&ids, &tokens, &owner, &lease_until],
+            )?;
+            let mut held: HashMap<JobId, bool> = HashMap::with_capacity(rows.len());
+            for r in rows {
+                held.insert(
+                    r.try_get(0).map_err(backend)?,
+                    r.try_get(1).map_err(backend)?,
+                );
+            }
+            Ok(leases
+                .iter()
+                .map(|&(id, _)| match held.get(&id) {
+                    Some(&cancel) => (id, true, cancel),
+                    None => (id, false, false),
+                })
+                .collect())
         })
     }
 

@@ -51,6 +51,16 @@ fn a_group_commit_answers_each_write_with_its_own_outcome() {
     remove_db(&path);
 }
 
+/// A dispatcher's turn records each success against its own token and
+/// claims in priority order (see the scenario).
+#[test]
+fn a_turn_records_successes_and_claims() {
+    scenarios::complete_and_claim_rules(&SqliteStore::in_memory().unwrap());
+    let path = temp_db();
+    scenarios::complete_and_claim_rules(&SqliteStore::open(&path).unwrap());
+    remove_db(&path);
+}
+
 #[test]
 fn a_store_file_opens_once_at_a_time() {
     let path = temp_db();

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ember_jobs::{
-    now_ms, Claimer, JobContext, JobState, Jobs, JobsConfig, KindOptions, NewJob, PgStore,
-    SqliteStore, Store,
+    now_ms, ClaimRequest, Claimer, Completion, JobContext, JobState, Jobs, JobsConfig, KindOptions,
+    NewJob, PgStore, SqliteStore, Store,
 };
 use ember_runtime::Runtime;
 use ember_testkit::postgres::{required, TempPostgres};
@@ -208,6 +208,18 @@ fn a_version_1_database_gains_memory_limits_at_connect() {
     drop(PgStore::connect(&pg.url()).unwrap());
 }
 
+/// A dispatcher's turn records each success against its own token and
+/// claims in priority order, in one transaction of a group commit (see the
+/// scenario).
+#[test]
+fn a_turn_records_successes_and_claims() {
+    if !required() {
+        return;
+    }
+    let pg = TempPostgres::start();
+    scenarios::complete_and_claim_rules(&PgStore::connect(&pg.url()).unwrap());
+}
+
 /// Writes sent at once share group commits, each answered with its own
 /// outcome (see the scenario); and a write the server rejects (a NUL in a
 /// text column) fails alone, the writes batched with it commit.
@@ -219,18 +231,58 @@ fn a_group_commit_answers_each_write_with_its_own_outcome() {
     let pg = TempPostgres::start();
     let s = PgStore::connect(&pg.url()).unwrap();
     scenarios::group_commit_answers_each_write_alone(&s);
+    // A turn (a success and a claim) queued with them is redone alone too.
+    s.insert(&NewJob {
+        queue: "turn".into(),
+        ..new_job("k")
+    })
+    .unwrap();
+    let t = now_ms();
+    let running = s
+        .claim("turn", "a@h", "a#1", &Claimer::always(), t, t + 60_000, 1)
+        .unwrap();
+    let next = s
+        .insert(&NewJob {
+            queue: "turn".into(),
+            ..new_job("k")
+        })
+        .unwrap()
+        .id();
     let before = s.insert_async(new_job("k"));
     let bad = s.insert_async(NewJob {
         queue: "bad\0queue".into(),
         ..new_job("k")
     });
+    let turn = s.complete_and_claim(
+        vec![Completion {
+            id: running[0].id,
+            token: running[0].token,
+            result: json!("done"),
+        }],
+        ClaimRequest {
+            queue: "turn".into(),
+            node: "a@h".into(),
+            owner: "a#1".into(),
+            claimer: Claimer::always(),
+            now: now_ms(),
+            lease_until: now_ms() + 60_000,
+            limit: 5,
+        },
+    );
     let after = s.insert_async(new_job("k"));
-    let (before, bad, after) = Runtime::new()
+    let (before, bad, turn, after) = Runtime::new()
         .unwrap()
-        .block_on(async move { (before.await, bad.await, after.await) });
+        .block_on(async move { (before.await, bad.await, turn.await, after.await) });
     assert!(bad.is_err(), "the server took a NUL in a queue name");
     for ok in [before, after] {
         let id = ok.expect("a good write failed with a bad one").id();
         assert!(s.get(id).unwrap().is_some());
     }
+    assert!(matches!(&turn.completed[..], [Ok(_)]), "{turn:?}");
+    let claimed: Vec<_> = turn.claimed.unwrap().iter().map(|c| c.id).collect();
+    assert_eq!(claimed, [next]);
+    assert_eq!(
+        s.get(running[0].id).unwrap().unwrap().state,
+        JobState::Succeeded
+    );
 }

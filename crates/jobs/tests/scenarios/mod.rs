@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use ember_jobs::{
-    now_ms, Backoff, CancelOutcome, Claimer, JobContext, JobState, Jobs, JobsConfig, KindOptions,
-    NewJob, Progress, Retry, Store, StoreError,
+    now_ms, Backoff, CancelOutcome, ClaimRequest, Claimer, Completion, JobContext, JobState, Jobs,
+    JobsConfig, KindOptions, NewJob, Progress, Retry, Store, StoreError,
 };
 use ember_runtime::Runtime;
 use serde_json::json;
@@ -310,4 +310,132 @@ pub(crate) fn group_commit_answers_each_write_alone(s: &dyn Store) {
         states,
         [JobState::Queued, JobState::Running, JobState::Succeeded]
     );
+}
+
+/// A dispatcher's turn ([`Store::complete_and_claim`]): each success is
+/// checked against its own token (a stale one and one of a missing job are
+/// refused alone, the good one is recorded once), and the claim takes the
+/// due jobs in priority order, as `claim` does; a dead claimer claims
+/// nothing, but its jobs' successes are still recorded.
+pub(crate) fn complete_and_claim_rules(s: &dyn Store) {
+    let first: Vec<_> = (0..2)
+        .map(|_| s.insert(&new_job("t")).unwrap().id())
+        .collect();
+    let t = now_ms();
+    let running = s
+        .claim(
+            "default",
+            "a@h",
+            "a#1",
+            &Claimer::always(),
+            t,
+            t + 60_000,
+            2,
+        )
+        .unwrap();
+    assert_eq!(
+        running.iter().map(|c| c.id).collect::<Vec<_>>(),
+        first,
+        "claimed in id order"
+    );
+    let plain = s.insert(&new_job("t")).unwrap().id();
+    let urgent = s
+        .insert(&NewJob {
+            priority: -5,
+            ..new_job("t")
+        })
+        .unwrap()
+        .id();
+    let later = s.insert(&new_job("t")).unwrap().id();
+    let request = |claimer: Claimer, limit| ClaimRequest {
+        queue: "default".into(),
+        node: "a@h".into(),
+        owner: "a#1".into(),
+        claimer,
+        now: now_ms(),
+        lease_until: now_ms() + 60_000,
+        limit,
+    };
+    let (good, stale) = (&running[0], &running[1]);
+    let done = vec![
+        Completion {
+            id: good.id,
+            token: good.token,
+            result: json!("good"),
+        },
+        Completion {
+            id: stale.id,
+            token: stale.token - 1,
+            result: json!("stale"),
+        },
+        Completion {
+            id: 1 << 40,
+            token: 1,
+            result: json!(null),
+        },
+    ];
+    let turn = s.complete_and_claim(done, request(Claimer::always(), 2));
+    let dead = Claimer::new(|| false);
+    let rt = Runtime::new().unwrap();
+    let turn = rt.block_on(turn);
+    assert_eq!(turn.completed.len(), 3);
+    match &turn.completed[0] {
+        Ok(ev) => assert_eq!((ev.job, ev.state()), (good.id, Some(JobState::Succeeded))),
+        other => panic!("the good success: {other:?}"),
+    }
+    assert!(matches!(turn.completed[1], Err(StoreError::Fenced)));
+    assert!(matches!(turn.completed[2], Err(StoreError::NotFound)));
+    let claimed = turn.claimed.expect("the claim");
+    assert_eq!(
+        claimed.iter().map(|c| c.id).collect::<Vec<_>>(),
+        [urgent, plain],
+        "the lowest priority first, then the lowest id"
+    );
+    for c in &claimed {
+        assert_eq!((c.attempt, c.event.state()), (1, Some(JobState::Running)));
+        let r = s.get(c.id).unwrap().unwrap();
+        assert_eq!(
+            (r.state, r.node.as_deref()),
+            (JobState::Running, Some("a@h"))
+        );
+    }
+    let r = s.get(good.id).unwrap().unwrap();
+    assert_eq!(
+        (r.state, r.completions, r.result),
+        (JobState::Succeeded, 1, Some(json!("good")))
+    );
+    assert_eq!(s.get(stale.id).unwrap().unwrap().state, JobState::Running);
+    let states: Vec<_> = s
+        .events(good.id, 0)
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.state())
+        .collect();
+    assert_eq!(
+        states,
+        [JobState::Queued, JobState::Running, JobState::Succeeded]
+    );
+    // A dead claimer: its successes are recorded, nothing is claimed.
+    let done = vec![Completion {
+        id: stale.id,
+        token: stale.token,
+        result: json!("late but good"),
+    }];
+    let turn = rt.block_on(s.complete_and_claim(done, request(dead, 5)));
+    assert!(matches!(&turn.completed[..], [Ok(_)]), "{turn:?}");
+    assert!(turn.claimed.unwrap().is_empty());
+    assert_eq!(s.get(stale.id).unwrap().unwrap().completions, 1);
+    assert_eq!(s.get(later).unwrap().unwrap().state, JobState::Queued);
+    // Successes alone (nothing to claim) are recorded too.
+    let c = &claimed[0];
+    let done = vec![Completion {
+        id: c.id,
+        token: c.token,
+        result: json!(1),
+    }];
+    let turn = rt.block_on(s.complete_and_claim(done, request(Claimer::always(), 0)));
+    assert!(matches!(&turn.completed[..], [Ok(_)]), "{turn:?}");
+    assert!(turn.claimed.unwrap().is_empty());
+    assert_eq!(s.get(c.id).unwrap().unwrap().state, JobState::Succeeded);
+    assert_eq!(s.get(later).unwrap().unwrap().state, JobState::Queued);
 }
