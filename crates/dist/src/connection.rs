@@ -46,6 +46,7 @@ use std::time::Duration;
 use ember_term::dist::{self as wire, AtomCache, Fragments, SenderAtomCache};
 use ember_term::{decode_prefix, encode_into, Atom, DecodeLimits, Pid, Reference, Term};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
 use crate::error::DistError;
@@ -286,6 +287,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Pending {
     bytes: Vec<u8>,
     encoder: Encoder,
+    /// The write token: someone (the writer task, or a sender writing
+    /// directly) has taken bytes out and is writing them. Only its holder
+    /// writes to the socket, so frames go out whole and in queue order.
+    writing: bool,
+    /// The write half of a plain TCP connection, shared with the writer so
+    /// that a sender finding the token free writes its bytes itself
+    /// ([`SendQueue::write_direct`]); `None` over TLS and once closed.
+    direct: Option<Arc<OwnedWriteHalf>>,
+    /// An emptied buffer kept for the next direct write.
+    spare: Vec<u8>,
+}
+
+/// Bytes a sender took out of the queue with the write token, to write
+/// directly ([`SendQueue::write_direct`]).
+pub(crate) struct Batch {
+    sock: Arc<OwnedWriteHalf>,
+    bytes: Vec<u8>,
 }
 
 /// The send side of one connection: encoded frames waiting for the
@@ -301,6 +319,8 @@ pub(crate) struct SendQueue {
     /// Writer → senders: bytes were written (or the connection closed).
     room: Notify,
     peer: Atom,
+    /// The flags negotiated with the peer.
+    peer_flags: u64,
     /// What the peer accepts of its own pids and references.
     own_ids: PeerIds,
     /// The connection's traffic counters (relaxed adds, see `traffic.rs`).
@@ -473,6 +493,9 @@ impl SendQueue {
                     fragments,
                     next_sequence: 1,
                 },
+                writing: false,
+                direct: None,
+                spare: Vec::new(),
             }),
             queued: AtomicUsize::new(0),
             limit,
@@ -480,6 +503,7 @@ impl SendQueue {
             work: Notify::new(),
             room: Notify::new(),
             peer,
+            peer_flags: 0,
             own_ids: PeerIds::new(creation, any_pid),
             traffic: Traffic::new(),
             retired: Mutex::new(false),
@@ -540,13 +564,57 @@ impl SendQueue {
         self.push(&m)
     }
 
+    /// The peer node.
+    pub(crate) fn peer(&self) -> &Atom {
+        &self.peer
+    }
+
+    /// The flags negotiated with the peer.
+    pub(crate) fn peer_flags(&self) -> u64 {
+        self.peer_flags
+    }
+
+    /// Whether the queue is closed (the connection is down or retired).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether a sender finds room now: open and not busy.
+    pub(crate) fn has_room(&self) -> bool {
+        !self.closed.load(Ordering::Acquire) && self.queued.load(Ordering::Acquire) < self.limit
+    }
+
+    /// Queues `m` and, when the write token was free, writes it (with
+    /// anything queued before it) at once from this thread.
     fn push(&self, m: &Outgoing) -> Result<(), DistError> {
+        if let Some(batch) = self.enqueue(m)? {
+            self.write_direct(batch);
+        }
+        Ok(())
+    }
+
+    /// Queues `m` (without looking at the limit: the caller found room)
+    /// and, on a plain TCP connection whose write token is free, takes the
+    /// token and everything queued: the caller then writes it with
+    /// [`SendQueue::write_direct`] (after releasing any lock of its own;
+    /// the order of the bytes is fixed here). Otherwise the writer task is
+    /// woken.
+    pub(crate) fn enqueue(&self, m: &Outgoing) -> Result<Option<Batch>, DistError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.closed_error());
+        }
         if let Some(why) = self.own_ids.refused(&self.peer, m) {
             tracing::warn!("dist: not sending a message to {}: {why}", self.peer);
             return Err(DistError::BadPid(why));
         }
         let mut p = lock(&self.pending);
-        let Pending { bytes, encoder } = &mut *p;
+        let Pending {
+            bytes,
+            encoder,
+            writing,
+            direct,
+            spare,
+        } = &mut *p;
         let before = bytes.len();
         if let Err(e) = encode_frames(m, encoder, bytes) {
             tracing::warn!("dist: not sending a message to {}: {e}", self.peer);
@@ -554,12 +622,67 @@ impl SendQueue {
         }
         self.queued
             .fetch_add(bytes.len() - before, Ordering::AcqRel);
+        let batch = match direct {
+            Some(sock) if !*writing => {
+                *writing = true;
+                let mut taken = std::mem::take(spare);
+                std::mem::swap(bytes, &mut taken);
+                Some(Batch {
+                    sock: sock.clone(),
+                    bytes: taken,
+                })
+            }
+            _ => None,
+        };
         drop(p);
         self.traffic.queued_message();
-        self.work.notify_one();
-        Ok(())
+        if batch.is_none() {
+            self.work.notify_one();
+        }
+        Ok(batch)
     }
 
+    /// Writes a [`Batch`] without blocking, as far as the socket takes
+    /// it, then gives the write token back; what the socket did not take
+    /// goes back to the front of the queue for the writer task (woken
+    /// then), before anything queued since.
+    pub(crate) fn write_direct(&self, batch: Batch) {
+        let Batch { sock, mut bytes } = batch;
+        let mut done = 0;
+        while done < bytes.len() {
+            match sock.try_write(&bytes[done..]) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // WouldBlock, or an error the writer meets again and ends on.
+                Err(_) => break,
+            }
+        }
+        drop(sock);
+        if done > 0 {
+            self.queued.fetch_sub(done, Ordering::AcqRel);
+            self.traffic.written(done);
+        }
+        let mut p = lock(&self.pending);
+        p.writing = false;
+        if done < bytes.len() {
+            bytes.drain(..done);
+            bytes.extend_from_slice(&p.bytes);
+            std::mem::swap(&mut p.bytes, &mut bytes);
+        }
+        bytes.clear();
+        if bytes.capacity() <= 4 * FRAGMENT_SIZE {
+            p.spare = bytes;
+        }
+        let wake = !p.bytes.is_empty();
+        drop(p);
+        if done > 0 {
+            self.room.notify_waiters();
+        }
+        if wake {
+            self.work.notify_one();
+        }
+    }
     /// Bytes queued and not yet written.
     pub(crate) fn queued_bytes(&self) -> usize {
         self.queued.load(Ordering::Acquire)
@@ -567,6 +690,9 @@ impl SendQueue {
 
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        // No direct writes from now on; the socket closes with its last
+        // holder (the writer task, or a direct write under way).
+        lock(&self.pending).direct = None;
         self.room.notify_waiters();
     }
 }
@@ -580,15 +706,22 @@ pub(crate) fn spawn(
     peer: &Peer,
     id: u64,
 ) -> (Arc<SendQueue>, [tokio::task::AbortHandle; 2]) {
-    // Plain TCP keeps its owned halves (no lock between reader and writer).
+    // Plain TCP keeps its owned halves (no lock between reader and writer),
+    // and shares the write half with the senders for direct writes.
     match stream {
         DistStream::Tcp(s) => {
             let (read, write) = s.into_split();
-            spawn_halves(inner, read, write, peer, id)
+            spawn_halves(
+                inner,
+                read,
+                Sink::<OwnedWriteHalf>::Shared(Arc::new(write)),
+                peer,
+                id,
+            )
         }
         DistStream::Tls(s) => {
             let (read, write) = tokio::io::split(*s);
-            spawn_halves(inner, read, write, peer, id)
+            spawn_halves(inner, read, Sink::Stream(write), peer, id)
         }
     }
 }
@@ -596,7 +729,7 @@ pub(crate) fn spawn(
 fn spawn_halves<R, W>(
     inner: &Arc<Inner>,
     read: R,
-    write: W,
+    write: Sink<W>,
     peer: &Peer,
     id: u64,
 ) -> (Arc<SendQueue>, [tokio::task::AbortHandle; 2])
@@ -606,12 +739,14 @@ where
 {
     let use_header = peer.flags & flags::DIST_HDR_ATOM_CACHE != 0;
     let fragments = use_header && peer.flags & flags::FRAGMENTS != 0;
-    let queue = Arc::new(SendQueue::new(
+    let mut queue = SendQueue::new(
         peer.name.clone(),
         peer.creation,
         inner.config.send_queue_limit.max(1),
         (use_header, fragments, peer.flags & flags::EMBER_PIDS != 0),
-    ));
+    );
+    queue.peer_flags = peer.flags;
+    let queue = Arc::new(queue);
     let tick = inner.config.net_ticktime / 4;
     let writer = tokio::spawn(write_loop(write, queue.clone(), tick));
     let reader = tokio::spawn(read_loop(
@@ -625,6 +760,44 @@ where
     (queue, [reader.abort_handle(), writer.abort_handle()])
 }
 
+/// Where the writer task writes: a plain TCP write half it shares with
+/// the senders (direct writes), or a stream of its own (TLS).
+pub(crate) enum Sink<W> {
+    /// Plain TCP, shared: written with `writable` and `try_write`.
+    Shared(Arc<OwnedWriteHalf>),
+    /// Any other stream, the writer's alone.
+    Stream(W),
+}
+
+impl<W: AsyncWrite + Unpin> Sink<W> {
+    /// Writes `out` whole (and flushes a stream: TLS may hold the last
+    /// record back until flushed).
+    async fn write_out(&mut self, mut out: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::Shared(sock) => {
+                while !out.is_empty() {
+                    sock.writable().await?;
+                    match sock.try_write(out) {
+                        Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                        Ok(n) => out = &out[n..],
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                            ) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
+            Sink::Stream(w) => {
+                w.write_all(out).await?;
+                w.flush().await
+            }
+        }
+    }
+}
+
 /// Closes the queue when the writer ends, however it ends (also when
 /// aborted), so that waiting senders get an error instead of waiting.
 struct CloseOnDrop(Arc<SendQueue>);
@@ -635,34 +808,57 @@ impl Drop for CloseOnDrop {
     }
 }
 
-/// Writes `out` and flushes it (a no-op for TCP; TLS may hold the last
-/// record back until flushed).
-async fn write_out<W: AsyncWrite + Unpin>(w: &mut W, out: &[u8]) -> std::io::Result<()> {
-    w.write_all(out).await?;
-    w.flush().await
-}
-
-async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, queue: Arc<SendQueue>, tick: Duration) {
+/// The writer task: takes the write token and everything queued, writes
+/// it, gives the token back; sleeps when there is nothing (or a sender
+/// holds the token: it wakes the writer if it leaves bytes behind), and
+/// writes a tick when it has slept a quarter of `net_ticktime`.
+async fn write_loop<W: AsyncWrite + Unpin>(mut w: Sink<W>, queue: Arc<SendQueue>, tick: Duration) {
     let _close = CloseOnDrop(queue.clone());
+    if let Sink::Shared(sock) = &w {
+        let mut p = lock(&queue.pending);
+        if !queue.closed.load(Ordering::Acquire) {
+            p.direct = Some(sock.clone());
+        }
+    }
     let mut out = Vec::new();
     loop {
-        std::mem::swap(&mut lock(&queue.pending).bytes, &mut out);
-        if out.is_empty() {
+        let took = {
+            let mut p = lock(&queue.pending);
+            if p.writing || p.bytes.is_empty() {
+                false
+            } else {
+                p.writing = true;
+                std::mem::swap(&mut p.bytes, &mut out);
+                true
+            }
+        };
+        if !took {
             if tokio::time::timeout(tick, queue.work.notified())
                 .await
                 .is_err()
             {
-                out.extend_from_slice(&[0, 0, 0, 0]);
-                if let Err(e) = write_out(&mut w, &out).await {
+                // Idle for a quarter of net_ticktime: a tick, unless a
+                // sender is writing right now (traffic enough).
+                let free = {
+                    let mut p = lock(&queue.pending);
+                    !std::mem::replace(&mut p.writing, true)
+                };
+                if !free {
+                    continue;
+                }
+                let r = w.write_out(&[0, 0, 0, 0]).await;
+                lock(&queue.pending).writing = false;
+                if let Err(e) = r {
                     tracing::debug!("dist: writing to {} failed: {e}", queue.peer);
                     return;
                 }
-                queue.traffic.written(out.len());
-                out.clear();
+                queue.traffic.written(4);
             }
             continue;
         }
-        if let Err(e) = write_out(&mut w, &out).await {
+        let r = w.write_out(&out).await;
+        lock(&queue.pending).writing = false;
+        if let Err(e) = r {
             tracing::debug!("dist: writing to {} failed: {e}", queue.peer);
             return;
         }
@@ -1278,7 +1474,11 @@ mod tests {
         );
         // ... until the writer has written what was queued.
         let (client, mut server) = tokio::io::duplex(1 << 20);
-        let writer = tokio::spawn(write_loop(client, queue.clone(), Duration::from_secs(60)));
+        let writer = tokio::spawn(write_loop(
+            Sink::Stream(client),
+            queue.clone(),
+            Duration::from_secs(60),
+        ));
         tokio::time::timeout(Duration::from_secs(10), waiting)
             .await
             .expect("the waiting send was never let through")
