@@ -13,6 +13,14 @@
 //! protocol error, or on EOF, and then removes the connection from the
 //! node.
 //!
+//! On plain TCP the write half is shared with the senders: whoever holds
+//! the queue's write token (`Pending::writing`) is the only one writing.
+//! A sender that finds it free takes it with everything queued and writes
+//! that itself without blocking (`try_write`), then puts back in front
+//! what the socket did not take and wakes the writer for it; so a message
+//! to an idle connection leaves from the sender's thread, with no wake-up
+//! of the writer task (loom model in `loom_direct.rs`).
+//!
 //! The queue's protocol (lock, counter, the writer's wake-up) has a loom
 //! model in `loom_models.rs`.
 //!

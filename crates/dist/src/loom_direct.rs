@@ -18,7 +18,7 @@
 //! goes through the lane, which the forwarder drains into the queue (and
 //! may write directly itself).
 //!
-//! Checked in every interleaving (preemption bound 3): never two writers
+//! Checked in every interleaving (preemption bound 2): never two writers
 //! at once, every message written exactly once and in order per sender
 //! (one sender sends through the lane first, as a link would, then
 //! direct), and no lost wake-up: bytes left queued with the token free
@@ -209,7 +209,7 @@ impl Lane {
 fn loom_direct_writes_keep_order_and_one_writer_and_wake_the_writer() {
     let mut builder = loom::model::Builder::new();
     if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(3);
+        builder.preemption_bound = Some(2);
     }
     builder.check(|| {
         let conn = Arc::new(Conn {

@@ -11,6 +11,10 @@
 //! `NodeDown`) and drops what was queued meanwhile. The FIFO ([`Lane`]) is
 //! bounded for senders as Erlang's `busy_dist_port`: a process whose
 //! message finds it full is suspended until it drains.
+//! A message finding the lane empty and its task idle, with the
+//! connection up and not busy, skips the lane and is queued (and, when no
+//! write is under way, written) by the sender itself
+//! ([`Lane::try_direct`]).
 //!
 //! Incoming, the connection's reader calls the bridge (its [`Deliver`]
 //! hook) in arrival order, and the bridge calls the runtime's
@@ -546,14 +550,14 @@ impl Bridge {
 impl Distribution for Bridge {
     fn signal(&self, node: &Atom, signal: RemoteSignal) {
         let lane = self.lane(node);
-        if let Err(signal) = lane.try_direct(signal) {
+        if let Some(signal) = lane.try_direct(signal) {
             lane.push(signal, None);
         }
     }
 
     fn message(&self, node: &Atom, signal: RemoteSignal, sender: &Sender<'_>) {
         let lane = self.lane(node);
-        if let Err(signal) = lane.try_direct(signal) {
+        if let Some(signal) = lane.try_direct(signal) {
             lane.push(signal, Some(sender));
         }
     }
@@ -669,26 +673,24 @@ impl Lane {
     }
 
     /// Sends a message the direct way (see the type's docs), or hands it
-    /// back to go through the lane.
-    fn try_direct(&self, signal: RemoteSignal) -> Result<(), RemoteSignal> {
+    /// back (`Some`) to go through the lane.
+    fn try_direct(&self, signal: RemoteSignal) -> Option<RemoteSignal> {
         if !is_message(&signal) {
-            return Err(signal);
+            return Some(signal);
         }
         let state = lock(&self.state);
         if state.forwarding || !state.queue.is_empty() {
-            return Err(signal);
+            return Some(signal);
         }
         let Some(tx) = state.conn.clone() else {
-            return Err(signal);
+            return Some(signal);
         };
         if !tx.has_room() {
-            return Err(signal);
+            return Some(signal);
         }
         // Not sent (an alias message to a node without aliases): dropped,
-        // as the forwarder drops it.
-        let Some(outgoing) = encode(signal, tx.peer_flags()) else {
-            return Ok(());
-        };
+        // as the forwarder drops it (`None`: nothing left to send).
+        let outgoing = encode(signal, tx.peer_flags())?;
         let queued = tx.enqueue(&outgoing);
         drop(state);
         match queued {
@@ -698,7 +700,7 @@ impl Lane {
             Err(DistError::BadPid(_)) => {}
             Err(e) => tracing::debug!("dist: no send to {}: {e}", tx.peer()),
         }
-        Ok(())
+        None
     }
 
     /// The connection the forwarder found up.
