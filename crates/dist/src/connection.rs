@@ -1446,6 +1446,83 @@ mod tests {
         assert_eq!(ids.range.load(Ordering::Relaxed), ANY);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn direct_writes_from_threads_keep_each_senders_order_over_a_full_socket() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) =
+            tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let (_read, write) = client.unwrap().into_split();
+        let (mut server, _) = accepted.unwrap();
+        let queue = Arc::new(SendQueue::new(
+            Atom::new("p@h"),
+            1,
+            1 << 30,
+            (false, false, false),
+        ));
+        let writer = tokio::spawn(write_loop(
+            Sink::<OwnedWriteHalf>::Shared(Arc::new(write)),
+            queue.clone(),
+            Duration::from_secs(60),
+        ));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while lock(&queue.pending).direct.is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer never started"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // Two threads each queue 2,000 messages of 1 KiB while nobody reads:
+        // the socket fills, direct writes come up short and leave the rest
+        // to the writer.
+        const EACH: i64 = 2000;
+        let senders: Vec<_> = (0..2i64)
+            .map(|t| {
+                let q = queue.clone();
+                std::thread::spawn(move || {
+                    for i in 0..EACH {
+                        let m = Outgoing {
+                            control: Term::tuple([Term::from(SEND), Term::atom(""), Term::from(t)]),
+                            payload: Some(Term::tuple([
+                                Term::from(i),
+                                Term::binary(vec![t as u8; 1024]),
+                            ])),
+                        };
+                        q.force(m).unwrap();
+                    }
+                })
+            })
+            .collect();
+        let mut next = [0i64; 2];
+        let mut cache = AtomCache::new();
+        let mut fragments = Fragments::default();
+        let limits = DecodeLimits::default();
+        while next != [EACH, EACH] {
+            let frame =
+                tokio::time::timeout(Duration::from_secs(20), read_frame(&mut server, 1 << 20))
+                    .await
+                    .expect("messages stopped coming")
+                    .unwrap();
+            let Some(frame) = frame else { continue };
+            let (control, payload) = decode_frame(&frame, &mut cache, &mut fragments, &limits)
+                .unwrap()
+                .unwrap();
+            let t = elems(&control)[2].as_int().unwrap() as usize;
+            let i = elems(payload.as_ref().unwrap())[0].as_int().unwrap();
+            assert_eq!(i, next[t], "sender {t} out of order");
+            next[t] += 1;
+        }
+        senders.into_iter().for_each(|s| s.join().unwrap());
+        // The counter drops once each write has returned.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while queue.queued_bytes() != 0 {
+            assert!(std::time::Instant::now() < deadline, "bytes left counted");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        writer.abort();
+    }
+
     #[tokio::test]
     async fn a_busy_queue_refuses_try_send_and_makes_send_wait_until_written() {
         let queue = Arc::new(SendQueue::new(
