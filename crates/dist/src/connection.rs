@@ -49,7 +49,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ember_term::dist::{self as wire, AtomCache, Fragments, SenderAtomCache};
 use ember_term::{decode_prefix, encode_into, Atom, DecodeLimits, Pid, Reference, Term};
@@ -305,7 +305,17 @@ struct Pending {
     direct: Option<Arc<OwnedWriteHalf>>,
     /// An emptied buffer kept for the next direct write.
     spare: Vec<u8>,
+    /// When the last write (direct or the writer's) ended: a sender
+    /// writes directly only to a connection idle for [`DIRECT_IDLE`].
+    last_write: Instant,
 }
+
+/// How long a connection must have written nothing for a sender to write
+/// directly. A stream of messages (each sent well within this of the
+/// last write) goes through the writer task, which writes each burst with
+/// one system call; a message after a pause (a call, its reply) leaves at
+/// once from the sender's thread.
+const DIRECT_IDLE: Duration = Duration::from_micros(20);
 
 /// Bytes a sender took out of the queue with the write token, to write
 /// directly ([`SendQueue::write_direct`]).
@@ -504,6 +514,7 @@ impl SendQueue {
                 writing: false,
                 direct: None,
                 spare: Vec::new(),
+                last_write: Instant::now(),
             }),
             queued: AtomicUsize::new(0),
             limit,
@@ -622,6 +633,7 @@ impl SendQueue {
             writing,
             direct,
             spare,
+            last_write,
         } = &mut *p;
         let before = bytes.len();
         if let Err(e) = encode_frames(m, encoder, bytes) {
@@ -631,7 +643,7 @@ impl SendQueue {
         self.queued
             .fetch_add(bytes.len() - before, Ordering::AcqRel);
         let batch = match direct {
-            Some(sock) if !*writing => {
+            Some(sock) if !*writing && last_write.elapsed() >= DIRECT_IDLE => {
                 *writing = true;
                 let mut taken = std::mem::take(spare);
                 std::mem::swap(bytes, &mut taken);
@@ -673,6 +685,7 @@ impl SendQueue {
         }
         let mut p = lock(&self.pending);
         p.writing = false;
+        p.last_write = Instant::now();
         if done < bytes.len() {
             bytes.drain(..done);
             bytes.extend_from_slice(&p.bytes);
@@ -865,7 +878,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut w: Sink<W>, queue: Arc<SendQueue>
             continue;
         }
         let r = w.write_out(&out).await;
-        lock(&queue.pending).writing = false;
+        {
+            let mut p = lock(&queue.pending);
+            p.writing = false;
+            p.last_write = Instant::now();
+        }
         if let Err(e) = r {
             tracing::debug!("dist: writing to {} failed: {e}", queue.peer);
             return;
