@@ -603,22 +603,23 @@ impl SendQueue {
         !self.closed.load(Ordering::Acquire) && self.queued.load(Ordering::Acquire) < self.limit
     }
 
-    /// Queues `m` and, when the write token was free, writes it (with
-    /// anything queued before it) at once from this thread.
+    /// Queues `m` for the writer task.
     fn push(&self, m: &Outgoing) -> Result<(), DistError> {
-        if let Some(batch) = self.enqueue(m)? {
-            self.write_direct(batch);
-        }
-        Ok(())
+        self.queue(m, false).map(drop)
     }
 
     /// Queues `m` (without looking at the limit: the caller found room)
-    /// and, on a plain TCP connection whose write token is free, takes the
-    /// token and everything queued: the caller then writes it with
-    /// [`SendQueue::write_direct`] (after releasing any lock of its own;
-    /// the order of the bytes is fixed here). Otherwise the writer task is
-    /// woken.
+    /// and, on a plain TCP connection idle for [`DIRECT_IDLE`] whose write
+    /// token is free, takes the token and everything queued: the caller
+    /// then writes it with [`SendQueue::write_direct`] (after releasing
+    /// any lock of its own; the order of the bytes is fixed here).
+    /// Otherwise the writer task is woken.
     pub(crate) fn enqueue(&self, m: &Outgoing) -> Result<Option<Batch>, DistError> {
+        self.queue(m, true)
+    }
+
+    /// [`SendQueue::push`] or, `direct`, [`SendQueue::enqueue`].
+    fn queue(&self, m: &Outgoing, direct: bool) -> Result<Option<Batch>, DistError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(self.closed_error());
         }
@@ -631,7 +632,7 @@ impl SendQueue {
             bytes,
             encoder,
             writing,
-            direct,
+            direct: sock,
             spare,
             last_write,
         } = &mut *p;
@@ -642,8 +643,8 @@ impl SendQueue {
         }
         self.queued
             .fetch_add(bytes.len() - before, Ordering::AcqRel);
-        let batch = match direct {
-            Some(sock) if !*writing && last_write.elapsed() >= DIRECT_IDLE => {
+        let batch = match sock {
+            Some(sock) if direct && !*writing && last_write.elapsed() >= DIRECT_IDLE => {
                 *writing = true;
                 let mut taken = std::mem::take(spare);
                 std::mem::swap(bytes, &mut taken);
@@ -1506,7 +1507,9 @@ mod tests {
                                 Term::binary(vec![t as u8; 1024]),
                             ])),
                         };
-                        q.force(m).unwrap();
+                        if let Some(batch) = q.enqueue(&m).unwrap() {
+                            q.write_direct(batch);
+                        }
                     }
                 })
             })
