@@ -15,11 +15,13 @@
 //!
 //! On plain TCP the write half is shared with the senders: whoever holds
 //! the queue's write token (`Pending::writing`) is the only one writing.
-//! A sender that finds it free takes it with everything queued and writes
-//! that itself without blocking (`try_write`), then puts back in front
-//! what the socket did not take and wakes the writer for it; so a message
-//! to an idle connection leaves from the sender's thread, with no wake-up
-//! of the writer task (loom model in `loom_direct.rs`).
+//! A process's message on the lane's direct path ([`SendQueue::enqueue`])
+//! that finds it free, and the connection idle for [`DIRECT_IDLE`], takes
+//! it with everything queued and writes that itself without blocking
+//! (`try_write`), then puts back in front what the socket did not take and
+//! wakes the writer for it; so a call's request or reply leaves from the
+//! sender's thread, with no wake-up of the writer task (loom model in
+//! `loom_direct.rs`). Everything else is written by the writer task.
 //!
 //! The queue's protocol (lock, counter, the writer's wake-up) has a loom
 //! model in `loom_models.rs`.
