@@ -13,6 +13,16 @@
 //! protocol error, or on EOF, and then removes the connection from the
 //! node.
 //!
+//! On plain TCP the write half is shared with the senders: whoever holds
+//! the queue's write token (`Pending::writing`) is the only one writing.
+//! A process's message on the lane's direct path ([`SendQueue::enqueue`])
+//! that finds it free, and the connection idle for [`DIRECT_IDLE`], takes
+//! it with everything queued and writes that itself without blocking
+//! (`try_write`), then puts back in front what the socket did not take and
+//! wakes the writer for it; so a call's request or reply leaves from the
+//! sender's thread, with no wake-up of the writer task (loom model in
+//! `loom_direct.rs`). Everything else is written by the writer task.
+//!
 //! The queue's protocol (lock, counter, the writer's wake-up) has a loom
 //! model in `loom_models.rs`.
 //!
@@ -41,11 +51,12 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ember_term::dist::{self as wire, AtomCache, Fragments, SenderAtomCache};
 use ember_term::{decode_prefix, encode_into, Atom, DecodeLimits, Pid, Reference, Term};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
 use crate::error::DistError;
@@ -286,6 +297,33 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Pending {
     bytes: Vec<u8>,
     encoder: Encoder,
+    /// The write token: someone (the writer task, or a sender writing
+    /// directly) has taken bytes out and is writing them. Only its holder
+    /// writes to the socket, so frames go out whole and in queue order.
+    writing: bool,
+    /// The write half of a plain TCP connection, shared with the writer so
+    /// that a sender finding the token free writes its bytes itself
+    /// ([`SendQueue::write_direct`]); `None` over TLS and once closed.
+    direct: Option<Arc<OwnedWriteHalf>>,
+    /// An emptied buffer kept for the next direct write.
+    spare: Vec<u8>,
+    /// When the last write (direct or the writer's) ended: a sender
+    /// writes directly only to a connection idle for [`DIRECT_IDLE`].
+    last_write: Instant,
+}
+
+/// How long a connection must have written nothing for a sender to write
+/// directly. A stream of messages (each sent well within this of the
+/// last write) goes through the writer task, which writes each burst with
+/// one system call; a message after a pause (a call, its reply) leaves at
+/// once from the sender's thread.
+const DIRECT_IDLE: Duration = Duration::from_micros(20);
+
+/// Bytes a sender took out of the queue with the write token, to write
+/// directly ([`SendQueue::write_direct`]).
+pub(crate) struct Batch {
+    sock: Arc<OwnedWriteHalf>,
+    bytes: Vec<u8>,
 }
 
 /// The send side of one connection: encoded frames waiting for the
@@ -301,6 +339,8 @@ pub(crate) struct SendQueue {
     /// Writer → senders: bytes were written (or the connection closed).
     room: Notify,
     peer: Atom,
+    /// The flags negotiated with the peer.
+    peer_flags: u64,
     /// What the peer accepts of its own pids and references.
     own_ids: PeerIds,
     /// The connection's traffic counters (relaxed adds, see `traffic.rs`).
@@ -473,6 +513,10 @@ impl SendQueue {
                     fragments,
                     next_sequence: 1,
                 },
+                writing: false,
+                direct: None,
+                spare: Vec::new(),
+                last_write: Instant::now(),
             }),
             queued: AtomicUsize::new(0),
             limit,
@@ -480,6 +524,7 @@ impl SendQueue {
             work: Notify::new(),
             room: Notify::new(),
             peer,
+            peer_flags: 0,
             own_ids: PeerIds::new(creation, any_pid),
             traffic: Traffic::new(),
             retired: Mutex::new(false),
@@ -540,13 +585,59 @@ impl SendQueue {
         self.push(&m)
     }
 
+    /// The peer node.
+    pub(crate) fn peer(&self) -> &Atom {
+        &self.peer
+    }
+
+    /// The flags negotiated with the peer.
+    pub(crate) fn peer_flags(&self) -> u64 {
+        self.peer_flags
+    }
+
+    /// Whether the queue is closed (the connection is down or retired).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether a sender finds room now: open and not busy.
+    pub(crate) fn has_room(&self) -> bool {
+        !self.closed.load(Ordering::Acquire) && self.queued.load(Ordering::Acquire) < self.limit
+    }
+
+    /// Queues `m` for the writer task.
     fn push(&self, m: &Outgoing) -> Result<(), DistError> {
+        self.queue(m, false).map(drop)
+    }
+
+    /// Queues `m` (without looking at the limit: the caller found room)
+    /// and, on a plain TCP connection idle for [`DIRECT_IDLE`] whose write
+    /// token is free, takes the token and everything queued: the caller
+    /// then writes it with [`SendQueue::write_direct`] (after releasing
+    /// any lock of its own; the order of the bytes is fixed here).
+    /// Otherwise the writer task is woken.
+    pub(crate) fn enqueue(&self, m: &Outgoing) -> Result<Option<Batch>, DistError> {
+        self.queue(m, true)
+    }
+
+    /// [`SendQueue::push`] or, `direct`, [`SendQueue::enqueue`].
+    fn queue(&self, m: &Outgoing, direct: bool) -> Result<Option<Batch>, DistError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.closed_error());
+        }
         if let Some(why) = self.own_ids.refused(&self.peer, m) {
             tracing::warn!("dist: not sending a message to {}: {why}", self.peer);
             return Err(DistError::BadPid(why));
         }
         let mut p = lock(&self.pending);
-        let Pending { bytes, encoder } = &mut *p;
+        let Pending {
+            bytes,
+            encoder,
+            writing,
+            direct: sock,
+            spare,
+            last_write,
+        } = &mut *p;
         let before = bytes.len();
         if let Err(e) = encode_frames(m, encoder, bytes) {
             tracing::warn!("dist: not sending a message to {}: {e}", self.peer);
@@ -554,12 +645,68 @@ impl SendQueue {
         }
         self.queued
             .fetch_add(bytes.len() - before, Ordering::AcqRel);
+        let batch = match sock {
+            Some(sock) if direct && !*writing && last_write.elapsed() >= DIRECT_IDLE => {
+                *writing = true;
+                let mut taken = std::mem::take(spare);
+                std::mem::swap(bytes, &mut taken);
+                Some(Batch {
+                    sock: sock.clone(),
+                    bytes: taken,
+                })
+            }
+            _ => None,
+        };
         drop(p);
         self.traffic.queued_message();
-        self.work.notify_one();
-        Ok(())
+        if batch.is_none() {
+            self.work.notify_one();
+        }
+        Ok(batch)
     }
 
+    /// Writes a [`Batch`] without blocking, as far as the socket takes
+    /// it, then gives the write token back; what the socket did not take
+    /// goes back to the front of the queue for the writer task (woken
+    /// then), before anything queued since.
+    pub(crate) fn write_direct(&self, batch: Batch) {
+        let Batch { sock, mut bytes } = batch;
+        let mut done = 0;
+        while done < bytes.len() {
+            match sock.try_write(&bytes[done..]) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // WouldBlock, or an error the writer meets again and ends on.
+                Err(_) => break,
+            }
+        }
+        drop(sock);
+        if done > 0 {
+            self.queued.fetch_sub(done, Ordering::AcqRel);
+            self.traffic.written(done);
+        }
+        let mut p = lock(&self.pending);
+        p.writing = false;
+        p.last_write = Instant::now();
+        if done < bytes.len() {
+            bytes.drain(..done);
+            bytes.extend_from_slice(&p.bytes);
+            std::mem::swap(&mut p.bytes, &mut bytes);
+        }
+        bytes.clear();
+        if bytes.capacity() <= 4 * FRAGMENT_SIZE {
+            p.spare = bytes;
+        }
+        let wake = !p.bytes.is_empty();
+        drop(p);
+        if done > 0 {
+            self.room.notify_waiters();
+        }
+        if wake {
+            self.work.notify_one();
+        }
+    }
     /// Bytes queued and not yet written.
     pub(crate) fn queued_bytes(&self) -> usize {
         self.queued.load(Ordering::Acquire)
@@ -567,6 +714,9 @@ impl SendQueue {
 
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        // No direct writes from now on; the socket closes with its last
+        // holder (the writer task, or a direct write under way).
+        lock(&self.pending).direct = None;
         self.room.notify_waiters();
     }
 }
@@ -580,15 +730,22 @@ pub(crate) fn spawn(
     peer: &Peer,
     id: u64,
 ) -> (Arc<SendQueue>, [tokio::task::AbortHandle; 2]) {
-    // Plain TCP keeps its owned halves (no lock between reader and writer).
+    // Plain TCP keeps its owned halves (no lock between reader and writer),
+    // and shares the write half with the senders for direct writes.
     match stream {
         DistStream::Tcp(s) => {
             let (read, write) = s.into_split();
-            spawn_halves(inner, read, write, peer, id)
+            spawn_halves(
+                inner,
+                read,
+                Sink::<OwnedWriteHalf>::Shared(Arc::new(write)),
+                peer,
+                id,
+            )
         }
         DistStream::Tls(s) => {
             let (read, write) = tokio::io::split(*s);
-            spawn_halves(inner, read, write, peer, id)
+            spawn_halves(inner, read, Sink::Stream(write), peer, id)
         }
     }
 }
@@ -596,7 +753,7 @@ pub(crate) fn spawn(
 fn spawn_halves<R, W>(
     inner: &Arc<Inner>,
     read: R,
-    write: W,
+    write: Sink<W>,
     peer: &Peer,
     id: u64,
 ) -> (Arc<SendQueue>, [tokio::task::AbortHandle; 2])
@@ -606,12 +763,14 @@ where
 {
     let use_header = peer.flags & flags::DIST_HDR_ATOM_CACHE != 0;
     let fragments = use_header && peer.flags & flags::FRAGMENTS != 0;
-    let queue = Arc::new(SendQueue::new(
+    let mut queue = SendQueue::new(
         peer.name.clone(),
         peer.creation,
         inner.config.send_queue_limit.max(1),
         (use_header, fragments, peer.flags & flags::EMBER_PIDS != 0),
-    ));
+    );
+    queue.peer_flags = peer.flags;
+    let queue = Arc::new(queue);
     let tick = inner.config.net_ticktime / 4;
     let writer = tokio::spawn(write_loop(write, queue.clone(), tick));
     let reader = tokio::spawn(read_loop(
@@ -625,6 +784,44 @@ where
     (queue, [reader.abort_handle(), writer.abort_handle()])
 }
 
+/// Where the writer task writes: a plain TCP write half it shares with
+/// the senders (direct writes), or a stream of its own (TLS).
+pub(crate) enum Sink<W> {
+    /// Plain TCP, shared: written with `writable` and `try_write`.
+    Shared(Arc<OwnedWriteHalf>),
+    /// Any other stream, the writer's alone.
+    Stream(W),
+}
+
+impl<W: AsyncWrite + Unpin> Sink<W> {
+    /// Writes `out` whole (and flushes a stream: TLS may hold the last
+    /// record back until flushed).
+    async fn write_out(&mut self, mut out: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::Shared(sock) => {
+                while !out.is_empty() {
+                    sock.writable().await?;
+                    match sock.try_write(out) {
+                        Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                        Ok(n) => out = &out[n..],
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                            ) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
+            Sink::Stream(w) => {
+                w.write_all(out).await?;
+                w.flush().await
+            }
+        }
+    }
+}
+
 /// Closes the queue when the writer ends, however it ends (also when
 /// aborted), so that waiting senders get an error instead of waiting.
 struct CloseOnDrop(Arc<SendQueue>);
@@ -635,34 +832,61 @@ impl Drop for CloseOnDrop {
     }
 }
 
-/// Writes `out` and flushes it (a no-op for TCP; TLS may hold the last
-/// record back until flushed).
-async fn write_out<W: AsyncWrite + Unpin>(w: &mut W, out: &[u8]) -> std::io::Result<()> {
-    w.write_all(out).await?;
-    w.flush().await
-}
-
-async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, queue: Arc<SendQueue>, tick: Duration) {
+/// The writer task: takes the write token and everything queued, writes
+/// it, gives the token back; sleeps when there is nothing (or a sender
+/// holds the token: it wakes the writer if it leaves bytes behind), and
+/// writes a tick when it has slept a quarter of `net_ticktime`.
+async fn write_loop<W: AsyncWrite + Unpin>(mut w: Sink<W>, queue: Arc<SendQueue>, tick: Duration) {
     let _close = CloseOnDrop(queue.clone());
+    if let Sink::Shared(sock) = &w {
+        let mut p = lock(&queue.pending);
+        if !queue.closed.load(Ordering::Acquire) {
+            p.direct = Some(sock.clone());
+        }
+    }
     let mut out = Vec::new();
     loop {
-        std::mem::swap(&mut lock(&queue.pending).bytes, &mut out);
-        if out.is_empty() {
+        let took = {
+            let mut p = lock(&queue.pending);
+            if p.writing || p.bytes.is_empty() {
+                false
+            } else {
+                p.writing = true;
+                std::mem::swap(&mut p.bytes, &mut out);
+                true
+            }
+        };
+        if !took {
             if tokio::time::timeout(tick, queue.work.notified())
                 .await
                 .is_err()
             {
-                out.extend_from_slice(&[0, 0, 0, 0]);
-                if let Err(e) = write_out(&mut w, &out).await {
+                // Idle for a quarter of net_ticktime: a tick, unless a
+                // sender is writing right now (traffic enough).
+                let free = {
+                    let mut p = lock(&queue.pending);
+                    !std::mem::replace(&mut p.writing, true)
+                };
+                if !free {
+                    continue;
+                }
+                let r = w.write_out(&[0, 0, 0, 0]).await;
+                lock(&queue.pending).writing = false;
+                if let Err(e) = r {
                     tracing::debug!("dist: writing to {} failed: {e}", queue.peer);
                     return;
                 }
-                queue.traffic.written(out.len());
-                out.clear();
+                queue.traffic.written(4);
             }
             continue;
         }
-        if let Err(e) = write_out(&mut w, &out).await {
+        let r = w.write_out(&out).await;
+        {
+            let mut p = lock(&queue.pending);
+            p.writing = false;
+            p.last_write = Instant::now();
+        }
+        if let Err(e) = r {
             tracing::debug!("dist: writing to {} failed: {e}", queue.peer);
             return;
         }
@@ -1242,6 +1466,85 @@ mod tests {
         assert_eq!(ids.range.load(Ordering::Relaxed), ANY);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn direct_writes_from_threads_keep_each_senders_order_over_a_full_socket() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) =
+            tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let (_read, write) = client.unwrap().into_split();
+        let (mut server, _) = accepted.unwrap();
+        let queue = Arc::new(SendQueue::new(
+            Atom::new("p@h"),
+            1,
+            1 << 30,
+            (false, false, false),
+        ));
+        let writer = tokio::spawn(write_loop(
+            Sink::<OwnedWriteHalf>::Shared(Arc::new(write)),
+            queue.clone(),
+            Duration::from_secs(60),
+        ));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while lock(&queue.pending).direct.is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer never started"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // Two threads each queue 2,000 messages of 1 KiB while nobody reads:
+        // the socket fills, direct writes come up short and leave the rest
+        // to the writer.
+        const EACH: i64 = 2000;
+        let senders: Vec<_> = (0..2i64)
+            .map(|t| {
+                let q = queue.clone();
+                std::thread::spawn(move || {
+                    for i in 0..EACH {
+                        let m = Outgoing {
+                            control: Term::tuple([Term::from(SEND), Term::atom(""), Term::from(t)]),
+                            payload: Some(Term::tuple([
+                                Term::from(i),
+                                Term::binary(vec![t as u8; 1024]),
+                            ])),
+                        };
+                        if let Some(batch) = q.enqueue(&m).unwrap() {
+                            q.write_direct(batch);
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut next = [0i64; 2];
+        let mut cache = AtomCache::new();
+        let mut fragments = Fragments::default();
+        let limits = DecodeLimits::default();
+        while next != [EACH, EACH] {
+            let frame =
+                tokio::time::timeout(Duration::from_secs(20), read_frame(&mut server, 1 << 20))
+                    .await
+                    .expect("messages stopped coming")
+                    .unwrap();
+            let Some(frame) = frame else { continue };
+            let (control, payload) = decode_frame(&frame, &mut cache, &mut fragments, &limits)
+                .unwrap()
+                .unwrap();
+            let t = elems(&control)[2].as_int().unwrap() as usize;
+            let i = elems(payload.as_ref().unwrap())[0].as_int().unwrap();
+            assert_eq!(i, next[t], "sender {t} out of order");
+            next[t] += 1;
+        }
+        senders.into_iter().for_each(|s| s.join().unwrap());
+        // The counter drops once each write has returned.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while queue.queued_bytes() != 0 {
+            assert!(std::time::Instant::now() < deadline, "bytes left counted");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        writer.abort();
+    }
+
     #[tokio::test]
     async fn a_busy_queue_refuses_try_send_and_makes_send_wait_until_written() {
         let queue = Arc::new(SendQueue::new(
@@ -1278,7 +1581,11 @@ mod tests {
         );
         // ... until the writer has written what was queued.
         let (client, mut server) = tokio::io::duplex(1 << 20);
-        let writer = tokio::spawn(write_loop(client, queue.clone(), Duration::from_secs(60)));
+        let writer = tokio::spawn(write_loop(
+            Sink::Stream(client),
+            queue.clone(),
+            Duration::from_secs(60),
+        ));
         tokio::time::timeout(Duration::from_secs(10), waiting)
             .await
             .expect("the waiting send was never let through")

@@ -124,6 +124,8 @@ mod global;
 mod handshake;
 mod introspect;
 #[cfg(all(test, ember_dist_loom))]
+mod loom_direct;
+#[cfg(all(test, ember_dist_loom))]
 mod loom_mapper;
 #[cfg(all(test, ember_dist_loom))]
 mod loom_models;

@@ -11,6 +11,10 @@
 //! `NodeDown`) and drops what was queued meanwhile. The FIFO ([`Lane`]) is
 //! bounded for senders as Erlang's `busy_dist_port`: a process whose
 //! message finds it full is suspended until it drains.
+//! A message finding the lane empty and its task idle, with the
+//! connection up and not busy, skips the lane and is queued (and, when no
+//! write is under way, written) by the sender itself
+//! ([`Lane::try_direct`]).
 //!
 //! Incoming, the connection's reader calls the bridge (its [`Deliver`]
 //! hook) in arrival order, and the bridge calls the runtime's
@@ -48,7 +52,7 @@ use ember_runtime::dist::{
 use ember_runtime::{receive, ExitReason, Handle, Spawn};
 use ember_term::{Atom, Pid, Term};
 
-use crate::connection::Outgoing;
+use crate::connection::{Outgoing, SendQueue};
 use crate::error::DistError;
 use crate::flags;
 use crate::node::{Deliver, Delivery, Inner, Node, NodeConfig};
@@ -534,7 +538,6 @@ impl Bridge {
                     node: node.clone(),
                     inner: self.node.get().cloned().unwrap_or_default(),
                     incoming: self.incoming.clone(),
-                    flags: self.flags.clone(),
                     lane: lane.clone(),
                 };
                 self.tokio.spawn(forwarder.run());
@@ -546,11 +549,17 @@ impl Bridge {
 
 impl Distribution for Bridge {
     fn signal(&self, node: &Atom, signal: RemoteSignal) {
-        self.lane(node).push(signal, None);
+        let lane = self.lane(node);
+        if let Some(signal) = lane.try_direct(signal) {
+            lane.push(signal, None);
+        }
     }
 
     fn message(&self, node: &Atom, signal: RemoteSignal, sender: &Sender<'_>) {
-        self.lane(node).push(signal, Some(sender));
+        let lane = self.lane(node);
+        if let Some(signal) = lane.try_direct(signal) {
+            lane.push(signal, Some(sender));
+        }
     }
 }
 
@@ -578,6 +587,17 @@ impl Distribution for Bridge {
 /// while the FIFO holds at least the limit, so the forwarder has
 /// something to take and will see it: none is left behind (loom model in
 /// `loom_models.rs`).
+///
+/// The direct path: a message finding the lane empty, the forwarder idle
+/// (not between taking a signal and queueing it on the connection), and
+/// the node's connection up with room, skips the lane and the forwarder:
+/// the sender queues it on the connection itself, under the lane's lock
+/// (so nothing queued on the lane after it can overtake it), and, when
+/// the connection's write token is free, writes it to the socket from its
+/// own thread after releasing that lock ([`SendQueue::enqueue`]). A busy
+/// or closed connection, a signal other than a message, or anything
+/// queued here sends it the ordinary way, through the lane (loom model in
+/// `loom_direct.rs`).
 pub(crate) struct Lane {
     state: Mutex<LaneState>,
     /// Senders → forwarder: something was queued.
@@ -595,6 +615,12 @@ struct LaneState {
     waiting: HashMap<ember_runtime::Pid, Suspension>,
     /// Messages from outside any process dropped on a full lane.
     dropped: u64,
+    /// The forwarder has taken a signal and not yet queued it on the
+    /// connection (or dropped it): no direct sends meanwhile.
+    forwarding: bool,
+    /// The node's connection as the forwarder last found it up: for the
+    /// direct path and the forwarder itself.
+    conn: Option<Arc<SendQueue>>,
 }
 
 impl Lane {
@@ -606,6 +632,8 @@ impl Lane {
                 epoch: 0,
                 waiting: HashMap::new(),
                 dropped: 0,
+                forwarding: false,
+                conn: None,
             }),
             work: tokio::sync::Notify::new(),
             limit: limit.max(1),
@@ -644,11 +672,64 @@ impl Lane {
         self.work.notify_one();
     }
 
+    /// Sends a message the direct way (see the type's docs), or hands it
+    /// back (`Some`) to go through the lane.
+    fn try_direct(&self, signal: RemoteSignal) -> Option<RemoteSignal> {
+        if !is_message(&signal) {
+            return Some(signal);
+        }
+        let state = lock(&self.state);
+        if state.forwarding || !state.queue.is_empty() {
+            return Some(signal);
+        }
+        let Some(tx) = state.conn.clone() else {
+            return Some(signal);
+        };
+        if !tx.has_room() {
+            return Some(signal);
+        }
+        // Not sent (an alias message to a node without aliases): dropped,
+        // as the forwarder drops it (`None`: nothing left to send).
+        let outgoing = encode(signal, tx.peer_flags())?;
+        let queued = tx.enqueue(&outgoing);
+        drop(state);
+        match queued {
+            Ok(Some(batch)) => tx.write_direct(batch),
+            Ok(None) => {}
+            // Logged where it was refused; the message is dropped.
+            Err(DistError::BadPid(_)) => {}
+            Err(e) => tracing::debug!("dist: no send to {}: {e}", tx.peer()),
+        }
+        None
+    }
+
+    /// The connection the forwarder found up.
+    fn set_conn(&self, tx: &Arc<SendQueue>) {
+        lock(&self.state).conn = Some(tx.clone());
+    }
+
+    /// The connection last found up, unless it has closed since.
+    fn conn(&self) -> Option<Arc<SendQueue>> {
+        let mut state = lock(&self.state);
+        match &state.conn {
+            Some(tx) if tx.is_closed() => {
+                state.conn = None;
+                None
+            }
+            c => c.clone(),
+        }
+    }
+
     /// Takes the next signal, resuming the suspended senders when that
-    /// took the lane below half its limit.
+    /// took the lane below half its limit. The forwarder is busy with it
+    /// until it asks for the next (no direct sends meanwhile).
     fn pop(&self) -> Option<(RemoteSignal, u64)> {
         let mut state = lock(&self.state);
-        let (signal, size, epoch) = state.queue.pop_front()?;
+        let Some((signal, size, epoch)) = state.queue.pop_front() else {
+            state.forwarding = false;
+            return None;
+        };
+        state.forwarding = true;
         state.bytes -= size;
         let resumed = if state.bytes < (self.limit / 2).max(1) && !state.waiting.is_empty() {
             std::mem::take(&mut state.waiting)
@@ -667,7 +748,9 @@ impl Lane {
 
     /// A connection to the node was lost.
     fn connection_lost(&self) {
-        lock(&self.state).epoch += 1;
+        let mut state = lock(&self.state);
+        state.epoch += 1;
+        state.conn = None;
     }
 
     /// Drops everything queued and resumes every suspended sender; the
@@ -749,7 +832,6 @@ struct Forwarder {
     node: Atom,
     inner: Weak<Inner>,
     incoming: Arc<OnceLock<Incoming>>,
-    flags: PeerFlags,
     lane: Arc<Lane>,
 }
 
@@ -760,22 +842,29 @@ impl Forwarder {
                 self.lane.work.notified().await;
                 continue;
             };
-            let Some(inner) = self.inner.upgrade() else {
-                self.unreachable("the node has stopped");
-                continue;
-            };
-            let tx = match inner.connect(&self.node).await {
-                Ok(tx) => tx,
-                Err(e) => {
-                    drop(inner);
-                    self.unreachable(&e.to_string());
-                    continue;
+            let tx = match self.lane.conn() {
+                Some(tx) => tx,
+                None => {
+                    let Some(inner) = self.inner.upgrade() else {
+                        self.unreachable("the node has stopped");
+                        continue;
+                    };
+                    let tx = match inner.connect(&self.node).await {
+                        Ok(tx) => tx,
+                        Err(e) => {
+                            drop(inner);
+                            self.unreachable(&e.to_string());
+                            continue;
+                        }
+                    };
+                    self.lane.set_conn(&tx);
+                    tx
                 }
             };
             if !self.still_held(&signal, queued_in) {
                 continue;
             }
-            let peer_flags = lock(&self.flags).get(&self.node).copied().unwrap_or(0);
+            let peer_flags = tx.peer_flags();
             if peer_flags & flags::SPAWN == 0 {
                 if let RemoteSignal::SpawnRequest { id, from, .. } = &signal {
                     // The peer does not spawn for others: answer for it.

@@ -50,6 +50,23 @@ const INJECTOR_BATCH: usize = 32;
 /// `sched_yield` it used to spin took on an otherwise idle core.
 const SPIN: Duration = Duration::from_micros(40);
 
+/// How long an idle worker spins: [`SPIN`], or nothing (one look at the
+/// pollset, then park) when the process may run on one core only (its
+/// affinity, `taskset -c N`, or a CPU quota of one): then its other
+/// threads share that core and a spin keeps them off it, such as the
+/// tokio thread `ember-io` that reads the distribution connection a
+/// remote call's answer comes on (a pinned node's call took 40 µs more).
+/// Read once.
+fn spin() -> Duration {
+    static ALONE: OnceLock<bool> = OnceLock::new();
+    let alone = *ALONE.get_or_init(|| thread::available_parallelism().map_or(1, |n| n.get()) <= 1);
+    if alone {
+        Duration::ZERO
+    } else {
+        SPIN
+    }
+}
+
 /// One OS thread of the scheduler.
 pub(crate) struct Worker {
     pub(crate) id: usize,
@@ -290,7 +307,7 @@ fn idle(rt: &Shared, slot: &Slot, me: &Worker, fired: &mut Fired) {
     // long slice lets it keep it, and this thread, runnable rather than
     // asleep, is not woken early by a socket event. The pollset is looked
     // at while spinning, so such an event is seen at once.
-    let spin_until = Instant::now() + SPIN;
+    let spin_until = Instant::now() + spin();
     let next_due = rt.timers.next_due(slot.index);
     loop {
         if sched.has_work_for(slot) || leave() {
