@@ -77,10 +77,24 @@ struct State {
     admitted: u32,
     /// Reports dropped and not yet reported as dropped.
     pending: u64,
+    /// Of the dropped reports taken from `pending`, those whose "dropped"
+    /// line is being written (outside the lock) right now.
+    announcing: u64,
     /// Whether a flusher thread is running.
     flusher: bool,
     written: u64,
     dropped: u64,
+}
+
+impl State {
+    /// Takes the dropped reports not yet announced, for a "dropped" line to
+    /// be written outside the lock: until it is, they still count as
+    /// pending in [`Limiter::stats`].
+    fn take_pending(&mut self) -> u64 {
+        let pending = std::mem::take(&mut self.pending);
+        self.announcing += pending;
+        pending
+    }
 }
 
 /// Totals of a [`Limiter`], since it was created.
@@ -109,6 +123,7 @@ impl Limiter {
                 started: None,
                 admitted: 0,
                 pending: 0,
+                announcing: 0,
                 flusher: false,
                 written: 0,
                 dropped: 0,
@@ -143,7 +158,7 @@ impl Limiter {
         {
             state.started = Some(now);
             state.admitted = 0;
-            announce = std::mem::take(&mut state.pending);
+            announce = state.take_pending();
         }
         let admitted = state.admitted < state.max;
         if admitted {
@@ -170,7 +185,7 @@ impl Limiter {
     /// Writes the "reports dropped" line for the reports dropped so far and
     /// not yet announced, now; returns how many that was (0: no line).
     pub fn flush(&self) -> u64 {
-        let pending = std::mem::take(&mut self.lock().pending);
+        let pending = self.lock().take_pending();
         if pending > 0 {
             self.announce(pending);
         }
@@ -184,7 +199,7 @@ impl Limiter {
         LimiterStats {
             written: state.written,
             dropped: state.dropped,
-            pending: state.pending,
+            pending: state.pending + state.announcing,
             dropping: state.admitted >= state.max
                 && state
                     .started
@@ -192,6 +207,8 @@ impl Limiter {
         }
     }
 
+    /// Writes the "dropped" line for `dropped` reports taken with
+    /// [`State::take_pending`], then counts them announced.
     fn announce(&self, dropped: u64) {
         tracing::warn!(
             target: "ember_otp::logger",
@@ -199,6 +216,7 @@ impl Limiter {
             dropped,
             "{dropped} reports dropped (burst limit)"
         );
+        self.lock().announcing -= dropped;
     }
 
     /// Starts the thread that announces what was dropped once the window
@@ -223,7 +241,7 @@ impl Limiter {
                 {
                     continue; // a report opened a new window meanwhile
                 }
-                let pending = std::mem::take(&mut state.pending);
+                let pending = state.take_pending();
                 if pending == 0 {
                     state.flusher = false;
                     return;
