@@ -6,14 +6,29 @@
 use std::time::Duration;
 
 use ember_jobs::{
-    now_ms, Backoff, CancelOutcome, ClaimRequest, Claimer, Completion, JobContext, JobState, Jobs,
-    JobsConfig, KindOptions, NewJob, Progress, Retry, Store, StoreError,
+    now_ms, Backoff, CancelOutcome, ClaimRequest, Claimed, Claimer, Completion, JobContext,
+    JobState, Jobs, JobsConfig, KindOptions, NewJob, Progress, Retry, Store, StoreError,
 };
 use ember_runtime::Runtime;
 use serde_json::json;
 
 /// How long a scenario waits for an event before it fails.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Claims up to `limit` due jobs of queue `default` at `now` for owner
+/// `a#1` on node `a@h`, with a minute's lease.
+fn claim_as_a(s: &dyn Store, now: ember_jobs::Millis, limit: usize) -> Vec<Claimed> {
+    s.claim(
+        "default",
+        "a@h",
+        "a#1",
+        &Claimer::always(),
+        now,
+        now + 60_000,
+        limit,
+    )
+    .unwrap()
+}
 
 /// A job of `kind` on queue `default`, due now, 3 attempts.
 pub(crate) fn new_job(kind: &str) -> NewJob {
@@ -235,17 +250,7 @@ pub(crate) fn group_commit_answers_each_write_alone(s: &dyn Store) {
         s.insert(&new_job("g")).unwrap();
     }
     let t = now_ms();
-    let claimed = s
-        .claim(
-            "default",
-            "a@h",
-            "a#1",
-            &Claimer::always(),
-            t,
-            t + 60_000,
-            N,
-        )
-        .unwrap();
+    let claimed = claim_as_a(s, t, N);
     assert_eq!(claimed.len(), N);
     let mut succeeds = Vec::new();
     for (i, c) in claimed.iter().enumerate() {
@@ -322,17 +327,7 @@ pub(crate) fn complete_and_claim_rules(s: &dyn Store) {
         .map(|_| s.insert(&new_job("t")).unwrap().id())
         .collect();
     let t = now_ms();
-    let running = s
-        .claim(
-            "default",
-            "a@h",
-            "a#1",
-            &Claimer::always(),
-            t,
-            t + 60_000,
-            2,
-        )
-        .unwrap();
+    let running = claim_as_a(s, t, 2);
     assert_eq!(
         running.iter().map(|c| c.id).collect::<Vec<_>>(),
         first,
