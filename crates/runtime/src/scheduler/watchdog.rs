@@ -560,7 +560,7 @@ struct Observation {
     looks: u32,
     /// Set once a look found the current poll charged
     /// [`Preemption::cpu_threshold`]: a suspected hog, not yet confirmed.
-    over_at: Option<Suspect>,
+    suspect: Option<Suspect>,
     /// The look that wrote this entry (entries of exited workers go stale).
     look: u64,
 }
@@ -881,28 +881,25 @@ fn observe(
     look: u64,
     cpu_threshold: Duration,
 ) -> Observation {
-    let (step, before_first_look, looks, over_at) = match before {
+    let (step, charged, before_first_look, looks, suspect) = match before {
         // The same poll: what its thread used since, never more than the
         // wall time since (a thread's clock can leap: `HOG_CONFIRMATION`).
         Some(seen) if seen.epoch == sample.epoch => {
             let used = sample.cpu.saturating_sub(seen.cpu);
             let used = used.min(now_ns.saturating_sub(seen.at));
-            (used, seen.before_first_look, seen.looks + 1, seen.over_at)
+            let (looks, first) = (seen.looks + 1, seen.before_first_look);
+            (used, seen.charged + used, first, looks, seen.suspect)
         }
         // A poll seen for the first time.
         Some(seen) => {
             let used = sample.cpu - first_look_base(seen, sample);
             let used = used.min(now_ns.saturating_sub(sample.started_ns));
-            (used, used, 1, None)
+            (used, used, used, 1, None)
         }
-        None => (0, 0, 1, None),
-    };
-    let charged = match before {
-        Some(seen) if seen.epoch == sample.epoch => seen.charged + step,
-        _ => step,
+        None => (0, 0, 0, 1, None),
     };
     let burning = step >= BURNING_STEP.as_nanos() as u64;
-    let over_at = match over_at {
+    let suspect = match suspect {
         Some(suspect) => Some(Suspect {
             burning_looks: suspect.burning_looks + u32::from(burning),
             ..suspect
@@ -922,7 +919,7 @@ fn observe(
         charged,
         before_first_look,
         looks,
-        over_at,
+        suspect,
         look,
     }
 }
@@ -931,7 +928,7 @@ impl Observation {
     /// The poll was charged the CPU threshold at an earlier look and has
     /// since been seen burning at two looks, for [`HOG_CONFIRMATION`] in all.
     fn confirms_hog(&self) -> bool {
-        self.over_at.is_some_and(|suspect| {
+        self.suspect.is_some_and(|suspect| {
             suspect.burning_looks >= 2
                 && self.charged.saturating_sub(suspect.charged_at)
                     >= HOG_CONFIRMATION.as_nanos() as u64
@@ -1123,7 +1120,7 @@ mod tests {
             charged: 0,
             before_first_look: 0,
             looks: 1,
-            over_at: None,
+            suspect: None,
             look: 1,
         }
     }
@@ -1195,7 +1192,7 @@ mod tests {
         };
         let later = observe(Some(&seen_once), &leapt, 11 * MS, 3, THRESHOLD);
         assert_eq!(later.charged, MS / 10 + MS * 4 / 5);
-        assert_eq!(later.over_at, None);
+        assert_eq!(later.suspect, None);
     }
 
     /// A poll charged the threshold is a hog only once it is charged
@@ -1208,7 +1205,7 @@ mod tests {
         let first = sample(10 * MS, 53 * MS);
         let over = observe(Some(&before), &first, 13 * MS, 2, THRESHOLD);
         assert!(over.charged >= 2 * MS);
-        assert_eq!(over.over_at.map(|s| s.charged_at), Some(over.charged));
+        assert_eq!(over.suspect.map(|s| s.charged_at), Some(over.charged));
         assert!(!over.confirms_hog(), "confirmed at first sight");
         // Descheduled: no CPU since, still unconfirmed.
         let still = observe(Some(&over), &first, 14 * MS, 3, THRESHOLD);
@@ -1242,7 +1239,7 @@ mod tests {
             ..first
         };
         let fresh = observe(Some(&hog), &next, 15 * MS + MS / 10, 6, THRESHOLD);
-        assert_eq!(fresh.over_at, None);
+        assert_eq!(fresh.suspect, None);
         assert!(!fresh.confirms_hog());
     }
 
