@@ -100,12 +100,20 @@ struct Options {
     /// names); else `nonode@nohost`.
     #[arg(long, value_name = "NAME")]
     jobs_node: Option<String>,
+    /// How many jobs of queue NAME this node runs at once (repeatable;
+    /// default: 100 for `llm`, 10 for any other queue).
+    #[arg(long = "queue", value_name = "NAME=LIMIT", value_parser = parse_queue)]
+    queues: Vec<(String, usize)>,
     /// A recurring job (repeatable): at every slot of the cron expression
     /// EXPR (UTC; 5 fields, or 6 with seconds first, or `@hourly` and the
     /// like) one job of KIND with the JSON args ARGS, once across the nodes
     /// sharing the store, e.g. `--cron 'facts=*/5 * * * *:fact:{"n": 1000}'`.
     #[arg(long = "cron", value_name = "NAME=EXPR:KIND:ARGS", value_parser = parse_cron)]
     cron: Vec<CronArg>,
+    /// On Ctrl-C or SIGTERM, how long in-flight requests may take to finish
+    /// before their connections are closed, in seconds.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_seconds)]
+    shutdown_timeout: std::time::Duration,
     /// With TLS, accept peers that present no certificate (default:
     /// refuse them, as OTP's `verify_peer` + `fail_if_no_peer_cert`).
     #[arg(long, requires = "tls_cert")]
@@ -133,6 +141,25 @@ fn parse_cron(s: &str) -> Result<CronArg, String> {
         kind: kind.trim().to_owned(),
         args,
     })
+}
+
+fn parse_queue(s: &str) -> Result<(String, usize), String> {
+    let usage = || format!("expected NAME=LIMIT with LIMIT at least 1, not {s:?}");
+    let (name, limit) = s.split_once('=').ok_or_else(usage)?;
+    let limit: usize = limit.trim().parse().map_err(|_| usage())?;
+    let name = name.trim();
+    if name.is_empty() || limit == 0 {
+        return Err(usage());
+    }
+    Ok((name.to_owned(), limit))
+}
+
+fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|secs| std::time::Duration::try_from_secs_f64(secs).ok())
+        .ok_or_else(|| format!("expected seconds (e.g. 10 or 0.5), not {s:?}"))
 }
 
 fn parse_mode(s: &str) -> Result<console::Mode, String> {
@@ -202,6 +229,7 @@ async fn serve(options: Options) -> ExitCode {
         &options.data,
         options.database.as_deref(),
         node_name,
+        &options.queues,
         &options.cron,
     )
     .await
@@ -225,8 +253,11 @@ async fn serve(options: Options) -> ExitCode {
         jobs,
     ));
     let listen = options.listen;
-    let demo = match Demo::start(listen.as_str(), routes, Config::default(), console_options).await
-    {
+    let config = Config {
+        shutdown_timeout: options.shutdown_timeout,
+        ..Config::default()
+    };
+    let demo = match Demo::start(listen.as_str(), routes, config, console_options).await {
         Ok(demo) => demo,
         Err(e) => {
             eprintln!("ember: cannot serve on {listen}: {e}");
@@ -317,18 +348,24 @@ fn env_ms(var: &str) -> Option<std::time::Duration> {
 
 /// Opens the jobs store (PostgreSQL at `database` if given, else SQLite in
 /// `dir`) and starts the job system with the demo kinds (`llm`, `fact`,
-/// `flaky`). `EMBER_JOBS_LEASE_MS` sets the lease (default 30 s; the
+/// `flaky`) and the `--queue` limits. `EMBER_JOBS_LEASE_MS` sets the lease (default 30 s; the
 /// heartbeat is a third of it), for tests of lease expiry.
 async fn start_jobs(
     dir: &std::path::Path,
     database: Option<&str>,
     node: String,
+    queues: &[(String, usize)],
     cron: &[CronArg],
 ) -> Result<ember_jobs::Jobs, String> {
     let mut config = ember_jobs::JobsConfig {
         node,
         ..ember_jobs::JobsConfig::default()
     };
+    // Slow calls that mostly wait: many at once.
+    config
+        .queues
+        .insert(ember_web::jobs::LLM_QUEUE.to_owned(), 100);
+    config.queues.extend(queues.iter().cloned());
     if let Some(lease) = env_ms("EMBER_JOBS_LEASE_MS") {
         config.lease = lease;
         config.heartbeat = (lease / 3).max(std::time::Duration::from_millis(1));
@@ -352,13 +389,9 @@ async fn start_jobs(
 /// entries.
 async fn start_demo_jobs(
     store: impl ember_jobs::Store,
-    mut config: ember_jobs::JobsConfig,
+    config: ember_jobs::JobsConfig,
     cron: &[CronArg],
 ) -> Result<ember_jobs::Jobs, String> {
-    // Slow calls that mostly wait: many at once.
-    config
-        .queues
-        .insert(ember_web::jobs::LLM_QUEUE.to_owned(), 100);
     let mut builder = ember_web::jobs::demo_kinds(ember_jobs::Jobs::builder(store, config));
     for c in cron {
         builder = builder.cron(

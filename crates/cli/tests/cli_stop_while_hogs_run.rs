@@ -55,6 +55,9 @@ fn stop_while_hogs_run(round: usize) {
     let child = Command::new(env!("CARGO_BIN_EXE_ember"))
         .args(["--listen", "127.0.0.1:0", "--schedulers", "2"])
         .args(["--data", &data.arg()])
+        // The hogs never finish: whatever the wait, their connections are
+        // killed at its end and the runtime dropped under them.
+        .args(["--shutdown-timeout", "1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -116,7 +119,7 @@ fn stop_while_hogs_run(round: usize) {
         .status()
         .expect("kill runs");
     assert!(status.success());
-    // The server waits `shutdown_timeout` (10 s) for the hogs, kills their
+    // The server waits `--shutdown-timeout` (1 s) for the hogs, kills their
     // connections (they die at their next await, which never comes), and
     // the runtime is dropped under them.
     let deadline = Instant::now() + Duration::from_secs(90);

@@ -6,7 +6,7 @@
 //! calling it throughout saw no error beyond the retryable `Moving`).
 //!
 //! Each example is built with the cargo that runs this test (a no-op when
-//! `cargo test` already built it) and run on a port mapper port of its own
+//! `cargo test --workspace` already built it) and run on a port mapper port of its own
 //! (`ERL_EPMD_PORT`, free when the test starts), so its embedded epmd
 //! never meets another test's.
 
@@ -32,9 +32,33 @@ fn example_binary(name: &str) -> PathBuf {
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
-    build.args(["build", "--quiet", "-p", "ember", "--example", name]);
+    // `--workspace`, as `cargo test --workspace` resolves features: with
+    // `-p ember` alone the dependencies (tokio's features among them)
+    // resolve differently and this build compiled the whole tree again.
+    build.args(["build", "--quiet", "--workspace", "--example", name]);
     if release {
         build.arg("--release");
+    }
+    // The variables cargo sets for this test process describe this test's
+    // package, not the build: a build script that tracks one (ring's tracks
+    // `CARGO_MANIFEST_DIR`) would rerun and everything above it rebuild,
+    // here and again in the next `cargo test`.
+    for (var, _) in std::env::vars_os() {
+        let Some(var) = var.to_str() else { continue };
+        if var.starts_with("CARGO_PKG_")
+            || matches!(
+                var,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "OUT_DIR"
+            )
+        {
+            build.env_remove(var);
+        }
     }
     let status = build
         .current_dir(env!("CARGO_MANIFEST_DIR"))

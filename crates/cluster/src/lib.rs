@@ -86,6 +86,7 @@ use server::{Request, Server, Shared};
 pub struct ClusterConfig {
     kinds: Kinds,
     seeds: Vec<String>,
+    restarts: server::RestartLimit,
 }
 
 impl ClusterConfig {
@@ -94,7 +95,20 @@ impl ClusterConfig {
         ClusterConfig {
             kinds,
             seeds: Vec::new(),
+            restarts: server::RestartLimit::default(),
         }
+    }
+
+    /// A crash loop's limit (a supervisor's intensity and period): an
+    /// instance that exits abnormally `max_restarts` times (at least 1)
+    /// within `period` on this node is not restarted there until the first
+    /// of those exits is `period` old. Default: 5 in 10 s.
+    pub fn restart_intensity(mut self, max_restarts: usize, period: Duration) -> ClusterConfig {
+        self.restarts = server::RestartLimit {
+            max_restarts: max_restarts.max(1),
+            period,
+        };
+        self
     }
 
     /// Nodes to connect to at start, retried every half second while not
@@ -188,12 +202,13 @@ impl Cluster {
         let (tx, rx) = oneshot::channel();
         let seeds = config.seeds;
         let kinds = config.kinds;
+        let restarts = config.restarts;
         handle.spawn_with(Spawn::new().name(server::NAME), async move {
             let shared = Arc::new(Shared::new(dist::node()));
             *shared.server.write() = Some(ember_runtime::self_pid());
             let _ = tx.send(shared.clone());
             let seeds = seeds.iter().filter_map(|s| Atom::try_new(s).ok()).collect();
-            Server::new(shared, kinds, seeds).run().await;
+            Server::new(shared, kinds, seeds, restarts).run().await;
         })?;
         let shared = rx.await.expect("the cluster server sends its tables first");
         Ok(Cluster {
@@ -228,6 +243,7 @@ impl Cluster {
             .filter_map(|s| Atom::try_new(s).ok())
             .collect();
         let kinds = config.kinds;
+        let restarts = config.restarts;
         let state = shared.clone();
         let spec = ChildSpec::worker(server::NAME, move || {
             let (shared, kinds, seeds) = (state.clone(), kinds.clone(), seeds.clone());
@@ -235,7 +251,7 @@ impl Cluster {
                 let pid = Spawn::new()
                     .link()
                     .name(server::NAME)
-                    .spawn(Server::new(shared.clone(), kinds, seeds).run())
+                    .spawn(Server::new(shared.clone(), kinds, seeds, restarts).run())
                     .map_err(|e| StartError::Failed(ExitReason::error(e)))?
                     .pid;
                 // Requests go to it from now on (they wait in its mailbox

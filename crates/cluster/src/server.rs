@@ -60,13 +60,23 @@ const TICK: Duration = Duration::from_millis(500);
 /// How long an instance has to hand its state over.
 const HANDOFF_WAIT: Duration = Duration::from_secs(5);
 
-/// An instance that exits abnormally [`MAX_RESTARTS`] times within
-/// [`RESTART_PERIOD`] is not restarted until [`RESTART_PERIOD`] after its
-/// last exit (a supervisor's intensity, without giving up for good).
-const MAX_RESTARTS: usize = 5;
+/// A crash loop's limit: an instance that exits abnormally `max_restarts`
+/// times within `period` is not restarted until the first of those exits
+/// is `period` old (a supervisor's intensity, without giving up for good).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RestartLimit {
+    pub(crate) max_restarts: usize,
+    pub(crate) period: Duration,
+}
 
-/// See [`MAX_RESTARTS`].
-const RESTART_PERIOD: Duration = Duration::from_secs(10);
+impl Default for RestartLimit {
+    fn default() -> RestartLimit {
+        RestartLimit {
+            max_restarts: 5,
+            period: Duration::from_secs(10),
+        }
+    }
+}
 
 /// What the API and the server share. It outlives the server process: a
 /// server restarted by its supervisor starts from it (see
@@ -174,6 +184,8 @@ pub(crate) struct Server {
     leaving: bool,
     /// Recent abnormal exits of local instances, by service.
     crashes: HashMap<String, Vec<Instant>>,
+    /// How many of those hold a service back, and for how long.
+    restarts: RestartLimit,
     /// Peers asked for their sync after a restart (`hello`): their entries
     /// here are replaced by what their sync says.
     resync: BTreeSet<Atom>,
@@ -247,7 +259,12 @@ fn parse_spec(t: &[Term]) -> Option<(String, Spec)> {
 }
 
 impl Server {
-    pub(crate) fn new(shared: Arc<Shared>, kinds: Kinds, seeds: Vec<Atom>) -> Server {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        kinds: Kinds,
+        seeds: Vec<Atom>,
+        restarts: RestartLimit,
+    ) -> Server {
         Server {
             shared,
             kinds,
@@ -262,6 +279,7 @@ impl Server {
             instances: HashMap::new(),
             leaving: false,
             crashes: HashMap::new(),
+            restarts,
             resync: BTreeSet::new(),
         }
     }
@@ -731,12 +749,16 @@ impl Server {
             return false;
         };
         let now = Instant::now();
-        recent.retain(|t| now.duration_since(*t) < RESTART_PERIOD);
+        let RestartLimit {
+            max_restarts,
+            period,
+        } = self.restarts;
+        recent.retain(|t| now.duration_since(*t) < period);
         if recent.is_empty() {
             self.crashes.remove(name);
             return false;
         }
-        recent.len() >= MAX_RESTARTS
+        recent.len() >= max_restarts
     }
 
     fn start_instance(
@@ -911,13 +933,17 @@ impl Server {
                 if let Some(i) = self.take_instance(&name) {
                     self.unregister_entry(&name, i.pid);
                     let now = Instant::now();
+                    let RestartLimit {
+                        max_restarts,
+                        period,
+                    } = self.restarts;
                     let recent = self.crashes.entry(name.clone()).or_default();
-                    recent.retain(|t| now.duration_since(*t) < RESTART_PERIOD);
+                    recent.retain(|t| now.duration_since(*t) < period);
                     recent.push(now);
-                    if recent.len() >= MAX_RESTARTS {
+                    if recent.len() >= max_restarts {
                         tracing::error!(
-                            "cluster: {name} exited ({}) {} times in {RESTART_PERIOD:?}; \
-                             not restarting it for {RESTART_PERIOD:?}",
+                            "cluster: {name} exited ({}) {} times in {period:?}; \
+                             not restarting it until the first of those is {period:?} old",
                             down.reason,
                             recent.len()
                         );

@@ -5,12 +5,12 @@ mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use ember_cluster::{Kinds, Service, ServiceKind};
+use ember_cluster::{ClusterConfig, Kinds, Service, ServiceKind};
 use ember_term::Term;
 use ember_testkit::{free_port, random_cookie, unique};
-use support::{eventually, TestNode};
+use support::{eventually, BareNode};
 
 /// Instances that panic on their first call; counts the starts.
 struct Fragile(Arc<AtomicUsize>);
@@ -35,7 +35,12 @@ fn a_crash_looping_service_is_held_back() {
     let starts = Arc::new(AtomicUsize::new(0));
     let mut kinds = Kinds::new();
     kinds.register("fragile", Fragile(starts.clone()));
-    let a = TestNode::start_with(&unique("a"), &random_cookie(), free_port(), &[], kinds);
+    // Held back until the first crash is 6 s old: the five crashes take
+    // about 2 s (a restart per 500 ms rebalance), which leaves about 4 s of
+    // hold for the 2 s check below.
+    const PERIOD: Duration = Duration::from_secs(6);
+    let a = BareNode::start(&unique("a"), &random_cookie(), free_port())
+        .start_cluster(ClusterConfig::new(kinds).restart_intensity(5, PERIOD));
     let cluster = a.cluster.clone();
     a.rt.block_on(async move {
         cluster
@@ -44,6 +49,7 @@ fn a_crash_looping_service_is_held_back() {
             .unwrap();
     });
     // Crash it five times, each time once it runs again.
+    let mut first_crash = None;
     for n in 1..=5 {
         eventually(&format!("start {n}"), || {
             starts.load(Ordering::SeqCst) == n && a.cluster.whereis("f").is_some()
@@ -53,10 +59,18 @@ fn a_crash_looping_service_is_held_back() {
             .rt
             .block_on(async move { cluster.call("f", Term::nil(), Duration::from_secs(5)).await });
         assert!(r.is_err(), "{r:?}");
+        first_crash.get_or_insert_with(Instant::now);
     }
-    // Held back: no sixth start for a while (the hold lasts 10 s).
-    let waited = std::time::Instant::now();
-    while waited.elapsed() < Duration::from_secs(2) {
+    // Held back: no sixth start for 2 s, or until half a second before the
+    // hold can end (the first crash is recorded as its call fails) if the
+    // crashes took long.
+    let hold_ends_after = first_crash.unwrap() + PERIOD - Duration::from_millis(500);
+    let check_until = (Instant::now() + Duration::from_secs(2)).min(hold_ends_after);
+    println!(
+        "held back: checked for {:?}",
+        check_until.saturating_duration_since(Instant::now())
+    );
+    while Instant::now() < check_until {
         assert_eq!(
             starts.load(Ordering::SeqCst),
             5,

@@ -125,6 +125,7 @@ async fn garbage_and_huge_lengths_in_the_handshake_close_the_connection() {
     ga.setup_time = Duration::from_secs(2);
     let a = Node::start_with(ga).await.unwrap();
     let b = Node::start_with(config("gb", "c", port)).await.unwrap();
+    let mut inputs = Vec::new();
     for input in [
         &b"\x00\x05hello"[..],
         &[0xff, 0xff, 0xff, 0xff][..],
@@ -139,14 +140,21 @@ async fn garbage_and_huge_lengths_in_the_handshake_close_the_connection() {
             0, 17, b'N', 0, 0, 0, 0x0f, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1, 0, 2, b'x', b'y',
         ][..],
     ] {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", a.port()))
-            .await
-            .unwrap();
-        s.write_all(input).await.unwrap();
-        // The node closes the connection (an error or EOF), within the setup time.
-        let mut buf = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf)).await;
-        assert!(read.is_ok(), "connection left open after {input:?}");
+        // All at once: the partial ones each wait out the setup time.
+        let port = a.port();
+        inputs.push(tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            s.write_all(input).await.unwrap();
+            // The node closes the connection (an error or EOF), within the setup time.
+            let mut buf = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf)).await;
+            assert!(read.is_ok(), "connection left open after {input:?}");
+        }));
+    }
+    for input in inputs {
+        input.await.unwrap();
     }
     assert!(a.ping(b.name().as_str()).await);
     assert_eq!(PANICS.load(std::sync::atomic::Ordering::SeqCst), 0);

@@ -70,11 +70,16 @@ impl BareNode {
 
     /// Starts its cluster server, joining `seeds`.
     pub(crate) fn join(self, seeds: &[&str], kinds: Kinds) -> TestNode {
+        let seeds: Vec<String> = seeds.iter().map(|s| s.to_string()).collect();
+        self.start_cluster(ClusterConfig::new(kinds).join(seeds))
+    }
+
+    /// Starts its cluster server with `config`.
+    pub(crate) fn start_cluster(self, config: ClusterConfig) -> TestNode {
         let BareNode { rt, node, name } = self;
         let handle = rt.handle().clone();
-        let seeds: Vec<String> = seeds.iter().map(|s| s.to_string()).collect();
         let cluster = rt.block_on(async move {
-            Cluster::start(&handle, ClusterConfig::new(kinds).join(seeds))
+            Cluster::start(&handle, config)
                 .await
                 .expect("start the cluster server")
         });

@@ -177,7 +177,12 @@ impl LoadShared {
             shards[shard] = (None, shards[shard].1 + 1);
             shards[shard].1
         };
-        let slots = self.slots();
+        // Slots not yet allocated are all free: nothing to clear, and a
+        // console whose load is never used never allocates them (a scan of
+        // a million slots per shard at every start of the console).
+        let Some(slots) = self.slots.get() else {
+            return epoch;
+        };
         for i in (shard..MAX_WORKERS).step_by(SHARDS) {
             let held = slots[i].load(SeqCst);
             if held != 0
