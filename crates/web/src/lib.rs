@@ -75,6 +75,7 @@ mod request;
 mod response;
 mod router;
 mod server;
+mod timer;
 
 pub use body::{Body, SseEvent};
 pub use config::Config;

@@ -44,7 +44,7 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ember_runtime::net::{TcpListener, TcpStream};
 use ember_runtime::{self as ember, Exit, ExitReason, Handle, Pid, Spawn};
@@ -150,9 +150,9 @@ impl Server {
     /// If the address cannot be bound, or when called outside an Ember
     /// process (the error says so).
     pub fn bind(addr: impl ToSocketAddrs, router: Router, config: Config) -> io::Result<Server> {
-        if tokio::runtime::Handle::try_current().is_err() {
+        if ember::try_self_pid().is_none() {
             return Err(io::Error::other(
-                "ember-web: Server::bind must be called inside an Ember process with tokio enabled",
+                "ember-web: Server::bind must be called inside an Ember process",
             ));
         }
         let listener = TcpListener::bind(addr)?;
@@ -317,10 +317,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, parent: Pid) ->
 /// still running at the deadline.
 async fn drain(mut connections: HashSet<Pid>, shared: &Shared, stop: watch::Sender<bool>) {
     let _ = stop.send(true);
-    let deadline = tokio::time::Instant::now() + shared.config.shutdown_timeout;
+    let deadline = Instant::now() + shared.config.shutdown_timeout;
     let mut killed = false;
     while !connections.is_empty() {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let left = deadline.saturating_duration_since(Instant::now());
         let wait = if killed { Duration::from_secs(1) } else { left };
         match ember::receive::<Exit>().timeout(wait).await {
             Some(exit) => {
@@ -358,7 +358,7 @@ fn reject(mut stream: TcpStream, rejecting: &Arc<AtomicUsize>) {
         .label("ember-web reject (over capacity)")
         .spawn(async move {
             let _slot = slot;
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = ember_runtime::time::timeout(Duration::from_secs(1), async {
                 stream.write_all(OVER_CAPACITY).await?;
                 stream.shutdown().await?;
                 let mut sink = [0u8; 4096];

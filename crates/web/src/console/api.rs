@@ -92,7 +92,7 @@ pub(crate) async fn snapshot(console: &Arc<Console>) -> Result<Arc<Snapshot>, Ap
         s.as_ref()
             .is_some_and(|s| s.taken.elapsed() < STALE && ember_runtime::is_alive(s.sampler))
     };
-    let waited = tokio::time::timeout(Duration::from_secs(2), rx.wait_for(fresh)).await;
+    let waited = ember_runtime::time::timeout(Duration::from_secs(2), rx.wait_for(fresh)).await;
     match waited {
         Ok(Ok(snapshot)) => Ok(snapshot.clone().expect("waited for some")),
         _ => Err(error(
@@ -411,7 +411,8 @@ async fn math_events(console: Arc<Console>, _request: Request) -> Response {
                     return;
                 }
                 // A change, or a second (running rows show their time).
-                let _ = tokio::time::timeout(Duration::from_secs(1), updates.changed()).await;
+                let _ =
+                    ember_runtime::time::timeout(Duration::from_secs(1), updates.changed()).await;
             }
         });
     match spawned {

@@ -278,14 +278,14 @@ async fn remote_top(peer: &ConnectionInfo) -> Result<Value, ApiError> {
 /// Top of a node without `ember_introspect`: `processes()`, then
 /// `process_info/2` of at most [`MAX_EXAMINED`] of them.
 async fn erlang_top(node: &Atom) -> Result<Value, ApiError> {
-    let deadline = tokio::time::Instant::now() + TOP_DEADLINE;
+    let deadline = std::time::Instant::now() + TOP_DEADLINE;
     let pids = call(node, "erlang", "processes", vec![]).await?;
     let pids = pids.as_list().ok_or_else(|| bad_answer(node, &pids))?;
     let items = Term::list(TOP_ITEMS.iter().map(|i| Term::atom(i)));
     let mut rows: Vec<(i64, Value)> = Vec::new();
     let mut examined = 0;
     for pid in pids.iter().take(MAX_EXAMINED) {
-        if tokio::time::Instant::now() >= deadline {
+        if std::time::Instant::now() >= deadline {
             break;
         }
         examined += 1;

@@ -210,13 +210,13 @@ fn endpoint_spec(
         let config = config.clone();
         async move {
             let addr = *endpoint.addr();
-            let deadline = tokio::time::Instant::now() + REBIND_FOR;
+            let deadline = std::time::Instant::now() + REBIND_FOR;
             let server = loop {
                 match Server::bind(addr, router.clone(), config.clone()) {
                     Ok(server) => break server,
                     Err(e)
                         if e.kind() == io::ErrorKind::AddrInUse
-                            && tokio::time::Instant::now() < deadline =>
+                            && std::time::Instant::now() < deadline =>
                     {
                         // The previous acceptor's listener is still closing.
                         ember::sleep(Duration::from_millis(50)).await;
