@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use ember_console::{self as console, Demo};
 use ember_runtime::Runtime;
-use ember_web::console::{self, Demo};
 use ember_web::{endpoints, Config, Router};
 
 mod cluster;
@@ -220,7 +220,7 @@ async fn serve(options: Options) -> ExitCode {
         }
     };
     let (api, mut stop_requests) = cluster::Api::new();
-    let routes = api.routes(ember_web::jobs::routes(
+    let routes = api.routes(ember_console::jobs::routes(
         endpoints::routes(Router::new()),
         jobs,
     ));
@@ -358,8 +358,8 @@ async fn start_demo_jobs(
     // Slow calls that mostly wait: many at once.
     config
         .queues
-        .insert(ember_web::jobs::LLM_QUEUE.to_owned(), 100);
-    let mut builder = ember_web::jobs::demo_kinds(ember_jobs::Jobs::builder(store, config));
+        .insert(ember_console::jobs::LLM_QUEUE.to_owned(), 100);
+    let mut builder = ember_console::jobs::demo_kinds(ember_jobs::Jobs::builder(store, config));
     for c in cron {
         builder = builder.cron(
             &c.name,

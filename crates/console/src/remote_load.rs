@@ -38,7 +38,7 @@ use super::cluster::{
     answered, bad_answer, connected, node, not_distributed, percent_decode, raised, rpc,
 };
 use super::Console;
-use crate::{Request, Response};
+use ember_web::{Request, Response};
 
 /// The module of the functions a console registers for other nodes.
 pub(crate) const MODULE: &str = "ember_console";
@@ -111,7 +111,7 @@ pub(crate) fn target(console: &Console, request: &Request) -> Result<Option<Atom
 /// `GET /api/load?node=NAME` for another node.
 pub(crate) async fn get(console: Arc<Console>, node: Atom) -> Response {
     match Watch::new(console, node).sample().await {
-        Ok(view) => crate::json(&view),
+        Ok(view) => ember_web::json(&view),
         Err(e) => e.into_response(),
     }
 }
@@ -137,7 +137,7 @@ pub(crate) fn events(console: Arc<Console>, node: Atom) -> Response {
             }
         });
     match spawned {
-        Ok(_) => crate::sse(rx),
+        Ok(_) => ember_web::sse(rx),
         Err(e) => fail(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 
 use super::api::{error, fail, parse_pid, ApiError};
 use super::{with, Console};
-use crate::{Request, Response, Router};
+use ember_web::{Request, Response, Router};
 
 /// Rows in a remote Top.
 pub(crate) const TOP_ROWS: usize = 20;
@@ -99,7 +99,7 @@ fn connection_json(c: &ConnectionInfo) -> Value {
 }
 
 async fn cluster(console: Arc<Console>, _request: Request) -> Response {
-    crate::json(&cluster_json(&console))
+    ember_web::json(&cluster_json(&console))
 }
 
 async fn cluster_events(console: Arc<Console>, _request: Request) -> Response {
@@ -116,7 +116,7 @@ async fn cluster_events(console: Arc<Console>, _request: Request) -> Response {
             }
         });
     match spawned {
-        Ok(_) => crate::sse(rx),
+        Ok(_) => ember_web::sse(rx),
         Err(e) => fail(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
@@ -206,7 +206,7 @@ async fn remote(console: Arc<Console>, request: Request) -> Response {
         }
     };
     match answer.await {
-        Ok(value) => crate::json(&value),
+        Ok(value) => ember_web::json(&value),
         Err(e) => e.into_response(),
     }
 }

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use super::math::{self, Op};
 use super::sampler::{Snapshot, STALE};
 use super::{load, remote_load, remote_top, top, with, with_mutation, Console};
-use crate::{Request, Response, Router};
+use ember_web::{Request, Response, Router};
 
 /// Largest `n` accepted for a sum (∑ fits in 128 bits well past it).
 const MAX_SUM_N: u64 = 1 << 62;
@@ -42,7 +42,7 @@ pub(crate) struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
 impl ApiError {
     pub(crate) fn into_response(self) -> Response {
-        let response = with_status(self.0, crate::json(&json!({ "error": self.1 })));
+        let response = with_status(self.0, ember_web::json(&json!({ "error": self.1 })));
         if self.0 == StatusCode::SERVICE_UNAVAILABLE {
             retry_later(response)
         } else {
@@ -104,7 +104,7 @@ pub(crate) async fn snapshot(console: &Arc<Console>) -> Result<Arc<Snapshot>, Ap
 
 /// Parameters from the query string and from a JSON object or form body.
 fn params(request: &Request) -> Result<HashMap<String, String>, ApiError> {
-    let mut params = crate::query(request);
+    let mut params = ember_web::query(request);
     let body = request.body();
     let text = std::str::from_utf8(body)
         .map_err(|_| error(StatusCode::BAD_REQUEST, "the body is not UTF-8"))?
@@ -132,7 +132,7 @@ fn params(request: &Request) -> Result<HashMap<String, String>, ApiError> {
 
 async fn system(console: Arc<Console>, _request: Request) -> Response {
     match snapshot(&console).await {
-        Ok(s) => crate::json(&s.system),
+        Ok(s) => ember_web::json(&s.system),
         Err(e) => e.into_response(),
     }
 }
@@ -144,7 +144,7 @@ async fn get_top(console: Arc<Console>, request: Request) -> Response {
         Err(e) => return e.into_response(),
     }
     match snapshot(&console).await {
-        Ok(s) => crate::json(&s.top),
+        Ok(s) => ember_web::json(&s.top),
         Err(e) => e.into_response(),
     }
 }
@@ -192,7 +192,7 @@ async fn stream_snapshots(
             }
         });
     match spawned {
-        Ok(_) => crate::sse(rx),
+        Ok(_) => ember_web::sse(rx),
         Err(e) => fail(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
@@ -273,7 +273,7 @@ async fn process_info(console: Arc<Console>, request: Request) -> Response {
         );
     }
     match Handle::current().process_info(pid) {
-        Some(info) => crate::json(&top::info_json(&info)),
+        Some(info) => ember_web::json(&top::info_json(&info)),
         None => fail(StatusCode::NOT_FOUND, format!("no process {pid}")),
     }
 }
@@ -304,7 +304,7 @@ async fn process_action(console: Arc<Console>, request: Request) -> Response {
             let handle = Handle::current();
             handle.exit(pid, ExitReason::Kill);
             let after = handle.process_info(pid);
-            crate::json(&json!({
+            ember_web::json(&json!({
                 "pid": pid.to_string(),
                 "killed": true,
                 "alive": handle.is_alive(pid),
@@ -340,7 +340,7 @@ async fn math_rows(console: Arc<Console>, _request: Request) -> Response {
     if let Err(e) = started(&console).await {
         return e.into_response();
     }
-    crate::json(&math_json(&console).await)
+    ember_web::json(&math_json(&console).await)
 }
 
 async fn math_start(console: Arc<Console>, request: Request) -> Response {
@@ -390,7 +390,7 @@ async fn math_start(console: Arc<Console>, request: Request) -> Response {
     match math::start(&console, n, op, queue).await {
         Ok(id) => {
             let row = console.math.row_json(id).unwrap_or(Value::Null);
-            with_status(StatusCode::ACCEPTED, crate::json(&row))
+            with_status(StatusCode::ACCEPTED, ember_web::json(&row))
         }
         Err(math::Refused::Busy(why)) => retry_later(fail(StatusCode::SERVICE_UNAVAILABLE, why)),
         Err(math::Refused::Down(why)) => retry_later(fail(StatusCode::SERVICE_UNAVAILABLE, why)),
@@ -416,7 +416,7 @@ async fn math_events(console: Arc<Console>, _request: Request) -> Response {
             }
         });
     match spawned {
-        Ok(_) => crate::sse(rx),
+        Ok(_) => ember_web::sse(rx),
         Err(e) => fail(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
@@ -458,7 +458,7 @@ async fn load_get(console: Arc<Console>, request: Request) -> Response {
         Err(e) => return e.into_response(),
     }
     match snapshot(&console).await {
-        Ok(s) => crate::json(&load_view(&console, &s)),
+        Ok(s) => ember_web::json(&load_view(&console, &s)),
         Err(e) => e.into_response(),
     }
 }
@@ -524,7 +524,10 @@ async fn load_set(console: Arc<Console>, request: Request) -> Response {
     if let Some(w) = workers {
         load::set_workers(&console, w);
     }
-    with_status(StatusCode::ACCEPTED, crate::json(&load_settings(&console)))
+    with_status(
+        StatusCode::ACCEPTED,
+        ember_web::json(&load_settings(&console)),
+    )
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use ember_runtime::{self as ember, Down, ExitReason, Pid, Spawn};
 use tokio::sync::oneshot;
 
 use super::{mount_console, new_console, Console, Mode, Options};
-use crate::{Config, Router, Server};
+use ember_web::{Config, Router, Server};
 
 /// How long a restarted endpoint retries binding its address while the
 /// previous listener is still being closed.
@@ -37,7 +37,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 ///   console's kill unless [`Options::allow_kill_system`] is set.
 ///
 /// ```no_run
-/// use ember_web::console::{Demo, Options};
+/// use ember_console::{Demo, Options};
 /// use ember_web::{endpoints, Config, Router};
 ///
 /// let rt = ember_runtime::Runtime::new().unwrap();
