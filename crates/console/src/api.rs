@@ -9,8 +9,10 @@ use http::StatusCode;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+use super::error::{error, fail, parse_pid, retry_later, with_status, ApiError};
+use super::figures::{load_settings, load_view, snapshot, started};
 use super::math::{self, Op};
-use super::sampler::{Snapshot, STALE};
+use super::sampler::Snapshot;
 use super::{load, remote_load, remote_top, top, with, with_mutation, Console};
 use ember_web::{Request, Response, Router};
 
@@ -35,71 +37,6 @@ pub(crate) fn mount(router: Router, console: Arc<Console>) -> Router {
         .post("/api/load", with_mutation(&console, load_set))
         .get("/api/load/events", with(&console, load_events));
     super::cluster::mount(router, &console)
-}
-
-/// Why a request failed: answered as `{"error": message}` with the status.
-pub(crate) struct ApiError(pub(crate) StatusCode, pub(crate) String);
-
-impl ApiError {
-    pub(crate) fn into_response(self) -> Response {
-        let response = with_status(self.0, ember_web::json(&json!({ "error": self.1 })));
-        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
-            retry_later(response)
-        } else {
-            response
-        }
-    }
-}
-
-/// A JSON error: `{"error": message}` with `status`.
-pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
-    ApiError(status, message.into())
-}
-
-/// The response of [`error`].
-pub(crate) fn fail(status: StatusCode, message: impl Into<String>) -> Response {
-    error(status, message).into_response()
-}
-
-/// Adds `Retry-After: 1`.
-fn retry_later(mut response: Response) -> Response {
-    response.headers_mut().insert(
-        http::header::RETRY_AFTER,
-        http::HeaderValue::from_static("1"),
-    );
-    response
-}
-
-fn with_status(status: StatusCode, mut response: Response) -> Response {
-    *response.status_mut() = status;
-    response
-}
-
-async fn started(console: &Arc<Console>) -> Result<(), ApiError> {
-    console
-        .ensure_started()
-        .await
-        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e))
-}
-
-/// The latest figures of a live sampler, waiting up to 2 s for them (the
-/// first after a start come within a quarter of a second); `503` rather
-/// than stale figures.
-pub(crate) async fn snapshot(console: &Arc<Console>) -> Result<Arc<Snapshot>, ApiError> {
-    started(console).await?;
-    let mut rx = console.snapshot.subscribe();
-    let fresh = |s: &Option<Arc<Snapshot>>| {
-        s.as_ref()
-            .is_some_and(|s| s.taken.elapsed() < STALE && ember_runtime::is_alive(s.sampler))
-    };
-    let waited = ember_runtime::time::timeout(Duration::from_secs(2), rx.wait_for(fresh)).await;
-    match waited {
-        Ok(Ok(snapshot)) => Ok(snapshot.clone().expect("waited for some")),
-        _ => Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the console sampler is restarting; no live figures yet",
-        )),
-    }
 }
 
 /// Parameters from the query string and from a JSON object or form body.
@@ -198,13 +135,6 @@ async fn stream_snapshots(
 }
 
 // ---- processes -------------------------------------------------------------
-
-/// Parses `0.123.0`, `<0.123.0>` or its URL-encoded form.
-pub(crate) fn parse_pid(text: &str) -> Option<Pid> {
-    let decoded = text.trim().replace("%3C", "<").replace("%3c", "<");
-    let decoded = decoded.replace("%3E", ">").replace("%3e", ">");
-    decoded.parse().ok()
-}
 
 /// The pid if it names a live (or kill-pending) process.
 fn find_pid(console: &Console, handle: &Handle, pid: Pid) -> Option<Pid> {
@@ -422,34 +352,6 @@ async fn math_events(console: Arc<Console>, _request: Request) -> Response {
 }
 
 // ---- load --------------------------------------------------------------------
-
-/// `GET /api/load`: the sampler's figures and history with the settings.
-pub(crate) fn load_view(console: &Console, snapshot: &Snapshot) -> Value {
-    let mut view = snapshot.load.clone();
-    let settings = load_settings(console);
-    if let (Some(view), Value::Object(settings)) = (view.as_object_mut(), settings) {
-        view.extend(settings);
-    }
-    view
-}
-
-fn load_settings(console: &Console) -> Value {
-    use std::sync::atomic::Ordering::Relaxed;
-    let load = &console.load;
-    let handle = Handle::current();
-    json!({
-        "workers": load.target.load(Relaxed),
-        "live_workers": load.live.load(Relaxed),
-        "running_workers": load.running.load(Relaxed),
-        "starting": load.starters.load(Relaxed) > 0,
-        "failure_rate": load.failure_rate(),
-        "jobs_total": load.jobs.load(Relaxed),
-        "failures_total": load.failures.load(Relaxed),
-        "schedulers_online": handle.schedulers_online(),
-        "schedulers_total": handle.runtime_info().schedulers.len(),
-        "max_workers": load::MAX_WORKERS,
-    })
-}
 
 async fn load_get(console: Arc<Console>, request: Request) -> Response {
     match remote_load::target(&console, &request) {

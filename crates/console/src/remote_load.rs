@@ -33,15 +33,13 @@ use http::StatusCode;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
-use super::api::{error, fail, load_view, snapshot, ApiError};
-use super::cluster::{
-    answered, bad_answer, connected, node, not_distributed, percent_decode, raised, rpc,
+use super::error::{error, fail, ApiError};
+use super::figures::{load_view, snapshot};
+use super::remote::{
+    answered, bad_answer, connected, node, not_distributed, percent_decode, raised, rpc, MODULE,
 };
 use super::Console;
 use ember_web::{Request, Response};
-
-/// The module of the functions a console registers for other nodes.
-pub(crate) const MODULE: &str = "ember_console";
 
 /// Points of history a stream keeps of a node without a console (a minute).
 const HISTORY: usize = 60;

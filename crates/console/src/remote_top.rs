@@ -30,9 +30,9 @@ use http::StatusCode;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::api::{error, fail, parse_pid, snapshot, ApiError};
-use super::cluster::{answered, bad_answer, connected, node, not_distributed, raised, rpc};
-use super::remote_load::MODULE;
+use super::error::{error, fail, parse_pid, ApiError};
+use super::figures::snapshot;
+use super::remote::{answered, bad_answer, connected, node, not_distributed, raised, rpc, MODULE};
 use super::{top, Console};
 use ember_web::Response;
 
