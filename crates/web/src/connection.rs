@@ -82,7 +82,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::response::text;
 use crate::router::Lookup;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::timer::EmberTimer;
 use crate::Response;
 

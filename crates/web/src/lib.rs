@@ -75,6 +75,7 @@ mod request;
 mod response;
 mod router;
 mod server;
+mod shared;
 mod timer;
 
 pub use body::{Body, SseEvent};
@@ -82,7 +83,8 @@ pub use config::Config;
 pub use request::query;
 pub use response::{html, json, sse, sse_events, text};
 pub use router::{Handler, HandlerFuture, Router};
-pub use server::{Server, Stats};
+pub use server::Server;
+pub use shared::Stats;
 
 /// A request as handlers see it: the body is read in full (up to
 /// [`Config::max_body_bytes`]).

@@ -42,7 +42,7 @@
 use std::collections::HashSet;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{oneshot, watch};
 
 use crate::connection;
+use crate::shared::{Shared, Stats};
 use crate::{Config, Router};
 
 /// Most rejecting processes (writing a 503) alive at once; past it an
@@ -66,47 +67,6 @@ retry-after: 1\r\n\
 connection: close\r\n\
 \r\n\
 too many connections, try again\n";
-
-/// Counters a server keeps, readable while it runs (see [`Server::stats`]).
-#[derive(Debug, Default)]
-#[non_exhaustive]
-pub struct Stats {
-    /// Connections being served now.
-    pub connections: AtomicUsize,
-    /// Connections accepted since start (including rejected ones).
-    pub accepted: AtomicU64,
-    /// Connections answered `503` because of the cap.
-    pub rejected: AtomicU64,
-    /// Requests handed to a handler.
-    pub requests: AtomicU64,
-    /// Handlers that crashed (answered `500`).
-    pub crashed: AtomicU64,
-    /// Clients that went away abruptly: reset the connection or made a
-    /// write fail, or closed it in the middle of a request. One that did so
-    /// while a handler ran had the handler's process killed and got no
-    /// answer. Not a crash: logged at debug level only.
-    pub disconnected: AtomicU64,
-    /// Requests whose handler's process was stopped by someone else (killed
-    /// from the console, say): nothing was answered, the connection closed.
-    pub stopped: AtomicU64,
-    /// Connections closed because a response made no progress for
-    /// [`Config::write_timeout`] (a client that does not read).
-    pub write_timeouts: AtomicU64,
-    /// Connections closed because a client pipelined
-    /// [`Config::max_pipelined`] requests.
-    pub pipeline_capped: AtomicU64,
-    /// Connection processes that were killed (from the console, say) rather
-    /// than ending on their own; logged at debug level, not as crashes.
-    pub connections_killed: AtomicU64,
-}
-
-/// What every connection of a server shares.
-pub(crate) struct Shared {
-    pub(crate) handle: Handle,
-    pub(crate) router: Router,
-    pub(crate) config: Config,
-    pub(crate) stats: Arc<Stats>,
-}
 
 /// Messages the acceptor understands (besides [`Exit`]).
 enum Control {
