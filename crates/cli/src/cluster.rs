@@ -22,7 +22,7 @@
 //!
 //! Like the console's own routes, the mutating ones are refused for a
 //! foreign `Host` and in `--console read-only` mode (see
-//! `ember_web::console`).
+//! `ember_console`).
 //!
 //! Without distribution every route answers 503. Distributed nodes also
 //! run OTP's default `pg` scope (`ember_cluster::PgScope`). The cluster

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use ember_console::{self as console, Demo};
 use ember_runtime::Runtime;
-use ember_web::console::{self, Demo};
 use ember_web::{endpoints, Config, Router};
 
 mod cluster;
@@ -248,7 +248,7 @@ async fn serve(options: Options) -> ExitCode {
         }
     };
     let (api, mut stop_requests) = cluster::Api::new();
-    let routes = api.routes(ember_web::jobs::routes(
+    let routes = api.routes(ember_console::jobs::routes(
         endpoints::routes(Router::new()),
         jobs,
     ));
@@ -364,7 +364,7 @@ async fn start_jobs(
     // Slow calls that mostly wait: many at once.
     config
         .queues
-        .insert(ember_web::jobs::LLM_QUEUE.to_owned(), 100);
+        .insert(ember_console::jobs::LLM_QUEUE.to_owned(), 100);
     config.queues.extend(queues.iter().cloned());
     if let Some(lease) = env_ms("EMBER_JOBS_LEASE_MS") {
         config.lease = lease;
@@ -392,7 +392,7 @@ async fn start_demo_jobs(
     config: ember_jobs::JobsConfig,
     cron: &[CronArg],
 ) -> Result<ember_jobs::Jobs, String> {
-    let mut builder = ember_web::jobs::demo_kinds(ember_jobs::Jobs::builder(store, config));
+    let mut builder = ember_console::jobs::demo_kinds(ember_jobs::Jobs::builder(store, config));
     for c in cron {
         builder = builder.cron(
             &c.name,

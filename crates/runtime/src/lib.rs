@@ -76,6 +76,7 @@ mod runtime;
 mod scheduler;
 mod signal;
 mod spawn;
+pub mod time;
 mod timer;
 
 pub use alias::{alias, alias_monitor, send_alias, unalias};

@@ -36,6 +36,7 @@
 mod wheel;
 
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use crate::context;
@@ -56,6 +57,8 @@ pub(crate) enum TimerAction {
     Send(Box<(Pid, Envelope)>),
     /// Wake a process (receive timeouts).
     Wake(Arc<Process>),
+    /// Wake a task ([`time::Sleep`](crate::time::Sleep)): boxed like `Send`.
+    Waker(Box<Waker>),
 }
 
 /// Names one timer: the slot whose wheel holds it and its key there.
@@ -245,7 +248,7 @@ impl Timers {
     }
 
     /// Milliseconds since the origin, rounded up so a timer never fires early.
-    fn deadline_ms(&self, at: Instant) -> u64 {
+    pub(crate) fn deadline_ms(&self, at: Instant) -> u64 {
         let since = at.saturating_duration_since(self.origin);
         let ms = since.as_millis() as u64;
         if since > Duration::from_millis(ms) {
@@ -263,7 +266,15 @@ impl Timers {
             .unwrap_or_else(|| (hint % self.slots.len() as u64) as usize)
     }
 
-    fn insert(&self, rt: &Shared, hint: u64, deadline: u64, action: TimerAction) -> TimerKey {
+    /// Arms `action` at `deadline` (ms) on this thread's slot, or on the one
+    /// `hint` picks.
+    pub(crate) fn insert(
+        &self,
+        rt: &Shared,
+        hint: u64,
+        deadline: u64,
+        action: TimerAction,
+    ) -> TimerKey {
         let slot = self.slot_for(rt, hint);
         match self.slots[slot].arm(deadline, action) {
             Ok((key, wake)) => {
@@ -373,6 +384,7 @@ impl Timers {
                     rt.send_envelope(to, message);
                 }
                 TimerAction::Wake(process) => scheduler::wake(&process),
+                TimerAction::Waker(waker) => wake_contained(*waker),
             }
         }
     }
@@ -394,6 +406,15 @@ impl Timers {
         for slot in self.slots.iter() {
             scheduler::drop_contained(slot.close());
         }
+    }
+}
+
+/// Wakes a task's waker from a worker; a waker that panics (another
+/// executor's) is logged, never a worker's crash.
+fn wake_contained(waker: Waker) {
+    let woken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || waker.wake()));
+    if woken.is_err() {
+        tracing::warn!("ember: a waker panicked when its timer fired");
     }
 }
 

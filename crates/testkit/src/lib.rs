@@ -7,6 +7,7 @@
 //!   for elixir). The OS process is killed when the value is dropped.
 //! * [`run_erl`]: a fresh `erl` node that runs one script and halts.
 //! * [`tls`]: a throw-away certificate authority for TLS distribution.
+//! * [`http`]: a tiny HTTP client for tests of Ember's HTTP servers.
 //! * [`postgres::TempPostgres`]: a throw-away PostgreSQL server.
 //! * [`erl_required`] / [`elixir_required`]: whether the tool is there, or
 //!   a panic, unless `EMBER_TERM_SKIP_ERL` / `EMBER_SKIP_ELIXIR` say to
@@ -24,6 +25,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod http;
 pub mod postgres;
 pub mod tls;
 

@@ -4,12 +4,12 @@ use std::convert::Infallible;
 use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use ember_runtime::time::{self, Interval};
 use hyper::body::{Frame, SizeHint};
 use tokio::sync::mpsc;
-use tokio::time::{Interval, MissedTickBehavior};
 
 /// How often an open event stream sends a comment line, so that proxies and
 /// clients keep it open and a vanished client is noticed.
@@ -192,12 +192,9 @@ impl EventStream {
             return Poll::Ready(event);
         }
         let period = self.period;
-        let heartbeat = self.heartbeat.get_or_insert_with(|| {
-            let mut interval =
-                tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-            interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            interval
-        });
+        let heartbeat = self
+            .heartbeat
+            .get_or_insert_with(|| time::interval_at(Instant::now() + period, period));
         if heartbeat.poll_tick(cx).is_ready() {
             return Poll::Ready(Some(Bytes::from_static(b": heartbeat\n\n")));
         }

@@ -65,24 +65,25 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ember_runtime::net::{HangupWatch, TcpStream};
+use ember_runtime::time::{self, Sleep};
 use ember_runtime::{ExitReason, Pid, Priority, Spawn};
 use http::{header, HeaderValue, StatusCode, Version};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{oneshot, watch};
-use tokio::time::Sleep;
 
 use crate::response::text;
 use crate::router::Lookup;
-use crate::server::Shared;
+use crate::shared::Shared;
+use crate::timer::EmberTimer;
 use crate::Response;
 
 /// Longest request path shown in a handler process's label.
@@ -115,7 +116,7 @@ pub(crate) async fn serve(
     let config = &shared.config;
     let mut builder = http1::Builder::new();
     builder
-        .timer(TokioTimer::new())
+        .timer(EmberTimer::current())
         .header_read_timeout(config.header_read_timeout)
         .keep_alive(config.keep_alive)
         // A FIN after a complete request is not a hang-up: answer it.
@@ -154,7 +155,7 @@ pub(crate) async fn serve(
     let mut draining = false;
     // While draining: how long a connection that has not begun a request
     // yet may still take to send its first one.
-    let mut first_request_grace: Option<Pin<Box<Sleep>>> = None;
+    let mut first_request_grace: Option<Sleep> = None;
     let result = loop {
         tokio::select! {
             result = conn.as_mut() => break result,
@@ -163,7 +164,7 @@ pub(crate) async fn serve(
                 if connection.begun.load(Ordering::Relaxed) == 0 {
                     // Accepted just before the listener closed: its request
                     // is likely on its way (or already unread in the socket).
-                    first_request_grace = Some(Box::pin(tokio::time::sleep(FIRST_REQUEST_GRACE)));
+                    first_request_grace = Some(time::sleep(FIRST_REQUEST_GRACE));
                 } else {
                     conn.as_mut().graceful_shutdown();
                 }
@@ -252,10 +253,10 @@ struct Watched {
     stream: TcpStream,
     write_timeout: Duration,
     /// Armed when a write would block; disarmed by any progress.
-    stalled: Option<Pin<Box<Sleep>>>,
+    stalled: Option<Sleep>,
     state: Arc<ConnectionState>,
     /// While closing: when to stop reading, and how much was read.
-    linger: Option<(Pin<Box<Sleep>>, usize)>,
+    linger: Option<(Sleep, usize)>,
 }
 
 impl Watched {
@@ -271,10 +272,8 @@ impl Watched {
             return result;
         }
         let timeout = self.write_timeout;
-        let stalled = self
-            .stalled
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        match stalled.as_mut().poll(cx) {
+        let stalled = self.stalled.get_or_insert_with(|| time::sleep(timeout));
+        match Pin::new(stalled).poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!("the client read nothing for {timeout:?} (write timeout)"),
@@ -339,14 +338,11 @@ impl AsyncWrite for Watched {
             match Pin::new(&mut this.stream).poll_read(cx, &mut buf) {
                 Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
                     let n = buf.filled().len();
-                    let (deadline, read) = this
-                        .linger
-                        .get_or_insert_with(|| (Box::pin(tokio::time::sleep(LINGER)), 0));
+                    let (deadline, read) =
+                        this.linger.get_or_insert_with(|| (time::sleep(LINGER), 0));
                     if *read == 0 {
                         // Unread input: more may be on its way.
-                        deadline
-                            .as_mut()
-                            .reset(tokio::time::Instant::now() + LINGER);
+                        deadline.reset(Instant::now() + LINGER);
                     }
                     *read += n;
                     if *read >= LINGER_BYTES {
@@ -358,8 +354,8 @@ impl AsyncWrite for Watched {
                 Poll::Pending => {
                     let (deadline, _) = this
                         .linger
-                        .get_or_insert_with(|| (Box::pin(tokio::time::sleep(LINGER_IDLE)), 0));
-                    return match deadline.as_mut().poll(cx) {
+                        .get_or_insert_with(|| (time::sleep(LINGER_IDLE), 0));
+                    return match Pin::new(deadline).poll(cx) {
                         Poll::Ready(()) => Poll::Ready(Ok(())),
                         Poll::Pending => Poll::Pending,
                     };
@@ -492,7 +488,7 @@ async fn respond(
         Bytes::new()
     } else {
         let read = Limited::new(body, limit).collect();
-        match tokio::time::timeout(shared.config.body_read_timeout, read).await {
+        match time::timeout(shared.config.body_read_timeout, read).await {
             Ok(Ok(collected)) => collected.to_bytes(),
             Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(),
             Ok(Err(_)) => return Ok(closing(text(StatusCode::BAD_REQUEST, "bad request body\n"))),

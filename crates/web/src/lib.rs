@@ -59,29 +59,32 @@
 //! });
 //! ```
 //!
-//! [`endpoints`] holds the benchmark endpoints (`/ping`, `/fact`, `/spin`);
-//! [`console`] the live console, and [`console::Demo`], the supervised node
-//! the `ember` binary runs.
+//! [`endpoints`] holds the benchmark endpoints (`/ping`, `/fact`, `/spin`),
+//! the contract `bench/run http` measures every server on. The live console
+//! and the demo node the `ember` binary runs are the `ember-console` crate,
+//! built on this one. Every deadline of the server is on Ember's timer
+//! wheels: it runs on a runtime built without tokio's driver too.
 
 #![forbid(unsafe_code)]
 
 mod body;
 mod config;
 mod connection;
-pub mod console;
 pub mod endpoints;
-pub mod jobs;
 mod request;
 mod response;
 mod router;
 mod server;
+mod shared;
+mod timer;
 
 pub use body::{Body, SseEvent};
 pub use config::Config;
 pub use request::query;
 pub use response::{html, json, sse, sse_events, text};
 pub use router::{Handler, HandlerFuture, Router};
-pub use server::{Server, Stats};
+pub use server::Server;
+pub use shared::Stats;
 
 /// A request as handlers see it: the body is read in full (up to
 /// [`Config::max_body_bytes`]).

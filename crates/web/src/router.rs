@@ -146,8 +146,10 @@ impl Router {
     }
 
     /// Replaces the handler of every route whose path (exact, or prefix
-    /// without its `*`) `select` accepts by `wrap(method, handler)`.
-    pub(crate) fn wrap_routes(
+    /// without its `*`) `select` accepts by `wrap(method, handler)`: a
+    /// middleware over routes added so far (the console puts an
+    /// application's `/api/` routes behind its guards this way).
+    pub fn wrap_routes(
         mut self,
         select: impl Fn(&str) -> bool,
         wrap: impl Fn(&Method, Arc<dyn Handler>) -> Arc<dyn Handler>,

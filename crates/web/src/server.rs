@@ -42,9 +42,9 @@
 use std::collections::HashSet;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ember_runtime::net::{TcpListener, TcpStream};
 use ember_runtime::{self as ember, Exit, ExitReason, Handle, Pid, Spawn};
@@ -52,6 +52,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{oneshot, watch};
 
 use crate::connection;
+use crate::shared::{Shared, Stats};
 use crate::{Config, Router};
 
 /// Most rejecting processes (writing a 503) alive at once; past it an
@@ -66,47 +67,6 @@ retry-after: 1\r\n\
 connection: close\r\n\
 \r\n\
 too many connections, try again\n";
-
-/// Counters a server keeps, readable while it runs (see [`Server::stats`]).
-#[derive(Debug, Default)]
-#[non_exhaustive]
-pub struct Stats {
-    /// Connections being served now.
-    pub connections: AtomicUsize,
-    /// Connections accepted since start (including rejected ones).
-    pub accepted: AtomicU64,
-    /// Connections answered `503` because of the cap.
-    pub rejected: AtomicU64,
-    /// Requests handed to a handler.
-    pub requests: AtomicU64,
-    /// Handlers that crashed (answered `500`).
-    pub crashed: AtomicU64,
-    /// Clients that went away abruptly: reset the connection or made a
-    /// write fail, or closed it in the middle of a request. One that did so
-    /// while a handler ran had the handler's process killed and got no
-    /// answer. Not a crash: logged at debug level only.
-    pub disconnected: AtomicU64,
-    /// Requests whose handler's process was stopped by someone else (killed
-    /// from the console, say): nothing was answered, the connection closed.
-    pub stopped: AtomicU64,
-    /// Connections closed because a response made no progress for
-    /// [`Config::write_timeout`] (a client that does not read).
-    pub write_timeouts: AtomicU64,
-    /// Connections closed because a client pipelined
-    /// [`Config::max_pipelined`] requests.
-    pub pipeline_capped: AtomicU64,
-    /// Connection processes that were killed (from the console, say) rather
-    /// than ending on their own; logged at debug level, not as crashes.
-    pub connections_killed: AtomicU64,
-}
-
-/// What every connection of a server shares.
-pub(crate) struct Shared {
-    pub(crate) handle: Handle,
-    pub(crate) router: Router,
-    pub(crate) config: Config,
-    pub(crate) stats: Arc<Stats>,
-}
 
 /// Messages the acceptor understands (besides [`Exit`]).
 enum Control {
@@ -150,9 +110,9 @@ impl Server {
     /// If the address cannot be bound, or when called outside an Ember
     /// process (the error says so).
     pub fn bind(addr: impl ToSocketAddrs, router: Router, config: Config) -> io::Result<Server> {
-        if tokio::runtime::Handle::try_current().is_err() {
+        if ember::try_self_pid().is_none() {
             return Err(io::Error::other(
-                "ember-web: Server::bind must be called inside an Ember process with tokio enabled",
+                "ember-web: Server::bind must be called inside an Ember process",
             ));
         }
         let listener = TcpListener::bind(addr)?;
@@ -317,10 +277,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, parent: Pid) ->
 /// still running at the deadline.
 async fn drain(mut connections: HashSet<Pid>, shared: &Shared, stop: watch::Sender<bool>) {
     let _ = stop.send(true);
-    let deadline = tokio::time::Instant::now() + shared.config.shutdown_timeout;
+    let deadline = Instant::now() + shared.config.shutdown_timeout;
     let mut killed = false;
     while !connections.is_empty() {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let left = deadline.saturating_duration_since(Instant::now());
         let wait = if killed { Duration::from_secs(1) } else { left };
         match ember::receive::<Exit>().timeout(wait).await {
             Some(exit) => {
@@ -358,7 +318,7 @@ fn reject(mut stream: TcpStream, rejecting: &Arc<AtomicUsize>) {
         .label("ember-web reject (over capacity)")
         .spawn(async move {
             let _slot = slot;
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = ember_runtime::time::timeout(Duration::from_secs(1), async {
                 stream.write_all(OVER_CAPACITY).await?;
                 stream.shutdown().await?;
                 let mut sink = [0u8; 4096];

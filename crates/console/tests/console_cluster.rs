@@ -7,10 +7,11 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use ember_console as console;
 use ember_runtime::{receive, Runtime, Spawn};
 use ember_term::Term;
 use ember_testkit::{erl_required, free_port, random_cookie, start_erl, unique};
-use ember_web::{console, Config, Router, Server};
+use ember_web::{Config, Router, Server};
 use serde_json::Value;
 use support::nodes::{start_node, with_node_console};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

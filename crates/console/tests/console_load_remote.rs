@@ -7,10 +7,11 @@ mod support;
 
 use std::time::Duration;
 
+use ember_console as console;
 use ember_runtime::{receive, Runtime, Spawn};
 use ember_term::Term;
 use ember_testkit::{erl_required, free_port, random_cookie, start_erl, unique};
-use ember_web::{console, Config, Router, Server};
+use ember_web::{Config, Router, Server};
 use serde_json::Value;
 use support::nodes::{start_node, with_node_console, Events};
 use support::{api_get as get, api_get_until as get_until};

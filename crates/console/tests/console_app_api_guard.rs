@@ -9,8 +9,9 @@ mod support;
 
 use std::time::Duration;
 
+use ember_console as console;
 use ember_runtime::Runtime;
-use ember_web::{console, json, Config, Request, Router, Server};
+use ember_web::{json, Config, Request, Router, Server};
 use http::Method;
 
 /// A router standing for the binary's application routes.

@@ -9,10 +9,12 @@ use http::StatusCode;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+use super::error::{error, fail, parse_pid, retry_later, with_status, ApiError};
+use super::figures::{load_settings, load_view, snapshot, started};
 use super::math::{self, Op};
-use super::sampler::{Snapshot, STALE};
+use super::sampler::Snapshot;
 use super::{load, remote_load, remote_top, top, with, with_mutation, Console};
-use crate::{Request, Response, Router};
+use ember_web::{Request, Response, Router};
 
 /// Largest `n` accepted for a sum (∑ fits in 128 bits well past it).
 const MAX_SUM_N: u64 = 1 << 62;
@@ -37,74 +39,9 @@ pub(crate) fn mount(router: Router, console: Arc<Console>) -> Router {
     super::cluster::mount(router, &console)
 }
 
-/// Why a request failed: answered as `{"error": message}` with the status.
-pub(crate) struct ApiError(pub(crate) StatusCode, pub(crate) String);
-
-impl ApiError {
-    pub(crate) fn into_response(self) -> Response {
-        let response = with_status(self.0, crate::json(&json!({ "error": self.1 })));
-        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
-            retry_later(response)
-        } else {
-            response
-        }
-    }
-}
-
-/// A JSON error: `{"error": message}` with `status`.
-pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
-    ApiError(status, message.into())
-}
-
-/// The response of [`error`].
-pub(crate) fn fail(status: StatusCode, message: impl Into<String>) -> Response {
-    error(status, message).into_response()
-}
-
-/// Adds `Retry-After: 1`.
-fn retry_later(mut response: Response) -> Response {
-    response.headers_mut().insert(
-        http::header::RETRY_AFTER,
-        http::HeaderValue::from_static("1"),
-    );
-    response
-}
-
-fn with_status(status: StatusCode, mut response: Response) -> Response {
-    *response.status_mut() = status;
-    response
-}
-
-async fn started(console: &Arc<Console>) -> Result<(), ApiError> {
-    console
-        .ensure_started()
-        .await
-        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e))
-}
-
-/// The latest figures of a live sampler, waiting up to 2 s for them (the
-/// first after a start come within a quarter of a second); `503` rather
-/// than stale figures.
-pub(crate) async fn snapshot(console: &Arc<Console>) -> Result<Arc<Snapshot>, ApiError> {
-    started(console).await?;
-    let mut rx = console.snapshot.subscribe();
-    let fresh = |s: &Option<Arc<Snapshot>>| {
-        s.as_ref()
-            .is_some_and(|s| s.taken.elapsed() < STALE && ember_runtime::is_alive(s.sampler))
-    };
-    let waited = tokio::time::timeout(Duration::from_secs(2), rx.wait_for(fresh)).await;
-    match waited {
-        Ok(Ok(snapshot)) => Ok(snapshot.clone().expect("waited for some")),
-        _ => Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the console sampler is restarting; no live figures yet",
-        )),
-    }
-}
-
 /// Parameters from the query string and from a JSON object or form body.
 fn params(request: &Request) -> Result<HashMap<String, String>, ApiError> {
-    let mut params = crate::query(request);
+    let mut params = ember_web::query(request);
     let body = request.body();
     let text = std::str::from_utf8(body)
         .map_err(|_| error(StatusCode::BAD_REQUEST, "the body is not UTF-8"))?
@@ -132,7 +69,7 @@ fn params(request: &Request) -> Result<HashMap<String, String>, ApiError> {
 
 async fn system(console: Arc<Console>, _request: Request) -> Response {
     match snapshot(&console).await {
-        Ok(s) => crate::json(&s.system),
+        Ok(s) => ember_web::json(&s.system),
         Err(e) => e.into_response(),
     }
 }
@@ -144,7 +81,7 @@ async fn get_top(console: Arc<Console>, request: Request) -> Response {
         Err(e) => return e.into_response(),
     }
     match snapshot(&console).await {
-        Ok(s) => crate::json(&s.top),
+        Ok(s) => ember_web::json(&s.top),
         Err(e) => e.into_response(),
     }
 }
@@ -192,19 +129,12 @@ async fn stream_snapshots(
             }
         });
     match spawned {
-        Ok(_) => crate::sse(rx),
+        Ok(_) => ember_web::sse(rx),
         Err(e) => fail(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 
 // ---- processes -------------------------------------------------------------
-
-/// Parses `0.123.0`, `<0.123.0>` or its URL-encoded form.
-pub(crate) fn parse_pid(text: &str) -> Option<Pid> {
-    let decoded = text.trim().replace("%3C", "<").replace("%3c", "<");
-    let decoded = decoded.replace("%3E", ">").replace("%3e", ">");
-    decoded.parse().ok()
-}
 
 /// The pid if it names a live (or kill-pending) process.
 fn find_pid(console: &Console, handle: &Handle, pid: Pid) -> Option<Pid> {
@@ -273,7 +203,7 @@ async fn process_info(console: Arc<Console>, request: Request) -> Response {
         );
     }
     match Handle::current().process_info(pid) {
-        Some(info) => crate::json(&top::info_json(&info)),
+        Some(info) => ember_web::json(&top::info_json(&info)),
         None => fail(StatusCode::NOT_FOUND, format!("no process {pid}")),
     }
 }
@@ -304,7 +234,7 @@ async fn process_action(console: Arc<Console>, request: Request) -> Response {
             let handle = Handle::current();
             handle.exit(pid, ExitReason::Kill);
             let after = handle.process_info(pid);
-            crate::json(&json!({
+            ember_web::json(&json!({
                 "pid": pid.to_string(),
                 "killed": true,
                 "alive": handle.is_alive(pid),
@@ -340,7 +270,7 @@ async fn math_rows(console: Arc<Console>, _request: Request) -> Response {
     if let Err(e) = started(&console).await {
         return e.into_response();
     }
-    crate::json(&math_json(&console).await)
+    ember_web::json(&math_json(&console).await)
 }
 
 async fn math_start(console: Arc<Console>, request: Request) -> Response {
@@ -390,7 +320,7 @@ async fn math_start(console: Arc<Console>, request: Request) -> Response {
     match math::start(&console, n, op, queue).await {
         Ok(id) => {
             let row = console.math.row_json(id).unwrap_or(Value::Null);
-            with_status(StatusCode::ACCEPTED, crate::json(&row))
+            with_status(StatusCode::ACCEPTED, ember_web::json(&row))
         }
         Err(math::Refused::Busy(why)) => retry_later(fail(StatusCode::SERVICE_UNAVAILABLE, why)),
         Err(math::Refused::Down(why)) => retry_later(fail(StatusCode::SERVICE_UNAVAILABLE, why)),
@@ -411,44 +341,17 @@ async fn math_events(console: Arc<Console>, _request: Request) -> Response {
                     return;
                 }
                 // A change, or a second (running rows show their time).
-                let _ = tokio::time::timeout(Duration::from_secs(1), updates.changed()).await;
+                let _ =
+                    ember_runtime::time::timeout(Duration::from_secs(1), updates.changed()).await;
             }
         });
     match spawned {
-        Ok(_) => crate::sse(rx),
+        Ok(_) => ember_web::sse(rx),
         Err(e) => fail(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 
 // ---- load --------------------------------------------------------------------
-
-/// `GET /api/load`: the sampler's figures and history with the settings.
-pub(crate) fn load_view(console: &Console, snapshot: &Snapshot) -> Value {
-    let mut view = snapshot.load.clone();
-    let settings = load_settings(console);
-    if let (Some(view), Value::Object(settings)) = (view.as_object_mut(), settings) {
-        view.extend(settings);
-    }
-    view
-}
-
-fn load_settings(console: &Console) -> Value {
-    use std::sync::atomic::Ordering::Relaxed;
-    let load = &console.load;
-    let handle = Handle::current();
-    json!({
-        "workers": load.target.load(Relaxed),
-        "live_workers": load.live.load(Relaxed),
-        "running_workers": load.running.load(Relaxed),
-        "starting": load.starters.load(Relaxed) > 0,
-        "failure_rate": load.failure_rate(),
-        "jobs_total": load.jobs.load(Relaxed),
-        "failures_total": load.failures.load(Relaxed),
-        "schedulers_online": handle.schedulers_online(),
-        "schedulers_total": handle.runtime_info().schedulers.len(),
-        "max_workers": load::MAX_WORKERS,
-    })
-}
 
 async fn load_get(console: Arc<Console>, request: Request) -> Response {
     match remote_load::target(&console, &request) {
@@ -457,7 +360,7 @@ async fn load_get(console: Arc<Console>, request: Request) -> Response {
         Err(e) => return e.into_response(),
     }
     match snapshot(&console).await {
-        Ok(s) => crate::json(&load_view(&console, &s)),
+        Ok(s) => ember_web::json(&load_view(&console, &s)),
         Err(e) => e.into_response(),
     }
 }
@@ -523,7 +426,10 @@ async fn load_set(console: Arc<Console>, request: Request) -> Response {
     if let Some(w) = workers {
         load::set_workers(&console, w);
     }
-    with_status(StatusCode::ACCEPTED, crate::json(&load_settings(&console)))
+    with_status(
+        StatusCode::ACCEPTED,
+        ember_web::json(&load_settings(&console)),
+    )
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use http::StatusCode;
 use serde_json::json;
 
 use super::{Console, Mode};
-use crate::{Request, Response};
+use ember_web::{Request, Response};
 
 /// Why a request is refused: answered `{"error": message}` with `status`.
 pub(crate) struct Refusal {
@@ -28,7 +28,7 @@ pub(crate) struct Refusal {
 impl Refusal {
     /// The JSON error response.
     pub(crate) fn response(self) -> Response {
-        let mut response = crate::json(&json!({ "error": self.message }));
+        let mut response = ember_web::json(&json!({ "error": self.message }));
         *response.status_mut() = self.status;
         response
     }

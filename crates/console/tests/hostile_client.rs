@@ -14,8 +14,8 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use ember_console::{Demo, Mode, Options};
 use ember_runtime::{registered, whereis, Handle, Pid, Runtime};
-use ember_web::console::{Demo, Mode, Options};
 use ember_web::{endpoints, Config, Router};
 use serde_json::{json, Value};
 use support::{host, json_type, request as send, try_request as try_send, ApiReply as Reply};

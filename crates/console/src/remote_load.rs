@@ -33,15 +33,13 @@ use http::StatusCode;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
-use super::api::{error, fail, load_view, snapshot, ApiError};
-use super::cluster::{
-    answered, bad_answer, connected, node, not_distributed, percent_decode, raised, rpc,
+use super::error::{error, fail, ApiError};
+use super::figures::{load_view, snapshot};
+use super::remote::{
+    answered, bad_answer, connected, node, not_distributed, percent_decode, raised, rpc, MODULE,
 };
 use super::Console;
-use crate::{Request, Response};
-
-/// The module of the functions a console registers for other nodes.
-pub(crate) const MODULE: &str = "ember_console";
+use ember_web::{Request, Response};
 
 /// Points of history a stream keeps of a node without a console (a minute).
 const HISTORY: usize = 60;
@@ -111,7 +109,7 @@ pub(crate) fn target(console: &Console, request: &Request) -> Result<Option<Atom
 /// `GET /api/load?node=NAME` for another node.
 pub(crate) async fn get(console: Arc<Console>, node: Atom) -> Response {
     match Watch::new(console, node).sample().await {
-        Ok(view) => crate::json(&view),
+        Ok(view) => ember_web::json(&view),
         Err(e) => e.into_response(),
     }
 }
@@ -137,7 +135,7 @@ pub(crate) fn events(console: Arc<Console>, node: Atom) -> Response {
             }
         });
     match spawned {
-        Ok(_) => crate::sse(rx),
+        Ok(_) => ember_web::sse(rx),
         Err(e) => fail(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }

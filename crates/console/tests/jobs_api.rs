@@ -12,8 +12,9 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use ember_console::jobs;
 use ember_jobs::{Jobs, JobsConfig, SqliteStore};
-use ember_web::{jobs, Config, Router, Server};
+use ember_web::{Config, Router, Server};
 use serde_json::{json, Value};
 use support::{exchange, host, json_type, request, run};
 

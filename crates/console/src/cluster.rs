@@ -16,16 +16,19 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use ember_dist::{ConnectionInfo, NodeView};
+use ember_dist::ConnectionInfo;
 use ember_runtime::{Priority, Spawn};
 use ember_term::{Atom, Term};
 use http::StatusCode;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
-use super::api::{error, fail, parse_pid, ApiError};
+use super::error::{error, fail, parse_pid, ApiError};
+use super::remote::{
+    answered, bad_answer, call, connected, node, not_distributed, percent_decode, raised, rpc,
+};
 use super::{with, Console};
-use crate::{Request, Response, Router};
+use ember_web::{Request, Response, Router};
 
 /// Rows in a remote Top.
 pub(crate) const TOP_ROWS: usize = 20;
@@ -33,9 +36,6 @@ pub(crate) const TOP_ROWS: usize = 20;
 /// The most processes of a node without `ember_introspect` whose info is
 /// asked for one Top.
 pub(crate) const MAX_EXAMINED: usize = 1000;
-
-/// How long one call to another node may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a whole remote Top may take.
 const TOP_DEADLINE: Duration = Duration::from_secs(10);
@@ -54,18 +54,6 @@ pub(crate) fn mount(router: Router, console: &Arc<Console>) -> Router {
         .get("/api/cluster", with(console, cluster))
         .get("/api/cluster/events", with(console, cluster_events))
         .get("/api/cluster/nodes/*", with(console, remote))
-}
-
-/// The node, if this node is distributed.
-pub(super) fn node(console: &Console) -> Option<NodeView> {
-    console.node().filter(NodeView::is_running)
-}
-
-pub(super) fn not_distributed() -> ApiError {
-    error(
-        StatusCode::NOT_FOUND,
-        "this node is not distributed (start it with --sname NAME or --name NAME@HOST)",
-    )
 }
 
 /// `GET /api/cluster` as JSON.
@@ -99,7 +87,7 @@ fn connection_json(c: &ConnectionInfo) -> Value {
 }
 
 async fn cluster(console: Arc<Console>, _request: Request) -> Response {
-    crate::json(&cluster_json(&console))
+    ember_web::json(&cluster_json(&console))
 }
 
 async fn cluster_events(console: Arc<Console>, _request: Request) -> Response {
@@ -116,28 +104,9 @@ async fn cluster_events(console: Arc<Console>, _request: Request) -> Response {
             }
         });
     match spawned {
-        Ok(_) => crate::sse(rx),
+        Ok(_) => ember_web::sse(rx),
         Err(e) => fail(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
-}
-
-/// Decodes `%XX` escapes (a path segment); `None` for a bad escape or
-/// text that is not UTF-8.
-pub(super) fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// What a `/api/cluster/nodes/...` path asks.
@@ -171,30 +140,6 @@ fn route(path: &str) -> Result<(String, Ask), ApiError> {
     Ok((node, ask))
 }
 
-/// The connection to `name`, which must be up.
-pub(super) fn connected(view: &NodeView, name: &str) -> Result<ConnectionInfo, ApiError> {
-    let valid = name
-        .split_once('@')
-        .is_some_and(|(a, h)| !a.is_empty() && !h.is_empty() && !h.contains('@'));
-    if !valid || Atom::try_new(name).is_err() {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            format!("bad node name {name:?}: expected name@host"),
-        ));
-    }
-    view.connections()
-        .into_iter()
-        .find(|c| c.node.as_str() == name)
-        .ok_or_else(|| {
-            error(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "{name} is not connected to this node (the console asks connected nodes only)"
-                ),
-            )
-        })
-}
-
 async fn remote(console: Arc<Console>, request: Request) -> Response {
     let answer = async {
         let (name, ask) = route(request.uri().path())?;
@@ -206,53 +151,9 @@ async fn remote(console: Arc<Console>, request: Request) -> Response {
         }
     };
     match answer.await {
-        Ok(value) => crate::json(&value),
+        Ok(value) => ember_web::json(&value),
         Err(e) => e.into_response(),
     }
-}
-
-/// `m:f(args)` on `node` through its `rex`, as `rpc:call/4` returns it.
-pub(super) async fn rpc(node: &Atom, m: &str, f: &str, args: Vec<Term>) -> Term {
-    ember_dist::rpc_call(node.as_str(), m, f, args, CALL_TIMEOUT).await
-}
-
-/// An rpc's answer, or why it failed (`{badrpc, Reason}`) as an API error.
-pub(super) fn answered(node: &Atom, m: &str, f: &str, answer: Term) -> Result<Term, ApiError> {
-    match answer.as_tuple() {
-        Some([tag, why]) if tag.is_atom("badrpc") => {
-            let status = if why.is_atom("timeout") {
-                StatusCode::GATEWAY_TIMEOUT
-            } else {
-                StatusCode::BAD_GATEWAY
-            };
-            Err(error(
-                status,
-                format!("{node} answered {answer} to {m}:{f}"),
-            ))
-        }
-        _ => Ok(answer),
-    }
-}
-
-/// `m:f(args)` on `node`; a `badrpc` is an error.
-pub(super) async fn call(node: &Atom, m: &str, f: &str, args: Vec<Term>) -> Result<Term, ApiError> {
-    answered(node, m, f, rpc(node, m, f, args).await)
-}
-
-/// Whether an rpc answer is `{badrpc, {'EXIT', {Error, _}}}`, e.g. `undef`
-/// (the function does not exist there) or `badarg`.
-pub(super) fn raised(answer: &Term, error: &str) -> bool {
-    let Some([tag, why]) = answer.as_tuple() else {
-        return false;
-    };
-    let Some([exit, reason]) = why.as_tuple() else {
-        return false;
-    };
-    tag.is_atom("badrpc")
-        && exit.is_atom("EXIT")
-        && reason
-            .as_tuple()
-            .is_some_and(|r| r.first().is_some_and(|t| t.is_atom(error)))
 }
 
 async fn remote_top(peer: &ConnectionInfo) -> Result<Value, ApiError> {
@@ -278,14 +179,14 @@ async fn remote_top(peer: &ConnectionInfo) -> Result<Value, ApiError> {
 /// Top of a node without `ember_introspect`: `processes()`, then
 /// `process_info/2` of at most [`MAX_EXAMINED`] of them.
 async fn erlang_top(node: &Atom) -> Result<Value, ApiError> {
-    let deadline = tokio::time::Instant::now() + TOP_DEADLINE;
+    let deadline = std::time::Instant::now() + TOP_DEADLINE;
     let pids = call(node, "erlang", "processes", vec![]).await?;
     let pids = pids.as_list().ok_or_else(|| bad_answer(node, &pids))?;
     let items = Term::list(TOP_ITEMS.iter().map(|i| Term::atom(i)));
     let mut rows: Vec<(i64, Value)> = Vec::new();
     let mut examined = 0;
     for pid in pids.iter().take(MAX_EXAMINED) {
-        if tokio::time::Instant::now() >= deadline {
+        if std::time::Instant::now() >= deadline {
             break;
         }
         examined += 1;
@@ -321,13 +222,6 @@ fn top_row(node: &Atom, row: &Term) -> Option<Value> {
     };
     let info = proplist_json(node, info)?;
     Some(json!({ "pid": term_json(node, pid), "info": info }))
-}
-
-pub(super) fn bad_answer(node: &Atom, answer: &Term) -> ApiError {
-    error(
-        StatusCode::BAD_GATEWAY,
-        format!("{node} gave an answer the console does not understand: {answer}"),
-    )
 }
 
 async fn remote_info(peer: &ConnectionInfo, pid_text: &str) -> Result<Value, ApiError> {

@@ -67,16 +67,20 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::{Request, Response, Router};
+use ember_web::{Request, Response, Router};
 
 mod api;
 mod app;
 mod assets;
 mod cluster;
 mod demo;
+mod error;
+mod figures;
 mod guard;
+pub mod jobs;
 mod load;
 mod math;
+mod remote;
 mod remote_load;
 mod remote_top;
 mod sampler;
@@ -118,7 +122,7 @@ impl std::str::FromStr for Mode {
 /// Who may use the console and what it may do.
 ///
 /// ```
-/// use ember_web::console::{Mode, Options};
+/// use ember_console::{Mode, Options};
 /// let options = Options {
 ///     mode: Mode::ReadOnly,
 ///     allowed_hosts: vec!["console.example.com".into()],
@@ -222,12 +226,12 @@ fn guard_app_api(router: Router, console: &Arc<Console>) -> Router {
 /// An application route behind the console's guards ([`guard_app_api`]).
 struct AppGuard {
     console: Arc<Console>,
-    inner: Arc<dyn crate::Handler>,
+    inner: Arc<dyn ember_web::Handler>,
     mutating: bool,
 }
 
-impl crate::Handler for AppGuard {
-    fn call(&self, request: Request) -> crate::router::HandlerFuture {
+impl ember_web::Handler for AppGuard {
+    fn call(&self, request: Request) -> ember_web::HandlerFuture {
         let checked = guard::check_host(&self.console, &request).and_then(|()| {
             if self.mutating {
                 guard::check_app_mutation(&self.console, &request)

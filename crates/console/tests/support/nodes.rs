@@ -8,9 +8,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ember_console as console;
 use ember_dist::{Functions, Node, NodeConfig};
 use ember_runtime::Runtime;
-use ember_web::{console, Config, Router, Server};
+use ember_web::{Config, Router, Server};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

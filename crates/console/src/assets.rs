@@ -7,18 +7,18 @@ use http::StatusCode;
 use std::sync::Arc;
 
 use super::{with, Console};
-use crate::{Body, Request, Response, Router};
+use ember_web::{Body, Request, Response, Router};
 
-const LAYOUT: &str = include_str!("../../assets/console/layout.html");
-const HOME: &str = include_str!("../../assets/console/home.html");
-const MATH: &str = include_str!("../../assets/console/math.html");
-const LOAD: &str = include_str!("../../assets/console/load.html");
-const TOP: &str = include_str!("../../assets/console/top.html");
-const CLUSTER: &str = include_str!("../../assets/console/cluster.html");
-const JOBS: &str = include_str!("../../assets/console/jobs.html");
-const SERVICES: &str = include_str!("../../assets/console/services.html");
-const CSS: &str = include_str!("../../assets/console/console.css");
-const JS: &str = include_str!("../../assets/console/console.js");
+const LAYOUT: &str = include_str!("../assets/layout.html");
+const HOME: &str = include_str!("../assets/home.html");
+const MATH: &str = include_str!("../assets/math.html");
+const LOAD: &str = include_str!("../assets/load.html");
+const TOP: &str = include_str!("../assets/top.html");
+const CLUSTER: &str = include_str!("../assets/cluster.html");
+const JOBS: &str = include_str!("../assets/jobs.html");
+const SERVICES: &str = include_str!("../assets/services.html");
+const CSS: &str = include_str!("../assets/console.css");
+const JS: &str = include_str!("../assets/console.js");
 
 /// A page: its path, title and body.
 struct Page {
@@ -80,7 +80,7 @@ pub(crate) fn mount(router: Router, console: &Arc<Console>) -> Router {
             page.path,
             with(console, move |_console, _request: Request| {
                 let html = html.clone();
-                async move { crate::html(html) }
+                async move { ember_web::html(html) }
             }),
         )
     });
@@ -116,7 +116,7 @@ fn asset(path: &str) -> Response {
     let (content_type, body) = match path.strip_prefix("/assets/console/") {
         Some("console.css") => ("text/css; charset=utf-8", CSS),
         Some("console.js") => ("text/javascript; charset=utf-8", JS),
-        _ => return crate::text(StatusCode::NOT_FOUND, "no such asset"),
+        _ => return ember_web::text(StatusCode::NOT_FOUND, "no such asset"),
     };
     let mut response = Response::new(Body::from(body));
     let headers = response.headers_mut();

@@ -54,8 +54,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::endpoints::{factorial_bits, FACT_MAX_N};
-use crate::{json, query, sse_events, text, Request, Response, Router, SseEvent};
+use ember_web::endpoints::{factorial_bits, FACT_MAX_N};
+use ember_web::{json, query, sse_events, text, Request, Response, Router, SseEvent};
 
 /// The longest `llm` job accepted, in seconds (a day).
 pub const LLM_MAX_SECONDS: f64 = 86_400.0;

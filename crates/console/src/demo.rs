@@ -15,7 +15,7 @@ use ember_runtime::{self as ember, Down, ExitReason, Pid, Spawn};
 use tokio::sync::oneshot;
 
 use super::{mount_console, new_console, Console, Mode, Options};
-use crate::{Config, Router, Server};
+use ember_web::{Config, Router, Server};
 
 /// How long a restarted endpoint retries binding its address while the
 /// previous listener is still being closed.
@@ -37,7 +37,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 ///   console's kill unless [`Options::allow_kill_system`] is set.
 ///
 /// ```no_run
-/// use ember_web::console::{Demo, Options};
+/// use ember_console::{Demo, Options};
 /// use ember_web::{endpoints, Config, Router};
 ///
 /// let rt = ember_runtime::Runtime::new().unwrap();
@@ -210,13 +210,13 @@ fn endpoint_spec(
         let config = config.clone();
         async move {
             let addr = *endpoint.addr();
-            let deadline = tokio::time::Instant::now() + REBIND_FOR;
+            let deadline = std::time::Instant::now() + REBIND_FOR;
             let server = loop {
                 match Server::bind(addr, router.clone(), config.clone()) {
                     Ok(server) => break server,
                     Err(e)
                         if e.kind() == io::ErrorKind::AddrInUse
-                            && tokio::time::Instant::now() < deadline =>
+                            && std::time::Instant::now() < deadline =>
                     {
                         // The previous acceptor's listener is still closing.
                         ember::sleep(Duration::from_millis(50)).await;

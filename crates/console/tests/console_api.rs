@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ember_console as console;
 use ember_runtime::{receive, Handle, Runtime, Spawn};
-use ember_web::{console, Config, Router, Server};
+use ember_web::{Config, Router, Server};
 use serde_json::{json, Value};
 use support::{json_type, ApiReply as Reply};
 

@@ -1,6 +1,6 @@
 // End-to-end test of the Ember console in a real headless Chromium.
 //
-//   node crates/web/tests/browser/e2e.mjs [BASE_URL]
+//   node crates/console/tests/browser/e2e.mjs [BASE_URL]
 //
 // Without BASE_URL it starts the ember binary itself on a free port
 // ($EMBER_BIN, else release/ember, else debug/ember under $CARGO_TARGET_DIR,
@@ -219,7 +219,7 @@ async function main() {
     await page.locator("nav a", { hasText: "Load" }).click();
     await page.waitForURL(`${base}/load`);
     // The node selector: this node first (other nodes are checked by the
-    // Rust tests, crates/web/tests/console_load_remote.rs).
+    // Rust tests, crates/console/tests/console_load_remote.rs).
     await page.locator("#load-node option", { hasText: "this node" }).waitFor({ state: "attached" });
     if ((await page.locator("#load-node").inputValue()) !== "") fail("the Load page does not show this node first");
     await page.fill("#load-workers", "5000");

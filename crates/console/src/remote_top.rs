@@ -30,11 +30,11 @@ use http::StatusCode;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::api::{error, fail, parse_pid, snapshot, ApiError};
-use super::cluster::{answered, bad_answer, connected, node, not_distributed, raised, rpc};
-use super::remote_load::MODULE;
+use super::error::{error, fail, parse_pid, ApiError};
+use super::figures::snapshot;
+use super::remote::{answered, bad_answer, connected, node, not_distributed, raised, rpc, MODULE};
 use super::{top, Console};
-use crate::Response;
+use ember_web::Response;
 
 /// How often a stream asks the node.
 const PERIOD: Duration = Duration::from_secs(1);
@@ -137,7 +137,7 @@ async fn sample(console: &Console, node: &Atom) -> Result<Value, ApiError> {
 /// `GET /api/top?node=NAME` for another node.
 pub(crate) async fn get(console: Arc<Console>, node: Atom) -> Response {
     match sample(&console, &node).await {
-        Ok(view) => crate::json(&view),
+        Ok(view) => ember_web::json(&view),
         Err(e) => e.into_response(),
     }
 }
@@ -168,7 +168,7 @@ pub(crate) async fn events(console: Arc<Console>, node: Atom) -> Response {
             }
         });
     match spawned {
-        Ok(_) => crate::sse(rx),
+        Ok(_) => ember_web::sse(rx),
         Err(e) => fail(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
@@ -184,7 +184,7 @@ pub(crate) async fn process(console: Arc<Console>, node: Atom, pid_text: &str) -
     };
     let text = Term::binary(pid.to_string().into_bytes());
     match ask(&console, &node, "process", vec![text]).await {
-        Ok(view) => crate::json(&view),
+        Ok(view) => ember_web::json(&view),
         Err(e) => e.into_response(),
     }
 }
