@@ -29,8 +29,8 @@
 //! short, a deadlock loom reports).
 //!
 //! ```text
-//! RUSTFLAGS="--cfg ember_dist_loom" cargo test -p ember-dist --lib \
-//!     --release --target-dir target/loom-dist -- loom_direct --test-threads=1
+//! cargo test -p ember-dist --lib --release --features loom-models \
+//!     -- loom_direct --test-threads=1
 //! ```
 
 use std::collections::VecDeque;
