@@ -57,7 +57,7 @@
 //! over first.
 #![forbid(unsafe_code)]
 
-#[cfg(all(test, ember_cluster_loom))]
+#[cfg(all(test, feature = "loom-models"))]
 mod loom_models;
 pub mod pg;
 pub mod placement;

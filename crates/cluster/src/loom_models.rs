@@ -16,8 +16,8 @@
 //!   still ends up holding the name there.
 //!
 //! ```text
-//! RUSTFLAGS="--cfg ember_cluster_loom" cargo test -p ember-cluster --lib \
-//!     --release --target-dir target/loom-cluster -- loom_models --test-threads=1
+//! cargo test -p ember-cluster --lib --release --features loom-models \
+//!     -- loom_models --test-threads=1
 //! ```
 
 use std::collections::VecDeque;

@@ -123,11 +123,11 @@ pub mod flags;
 mod global;
 mod handshake;
 mod introspect;
-#[cfg(all(test, ember_dist_loom))]
+#[cfg(all(test, feature = "loom-models"))]
 mod loom_direct;
-#[cfg(all(test, ember_dist_loom))]
+#[cfg(all(test, feature = "loom-models"))]
 mod loom_mapper;
-#[cfg(all(test, ember_dist_loom))]
+#[cfg(all(test, feature = "loom-models"))]
 mod loom_models;
 mod node;
 mod procs;

@@ -24,13 +24,17 @@
 //! Checked in every interleaving (preemption bound 2): never two writers
 //! at once, every message written exactly once and in order per sender
 //! (one sender sends through the lane first, as a link would, then
-//! direct), and no lost wake-up: bytes left queued with the token free
-//! always have the writer woken (else it would sleep with the stream
-//! short, a deadlock loom reports).
+//! direct; the other sends one message direct, racing it), and no lost
+//! wake-up: bytes left queued with the token free always have the writer
+//! woken (else it would sleep with the stream short, a deadlock loom
+//! reports). Three messages, not four: a second direct message from the
+//! other sender is queued after its first under the queue's lock, so it
+//! adds interleavings and run time but no ordering the model does not
+//! already check.
 //!
 //! ```text
-//! RUSTFLAGS="--cfg ember_dist_loom" cargo test -p ember-dist --lib \
-//!     --release --target-dir target/loom-dist -- loom_direct --test-threads=1
+//! cargo test -p ember-dist --lib --release --features loom-models \
+//!     -- loom_direct --test-threads=1
 //! ```
 
 use std::collections::VecDeque;
@@ -40,7 +44,7 @@ use loom::sync::{Arc, Mutex, Notify};
 use loom::thread;
 
 /// Messages in all: one byte each.
-const TOTAL: usize = 4;
+const TOTAL: usize = 3;
 
 struct Pending {
     bytes: Vec<u8>,
@@ -241,12 +245,11 @@ fn loom_direct_writes_keep_order_and_one_writer_and_wake_the_writer() {
                 lane.finished();
             })
         };
-        // B: two messages.
+        // B: a message, direct when it can.
         let b = {
             let (conn, lane) = (conn.clone(), lane.clone());
             thread::spawn(move || {
                 lane.send(&conn, 3);
-                lane.send(&conn, 4);
                 lane.finished();
             })
         };
@@ -266,9 +269,8 @@ fn loom_direct_writes_keep_order_and_one_writer_and_wake_the_writer() {
         let at = |m: u8| stream.iter().position(|&x| x == m).expect("lost");
         let mut sorted = stream.clone();
         sorted.sort_unstable();
-        assert_eq!(sorted, vec![1, 2, 3, 4], "each exactly once: {stream:?}");
+        assert_eq!(sorted, vec![1, 2, 3], "each exactly once: {stream:?}");
         assert!(at(1) < at(2), "A's order: {stream:?}");
-        assert!(at(3) < at(4), "B's order: {stream:?}");
         let p = conn.pending.lock().unwrap();
         assert!(p.bytes.is_empty() && !p.writing);
     });

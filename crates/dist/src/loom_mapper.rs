@@ -10,8 +10,8 @@
 //! mapper exactly once.
 //!
 //! ```text
-//! RUSTFLAGS="--cfg ember_dist_loom" cargo test -p ember-dist --lib \
-//!     --release --target-dir target/loom-dist -- loom_mapper --test-threads=1
+//! cargo test -p ember-dist --lib --release --features loom-models \
+//!     -- loom_mapper --test-threads=1
 //! ```
 
 use loom::sync::atomic::{AtomicUsize, Ordering};

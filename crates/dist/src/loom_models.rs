@@ -9,8 +9,8 @@
 //! returns to zero.
 //!
 //! ```text
-//! RUSTFLAGS="--cfg ember_dist_loom" cargo test -p ember-dist --lib \
-//!     --release --target-dir target/loom-dist -- loom_models --test-threads=1
+//! cargo test -p ember-dist --lib --release --features loom-models \
+//!     -- loom_models --test-threads=1
 //! ```
 //!
 //! (A cfg of its own rather than `loom`: tokio built with `--cfg loom`

@@ -51,13 +51,13 @@
 mod cron;
 mod dispatcher;
 mod kind;
-#[cfg(all(test, ember_jobs_loom))]
+#[cfg(all(test, feature = "loom-models"))]
 mod loom_models;
-#[cfg(all(test, ember_jobs_loom))]
+#[cfg(all(test, feature = "loom-models"))]
 mod loom_pg_batch;
-#[cfg(all(test, ember_jobs_loom))]
+#[cfg(all(test, feature = "loom-models"))]
 mod loom_turn;
-#[cfg(all(test, ember_jobs_loom))]
+#[cfg(all(test, feature = "loom-models"))]
 mod loom_wake;
 mod postgres;
 mod sqlite;

@@ -16,8 +16,8 @@
 //!   dispatcher lives ([`crate::Claimer`]).
 //!
 //! ```text
-//! RUSTFLAGS="--cfg ember_jobs_loom" cargo test -p ember-jobs --lib \
-//!     --release --target-dir target/loom-jobs -- loom_models --test-threads=1
+//! cargo test -p ember-jobs --lib --release --features loom-models \
+//!     -- loom_models --test-threads=1
 //! ```
 
 use loom::sync::atomic::{AtomicBool, Ordering};

@@ -18,8 +18,8 @@
 //! * the two enqueues of one key get one id, and one job has that key.
 //!
 //! ```text
-//! RUSTFLAGS="--cfg ember_jobs_loom" cargo test -p ember-jobs --lib \
-//!     --release --target-dir target/loom-jobs -- loom_pg_batch --test-threads=1
+//! cargo test -p ember-jobs --lib --release --features loom-models \
+//!     -- loom_pg_batch --test-threads=1
 //! ```
 
 use loom::sync::mpsc;

@@ -19,8 +19,8 @@
 //!   release; every job completes at most once.
 //!
 //! ```text
-//! RUSTFLAGS="--cfg ember_jobs_loom" cargo test -p ember-jobs --lib \
-//!     --release --target-dir target/loom-jobs -- loom_turn --test-threads=1
+//! cargo test -p ember-jobs --lib --release --features loom-models \
+//!     -- loom_turn --test-threads=1
 //! ```
 
 use loom::sync::atomic::{AtomicBool, Ordering};

@@ -8,8 +8,8 @@
 //! queue is woken at least once (by the scan, the notification, or both).
 //!
 //! ```text
-//! RUSTFLAGS="--cfg ember_jobs_loom" cargo test -p ember-jobs --lib \
-//!     --release --target-dir target/loom-jobs -- loom_wake --test-threads=1
+//! cargo test -p ember-jobs --lib --release --features loom-models \
+//!     -- loom_wake --test-threads=1
 //! ```
 
 use loom::sync::{Arc, Mutex};
