@@ -10,9 +10,10 @@
 //! # Layout
 //!
 //! The keys are dealt to [`SHARDS`] shards in runs of [`RUN`] consecutive
-//! keys (key bits 6..12 pick the shard), so a burst of spawns fills one
-//! shard's slots in order, then the next one's, and two threads working on
-//! neighbouring keys rarely take the same lock. Within a shard a key's
+//! keys (key bits 3..9 pick the shard): a run's slots fill one cache line,
+//! so a burst of spawns writes each shard's slots in order, while the
+//! processes of one burst (a pool of workers, say) spread over every shard
+//! and two threads working on neighbouring pids rarely take the same lock. Within a shard a key's
 //! *index* (its key with the shard bits taken out) is dense: each shard
 //! keeps a window of slots, `slots[i]` holding index `base + i`, from about
 //! its oldest live process to its newest.
@@ -37,12 +38,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 
+use crossbeam_utils::CachePadded;
 use parking_lot::RwLock;
 
 use super::KeyHasher;
 
-/// Consecutive keys per shard run.
-const RUN_BITS: u32 = 6;
+/// Consecutive keys per shard run (8: one cache line of slots).
+const RUN_BITS: u32 = 3;
 /// Keys per run.
 pub(crate) const RUN: u64 = 1 << RUN_BITS;
 /// Shard-number bits.
@@ -58,7 +60,7 @@ const BACK_REACH: u64 = RUN;
 /// Local pid key → `V` (an `Arc<Process>` in the runtime); see the module
 /// docs.
 pub(crate) struct PidTable<V> {
-    shards: Box<[RwLock<Shard<V>>]>,
+    shards: Box<[CachePadded<RwLock<Shard<V>>>]>,
 }
 
 struct Shard<V> {
@@ -84,12 +86,12 @@ impl<V> Default for PidTable<V> {
         PidTable {
             shards: (0..SHARDS)
                 .map(|_| {
-                    RwLock::new(Shard {
+                    CachePadded::new(RwLock::new(Shard {
                         base: 0,
                         slots: VecDeque::new(),
                         in_window: 0,
                         overflow: HashMap::default(),
-                    })
+                    }))
                 })
                 .collect(),
         }
@@ -295,10 +297,10 @@ mod tests {
     #[test]
     fn consecutive_keys_land_in_runs_of_one_shard_with_dense_indices() {
         assert_eq!(locate(0), (0, 0));
-        assert_eq!(locate(63), (0, 63));
-        assert_eq!(locate(64), (1, 0));
-        assert_eq!(locate(64 * 64), (0, 64));
-        assert_eq!(locate(64 * 64 + 65), (1, 65));
+        assert_eq!(locate(RUN - 1), (0, RUN - 1));
+        assert_eq!(locate(RUN), (1, 0));
+        assert_eq!(locate(RUN * SHARDS as u64), (0, RUN));
+        assert_eq!(locate(RUN * SHARDS as u64 + RUN + 1), (1, RUN + 1));
     }
 
     /// Spawns and kills in bursts, in and out of order, with a few
