@@ -293,7 +293,7 @@ impl Shared {
     }
 
     pub(crate) fn processes(&self) -> Vec<Pid> {
-        self.table.iter().map(|e| e.value().pid).collect()
+        self.table.collect(|p| p.pid)
     }
 
     /// Polls in progress: pid key → nanoseconds so far, per worker.
@@ -323,18 +323,11 @@ impl Shared {
         // before it adds the poll to the counters. (The accesses are
         // relaxed: that order is what x86 guarantees; elsewhere a reader
         // could rarely count a poll twice, or miss one.)
-        let mut samples: Vec<ProcessSample> = self
-            .table
-            .iter()
-            .map(|e| {
-                let p = e.value();
-                ProcessSample {
-                    pid: p.pid,
-                    reductions: p.reductions.load(Ordering::Relaxed),
-                    cpu_ns: p.cpu_ns.load(Ordering::Relaxed),
-                }
-            })
-            .collect();
+        let mut samples: Vec<ProcessSample> = self.table.collect(|p| ProcessSample {
+            pid: p.pid,
+            reductions: p.reductions.load(Ordering::Relaxed),
+            cpu_ns: p.cpu_ns.load(Ordering::Relaxed),
+        });
         let running: std::collections::HashMap<u64, u64> = self
             .polls_in_progress()
             .into_iter()

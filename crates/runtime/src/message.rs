@@ -45,9 +45,14 @@ impl Shared {
             return self.send_remote(to, message);
         }
         // Delivered under the table's read guard: saves an Arc clone per send.
-        match self.table.get(&to.key()) {
-            Some(process) => signal::deliver(process.value(), message),
-            None => crate::scheduler::drop_contained(message),
+        let mut message = Some(message);
+        self.table.with(to.key(), |process| {
+            if let Some(message) = message.take() {
+                signal::deliver(process, message);
+            }
+        });
+        if let Some(message) = message {
+            crate::scheduler::drop_contained(message);
         }
     }
 }

@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -53,8 +53,13 @@ impl Hasher for KeyHasher {
     }
 }
 
-/// The process table: local pid key → process.
-pub(crate) type ProcessTable = DashMap<u64, Arc<Process>, BuildHasherDefault<KeyHasher>>;
+mod pid_table;
+
+/// The process table: local pid key → process (`pid_table`).
+pub(crate) type ProcessTable = pid_table::PidTable<Arc<Process>>;
+
+/// Processes killed inside a poll, by pid key, until that poll returns.
+pub(crate) type ZombieTable = DashMap<u64, Arc<Process>, BuildHasherDefault<KeyHasher>>;
 
 /// State shared by every thread and process of one runtime.
 pub(crate) struct Shared {
@@ -64,7 +69,11 @@ pub(crate) struct Shared {
     next_ref: AtomicU64,
     pub(crate) sched: Scheduler,
     /// Processes killed while inside a poll, until that poll returns.
-    pub(crate) zombies: ProcessTable,
+    pub(crate) zombies: ZombieTable,
+    /// Entries in `zombies`, so that dropping a body (`forget_zombie`)
+    /// costs one load when there are none, rather than a look at every
+    /// shard of the map.
+    pub(crate) zombie_count: AtomicUsize,
     pub(crate) timers: Timers,
     pub(crate) tokio: Option<tokio::runtime::Handle>,
     /// The default group leader and its stdout thread (`crate::io`).
@@ -83,7 +92,7 @@ impl Shared {
         if !pid.is_local() {
             return None;
         }
-        self.table.get(&pid.key()).map(|p| p.value().clone())
+        self.table.with(pid.key(), Arc::clone)
     }
 
     pub(crate) fn next_pid(&self) -> Pid {
@@ -92,8 +101,10 @@ impl Shared {
 
     /// Forgets a process killed inside a poll, once its body is dropped.
     pub(crate) fn forget_zombie(&self, process: &Process) {
-        if !self.zombies.is_empty() {
-            self.zombies.remove(&process.pid.key());
+        if self.zombie_count.load(Ordering::SeqCst) > 0
+            && self.zombies.remove(&process.pid.key()).is_some()
+        {
+            self.zombie_count.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -158,12 +169,13 @@ impl Builder {
             (None, None)
         };
         let shared = Arc::new(Shared {
-            table: DashMap::with_hasher_and_shard_amount(BuildHasherDefault::default(), 64),
+            table: ProcessTable::default(),
             names: DashMap::new(),
             next_pid: AtomicU64::new(1),
             next_ref: AtomicU64::new(1),
             sched: Scheduler::new(self.schedulers, self.preemption, Arc::new(Reactor::new()?)),
             zombies: DashMap::default(),
+            zombie_count: AtomicUsize::new(0),
             timers: Timers::new(self.schedulers),
             tokio: tokio_handle,
             io: crate::io::NodeIo::default(),
@@ -284,8 +296,7 @@ impl Drop for Runtime {
         // with their tickets), or by the thread still inside its poll — a
         // worker stuck in native code that the wait above gave up on — when
         // that poll returns.
-        let processes: Vec<Arc<Process>> = shared.table.iter().map(|e| e.value().clone()).collect();
-        shared.table.clear();
+        let processes: Vec<Arc<Process>> = shared.table.take_all();
         shared.names.clear();
         for process in &processes {
             process.begin_exit();

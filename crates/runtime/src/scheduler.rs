@@ -478,10 +478,9 @@ pub(crate) fn wake(process: &Arc<Process>) {
 /// acknowledgement) keeps both on one core instead of waking an idle
 /// scheduler to steal the child. Spawned with [`Spawn::queued`](crate::Spawn::queued)
 /// (`as_next` false), it goes to the back of the woken queue instead.
-pub(crate) fn enqueue_new(process: Arc<Process>, as_next: bool) {
-    let rt = process.rt.clone();
+pub(crate) fn enqueue_new(rt: &Shared, process: Arc<Process>, as_next: bool) {
     let from_a_process = context::try_with_current(|_| ()).is_some();
-    enqueue(&rt, process, from_a_process && as_next);
+    enqueue(rt, process, from_a_process && as_next);
 }
 
 /// Pushes a woken process whose `SCHEDULED` ticket the caller holds. On a

@@ -376,7 +376,10 @@ pub(crate) fn terminate_finished(process: &Arc<Process>, reason: ExitReason) {
 /// Finishes the termination of `process`, marked exiting by the caller, and
 /// of every process its links kill in turn.
 pub(crate) fn terminate_all(process: Arc<Process>, reason: ExitReason, dying: Dying) {
-    let mut pending = vec![(process, reason, dying)];
+    // The work list allocates only if a link kills another process.
+    let mut pending = Vec::new();
+    finish_exit(&process, reason, dying, &mut pending);
+    drop(process);
     while let Some((process, reason, dying)) = pending.pop() {
         finish_exit(&process, reason, dying, &mut pending);
     }
@@ -391,10 +394,14 @@ fn finish_exit(
     pending: &mut Vec<(Arc<Process>, ExitReason, Dying)>,
 ) {
     let rt = &process.rt;
-    rt.table.remove(&process.pid.key());
+    rt.table.remove(process.pid.key());
     if dying.inside_a_poll {
         // Killed inside a poll: keep it visible to introspection ("kill
         // pending") until its body is dropped when the poll returns.
+        // Counted first: `forget_zombie` looks at the map only if it sees
+        // a count.
+        rt.zombie_count
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         rt.zombies.insert(process.pid.key(), process.clone());
     }
     if let Some(relations) = dying.relations {

@@ -254,7 +254,7 @@ impl Shared {
             self.table.insert(pid.key(), process.clone());
             if let Some(name) = name {
                 if let Err(e) = self.claim_name(name, process) {
-                    self.table.remove(&pid.key());
+                    self.table.remove(pid.key());
                     return Err(SpawnError::Register(e));
                 }
             }
@@ -304,7 +304,7 @@ impl Shared {
                 publish(&process, options.name)?;
             }
         }
-        scheduler::enqueue_new(process, as_next);
+        scheduler::enqueue_new(self, process, as_next);
         Ok(Spawned { pid, monitor })
     }
 
