@@ -850,21 +850,14 @@ pub(crate) fn spawn(
             None => {
                 let (read, write) = s.into_split();
                 let write = Arc::new(SharedSock::Tokio(write));
-                spawn_halves::<_, OwnedWriteHalf>(
-                    inner,
-                    read,
-                    Sink::Shared(write),
-                    peer,
-                    id,
-                    None,
-                )
+                spawn_halves::<_, OwnedWriteHalf>(inner, read, Sink::Shared(write), peer, id, None)
             }
             Some(handle) => {
                 // Out of tokio's pollset (`into_std` deregisters it), into
                 // the runtime's.
-                let moved = s.into_std().and_then(|s| {
-                    ember_runtime::net::TcpStream::from_std_in(s, handle)
-                });
+                let moved = s
+                    .into_std()
+                    .and_then(|s| ember_runtime::net::TcpStream::from_std_in(s, handle));
                 match moved {
                     Ok(s) => {
                         let s = Arc::new(s);
@@ -1159,10 +1152,7 @@ struct YieldOnce(bool);
 impl std::future::Future for YieldOnce {
     type Output = ();
 
-    fn poll(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
         if self.0 {
             return std::task::Poll::Ready(());
         }
