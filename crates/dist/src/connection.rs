@@ -49,10 +49,12 @@
 //! (the first fragment carries the atom cache update and the whole control
 //! message; the fragments of one message are written back to back).
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use ember_runtime::{ExitReason, Spawn};
 use ember_term::dist::{self as wire, AtomCache, Fragments, SenderAtomCache};
 use ember_term::{decode_prefix, encode_into, Atom, DecodeLimits, Pid, Reference, Term};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -304,7 +306,7 @@ struct Pending {
     /// The write half of a plain TCP connection, shared with the writer so
     /// that a sender finding the token free writes its bytes itself
     /// ([`SendQueue::write_direct`]); `None` over TLS and once closed.
-    direct: Option<Arc<OwnedWriteHalf>>,
+    direct: Option<Arc<SharedSock>>,
     /// An emptied buffer kept for the next direct write.
     spare: Vec<u8>,
     /// When the last write (direct or the writer's) ended: a sender
@@ -322,8 +324,12 @@ const DIRECT_IDLE: Duration = Duration::from_micros(20);
 /// Bytes a sender took out of the queue with the write token, to write
 /// directly ([`SendQueue::write_direct`]).
 pub(crate) struct Batch {
-    sock: Arc<OwnedWriteHalf>,
+    sock: Arc<SharedSock>,
     bytes: Vec<u8>,
+    /// Written ahead of a message (a call's `MONITOR_P`): the write does
+    /// not count as the connection's last, so the message that follows
+    /// is written directly too.
+    lead: bool,
 }
 
 /// The send side of one connection: encoded frames waiting for the
@@ -607,7 +613,7 @@ impl SendQueue {
 
     /// Queues `m` for the writer task.
     fn push(&self, m: &Outgoing) -> Result<(), DistError> {
-        self.queue(m, false).map(drop)
+        self.queue(m, false, false).map(drop)
     }
 
     /// Queues `m` (without looking at the limit: the caller found room)
@@ -616,12 +622,16 @@ impl SendQueue {
     /// then writes it with [`SendQueue::write_direct`] (after releasing
     /// any lock of its own; the order of the bytes is fixed here).
     /// Otherwise the writer task is woken.
-    pub(crate) fn enqueue(&self, m: &Outgoing) -> Result<Option<Batch>, DistError> {
-        self.queue(m, true)
+    ///
+    /// `lead`: `m` is a signal a message is likely to follow at once (the
+    /// `MONITOR_P` of a call): its direct write leaves the connection idle
+    /// for that message's.
+    pub(crate) fn enqueue(&self, m: &Outgoing, lead: bool) -> Result<Option<Batch>, DistError> {
+        self.queue(m, true, lead)
     }
 
     /// [`SendQueue::push`] or, `direct`, [`SendQueue::enqueue`].
-    fn queue(&self, m: &Outgoing, direct: bool) -> Result<Option<Batch>, DistError> {
+    fn queue(&self, m: &Outgoing, direct: bool, lead: bool) -> Result<Option<Batch>, DistError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(self.closed_error());
         }
@@ -653,6 +663,7 @@ impl SendQueue {
                 Some(Batch {
                     sock: sock.clone(),
                     bytes: taken,
+                    lead,
                 })
             }
             _ => None,
@@ -670,7 +681,11 @@ impl SendQueue {
     /// goes back to the front of the queue for the writer task (woken
     /// then), before anything queued since.
     pub(crate) fn write_direct(&self, batch: Batch) {
-        let Batch { sock, mut bytes } = batch;
+        let Batch {
+            sock,
+            mut bytes,
+            lead,
+        } = batch;
         let mut done = 0;
         while done < bytes.len() {
             match sock.try_write(&bytes[done..]) {
@@ -688,7 +703,9 @@ impl SendQueue {
         }
         let mut p = lock(&self.pending);
         p.writing = false;
-        p.last_write = Instant::now();
+        if !(lead && done == bytes.len()) {
+            p.last_write = Instant::now();
+        }
         if done < bytes.len() {
             bytes.drain(..done);
             bytes.extend_from_slice(&p.bytes);
@@ -721,31 +738,161 @@ impl SendQueue {
     }
 }
 
+/// The write side of a plain TCP connection, shared by the writer task
+/// and the senders writing directly (only the write token's holder
+/// writes). Dropped with its last holder, it shuts the socket's write
+/// side down, as tokio's `OwnedWriteHalf` does.
+pub(crate) enum SharedSock {
+    /// On the `ember-io` thread's tokio reactor.
+    Tokio(OwnedWriteHalf),
+    /// On an Ember runtime's pollset, shared with the reader process.
+    Ember(Arc<ember_runtime::net::TcpStream>),
+}
+
+impl SharedSock {
+    /// Writes what the socket takes now, without waiting.
+    fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            SharedSock::Tokio(s) => s.try_write(buf),
+            SharedSock::Ember(s) => s.try_write(buf),
+        }
+    }
+
+    /// Writes some of `buf`, waiting until the socket takes something.
+    async fn write_some(&self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            SharedSock::Tokio(sock) => loop {
+                sock.writable().await?;
+                match sock.try_write(buf) {
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                        ) => {}
+                    r => return r,
+                }
+            },
+            SharedSock::Ember(sock) => {
+                let mut sock = &**sock;
+                std::future::poll_fn(|cx| Pin::new(&mut sock).poll_write(cx, buf)).await
+            }
+        }
+    }
+}
+
+impl Drop for SharedSock {
+    fn drop(&mut self) {
+        if let SharedSock::Ember(s) = self {
+            let mut s = &**s;
+            let waker = std::task::Waker::noop();
+            let _ = Pin::new(&mut s).poll_shutdown(&mut std::task::Context::from_waker(waker));
+        }
+    }
+}
+
+/// The read side of a plain TCP connection on an Ember runtime's pollset.
+struct EmberRead(Arc<ember_runtime::net::TcpStream>);
+
+impl AsyncRead for EmberRead {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_read(cx, buf)
+    }
+}
+
+/// Where a connection's reader runs.
+enum ReaderTask {
+    /// A tokio task on the node's tokio runtime (`ember-io` in a runtime).
+    Task(tokio::task::AbortHandle),
+    /// An Ember process (plain TCP on a node of an Ember runtime).
+    Process(ember_runtime::Handle, ember_runtime::Pid),
+}
+
+/// A connection's reader and writer, to stop them.
+pub(crate) struct Tasks {
+    reader: ReaderTask,
+    writer: tokio::task::AbortHandle,
+}
+
+impl Tasks {
+    /// Stops both: the tasks are aborted, the reader process killed.
+    pub(crate) fn abort(&self) {
+        match &self.reader {
+            ReaderTask::Task(t) => t.abort(),
+            ReaderTask::Process(handle, pid) => handle.exit(*pid, ExitReason::Kill),
+        }
+        self.writer.abort();
+    }
+}
+
 /// Starts the reader and writer of a connection that finished its
-/// handshake; returns the connection's send queue and the two tasks' abort
-/// handles.
+/// handshake; returns the connection's send queue and its tasks.
+///
+/// The writer is a tokio task. The reader is one too, except on plain TCP
+/// on a node of an Ember runtime ([`Node::start_in_runtime`](crate::Node)):
+/// there the socket moves to the runtime's own pollset and the reader is
+/// an Ember process, so a message is read, decoded and delivered by the
+/// scheduler that then runs its receiver, with no hop through `ember-io`
+/// (on a node pinned to one core, a context switch per message).
 pub(crate) fn spawn(
     inner: &Arc<Inner>,
     stream: DistStream,
     peer: &Peer,
     id: u64,
-) -> (Arc<SendQueue>, [tokio::task::AbortHandle; 2]) {
+) -> (Arc<SendQueue>, Tasks) {
     // Plain TCP keeps its owned halves (no lock between reader and writer),
     // and shares the write half with the senders for direct writes.
     match stream {
-        DistStream::Tcp(s) => {
-            let (read, write) = s.into_split();
-            spawn_halves(
-                inner,
-                read,
-                Sink::<OwnedWriteHalf>::Shared(Arc::new(write)),
-                peer,
-                id,
-            )
-        }
+        DistStream::Tcp(s) => match inner.runtime.get() {
+            None => {
+                let (read, write) = s.into_split();
+                let write = Arc::new(SharedSock::Tokio(write));
+                spawn_halves::<_, OwnedWriteHalf>(inner, read, Sink::Shared(write), peer, id, None)
+            }
+            Some(handle) => {
+                // Out of tokio's pollset (`into_std` deregisters it), into
+                // the runtime's.
+                let moved = s
+                    .into_std()
+                    .and_then(|s| ember_runtime::net::TcpStream::from_std_in(s, handle));
+                match moved {
+                    Ok(s) => {
+                        let s = Arc::new(s);
+                        let write = Arc::new(SharedSock::Ember(s.clone()));
+                        spawn_halves::<_, OwnedWriteHalf>(
+                            inner,
+                            EmberRead(s),
+                            Sink::Shared(write),
+                            peer,
+                            id,
+                            Some(handle),
+                        )
+                    }
+                    Err(e) => {
+                        // The socket is gone: a reader that meets its end
+                        // at once takes the connection down.
+                        tracing::warn!(
+                            "dist: cannot move the connection to {} to the runtime: {e}",
+                            peer.name
+                        );
+                        spawn_halves(
+                            inner,
+                            tokio::io::empty(),
+                            Sink::Stream(tokio::io::sink()),
+                            peer,
+                            id,
+                            None,
+                        )
+                    }
+                }
+            }
+        },
         DistStream::Tls(s) => {
             let (read, write) = tokio::io::split(*s);
-            spawn_halves(inner, read, Sink::Stream(write), peer, id)
+            spawn_halves(inner, read, Sink::Stream(write), peer, id, None)
         }
     }
 }
@@ -756,7 +903,8 @@ fn spawn_halves<R, W>(
     write: Sink<W>,
     peer: &Peer,
     id: u64,
-) -> (Arc<SendQueue>, [tokio::task::AbortHandle; 2])
+    runtime: Option<&ember_runtime::Handle>,
+) -> (Arc<SendQueue>, Tasks)
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -773,22 +921,34 @@ where
     let queue = Arc::new(queue);
     let tick = inner.config.net_ticktime / 4;
     let writer = tokio::spawn(write_loop(write, queue.clone(), tick));
-    let reader = tokio::spawn(read_loop(
+    let reading = read_loop(
         inner.clone(),
         read,
         queue.clone(),
         peer.clone(),
         id,
         writer.abort_handle(),
-    ));
-    (queue, [reader.abort_handle(), writer.abort_handle()])
+        tokio::runtime::Handle::current(),
+    );
+    let reader = match runtime {
+        Some(handle) => {
+            let options = Spawn::new().label("dist reader");
+            match handle.spawn_with(options, reading) {
+                Ok(spawned) => ReaderTask::Process(handle.clone(), spawned.pid),
+                Err(_) => unreachable!("a spawn without name, link or monitor cannot fail"),
+            }
+        }
+        None => ReaderTask::Task(tokio::spawn(reading).abort_handle()),
+    };
+    let writer = writer.abort_handle();
+    (queue, Tasks { reader, writer })
 }
 
 /// Where the writer task writes: a plain TCP write half it shares with
 /// the senders (direct writes), or a stream of its own (TLS).
 pub(crate) enum Sink<W> {
-    /// Plain TCP, shared: written with `writable` and `try_write`.
-    Shared(Arc<OwnedWriteHalf>),
+    /// Plain TCP, shared with direct writers.
+    Shared(Arc<SharedSock>),
     /// Any other stream, the writer's alone.
     Stream(W),
 }
@@ -800,16 +960,9 @@ impl<W: AsyncWrite + Unpin> Sink<W> {
         match self {
             Sink::Shared(sock) => {
                 while !out.is_empty() {
-                    sock.writable().await?;
-                    match sock.try_write(out) {
-                        Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                        Ok(n) => out = &out[n..],
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                            ) => {}
-                        Err(e) => return Err(e),
+                    match sock.write_some(out).await? {
+                        0 => return Err(std::io::ErrorKind::WriteZero.into()),
+                        n => out = &out[n..],
                     }
                 }
                 Ok(())
@@ -903,13 +1056,18 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut w: Sink<W>, queue: Arc<SendQueue>
 
 /// Ends when `received` has not moved for `ticktime` (checked every
 /// quarter of it, so the peer is declared silent after 1 to 1.25 times
-/// `ticktime`).
-async fn watchdog(received: &AtomicU64, ticktime: Duration) {
+/// `ticktime`), on the timers of `clock` (the reader may be an Ember
+/// process, outside any tokio runtime).
+async fn watchdog(received: &AtomicU64, ticktime: Duration, clock: &tokio::runtime::Handle) {
     let check = ticktime / 4;
     let mut seen = received.load(Ordering::Relaxed);
     let mut quiet = Duration::ZERO;
     loop {
-        tokio::time::sleep(check).await;
+        let sleep = {
+            let _in = clock.enter();
+            tokio::time::sleep(check)
+        };
+        sleep.await;
         let now = received.load(Ordering::Relaxed);
         if now == seen {
             quiet += check;
@@ -930,6 +1088,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     peer: Peer,
     id: u64,
     writer: tokio::task::AbortHandle,
+    clock: tokio::runtime::Handle,
 ) {
     let mut r = tokio::io::BufReader::with_capacity(64 * 1024, r);
     let mut cache = AtomCache::new();
@@ -938,9 +1097,17 @@ async fn read_loop<R: AsyncRead + Unpin>(
     // Frames (ticks included) received so far, for the watchdog: a timer
     // per frame would cost more than the frame.
     let received = AtomicU64::new(0);
-    let silent = watchdog(&received, inner.config.net_ticktime);
+    let silent = watchdog(&received, inner.config.net_ticktime, &clock);
     let reading = async {
+        let mut since_yield = 0u32;
         loop {
+            // A stream that never runs dry must not keep the thread (an
+            // Ember scheduler, for the reader process) from the receivers.
+            since_yield += 1;
+            if since_yield == YIELD_EVERY {
+                since_yield = 0;
+                YieldOnce(false).await;
+            }
             let frame = match read_frame(&mut r, inner.config.max_frame).await {
                 Err(e) => return e,
                 Ok(None) => {
@@ -973,6 +1140,26 @@ async fn read_loop<R: AsyncRead + Unpin>(
     writer.abort();
     queue.close();
     inner.connection_down(&peer.name, id);
+}
+
+/// Frames a reader reads before it lets other work run.
+const YIELD_EVERY: u32 = 64;
+
+/// Pending once (waking itself at once), then ready: lets the executor
+/// run others in between.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
 }
 
 /// Hands one control message on under the queue's `retired` lock; false
@@ -1481,7 +1668,7 @@ mod tests {
             (false, false, false),
         ));
         let writer = tokio::spawn(write_loop(
-            Sink::<OwnedWriteHalf>::Shared(Arc::new(write)),
+            Sink::<OwnedWriteHalf>::Shared(Arc::new(SharedSock::Tokio(write))),
             queue.clone(),
             Duration::from_secs(60),
         ));
@@ -1509,7 +1696,7 @@ mod tests {
                                 Term::binary(vec![t as u8; 1024]),
                             ])),
                         };
-                        if let Some(batch) = q.enqueue(&m).unwrap() {
+                        if let Some(batch) = q.enqueue(&m, false).unwrap() {
                             q.write_direct(batch);
                         }
                     }

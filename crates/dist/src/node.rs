@@ -198,7 +198,7 @@ enum Slot {
         /// The peer's creation.
         creation: u32,
         tx: Arc<SendQueue>,
-        tasks: [AbortHandle; 2],
+        tasks: connection::Tasks,
     },
 }
 
@@ -232,6 +232,10 @@ pub(crate) struct Inner {
     /// The port mapper registration (and the embedded mapper, if this
     /// node holds it), kept while the node runs.
     registrar: Mutex<Option<Registrar>>,
+    /// The Ember runtime whose processes this node's are
+    /// ([`Node::start_in_runtime`]): plain TCP connections are read by a
+    /// process of it (see `connection::spawn`).
+    pub(crate) runtime: std::sync::OnceLock<ember_runtime::Handle>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -334,7 +338,7 @@ impl Inner {
             // `alive`: the old connection is replaced. Its reader delivers
             // nothing more (it may be in the middle of a frame).
             tx.retire();
-            tasks.iter().for_each(AbortHandle::abort);
+            tasks.abort();
             self.config.deliver.connection_down(&peer.name, old);
         }
         // Up before the reader can deliver anything from the peer.
@@ -577,7 +581,7 @@ impl Inner {
         for (node, slot) in conns {
             if let Slot::Up { tasks, tx, id, .. } = slot {
                 tx.retire();
-                tasks.iter().for_each(AbortHandle::abort);
+                tasks.abort();
                 self.config.deliver.connection_down(&node, id);
             }
         }
@@ -657,6 +661,7 @@ impl Node {
             stopped: AtomicBool::new(false),
             background: Mutex::new(Vec::new()),
             registrar: Mutex::new(Some(registrar)),
+            runtime: std::sync::OnceLock::new(),
         });
         let acceptor = inner.clone();
         let task = tokio::spawn(async move {
@@ -838,7 +843,7 @@ impl Node {
         match removed {
             Some(Slot::Up { tasks, tx, id, .. }) => {
                 tx.retire();
-                tasks.iter().for_each(AbortHandle::abort);
+                tasks.abort();
                 lock(&self.inner.calls).retain(|_, (n, _)| *n != node);
                 self.inner.config.deliver.connection_down(&node, id);
                 tracing::info!("dist: disconnected from {node}");

@@ -198,6 +198,7 @@ impl Node {
         });
         config.deliver = bridge.clone();
         let node = Node::start_with(config).await?;
+        let _ = node.inner.runtime.set(runtime.clone());
         let _ = bridge.node.set(Arc::downgrade(&node.inner));
         let incoming = runtime
             .start_distribution(node.name().as_str(), node.creation(), bridge.clone())
@@ -588,14 +589,15 @@ impl Distribution for Bridge {
 /// something to take and will see it: none is left behind (loom model in
 /// `loom_models.rs`).
 ///
-/// The direct path: a message finding the lane empty, the forwarder idle
+/// The direct path: a message (or a `MONITOR_P` or `DEMONITOR_P`, which
+/// a call sends around its request) finding the lane empty, the forwarder idle
 /// (not between taking a signal and queueing it on the connection), and
 /// the node's connection up with room, skips the lane and the forwarder:
 /// the sender queues it on the connection itself, under the lane's lock
 /// (so nothing queued on the lane after it can overtake it), and, when
 /// the connection's write token is free, writes it to the socket from its
 /// own thread after releasing that lock ([`SendQueue::enqueue`]). A busy
-/// or closed connection, a signal other than a message, or anything
+/// or closed connection, another signal, or anything
 /// queued here sends it the ordinary way, through the lane (loom model in
 /// `loom_direct.rs`).
 pub(crate) struct Lane {
@@ -675,9 +677,13 @@ impl Lane {
     /// Sends a message the direct way (see the type's docs), or hands it
     /// back (`Some`) to go through the lane.
     fn try_direct(&self, signal: RemoteSignal) -> Option<RemoteSignal> {
-        if !is_message(&signal) {
-            return Some(signal);
-        }
+        // A call's `MONITOR_P` (and its `DEMONITOR_P`) too: the request
+        // then leaves at once behind it, from the caller's thread.
+        let lead = match &signal {
+            RemoteSignal::Monitor { .. } | RemoteSignal::Demonitor { .. } => true,
+            s if is_message(s) => false,
+            _ => return Some(signal),
+        };
         let state = lock(&self.state);
         if state.forwarding || !state.queue.is_empty() {
             return Some(signal);
@@ -688,14 +694,20 @@ impl Lane {
         if !tx.has_room() {
             return Some(signal);
         }
+        // A monitor the connection refuses (it closed meanwhile) goes
+        // through the lane, whose forwarder connects again or reports the
+        // node down (which fires the monitor); a message is dropped, as
+        // the forwarder drops it.
+        let retry = lead.then(|| signal.clone());
         // Not sent (an alias message to a node without aliases): dropped,
         // as the forwarder drops it (`None`: nothing left to send).
         let outgoing = encode(signal, tx.peer_flags())?;
-        let queued = tx.enqueue(&outgoing);
+        let queued = tx.enqueue(&outgoing, lead);
         drop(state);
         match queued {
             Ok(Some(batch)) => tx.write_direct(batch),
             Ok(None) => {}
+            Err(DistError::Refused(_)) if retry.is_some() => return retry,
             // Logged where it was refused; the message is dropped.
             Err(DistError::BadPid(_)) => {}
             Err(e) => tracing::debug!("dist: no send to {}: {e}", tx.peer()),

@@ -219,6 +219,25 @@ impl TcpStream {
         TcpStream::from_mio(mio::net::TcpStream::from_std(stream), reactor)
     }
 
+    /// [`TcpStream::from_std`] on the pollset of the runtime `handle`
+    /// names, from any thread (a tokio task's, say).
+    pub fn from_std_in(
+        stream: std::net::TcpStream,
+        handle: &crate::Handle,
+    ) -> io::Result<TcpStream> {
+        stream.set_nonblocking(true)?;
+        let reactor = handle.shared.sched.reactor.clone();
+        TcpStream::from_mio(mio::net::TcpStream::from_std(stream), reactor)
+    }
+
+    /// Writes what the socket takes now, without waiting: `WouldBlock` if
+    /// it takes nothing. Any thread may call it, also while another reads
+    /// or writes through `&TcpStream` (the caller keeps the order of its
+    /// bytes).
+    pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        (&self.inner.io).write(buf)
+    }
+
     /// The local address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.inner.io.local_addr()
@@ -296,6 +315,19 @@ impl AsyncRead for TcpStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        Pin::new(&mut &*self).poll_read(cx, buf)
+    }
+}
+
+/// Reads through a shared reference, as `std`'s `impl Read for
+/// &TcpStream`: one reader and one writer may share the stream (an
+/// `Arc`); each task's waker is kept per direction.
+impl AsyncRead for &TcpStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let wanted = buf.remaining();
         let n = ready!(self
             .inner
@@ -304,6 +336,26 @@ impl AsyncRead for TcpStream {
             }))?;
         buf.advance(n);
         Poll::Ready(Ok(()))
+    }
+}
+
+/// Writes through a shared reference (see `impl AsyncRead for &TcpStream`).
+impl AsyncWrite for &TcpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.inner
+            .poll_bytes(cx, Direction::Write, buf.len(), |mut io| io.write(buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.inner.io.shutdown(Shutdown::Write))
     }
 }
 

@@ -50,21 +50,18 @@ const INJECTOR_BATCH: usize = 32;
 /// `sched_yield` it used to spin took on an otherwise idle core.
 const SPIN: Duration = Duration::from_micros(40);
 
-/// How long an idle worker spins: [`SPIN`], or nothing (one look at the
-/// pollset, then park) when the process may run on one core only (its
-/// affinity, `taskset -c N`, or a CPU quota of one): then its other
-/// threads share that core and a spin keeps them off it, such as the
-/// tokio thread `ember-io` that reads the distribution connection a
-/// remote call's answer comes on (a pinned node's call took 40 µs more).
-/// Read once.
+/// How long an idle worker spins: [`SPIN`], also when the process may run
+/// on one core only (its affinity, `taskset -c N`, or a CPU quota of one).
+/// Its other threads then share that core and wait while it spins; but
+/// the one that mattered, `ember-io` reading a distribution connection,
+/// no longer reads plain TCP connections of a runtime's node (a process
+/// of the runtime does, see `ember_dist`), and a spin that catches the
+/// next event saves the sleep and wake-up, the larger part of a remote
+/// call's round trip on a VM (p50 77 → 23 µs on a pinned pair). A TLS
+/// connection's reader still runs on `ember-io`: on one core, each of its
+/// messages may wait out a spin.
 fn spin() -> Duration {
-    static ALONE: OnceLock<bool> = OnceLock::new();
-    let alone = *ALONE.get_or_init(|| thread::available_parallelism().map_or(1, |n| n.get()) <= 1);
-    if alone {
-        Duration::ZERO
-    } else {
-        SPIN
-    }
+    SPIN
 }
 
 /// One OS thread of the scheduler.
