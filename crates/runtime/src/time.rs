@@ -62,13 +62,19 @@ impl Handle {
     pub fn sleep_until(&self, deadline: Instant) -> Sleep {
         Sleep::new(self.shared.clone(), deadline)
     }
+
+    /// A [`Sleep`] on this runtime's wheels that is ready `duration` from
+    /// now; usable from any thread.
+    pub fn sleep(&self, duration: Duration) -> Sleep {
+        self.sleep_until(deadline_after(duration))
+    }
 }
 
 /// `now + duration`, saturating a century out.
 fn deadline_after(duration: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(duration)
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+    Instant::now()
+        .checked_add(duration)
+        .unwrap_or_else(crate::timer::far_future)
 }
 
 impl Sleep {

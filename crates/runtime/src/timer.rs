@@ -457,7 +457,7 @@ pub fn send_after<M: Send + 'static>(to: Pid, message: M, after: Duration) -> Ti
     })
 }
 
-fn far_future() -> Instant {
+pub(crate) fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
 }
 

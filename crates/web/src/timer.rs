@@ -39,10 +39,7 @@ impl hyper::rt::Sleep for HyperSleep {}
 
 impl hyper::rt::Timer for EmberTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        let deadline = Instant::now()
-            .checked_add(duration)
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600));
-        self.sleep_until(deadline)
+        Box::pin(HyperSleep(self.runtime.sleep(duration)))
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
