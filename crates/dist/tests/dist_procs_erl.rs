@@ -378,6 +378,98 @@ fn a_killed_erl_node_fires_noconnection_and_nodedown_within_a_second() {
     assert!(took < Duration::from_secs(1), "took {took:?}");
 }
 
+/// The runtime node's side of a connection (reader process, ticks and
+/// watchdog on the runtime's own timers): an idle connection stays up on
+/// ticks alone, and a peer that goes silent (SIGSTOP) is declared down
+/// within the tick deadline, firing links, monitors and `monitor_node`.
+#[test]
+fn a_runtime_node_keeps_an_idle_connection_up_and_drops_a_silent_erl_in_time() {
+    if !erl_required() {
+        return;
+    }
+    // As in dist_erl_interop's tick test: 5 s leaves room for a stalled VM
+    // on a loaded machine.
+    let ticktime = Duration::from_secs(5);
+    let port = free_port();
+    let cookie = random_cookie();
+    let ember = EmberNode::start_configured(
+        &unique("ember"),
+        &cookie,
+        port,
+        ember_dist::Functions::new(),
+        |c| c.net_ticktime = ticktime,
+    );
+    let mut erl = start_erl(
+        &unique("erl"),
+        &cookie,
+        port,
+        &["-kernel", "net_ticktime", "5"],
+    );
+    let e = ember.name.clone();
+    let erl_name = erl.name.clone();
+    let (tx, reports) = Reports::new();
+    ember
+        .handle()
+        .spawn_with(Spawn::new().name("watcher"), async move {
+            trap_exit(true);
+            let m = next_term().await; // {Tester, V}
+            let [tester, v] = m.as_tuple().unwrap() else {
+                panic!("{m}")
+            };
+            let v = dist::pid_from_term(v).unwrap();
+            dist::monitor_node(&erl_name, true);
+            link(v).unwrap();
+            let watch = monitor(v);
+            send(v, Term::tuple([Term::atom("ack"), tester.clone()]));
+            tx.send("ready".to_string()).unwrap();
+            let seen = connection_loss_signals(3, v, |d| {
+                assert_eq!(d.monitor, watch);
+                "down"
+            })
+            .await;
+            tx.send(seen).unwrap();
+        })
+        .unwrap();
+    erl.eval(&format!("put(v, {ACKER})."));
+    assert_eq!(
+        erl.eval(&format!(
+            "{{watcher, '{e}'}} ! {{self(), get(v)}}, receive acked -> ok after 10000 -> timeout end."
+        )),
+        "ok"
+    );
+    assert_eq!(reports.next("the watcher is set up"), "ready");
+
+    // Idle for over twice net_ticktime (the premise, not a wait for an
+    // event): only ticks cross, and neither side may drop the connection.
+    let idle = 2 * ticktime + Duration::from_secs(1);
+    if let Some(early) = reports.quiet_for(idle) {
+        panic!("the idle connection went down: {early}");
+    }
+    assert_eq!(erl.eval(&format!("lists:member('{e}', nodes()).")), "true");
+
+    // erl stops: no more ticks. Ember declares it down between three
+    // quarters of net_ticktime (erl's last tick may have come a quarter
+    // before the stop) and 1.25 of it (the watchdog looks every quarter),
+    // plus a second for a loaded machine.
+    erl.pause();
+    let stopped = Instant::now();
+    let seen = reports.within(2 * ticktime, "noconnection and nodedown of the silent peer");
+    let took = stopped.elapsed();
+    erl.resume();
+    assert_eq!(
+        seen,
+        format!(
+            "down noconnection, exit noconnection, nodedown {}",
+            erl.name
+        )
+    );
+    assert!(took >= ticktime * 3 / 4, "dropped {took:?} after the stop");
+    assert!(
+        took <= ticktime * 5 / 4 + Duration::from_secs(1),
+        "dropped only {took:?} after the stop (net_ticktime {ticktime:?})"
+    );
+}
+
 #[test]
 fn an_ember_node_stopping_gives_erl_noconnection() {
     if !erl_required() {
