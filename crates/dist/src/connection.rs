@@ -24,7 +24,10 @@
 //! `loom_direct.rs`). Everything else is written by the writer task.
 //!
 //! The queue's protocol (lock, counter, the writer's wake-up) has a loom
-//! model in `loom_models.rs`.
+//! model in `loom_models.rs`. The socket a runtime node's connection shares
+//! between its reader process, the writer task and direct writers (over
+//! the pollset's readiness and wake-ups), and its teardown racing a
+//! writer, have one in `loom_shared_sock.rs`.
 //!
 //! # Backpressure (`busy_dist_port`)
 //!
