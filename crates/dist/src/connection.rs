@@ -24,7 +24,10 @@
 //! `loom_direct.rs`). Everything else is written by the writer task.
 //!
 //! The queue's protocol (lock, counter, the writer's wake-up) has a loom
-//! model in `loom_models.rs`.
+//! model in `loom_models.rs`. The socket a runtime node's connection shares
+//! between its reader process, the writer task and direct writers (over
+//! the pollset's readiness and wake-ups), and its teardown racing a
+//! writer, have one in `loom_shared_sock.rs`.
 //!
 //! # Backpressure (`busy_dist_port`)
 //!
@@ -920,7 +923,8 @@ where
     queue.peer_flags = peer.flags;
     let queue = Arc::new(queue);
     let tick = inner.config.net_ticktime / 4;
-    let writer = tokio::spawn(write_loop(write, queue.clone(), tick));
+    let clock = Clock::of(inner);
+    let writer = tokio::spawn(write_loop(write, queue.clone(), tick, clock.clone()));
     let reading = read_loop(
         inner.clone(),
         read,
@@ -928,7 +932,7 @@ where
         peer.clone(),
         id,
         writer.abort_handle(),
-        tokio::runtime::Handle::current(),
+        clock,
     );
     let reader = match runtime {
         Some(handle) => {
@@ -988,8 +992,15 @@ impl Drop for CloseOnDrop {
 /// The writer task: takes the write token and everything queued, writes
 /// it, gives the token back; sleeps when there is nothing (or a sender
 /// holds the token: it wakes the writer if it leaves bytes behind), and
-/// writes a tick when it has slept a quarter of `net_ticktime`.
-async fn write_loop<W: AsyncWrite + Unpin>(mut w: Sink<W>, queue: Arc<SendQueue>, tick: Duration) {
+/// writes a tick when nothing has been written for `tick` (a quarter of
+/// `net_ticktime`), on `clock`'s timers: one timer per `tick`, moved to a
+/// quarter after the last write, not one per wait.
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut w: Sink<W>,
+    queue: Arc<SendQueue>,
+    tick: Duration,
+    clock: Clock,
+) {
     let _close = CloseOnDrop(queue.clone());
     if let Sink::Shared(sock) = &w {
         let mut p = lock(&queue.pending);
@@ -998,6 +1009,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut w: Sink<W>, queue: Arc<SendQueue>
         }
     }
     let mut out = Vec::new();
+    let mut idle = clock.sleep_until(Instant::now() + tick);
     loop {
         let took = {
             let mut p = lock(&queue.pending);
@@ -1010,27 +1022,40 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut w: Sink<W>, queue: Arc<SendQueue>
             }
         };
         if !took {
-            if tokio::time::timeout(tick, queue.work.notified())
-                .await
-                .is_err()
-            {
-                // Idle for a quarter of net_ticktime: a tick, unless a
-                // sender is writing right now (traffic enough).
-                let free = {
-                    let mut p = lock(&queue.pending);
-                    !std::mem::replace(&mut p.writing, true)
-                };
-                if !free {
-                    continue;
-                }
-                let r = w.write_out(&[0, 0, 0, 0]).await;
-                lock(&queue.pending).writing = false;
-                if let Err(e) = r {
-                    tracing::debug!("dist: writing to {} failed: {e}", queue.peer);
-                    return;
-                }
-                queue.traffic.written(4);
+            tokio::select! {
+                biased;
+                _ = queue.work.notified() => continue,
+                _ = &mut idle => {}
             }
+            // Due: a tick if nothing was written for `tick` and no sender
+            // is writing right now (traffic enough); else due again a
+            // quarter after the last write.
+            let due = {
+                let mut p = lock(&queue.pending);
+                let due = p.last_write + tick;
+                if p.writing || Instant::now() < due {
+                    Some(due)
+                } else {
+                    p.writing = true;
+                    None
+                }
+            };
+            if let Some(due) = due {
+                idle = clock.sleep_until(due.max(Instant::now() + Duration::from_millis(1)));
+                continue;
+            }
+            let r = w.write_out(&[0, 0, 0, 0]).await;
+            {
+                let mut p = lock(&queue.pending);
+                p.writing = false;
+                p.last_write = Instant::now();
+            }
+            if let Err(e) = r {
+                tracing::debug!("dist: writing to {} failed: {e}", queue.peer);
+                return;
+            }
+            queue.traffic.written(4);
+            idle = clock.sleep_until(Instant::now() + tick);
             continue;
         }
         let r = w.write_out(&out).await;
@@ -1054,20 +1079,70 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut w: Sink<W>, queue: Arc<SendQueue>
     }
 }
 
+/// Whose timers a connection's ticks and watchdog run on.
+#[derive(Clone)]
+pub(crate) enum Clock {
+    /// tokio's timer driver (the node's tokio runtime): a node without an
+    /// Ember runtime.
+    Tokio(tokio::runtime::Handle),
+    /// The wheels of the node's Ember runtime (`ember_runtime::time`): its
+    /// connections need no tokio timer driver.
+    Ember(ember_runtime::Handle),
+}
+
+impl Clock {
+    /// The clock of a node's connections: its Ember runtime's, if it has
+    /// one, else the current tokio runtime's.
+    pub(crate) fn of(inner: &Inner) -> Clock {
+        match inner.runtime.get() {
+            Some(handle) => Clock::Ember(handle.clone()),
+            None => Clock::Tokio(tokio::runtime::Handle::current()),
+        }
+    }
+
+    /// A sleep until `deadline` on this clock, usable from any thread or
+    /// executor (the reader may be an Ember process, the writer a tokio
+    /// task).
+    pub(crate) fn sleep_until(&self, deadline: Instant) -> ClockSleep {
+        match self {
+            Clock::Tokio(handle) => {
+                let _in = handle.enter();
+                ClockSleep::Tokio(Box::pin(tokio::time::sleep_until(deadline.into())))
+            }
+            Clock::Ember(handle) => ClockSleep::Ember(handle.sleep_until(deadline)),
+        }
+    }
+}
+
+/// A [`Clock`]'s sleep.
+pub(crate) enum ClockSleep {
+    /// On tokio's timer.
+    Tokio(Pin<Box<tokio::time::Sleep>>),
+    /// On an Ember runtime's wheels.
+    Ember(ember_runtime::time::Sleep),
+}
+
+impl std::future::Future for ClockSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        match self.get_mut() {
+            ClockSleep::Tokio(s) => s.as_mut().poll(cx),
+            ClockSleep::Ember(s) => Pin::new(s).poll(cx),
+        }
+    }
+}
+
 /// Ends when `received` has not moved for `ticktime` (checked every
 /// quarter of it, so the peer is declared silent after 1 to 1.25 times
-/// `ticktime`), on the timers of `clock` (the reader may be an Ember
-/// process, outside any tokio runtime).
-async fn watchdog(received: &AtomicU64, ticktime: Duration, clock: &tokio::runtime::Handle) {
+/// `ticktime`), on `clock` (the reader may be an Ember process, outside
+/// any tokio runtime).
+async fn watchdog(received: &AtomicU64, ticktime: Duration, clock: &Clock) {
     let check = ticktime / 4;
     let mut seen = received.load(Ordering::Relaxed);
     let mut quiet = Duration::ZERO;
     loop {
-        let sleep = {
-            let _in = clock.enter();
-            tokio::time::sleep(check)
-        };
-        sleep.await;
+        clock.sleep_until(Instant::now() + check).await;
         let now = received.load(Ordering::Relaxed);
         if now == seen {
             quiet += check;
@@ -1088,7 +1163,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     peer: Peer,
     id: u64,
     writer: tokio::task::AbortHandle,
-    clock: tokio::runtime::Handle,
+    clock: Clock,
 ) {
     let mut r = tokio::io::BufReader::with_capacity(64 * 1024, r);
     let mut cache = AtomCache::new();
@@ -1671,6 +1746,7 @@ mod tests {
             Sink::<OwnedWriteHalf>::Shared(Arc::new(SharedSock::Tokio(write))),
             queue.clone(),
             Duration::from_secs(60),
+            Clock::Tokio(tokio::runtime::Handle::current()),
         ));
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while lock(&queue.pending).direct.is_none() {
@@ -1772,6 +1848,7 @@ mod tests {
             Sink::Stream(client),
             queue.clone(),
             Duration::from_secs(60),
+            Clock::Tokio(tokio::runtime::Handle::current()),
         ));
         tokio::time::timeout(Duration::from_secs(10), waiting)
             .await

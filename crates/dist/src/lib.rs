@@ -129,6 +129,8 @@ mod loom_direct;
 mod loom_mapper;
 #[cfg(all(test, feature = "loom-models"))]
 mod loom_models;
+#[cfg(all(test, feature = "loom-models"))]
+mod loom_shared_sock;
 mod node;
 mod procs;
 pub mod tasks;

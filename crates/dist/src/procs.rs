@@ -8,7 +8,9 @@
 //! another keep their order end to end. If no connection can be made, the
 //! task reports the node down to the runtime (every link and monitor to it
 //! fires with `noconnection`, `monitor_node` subscribers get their
-//! `NodeDown`) and drops what was queued meanwhile. The FIFO ([`Lane`]) is
+//! `NodeDown`) and drops what was queued meanwhile; a connection that goes
+//! down drops what was queued for it too (as Erlang drops a lost
+//! connection's queue), so nothing queued for it makes a new one. The FIFO ([`Lane`]) is
 //! bounded for senders as Erlang's `busy_dist_port`: a process whose
 //! message finds it full is suspended until it drains.
 //! A message finding the lane empty and its task idle, with the
@@ -758,11 +760,22 @@ impl Lane {
         lock(&self.state).epoch
     }
 
-    /// A connection to the node was lost.
-    fn connection_lost(&self) {
+    /// A connection to the node was lost: everything queued here was
+    /// queued for it and is dropped, as Erlang drops a lost connection's
+    /// queue (`erts_do_net_exits`), and every suspended sender is resumed
+    /// at once. Nothing queued for the lost connection makes a new one
+    /// (only signals sent after the loss do); the number dropped.
+    fn connection_lost(&self) -> usize {
         let mut state = lock(&self.state);
         state.epoch += 1;
         state.conn = None;
+        let dropped = state.queue.len();
+        state.queue.clear();
+        state.bytes = 0;
+        let resumed = std::mem::take(&mut state.waiting);
+        drop(state);
+        resumed.into_values().for_each(Suspension::resume);
+        dropped
     }
 
     /// Drops everything queued and resumes every suspended sender; the
@@ -854,6 +867,12 @@ impl Forwarder {
                 self.lane.work.notified().await;
                 continue;
             };
+            // Taken just before its connection was lost (the loss dropped
+            // the rest), or a link or monitor whose relation is gone: it
+            // makes no new connection.
+            if self.stale(&signal, queued_in) {
+                continue;
+            }
             let tx = match self.lane.conn() {
                 Some(tx) => tx,
                 None => {
@@ -873,7 +892,7 @@ impl Forwarder {
                     tx
                 }
             };
-            if !self.still_held(&signal, queued_in) {
+            if self.stale(&signal, queued_in) {
                 continue;
             }
             let peer_flags = tx.peer_flags();
@@ -896,6 +915,13 @@ impl Forwarder {
                 Err(e) => tracing::debug!("dist: no send to {}: {e}", self.node),
             }
         }
+    }
+
+    /// Whether `signal`, queued in epoch `queued_in`, is not to be sent:
+    /// it was queued for a connection that has been lost since, or it is
+    /// a `LINK` or `MONITOR_P` whose relation no longer stands.
+    fn stale(&self, signal: &RemoteSignal, queued_in: u64) -> bool {
+        queued_in != self.lane.epoch() || !self.still_held(signal, queued_in)
     }
 
     /// Whether a `LINK` or `MONITOR_P` still stands for a relation the
@@ -1185,9 +1211,16 @@ impl Deliver for Bridge {
     fn connection_down(&self, node: &Atom, connection: u64) {
         lock(&self.flags).remove(node);
         // Before the runtime fires the relations: a LINK queued before
-        // this is from an earlier epoch.
-        if let Some(lane) = lock(&self.outbound).get(node) {
-            lane.connection_lost();
+        // this is from an earlier epoch. What the lane holds was queued
+        // for the lost connection: dropped, its suspended senders resumed.
+        let lane = lock(&self.outbound).get(node).cloned();
+        if let Some(lane) = lane {
+            let dropped = lane.connection_lost();
+            if dropped > 0 {
+                tracing::info!(
+                    "dist: {dropped} signals queued for the lost connection to {node} dropped"
+                );
+            }
         }
         if let Some(incoming) = self.incoming.get() {
             incoming.connection_down(node, connection);

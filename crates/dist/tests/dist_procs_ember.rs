@@ -185,6 +185,10 @@ fn item(row: &Term, name: &str) -> Term {
         .unwrap_or_else(|| panic!("no {name} in {row}"))
 }
 
+/// The yields of the process that ran long ago in
+/// [`remote_top_ranks_by_the_reductions_of_the_last_window`].
+const OLD_YIELDS: usize = 400_000;
+
 #[test]
 fn remote_top_ranks_by_the_reductions_of_the_last_window() {
     let (a, b) = two_nodes();
@@ -192,11 +196,12 @@ fn remote_top_ranks_by_the_reductions_of_the_last_window() {
     let (tx, reports) = Reports::new();
     let (pids_tx, pids) = std::sync::mpsc::channel();
     a.handle().spawn(async move {
-        // Ran a lot, long ago: most reductions in all.
+        // Ran a lot, long ago: most reductions in all. Counted, not timed:
+        // on a loaded machine a timed run could do fewer than the busy one
+        // below does by the end of the window, and the premise would fail.
         let old = Spawn::new()
             .spawn(async {
-                let until = Instant::now() + Duration::from_millis(1500);
-                while Instant::now() < until {
+                for _ in 0..OLD_YIELDS {
                     ember_runtime::yield_point().await;
                 }
                 receive::<()>().await;
@@ -211,10 +216,18 @@ fn remote_top_ranks_by_the_reductions_of_the_last_window() {
                 break;
             }
         }
+        // Runs now: flat out for a quarter of the old one's yields, then
+        // on, a yield each millisecond (still the busiest in the window),
+        // so however long the call takes its total stays below the old
+        // one's.
         let busy = Spawn::new()
             .spawn(async {
+                for _ in 0..OLD_YIELDS / 4 {
+                    ember_runtime::yield_point().await;
+                }
                 loop {
                     ember_runtime::yield_point().await;
+                    ember_runtime::sleep(Duration::from_millis(1)).await;
                 }
             })
             .unwrap()

@@ -378,6 +378,243 @@ fn a_killed_erl_node_fires_noconnection_and_nodedown_within_a_second() {
     assert!(took < Duration::from_secs(1), "took {took:?}");
 }
 
+/// The runtime node's side of a connection (reader process, ticks and
+/// watchdog on the runtime's own timers): an idle connection stays up on
+/// ticks alone, and a peer that goes silent (SIGSTOP) is declared down
+/// within the tick deadline, firing links, monitors and `monitor_node`.
+#[test]
+fn a_runtime_node_keeps_an_idle_connection_up_and_drops_a_silent_erl_in_time() {
+    if !erl_required() {
+        return;
+    }
+    // As in dist_erl_interop's tick test: 5 s leaves room for a stalled VM
+    // on a loaded machine.
+    let ticktime = Duration::from_secs(5);
+    let port = free_port();
+    let cookie = random_cookie();
+    let ember = EmberNode::start_configured(
+        &unique("ember"),
+        &cookie,
+        port,
+        ember_dist::Functions::new(),
+        |c| c.net_ticktime = ticktime,
+    );
+    let mut erl = start_erl(
+        &unique("erl"),
+        &cookie,
+        port,
+        &["-kernel", "net_ticktime", "5"],
+    );
+    let e = ember.name.clone();
+    let erl_name = erl.name.clone();
+    let (tx, reports) = Reports::new();
+    ember
+        .handle()
+        .spawn_with(Spawn::new().name("watcher"), async move {
+            trap_exit(true);
+            let m = next_term().await; // {Tester, V}
+            let [tester, v] = m.as_tuple().unwrap() else {
+                panic!("{m}")
+            };
+            let v = dist::pid_from_term(v).unwrap();
+            dist::monitor_node(&erl_name, true);
+            link(v).unwrap();
+            let watch = monitor(v);
+            send(v, Term::tuple([Term::atom("ack"), tester.clone()]));
+            tx.send("ready".to_string()).unwrap();
+            let seen = connection_loss_signals(3, v, |d| {
+                assert_eq!(d.monitor, watch);
+                "down"
+            })
+            .await;
+            tx.send(seen).unwrap();
+        })
+        .unwrap();
+    erl.eval(&format!("put(v, {ACKER})."));
+    assert_eq!(
+        erl.eval(&format!(
+            "{{watcher, '{e}'}} ! {{self(), get(v)}}, receive acked -> ok after 10000 -> timeout end."
+        )),
+        "ok"
+    );
+    assert_eq!(reports.next("the watcher is set up"), "ready");
+
+    // Idle for over twice net_ticktime (the premise, not a wait for an
+    // event): only ticks cross, and neither side may drop the connection.
+    let idle = 2 * ticktime + Duration::from_secs(1);
+    if let Some(early) = reports.quiet_for(idle) {
+        panic!("the idle connection went down: {early}");
+    }
+    assert_eq!(erl.eval(&format!("lists:member('{e}', nodes()).")), "true");
+
+    // erl stops: no more ticks. Ember declares it down between three
+    // quarters of net_ticktime (erl's last tick may have come a quarter
+    // before the stop) and 1.25 of it (the watchdog looks every quarter),
+    // plus a second for a loaded machine.
+    erl.pause();
+    let stopped = Instant::now();
+    let seen = reports.within(2 * ticktime, "noconnection and nodedown of the silent peer");
+    let took = stopped.elapsed();
+    erl.resume();
+    assert_eq!(
+        seen,
+        format!(
+            "down noconnection, exit noconnection, nodedown {}",
+            erl.name
+        )
+    );
+    assert!(took >= ticktime * 3 / 4, "dropped {took:?} after the stop");
+    assert!(
+        took <= ticktime * 5 / 4 + Duration::from_secs(1),
+        "dropped only {took:?} after the stop (net_ticktime {ticktime:?})"
+    );
+}
+
+/// What the flooder and the linker of
+/// [`a_disconnect_fires_links_queued_for_the_connection_and_resumes_its_senders_at_once`]
+/// report.
+#[derive(Debug)]
+enum Flood {
+    Sent(usize),
+    Done,
+    Queued,
+    Signals(String),
+}
+
+/// Go-ahead for the linker.
+struct Go;
+
+/// Erlang drops what is queued for a connection when it goes down
+/// (`erts_do_net_exits`), resumes the processes suspended on it, and fires
+/// its links and monitors at once. Here erl stops reading (SIGSTOP), a
+/// flooder fills everything in front of it and is suspended, and a
+/// linker's `LINK`, `MONITOR_P` and a big message wait in the lane behind
+/// the flood (suspending it too): `disconnect` fires the link, the monitor
+/// and `monitor_node` and resumes both at once, without waiting for a new
+/// connection to the stopped node to fail (`net_setuptime`, 7 s).
+#[test]
+fn a_disconnect_fires_links_queued_for_the_connection_and_resumes_its_senders_at_once() {
+    if !erl_required() {
+        return;
+    }
+    const LIMIT: usize = 256 * 1024;
+    let port = free_port();
+    let cookie = random_cookie();
+    let ember = EmberNode::start_configured(
+        &unique("ember"),
+        &cookie,
+        port,
+        ember_dist::Functions::new(),
+        |c| c.send_queue_limit = LIMIT,
+    );
+    let mut erl = start_erl(&unique("erl"), &cookie, port, &[]);
+    let e = ember.name.clone();
+    let erl_name = erl.name.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tx, reports) = Reports::new();
+    let linker = {
+        let stop = stop.clone();
+        ember
+            .handle()
+            .spawn_with(Spawn::new().name("linker"), async move {
+                let m = next_term().await; // {Tester, V}
+                let [tester, v] = m.as_tuple().unwrap() else {
+                    panic!("{m}")
+                };
+                let v = dist::pid_from_term(v).unwrap();
+                send(v, Term::tuple([Term::atom("ack"), tester.clone()]));
+                receive::<Go>().await;
+                // The flooder: 64 KiB messages until told to stop.
+                let flood_tx = tx.clone();
+                ember_runtime::spawn(async move {
+                    let chunk = Term::binary(vec![7u8; 64 * 1024]);
+                    let mut sent = 0;
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        send(v, chunk.clone());
+                        sent += 1;
+                        let _ = flood_tx.send(Flood::Sent(sent));
+                        ember_runtime::yield_point().await;
+                    }
+                    let _ = flood_tx.send(Flood::Done);
+                });
+                receive::<Go>().await;
+                trap_exit(true);
+                dist::monitor_node(&erl_name, true);
+                link(v).unwrap();
+                let watch = monitor(v);
+                send(v, Term::binary(vec![8u8; 2 * LIMIT]));
+                tx.send(Flood::Queued).unwrap();
+                let seen = connection_loss_signals(3, v, |d| {
+                    assert_eq!(d.monitor, watch);
+                    "down"
+                })
+                .await;
+                tx.send(Flood::Signals(seen)).unwrap();
+            })
+            .unwrap()
+            .pid
+    };
+    erl.eval(&format!("put(v, {ACKER})."));
+    assert_eq!(
+        erl.eval(&format!(
+            "{{linker, '{e}'}} ! {{self(), get(v)}}, receive acked -> ok after 10000 -> timeout end."
+        )),
+        "ok"
+    );
+    erl.pause();
+    ember.handle().send(linker, Go);
+    // The flood backs up: the socket's buffers, the connection's queue,
+    // then the lane, which suspends the flooder. Wait until it has sent
+    // more than its connection's queue holds and then nothing for a
+    // second (suspended: were it only slow, the linker below would not
+    // be suspended and the test would prove less, never fail).
+    let mut sent = 0;
+    loop {
+        match reports.quiet_for(Duration::from_secs(1)) {
+            Some(Flood::Sent(n)) => sent = n,
+            Some(other) => panic!("{other:?} before the flood backed up"),
+            None if sent * 64 * 1024 > LIMIT => break,
+            None => panic!("the flooder sent only {sent} messages"),
+        }
+    }
+    ember.handle().send(linker, Go);
+    assert!(matches!(
+        reports.next("the linker's signals queued"),
+        Flood::Queued
+    ));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let disconnected = Instant::now();
+    assert!(ember.node.disconnect(&erl.name));
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        match reports.within(
+            Duration::from_secs(5),
+            "the linker's signals and the flooder's end",
+        ) {
+            Flood::Sent(_) => {}
+            r => got.push(r),
+        }
+    }
+    let took = disconnected.elapsed();
+    erl.resume();
+    let signals = got
+        .iter()
+        .find_map(|r| match r {
+            Flood::Signals(s) => Some(s.clone()),
+            _ => None,
+        })
+        .expect("the linker's signals");
+    assert!(got.iter().any(|r| matches!(r, Flood::Done)), "{got:?}");
+    assert_eq!(
+        signals,
+        format!(
+            "down noconnection, exit noconnection, nodedown {}",
+            erl.name
+        )
+    );
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}
+
 #[test]
 fn an_ember_node_stopping_gives_erl_noconnection() {
     if !erl_required() {

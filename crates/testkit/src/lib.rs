@@ -90,13 +90,42 @@ pub fn elixir_required() -> bool {
     )
 }
 
-/// A TCP port that was free a moment ago.
+/// A TCP port that was free a moment ago, never handed out before in this
+/// process, and below the kernel's ephemeral range when there is room
+/// there: a port from `bind(0)` is released at once, and a socket bound to
+/// port 0 meanwhile (another test's listener or client) could be given the
+/// same one, so a test's port mapper would answer another test's nodes.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    // Ports 10000 up to the ephemeral range (32768 by default).
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    if ephemeral > 12_000 {
+        for _ in 0..1000 {
+            let port =
+                10_000 + (getrandom::u32().unwrap_or(0) % u32::from(ephemeral - 10_000)) as u16;
+            if !given.contains(&port) && TcpListener::bind(("0.0.0.0", port)).is_ok() {
+                given.insert(port);
+                return port;
+            }
+        }
+    }
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// `prefix_<os pid>_<counter>`: a node name no other test uses.

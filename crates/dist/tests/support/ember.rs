@@ -79,6 +79,11 @@ impl<T> Reports<T> {
         self.within(DEADLINE, what)
     }
 
+    /// A report that came within `limit` (`None`: none did, as expected).
+    pub(crate) fn quiet_for(&self, limit: Duration) -> Option<T> {
+        self.rx.recv_timeout(limit).ok()
+    }
+
     /// The next report within `limit`.
     pub(crate) fn within(&self, limit: Duration, what: &str) -> T {
         self.rx
