@@ -46,6 +46,7 @@
 //! (`Scheduler::unpark_if_parked`): `next` cannot be stolen, so nobody else
 //! would run it.
 
+mod config;
 mod doze;
 mod os;
 mod queue;
@@ -65,7 +66,8 @@ use parking_lot::Mutex;
 pub(crate) use queue::Class;
 use queue::RunQueue;
 pub(crate) use slot::Slot;
-pub use watchdog::{Handoff, Preemption};
+pub use config::Preemption;
+pub use watchdog::Handoff;
 pub(crate) use worker::{drop_contained, drop_future, panic_message, Worker, NO_SLOT};
 
 use crate::context;
