@@ -286,7 +286,7 @@ impl Shared {
                     demotions: counters.demotions.load(Ordering::Relaxed),
                     reliefs: counters.reliefs.load(Ordering::Relaxed),
                     threads_started: counters.threads_started.load(Ordering::Relaxed),
-                    last_handoff: self.sched.workers.last_handoff(),
+                    last_handoff: self.sched.sysmon.last_handoff(),
                 }
             },
         }

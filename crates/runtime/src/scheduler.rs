@@ -6,7 +6,7 @@
 //! The scheduler has one [`Slot`] per scheduler (Go's "P"). A slot holds all
 //! scheduling state: run queues, its `next` process, flags and counters. A
 //! [`Worker`] (an OS thread) serves a slot; nothing the slot needs lives in
-//! the thread, so the [watchdog](watchdog) can hand the slot to another
+//! the thread, so the [watchdog](sysmon) can hand the slot to another
 //! worker at any moment when its worker is stuck inside one poll (a process
 //! running native code that never awaits).
 //!
@@ -51,7 +51,8 @@ mod doze;
 mod os;
 mod queue;
 mod slot;
-mod watchdog;
+mod sysmon;
+mod threads;
 mod worker;
 
 use std::collections::VecDeque;
@@ -67,7 +68,7 @@ pub(crate) use queue::Class;
 use queue::RunQueue;
 pub(crate) use slot::Slot;
 pub use config::Preemption;
-pub use watchdog::Handoff;
+pub use sysmon::Handoff;
 pub(crate) use worker::{drop_contained, drop_future, panic_message, Worker, NO_SLOT};
 
 use crate::context;
@@ -108,7 +109,9 @@ pub(crate) struct Scheduler {
     /// Whether this process may raise a demoted thread back to
     /// [`Preemption::relief_nice`] (CAP_SYS_NICE or RLIMIT_NICE): probed once.
     pub(crate) priorities_restorable: bool,
-    pub(crate) workers: watchdog::Workers,
+    pub(crate) workers: threads::Workers,
+    /// The watchdog's record of its last hand-off.
+    pub(crate) sysmon: sysmon::Sysmon,
     pub(crate) counters: Counters,
     /// The pollset, polled by idle and (between polls) busy workers.
     pub(crate) reactor: Arc<Reactor>,
@@ -131,7 +134,8 @@ impl Scheduler {
                 && !config.demotion.is_empty()
                 && os::can_restore_priority(config.relief_nice),
             config,
-            workers: watchdog::Workers::default(),
+            workers: threads::Workers::default(),
+            sysmon: sysmon::Sysmon::default(),
             counters: Counters::default(),
             reactor,
             doze: doze::Doze::default(),
@@ -154,7 +158,7 @@ impl Scheduler {
             threads.push(
                 thread::Builder::new()
                     .name("ember-watchdog".into())
-                    .spawn(move || watchdog::watchdog_main(rt))?,
+                    .spawn(move || sysmon::watchdog_main(rt))?,
             );
         }
         Ok(threads)

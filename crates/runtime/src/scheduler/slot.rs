@@ -165,7 +165,7 @@ impl Slot {
 /// directly, so this is a model of their protocol, step for step, rather
 /// than the code itself: the owner check and push to `next` of
 /// `scheduler::enqueue` with `Scheduler::unpark_if_parked`, the hand-off of
-/// `watchdog::retake` with `Workers::{take_spare, assign}`, and a starting
+/// `sysmon::retake` with `Workers::hand_over`, and a starting
 /// spare's `Workers::wait_as_spare` then `worker::serve_slot`/`idle` (with
 /// `notify_one` reduced to the one slot and `park_timeout` to `park`, so a
 /// lost wake-up shows as a deadlock rather than a 100 ms delay).
