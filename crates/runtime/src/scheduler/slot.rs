@@ -5,10 +5,10 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::thread::Thread;
 
 use parking_lot::Mutex;
 
+use super::park::{Driver, Parker};
 use super::queue::{Class, RunQueue};
 use crate::process::Process;
 
@@ -32,13 +32,8 @@ pub(crate) struct Slot {
     has_next: AtomicBool,
     /// The id of the worker serving this slot.
     pub(crate) owner: AtomicUsize,
-    /// That worker's thread, to unpark it.
-    thread: Mutex<Option<Thread>>,
-    /// Parked and waiting to be unparked.
-    pub(crate) parked: AtomicBool,
-    /// Its worker is (about to be) blocked in the pollset while parked: an
-    /// unpark must also wake the pollset.
-    pub(crate) in_reactor: AtomicBool,
+    /// That worker's parker, to wake it wherever it sleeps.
+    parker: Mutex<Option<Arc<Parker>>>,
     /// Whether this scheduler is online (takes work).
     pub(crate) online: AtomicBool,
     /// The current poll is of a batch process.
@@ -63,9 +58,7 @@ impl Slot {
             next: Mutex::new(None),
             has_next: AtomicBool::new(false),
             owner: AtomicUsize::new(NO_WORKER),
-            thread: Mutex::new(None),
-            parked: AtomicBool::new(false),
-            in_reactor: AtomicBool::new(false),
+            parker: Mutex::new(None),
             online: AtomicBool::new(true),
             running_batch: AtomicBool::new(false),
             preempt: AtomicBool::new(false),
@@ -145,16 +138,17 @@ impl Slot {
         self.owner.store(worker_id, Ordering::Release);
     }
 
-    /// Records the thread serving the slot, for unparking.
-    pub(crate) fn set_thread(&self, thread: Thread) {
-        *self.thread.lock() = Some(thread);
+    /// Records the parker of the worker serving the slot (before it first
+    /// marks the slot parked), for unparking.
+    pub(crate) fn set_parker(&self, parker: Arc<Parker>) {
+        *self.parker.lock() = Some(parker);
     }
 
-    /// Unparks the slot's thread (the caller also wakes the pollset when
-    /// `in_reactor` is set: see `Scheduler::unpark`).
-    pub(crate) fn unpark_thread(&self) {
-        if let Some(t) = &*self.thread.lock() {
-            t.unpark();
+    /// Wakes the slot's worker wherever it sleeps (`driver`: the pollset it
+    /// may sleep in), or makes its next park return at once.
+    pub(crate) fn unpark<D: Driver>(&self, driver: &D) {
+        if let Some(parker) = &*self.parker.lock() {
+            parker.unpark(driver);
         }
     }
 }

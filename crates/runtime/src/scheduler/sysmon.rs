@@ -6,7 +6,7 @@
 //!
 //! Every [`Preemption::watchdog_period`] while polls run (backing off to
 //! 10 ms once no poll has started for [`ACTIVE_WINDOW`], and dozing while
-//! every worker is parked until one leaves its park: `doze`), and exactly when a
+//! every worker is parked until one leaves its park: `park::Doze`), and exactly when a
 //! running poll will reach the threshold if that is sooner, the watchdog looks
 //! at each worker's current poll:
 //!
@@ -65,14 +65,13 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use super::config::Preemption;
-use super::doze;
 use super::os;
+use super::park;
 use super::slot::Slot;
 use super::worker::{Worker, NO_SLOT};
 use crate::pid::Pid;
@@ -272,7 +271,6 @@ impl Sample {
 pub(crate) fn watchdog_main(rt: Arc<Shared>) {
     let sched = &rt.sched;
     let config = &sched.config;
-    sched.doze.register_watchdog();
     os::request_slice(0, config.thread_slice);
     // Sleeps aimed at a poll's threshold should end on time.
     if let Err(e) = os::set_timer_slack(Duration::from_micros(1)) {
@@ -298,7 +296,7 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
     // Scratch space for the timers it fires.
     let mut fired = Vec::new();
     while !sched.is_shut_down() {
-        thread::park_timeout(period);
+        sched.doze.sleep(period);
         look += 1;
         // A process went over its memory limit since the last look (acquire:
         // its account's mark is visible): the polls in progress are looked
@@ -440,7 +438,7 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
         if !active
             && sched.background_len() == 0
             && !sched.is_shut_down()
-            && sched.doze.doze(|| sched.all_online_parked(), doze::DOZE)
+            && sched.doze.doze(|| sched.all_online_parked(), park::DOZE)
         {
             // Woken by a worker: a poll may start now.
             period = config.watchdog_period;

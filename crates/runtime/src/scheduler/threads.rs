@@ -76,7 +76,12 @@ impl Workers {
     /// spare makes before it registers itself or exits (`wait_as_spare`):
     /// a worker is thus never both a spare and a slot's owner, and never
     /// exits once chosen.
-    pub(crate) fn hand_over(&self, rt: &Arc<Shared>, slot: &Slot, hog: &Worker) -> Option<Arc<Worker>> {
+    pub(crate) fn hand_over(
+        &self,
+        rt: &Arc<Shared>,
+        slot: &Slot,
+        hog: &Worker,
+    ) -> Option<Arc<Worker>> {
         let mut inner = self.inner.lock();
         // A spare the watchdog found burning CPU in a poll it had been
         // handed off from (see `watchdog_main`) is a background thread now.
