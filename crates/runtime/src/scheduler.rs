@@ -207,7 +207,7 @@ impl Scheduler {
         let previous = self.online();
         let n = n.clamp(1, self.slots.len());
         for slot in self.slots.iter() {
-            slot.online.store(slot.index < n, Ordering::SeqCst);
+            slot.remote.online.store(slot.index < n, Ordering::SeqCst);
             self.unpark(slot);
         }
         // A slot coming online starts polling without leaving a park.
@@ -313,8 +313,8 @@ impl Scheduler {
     /// with batch work to yield at its next reduction check.
     fn preempt_batch(&self) {
         for slot in self.slots.iter() {
-            if slot.running_batch.load(Ordering::Relaxed) {
-                slot.preempt.store(true, Ordering::Relaxed);
+            if slot.core.running_batch.load(Ordering::Relaxed) {
+                slot.remote.preempt.store(true, Ordering::Relaxed);
                 return;
             }
         }
@@ -325,8 +325,8 @@ impl Scheduler {
         if process.is_offender() {
             return self.push_background(process);
         }
-        if class == Class::Woken && slot.running_batch.load(Ordering::Relaxed) {
-            slot.preempt.store(true, Ordering::Relaxed);
+        if class == Class::Woken && slot.core.running_batch.load(Ordering::Relaxed) {
+            slot.remote.preempt.store(true, Ordering::Relaxed);
         }
         slot.with_queue(|q| q.push(process, class));
         self.notify_one();
@@ -518,7 +518,7 @@ fn enqueue(rt: &Shared, process: Arc<Process>, as_next: bool) {
     match context::current_slot(rt).map(|i| &sched.slots[i]) {
         Some(slot)
             if slot.is_online()
-                && slot.owner.load(Ordering::Acquire) == context::current_worker() =>
+                && slot.remote.owner.load(Ordering::Acquire) == context::current_worker() =>
         {
             if as_next && process.priority() == crate::Priority::Normal && !process.is_offender() {
                 if let Some(displaced) = slot.swap_next(process) {

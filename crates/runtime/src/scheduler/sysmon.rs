@@ -348,7 +348,7 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
             };
             let confirmed_hog = seen.confirms_hog();
             match sched.slots.get(sample.slot) {
-                Some(slot) if slot.owner.load(Ordering::Acquire) == worker.id => {
+                Some(slot) if slot.remote.owner.load(Ordering::Acquire) == worker.id => {
                     let contended = config.contended_threshold < config.cpu_threshold
                         && (sched.work_waits_for(slot)
                             || (poll.cpu >= config.contended_threshold

@@ -100,6 +100,7 @@ impl Workers {
             }
         };
         if slot
+            .remote
             .owner
             .compare_exchange(hog.id, successor.id, Ordering::AcqRel, Ordering::Acquire)
             .is_err()

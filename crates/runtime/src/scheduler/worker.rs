@@ -191,7 +191,7 @@ fn serve_slot(rt: &Arc<Shared>, me: &Arc<Worker>, slot: &Slot) {
     // Counted among the searching workers (`idle`): from when `idle` let
     // it search until it finds work or parks.
     let mut searching = false;
-    while !sched.is_shut_down() && slot.owner.load(Ordering::Acquire) == me.id {
+    while !sched.is_shut_down() && slot.remote.owner.load(Ordering::Acquire) == me.id {
         if !slot.is_online() {
             if std::mem::take(&mut searching) {
                 sched.stop_searching();
@@ -319,8 +319,11 @@ fn steal(sched: &Scheduler, thief: &Slot) -> Option<(Arc<Process>, Class)> {
 /// found work: the caller stops searching once it has taken it.
 fn idle(rt: &Shared, slot: &Slot, me: &Worker, fired: &mut Fired, searching: &mut bool) {
     let sched = &rt.sched;
-    let leave =
-        || sched.is_shut_down() || !slot.is_online() || slot.owner.load(Ordering::Acquire) != me.id;
+    let leave = || {
+        sched.is_shut_down()
+            || !slot.is_online()
+            || slot.remote.owner.load(Ordering::Acquire) != me.id
+    };
     if !*searching {
         *searching = sched.idle.start_searching(sched.online());
     }
@@ -412,7 +415,9 @@ fn go_offline(rt: &Shared, slot: &Slot, me: &Worker, fired: &mut Fired) {
         sched.with_injector(|q| moved.drain_into(q));
         sched.notify_one();
     }
-    while !slot.is_online() && !sched.is_shut_down() && slot.owner.load(Ordering::Acquire) == me.id
+    while !slot.is_online()
+        && !sched.is_shut_down()
+        && slot.remote.owner.load(Ordering::Acquire) == me.id
     {
         let now = Instant::now();
         let (now_ms, cap) = (rt.timers.ms_at(now), rt.timers.ms_at(now + NAP));
@@ -466,9 +471,13 @@ fn run(
     let sched = &rt.sched;
     me.begin_poll(process.pid.key(), sched.nanos_since_start(started));
     if let Some(slot) = slot {
-        slot.running_batch
+        slot.core
+            .running_batch
             .store(class == Class::Batch, Ordering::Relaxed);
-        slot.preempt.store(false, Ordering::Relaxed);
+        // Only when set: the line is the one thieves and notifiers read.
+        if slot.remote.preempt.load(Ordering::Relaxed) {
+            slot.remote.preempt.store(false, Ordering::Relaxed);
+        }
     }
     // The process moves into the context for the poll and comes back after:
     // no reference count traffic on the hot path.
@@ -511,12 +520,12 @@ fn run(
     // Only the RUNNING holder writes the process's counters.
     bump(&process.cpu_ns, elapsed);
     bump(&process.reductions, reductions);
-    let still_owner = slot.filter(|s| s.owner.load(Ordering::Acquire) == me.id);
+    let still_owner = slot.filter(|s| s.remote.owner.load(Ordering::Acquire) == me.id);
     if let Some(slot) = still_owner {
         // Only the slot's owner writes its counters.
-        bump(&slot.busy_ns, elapsed);
-        bump(&slot.polls, 1);
-        bump(&slot.reductions, reductions);
+        bump(&slot.core.busy_ns, elapsed);
+        bump(&slot.core.polls, 1);
+        bump(&slot.core.reductions, reductions);
     } else if slot.is_some() && me.background.load(Ordering::Acquire) {
         // Retaken and demoted during this poll: a CPU hog.
         process.record_offense();
