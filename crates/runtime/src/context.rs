@@ -191,7 +191,7 @@ fn preempt_requested() -> bool {
         r.borrow()
             .as_ref()
             .and_then(|rt| rt.sched.slots.get(slot))
-            .is_some_and(|s| s.preempt.load(std::sync::atomic::Ordering::Relaxed))
+            .is_some_and(|s| s.remote.preempt.load(std::sync::atomic::Ordering::Relaxed))
     })
 }
 

@@ -257,15 +257,17 @@ impl Shared {
                     online: s.is_online(),
                     // Counted when each poll ends, plus the one in progress.
                     busy: Duration::from_nanos(
-                        s.busy_ns.load(Ordering::Relaxed)
+                        s.core.busy_ns.load(Ordering::Relaxed)
                             + polls
                                 .iter()
-                                .find(|(worker, _, _)| *worker == s.owner.load(Ordering::Relaxed))
+                                .find(|(worker, _, _)| {
+                                    *worker == s.remote.owner.load(Ordering::Relaxed)
+                                })
                                 .map_or(0, |(_, _, ns)| *ns),
                     ),
                     run_queue: s.queue_len(),
-                    polls: s.polls.load(Ordering::Relaxed),
-                    reductions: s.reductions.load(Ordering::Relaxed),
+                    polls: s.core.polls.load(Ordering::Relaxed),
+                    reductions: s.core.reductions.load(Ordering::Relaxed),
                 })
                 .collect(),
             global_queue: self.sched.injector_len(),
@@ -286,7 +288,7 @@ impl Shared {
                     demotions: counters.demotions.load(Ordering::Relaxed),
                     reliefs: counters.reliefs.load(Ordering::Relaxed),
                     threads_started: counters.threads_started.load(Ordering::Relaxed),
-                    last_handoff: self.sched.workers.last_handoff(),
+                    last_handoff: self.sched.sysmon.last_handoff(),
                 }
             },
         }

@@ -23,8 +23,9 @@
 //! state byte (`process/state.rs`, with the runtime's teardown, and the
 //! suspension count of a busy distribution connection, `dist.rs`), the
 //! mailbox (`mailbox.rs`), the per-slot timer wheels (`timer.rs`: arming
-//! against a sleeping worker, a cancel racing the firing) and the relations lock of the link protocol
-//! (`process.rs`, `signal.rs`). The hand-off of a slot (`scheduler/slot.rs`)
+//! against a sleeping worker, a cancel racing the firing), the relations lock of the link protocol
+//! (`process.rs`, `signal.rs`) and the parker of an idle worker with the
+//! watchdog's doze (`scheduler/park.rs`). The hand-off of a slot (`scheduler/slot.rs`)
 //! is modelled on loom's types directly, as a step-for-step copy of the
 //! protocol, since the scheduler itself is built on `std` and `parking_lot`.
 //! loom's types panic outside a model, so under `--cfg loom` run only the
@@ -34,10 +35,40 @@
 
 #[cfg(not(all(test, loom)))]
 pub(crate) mod sync {
+    use std::time::Duration;
+
     pub(crate) use parking_lot::Mutex;
 
     pub(crate) mod atomic {
-        pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+        pub(crate) use std::sync::atomic::{
+            fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+        };
+    }
+
+    /// `parking_lot`'s condition variable, with a by-value guard so that
+    /// loom's can stand in for it.
+    #[derive(Debug, Default)]
+    pub(crate) struct Condvar(parking_lot::Condvar);
+
+    impl Condvar {
+        pub(crate) const fn new() -> Condvar {
+            Condvar(parking_lot::Condvar::new())
+        }
+
+        /// Waits for a notification or `timeout`; returns the guard and
+        /// whether it timed out.
+        pub(crate) fn wait_for<'a, T>(
+            &self,
+            mut guard: parking_lot::MutexGuard<'a, T>,
+            timeout: Duration,
+        ) -> (parking_lot::MutexGuard<'a, T>, bool) {
+            let timed_out = self.0.wait_for(&mut guard, timeout).timed_out();
+            (guard, timed_out)
+        }
+
+        pub(crate) fn notify_one(&self) {
+            self.0.notify_one();
+        }
     }
 }
 
@@ -65,8 +96,33 @@ pub(crate) mod sync {
 
     pub(crate) mod atomic {
         pub(crate) use ::loom::sync::atomic::{
-            AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+            fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
         };
+    }
+
+    /// loom's condition variable with the facade's API. Timeouts are
+    /// ignored: a wait ends only when notified, so a lost notification is a
+    /// deadlock loom reports, not a delay.
+    #[derive(Debug)]
+    pub(crate) struct Condvar(::loom::sync::Condvar);
+
+    impl Condvar {
+        pub(crate) fn new() -> Condvar {
+            Condvar(::loom::sync::Condvar::new())
+        }
+
+        /// Waits for a notification (never times out under loom).
+        pub(crate) fn wait_for<'a, T>(
+            &self,
+            guard: ::loom::sync::MutexGuard<'a, T>,
+            _timeout: std::time::Duration,
+        ) -> (::loom::sync::MutexGuard<'a, T>, bool) {
+            (self.0.wait(guard).expect("a model thread panicked"), false)
+        }
+
+        pub(crate) fn notify_one(&self) {
+            self.0.notify_one();
+        }
     }
 }
 

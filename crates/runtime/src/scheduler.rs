@@ -6,7 +6,7 @@
 //! The scheduler has one [`Slot`] per scheduler (Go's "P"). A slot holds all
 //! scheduling state: run queues, its `next` process, flags and counters. A
 //! [`Worker`] (an OS thread) serves a slot; nothing the slot needs lives in
-//! the thread, so the [watchdog](watchdog) can hand the slot to another
+//! the thread, so the [watchdog](sysmon) can hand the slot to another
 //! worker at any moment when its worker is stuck inside one poll (a process
 //! running native code that never awaits).
 //!
@@ -31,12 +31,17 @@
 //!
 //! # Sleeping and waking (no lost wake-ups)
 //!
-//! A slot about to park sets its `parked` flag and increments `sleepers`, then
-//! checks every queue once more. A pusher makes its work visible (queue
-//! length), then reads `sleepers`. Both sides use `SeqCst`, so at least one of
-//! them sees the other: either the sleeper finds the work, or the pusher finds
-//! the sleeper and unparks it. Whoever swaps `parked` from true to false owns
-//! the decrement of `sleepers`.
+//! A worker out of work first *searches* (spins, looking at every queue and
+//! the pollset), if fewer than half the online slots' workers search
+//! already; then it marks its slot parked (`idle`: a `parked` mark and the
+//! `sleepers` count), checks every queue once more and sleeps on its
+//! [`Parker`](park::Parker), in the pollset if nobody else polls it. A
+//! pusher makes its work visible (queue length), then reads `searching`
+//! and `sleepers`. All `SeqCst`, so at least one side sees the other:
+//! either the sleeper (or a searcher) finds the work, or the pusher finds
+//! the sleeper and unparks it. Whoever swaps `parked` from true to false
+//! owns the decrement of `sleepers` and the unpark. The last searcher to
+//! find work wakes a parked slot if more waits (`idle`'s module docs).
 //!
 //! A push to `next` wakes nobody: its pusher is the slot's worker, which runs
 //! it after the current poll. But the watchdog may hand the slot to another
@@ -46,11 +51,14 @@
 //! (`Scheduler::unpark_if_parked`): `next` cannot be stolen, so nobody else
 //! would run it.
 
-mod doze;
+mod config;
+mod idle;
 mod os;
+pub(crate) mod park;
 mod queue;
 mod slot;
-mod watchdog;
+mod sysmon;
+mod threads;
 mod worker;
 
 use std::collections::VecDeque;
@@ -62,10 +70,11 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+pub use config::Preemption;
 pub(crate) use queue::Class;
 use queue::RunQueue;
 pub(crate) use slot::Slot;
-pub use watchdog::{Handoff, Preemption};
+pub use sysmon::Handoff;
 pub(crate) use worker::{drop_contained, drop_future, panic_message, Worker, NO_SLOT};
 
 use crate::context;
@@ -99,19 +108,22 @@ pub(crate) struct Scheduler {
     /// Repeat offenders, served by background workers only.
     background: Mutex<VecDeque<Arc<Process>>>,
     background_len: AtomicUsize,
-    sleepers: AtomicUsize,
+    /// Parked slots and searching workers.
+    pub(crate) idle: idle::Idle,
     shutdown: AtomicBool,
     pub(crate) started: Instant,
     pub(crate) config: Preemption,
     /// Whether this process may raise a demoted thread back to
     /// [`Preemption::relief_nice`] (CAP_SYS_NICE or RLIMIT_NICE): probed once.
     pub(crate) priorities_restorable: bool,
-    pub(crate) workers: watchdog::Workers,
+    pub(crate) workers: threads::Workers,
+    /// The watchdog's record of its last hand-off.
+    pub(crate) sysmon: sysmon::Sysmon,
     pub(crate) counters: Counters,
     /// The pollset, polled by idle and (between polls) busy workers.
     pub(crate) reactor: Arc<Reactor>,
-    /// The watchdog's sleep while every worker is parked (`doze`).
-    pub(crate) doze: doze::Doze,
+    /// The watchdog's sleep, and its doze while every worker is parked.
+    pub(crate) doze: park::Doze,
 }
 
 impl Scheduler {
@@ -122,17 +134,18 @@ impl Scheduler {
             injector_len: AtomicUsize::new(0),
             background: Mutex::new(VecDeque::new()),
             background_len: AtomicUsize::new(0),
-            sleepers: AtomicUsize::new(0),
+            idle: idle::Idle::new(slots),
             shutdown: AtomicBool::new(false),
             started: Instant::now(),
             priorities_restorable: config.enabled
                 && !config.demotion.is_empty()
                 && os::can_restore_priority(config.relief_nice),
             config,
-            workers: watchdog::Workers::default(),
+            workers: threads::Workers::default(),
+            sysmon: sysmon::Sysmon::default(),
             counters: Counters::default(),
             reactor,
-            doze: doze::Doze::default(),
+            doze: park::Doze::default(),
         }
     }
 
@@ -152,7 +165,7 @@ impl Scheduler {
             threads.push(
                 thread::Builder::new()
                     .name("ember-watchdog".into())
-                    .spawn(move || watchdog::watchdog_main(rt))?,
+                    .spawn(move || sysmon::watchdog_main(rt))?,
             );
         }
         Ok(threads)
@@ -194,7 +207,7 @@ impl Scheduler {
         let previous = self.online();
         let n = n.clamp(1, self.slots.len());
         for slot in self.slots.iter() {
-            slot.online.store(slot.index < n, Ordering::SeqCst);
+            slot.remote.online.store(slot.index < n, Ordering::SeqCst);
             self.unpark(slot);
         }
         // A slot coming online starts polling without leaving a park.
@@ -203,11 +216,11 @@ impl Scheduler {
     }
 
     /// Whether every online slot's worker is parked: then no poll runs on a
-    /// slot, and the watchdog may doze (`doze`).
+    /// slot, and the watchdog may doze (`park::Doze`).
     pub(crate) fn all_online_parked(&self) -> bool {
         self.slots
             .iter()
-            .all(|s| !s.is_online() || s.parked.load(Ordering::SeqCst))
+            .all(|s| !s.is_online() || self.idle.is_parked(s.index))
     }
 
     /// Whether `slot` has anything to run: its own queue (with `next`), the
@@ -237,10 +250,7 @@ impl Scheduler {
 
     /// Wakes `slot`'s worker wherever it sleeps: parked, or in the pollset.
     fn unpark(&self, slot: &Slot) {
-        if slot.in_reactor.load(Ordering::SeqCst) {
-            self.reactor.wake();
-        }
-        slot.unpark_thread();
+        slot.unpark(&*self.reactor);
     }
 
     /// Wakes the worker of slot `index` wherever it sleeps, without taking
@@ -253,9 +263,7 @@ impl Scheduler {
     }
 
     fn unmark_parked(&self, slot: &Slot) {
-        if slot.parked.swap(false, Ordering::SeqCst) {
-            self.sleepers.fetch_sub(1, Ordering::SeqCst);
-        }
+        self.idle.take_parked(slot.index);
     }
 
     /// Wakes `slot`'s worker if it is parked. After a push to `next` by a
@@ -264,23 +272,40 @@ impl Scheduler {
     /// itself must look. `SeqCst`, as the sleep protocol's push side (module
     /// docs): the push stored `has_next` first.
     fn unpark_if_parked(&self, slot: &Slot) {
-        if slot.parked.load(Ordering::SeqCst) && slot.parked.swap(false, Ordering::SeqCst) {
-            self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        if self.idle.take_parked(slot.index) {
             self.unpark(slot);
         }
     }
 
-    /// Wakes one parked online slot, if any.
+    /// Work was queued: wakes one parked online slot, unless no slot is
+    /// parked or a worker searches for work (it finds this too: `idle`).
     fn notify_one(&self) {
-        if self.sleepers.load(Ordering::SeqCst) == 0 {
+        if !self.idle.needs_notify() {
             return;
         }
-        for slot in self.slots.iter() {
-            if slot.is_online() && slot.parked.swap(false, Ordering::SeqCst) {
-                self.sleepers.fetch_sub(1, Ordering::SeqCst);
-                self.unpark(slot);
-                return;
-            }
+        self.notify_parked();
+    }
+
+    /// Wakes one parked online slot, if any, whether or not a worker
+    /// searches.
+    fn notify_parked(&self) {
+        if let Some(i) = self.idle.take_one(|i| self.slots[i].is_online()) {
+            self.unpark(&self.slots[i]);
+        }
+    }
+
+    /// Whether any work waits that another slot's worker could take: in the
+    /// injector, or stealable from some slot.
+    fn has_work_to_share(&self) -> bool {
+        self.injector_len() > 0 || self.slots.iter().any(|s| s.stealable_len() > 0)
+    }
+
+    /// A searching worker stops searching. If it was the last searcher and
+    /// work that another worker could take waits, a parked slot is woken to
+    /// take it: pushes meanwhile notified nobody (`idle`).
+    fn stop_searching(&self) {
+        if self.idle.stop_searching() && self.has_work_to_share() {
+            self.notify_parked();
         }
     }
 
@@ -288,8 +313,8 @@ impl Scheduler {
     /// with batch work to yield at its next reduction check.
     fn preempt_batch(&self) {
         for slot in self.slots.iter() {
-            if slot.running_batch.load(Ordering::Relaxed) {
-                slot.preempt.store(true, Ordering::Relaxed);
+            if slot.core.running_batch.load(Ordering::Relaxed) {
+                slot.remote.preempt.store(true, Ordering::Relaxed);
                 return;
             }
         }
@@ -300,8 +325,8 @@ impl Scheduler {
         if process.is_offender() {
             return self.push_background(process);
         }
-        if class == Class::Woken && slot.running_batch.load(Ordering::Relaxed) {
-            slot.preempt.store(true, Ordering::Relaxed);
+        if class == Class::Woken && slot.core.running_batch.load(Ordering::Relaxed) {
+            slot.remote.preempt.store(true, Ordering::Relaxed);
         }
         slot.with_queue(|q| q.push(process, class));
         self.notify_one();
@@ -493,7 +518,7 @@ fn enqueue(rt: &Shared, process: Arc<Process>, as_next: bool) {
     match context::current_slot(rt).map(|i| &sched.slots[i]) {
         Some(slot)
             if slot.is_online()
-                && slot.owner.load(Ordering::Acquire) == context::current_worker() =>
+                && slot.remote.owner.load(Ordering::Acquire) == context::current_worker() =>
         {
             if as_next && process.priority() == crate::Priority::Normal && !process.is_offender() {
                 if let Some(displaced) = slot.swap_next(process) {

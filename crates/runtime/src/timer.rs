@@ -22,9 +22,11 @@
 //!   records, under the wheel's lock, the deadline it sleeps until
 //!   (`sleeping_until`; 0 while awake). An arm with an earlier deadline sees
 //!   it under the same lock and wakes the worker (pollset and thread); an arm
-//!   before the record is seen by the worker's look at the wheel. The worker
-//!   announces `in_reactor` before taking the lock, so an arm that sees the
-//!   record also sees that the pollset must be woken.
+//!   before the record is seen by the worker's look at the wheel. The wake
+//!   goes through the worker's parker (`scheduler::park`), whose state word
+//!   says where it sleeps (pollset or condition variable); a wake before
+//!   the worker parks leaves a notification there, and the park returns at
+//!   once.
 //! * **A worker stuck in one poll** (native code): the watchdog, which looks
 //!   at every poll in progress each millisecond, fires the overdue timers of
 //!   any slot (`fire_overdue`), queueing what they wake on the injector, as
@@ -481,17 +483,19 @@ pub fn read_timer(timer: TimerRef) -> Option<Duration> {
 /// Model checks of the per-slot timer protocols under loom, on
 /// [`SlotTimers`] itself (its lock and atomics come from `crate::loom`); see
 /// `crate::loom` for the command. The worker's sleep is modelled step for
-/// step from `scheduler::worker::wait`: announce `in_reactor`, record the
-/// sleep, block in the pollset (a condition variable standing for it, whose
-/// wake-up token persists like the reactor's waker) until woken when no
-/// timer is pending, or let time pass to the deadline otherwise.
+/// step from `scheduler::worker::wait`: record the sleep, then park on the
+/// real [`Parker`](crate::scheduler::park::Parker) in a model pollset (whose
+/// wake-up persists like the reactor's eventfd) until woken when no timer
+/// is pending, or let time pass to the deadline otherwise.
 #[cfg(all(test, loom))]
 mod loom_models {
-    use ::loom::sync::atomic::{AtomicBool, Ordering::SeqCst};
-    use ::loom::sync::{Arc, Condvar, Mutex};
+    use ::loom::sync::Arc;
     use ::loom::thread;
+    use std::time::Duration;
 
     use super::{Sleep, SlotTimers};
+    use crate::scheduler::park::model_driver::ModelDriver;
+    use crate::scheduler::park::Parker;
 
     /// The timer's value.
     const T: u32 = 7;
@@ -500,29 +504,23 @@ mod loom_models {
 
     struct Slot {
         timers: SlotTimers<u32>,
-        in_reactor: AtomicBool,
-        /// The pollset: whether a wake-up is pending.
-        pollset: Mutex<bool>,
-        pollset_cv: Condvar,
+        /// The worker's parker, and the pollset it parks in.
+        parker: Parker,
+        pollset: ModelDriver,
     }
 
     impl Slot {
         fn new() -> Slot {
             Slot {
                 timers: SlotTimers::new(),
-                in_reactor: AtomicBool::new(false),
-                pollset: Mutex::new(false),
-                pollset_cv: Condvar::new(),
+                parker: Parker::new(),
+                pollset: ModelDriver::default(),
             }
         }
 
-        /// `Scheduler::wake_slot` (the thread's own unpark is not modelled:
-        /// the worker here only ever sleeps in the pollset).
+        /// `Scheduler::wake_slot`.
         fn wake(&self) {
-            if self.in_reactor.load(SeqCst) {
-                *self.pollset.lock().unwrap() = true;
-                self.pollset_cv.notify_one();
-            }
+            self.parker.unpark(&self.pollset);
         }
 
         /// An arm from a thread that does not serve the slot.
@@ -545,24 +543,17 @@ mod loom_models {
                     assert_eq!(fired.len(), 1);
                     return now;
                 }
-                self.in_reactor.store(true, SeqCst);
                 match self.timers.prepare_sleep(now, u64::MAX) {
-                    Sleep::Fire => self.in_reactor.store(false, SeqCst),
+                    Sleep::Fire => {}
                     Sleep::Until(u64::MAX) => {
                         // No timer: sleep until woken (a lost wake-up
-                        // leaves this thread blocked, which loom reports).
-                        let mut woken = self.pollset.lock().unwrap();
-                        while !*woken {
-                            woken = self.pollset_cv.wait(woken).unwrap();
-                        }
-                        *woken = false;
-                        drop(woken);
-                        self.in_reactor.store(false, SeqCst);
+                        // leaves this thread blocked, which loom reports:
+                        // the model's park has no timeout).
+                        self.parker.park(&self.pollset, Duration::MAX);
                         self.timers.awake();
                     }
                     Sleep::Until(until) => {
                         // A timed sleep: time passes to the deadline.
-                        self.in_reactor.store(false, SeqCst);
                         self.timers.awake();
                         assert!(until > now);
                         now = until;

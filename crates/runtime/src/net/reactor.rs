@@ -10,7 +10,7 @@
 //!   keeps flowing while every scheduler has work.
 //! * Anyone who must wake the worker blocked in `epoll_wait` (new work in
 //!   the injector, shutdown) writes to the pollset's waker (an eventfd); the
-//!   slot's `in_reactor` flag says when that is needed.
+//!   slot's parker says when that is needed (`scheduler::park`).
 //!
 //! # Readiness and lost wake-ups
 //!
@@ -29,12 +29,13 @@ use std::time::Duration;
 
 use mio::event::Source as MioSource;
 use mio::{Events, Interest, Token};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use slab::Slab;
 
 use crate::pid::Pid;
 use crate::reason::ExitReason;
 use crate::runtime::Handle;
+use crate::scheduler::park::Driver;
 
 /// How often a busy worker checks for I/O events without blocking.
 pub(crate) const CHECK_INTERVAL: Duration = Duration::from_micros(100);
@@ -211,7 +212,7 @@ impl Source {
 }
 
 /// The `Poll` with its buffers, reused from one poll to the next.
-struct Poller {
+pub(crate) struct Poller {
     poll: mio::Poll,
     events: Events,
     /// The sources an event names, taken out of the table before waking.
@@ -294,20 +295,35 @@ impl Reactor {
     /// Polls for events unless another thread is: without blocking if
     /// `timeout` is zero. Dispatches what it finds; returns whether it polled.
     pub(crate) fn poll(&self, timeout: Duration) -> bool {
-        let Some(mut guard) = self.poll.try_lock() else {
-            return false;
-        };
+        match self.try_lock_poller() {
+            Some(mut poller) => {
+                self.poll_with(&mut poller, timeout);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The right to poll, unless another thread polls (a parked worker
+    /// holds it while it sleeps in `epoll_wait`: `scheduler::park`).
+    pub(crate) fn try_lock_poller(&self) -> Option<MutexGuard<'_, Poller>> {
+        self.poll.try_lock()
+    }
+
+    /// Polls for events with the right to poll, for at most `timeout`, and
+    /// dispatches what it finds.
+    pub(crate) fn poll_with(&self, poller: &mut Poller, timeout: Duration) {
         let Poller {
             poll,
             events,
             ready,
-        } = &mut *guard;
+        } = poller;
         let result = poll.poll(events, Some(timeout));
         if let Err(e) = result {
             if e.kind() != io::ErrorKind::Interrupted {
                 tracing::warn!("ember: polling for I/O failed: {e}");
             }
-            return true;
+            return;
         }
         {
             let sources = self.sources.lock();
@@ -320,11 +336,11 @@ impl Reactor {
                 }
             }
         }
-        // Wakers run outside every lock of ours: they queue processes.
+        // Wakers run outside every lock of ours but the right to poll: they
+        // queue processes.
         for (source, event) in ready.drain(..) {
             source.dispatch(&event);
         }
-        true
     }
 
     /// Wakes the thread blocked in `epoll_wait`; if none is, the next
@@ -333,5 +349,24 @@ impl Reactor {
         if let Err(e) = self.waker.wake() {
             tracing::warn!("ember: cannot wake the I/O poller: {e}");
         }
+    }
+}
+
+/// The pollset as a parked worker's driver (`scheduler::park`): a worker
+/// that holds its lock blocks in `epoll_wait`, so a socket event wakes the
+/// thread that will run the process waiting for it.
+impl Driver for Reactor {
+    type Guard<'a> = MutexGuard<'a, Poller>;
+
+    fn try_lock(&self) -> Option<Self::Guard<'_>> {
+        self.try_lock_poller()
+    }
+
+    fn drive(&self, guard: &mut Self::Guard<'_>, timeout: Duration) {
+        self.poll_with(guard, timeout);
+    }
+
+    fn wake(&self) {
+        Reactor::wake(self);
     }
 }

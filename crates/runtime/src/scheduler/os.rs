@@ -189,3 +189,23 @@ pub(crate) fn set_timer_slack(slack: Duration) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// Asks for EEVDF slices of `slice` for thread `tid` (0: the calling thread;
+/// zero `slice`: leave it). A failure (an old kernel, a thread gone) is
+/// logged as a warning once, then at debug level: it costs latency, nothing
+/// else.
+pub(crate) fn request_slice(tid: i32, slice: Duration) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if slice.is_zero() {
+        return;
+    }
+    if let Err(e) = set_slice(tid, slice) {
+        if WARNED.swap(true, Ordering::Relaxed) {
+            tracing::debug!(tid, error = %e, "ember: cannot set a thread's scheduler slice");
+        } else {
+            tracing::warn!(tid, error = %e, "ember: cannot set a thread's scheduler slice; wake-ups may wait for the next tick");
+        }
+    }
+}

@@ -5,24 +5,38 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::thread::Thread;
 
 use parking_lot::Mutex;
 
+use super::park::{Driver, Parker};
 use super::queue::{Class, RunQueue};
 use crate::process::Process;
 
-/// `Slot::owner` when no worker serves the slot.
+/// `Remote::owner` when no worker serves the slot.
 pub(crate) const NO_WORKER: usize = usize::MAX;
 
 /// One scheduler's state. See the scheduler module docs.
+///
+/// Split as tokio splits a worker's state: [`Core`] is what the slot's
+/// worker reads and writes on its hot path (`next`, the current poll's
+/// class, the counters), [`Remote`] what other threads touch (the
+/// stealable queue, the owner, the parker, online, the preempt request).
+/// Each sits on cache lines of its own, so the counters a worker bumps at
+/// every poll do not share a line with what thieves, notifiers and the
+/// watchdog read.
 pub(crate) struct Slot {
     pub(crate) index: usize,
-    queue: Mutex<RunQueue>,
-    /// Length of `queue`, readable without the lock.
-    len: AtomicUsize,
-    /// High-priority and woken processes in `queue`, readable without the lock.
-    interactive: AtomicUsize,
+    /// Owner-side state.
+    pub(crate) core: Core,
+    /// State other threads touch.
+    pub(crate) remote: Remote,
+}
+
+/// The part of a slot its worker uses alone, but for a late push to `next`
+/// by the worker that has just lost the slot, and the reads of
+/// introspection and the watchdog.
+#[repr(align(128))]
+pub(crate) struct Core {
     /// The process to run right after the current poll (not stealable).
     /// Normally only the slot's worker touches it, but a worker that has just
     /// lost the slot to a hand-off may still push here while the new one
@@ -30,21 +44,8 @@ pub(crate) struct Slot {
     next: Mutex<Option<Arc<Process>>>,
     /// Whether `next` holds a process, readable without the lock.
     has_next: AtomicBool,
-    /// The id of the worker serving this slot.
-    pub(crate) owner: AtomicUsize,
-    /// That worker's thread, to unpark it.
-    thread: Mutex<Option<Thread>>,
-    /// Parked and waiting to be unparked.
-    pub(crate) parked: AtomicBool,
-    /// Its worker is (about to be) blocked in the pollset while parked: an
-    /// unpark must also wake the pollset.
-    pub(crate) in_reactor: AtomicBool,
-    /// Whether this scheduler is online (takes work).
-    pub(crate) online: AtomicBool,
     /// The current poll is of a batch process.
     pub(crate) running_batch: AtomicBool,
-    /// Interactive work arrived: the batch process polled now should yield.
-    pub(crate) preempt: AtomicBool,
     /// Nanoseconds spent polling processes.
     pub(crate) busy_ns: AtomicU64,
     /// Polls done.
@@ -53,60 +54,84 @@ pub(crate) struct Slot {
     pub(crate) reductions: AtomicU64,
 }
 
+/// The part of a slot other threads touch: thieves (the queue), notifiers
+/// (the parker), the watchdog (the owner) and pushers (the preempt
+/// request).
+#[repr(align(128))]
+pub(crate) struct Remote {
+    queue: Mutex<RunQueue>,
+    /// Length of `queue`, readable without the lock.
+    len: AtomicUsize,
+    /// High-priority and woken processes in `queue`, readable without the lock.
+    interactive: AtomicUsize,
+    /// The id of the worker serving this slot.
+    pub(crate) owner: AtomicUsize,
+    /// That worker's parker, to wake it wherever it sleeps.
+    parker: Mutex<Option<Arc<Parker>>>,
+    /// Whether this scheduler is online (takes work).
+    pub(crate) online: AtomicBool,
+    /// Interactive work arrived: the batch process polled now should yield.
+    pub(crate) preempt: AtomicBool,
+}
+
 impl Slot {
     pub(crate) fn new(index: usize) -> Slot {
         Slot {
             index,
-            queue: Mutex::new(RunQueue::default()),
-            len: AtomicUsize::new(0),
-            interactive: AtomicUsize::new(0),
-            next: Mutex::new(None),
-            has_next: AtomicBool::new(false),
-            owner: AtomicUsize::new(NO_WORKER),
-            thread: Mutex::new(None),
-            parked: AtomicBool::new(false),
-            in_reactor: AtomicBool::new(false),
-            online: AtomicBool::new(true),
-            running_batch: AtomicBool::new(false),
-            preempt: AtomicBool::new(false),
-            busy_ns: AtomicU64::new(0),
-            polls: AtomicU64::new(0),
-            reductions: AtomicU64::new(0),
+            core: Core {
+                next: Mutex::new(None),
+                has_next: AtomicBool::new(false),
+                running_batch: AtomicBool::new(false),
+                busy_ns: AtomicU64::new(0),
+                polls: AtomicU64::new(0),
+                reductions: AtomicU64::new(0),
+            },
+            remote: Remote {
+                queue: Mutex::new(RunQueue::default()),
+                len: AtomicUsize::new(0),
+                interactive: AtomicUsize::new(0),
+                owner: AtomicUsize::new(NO_WORKER),
+                parker: Mutex::new(None),
+                online: AtomicBool::new(true),
+                preempt: AtomicBool::new(false),
+            },
         }
     }
 
     /// Processes other slots could steal from this one (all but `next`).
     pub(crate) fn stealable_len(&self) -> usize {
-        self.len.load(Ordering::SeqCst)
+        self.remote.len.load(Ordering::SeqCst)
     }
 
     /// Processes waiting in this slot, `next` included.
     pub(crate) fn queue_len(&self) -> usize {
         // SeqCst: read by a worker about to park, against `swap_next` (the
         // scheduler module docs, "Sleeping and waking").
-        self.stealable_len() + usize::from(self.has_next.load(Ordering::SeqCst))
+        self.stealable_len() + usize::from(self.core.has_next.load(Ordering::SeqCst))
     }
 
     /// Whether interactive work (`next`, high, woken) waits in this slot.
     pub(crate) fn has_interactive(&self) -> bool {
-        self.has_next.load(Ordering::Relaxed) || self.interactive.load(Ordering::Relaxed) > 0
+        self.core.has_next.load(Ordering::Relaxed)
+            || self.remote.interactive.load(Ordering::Relaxed) > 0
     }
 
     /// Whether the slot is online.
     pub(crate) fn is_online(&self) -> bool {
-        self.online.load(Ordering::Acquire)
+        self.remote.online.load(Ordering::Acquire)
     }
 
     /// Runs `f` on the queue, keeping `len` current.
     pub(crate) fn with_queue<R>(&self, f: impl FnOnce(&mut RunQueue) -> R) -> R {
-        let mut q = self.queue.lock();
+        let mut q = self.remote.queue.lock();
         let before = q.len();
         let r = f(&mut q);
         let after = q.len();
         if after != before {
             // SeqCst: the push side of the sleep protocol (module docs).
-            self.len.store(after, Ordering::SeqCst);
-            self.interactive
+            self.remote.len.store(after, Ordering::SeqCst);
+            self.remote
+                .interactive
                 .store(q.interactive_len(), Ordering::Relaxed);
         }
         r
@@ -114,21 +139,21 @@ impl Slot {
 
     /// Puts a process in `next`, returning the one it displaces.
     pub(crate) fn swap_next(&self, process: Arc<Process>) -> Option<Arc<Process>> {
-        let mut next = self.next.lock();
+        let mut next = self.core.next.lock();
         // SeqCst: the push side of the sleep protocol (scheduler module docs).
-        self.has_next.store(true, Ordering::SeqCst);
+        self.core.has_next.store(true, Ordering::SeqCst);
         next.replace(process)
     }
 
     /// Takes the `next` process.
     pub(crate) fn take_next(&self) -> Option<Arc<Process>> {
-        if !self.has_next.load(Ordering::Relaxed) {
+        if !self.core.has_next.load(Ordering::Relaxed) {
             // Only a push by this slot's former worker can race with this
             // read, and that push unparks us if we park (`enqueue`).
             return None;
         }
-        let mut next = self.next.lock();
-        self.has_next.store(false, Ordering::Relaxed);
+        let mut next = self.core.next.lock();
+        self.core.has_next.store(false, Ordering::Relaxed);
         next.take()
     }
 
@@ -142,19 +167,20 @@ impl Slot {
 
     /// Hands this slot to the worker `worker_id` (at start-up).
     pub(crate) fn assign(&self, worker_id: usize) {
-        self.owner.store(worker_id, Ordering::Release);
+        self.remote.owner.store(worker_id, Ordering::Release);
     }
 
-    /// Records the thread serving the slot, for unparking.
-    pub(crate) fn set_thread(&self, thread: Thread) {
-        *self.thread.lock() = Some(thread);
+    /// Records the parker of the worker serving the slot (before it first
+    /// marks the slot parked), for unparking.
+    pub(crate) fn set_parker(&self, parker: Arc<Parker>) {
+        *self.remote.parker.lock() = Some(parker);
     }
 
-    /// Unparks the slot's thread (the caller also wakes the pollset when
-    /// `in_reactor` is set: see `Scheduler::unpark`).
-    pub(crate) fn unpark_thread(&self) {
-        if let Some(t) = &*self.thread.lock() {
-            t.unpark();
+    /// Wakes the slot's worker wherever it sleeps (`driver`: the pollset it
+    /// may sleep in), or makes its next park return at once.
+    pub(crate) fn unpark<D: Driver>(&self, driver: &D) {
+        if let Some(parker) = &*self.remote.parker.lock() {
+            parker.unpark(driver);
         }
     }
 }
@@ -165,7 +191,7 @@ impl Slot {
 /// directly, so this is a model of their protocol, step for step, rather
 /// than the code itself: the owner check and push to `next` of
 /// `scheduler::enqueue` with `Scheduler::unpark_if_parked`, the hand-off of
-/// `watchdog::retake` with `Workers::{take_spare, assign}`, and a starting
+/// `sysmon::retake` with `Workers::hand_over`, and a starting
 /// spare's `Workers::wait_as_spare` then `worker::serve_slot`/`idle` (with
 /// `notify_one` reduced to the one slot and `park_timeout` to `park`, so a
 /// lost wake-up shows as a deadlock rather than a 100 ms delay).

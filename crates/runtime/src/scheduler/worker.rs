@@ -23,6 +23,7 @@ use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use super::os::{self, ThreadClock};
+use super::park::{NoDriver, Parker};
 use super::queue::{Class, RunQueue};
 use super::slot::Slot;
 use super::Scheduler;
@@ -90,6 +91,9 @@ pub(crate) struct Worker {
     pub(crate) poll_started_ns: AtomicU64,
     /// The thread has finished.
     pub(crate) exited: AtomicBool,
+    /// Where the thread sleeps while the slot it serves is idle (the slot
+    /// points at it: `Slot::set_parker`).
+    pub(crate) parker: Arc<Parker>,
 }
 
 impl Worker {
@@ -108,6 +112,7 @@ impl Worker {
             poll_pid: AtomicU64::new(0),
             poll_started_ns: AtomicU64::new(0),
             exited: AtomicBool::new(false),
+            parker: Arc::new(Parker::new()),
         }
     }
 
@@ -173,7 +178,7 @@ pub(crate) fn worker_main(rt: Arc<Shared>, me: Arc<Worker>) {
 /// Serves `slot` until the worker loses it (hand-off), or shutdown.
 fn serve_slot(rt: &Arc<Shared>, me: &Arc<Worker>, slot: &Slot) {
     let sched = &rt.sched;
-    slot.set_thread(thread::current());
+    slot.set_parker(me.parker.clone());
     context::set_slot(Some(slot.index));
     let mut picks: u32 = 0;
     let mut next_streak: u32 = 0;
@@ -183,8 +188,14 @@ fn serve_slot(rt: &Arc<Shared>, me: &Arc<Worker>, slot: &Slot) {
     let mut io_checked = clock;
     // Scratch space for the timers that fire.
     let mut fired = Vec::new();
-    while !sched.is_shut_down() && slot.owner.load(Ordering::Acquire) == me.id {
+    // Counted among the searching workers (`idle`): from when `idle` let
+    // it search until it finds work or parks.
+    let mut searching = false;
+    while !sched.is_shut_down() && slot.remote.owner.load(Ordering::Acquire) == me.id {
         if !slot.is_online() {
+            if std::mem::take(&mut searching) {
+                sched.stop_searching();
+            }
             go_offline(rt, slot, me, &mut fired);
             clock = Instant::now();
             continue;
@@ -211,13 +222,22 @@ fn serve_slot(rt: &Arc<Shared>, me: &Arc<Worker>, slot: &Slot) {
             pop_local(slot, &mut next_streak).or_else(|| take_from_injector(sched, slot))
         };
         match found.or_else(|| steal(sched, slot)) {
-            Some((process, class)) => clock = run(rt, me, Some(slot), process, class, clock),
+            Some((process, class)) => {
+                if std::mem::take(&mut searching) {
+                    // After taking its work: what is left may need a worker.
+                    sched.stop_searching();
+                }
+                clock = run(rt, me, Some(slot), process, class, clock);
+            }
             None => {
-                idle(rt, slot, me, &mut fired);
+                idle(rt, slot, me, &mut fired, &mut searching);
                 clock = Instant::now();
                 io_checked = clock;
             }
         }
+    }
+    if searching {
+        sched.stop_searching();
     }
     context::set_slot(None);
 }
@@ -293,39 +313,52 @@ fn steal(sched: &Scheduler, thief: &Slot) -> Option<(Arc<Process>, Class)> {
     None
 }
 
-/// Nothing to do: spin briefly, then park until notified or until the
-/// slot's next timer is due (then it fires it).
-fn idle(rt: &Shared, slot: &Slot, me: &Worker, fired: &mut Fired) {
+/// Nothing to do: search briefly (spin), if not too many workers search
+/// already (`idle`), then park until notified or until the slot's next
+/// timer is due (then it fires it). Returns still `searching` if the search
+/// found work: the caller stops searching once it has taken it.
+fn idle(rt: &Shared, slot: &Slot, me: &Worker, fired: &mut Fired, searching: &mut bool) {
     let sched = &rt.sched;
-    let leave =
-        || sched.is_shut_down() || !slot.is_online() || slot.owner.load(Ordering::Acquire) != me.id;
-    // Spin without `sched_yield`: under EEVDF a yield hands the core to
-    // any other runnable thread, such as a demoted hog, for as long as its
-    // long slice lets it keep it, and this thread, runnable rather than
-    // asleep, is not woken early by a socket event. The pollset is looked
-    // at while spinning, so such an event is seen at once.
-    let spin_until = Instant::now() + spin();
-    let next_due = rt.timers.next_due(slot.index);
-    loop {
-        if sched.has_work_for(slot) || leave() {
-            return;
+    let leave = || {
+        sched.is_shut_down()
+            || !slot.is_online()
+            || slot.remote.owner.load(Ordering::Acquire) != me.id
+    };
+    if !*searching {
+        *searching = sched.idle.start_searching(sched.online());
+    }
+    if *searching {
+        // Spin without `sched_yield`: under EEVDF a yield hands the core to
+        // any other runnable thread, such as a demoted hog, for as long as
+        // its long slice lets it keep it, and this thread, runnable rather
+        // than asleep, is not woken early by a socket event. The pollset is
+        // looked at while spinning, so such an event is seen at once.
+        let spin_until = Instant::now() + spin();
+        let next_due = rt.timers.next_due(slot.index);
+        loop {
+            if sched.has_work_for(slot) || leave() {
+                return;
+            }
+            sched.reactor.poll(Duration::ZERO);
+            let now = Instant::now();
+            // A timer due: back to the loop, which fires it.
+            if now >= spin_until || rt.timers.ms_at(now) >= next_due {
+                break;
+            }
+            std::hint::spin_loop();
         }
-        sched.reactor.poll(Duration::ZERO);
-        let now = Instant::now();
-        // A timer due: back to the loop, which fires it.
-        if now >= spin_until || rt.timers.ms_at(now) >= next_due {
-            break;
-        }
-        std::hint::spin_loop();
+        // Before the slot is marked parked and the last look below: a push
+        // that saw this worker searching (and notified nobody) is seen there.
+        *searching = false;
+        sched.idle.stop_searching();
     }
     if rt.timers.ms_at(Instant::now()) >= rt.timers.next_due(slot.index) {
         return;
     }
-    slot.parked.store(true, Ordering::SeqCst);
-    sched.sleepers.fetch_add(1, Ordering::SeqCst);
+    sched.idle.mark_parked(slot.index);
     if !(sched.has_work_for(slot) || leave()) {
-        while slot.parked.load(Ordering::SeqCst) {
-            wait(rt, slot, fired);
+        while sched.idle.is_parked(slot.index) {
+            wait(rt, slot, me, fired);
             if leave() || sched.has_work_for(slot) {
                 break;
             }
@@ -333,7 +366,7 @@ fn idle(rt: &Shared, slot: &Slot, me: &Worker, fired: &mut Fired) {
     }
     sched.unmark_parked(slot);
     // Unparked (by this swap or the unparker's): a watchdog that dozed
-    // because every worker was parked must look again (`doze`).
+    // because every worker was parked must look again (`park::Doze`).
     sched.doze.wake_if_dozing();
 }
 
@@ -343,34 +376,28 @@ type Fired = Vec<(crate::timer::WheelKey, crate::timer::TimerAction)>;
 /// The longest a parked worker sleeps without a reason to wake.
 const NAP: Duration = Duration::from_millis(100);
 
-/// Sleeps until unparked, or until the slot's next timer is due, and fires
-/// what is due: in the pollset if no other worker polls it (its events then
-/// wake processes onto this slot), else parked.
-fn wait(rt: &Shared, slot: &Slot, fired: &mut Fired) {
+/// Sleeps on the worker's parker until unparked, or until the slot's next
+/// timer is due, and fires what is due: in the pollset if no other worker
+/// polls it (its events then wake processes onto this slot), else on the
+/// parker's condition variable.
+fn wait(rt: &Shared, slot: &Slot, me: &Worker, fired: &mut Fired) {
     let sched = &rt.sched;
-    // Announce the pollset before the last look at `parked`: an unparker
-    // that swapped `parked` after that look sees `in_reactor` and wakes the
-    // pollset (both SeqCst); one that came before is seen here. Also before
-    // the sleep is recorded with the timers: an arm that sees the record
-    // sees this too (`crate::timer`, "Sleeping and arming").
-    slot.in_reactor.store(true, Ordering::SeqCst);
     let now = Instant::now();
     let now_ms = rt.timers.ms_at(now);
     let cap = rt.timers.ms_at(now + NAP);
+    // An arm that sees the sleep recorded wakes the slot's parker: before
+    // the park it leaves a notification, which the park takes at once
+    // (`crate::timer`, "Sleeping and arming").
     if let Sleep::Until(until) = rt.timers.prepare_sleep(slot.index, now_ms, cap) {
         let timeout = rt
             .timers
             .instant_at(until)
             .saturating_duration_since(now)
             .min(NAP);
-        let polled = slot.parked.load(Ordering::SeqCst) && sched.reactor.poll(timeout);
-        slot.in_reactor.store(false, Ordering::SeqCst);
-        if !polled && slot.parked.load(Ordering::SeqCst) {
-            thread::park_timeout(timeout);
+        if sched.idle.is_parked(slot.index) {
+            me.parker.park(&*sched.reactor, timeout);
         }
         rt.timers.awake(slot.index);
-    } else {
-        slot.in_reactor.store(false, Ordering::SeqCst);
     }
     let now_ms = rt.timers.ms_at(Instant::now());
     if now_ms >= rt.timers.next_due(slot.index) {
@@ -388,13 +415,15 @@ fn go_offline(rt: &Shared, slot: &Slot, me: &Worker, fired: &mut Fired) {
         sched.with_injector(|q| moved.drain_into(q));
         sched.notify_one();
     }
-    while !slot.is_online() && !sched.is_shut_down() && slot.owner.load(Ordering::Acquire) == me.id
+    while !slot.is_online()
+        && !sched.is_shut_down()
+        && slot.remote.owner.load(Ordering::Acquire) == me.id
     {
         let now = Instant::now();
         let (now_ms, cap) = (rt.timers.ms_at(now), rt.timers.ms_at(now + NAP));
         if let Sleep::Until(until) = rt.timers.prepare_sleep(slot.index, now_ms, cap) {
             let timeout = rt.timers.instant_at(until).saturating_duration_since(now);
-            thread::park_timeout(timeout.min(NAP));
+            me.parker.park(&NoDriver, timeout.min(NAP));
             rt.timers.awake(slot.index);
         }
         let now_ms = rt.timers.ms_at(Instant::now());
@@ -442,9 +471,13 @@ fn run(
     let sched = &rt.sched;
     me.begin_poll(process.pid.key(), sched.nanos_since_start(started));
     if let Some(slot) = slot {
-        slot.running_batch
+        slot.core
+            .running_batch
             .store(class == Class::Batch, Ordering::Relaxed);
-        slot.preempt.store(false, Ordering::Relaxed);
+        // Only when set: the line is the one thieves and notifiers read.
+        if slot.remote.preempt.load(Ordering::Relaxed) {
+            slot.remote.preempt.store(false, Ordering::Relaxed);
+        }
     }
     // The process moves into the context for the poll and comes back after:
     // no reference count traffic on the hot path.
@@ -487,12 +520,12 @@ fn run(
     // Only the RUNNING holder writes the process's counters.
     bump(&process.cpu_ns, elapsed);
     bump(&process.reductions, reductions);
-    let still_owner = slot.filter(|s| s.owner.load(Ordering::Acquire) == me.id);
+    let still_owner = slot.filter(|s| s.remote.owner.load(Ordering::Acquire) == me.id);
     if let Some(slot) = still_owner {
         // Only the slot's owner writes its counters.
-        bump(&slot.busy_ns, elapsed);
-        bump(&slot.polls, 1);
-        bump(&slot.reductions, reductions);
+        bump(&slot.core.busy_ns, elapsed);
+        bump(&slot.core.polls, 1);
+        bump(&slot.core.reductions, reductions);
     } else if slot.is_some() && me.background.load(Ordering::Acquire) {
         // Retaken and demoted during this poll: a CPU hog.
         process.record_offense();

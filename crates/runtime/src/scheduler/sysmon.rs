@@ -1,9 +1,12 @@
-//! The watchdog ("sysmon") and the worker registry: hand-off of stuck slots,
-//! progressive demotion of hog threads, spares and background workers.
+//! The watchdog ("sysmon", as Go calls it): its loop, what it observes of
+//! each worker's poll, how it judges a poll stuck and the node starved, and
+//! the hand-off of a stuck slot with the demotion of a hog's thread. The
+//! threads it hands slots to are kept by [`threads`](super::threads); the
+//! OS calls (slices, priorities, thread clocks) are in [`os`](super::os).
 //!
 //! Every [`Preemption::watchdog_period`] while polls run (backing off to
 //! 10 ms once no poll has started for [`ACTIVE_WINDOW`], and dozing while
-//! every worker is parked until one leaves its park: `doze`), and exactly when a
+//! every worker is parked until one leaves its park: `park::Doze`), and exactly when a
 //! running poll will reach the threshold if that is sooner, the watchdog looks
 //! at each worker's current poll:
 //!
@@ -60,447 +63,32 @@
 //! preempted by any other thread that wakes.
 
 use std::collections::HashMap;
-use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::doze;
+use super::config::Preemption;
 use super::os;
+use super::park;
 use super::slot::Slot;
-use super::worker::{worker_main, Worker, NO_SLOT};
-use super::Scheduler;
+use super::worker::{Worker, NO_SLOT};
 use crate::pid::Pid;
 use crate::runtime::Shared;
 
-/// Settings of the preemption machinery, with measured defaults
-/// (`bench/run responsiveness`; `docs/semantics.md`, "Preemption").
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct Preemption {
-    /// Run the watchdog at all (default true). Without it a process that
-    /// never awaits holds its scheduler until it returns.
-    pub enabled: bool,
-    /// How long a cooperative slice lasts at most: a process reaching an
-    /// await point (`receive`, `yield_point`) after this long in one poll
-    /// yields, even with reductions left (default 1 ms).
-    pub slice: Duration,
-    /// How often the watchdog looks while polls run and for 100 ms after the
-    /// last one started (default 1 ms); it also looks when a running poll
-    /// will reach [`Preemption::cpu_threshold`], if that is sooner.
-    pub watchdog_period: Duration,
-    /// CPU time in one poll after which its slot is handed off and its thread
-    /// demoted (default 2 ms).
-    pub cpu_threshold: Duration,
-    /// Wall time in one poll, with little CPU and its thread asleep, after
-    /// which its slot is handed off without demotion (default 15 ms).
-    pub blocked_threshold: Duration,
-    /// CPU time in one poll after which its slot is handed off, without
-    /// demotion, if other processes wait for that slot (its own queue or
-    /// the injector; default 1.25 ms: the cooperative [`Preemption::slice`]
-    /// and a quarter). A process that awaits has yielded by then; one that
-    /// computes natively keeps running on its thread while the waiting work
-    /// runs on a spare, and is demoted only if it reaches
-    /// [`Preemption::cpu_threshold`]. A value at or above `cpu_threshold`
-    /// turns it off.
-    pub contended_threshold: Duration,
-    /// Nice value reached once a poll has used the given CPU time; the first
-    /// step applies at hand-off (default: 5 at once, 19 after 20 ms of CPU).
-    /// A request of up to 20 ms thus gets a third of a scheduler thread's
-    /// weight but over 100 times a long hog's (SCHED_IDLE, below), so with
-    /// hogs on its core it takes about as long as on its own.
-    pub demotion: Vec<(Duration, i32)>,
-    /// Use SCHED_IDLE for the last (nice 19) step (default true): any other
-    /// thread that wakes preempts it at once, and it weighs 3 against 15 at
-    /// nice 19. Alone it would leave a demoted thread 0.3 % of a CPU that
-    /// another busy process wants; the starvation floor below bounds that.
-    pub sched_idle: bool,
-    /// The window over which the watchdog measures the node's CPU time (its
-    /// workers' thread CPU clocks, already read at every look; default
-    /// 100 ms). See [`Preemption::starvation_floor`].
-    pub starvation_window: Duration,
-    /// The starvation floor: CPU time the node's worker threads together
-    /// must get per [`Preemption::starvation_window`] while a demoted thread
-    /// has been inside one poll that long (default 5 ms, 5 % of a CPU). A
-    /// node that got less is starved by other OS processes, and its demoted
-    /// threads are raised to [`Preemption::relief_nice`] for the next
-    /// window. They go back down their ladder after a window in which the
-    /// node's normal workers used at least the floor (there is something in
-    /// the node to protect); with the node otherwise idle they stay relieved.
-    /// Bound: over any two consecutive windows in which a demoted thread
-    /// wants the CPU, the node gets at least the floor or its demoted
-    /// threads' share at the relief level, whichever is less, for one window
-    /// (docs/semantics.md, "Preemption"). Hogs sharing the CPU among
-    /// themselves, or with the node's own workers, are not starved. Zero
-    /// disables the floor.
-    pub starvation_floor: Duration,
-    /// The nice value starved demoted threads are raised to (default 5, the
-    /// first step: against one busy nice-0 thread on its CPU a hog gets
-    /// about 25 % of that CPU instead of 0.3 %). Raising a priority needs
-    /// CAP_SYS_NICE or an RLIMIT_NICE of at least `20 - relief_nice`; the
-    /// runtime probes that once, and without it no demotion goes past this
-    /// level (no SCHED_IDLE), so the floor holds with no raise at all.
-    pub relief_nice: i32,
-    /// EEVDF time slice the watchdog and the workers ask for (default 0.1 ms,
-    /// the kernel's minimum; zero leaves the kernel's default, 1.4 ms on two
-    /// CPUs). A waking worker then preempts a demoted or longer-sliced thread
-    /// at once instead of at the next tick, and wins deadline races against a
-    /// hog just demoted. The cost: next to other busy nice-0 threads on the
-    /// same core, a worker's long poll is cut into shorter turns.
-    pub thread_slice: Duration,
-    /// EEVDF time slice demoted threads (hogs, background workers) ask for
-    /// (default 10 ms; zero leaves the kernel's default). Any thread with a
-    /// shorter slice that wakes preempts them at once; their share of the CPU
-    /// is still set by [`Preemption::demotion`].
-    pub demoted_slice: Duration,
-    /// Normal-priority workers kept ready for hand-offs (default 1).
-    pub spare_threads: usize,
-    /// Worker count past which new threads are started slowly, with a log
-    /// line (default 64).
-    pub soft_thread_limit: usize,
-    /// Worker count never exceeded (default 1024).
-    pub hard_thread_limit: usize,
-    /// How long an idle background or surplus spare worker lingers before its
-    /// thread exits (default 1 s).
-    pub background_idle: Duration,
-}
-
-impl Default for Preemption {
-    fn default() -> Self {
-        Preemption {
-            enabled: true,
-            slice: Duration::from_millis(1),
-            watchdog_period: Duration::from_millis(1),
-            cpu_threshold: Duration::from_millis(2),
-            blocked_threshold: Duration::from_millis(15),
-            contended_threshold: Duration::from_micros(1250),
-            demotion: vec![(Duration::ZERO, 5), (Duration::from_millis(20), 19)],
-            sched_idle: true,
-            starvation_window: Duration::from_millis(100),
-            starvation_floor: Duration::from_millis(5),
-            relief_nice: 5,
-            thread_slice: Duration::from_micros(100),
-            demoted_slice: Duration::from_millis(10),
-            spare_threads: 1,
-            soft_thread_limit: 64,
-            hard_thread_limit: 1024,
-            background_idle: Duration::from_secs(1),
-        }
-    }
-}
-
-impl Preemption {
-    /// The nice value for a poll that has used `cpu` so far.
-    fn nice_for(&self, cpu: Duration) -> i32 {
-        self.demotion
-            .iter()
-            .filter(|(after, _)| cpu >= *after)
-            .map(|(_, nice)| *nice)
-            .max()
-            .unwrap_or(0)
-    }
-
-    /// The priority background workers start at: the last step.
-    pub(crate) fn background_nice(&self) -> i32 {
-        self.demotion
-            .iter()
-            .map(|(_, nice)| *nice)
-            .max()
-            .unwrap_or(19)
-    }
-}
-
-/// The registry of worker threads.
+/// What the watchdog leaves for others to read: its last hand-off.
 #[derive(Default)]
-pub(crate) struct Workers {
-    inner: Mutex<Registry>,
+pub(crate) struct Sysmon {
     /// The watchdog's last hand-off, for introspection.
     last_handoff: Mutex<Option<Handoff>>,
 }
 
-#[derive(Default)]
-struct Registry {
-    next_id: usize,
-    live: Vec<Arc<Worker>>,
-    handles: Vec<JoinHandle<()>>,
-    spares: Vec<Arc<Worker>>,
-    idle_background: Vec<Arc<Worker>>,
-    last_spawn: Option<Instant>,
-    warned_soft: bool,
-    warned_hard: bool,
-}
-
-/// A snapshot of the thread population, for introspection.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Population {
-    pub(crate) live: usize,
-    pub(crate) spares: usize,
-    pub(crate) background: usize,
-}
-
-impl Workers {
-    /// Starts a worker thread serving `slot` (or none).
-    pub(crate) fn spawn(
-        &self,
-        rt: &Arc<Shared>,
-        slot: usize,
-        background: bool,
-    ) -> io::Result<Arc<Worker>> {
-        spawn_locked(&mut self.inner.lock(), rt, slot, background)
-    }
-
-    /// Whether one more thread may start now (soft and hard ceilings).
-    fn may_spawn(&self, config: &Preemption) -> bool {
-        may_spawn_locked(&mut self.inner.lock(), config)
-    }
-
-    /// Gives `slot`, still held by the stuck `hog`, to a spare (or a new
-    /// thread) and returns it; `None` if no thread may start or the slot
-    /// changed hands meanwhile.
-    ///
-    /// All of it happens under the registry lock, as does every check a
-    /// spare makes before it registers itself or exits (`wait_as_spare`):
-    /// a worker is thus never both a spare and a slot's owner, and never
-    /// exits once chosen.
-    fn hand_over(&self, rt: &Arc<Shared>, slot: &Slot, hog: &Worker) -> Option<Arc<Worker>> {
-        let mut inner = self.inner.lock();
-        // A spare the watchdog found burning CPU in a poll it had been
-        // handed off from (see `watchdog_main`) is a background thread now.
-        inner
-            .spares
-            .retain(|w| !w.background.load(Ordering::Acquire));
-        let successor = match inner.spares.pop() {
-            Some(spare) => spare,
-            None => {
-                if !may_spawn_locked(&mut inner, &rt.sched.config) {
-                    return None;
-                }
-                let worker = spawn_locked(&mut inner, rt, NO_SLOT, false).ok()?;
-                inner.spares.retain(|w| w.id != worker.id);
-                worker
-            }
-        };
-        if slot
-            .owner
-            .compare_exchange(hog.id, successor.id, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            inner.spares.push(successor);
-            return None;
-        }
-        successor.slot.store(slot.index, Ordering::Release);
-        Some(successor)
-    }
-
-    /// Starts spares until the configured number wait.
-    fn top_up_spares(&self, rt: &Arc<Shared>) {
-        while self.inner.lock().spares.len() < rt.sched.config.spare_threads {
-            if !self.may_spawn(&rt.sched.config) || self.spawn(rt, NO_SLOT, false).is_err() {
-                return;
-            }
-        }
-    }
-
-    /// A spare waits to be given a slot. Returns false if it should exit (a
-    /// surplus spare idle for long, or shutdown).
-    pub(crate) fn wait_as_spare(&self, me: &Arc<Worker>, sched: &Scheduler) -> bool {
-        {
-            let mut inner = self.inner.lock();
-            // Chosen already (`hand_over` sets the slot under this lock).
-            if me.slot.load(Ordering::Acquire) != NO_SLOT {
-                return true;
-            }
-            if !inner.spares.iter().any(|w| w.id == me.id) {
-                inner.spares.push(me.clone());
-            }
-        }
-        let since = Instant::now();
-        while me.slot.load(Ordering::Acquire) == NO_SLOT {
-            if sched.is_shut_down() {
-                return false;
-            }
-            if me.background.load(Ordering::Acquire) {
-                // Found to be a hog after its slot was handed off, once its
-                // poll had ended: a background thread now, never a spare.
-                let mut inner = self.inner.lock();
-                if me.slot.load(Ordering::Acquire) == NO_SLOT {
-                    inner.spares.retain(|w| w.id != me.id);
-                    return true;
-                }
-                break;
-            }
-            thread::park_timeout(Duration::from_millis(100));
-            if since.elapsed() >= sched.config.background_idle {
-                let mut inner = self.inner.lock();
-                if me.slot.load(Ordering::Acquire) == NO_SLOT
-                    && inner.spares.len() > sched.config.spare_threads
-                {
-                    inner.spares.retain(|w| w.id != me.id);
-                    return false;
-                }
-            }
-        }
-        true
-    }
-
-    /// Work arrived on the background queue: wake an idle background worker,
-    /// or start one.
-    pub(crate) fn notify_background(&self, rt: &Arc<Shared>) {
-        // A background poll is about to start: the watchdog looks at it.
-        rt.sched.doze.wake_if_dozing();
-        if let Some(worker) = self.inner.lock().idle_background.pop() {
-            worker.unpark();
-            return;
-        }
-        if self.may_spawn(&rt.sched.config) {
-            if let Err(e) = self.spawn(rt, NO_SLOT, true) {
-                tracing::warn!(error = %e, "ember: cannot start a background worker");
-            }
-        }
-    }
-
-    /// A background worker waits for work. Returns false if it stayed idle
-    /// for [`Preemption::background_idle`] (then it exits), or at shutdown.
-    pub(crate) fn wait_for_background_work(&self, me: &Arc<Worker>, sched: &Scheduler) -> bool {
-        self.inner.lock().idle_background.push(me.clone());
-        let since = Instant::now();
-        loop {
-            if sched.is_shut_down() {
-                return false;
-            }
-            if sched.background_len() > 0 {
-                break;
-            }
-            if since.elapsed() >= sched.config.background_idle {
-                let mut inner = self.inner.lock();
-                inner.idle_background.retain(|w| w.id != me.id);
-                // Re-check under the lock: a notifier may have just popped us.
-                return sched.background_len() > 0;
-            }
-            thread::park_timeout(Duration::from_millis(50));
-        }
-        self.inner.lock().idle_background.retain(|w| w.id != me.id);
-        true
-    }
-
-    /// Removes an exited worker.
-    pub(crate) fn retire(&self, me: &Worker) {
-        let mut inner = self.inner.lock();
-        inner.live.retain(|w| w.id != me.id);
-        inner.spares.retain(|w| w.id != me.id);
-        inner.idle_background.retain(|w| w.id != me.id);
-    }
-
+impl Sysmon {
     /// The watchdog's last hand-off, if any.
     pub(crate) fn last_handoff(&self) -> Option<Handoff> {
         self.last_handoff.lock().clone()
     }
-
-    /// Every live worker.
-    pub(crate) fn snapshot(&self) -> Vec<Arc<Worker>> {
-        self.inner.lock().live.clone()
-    }
-
-    pub(crate) fn population(&self) -> Population {
-        let inner = self.inner.lock();
-        Population {
-            live: inner.live.len(),
-            spares: inner.spares.len(),
-            background: inner
-                .live
-                .iter()
-                .filter(|w| w.background.load(Ordering::Relaxed))
-                .count(),
-        }
-    }
-
-    pub(crate) fn unpark_all(&self) {
-        for worker in self.inner.lock().live.iter() {
-            worker.unpark();
-        }
-    }
-
-    /// Join handles of every thread started so far (runtime teardown).
-    pub(crate) fn take_handles(&self) -> Vec<JoinHandle<()>> {
-        std::mem::take(&mut self.inner.lock().handles)
-    }
-}
-
-/// Starts a worker thread serving `slot` (or none); a spare is registered
-/// as one at once.
-fn spawn_locked(
-    inner: &mut Registry,
-    rt: &Arc<Shared>,
-    slot: usize,
-    background: bool,
-) -> io::Result<Arc<Worker>> {
-    let worker = Arc::new(Worker::new(inner.next_id, slot, background));
-    inner.next_id += 1;
-    let name = if background {
-        format!("ember-background-{}", worker.id)
-    } else {
-        format!("ember-worker-{}", worker.id)
-    };
-    let (thread_rt, thread_worker) = (rt.clone(), worker.clone());
-    // Set here, not inherited: a thread gets its creator's slice, and
-    // workers are started by the main thread, the watchdog and workers.
-    let slice = if background {
-        rt.sched.config.demoted_slice
-    } else {
-        rt.sched.config.thread_slice
-    };
-    let handle = thread::Builder::new().name(name).spawn(move || {
-        request_slice(0, slice);
-        worker_main(thread_rt, thread_worker)
-    })?;
-    inner.live.push(worker.clone());
-    inner.handles.push(handle);
-    inner.last_spawn = Some(Instant::now());
-    if slot == NO_SLOT && !background {
-        inner.spares.push(worker.clone());
-    }
-    rt.sched
-        .counters
-        .threads_started
-        .fetch_add(1, Ordering::Relaxed);
-    Ok(worker)
-}
-
-/// Whether one more thread may start now (soft and hard ceilings).
-fn may_spawn_locked(inner: &mut Registry, config: &Preemption) -> bool {
-    let live = inner.live.len();
-    if live >= config.hard_thread_limit {
-        if !inner.warned_hard {
-            inner.warned_hard = true;
-            tracing::error!(
-                live,
-                "ember: hard worker thread limit reached; hogs now delay other processes"
-            );
-            eprintln!("ember: {live} worker threads: hard limit reached; processes stuck in native code now delay others");
-        }
-        return false;
-    }
-    if live < config.soft_thread_limit {
-        return true;
-    }
-    if !inner.warned_soft {
-        inner.warned_soft = true;
-        tracing::warn!(
-            live,
-            "ember: many processes stuck in native code; starting threads slowly"
-        );
-        eprintln!(
-            "ember: {live} worker threads (soft limit {}): many processes are stuck in native code",
-            config.soft_thread_limit
-        );
-    }
-    // Past the soft limit, one thread per 25 ms, up to 250 ms as it grows.
-    let over = (live - config.soft_thread_limit) as u64;
-    let delay = Duration::from_millis((25 + over * 5).min(250));
-    inner.last_spawn.is_none_or(|t| t.elapsed() >= delay)
 }
 
 /// How long the watchdog keeps looking every [`Preemption::watchdog_period`]
@@ -683,8 +271,7 @@ impl Sample {
 pub(crate) fn watchdog_main(rt: Arc<Shared>) {
     let sched = &rt.sched;
     let config = &sched.config;
-    sched.doze.register_watchdog();
-    request_slice(0, config.thread_slice);
+    os::request_slice(0, config.thread_slice);
     // Sleeps aimed at a poll's threshold should end on time.
     if let Err(e) = os::set_timer_slack(Duration::from_micros(1)) {
         tracing::debug!(error = %e, "ember: cannot set the watchdog's timer slack");
@@ -709,7 +296,7 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
     // Scratch space for the timers it fires.
     let mut fired = Vec::new();
     while !sched.is_shut_down() {
-        thread::park_timeout(period);
+        sched.doze.sleep(period);
         look += 1;
         // A process went over its memory limit since the last look (acquire:
         // its account's mark is visible): the polls in progress are looked
@@ -761,7 +348,7 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
             };
             let confirmed_hog = seen.confirms_hog();
             match sched.slots.get(sample.slot) {
-                Some(slot) if slot.owner.load(Ordering::Acquire) == worker.id => {
+                Some(slot) if slot.remote.owner.load(Ordering::Acquire) == worker.id => {
                     let contended = config.contended_threshold < config.cpu_threshold
                         && (sched.work_waits_for(slot)
                             || (poll.cpu >= config.contended_threshold
@@ -851,7 +438,7 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
         if !active
             && sched.background_len() == 0
             && !sched.is_shut_down()
-            && sched.doze.doze(|| sched.all_online_parked(), doze::DOZE)
+            && sched.doze.doze(|| sched.all_online_parked(), park::DOZE)
         {
             // Woken by a worker: a poll may start now.
             period = config.watchdog_period;
@@ -1034,7 +621,7 @@ fn retake(rt: &Arc<Shared>, slot: &Slot, hog: &Arc<Worker>, why: Why, poll: &Pol
         ?why,
         "ember: slot handed off from a stuck worker"
     );
-    *sched.workers.last_handoff.lock() = Some(record);
+    *sched.sysmon.last_handoff.lock() = Some(record);
 }
 
 /// The watchdog's last hand-off: which poll it judged stuck, and on what
@@ -1080,25 +667,7 @@ fn waits_for_a_cpu(worker: &Worker) -> bool {
 fn request_demoted_slice(worker: &Worker, config: &Preemption) {
     let tid = worker.tid.load(Ordering::Acquire);
     if tid != 0 {
-        request_slice(tid, config.demoted_slice);
-    }
-}
-
-/// Asks for EEVDF slices of `slice` for thread `tid` (0: the calling thread;
-/// zero `slice`: leave it). A failure (an old kernel, a thread gone) is
-/// logged as a warning once, then at debug level: it costs latency, nothing
-/// else.
-fn request_slice(tid: i32, slice: Duration) {
-    static WARNED: AtomicBool = AtomicBool::new(false);
-    if slice.is_zero() {
-        return;
-    }
-    if let Err(e) = os::set_slice(tid, slice) {
-        if WARNED.swap(true, Ordering::Relaxed) {
-            tracing::debug!(tid, error = %e, "ember: cannot set a thread's scheduler slice");
-        } else {
-            tracing::warn!(tid, error = %e, "ember: cannot set a thread's scheduler slice; wake-ups may wait for the next tick");
-        }
+        os::request_slice(tid, config.demoted_slice);
     }
 }
 
