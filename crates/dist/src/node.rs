@@ -396,13 +396,25 @@ impl Inner {
         let me = self.clone();
         let result = tokio::time::timeout(self.config.setup_time, async {
             let mut stream = self.transport.accept(tcp).await?;
-            let peer = handshake::accept(&mut stream, &self.local, |peer| {
+            let accepted = handshake::accept(&mut stream, &self.local, |peer| {
                 decided = Some(peer.clone());
                 me.decide(peer, id)
             })
             .await
-            .map_err(transport::surface_tls)?;
-            Ok((peer, stream))
+            .map_err(transport::surface_tls);
+            match accepted {
+                Ok(peer) => Ok((peer, stream)),
+                Err(e) => {
+                    // The attempt is forgotten before its socket closes:
+                    // the peer learns of the refusal from the close, and a
+                    // connect of ours after that must not find the attempt
+                    // still pending (and wait for it to fail).
+                    if let Some(peer) = &decided {
+                        self.forget_pending(peer, id);
+                    }
+                    Err(e)
+                }
+            }
         })
         .await
         .unwrap_or(Err(DistError::Timeout("handshake")));
