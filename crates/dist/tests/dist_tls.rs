@@ -292,19 +292,24 @@ fn ember_and_erl_talk_over_tls_both_ways() {
         "tls"
     );
 
-    // Ember → a fresh erl (Ember connects): ping, send, rpc.
+    // Ember → a fresh erl (Ember connects): rpc, then a message on the
+    // connection it made. (Sent first, the message starts the connection,
+    // and one that cannot be made drops it, as Erlang does: once, under
+    // load 11-27, it never arrived while the rpc after it did; the cause
+    // is not established. Connecting on first send is tested without TLS
+    // in dist_erl_interop.rs.)
     let mut erl2 = tls_erl(&unique("erl2"), &cookie, port, &ca, &ca);
-    erl2.eval("register(inbox, self()).");
+    assert_eq!(erl2.eval("register(inbox, self())."), "true");
     let erl2_name = erl2.name.clone();
     let (tx, reports) = Reports::new();
     let n = erl2_name.clone();
     ember.handle().spawn(async move {
+        let node = ember_dist::rpc_call(&n, "erlang", "node", vec![], WAIT).await;
         dist::send_named(
             "inbox",
             &n,
             Term::tuple([Term::atom("from_ember"), Term::from(7)]),
         );
-        let node = ember_dist::rpc_call(&n, "erlang", "node", vec![], WAIT).await;
         tx.send(node.to_string()).unwrap();
     });
     assert_eq!(reports.next("rpc into erl over TLS"), erl2_name);
