@@ -1,0 +1,26 @@
+//! ember-term's integration tests in one binary: linking one test binary per
+//! file cost more compile time than the tests take to run. Each file below
+//! stays a module of its own (with its own copy of the shared helpers), as it
+//! was as a binary; `Cargo.toml` lists each with `test = false`, so `cargo
+//! test` builds it only here (`cargo test --test NAME` still builds it alone).
+//! Files that need a process of their own (a global allocator or tracing
+//! subscriber, whole-process memory, threads or panic hook, `harness = false`)
+//! or load both cores for long (hogs, races) stay separate binaries
+//! (term_hostile_input): see `Cargo.toml`.
+
+// Each file includes the shared helpers as its own module, as it did as a
+// binary of its own.
+#![allow(clippy::duplicate_mod)]
+
+#[path = "../term_dist_header.rs"]
+mod term_dist_header;
+#[path = "../term_encoding.rs"]
+mod term_encoding;
+#[path = "../term_erl_interop.rs"]
+mod term_erl_interop;
+#[path = "../term_fuzz_corpus.rs"]
+mod term_fuzz_corpus;
+#[path = "../term_order.rs"]
+mod term_order;
+#[path = "../term_serde.rs"]
+mod term_serde;
