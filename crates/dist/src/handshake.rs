@@ -206,11 +206,17 @@ fn random_challenge() -> u32 {
     })
 }
 
-/// The connecting side. `expected` is the node we meant to reach.
+/// The connecting side. `expected` is the node we meant to reach. If the
+/// peer answers `alive` (it holds a connection to us), `still_pending`
+/// says whether this attempt is still ours to make (net_kernel's
+/// `is_pending`): if not (a connection from the peer was set up meanwhile)
+/// we answer `false`, the peer keeps that connection, and this attempt
+/// ends with `Refused("alive")`.
 pub(crate) async fn connect<S: HandshakeStream>(
     s: &mut S,
     local: &Local,
     expected: &Atom,
+    still_pending: impl FnOnce() -> bool,
 ) -> Result<Peer, DistError> {
     let mut send_name = vec![b'N'];
     send_name.extend_from_slice(&local.flags.to_be_bytes());
@@ -224,7 +230,13 @@ pub(crate) async fn connect<S: HandshakeStream>(
     };
     match status {
         b"ok" | b"ok_simultaneous" => {}
-        b"alive" => write_msg(s, b"strue").await?,
+        b"alive" => {
+            if !still_pending() {
+                write_msg(s, b"sfalse").await?;
+                return Err(DistError::Refused("alive".into()));
+            }
+            write_msg(s, b"strue").await?
+        }
         other => {
             return Err(DistError::Refused(
                 String::from_utf8_lossy(other).into_owned(),
@@ -433,7 +445,7 @@ mod tests {
             let la = local("a@h", ca);
             let lb = local("b@h", cb);
             let expected = Atom::new("b@h");
-            let (ra, rb) = tokio::join!(connect(&mut a, &la, &expected), async {
+            let (ra, rb) = tokio::join!(connect(&mut a, &la, &expected, || true), async {
                 let r = accept(&mut b, &lb, |_| Status::Ok).await;
                 drop(b);
                 r
@@ -449,12 +461,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn alive_is_answered_by_whether_the_attempt_is_still_pending() {
+        for pending in [true, false] {
+            let (mut a, mut b) = tokio::io::duplex(4096);
+            let la = local("a@h", "c");
+            let expected = Atom::new("b@h");
+            let (ra, rb) = tokio::join!(connect(&mut a, &la, &expected, || pending), async {
+                let r = accept(&mut b, &local("b@h", "c"), |_| Status::Alive).await;
+                drop(b);
+                r
+            });
+            if pending {
+                // The peer drops its old connection and takes this one.
+                assert_eq!(ra.unwrap().name.as_str(), "b@h");
+                assert_eq!(rb.unwrap().name.as_str(), "a@h");
+            } else {
+                // A connection set up meanwhile stays; this attempt ends.
+                assert!(
+                    matches!(ra, Err(DistError::Refused(ref s)) if s == "alive"),
+                    "{ra:?}"
+                );
+                assert!(matches!(rb, Err(DistError::Refused(_))), "{rb:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
     async fn a_peer_without_the_mandatory_flags_gets_not_allowed() {
         let (mut a, mut b) = tokio::io::duplex(4096);
         let mut old = local("a@h", "c");
         old.flags = flags::MANDATORY_25; // no V4_NC, no UNLINK_ID
         let expected = Atom::new("b@h");
-        let (ra, rb) = tokio::join!(connect(&mut a, &old, &expected), async {
+        let (ra, rb) = tokio::join!(connect(&mut a, &old, &expected, || true), async {
             let r = accept(&mut b, &local("b@h", "c"), |_| Status::Ok).await;
             drop(b);
             r

@@ -319,6 +319,11 @@ impl Inner {
         }
     }
 
+    /// Whether the slot of `node` is still the pending attempt `id`.
+    fn is_pending(&self, node: &Atom, id: u64) -> bool {
+        matches!(lock(&self.conns).get(node), Some(Slot::Pending { id: i, .. }) if *i == id)
+    }
+
     fn forget_pending(&self, node: &Atom, id: u64) {
         let mut conns = lock(&self.conns);
         if matches!(conns.get(node), Some(Slot::Pending { id: i, .. }) if *i == id) {
@@ -492,9 +497,10 @@ impl Inner {
             let addr = SocketAddr::new(epmd_addr.ip(), info.port);
             let tcp = TcpStream::connect(addr).await?;
             let mut stream = self.transport.connect(tcp, host).await?;
-            let peer = handshake::connect(&mut stream, &self.local, node)
-                .await
-                .map_err(transport::surface_tls)?;
+            let peer =
+                handshake::connect(&mut stream, &self.local, node, || self.is_pending(node, id))
+                    .await
+                    .map_err(transport::surface_tls)?;
             Ok((peer, stream))
         };
         let result = tokio::time::timeout(self.config.setup_time, attempt)
@@ -505,9 +511,10 @@ impl Inner {
                 self.install(peer, stream, id);
                 self.wait_up(node).await
             }
-            // The peer's own simultaneous attempt wins; wait for it (and
-            // if it never comes, leave no stale pending slot behind).
-            Err(DistError::Refused(s)) if s == "nok" => {
+            // The peer's own simultaneous attempt wins (`nok`), or won
+            // already (`alive`, answered `false`); wait for it (and if it
+            // never comes, leave no stale pending slot behind).
+            Err(DistError::Refused(s)) if s == "nok" || s == "alive" => {
                 let up = self.wait_up(node).await;
                 if up.is_err() {
                     self.forget_pending(node, id);
