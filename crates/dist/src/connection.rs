@@ -1044,13 +1044,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 idle = clock.sleep_until(due.max(Instant::now() + Duration::from_millis(1)));
                 continue;
             }
-            let r = w.write_out(&[0, 0, 0, 0]).await;
-            {
-                let mut p = lock(&queue.pending);
-                p.writing = false;
-                p.last_write = Instant::now();
-            }
-            if let Err(e) = r {
+            if let Err(e) = write_holding_token(&mut w, &queue, &[0, 0, 0, 0]).await {
                 tracing::debug!("dist: writing to {} failed: {e}", queue.peer);
                 return;
             }
@@ -1058,13 +1052,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             idle = clock.sleep_until(Instant::now() + tick);
             continue;
         }
-        let r = w.write_out(&out).await;
-        {
-            let mut p = lock(&queue.pending);
-            p.writing = false;
-            p.last_write = Instant::now();
-        }
-        if let Err(e) = r {
+        if let Err(e) = write_holding_token(&mut w, &queue, &out).await {
             tracing::debug!("dist: writing to {} failed: {e}", queue.peer);
             return;
         }
@@ -1077,6 +1065,20 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             out = Vec::new();
         }
     }
+}
+
+/// Writes `bytes` for the writer task, which holds the write token: gives
+/// the token back and records when the connection was last written to.
+async fn write_holding_token<W: AsyncWrite + Unpin>(
+    w: &mut Sink<W>,
+    queue: &SendQueue,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    let r = w.write_out(bytes).await;
+    let mut p = lock(&queue.pending);
+    p.writing = false;
+    p.last_write = Instant::now();
+    r
 }
 
 /// Whose timers a connection's ticks and watchdog run on.

@@ -769,19 +769,18 @@ impl Lane {
         let mut state = lock(&self.state);
         state.epoch += 1;
         state.conn = None;
-        let dropped = state.queue.len();
-        state.queue.clear();
-        state.bytes = 0;
-        let resumed = std::mem::take(&mut state.waiting);
-        drop(state);
-        resumed.into_values().for_each(Suspension::resume);
-        dropped
+        Lane::drop_queued(state)
     }
 
     /// Drops everything queued and resumes every suspended sender; the
     /// number of signals dropped.
     fn clear(&self) -> usize {
-        let mut state = lock(&self.state);
+        Lane::drop_queued(lock(&self.state))
+    }
+
+    /// [`Lane::clear`] under a lock the caller already holds (and
+    /// releases here, before resuming the senders).
+    fn drop_queued(mut state: MutexGuard<'_, LaneState>) -> usize {
         let dropped = state.queue.len();
         state.queue.clear();
         state.bytes = 0;

@@ -523,7 +523,10 @@ fn a_disconnect_fires_links_queued_for_the_connection_and_resumes_its_senders_at
                 };
                 let v = dist::pid_from_term(v).unwrap();
                 send(v, Term::tuple([Term::atom("ack"), tester.clone()]));
-                receive::<Go>().await;
+                receive::<Go>()
+                    .timeout(DEADLINE)
+                    .await
+                    .expect("go within the deadline");
                 // The flooder: 64 KiB messages until told to stop.
                 let flood_tx = tx.clone();
                 ember_runtime::spawn(async move {
@@ -537,7 +540,10 @@ fn a_disconnect_fires_links_queued_for_the_connection_and_resumes_its_senders_at
                     }
                     let _ = flood_tx.send(Flood::Done);
                 });
-                receive::<Go>().await;
+                receive::<Go>()
+                    .timeout(DEADLINE)
+                    .await
+                    .expect("go within the deadline");
                 trap_exit(true);
                 dist::monitor_node(&erl_name, true);
                 link(v).unwrap();
