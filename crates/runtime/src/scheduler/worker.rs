@@ -301,16 +301,29 @@ fn steal(sched: &Scheduler, thief: &Slot) -> Option<(Arc<Process>, Class)> {
         if victim.stealable_len() == 0 {
             continue;
         }
-        let mut loot = RunQueue::default();
-        let moved = victim.with_queue(|q| q.steal_half(&mut loot));
-        if moved == 0 {
-            continue;
+        // Into this thread's scratch queue, whose buffers are kept: no
+        // allocation while the victim's lock is held (its owner's pushes
+        // wait for it).
+        let stolen = LOOT.with(|loot| {
+            let mut loot = loot.borrow_mut();
+            if victim.with_queue(|q| q.steal_half(&mut loot)) == 0 {
+                return None;
+            }
+            let first = loot.pop();
+            thief.with_queue(|q| loot.drain_into(q));
+            first
+        });
+        if stolen.is_some() {
+            return stolen;
         }
-        let first = loot.pop();
-        thief.with_queue(|q| loot.drain_into(q));
-        return first;
     }
     None
+}
+
+thread_local! {
+    /// A worker's scratch queue for what it steals (always empty between
+    /// steals).
+    static LOOT: std::cell::RefCell<RunQueue> = std::cell::RefCell::new(RunQueue::default());
 }
 
 /// Nothing to do: search briefly (spin), if not too many workers search
