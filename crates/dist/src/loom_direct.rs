@@ -16,10 +16,11 @@
 //! empty and the forwarder idle (not between popping a signal and
 //! queueing it), checked and queued under the lane's lock; otherwise it
 //! goes through the lane, which the forwarder drains into the queue. (The
-//! model lets the forwarder write directly too, which the code does not
-//! do: a superset of the code's interleavings. The code also declines a
-//! direct write on a connection written within 20 µs: that is the
-//! token-taken branch, queue and wake the writer.)
+//! forwarder writes directly too when it finds the token free, as every
+//! sender does, `SendQueue::push`. The code also declines a
+//! direct write on a connection written within 20 µs, or 3 µs if it has
+//! received a message since: that is the token-taken branch, queue and
+//! wake the writer.)
 //!
 //! Checked in every interleaving (preemption bound 2): never two writers
 //! at once, every message written exactly once and in order per sender
