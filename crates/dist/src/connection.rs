@@ -676,9 +676,11 @@ impl SendQueue {
         }
         self.queued
             .fetch_add(bytes.len() - before, Ordering::AcqRel);
+        // Bytes queued before this message: a stream the writer was woken
+        // for (and no clock read for each of its messages).
         let batch = match sock {
             Some(sock)
-                if !*writing && {
+                if !*writing && before == 0 && {
                     let idle = last_write.elapsed();
                     idle >= DIRECT_IDLE
                         || (idle >= DIRECT_ANSWER_IDLE
