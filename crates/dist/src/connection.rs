@@ -17,15 +17,16 @@
 //! the queue's write token (`Pending::writing`) is the only one writing.
 //! A sender ([`SendQueue::enqueue`]: a process's message on the lane's
 //! direct path, the lane's forwarder, [`Node::send`](crate::Node) and the
-//! reader's own answers) that finds it free, and the connection idle for
-//! [`DIRECT_IDLE`] (or for [`DIRECT_ANSWER_IDLE`] if a message arrived
-//! since the last write: an answer), takes it with everything queued and
-//! writes that itself without blocking (`try_write`), then puts back in
-//! front what the socket did not take and wakes the writer for it; so a
-//! call's request or reply leaves from the sender's thread, with no
-//! wake-up of the writer task (loom model in `loom_direct.rs`). A stream
-//! (messages within those times of the last write) is written by the
-//! writer task in bursts, as is everything when the token is taken.
+//! reader's own answers) that finds the token free, nothing queued before
+//! its message, and the connection idle for [`DIRECT_IDLE`] (or for
+//! [`DIRECT_ANSWER_IDLE`] if a message arrived since the last write: an
+//! answer) takes the token and writes its message itself without
+//! blocking (`try_write`), then puts back in front what the socket did
+//! not take and wakes the writer for it; so a call's request or reply
+//! leaves from the sender's thread, with no wake-up of the writer task
+//! (loom model in `loom_direct.rs`). A stream (messages queued behind one
+//! another, or within those times of the last write) is written by the
+//! writer task in bursts, as is everything while the token is taken.
 //!
 //! The queue's protocol (lock, counter, the writer's wake-up) has a loom
 //! model in `loom_models.rs`. The socket a runtime node's connection shares
