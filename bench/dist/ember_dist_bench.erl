@@ -7,6 +7,8 @@
 %%   ... main(["echo"]) | main(["send", Peer, N, small|kib])
 %%   ... main(["ping", Peer, N]) | main(["idle"]) | main(["idle", Peer])
 %%   ... main(["callee"]) | main(["call", Peer, N])
+%%   ... main(["pecho"]) | main(["pping", Peer, N]): echo and ping (Ember's
+%%   side plays these with Ember processes; a BEAM process is one already)
 %%
 %% Servers print READY once registered; clients print `RESULT key value`.
 %% `callee` is a gen_server registered as `callee` answering
@@ -25,6 +27,10 @@ main(["echo"]) ->
     register(echo, self()),
     ready(),
     echo();
+main(["pecho"]) ->
+    main(["echo"]);
+main(["pping" | Args]) ->
+    main(["ping" | Args]);
 main(["callee"]) ->
     {ok, _} = gen_server:start({local, callee}, ?MODULE, [], []),
     ready(),

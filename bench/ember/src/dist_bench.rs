@@ -11,6 +11,8 @@
 //! ember-dist-bench idle  NAME COOKIE [PEER]      # connect (or wait), stay idle
 //! ember-dist-bench callee NAME COOKIE            # gen_server `callee`: {echo, I} -> I
 //! ember-dist-bench call  NAME COOKIE PEER N      # gen_server call round trips
+//! ember-dist-bench pecho NAME COOKIE             # `echo` as an Ember process
+//! ember-dist-bench pping NAME COOKIE PEER N      # echo round trips from one
 //! ```
 //!
 //! Servers print `READY` once registered; clients print `RESULT key value`
@@ -33,7 +35,9 @@
 //! Ember processes: an Ember runtime with one scheduler is the node
 //! (`Node::start_in_runtime`), the server an `ember_otp` GenServer, the
 //! client an Ember process calling it with `call_term`, as a user's code
-//! would.
+//! would. `pecho` and `pping` play `echo` and `ping` (same messages) the
+//! same way: Ember processes on such a node, sending with `send` and
+//! `dist::send_named`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -132,7 +136,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: ember-dist-bench sink|echo NAME COOKIE | send NAME COOKIE PEER N small|kib \
          | ping NAME COOKIE PEER N | idle NAME COOKIE [PEER] | callee NAME COOKIE \
-         | call NAME COOKIE PEER N"
+         | call NAME COOKIE PEER N | pecho NAME COOKIE | pping NAME COOKIE PEER N"
     );
     std::process::exit(2)
 }
@@ -142,7 +146,7 @@ fn main() {
     if args.len() < 3 {
         usage();
     }
-    if matches!(args[0].as_str(), "callee" | "call") {
+    if matches!(args[0].as_str(), "callee" | "call" | "pecho" | "pping") {
         return calls::run(args);
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -302,7 +306,7 @@ mod calls {
     use ember_dist::{Node, NodeConfig};
     use ember_otp::gen::{ReplyTo, StartOptions};
     use ember_otp::gen_server::{self, call_term, CallReturn, GenServer, Init, TermServer};
-    use ember_runtime::{Handle, Runtime};
+    use ember_runtime::{dist, Handle, Runtime};
     use ember_term::Term;
 
     /// `callee`: `{echo, I}` → `I`.
@@ -352,6 +356,34 @@ mod calls {
                 std::process::exit(1)
             });
         match args[0].as_str() {
+            "pecho" => {
+                ember_runtime::register("echo", ember_runtime::self_pid()).expect("register echo");
+                println!("READY");
+                loop {
+                    let m: Term = ember_runtime::receive().await;
+                    if let Some([from, t]) = m.as_tuple() {
+                        if let Some(from) = dist::pid_from_term(from) {
+                            ember_runtime::send(from, t.clone());
+                        }
+                    }
+                }
+            }
+            "pping" => {
+                let peer = args.get(3).unwrap_or_else(|| super::usage()).clone();
+                let n: u64 = args
+                    .get(4)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(|| super::usage());
+                super::connect(&node, &peer).await;
+                pings(&peer, n / 10).await;
+                let mut rtts = pings(&peer, n).await;
+                rtts.sort_unstable();
+                let at = |q: f64| rtts[((rtts.len() as f64 * q) as usize).min(rtts.len() - 1)];
+                println!("RESULT p50_us {:.1}", at(0.50).as_secs_f64() * 1e6);
+                println!("RESULT p99_us {:.1}", at(0.99).as_secs_f64() * 1e6);
+                node.stop();
+                std::process::exit(0);
+            }
             "callee" => {
                 gen_server::start_with::<Callee>((), StartOptions::new().name("callee"))
                     .await
@@ -381,6 +413,35 @@ mod calls {
                 std::process::exit(0);
             }
         }
+    }
+
+    /// `n` sequential echo round trips from this process; their durations.
+    async fn pings(peer: &str, n: u64) -> Vec<Duration> {
+        let me = dist::pid_to_term(ember_runtime::self_pid());
+        let mut rtts = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let t0 = Instant::now();
+            dist::send_named(
+                "echo",
+                peer,
+                Term::tuple([me.clone(), Term::from(i as i64)]),
+            );
+            loop {
+                let got = ember_runtime::receive::<Term>()
+                    .timeout(Duration::from_secs(30))
+                    .await;
+                match got {
+                    Some(t) if t.as_int() == Some(i as i64) => break,
+                    Some(_) => {}
+                    None => {
+                        eprintln!("ember-dist-bench: echo {i} never came back");
+                        std::process::exit(1);
+                    }
+                }
+            }
+            rtts.push(t0.elapsed());
+        }
+        rtts
     }
 
     /// `n` sequential calls; their durations.

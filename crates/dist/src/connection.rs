@@ -15,13 +15,18 @@
 //!
 //! On plain TCP the write half is shared with the senders: whoever holds
 //! the queue's write token (`Pending::writing`) is the only one writing.
-//! A process's message on the lane's direct path ([`SendQueue::enqueue`])
-//! that finds it free, and the connection idle for [`DIRECT_IDLE`], takes
-//! it with everything queued and writes that itself without blocking
-//! (`try_write`), then puts back in front what the socket did not take and
-//! wakes the writer for it; so a call's request or reply leaves from the
-//! sender's thread, with no wake-up of the writer task (loom model in
-//! `loom_direct.rs`). Everything else is written by the writer task.
+//! A sender ([`SendQueue::enqueue`]: a process's message on the lane's
+//! direct path, the lane's forwarder, [`Node::send`](crate::Node) and the
+//! reader's own answers) that finds the token free, nothing queued before
+//! its message, and the connection idle for [`DIRECT_IDLE`] (or for
+//! [`DIRECT_ANSWER_IDLE`] if a message arrived since the last write: an
+//! answer) takes the token and writes its message itself without
+//! blocking (`try_write`), then puts back in front what the socket did
+//! not take and wakes the writer for it; so a call's request or reply
+//! leaves from the sender's thread, with no wake-up of the writer task
+//! (loom model in `loom_direct.rs`). A stream (messages queued behind one
+//! another, or within those times of the last write) is written by the
+//! writer task in bursts, as is everything while the token is taken.
 //!
 //! The queue's protocol (lock, counter, the writer's wake-up) has a loom
 //! model in `loom_models.rs`. The socket a runtime node's connection shares
@@ -313,8 +318,11 @@ struct Pending {
     /// An emptied buffer kept for the next direct write.
     spare: Vec<u8>,
     /// When the last write (direct or the writer's) ended: a sender
-    /// writes directly only to a connection idle for [`DIRECT_IDLE`].
+    /// writes directly only to a connection idle for [`DIRECT_IDLE`], or
+    /// for [`DIRECT_ANSWER_IDLE`] if it received a message since.
     last_write: Instant,
+    /// The connection's count of received messages when that write ended.
+    heard_at_write: u64,
 }
 
 /// How long a connection must have written nothing for a sender to write
@@ -323,6 +331,14 @@ struct Pending {
 /// one system call; a message after a pause (a call, its reply) leaves at
 /// once from the sender's thread.
 const DIRECT_IDLE: Duration = Duration::from_micros(20);
+
+/// How long a connection that received a message since its last write
+/// must have written nothing for a sender to write directly: an answer
+/// (a call's reply, the next request after a reply, an echo) leaves at
+/// once even when the round trip took less than [`DIRECT_IDLE`], while
+/// streams both ways (each side's messages well within this of the
+/// last) still go through the writer in bursts.
+const DIRECT_ANSWER_IDLE: Duration = Duration::from_micros(3);
 
 /// Bytes a sender took out of the queue with the write token, to write
 /// directly ([`SendQueue::write_direct`]).
@@ -526,6 +542,7 @@ impl SendQueue {
                 direct: None,
                 spare: Vec::new(),
                 last_write: Instant::now(),
+                heard_at_write: 0,
             }),
             queued: AtomicUsize::new(0),
             limit,
@@ -614,14 +631,20 @@ impl SendQueue {
         !self.closed.load(Ordering::Acquire) && self.queued.load(Ordering::Acquire) < self.limit
     }
 
-    /// Queues `m` for the writer task.
+    /// Queues `m` and, when [`SendQueue::enqueue`] hands the write token
+    /// over, writes it at once ([`SendQueue::write_direct`]); else the
+    /// writer task is woken for it.
     fn push(&self, m: &Outgoing) -> Result<(), DistError> {
-        self.queue(m, false, false).map(drop)
+        if let Some(batch) = self.enqueue(m, false)? {
+            self.write_direct(batch);
+        }
+        Ok(())
     }
 
     /// Queues `m` (without looking at the limit: the caller found room)
-    /// and, on a plain TCP connection idle for [`DIRECT_IDLE`] whose write
-    /// token is free, takes the token and everything queued: the caller
+    /// and, on a plain TCP connection idle for [`DIRECT_IDLE`] (or for
+    /// [`DIRECT_ANSWER_IDLE`] after receiving a message) whose write token
+    /// is free, takes the token and everything queued: the caller
     /// then writes it with [`SendQueue::write_direct`] (after releasing
     /// any lock of its own; the order of the bytes is fixed here).
     /// Otherwise the writer task is woken.
@@ -630,11 +653,6 @@ impl SendQueue {
     /// `MONITOR_P` of a call): its direct write leaves the connection idle
     /// for that message's.
     pub(crate) fn enqueue(&self, m: &Outgoing, lead: bool) -> Result<Option<Batch>, DistError> {
-        self.queue(m, true, lead)
-    }
-
-    /// [`SendQueue::push`] or, `direct`, [`SendQueue::enqueue`].
-    fn queue(&self, m: &Outgoing, direct: bool, lead: bool) -> Result<Option<Batch>, DistError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(self.closed_error());
         }
@@ -650,6 +668,7 @@ impl SendQueue {
             direct: sock,
             spare,
             last_write,
+            heard_at_write,
         } = &mut *p;
         let before = bytes.len();
         if let Err(e) = encode_frames(m, encoder, bytes) {
@@ -658,8 +677,17 @@ impl SendQueue {
         }
         self.queued
             .fetch_add(bytes.len() - before, Ordering::AcqRel);
+        // Bytes queued before this message: a stream the writer was woken
+        // for (and no clock read for each of its messages).
         let batch = match sock {
-            Some(sock) if direct && !*writing && last_write.elapsed() >= DIRECT_IDLE => {
+            Some(sock)
+                if !*writing && before == 0 && {
+                    let idle = last_write.elapsed();
+                    idle >= DIRECT_IDLE
+                        || (idle >= DIRECT_ANSWER_IDLE
+                            && self.traffic.messages_in() != *heard_at_write)
+                } =>
+            {
                 *writing = true;
                 let mut taken = std::mem::take(spare);
                 std::mem::swap(bytes, &mut taken);
@@ -708,6 +736,7 @@ impl SendQueue {
         p.writing = false;
         if !(lead && done == bytes.len()) {
             p.last_write = Instant::now();
+            p.heard_at_write = self.traffic.messages_in();
         }
         if done < bytes.len() {
             bytes.drain(..done);
@@ -1078,6 +1107,7 @@ async fn write_holding_token<W: AsyncWrite + Unpin>(
     let mut p = lock(&queue.pending);
     p.writing = false;
     p.last_write = Instant::now();
+    p.heard_at_write = queue.traffic.messages_in();
     r
 }
 

@@ -16,9 +16,12 @@
 //! empty and the forwarder idle (not between popping a signal and
 //! queueing it), checked and queued under the lane's lock; otherwise it
 //! goes through the lane, which the forwarder drains into the queue. (The
-//! model lets the forwarder write directly too, which the code does not
-//! do: a superset of the code's interleavings. The code also declines a
-//! direct write on a connection written within 20 µs: that is the
+//! forwarder writes directly too when it finds the token free, as every
+//! sender does, `SendQueue::push`. The code declines a direct write when
+//! bytes were queued before the message (a stream the writer was woken
+//! for): modelled both ways, taking the token whenever it is free and
+//! declining then. It also declines one on a connection written within
+//! 20 µs, or 3 µs if it has received a message since: that is the
 //! token-taken branch, queue and wake the writer.)
 //!
 //! Checked in every interleaving (preemption bound 2): never two writers
@@ -58,6 +61,9 @@ struct Conn {
     socket: Mutex<Vec<u8>>,
     /// Someone is inside a write: two at once is the bug checked for.
     in_write: AtomicBool,
+    /// `SendQueue::enqueue`'s rule: no direct write for a message queued
+    /// behind others (else: whenever the token is free).
+    decline_queued: bool,
 }
 
 impl Conn {
@@ -85,8 +91,9 @@ impl Conn {
     /// free.
     fn enqueue(&self, message: u8) -> Option<Vec<u8>> {
         let mut p = self.pending.lock().unwrap();
+        let before = p.bytes.len();
         p.bytes.push(message);
-        if p.writing {
+        if p.writing || (self.decline_queued && before > 0) {
             drop(p);
             self.work.notify();
             return None;
@@ -214,11 +221,22 @@ impl Lane {
 
 #[test]
 fn loom_direct_writes_keep_order_and_one_writer_and_wake_the_writer() {
+    model(false);
+}
+
+/// As above, with direct writes declined for a message queued behind
+/// others (the code's rule).
+#[test]
+fn loom_direct_writes_declined_behind_queued_bytes_keep_order_and_wake_the_writer() {
+    model(true);
+}
+
+fn model(decline_queued: bool) {
     let mut builder = loom::model::Builder::new();
     if builder.preemption_bound.is_none() {
         builder.preemption_bound = Some(2);
     }
-    builder.check(|| {
+    builder.check(move || {
         let conn = Arc::new(Conn {
             pending: Mutex::new(Pending {
                 bytes: Vec::new(),
@@ -227,6 +245,7 @@ fn loom_direct_writes_keep_order_and_one_writer_and_wake_the_writer() {
             work: Notify::new(),
             socket: Mutex::new(Vec::new()),
             in_write: AtomicBool::new(false),
+            decline_queued,
         });
         let lane = Arc::new(Lane {
             state: Mutex::new(LaneState {

@@ -212,8 +212,9 @@ impl Slot {
     }
 }
 
-/// An outstanding call: the node asked, and where its reply goes.
-type Call = (Atom, oneshot::Sender<Term>);
+/// An outstanding call: the connection it was sent on, and where its
+/// reply goes.
+type Call = (Arc<SendQueue>, oneshot::Sender<Term>);
 
 pub(crate) struct Inner {
     pub(crate) config: NodeConfig,
@@ -223,8 +224,9 @@ pub(crate) struct Inner {
     own_pid: Pid,
     listen_port: u16,
     conns: Mutex<HashMap<Atom, Slot>>,
-    /// Our outstanding calls (pings) by reference words, with the node
-    /// asked: a connection going down fails its calls at once.
+    /// Our outstanding calls (pings) by reference words, with the
+    /// connection asked: that connection going down, or being replaced,
+    /// fails its calls at once.
     calls: Mutex<HashMap<Vec<u32>, Call>>,
     next_id: AtomicU64,
     stopped: AtomicBool,
@@ -311,12 +313,19 @@ impl Inner {
         if matches!(conns.get(node), Some(Slot::Up { id: i, .. }) if *i == id) {
             if let Some(Slot::Up { tx, .. }) = conns.remove(node) {
                 tx.retire();
+                drop(conns);
+                self.fail_calls(&tx);
+                self.config.deliver.connection_down(node, id);
             }
-            drop(conns);
-            // Dropping the senders wakes the callers with an error.
-            lock(&self.calls).retain(|_, (n, _)| n != node);
-            self.config.deliver.connection_down(node, id);
         }
+    }
+
+    /// Fails the calls sent on the connection `tx` (retired): dropping
+    /// their senders wakes the callers with an error. A call that finds
+    /// the connection retired later fails on sending (its queue is closed
+    /// before this runs).
+    fn fail_calls(&self, tx: &Arc<SendQueue>) {
+        lock(&self.calls).retain(|_, (q, _)| !Arc::ptr_eq(q, tx));
     }
 
     /// Whether the slot of `node` is still the pending attempt `id`.
@@ -341,9 +350,12 @@ impl Inner {
         }) = conns.remove(&peer.name)
         {
             // `alive`: the old connection is replaced. Its reader delivers
-            // nothing more (it may be in the middle of a frame).
+            // nothing more (it may be in the middle of a frame), and its
+            // calls (a ping) get no answer: they fail now, as they do when
+            // a connection goes down (its reader, aborted, never says so).
             tx.retire();
             tasks.abort();
+            self.fail_calls(&tx);
             self.config.deliver.connection_down(&peer.name, old);
         }
         // Up before the reader can deliver anything from the peer.
@@ -739,7 +751,7 @@ impl Node {
         let tx = self.inner.connect(&atom).await?;
         let tag = self.inner.make_ref();
         let (done, answer) = oneshot::channel();
-        lock(&self.inner.calls).insert(tag.ids.clone(), (atom.clone(), done));
+        lock(&self.inner.calls).insert(tag.ids.clone(), (tx.clone(), done));
         let request =
             connection::is_auth_request(&self.inner.own_pid, &tag, &self.inner.local.name);
         if tx.send(request).await.is_err() {
@@ -863,7 +875,7 @@ impl Node {
             Some(Slot::Up { tasks, tx, id, .. }) => {
                 tx.retire();
                 tasks.abort();
-                lock(&self.inner.calls).retain(|_, (n, _)| *n != node);
+                self.inner.fail_calls(&tx);
                 self.inner.config.deliver.connection_down(&node, id);
                 tracing::info!("dist: disconnected from {node}");
                 true

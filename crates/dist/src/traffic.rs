@@ -47,6 +47,11 @@ impl Traffic {
         self.messages_in.fetch_add(1, Relaxed);
     }
 
+    /// Whole messages received so far.
+    pub(crate) fn messages_in(&self) -> u64 {
+        self.messages_in.load(Relaxed)
+    }
+
     /// `bytes` written to the socket.
     pub(crate) fn written(&self, bytes: usize) {
         self.bytes_out.fetch_add(bytes as u64, Relaxed);

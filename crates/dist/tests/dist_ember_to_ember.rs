@@ -263,6 +263,62 @@ async fn a_peer_reconnecting_while_its_old_connection_is_up_replaces_it() {
     assert!(a.ping(b.name().as_str()).await);
 }
 
+/// Reads frames from a raw peer's socket until one that is not a tick.
+async fn read_non_tick(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    loop {
+        let len = s.read_u32().await.unwrap();
+        let mut frame = vec![0; len as usize];
+        s.read_exact(&mut frame).await.unwrap();
+        if len > 0 {
+            return frame;
+        }
+    }
+}
+
+/// `net_adm:ping` answers `pang` at once when the connection it asked on
+/// is lost: a ping whose connection is replaced by the peer reconnecting,
+/// or goes down, fails then, not after its timeout (a minute here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_fails_at_once_when_its_connection_is_replaced_or_goes_down() {
+    let port = free_port();
+    let mut c = config("pa", "c", port);
+    c.ping_timeout = Duration::from_secs(60);
+    let (a, mut events) = watched(c).await;
+    let a = Arc::new(a);
+    let name = format!("pinged_{}@localhost", std::process::id());
+    for replace in [true, false] {
+        let mut old = raw_peer(&a, &name, "c").await;
+        events.up(&name).await;
+        let pinging = tokio::spawn({
+            let (a, name) = (a.clone(), name.clone());
+            async move { a.ping(&name).await }
+        });
+        // The `is_auth` request is out and never answered.
+        let request = tokio::time::timeout(Duration::from_secs(20), read_non_tick(&mut old))
+            .await
+            .expect("no is_auth request");
+        assert!(!request.is_empty());
+        let _new = if replace {
+            Some(raw_peer_expecting(&a, &name, "c", b"salive").await)
+        } else {
+            drop(old);
+            None
+        };
+        let answer = tokio::time::timeout(Duration::from_secs(20), pinging).await;
+        assert!(
+            matches!(answer, Ok(Ok(false))),
+            "replace {replace}: the ping did not fail at once: {answer:?}"
+        );
+        // Down: the old connection (replaced, or closed).
+        events.down(&name).await;
+        if let Some(new) = _new {
+            // The new connection goes down with its socket, for the next round.
+            drop(new);
+            events.down(&name).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_and_send_named_connect_on_first_use_and_keep_order() {
     let port = free_port();
