@@ -75,11 +75,11 @@ pub(crate) use queue::Class;
 use queue::RunQueue;
 pub(crate) use slot::Slot;
 pub use sysmon::Handoff;
-pub(crate) use worker::{drop_contained, drop_future, panic_message, Worker, NO_SLOT};
+pub(crate) use worker::{drop_contained, panic_message, Worker, NO_SLOT};
 
 use crate::context;
 use crate::net::reactor::Reactor;
-use crate::process::{Process, TransitionToScheduled};
+use crate::process::{Picked, Process, Running, TransitionToScheduled};
 use crate::runtime::Shared;
 
 /// Counters of the preemption machinery, for introspection.
@@ -480,10 +480,10 @@ impl Scheduler {
     pub(crate) fn drop_queued(&self) {
         for process in self.drain_all() {
             process.begin_exit();
-            if !process.state.transition_to_running() {
-                process.relations.lock().take();
-                drop_contained(process.mailbox.drain_inbox());
-                drop_future(&process);
+            let queued = process.clone();
+            match Running::pick(process) {
+                Picked::Exiting(running) => crate::process::tear_down(&queued, Some(running)),
+                Picked::Poll(_) => unreachable!("a process marked exiting was picked to poll"),
             }
         }
     }
