@@ -472,7 +472,8 @@ impl Scheduler {
 
     /// Takes every queued process with its `SCHEDULED` ticket and drops its
     /// body, as the runtime's teardown does (the process is marked exiting
-    /// first, so `transition_to_running` fails and the ticket holder drops).
+    /// first, so `Running::pick` answers `Exiting` and the ticket holder
+    /// ends it: `process::tear_down`).
     /// Run by the teardown, and again by each worker leaving after the
     /// shutdown: a worker that was still inside a poll when the teardown
     /// drained the queues may have queued a process since (one woken during
