@@ -107,8 +107,16 @@ pub(crate) trait Owner {
     fn replace_saved(&self, saved: Saved) -> Saved;
 
     /// Puts the saved queue back, after anything a nested receive left there.
-    fn put_saved(&self, mut owned: Saved) {
-        let mut nested = self.take_saved();
+    fn put_saved(&self, owned: Saved) {
+        let (len, removals) = (owned.queue.len(), owned.removals);
+        let nested = self.replace_saved(owned);
+        if nested.queue.is_empty() && nested.removals <= removals {
+            // No nested receive changed anything: the common case, one move.
+            self.mailbox().saved_len.store(len, Ordering::Relaxed);
+            return;
+        }
+        let mut owned = self.take_saved();
+        let mut nested = nested;
         if !nested.queue.is_empty() {
             // A nested receive pulled newer messages from the inbox: they go after ours.
             owned.queue.append(&mut nested.queue);

@@ -482,9 +482,12 @@ impl Scheduler {
         for process in self.drain_all() {
             process.begin_exit();
             let queued = process.clone();
+            // Marked exiting just above: `Poll` cannot come, and would be
+            // ended all the same.
             match Running::pick(process) {
-                Picked::Exiting(running) => crate::process::tear_down(&queued, Some(running)),
-                Picked::Poll(_) => unreachable!("a process marked exiting was picked to poll"),
+                Picked::Exiting(running) | Picked::Poll(running) => {
+                    crate::process::tear_down(&queued, Some(running));
+                }
             }
         }
     }
