@@ -72,10 +72,8 @@ pub(crate) struct Mailbox {
     saved_len: AtomicUsize,
 }
 
-// SAFETY: `inbox` is behind a mutex; `saved` is only accessed through an
-// [`Owner`], which gives one thread exclusive use of it at a time (module
-// docs, "Safety"); `saved_len` is atomic. Envelopes are `Send`.
-unsafe impl Sync for Mailbox {}
+// `Mailbox` is `Sync` by an `unsafe impl` in `process::running`, beside
+// the only `unsafe` that touches `saved` (module docs, "Safety").
 
 /// The owner's part of the mailbox.
 #[derive(Default)]

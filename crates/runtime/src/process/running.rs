@@ -208,6 +208,12 @@ impl Running {
     }
 }
 
+// SAFETY: a mailbox's `inbox` is behind a mutex and `saved_len` is atomic;
+// `saved` is only touched through an `Owner`: outside the tests, the
+// `Running` guard below, of which there is at most one per process at a
+// time (module docs). Envelopes are `Send`.
+unsafe impl Sync for crate::mailbox::Mailbox {}
+
 impl mailbox::Owner for Running {
     fn mailbox(&self) -> &crate::mailbox::Mailbox {
         &self.process.mailbox
