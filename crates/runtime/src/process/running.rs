@@ -184,24 +184,29 @@ impl Running {
         // this statement.
         let body = unsafe { (*self.process.body.0.get()).take() };
         let saved = self.take_all_saved();
-        let process = self.process.clone();
+        let pid = self.process.pid;
         // SAFETY: null needs nothing alive; the caller's account is put back
         // below, while the caller still holds its process.
         let account = unsafe { alloc::enter_account(None) };
+        // The guard moves into the context for the drop (no reference count
+        // traffic) and comes back after.
         let previous = context::swap_current(Some(self));
         if panic::catch_unwind(AssertUnwindSafe(move || drop(body))).is_err() {
-            tracing::warn!(pid = %process.pid, "a destructor panicked while dropping a process body");
+            tracing::warn!(pid = %pid, "a destructor panicked while dropping a process body");
         }
         if panic::catch_unwind(AssertUnwindSafe(move || drop(saved))).is_err() {
-            tracing::warn!(pid = %process.pid, "a message destructor panicked while dropping a mailbox");
+            tracing::warn!(pid = %pid, "a message destructor panicked while dropping a mailbox");
         }
-        let me = context::swap_current(previous);
+        let Some(me) = context::swap_current(previous) else {
+            unreachable!("the context still holds the process it was given")
+        };
         // SAFETY: the account the caller had installed, whose process the
         // caller still holds (see `enter_account`).
         unsafe { alloc::restore_account(account) };
-        process.rt.forget_zombie(&process);
+        let process = &me.process;
+        process.rt.forget_zombie(process);
         if let End::Finished(reason) = end {
-            signal::terminate_finished(&process, reason);
+            signal::terminate_finished(process, reason);
         }
         // Dropped last, still holding `RUNNING`, which is never cleared.
         drop(me);
