@@ -75,11 +75,11 @@ pub(crate) use queue::Class;
 use queue::RunQueue;
 pub(crate) use slot::Slot;
 pub use sysmon::Handoff;
-pub(crate) use worker::{drop_contained, drop_future, panic_message, Worker, NO_SLOT};
+pub(crate) use worker::{drop_contained, panic_message, Worker, NO_SLOT};
 
 use crate::context;
 use crate::net::reactor::Reactor;
-use crate::process::{Process, TransitionToScheduled};
+use crate::process::{Picked, Process, Running, TransitionToScheduled};
 use crate::runtime::Shared;
 
 /// Counters of the preemption machinery, for introspection.
@@ -472,7 +472,8 @@ impl Scheduler {
 
     /// Takes every queued process with its `SCHEDULED` ticket and drops its
     /// body, as the runtime's teardown does (the process is marked exiting
-    /// first, so `transition_to_running` fails and the ticket holder drops).
+    /// first, so `Running::pick` answers `Exiting` and the ticket holder
+    /// ends it: `process::tear_down`).
     /// Run by the teardown, and again by each worker leaving after the
     /// shutdown: a worker that was still inside a poll when the teardown
     /// drained the queues may have queued a process since (one woken during
@@ -480,10 +481,13 @@ impl Scheduler {
     pub(crate) fn drop_queued(&self) {
         for process in self.drain_all() {
             process.begin_exit();
-            if !process.state.transition_to_running() {
-                process.relations.lock().take();
-                drop_contained(process.mailbox.drain_inbox());
-                drop_future(&process);
+            let queued = process.clone();
+            // Marked exiting just above: `Poll` cannot come, and would be
+            // ended all the same.
+            match Running::pick(process) {
+                Picked::Exiting(running) | Picked::Poll(running) => {
+                    crate::process::tear_down(&queued, Some(running));
+                }
             }
         }
     }
