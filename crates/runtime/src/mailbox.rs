@@ -217,13 +217,16 @@ impl Mailbox {
     }
 }
 
-#[cfg(all(test, not(loom)))]
-mod tests {
+#[cfg(test)]
+use solo::Solo;
+
+#[cfg(test)]
+mod solo {
     use super::*;
 
     /// The tests' owner of a mailbox: the one thread that receives from it
     /// (in the loom model, the holder of the model's `RUNNING`).
-    pub(super) struct Solo<'a>(pub(super) &'a Mailbox);
+    pub(crate) struct Solo<'a>(pub(crate) &'a Mailbox);
 
     impl Owner for Solo<'_> {
         fn mailbox(&self) -> &Mailbox {
@@ -245,6 +248,11 @@ mod tests {
             })
         }
     }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
 
     fn take_u32(mailbox: &Mailbox, cursor: &mut Cursor, pred: impl Fn(u32) -> bool) -> Option<u32> {
         Solo(mailbox)
@@ -306,31 +314,6 @@ mod loom_models {
     struct Msg {
         from: u8,
         n: u8,
-    }
-
-    /// The tests' owner of a mailbox: the one thread that receives from it
-    /// (in the loom model, the holder of the model's `RUNNING`).
-    pub(super) struct Solo<'a>(pub(super) &'a Mailbox);
-
-    impl Owner for Solo<'_> {
-        fn mailbox(&self) -> &Mailbox {
-            self.0
-        }
-
-        fn take_saved(&self) -> Saved {
-            self.0.saved.with_mut(|cell| {
-                // SAFETY: only the test's owner thread receives (loom checks
-                // the accesses for races); the reference ends here.
-                unsafe { mem::take(&mut *cell) }
-            })
-        }
-
-        fn replace_saved(&self, saved: Saved) -> Saved {
-            self.0.saved.with_mut(|cell| {
-                // SAFETY: as in `take_saved`.
-                unsafe { mem::replace(&mut *cell, saved) }
-            })
-        }
     }
 
     fn take(mailbox: &Mailbox, cursor: &mut Cursor, matches: impl Fn(Msg) -> bool) -> Option<Msg> {

@@ -1048,27 +1048,11 @@ mod loom_models {
     /// must report a body touched by two threads or dropped twice.
     #[test]
     fn loom_models_a_teardown_dropping_a_polled_body_is_caught() {
-        let exe = std::env::current_exe().expect("the test binary");
-        let out = std::process::Command::new(exe)
-            .args([
-                "--exact",
-                "process::state::loom_models::seeded_bug_teardown_by_status",
-                "--ignored",
-                "--test-threads=1",
-            ])
-            .output()
-            .expect("the test binary runs");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        let (succeeded, text) = crate::loom::run_seeded_bug(
+            "process::state::loom_models::seeded_bug_teardown_by_status",
         );
         assert!(
-            text.contains("running 1 test"),
-            "the seeded model did not run: {text}"
-        );
-        assert!(
-            !out.status.success()
+            !succeeded
                 && (text.contains("two threads are inside one process")
                     || text.contains("dropped twice")
                     || text.contains("Causality violation")),
