@@ -75,7 +75,8 @@ pub(crate) struct Worker {
     pub(crate) slot: AtomicUsize,
     /// Demoted: a background thread for good.
     pub(crate) background: AtomicBool,
-    /// Current nice value (19 is SCHED_IDLE with `Preemption::sched_idle`).
+    /// Current ladder level: nice steps above the node's base nice value
+    /// (19 is SCHED_IDLE with `Preemption::sched_idle`).
     pub(crate) nice: AtomicI32,
     /// The deepest step of the demotion ladder this thread has reached: its
     /// nice value unless it is relieved.
