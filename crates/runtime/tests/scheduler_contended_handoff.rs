@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ember_runtime::net::TcpListener;
-use ember_runtime::{self_pid, send, spawn, Handle, Preemption, Runtime};
+use ember_runtime::{process_info, self_pid, send, spawn, Handle, Preemption, Runtime, Status};
 use support::{recv, WAIT};
 
 /// One scheduler; only the contended rule can hand its slot off.
@@ -132,6 +132,16 @@ fn a_poll_nobody_waits_behind_keeps_its_slot() {
     rt.block_on(async {
         let me = self_pid();
         spawn(async move {
+            // The premise: nobody else runnable. Its parent must be parked
+            // in its `recv` first: on a loaded machine its poll can outlast
+            // its slice and yield there instead, queued behind this one
+            // (seen: 2 of 60 runs beside three busy loops).
+            let deadline = Instant::now() + WAIT;
+            while process_info(me).map(|info| info.status) != Some(Status::Waiting) {
+                assert!(Instant::now() < deadline, "the parent never waited");
+                // Parks (a bare yield may go on while the slice lasts).
+                ember_runtime::sleep(Duration::from_millis(1)).await;
+            }
             // Well past the contended threshold, with no process runnable.
             let start = thread_cpu();
             let deadline = Instant::now() + WAIT;
