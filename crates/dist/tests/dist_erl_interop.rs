@@ -226,8 +226,10 @@ async fn ticks_keep_an_idle_connection_up_and_a_silent_peer_is_dropped() {
         })
         .await;
     assert!(ember.nodes().is_empty());
+    // 100 ms of slack, as in dist_procs_erl's tick test: erl's ticks are
+    // not exactly a quarter apart, and `stopped` is read after the stop.
     assert!(
-        stopped.elapsed() >= ticktime * 3 / 4,
+        stopped.elapsed() + Duration::from_millis(100) >= ticktime * 3 / 4,
         "dropped {:?} after the stop, before net_ticktime",
         stopped.elapsed()
     );

@@ -463,7 +463,13 @@ fn a_runtime_node_keeps_an_idle_connection_up_and_drops_a_silent_erl_in_time() {
             erl.name
         )
     );
-    assert!(took >= ticktime * 3 / 4, "dropped {took:?} after the stop");
+    // 100 ms of slack below: erl's ticks are not exactly a quarter apart,
+    // timers fire on millisecond ticks, and `stopped` is read after the
+    // stop (seen: 3.748 s once under load, for a floor of 3.75 s).
+    assert!(
+        took + Duration::from_millis(100) >= ticktime * 3 / 4,
+        "dropped {took:?} after the stop"
+    );
     assert!(
         took <= ticktime * 5 / 4 + Duration::from_secs(1),
         "dropped only {took:?} after the stop (net_ticktime {ticktime:?})"
