@@ -962,6 +962,9 @@ where
         id,
         writer.abort_handle(),
         clock,
+        // A reader that is an Ember process does not linger: its
+        // scheduler may poll the sockets only when it runs out of work.
+        runtime.is_none(),
     );
     let reader = match runtime {
         Some(handle) => {
@@ -1196,6 +1199,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     id: u64,
     writer: tokio::task::AbortHandle,
     clock: Clock,
+    lingers: bool,
 ) {
     let mut r = tokio::io::BufReader::with_capacity(64 * 1024, r);
     let mut cache = AtomCache::new();
@@ -1207,6 +1211,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let silent = watchdog(&received, inner.config.net_ticktime, &clock);
     let reading = async {
         let mut since_yield = 0u32;
+        let mut last_data = None;
         loop {
             // A stream that never runs dry must not keep the thread (an
             // Ember scheduler, for the reader process) from the receivers.
@@ -1214,6 +1219,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
             if since_yield == YIELD_EVERY {
                 since_yield = 0;
                 YieldOnce(false).await;
+            }
+            if lingers && r.buffer().is_empty() {
+                linger(&mut r, &mut last_data).await;
             }
             let frame = match read_frame(&mut r, inner.config.max_frame).await {
                 Err(e) => return e,
@@ -1251,6 +1259,42 @@ async fn read_loop<R: AsyncRead + Unpin>(
 
 /// Frames a reader reads before it lets other work run.
 const YIELD_EVERY: u32 = 64;
+
+/// How long a reader that ran dry keeps looking for more bytes (yielding
+/// between looks) before it sleeps until the socket wakes it.
+const LINGER: Duration = Duration::from_micros(25);
+
+/// Waits for the next bytes of a reader whose buffer is empty. Within
+/// [`LINGER`] of the last bytes, it does not go to sleep at once but
+/// yields and looks again (the executor polls its sockets in between), as
+/// an Erlang scheduler spins before it sleeps: a peer that writes one
+/// small message per `write` (as erl does) would otherwise wake this
+/// reader, at its own cost, for every two or three messages, which slows
+/// that sender down more than the reading costs here. Ready when bytes are
+/// buffered (or the stream ended or failed: `read_frame` sees that).
+/// Only for a reader that is a tokio task: tokio polls its sockets while
+/// tasks yield.
+async fn linger<R: AsyncRead + Unpin>(
+    r: &mut tokio::io::BufReader<R>,
+    last_data: &mut Option<Instant>,
+) {
+    use tokio::io::AsyncBufRead;
+    let mut lingering = true;
+    std::future::poll_fn(|cx| match Pin::new(&mut *r).poll_fill_buf(cx) {
+        std::task::Poll::Ready(_) => std::task::Poll::Ready(()),
+        std::task::Poll::Pending => {
+            if lingering {
+                lingering = last_data.is_some_and(|at| at.elapsed() < LINGER);
+                if lingering {
+                    cx.waker().wake_by_ref();
+                }
+            }
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    *last_data = Some(Instant::now());
+}
 
 /// Pending once (waking itself at once), then ready: lets the executor
 /// run others in between.
