@@ -962,9 +962,6 @@ where
         id,
         writer.abort_handle(),
         clock,
-        // A reader that is an Ember process does not linger: its
-        // scheduler may poll the sockets only when it runs out of work.
-        runtime.is_none(),
     );
     let reader = match runtime {
         Some(handle) => {
@@ -1199,8 +1196,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
     id: u64,
     writer: tokio::task::AbortHandle,
     clock: Clock,
-    lingers: bool,
 ) {
+    // A reader that is an Ember process (plain TCP on a node in an Ember
+    // runtime) does not linger: its scheduler may poll the sockets only
+    // when it runs out of work.
+    let lingers = inner.runtime.get().is_none();
     let mut r = tokio::io::BufReader::with_capacity(64 * 1024, r);
     let mut cache = AtomCache::new();
     let mut fragments = Fragments::new(inner.config.max_frame, 64);
