@@ -216,13 +216,18 @@ async fn run(args: Vec<String>) {
             });
             round_trips(&node, &mut rx, &peer, &me, n / 10).await;
             let mut rtts = round_trips(&node, &mut rx, &peer, &me, n).await;
-            rtts.sort_unstable();
-            let at = |q: f64| rtts[((rtts.len() as f64 * q) as usize).min(rtts.len() - 1)];
-            println!("RESULT p50_us {:.1}", at(0.50).as_secs_f64() * 1e6);
-            println!("RESULT p99_us {:.1}", at(0.99).as_secs_f64() * 1e6);
+            print_percentiles(&mut rtts);
         }
         _ => usage(),
     }
+}
+
+/// Prints the p50 and p99 of round-trip times, as `bench/dist/run` reads them.
+fn print_percentiles(rtts: &mut [Duration]) {
+    rtts.sort_unstable();
+    let at = |q: f64| rtts[((rtts.len() as f64 * q) as usize).min(rtts.len() - 1)];
+    println!("RESULT p50_us {:.1}", at(0.50).as_secs_f64() * 1e6);
+    println!("RESULT p99_us {:.1}", at(0.99).as_secs_f64() * 1e6);
 }
 
 async fn connect(node: &Node, peer: &str) {
@@ -377,10 +382,7 @@ mod calls {
                 super::connect(&node, &peer).await;
                 pings(&peer, n / 10).await;
                 let mut rtts = pings(&peer, n).await;
-                rtts.sort_unstable();
-                let at = |q: f64| rtts[((rtts.len() as f64 * q) as usize).min(rtts.len() - 1)];
-                println!("RESULT p50_us {:.1}", at(0.50).as_secs_f64() * 1e6);
-                println!("RESULT p99_us {:.1}", at(0.99).as_secs_f64() * 1e6);
+                super::print_percentiles(&mut rtts);
                 node.stop();
                 std::process::exit(0);
             }
@@ -405,10 +407,7 @@ mod calls {
                 };
                 calls(&callee, n / 10).await;
                 let mut rtts = calls(&callee, n).await;
-                rtts.sort_unstable();
-                let at = |q: f64| rtts[((rtts.len() as f64 * q) as usize).min(rtts.len() - 1)];
-                println!("RESULT p50_us {:.1}", at(0.50).as_secs_f64() * 1e6);
-                println!("RESULT p99_us {:.1}", at(0.99).as_secs_f64() * 1e6);
+                super::print_percentiles(&mut rtts);
                 node.stop();
                 std::process::exit(0);
             }

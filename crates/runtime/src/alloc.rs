@@ -402,6 +402,46 @@ impl MemoryAccount {
     }
 }
 
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// The count of live bytes is kept per thread and summed: blocks
+    /// allocated through [`Counting`] on one thread and freed on another
+    /// move it by exactly their size, then back. (This test binary's global
+    /// allocator is the system's: only these calls are counted.)
+    #[test]
+    fn the_count_of_live_bytes_is_exact_across_threads() {
+        const BLOCK: usize = 4096;
+        const BLOCKS: usize = 64;
+        let layout = Layout::from_size_align(BLOCK, 8).unwrap();
+        let counting = Counting(System);
+        // Marks the allocator installed, and reads the count before.
+        // SAFETY: a valid layout; the block is freed with it just below.
+        unsafe { counting.dealloc(counting.alloc(layout), layout) };
+        let before = allocated_bytes().expect("counted");
+        // Raw pointers are not `Send`: the blocks cross threads as addresses.
+        let blocks: Vec<usize> = std::thread::spawn(move || {
+            // SAFETY: a valid layout; each block is freed with it below.
+            (0..BLOCKS)
+                .map(|_| unsafe { counting.alloc(layout) } as usize)
+                .collect()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(allocated_bytes(), Some(before + BLOCK * BLOCKS));
+        std::thread::spawn(move || {
+            for block in blocks {
+                // SAFETY: allocated above with this layout, freed once.
+                unsafe { counting.dealloc(block as *mut u8, layout) };
+            }
+        })
+        .join()
+        .unwrap();
+        assert_eq!(allocated_bytes(), Some(before));
+    }
+}
+
 #[cfg(all(test, loom))]
 mod loom_models {
     use loom::sync::atomic::AtomicUsize;

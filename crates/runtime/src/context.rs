@@ -6,7 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::process::Process;
+use crate::process::{Process, Running};
 use crate::runtime::Shared;
 
 /// Reductions in one slice: a process that uses them up yields (BEAM's `CONTEXT_REDS`).
@@ -19,8 +19,9 @@ thread_local! {
     static SLOT: Cell<Option<usize>> = const { Cell::new(None) };
     /// The id of the worker running on this thread.
     static WORKER: Cell<usize> = const { Cell::new(usize::MAX) };
-    /// The process being polled on this thread.
-    static CURRENT: RefCell<Option<Arc<Process>>> = const { RefCell::new(None) };
+    /// The process being polled on this thread, with its `RUNNING` guard
+    /// (or being dropped: `Running::exit`).
+    static CURRENT: RefCell<Option<Running>> = const { RefCell::new(None) };
     /// Reductions left in the current slice.
     static BUDGET: Cell<u32> = const { Cell::new(REDUCTIONS_PER_SLICE) };
     /// `BUDGET` at or below which the next yield point checks the slice's
@@ -70,7 +71,7 @@ pub(crate) fn current_slot(rt: &Shared) -> Option<usize> {
 }
 
 /// Installs `process` as the current process for the duration of a poll.
-pub(crate) fn set_current(process: Option<Arc<Process>>) -> Option<Arc<Process>> {
+pub(crate) fn set_current(process: Option<Running>) -> Option<Running> {
     BUDGET.with(|b| b.set(REDUCTIONS_PER_SLICE));
     CHECKED_AT.with(|c| c.set(FIRST_CHECK_AT));
     SLICE.with(|s| s.set(None));
@@ -80,7 +81,7 @@ pub(crate) fn set_current(process: Option<Arc<Process>>) -> Option<Arc<Process>>
 /// Makes `process` the current process without touching the slice (its
 /// budget, time and yield mark stay the caller's): for running a dying
 /// process's destructors in its own context from inside another's poll.
-pub(crate) fn swap_current(process: Option<Arc<Process>>) -> Option<Arc<Process>> {
+pub(crate) fn swap_current(process: Option<Running>) -> Option<Running> {
     CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), process))
 }
 
@@ -98,7 +99,20 @@ pub(crate) fn start_slice(started: Instant, slice: Duration) {
 
 /// Runs `f` with the current process, if this thread is polling one.
 pub(crate) fn try_with_current<R>(f: impl FnOnce(&Arc<Process>) -> R) -> Option<R> {
-    CURRENT.with(|c| c.borrow().as_ref().map(f))
+    CURRENT.with(|c| c.borrow().as_ref().map(|running| f(running.process())))
+}
+
+/// Runs `f` with the current process's `RUNNING` guard: the one accessor
+/// through which a process reaches its own mailbox's saved queue (its
+/// receives, `demonitor`'s flush) and the worker polls its body.
+///
+/// # Panics
+///
+/// Outside a process, as [`with_current`].
+pub(crate) fn with_running<R>(what: &str, f: impl FnOnce(&Running) -> R) -> R {
+    CURRENT
+        .with(|c| c.borrow().as_ref().map(f))
+        .unwrap_or_else(|| panic!("ember: `{what}` must be called from inside an Ember process"))
 }
 
 /// Runs `f` with the current process.
@@ -118,7 +132,7 @@ pub(crate) fn with_runtime<R>(what: &str, f: impl FnOnce(&Arc<Shared>) -> R) -> 
     let mut f = Some(f);
     let from_process = CURRENT.with(|c| {
         let current = c.borrow();
-        let process = current.as_ref()?;
+        let process = current.as_ref()?.process();
         f.take().map(|f| f(&process.rt))
     });
     if let Some(r) = from_process {
@@ -148,7 +162,7 @@ pub(crate) fn should_yield() -> bool {
     // so does one over its memory limit (its poll returns, and the worker
     // kills it: `crate::memory`).
     let suspended = CURRENT.with(|c| {
-        c.borrow().as_ref().is_some_and(|p| {
+        c.borrow().as_ref().map(Running::process).is_some_and(|p| {
             p.busy_dist.load(std::sync::atomic::Ordering::Acquire) > 0 || p.is_over_memory_limit()
         })
     });

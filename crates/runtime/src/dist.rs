@@ -1740,7 +1740,7 @@ mod loom_models {
     #[test]
     fn a_suspended_process_is_polled_again_once_resumed() {
         use crate::loom::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-        use crate::process::{State, TransitionToIdle, TransitionToScheduled};
+        use crate::process::{State, TransitionToIdle, TransitionToRunning, TransitionToScheduled};
 
         struct Sim {
             state: State,
@@ -1768,16 +1768,18 @@ mod loom_models {
                     }
                     *q -= 1;
                 }
-                assert!(self.state.transition_to_running());
+                let TransitionToRunning::Poll(claim) = self.state.transition_to_running() else {
+                    unreachable!("nobody kills it")
+                };
                 let suspended = self.busy.load(Ordering::Acquire) > 0
                     && self.busy.fetch_add(0, Ordering::AcqRel) > 0;
                 if !suspended {
                     self.polled.fetch_add(1, Ordering::Relaxed);
                 }
-                match self.state.transition_to_idle() {
+                match self.state.transition_to_idle(claim) {
                     TransitionToIdle::Idle => {}
                     TransitionToIdle::Requeue => *self.queued.lock() += 1,
-                    TransitionToIdle::Exiting => unreachable!("nobody kills it"),
+                    TransitionToIdle::Exiting(_) => unreachable!("nobody kills it"),
                 }
                 true
             }

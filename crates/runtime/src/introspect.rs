@@ -236,7 +236,7 @@ impl Shared {
                     now.saturating_sub(w.poll_started_ns.load(Ordering::Relaxed)),
                 ),
                 on_background_thread: w.background.load(Ordering::Relaxed),
-                nice: w.nice.load(Ordering::Relaxed),
+                nice: self.sched.os_nice(w.nice.load(Ordering::Relaxed)),
                 tid: w.tid.load(Ordering::Relaxed),
                 kill_pending: process.is_exiting(),
             })

@@ -187,3 +187,26 @@ pub(crate) fn model(name: &str, preemptions: Option<usize>, f: impl Fn() + Sync 
         started.elapsed()
     );
 }
+
+/// Runs the ignored test `test` (a seeded bug's model, which must fail) in
+/// a child process of this test binary — loom aborts the process on a
+/// failed model — and returns whether it succeeded and all it printed.
+/// Panics if the model did not run at all.
+#[cfg(all(test, loom))]
+pub(crate) fn run_seeded_bug(test: &str) -> (bool, String) {
+    let exe = std::env::current_exe().expect("the test binary");
+    let out = std::process::Command::new(exe)
+        .args(["--exact", test, "--ignored", "--test-threads=1"])
+        .output()
+        .expect("the test binary runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("running 1 test"),
+        "the seeded model did not run: {text}"
+    );
+    (out.status.success(), text)
+}

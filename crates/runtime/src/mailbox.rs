@@ -15,14 +15,14 @@
 //!
 //! # Safety
 //!
-//! `saved` is an `UnsafeCell`. The `unsafe fn`s that touch it require that the
-//! caller has exclusive use of the process: it is the thread holding the
-//! process's `RUNNING` bit (every process-facing call reaches the mailbox
-//! through [`crate::context`]'s current process, which is only set for the
-//! duration of a poll or of dropping the body, both under `RUNNING`; the
-//! runtime's teardown also takes `RUNNING` first, see `process::state`, "Who
-//! drops the body"). No reference into the cell outlives the function that
-//! made it, so nested calls cannot alias.
+//! `saved` is an `UnsafeCell`, reached only through an [`Owner`]: the
+//! process's `RUNNING` guard, `crate::process::Running`, which holds the only
+//! `unsafe` that touches it (moving the queue out and back in). Every
+//! process-facing call reaches it through [`crate::context::with_running`],
+//! the guard held by the poll (or by the body's drop, `Running::exit`); the
+//! runtime's teardown also gets a guard first (`process::state`, "Who drops
+//! the body"). No reference into the cell outlives the accessor that made
+//! it, so nested receives cannot alias.
 
 use std::any::Any;
 use std::collections::VecDeque;
@@ -72,14 +72,12 @@ pub(crate) struct Mailbox {
     saved_len: AtomicUsize,
 }
 
-// SAFETY: `inbox` is behind a mutex; `saved` is only accessed through the
-// `unsafe fn`s below, whose contract gives one thread exclusive use of it at a
-// time (module docs, "Safety"); `saved_len` is atomic. Envelopes are `Send`.
-unsafe impl Sync for Mailbox {}
+// `Mailbox` is `Sync` by an `unsafe impl` in `process::running`, beside
+// the only `unsafe` that touches `saved` (module docs, "Safety").
 
 /// The owner's part of the mailbox.
 #[derive(Default)]
-struct Saved {
+pub(crate) struct Saved {
     queue: VecDeque<Envelope>,
     /// Counts removals, so that a [`Cursor`] notices the queue shifted under it.
     removals: u64,
@@ -92,44 +90,41 @@ pub(crate) struct Cursor {
     removals: u64,
 }
 
-impl Mailbox {
-    /// Appends a message (any thread).
-    pub(crate) fn push(&self, message: Envelope) {
-        self.inbox.lock().push_back(message);
-    }
+/// Exclusive use of one mailbox's saved queue: what a process's receives
+/// need. Implemented by the process's `RUNNING` guard
+/// (`crate::process::Running`), which holds the `unsafe` that makes its two
+/// accessors sound; the receive algorithms below are safe code on top.
+pub(crate) trait Owner {
+    /// The mailbox.
+    fn mailbox(&self) -> &Mailbox;
 
-    /// Takes the saved queue out of its cell.
-    ///
-    /// # Safety
-    ///
-    /// The caller has exclusive use of the process (module docs).
-    unsafe fn take_saved(&self) -> Saved {
-        self.saved.with_mut(|cell| {
-            // SAFETY: exclusive use per this fn's contract; the reference does
-            // not outlive this statement.
-            unsafe { mem::take(&mut *cell) }
-        })
-    }
+    /// Moves the saved queue out of its cell, leaving it empty.
+    fn take_saved(&self) -> Saved;
+
+    /// Puts `saved` in the cell, returning what was there.
+    fn replace_saved(&self, saved: Saved) -> Saved;
 
     /// Puts the saved queue back, after anything a nested receive left there.
-    ///
-    /// # Safety
-    ///
-    /// The caller has exclusive use of the process (module docs).
-    unsafe fn put_saved(&self, mut owned: Saved) {
-        self.saved.with_mut(|cell| {
-            // SAFETY: exclusive use per this fn's contract; the reference does
-            // not outlive this closure and no user code runs while it exists.
-            let cell = unsafe { &mut *cell };
-            if !cell.queue.is_empty() {
-                // A nested receive pulled newer messages from the inbox: they go after ours.
-                owned.queue.append(&mut cell.queue);
-                owned.removals += 1;
-            }
-            owned.removals = owned.removals.max(cell.removals);
-            self.saved_len.store(owned.queue.len(), Ordering::Relaxed);
-            *cell = owned;
-        });
+    fn put_saved(&self, owned: Saved) {
+        let (len, removals) = (owned.queue.len(), owned.removals);
+        let nested = self.replace_saved(owned);
+        if nested.queue.is_empty() && nested.removals <= removals {
+            // No nested receive changed anything: the common case, one move.
+            self.mailbox().saved_len.store(len, Ordering::Relaxed);
+            return;
+        }
+        let mut owned = self.take_saved();
+        let mut nested = nested;
+        if !nested.queue.is_empty() {
+            // A nested receive pulled newer messages from the inbox: they go after ours.
+            owned.queue.append(&mut nested.queue);
+            owned.removals += 1;
+        }
+        owned.removals = owned.removals.max(nested.removals);
+        self.mailbox()
+            .saved_len
+            .store(owned.queue.len(), Ordering::Relaxed);
+        let _empty = self.replace_saved(owned);
     }
 
     /// Removes and returns the first message, in arrival order, for which
@@ -138,17 +133,12 @@ impl Mailbox {
     /// `cursor` remembers the saved messages a previous call of the same
     /// receive already rejected, so a waiting receive never looks at a message
     /// twice (unless another receive removed one meanwhile: then it rescans).
-    ///
-    /// # Safety
-    ///
-    /// The caller has exclusive use of the process (module docs).
-    pub(crate) unsafe fn take_first(
+    fn take_first(
         &self,
         cursor: &mut Cursor,
         matches: &mut dyn FnMut(&Envelope) -> bool,
     ) -> Option<Envelope> {
-        // SAFETY: forwarded from this fn's contract.
-        let mut owned = unsafe { self.take_saved() };
+        let mut owned = self.take_saved();
         if owned.removals != cursor.removals {
             cursor.scanned = 0;
         }
@@ -159,7 +149,7 @@ impl Mailbox {
                 break saved.remove(cursor.scanned + offset);
             }
             cursor.scanned = saved.len();
-            let mut inbox = self.inbox.lock();
+            let mut inbox = self.mailbox().inbox.lock();
             if inbox.is_empty() {
                 break None;
             }
@@ -170,41 +160,42 @@ impl Mailbox {
             }
         };
         cursor.removals = owned.removals;
-        // SAFETY: forwarded from this fn's contract.
-        unsafe { self.put_saved(owned) };
+        self.put_saved(owned);
         found
     }
 
     /// Removes every message for which `matches` holds.
-    ///
-    /// # Safety
-    ///
-    /// The caller has exclusive use of the process (module docs).
-    pub(crate) unsafe fn remove_all(&self, matches: &mut dyn FnMut(&Envelope) -> bool) -> usize {
-        // SAFETY: forwarded from this fn's contract.
-        let mut owned = unsafe { self.take_saved() };
-        owned.queue.append(&mut self.inbox.lock());
+    fn remove_all(&self, matches: &mut dyn FnMut(&Envelope) -> bool) -> usize {
+        let mut owned = self.take_saved();
+        owned.queue.append(&mut self.mailbox().inbox.lock());
         let before = owned.queue.len();
         owned.queue.retain(|m| !matches(m));
         let removed = before - owned.queue.len();
         if removed > 0 {
             owned.removals += 1;
         }
-        // SAFETY: forwarded from this fn's contract.
-        unsafe { self.put_saved(owned) };
+        self.put_saved(owned);
         removed
     }
 
-    /// Drops the saved messages (the body is being dropped).
-    ///
-    /// # Safety
-    ///
-    /// The caller has exclusive use of the process (module docs).
-    pub(crate) unsafe fn clear_saved(&self) {
-        // SAFETY: forwarded from this fn's contract.
-        let owned = unsafe { self.take_saved() };
-        self.saved_len.store(0, Ordering::Relaxed);
-        drop(owned);
+    /// Takes every saved message out, to drop (the body is being dropped).
+    fn take_all_saved(&self) -> Saved {
+        let owned = self.take_saved();
+        self.mailbox().saved_len.store(0, Ordering::Relaxed);
+        owned
+    }
+}
+
+impl Mailbox {
+    /// Appends a message (any thread).
+    pub(crate) fn push(&self, message: Envelope) {
+        self.inbox.lock().push_back(message);
+    }
+
+    /// The saved queue's cell, for its [`Owner`]'s `unsafe` accessors
+    /// (the process's `Running` guard, in `crate::process`).
+    pub(crate) fn saved_cell(&self) -> &UnsafeCell<Saved> {
+        &self.saved
     }
 
     /// Number of messages waiting (any thread; approximate while it changes).
@@ -226,18 +217,49 @@ impl Mailbox {
     }
 }
 
+#[cfg(test)]
+use solo::Solo;
+
+#[cfg(test)]
+mod solo {
+    use super::*;
+
+    /// The tests' owner of a mailbox: the one thread that receives from it
+    /// (in the loom model, the holder of the model's `RUNNING`).
+    pub(crate) struct Solo<'a>(pub(crate) &'a Mailbox);
+
+    impl Owner for Solo<'_> {
+        fn mailbox(&self) -> &Mailbox {
+            self.0
+        }
+
+        fn take_saved(&self) -> Saved {
+            self.0.saved.with_mut(|cell| {
+                // SAFETY: only the test's owner thread receives (loom checks
+                // the accesses for races); the reference ends here.
+                unsafe { mem::take(&mut *cell) }
+            })
+        }
+
+        fn replace_saved(&self, saved: Saved) -> Saved {
+            self.0.saved.with_mut(|cell| {
+                // SAFETY: as in `take_saved`.
+                unsafe { mem::replace(&mut *cell, saved) }
+            })
+        }
+    }
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
     fn take_u32(mailbox: &Mailbox, cursor: &mut Cursor, pred: impl Fn(u32) -> bool) -> Option<u32> {
-        // SAFETY: the test owns the mailbox exclusively.
-        unsafe {
-            mailbox.take_first(cursor, &mut |m| {
+        Solo(mailbox)
+            .take_first(cursor, &mut |m| {
                 m.downcast_ref::<u32>().is_some_and(|n| pred(*n))
             })
-        }
-        .and_then(|m| m.downcast().ok())
+            .and_then(|m| m.downcast().ok())
     }
 
     #[test]
@@ -285,7 +307,7 @@ mod loom_models {
     use ::loom::thread;
 
     use super::*;
-    use crate::process::{State, TransitionToIdle, TransitionToScheduled};
+    use crate::process::{State, TransitionToIdle, TransitionToRunning, TransitionToScheduled};
 
     /// Message `n` of sender `from`.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -295,14 +317,11 @@ mod loom_models {
     }
 
     fn take(mailbox: &Mailbox, cursor: &mut Cursor, matches: impl Fn(Msg) -> bool) -> Option<Msg> {
-        // SAFETY: only the model's owner thread (or the holder of RUNNING)
-        // calls this; loom checks the accesses to `saved` for races.
-        unsafe {
-            mailbox.take_first(cursor, &mut |m| {
+        Solo(mailbox)
+            .take_first(cursor, &mut |m| {
                 m.downcast_ref::<Msg>().is_some_and(|m| matches(*m))
             })
-        }
-        .map(|m| m.downcast().unwrap())
+            .map(|m| m.downcast().unwrap())
     }
 
     /// Two senders push two messages each while the owner waits for
@@ -396,17 +415,19 @@ mod loom_models {
                 if !mem::take(&mut *self.queued.lock()) {
                     return;
                 }
-                assert!(self.state.transition_to_running());
+                let TransitionToRunning::Poll(claim) = self.state.transition_to_running() else {
+                    unreachable!("nobody kills it")
+                };
                 if let Some(msg) = take(&self.mailbox, &mut Cursor::default(), |m| m.from == 1) {
                     self.got.with_mut(|got| {
                         // SAFETY: this thread holds RUNNING.
                         unsafe { *got = Some(msg) }
                     });
                 }
-                match self.state.transition_to_idle() {
+                match self.state.transition_to_idle(claim) {
                     TransitionToIdle::Idle => {}
                     TransitionToIdle::Requeue => *self.queued.lock() = true,
-                    TransitionToIdle::Exiting => unreachable!(),
+                    TransitionToIdle::Exiting(_) => unreachable!(),
                 }
             }
         }

@@ -87,7 +87,7 @@ pub fn set_memory_limit(limit: Option<usize>) -> Result<Option<usize>, MemoryLim
         let previous = account.set_limit(limit);
         // SAFETY: `me` is the current process of this thread: the context
         // holds its `Arc` until the poll returns, and the worker (or
-        // `drop_future`, for a destructor running in a dying process's
+        // `Running::exit`, for a destructor running in a dying process's
         // context) puts its own pointer back before letting it go.
         unsafe {
             alloc::enter_account(limit.map(|_| account));

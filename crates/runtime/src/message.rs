@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::context;
-use crate::mailbox::{Cursor, Envelope};
+use crate::mailbox::{Cursor, Envelope, Owner as _};
 use crate::pid::Pid;
 use crate::process::Process;
 use crate::runtime::Shared;
@@ -153,14 +153,11 @@ fn take<M: Send + 'static>(
     cursor: &mut Cursor,
     predicate: &mut dyn FnMut(&M) -> bool,
 ) -> Option<M> {
-    context::with_current("receive", |me| {
-        // SAFETY: `me` is the current process, so this thread has exclusive
-        // use of it (mailbox module docs, "Safety").
-        unsafe {
-            me.mailbox.take_first(cursor, &mut |m| {
-                m.downcast_ref::<M>().is_some_and(&mut *predicate)
-            })
-        }
+    // The current process's own saved queue, through its `RUNNING` guard.
+    context::with_running("receive", |me| {
+        me.take_first(cursor, &mut |m| {
+            m.downcast_ref::<M>().is_some_and(&mut *predicate)
+        })
         .and_then(|m| m.downcast::<M>().ok())
     })
 }
@@ -255,10 +252,9 @@ impl<F: FnMut(&Envelope) -> bool + Unpin> sealed::Selective for ReceiveAny<F> {
     type Message = Envelope;
 
     fn try_take(&mut self) -> Option<Envelope> {
-        context::with_current("receive_any", |me| {
-            // SAFETY: `me` is the current process, so this thread has exclusive
-            // use of it (mailbox module docs, "Safety").
-            unsafe { me.mailbox.take_first(&mut self.cursor, &mut self.predicate) }
+        // The current process's own saved queue, through its guard.
+        context::with_running("receive_any", |me| {
+            me.take_first(&mut self.cursor, &mut self.predicate)
         })
     }
 }

@@ -1,22 +1,27 @@
 //! The process control block.
 //!
-//! Its scheduling state machine lives in [`state`]; links, monitors and the
-//! name in [`Relations`]; the mailbox in [`crate::mailbox`].
+//! Its scheduling state machine lives in [`state`]; the guard of its
+//! `RUNNING` bit, the only way to its body and its mailbox's saved queue,
+//! and the one way a process ends, in [`running`] ([`Running`],
+//! [`Running::exit`]); links, monitors and the name in [`Relations`]; the
+//! mailbox in [`crate::mailbox`].
 
 mod group_leader;
+mod running;
 mod small_map;
 mod state;
 
+pub(crate) use running::{tear_down, End, Parked, Picked, Running};
 pub(crate) use small_map::{PidSet, SmallMap};
-pub(crate) use state::{State, TransitionToDropping, TransitionToIdle, TransitionToScheduled};
+pub(crate) use state::{State, TransitionToScheduled};
+#[cfg(all(test, loom))]
+pub(crate) use state::{TransitionToIdle, TransitionToRunning};
 
 use std::borrow::Cow;
-use std::cell::UnsafeCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 
 use futures_task::ArcWake;
 
@@ -31,51 +36,6 @@ use crate::timer::TimerKey;
 
 /// The boxed body of a process.
 pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ExitReason> + Send + 'static>>;
-
-/// The body of a process, in a cell that only the holder of the process's
-/// `RUNNING` bit touches (see [`state`]).
-///
-/// # Safety
-///
-/// The `unsafe fn`s require that the caller holds `RUNNING` for this
-/// process (a worker polling it, or whoever drops it: see [`state`], "Who
-/// drops the body" — the runtime's teardown takes `RUNNING` too). Since
-/// `RUNNING` is held by at most one thread, no two references into the cell
-/// ever coexist; user code cannot reach the cell.
-pub(crate) struct Body(UnsafeCell<Option<BoxFuture>>);
-
-// SAFETY: the cell is only accessed under the exclusive-access contract
-// above, and a `BoxFuture` is `Send`.
-unsafe impl Sync for Body {}
-
-impl Body {
-    fn new(future: BoxFuture) -> Body {
-        Body(UnsafeCell::new(Some(future)))
-    }
-
-    /// Polls the body; `None` if it was already dropped.
-    ///
-    /// # Safety
-    ///
-    /// The caller holds `RUNNING` for the process (type docs).
-    pub(crate) unsafe fn poll(&self, cx: &mut Context<'_>) -> Option<Poll<ExitReason>> {
-        // SAFETY: exclusive access per this fn's contract: no other thread
-        // holds `RUNNING`, so none touches the cell while this reference lives
-        // (for the poll only).
-        let body = unsafe { &mut *self.0.get() };
-        body.as_mut().map(|future| future.as_mut().poll(cx))
-    }
-
-    /// Takes the body out, to drop it.
-    ///
-    /// # Safety
-    ///
-    /// The caller holds `RUNNING` for the process (type docs).
-    pub(crate) unsafe fn take(&self) -> Option<BoxFuture> {
-        // SAFETY: exclusive access per this fn's contract.
-        unsafe { (*self.0.get()).take() }
-    }
-}
 
 /// Flag bit: exit signals arrive as [`Exit`](crate::Exit) messages.
 const TRAP_EXIT: u8 = 1 << 0;
@@ -212,8 +172,9 @@ pub(crate) struct Process {
     /// `TRAP_EXIT` and the priority.
     flags: AtomicU8,
     pub(crate) mailbox: Mailbox,
-    /// The body; empty once it finished or was dropped.
-    pub(crate) body: Body,
+    /// The body; empty once it finished or was dropped. Reached only
+    /// through a [`Running`] guard.
+    body: running::Body,
     /// Links, monitors, name: the relations lock of `crate::signal`'s link
     /// protocol (at most two held at once, in ascending pid order).
     pub(crate) relations: Mutex<Option<Box<Relations>>>,
@@ -254,7 +215,7 @@ impl Process {
             state: State::new_scheduled(),
             flags: AtomicU8::new(flags),
             mailbox: Mailbox::default(),
-            body: Body::new(future),
+            body: running::Body::new(future),
             relations: Mutex::new(None),
             reductions: AtomicU64::new(0),
             cpu_ns: AtomicU64::new(0),

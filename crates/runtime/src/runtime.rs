@@ -22,7 +22,7 @@ use crate::context;
 use crate::mailbox::Envelope;
 use crate::net::reactor::Reactor;
 use crate::pid::{Pid, Ref};
-use crate::process::{Process, TransitionToDropping};
+use crate::process::Process;
 use crate::reason::{ExitReason, IntoExitReason};
 use crate::scheduler::{self, Preemption, Scheduler};
 use crate::spawn::{Spawn, SpawnError, Spawned};
@@ -302,11 +302,7 @@ impl Drop for Runtime {
             process.begin_exit();
         }
         for process in &processes {
-            process.relations.lock().take();
-            scheduler::drop_contained(process.mailbox.drain_inbox());
-            if process.state.transition_to_dropping() == TransitionToDropping::Drop {
-                scheduler::drop_future(process);
-            }
+            crate::process::tear_down(process, None);
         }
         drop(processes);
         shared.sched.drop_queued();

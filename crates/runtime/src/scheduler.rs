@@ -75,11 +75,11 @@ pub(crate) use queue::Class;
 use queue::RunQueue;
 pub(crate) use slot::Slot;
 pub use sysmon::Handoff;
-pub(crate) use worker::{drop_contained, drop_future, panic_message, Worker, NO_SLOT};
+pub(crate) use worker::{drop_contained, panic_message, Worker, NO_SLOT};
 
 use crate::context;
 use crate::net::reactor::Reactor;
-use crate::process::{Process, TransitionToScheduled};
+use crate::process::{Picked, Process, Running, TransitionToScheduled};
 use crate::runtime::Shared;
 
 /// Counters of the preemption machinery, for introspection.
@@ -100,6 +100,11 @@ pub(crate) struct Counters {
     pub(crate) threads_started: AtomicU64,
 }
 
+/// The OS nice value `level` steps above `base` (a nice value in -20..=19).
+fn os_nice(base: i32, level: i32) -> i32 {
+    base.saturating_add(level).clamp(-20, 19)
+}
+
 /// The scheduler: all slots, workers and shared queues.
 pub(crate) struct Scheduler {
     pub(crate) slots: Box<[Slot]>,
@@ -113,6 +118,12 @@ pub(crate) struct Scheduler {
     shutdown: AtomicBool,
     pub(crate) started: Instant,
     pub(crate) config: Preemption,
+    /// The nice value of the thread that built the runtime, which every
+    /// worker starts with: the ladder's and the relief's levels are
+    /// increments over it, as `nice -n` is (a node started at nice -10 next
+    /// to other processes at -10 keeps the shares the defaults were measured
+    /// with at 0).
+    pub(crate) base_nice: i32,
     /// Whether this process may raise a demoted thread back to
     /// [`Preemption::relief_nice`] (CAP_SYS_NICE or RLIMIT_NICE): probed once.
     pub(crate) priorities_restorable: bool,
@@ -128,6 +139,7 @@ pub(crate) struct Scheduler {
 
 impl Scheduler {
     pub(crate) fn new(slots: usize, config: Preemption, reactor: Arc<Reactor>) -> Scheduler {
+        let base_nice = os::current_nice();
         Scheduler {
             slots: (0..slots).map(Slot::new).collect(),
             injector: Mutex::new(RunQueue::default()),
@@ -137,9 +149,10 @@ impl Scheduler {
             idle: idle::Idle::new(slots),
             shutdown: AtomicBool::new(false),
             started: Instant::now(),
+            base_nice,
             priorities_restorable: config.enabled
                 && !config.demotion.is_empty()
-                && os::can_restore_priority(config.relief_nice),
+                && os::can_restore_priority(os_nice(base_nice, config.relief_nice)),
             config,
             workers: threads::Workers::default(),
             sysmon: sysmon::Sysmon::default(),
@@ -414,8 +427,19 @@ impl Scheduler {
         }
     }
 
-    /// Sets a worker thread's priority to `nice` (19 with
-    /// [`Preemption::sched_idle`]: SCHED_IDLE), up or down; a raise needs
+    /// The nice value the OS reports for a worker at ladder `level` (19 at
+    /// SCHED_IDLE).
+    pub(crate) fn os_nice(&self, level: i32) -> i32 {
+        if level >= 19 {
+            19
+        } else {
+            os_nice(self.base_nice, level)
+        }
+    }
+
+    /// Sets a worker thread's priority to ladder level `nice` (19 with
+    /// [`Preemption::sched_idle`]: SCHED_IDLE; otherwise that many steps
+    /// above [`Scheduler::base_nice`]), up or down; a raise needs
     /// [`Scheduler::priorities_restorable`]. One or two system calls, only
     /// when the level changes.
     fn apply_priority(&self, worker: &Worker, nice: i32) {
@@ -431,9 +455,9 @@ impl Scheduler {
         let result = if idle {
             os::set_nice(tid, 19).and_then(|()| os::set_sched_idle(tid))
         } else if nice < current {
-            os::set_normal(tid, nice)
+            os::set_normal(tid, os_nice(self.base_nice, nice))
         } else {
-            os::set_nice(tid, nice)
+            os::set_nice(tid, os_nice(self.base_nice, nice))
         };
         match result {
             Ok(()) => {
@@ -472,7 +496,8 @@ impl Scheduler {
 
     /// Takes every queued process with its `SCHEDULED` ticket and drops its
     /// body, as the runtime's teardown does (the process is marked exiting
-    /// first, so `transition_to_running` fails and the ticket holder drops).
+    /// first, so `Running::pick` answers `Exiting` and the ticket holder
+    /// ends it: `process::tear_down`).
     /// Run by the teardown, and again by each worker leaving after the
     /// shutdown: a worker that was still inside a poll when the teardown
     /// drained the queues may have queued a process since (one woken during
@@ -480,10 +505,13 @@ impl Scheduler {
     pub(crate) fn drop_queued(&self) {
         for process in self.drain_all() {
             process.begin_exit();
-            if !process.state.transition_to_running() {
-                process.relations.lock().take();
-                drop_contained(process.mailbox.drain_inbox());
-                drop_future(&process);
+            let queued = process.clone();
+            // Marked exiting just above: `Poll` cannot come, and would be
+            // ended all the same.
+            match Running::pick(process) {
+                Picked::Exiting(running) | Picked::Poll(running) => {
+                    crate::process::tear_down(&queued, Some(running));
+                }
             }
         }
     }

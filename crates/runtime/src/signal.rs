@@ -102,8 +102,9 @@ use crate::context;
 use crate::dist::RemoteExit;
 use crate::loom::sync::Mutex;
 use crate::mailbox::Envelope;
+use crate::mailbox::Owner as _;
 use crate::pid::{MonitorRef, Pid};
-use crate::process::{Process, Relations, State, Status, TransitionToDropping};
+use crate::process::{End, Process, Relations, Running, State, Status};
 use crate::reason::ExitReason;
 use crate::runtime::Shared;
 use crate::scheduler;
@@ -494,15 +495,17 @@ fn finish_exit(
     // inside a poll or queued, whoever holds or takes `RUNNING` drops it.
     // A kill made by such a destructor goes through a run queue too, so a
     // chain of them does not nest drops on the stack.
-    if DROPPING_KILLED.with(Cell::get)
-        || !context::can_swap_current()
-        || process.state.transition_to_dropping() != TransitionToDropping::Drop
-    {
+    let claimed = if DROPPING_KILLED.with(Cell::get) || !context::can_swap_current() {
+        None
+    } else {
+        Running::claim_exiting(process)
+    };
+    let Some(running) = claimed else {
         scheduler::wake(process);
         return;
-    }
+    };
     DROPPING_KILLED.with(|d| d.set(true));
-    scheduler::drop_future(process);
+    running.exit(End::Killed);
     DROPPING_KILLED.with(|d| d.set(false));
 }
 
@@ -679,17 +682,14 @@ pub(crate) fn monitor_with_name(pid: Pid, name: Option<crate::dist::RemoteName>)
 /// [`Down`] message for it already in the mailbox is removed too, so after
 /// `demonitor(r, true)` no `Down` for `r` is ever received.
 pub fn demonitor(monitor: MonitorRef, flush: bool) -> bool {
-    context::with_current("demonitor", |me| {
-        let was_active = demonitor_of(me, monitor);
+    context::with_running("demonitor", |me| {
+        let was_active = demonitor_of(me.process(), monitor);
         if flush {
-            // SAFETY: `me` is the current process, so this thread has exclusive
-            // use of it (mailbox module docs, "Safety").
-            unsafe {
-                me.mailbox.remove_all(&mut |m| {
-                    m.downcast_ref::<Down>()
-                        .is_some_and(|d| d.monitor == monitor)
-                });
-            }
+            // The current process's own saved queue, through its guard.
+            me.remove_all(&mut |m| {
+                m.downcast_ref::<Down>()
+                    .is_some_and(|d| d.monitor == monitor)
+            });
         }
         was_active
     })

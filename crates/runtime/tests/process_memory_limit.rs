@@ -238,30 +238,3 @@ fn set_memory_limit_applies_to_the_caller_and_process_info_shows_it() {
         assert!(process_info_none.is_none());
     });
 }
-
-/// The count of live bytes is kept per thread and summed: memory allocated
-/// on one thread and freed on another moves it by what was allocated, then
-/// back. (Other threads of this test binary allocate too, so the check
-/// allows them a margin far below the 64 MiB moved.)
-#[test]
-fn the_count_of_live_bytes_is_exact_across_threads() {
-    const BLOCKS: usize = 64;
-    let before = ember_runtime::allocated_bytes().expect("the counting allocator is installed");
-    let held: Vec<Vec<u8>> =
-        std::thread::spawn(|| (0..BLOCKS).map(|_| black_box(vec![1u8; MIB])).collect())
-            .join()
-            .unwrap();
-    let during = ember_runtime::allocated_bytes().unwrap();
-    let grew = during as isize - before as isize;
-    assert!(
-        (grew - (BLOCKS * MIB) as isize).abs() < MIB as isize,
-        "64 MiB allocated on another thread moved the count by {grew} bytes"
-    );
-    std::thread::spawn(move || drop(held)).join().unwrap();
-    let after = ember_runtime::allocated_bytes().unwrap();
-    let left = after as isize - before as isize;
-    assert!(
-        left.abs() < MIB as isize,
-        "64 MiB freed on a third thread left the count {left} bytes from where it was"
-    );
-}

@@ -8,8 +8,10 @@
 //! * `SCHEDULED` is set by whoever wins the transition from idle to runnable
 //!   (see [`State::transition_to_scheduled`]) and that party alone pushes the
 //!   process into a run queue. It is cleared by the scheduler that pops it.
-//! * `RUNNING` is set and cleared only by the scheduler that polls the process.
-//!   While it is set no other thread touches the future.
+//! * `RUNNING` is set by a transition that hands its caller a [`Claim`]
+//!   (`process::Running` holds it), and cleared only by giving that claim
+//!   back to [`State::transition_to_idle`]. While it is set no other thread
+//!   touches the future.
 //! * `NOTIFIED` is set by a wake-up that arrives while `RUNNING`; the scheduler
 //!   then requeues the process after the poll instead of leaving it idle.
 //! * `EXITING` is set once, by [`State::begin_exit`], and never cleared. From
@@ -27,26 +29,43 @@
 //! Exactly one party drops a process's body (its future and its saved
 //! messages): the one holding `RUNNING` when it learns the process is over.
 //! `RUNNING` is never cleared once `EXITING` is set, so nobody can take it
-//! after that party, and there is only ever one holder. The cases:
+//! after that party, and there is only ever one holder. The transitions that
+//! set `RUNNING` hand their caller a [`Claim`], which `process::Running`
+//! wraps with the process; the body and the mailbox's saved queue are
+//! reachable only through that guard, and every party below ends the
+//! process through the same call, `Running::exit`, which drops the body and
+//! the saved messages in the process's context and forgets it as a zombie.
+//! The cases:
 //!
-//! * the poll returned `Ready` or panicked: the polling thread drops it;
+//! * the poll returned `Ready` or panicked, or went over its memory limit:
+//!   the polling thread ends it (`End::Finished`: its links, monitors and
+//!   name are handled after the body is dropped);
 //! * the poll returned `Pending` and `transition_to_idle` found `EXITING`
 //!   (killed during the poll, possibly by the runtime's teardown while the
-//!   thread was stuck in native code): the polling thread drops it;
+//!   thread was stuck in native code): the claim comes back
+//!   (`TransitionToIdle::Exiting`) and the polling thread ends it;
 //! * popped from a queue with `EXITING` set: `transition_to_running` still
-//!   sets `RUNNING` and answers false, and the popper drops it. The
-//!   teardown drains the run queues this way too, and so does every worker
-//!   as it leaves after the shutdown (a worker still inside a poll, or
-//!   holding processes it took from a queue, when the teardown drained them
-//!   may queue them again afterwards);
+//!   sets `RUNNING` and answers `Exiting` with the claim, and the popper
+//!   ends it. The teardown drains the run queues this way too
+//!   (`Scheduler::drop_queued`, `process::tear_down`), and so does every
+//!   worker as it leaves after the shutdown (a worker still inside a poll,
+//!   or holding processes it took from a queue, when the teardown drained
+//!   them may queue them again afterwards);
 //! * neither `RUNNING` nor `SCHEDULED` set (parked) when the process is
 //!   killed, or when the runtime is torn down: `transition_to_dropping` sets
-//!   `RUNNING` by compare-and-swap and the killer (at the end of
-//!   `signal::finish_exit`, on its own thread) or the teardown drops it.
-//!   That swap fails if a wake-up set `SCHEDULED` first (then its queue's
-//!   popper drops it; the killer wakes the process, which does nothing more)
-//!   or if a poll holds `RUNNING` (the killer wakes it; the poll's end sees
-//!   `EXITING`); a wake-up after it only sets `NOTIFIED`.
+//!   `RUNNING` by compare-and-swap, answering `Drop` with the claim
+//!   (`Running::claim_exiting`), and the killer (at the end of
+//!   `signal::finish_exit`, on its own thread) or the teardown
+//!   (`process::tear_down`, from `Runtime::drop`) ends it. That swap fails if
+//!   a wake-up set `SCHEDULED` first (then its queue's popper ends it; the
+//!   killer wakes the process, which does nothing more) or if a poll holds
+//!   `RUNNING` (the killer wakes it; the poll's end sees `EXITING`); a
+//!   wake-up after it only sets `NOTIFIED`.
+//!
+//! Since a `Claim` cannot be made outside this module, code that would
+//! poll or drop a body without holding `RUNNING` does not compile; the loom
+//! models below go through the same kind of guard, and their one seeded
+//! bug (a teardown dropping by `status()`) has to forge a claim.
 //!
 //! `State::status` answers `Exiting` before it looks at `RUNNING`: it is for
 //! introspection only, never for deciding whether the body may be touched.
@@ -70,10 +89,10 @@
 //! # Safety
 //!
 //! Outside its tests this module contains no `unsafe`. What the protocol
-//! makes sound is elsewhere: the process's body (`process::Body`) and the
-//! mailbox's saved queue are cells that only the holder of `RUNNING` (or the
-//! runtime after its schedulers stopped) touches. The tests model the body
-//! as such a cell, so loom checks every access to it for a race.
+//! makes sound is in `process::running`: the process's body and the
+//! mailbox's saved queue are cells that only a `Running` (made from a
+//! [`Claim`]) touches. The tests model the body as such a cell behind the
+//! same kind of guard, so loom checks every access to it for a race.
 
 use crate::loom::sync::atomic::{AtomicU8, Ordering};
 
@@ -97,6 +116,29 @@ pub(crate) enum TransitionToScheduled {
     Nothing,
 }
 
+/// Proof that the caller holds a process's `RUNNING` bit: made only by the
+/// transitions that set it ([`State::transition_to_running`],
+/// [`State::transition_to_dropping`]) and given up only to
+/// [`State::transition_to_idle`], which clears it. Neither `Clone` nor
+/// `Copy`, and nothing outside this module can make one, so there is one
+/// claim per holding of `RUNNING`. `process::Running` wraps it with the
+/// process: whatever touches the body or the mailbox's saved queue needs
+/// one (module docs, "Who drops the body").
+#[must_use = "RUNNING is held until the claim is given back or the body dropped"]
+#[derive(Debug)]
+pub(crate) struct Claim(());
+
+/// The outcome of [`State::transition_to_running`], for a process popped from
+/// a run queue: either way the caller now holds `RUNNING`.
+#[must_use]
+#[derive(Debug)]
+pub(crate) enum TransitionToRunning {
+    /// Live: poll it.
+    Poll(Claim),
+    /// Exiting: drop its body instead.
+    Exiting(Claim),
+}
+
 /// The outcome of [`State::transition_to_idle`], after a poll returned `Pending`.
 #[must_use]
 pub(crate) enum TransitionToIdle {
@@ -104,16 +146,16 @@ pub(crate) enum TransitionToIdle {
     Idle,
     /// Woken during the poll: the scheduler must queue it again.
     Requeue,
-    /// Exiting: the scheduler must drop its future.
-    Exiting,
+    /// Exiting: the scheduler still holds `RUNNING` and must drop its future.
+    Exiting(Claim),
 }
 
 /// The outcome of [`State::transition_to_dropping`].
 #[must_use]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum TransitionToDropping {
     /// The caller now holds `RUNNING` and must drop the body.
-    Drop,
+    Drop(Claim),
     /// A thread is inside a poll (or dropping the body): it drops it.
     Running,
     /// The process is in a run queue, or popped and about to run: whoever
@@ -181,20 +223,27 @@ impl State {
         }
     }
 
-    /// Popped from a run queue: scheduled → running. Returns false if the
-    /// process is exiting, in which case it must be dropped rather than polled.
-    pub(crate) fn transition_to_running(&self) -> bool {
+    /// Popped from a run queue: scheduled → running. The caller now holds
+    /// `RUNNING` (the [`Claim`] in the answer); `Exiting` if the process is
+    /// exiting, in which case it must be dropped rather than polled.
+    pub(crate) fn transition_to_running(&self) -> TransitionToRunning {
         let prev = self.0.fetch_xor(SCHEDULED | RUNNING, Ordering::AcqRel);
         debug_assert!(prev & SCHEDULED != 0 && prev & RUNNING == 0);
-        prev & EXITING == 0
+        if prev & EXITING == 0 {
+            TransitionToRunning::Poll(Claim(()))
+        } else {
+            TransitionToRunning::Exiting(Claim(()))
+        }
     }
 
     /// A poll returned `Pending`: running → idle, or requeue if notified.
-    pub(crate) fn transition_to_idle(&self) -> TransitionToIdle {
+    /// Gives `RUNNING` up, unless the process is exiting: then the claim
+    /// comes back, to drop the body.
+    pub(crate) fn transition_to_idle(&self, claim: Claim) -> TransitionToIdle {
         let mut current = self.0.load(Ordering::Acquire);
         loop {
             if current & EXITING != 0 {
-                return TransitionToIdle::Exiting;
+                return TransitionToIdle::Exiting(claim);
             }
             let (next, outcome) = if current & NOTIFIED != 0 {
                 (
@@ -235,7 +284,7 @@ impl State {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return TransitionToDropping::Drop,
+                Ok(_) => return TransitionToDropping::Drop(Claim(())),
                 Err(actual) => current = actual,
             }
         }
@@ -267,7 +316,10 @@ mod harness {
     use std::sync::atomic::AtomicUsize;
     use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
-    use super::{State, TransitionToDropping, TransitionToIdle, TransitionToScheduled};
+    use super::{
+        Claim, State, TransitionToDropping, TransitionToIdle, TransitionToRunning,
+        TransitionToScheduled,
+    };
     use crate::loom::cell::UnsafeCell;
     use crate::loom::sync::Mutex;
 
@@ -368,9 +420,9 @@ mod harness {
             if process.state.begin_exit() {
                 process.exits.fetch_add(1, Release);
                 match process.state.transition_to_dropping() {
-                    TransitionToDropping::Drop => {
+                    TransitionToDropping::Drop(claim) => {
                         self.seen.dropped_by_killer.fetch_add(1, Relaxed);
-                        process.drop_body();
+                        Held::new(process.clone(), claim).drop_body();
                     }
                     TransitionToDropping::Running | TransitionToDropping::Scheduled => {
                         self.wake(process);
@@ -386,22 +438,29 @@ mod harness {
                 return false;
             };
             let exited = process.has_exited();
-            let running = process.state.transition_to_running();
-            assert!(!(running && exited), "polled after its exit");
+            let transition = process.state.transition_to_running();
             assert_eq!(process.tickets.fetch_sub(1, Relaxed), 1);
-            if !running {
-                self.seen.dropped_unpolled.fetch_add(1, Relaxed);
-                process.drop_body();
-                return true;
-            }
+            let mut held = match transition {
+                TransitionToRunning::Poll(claim) => {
+                    assert!(!exited, "polled after its exit");
+                    Held::new(process, claim)
+                }
+                TransitionToRunning::Exiting(claim) => {
+                    self.seen.dropped_unpolled.fetch_add(1, Relaxed);
+                    Held::new(process, claim).drop_body();
+                    return true;
+                }
+            };
             self.seen.polls.fetch_add(1, Relaxed);
-            if process.poll(self.poll_spins) {
-                process.drop_body();
+            if held.poll(self.poll_spins) {
+                let process = held.process.clone();
+                held.drop_body();
                 self.terminate(&process);
                 return true;
             }
-            let exited = process.has_exited();
-            match process.state.transition_to_idle() {
+            let exited = held.process.has_exited();
+            let process = held.process.clone();
+            match held.park() {
                 TransitionToIdle::Idle | TransitionToIdle::Requeue if exited => {
                     panic!("parked or requeued after its exit")
                 }
@@ -410,9 +469,9 @@ mod harness {
                     self.seen.requeued.fetch_add(1, Relaxed);
                     self.push(process);
                 }
-                TransitionToIdle::Exiting => {
+                TransitionToIdle::Exiting(claim) => {
                     self.seen.exiting_after_poll.fetch_add(1, Relaxed);
-                    process.drop_body();
+                    Held::new(process, claim).drop_body();
                 }
             }
             true
@@ -438,11 +497,16 @@ mod harness {
                 }
             }
             for process in table {
-                if process.state.transition_to_dropping() == TransitionToDropping::Drop {
+                if let TransitionToDropping::Drop(claim) = process.state.transition_to_dropping() {
                     self.seen.dropped_by_teardown.fetch_add(1, Relaxed);
-                    process.drop_body();
+                    Held::new(process.clone(), claim).drop_body();
                 }
             }
+            self.drain_queue_for_teardown();
+        }
+
+        /// The teardown's drain of the run queue, with the tickets.
+        fn drain_queue_for_teardown(&self) {
             loop {
                 let Some(process) = self.queue.lock().pop_front() else {
                     break;
@@ -451,47 +515,96 @@ mod harness {
                 if process.state.begin_exit() {
                     process.exits.fetch_add(1, Release);
                 }
-                assert!(
-                    !process.state.transition_to_running(),
-                    "an exiting process was given to the teardown to poll"
-                );
-                self.seen.dropped_by_teardown.fetch_add(1, Relaxed);
-                process.drop_body();
+                match process.state.transition_to_running() {
+                    TransitionToRunning::Exiting(claim) => {
+                        self.seen.dropped_by_teardown.fetch_add(1, Relaxed);
+                        Held::new(process, claim).drop_body();
+                    }
+                    TransitionToRunning::Poll(_) => {
+                        panic!("an exiting process was given to the teardown to poll")
+                    }
+                }
             }
+        }
+
+        /// A seeded bug for the loom models: the teardown of an old
+        /// `Runtime::drop`, which dropped the body of every process whose
+        /// `status()` read `Exiting` (it answers that before `Running`), so
+        /// also of one a worker was polling. Since the body is reachable
+        /// only through a [`Held`] made from a [`Claim`], and only the
+        /// transitions make claims, the bug can only be written by forging
+        /// one here, in the state module's own tests.
+        #[cfg(loom)]
+        pub(super) fn tear_down_by_status(&self, table: &[Arc<Proc>]) {
+            for process in table {
+                if process.state.begin_exit() {
+                    process.exits.fetch_add(1, Release);
+                }
+            }
+            for process in table {
+                if process.state.status() == super::Status::Exiting {
+                    self.seen.dropped_by_teardown.fetch_add(1, Relaxed);
+                    Held::new(process.clone(), Claim(())).drop_body();
+                }
+            }
+            self.drain_queue_for_teardown();
         }
     }
 
-    impl Proc {
+    /// The harness's `process::Running`: the one way to the body, made only
+    /// from a [`Claim`] (that is, by a transition that gave the caller
+    /// `RUNNING`).
+    struct Held {
+        process: Arc<Proc>,
+        claim: Claim,
+    }
+
+    impl Held {
+        fn new(process: Arc<Proc>, claim: Claim) -> Held {
+            Held { process, claim }
+        }
+
         /// Polls the body once; true if it returned `Ready`.
-        fn poll(&self, spins: usize) -> bool {
-            self.enter();
+        fn poll(&mut self, spins: usize) -> bool {
+            let process = &*self.process;
+            process.enter();
             for _ in 0..spins {
                 std::hint::spin_loop();
             }
-            let ready = self.body.with_mut(|body| {
-                // SAFETY: only the holder of RUNNING calls this (`enter`
-                // checks that nobody else is inside).
+            let ready = process.body.with_mut(|body| {
+                // SAFETY: `self` holds the claim on RUNNING (`enter`
+                // checks that nobody else is inside, and loom checks the
+                // access for a race).
                 let body = unsafe { &mut *body };
                 let body = body.as_mut().expect("polled after its body was dropped");
-                body.seen = *self.inbox.lock();
+                body.seen = *process.inbox.lock();
                 body.polls += 1;
                 body.finish_at == Some(body.polls)
             });
-            self.leave();
+            process.leave();
             ready
         }
 
-        fn drop_body(&self) {
-            self.enter();
-            self.body.with_mut(|body| {
+        /// Gives `RUNNING` back after a `Pending` poll (`Running::park`).
+        fn park(self) -> TransitionToIdle {
+            self.process.state.transition_to_idle(self.claim)
+        }
+
+        /// Drops the body; `RUNNING` is never given back after this.
+        fn drop_body(self) {
+            let process = &*self.process;
+            process.enter();
+            process.body.with_mut(|body| {
                 // SAFETY: as in `poll`.
                 let body = unsafe { &mut *body };
                 assert!(body.take().is_some(), "a body was dropped twice");
             });
-            self.drops.fetch_add(1, Relaxed);
-            self.leave();
+            process.drops.fetch_add(1, Relaxed);
+            process.leave();
         }
+    }
 
+    impl Proc {
         /// How many callers won `begin_exit`.
         pub(super) fn exits(&self) -> usize {
             self.exits.load(Acquire)
@@ -894,6 +1007,68 @@ mod loom_models {
             rq.drain();
             process.assert_settled();
             assert_eq!(process.exits(), 1);
+        });
+    }
+
+    /// The runtime is torn down while a parked process is killed on one
+    /// thread and woken by a message on another: the teardown, the killer
+    /// and whoever pops the woken process race for the body, and exactly
+    /// one of them drops it, once (each needs the `Claim` that only a
+    /// winning transition makes).
+    #[test]
+    fn a_teardown_racing_with_a_kill_and_a_wake_of_a_parked_process_drops_the_body_once() {
+        crate::loom::model("teardown vs kill vs wake, parked", Some(3), || {
+            teardown_racing_a_kill_and_a_wake(|rq, table| rq.tear_down(table));
+        });
+    }
+
+    /// The model above with `tear_down` given as `teardown`, on a process
+    /// parked after one poll, with a worker that pops what the wake queued.
+    fn teardown_racing_a_kill_and_a_wake(teardown: fn(&RunQueue, &[Arc<super::harness::Proc>])) {
+        let rq = Arc::new(RunQueue::default());
+        let process = rq.spawn(None);
+        rq.run_one();
+        let (p1, p2) = (process.clone(), process.clone());
+        let killer = start(&rq, move |rq| rq.terminate(&p1));
+        let sender = start(&rq, move |rq| rq.send(&p2));
+        let worker = start(&rq, |rq| {
+            rq.run_one();
+        });
+        teardown(&rq, &[process.clone()]);
+        killer();
+        sender();
+        worker();
+        rq.drain();
+        process.assert_settled();
+        assert_eq!(process.exits(), 1);
+    }
+
+    /// The seeded bug of [`RunQueue::tear_down_by_status`] must be caught:
+    /// its model runs in a child process (it is expected to fail) and
+    /// must report a body touched by two threads or dropped twice.
+    #[test]
+    fn loom_models_a_teardown_dropping_a_polled_body_is_caught() {
+        let (succeeded, text) = crate::loom::run_seeded_bug(
+            "process::state::loom_models::seeded_bug_teardown_by_status",
+        );
+        assert!(
+            !succeeded
+                && (text.contains("two threads are inside one process")
+                    || text.contains("dropped twice")
+                    || text.contains("Causality violation")),
+            "the model did not catch a teardown dropping a body under a poll: {text}"
+        );
+        println!("loom: a teardown that drops by status (seeded bug) is caught");
+    }
+
+    /// The broken teardown's model, expected to fail (see above): a worker
+    /// is inside the poll of the process (woken by a message) when the
+    /// teardown, reading `status()`, drops its body.
+    #[test]
+    #[ignore = "a seeded bug: run by loom_models_a_teardown_dropping_a_polled_body_is_caught, which expects it to fail"]
+    fn seeded_bug_teardown_by_status() {
+        crate::loom::model("seeded bug: teardown by status", Some(3), || {
+            teardown_racing_a_kill_and_a_wake(|rq, table| rq.tear_down_by_status(table));
         });
     }
 

@@ -37,6 +37,9 @@ pub struct Preemption {
     pub contended_threshold: Duration,
     /// Nice value reached once a poll has used the given CPU time; the first
     /// step applies at hand-off (default: 5 at once, 19 after 20 ms of CPU).
+    /// Values are steps above the nice value of the thread that built the
+    /// runtime, as with `nice -n` (a node started at nice -10 demotes to
+    /// -5), clamped to 19; 19 itself is the last step (SCHED_IDLE below).
     /// A request of up to 20 ms thus gets a third of a scheduler thread's
     /// weight but over 100 times a long hog's (SCHED_IDLE, below), so with
     /// hogs on its core it takes about as long as on its own.
@@ -66,8 +69,9 @@ pub struct Preemption {
     /// disables the floor.
     pub starvation_floor: Duration,
     /// The nice value starved demoted threads are raised to (default 5, the
-    /// first step: against one busy nice-0 thread on its CPU a hog gets
-    /// about 25 % of that CPU instead of 0.3 %). Raising a priority needs
+    /// first step; steps above the node's own nice value, as in
+    /// [`Preemption::demotion`]: against one busy thread at the node's nice
+    /// value on its CPU a hog gets about 25 % of that CPU instead of 0.3 %). Raising a priority needs
     /// CAP_SYS_NICE or an RLIMIT_NICE of at least `20 - relief_nice`; the
     /// runtime probes that once, and without it no demotion goes past this
     /// level (no SCHED_IDLE), so the floor holds with no raise at all.

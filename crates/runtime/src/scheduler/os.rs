@@ -58,6 +58,22 @@ pub(crate) fn is_runnable(tid: i32) -> io::Result<bool> {
     Ok(fields.trim_start().starts_with('R'))
 }
 
+/// The nice value of the calling thread (Linux nice is per thread; a new
+/// thread starts with its creator's).
+pub(crate) fn current_nice() -> i32 {
+    // `getpriority` may return -1 as a valid value, so errno tells errors
+    // apart; it cannot fail for the calling thread, and 0 is the fallback.
+    // SAFETY: `__errno_location` always points at the calling thread's errno.
+    unsafe { *libc::__errno_location() = 0 };
+    // SAFETY: plain syscall on integer arguments.
+    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, current_tid() as libc::id_t) };
+    if nice == -1 && io::Error::last_os_error().raw_os_error() != Some(0) {
+        0
+    } else {
+        nice
+    }
+}
+
 /// Sets the nice value of thread `tid` (Linux nice is per thread). Raising
 /// it needs no privilege; lowering it again usually does (EACCES).
 pub(crate) fn set_nice(tid: i32, nice: i32) -> io::Result<()> {

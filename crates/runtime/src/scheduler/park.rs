@@ -420,27 +420,10 @@ mod loom_models {
     /// must fail, saying so.
     #[test]
     fn loom_models_a_lost_driver_wake_is_caught() {
-        let exe = std::env::current_exe().expect("the test binary");
-        let out = std::process::Command::new(exe)
-            .args([
-                "--exact",
-                "scheduler::park::loom_models::seeded_bug_broken_unpark",
-                "--ignored",
-                "--test-threads=1",
-            ])
-            .output()
-            .expect("the test binary runs");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (succeeded, text) =
+            crate::loom::run_seeded_bug("scheduler::park::loom_models::seeded_bug_broken_unpark");
         assert!(
-            text.contains("running 1 test"),
-            "the seeded model did not run: {text}"
-        );
-        assert!(
-            !out.status.success() && text.contains("deadlock"),
+            !succeeded && text.contains("deadlock"),
             "the model did not catch an unpark that leaves the driver asleep: {text}"
         );
         println!("loom: a lost driver wake (seeded bug) is caught: deadlock reported");

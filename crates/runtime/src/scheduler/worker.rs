@@ -27,11 +27,10 @@ use super::park::{NoDriver, Parker};
 use super::queue::{Class, RunQueue};
 use super::slot::Slot;
 use super::Scheduler;
-use crate::alloc;
 use crate::context;
 use crate::memory;
 use crate::net::reactor;
-use crate::process::{bump, Process, TransitionToIdle};
+use crate::process::{bump, End, Parked, Picked, Process, Running};
 use crate::reason::ExitReason;
 use crate::runtime::Shared;
 use crate::signal;
@@ -76,7 +75,8 @@ pub(crate) struct Worker {
     pub(crate) slot: AtomicUsize,
     /// Demoted: a background thread for good.
     pub(crate) background: AtomicBool,
-    /// Current nice value (19 is SCHED_IDLE with `Preemption::sched_idle`).
+    /// Current ladder level: nice steps above the node's base nice value
+    /// (19 is SCHED_IDLE with `Preemption::sched_idle`).
     pub(crate) nice: AtomicI32,
     /// The deepest step of the demotion ladder this thread has reached: its
     /// nice value unless it is relieved.
@@ -477,12 +477,18 @@ fn run(
     class: Class,
     started: Instant,
 ) -> Instant {
-    if !process.state.transition_to_running() {
-        drop_future(&process);
-        return Instant::now();
-    }
+    let running = match Running::pick(process) {
+        Picked::Poll(running) => running,
+        Picked::Exiting(running) => {
+            running.exit(End::Killed);
+            return Instant::now();
+        }
+    };
     let sched = &rt.sched;
-    me.begin_poll(process.pid.key(), sched.nanos_since_start(started));
+    me.begin_poll(
+        running.process().pid.key(),
+        sched.nanos_since_start(started),
+    );
     if let Some(slot) = slot {
         slot.core
             .running_batch
@@ -492,11 +498,12 @@ fn run(
             slot.remote.preempt.store(false, Ordering::Relaxed);
         }
     }
-    // The process moves into the context for the poll and comes back after:
-    // no reference count traffic on the hot path.
-    context::set_current(Some(process));
+    // The process, with its `RUNNING` guard, moves into the context for the
+    // poll and comes back after: no reference count traffic on the hot path.
+    context::set_current(Some(running));
     context::start_slice(started, sched.config.slice);
-    let outcome = context::with_current("poll", |process| {
+    let outcome = context::with_running("poll", |running| {
+        let process = running.process();
         // Suspended on a busy distribution connection: not polled until
         // its suspension is resumed, which wakes it (`dist::Suspension`).
         // A count seen above zero is confirmed by a read-modify-write,
@@ -510,26 +517,19 @@ fn run(
         }
         let waker = futures_task::waker_ref(process);
         let mut cx = Context::from_waker(&waker);
-        // A process with a memory limit is charged what this thread
-        // allocates during the poll (`crate::alloc`); others cost nothing.
-        // SAFETY: the context holds the process's `Arc` for the poll, and
-        // the account is taken off the thread right after it.
-        let previous = unsafe { alloc::enter_account(process.limited_memory()) };
-        // SAFETY: `transition_to_running` gave this thread `RUNNING`.
-        let polled =
-            panic::catch_unwind(AssertUnwindSafe(|| unsafe { process.body.poll(&mut cx) }));
-        // SAFETY: `previous` is what was there before (null on a worker).
-        unsafe { alloc::restore_account(previous) };
-        polled
+        // Charged to its memory account if it has a limit; a panic is
+        // caught (`Running::poll`).
+        running.poll(&mut cx)
     });
     let reductions = u64::from(context::reductions_used());
     let yielded = context::take_yielded();
-    let Some(process) = context::set_current(None) else {
+    let Some(running) = context::set_current(None) else {
         unreachable!("the context still holds the process it was given")
     };
     me.end_poll();
     let ended = Instant::now();
     let elapsed = ended.duration_since(started).as_nanos() as u64;
+    let process = running.process();
     // Only the RUNNING holder writes the process's counters.
     bump(&process.cpu_ns, elapsed);
     bump(&process.reductions, reductions);
@@ -546,10 +546,11 @@ fn run(
     let mut outcome = outcome;
     // Over its memory limit during this poll (and the watchdog did not get
     // to it first): it ends now with `memory_limit`, whatever the body did.
-    if memory::claim_after_poll(&process) {
+    if memory::claim_after_poll(process) {
         if let Ok(Some(Poll::Pending)) = outcome {
-            // Still running: terminated like a kill, dropped just below.
-            signal::terminate(&process, ExitReason::memory_limit());
+            // Still running: terminated like a kill, its body dropped just
+            // below (`Parked::Exiting`).
+            signal::terminate(process, ExitReason::memory_limit());
         } else {
             let finished = std::mem::replace(
                 &mut outcome,
@@ -558,10 +559,11 @@ fn run(
             drop_contained(finished);
         }
     }
+    // Every way the process ends goes through `Running::exit`.
     match outcome {
-        Ok(Some(Poll::Pending)) => match process.state.transition_to_idle() {
-            TransitionToIdle::Idle => {}
-            TransitionToIdle::Requeue => {
+        Ok(Some(Poll::Pending)) => match running.park() {
+            Parked::Idle => {}
+            Parked::Requeue(process) => {
                 let class = if yielded { Class::Batch } else { Class::Woken };
                 match still_owner {
                     Some(slot) => sched.push_local(slot, process, class),
@@ -573,55 +575,17 @@ fn run(
                     None => sched.push_global(process, class),
                 }
             }
-            TransitionToIdle::Exiting => drop_future(&process),
+            Parked::Exiting(running) => running.exit(End::Killed),
         },
-        Ok(Some(Poll::Ready(reason))) => {
-            drop_future(&process);
-            signal::terminate_finished(&process, reason);
-        }
-        Ok(None) => signal::terminate_finished(&process, ExitReason::Normal),
+        Ok(Some(Poll::Ready(reason))) => running.exit(End::Finished(reason)),
+        Ok(None) => running.exit(End::Finished(ExitReason::Normal)),
         Err(payload) => {
-            drop_future(&process);
             let reason = ExitReason::Panic(panic_message(&*payload).into());
-            signal::terminate_finished(&process, reason);
+            drop_contained(payload);
+            running.exit(End::Finished(reason));
         }
     }
     ended
-}
-
-/// Drops a process's body and saved messages inside its own context; a
-/// panicking destructor is contained. The caller holds `RUNNING` and has seen
-/// `EXITING` (or the body finish): it is the one party that drops the body
-/// (`process::state`, "Who drops the body").
-pub(crate) fn drop_future(process: &Arc<Process>) {
-    debug_assert!(process.state.is_running());
-    // SAFETY: our caller holds `RUNNING` (`run`, or the runtime's teardown
-    // after `transition_to_running`/`transition_to_dropping`), which nobody
-    // else can hold at the same time; `RUNNING` is not cleared after this, so
-    // nobody polls or drops the body again.
-    let body = unsafe { process.body.take() };
-    // The caller may be another process's poll (a kill): keep its slice,
-    // and do not credit it with the frees of the dying process.
-    // SAFETY: null needs nothing alive; the caller's account is put back
-    // below, while the caller still holds its process.
-    let account = unsafe { alloc::enter_account(None) };
-    let previous = context::swap_current(Some(process.clone()));
-    if panic::catch_unwind(AssertUnwindSafe(move || drop(body))).is_err() {
-        tracing::warn!(pid = %process.pid, "a destructor panicked while dropping a process body");
-    }
-    // SAFETY: our caller holds the process's RUNNING bit: exclusive use
-    // (mailbox module docs, "Safety").
-    let saved = panic::catch_unwind(AssertUnwindSafe(|| unsafe {
-        process.mailbox.clear_saved()
-    }));
-    if saved.is_err() {
-        tracing::warn!(pid = %process.pid, "a message destructor panicked while dropping a mailbox");
-    }
-    context::swap_current(previous);
-    // SAFETY: the account the caller had installed, whose process the caller
-    // still holds (see `enter_account`).
-    unsafe { alloc::restore_account(account) };
-    process.rt.forget_zombie(process);
 }
 
 /// Drops user data (a body, messages) that may have a panicking destructor,

@@ -1,0 +1,255 @@
+//! The holder of a process's `RUNNING` bit, [`Running`], and the one way a
+//! process ends, [`Running::exit`].
+//!
+//! # The guard
+//!
+//! A process's body and its mailbox's saved queue are cells without a lock:
+//! only the holder of `RUNNING` touches them ([`state`](super::state), "Who
+//! drops the body"). A [`Running`] is that holder: it is made only from the
+//! [`Claim`] of a transition that set `RUNNING` ([`Running::pick`] for a
+//! process popped from a run queue, [`Running::claim_exiting`] for an exiting
+//! process nobody holds), and it is the only way to poll the body, to drop
+//! it, or to reach the saved queue ([`mailbox::Owner`]). This module holds
+//! the `unsafe` that this exclusive access makes sound; the callers (the
+//! worker's poll loop, the killer in `crate::signal`, the runtime's teardown)
+//! use the guard's safe methods.
+//!
+//! The guard owns the process's `Arc`: for the length of a poll it moves into
+//! the thread's context (`crate::context`), so that the process's own
+//! receives reach the saved queue through it, with no reference count or
+//! atomic traffic on the hot path. After a `Pending` poll it gives `RUNNING`
+//! back ([`Running::park`]); once the process is over it is consumed by
+//! [`Running::exit`], and `RUNNING` is never given back (nobody may touch
+//! the body after that).
+
+use std::cell::Cell;
+use std::cell::UnsafeCell;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use super::state::{Claim, TransitionToDropping, TransitionToIdle, TransitionToRunning};
+use super::{BoxFuture, Process};
+use crate::alloc;
+use crate::context;
+use crate::mailbox::{self, Owner as _, Saved};
+use crate::reason::ExitReason;
+use crate::scheduler;
+use crate::signal;
+
+/// The body of a process, in a cell that only a [`Running`] touches.
+pub(crate) struct Body(UnsafeCell<Option<BoxFuture>>);
+
+// SAFETY: the cell is only reached through a `Running` (the methods below
+// are private to this module), of which there is at most one per process at
+// a time; a `BoxFuture` is `Send`.
+unsafe impl Sync for Body {}
+
+impl Body {
+    pub(super) fn new(future: BoxFuture) -> Body {
+        Body(UnsafeCell::new(Some(future)))
+    }
+}
+
+/// Proof that this thread holds a process's `RUNNING` bit, with the process:
+/// the only way to its body and its mailbox's saved queue (module docs).
+pub(crate) struct Running {
+    process: Arc<Process>,
+    /// Kept to the end: `RUNNING` is given back only by `park`.
+    claim: Claim,
+    /// Set while [`Running::poll`] runs, so that a poll reached again from
+    /// inside the body (through the context) cannot alias the body.
+    polling: Cell<bool>,
+}
+
+/// A process popped from a run queue ([`Running::pick`]).
+pub(crate) enum Picked {
+    /// Live: poll it.
+    Poll(Running),
+    /// Exiting: end it with [`End::Killed`] instead.
+    Exiting(Running),
+}
+
+/// After a `Pending` poll ([`Running::park`]).
+pub(crate) enum Parked {
+    /// Waiting for a wake-up; `RUNNING` given back.
+    Idle,
+    /// Woken during the poll: queue it again; `RUNNING` given back.
+    Requeue(Arc<Process>),
+    /// Killed during the poll: end it with [`End::Killed`].
+    Exiting(Running),
+}
+
+/// How a process ends ([`Running::exit`]).
+pub(crate) enum End {
+    /// Its body returned or panicked on this thread, or its poll went over
+    /// the memory limit: it terminates with this reason (links, monitors,
+    /// name and timers via `signal::terminate_finished`) after its body is
+    /// dropped, unless a kill terminated it first (then that reason stands).
+    Finished(ExitReason),
+    /// It was terminated already, by a kill (`signal::finish_exit`) or by
+    /// the runtime's teardown: only its body and saved messages are left.
+    Killed,
+}
+
+impl Running {
+    fn new(process: Arc<Process>, claim: Claim) -> Running {
+        Running {
+            process,
+            claim,
+            polling: Cell::new(false),
+        }
+    }
+
+    /// Takes `RUNNING` for a process popped from a run queue with its
+    /// `SCHEDULED` ticket (`State::transition_to_running`).
+    pub(crate) fn pick(process: Arc<Process>) -> Picked {
+        match process.state.transition_to_running() {
+            TransitionToRunning::Poll(claim) => Picked::Poll(Running::new(process, claim)),
+            TransitionToRunning::Exiting(claim) => Picked::Exiting(Running::new(process, claim)),
+        }
+    }
+
+    /// Takes `RUNNING` for an exiting process that no thread and no queue
+    /// holds (`State::transition_to_dropping`); `None` if one does: that
+    /// party ends it.
+    pub(crate) fn claim_exiting(process: &Arc<Process>) -> Option<Running> {
+        match process.state.transition_to_dropping() {
+            TransitionToDropping::Drop(claim) => Some(Running::new(process.clone(), claim)),
+            TransitionToDropping::Running | TransitionToDropping::Scheduled => None,
+        }
+    }
+
+    /// The process.
+    pub(crate) fn process(&self) -> &Arc<Process> {
+        &self.process
+    }
+
+    /// Polls the body once, charging what this thread allocates meanwhile
+    /// to the process's memory account if it has a limit; a panic of the
+    /// body is caught and returned. `Ok(None)` if the body was dropped
+    /// already (it never is while the guard lives, but it costs nothing to
+    /// answer) or if this poll is reached again from inside the body.
+    pub(crate) fn poll(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> std::thread::Result<Option<Poll<ExitReason>>> {
+        if self.polling.replace(true) {
+            return Ok(None);
+        }
+        // SAFETY: this thread holds the process's `Arc` (in `self`) for the
+        // whole poll, and the account is taken off the thread right after.
+        let previous = unsafe { alloc::enter_account(self.process.limited_memory()) };
+        let polled = panic::catch_unwind(AssertUnwindSafe(|| {
+            // SAFETY: `self` holds `RUNNING`, so no other thread touches the
+            // cell, and `polling` keeps this thread from making a second
+            // reference while this one lives (for the poll only).
+            let body = unsafe { &mut *self.process.body.0.get() };
+            body.as_mut().map(|future| future.as_mut().poll(cx))
+        }));
+        // SAFETY: `previous` is what was there before (null on a worker).
+        unsafe { alloc::restore_account(previous) };
+        self.polling.set(false);
+        polled
+    }
+
+    /// A poll returned `Pending`: gives `RUNNING` back, unless the process
+    /// was killed meanwhile (`State::transition_to_idle`).
+    pub(crate) fn park(self) -> Parked {
+        let Running { process, claim, .. } = self;
+        match process.state.transition_to_idle(claim) {
+            TransitionToIdle::Idle => Parked::Idle,
+            TransitionToIdle::Requeue => Parked::Requeue(process),
+            TransitionToIdle::Exiting(claim) => Parked::Exiting(Running::new(process, claim)),
+        }
+    }
+
+    /// The one way a process ends, whatever ended it (its body returned or
+    /// panicked, a kill, its memory limit, the runtime's teardown): drops
+    /// the body and then the saved messages, in the process's own context
+    /// (a panicking destructor is contained), forgets it as a zombie (a
+    /// process killed inside a poll stays visible until now), and for
+    /// [`End::Finished`] terminates it, which frees its name and fires its
+    /// links, monitors and timers (`crate::signal`). `RUNNING` is never given
+    /// back: nobody polls or drops the body again (`process::state`, "Who
+    /// drops the body").
+    ///
+    /// The caller may be another process's poll (a kill): its slice is kept
+    /// and it is not credited with the frees of the dying process.
+    pub(crate) fn exit(self, end: End) {
+        debug_assert!(self.process.state.is_running());
+        debug_assert!(!self.polling.get(), "ended from inside its own poll");
+        // SAFETY: `self` holds `RUNNING` and is not polling (`self` is owned
+        // here, so no `poll` is running); the reference does not outlive
+        // this statement.
+        let body = unsafe { (*self.process.body.0.get()).take() };
+        let saved = self.take_all_saved();
+        let pid = self.process.pid;
+        // SAFETY: null needs nothing alive; the caller's account is put back
+        // below, while the caller still holds its process.
+        let account = unsafe { alloc::enter_account(None) };
+        // The guard moves into the context for the drop (no reference count
+        // traffic) and comes back after.
+        let previous = context::swap_current(Some(self));
+        if panic::catch_unwind(AssertUnwindSafe(move || drop(body))).is_err() {
+            tracing::warn!(pid = %pid, "a destructor panicked while dropping a process body");
+        }
+        if panic::catch_unwind(AssertUnwindSafe(move || drop(saved))).is_err() {
+            tracing::warn!(pid = %pid, "a message destructor panicked while dropping a mailbox");
+        }
+        let Some(me) = context::swap_current(previous) else {
+            unreachable!("the context still holds the process it was given")
+        };
+        // SAFETY: the account the caller had installed, whose process the
+        // caller still holds (see `enter_account`).
+        unsafe { alloc::restore_account(account) };
+        let process = &me.process;
+        process.rt.forget_zombie(process);
+        if let End::Finished(reason) = end {
+            signal::terminate_finished(process, reason);
+        }
+        // Dropped last, still holding `RUNNING`, which is never cleared.
+        drop(me);
+    }
+}
+
+// SAFETY: a mailbox's `inbox` is behind a mutex and `saved_len` is atomic;
+// `saved` is only touched through an `Owner`: outside the tests, the
+// `Running` guard below, of which there is at most one per process at a
+// time (module docs). Envelopes are `Send`.
+unsafe impl Sync for crate::mailbox::Mailbox {}
+
+impl mailbox::Owner for Running {
+    fn mailbox(&self) -> &crate::mailbox::Mailbox {
+        &self.process.mailbox
+    }
+
+    fn take_saved(&self) -> Saved {
+        self.process.mailbox.saved_cell().with_mut(|cell| {
+            // SAFETY: `self` holds `RUNNING`, so this thread alone touches
+            // the cell; the reference does not outlive this statement and no
+            // user code runs while it exists (`Saved::default` is ours).
+            unsafe { std::mem::take(&mut *cell) }
+        })
+    }
+
+    fn replace_saved(&self, saved: Saved) -> Saved {
+        self.process.mailbox.saved_cell().with_mut(|cell| {
+            // SAFETY: as in `take_saved`.
+            unsafe { std::mem::replace(&mut *cell, saved) }
+        })
+    }
+}
+
+/// The runtime's teardown of one process it found in its table or in a run
+/// queue (`Runtime::drop`, `Scheduler::drop_queued`), marked exiting by the
+/// caller: no signal goes out; its relations and unread messages are
+/// dropped, and its body too if nobody else holds `RUNNING` (`running`, if
+/// the caller popped it with its ticket; else [`Running::claim_exiting`]).
+pub(crate) fn tear_down(process: &Arc<Process>, running: Option<Running>) {
+    process.relations.lock().take();
+    scheduler::drop_contained(process.mailbox.drain_inbox());
+    if let Some(running) = running.or_else(|| Running::claim_exiting(process)) {
+        running.exit(End::Killed);
+    }
+}
