@@ -1197,6 +1197,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
     writer: tokio::task::AbortHandle,
     clock: Clock,
 ) {
+    // A reader that is an Ember process (plain TCP on a node in an Ember
+    // runtime) does not linger: its scheduler may poll the sockets only
+    // when it runs out of work.
+    let lingers = inner.runtime.get().is_none();
     let mut r = tokio::io::BufReader::with_capacity(64 * 1024, r);
     let mut cache = AtomCache::new();
     let mut fragments = Fragments::new(inner.config.max_frame, 64);
@@ -1207,6 +1211,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let silent = watchdog(&received, inner.config.net_ticktime, &clock);
     let reading = async {
         let mut since_yield = 0u32;
+        let mut last_data = None;
         loop {
             // A stream that never runs dry must not keep the thread (an
             // Ember scheduler, for the reader process) from the receivers.
@@ -1215,27 +1220,31 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 since_yield = 0;
                 YieldOnce(false).await;
             }
-            let frame = match read_frame(&mut r, inner.config.max_frame).await {
-                Err(e) => return e,
-                Ok(None) => {
-                    received.fetch_add(1, Ordering::Relaxed);
-                    queue.traffic.read(4);
-                    continue;
-                }
-                Ok(Some(f)) => f,
-            };
+            if lingers && r.buffer().is_empty() {
+                linger(&mut r, &mut last_data).await;
+            }
+            let read = next_message(
+                &mut r,
+                inner.config.max_frame,
+                &mut cache,
+                &mut fragments,
+                &limits,
+            )
+            .await;
             received.fetch_add(1, Ordering::Relaxed);
-            queue.traffic.read(4 + frame.len());
-            match decode_frame(&frame, &mut cache, &mut fragments, &limits) {
-                Ok(Some((control, payload))) => {
-                    queue.traffic.received_message();
-                    queue.own_ids.learn(&peer.name, &control, payload.as_ref());
-                    if !deliver(&inner, &queue, &peer, id, control, payload) {
-                        return DistError::Refused("the connection was retired".into());
+            match read {
+                Err(e) => return e,
+                Ok(Read::Tick) => queue.traffic.read(4),
+                Ok(Read::Frame { len, message }) => {
+                    queue.traffic.read(4 + len);
+                    if let Some((control, payload)) = message {
+                        queue.traffic.received_message();
+                        queue.own_ids.learn(&peer.name, &control, payload.as_ref());
+                        if !deliver(&inner, &queue, &peer, id, control, payload) {
+                            return DistError::Refused("the connection was retired".into());
+                        }
                     }
                 }
-                Ok(None) => {}
-                Err(e) => return e,
             }
         }
     };
@@ -1249,8 +1258,103 @@ async fn read_loop<R: AsyncRead + Unpin>(
     inner.connection_down(&peer.name, id);
 }
 
+/// What a reader got from [`next_message`].
+#[derive(Debug)]
+enum Read {
+    /// A tick (an empty frame).
+    Tick,
+    /// A frame of `len` bytes (after its length) and, unless it was a
+    /// fragment that does not finish its message, the message.
+    Frame {
+        len: usize,
+        message: Option<(Term, Option<Term>)>,
+    },
+}
+
+/// The length of the frame at the head of `buf` (0: a tick) if the whole
+/// frame is there and within `max`; `None` otherwise (a frame cut by the
+/// buffer's end, an empty buffer, or a length over `max`, which
+/// [`read_frame`] then reports).
+fn buffered_frame_len(buf: &[u8], max: usize) -> Option<usize> {
+    let len = usize::try_from(u32::from_be_bytes(buf.get(..4)?.try_into().ok()?)).ok()?;
+    (len <= max && buf.len() - 4 >= len).then_some(len)
+}
+
+/// Reads and decodes the next frame. A frame that is whole in the
+/// reader's buffer (all of them while the peer keeps up with the buffer's
+/// refills) is decoded where it lies, with no copy and no allocation of
+/// its own; only one cut by the buffer's end is read into a `Vec` first
+/// ([`read_frame`], which also reports lengths over `max`, a stream ended
+/// inside a frame and read errors). Decoding errors are errors.
+async fn next_message<R: AsyncRead + Unpin>(
+    r: &mut tokio::io::BufReader<R>,
+    max: usize,
+    cache: &mut AtomCache,
+    fragments: &mut Fragments,
+    limits: &DecodeLimits,
+) -> Result<Read, DistError> {
+    use tokio::io::AsyncBufRead;
+    match buffered_frame_len(r.buffer(), max) {
+        Some(0) => {
+            Pin::new(&mut *r).consume(4);
+            Ok(Read::Tick)
+        }
+        Some(len) => {
+            let message = decode_frame(&r.buffer()[4..4 + len], cache, fragments, limits);
+            Pin::new(&mut *r).consume(4 + len);
+            Ok(Read::Frame {
+                len,
+                message: message?,
+            })
+        }
+        None => match read_frame(r, max).await? {
+            None => Ok(Read::Tick),
+            Some(frame) => Ok(Read::Frame {
+                len: frame.len(),
+                message: decode_frame(&frame, cache, fragments, limits)?,
+            }),
+        },
+    }
+}
+
 /// Frames a reader reads before it lets other work run.
 const YIELD_EVERY: u32 = 64;
+
+/// How long a reader that ran dry keeps looking for more bytes (yielding
+/// between looks) before it sleeps until the socket wakes it.
+const LINGER: Duration = Duration::from_micros(25);
+
+/// Waits for the next bytes of a reader whose buffer is empty. Within
+/// [`LINGER`] of the last bytes, it does not go to sleep at once but
+/// yields and looks again (the executor polls its sockets in between), as
+/// an Erlang scheduler spins before it sleeps: a peer that writes one
+/// small message per `write` (as erl does) would otherwise wake this
+/// reader, at its own cost, for every two or three messages, which slows
+/// that sender down more than the reading costs here. Ready when bytes are
+/// buffered (or the stream ended or failed: `read_frame` sees that).
+/// Only for a reader that is a tokio task: tokio polls its sockets while
+/// tasks yield.
+async fn linger<R: AsyncRead + Unpin>(
+    r: &mut tokio::io::BufReader<R>,
+    last_data: &mut Option<Instant>,
+) {
+    use tokio::io::AsyncBufRead;
+    let mut lingering = true;
+    std::future::poll_fn(|cx| match Pin::new(&mut *r).poll_fill_buf(cx) {
+        std::task::Poll::Ready(_) => std::task::Poll::Ready(()),
+        std::task::Poll::Pending => {
+            if lingering {
+                lingering = last_data.is_some_and(|at| at.elapsed() < LINGER);
+                if lingering {
+                    cx.waker().wake_by_ref();
+                }
+            }
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    *last_data = Some(Instant::now());
+}
 
 /// Pending once (waking itself at once), then ready: lets the executor
 /// run others in between.
@@ -1551,6 +1655,166 @@ mod tests {
             rest = &rest[4 + len..];
         }
         (out, frames)
+    }
+
+    /// A stream that hands out `data` in pieces of the sizes in `sizes`
+    /// (in turn, over and over).
+    struct Chunked {
+        data: Vec<u8>,
+        at: usize,
+        sizes: Vec<usize>,
+        turn: usize,
+    }
+
+    impl AsyncRead for Chunked {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let size = self.sizes[self.turn % self.sizes.len()];
+            self.turn += 1;
+            let n = size.min(buf.remaining()).min(self.data.len() - self.at);
+            let at = self.at;
+            buf.put_slice(&self.data[at..at + n]);
+            self.at += n;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Everything `next_message` makes of `bytes` read in pieces of
+    /// `sizes` through a buffer of `capacity`: the messages, the ticks and
+    /// the frames, up to the first error (then also returned).
+    async fn read_all(
+        bytes: &[u8],
+        sizes: &[usize],
+        capacity: usize,
+    ) -> (Vec<(Term, Option<Term>)>, usize, usize, Option<DistError>) {
+        let chunked = Chunked {
+            data: bytes.to_vec(),
+            at: 0,
+            sizes: sizes.to_vec(),
+            turn: 0,
+        };
+        let mut r = tokio::io::BufReader::with_capacity(capacity, chunked);
+        let mut cache = AtomCache::new();
+        let mut fragments = Fragments::default();
+        let limits = DecodeLimits::default();
+        let (mut out, mut ticks, mut frames) = (Vec::new(), 0, 0);
+        loop {
+            if r.get_ref().at == bytes.len() && r.buffer().is_empty() {
+                return (out, ticks, frames, None);
+            }
+            match next_message(&mut r, 1 << 20, &mut cache, &mut fragments, &limits).await {
+                Ok(Read::Tick) => ticks += 1,
+                Ok(Read::Frame { message, .. }) => {
+                    frames += 1;
+                    out.extend(message);
+                }
+                Err(e) => return (out, ticks, frames, Some(e)),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_whole_in_the_buffer_or_cut_by_it_read_the_same() {
+        let control = reg_send_control(
+            &Pid {
+                node: Atom::new("a@h"),
+                id: 1,
+                serial: 2,
+                creation: 3,
+            },
+            &Atom::new("sink"),
+        );
+        let mut bytes = vec![0, 0, 0, 0];
+        let mut enc = encoder(true, true);
+        let mut want = Vec::new();
+        for i in 0..50i64 {
+            let payload = if i == 20 {
+                // Fragments, each bigger than the small buffers below.
+                Term::tuple([Term::atom("big"), Term::binary(vec![7u8; 150_000])])
+            } else {
+                Term::tuple([Term::atom("msg"), Term::from(i)])
+            };
+            let m = Outgoing {
+                control: control.clone(),
+                payload: Some(payload.clone()),
+            };
+            encode_frames(&m, &mut enc, &mut bytes).unwrap();
+            if i % 7 == 0 {
+                bytes.extend_from_slice(&[0, 0, 0, 0]);
+            }
+            want.push((control.clone(), Some(payload)));
+        }
+        // Frames and ticks, counted from their lengths.
+        let (mut all_frames, mut at) = (0, 0);
+        while at < bytes.len() {
+            all_frames += 1;
+            at += 4 + u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        }
+        assert!(all_frames > 50 + 9, "the big message went in fragments");
+        for capacity in [64 * 1024, 4096, 64, 7] {
+            for sizes in [&[usize::MAX][..], &[1], &[3, 50, 1, 700], &[4096, 5]] {
+                let (got, ticks, frames, err) = read_all(&bytes, sizes, capacity).await;
+                assert!(err.is_none(), "{capacity} {sizes:?}: {err:?}");
+                assert_eq!(got, want, "{capacity} {sizes:?}");
+                assert_eq!(ticks, 1 + 8, "{capacity} {sizes:?}");
+                assert_eq!(frames + ticks, all_frames, "{capacity} {sizes:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_frames_are_errors_whole_in_the_buffer_or_not() {
+        let good = {
+            let m = Outgoing {
+                control: send_control(&Pid {
+                    node: Atom::new("a@h"),
+                    id: 1,
+                    serial: 2,
+                    creation: 3,
+                }),
+                payload: Some(Term::from(1)),
+            };
+            let mut bytes = Vec::new();
+            encode_frames(&m, &mut encoder(true, true), &mut bytes).unwrap();
+            bytes
+        };
+        let garbage = [0, 0, 0, 3, 112, 131, 104];
+        let over_max = [0, 0x20, 0, 0, 112];
+        let cut_short = [0, 0, 0, 9, 112, 131];
+        for (bad, then) in [
+            (&garbage[..], &good[..]),
+            (&over_max, &good),
+            (&cut_short, &[]),
+        ] {
+            let bytes = [&good[..], bad, then].concat();
+            for capacity in [64 * 1024, 5] {
+                for sizes in [&[usize::MAX][..], &[1]] {
+                    let (got, _, frames, err) = read_all(&bytes, sizes, capacity).await;
+                    assert_eq!((got.len(), frames), (1, 1), "{bad:?} {capacity} {sizes:?}");
+                    assert!(
+                        matches!(err, Some(DistError::Protocol(_) | DistError::Io(_))),
+                        "{bad:?} {capacity} {sizes:?}: {err:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_frame_counts_as_buffered_only_when_whole_and_within_the_limit() {
+        assert_eq!(buffered_frame_len(&[], 10), None);
+        assert_eq!(buffered_frame_len(&[0, 0, 0], 10), None);
+        assert_eq!(buffered_frame_len(&[0, 0, 0, 0], 10), Some(0));
+        assert_eq!(buffered_frame_len(&[0, 0, 0, 2, 1], 10), None);
+        assert_eq!(buffered_frame_len(&[0, 0, 0, 2, 1, 2, 3], 10), Some(2));
+        assert_eq!(buffered_frame_len(&[0, 0, 0, 2, 1, 2], 1), None);
+        assert_eq!(
+            buffered_frame_len(&[0xff, 0xff, 0xff, 0xff, 1], usize::MAX),
+            None
+        );
     }
 
     fn encoder(cache: bool, fragments: bool) -> Encoder {
