@@ -56,6 +56,7 @@ mod idle;
 mod os;
 pub(crate) mod park;
 mod queue;
+mod ring;
 mod slot;
 mod sysmon;
 mod threads;
@@ -341,7 +342,7 @@ impl Scheduler {
         if class == Class::Woken && slot.core.running_batch.load(Ordering::Relaxed) {
             slot.remote.preempt.store(true, Ordering::Relaxed);
         }
-        slot.with_queue(|q| q.push(process, class));
+        slot.push(process, class);
         self.notify_one();
     }
 
