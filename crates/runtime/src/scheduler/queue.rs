@@ -72,6 +72,11 @@ impl RunQueue {
         self.high.len()
     }
 
+    /// Takes the process at the front of the woken queue.
+    pub(crate) fn pop_woken_front(&mut self) -> Option<Arc<Process>> {
+        self.woken.pop_front()
+    }
+
     /// Queues a process at the back of the woken queue, whatever its
     /// priority (one moved from a slot's ring, where only normal processes
     /// wait).

@@ -209,13 +209,19 @@ impl Slot {
     }
 
     /// Moves about half of the slot's queued processes (`next` aside) into
-    /// `loot`, for a thief: half of each of the locked queue's FIFOs (under
-    /// its lock, only if it holds any), and half of the ring, without the
-    /// lock. Returns how many.
+    /// `loot`, for a thief: half of the ring (rounded up), without the lock,
+    /// if it holds any; else half of each of the locked queue's FIFOs. The
+    /// locked queue is left alone while the ring has work: the worker's
+    /// pushes and pops never wait for a thief then, and a process that a
+    /// busy slot's worker preempted (a spawning loop, say) is not moved to
+    /// another core at each of its slices while fresher work is there to take.
     pub(crate) fn steal_half_into(&self, loot: &mut RunQueue) -> usize {
         let mut moved = 0;
-        if self.remote.len.load(Ordering::SeqCst) > 0 {
-            moved += self.with_queue(|q| q.steal_half(loot));
+        if self.ring.len() == 0 {
+            if self.remote.len.load(Ordering::SeqCst) > 0 {
+                moved += self.with_queue(|q| q.steal_half(loot));
+            }
+            return moved;
         }
         for _ in 0..self.ring.len().div_ceil(2) {
             match self.ring.pop() {

@@ -320,7 +320,15 @@ fn steal(sched: &Scheduler, thief: &Slot) -> Option<(Arc<Process>, Class)> {
                 return None;
             }
             let first = loot.pop();
-            thief.with_queue(|q| loot.drain_into(q));
+            // The woken ones into the thief's own ring, in order (its
+            // queues are empty, or it would not steal), the rest under its
+            // lock.
+            while let Some(p) = loot.pop_woken_front() {
+                thief.push(p, Class::Woken);
+            }
+            if loot.len() > 0 {
+                thief.with_queue(|q| loot.drain_into(q));
+            }
             first
         });
         if stolen.is_some() {
