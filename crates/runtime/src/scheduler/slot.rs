@@ -173,6 +173,18 @@ impl Slot {
         }
     }
 
+    /// Queues everything in `from` (taken from the injector, or stolen) at
+    /// the back of the slot's queues, in order: the normal-priority woken
+    /// processes into the ring, the rest under the lock.
+    pub(crate) fn push_all(&self, from: &mut RunQueue) {
+        while let Some(p) = from.pop_woken_front() {
+            self.push(p, Class::Woken);
+        }
+        if from.len() > 0 {
+            self.with_queue(|q| from.drain_into(q));
+        }
+    }
+
     /// Queues a normal-priority woken process at the back of the woken
     /// queue: into the ring, or, when the ring is full, after everything the
     /// ring holds, which moves to the locked queue's woken FIFO first (so
@@ -216,13 +228,13 @@ impl Slot {
     /// busy slot's worker preempted (a spawning loop, say) is not moved to
     /// another core at each of its slices while fresher work is there to take.
     pub(crate) fn steal_half_into(&self, loot: &mut RunQueue) -> usize {
-        let mut moved = 0;
         if self.ring.len() == 0 {
-            if self.remote.len.load(Ordering::SeqCst) > 0 {
-                moved += self.with_queue(|q| q.steal_half(loot));
+            if self.remote.len.load(Ordering::SeqCst) == 0 {
+                return 0;
             }
-            return moved;
+            return self.with_queue(|q| q.steal_half(loot));
         }
+        let mut moved = 0;
         for _ in 0..self.ring.len().div_ceil(2) {
             match self.ring.pop() {
                 Some(p) => loot.push_woken(p),

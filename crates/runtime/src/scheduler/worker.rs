@@ -298,7 +298,7 @@ fn take_from_injector(sched: &Scheduler, slot: &Slot) -> Option<(Arc<Process>, C
         first
     });
     if batch.len() > 0 {
-        slot.with_queue(|q| batch.drain_into(q));
+        slot.push_all(&mut batch);
         sched.notify_one();
     }
     first
@@ -320,15 +320,7 @@ fn steal(sched: &Scheduler, thief: &Slot) -> Option<(Arc<Process>, Class)> {
                 return None;
             }
             let first = loot.pop();
-            // The woken ones into the thief's own ring, in order (its
-            // queues are empty, or it would not steal), the rest under its
-            // lock.
-            while let Some(p) = loot.pop_woken_front() {
-                thief.push(p, Class::Woken);
-            }
-            if loot.len() > 0 {
-                thief.with_queue(|q| loot.drain_into(q));
-            }
+            thief.push_all(&mut loot);
             first
         });
         if stolen.is_some() {
