@@ -331,7 +331,11 @@ pub(crate) mod loom_models {
 
     #[test]
     fn loom_models_a_thief_and_the_worker_take_each_value_once() {
-        crate::loom::model("ring: worker pushes and pops vs a thief", None, owner_and_thief);
+        crate::loom::model(
+            "ring: worker pushes and pops vs a thief",
+            None,
+            owner_and_thief,
+        );
     }
 
     /// The worker that lost the slot pushes late while the new worker
@@ -364,6 +368,50 @@ pub(crate) mod loom_models {
                 assert_eq!(sorted(got), sorted(pushed));
             },
         );
+    }
+
+    /// The sleep protocol's two sides around the ring (the scheduler module
+    /// docs, "Sleeping and waking"): the worker pushes, then reads whether
+    /// the other slot's worker is parked and wakes it if so; that worker
+    /// marks itself parked, then looks at the ring's length once more and
+    /// sleeps only if it is empty. The pushed value is taken (else the
+    /// sleeper sleeps for ever: loom reports a deadlock). A `SeqCst` fence
+    /// between each side's store and load stands for C++20's `SeqCst`
+    /// accesses, as in `slot.rs`'s model (loom treats `SeqCst` accesses as
+    /// acquire-release).
+    #[test]
+    fn loom_models_a_push_is_seen_by_a_worker_going_to_sleep() {
+        use ::loom::sync::atomic::{fence, AtomicBool, Ordering::SeqCst};
+
+        crate::loom::model("ring: a push vs a worker going to sleep", None, || {
+            let ring: Arc<Ring<u32, 2>> = Arc::new(Ring::new());
+            let parked = Arc::new(AtomicBool::new(false));
+            let sleeper = {
+                let (ring, parked) = (ring.clone(), parked.clone());
+                thread::spawn(move || loop {
+                    if let Some(v) = ring.pop() {
+                        return v;
+                    }
+                    parked.store(true, SeqCst);
+                    fence(SeqCst);
+                    if ring.len() == 0 {
+                        while parked.load(SeqCst) {
+                            thread::park();
+                        }
+                    } else {
+                        // A claimed push not yet published: look again.
+                        thread::yield_now();
+                    }
+                    parked.store(false, SeqCst);
+                })
+            };
+            ring.push(7).unwrap();
+            fence(SeqCst);
+            if parked.load(SeqCst) && parked.swap(false, SeqCst) {
+                sleeper.thread().unpark();
+            }
+            assert_eq!(sleeper.join().unwrap(), 7);
+        });
     }
 
     /// The seeded mutation: a push that publishes its value with `Relaxed`
