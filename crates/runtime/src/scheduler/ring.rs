@@ -57,6 +57,7 @@ pub(crate) struct Ring<T, const N: usize = CAPACITY> {
 // pops it (hence `T: Send`); each cell's value is accessed by one thread at a
 // time, handed over by its sequence number (the module docs).
 unsafe impl<T: Send, const N: usize> Sync for Ring<T, N> {}
+// SAFETY: the ring owns its values, which may move to another thread with it.
 unsafe impl<T: Send, const N: usize> Send for Ring<T, N> {}
 
 impl<T, const N: usize> Default for Ring<T, N> {
