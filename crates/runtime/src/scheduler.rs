@@ -343,7 +343,13 @@ impl Scheduler {
         if process.is_offender() {
             return self.push_background(process);
         }
-        if class == Class::Woken && slot.core.running_batch.load(Ordering::Relaxed) {
+        // Stored only when not yet set: the flag shares its cache line with
+        // what thieves read, and a loop spawning or waking many processes
+        // in one slice would otherwise take that line back at each push.
+        if class == Class::Woken
+            && slot.core.running_batch.load(Ordering::Relaxed)
+            && !slot.remote.preempt.load(Ordering::Relaxed)
+        {
             slot.remote.preempt.store(true, Ordering::Relaxed);
         }
         slot.push(process, class);
