@@ -136,8 +136,6 @@ pub(crate) mod cell {
 
     #[cfg(not(all(test, loom)))]
     impl<T> UnsafeCell<T> {
-        // Only the tests build cells by value so far.
-        #[cfg_attr(not(test), allow(dead_code))]
         pub(crate) const fn new(value: T) -> UnsafeCell<T> {
             UnsafeCell(std::cell::UnsafeCell::new(value))
         }

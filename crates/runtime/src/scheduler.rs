@@ -18,13 +18,16 @@
 //! right after the current poll, which keeps ping-pong, rings and
 //! start-with-acknowledgement on one core. `next` is
 //! not stealable and yields to the queue after a streak when others wait.
+//! The woken processes the slot's own worker queues go to the slot's
+//! lock-free ring (`ring.rs`), the back of its woken FIFO, which the worker
+//! pops and thieves steal from without the queue's lock (`slot.rs`).
 //!
 //! Wake-ups from outside a slot (timers, I/O, a handle, a demoted worker) go
 //! to the global injector. A slot checks it whenever its own queue is empty
 //! and every 61 picks; arriving interactive work also asks a slot that is
 //! polling batch work to cut its slice short (`Slot::preempt`). An idle slot
-//! takes a batch from the injector, then steals half of another slot's queue,
-//! then spins briefly, then parks.
+//! takes a batch from the injector, then steals half of another slot's ring
+//! (or, if it is empty, of its locked queue), then spins briefly, then parks.
 //!
 //! Processes retaken twice by the watchdog ("repeat offenders") are queued on
 //! the background queue instead, served only by demoted background workers.
@@ -36,8 +39,9 @@
 //! already; then it marks its slot parked (`idle`: a `parked` mark and the
 //! `sleepers` count), checks every queue once more and sleeps on its
 //! [`Parker`](park::Parker), in the pollset if nobody else polls it. A
-//! pusher makes its work visible (queue length), then reads `searching`
-//! and `sleepers`. All `SeqCst`, so at least one side sees the other:
+//! pusher makes its work visible (the locked queue's length, or the ring's
+//! `tail`, claimed by a compare-and-swap), then reads `searching` and
+//! `sleepers`. All `SeqCst`, so at least one side sees the other:
 //! either the sleeper (or a searcher) finds the work, or the pusher finds
 //! the sleeper and unparks it. Whoever swaps `parked` from true to false
 //! owns the decrement of `sleepers` and the unpark. The last searcher to
@@ -56,6 +60,7 @@ mod idle;
 mod os;
 pub(crate) mod park;
 mod queue;
+mod ring;
 mod slot;
 mod sysmon;
 mod threads;
@@ -338,10 +343,16 @@ impl Scheduler {
         if process.is_offender() {
             return self.push_background(process);
         }
-        if class == Class::Woken && slot.core.running_batch.load(Ordering::Relaxed) {
+        // Stored only when not yet set: the flag shares its cache line with
+        // what thieves read, and a loop spawning or waking many processes
+        // in one slice would otherwise take that line back at each push.
+        if class == Class::Woken
+            && slot.core.running_batch.load(Ordering::Relaxed)
+            && !slot.remote.preempt.load(Ordering::Relaxed)
+        {
             slot.remote.preempt.store(true, Ordering::Relaxed);
         }
-        slot.with_queue(|q| q.push(process, class));
+        slot.push(process, class);
         self.notify_one();
     }
 

@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use super::ring::Ring;
 use crate::process::{Priority, Process};
 
 /// Normal picks before a waiting low-priority process gets its turn (BEAM's
@@ -24,6 +25,25 @@ pub(crate) enum Class {
     Batch,
 }
 
+/// The fairness counters of [`RunQueue::pop_with`]: picks since low and
+/// batch work last had a turn.
+#[derive(Clone, Copy, Default, Debug)]
+pub(crate) struct Streaks {
+    /// Normal picks since the last low one.
+    normal: u32,
+    /// Woken picks since the last batch one.
+    woken: u32,
+}
+
+impl Streaks {
+    /// A woken pick made while nothing but woken work waited: what
+    /// [`RunQueue::pop_with`] counts for it.
+    pub(crate) fn count_woken_pick(&mut self) {
+        self.normal = self.normal.saturating_add(1);
+        self.woken = self.woken.saturating_add(1);
+    }
+}
+
 /// Per-priority FIFO queues.
 #[derive(Default)]
 pub(crate) struct RunQueue {
@@ -31,8 +51,9 @@ pub(crate) struct RunQueue {
     woken: VecDeque<Arc<Process>>,
     batch: VecDeque<Arc<Process>>,
     low: VecDeque<Arc<Process>>,
-    normal_streak: u32,
-    woken_streak: u32,
+    /// The counters of [`RunQueue::pop`] (the injector's; a slot's worker
+    /// keeps its own, as part of its woken work sits in the slot's ring).
+    streaks: Streaks,
 }
 
 impl RunQueue {
@@ -46,9 +67,21 @@ impl RunQueue {
         self.high.len() + self.woken.len()
     }
 
-    /// Whether high-priority work is waiting.
-    pub(crate) fn has_high(&self) -> bool {
-        !self.high.is_empty()
+    /// High-priority processes waiting.
+    pub(crate) fn high_len(&self) -> usize {
+        self.high.len()
+    }
+
+    /// Takes the process at the front of the woken queue.
+    pub(crate) fn pop_woken_front(&mut self) -> Option<Arc<Process>> {
+        self.woken.pop_front()
+    }
+
+    /// Queues a process at the back of the woken queue, whatever its
+    /// priority (one moved from a slot's ring, where only normal processes
+    /// wait).
+    pub(crate) fn push_woken(&mut self, process: Arc<Process>) {
+        self.woken.push_back(process);
     }
 
     pub(crate) fn push(&mut self, process: Arc<Process>, class: Class) {
@@ -64,21 +97,47 @@ impl RunQueue {
     /// with batch getting one pick in `BATCH_SKIPS + 1`; low getting one pick
     /// in `LOW_PRIORITY_SKIPS + 1` when normal work waits.
     pub(crate) fn pop(&mut self) -> Option<(Arc<Process>, Class)> {
+        let mut streaks = self.streaks;
+        let picked = self.pop_with(&mut streaks, None);
+        self.streaks = streaks;
+        picked
+    }
+
+    /// [`RunQueue::pop`] with the fairness counters `streaks`, and `ring`
+    /// (a slot's lock-free ring of woken processes) as the back of the woken
+    /// queue: what waits in the queue's own woken FIFO was queued before
+    /// what waits in the ring (`Slot::push_woken`).
+    pub(crate) fn pop_with(
+        &mut self,
+        streaks: &mut Streaks,
+        ring: Option<&Ring<Arc<Process>>>,
+    ) -> Option<(Arc<Process>, Class)> {
         if let Some(p) = self.high.pop_front() {
             return Some((p, Class::Woken));
         }
-        let normal_waiting = !self.woken.is_empty() || !self.batch.is_empty();
-        if !self.low.is_empty() && (!normal_waiting || self.normal_streak >= LOW_PRIORITY_SKIPS) {
-            self.normal_streak = 0;
+        let woken_waiting = !self.woken.is_empty() || ring.is_some_and(|r| r.len() > 0);
+        let normal_waiting = woken_waiting || !self.batch.is_empty();
+        if !self.low.is_empty() && (!normal_waiting || streaks.normal >= LOW_PRIORITY_SKIPS) {
+            streaks.normal = 0;
             return self.low.pop_front().map(|p| (p, Class::Batch));
         }
-        self.normal_streak += 1;
-        if !self.batch.is_empty() && (self.woken.is_empty() || self.woken_streak >= BATCH_SKIPS) {
-            self.woken_streak = 0;
+        streaks.normal = streaks.normal.saturating_add(1);
+        if !self.batch.is_empty() && (!woken_waiting || streaks.woken >= BATCH_SKIPS) {
+            streaks.woken = 0;
             return self.batch.pop_front().map(|p| (p, Class::Batch));
         }
-        self.woken_streak += 1;
-        self.woken.pop_front().map(|p| (p, Class::Woken))
+        streaks.woken = streaks.woken.saturating_add(1);
+        let woken = self.woken.pop_front().or_else(|| ring.and_then(Ring::pop));
+        match woken {
+            Some(p) => Some((p, Class::Woken)),
+            // The ring's only entry is a push not yet published: what else
+            // waits goes now rather than after an idle round.
+            None => self
+                .batch
+                .pop_front()
+                .or_else(|| self.low.pop_front())
+                .map(|p| (p, Class::Batch)),
+        }
     }
 
     /// Moves about half of the processes into `into`.

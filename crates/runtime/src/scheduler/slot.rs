@@ -1,7 +1,19 @@
 //! A slot: one scheduler's run queues, `next` process, flags and counters.
-//! Everything here is shared-safe (locked or atomic), so the slot can pass
-//! from one thread to another at any moment (a watchdog hand-off) without the
-//! old thread's late accesses doing harm: they only add work to the slot.
+//! Everything here is shared-safe (locked, atomic or lock-free), so the slot
+//! can pass from one thread to another at any moment (a watchdog hand-off)
+//! without the old thread's late accesses doing harm: they only add work to
+//! the slot.
+//!
+//! The slot's queues are two: the lock-free [`Ring`] of normal-priority
+//! woken processes its worker queues (spawned or woken by the process it
+//! polls, or requeued after a poll that did not use up its slice), and the
+//! locked [`RunQueue`] of everything else (high, batch, low, what the
+//! injector and steals bring, and the ring's overflow). The ring is the back
+//! of the woken queue: every process in the locked woken FIFO was queued
+//! before every process in the ring (an overflow moves the whole ring
+//! there), so [`RunQueue::pop_with`] takes the locked one first and keeps
+//! the woken queue one FIFO. A spawning process's worker pushes its children
+//! and pops them without the lock while a thief steals half of them.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -9,8 +21,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::park::{Driver, Parker};
-use super::queue::{Class, RunQueue};
-use crate::process::Process;
+use super::queue::{Class, RunQueue, Streaks};
+use super::ring::Ring;
+use crate::process::{Priority, Process};
 
 /// `Remote::owner` when no worker serves the slot.
 pub(crate) const NO_WORKER: usize = usize::MAX;
@@ -30,6 +43,10 @@ pub(crate) struct Slot {
     pub(crate) core: Core,
     /// State other threads touch.
     pub(crate) remote: Remote,
+    /// Normal-priority woken processes queued by the slot's worker: the back
+    /// of the woken queue, taken by the worker and thieves without a lock
+    /// (the module docs).
+    ring: Ring<Arc<Process>>,
 }
 
 /// The part of a slot its worker uses alone, but for a late push to `next`
@@ -64,6 +81,8 @@ pub(crate) struct Remote {
     len: AtomicUsize,
     /// High-priority and woken processes in `queue`, readable without the lock.
     interactive: AtomicUsize,
+    /// High-priority processes in `queue`, readable without the lock.
+    high: AtomicUsize,
     /// The id of the worker serving this slot.
     pub(crate) owner: AtomicUsize,
     /// That worker's parker, to wake it wherever it sleeps.
@@ -90,17 +109,21 @@ impl Slot {
                 queue: Mutex::new(RunQueue::default()),
                 len: AtomicUsize::new(0),
                 interactive: AtomicUsize::new(0),
+                high: AtomicUsize::new(0),
                 owner: AtomicUsize::new(NO_WORKER),
                 parker: Mutex::new(None),
                 online: AtomicBool::new(true),
                 preempt: AtomicBool::new(false),
             },
+            ring: Ring::new(),
         }
     }
 
     /// Processes other slots could steal from this one (all but `next`).
+    /// `SeqCst`: read by a worker about to park, against a push (the
+    /// scheduler module docs, "Sleeping and waking").
     pub(crate) fn stealable_len(&self) -> usize {
-        self.remote.len.load(Ordering::SeqCst)
+        self.remote.len.load(Ordering::SeqCst) + self.ring.len()
     }
 
     /// Processes waiting in this slot, `next` included.
@@ -114,6 +137,7 @@ impl Slot {
     pub(crate) fn has_interactive(&self) -> bool {
         self.core.has_next.load(Ordering::Relaxed)
             || self.remote.interactive.load(Ordering::Relaxed) > 0
+            || self.ring.len() > 0
     }
 
     /// Whether the slot is online.
@@ -121,7 +145,7 @@ impl Slot {
         self.remote.online.load(Ordering::Acquire)
     }
 
-    /// Runs `f` on the queue, keeping `len` current.
+    /// Runs `f` on the locked queue, keeping `len` current.
     pub(crate) fn with_queue<R>(&self, f: impl FnOnce(&mut RunQueue) -> R) -> R {
         let mut q = self.remote.queue.lock();
         let before = q.len();
@@ -133,8 +157,92 @@ impl Slot {
             self.remote
                 .interactive
                 .store(q.interactive_len(), Ordering::Relaxed);
+            self.remote.high.store(q.high_len(), Ordering::Relaxed);
         }
         r
+    }
+
+    /// Queues a process pushed by the slot's worker (or by the worker that
+    /// has just lost the slot): a normal-priority woken one into the ring,
+    /// anything else into the locked queue.
+    pub(crate) fn push(&self, process: Arc<Process>, class: Class) {
+        if class == Class::Woken && process.priority() == Priority::Normal {
+            self.push_woken(process);
+        } else {
+            self.with_queue(|q| q.push(process, class));
+        }
+    }
+
+    /// Queues everything in `from` (taken from the injector, or stolen) at
+    /// the back of the slot's queues, in order: the normal-priority woken
+    /// processes into the ring, the rest under the lock.
+    pub(crate) fn push_all(&self, from: &mut RunQueue) {
+        while let Some(p) = from.pop_woken_front() {
+            self.push(p, Class::Woken);
+        }
+        if from.len() > 0 {
+            self.with_queue(|q| from.drain_into(q));
+        }
+    }
+
+    /// Queues a normal-priority woken process at the back of the woken
+    /// queue: into the ring, or, when the ring is full, after everything the
+    /// ring holds, which moves to the locked queue's woken FIFO first (so
+    /// that the locked woken processes stay older than the ring's).
+    fn push_woken(&self, process: Arc<Process>) {
+        if let Err(process) = self.ring.push(process) {
+            self.with_queue(|q| {
+                while let Some(p) = self.ring.pop() {
+                    q.push_woken(p);
+                }
+                q.push_woken(process);
+            });
+        }
+    }
+
+    /// The next process to run from the slot's queues (`next` aside), with
+    /// the worker's fairness counters: the ring alone without the lock when
+    /// the locked queue is empty (then only woken work waits), else
+    /// [`RunQueue::pop_with`].
+    pub(crate) fn pop(&self, streaks: &mut Streaks) -> Option<(Arc<Process>, Class)> {
+        // Only the worker that has just lost the slot may fill the locked
+        // queue behind this worker's back; what it queues is seen next time.
+        if self.remote.len.load(Ordering::Relaxed) == 0 {
+            let p = self.ring.pop()?;
+            streaks.count_woken_pick();
+            return Some((p, Class::Woken));
+        }
+        self.with_queue(|q| q.pop_with(streaks, Some(&self.ring)))
+    }
+
+    /// Whether high-priority processes wait in the locked queue.
+    pub(crate) fn has_high(&self) -> bool {
+        self.remote.high.load(Ordering::Relaxed) > 0
+    }
+
+    /// Moves about half of the slot's queued processes (`next` aside) into
+    /// `loot`, for a thief: half of the ring (rounded up), without the lock,
+    /// if it holds any; else half of each of the locked queue's FIFOs. The
+    /// locked queue is left alone while the ring has work: the worker's
+    /// pushes and pops never wait for a thief then, and a process that a
+    /// busy slot's worker preempted (a spawning loop, say) is not moved to
+    /// another core at each of its slices while fresher work is there to take.
+    pub(crate) fn steal_half_into(&self, loot: &mut RunQueue) -> usize {
+        if self.ring.len() == 0 {
+            if self.remote.len.load(Ordering::SeqCst) == 0 {
+                return 0;
+            }
+            return self.with_queue(|q| q.steal_half(loot));
+        }
+        let mut moved = 0;
+        for _ in 0..self.ring.len().div_ceil(2) {
+            match self.ring.pop() {
+                Some(p) => loot.push_woken(p),
+                None => break,
+            }
+            moved += 1;
+        }
+        moved
     }
 
     /// Puts a process in `next`, returning the one it displaces.
@@ -160,6 +268,9 @@ impl Slot {
     /// Moves everything queued here (with `next`) into `into`.
     pub(crate) fn drain_into(&self, into: &mut RunQueue) {
         self.with_queue(|q| q.drain_into(into));
+        while let Some(p) = self.ring.pop() {
+            into.push_woken(p);
+        }
         if let Some(p) = self.take_next() {
             into.push(p, Class::Woken);
         }

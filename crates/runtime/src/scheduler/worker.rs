@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use super::os::{self, ThreadClock};
 use super::park::{NoDriver, Parker};
-use super::queue::{Class, RunQueue};
+use super::queue::{Class, RunQueue, Streaks};
 use super::slot::Slot;
 use super::Scheduler;
 use crate::context;
@@ -182,6 +182,8 @@ fn serve_slot(rt: &Arc<Shared>, me: &Arc<Worker>, slot: &Slot) {
     context::set_slot(Some(slot.index));
     let mut picks: u32 = 0;
     let mut next_streak: u32 = 0;
+    // The fairness counters of the slot's queues (`RunQueue::pop_with`).
+    let mut streaks = Streaks::default();
     // When the previous poll ended: the next poll's start, so each poll reads
     // the clock once. The loop's own bookkeeping is charged to the next poll.
     let mut clock = Instant::now();
@@ -217,9 +219,11 @@ fn serve_slot(rt: &Arc<Shared>, me: &Arc<Worker>, slot: &Slot) {
         let injector_first = picks % INJECTOR_CHECK_INTERVAL == 0
             || (sched.injector_len() > 0 && !slot.has_interactive());
         let found = if injector_first {
-            take_from_injector(sched, slot).or_else(|| pop_local(slot, &mut next_streak))
+            take_from_injector(sched, slot)
+                .or_else(|| pop_local(slot, &mut next_streak, &mut streaks))
         } else {
-            pop_local(slot, &mut next_streak).or_else(|| take_from_injector(sched, slot))
+            pop_local(slot, &mut next_streak, &mut streaks)
+                .or_else(|| take_from_injector(sched, slot))
         };
         match found.or_else(|| steal(sched, slot)) {
             Some((process, class)) => {
@@ -243,31 +247,37 @@ fn serve_slot(rt: &Arc<Shared>, me: &Arc<Worker>, slot: &Slot) {
 }
 
 /// The next process from the slot's own queues, `next` first.
-fn pop_local(slot: &Slot, next_streak: &mut u32) -> Option<(Arc<Process>, Class)> {
+fn pop_local(
+    slot: &Slot,
+    next_streak: &mut u32,
+    streaks: &mut Streaks,
+) -> Option<(Arc<Process>, Class)> {
     if let Some(next) = slot.take_next() {
         // The streak limit and high priority only matter when others wait.
         if slot.stealable_len() == 0 {
             *next_streak = 0;
             return Some((next, Class::Woken));
         }
-        let take_next = *next_streak < NEXT_STREAK_LIMIT;
-        let (picked, from_next) = slot.with_queue(|q| {
-            if q.has_high() || !take_next {
-                let picked = q.pop();
-                q.push(next, Class::Woken);
-                (picked, false)
-            } else {
-                (Some((next, Class::Woken)), true)
+        if *next_streak < NEXT_STREAK_LIMIT && !slot.has_high() {
+            *next_streak += 1;
+            return Some((next, Class::Woken));
+        }
+        // `next` yields to the queue, and goes to the back of the woken
+        // queue (unless thieves have just emptied the queue).
+        *next_streak = 0;
+        return match slot.pop(streaks) {
+            Some(picked) => {
+                slot.push(next, Class::Woken);
+                Some(picked)
             }
-        });
-        *next_streak = if from_next { *next_streak + 1 } else { 0 };
-        return picked;
+            None => Some((next, Class::Woken)),
+        };
     }
     *next_streak = 0;
     if slot.stealable_len() == 0 {
         return None;
     }
-    slot.with_queue(RunQueue::pop)
+    slot.pop(streaks)
 }
 
 fn take_from_injector(sched: &Scheduler, slot: &Slot) -> Option<(Arc<Process>, Class)> {
@@ -288,7 +298,7 @@ fn take_from_injector(sched: &Scheduler, slot: &Slot) -> Option<(Arc<Process>, C
         first
     });
     if batch.len() > 0 {
-        slot.with_queue(|q| batch.drain_into(q));
+        slot.push_all(&mut batch);
         sched.notify_one();
     }
     first
@@ -306,11 +316,11 @@ fn steal(sched: &Scheduler, thief: &Slot) -> Option<(Arc<Process>, Class)> {
         // wait for it).
         let stolen = LOOT.with(|loot| {
             let mut loot = loot.borrow_mut();
-            if victim.with_queue(|q| q.steal_half(&mut loot)) == 0 {
+            if victim.steal_half_into(&mut loot) == 0 {
                 return None;
             }
             let first = loot.pop();
-            thief.with_queue(|q| loot.drain_into(q));
+            thief.push_all(&mut loot);
             first
         });
         if stolen.is_some() {
