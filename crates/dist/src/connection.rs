@@ -1716,17 +1716,19 @@ mod tests {
         }
     }
 
+    /// The sending pid of the frames these tests encode.
+    fn test_pid() -> Pid {
+        Pid {
+            node: Atom::new("a@h"),
+            id: 1,
+            serial: 2,
+            creation: 3,
+        }
+    }
+
     #[tokio::test]
     async fn frames_whole_in_the_buffer_or_cut_by_it_read_the_same() {
-        let control = reg_send_control(
-            &Pid {
-                node: Atom::new("a@h"),
-                id: 1,
-                serial: 2,
-                creation: 3,
-            },
-            &Atom::new("sink"),
-        );
+        let control = reg_send_control(&test_pid(), &Atom::new("sink"));
         let mut bytes = vec![0, 0, 0, 0];
         let mut enc = encoder(true, true);
         let mut want = Vec::new();
@@ -1769,12 +1771,7 @@ mod tests {
     async fn bad_frames_are_errors_whole_in_the_buffer_or_not() {
         let good = {
             let m = Outgoing {
-                control: send_control(&Pid {
-                    node: Atom::new("a@h"),
-                    id: 1,
-                    serial: 2,
-                    creation: 3,
-                }),
+                control: send_control(&test_pid()),
                 payload: Some(Term::from(1)),
             };
             let mut bytes = Vec::new();
@@ -1843,15 +1840,7 @@ mod tests {
 
     #[test]
     fn big_messages_go_as_fragments_only_when_negotiated_and_reassemble() {
-        let control = reg_send_control(
-            &Pid {
-                node: Atom::new("a@h"),
-                id: 1,
-                serial: 2,
-                creation: 3,
-            },
-            &Atom::new("some_name"),
-        );
+        let control = reg_send_control(&test_pid(), &Atom::new("some_name"));
         let small = Term::tuple([Term::atom("small"), Term::from(1)]);
         let big = Term::tuple([
             Term::atom("big"),
