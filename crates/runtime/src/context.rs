@@ -4,7 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::process::{Process, Running};
 use crate::runtime::Shared;
@@ -15,6 +15,11 @@ pub(crate) const REDUCTIONS_PER_SLICE: u32 = 4000;
 thread_local! {
     /// The runtime whose scheduler runs on this thread, if any.
     static RUNTIME: RefCell<Option<Arc<Shared>>> = const { RefCell::new(None) };
+    /// `RUNTIME`'s address (null: none), for the hot path's identity check
+    /// without a borrow.
+    static RUNTIME_ADDR: Cell<*const Shared> = const { Cell::new(std::ptr::null()) };
+    /// Whether `CURRENT` holds a process, readable without a borrow.
+    static IN_PROCESS: Cell<bool> = const { Cell::new(false) };
     /// The slot index this thread serves, if it is a scheduler thread.
     static SLOT: Cell<Option<usize>> = const { Cell::new(None) };
     /// The id of the worker running on this thread.
@@ -29,18 +34,22 @@ thread_local! {
     static CHECKED_AT: Cell<u32> = const { Cell::new(FIRST_CHECK_AT) };
     /// The current process gave up the rest of its slice (budget or preemption).
     static YIELDED: Cell<bool> = const { Cell::new(false) };
-    /// When the current poll started, and how long a slice may last.
-    static SLICE: Cell<Option<(Instant, Duration)>> = const { Cell::new(None) };
+    /// When the current poll's slice ends.
+    static SLICE: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 /// How often (in reductions) a running process checks whether interactive
 /// work asked it to cut its slice short.
 const PREEMPT_CHECK_INTERVAL: u32 = 32;
-/// `CHECKED_AT` at the start of a slice: the first yield point checks.
-const FIRST_CHECK_AT: u32 = REDUCTIONS_PER_SLICE;
+/// `CHECKED_AT` at the start of a slice: the first check comes a few
+/// reductions in, so that the short polls of message passing (a receive, a
+/// send, the next receive) do not read the clock; a process doing heavy
+/// work between yield points is checked by its ninth.
+const FIRST_CHECK_AT: u32 = REDUCTIONS_PER_SLICE - PREEMPT_CHECK_INTERVAL / 4;
 
 /// Marks this thread as worker `worker` of `rt`.
 pub(crate) fn enter_runtime(rt: Arc<Shared>, worker: usize) {
+    RUNTIME_ADDR.with(|a| a.set(Arc::as_ptr(&rt)));
     RUNTIME.with(|r| *r.borrow_mut() = Some(rt));
     WORKER.with(|w| w.set(worker));
 }
@@ -52,6 +61,7 @@ pub(crate) fn current_worker() -> usize {
 
 /// Clears the worker marks (thread exit).
 pub(crate) fn leave_runtime() {
+    RUNTIME_ADDR.with(|a| a.set(std::ptr::null()));
     RUNTIME.with(|r| r.borrow_mut().take());
     SLOT.with(|s| s.set(None));
 }
@@ -64,10 +74,12 @@ pub(crate) fn set_slot(slot: Option<usize>) {
 /// The slot this thread serves, if `rt` is its runtime.
 pub(crate) fn current_slot(rt: &Shared) -> Option<usize> {
     let slot = SLOT.with(Cell::get)?;
-    RUNTIME.with(|r| match &*r.borrow() {
-        Some(mine) if std::ptr::eq(Arc::as_ptr(mine), rt) => Some(slot),
-        _ => None,
-    })
+    std::ptr::eq(RUNTIME_ADDR.with(Cell::get), rt).then_some(slot)
+}
+
+/// Whether this thread is polling (or dropping) a process now.
+pub(crate) fn in_process() -> bool {
+    IN_PROCESS.with(Cell::get)
 }
 
 /// Installs `process` as the current process for the duration of a poll.
@@ -75,14 +87,17 @@ pub(crate) fn set_current(process: Option<Running>) -> Option<Running> {
     BUDGET.with(|b| b.set(REDUCTIONS_PER_SLICE));
     CHECKED_AT.with(|c| c.set(FIRST_CHECK_AT));
     SLICE.with(|s| s.set(None));
-    CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), process))
+    swap_current(process)
 }
 
 /// Makes `process` the current process without touching the slice (its
 /// budget, time and yield mark stay the caller's): for running a dying
 /// process's destructors in its own context from inside another's poll.
 pub(crate) fn swap_current(process: Option<Running>) -> Option<Running> {
-    CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), process))
+    let in_process = process.is_some();
+    let previous = CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), process));
+    IN_PROCESS.with(|p| p.set(in_process));
+    previous
 }
 
 /// Whether [`swap_current`] may be called now: false while a caller up the
@@ -92,9 +107,9 @@ pub(crate) fn can_swap_current() -> bool {
     CURRENT.with(|c| c.try_borrow_mut().is_ok())
 }
 
-/// Starts the time limit of the current poll's slice.
-pub(crate) fn start_slice(started: Instant, slice: Duration) {
-    SLICE.with(|s| s.set(Some((started, slice))));
+/// Starts the time limit of the current poll's slice: it ends at `ends`.
+pub(crate) fn start_slice(ends: Instant) {
+    SLICE.with(|s| s.set(Some(ends)));
 }
 
 /// Runs `f` with the current process, if this thread is polling one.
@@ -129,17 +144,26 @@ pub(crate) fn with_current<R>(what: &str, f: impl FnOnce(&Arc<Process>) -> R) ->
 /// Runs `f` with the runtime of this thread: the current process's, else the
 /// scheduler's.
 pub(crate) fn with_runtime<R>(what: &str, f: impl FnOnce(&Arc<Shared>) -> R) -> R {
+    with_runtime_from(what, |rt, _| f(rt))
+}
+
+/// As [`with_runtime`], also giving `f` the current process, if any (one
+/// look at the thread's context for both).
+pub(crate) fn with_runtime_from<R>(
+    what: &str,
+    f: impl FnOnce(&Arc<Shared>, Option<&Arc<Process>>) -> R,
+) -> R {
     let mut f = Some(f);
     let from_process = CURRENT.with(|c| {
         let current = c.borrow();
         let process = current.as_ref()?.process();
-        f.take().map(|f| f(&process.rt))
+        f.take().map(|f| f(&process.rt, Some(process)))
     });
     if let Some(r) = from_process {
         return r;
     }
     RUNTIME.with(|r| match (&*r.borrow(), f.take()) {
-        (Some(rt), Some(f)) => f(rt),
+        (Some(rt), Some(f)) => f(rt, None),
         _ => panic!("ember: `{what}` must be called from inside an Ember runtime"),
     })
 }
@@ -186,7 +210,7 @@ pub(crate) fn should_yield() -> bool {
         // Heavy work between reductions: the slice is also bounded in time.
         exhausted = SLICE
             .with(Cell::get)
-            .is_some_and(|(start, slice)| start.elapsed() >= slice);
+            .is_some_and(|ends| Instant::now() >= ends);
     }
     let preempted = !exhausted && check && preempt_requested();
     if exhausted || preempted {
@@ -222,6 +246,7 @@ pub(crate) fn reductions_used() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// A loop that spends one reduction in a call (`send`, `exit`, `spawn`)
     /// and one at its yield point still has its slice's time checked: once
@@ -231,7 +256,7 @@ mod tests {
     fn a_loop_spending_reductions_between_yield_points_yields_when_its_time_is_up() {
         set_current(None);
         let long_ago = Instant::now() - Duration::from_secs(1);
-        start_slice(long_ago, Duration::from_millis(1));
+        start_slice(long_ago + Duration::from_millis(1));
         // Offset the budget by one, as a call before each yield point does.
         consume_reductions(1);
         let mut yield_points = 0;

@@ -11,7 +11,11 @@
 //! * While a user predicate runs, the owner has taken `saved` out of its cell,
 //!   so a predicate may itself send or even receive; whatever a nested receive
 //!   leaves behind is merged back after the older messages.
-//! * `saved_len` mirrors `saved`'s length for readers on other threads.
+//! * `saved_len` mirrors `saved`'s length for readers on other threads, and
+//!   `inbox_len` the inbox's (written under its lock), so that a receive
+//!   that finds nothing new takes no lock. A message pushed just after that
+//!   look is not lost: its sender wakes the process after the push, so the
+//!   process is polled again and looks again.
 //!
 //! # Safety
 //!
@@ -68,6 +72,8 @@ impl fmt::Debug for Envelope {
 #[derive(Default)]
 pub(crate) struct Mailbox {
     inbox: Mutex<VecDeque<Envelope>>,
+    /// `inbox`'s length, stored under its lock.
+    inbox_len: AtomicUsize,
     saved: UnsafeCell<Saved>,
     saved_len: AtomicUsize,
 }
@@ -149,7 +155,13 @@ pub(crate) trait Owner {
                 break saved.remove(cursor.scanned + offset);
             }
             cursor.scanned = saved.len();
-            let mut inbox = self.mailbox().inbox.lock();
+            let mailbox = self.mailbox();
+            // Acquire: pairs with the push's store, so the messages it
+            // counts are seen under the lock below (module docs).
+            if mailbox.inbox_len.load(Ordering::Acquire) == 0 {
+                break None;
+            }
+            let mut inbox = mailbox.inbox.lock();
             if inbox.is_empty() {
                 break None;
             }
@@ -158,6 +170,7 @@ pub(crate) trait Owner {
             } else {
                 saved.append(&mut inbox);
             }
+            mailbox.inbox_len.store(0, Ordering::Relaxed);
         };
         cursor.removals = owned.removals;
         self.put_saved(owned);
@@ -167,7 +180,11 @@ pub(crate) trait Owner {
     /// Removes every message for which `matches` holds.
     fn remove_all(&self, matches: &mut dyn FnMut(&Envelope) -> bool) -> usize {
         let mut owned = self.take_saved();
-        owned.queue.append(&mut self.mailbox().inbox.lock());
+        {
+            let mut inbox = self.mailbox().inbox.lock();
+            owned.queue.append(&mut inbox);
+            self.mailbox().inbox_len.store(0, Ordering::Relaxed);
+        }
         let before = owned.queue.len();
         owned.queue.retain(|m| !matches(m));
         let removed = before - owned.queue.len();
@@ -189,7 +206,9 @@ pub(crate) trait Owner {
 impl Mailbox {
     /// Appends a message (any thread).
     pub(crate) fn push(&self, message: Envelope) {
-        self.inbox.lock().push_back(message);
+        let mut inbox = self.inbox.lock();
+        inbox.push_back(message);
+        self.inbox_len.store(inbox.len(), Ordering::Release);
     }
 
     /// The saved queue's cell, for its [`Owner`]'s `unsafe` accessors
@@ -206,7 +225,9 @@ impl Mailbox {
     /// Takes every message not yet seen by the owner (any thread). The caller
     /// drops them outside any lock.
     pub(crate) fn drain_inbox(&self) -> VecDeque<Envelope> {
-        mem::take(&mut *self.inbox.lock())
+        let mut inbox = self.inbox.lock();
+        self.inbox_len.store(0, Ordering::Relaxed);
+        mem::take(&mut *inbox)
     }
 
     /// Bytes held by queued messages, estimated (any thread).

@@ -66,9 +66,10 @@ pub(crate) fn sender_is_dead() -> bool {
 /// Sends `message` to `to`. Sending to a dead pid silently drops the message,
 /// as in Erlang. Costs one reduction.
 pub fn send<M: Send + 'static>(to: Pid, message: M) {
-    context::with_runtime("send", |rt| {
+    context::with_runtime_from("send", |rt, me| {
         context::consume_reductions(1);
-        if !sender_is_dead() {
+        // A terminated sender (killed while running) sends nothing more.
+        if !me.is_some_and(|p| p.is_exiting()) {
             rt.send_envelope(to, Envelope::new(message));
         }
     });

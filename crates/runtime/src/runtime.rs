@@ -168,15 +168,17 @@ impl Builder {
         } else {
             (None, None)
         };
+        let sched = Scheduler::new(self.schedulers, self.preemption, Arc::new(Reactor::new()?));
+        let timers = Timers::new(self.schedulers, sched.started);
         let shared = Arc::new(Shared {
             table: ProcessTable::default(),
             names: DashMap::new(),
             next_pid: AtomicU64::new(1),
             next_ref: AtomicU64::new(1),
-            sched: Scheduler::new(self.schedulers, self.preemption, Arc::new(Reactor::new()?)),
+            sched,
             zombies: DashMap::default(),
             zombie_count: AtomicUsize::new(0),
-            timers: Timers::new(self.schedulers),
+            timers,
             tokio: tokio_handle,
             io: crate::io::NodeIo::default(),
             aliases: DashMap::new(),

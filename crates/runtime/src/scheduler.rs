@@ -51,7 +51,7 @@
 //! it after the current poll. But the watchdog may hand the slot to another
 //! worker between the pusher's owner check and its push; that worker may
 //! already have looked at `next` and parked. So the push also reads the
-//! slot's `parked` (after storing `has_next`, both `SeqCst`) and unparks it
+//! slot's `parked` (after its swap into `next`, both `SeqCst`) and unparks it
 //! (`Scheduler::unpark_if_parked`): `next` cannot be stolen, so nobody else
 //! would run it.
 
@@ -198,6 +198,12 @@ impl Scheduler {
         at.saturating_duration_since(self.started).as_nanos() as u64
     }
 
+    /// Nanoseconds since the scheduler started, now: the workers' clock (one
+    /// read, then plain integer arithmetic).
+    pub(crate) fn now_ns(&self) -> u64 {
+        self.nanos_since_start(Instant::now())
+    }
+
     /// Processes waiting in the global injector.
     pub(crate) fn injector_len(&self) -> usize {
         self.injector_len.load(Ordering::SeqCst)
@@ -288,7 +294,7 @@ impl Scheduler {
     /// worker that has just lost the slot to a hand-off: `next` is not
     /// stealable and `notify_one` may pick another slot, so the new owner
     /// itself must look. `SeqCst`, as the sleep protocol's push side (module
-    /// docs): the push stored `has_next` first.
+    /// docs): the push swapped its process into `next` first.
     fn unpark_if_parked(&self, slot: &Slot) {
         if self.idle.take_parked(slot.index) {
             self.unpark(slot);
@@ -531,7 +537,7 @@ impl Scheduler {
 /// A wake-up for `process` from anywhere (its waker, a message, a signal).
 pub(crate) fn wake(process: &Arc<Process>) {
     if let TransitionToScheduled::Queue = process.state.transition_to_scheduled() {
-        let from_a_process = context::try_with_current(|_| ()).is_some();
+        let from_a_process = context::in_process();
         enqueue(&process.rt, process.clone(), from_a_process);
     }
 }
@@ -543,7 +549,7 @@ pub(crate) fn wake(process: &Arc<Process>) {
 /// scheduler to steal the child. Spawned with [`Spawn::queued`](crate::Spawn::queued)
 /// (`as_next` false), it goes to the back of the woken queue instead.
 pub(crate) fn enqueue_new(rt: &Shared, process: Arc<Process>, as_next: bool) {
-    let from_a_process = context::try_with_current(|_| ()).is_some();
+    let from_a_process = context::in_process();
     enqueue(rt, process, from_a_process && as_next);
 }
 

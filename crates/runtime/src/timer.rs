@@ -229,10 +229,12 @@ pub(crate) struct Timers {
 }
 
 impl Timers {
-    pub(crate) fn new(slots: usize) -> Timers {
+    /// Timers for `slots` slots, counting milliseconds from `origin` (the
+    /// scheduler's start: a worker's clock converts without another read).
+    pub(crate) fn new(slots: usize, origin: Instant) -> Timers {
         Timers {
             slots: (0..slots.max(1)).map(|_| SlotTimers::new()).collect(),
-            origin: Instant::now(),
+            origin,
         }
     }
 
@@ -240,6 +242,14 @@ impl Timers {
     /// once this reaches its deadline.
     pub(crate) fn ms_at(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.origin).as_millis() as u64
+    }
+
+    /// Milliseconds since the origin at `ns` nanoseconds after it, rounded
+    /// down (the workers' clock, [`Scheduler::now_ns`], shares the origin).
+    ///
+    /// [`Scheduler::now_ns`]: crate::scheduler::Scheduler::now_ns
+    pub(crate) fn ms_at_ns(&self, ns: u64) -> u64 {
+        ns / 1_000_000
     }
 
     /// The moment `ms` milliseconds after the origin.

@@ -15,7 +15,8 @@
 //! the woken queue one FIFO. A spawning process's worker pushes its children
 //! and pops them without the lock while a thief steals half of them.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -54,13 +55,12 @@ pub(crate) struct Slot {
 /// introspection and the watchdog.
 #[repr(align(128))]
 pub(crate) struct Core {
-    /// The process to run right after the current poll (not stealable).
-    /// Normally only the slot's worker touches it, but a worker that has just
-    /// lost the slot to a hand-off may still push here while the new one
-    /// takes: the lock keeps `has_next` equal to `next.is_some()`.
-    next: Mutex<Option<Arc<Process>>>,
-    /// Whether `next` holds a process, readable without the lock.
-    has_next: AtomicBool,
+    /// The process to run right after the current poll (not stealable), as
+    /// an `Arc` turned into a raw pointer (null: none). Normally only the
+    /// slot's worker touches it, but a worker that has just lost the slot to
+    /// a hand-off may still push here while the new one takes: both are one
+    /// atomic swap, so each process put here is taken (or displaced) once.
+    next: AtomicPtr<Process>,
     /// The current poll is of a batch process.
     pub(crate) running_batch: AtomicBool,
     /// Nanoseconds spent polling processes.
@@ -69,6 +69,17 @@ pub(crate) struct Core {
     pub(crate) polls: AtomicU64,
     /// Reductions executed.
     pub(crate) reductions: AtomicU64,
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        let left = *self.next.get_mut();
+        if !left.is_null() {
+            // SAFETY: as in `Slot::swap_next`; `&mut self` excludes every
+            // other access.
+            drop(unsafe { Arc::from_raw(left) });
+        }
+    }
 }
 
 /// The part of a slot other threads touch: thieves (the queue), notifiers
@@ -98,8 +109,7 @@ impl Slot {
         Slot {
             index,
             core: Core {
-                next: Mutex::new(None),
-                has_next: AtomicBool::new(false),
+                next: AtomicPtr::new(ptr::null_mut()),
                 running_batch: AtomicBool::new(false),
                 busy_ns: AtomicU64::new(0),
                 polls: AtomicU64::new(0),
@@ -130,12 +140,12 @@ impl Slot {
     pub(crate) fn queue_len(&self) -> usize {
         // SeqCst: read by a worker about to park, against `swap_next` (the
         // scheduler module docs, "Sleeping and waking").
-        self.stealable_len() + usize::from(self.core.has_next.load(Ordering::SeqCst))
+        self.stealable_len() + usize::from(!self.core.next.load(Ordering::SeqCst).is_null())
     }
 
     /// Whether interactive work (`next`, high, woken) waits in this slot.
     pub(crate) fn has_interactive(&self) -> bool {
-        self.core.has_next.load(Ordering::Relaxed)
+        !self.core.next.load(Ordering::Relaxed).is_null()
             || self.remote.interactive.load(Ordering::Relaxed) > 0
             || self.ring.len() > 0
     }
@@ -247,22 +257,27 @@ impl Slot {
 
     /// Puts a process in `next`, returning the one it displaces.
     pub(crate) fn swap_next(&self, process: Arc<Process>) -> Option<Arc<Process>> {
-        let mut next = self.core.next.lock();
-        // SeqCst: the push side of the sleep protocol (scheduler module docs).
-        self.core.has_next.store(true, Ordering::SeqCst);
-        next.replace(process)
+        // SeqCst: the push side of the sleep protocol (scheduler module docs);
+        // it also publishes the process to whoever takes it.
+        let displaced = self
+            .core
+            .next
+            .swap(Arc::into_raw(process).cast_mut(), Ordering::SeqCst);
+        // SAFETY: a non-null `next` came from `Arc::into_raw` in this
+        // function, and the swap moved its ownership to us alone.
+        (!displaced.is_null()).then(|| unsafe { Arc::from_raw(displaced) })
     }
 
     /// Takes the `next` process.
     pub(crate) fn take_next(&self) -> Option<Arc<Process>> {
-        if !self.core.has_next.load(Ordering::Relaxed) {
+        if self.core.next.load(Ordering::Relaxed).is_null() {
             // Only a push by this slot's former worker can race with this
             // read, and that push unparks us if we park (`enqueue`).
             return None;
         }
-        let mut next = self.core.next.lock();
-        self.core.has_next.store(false, Ordering::Relaxed);
-        next.take()
+        let taken = self.core.next.swap(ptr::null_mut(), Ordering::Acquire);
+        // SAFETY: as in `swap_next`: the swap made us its only owner.
+        (!taken.is_null()).then(|| unsafe { Arc::from_raw(taken) })
     }
 
     /// Moves everything queued here (with `next`) into `into`.
@@ -314,7 +329,7 @@ impl Slot {
 /// load does, so the model puts one there.
 #[cfg(all(test, loom))]
 mod loom_models {
-    use ::loom::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering::SeqCst};
+    use ::loom::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicUsize, Ordering::SeqCst};
     use ::loom::sync::{Arc, Mutex};
     use ::loom::thread::{self, Thread};
 
@@ -328,8 +343,8 @@ mod loom_models {
     struct Model {
         // The slot.
         owner: AtomicUsize,
-        next: Mutex<Option<u32>>,
-        has_next: AtomicBool,
+        /// `next`: 0 for none (`Slot::swap_next`, `take_next`: one swap each).
+        next: AtomicU32,
         parked: AtomicBool,
         // The injector.
         injector: Mutex<Vec<u32>>,
@@ -359,10 +374,7 @@ mod loom_models {
         /// `enqueue` on the old owner's thread, inside the hog's poll.
         fn wake_b(&self) {
             if self.owner.load(SeqCst) == OLD {
-                let mut next = self.next.lock().unwrap();
-                self.has_next.store(true, SeqCst);
-                assert!(next.replace(B).is_none());
-                drop(next);
+                assert_eq!(self.next.swap(B, SeqCst), 0);
                 self.unpark_if_parked();
             } else {
                 self.injector.lock().unwrap().push(B);
@@ -400,10 +412,8 @@ mod loom_models {
             }
             assert_eq!(self.owner.load(SeqCst), SPARE);
             loop {
-                let found = if self.has_next.load(SeqCst) {
-                    let mut next = self.next.lock().unwrap();
-                    self.has_next.store(false, SeqCst);
-                    next.take()
+                let found = if self.next.load(SeqCst) != 0 {
+                    Some(self.next.swap(0, SeqCst)).filter(|&p| p != 0)
                 } else {
                     None
                 }
@@ -416,7 +426,7 @@ mod loom_models {
                 self.parked.store(true, SeqCst);
                 fence(SeqCst);
                 let has_work =
-                    self.has_next.load(SeqCst) || !self.injector.lock().unwrap().is_empty();
+                    self.next.load(SeqCst) != 0 || !self.injector.lock().unwrap().is_empty();
                 if !has_work {
                     while self.parked.load(SeqCst) {
                         thread::park();

@@ -184,9 +184,10 @@ fn serve_slot(rt: &Arc<Shared>, me: &Arc<Worker>, slot: &Slot) {
     let mut next_streak: u32 = 0;
     // The fairness counters of the slot's queues (`RunQueue::pop_with`).
     let mut streaks = Streaks::default();
-    // When the previous poll ended: the next poll's start, so each poll reads
-    // the clock once. The loop's own bookkeeping is charged to the next poll.
-    let mut clock = Instant::now();
+    // When the previous poll ended (nanoseconds since the scheduler started):
+    // the next poll's start, so each poll reads the clock once. The loop's
+    // own bookkeeping is charged to the next poll.
+    let mut clock = sched.now_ns();
     let mut io_checked = clock;
     // Scratch space for the timers that fire.
     let mut fired = Vec::new();
@@ -199,17 +200,17 @@ fn serve_slot(rt: &Arc<Shared>, me: &Arc<Worker>, slot: &Slot) {
                 sched.stop_searching();
             }
             go_offline(rt, slot, me, &mut fired);
-            clock = Instant::now();
+            clock = sched.now_ns();
             continue;
         }
         // The slot's timers, between polls: what they wake queues here.
-        let now_ms = rt.timers.ms_at(clock);
+        let now_ms = rt.timers.ms_at_ns(clock);
         if now_ms >= rt.timers.next_due(slot.index) {
             rt.timers.fire_due(rt, slot.index, now_ms, &mut fired);
         }
         // Busy: look at the pollset now and then without blocking, so that
         // sockets keep flowing while every scheduler has work.
-        if clock.duration_since(io_checked) >= reactor::CHECK_INTERVAL {
+        if clock.saturating_sub(io_checked) >= reactor::CHECK_INTERVAL.as_nanos() as u64 {
             sched.reactor.poll(Duration::ZERO);
             io_checked = clock;
         }
@@ -235,7 +236,7 @@ fn serve_slot(rt: &Arc<Shared>, me: &Arc<Worker>, slot: &Slot) {
             }
             None => {
                 idle(rt, slot, me, &mut fired, &mut searching);
-                clock = Instant::now();
+                clock = sched.now_ns();
                 io_checked = clock;
             }
         }
@@ -461,7 +462,7 @@ fn go_offline(rt: &Shared, slot: &Slot, me: &Worker, fired: &mut Fired) {
 fn serve_background(rt: &Arc<Shared>, me: &Arc<Worker>) -> bool {
     let sched = &rt.sched;
     context::set_slot(None);
-    let mut clock = Instant::now();
+    let mut clock = sched.now_ns();
     loop {
         if sched.is_shut_down() {
             return false;
@@ -473,32 +474,30 @@ fn serve_background(rt: &Arc<Shared>, me: &Arc<Worker>) -> bool {
         if !sched.workers.wait_for_background_work(me, sched) {
             return false;
         }
-        clock = Instant::now();
+        clock = sched.now_ns();
     }
 }
 
 /// Polls one process once and files it where it belongs afterwards. `started`
-/// is when the poll began (the end of the previous one); returns when it ended.
+/// is when the poll began (the end of the previous one), returns when it
+/// ended, both in the scheduler's nanoseconds ([`Scheduler::now_ns`]).
 fn run(
     rt: &Shared,
     me: &Worker,
     slot: Option<&Slot>,
     process: Arc<Process>,
     class: Class,
-    started: Instant,
-) -> Instant {
+    started: u64,
+) -> u64 {
+    let sched = &rt.sched;
     let running = match Running::pick(process) {
         Picked::Poll(running) => running,
         Picked::Exiting(running) => {
             running.exit(End::Killed);
-            return Instant::now();
+            return sched.now_ns();
         }
     };
-    let sched = &rt.sched;
-    me.begin_poll(
-        running.process().pid.key(),
-        sched.nanos_since_start(started),
-    );
+    me.begin_poll(running.process().pid.key(), started);
     if let Some(slot) = slot {
         slot.core
             .running_batch
@@ -511,7 +510,7 @@ fn run(
     // The process, with its `RUNNING` guard, moves into the context for the
     // poll and comes back after: no reference count traffic on the hot path.
     context::set_current(Some(running));
-    context::start_slice(started, sched.config.slice);
+    context::start_slice(sched.started + Duration::from_nanos(started) + sched.config.slice);
     let outcome = context::with_running("poll", |running| {
         let process = running.process();
         // Suspended on a busy distribution connection: not polled until
@@ -537,8 +536,8 @@ fn run(
         unreachable!("the context still holds the process it was given")
     };
     me.end_poll();
-    let ended = Instant::now();
-    let elapsed = ended.duration_since(started).as_nanos() as u64;
+    let ended = sched.now_ns();
+    let elapsed = ended.saturating_sub(started);
     let process = running.process();
     // Only the RUNNING holder writes the process's counters.
     bump(&process.cpu_ns, elapsed);
