@@ -55,6 +55,7 @@
 //! (`Scheduler::unpark_if_parked`): `next` cannot be stolen, so nobody else
 //! would run it.
 
+mod clock;
 mod config;
 mod idle;
 mod os;
@@ -196,12 +197,6 @@ impl Scheduler {
     /// Nanoseconds from the scheduler's start to `at`.
     pub(crate) fn nanos_since_start(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.started).as_nanos() as u64
-    }
-
-    /// Nanoseconds since the scheduler started, now: the workers' clock (one
-    /// read, then plain integer arithmetic).
-    pub(crate) fn now_ns(&self) -> u64 {
-        self.nanos_since_start(Instant::now())
     }
 
     /// Processes waiting in the global injector.

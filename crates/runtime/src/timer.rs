@@ -245,9 +245,7 @@ impl Timers {
     }
 
     /// Milliseconds since the origin at `ns` nanoseconds after it, rounded
-    /// down (the workers' clock, [`Scheduler::now_ns`], shares the origin).
-    ///
-    /// [`Scheduler::now_ns`]: crate::scheduler::Scheduler::now_ns
+    /// down (a worker's clock, `scheduler::clock`, shares the origin).
     pub(crate) fn ms_at_ns(&self, ns: u64) -> u64 {
         ns / 1_000_000
     }

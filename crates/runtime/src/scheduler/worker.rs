@@ -22,6 +22,7 @@ use std::task::{Context, Poll};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
+use super::clock::WorkerClock;
 use super::os::{self, ThreadClock};
 use super::park::{NoDriver, Parker};
 use super::queue::{Class, RunQueue, Streaks};
@@ -187,7 +188,8 @@ fn serve_slot(rt: &Arc<Shared>, me: &Arc<Worker>, slot: &Slot) {
     // When the previous poll ended (nanoseconds since the scheduler started):
     // the next poll's start, so each poll reads the clock once. The loop's
     // own bookkeeping is charged to the next poll.
-    let mut clock = sched.now_ns();
+    let mut time = WorkerClock::new(sched.started);
+    let mut clock = time.now();
     let mut io_checked = clock;
     // Scratch space for the timers that fire.
     let mut fired = Vec::new();
@@ -200,13 +202,18 @@ fn serve_slot(rt: &Arc<Shared>, me: &Arc<Worker>, slot: &Slot) {
                 sched.stop_searching();
             }
             go_offline(rt, slot, me, &mut fired);
-            clock = sched.now_ns();
+            clock = time.now();
             continue;
         }
         // The slot's timers, between polls: what they wake queues here.
-        let now_ms = rt.timers.ms_at_ns(clock);
-        if now_ms >= rt.timers.next_due(slot.index) {
-            rt.timers.fire_due(rt, slot.index, now_ms, &mut fired);
+        let next_due = rt.timers.next_due(slot.index);
+        if rt.timers.ms_at_ns(clock) >= next_due {
+            // Confirmed by the OS clock, which deadlines are measured on:
+            // a timer never fires early (`clock`'s module docs).
+            let now_ms = rt.timers.ms_at(Instant::now());
+            if now_ms >= next_due {
+                rt.timers.fire_due(rt, slot.index, now_ms, &mut fired);
+            }
         }
         // Busy: look at the pollset now and then without blocking, so that
         // sockets keep flowing while every scheduler has work.
@@ -232,11 +239,11 @@ fn serve_slot(rt: &Arc<Shared>, me: &Arc<Worker>, slot: &Slot) {
                     // After taking its work: what is left may need a worker.
                     sched.stop_searching();
                 }
-                clock = run(rt, me, Some(slot), process, class, clock);
+                clock = run(rt, me, Some(slot), process, class, clock, &mut time);
             }
             None => {
                 idle(rt, slot, me, &mut fired, &mut searching);
-                clock = sched.now_ns();
+                clock = time.now();
                 io_checked = clock;
             }
         }
@@ -462,25 +469,26 @@ fn go_offline(rt: &Shared, slot: &Slot, me: &Worker, fired: &mut Fired) {
 fn serve_background(rt: &Arc<Shared>, me: &Arc<Worker>) -> bool {
     let sched = &rt.sched;
     context::set_slot(None);
-    let mut clock = sched.now_ns();
+    let mut time = WorkerClock::new(sched.started);
+    let mut clock = time.now();
     loop {
         if sched.is_shut_down() {
             return false;
         }
         if let Some(process) = sched.pop_background() {
-            clock = run(rt, me, None, process, Class::Batch, clock);
+            clock = run(rt, me, None, process, Class::Batch, clock, &mut time);
             continue;
         }
         if !sched.workers.wait_for_background_work(me, sched) {
             return false;
         }
-        clock = sched.now_ns();
+        clock = time.now();
     }
 }
 
 /// Polls one process once and files it where it belongs afterwards. `started`
 /// is when the poll began (the end of the previous one), returns when it
-/// ended, both in the scheduler's nanoseconds ([`Scheduler::now_ns`]).
+/// ended, both in nanoseconds since the scheduler started (`time`).
 fn run(
     rt: &Shared,
     me: &Worker,
@@ -488,13 +496,14 @@ fn run(
     process: Arc<Process>,
     class: Class,
     started: u64,
+    time: &mut WorkerClock,
 ) -> u64 {
     let sched = &rt.sched;
     let running = match Running::pick(process) {
         Picked::Poll(running) => running,
         Picked::Exiting(running) => {
             running.exit(End::Killed);
-            return sched.now_ns();
+            return time.now();
         }
     };
     me.begin_poll(running.process().pid.key(), started);
@@ -536,7 +545,7 @@ fn run(
         unreachable!("the context still holds the process it was given")
     };
     me.end_poll();
-    let ended = sched.now_ns();
+    let ended = time.now();
     let elapsed = ended.saturating_sub(started);
     let process = running.process();
     // Only the RUNNING holder writes the process's counters.
