@@ -144,6 +144,15 @@ pub(crate) trait Owner {
         cursor: &mut Cursor,
         matches: &mut dyn FnMut(&Envelope) -> bool,
     ) -> Option<Envelope> {
+        let mailbox = self.mailbox();
+        // Nothing saved and nothing new: the common end of a waiting
+        // receive's poll, without moving the saved queue out and back. (Only
+        // the owner writes `saved_len`; `inbox_len` as below.)
+        if mailbox.saved_len.load(Ordering::Relaxed) == 0
+            && mailbox.inbox_len.load(Ordering::Acquire) == 0
+        {
+            return None;
+        }
         let mut owned = self.take_saved();
         if owned.removals != cursor.removals {
             cursor.scanned = 0;
@@ -155,7 +164,6 @@ pub(crate) trait Owner {
                 break saved.remove(cursor.scanned + offset);
             }
             cursor.scanned = saved.len();
-            let mailbox = self.mailbox();
             // Acquire: pairs with the push's store, so the messages it
             // counts are seen under the lock below (module docs).
             if mailbox.inbox_len.load(Ordering::Acquire) == 0 {
