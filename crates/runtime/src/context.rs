@@ -34,8 +34,9 @@ thread_local! {
     static CHECKED_AT: Cell<u32> = const { Cell::new(FIRST_CHECK_AT) };
     /// The current process gave up the rest of its slice (budget or preemption).
     static YIELDED: Cell<bool> = const { Cell::new(false) };
-    /// When the current poll's slice ends.
-    static SLICE: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// When the current poll's slice ends: the scheduler's start, and the
+    /// end in nanoseconds after it (`start_slice`).
+    static SLICE: Cell<Option<(Instant, u64)>> = const { Cell::new(None) };
 }
 
 /// How often (in reductions) a running process checks whether interactive
@@ -107,9 +108,11 @@ pub(crate) fn can_swap_current() -> bool {
     CURRENT.with(|c| c.try_borrow_mut().is_ok())
 }
 
-/// Starts the time limit of the current poll's slice: it ends at `ends`.
-pub(crate) fn start_slice(ends: Instant) {
-    SLICE.with(|s| s.set(Some(ends)));
+/// Starts the time limit of the current poll's slice: it ends `ends_ns`
+/// nanoseconds after `origin` (the scheduler's start, which its workers'
+/// clocks count from).
+pub(crate) fn start_slice(origin: Instant, ends_ns: u64) {
+    SLICE.with(|s| s.set(Some((origin, ends_ns))));
 }
 
 /// Runs `f` with the current process, if this thread is polling one.
@@ -208,9 +211,9 @@ pub(crate) fn should_yield() -> bool {
     });
     if !exhausted && check {
         // Heavy work between reductions: the slice is also bounded in time.
-        exhausted = SLICE
-            .with(Cell::get)
-            .is_some_and(|ends| Instant::now() >= ends);
+        exhausted = SLICE.with(Cell::get).is_some_and(|(origin, ends_ns)| {
+            Instant::now().saturating_duration_since(origin).as_nanos() >= u128::from(ends_ns)
+        });
     }
     let preempted = !exhausted && check && preempt_requested();
     if exhausted || preempted {
@@ -256,7 +259,7 @@ mod tests {
     fn a_loop_spending_reductions_between_yield_points_yields_when_its_time_is_up() {
         set_current(None);
         let long_ago = Instant::now() - Duration::from_secs(1);
-        start_slice(long_ago + Duration::from_millis(1));
+        start_slice(long_ago, 1_000_000);
         // Offset the budget by one, as a call before each yield point does.
         consume_reductions(1);
         let mut yield_points = 0;

@@ -117,6 +117,11 @@ pub(crate) trait Owner {
         if nested.queue.is_empty() && nested.removals <= removals {
             // No nested receive changed anything: the common case, one move.
             self.mailbox().saved_len.store(len, Ordering::Relaxed);
+            if nested.queue.capacity() == 0 {
+                // The empty queue `take_saved` left: nothing to free, and
+                // its drop is a call on the hot path.
+                mem::forget(nested);
+            }
             return;
         }
         let mut owned = self.take_saved();
@@ -161,7 +166,13 @@ pub(crate) trait Owner {
         let found = loop {
             if let Some(offset) = saved.range(cursor.scanned..).position(&mut *matches) {
                 owned.removals += 1;
-                break saved.remove(cursor.scanned + offset);
+                let at = cursor.scanned + offset;
+                // The first message matched (usually the only one).
+                break if at == 0 {
+                    saved.pop_front()
+                } else {
+                    saved.remove(at)
+                };
             }
             cursor.scanned = saved.len();
             // Acquire: pairs with the push's store, so the messages it

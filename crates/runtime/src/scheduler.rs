@@ -124,6 +124,8 @@ pub(crate) struct Scheduler {
     shutdown: AtomicBool,
     pub(crate) started: Instant,
     pub(crate) config: Preemption,
+    /// `config.slice` in nanoseconds (the workers' clocks count those).
+    pub(crate) slice_ns: u64,
     /// The nice value of the thread that built the runtime, which every
     /// worker starts with: the ladder's and the relief's levels are
     /// increments over it, as `nice -n` is (a node started at nice -10 next
@@ -159,6 +161,7 @@ impl Scheduler {
             priorities_restorable: config.enabled
                 && !config.demotion.is_empty()
                 && os::can_restore_priority(os_nice(base_nice, config.relief_nice)),
+            slice_ns: u64::try_from(config.slice.as_nanos()).unwrap_or(u64::MAX),
             config,
             workers: threads::Workers::default(),
             sysmon: sysmon::Sysmon::default(),

@@ -519,7 +519,7 @@ fn run(
     // The process, with its `RUNNING` guard, moves into the context for the
     // poll and comes back after: no reference count traffic on the hot path.
     context::set_current(Some(running));
-    context::start_slice(sched.started + Duration::from_nanos(started) + sched.config.slice);
+    context::start_slice(sched.started, started.saturating_add(sched.slice_ns));
     let outcome = context::with_running("poll", |running| {
         let process = running.process();
         // Suspended on a busy distribution connection: not polled until
