@@ -202,11 +202,19 @@ impl State {
     }
 
     /// A wake-up: idle → scheduled, or mark a running process notified.
+    ///
+    /// Always a read-modify-write, even when the process is already
+    /// scheduled or notified (it then writes the value it read): the waker's
+    /// writes before it (the message it pushed, with the mailbox's lock-free
+    /// look at an empty inbox, `mailbox.rs`) must happen before the poll
+    /// that follows, whose transition reads this write or a later one. A
+    /// plain load here let that poll miss the message and park for good
+    /// (the mailbox's loom model found it).
     pub(crate) fn transition_to_scheduled(&self) -> TransitionToScheduled {
         let mut current = self.0.load(Ordering::Acquire);
         loop {
             let next = if current & (SCHEDULED | NOTIFIED) != 0 {
-                return TransitionToScheduled::Nothing;
+                current
             } else if current & RUNNING != 0 {
                 current | NOTIFIED
             } else {
@@ -216,7 +224,9 @@ impl State {
                 .0
                 .compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) if next & RUNNING != 0 => return TransitionToScheduled::Nothing,
+                Ok(_) if next == current || next & RUNNING != 0 => {
+                    return TransitionToScheduled::Nothing
+                }
                 Ok(_) => return TransitionToScheduled::Queue,
                 Err(actual) => current = actual,
             }
