@@ -151,8 +151,14 @@ impl Worker {
     /// `observe`): a parked thread uses no CPU, so the charge no longer
     /// stops at the watchdog's previous look. One clock read per park, none
     /// per poll.
+    /// An unreadable clock (read as 0) leaves the last stamp: a zero here
+    /// would charge the poll its thread's whole CPU time.
     fn stamp_unpark(&self, now_ns: u64) {
-        self.unparked_cpu.store(self.cpu_ns(), Ordering::Release);
+        let cpu = self.cpu_ns();
+        if cpu == 0 {
+            return;
+        }
+        self.unparked_cpu.store(cpu, Ordering::Release);
         self.unparked_ns.store(now_ns, Ordering::Release);
     }
 
