@@ -90,6 +90,13 @@ pub(crate) struct Worker {
     pub(crate) poll_pid: AtomicU64,
     /// When the current poll started, in ns since the scheduler started.
     pub(crate) poll_started_ns: AtomicU64,
+    /// When the thread last came back from a park, in ns since the
+    /// scheduler started (`u64::MAX`: never), and its thread's CPU time
+    /// (ns) read just after: the watchdog's bound on what a poll started
+    /// since has used (`Worker::stamp_unpark`).
+    pub(crate) unparked_ns: AtomicU64,
+    /// See [`Worker::unparked_ns`].
+    pub(crate) unparked_cpu: AtomicU64,
     /// The thread has finished.
     pub(crate) exited: AtomicBool,
     /// Where the thread sleeps while the slot it serves is idle (the slot
@@ -112,6 +119,8 @@ impl Worker {
             poll_epoch: AtomicU64::new(0),
             poll_pid: AtomicU64::new(0),
             poll_started_ns: AtomicU64::new(0),
+            unparked_ns: AtomicU64::new(u64::MAX),
+            unparked_cpu: AtomicU64::new(0),
             exited: AtomicBool::new(false),
             parker: Arc::new(Parker::new()),
         }
@@ -133,6 +142,25 @@ impl Worker {
         self.poll_started_ns.store(now_ns, Ordering::Relaxed);
         let epoch = self.poll_epoch.load(Ordering::Relaxed);
         self.poll_epoch.store(epoch + 1, Ordering::Release);
+    }
+
+    /// Records that the thread has just come back from a park: the wall
+    /// time first, then its CPU time. A poll that starts later has used at
+    /// least the CPU time since, minus the wall time from here to its start
+    /// (the thread can have used no more in between), which the watchdog
+    /// reads to charge a poll it sees for the first time (`sysmon`'s
+    /// `observe`): a parked thread uses no CPU, so the charge no longer
+    /// stops at the watchdog's previous look. One clock read per park, none
+    /// per poll.
+    /// An unreadable clock (read as 0) leaves the last stamp: a zero here
+    /// would charge the poll its thread's whole CPU time.
+    fn stamp_unpark(&self, now_ns: u64) {
+        let cpu = self.cpu_ns();
+        if cpu == 0 {
+            return;
+        }
+        self.unparked_cpu.store(cpu, Ordering::Release);
+        self.unparked_ns.store(now_ns, Ordering::Release);
     }
 
     fn end_poll(&self) {
@@ -427,6 +455,7 @@ fn wait(rt: &Shared, slot: &Slot, me: &Worker, fired: &mut Fired) {
             .min(NAP);
         if sched.idle.is_parked(slot.index) {
             me.parker.park(&*sched.reactor, timeout);
+            me.stamp_unpark(sched.nanos_since_start(Instant::now()));
         }
         rt.timers.awake(slot.index);
     }
