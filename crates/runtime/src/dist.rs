@@ -1458,7 +1458,7 @@ fn fire_down(rt: &Shared, watcher: &Arc<Process>, monitor: MonitorRef, reason: E
         Some(())
     });
     if fired.is_some() {
-        scheduler::wake(watcher);
+        scheduler::wake_after_push(watcher);
     }
 }
 

@@ -446,7 +446,9 @@ mod loom_models {
 
         impl Proc {
             fn wake(&self) {
-                if let TransitionToScheduled::Queue = self.state.transition_to_scheduled() {
+                if let TransitionToScheduled::Queue =
+                    self.state.transition_to_scheduled_after_push()
+                {
                     let mut queued = self.queued.lock();
                     assert!(!*queued);
                     *queued = true;

@@ -532,9 +532,21 @@ impl Scheduler {
     }
 }
 
-/// A wake-up for `process` from anywhere (its waker, a message, a signal).
+/// A wake-up for `process` from anywhere with nothing to publish (its
+/// waker: a timer, I/O, a resume). After a push into its mailbox, use
+/// [`wake_after_push`].
 pub(crate) fn wake(process: &Arc<Process>) {
     if let TransitionToScheduled::Queue = process.state.transition_to_scheduled() {
+        let from_a_process = context::in_process();
+        enqueue(&process.rt, process.clone(), from_a_process);
+    }
+}
+
+/// The wake-up that follows a push into `process`'s mailbox (a message, an
+/// `Exit`, a `Down`): its state's read-modify-write publishes the push to
+/// the next poll (`State::transition_to_scheduled_after_push`).
+pub(crate) fn wake_after_push(process: &Arc<Process>) {
+    if let TransitionToScheduled::Queue = process.state.transition_to_scheduled_after_push() {
         let from_a_process = context::in_process();
         enqueue(&process.rt, process.clone(), from_a_process);
     }

@@ -439,7 +439,7 @@ fn finish_exit(
             } else if let Some(linked) = rt.lookup(linked) {
                 match signal_locked(&*linked, process.pid, reason.clone(), true) {
                     Signalled::Ignored => {}
-                    Signalled::Trapped => scheduler::wake(&linked),
+                    Signalled::Trapped => scheduler::wake_after_push(&linked),
                     Signalled::Killed(death, dying) => pending.push((linked, death, dying)),
                 }
             }
@@ -478,7 +478,7 @@ fn finish_exit(
                 held
             };
             if fired {
-                scheduler::wake(&watcher);
+                scheduler::wake_after_push(&watcher);
             }
         }
         if let Some(remote) = remote {
@@ -518,7 +518,7 @@ thread_local! {
 /// Pushes a message into a live process's mailbox and wakes it.
 pub(crate) fn deliver(to: &Arc<Process>, message: Envelope) {
     to.mailbox.push(message);
-    scheduler::wake(to);
+    scheduler::wake_after_push(to);
 }
 
 /// Handles an exit signal along a link (from a process of another node) to
@@ -526,7 +526,7 @@ pub(crate) fn deliver(to: &Arc<Process>, message: Envelope) {
 pub(crate) fn receive_link_signal(to: &Arc<Process>, from: Pid, reason: ExitReason) {
     match signal_locked(&**to, from, reason, true) {
         Signalled::Ignored => {}
-        Signalled::Trapped => scheduler::wake(to),
+        Signalled::Trapped => scheduler::wake_after_push(to),
         Signalled::Killed(death, dying) => terminate_all(to.clone(), death, dying),
     }
 }
@@ -535,7 +535,7 @@ pub(crate) fn receive_link_signal(to: &Arc<Process>, from: Pid, reason: ExitReas
 pub(crate) fn receive_exit_signal(to: &Arc<Process>, from: Pid, reason: ExitReason) {
     match signal_locked(&**to, from, reason, false) {
         Signalled::Ignored => {}
-        Signalled::Trapped => scheduler::wake(to),
+        Signalled::Trapped => scheduler::wake_after_push(to),
         Signalled::Killed(death, dying) => terminate_all(to.clone(), death, dying),
     }
 }

@@ -201,19 +201,34 @@ impl State {
         }
     }
 
-    /// A wake-up: idle → scheduled, or mark a running process notified.
-    ///
-    /// Always a read-modify-write, even when the process is already
-    /// scheduled or notified (it then writes the value it read): the waker's
-    /// writes before it (the message it pushed, with the mailbox's lock-free
-    /// look at an empty inbox, `mailbox.rs`) must happen before the poll
-    /// that follows, whose transition reads this write or a later one. A
-    /// plain load here let that poll miss the message and park for good
-    /// (the mailbox's loom model found it).
+    /// A wake-up with nothing to publish (a timer, I/O readiness, a
+    /// resume, a yield): idle → scheduled, or mark a running process
+    /// notified; a process already scheduled or notified is left as it is,
+    /// with a load only.
     pub(crate) fn transition_to_scheduled(&self) -> TransitionToScheduled {
+        self.schedule(false)
+    }
+
+    /// The wake-up that follows a push into the process's mailbox: as
+    /// [`State::transition_to_scheduled`], but always a read-modify-write,
+    /// even when the process is already scheduled or notified (it then
+    /// writes the value it read). The push must happen before the poll that
+    /// follows, whose transition reads this write or a later one: the
+    /// mailbox's lock-free look at an empty inbox (`mailbox.rs`) has no
+    /// lock to order them, and with a plain load that poll could miss the
+    /// message and park for good (x86 may order the pusher's store after
+    /// its load; the mailbox's loom model found it).
+    pub(crate) fn transition_to_scheduled_after_push(&self) -> TransitionToScheduled {
+        self.schedule(true)
+    }
+
+    fn schedule(&self, publish: bool) -> TransitionToScheduled {
         let mut current = self.0.load(Ordering::Acquire);
         loop {
             let next = if current & (SCHEDULED | NOTIFIED) != 0 {
+                if !publish {
+                    return TransitionToScheduled::Nothing;
+                }
                 current
             } else if current & RUNNING != 0 {
                 current | NOTIFIED
