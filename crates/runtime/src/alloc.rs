@@ -402,7 +402,7 @@ impl MemoryAccount {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(feature = "loom-models")))]
 mod tests {
     use super::*;
 
@@ -442,7 +442,7 @@ mod tests {
     }
 }
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, feature = "loom-models"))]
 mod loom_models {
     use loom::sync::atomic::AtomicUsize;
     use loom::sync::Arc;

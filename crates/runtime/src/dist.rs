@@ -1669,7 +1669,7 @@ pub fn monitor_nodes(on: bool) {
 /// a remote process added while the connection to its node goes down is
 /// never left unrecorded; a process suspended on a busy connection is
 /// polled again once resumed.
-#[cfg(all(test, loom))]
+#[cfg(all(test, feature = "loom-models"))]
 mod loom_models {
     use ::loom::sync::Arc;
     use ::loom::thread;

@@ -2,17 +2,17 @@
 //! through one place so that the [loom] model checker can replace them.
 //!
 //! Normally these are `std`'s atomics, `parking_lot`'s mutex and a
-//! zero-cost [`cell::UnsafeCell`] wrapper. Built with `--cfg loom` for tests,
-//! they are loom's, and the `loom_models` tests explore the interleavings of
-//! small scenarios (all of them, or all within a preemption bound) and the
-//! weak-memory outcomes loom models:
+//! zero-cost [`cell::UnsafeCell`] wrapper. In the lib's tests built with the
+//! `loom-models` feature, they are loom's, and the `loom_models` tests explore
+//! the interleavings of small scenarios (all of them, or all within a
+//! preemption bound) and the weak-memory outcomes loom models:
 //!
 //! ```text
-//! RUSTFLAGS="--cfg loom -C debug-assertions" cargo test -p ember-runtime --lib \
-//!     --release --target-dir target/loom -- loom_models --test-threads=1
+//! cargo test -p ember-runtime --lib --release --features loom-models \
+//!     -- loom_models --test-threads=1
 //! ```
 //!
-//! (`debug-assertions` keeps the state machine's own checks on in release;
+//! (Release, with the protocols' own checks kept on by [`protocol_assert`];
 //! one test thread is faster, as loom's model threads contend for memory
 //! maps.) Each model prints how many interleavings it explored and under what
 //! preemption bound (see `model` below); `--nocapture` shows it.
@@ -28,12 +28,24 @@
 //! watchdog's doze (`scheduler/park.rs`). The hand-off of a slot (`scheduler/slot.rs`)
 //! is modelled on loom's types directly, as a step-for-step copy of the
 //! protocol, since the scheduler itself is built on `std` and `parking_lot`.
-//! loom's types panic outside a model, so under `--cfg loom` run only the
+//! loom's types panic outside a model, so with the feature run only the
 //! models.
 //!
 //! [loom]: https://docs.rs/loom
 
-#[cfg(not(all(test, loom)))]
+/// `debug_assert!` for a protocol's own checks: also on in the loom models,
+/// which are built in release (a model runs millions of interleavings) and
+/// must still catch a transition from a state the protocol never allows.
+macro_rules! protocol_assert {
+    ($($arg:tt)*) => {
+        if cfg!(any(debug_assertions, all(test, feature = "loom-models"))) {
+            assert!($($arg)*);
+        }
+    };
+}
+pub(crate) use protocol_assert;
+
+#[cfg(not(all(test, feature = "loom-models")))]
 pub(crate) mod sync {
     use std::time::Duration;
 
@@ -72,7 +84,7 @@ pub(crate) mod sync {
     }
 }
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, feature = "loom-models"))]
 pub(crate) mod sync {
     /// loom's mutex with `parking_lot`'s API (no poisoning).
     #[derive(Debug, Default)]
@@ -130,11 +142,11 @@ pub(crate) mod cell {
     /// An `UnsafeCell` with loom's closure-based API, so that loom can check
     /// every access for a data race; without loom it compiles to a plain
     /// `std::cell::UnsafeCell::get`.
-    #[cfg(not(all(test, loom)))]
+    #[cfg(not(all(test, feature = "loom-models")))]
     #[derive(Debug, Default)]
     pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
 
-    #[cfg(not(all(test, loom)))]
+    #[cfg(not(all(test, feature = "loom-models")))]
     impl<T> UnsafeCell<T> {
         pub(crate) const fn new(value: T) -> UnsafeCell<T> {
             UnsafeCell(std::cell::UnsafeCell::new(value))
@@ -148,7 +160,7 @@ pub(crate) mod cell {
         }
     }
 
-    #[cfg(all(test, loom))]
+    #[cfg(all(test, feature = "loom-models"))]
     pub(crate) use ::loom::cell::UnsafeCell;
 }
 
@@ -158,7 +170,7 @@ pub(crate) mod cell {
 /// its will per interleaving (`None`: no bound, every interleaving). Most
 /// concurrency bugs need two or three; models that would take minutes
 /// exhaustively take a bound of four. `LOOM_MAX_PREEMPTIONS` overrides it.
-#[cfg(all(test, loom))]
+#[cfg(all(test, feature = "loom-models"))]
 pub(crate) fn model(name: &str, preemptions: Option<usize>, f: impl Fn() + Sync + Send + 'static) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
@@ -190,7 +202,7 @@ pub(crate) fn model(name: &str, preemptions: Option<usize>, f: impl Fn() + Sync 
 /// a child process of this test binary — loom aborts the process on a
 /// failed model — and returns whether it succeeded and all it printed.
 /// Panics if the model did not run at all.
-#[cfg(all(test, loom))]
+#[cfg(all(test, feature = "loom-models"))]
 pub(crate) fn run_seeded_bug(test: &str) -> (bool, String) {
     let exe = std::env::current_exe().expect("the test binary");
     let out = std::process::Command::new(exe)

@@ -290,7 +290,7 @@ mod solo {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(feature = "loom-models")))]
 mod tests {
     use super::*;
 
@@ -341,7 +341,7 @@ mod tests {
 }
 
 /// Model checks under loom; see `crate::loom` for the command and bounds.
-#[cfg(all(test, loom))]
+#[cfg(all(test, feature = "loom-models"))]
 mod loom_models {
     use ::loom::sync::Arc;
     use ::loom::thread;

@@ -14,7 +14,7 @@ mod state;
 pub(crate) use running::{tear_down, End, Parked, Picked, Running};
 pub(crate) use small_map::{PidSet, SmallMap};
 pub(crate) use state::{State, TransitionToScheduled};
-#[cfg(all(test, loom))]
+#[cfg(all(test, feature = "loom-models"))]
 pub(crate) use state::{TransitionToIdle, TransitionToRunning};
 
 use std::borrow::Cow;

@@ -171,7 +171,7 @@ pub fn registered() -> Vec<(Arc<str>, Pid)> {
     })
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(feature = "loom-models")))]
 mod tests {
     use crate::{receive, whereis, ExitReason, Runtime, Spawn, SpawnError};
 

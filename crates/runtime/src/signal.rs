@@ -725,7 +725,7 @@ pub fn trap_exit(on: bool) -> bool {
 /// byte, relations lock, a trapped-exit inbox) and the table to a locked
 /// list; the critical sections are this module's own functions, and the
 /// termination cascade mirrors `terminate_all`/`finish_exit` for links.
-#[cfg(all(test, loom))]
+#[cfg(all(test, feature = "loom-models"))]
 pub(crate) mod loom_models {
     use ::loom::sync::Arc;
     use ::loom::thread;

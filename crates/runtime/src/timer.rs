@@ -495,7 +495,7 @@ pub fn read_timer(timer: TimerRef) -> Option<Duration> {
 /// real [`Parker`](crate::scheduler::park::Parker) in a model pollset (whose
 /// wake-up persists like the reactor's eventfd) until woken when no timer
 /// is pending, or let time pass to the deadline otherwise.
-#[cfg(all(test, loom))]
+#[cfg(all(test, feature = "loom-models"))]
 mod loom_models {
     use ::loom::sync::Arc;
     use ::loom::thread;

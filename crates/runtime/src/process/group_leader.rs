@@ -52,7 +52,7 @@ pub(crate) fn write(flags: &AtomicU8, node: &impl Node, leader: Option<Pid>) -> 
 /// Model checks of the group-leader bit under loom; see `crate::loom` for
 /// the command. The process is reduced to its flags, state byte and
 /// relations lock; `read` and `write` are the functions above.
-#[cfg(all(test, loom))]
+#[cfg(all(test, feature = "loom-models"))]
 mod loom_models {
     use ::loom::sync::atomic::AtomicBool;
     use ::loom::sync::Arc;

@@ -253,7 +253,7 @@ impl State {
     /// exiting, in which case it must be dropped rather than polled.
     pub(crate) fn transition_to_running(&self) -> TransitionToRunning {
         let prev = self.0.fetch_xor(SCHEDULED | RUNNING, Ordering::AcqRel);
-        debug_assert!(prev & SCHEDULED != 0 && prev & RUNNING == 0);
+        crate::loom::protocol_assert!(prev & SCHEDULED != 0 && prev & RUNNING == 0);
         if prev & EXITING == 0 {
             TransitionToRunning::Poll(Claim(()))
         } else {
@@ -296,7 +296,7 @@ impl State {
     pub(crate) fn transition_to_dropping(&self) -> TransitionToDropping {
         let mut current = self.0.load(Ordering::Acquire);
         loop {
-            debug_assert!(current & EXITING != 0, "dropping a live process");
+            crate::loom::protocol_assert!(current & EXITING != 0, "dropping a live process");
             if current & RUNNING != 0 {
                 return TransitionToDropping::Running;
             }
@@ -329,9 +329,9 @@ impl State {
 mod harness {
     use std::collections::VecDeque;
 
-    #[cfg(loom)]
+    #[cfg(feature = "loom-models")]
     use ::loom::sync::Arc;
-    #[cfg(not(loom))]
+    #[cfg(not(feature = "loom-models"))]
     use std::sync::Arc;
 
     // The checking counters are `std`'s atomics even under loom: invisible
@@ -559,7 +559,7 @@ mod harness {
         /// only through a [`Held`] made from a [`Claim`], and only the
         /// transitions make claims, the bug can only be written by forging
         /// one here, in the state module's own tests.
-        #[cfg(loom)]
+        #[cfg(feature = "loom-models")]
         pub(super) fn tear_down_by_status(&self, table: &[Arc<Proc>]) {
             for process in table {
                 if process.state.begin_exit() {
@@ -675,7 +675,7 @@ mod harness {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(feature = "loom-models")))]
 mod stress {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Barrier, Mutex};
@@ -786,7 +786,7 @@ mod stress {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(feature = "loom-models")))]
 mod stress_teardown {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Arc, Barrier};
@@ -865,7 +865,7 @@ mod stress_teardown {
 }
 
 /// Model checks under loom; see `crate::loom` for the command and bounds.
-#[cfg(all(test, loom))]
+#[cfg(all(test, feature = "loom-models"))]
 mod loom_models {
     use ::loom::sync::Arc;
     use ::loom::thread;

@@ -264,7 +264,7 @@ impl<V> PidTable<V> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(feature = "loom-models")))]
 mod tests {
     use std::collections::BTreeMap;
     use std::sync::Arc;

@@ -106,7 +106,7 @@ impl Idle {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(feature = "loom-models")))]
 mod tests {
     use super::Idle;
 

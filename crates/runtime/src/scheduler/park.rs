@@ -154,7 +154,7 @@ impl Parker {
                 self.condvar.notify_one();
             }
             PARKED_DRIVER => driver.wake(),
-            other => debug_assert!(false, "a parker in state {other}"),
+            other => crate::loom::protocol_assert!(false, "a parker in state {other}"),
         }
     }
 
@@ -178,7 +178,7 @@ impl Parker {
             Err(other) => {
                 // A second thread parking here: a bug, but no reason to
                 // sleep or to crash; it returns as if notified.
-                debug_assert!(false, "two threads park on one parker ({other})");
+                crate::loom::protocol_assert!(false, "two threads park on one parker ({other})");
                 false
             }
         }
@@ -271,7 +271,7 @@ impl Doze {
 /// whose wake-up persists until the next drive takes it, like the
 /// reactor's eventfd. It ignores timeouts, so a lost wake-up leaves the
 /// sleeper blocked, which loom reports as a deadlock.
-#[cfg(all(test, loom))]
+#[cfg(all(test, feature = "loom-models"))]
 pub(crate) mod model_driver {
     use std::time::Duration;
 
@@ -325,7 +325,7 @@ pub(crate) mod model_driver {
 ///
 /// Timeouts are ignored under loom (the facade's `Condvar::wait_for` waits
 /// until notified), so a lost notification is a deadlock.
-#[cfg(all(test, loom))]
+#[cfg(all(test, feature = "loom-models"))]
 mod loom_models {
     use ::loom::sync::Arc;
     use ::loom::thread;

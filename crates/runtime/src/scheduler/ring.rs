@@ -174,7 +174,7 @@ impl<T, const N: usize> Drop for Ring<T, N> {
 /// bug of the loom models.
 #[inline(always)]
 fn publish() -> Ordering {
-    #[cfg(all(test, loom))]
+    #[cfg(all(test, feature = "loom-models"))]
     if loom_models::SEEDED_RELAXED_PUBLISH.load(std::sync::atomic::Ordering::Relaxed) {
         return Ordering::Relaxed;
     }
@@ -185,7 +185,7 @@ fn publish() -> Ordering {
 mod tests {
     use super::Ring;
 
-    #[cfg(not(loom))]
+    #[cfg(not(feature = "loom-models"))]
     #[test]
     fn a_ring_is_a_bounded_fifo_across_laps() {
         let ring: Ring<u32, 4> = Ring::new();
@@ -204,7 +204,7 @@ mod tests {
         }
     }
 
-    #[cfg(not(loom))]
+    #[cfg(not(feature = "loom-models"))]
     #[test]
     fn a_ring_drops_what_it_still_holds() {
         let held = std::sync::Arc::new(());
@@ -219,7 +219,7 @@ mod tests {
 
     /// Pushers and poppers on real threads: every value comes out exactly
     /// once.
-    #[cfg(not(loom))]
+    #[cfg(not(feature = "loom-models"))]
     #[test]
     fn concurrent_pushes_and_pops_lose_and_duplicate_nothing() {
         use std::sync::atomic::{AtomicBool, Ordering};
@@ -277,7 +277,7 @@ mod tests {
 /// a thief steals, and a late push by a worker that has just lost the slot
 /// beside its new worker's. Each checks that every value comes out exactly
 /// once (loom also checks each cell's accesses for a data race).
-#[cfg(all(test, loom))]
+#[cfg(all(test, feature = "loom-models"))]
 pub(crate) mod loom_models {
     use ::loom::sync::Arc;
     use ::loom::thread;

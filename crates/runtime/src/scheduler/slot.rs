@@ -327,7 +327,7 @@ impl Slot {
 /// pattern miss each other; C++20's `SeqCst` accesses (what the product
 /// relies on) forbid that, as a `SeqCst` fence between each side's store and
 /// load does, so the model puts one there.
-#[cfg(all(test, loom))]
+#[cfg(all(test, feature = "loom-models"))]
 mod loom_models {
     use ::loom::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicUsize, Ordering::SeqCst};
     use ::loom::sync::{Arc, Mutex};
