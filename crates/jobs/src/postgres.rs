@@ -188,8 +188,22 @@ impl From<postgres::Error> for StoreError {
     }
 }
 
+/// How long one of the store's sessions may sit idle inside a transaction
+/// before the server ends it. The store's transactions wait on nothing but
+/// the server, so only a frozen node (SIGSTOP, a paused VM) gets there; its
+/// open transaction would otherwise keep its rows locked for as long as it
+/// stays frozen, and every other node's take-over skips locked rows (`FOR
+/// UPDATE SKIP LOCKED`): a job that node was writing would never be taken
+/// back. Ended, its session's next write fails and the store reconnects.
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "10s";
+
 fn connect(url: &str) -> Result<Client, StoreError> {
-    Client::connect(url, NoTls).map_err(|e| StoreError::Backend(format!("postgres: {e}")))
+    let mut client =
+        Client::connect(url, NoTls).map_err(|e| StoreError::Backend(format!("postgres: {e}")))?;
+    client.batch_execute(&format!(
+        "SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_TIMEOUT}'"
+    ))?;
+    Ok(client)
 }
 
 /// Creates or upgrades the schema, under an advisory lock.
