@@ -6,7 +6,8 @@
 //! calling it throughout saw no error beyond the retryable `Moving`).
 //!
 //! Each example is built with the cargo that runs this test (a no-op when
-//! `cargo test --workspace` already built it) and run on a port mapper port of its own
+//! `cargo test --workspace` already built it, with the features in
+//! `EMBER_TEST_FEATURES` if set) and run on a port mapper port of its own
 //! (`ERL_EPMD_PORT`, free when the test starts), so its embedded epmd
 //! never meets another test's.
 
@@ -38,6 +39,14 @@ fn example_binary(name: &str) -> PathBuf {
     build.args(["build", "--quiet", "--workspace", "--example", name]);
     if release {
         build.arg("--release");
+    }
+    // And with the features the test build was made with (`scripts/test`
+    // turns on the loom models' features, and says so here): other
+    // features would build every crate above them again.
+    if let Ok(features) = std::env::var("EMBER_TEST_FEATURES") {
+        if !features.is_empty() {
+            build.args(["--features", &features]);
+        }
     }
     // The variables cargo sets for this test process describe this test's
     // package, not the build: a build script that tracks one (ring's tracks

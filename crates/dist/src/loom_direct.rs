@@ -25,7 +25,8 @@
 //! token-taken branch, queue and wake the writer.)
 //!
 //! Checked in every interleaving (preemption bound 2): never two writers
-//! at once, every message written exactly once and in order per sender
+//! at once (two holders of the token; no write without it), every message
+//! written exactly once and in order per sender
 //! (one sender sends through the lane first, as a link would, then
 //! direct; the other sends one message direct, racing it), and no lost
 //! wake-up: bytes left queued with the token free always have the writer
@@ -33,7 +34,11 @@
 //! reports). Three messages, not four: a second direct message from the
 //! other sender is queued after its first under the queue's lock, so it
 //! adds interleavings and run time but no ordering the model does not
-//! already check.
+//! already check. The socket and the count of token holders are `std`'s,
+//! invisible to loom: a write is one step, and the checks add no
+//! interleavings of their own (they were loom's until this model took
+//! 168 s, most of its schedules preempting a write in the middle, which
+//! nothing else in the model can observe).
 //!
 //! ```text
 //! cargo test -p ember-dist --lib --release --features loom-models \
@@ -42,7 +47,7 @@
 
 use std::collections::VecDeque;
 
-use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::{Arc, Mutex, Notify};
 use loom::thread;
 
@@ -57,10 +62,15 @@ struct Pending {
 struct Conn {
     pending: Mutex<Pending>,
     work: Notify,
-    /// What reached the socket, in order.
-    socket: Mutex<Vec<u8>>,
-    /// Someone is inside a write: two at once is the bug checked for.
-    in_write: AtomicBool,
+    /// What reached the socket, in order. `std`'s mutex, invisible to loom:
+    /// the socket is the world outside the protocol, and a write a single
+    /// step (loom runs one thread at a time, so this records exactly).
+    socket: std::sync::Mutex<Vec<u8>>,
+    /// How many hold the write token (taken and given back under the
+    /// queue's lock): two at once is the bug checked for. `std`'s atomic,
+    /// invisible to loom, so it adds no interleavings and no happens-before
+    /// edge that could hide a missing one.
+    holders: std::sync::atomic::AtomicUsize,
     /// `SendQueue::enqueue`'s rule: no direct write for a message queued
     /// behind others (else: whenever the token is free).
     decline_queued: bool,
@@ -71,14 +81,30 @@ impl Conn {
     /// batch (a short write, so the put-back path runs), all of a short
     /// one.
     fn try_write(&self, bytes: &[u8]) -> usize {
-        assert!(
-            !self.in_write.swap(true, Ordering::SeqCst),
-            "two writers at once"
+        assert_eq!(
+            self.holders.load(Ordering::SeqCst),
+            1,
+            "a write without the token"
         );
         let n = bytes.len().min(1);
         self.socket.lock().unwrap().extend_from_slice(&bytes[..n]);
-        self.in_write.store(false, Ordering::SeqCst);
         n
+    }
+
+    /// The token taken (under the queue's lock).
+    fn take_token(&self, p: &mut Pending) {
+        p.writing = true;
+        assert_eq!(
+            self.holders.fetch_add(1, Ordering::SeqCst),
+            0,
+            "two writers at once"
+        );
+    }
+
+    /// The token given back (under the queue's lock).
+    fn give_back_token(&self, p: &mut Pending) {
+        p.writing = false;
+        self.holders.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Everything written: the writer's signal to stop (test only; it
@@ -98,7 +124,7 @@ impl Conn {
             self.work.notify();
             return None;
         }
-        p.writing = true;
+        self.take_token(&mut p);
         Some(std::mem::take(&mut p.bytes))
     }
 
@@ -107,7 +133,7 @@ impl Conn {
     fn write_direct(&self, mut batch: Vec<u8>) {
         let done = self.try_write(&batch);
         let mut p = self.pending.lock().unwrap();
-        p.writing = false;
+        self.give_back_token(&mut p);
         batch.drain(..done);
         batch.extend_from_slice(&p.bytes);
         p.bytes = batch;
@@ -133,7 +159,7 @@ impl Conn {
                 if p.writing || p.bytes.is_empty() {
                     None
                 } else {
-                    p.writing = true;
+                    self.take_token(&mut p);
                     Some(std::mem::take(&mut p.bytes))
                 }
             };
@@ -149,7 +175,7 @@ impl Conn {
                 let n = self.try_write(rest);
                 rest = &rest[n..];
             }
-            self.pending.lock().unwrap().writing = false;
+            self.give_back_token(&mut self.pending.lock().unwrap());
         }
     }
 }
@@ -241,8 +267,8 @@ fn model(decline_queued: bool) {
                 writing: false,
             }),
             work: Notify::new(),
-            socket: Mutex::new(Vec::new()),
-            in_write: AtomicBool::new(false),
+            socket: std::sync::Mutex::new(Vec::new()),
+            holders: std::sync::atomic::AtomicUsize::new(0),
             decline_queued,
         });
         let lane = Arc::new(Lane {

@@ -8,13 +8,14 @@
 //! preemption bound) and the weak-memory outcomes loom models:
 //!
 //! ```text
-//! cargo test -p ember-runtime --lib --release --features loom-models \
+//! cargo test -p ember-runtime --lib --features loom-models \
 //!     -- loom_models --test-threads=1
 //! ```
 //!
-//! (Release, with the protocols' own checks kept on by [`protocol_assert`];
-//! one test thread is faster, as loom's model threads contend for memory
-//! maps.) Each model prints how many interleavings it explored and under what
+//! (The test profile, where loom's own crates are optimised (the workspace's
+//! `Cargo.toml`): a model spends most of its time in loom. `--release` works
+//! too, with the protocols' own checks kept on by [`protocol_assert`]. One
+//! test thread is faster, as loom's model threads contend for memory maps.) Each model prints how many interleavings it explored and under what
 //! preemption bound (see `model` below); `--nocapture` shows it.
 //! `LOOM_MAX_PREEMPTIONS=n` sets the bound of every model, `LOOM_LOG=1` and
 //! `LOOM_LOCATION=1` help debug a failure.
@@ -33,9 +34,9 @@
 //!
 //! [loom]: https://docs.rs/loom
 
-/// `debug_assert!` for a protocol's own checks: also on in the loom models,
-/// which are built in release (a model runs millions of interleavings) and
-/// must still catch a transition from a state the protocol never allows.
+/// `debug_assert!` for a protocol's own checks: also on in the loom models
+/// built in release (a model runs millions of interleavings), which must
+/// still catch a transition from a state the protocol never allows.
 macro_rules! protocol_assert {
     ($($arg:tt)*) => {
         if cfg!(any(debug_assertions, all(test, feature = "loom-models"))) {
