@@ -35,10 +35,9 @@
 //! other sender is queued after its first under the queue's lock, so it
 //! adds interleavings and run time but no ordering the model does not
 //! already check. The socket and the count of token holders are `std`'s,
-//! invisible to loom: a write is one step, and the checks add no
-//! interleavings of their own (they were loom's until this model took
-//! 168 s, most of its schedules preempting a write in the middle, which
-//! nothing else in the model can observe).
+//! invisible to loom: a write is one step (nothing else in the model can
+//! observe a write half done), and the checks add no interleavings of
+//! their own.
 //!
 //! ```text
 //! cargo test -p ember-dist --lib --release --features loom-models \
