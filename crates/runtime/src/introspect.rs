@@ -131,6 +131,9 @@ pub struct ThreadsInfo {
     pub threads_started: u64,
     /// The watchdog's last hand-off: which poll, and on what evidence.
     pub last_handoff: Option<crate::Handoff>,
+    /// Whether tokio's driver thread (`ember-io`) runs: it starts when a
+    /// process first needs it (a tokio socket, timer or task), not before.
+    pub tokio_driver: bool,
 }
 
 /// A cheap per-process sample for `top`: diff two samples to get CPU use over
@@ -289,6 +292,7 @@ impl Shared {
                     reliefs: counters.reliefs.load(Ordering::Relaxed),
                     threads_started: counters.threads_started.load(Ordering::Relaxed),
                     last_handoff: self.sched.sysmon.last_handoff(),
+                    tokio_driver: self.tokio.as_ref().is_some_and(|d| d.is_started()),
                 }
             },
         }

@@ -10,20 +10,20 @@ mod group_leader;
 mod running;
 mod small_map;
 mod state;
+mod waker;
 
 pub(crate) use running::{tear_down, End, Parked, Picked, Running};
 pub(crate) use small_map::{PidSet, SmallMap};
 pub(crate) use state::{State, TransitionToScheduled};
 #[cfg(all(test, feature = "loom-models"))]
 pub(crate) use state::{TransitionToIdle, TransitionToRunning};
+pub(crate) use waker::{clone_quietly, waker_ref};
 
 use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-
-use futures_task::ArcWake;
 
 use crate::alloc::MemoryAccount;
 use crate::loom::sync::atomic::{AtomicU32, AtomicU8};
@@ -355,12 +355,6 @@ impl Process {
             + self.future_size as usize
             + self.mailbox.memory_estimate()
             + relations
-    }
-}
-
-impl ArcWake for Process {
-    fn wake_by_ref(process: &Arc<Self>) {
-        crate::scheduler::wake(process);
     }
 }
 

@@ -2,11 +2,12 @@
 //! which code outside processes talks to it.
 //!
 //! A runtime runs one scheduler thread per slot (one per core by default),
-//! which also service their slot's timers (`crate::timer`), and a tokio I/O
-//! driver thread so that processes can await
-//! tokio-based futures (sockets, tokio timers, hyper) unchanged: every
-//! scheduler thread has entered the tokio runtime's context, and tokio's
-//! wake-ups arrive through the process's waker like any other.
+//! which also service their slot's timers (`crate::timer`) and poll the
+//! reactor (`crate::net`). Processes can await tokio-based futures (sockets,
+//! tokio timers, hyper) unchanged: every scheduler thread has entered a tokio
+//! runtime's context, tokio's wake-ups arrive through the process's waker
+//! like any other, and tokio's driver thread starts when a process first
+//! needs it ([`tokio_driver`]).
 
 use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -54,6 +55,7 @@ impl Hasher for KeyHasher {
 }
 
 mod pid_table;
+pub(crate) mod tokio_driver;
 
 /// The process table: local pid key → process (`pid_table`).
 pub(crate) type ProcessTable = pid_table::PidTable<Arc<Process>>;
@@ -75,7 +77,8 @@ pub(crate) struct Shared {
     /// shard of the map.
     pub(crate) zombie_count: AtomicUsize,
     pub(crate) timers: Timers,
-    pub(crate) tokio: Option<tokio::runtime::Handle>,
+    /// tokio's runtime, driven once a process needs it (`tokio_driver`).
+    pub(crate) tokio: Option<tokio_driver::TokioDriver>,
     /// The default group leader and its stdout thread (`crate::io`).
     pub(crate) io: crate::io::NodeIo,
     /// Process aliases by reference id (`crate::alias`).
@@ -105,6 +108,22 @@ impl Shared {
             && self.zombies.remove(&process.pid.key()).is_some()
         {
             self.zombie_count.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A process's waker was cloned: code outside Ember may wake it later,
+    /// perhaps from tokio's driver, which must then run (`tokio_driver`).
+    pub(crate) fn waker_kept(&self) {
+        if let Some(driver) = &self.tokio {
+            driver.start();
+        }
+    }
+
+    /// Starts tokio's driver if tokio tasks wait for it (`tokio_driver`):
+    /// when a worker is about to park, and at the watchdog's looks.
+    pub(crate) fn start_tokio_if_tasks(&self) {
+        if let Some(driver) = &self.tokio {
+            driver.start_if_tasks();
         }
     }
 
@@ -143,8 +162,10 @@ impl Builder {
         self
     }
 
-    /// Whether to run tokio's I/O and time drivers so processes can await
-    /// tokio futures (on by default; it costs one mostly idle thread).
+    /// Whether processes can await tokio futures (on by default). tokio's
+    /// I/O and time drivers then run on one thread, started when a process
+    /// first needs them: a runtime that never uses tokio has no such
+    /// thread.
     pub fn enable_tokio(mut self, on: bool) -> Builder {
         self.tokio = on;
         self
@@ -159,14 +180,10 @@ impl Builder {
     /// Starts the runtime's threads.
     pub fn build(self) -> io::Result<Runtime> {
         scheduler::install_panic_hook();
-        let (tokio_rt, tokio_handle) = if self.tokio {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let handle = rt.handle().clone();
-            (Some(rt), Some(handle))
+        let tokio = if self.tokio {
+            Some(tokio_driver::TokioDriver::new()?)
         } else {
-            (None, None)
+            None
         };
         let sched = Scheduler::new(self.schedulers, self.preemption, Arc::new(Reactor::new()?));
         let timers = Timers::new(self.schedulers, sched.started);
@@ -179,32 +196,18 @@ impl Builder {
             zombies: DashMap::default(),
             zombie_count: AtomicUsize::new(0),
             timers,
-            tokio: tokio_handle,
+            tokio,
             io: crate::io::NodeIo::default(),
             aliases: DashMap::new(),
             dist: parking_lot::RwLock::new(None),
             memory_kills: Default::default(),
         });
-        let mut threads = Vec::new();
-        let mut io_stop = None;
-        if let Some(rt) = tokio_rt {
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            io_stop = Some(stop);
-            threads.push(
-                thread::Builder::new()
-                    .name("ember-io".into())
-                    .spawn(move || {
-                        let _ = rt.block_on(stopped);
-                    })?,
-            );
-        }
-        threads.extend(Scheduler::start(&shared)?);
+        let threads = Scheduler::start(&shared)?;
         // The default group leader, `user`, as Erlang's kernel starts it.
         shared.io.default_group_leader(&shared);
         Ok(Runtime {
             handle: Handle { shared },
             threads,
-            io_stop,
         })
     }
 }
@@ -223,7 +226,6 @@ impl Builder {
 pub struct Runtime {
     handle: Handle,
     threads: Vec<JoinHandle<()>>,
-    io_stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Runtime {
@@ -276,13 +278,10 @@ impl Drop for Runtime {
         shared.timers.shut_down();
         let mut threads: Vec<JoinHandle<()>> = self.threads.drain(..).collect();
         threads.extend(shared.sched.workers.take_handles());
-        let (io, others): (Vec<_>, Vec<_>) = threads
-            .into_iter()
-            .partition(|t| t.thread().name() == Some("ember-io"));
         // A worker stuck in native code cannot be stopped: wait a little,
         // then leave it (and the process it polls) behind.
         let deadline = Instant::now() + Duration::from_secs(1);
-        for t in others {
+        for t in threads {
             while !t.is_finished() && Instant::now() < deadline {
                 thread::sleep(Duration::from_millis(1));
             }
@@ -308,13 +307,10 @@ impl Drop for Runtime {
         }
         drop(processes);
         shared.sched.drop_queued();
-        if let Some(stop) = self.io_stop.take() {
-            let _ = stop.send(());
+        if let Some(driver) = &shared.tokio {
+            driver.shut_down();
         }
-        for t in io {
-            let _ = t.join();
-        }
-        // What the I/O thread woke until it stopped.
+        // What tokio's driver woke until it stopped.
         shared.sched.drop_queued();
         // `user` is gone: its stdout thread writes what is queued, then ends.
         shared.io.shut_down();

@@ -125,13 +125,13 @@ impl Future for Sleep {
         // before answering `Pending`, so no firing can be missed.
         if !matches!(&this.armed, Some((_, waker)) if waker.will_wake(cx.waker())) {
             this.disarm();
-            let waker = cx.waker().clone();
+            let waker = crate::process::clone_quietly(cx.waker());
             let at = this.rt.timers.deadline_ms(this.deadline);
             let key = this.rt.timers.insert(
                 &this.rt,
                 at,
                 at,
-                TimerAction::Waker(Box::new(waker.clone())),
+                TimerAction::Waker(Box::new(crate::process::clone_quietly(&waker))),
             );
             this.armed = Some((key, waker));
         }

@@ -163,3 +163,77 @@ fn without_tokio_a_tokio_future_crashes_only_its_process() {
         assert!(matches!(reason, ExitReason::Panic(_)), "{reason}");
     });
 }
+
+/// Whether `rt`'s tokio driver thread runs.
+fn tokio_driver_runs(rt: &Runtime) -> bool {
+    rt.handle().runtime_info().threads.tokio_driver
+}
+
+// §14: tokio's driver thread starts when a process first needs it. Messages,
+// monitors, Ember's own timers and Ember's own sockets never start it.
+#[test]
+fn tokio_driver_thread_starts_only_when_a_process_needs_it() {
+    let rt = runtime();
+    rt.block_on(async {
+        let me = self_pid();
+        let listener = ember_runtime::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        let (_, server_watch) = spawn_monitor(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut buffer = Vec::new();
+            socket.read_to_end(&mut buffer).await.expect("read");
+            socket.write_all(&buffer).await.expect("write");
+        });
+        let (_, client_watch) = spawn_monitor(async move {
+            ember_runtime::time::sleep(Duration::from_millis(2)).await;
+            let mut socket = ember_runtime::net::TcpStream::connect(address)
+                .await
+                .expect("connect");
+            socket
+                .write_all(b"over ember's reactor")
+                .await
+                .expect("write");
+            socket.shutdown().await.expect("shutdown");
+            let mut echoed = String::new();
+            socket.read_to_string(&mut echoed).await.expect("read");
+            send(me, echoed);
+        });
+        assert_eq!(recv::<String>().await, "over ember's reactor");
+        assert_eq!(down_of(client_watch).await.reason, ExitReason::Normal);
+        assert_eq!(down_of(server_watch).await.reason, ExitReason::Normal);
+        let timed_out = ember_runtime::receive::<u8>()
+            .timeout(Duration::from_millis(2))
+            .await;
+        assert!(timed_out.is_none());
+    });
+    assert!(
+        !tokio_driver_runs(&rt),
+        "tokio's driver started though no process used tokio"
+    );
+    let slept = rt.block_on(async {
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        started.elapsed()
+    });
+    assert!(slept >= Duration::from_millis(5), "slept {slept:?}");
+    assert!(
+        tokio_driver_runs(&rt),
+        "a tokio timer ran without the driver"
+    );
+}
+
+// §14: a tokio task spawned from a process and never awaited still runs:
+// its driver starts without a waker to clone.
+#[test]
+fn a_tokio_task_left_to_run_starts_the_driver() {
+    let rt = runtime();
+    let handle = rt.handle().clone();
+    rt.block_on(async move {
+        let me = self_pid();
+        drop(tokio::spawn(
+            async move { handle.send(me, "from a tokio task") },
+        ));
+        assert_eq!(recv::<&str>().await, "from a tokio task");
+    });
+    assert!(tokio_driver_runs(&rt));
+}

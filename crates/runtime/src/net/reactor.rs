@@ -148,7 +148,7 @@ impl Source {
             let mut slot = self.waker_slot(direction).lock();
             match &*slot {
                 Some(w) if w.will_wake(cx.waker()) => {}
-                _ => *slot = Some(cx.waker().clone()),
+                _ => *slot = Some(crate::process::clone_quietly(cx.waker())),
             }
         }
         let state = self.state.load(Ordering::Acquire);

@@ -179,7 +179,7 @@ pub(crate) fn worker_main(rt: Arc<Shared>, me: Arc<Worker>) {
     if me.background.load(Ordering::Acquire) {
         rt.sched.demote_to(&me, rt.sched.config.background_nice());
     }
-    let _tokio = rt.tokio.as_ref().map(|h| h.enter());
+    let _tokio = rt.tokio.as_ref().map(|driver| driver.handle().enter());
     context::enter_runtime(rt.clone(), me.id);
     let sched = &rt.sched;
     while !sched.is_shut_down() {
@@ -414,6 +414,8 @@ fn idle(rt: &Shared, slot: &Slot, me: &Worker, fired: &mut Fired, searching: &mu
     if rt.timers.ms_at(Instant::now()) >= rt.timers.next_due(slot.index) {
         return;
     }
+    // tokio tasks spawned and left to run need tokio's driver.
+    rt.start_tokio_if_tasks();
     sched.idle.mark_parked(slot.index);
     if !(sched.has_work_for(slot) || leave()) {
         while sched.idle.is_parked(slot.index) {
@@ -562,7 +564,7 @@ fn run(
         {
             return Ok(Some(Poll::Pending));
         }
-        let waker = futures_task::waker_ref(process);
+        let waker = crate::process::waker_ref(process);
         let mut cx = Context::from_waker(&waker);
         // Charged to its memory account if it has a limit; a panic is
         // caught (`Running::poll`).
