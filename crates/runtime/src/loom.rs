@@ -25,8 +25,9 @@
 //! suspension count of a busy distribution connection, `dist.rs`), the
 //! mailbox (`mailbox.rs`), the per-slot timer wheels (`timer.rs`: arming
 //! against a sleeping worker, a cancel racing the firing), the relations lock of the link protocol
-//! (`process.rs`, `signal.rs`) and the parker of an idle worker with the
-//! watchdog's doze (`scheduler/park.rs`). The hand-off of a slot (`scheduler/slot.rs`)
+//! (`process.rs`, `signal.rs`), the parker of an idle worker with the
+//! watchdog's doze (`scheduler/park.rs`) and the start and shutdown of
+//! tokio's driver thread (`runtime/tokio_driver.rs`). The hand-off of a slot (`scheduler/slot.rs`)
 //! is modelled on loom's types directly, as a step-for-step copy of the
 //! protocol, since the scheduler itself is built on `std` and `parking_lot`.
 //! loom's types panic outside a model, so with the feature run only the

@@ -18,14 +18,16 @@
 //!   the watchdog's looks, so such a task starts within one look.
 //!
 //! Once started, the thread runs until the runtime is dropped. Its start and
-//! its stop are one mutex's state; `started` spares the mutex once either
-//! has happened.
+//! its stop are one mutex's state ([`StartOnce`]); a flag spares the mutex
+//! once either has happened. The loom model below checks that the thread is
+//! started at most once, that a shutdown stops whatever started, and that a
+//! start never follows a shutdown.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 
-use parking_lot::Mutex;
+use crate::loom::sync::atomic::{AtomicBool, Ordering};
+use crate::loom::sync::Mutex;
 
 /// The thread's name.
 pub(crate) const THREAD_NAME: &str = "ember-io";
@@ -33,22 +35,16 @@ pub(crate) const THREAD_NAME: &str = "ember-io";
 /// tokio's current-thread runtime and the thread that drives it once needed.
 pub(crate) struct TokioDriver {
     handle: tokio::runtime::Handle,
-    /// Started or shut down: nothing left to start.
-    started: AtomicBool,
-    state: Mutex<DriverState>,
+    /// Idle: the runtime, not driven (tokio's work waits in its queues).
+    /// Running: the thread, driving it until `stop` is sent, and dropping
+    /// it when it ends.
+    once: StartOnce<tokio::runtime::Runtime, Driving>,
 }
 
-enum DriverState {
-    /// Built, not driven: tokio's work waits in its queues.
-    Idle(tokio::runtime::Runtime),
-    /// Driven by its thread until `stop` is sent; the thread drops the
-    /// runtime when it ends.
-    Running {
-        stop: tokio::sync::oneshot::Sender<()>,
-        thread: JoinHandle<()>,
-    },
-    /// Shut down (or the moment in between, while the thread is taken out).
-    Gone,
+/// The driver thread and how to stop it.
+struct Driving {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: JoinHandle<()>,
 }
 
 impl TokioDriver {
@@ -59,8 +55,7 @@ impl TokioDriver {
             .build()?;
         Ok(TokioDriver {
             handle: rt.handle().clone(),
-            started: AtomicBool::new(false),
-            state: Mutex::new(DriverState::Idle(rt)),
+            once: StartOnce::new(rt),
         })
     }
 
@@ -71,64 +66,19 @@ impl TokioDriver {
 
     /// Whether the driver thread runs (or ran, before a shutdown).
     pub(crate) fn is_started(&self) -> bool {
-        self.started.load(Ordering::Acquire)
+        self.once.is_started()
     }
 
     /// Starts the driver thread unless it runs already: one load once it
     /// does.
     pub(crate) fn start(&self) {
-        if !self.is_started() {
-            self.start_slow();
-        }
+        self.once.start(drive);
     }
 
     /// Starts the driver thread if tokio tasks are alive, which only it runs.
     pub(crate) fn start_if_tasks(&self) {
-        if !self.is_started() && self.handle.metrics().num_alive_tasks() > 0 {
-            self.start_slow();
-        }
-    }
-
-    #[cold]
-    fn start_slow(&self) {
-        let mut state = self.state.lock();
-        let DriverState::Idle(_) = &*state else {
-            return;
-        };
-        let DriverState::Idle(rt) = std::mem::replace(&mut *state, DriverState::Gone) else {
-            unreachable!("matched above")
-        };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        // Shared with the thread for as long as the spawn is in doubt: if
-        // the thread cannot start, the runtime stays idle here (the handle
-        // the schedulers entered is this runtime's) and a later sign tries
-        // again. Once started, the thread holds the only count and drops
-        // the runtime when it ends.
-        let shared_rt = std::sync::Arc::new(rt);
-        let driven = shared_rt.clone();
-        // Before the thread can run anything: whatever it does happens after
-        // a look at `is_started` says it runs.
-        self.started.store(true, Ordering::Release);
-        let spawned = thread::Builder::new()
-            .name(THREAD_NAME.into())
-            .spawn(move || {
-                let _ = driven.block_on(stopped);
-            });
-        match spawned {
-            Ok(thread) => {
-                drop(shared_rt);
-                *state = DriverState::Running { stop, thread };
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "ember: cannot start the tokio driver thread");
-                match std::sync::Arc::try_unwrap(shared_rt) {
-                    Ok(rt) => {
-                        *state = DriverState::Idle(rt);
-                        self.started.store(false, Ordering::Release);
-                    }
-                    Err(_) => unreachable!("the thread that would share it never started"),
-                }
-            }
+        if !self.once.is_started() && self.handle.metrics().num_alive_tasks() > 0 {
+            self.once.start(drive);
         }
     }
 
@@ -136,15 +86,227 @@ impl TokioDriver {
     /// runtime; or drops the runtime here if it never ran. Nothing starts
     /// it after.
     pub(crate) fn shut_down(&self) {
-        let state = std::mem::replace(&mut *self.state.lock(), DriverState::Gone);
-        self.started.store(true, Ordering::Release);
-        match state {
-            DriverState::Running { stop, thread } => {
+        match self.once.shut_down() {
+            Some(Ok(rt)) => drop(rt),
+            Some(Err(Driving { stop, thread })) => {
                 let _ = stop.send(());
                 let _ = thread.join();
             }
-            DriverState::Idle(rt) => drop(rt),
-            DriverState::Gone => {}
+            None => {}
         }
+    }
+}
+
+/// Starts the thread that drives `rt`; gives `rt` back if it cannot, so
+/// that a later sign tries again (the handle the schedulers entered is this
+/// runtime's).
+#[cold]
+fn drive(rt: tokio::runtime::Runtime) -> Result<Driving, tokio::runtime::Runtime> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // Shared with the thread while the spawn is in doubt; once started, the
+    // thread holds the only count and drops the runtime when it ends.
+    let rt = std::sync::Arc::new(rt);
+    let driven = rt.clone();
+    let spawned = thread::Builder::new()
+        .name(THREAD_NAME.into())
+        .spawn(move || {
+            let _ = driven.block_on(stopped);
+        });
+    match spawned {
+        Ok(thread) => Ok(Driving { stop, thread }),
+        Err(e) => {
+            tracing::error!(error = %e, "ember: cannot start the tokio driver thread");
+            // The closure, and its count, went with the failed spawn.
+            match std::sync::Arc::try_unwrap(rt) {
+                Ok(rt) => Err(rt),
+                Err(_) => unreachable!("no thread shares it"),
+            }
+        }
+    }
+}
+
+/// Something started at most once, on demand, and stopped once: `Idle`
+/// holds what starting consumes, `Running` what it produces.
+pub(crate) struct StartOnce<Idle, Running> {
+    /// Started (or being started, by the holder of `phase`'s lock) or shut
+    /// down: nothing left to start. Set before a start can have any effect,
+    /// so a look that finds it clear finds nothing started.
+    started: AtomicBool,
+    phase: Mutex<Phase<Idle, Running>>,
+}
+
+enum Phase<Idle, Running> {
+    Idle(Idle),
+    Running(Running),
+    /// Shut down (or the instant a start takes `Idle` out).
+    Gone,
+}
+
+impl<Idle, Running> StartOnce<Idle, Running> {
+    pub(crate) fn new(idle: Idle) -> Self {
+        StartOnce {
+            started: AtomicBool::new(false),
+            phase: Mutex::new(Phase::Idle(idle)),
+        }
+    }
+
+    pub(crate) fn is_started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
+
+    /// Runs `start` on the idle value unless it ran already (or a shutdown
+    /// came first); `start` gives the value back if it failed, and a later
+    /// call tries again.
+    pub(crate) fn start(&self, start: impl FnOnce(Idle) -> Result<Running, Idle>) {
+        if self.is_started() {
+            return;
+        }
+        let mut phase = self.phase.lock();
+        let Phase::Idle(_) = &*phase else {
+            return;
+        };
+        let Phase::Idle(idle) = std::mem::replace(&mut *phase, Phase::Gone) else {
+            unreachable!("matched above")
+        };
+        // Before `start` has any effect: whoever sees one sees the flag.
+        let late = seeded_late_flag();
+        if !late {
+            self.started.store(true, Ordering::Release);
+        }
+        match start(idle) {
+            Ok(running) => {
+                *phase = Phase::Running(running);
+                if late {
+                    self.started.store(true, Ordering::Release);
+                }
+            }
+            Err(idle) => {
+                *phase = Phase::Idle(idle);
+                self.started.store(false, Ordering::Release);
+            }
+        }
+    }
+
+    /// Ends it: what it was (`Ok`: never started; `Err`: running), or
+    /// `None` if shut down already. Nothing starts after.
+    pub(crate) fn shut_down(&self) -> Option<Result<Idle, Running>> {
+        let mut phase = self.phase.lock();
+        self.started.store(true, Ordering::Release);
+        match std::mem::replace(&mut *phase, Phase::Gone) {
+            Phase::Idle(idle) => Some(Ok(idle)),
+            Phase::Running(running) => Some(Err(running)),
+            Phase::Gone => None,
+        }
+    }
+}
+
+/// The seeded bug of the model below: the flag set after the start.
+#[inline(always)]
+fn seeded_late_flag() -> bool {
+    #[cfg(all(test, feature = "loom-models"))]
+    if loom_models::SEEDED_LATE_FLAG.load(std::sync::atomic::Ordering::Relaxed) {
+        return true;
+    }
+    false
+}
+
+#[cfg(all(test, feature = "loom-models"))]
+mod loom_models {
+    use ::loom::sync::atomic::{AtomicUsize, Ordering};
+    use ::loom::sync::Arc;
+    use ::loom::thread;
+
+    use super::StartOnce;
+
+    /// Sets the flag after the start: the seeded bug.
+    pub(crate) static SEEDED_LATE_FLAG: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
+
+    /// What a start does: counts itself, and publishes an effect (the
+    /// driver thread running a task whose result another thread receives).
+    struct Starts {
+        count: AtomicUsize,
+        effect: AtomicUsize,
+    }
+
+    /// Two signs race to start, a third thread looks for the start's
+    /// effect, and a shutdown races them all.
+    fn starts_racing_a_shutdown() {
+        let once = Arc::new(StartOnce::<u32, u32>::new(7));
+        let starts = Arc::new(Starts {
+            count: AtomicUsize::new(0),
+            effect: AtomicUsize::new(0),
+        });
+        let starter = |once: Arc<StartOnce<u32, u32>>, starts: Arc<Starts>| {
+            thread::spawn(move || {
+                once.start(|idle| {
+                    starts.count.fetch_add(1, Ordering::Relaxed);
+                    starts.effect.store(1, Ordering::Release);
+                    Ok(idle + 1)
+                });
+            })
+        };
+        let a = starter(once.clone(), starts.clone());
+        let b = starter(once.clone(), starts.clone());
+        let looker = {
+            let (once, starts) = (once.clone(), starts.clone());
+            thread::spawn(move || {
+                if starts.effect.load(Ordering::Acquire) == 1 {
+                    assert!(once.is_started(), "a start's effect seen, its flag not");
+                }
+            })
+        };
+        let ended = once.shut_down();
+        a.join().unwrap();
+        b.join().unwrap();
+        looker.join().unwrap();
+        let count = starts.count.load(Ordering::Relaxed);
+        match ended {
+            Some(Ok(idle)) => {
+                assert_eq!(idle, 7);
+                assert_eq!(count, 0, "started after its shutdown");
+            }
+            Some(Err(running)) => {
+                assert_eq!(running, 8);
+                assert_eq!(count, 1);
+            }
+            None => unreachable!("the only shutdown"),
+        }
+        assert!(once.is_started(), "startable after its shutdown");
+        assert!(once.shut_down().is_none());
+    }
+
+    #[test]
+    fn loom_models_tokio_driver_starts_once_and_never_after_its_shutdown() {
+        crate::loom::model(
+            "tokio driver: two starts racing a shutdown",
+            Some(3),
+            starts_racing_a_shutdown,
+        );
+    }
+
+    /// The seeded mutation: a flag set after the start lets a thread see
+    /// the start's effect and still find the flag clear; loom must report
+    /// it. Run in a child process (loom aborts on a failed model).
+    #[test]
+    fn loom_models_tokio_driver_late_flag_is_caught() {
+        let (succeeded, text) =
+            crate::loom::run_seeded_bug("runtime::tokio_driver::loom_models::seeded_bug_late_flag");
+        assert!(
+            !succeeded && text.contains("its flag not"),
+            "the model did not catch a flag set after the start: {text}"
+        );
+        println!("loom: a flag set after the start (seeded bug) is caught");
+    }
+
+    #[test]
+    #[ignore = "a seeded bug: run by loom_models_tokio_driver_late_flag_is_caught, which expects it to fail"]
+    fn seeded_bug_late_flag() {
+        SEEDED_LATE_FLAG.store(true, std::sync::atomic::Ordering::Relaxed);
+        crate::loom::model(
+            "tokio driver: a late flag",
+            Some(3),
+            starts_racing_a_shutdown,
+        );
     }
 }
