@@ -78,10 +78,11 @@ pub fn send<M: Send + 'static>(to: Pid, message: M) {
 /// Sends `message` to the process registered as `name`, or gives it back in
 /// an error if the name is not registered (Erlang raises `badarg`).
 pub fn send_named<M: Send + 'static>(name: &str, message: M) -> Result<(), NameNotFound<M>> {
-    context::with_runtime("send_named", |rt| match rt.whereis(name) {
+    context::with_runtime_from("send_named", |rt, me| match rt.whereis(name) {
         Some(pid) => {
             context::consume_reductions(1);
-            if !sender_is_dead() {
+            // A terminated sender (killed while running) sends nothing more.
+            if !me.is_some_and(|p| p.is_exiting()) {
                 rt.send_envelope(pid, Envelope::new(message));
             }
             Ok(())
