@@ -113,17 +113,42 @@ impl Shared {
 
     /// A process's waker was cloned: code outside Ember may wake it later,
     /// perhaps from tokio's driver, which must then run (`tokio_driver`).
+    /// One load once it runs.
     pub(crate) fn waker_kept(&self) {
         if let Some(driver) = &self.tokio {
-            driver.start();
+            if !driver.is_started() {
+                self.start_tokio();
+            }
         }
     }
 
-    /// Starts tokio's driver if tokio tasks wait for it (`tokio_driver`):
-    /// when a worker is about to park, and at the watchdog's looks.
-    pub(crate) fn start_tokio_if_tasks(&self) {
+    /// Starts tokio's driver thread from this thread if it runs at the
+    /// runtime's own priority (the new thread inherits it); else, from a
+    /// demoted worker, asks the watchdog to, at its next look.
+    #[cold]
+    fn start_tokio(&self) {
+        let Some(driver) = &self.tokio else {
+            return;
+        };
+        if scheduler::os::runs_at_nice(self.sched.base_nice) {
+            driver.start();
+        } else if driver.request_start() {
+            self.sched.doze.wake_if_dozing();
+        }
+    }
+
+    /// Starts tokio's driver if it was asked for from a demoted thread or if
+    /// tokio tasks wait for it (`tokio_driver`): when a slot's worker is
+    /// about to park, if it runs at the runtime's own priority, and at the
+    /// watchdog's looks (`from_watchdog`: whatever its priority, the last
+    /// resort).
+    pub(crate) fn start_tokio_if_needed(&self, from_watchdog: bool) {
         if let Some(driver) = &self.tokio {
-            driver.start_if_tasks();
+            if driver.needs_start()
+                && (from_watchdog || scheduler::os::runs_at_nice(self.sched.base_nice))
+            {
+                driver.start();
+            }
         }
     }
 

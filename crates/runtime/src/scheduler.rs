@@ -58,7 +58,7 @@
 mod clock;
 mod config;
 mod idle;
-mod os;
+pub(crate) mod os;
 pub(crate) mod park;
 mod queue;
 mod ring;

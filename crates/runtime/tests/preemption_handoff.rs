@@ -491,3 +491,79 @@ fn offenses_of_self() -> u8 {
         .expect("the caller is alive")
         .offenses
 }
+
+/// The threads of this process named `name`: (tid, nice, scheduling policy).
+fn threads_named(name: &str) -> Vec<(String, i64, i64)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
+        let tid = entry
+            .expect("a task")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        let comm = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"));
+        if comm.is_ok_and(|c| c.trim_end() == name) {
+            let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"));
+            let fields: Option<(i64, i64)> = stat.ok().and_then(|stat| {
+                let (_, after_name) = stat.rsplit_once(')')?;
+                let mut fields = after_name.split_whitespace();
+                let nice = fields.nth(16)?.parse().ok()?;
+                let policy = fields.nth(21)?.parse().ok()?;
+                Some((nice, policy))
+            });
+            if let Some((nice, policy)) = fields {
+                found.push((tid, nice, policy));
+            }
+        }
+    }
+    found
+}
+
+// docs/semantics.md §14: a process that first needs tokio while its thread
+// is demoted (it hogged its scheduler) does not pass the demotion on to
+// tokio's driver thread, which a new thread would inherit: the watchdog
+// starts it, at the runtime's own priority.
+#[test]
+fn tokio_driver_first_needed_on_a_demoted_thread_runs_at_the_runtime_priority() {
+    let mut preemption = ember_runtime::Preemption::default();
+    preemption.demotion = vec![(Duration::ZERO, 5)];
+    let base = nice_of(&thread_id()).expect("our own nice value");
+    let demoted = (base + 5).min(19);
+    let rt = Runtime::builder()
+        .schedulers(1)
+        .preemption(preemption)
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let me = self_pid();
+        spawn(async move {
+            let tid = thread_id();
+            // Spins natively until the watchdog has demoted this thread.
+            let deadline = Instant::now() + WAIT;
+            while nice_of(&tid) != Some(demoted) && Instant::now() < deadline {
+                spin_for_cpu(Duration::from_millis(1));
+            }
+            send(me, nice_of(&tid));
+            // The process's first use of tokio, on the demoted thread.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            send(me, "slept");
+        });
+        assert_eq!(
+            recv::<Option<i64>>().await,
+            Some(demoted),
+            "the hog's thread was never demoted"
+        );
+        assert_eq!(recv::<&str>().await, "slept");
+    });
+    assert!(rt.handle().runtime_info().threads.tokio_driver);
+    // Every driver thread of this test binary, this runtime's among them.
+    let drivers = threads_named("ember-io");
+    assert!(!drivers.is_empty(), "no ember-io thread");
+    for (tid, nice, policy) in drivers {
+        assert_eq!(
+            (nice, policy),
+            (base, 0),
+            "ember-io thread {tid} is not at the runtime's priority (nice, policy)"
+        );
+    }
+}

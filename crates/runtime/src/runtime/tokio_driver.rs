@@ -17,6 +17,12 @@
 //!   nobody awaits): looked at when a worker is about to park and at each of
 //!   the watchdog's looks, so such a task starts within one look.
 //!
+//! A new thread inherits its creator's scheduling policy and nice value, and
+//! a demoted worker (a hog's, at nice 19 or SCHED_IDLE) may not be allowed
+//! to raise them again. So only a thread at the runtime's own priority
+//! creates the driver's thread: a sign seen on a demoted thread asks the
+//! watchdog to (`request_start`), which it does at its next look.
+//!
 //! Once started, the thread runs until the runtime is dropped. Its start and
 //! its stop are one mutex's state ([`StartOnce`]); a flag spares the mutex
 //! once either has happened. The loom model below checks that the thread is
@@ -39,6 +45,8 @@ pub(crate) struct TokioDriver {
     /// Running: the thread, driving it until `stop` is sent, and dropping
     /// it when it ends.
     once: StartOnce<tokio::runtime::Runtime, Driving>,
+    /// A demoted thread needed the driver (`request_start`).
+    requested: AtomicBool,
 }
 
 /// The driver thread and how to stop it.
@@ -56,6 +64,7 @@ impl TokioDriver {
         Ok(TokioDriver {
             handle: rt.handle().clone(),
             once: StartOnce::new(rt),
+            requested: AtomicBool::new(false),
         })
     }
 
@@ -75,11 +84,19 @@ impl TokioDriver {
         self.once.start(drive);
     }
 
-    /// Starts the driver thread if tokio tasks are alive, which only it runs.
-    pub(crate) fn start_if_tasks(&self) {
-        if !self.once.is_started() && self.handle.metrics().num_alive_tasks() > 0 {
-            self.once.start(drive);
-        }
+    /// Records that a thread which must not create the driver's thread (a
+    /// demoted one: the thread would inherit its priority) needs it; true
+    /// for the first such request.
+    pub(crate) fn request_start(&self) -> bool {
+        !self.requested.swap(true, Ordering::AcqRel)
+    }
+
+    /// Whether the driver thread should start: it was requested, or tokio
+    /// tasks are alive, which only it runs.
+    pub(crate) fn needs_start(&self) -> bool {
+        !self.once.is_started()
+            && (self.requested.load(Ordering::Acquire)
+                || self.handle.metrics().num_alive_tasks() > 0)
     }
 
     /// Stops the driver thread, if it runs, once it has dropped tokio's

@@ -74,6 +74,16 @@ pub(crate) fn current_nice() -> i32 {
     }
 }
 
+/// Whether the calling thread runs as the runtime's own threads start:
+/// SCHED_OTHER at nice `nice`. A thread it creates inherits both; one
+/// created by a demoted thread (nice 19 or SCHED_IDLE) would stay demoted,
+/// since raising it back needs a privilege the node may not have.
+pub(crate) fn runs_at_nice(nice: i32) -> bool {
+    // SAFETY: plain syscall; 0 is the calling thread.
+    let policy = unsafe { libc::sched_getscheduler(0) };
+    policy == libc::SCHED_OTHER && current_nice() == nice
+}
+
 /// Sets the nice value of thread `tid` (Linux nice is per thread). Raising
 /// it needs no privilege; lowering it again usually does (EACCES).
 pub(crate) fn set_nice(tid: i32, nice: i32) -> io::Result<()> {

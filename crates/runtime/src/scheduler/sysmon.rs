@@ -315,8 +315,9 @@ pub(crate) fn watchdog_main(rt: Arc<Shared>) {
     while !sched.is_shut_down() {
         sched.doze.sleep(period);
         look += 1;
-        // tokio tasks left to run by a process that keeps its worker busy.
-        rt.start_tokio_if_tasks();
+        // tokio tasks left to run by a process that keeps its worker busy,
+        // or a driver asked for by a demoted thread.
+        rt.start_tokio_if_needed(true);
         // A process went over its memory limit since the last look (acquire:
         // its account's mark is visible): the polls in progress are looked
         // at below; a poll that has returned was handled by its worker.

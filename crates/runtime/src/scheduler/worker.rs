@@ -414,8 +414,9 @@ fn idle(rt: &Shared, slot: &Slot, me: &Worker, fired: &mut Fired, searching: &mu
     if rt.timers.ms_at(Instant::now()) >= rt.timers.next_due(slot.index) {
         return;
     }
-    // tokio tasks spawned and left to run need tokio's driver.
-    rt.start_tokio_if_tasks();
+    // tokio tasks spawned and left to run, or asked for by a demoted
+    // thread, need tokio's driver.
+    rt.start_tokio_if_needed(false);
     sched.idle.mark_parked(slot.index);
     if !(sched.has_work_for(slot) || leave()) {
         while sched.idle.is_parked(slot.index) {
