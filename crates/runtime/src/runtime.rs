@@ -115,10 +115,8 @@ impl Shared {
     /// perhaps from tokio's driver, which must then run (`tokio_driver`).
     /// One load once it runs.
     pub(crate) fn waker_kept(&self) {
-        if let Some(driver) = &self.tokio {
-            if !driver.is_started() {
-                self.start_tokio();
-            }
+        if let Some(driver) = self.tokio.as_ref().filter(|d| !d.is_started()) {
+            self.start_tokio(driver);
         }
     }
 
@@ -126,11 +124,8 @@ impl Shared {
     /// runtime's own priority (the new thread inherits it); else, from a
     /// demoted worker, asks the watchdog to, at its next look.
     #[cold]
-    fn start_tokio(&self) {
-        let Some(driver) = &self.tokio else {
-            return;
-        };
-        if scheduler::os::runs_at_nice(self.sched.base_nice) {
+    fn start_tokio(&self, driver: &tokio_driver::TokioDriver) {
+        if self.at_base_priority() {
             driver.start();
         } else if driver.request_start() {
             self.sched.doze.wake_if_dozing();
@@ -144,12 +139,16 @@ impl Shared {
     /// resort).
     pub(crate) fn start_tokio_if_needed(&self, from_watchdog: bool) {
         if let Some(driver) = &self.tokio {
-            if driver.needs_start()
-                && (from_watchdog || scheduler::os::runs_at_nice(self.sched.base_nice))
-            {
+            if driver.needs_start() && (from_watchdog || self.at_base_priority()) {
                 driver.start();
             }
         }
+    }
+
+    /// Whether the calling thread runs at the runtime's own priority (a
+    /// thread it creates inherits it).
+    fn at_base_priority(&self) -> bool {
+        scheduler::os::runs_at_nice(self.sched.base_nice)
     }
 
     pub(crate) fn make_ref(&self) -> Ref {

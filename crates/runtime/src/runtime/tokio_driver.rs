@@ -41,6 +41,8 @@ pub(crate) const THREAD_NAME: &str = "ember-io";
 /// tokio's current-thread runtime and the thread that drives it once needed.
 pub(crate) struct TokioDriver {
     handle: tokio::runtime::Handle,
+    /// Kept, so that counting its tasks takes no handle clone.
+    metrics: tokio::runtime::RuntimeMetrics,
     /// Idle: the runtime, not driven (tokio's work waits in its queues).
     /// Running: the thread, driving it until `stop` is sent, and dropping
     /// it when it ends.
@@ -63,6 +65,7 @@ impl TokioDriver {
             .build()?;
         Ok(TokioDriver {
             handle: rt.handle().clone(),
+            metrics: rt.metrics(),
             once: StartOnce::new(rt),
             requested: AtomicBool::new(false),
         })
@@ -95,8 +98,7 @@ impl TokioDriver {
     /// tasks are alive, which only it runs.
     pub(crate) fn needs_start(&self) -> bool {
         !self.once.is_started()
-            && (self.requested.load(Ordering::Acquire)
-                || self.handle.metrics().num_alive_tasks() > 0)
+            && (self.requested.load(Ordering::Acquire) || self.metrics.num_alive_tasks() > 0)
     }
 
     /// Stops the driver thread, if it runs, once it has dropped tokio's
@@ -104,12 +106,12 @@ impl TokioDriver {
     /// it after.
     pub(crate) fn shut_down(&self) {
         match self.once.shut_down() {
-            Some(Ok(rt)) => drop(rt),
-            Some(Err(Driving { stop, thread })) => {
+            Phase::Idle(rt) => drop(rt),
+            Phase::Running(Driving { stop, thread }) => {
                 let _ = stop.send(());
                 let _ = thread.join();
             }
-            None => {}
+            Phase::Gone => {}
         }
     }
 }
@@ -152,7 +154,8 @@ pub(crate) struct StartOnce<Idle, Running> {
     phase: Mutex<Phase<Idle, Running>>,
 }
 
-enum Phase<Idle, Running> {
+/// A [`StartOnce`]'s state.
+pub(crate) enum Phase<Idle, Running> {
     Idle(Idle),
     Running(Running),
     /// Shut down (or the instant a start takes `Idle` out).
@@ -204,16 +207,12 @@ impl<Idle, Running> StartOnce<Idle, Running> {
         }
     }
 
-    /// Ends it: what it was (`Ok`: never started; `Err`: running), or
-    /// `None` if shut down already. Nothing starts after.
-    pub(crate) fn shut_down(&self) -> Option<Result<Idle, Running>> {
+    /// Ends it, giving back what it was: idle (never started), running, or
+    /// gone (shut down already). Nothing starts after.
+    pub(crate) fn shut_down(&self) -> Phase<Idle, Running> {
         let mut phase = self.phase.lock();
         self.started.store(true, Ordering::Release);
-        match std::mem::replace(&mut *phase, Phase::Gone) {
-            Phase::Idle(idle) => Some(Ok(idle)),
-            Phase::Running(running) => Some(Err(running)),
-            Phase::Gone => None,
-        }
+        std::mem::replace(&mut *phase, Phase::Gone)
     }
 }
 
@@ -233,7 +232,7 @@ mod loom_models {
     use ::loom::sync::Arc;
     use ::loom::thread;
 
-    use super::StartOnce;
+    use super::{Phase, StartOnce};
 
     /// Sets the flag after the start: the seeded bug.
     pub(crate) static SEEDED_LATE_FLAG: std::sync::atomic::AtomicBool =
@@ -279,18 +278,18 @@ mod loom_models {
         looker.join().unwrap();
         let count = starts.count.load(Ordering::Relaxed);
         match ended {
-            Some(Ok(idle)) => {
+            Phase::Idle(idle) => {
                 assert_eq!(idle, 7);
                 assert_eq!(count, 0, "started after its shutdown");
             }
-            Some(Err(running)) => {
+            Phase::Running(running) => {
                 assert_eq!(running, 8);
                 assert_eq!(count, 1);
             }
-            None => unreachable!("the only shutdown"),
+            Phase::Gone => unreachable!("the only shutdown"),
         }
         assert!(once.is_started(), "startable after its shutdown");
-        assert!(once.shut_down().is_none());
+        assert!(matches!(once.shut_down(), Phase::Gone));
     }
 
     #[test]
