@@ -23,7 +23,7 @@
 //! Only the modules whose protocol we model use this facade: the process
 //! state byte (`process/state.rs`, with the runtime's teardown, and the
 //! suspension count of a busy distribution connection, `dist.rs`), the
-//! mailbox (`mailbox.rs`), the per-slot timer wheels (`timer.rs`: arming
+//! mailbox (`mailbox.rs`, and its lock-free inbox, `mailbox/inbox.rs`), the per-slot timer wheels (`timer.rs`: arming
 //! against a sleeping worker, a cancel racing the firing), the relations lock of the link protocol
 //! (`process.rs`, `signal.rs`), the parker of an idle worker with the
 //! watchdog's doze (`scheduler/park.rs`) and the start and shutdown of
@@ -55,7 +55,7 @@ pub(crate) mod sync {
 
     pub(crate) mod atomic {
         pub(crate) use std::sync::atomic::{
-            fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+            fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
         };
     }
 
@@ -110,7 +110,7 @@ pub(crate) mod sync {
 
     pub(crate) mod atomic {
         pub(crate) use ::loom::sync::atomic::{
-            fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+            fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
         };
     }
 
