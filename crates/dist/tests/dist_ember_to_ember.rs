@@ -4,23 +4,15 @@
 
 mod support;
 
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ember_dist::{epmd, flags, Delivery, DistError, Node, NodeConfig};
 use ember_term::{Pid, Term};
+use ember_testkit::free_port;
 use md5::{Digest, Md5};
 use support::wire::{forward, Deliveries};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn config(name: &str, cookie: &str, epmd_port: u16) -> NodeConfig {
     let mut c = NodeConfig::new(&format!("{name}_{}@localhost", std::process::id()), cookie);
