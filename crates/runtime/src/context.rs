@@ -150,17 +150,17 @@ pub(crate) fn with_runtime<R>(what: &str, f: impl FnOnce(&Arc<Shared>) -> R) -> 
     with_runtime_from(what, |rt, _| f(rt))
 }
 
-/// As [`with_runtime`], also giving `f` the current process, if any (one
-/// look at the thread's context for both).
+/// As [`with_runtime`], also giving `f` the current process's guard, if
+/// any (one look at the thread's context for both).
 pub(crate) fn with_runtime_from<R>(
     what: &str,
-    f: impl FnOnce(&Arc<Shared>, Option<&Arc<Process>>) -> R,
+    f: impl FnOnce(&Arc<Shared>, Option<&Running>) -> R,
 ) -> R {
     let mut f = Some(f);
     let from_process = CURRENT.with(|c| {
         let current = c.borrow();
-        let process = current.as_ref()?.process();
-        f.take().map(|f| f(&process.rt, Some(process)))
+        let running = current.as_ref()?;
+        f.take().map(|f| f(&running.process().rt, Some(running)))
     });
     if let Some(r) = from_process {
         return r;

@@ -232,11 +232,13 @@ impl Mailbox {
         self.saved_len.load(Ordering::Relaxed) + self.inbox.len()
     }
 
-    /// Takes every message not yet seen by the owner (any thread). The caller
-    /// drops them outside any lock.
+    /// Takes every message not yet seen by the owner (any thread), with the
+    /// inbox's swap even if it looks empty (an exit's last take,
+    /// `crate::message`, "Kept targets"). The caller drops them outside any
+    /// lock.
     pub(crate) fn drain_inbox(&self) -> VecDeque<Envelope> {
         let mut taken = VecDeque::new();
-        self.inbox.take_into(&mut taken);
+        self.inbox.drain_into(&mut taken);
         taken
     }
 

@@ -175,6 +175,9 @@ pub(crate) struct Process {
     /// The body; empty once it finished or was dropped. Reached only
     /// through a [`Running`] guard.
     body: running::Body,
+    /// The process it sent to last, maybe kept (`crate::message`, "Kept
+    /// targets"). Reached only through a [`Running`] guard.
+    last_sent: running::LastSent,
     /// Links, monitors, name: the relations lock of `crate::signal`'s link
     /// protocol (at most two held at once, in ascending pid order).
     pub(crate) relations: Mutex<Option<Box<Relations>>>,
@@ -216,6 +219,7 @@ impl Process {
             flags: AtomicU8::new(flags),
             mailbox: Mailbox::default(),
             body: running::Body::new(future),
+            last_sent: running::LastSent::default(),
             relations: Mutex::new(None),
             reductions: AtomicU64::new(0),
             cpu_ns: AtomicU64::new(0),

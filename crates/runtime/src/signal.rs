@@ -96,6 +96,7 @@
 //! the locks and the state byte of `crate::loom`.
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::context;
@@ -519,6 +520,19 @@ thread_local! {
 pub(crate) fn deliver(to: &Arc<Process>, message: Envelope) {
     to.mailbox.push(message);
     scheduler::wake_after_push(to);
+}
+
+/// [`deliver`] to a process reached without the table (a sender's kept
+/// target, `crate::message`, "Kept targets"): if it has begun exiting, its
+/// last take of the inbox may have missed this push, so the messages taken
+/// back are returned, for the caller to drop.
+pub(crate) fn deliver_kept(to: &Arc<Process>, message: Envelope) -> Option<VecDeque<Envelope>> {
+    to.mailbox.push(message);
+    if to.is_exiting() {
+        return Some(to.mailbox.drain_inbox());
+    }
+    scheduler::wake_after_push(to);
+    None
 }
 
 /// Handles an exit signal along a link (from a process of another node) to

@@ -75,6 +75,31 @@ fn sending_to_a_dead_pid_is_silently_dropped() {
     });
 }
 
+// §3.2 with a kept target: a process that sends to one pid again and again
+// skips the process table after its second send; once that process has
+// died, what it sends there is still dropped at once.
+#[test]
+fn sends_to_a_pid_sent_to_again_and_again_are_dropped_once_it_died() {
+    let rt = runtime();
+    rt.block_on(async {
+        let (target, watch) = spawn_monitor(async {
+            for _ in 0..3 {
+                let _: u32 = recv().await;
+            }
+        });
+        for n in 0..3u32 {
+            send(target, n);
+        }
+        down_of(watch).await;
+        let dropped = Arc::new(AtomicBool::new(false));
+        send(target, DropFlag(dropped.clone()));
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "a message to a dead process it kept was not dropped"
+        );
+    });
+}
+
 fn rt_handle_send_to_dead(dead: Pid) {
     ember_runtime::Handle::current().send(dead, "also dropped");
 }

@@ -11,6 +11,13 @@
 //! a chain nobody else can reach); only the process's `RUNNING` holder does
 //! while the process lives, and whoever tears it down after.
 //!
+//! The exchanges also order the other way: a take releases and a push
+//! acquires, so a sender whose push lands after a take sees what the taker
+//! did before it, if the take swapped (`drain_into`, even when the inbox
+//! looked empty). An exiting process is marked exiting before its last take;
+//! a sender that reached it without the process table pushes, then looks
+//! for the mark (`crate::message`, "Kept targets").
+//!
 //! Order: one sender's pushes are one after another, so each goes on top of
 //! the previous one and comes out after it. Pushes of different senders are
 //! ordered by their compare-exchanges on `head`.
@@ -23,7 +30,7 @@
 //!
 //! Readers on other threads (introspection) ask how many messages wait. A
 //! counter beside `head` would cost every push a second read-modify-write,
-//! as the lock did. Instead, the top [`COUNT_BITS`] bits of the `head` word
+//! as the lock did. Instead, the top 16 bits of the `head` word
 //! count the envelopes in the stack, updated by the same compare-exchange:
 //! user-space addresses on 64-bit Linux (x86-64, aarch64) fit in 48 bits
 //! unless a program asks the kernel for higher ones (a hint to `mmap`, or
@@ -46,12 +53,10 @@ const _: () = assert!(usize::BITS == 64, "Ember's inbox needs 64-bit pointers");
 
 /// Bits of the `head` word that hold an address.
 const ADDRESS_BITS: u32 = 48;
-/// Bits of the `head` word that count the envelopes in the stack.
-const COUNT_BITS: u32 = usize::BITS - ADDRESS_BITS;
-/// The most envelopes the `head` word counts. The loom models count to 2,
-/// so that their few pushes go past it.
+/// The most envelopes the `head` word counts, in its top 16 bits. The loom
+/// models count to 2, so that their few pushes go past it.
 #[cfg(not(all(test, feature = "loom-models")))]
-const MAX_COUNT: usize = (1 << COUNT_BITS) - 1;
+const MAX_COUNT: usize = (1 << (usize::BITS - ADDRESS_BITS)) - 1;
 #[cfg(all(test, feature = "loom-models"))]
 const MAX_COUNT: usize = 2;
 const ADDRESS_MASK: usize = (1 << ADDRESS_BITS) - 1;
@@ -139,15 +144,15 @@ fn link_of(head: *mut Link) -> *mut Link {
     head.map_addr(|a| a & ADDRESS_MASK)
 }
 
-/// The ordering a push publishes with: `Release`, but for the seeded bug of
-/// the loom models.
+/// The ordering a push's exchange succeeds with: `AcqRel` (module docs),
+/// but for the seeded bug of the loom models.
 #[inline(always)]
 fn publish() -> Ordering {
     #[cfg(all(test, feature = "loom-models"))]
     if loom_models::SEEDED_RELAXED_PUSH.load(std::sync::atomic::Ordering::Relaxed) {
         return Ordering::Relaxed;
     }
-    Ordering::Release
+    Ordering::AcqRel
 }
 
 impl Inbox {
@@ -195,20 +200,29 @@ impl Inbox {
     }
 
     /// Moves every envelope in the inbox to the back of `into`, in arrival
-    /// order; returns how many.
+    /// order; returns how many. Takes nothing, and writes nothing, if the
+    /// inbox looks empty: the owner's receive, which a push's wake-up
+    /// brings back.
     pub(crate) fn take_into(&self, into: &mut VecDeque<Envelope>) -> usize {
         if self.is_empty() {
             return 0;
         }
-        let head = self.head.swap(ptr::null_mut(), Ordering::Acquire);
+        self.drain_into(into)
+    }
+
+    /// As [`Inbox::take_into`], but always with the swap, even if the inbox
+    /// looks empty: what an exit's last take needs, since the swap is what
+    /// orders it with a later push (module docs).
+    pub(crate) fn drain_into(&self, into: &mut VecDeque<Envelope>) -> usize {
+        let head = self.head.swap(ptr::null_mut(), Ordering::AcqRel);
         // Reverse the chain (newest first) in place: the oldest ends on top.
         let mut link = link_of(head);
         let mut oldest = ptr::null_mut::<Link>();
         let mut taken = 0;
         while !link.is_null() {
             // SAFETY: the swap made this chain ours alone, and its links
-            // were published by the pushes' `Release` (their release
-            // sequence on `head`), which the swap acquired.
+            // were published by the pushes' exchanges (a release sequence
+            // on `head`), which the swap acquired.
             let next = unsafe {
                 (*link)
                     .next
@@ -239,7 +253,7 @@ impl Inbox {
 impl Drop for Inbox {
     fn drop(&mut self) {
         let mut left = VecDeque::new();
-        self.take_into(&mut left);
+        self.drain_into(&mut left);
     }
 }
 

@@ -32,7 +32,7 @@ use super::state::{Claim, TransitionToDropping, TransitionToIdle, TransitionToRu
 use super::{BoxFuture, Process};
 use crate::alloc;
 use crate::context;
-use crate::mailbox::{self, Owner as _, Saved};
+use crate::mailbox::{self, Envelope, Owner as _, Saved};
 use crate::reason::ExitReason;
 use crate::scheduler;
 use crate::signal;
@@ -50,6 +50,25 @@ impl Body {
         Body(UnsafeCell::new(Some(future)))
     }
 }
+
+/// The process a process sent to last, and whether it keeps it (see
+/// `crate::message`, "Kept targets"): owner-only, like the body, in a cell
+/// that only a [`Running`] touches.
+#[derive(Default)]
+pub(crate) struct LastSent(UnsafeCell<Kept>);
+
+#[derive(Default)]
+struct Kept {
+    /// The pid key of the last local send, plus one (0: none yet).
+    key_plus_one: u64,
+    /// That process, once sent to twice in a row.
+    process: Option<Arc<Process>>,
+}
+
+// SAFETY: the cell is only reached through a `Running` (the methods below),
+// of which there is at most one per process at a time; an `Arc<Process>` is
+// `Send`.
+unsafe impl Sync for LastSent {}
 
 /// Proof that this thread holds a process's `RUNNING` bit, with the process:
 /// the only way to its body and its mailbox's saved queue (module docs).
@@ -153,6 +172,48 @@ impl Running {
         polled
     }
 
+    /// Delivers `message` to the local process `to` (a pid key) if this
+    /// process keeps it (`crate::message`, "Kept targets"); gives the
+    /// message back otherwise, for the table's path.
+    pub(crate) fn send_to_kept(&self, to: u64, message: Envelope) -> Result<(), Envelope> {
+        // SAFETY: `self` holds `RUNNING`, so this thread alone touches the
+        // cell; the reference is not used past the push, loads and wake-up
+        // below, which run no user code: what they let go (a target found
+        // exiting, messages taken back) is dropped after its last use.
+        let kept = unsafe { &mut *self.process.last_sent.0.get() };
+        if kept.key_plus_one != to.wrapping_add(1) {
+            return Err(message);
+        }
+        let Some(target) = &kept.process else {
+            return Err(message);
+        };
+        if target.is_exiting() {
+            let gone = kept.process.take();
+            scheduler::drop_contained(gone);
+            return Err(message);
+        }
+        let leftovers = signal::deliver_kept(target, message);
+        scheduler::drop_contained(leftovers);
+        Ok(())
+    }
+
+    /// Notes a local send to `to` (a pid key), found in the table as
+    /// `target`: a second send in a row keeps it. Returns the process let
+    /// go by a send elsewhere, for the caller to drop outside the table's
+    /// lock.
+    pub(crate) fn note_sent(&self, to: u64, target: &Arc<Process>) -> Option<Arc<Process>> {
+        // SAFETY: as in `send_to_kept`; cloning an `Arc` runs no user code.
+        let kept = unsafe { &mut *self.process.last_sent.0.get() };
+        if kept.key_plus_one == to.wrapping_add(1) {
+            if kept.process.is_none() {
+                kept.process = Some(target.clone());
+            }
+            return None;
+        }
+        kept.key_plus_one = to.wrapping_add(1);
+        kept.process.take()
+    }
+
     /// A poll returned `Pending`: gives `RUNNING` back, unless the process
     /// was killed meanwhile (`State::transition_to_idle`).
     pub(crate) fn park(self) -> Parked {
@@ -183,6 +244,9 @@ impl Running {
         // here, so no `poll` is running); the reference does not outlive
         // this statement.
         let body = unsafe { (*self.process.body.0.get()).take() };
+        // SAFETY: as above, for the kept target: let go, so that two
+        // processes that kept each other do not keep each other alive.
+        let kept = unsafe { (*self.process.last_sent.0.get()).process.take() };
         let saved = self.take_all_saved();
         let pid = self.process.pid;
         // SAFETY: null needs nothing alive; the caller's account is put back
@@ -194,7 +258,7 @@ impl Running {
         if panic::catch_unwind(AssertUnwindSafe(move || drop(body))).is_err() {
             tracing::warn!(pid = %pid, "a destructor panicked while dropping a process body");
         }
-        if panic::catch_unwind(AssertUnwindSafe(move || drop(saved))).is_err() {
+        if panic::catch_unwind(AssertUnwindSafe(move || drop((saved, kept)))).is_err() {
             tracing::warn!(pid = %pid, "a message destructor panicked while dropping a mailbox");
         }
         let Some(me) = context::swap_current(previous) else {
@@ -213,7 +277,8 @@ impl Running {
     }
 }
 
-// SAFETY: a mailbox's `inbox` is behind a mutex and `saved_len` is atomic;
+// SAFETY: a mailbox's `inbox` is lock-free (its own protocol,
+// `mailbox/inbox.rs`) and `saved_len` is atomic;
 // `saved` is only touched through an `Owner`: outside the tests, the
 // `Running` guard below, of which there is at most one per process at a
 // time (module docs). Envelopes are `Send`.
