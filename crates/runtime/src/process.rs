@@ -12,11 +12,11 @@ mod small_map;
 mod state;
 mod waker;
 
-pub(crate) use running::{tear_down, End, Parked, Picked, Running};
+pub(crate) use running::{schedule, tear_down, End, Parked, Picked, Running};
 pub(crate) use small_map::{PidSet, SmallMap};
-pub(crate) use state::{State, TransitionToScheduled};
+pub(crate) use state::State;
 #[cfg(all(test, feature = "loom-models"))]
-pub(crate) use state::{TransitionToIdle, TransitionToRunning};
+pub(crate) use state::{TransitionToIdle, TransitionToRunning, TransitionToScheduled};
 pub(crate) use waker::{clone_quietly, waker_ref};
 
 use std::borrow::Cow;

@@ -85,7 +85,7 @@ pub(crate) use worker::{drop_contained, panic_message, Worker, NO_SLOT};
 
 use crate::context;
 use crate::net::reactor::Reactor;
-use crate::process::{Picked, Process, Running, TransitionToScheduled};
+use crate::process::{self, Picked, Process, Running};
 use crate::runtime::Shared;
 
 /// Counters of the preemption machinery, for introspection.
@@ -536,9 +536,9 @@ impl Scheduler {
 /// waker: a timer, I/O, a resume). After a push into its mailbox, use
 /// [`wake_after_push`].
 pub(crate) fn wake(process: &Arc<Process>) {
-    if let TransitionToScheduled::Queue = process.state.transition_to_scheduled() {
+    if let Some(queued) = process::schedule(process, false) {
         let from_a_process = context::in_process();
-        enqueue(&process.rt, process.clone(), from_a_process);
+        enqueue(&process.rt, queued, from_a_process);
     }
 }
 
@@ -546,9 +546,9 @@ pub(crate) fn wake(process: &Arc<Process>) {
 /// `Exit`, a `Down`): its state's read-modify-write publishes the push to
 /// the next poll (`State::transition_to_scheduled_after_push`).
 pub(crate) fn wake_after_push(process: &Arc<Process>) {
-    if let TransitionToScheduled::Queue = process.state.transition_to_scheduled_after_push() {
+    if let Some(queued) = process::schedule(process, true) {
         let from_a_process = context::in_process();
-        enqueue(&process.rt, process.clone(), from_a_process);
+        enqueue(&process.rt, queued, from_a_process);
     }
 }
 

@@ -21,6 +21,24 @@
 //! back ([`Running::park`]); once the process is over it is consumed by
 //! [`Running::exit`], and `RUNNING` is never given back (nobody may touch
 //! the body after that).
+//!
+//! # The queue reference
+//!
+//! A run queue holds a process by an `Arc`: one reference count. That count
+//! does not come and go with each wake-up; it stays with the process from
+//! its spawn to its exit, held by whoever holds the process's ticket: the
+//! run queue (`SCHEDULED`), the `Running` guard (`RUNNING`), and, while the
+//! process is parked (neither bit), the process itself. [`Running::park`]
+//! forgets the guard's `Arc` when the process goes idle instead of dropping
+//! it, and the transitions out of idle take it back with `Arc::from_raw`:
+//! a wake-up's [`schedule`], and [`Running::claim_exiting`]. Exactly one
+//! party wins each of those transitions, so the count is taken back once
+//! per park; it is let go at the end of [`Running::exit`], after which
+//! `RUNNING` is never cleared, so the process never parks again. A wake-up
+//! thus changes no reference count (it cost two read-modify-writes a
+//! message: the clone to queue the process, the drop after its poll). The
+//! ownership is model-checked in `process::state`'s loom models, beside the
+//! transitions.
 
 use std::cell::Cell;
 use std::cell::UnsafeCell;
@@ -28,7 +46,9 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use super::state::{Claim, TransitionToDropping, TransitionToIdle, TransitionToRunning};
+use super::state::{
+    Claim, TransitionToDropping, TransitionToIdle, TransitionToRunning, TransitionToScheduled,
+};
 use super::{BoxFuture, Process};
 use crate::alloc;
 use crate::context;
@@ -134,7 +154,14 @@ impl Running {
     /// party ends it.
     pub(crate) fn claim_exiting(process: &Arc<Process>) -> Option<Running> {
         match process.state.transition_to_dropping() {
-            TransitionToDropping::Drop(claim) => Some(Running::new(process.clone(), claim)),
+            TransitionToDropping::Drop(claim) => {
+                // SAFETY: the process was parked (the transition succeeds
+                // only then), and this caller won it: the queue reference
+                // `park` left in the process is this caller's alone (module
+                // docs, "The queue reference").
+                let process = unsafe { Arc::from_raw(Arc::as_ptr(process)) };
+                Some(Running::new(process, claim))
+            }
             TransitionToDropping::Running | TransitionToDropping::Scheduled => None,
         }
     }
@@ -219,7 +246,13 @@ impl Running {
     pub(crate) fn park(self) -> Parked {
         let Running { process, claim, .. } = self;
         match process.state.transition_to_idle(claim) {
-            TransitionToIdle::Idle => Parked::Idle,
+            TransitionToIdle::Idle => {
+                // The queue reference stays with the parked process, for
+                // whoever takes it out of idle (module docs). Nothing here
+                // touches the process after the transition.
+                std::mem::forget(process);
+                Parked::Idle
+            }
             TransitionToIdle::Requeue => Parked::Requeue(process),
             TransitionToIdle::Exiting(claim) => Parked::Exiting(Running::new(process, claim)),
         }
@@ -303,6 +336,27 @@ impl mailbox::Owner for Running {
             // SAFETY: as in `take_saved`.
             unsafe { std::mem::replace(&mut *cell, saved) }
         })
+    }
+}
+
+/// Moves `process` from idle to scheduled if it was idle, and gives the
+/// caller its queue reference to push into a run queue (module docs, "The
+/// queue reference"); `None` if it was already queued, running (then it is
+/// marked `NOTIFIED` and requeued after its poll) or exiting. `after_push`:
+/// the wake-up follows a push into its mailbox
+/// (`State::transition_to_scheduled_after_push`).
+pub(crate) fn schedule(process: &Arc<Process>, after_push: bool) -> Option<Arc<Process>> {
+    let won = if after_push {
+        process.state.transition_to_scheduled_after_push()
+    } else {
+        process.state.transition_to_scheduled()
+    };
+    match won {
+        // SAFETY: the process was parked, and this caller won its move out
+        // of idle: the queue reference `Running::park` left in it is this
+        // caller's alone.
+        TransitionToScheduled::Queue => Some(unsafe { Arc::from_raw(Arc::as_ptr(process)) }),
+        TransitionToScheduled::Nothing => None,
     }
 }
 

@@ -338,8 +338,8 @@ mod harness {
     // to the model checker, they add no interleavings and no happens-before
     // edges, so they cannot hide a missing one in `State`; loom runs one
     // thread at a time, so they count exactly.
-    use std::sync::atomic::AtomicUsize;
-    use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+    use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+    use std::sync::atomic::{AtomicU8, AtomicUsize};
 
     use super::{
         Claim, State, TransitionToDropping, TransitionToIdle, TransitionToRunning,
@@ -365,7 +365,25 @@ mod harness {
         exits: AtomicUsize,
         /// Times the body was dropped.
         drops: AtomicUsize,
+        /// Who holds the process's queue reference (`process::running`,
+        /// "The queue reference"): the ticket's holder ([`TAKEN`]), the
+        /// parked process itself ([`PARKED`]), or nobody once the exit let
+        /// it go ([`LET_GO`]).
+        queue_ref: AtomicU8,
     }
+
+    /// [`Proc::queue_ref`]: parked in the idle process.
+    const PARKED: u8 = 0;
+    /// [`Proc::queue_ref`]: held by a queue or a `RUNNING` holder.
+    const TAKEN: u8 = 1;
+    /// [`Proc::queue_ref`]: let go at the exit.
+    const LET_GO: u8 = 2;
+
+    /// Makes a failed claim of a parked process take its queue reference
+    /// all the same: the seeded bug of the queue reference's model.
+    #[cfg(feature = "loom-models")]
+    pub(super) static SEEDED_TAKE_ON_A_FAILED_CLAIM: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
 
     // SAFETY: `body` is the only field that is not `Sync`; it is touched only
     // by the thread that holds `RUNNING`, or after every other one is joined.
@@ -414,6 +432,7 @@ mod harness {
                 inside: AtomicUsize::new(0),
                 exits: AtomicUsize::new(0),
                 drops: AtomicUsize::new(0),
+                queue_ref: AtomicU8::new(TAKEN),
             });
             self.push(process.clone());
             process
@@ -428,6 +447,7 @@ mod harness {
         /// `scheduler::wake`.
         pub(super) fn wake(&self, process: &Arc<Proc>) {
             if let TransitionToScheduled::Queue = process.state.transition_to_scheduled() {
+                process.take_queue_ref();
                 self.push(process.clone());
             }
         }
@@ -446,10 +466,15 @@ mod harness {
                 process.exits.fetch_add(1, Release);
                 match process.state.transition_to_dropping() {
                     TransitionToDropping::Drop(claim) => {
+                        process.take_queue_ref();
                         self.seen.dropped_by_killer.fetch_add(1, Relaxed);
                         Held::new(process.clone(), claim).drop_body();
                     }
                     TransitionToDropping::Running | TransitionToDropping::Scheduled => {
+                        #[cfg(feature = "loom-models")]
+                        if SEEDED_TAKE_ON_A_FAILED_CLAIM.load(Relaxed) {
+                            process.take_queue_ref();
+                        }
                         self.wake(process);
                     }
                 }
@@ -523,6 +548,7 @@ mod harness {
             }
             for process in table {
                 if let TransitionToDropping::Drop(claim) = process.state.transition_to_dropping() {
+                    process.take_queue_ref();
                     self.seen.dropped_by_teardown.fetch_add(1, Relaxed);
                     Held::new(process.clone(), claim).drop_body();
                 }
@@ -568,6 +594,11 @@ mod harness {
             }
             for process in table {
                 if process.state.status() == super::Status::Exiting {
+                    // Whatever holds the queue reference, the forged claim
+                    // takes it: what is caught is the body's drop.
+                    let _ = process
+                        .queue_ref
+                        .compare_exchange(PARKED, TAKEN, AcqRel, Relaxed);
                     self.seen.dropped_by_teardown.fetch_add(1, Relaxed);
                     Held::new(process.clone(), Claim(())).drop_body();
                 }
@@ -610,14 +641,25 @@ mod harness {
             ready
         }
 
-        /// Gives `RUNNING` back after a `Pending` poll (`Running::park`).
+        /// Gives `RUNNING` back after a `Pending` poll (`Running::park`),
+        /// and with it the queue reference if the process goes idle. (Given
+        /// before the transition, which may answer otherwise: nobody can
+        /// take it while this holds `RUNNING`.)
         fn park(self) -> TransitionToIdle {
-            self.process.state.transition_to_idle(self.claim)
+            let process = self.process;
+            process.park_queue_ref();
+            let parked = process.state.transition_to_idle(self.claim);
+            if !matches!(parked, TransitionToIdle::Idle) {
+                process.take_queue_ref();
+            }
+            parked
         }
 
-        /// Drops the body; `RUNNING` is never given back after this.
+        /// Drops the body, and lets the queue reference go (the end of
+        /// `Running::exit`); `RUNNING` is never given back after this.
         fn drop_body(self) {
             let process = &*self.process;
+            process.let_go_queue_ref();
             process.enter();
             process.body.with_mut(|body| {
                 // SAFETY: as in `poll`.
@@ -650,6 +692,34 @@ mod harness {
             self.inside.fetch_sub(1, Relaxed);
         }
 
+        /// A move out of idle was won: the queue reference parked in the
+        /// process is the winner's.
+        fn take_queue_ref(&self) {
+            let was = self.queue_ref.swap(TAKEN, AcqRel);
+            assert_eq!(
+                was, PARKED,
+                "a queue reference taken from a process that did not hold it"
+            );
+        }
+
+        /// The holder of `RUNNING` parks the queue reference in the process.
+        fn park_queue_ref(&self) {
+            let was = self.queue_ref.swap(PARKED, AcqRel);
+            assert_eq!(
+                was, TAKEN,
+                "a queue reference parked by a party that did not hold it"
+            );
+        }
+
+        /// The exit lets the queue reference go.
+        fn let_go_queue_ref(&self) {
+            let was = self.queue_ref.swap(LET_GO, AcqRel);
+            assert_eq!(
+                was, TAKEN,
+                "a queue reference let go by a party that did not hold it"
+            );
+        }
+
         /// Checks the end state once every thread is joined and the queue is
         /// drained: the process exited at most once and then its body was
         /// dropped exactly once; otherwise it is parked and has seen every
@@ -660,6 +730,12 @@ mod harness {
             assert_eq!(self.state.is_exiting(), exits == 1);
             assert_eq!(self.tickets.load(Relaxed), 0);
             assert_eq!(self.drops.load(Relaxed), exits);
+            let queue_ref = self.queue_ref.load(Relaxed);
+            let expected = if exits == 1 { LET_GO } else { PARKED };
+            assert_eq!(
+                queue_ref, expected,
+                "the queue reference is not where it belongs"
+            );
             let sent = *self.inbox.lock();
             self.body.with_mut(|body| {
                 // SAFETY: every other thread is joined.
@@ -1080,6 +1156,7 @@ mod loom_models {
             !succeeded
                 && (text.contains("two threads are inside one process")
                     || text.contains("dropped twice")
+                    || text.contains("queue reference")
                     || text.contains("Causality violation")),
             "the model did not catch a teardown dropping a body under a poll: {text}"
         );
@@ -1095,6 +1172,36 @@ mod loom_models {
         crate::loom::model("seeded bug: teardown by status", Some(3), || {
             teardown_racing_a_kill_and_a_wake(|rq, table| rq.tear_down_by_status(table));
         });
+    }
+
+    /// The queue reference's seeded bug must be caught: a kill whose claim
+    /// failed (a poll or a queue holds the process) takes the reference
+    /// all the same, as a `claim_exiting` that took it before looking at
+    /// its transition would.
+    #[test]
+    fn loom_models_a_queue_reference_taken_on_a_failed_claim_is_caught() {
+        let (succeeded, text) = crate::loom::run_seeded_bug(
+            "process::state::loom_models::seeded_bug_take_on_a_failed_claim",
+        );
+        assert!(
+            !succeeded && text.contains("queue reference"),
+            "the model did not catch a queue reference taken on a failed claim: {text}"
+        );
+        println!("loom: a queue reference taken on a failed claim (seeded bug) is caught");
+    }
+
+    #[test]
+    #[ignore = "a seeded bug: run by loom_models_a_queue_reference_taken_on_a_failed_claim_is_caught, which expects it to fail"]
+    fn seeded_bug_take_on_a_failed_claim() {
+        super::harness::SEEDED_TAKE_ON_A_FAILED_CLAIM
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        crate::loom::model(
+            "seeded bug: a queue reference taken on a failed claim",
+            Some(3),
+            || {
+                kill_and_wake_race_polls(Some(1), 0, 1);
+            },
+        );
     }
 
     /// A process returns `Ready` (and exits itself) while another process
