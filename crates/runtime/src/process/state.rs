@@ -78,7 +78,7 @@
 //! without a lock. A wake-up that finds the process already `SCHEDULED` or
 //! `NOTIFIED` writes nothing and so orders nothing: the reason for a wake-up
 //! must be published through something the next poll synchronizes with by
-//! itself (the mailbox's lock, a channel), never through a relaxed flag.
+//! itself (the inbox's exchanges, a channel), never through a relaxed flag.
 //!
 //! # Checking
 //!
