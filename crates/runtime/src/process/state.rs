@@ -1078,7 +1078,7 @@ mod loom_models {
             let worker = start(&rq, |rq| {
                 rq.run_one();
             });
-            rq.tear_down(&[process.clone()]);
+            rq.tear_down(std::slice::from_ref(&process));
             sender();
             worker();
             // A ticket the teardown could not see (a wake after its drain)
@@ -1102,7 +1102,7 @@ mod loom_models {
             let worker = start(&rq, |rq| {
                 rq.run_one();
             });
-            rq.tear_down(&[process.clone()]);
+            rq.tear_down(std::slice::from_ref(&process));
             killer();
             worker();
             rq.drain();
@@ -1135,7 +1135,7 @@ mod loom_models {
         let worker = start(&rq, |rq| {
             rq.run_one();
         });
-        teardown(&rq, &[process.clone()]);
+        teardown(&rq, std::slice::from_ref(&process));
         killer();
         sender();
         worker();

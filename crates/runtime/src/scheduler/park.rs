@@ -359,11 +359,11 @@ mod loom_models {
             );
             let sleeper = {
                 let (driver, a, fa) = (driver.clone(), a.clone(), fa.clone());
-                thread::spawn(move || park_until(&*a, &*driver, &fa))
+                thread::spawn(move || park_until(&a, &*driver, &fa))
             };
             let other = {
                 let (driver, b, fb) = (driver.clone(), b.clone(), fb.clone());
-                thread::spawn(move || park_until(&*b, &*driver, &fb))
+                thread::spawn(move || park_until(&b, &*driver, &fb))
             };
             fa.store(true, SeqCst);
             a.unpark(&*driver);
@@ -386,7 +386,7 @@ mod loom_models {
             let flag = Arc::new(AtomicBool::new(false));
             let sleeper = {
                 let (p, flag) = (p.clone(), flag.clone());
-                thread::spawn(move || park_until(&*p, &NoDriver, &flag))
+                thread::spawn(move || park_until(&p, &NoDriver, &flag))
             };
             p.unpark(&NoDriver);
             flag.store(true, SeqCst);
