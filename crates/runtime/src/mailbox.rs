@@ -37,7 +37,7 @@ use std::mem;
 
 use crate::loom::cell::UnsafeCell;
 use crate::loom::sync::atomic::{AtomicUsize, Ordering};
-use inbox::{Inbox, Link, Node};
+use inbox::{Inbox, Link, Node, Taken};
 
 /// One message of any type, as it sits in a mailbox. Its allocation also
 /// holds the inbox's link, so sending allocates once.
@@ -184,8 +184,19 @@ pub(crate) trait Owner {
                 };
             }
             cursor.scanned = saved.len();
-            if mailbox.inbox.take_into(saved) == 0 {
-                break None;
+            match mailbox.inbox.take_lone_or_into(saved) {
+                Taken::Nothing => break None,
+                Taken::Queued => {}
+                // One new message behind nothing unscanned: tested where it
+                // is, and saved only if it does not match (the common
+                // receive, without a trip through the saved queue).
+                Taken::Lone(envelope) => {
+                    if matches(&envelope) {
+                        break Some(envelope);
+                    }
+                    saved.push_back(envelope);
+                    cursor.scanned = saved.len();
+                }
             }
         };
         cursor.removals = owned.removals;
@@ -311,6 +322,31 @@ mod tests {
             std::iter::from_fn(|| take_u32(&mailbox, &mut Cursor::default(), |_| true)).collect();
         assert_eq!(rest, vec![1, 2, 4]);
         assert_eq!(mailbox.len(), 1);
+    }
+
+    #[test]
+    fn a_lone_new_message_is_tested_once_and_kept_in_order_if_it_does_not_match() {
+        let mailbox = Mailbox::default();
+        let mut waiting = Cursor::default();
+        let mut tests = 0;
+        let mut wants_two = |m: &Envelope| {
+            tests += 1;
+            m.downcast_ref::<u32>() == Some(&2)
+        };
+        mailbox.push(Envelope::new(1u32));
+        assert!(Solo(&mailbox)
+            .take_first(&mut waiting, &mut wants_two)
+            .is_none());
+        mailbox.push(Envelope::new(2u32));
+        let got = Solo(&mailbox).take_first(&mut waiting, &mut wants_two);
+        assert_eq!(got.and_then(|m| m.downcast::<u32>().ok()), Some(2));
+        assert_eq!(tests, 2, "a message was tested twice by one receive");
+        assert_eq!(mailbox.len(), 1);
+        assert_eq!(
+            take_u32(&mailbox, &mut Cursor::default(), |_| true),
+            Some(1)
+        );
+        assert_eq!(mailbox.len(), 0);
     }
 
     #[test]

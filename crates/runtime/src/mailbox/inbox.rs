@@ -126,6 +126,16 @@ impl Envelope {
     }
 }
 
+/// What [`Inbox::take_lone_or_into`] took.
+pub(crate) enum Taken {
+    /// The inbox was empty.
+    Nothing,
+    /// One envelope, given back as is.
+    Lone(Envelope),
+    /// Two or more, now at the back of the queue given.
+    Queued,
+}
+
 /// See the module docs.
 #[derive(Default)]
 pub(crate) struct Inbox {
@@ -210,11 +220,41 @@ impl Inbox {
         self.drain_into(into)
     }
 
+    /// As [`Inbox::take_into`], but a lone envelope comes back as is instead
+    /// of going to the back of `into` (the common case of a receive that
+    /// finds one new message: it is tested where it is).
+    pub(crate) fn take_lone_or_into(&self, into: &mut VecDeque<Envelope>) -> Taken {
+        if self.is_empty() {
+            return Taken::Nothing;
+        }
+        let head = self.head.swap(ptr::null_mut(), Ordering::AcqRel);
+        let link = link_of(head);
+        if link.is_null() {
+            return Taken::Nothing;
+        }
+        // SAFETY: the swap made the chain ours alone and acquired its links
+        // (as in `drain_into`).
+        let next = unsafe { (*link).next.with_mut(|next| *next) };
+        if next.is_null() {
+            // A lone envelope counts as one, never past `MAX_COUNT`.
+            // SAFETY: the link came from `into_link` and leaves the chain here.
+            return Taken::Lone(unsafe { Envelope::from_link(link) });
+        }
+        self.revive_chain(head, into);
+        Taken::Queued
+    }
+
     /// As [`Inbox::take_into`], but always with the swap, even if the inbox
     /// looks empty: what an exit's last take needs, since the swap is what
     /// orders it with a later push (module docs).
     pub(crate) fn drain_into(&self, into: &mut VecDeque<Envelope>) -> usize {
         let head = self.head.swap(ptr::null_mut(), Ordering::AcqRel);
+        self.revive_chain(head, into)
+    }
+
+    /// Moves the chain `head` (a `head` word just swapped out, with its
+    /// count) to the back of `into`, oldest first; returns how many.
+    fn revive_chain(&self, head: *mut Link, into: &mut VecDeque<Envelope>) -> usize {
         // Reverse the chain (newest first) in place: the oldest ends on top.
         let mut link = link_of(head);
         let mut oldest = ptr::null_mut::<Link>();
