@@ -79,8 +79,9 @@ pub(crate) struct LastSent(UnsafeCell<Kept>);
 
 #[derive(Default)]
 struct Kept {
-    /// The pid key of the last local send, plus one (0: none yet).
-    key_plus_one: u64,
+    /// The pid key of the last local send that found its process (0: none
+    /// yet; no process has key 0, `Shared::next_pid` starts at 1).
+    key: u64,
     /// That process, once sent to twice in a row.
     process: Option<Arc<Process>>,
 }
@@ -208,7 +209,7 @@ impl Running {
         // below, which run no user code: what they let go (a target found
         // exiting, messages taken back) is dropped after its last use.
         let kept = unsafe { &mut *self.process.last_sent.0.get() };
-        if kept.key_plus_one != to.wrapping_add(1) {
+        if kept.key != to {
             return Err(message);
         }
         let Some(target) = &kept.process else {
@@ -231,13 +232,13 @@ impl Running {
     pub(crate) fn note_sent(&self, to: u64, target: &Arc<Process>) -> Option<Arc<Process>> {
         // SAFETY: as in `send_to_kept`; cloning an `Arc` runs no user code.
         let kept = unsafe { &mut *self.process.last_sent.0.get() };
-        if kept.key_plus_one == to.wrapping_add(1) {
+        if kept.key == to {
             if kept.process.is_none() {
                 kept.process = Some(target.clone());
             }
             return None;
         }
-        kept.key_plus_one = to.wrapping_add(1);
+        kept.key = to;
         kept.process.take()
     }
 
