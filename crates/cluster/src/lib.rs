@@ -35,7 +35,10 @@
 //! A name registered on both sides of a net split (or by two nodes at the
 //! same moment) is settled on every replica by the same rule, without
 //! messages: the **earliest registration wins** (the lower stamp, its
-//! first registration time in milliseconds); between equal stamps, the
+//! first registration time in milliseconds, made later than every stamp
+//! its node had seen, so a copy started after its node learned of the
+//! first ranks after it even within the same millisecond); between equal
+//! stamps, the
 //! registration handed over more often, then the lower node name, then
 //! the lower process number. A losing plain name is removed and its
 //! process receives `{ember_cluster, name_conflict, Name, WinnerPid}`; a

@@ -30,7 +30,7 @@
 //! Anything malformed is logged and dropped.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -100,6 +100,9 @@ pub(crate) struct Shared {
     left: AtomicBool,
     /// How many servers started on this state.
     starts: AtomicU64,
+    /// The latest registration stamp this node made or saw (see
+    /// [`Shared::new_stamp`]). Only the running server writes it.
+    clock: AtomicI64,
 }
 
 impl Shared {
@@ -115,7 +118,24 @@ impl Shared {
             saved_specs: RwLock::new(HashMap::new()),
             left: AtomicBool::new(false),
             starts: AtomicU64::new(0),
+            clock: AtomicI64::new(0),
         }
+    }
+
+    /// A stamp for a new registration: the time in milliseconds, but
+    /// always later than every stamp this node made or saw. So a
+    /// registration made after this node learned of another (a service
+    /// restarted when its node went away) ranks after it in the conflict
+    /// rule even within the same millisecond, or with a clock behind.
+    fn new_stamp(&self) -> i64 {
+        let stamp = now_ms().max(self.clock.load(Ordering::Relaxed).saturating_add(1));
+        self.clock.store(stamp, Ordering::Relaxed);
+        stamp
+    }
+
+    /// Notes a stamp this node saw: its next stamps are later.
+    fn saw_stamp(&self, stamp: i64) {
+        self.clock.fetch_max(stamp, Ordering::Relaxed);
     }
 
     /// The running server, if one started.
@@ -610,7 +630,7 @@ impl Server {
         }
         let entry = Entry {
             pid: term_pid(pid),
-            stamp: now_ms(),
+            stamp: self.shared.new_stamp(),
             generation: 0,
         };
         self.shared.table.insert(&name, entry.clone());
@@ -781,7 +801,13 @@ impl Server {
         let m = monitor(pid);
         self.watched.insert(m, Watched::Instance(name.to_owned()));
         self.add_instance(name, Instance { pid, monitor: m });
-        let (stamp, generation) = inherited.unwrap_or((now_ms(), 0));
+        let (stamp, generation) = match inherited {
+            Some((stamp, generation)) => {
+                self.shared.saw_stamp(stamp);
+                (stamp, generation)
+            }
+            None => (self.shared.new_stamp(), 0),
+        };
         let entry = Entry {
             pid: term_pid(pid),
             stamp,
@@ -1152,6 +1178,7 @@ impl Server {
     /// Offers a peer's registration; the loser of a clash, if local, is
     /// told (a name) or stopped (a service instance).
     fn offer(&mut self, name: &str, entry: Entry) {
+        self.shared.saw_stamp(entry.stamp);
         if let Inserted::Conflict { loser, winner } = self.shared.table.insert(name, entry) {
             if &loser.pid.node != self.me() {
                 return;
@@ -1198,5 +1225,26 @@ fn spec_as_items(name: &str, s: &Spec) -> Vec<Term> {
     match spec_term(name, s) {
         Term::Tuple(v) => v,
         _ => unreachable!(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_stamp_is_later_than_every_stamp_seen_even_one_ahead_of_the_clock() {
+        let shared = Shared::new(Atom::new("n@h"));
+        let first = shared.new_stamp();
+        assert!(shared.new_stamp() > first, "two stamps in one millisecond");
+        let ahead = now_ms() + 60_000;
+        shared.saw_stamp(ahead);
+        assert_eq!(shared.new_stamp(), ahead + 1);
+        shared.saw_stamp(first);
+        assert_eq!(
+            shared.new_stamp(),
+            ahead + 2,
+            "an old stamp moved the clock back"
+        );
     }
 }

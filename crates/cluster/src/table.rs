@@ -13,8 +13,9 @@ pub struct Entry {
     /// The registered process (its node is `pid.node`).
     pub pid: TermPid,
     /// When the name was first registered: milliseconds since the Unix
-    /// epoch on the registering node. A handed-over service keeps the
-    /// stamp of its first registration.
+    /// epoch on the registering node, raised past every stamp that node
+    /// had seen. A handed-over service keeps the stamp of its first
+    /// registration.
     pub stamp: i64,
     /// How many times the registration was handed over to another node.
     pub generation: i64,
