@@ -18,15 +18,14 @@ thread_local! {
     /// `RUNTIME`'s address (null: none), for the hot path's identity check
     /// without a borrow.
     static RUNTIME_ADDR: Cell<*const Shared> = const { Cell::new(std::ptr::null()) };
-    /// Whether `CURRENT` holds a process, readable without a borrow.
-    static IN_PROCESS: Cell<bool> = const { Cell::new(false) };
     /// The slot index this thread serves, if it is a scheduler thread.
     static SLOT: Cell<Option<usize>> = const { Cell::new(None) };
     /// The id of the worker running on this thread.
     static WORKER: Cell<usize> = const { Cell::new(usize::MAX) };
-    /// The process being polled on this thread, with its `RUNNING` guard
-    /// (or being dropped: `Running::exit`).
-    static CURRENT: RefCell<Option<Running>> = const { RefCell::new(None) };
+    /// The `RUNNING` guard of the process being polled on this thread (or
+    /// being dropped: `Running::exit`), null if none. Set only by
+    /// [`enter`], for the duration of a call that borrows the guard.
+    static CURRENT: Cell<*const Running> = const { Cell::new(std::ptr::null()) };
     /// Reductions left in the current slice.
     static BUDGET: Cell<u32> = const { Cell::new(REDUCTIONS_PER_SLICE) };
     /// `BUDGET` at or below which the next yield point checks the slice's
@@ -80,32 +79,46 @@ pub(crate) fn current_slot(rt: &Shared) -> Option<usize> {
 
 /// Whether this thread is polling (or dropping) a process now.
 pub(crate) fn in_process() -> bool {
-    IN_PROCESS.with(Cell::get)
+    !CURRENT.with(Cell::get).is_null()
 }
 
-/// Installs `process` as the current process for the duration of a poll.
-pub(crate) fn set_current(process: Option<Running>) -> Option<Running> {
+/// Starts a new slice for the next poll: a full budget, no time limit yet
+/// ([`start_slice`]).
+pub(crate) fn start_poll() {
     BUDGET.with(|b| b.set(REDUCTIONS_PER_SLICE));
     CHECKED_AT.with(|c| c.set(FIRST_CHECK_AT));
     SLICE.with(|s| s.set(None));
-    swap_current(process)
 }
 
-/// Makes `process` the current process without touching the slice (its
-/// budget, time and yield mark stay the caller's): for running a dying
-/// process's destructors in its own context from inside another's poll.
-pub(crate) fn swap_current(process: Option<Running>) -> Option<Running> {
-    let in_process = process.is_some();
-    let previous = CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), process));
-    IN_PROCESS.with(|p| p.set(in_process));
-    previous
+/// Runs `f` with `running` as the current process, then puts back the one
+/// before (also if `f` unwinds). The slice (budget, time, yield mark) stays
+/// the caller's: a worker starts one with [`start_poll`]; a dying process's
+/// destructors run in its own context inside another's slice.
+///
+/// The guard stays where it is: the context holds only its address, so a
+/// poll moves nothing in or out of the thread-local.
+pub(crate) fn enter<R>(running: &Running, f: impl FnOnce() -> R) -> R {
+    /// Puts the previous current process back when dropped.
+    struct Restore(*const Running);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CURRENT.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(CURRENT.with(|c| c.replace(running)));
+    f()
 }
 
-/// Whether [`swap_current`] may be called now: false while a caller up the
-/// stack is inside [`with_current`] or [`with_runtime`] (the current process
-/// is borrowed).
-pub(crate) fn can_swap_current() -> bool {
-    CURRENT.with(|c| c.try_borrow_mut().is_ok())
+/// Runs `f` with the current process's guard, if any.
+#[inline]
+fn with_current_guard<R>(f: impl FnOnce(Option<&Running>) -> R) -> R {
+    let current = CURRENT.with(Cell::get);
+    // SAFETY: `CURRENT` is non-null only inside `enter`, which borrows the
+    // guard it points to for as long as the pointer is set and puts the
+    // previous pointer back (itself valid, by the same argument) before it
+    // returns or unwinds. `f` cannot keep the reference: its lifetime is
+    // this call's. The guard is only ever reached by shared references.
+    f(unsafe { current.as_ref() })
 }
 
 /// Starts the time limit of the current poll's slice: it ends `ends_ns`
@@ -117,7 +130,7 @@ pub(crate) fn start_slice(origin: Instant, ends_ns: u64) {
 
 /// Runs `f` with the current process, if this thread is polling one.
 pub(crate) fn try_with_current<R>(f: impl FnOnce(&Arc<Process>) -> R) -> Option<R> {
-    CURRENT.with(|c| c.borrow().as_ref().map(|running| f(running.process())))
+    with_current_guard(|running| running.map(|running| f(running.process())))
 }
 
 /// Runs `f` with the current process's `RUNNING` guard: the one accessor
@@ -128,9 +141,10 @@ pub(crate) fn try_with_current<R>(f: impl FnOnce(&Arc<Process>) -> R) -> Option<
 ///
 /// Outside a process, as [`with_current`].
 pub(crate) fn with_running<R>(what: &str, f: impl FnOnce(&Running) -> R) -> R {
-    CURRENT
-        .with(|c| c.borrow().as_ref().map(f))
-        .unwrap_or_else(|| panic!("ember: `{what}` must be called from inside an Ember process"))
+    with_current_guard(|running| match running {
+        Some(running) => f(running),
+        None => panic!("ember: `{what}` must be called from inside an Ember process"),
+    })
 }
 
 /// Runs `f` with the current process.
@@ -156,18 +170,12 @@ pub(crate) fn with_runtime_from<R>(
     what: &str,
     f: impl FnOnce(&Arc<Shared>, Option<&Running>) -> R,
 ) -> R {
-    let mut f = Some(f);
-    let from_process = CURRENT.with(|c| {
-        let current = c.borrow();
-        let running = current.as_ref()?;
-        f.take().map(|f| f(&running.process().rt, Some(running)))
-    });
-    if let Some(r) = from_process {
-        return r;
-    }
-    RUNTIME.with(|r| match (&*r.borrow(), f.take()) {
-        (Some(rt), Some(f)) => f(rt, None),
-        _ => panic!("ember: `{what}` must be called from inside an Ember runtime"),
+    with_current_guard(|running| match running {
+        Some(running) => f(&running.process().rt, Some(running)),
+        None => RUNTIME.with(|r| match &*r.borrow() {
+            Some(rt) => f(rt, None),
+            None => panic!("ember: `{what}` must be called from inside an Ember runtime"),
+        }),
     })
 }
 
@@ -188,8 +196,8 @@ pub(crate) fn should_yield() -> bool {
     // next yield point (the scheduler then leaves it until it is resumed);
     // so does one over its memory limit (its poll returns, and the worker
     // kills it: `crate::memory`).
-    let suspended = CURRENT.with(|c| {
-        c.borrow().as_ref().map(Running::process).is_some_and(|p| {
+    let suspended = with_current_guard(|running| {
+        running.map(Running::process).is_some_and(|p| {
             p.busy_dist.load(std::sync::atomic::Ordering::Acquire) > 0 || p.is_over_memory_limit()
         })
     });
@@ -257,7 +265,7 @@ mod tests {
     /// its 4000 reductions are gone.
     #[test]
     fn a_loop_spending_reductions_between_yield_points_yields_when_its_time_is_up() {
-        set_current(None);
+        start_poll();
         let long_ago = Instant::now() - Duration::from_secs(1);
         start_slice(long_ago, 1_000_000);
         // Offset the budget by one, as a call before each yield point does.
@@ -278,6 +286,6 @@ mod tests {
             "no yield after {yield_points} yield points of an expired slice"
         );
         assert!(take_yielded());
-        set_current(None);
+        start_poll();
     }
 }

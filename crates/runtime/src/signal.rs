@@ -491,12 +491,13 @@ fn finish_exit(
     // Parked: nobody polls it or will (`process::state`, "Who drops the
     // body"), so its body goes now, on this thread, instead of through a run
     // queue to a scheduler that would only drop it. Its destructors run in
-    // its own context, which cannot be installed while a caller up the stack
-    // holds the current one (a process exiting itself): then, as when it is
-    // inside a poll or queued, whoever holds or takes `RUNNING` drops it.
+    // its own context, and not from inside another process's poll (a kill
+    // sent by a process: the killer does not pay for its victim's drop):
+    // then, as when it is inside a poll or queued, whoever holds or takes
+    // `RUNNING` drops it.
     // A kill made by such a destructor goes through a run queue too, so a
     // chain of them does not nest drops on the stack.
-    let claimed = if DROPPING_KILLED.with(Cell::get) || !context::can_swap_current() {
+    let claimed = if DROPPING_KILLED.with(Cell::get) || context::in_process() {
         None
     } else {
         Running::claim_exiting(process)

@@ -286,28 +286,26 @@ impl Running {
         // SAFETY: null needs nothing alive; the caller's account is put back
         // below, while the caller still holds its process.
         let account = unsafe { alloc::enter_account(None) };
-        // The guard moves into the context for the drop (no reference count
-        // traffic) and comes back after.
-        let previous = context::swap_current(Some(self));
-        if panic::catch_unwind(AssertUnwindSafe(move || drop(body))).is_err() {
-            tracing::warn!(pid = %pid, "a destructor panicked while dropping a process body");
-        }
-        if panic::catch_unwind(AssertUnwindSafe(move || drop((saved, kept)))).is_err() {
-            tracing::warn!(pid = %pid, "a message destructor panicked while dropping a mailbox");
-        }
-        let Some(me) = context::swap_current(previous) else {
-            unreachable!("the context still holds the process it was given")
-        };
+        // The context points at the guard for the drop (no reference count
+        // traffic), and back at the caller's process after.
+        context::enter(&self, move || {
+            if panic::catch_unwind(AssertUnwindSafe(move || drop(body))).is_err() {
+                tracing::warn!(pid = %pid, "a destructor panicked while dropping a process body");
+            }
+            if panic::catch_unwind(AssertUnwindSafe(move || drop((saved, kept)))).is_err() {
+                tracing::warn!(pid = %pid, "a message destructor panicked while dropping a mailbox");
+            }
+        });
         // SAFETY: the account the caller had installed, whose process the
         // caller still holds (see `enter_account`).
         unsafe { alloc::restore_account(account) };
-        let process = &me.process;
+        let process = &self.process;
         process.rt.forget_zombie(process);
         if let End::Finished(reason) = end {
             signal::terminate_finished(process, reason);
         }
         // Dropped last, still holding `RUNNING`, which is never cleared.
-        drop(me);
+        drop(self);
     }
 }
 

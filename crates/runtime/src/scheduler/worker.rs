@@ -548,11 +548,11 @@ fn run(
             slot.remote.preempt.store(false, Ordering::Relaxed);
         }
     }
-    // The process, with its `RUNNING` guard, moves into the context for the
-    // poll and comes back after: no reference count traffic on the hot path.
-    context::set_current(Some(running));
+    // The context points at the process's `RUNNING` guard for the poll: no
+    // reference count traffic on the hot path.
+    context::start_poll();
     context::start_slice(sched.started, started.saturating_add(sched.slice_ns));
-    let outcome = context::with_running("poll", |running| {
+    let outcome = context::enter(&running, || {
         let process = running.process();
         // Suspended on a busy distribution connection: not polled until
         // its suspension is resumed, which wakes it (`dist::Suspension`).
@@ -573,9 +573,6 @@ fn run(
     });
     let reductions = u64::from(context::reductions_used());
     let yielded = context::take_yielded();
-    let Some(running) = context::set_current(None) else {
-        unreachable!("the context still holds the process it was given")
-    };
     me.end_poll();
     let ended = time.now();
     let elapsed = ended.saturating_sub(started);
