@@ -1105,7 +1105,7 @@ pub(crate) mod loom_models {
         let b = world.spawn(2, false);
         world.linked(&a, &b);
         let reference = MonitorRef(Ref::local(1));
-        let _ = with_both(&*a, Some(&*b), |mine, theirs| {
+        with_both(&*a, Some(&*b), |mine, theirs| {
             mine.more_mut().monitoring.insert(reference, b.pid);
             theirs.more_mut().monitored_by.insert(reference, a.pid);
         })

@@ -533,7 +533,10 @@ mod loom_models {
 
         /// An arm from a thread that does not serve the slot.
         fn arm_from_elsewhere(&self) {
-            let (_key, wake) = self.timers.arm(AT, T).ok().expect("not closed");
+            let (_key, wake) = self
+                .timers
+                .arm(AT, T)
+                .unwrap_or_else(|_| panic!("not closed"));
             if wake {
                 self.wake();
             }
@@ -594,7 +597,7 @@ mod loom_models {
     fn a_cancel_racing_the_firing_decides_once() {
         crate::loom::model("cancel vs owner's fire vs watchdog's fire", Some(3), || {
             let timers = Arc::new(SlotTimers::<u32>::new());
-            let (key, wake) = timers.arm(AT, T).ok().expect("not closed");
+            let (key, wake) = timers.arm(AT, T).unwrap_or_else(|_| panic!("not closed"));
             assert!(!wake, "an awake worker is never woken");
             let fire = |timers: Arc<SlotTimers<u32>>| {
                 thread::spawn(move || {
