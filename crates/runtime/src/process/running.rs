@@ -14,10 +14,10 @@
 //! worker's poll loop, the killer in `crate::signal`, the runtime's teardown)
 //! use the guard's safe methods.
 //!
-//! The guard owns the process's `Arc`: for the length of a poll it moves into
-//! the thread's context (`crate::context`), so that the process's own
-//! receives reach the saved queue through it, with no reference count or
-//! atomic traffic on the hot path. After a `Pending` poll it gives `RUNNING`
+//! The guard owns the process's `Arc`. For the length of a poll the thread's
+//! context (`crate::context::enter`) points at it, so that the process's
+//! own receives reach the saved queue through it, with no reference count
+//! or atomic traffic on the hot path. After a `Pending` poll it gives `RUNNING`
 //! back ([`Running::park`]); once the process is over it is consumed by
 //! [`Running::exit`], and `RUNNING` is never given back (nobody may touch
 //! the body after that).
