@@ -149,14 +149,23 @@ fn a_kill_racing_the_end_of_a_handler_yields_its_real_answer_or_none_never_a_pla
     });
     let rounds = 2000;
     let (mut answered, mut unanswered) = (0, 0);
-    for _ in 0..rounds {
+    for round in 0..rounds {
         gate.store(0, Ordering::Release);
+        // How long the kill waits after the meeting: swept from nothing to
+        // well past the handler's end, round after round, so that both
+        // sides win on any machine and under any load (sent at once, the
+        // kill won every round of a run on a loaded CI machine).
+        let head_start = Duration::from_micros((round % 64) * 16);
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         s.write_all(b"GET /race HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
             .unwrap();
         let pid = pid_rx.recv_timeout(Duration::from_secs(30)).unwrap();
         meet(&gate);
+        let met = std::time::Instant::now();
+        while met.elapsed() < head_start {
+            std::hint::spin_loop();
+        }
         handle.exit(pid, ExitReason::Kill);
         let mut raw = String::new();
         s.read_to_string(&mut raw)
