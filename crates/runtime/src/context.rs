@@ -82,17 +82,9 @@ pub(crate) fn in_process() -> bool {
     !CURRENT.with(Cell::get).is_null()
 }
 
-/// Starts a new slice for the next poll: a full budget, no time limit yet
-/// ([`start_slice`]).
-pub(crate) fn start_poll() {
-    BUDGET.with(|b| b.set(REDUCTIONS_PER_SLICE));
-    CHECKED_AT.with(|c| c.set(FIRST_CHECK_AT));
-    SLICE.with(|s| s.set(None));
-}
-
 /// Runs `f` with `running` as the current process, then puts back the one
 /// before (also if `f` unwinds). The slice (budget, time, yield mark) stays
-/// the caller's: a worker starts one with [`start_poll`]; a dying process's
+/// the caller's: a worker starts one with [`start_slice`]; a dying process's
 /// destructors run in its own context inside another's slice.
 ///
 /// The guard stays where it is: the context holds only its address, so a
@@ -121,10 +113,12 @@ fn with_current_guard<R>(f: impl FnOnce(Option<&Running>) -> R) -> R {
     f(unsafe { current.as_ref() })
 }
 
-/// Starts the time limit of the current poll's slice: it ends `ends_ns`
-/// nanoseconds after `origin` (the scheduler's start, which its workers'
-/// clocks count from).
+/// Starts a new slice for the next poll: a full budget, and a time limit
+/// `ends_ns` nanoseconds after `origin` (the scheduler's start, which its
+/// workers' clocks count from).
 pub(crate) fn start_slice(origin: Instant, ends_ns: u64) {
+    BUDGET.with(|b| b.set(REDUCTIONS_PER_SLICE));
+    CHECKED_AT.with(|c| c.set(FIRST_CHECK_AT));
     SLICE.with(|s| s.set(Some((origin, ends_ns))));
 }
 
@@ -265,7 +259,6 @@ mod tests {
     /// its 4000 reductions are gone.
     #[test]
     fn a_loop_spending_reductions_between_yield_points_yields_when_its_time_is_up() {
-        start_poll();
         let long_ago = Instant::now() - Duration::from_secs(1);
         start_slice(long_ago, 1_000_000);
         // Offset the budget by one, as a call before each yield point does.
@@ -286,6 +279,6 @@ mod tests {
             "no yield after {yield_points} yield points of an expired slice"
         );
         assert!(take_yielded());
-        start_poll();
+        SLICE.with(|s| s.set(None));
     }
 }

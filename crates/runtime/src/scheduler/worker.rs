@@ -550,7 +550,6 @@ fn run(
     }
     // The context points at the process's `RUNNING` guard for the poll: no
     // reference count traffic on the hot path.
-    context::start_poll();
     context::start_slice(sched.started, started.saturating_add(sched.slice_ns));
     let outcome = context::enter(&running, || {
         let process = running.process();
