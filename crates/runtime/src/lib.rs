@@ -76,6 +76,7 @@ mod runtime;
 mod scheduler;
 mod signal;
 mod spawn;
+pub mod sync;
 pub mod time;
 mod timer;
 

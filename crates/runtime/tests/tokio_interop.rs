@@ -237,3 +237,51 @@ fn a_tokio_task_left_to_run_starts_the_driver() {
     });
     assert!(tokio_driver_runs(&rt));
 }
+
+// §14: Ember's channels, and any future run `woken_by_ember`, keep their
+// wakers without starting tokio's driver; tokio's own channel outside it
+// starts it (its waker clone is the sign).
+#[test]
+fn embers_channels_and_quiet_futures_do_not_start_the_driver_but_tokios_channel_does() {
+    use ember_runtime::sync::{mpsc, oneshot, woken_by_ember};
+
+    let rt = runtime();
+    rt.block_on(async {
+        let (tx, mut rx) = mpsc::channel::<u32>(1);
+        let (reply, answer) = oneshot::channel();
+        spawn(async move {
+            for n in 0..3 {
+                tx.send(n).await.unwrap();
+            }
+            let (tokio_tx, tokio_rx) = tokio::sync::oneshot::channel();
+            // Woken from another process: the waiter polls it quietly.
+            spawn(async move {
+                ember_runtime::time::sleep(Duration::from_millis(2)).await;
+                let _ = tokio_tx.send("quiet");
+            });
+            let _ = reply.send(woken_by_ember(tokio_rx).await.unwrap());
+        });
+        let mut got = Vec::new();
+        while let Some(n) = rx.recv().await {
+            got.push(n);
+        }
+        assert_eq!(got, [0, 1, 2]);
+        assert_eq!(answer.await, Ok("quiet"));
+    });
+    assert!(
+        !tokio_driver_runs(&rt),
+        "Ember's channels or a quiet future started tokio's driver"
+    );
+    rt.block_on(async {
+        let (tokio_tx, tokio_rx) = tokio::sync::oneshot::channel();
+        spawn(async move {
+            ember_runtime::time::sleep(Duration::from_millis(2)).await;
+            let _ = tokio_tx.send(());
+        });
+        tokio_rx.await.unwrap();
+    });
+    assert!(
+        tokio_driver_runs(&rt),
+        "a waker kept by tokio's channel did not start the driver"
+    );
+}

@@ -4,22 +4,31 @@
 //! its `clone` is the moment code outside Ember keeps a way to wake the
 //! process later (a tokio socket or timer registering, a channel's waiter),
 //! which is when tokio's driver thread may be needed; a clone starts it
-//! (`crate::tokio_driver`). Ember's own timers and reactor, which need no
-//! tokio driver, keep theirs with [`clone_quietly`].
+//! (`crate::tokio_driver`). Ember's own timers, reactor and channels, which
+//! need no tokio driver, keep theirs with [`clone_quietly`]; a future that
+//! only they wake can be polled with the waker made quiet
+//! ([`poll_quietly`]: a second vtable whose `clone` does not count).
 //!
 //! The data pointer is an `Arc<Process>`'s: a clone is one strong count,
 //! dropping it gives the count back.
 
+use std::future::Future;
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
 use std::ops::Deref;
+use std::pin::Pin;
 use std::ptr;
 use std::sync::Arc;
-use std::task::{RawWaker, RawWakerVTable, Waker};
+use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use super::Process;
 
 static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake_by_ref, drop_waker);
+
+/// The same waker, made quiet: its clones do not count as kept by code
+/// outside Ember ([`poll_quietly`]).
+static QUIET_VTABLE: RawWakerVTable =
+    RawWakerVTable::new(clone_quiet, wake, wake_by_ref, drop_waker);
 
 /// A process's waker borrowed for one poll: no reference count is taken
 /// unless the polled code clones it.
@@ -54,7 +63,7 @@ pub(crate) fn waker_ref(process: &Arc<Process>) -> WakerRef<'_> {
 /// for Ember's own timers and reactor, whose wake-ups need no tokio driver.
 /// Any other waker is cloned as usual.
 pub(crate) fn clone_quietly(waker: &Waker) -> Waker {
-    if !ptr::eq(waker.vtable(), &VTABLE) {
+    if !is_process_waker(waker) {
         return waker.clone();
     }
     let data = waker.data();
@@ -67,6 +76,29 @@ pub(crate) fn clone_quietly(waker: &Waker) -> Waker {
     }
 }
 
+/// Whether `waker` is a process's (quiet or not).
+fn is_process_waker(waker: &Waker) -> bool {
+    ptr::eq(waker.vtable(), &VTABLE) || ptr::eq(waker.vtable(), &QUIET_VTABLE)
+}
+
+/// Polls `future` with `cx`'s waker made quiet if it is a process's: clones
+/// made inside do not start tokio's driver (`crate::sync::woken_by_ember`).
+pub(crate) fn poll_quietly<F: Future + ?Sized>(
+    future: Pin<&mut F>,
+    cx: &mut Context<'_>,
+) -> Poll<F::Output> {
+    if !ptr::eq(cx.waker().vtable(), &VTABLE) {
+        return future.poll(cx);
+    }
+    // SAFETY: the same data pointer under a vtable whose functions take the
+    // same `Arc<Process>` pointer. It borrows `cx`'s waker's count for this
+    // poll and is never dropped (`ManuallyDrop`), as `waker_ref`'s is.
+    let quiet = ManuallyDrop::new(unsafe {
+        Waker::from_raw(RawWaker::new(cx.waker().data(), &QUIET_VTABLE))
+    });
+    future.poll(&mut Context::from_waker(&quiet))
+}
+
 /// # Safety
 /// `data` is a live `Arc<Process>`'s pointer (every waker of this vtable's).
 unsafe fn clone(data: *const ()) -> RawWaker {
@@ -77,6 +109,14 @@ unsafe fn clone(data: *const ()) -> RawWaker {
         (*process).rt.waker_kept();
     }
     RawWaker::new(data, &VTABLE)
+}
+
+/// # Safety
+/// As `clone`.
+unsafe fn clone_quiet(data: *const ()) -> RawWaker {
+    // SAFETY: the caller's waker keeps the process alive.
+    unsafe { Arc::increment_strong_count(data.cast::<Process>()) };
+    RawWaker::new(data, &QUIET_VTABLE)
 }
 
 /// # Safety

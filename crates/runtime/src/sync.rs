@@ -1,0 +1,49 @@
+//! Channels between processes that never need tokio's driver: a
+//! [`oneshot`] for one answer and a bounded [`mpsc`] queue.
+//!
+//! They work as tokio's channels of the same names do, inside processes and
+//! in tokio tasks alike. The difference is what a waiting process costs. A
+//! process's waker cloned by code outside Ember is a sign that tokio's
+//! driver may have to wake it later, so the runtime starts the driver's
+//! thread (`ember-io`) at the first such clone. tokio's channels clone
+//! their waiters' wakers, so a process waiting on one starts that thread
+//! although only the channel's other end will ever wake it. These channels
+//! keep their waiters' wakers as Ember's own timers and sockets do, without
+//! that sign: a node whose processes only use Ember's primitives runs
+//! without the thread.
+//!
+//! Both are a mutex around the channel's state. Every waker is taken out
+//! under the lock and woken (or dropped) after it: a waker of a process
+//! dropped under the lock could end that process's last reference there.
+//! The loom models next to each check that no value and no wake-up is lost.
+
+pub mod mpsc;
+pub mod oneshot;
+
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::task::Waker;
+
+/// Runs `future` with its process's waker made quiet: wakers it keeps do
+/// not start tokio's driver thread.
+///
+/// For a future that only Ember's primitives wake (its sockets, timers,
+/// channels and messages) or that wakes itself, but keeps wakers in
+/// structures of its own: hyper's connection over an Ember socket, whose
+/// body channels the connection's own state machine feeds. Never for a
+/// future that awaits a tokio socket, timer or task: with no other process
+/// needing it, tokio's driver would not start, and that future would wait
+/// forever. Outside a process (a tokio task) it is `future` itself.
+pub async fn woken_by_ember<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    poll_fn(|cx| crate::process::poll_quietly(future.as_mut(), cx)).await
+}
+
+/// Keeps `waker` in `slot` unless it is already there: a clone that does not
+/// count as a sign that tokio's driver is needed (see the module docs).
+fn keep_waker(slot: &mut Option<Waker>, waker: &Waker) {
+    match slot {
+        Some(kept) if kept.will_wake(waker) => {}
+        _ => *slot = Some(crate::process::clone_quietly(waker)),
+    }
+}
