@@ -4,10 +4,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ember_runtime::sync::mpsc;
 use ember_runtime::{ExitReason, Handle, Pid, Priority, Spawn};
 use http::StatusCode;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
 use super::error::{error, fail, parse_pid, retry_later, with_status, ApiError};
 use super::figures::{load_settings, load_view, snapshot, started};

@@ -17,11 +17,11 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use ember_dist::ConnectionInfo;
+use ember_runtime::sync::mpsc;
 use ember_runtime::{Priority, Spawn};
 use ember_term::{Atom, Term};
 use http::StatusCode;
 use serde_json::{json, Map, Value};
-use tokio::sync::mpsc;
 
 use super::error::{error, fail, parse_pid, ApiError};
 use super::remote::{

@@ -49,10 +49,11 @@ use ember_jobs::{
     CancelOutcome, EnqueueError, EnqueueOptions, Event, JobContext, JobError, JobKind, JobRecord,
     JobState, Jobs, JobsBuilder, KindOptions,
 };
+use ember_runtime::sync::mpsc;
 use http::{header, HeaderValue, Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 
 use ember_web::endpoints::{factorial_bits, FACT_MAX_N};
 use ember_web::{json, query, sse_events, text, Request, Response, Router, SseEvent};

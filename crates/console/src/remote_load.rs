@@ -27,11 +27,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ember_dist::Functions;
+use ember_runtime::sync::mpsc;
 use ember_runtime::{Priority, Spawn};
 use ember_term::{Atom, Term};
 use http::StatusCode;
 use serde_json::{json, Map, Value};
-use tokio::sync::mpsc;
 
 use super::error::{error, fail, ApiError};
 use super::figures::{load_view, snapshot};

@@ -24,11 +24,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ember_dist::Functions;
+use ember_runtime::sync::mpsc;
 use ember_runtime::{Handle, Priority, Spawn};
 use ember_term::{Atom, Term};
 use http::StatusCode;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
 use super::error::{error, fail, parse_pid, ApiError};
 use super::figures::snapshot;

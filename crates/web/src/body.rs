@@ -7,9 +7,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use ember_runtime::sync::mpsc;
 use ember_runtime::time::{self, Interval};
 use hyper::body::{Frame, SizeHint};
-use tokio::sync::mpsc;
 
 /// How often an open event stream sends a comment line, so that proxies and
 /// clients keep it open and a vanished client is noticed.

@@ -57,11 +57,11 @@
 //! socket is closed with unread input.
 
 use std::fmt;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -69,6 +69,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ember_runtime::net::{HangupWatch, TcpStream};
+use ember_runtime::sync::oneshot;
 use ember_runtime::time::{self, Sleep};
 use ember_runtime::{ExitReason, Pid, Priority, Spawn};
 use http::{header, HeaderValue, StatusCode, Version};
@@ -78,7 +79,6 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{oneshot, watch};
 
 use crate::response::text;
 use crate::router::Lookup;
@@ -105,13 +105,22 @@ const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(500);
 /// Most bytes a lingering close reads before closing anyway.
 const LINGER_BYTES: usize = 256 * 1024;
 
+/// The message that tells a connection's process to finish (the server is
+/// shutting down): it closes once idle, or after its response in flight.
+pub(crate) struct Drain;
+
+/// What woke a connection's process.
+enum Step {
+    /// hyper is done with the connection.
+    Done(hyper::Result<()>),
+    /// [`Drain`] arrived.
+    Drain,
+    /// The first request's grace while draining is over.
+    GraceOver,
+}
+
 /// The body of a connection's process.
-pub(crate) async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
-) {
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     let config = &shared.config;
     let mut builder = http1::Builder::new();
@@ -150,16 +159,35 @@ pub(crate) async fn serve(
             Ok(response)
         }
     });
-    let conn = builder.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(conn);
+    let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
+    let mut drain = pin!(ember_runtime::receive::<Drain>());
     let mut draining = false;
     // While draining: how long a connection that has not begun a request
     // yet may still take to send its first one.
     let mut first_request_grace: Option<Sleep> = None;
     let result = loop {
-        tokio::select! {
-            result = conn.as_mut() => break result,
-            _ = stop.wait_for(|stop| *stop), if !draining => {
+        // Everything the connection awaits is Ember's (its socket, timers,
+        // channels and mailbox) or hyper's own body channels, which the
+        // connection feeds itself: none needs tokio's driver.
+        let step = ember_runtime::sync::woken_by_ember(poll_fn(|cx| {
+            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                return Poll::Ready(Step::Done(result));
+            }
+            if !draining && drain.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Step::Drain);
+            }
+            match first_request_grace
+                .as_mut()
+                .map(|grace| Pin::new(grace).poll(cx))
+            {
+                Some(Poll::Ready(())) => Poll::Ready(Step::GraceOver),
+                _ => Poll::Pending,
+            }
+        }))
+        .await;
+        match step {
+            Step::Done(result) => break result,
+            Step::Drain => {
                 draining = true;
                 if connection.begun.load(Ordering::Relaxed) == 0 {
                     // Accepted just before the listener closed: its request
@@ -169,8 +197,7 @@ pub(crate) async fn serve(
                     conn.as_mut().graceful_shutdown();
                 }
             }
-            () = async { first_request_grace.as_mut().expect("armed").await },
-                if first_request_grace.is_some() => {
+            Step::GraceOver => {
                 first_request_grace = None;
                 conn.as_mut().graceful_shutdown();
             }

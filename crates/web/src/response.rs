@@ -1,7 +1,7 @@
 //! Building responses: text, HTML, JSON and server-sent events.
 
+use ember_runtime::sync::mpsc;
 use http::{header, HeaderValue, StatusCode};
-use tokio::sync::mpsc;
 
 use crate::body::{Body, SseEvent, SSE_HEARTBEAT};
 use crate::Response;
@@ -61,7 +61,7 @@ pub fn json<T: serde::Serialize>(value: &T) -> Response {
 /// use ember_web::{sse, Request, Response};
 ///
 /// async fn ticks(_req: Request) -> Response {
-///     let (tx, rx) = tokio::sync::mpsc::channel(16);
+///     let (tx, rx) = ember_runtime::sync::mpsc::channel(16);
 ///     ember_runtime::spawn(async move {
 ///         for i in 0.. {
 ///             if tx.send(format!("tick {i}")).await.is_err() {

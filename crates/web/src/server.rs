@@ -40,16 +40,19 @@
 //! and answers.
 
 use std::collections::HashSet;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use ember_runtime::net::{TcpListener, TcpStream};
+use ember_runtime::sync::oneshot;
 use ember_runtime::{self as ember, Exit, ExitReason, Handle, Pid, Spawn};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{oneshot, watch};
 
 use crate::connection;
 use crate::shared::{Shared, Stats};
@@ -173,16 +176,26 @@ enum Event {
     Message(ember::Envelope),
 }
 
+/// The acceptor's next event: a message first (a shutdown is not kept
+/// waiting behind a stream of new connections), else a new connection.
+async fn next_event(listener: &TcpListener) -> Event {
+    let is_ours = |e: &ember::Envelope| e.is::<Exit>() || e.is::<Control>();
+    let mut message = pin!(ember::receive_any(is_ours));
+    let mut accepted = pin!(listener.accept());
+    poll_fn(|cx| {
+        if let Poll::Ready(envelope) = message.as_mut().poll(cx) {
+            return Poll::Ready(Event::Message(envelope));
+        }
+        accepted.as_mut().poll(cx).map(Event::Accepted)
+    })
+    .await
+}
+
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, parent: Pid) -> ExitReason {
-    let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections: HashSet<Pid> = HashSet::new();
     let rejecting = Arc::new(AtomicUsize::new(0));
-    let is_ours = |e: &ember::Envelope| e.is::<Exit>() || e.is::<Control>();
     let (waiter, reason) = loop {
-        let event = tokio::select! {
-            accepted = listener.accept() => Event::Accepted(accepted),
-            envelope = ember::receive_any(is_ours) => Event::Message(envelope),
-        };
+        let event = next_event(&listener).await;
         match event {
             Event::Accepted(Ok((stream, peer))) => {
                 shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
@@ -199,12 +212,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, parent: Pid) ->
                     .label(format!("ember-web connection {peer}"))
                     .link()
                     .queued()
-                    .spawn(connection::serve(
-                        stream,
-                        peer,
-                        shared.clone(),
-                        stop_rx.clone(),
-                    ));
+                    .spawn(connection::serve(stream, peer, shared.clone()));
                 if let Ok(spawned) = spawned {
                     connections.insert(spawned.pid);
                     shared
@@ -265,7 +273,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, parent: Pid) ->
         }
     };
     drop(listener);
-    drain(connections, &shared, stop_tx).await;
+    drain(connections, &shared).await;
     if let Some(waiter) = waiter {
         let _ = waiter.send(());
     }
@@ -275,8 +283,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, parent: Pid) ->
 
 /// Tells every connection to finish and waits for their exits, killing those
 /// still running at the deadline.
-async fn drain(mut connections: HashSet<Pid>, shared: &Shared, stop: watch::Sender<bool>) {
-    let _ = stop.send(true);
+async fn drain(mut connections: HashSet<Pid>, shared: &Shared) {
+    for pid in &connections {
+        ember::send(*pid, connection::Drain);
+    }
     let deadline = Instant::now() + shared.config.shutdown_timeout;
     let mut killed = false;
     while !connections.is_empty() {

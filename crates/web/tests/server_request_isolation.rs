@@ -193,7 +193,7 @@ fn a_handlers_priority_serves_its_response_but_not_the_next_request() {
         // `/high` asks for High and streams one event when the test says so.
         let router = router(test).get("/high", move |_req: Request| async move {
             ember::set_priority(Priority::High);
-            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            let (tx, rx) = ember_runtime::sync::mpsc::channel(1);
             let producer = ember::spawn(async move {
                 let Go = receive().await;
                 let _ = tx.send("done".to_owned()).await;

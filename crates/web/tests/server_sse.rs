@@ -10,7 +10,7 @@ use support::{exchange, run};
 fn sse_writes_each_string_as_an_event_and_ends_when_the_sender_is_dropped() {
     run(2, async {
         let router = Router::new().get("/events", |_req: Request| async {
-            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            let (tx, rx) = ember_runtime::sync::mpsc::channel(4);
             ember_runtime::spawn(async move {
                 for event in ["one", "two\nlines"] {
                     tx.send(event.to_owned()).await.unwrap();

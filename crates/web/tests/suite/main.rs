@@ -32,3 +32,5 @@ mod server_read_timeouts;
 mod server_request_isolation;
 #[path = "../server_sse.rs"]
 mod server_sse;
+#[path = "../server_without_tokio_driver.rs"]
+mod server_without_tokio_driver;
