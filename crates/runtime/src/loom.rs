@@ -51,7 +51,7 @@ pub(crate) use protocol_assert;
 pub(crate) mod sync {
     use std::time::Duration;
 
-    pub(crate) use parking_lot::Mutex;
+    pub(crate) use parking_lot::{Mutex, MutexGuard};
 
     pub(crate) mod atomic {
         pub(crate) use std::sync::atomic::{
@@ -88,6 +88,8 @@ pub(crate) mod sync {
 
 #[cfg(all(test, feature = "loom-models"))]
 pub(crate) mod sync {
+    pub(crate) use ::loom::sync::MutexGuard;
+
     /// loom's mutex with `parking_lot`'s API (no poisoning).
     #[derive(Debug, Default)]
     pub(crate) struct Mutex<T>(::loom::sync::Mutex<T>);

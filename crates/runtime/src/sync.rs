@@ -1,5 +1,6 @@
 //! Channels between processes that never need tokio's driver: a
-//! [`oneshot`] for one answer and a bounded [`mpsc`] queue.
+//! [`oneshot`] for one answer, a bounded [`mpsc`] queue and a [`watch`] of
+//! the latest value.
 //!
 //! They work as tokio's channels of the same names do, inside processes and
 //! in tokio tasks alike. The difference is what a waiting process costs. A
@@ -19,6 +20,7 @@
 
 pub mod mpsc;
 pub mod oneshot;
+pub mod watch;
 
 use std::future::{poll_fn, Future};
 use std::pin::pin;
