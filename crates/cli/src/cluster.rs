@@ -83,13 +83,16 @@ const PLACE_WAIT: Duration = Duration::from_secs(3);
 #[derive(Clone)]
 pub(crate) struct Api {
     cluster: Arc<OnceLock<Cluster>>,
-    stop: tokio::sync::mpsc::UnboundedSender<()>,
+    stop: StopRequests,
 }
+
+/// Where stop requests go (a request already waiting is enough: `try_send`).
+pub(crate) type StopRequests = ember_runtime::sync::mpsc::Sender<()>;
 
 impl Api {
     /// The handlers' state and the receiver of stop requests.
-    pub(crate) fn new() -> (Api, tokio::sync::mpsc::UnboundedReceiver<()>) {
-        let (stop, rx) = tokio::sync::mpsc::unbounded_channel();
+    pub(crate) fn new() -> (Api, ember_runtime::sync::mpsc::Receiver<()>) {
+        let (stop, rx) = ember_runtime::sync::mpsc::channel(1);
         (
             Api {
                 cluster: Arc::new(OnceLock::new()),
@@ -97,6 +100,11 @@ impl Api {
             },
             rx,
         )
+    }
+
+    /// A sender of stop requests (for the signal listener).
+    pub(crate) fn stop_requests(&self) -> StopRequests {
+        self.stop.clone()
     }
 
     /// Starts the cluster server with the `counter` kind, connecting to
@@ -149,7 +157,7 @@ impl Api {
             .spawn(async move {
                 loop {
                     if ember_runtime::receive::<Term>().await.is_atom("stop") {
-                        let _ = stop.send(());
+                        let _ = stop.try_send(());
                     }
                 }
             });
@@ -318,7 +326,7 @@ impl Api {
             *r.status_mut() = StatusCode::ACCEPTED;
             return r;
         }
-        let _ = self.stop.send(());
+        let _ = self.stop.try_send(());
         let mut r = json(&j!({"stopping": true}));
         *r.status_mut() = StatusCode::ACCEPTED;
         r

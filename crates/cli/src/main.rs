@@ -268,7 +268,7 @@ async fn serve(options: Options) -> ExitCode {
     // node gracefully, even one that arrives while distribution starts;
     // before, while stores open, the default action still ends a start-up
     // that hangs.
-    let mut signals = StopSignals::listen();
+    listen_for_stop_signals(api.stop_requests());
     let schedulers = ember_runtime::Handle::current().schedulers_online();
     say(format_args!(
         "ember: listening on http://{} ({schedulers} schedulers, console {}); Ctrl-C stops",
@@ -319,7 +319,7 @@ async fn serve(options: Options) -> ExitCode {
         }
         None => None,
     };
-    wait_for_stop(&mut signals, &mut stop_requests).await;
+    wait_for_stop(&mut stop_requests).await;
     say(format_args!(
         "ember: shutting down (draining in-flight requests)"
     ));
@@ -413,73 +413,53 @@ async fn start_demo_jobs(
     })
 }
 
-/// Ctrl-C (SIGINT) and SIGTERM, listened for from the "listening" line on:
-/// a signal that arrives while distribution starts is kept until
-/// [`wait_for_stop`] looks (listening only there let one arriving between
-/// the "listening" line and that point kill the binary with nothing
-/// drained, a test's Ctrl-C once in a run at load 8).
-struct StopSignals {
-    #[cfg(unix)]
-    interrupt: Option<tokio::signal::unix::Signal>,
-    #[cfg(unix)]
-    terminate: Option<tokio::signal::unix::Signal>,
-}
-
-impl StopSignals {
-    /// Installs the handlers (on the runtime's tokio context).
-    fn listen() -> StopSignals {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            let listen = |kind| {
-                signal(kind)
-                    .map_err(|e| eprintln!("ember: cannot listen for a stop signal: {e}"))
-                    .ok()
-            };
-            StopSignals {
-                interrupt: listen(SignalKind::interrupt()),
-                terminate: listen(SignalKind::terminate()),
-            }
-        }
-        #[cfg(not(unix))]
-        StopSignals {}
-    }
-}
-
-/// Waits for Ctrl-C, SIGTERM or `POST /api/node/stop`.
-async fn wait_for_stop(
-    signals: &mut StopSignals,
-    requests: &mut tokio::sync::mpsc::UnboundedReceiver<()>,
-) {
+/// Turns Ctrl-C (SIGINT) and SIGTERM into stop requests, from the
+/// "listening" line on: a signal that arrives while distribution starts is
+/// kept in the channel until [`wait_for_stop`] looks (listening only there
+/// let one arriving between the "listening" line and that point kill the
+/// binary with nothing drained, a test's Ctrl-C once in a run at load 8).
+///
+/// On Unix a thread of its own waits for the signals, so that they need no
+/// tokio driver; later signals, while the node drains, are ignored.
+fn listen_for_stop_signals(stop: cluster::StopRequests) {
     #[cfg(unix)]
     {
-        /// The next delivery of `signal`; never, without a handler.
-        async fn next(signal: Option<&mut tokio::signal::unix::Signal>) {
-            match signal {
-                Some(signal) => {
-                    signal.recv().await;
-                }
-                None => std::future::pending::<()>().await,
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
+            Ok(signals) => signals,
+            Err(e) => {
+                eprintln!("ember: cannot listen for a stop signal: {e}");
+                return;
             }
-        }
-        tokio::select! {
-            () = next(signals.interrupt.as_mut()) => {}
-            () = next(signals.terminate.as_mut()) => {}
-            _ = requests.recv() => {}
+        };
+        let spawned = std::thread::Builder::new()
+            .name("ember-signals".into())
+            .spawn(move || {
+                for _ in signals.forever() {
+                    let _ = stop.try_send(());
+                }
+            });
+        if let Err(e) = spawned {
+            eprintln!("ember: cannot listen for a stop signal: {e}");
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = signals;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => {
-                if let Err(e) = r {
-                    eprintln!("ember: cannot wait for Ctrl-C: {e}");
+        let _ = ember_runtime::spawn(async move {
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => {
+                    let _ = stop.try_send(());
                 }
+                Err(e) => eprintln!("ember: cannot wait for Ctrl-C: {e}"),
             }
-            _ = requests.recv() => {}
-        }
+        });
     }
+}
+
+/// Waits for Ctrl-C, SIGTERM or `POST /api/node/stop`.
+async fn wait_for_stop(requests: &mut ember_runtime::sync::mpsc::Receiver<()>) {
+    // The `Api` holds a sender for as long as the binary runs.
+    let _ = requests.recv().await;
 }
 
 /// Prints a line on stdout; a closed stdout is no reason to crash.

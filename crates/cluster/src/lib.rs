@@ -75,9 +75,9 @@ use std::time::Duration;
 use ember_otp::gen::{CallError, StartError};
 use ember_otp::gen_server::{call_term, TermServer};
 use ember_otp::supervisor::ChildSpec;
+use ember_runtime::sync::oneshot;
 use ember_runtime::{dist, ExitReason, Handle, Pid, Spawn, SpawnError};
 use ember_term::{Atom, Pid as TermPid, Term};
-use tokio::sync::oneshot;
 
 pub use pg::PgScope;
 pub use service::{Counter, Kinds, Service, ServiceKind};

@@ -35,12 +35,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ember_runtime::dist::{self, NodeDown, NodeUp};
+use ember_runtime::sync::oneshot;
 use ember_runtime::{
     demonitor, monitor, receive_any, self_pid, send, send_after, Down, MonitorRef, Pid,
 };
 use ember_term::{Atom, Pid as TermPid, Term};
 use parking_lot::RwLock;
-use tokio::sync::oneshot;
 
 use crate::placement;
 use crate::service::{self, Control, HandedOff, Kinds};

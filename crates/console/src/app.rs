@@ -11,8 +11,8 @@ use ember_otp::application::{self, Application, ApplicationError, Env};
 use ember_otp::gen::{StartError, StartOptions};
 use ember_otp::pool::Pool;
 use ember_otp::supervisor::{ChildSpec, Flags, SupervisorSpec};
+use ember_runtime::sync::watch;
 use ember_runtime::{whereis, Handle, Pid, Priority, Spawn};
-use tokio::sync::watch;
 
 use super::load::{self, LoadShared};
 use super::math::{self, MathBoard, MathJob};
@@ -133,7 +133,8 @@ impl Console {
         if self.kept.load(Ordering::SeqCst) {
             return Err("the console is restarting; try again in a second".into());
         }
-        let _one_at_a_time = self.starting.lock().await;
+        // Released by another request's process: no tokio driver needed.
+        let _one_at_a_time = ember_runtime::sync::woken_by_ember(self.starting.lock()).await;
         if self.running() {
             return Ok(());
         }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use ember_otp::application;
 use ember_otp::gen::StartError;
 use ember_otp::supervisor::{ChildSpec, Restart, Shutdown};
+use ember_runtime::sync::oneshot;
 use ember_runtime::{self as ember, Down, ExitReason, Pid, Spawn};
-use tokio::sync::oneshot;
 
 use super::{mount_console, new_console, Console, Mode, Options};
 use ember_web::{Config, Router, Server};

@@ -689,7 +689,10 @@ fn events(jobs: Jobs, req: &Request, id: i64) -> Response {
             return;
         }
         loop {
-            match ember_jobs::timeout(IDLE_CHECK, live.recv()).await {
+            // The job system's processes publish the events: no tokio
+            // driver needs to run for this wait.
+            let next = ember_runtime::sync::woken_by_ember(live.recv());
+            match ember_jobs::timeout(IDLE_CHECK, next).await {
                 None => {
                     if tx.is_closed() {
                         return;

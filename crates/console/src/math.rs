@@ -14,9 +14,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ember_otp::gen::StartError;
 use ember_otp::pool::PoolError;
 use ember_otp::supervisor::ChildSpec;
+use ember_runtime::sync::watch;
 use ember_runtime::{self_pid, should_stop, ExitReason, Pid, Spawn};
 use serde_json::{json, Value};
-use tokio::sync::watch;
 
 use super::Console;
 

@@ -472,7 +472,8 @@ impl Jobs {
         }));
         let weak = Arc::downgrade(&self.inner);
         ember_runtime::spawn(async move {
-            while let Some(queue) = rx.recv().await {
+            // The store's own thread sends: no tokio driver needed.
+            while let Some(queue) = ember_runtime::sync::woken_by_ember(rx.recv()).await {
                 let Some(inner) = weak.upgrade() else {
                     return;
                 };
@@ -591,7 +592,9 @@ impl Jobs {
             let wait = left.min(Duration::from_millis(200));
             let _ = crate::timeout(wait, async {
                 loop {
-                    match rx.recv().await {
+                    // Published by the job system's processes: no tokio
+                    // driver needs to run for this wait.
+                    match ember_runtime::sync::woken_by_ember(rx.recv()).await {
                         Ok(ev) if ev.job == id => break,
                         Ok(_) => {}
                         Err(broadcast::error::RecvError::Lagged(_)) => break,

@@ -1100,7 +1100,7 @@ impl PgStore {
         &self,
         make: impl FnOnce(Reply<T>) -> Write,
     ) -> StoreFuture<T> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
+        let (reply, answer) = ember_runtime::sync::oneshot::channel();
         self.submit(make(Box::new(move |r| {
             let _ = reply.send(r);
         })));
@@ -1117,7 +1117,7 @@ impl PgStore {
         &self,
         f: impl FnOnce(&mut Client) -> Result<T, StoreError> + Send + 'static,
     ) -> StoreFuture<T> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
+        let (reply, answer) = ember_runtime::sync::oneshot::channel();
         let work: Work = Box::new(move |client| {
             let _ = reply.send(f(client));
         });
@@ -1420,7 +1420,7 @@ impl Store for PgStore {
             .into_iter()
             .map(|c| (c.id, c.token, c.result.to_string()))
             .collect();
-        let (reply, answer) = tokio::sync::oneshot::channel();
+        let (reply, answer) = ember_runtime::sync::oneshot::channel();
         self.submit(Write::Turn(
             done,
             claim,

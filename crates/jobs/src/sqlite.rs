@@ -449,7 +449,7 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     ) -> StoreFuture<T> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (tx, rx) = ember_runtime::sync::oneshot::channel();
         self.submit(f, move |r| {
             let _ = tx.send(r);
         });
