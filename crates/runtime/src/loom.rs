@@ -26,8 +26,10 @@
 //! mailbox (`mailbox.rs`, and its lock-free inbox, `mailbox/inbox.rs`), the per-slot timer wheels (`timer.rs`: arming
 //! against a sleeping worker, a cancel racing the firing), the relations lock of the link protocol
 //! (`process.rs`, `signal.rs`), the parker of an idle worker with the
-//! watchdog's doze (`scheduler/park.rs`) and the start and shutdown of
-//! tokio's driver thread (`runtime/tokio_driver.rs`). The hand-off of a slot (`scheduler/slot.rs`)
+//! watchdog's doze (`scheduler/park.rs`), the start and shutdown of
+//! tokio's driver thread (`runtime/tokio_driver.rs`) and the channels
+//! (`sync/oneshot.rs`, `sync/mpsc.rs`, `sync/watch.rs`: no lost value or
+//! wake-up, driven by loom's `block_on`). The hand-off of a slot (`scheduler/slot.rs`)
 //! is modelled on loom's types directly, as a step-for-step copy of the
 //! protocol, since the scheduler itself is built on `std` and `parking_lot`.
 //! loom's types panic outside a model, so with the feature run only the
