@@ -10,9 +10,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use ember_console::endpoints;
 use ember_console::{self as console, Demo};
 use ember_runtime::Runtime;
-use ember_web::{endpoints, Config, Router};
+use ember_web::{Config, Router};
 
 mod cluster;
 mod dist;

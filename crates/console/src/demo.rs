@@ -37,8 +37,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 ///   console's kill unless [`Options::allow_kill_system`] is set.
 ///
 /// ```no_run
-/// use ember_console::{Demo, Options};
-/// use ember_web::{endpoints, Config, Router};
+/// use ember_console::{endpoints, Demo, Options};
+/// use ember_web::{Config, Router};
 ///
 /// let rt = ember_runtime::Runtime::new().unwrap();
 /// rt.block_on(async {

@@ -55,7 +55,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
-use ember_web::endpoints::{factorial_bits, FACT_MAX_N};
+use crate::endpoints::{factorial_bits, FACT_MAX_N};
 use ember_web::{json, query, sse_events, text, Request, Response, Router, SseEvent};
 
 /// The longest `llm` job accepted, in seconds (a day).

@@ -62,6 +62,10 @@
 //!
 //! Each open event stream is one more process, which ends when its client
 //! goes away.
+//!
+//! [`endpoints`] holds the benchmark endpoints the demo node also serves
+//! (`/ping`, `/fact`, `/spin`): the contract `bench/run http` measures every
+//! server on.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,6 +78,7 @@ mod app;
 mod assets;
 mod cluster;
 mod demo;
+pub mod endpoints;
 mod error;
 mod figures;
 mod guard;

@@ -14,9 +14,10 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use ember_console::endpoints;
 use ember_console::{Demo, Mode, Options};
 use ember_runtime::{registered, whereis, Handle, Pid, Runtime};
-use ember_web::{endpoints, Config, Router};
+use ember_web::{Config, Router};
 use serde_json::{json, Value};
 use support::{host, json_type, request as send, try_request as try_send, ApiReply as Reply};
 
@@ -564,7 +565,8 @@ mod connection_edges {
     use std::time::{Duration, Instant};
 
     use ember_runtime::Runtime;
-    use ember_web::{endpoints, text, Config, Request, Router, Server, Stats};
+    use ember_console::endpoints;
+    use ember_web::{text, Config, Request, Router, Server, Stats};
     use http::StatusCode;
 
     /// Every client read or write gives up after this (a hang fails the test).

@@ -59,10 +59,10 @@
 //! });
 //! ```
 //!
-//! [`endpoints`] holds the benchmark endpoints (`/ping`, `/fact`, `/spin`),
-//! the contract `bench/run http` measures every server on. The live console
-//! and the demo node the `ember` binary runs are the `ember-console` crate,
-//! built on this one. Every deadline of the server is on Ember's timer
+//! This crate is the HTTP library only. The benchmark endpoints (`/ping`,
+//! `/fact`, `/spin`, the contract `bench/run http` measures every server
+//! on), the live console and the demo node the `ember` binary runs are the
+//! `ember-console` crate, built on this one. Every deadline of the server is on Ember's timer
 //! wheels: it runs on a runtime built without tokio's driver too.
 
 #![forbid(unsafe_code)]
@@ -70,7 +70,6 @@
 mod body;
 mod config;
 mod connection;
-pub mod endpoints;
 mod request;
 mod response;
 mod router;

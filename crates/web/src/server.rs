@@ -80,12 +80,14 @@ enum Control {
 /// one per request.
 ///
 /// ```
-/// use ember_web::{endpoints, Config, Router, Server};
+/// use ember_web::{text, Config, Request, Router, Server};
 /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
 ///
 /// let rt = ember_runtime::Runtime::new().unwrap();
 /// rt.block_on(async {
-///     let router = endpoints::routes(Router::new());
+///     let router = Router::new().get("/ping", |_req: Request| async {
+///         text(http::StatusCode::OK, "pong")
+///     });
 ///     let server = Server::bind("127.0.0.1:0", router, Config::default()).unwrap();
 ///     let mut s = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
 ///     s.write_all(b"GET /ping HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();

@@ -9,16 +9,16 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ember_runtime::{exit, monitor, receive, self_pid, send, Down, ExitReason, Pid};
-use ember_web::{endpoints, Config, Request, Router, Server};
+use ember_web::{Config, Request, Router, Server};
 use support::run;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// `/fact` as mounted by `endpoints::routes`, reporting its process first.
+/// `/fact` as mounted by `support::routes`, reporting its process first.
 fn reporting_fact(test: Pid) -> Router {
     Router::new().get("/fact", move |req: Request| {
         send(test, self_pid());
-        endpoints::fact(req)
+        support::fact(req)
     })
 }
 
@@ -67,7 +67,7 @@ fn a_client_half_closing_after_its_request_still_gets_the_answer() {
         s.shutdown().await.unwrap();
         let mut raw = String::new();
         s.read_to_string(&mut raw).await.unwrap();
-        let expected = endpoints::factorial_bits(20_000).to_string();
+        let expected = support::factorial_bits(20_000).to_string();
         assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
         assert!(raw.ends_with(&format!("\r\n\r\n{expected}")), "{raw}");
     });

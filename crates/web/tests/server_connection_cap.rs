@@ -3,7 +3,7 @@
 
 mod support;
 
-use ember_web::{endpoints, Config, Router, Server};
+use ember_web::{Config, Router, Server};
 use support::{exchange, get_on, run, status_of};
 use tokio::net::TcpStream;
 
@@ -14,7 +14,7 @@ fn a_connection_over_the_cap_is_answered_503_and_the_others_go_on() {
             max_connections: 2,
             ..Config::default()
         };
-        let server = Server::bind("127.0.0.1:0", endpoints::routes(Router::new()), config).unwrap();
+        let server = Server::bind("127.0.0.1:0", support::routes(Router::new()), config).unwrap();
         let addr = server.local_addr();
         // Two kept-alive connections, each proven accepted by a response.
         let mut held = Vec::new();

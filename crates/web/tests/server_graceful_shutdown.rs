@@ -166,7 +166,7 @@ fn a_crash_of_the_binding_process_stops_the_server_at_once() {
 fn a_connection_accepted_before_the_shutdown_gets_its_first_request_answered() {
     run(2, async {
         let test = self_pid();
-        let router = ember_web::endpoints::routes(Router::new());
+        let router = support::routes(Router::new());
         let server = Server::bind("127.0.0.1:0", router, Config::default()).unwrap();
         let addr = server.local_addr();
         let stats = server.stats().clone();

@@ -3,7 +3,7 @@
 mod support;
 
 use ember_runtime::{receive, self_pid, send, Pid};
-use ember_web::{endpoints, Config, Request, Response, Router, Server};
+use ember_web::{Config, Request, Response, Router, Server};
 use support::{get, get_on, run};
 
 struct Go;
@@ -13,7 +13,7 @@ fn a_panicking_handler_answers_500_while_another_connection_is_served() {
     run(2, async {
         let test = self_pid();
         let router =
-            endpoints::routes(Router::new()).get("/panic", move |_req: Request| async move {
+            support::routes(Router::new()).get("/panic", move |_req: Request| async move {
                 send(test, self_pid());
                 let Go = receive().await;
                 panic!("the handler fails on purpose");

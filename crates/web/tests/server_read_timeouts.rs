@@ -10,7 +10,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use ember_web::{endpoints, text, Config, Request, Router, Server};
+use ember_web::{text, Config, Request, Router, Server};
 use http::StatusCode;
 use support::{run, status_of};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 /// Binds the endpoints and `/upload` with 300 ms header and body read
 /// timeouts.
 fn bind() -> std::io::Result<Server> {
-    let router = endpoints::routes(Router::new()).post("/upload", |req: Request| async move {
+    let router = support::routes(Router::new()).post("/upload", |req: Request| async move {
         text(StatusCode::OK, req.body().len().to_string())
     });
     let config = Config {

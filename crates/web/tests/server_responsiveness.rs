@@ -4,7 +4,7 @@
 mod support;
 
 use ember_runtime::{monitor, receive, self_pid, send, Down, Pid};
-use ember_web::{endpoints, Config, Request, Router, Server};
+use ember_web::{Config, Request, Router, Server};
 use support::{get, run};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -13,9 +13,9 @@ use tokio::net::TcpStream;
 fn ping_is_answered_while_ten_connections_compute_fact_of_a_million() {
     run(2, async {
         let test = self_pid();
-        let router = endpoints::routes(Router::new()).get("/fact", move |req: Request| {
+        let router = support::routes(Router::new()).get("/fact", move |req: Request| {
             send(test, self_pid());
-            endpoints::fact(req)
+            support::fact(req)
         });
         let server = Server::bind("127.0.0.1:0", router, Config::default()).unwrap();
         let addr = server.local_addr();

@@ -11,7 +11,7 @@
 -export([main/1, fact/1, bit_length/1, spin/2]).
 
 %% The xorshift64 state /spin starts from: the contract's seed
-%% (crates/web/src/endpoints.rs, SPIN_SEED).
+%% (crates/console/src/endpoints.rs, SPIN_SEED).
 -define(SPIN_SEED, 16#9E3779B97F4A7C15).
 
 main([PortStr]) ->

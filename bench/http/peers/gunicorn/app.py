@@ -9,7 +9,7 @@ multiplications; GET /spin?n=N -> N xorshift rounds.
 from urllib.parse import parse_qs
 
 MASK = (1 << 64) - 1
-SPIN_SEED = 0x9E3779B97F4A7C15  # the contract's (crates/web/src/endpoints.rs)
+SPIN_SEED = 0x9E3779B97F4A7C15  # the contract's (crates/console/src/endpoints.rs)
 
 
 def fact(n):

@@ -20,7 +20,7 @@ function bitLength(x) {
 
 function spin(n) {
   const mask = (1n << 64n) - 1n;
-  let x = 0x9E3779B97F4A7C15n; // the contract's seed (crates/web/src/endpoints.rs)
+  let x = 0x9E3779B97F4A7C15n; // the contract's seed (crates/console/src/endpoints.rs)
   for (let i = 0; i < n; i++) {
     x ^= (x << 13n) & mask;
     x ^= x >> 7n;

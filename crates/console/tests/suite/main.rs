@@ -26,5 +26,7 @@ mod console_load_remote;
 mod console_top_remote;
 #[path = "../cron_api.rs"]
 mod cron_api;
+#[path = "../endpoints_contract.rs"]
+mod endpoints_contract;
 #[path = "../hostile_client.rs"]
 mod hostile_client;

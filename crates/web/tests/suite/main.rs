@@ -12,8 +12,6 @@
 // binary of its own.
 #![allow(clippy::duplicate_mod)]
 
-#[path = "../endpoints_contract.rs"]
-mod endpoints_contract;
 #[path = "../server_bad_input.rs"]
 mod server_bad_input;
 #[path = "../server_client_disconnect.rs"]

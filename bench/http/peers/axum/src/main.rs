@@ -26,7 +26,7 @@ fn fact_bits(n: u64) -> u64 {
 }
 
 /// The xorshift64 state `/spin` starts from (the contract's, in
-/// `crates/web/src/endpoints.rs`).
+/// `crates/console/src/endpoints.rs`).
 const SPIN_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
 
 fn spin(n: u64) -> u64 {

@@ -17,7 +17,7 @@
 use http::StatusCode;
 use num_bigint::BigUint;
 
-use crate::{query, text, Request, Response, Router};
+use ember_web::{query, text, Request, Response, Router};
 
 /// Largest `n` `/fact` accepts.
 pub const FACT_MAX_N: u64 = 10_000_000;

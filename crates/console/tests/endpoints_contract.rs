@@ -2,7 +2,7 @@
 
 mod support;
 
-use ember_web::endpoints::{self, SPIN_SEED};
+use ember_console::endpoints::{self, SPIN_SEED};
 use ember_web::{Config, Router, Server};
 use support::{get, run};
 
