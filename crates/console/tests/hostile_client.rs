@@ -564,8 +564,8 @@ mod connection_edges {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use ember_runtime::Runtime;
     use ember_console::endpoints;
+    use ember_runtime::Runtime;
     use ember_web::{text, Config, Request, Router, Server, Stats};
     use http::StatusCode;
 

@@ -41,6 +41,38 @@ pub async fn woken_by_ember<F: Future>(future: F) -> F::Output {
     poll_fn(|cx| crate::process::poll_quietly(future.as_mut(), cx)).await
 }
 
+/// The seeded bugs of the channels' loom models, each a missing wake-up the
+/// models must catch: a flag each, set only by its seeded model; without
+/// the models, each check is `false`.
+mod seeded_bug {
+    macro_rules! flags {
+        ($($(#[$doc:meta])* $check:ident: $flag:ident;)*) => {$(
+            #[cfg(all(test, feature = "loom-models"))]
+            pub(super) static $flag: std::sync::atomic::AtomicBool =
+                std::sync::atomic::AtomicBool::new(false);
+
+            $(#[$doc])*
+            #[inline(always)]
+            pub(super) fn $check() -> bool {
+                #[cfg(all(test, feature = "loom-models"))]
+                if $flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    return true;
+                }
+                false
+            }
+        )*};
+    }
+
+    flags! {
+        /// A dropped `oneshot` sender does not wake its receiver.
+        oneshot_silent_drop: ONESHOT_SILENT_DROP;
+        /// An `mpsc` take does not wake a send waiting for room.
+        mpsc_no_room_wake_up: MPSC_NO_ROOM_WAKE_UP;
+        /// A dropped `watch` sender does not wake the waiting receivers.
+        watch_silent_drop: WATCH_SILENT_DROP;
+    }
+}
+
 /// Keeps `waker` in `slot` unless it is already there: a clone that does not
 /// count as a sign that tokio's driver is needed (see the module docs).
 fn keep_waker(slot: &mut Option<Waker>, waker: &Waker) {

@@ -318,7 +318,7 @@ impl<T> Receiver<T> {
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let mut state = self.chan.lock();
         if let Some(value) = state.queue.pop_front() {
-            let waker = if seeded_bug::no_room_wake_up() {
+            let waker = if crate::sync::seeded_bug::mpsc_no_room_wake_up() {
                 None
             } else {
                 state.next_waiting()
@@ -383,23 +383,6 @@ impl<T> fmt::Debug for Sender<T> {
 impl<T> fmt::Debug for Receiver<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("mpsc::Receiver").finish_non_exhaustive()
-    }
-}
-
-/// The seeded bug of the loom model below: a take that does not wake a
-/// send waiting for room.
-mod seeded_bug {
-    #[cfg(all(test, feature = "loom-models"))]
-    pub(super) static NO_ROOM_WAKE_UP: std::sync::atomic::AtomicBool =
-        std::sync::atomic::AtomicBool::new(false);
-
-    #[inline(always)]
-    pub(super) fn no_room_wake_up() -> bool {
-        #[cfg(all(test, feature = "loom-models"))]
-        if NO_ROOM_WAKE_UP.load(std::sync::atomic::Ordering::Relaxed) {
-            return true;
-        }
-        false
     }
 }
 
@@ -480,7 +463,7 @@ mod tests {
 
 #[cfg(all(test, feature = "loom-models"))]
 mod loom_models {
-    use super::{channel, seeded_bug};
+    use super::channel;
     use ::loom::future::block_on;
     use ::loom::thread;
 
@@ -538,7 +521,8 @@ mod loom_models {
     #[test]
     #[ignore = "a seeded bug: run by loom_models_mpsc_take_without_wake_up_is_caught, which expects it to fail"]
     fn seeded_bug_no_room_wake_up() {
-        seeded_bug::NO_ROOM_WAKE_UP.store(true, std::sync::atomic::Ordering::Relaxed);
+        crate::sync::seeded_bug::MPSC_NO_ROOM_WAKE_UP
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         crate::loom::model(
             "mpsc: a take without a wake-up",
             Some(2),

@@ -121,7 +121,7 @@ impl<T> Drop for Sender<T> {
         };
         let mut state = chan.lock();
         state.sender = false;
-        let waker = if seeded_bug::silent_drop() {
+        let waker = if crate::sync::seeded_bug::oneshot_silent_drop() {
             None
         } else {
             state.waker.take()
@@ -189,23 +189,6 @@ impl<T> fmt::Debug for Receiver<T> {
     }
 }
 
-/// The seeded bug of the loom model below: a dropped sender that does not
-/// wake the receiver.
-mod seeded_bug {
-    #[cfg(all(test, feature = "loom-models"))]
-    pub(super) static SILENT_DROP: std::sync::atomic::AtomicBool =
-        std::sync::atomic::AtomicBool::new(false);
-
-    #[inline(always)]
-    pub(super) fn silent_drop() -> bool {
-        #[cfg(all(test, feature = "loom-models"))]
-        if SILENT_DROP.load(std::sync::atomic::Ordering::Relaxed) {
-            return true;
-        }
-        false
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::{channel, RecvError, TryRecvError};
@@ -252,7 +235,7 @@ mod tests {
 
 #[cfg(all(test, feature = "loom-models"))]
 mod loom_models {
-    use super::{channel, seeded_bug, RecvError};
+    use super::{channel, RecvError};
     use ::loom::future::block_on;
     use ::loom::thread;
 
@@ -316,7 +299,8 @@ mod loom_models {
     #[test]
     #[ignore = "a seeded bug: run by loom_models_oneshot_silent_drop_is_caught, which expects it to fail"]
     fn seeded_bug_silent_drop() {
-        seeded_bug::SILENT_DROP.store(true, std::sync::atomic::Ordering::Relaxed);
+        crate::sync::seeded_bug::ONESHOT_SILENT_DROP
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         crate::loom::model("oneshot: a silent drop", None, || {
             send_or_drop_against_a_wait(false)
         });

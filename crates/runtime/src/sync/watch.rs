@@ -202,7 +202,7 @@ impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         let mut state = self.chan.lock();
         state.sender = false;
-        let waiting = if seeded_bug::silent_drop() {
+        let waiting = if crate::sync::seeded_bug::watch_silent_drop() {
             Vec::new()
         } else {
             std::mem::take(&mut state.waiting)
@@ -394,23 +394,6 @@ impl<T> fmt::Debug for Receiver<T> {
     }
 }
 
-/// The seeded bug of the loom model below: a dropped sender that does not
-/// wake the waiting receivers.
-mod seeded_bug {
-    #[cfg(all(test, feature = "loom-models"))]
-    pub(super) static SILENT_DROP: std::sync::atomic::AtomicBool =
-        std::sync::atomic::AtomicBool::new(false);
-
-    #[inline(always)]
-    pub(super) fn silent_drop() -> bool {
-        #[cfg(all(test, feature = "loom-models"))]
-        if SILENT_DROP.load(std::sync::atomic::Ordering::Relaxed) {
-            return true;
-        }
-        false
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::{channel, RecvError};
@@ -474,7 +457,7 @@ mod tests {
 
 #[cfg(all(test, feature = "loom-models"))]
 mod loom_models {
-    use super::{channel, seeded_bug};
+    use super::channel;
     use ::loom::future::block_on;
     use ::loom::thread;
 
@@ -531,7 +514,8 @@ mod loom_models {
     #[test]
     #[ignore = "a seeded bug: run by loom_models_watch_silent_drop_is_caught, which expects it to fail"]
     fn seeded_bug_silent_drop() {
-        seeded_bug::SILENT_DROP.store(true, std::sync::atomic::Ordering::Relaxed);
+        crate::sync::seeded_bug::WATCH_SILENT_DROP
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         crate::loom::model(
             "watch: a silent drop",
             Some(3),
