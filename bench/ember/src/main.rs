@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use ember_runtime::alloc::CountingAlloc;
 use ember_runtime::{
-    self as ember, receive, self_pid, send, spawn, CountingAlloc, ExitReason, Handle, Pid, Runtime,
-    TimerRef,
+    self as ember, receive, self_pid, send, spawn, ExitReason, Handle, Pid, Runtime, TimerRef,
 };
 
 #[global_allocator]
@@ -149,7 +149,7 @@ fn rss_bytes() -> f64 {
 }
 
 fn allocated() -> f64 {
-    ember::allocated_bytes().unwrap_or(0) as f64
+    ember::alloc::allocated_bytes().unwrap_or(0) as f64
 }
 
 // ---------------------------------------------------------------- spawn

@@ -135,7 +135,7 @@ pub(crate) fn demo_functions() -> Functions {
         Ok(Term::tuple([
             Term::Atom(dist::node()),
             Term::list(nodes),
-            Term::from(ember_runtime::processes().len()),
+            Term::from(ember_runtime::introspect::processes().len()),
         ]))
     });
     f.register("ember_demo", "echo_loop", 0, |_| async {

@@ -22,13 +22,13 @@ mod dist;
 /// default (feature `mimalloc`), the system allocator without it.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
-static ALLOC: ember_runtime::Counting<mimalloc::MiMalloc> =
-    ember_runtime::Counting(mimalloc::MiMalloc);
+static ALLOC: ember_runtime::alloc::Counting<mimalloc::MiMalloc> =
+    ember_runtime::alloc::Counting(mimalloc::MiMalloc);
 
 /// The global allocator, counted exactly for `runtime_info`.
 #[cfg(not(feature = "mimalloc"))]
 #[global_allocator]
-static ALLOC: ember_runtime::CountingAlloc = ember_runtime::CountingAlloc;
+static ALLOC: ember_runtime::alloc::CountingAlloc = ember_runtime::alloc::CountingAlloc;
 
 /// Command-line options.
 #[derive(Parser, Debug)]

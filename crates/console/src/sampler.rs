@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ember_runtime::{sleep, Handle, RuntimeInfo};
+use ember_runtime::introspect::RuntimeInfo;
+use ember_runtime::{sleep, Handle};
 use serde_json::{json, Value};
 
 use super::{top, Console};
@@ -133,7 +134,7 @@ pub(crate) async fn run(console: Arc<Console>, handle: Handle) {
 }
 
 fn system_json(info: &RuntimeInfo, utilization: &[f64]) -> Value {
-    let online: Vec<&ember_runtime::SchedulerInfo> =
+    let online: Vec<&ember_runtime::introspect::SchedulerInfo> =
         info.schedulers.iter().filter(|s| s.online).collect();
     let average = if online.is_empty() {
         0.0

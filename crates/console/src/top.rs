@@ -5,7 +5,8 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
 use std::time::Duration;
 
-use ember_runtime::{Handle, Pid, Priority, ProcessInfo, ProcessSample, Status};
+use ember_runtime::introspect::{ProcessInfo, ProcessSample};
+use ember_runtime::{Handle, Pid, Priority, Status};
 use serde_json::{json, Value};
 
 /// Rows in the top list.

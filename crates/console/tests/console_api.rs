@@ -224,7 +224,7 @@ fn kill_ends_a_process_and_its_info_is_then_404() {
             .pid;
         // Until its first poll has ended it is runnable or running.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while ember_runtime::process_info(victim).map(|i| i.status)
+        while ember_runtime::introspect::process_info(victim).map(|i| i.status)
             != Some(ember_runtime::Status::Waiting)
         {
             assert!(Instant::now() < deadline, "the victim never waited");

@@ -5,7 +5,7 @@
 
 // Memory limits need the counting allocator.
 #[global_allocator]
-static ALLOC: ember_runtime::CountingAlloc = ember_runtime::CountingAlloc;
+static ALLOC: ember_runtime::alloc::CountingAlloc = ember_runtime::alloc::CountingAlloc;
 
 mod support;
 

@@ -23,7 +23,8 @@ use std::cmp::Reverse;
 use std::time::Duration;
 
 use ember_runtime::dist as rdist;
-use ember_runtime::{Pid as LocalPid, Priority, ProcessInfo, Status};
+use ember_runtime::introspect::ProcessInfo;
+use ember_runtime::{Pid as LocalPid, Priority, Status};
 use ember_term::Term;
 
 use crate::procs::{Functions, Raise};
@@ -65,14 +66,14 @@ const TOP_ITEMS: [&str; 6] = [
 /// (see the module docs).
 pub fn register_introspection(functions: &mut Functions) {
     functions.register("erlang", "processes", 0, |_| async {
-        let pids = ember_runtime::processes()
+        let pids = ember_runtime::introspect::processes()
             .into_iter()
             .map(rdist::pid_to_term);
         Ok(Term::list(pids))
     });
     functions.register("erlang", "process_info", 1, |args| async move {
         let pid = local_pid(&args[0])?;
-        Ok(match ember_runtime::process_info(pid) {
+        Ok(match ember_runtime::introspect::process_info(pid) {
             None => Term::atom("undefined"),
             Some(info) => Term::list(
                 ITEMS
@@ -97,7 +98,7 @@ pub fn register_introspection(functions: &mut Functions) {
         if items.iter().any(|i| !ITEMS.contains(i)) {
             return Err(badarg());
         }
-        let Some(info) = ember_runtime::process_info(pid) else {
+        let Some(info) = ember_runtime::introspect::process_info(pid) else {
             return Ok(Term::atom("undefined"));
         };
         let pairs = items.iter().map(|i| pair(i, &info));
@@ -181,7 +182,7 @@ async fn top(n: usize) -> Term {
         .collect();
     recent.sort_unstable_by_key(|r| Reverse((r.reductions, r.cpu_ns, r.total)));
     let rows = recent.iter().filter_map(|r| {
-        let info = ember_runtime::process_info(r.pid)?;
+        let info = ember_runtime::introspect::process_info(r.pid)?;
         let items = TOP_ITEMS.iter().map(|i| pair(i, &info)).chain([
             Term::tuple([
                 Term::atom("ember_reductions_delta"),

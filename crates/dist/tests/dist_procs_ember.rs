@@ -211,7 +211,7 @@ fn remote_top_ranks_by_the_reductions_of_the_last_window() {
         // Wait until it is done, then one that runs now.
         loop {
             ember_runtime::sleep(Duration::from_millis(50)).await;
-            let info = ember_runtime::process_info(old).expect("old lives");
+            let info = ember_runtime::introspect::process_info(old).expect("old lives");
             if info.status == ember_runtime::Status::Waiting && info.reductions > 0 {
                 break;
             }

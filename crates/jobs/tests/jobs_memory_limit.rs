@@ -4,7 +4,7 @@
 
 // The limits need the counting allocator.
 #[global_allocator]
-static ALLOC: ember_runtime::CountingAlloc = ember_runtime::CountingAlloc;
+static ALLOC: ember_runtime::alloc::CountingAlloc = ember_runtime::alloc::CountingAlloc;
 
 use std::hint::black_box;
 use std::time::Duration;

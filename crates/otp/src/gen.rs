@@ -33,9 +33,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use ember_runtime::introspect::process_info;
 use ember_runtime::{
-    demonitor, exit, make_ref, monitor, process_info, receive, receive_any, self_pid, send, unlink,
-    Down, Envelope, Exit, ExitReason, IntoExitReason, MonitorRef, Pid, Ref, RegisterError, Spawn,
+    demonitor, exit, make_ref, monitor, receive, receive_any, self_pid, send, unlink, Down,
+    Envelope, Exit, ExitReason, IntoExitReason, MonitorRef, Pid, Ref, RegisterError, Spawn,
     SpawnError,
 };
 use parking_lot::Mutex;

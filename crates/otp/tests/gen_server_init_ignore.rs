@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use ember_otp::gen::{ReplyTo, StartError};
 use ember_otp::gen_server::{self, CallReturn, GenServer, Init};
+use ember_runtime::introspect::process_info;
 use ember_runtime::{
-    monitor, process_info, receive, self_pid, send, trap_exit, try_receive, Down, Exit, ExitReason,
-    Pid,
+    monitor, receive, self_pid, send, trap_exit, try_receive, Down, Exit, ExitReason, Pid,
 };
 
 /// Tells its starter its pid, then ignores.

@@ -4,14 +4,14 @@
 //!
 //! ```ignore
 //! #[global_allocator]
-//! static ALLOC: ember_runtime::CountingAlloc = ember_runtime::CountingAlloc;
+//! static ALLOC: ember_runtime::alloc::CountingAlloc = ember_runtime::alloc::CountingAlloc;
 //! ```
 //!
 //! # Per-process accounts (memory limits)
 //!
 //! A process with a memory limit ([`Spawn::memory_limit`](crate::Spawn),
 //! [`set_memory_limit`](crate::set_memory_limit)) has a
-//! [`MemoryAccount`]. While a worker polls it, the worker thread's
+//! `MemoryAccount`. While a worker polls it, the worker thread's
 //! `ACCOUNT` thread-local points at that account, and the counting
 //! allocator adds every allocation made on the thread to it and subtracts
 //! every free (never below zero). A process without a limit leaves the
@@ -20,9 +20,9 @@
 //!
 //! The allocator never allocates, locks or panics for an account. When an
 //! allocation takes an account over its limit, it marks the account
-//! [`OVER`](MemoryAccount) (once) and bumps [`OVER_EPOCH`]; the process is
+//! `OVER` (once) and bumps `OVER_EPOCH`; the process is
 //! terminated with reason `memory_limit` by whoever claims the mark first
-//! ([`MemoryAccount::claim`]): the worker when the poll returns, or the
+//! (`MemoryAccount::claim`): the worker when the poll returns, or the
 //! watchdog, which looks at the processes inside a poll whenever the epoch
 //! moved (`scheduler::watchdog`). The mark is written only by the polling
 //! thread, and the epoch's release/acquire pair makes it visible to the
@@ -82,7 +82,7 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 static PAUSED: AtomicBool = AtomicBool::new(false);
 
 /// The system allocator, counting live bytes. Install it with
-/// `#[global_allocator]`; [`RuntimeInfo::memory_allocated_bytes`](crate::RuntimeInfo)
+/// `#[global_allocator]`; [`RuntimeInfo::memory_allocated_bytes`](crate::introspect::RuntimeInfo)
 /// then reports the count. It costs one relaxed atomic add per allocation,
 /// on a counter of the thread's own.
 #[derive(Debug, Default, Clone, Copy)]
@@ -131,8 +131,8 @@ unsafe impl GlobalAlloc for CountingAlloc {
 ///
 /// ```ignore
 /// #[global_allocator]
-/// static ALLOC: ember_runtime::Counting<mimalloc::MiMalloc> =
-///     ember_runtime::Counting(mimalloc::MiMalloc);
+/// static ALLOC: ember_runtime::alloc::Counting<mimalloc::MiMalloc> =
+///     ember_runtime::alloc::Counting(mimalloc::MiMalloc);
 /// ```
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Counting<A>(pub A);
@@ -344,7 +344,7 @@ impl MemoryAccount {
 
     /// An allocation of `n` bytes on the polling thread. Returns true if it
     /// took the account over its limit for the first time; the caller then
-    /// bumps [`OVER_EPOCH`] ([`MemoryAccount::charge`]).
+    /// bumps `OVER_EPOCH` ([`MemoryAccount::charge`]).
     #[inline]
     fn add(&self, n: usize) -> bool {
         let used = self.used.load(AccountOrdering::Relaxed).saturating_add(n);

@@ -182,7 +182,7 @@ pub struct RuntimeInfo {
     pub timers: usize,
     /// Resident memory of the OS process, in bytes (0 where unknown).
     pub memory_rss_bytes: usize,
-    /// Bytes allocated through [`CountingAlloc`](crate::CountingAlloc), if the
+    /// Bytes allocated through [`CountingAlloc`](crate::alloc::CountingAlloc), if the
     /// program installed it as its global allocator.
     pub memory_allocated_bytes: Option<usize>,
     /// Worker threads and the preemption machinery's counters.

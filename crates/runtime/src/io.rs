@@ -7,7 +7,7 @@
 //! the OS process's stdout (started with the runtime, again at the next use
 //! if it died; its stdout thread starts with the first output).
 //! [`set_group_leader`] changes it, [`group_leader`] reads it, and
-//! [`ProcessInfo::group_leader`](crate::ProcessInfo::group_leader) reports it.
+//! [`ProcessInfo::group_leader`](crate::introspect::ProcessInfo::group_leader) reports it.
 //!
 //! Output travels as the Erlang I/O protocol: [`print!`] and [`println!`]
 //! (and [`put_chars`]) send `{io_request, Self, Ref, {put_chars, unicode,

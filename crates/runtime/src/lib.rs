@@ -58,10 +58,10 @@
 //! ```
 
 mod alias;
-mod alloc;
+pub mod alloc;
 mod context;
 pub mod dist;
-mod introspect;
+pub mod introspect;
 pub mod io;
 mod loom;
 mod mailbox;
@@ -81,11 +81,7 @@ pub mod time;
 mod timer;
 
 pub use alias::{alias, alias_monitor, send_alias, unalias};
-pub use alloc::{allocated_bytes, Counting, CountingAlloc};
-pub use introspect::{
-    process_info, processes, set_label, set_priority, PollInfo, ProcessInfo, ProcessSample,
-    RuntimeInfo, SchedulerInfo, ThreadsInfo,
-};
+pub use introspect::{set_label, set_priority};
 pub use io::{group_leader, set_group_leader};
 pub use mailbox::Envelope;
 pub use memory::{memory_kill, memory_limit, set_memory_limit, MemoryKill, MemoryLimitUnsupported};

@@ -27,8 +27,8 @@ pub(crate) const MEMORY_LIMIT: &str = "memory_limit";
 const KILLS_KEPT: usize = 256;
 
 /// A memory limit was asked for but no counting allocator is installed: the
-/// limit could never be enforced. Install [`CountingAlloc`](crate::CountingAlloc)
-/// or [`Counting`](crate::Counting) as the `#[global_allocator]` (the
+/// limit could never be enforced. Install [`CountingAlloc`](crate::alloc::CountingAlloc)
+/// or [`Counting`](crate::alloc::Counting) as the `#[global_allocator]` (the
 /// `ember` binary does).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemoryLimitUnsupported;
@@ -37,7 +37,7 @@ impl fmt::Display for MemoryLimitUnsupported {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(
             "memory limits need a counting global allocator \
-             (ember_runtime::CountingAlloc or ember_runtime::Counting<A>)",
+             (ember_runtime::alloc::CountingAlloc or ember_runtime::alloc::Counting<A>)",
         )
     }
 }

@@ -150,8 +150,8 @@ impl Spawn {
     /// is polled are attributed to it (net of its frees), and going over the
     /// limit kills it with the untrappable reason `memory_limit`
     /// ([`ExitReason::memory_limit`]; docs/semantics.md §9.5). Needs a
-    /// counting global allocator ([`CountingAlloc`](crate::CountingAlloc)
-    /// or [`Counting`](crate::Counting)); without one the spawn fails with
+    /// counting global allocator ([`CountingAlloc`](crate::alloc::CountingAlloc)
+    /// or [`Counting`](crate::alloc::Counting)); without one the spawn fails with
     /// [`SpawnError::MemoryLimit`].
     pub fn memory_limit(mut self, bytes: usize) -> Spawn {
         self.memory_limit = Some(bytes);

@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ember_runtime::introspect::{process_info, processes};
 use ember_runtime::{
-    cancel_timer, demonitor, monitor, process_info, processes, register, self_pid, send,
-    send_after, spawn, spawn_monitor, try_receive, yield_point, Handle, Pid, Priority, Spawn,
-    Status,
+    cancel_timer, demonitor, monitor, register, self_pid, send, send_after, spawn, spawn_monitor,
+    try_receive, yield_point, Handle, Pid, Priority, Spawn, Status,
 };
 
 use support::{down_of, recv, runtime, wait_for_stop, Stop, WAIT};

@@ -7,10 +7,10 @@ mod support;
 
 use std::time::Duration;
 
+use ember_runtime::introspect::process_info;
 use ember_runtime::io::{self, IoError, IoRequest};
 use ember_runtime::{
-    exit, is_alive, monitor, process_info, receive, self_pid, send, spawn, whereis, ExitReason,
-    Pid, Spawn,
+    exit, is_alive, monitor, receive, self_pid, send, spawn, whereis, ExitReason, Pid, Spawn,
 };
 use ember_term::{term, Term};
 

@@ -6,9 +6,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use ember_runtime::introspect::process_info;
 use ember_runtime::{
-    process_info, receive, receive_any, self_pid, send, sleep, spawn, spawn_monitor, try_receive,
-    Handle,
+    receive, receive_any, self_pid, send, sleep, spawn, spawn_monitor, try_receive, Handle,
 };
 
 use support::{down_of, recv, runtime, Stop, WAIT};

@@ -166,7 +166,8 @@ fn killing_a_hog_is_seen_at_once_and_its_body_is_dropped_when_it_returns() {
         assert!(!ember_runtime::is_alive(hog_pid));
         // Introspection is honest about the stuck poll: the hog cannot leave
         // it before we release it.
-        let info = ember_runtime::process_info(hog_pid).expect("the dying hog is still listed");
+        let info = ember_runtime::introspect::process_info(hog_pid)
+            .expect("the dying hog is still listed");
         let poll = info.current_poll.expect("the hog is still inside its poll");
         assert!(poll.kill_pending, "{poll}");
         hog_release.store(true, Ordering::SeqCst);
@@ -299,7 +300,7 @@ fn a_burst_of_healthy_short_polls_under_load_never_triggers_demotion() {
 
 /// How many times `pid`'s poll was taken for a hog's (0 if it is gone).
 fn offenses_of(pid: Pid) -> u8 {
-    ember_runtime::process_info(pid).map_or(0, |info| info.offenses)
+    ember_runtime::introspect::process_info(pid).map_or(0, |info| info.offenses)
 }
 
 /// The calling thread's kernel id, from `/proc/thread-self`.

@@ -4,7 +4,7 @@
 
 // The accounting needs the counting allocator.
 #[global_allocator]
-static ALLOC: ember_runtime::CountingAlloc = ember_runtime::CountingAlloc;
+static ALLOC: ember_runtime::alloc::CountingAlloc = ember_runtime::alloc::CountingAlloc;
 
 mod support;
 
@@ -13,9 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use ember_runtime::introspect::process_info;
 use ember_runtime::{
-    memory_kill, memory_limit, process_info, self_pid, send, set_memory_limit, should_stop,
-    trap_exit, try_receive, yield_point, Down, Exit, ExitReason, Preemption, Runtime, Spawn,
+    memory_kill, memory_limit, self_pid, send, set_memory_limit, should_stop, trap_exit,
+    try_receive, yield_point, Down, Exit, ExitReason, Preemption, Runtime, Spawn,
 };
 
 use support::{down_of, exit_from, recv, runtime, wait_forever, Stop, WAIT};

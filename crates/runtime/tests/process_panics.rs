@@ -7,9 +7,10 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use ember_runtime::introspect::process_info;
 use ember_runtime::{
-    exit, process_info, receive, self_pid, send, send_after, spawn, spawn_link, spawn_monitor,
-    trap_exit, Down, Exit, ExitReason, Handle, Status,
+    exit, receive, self_pid, send, send_after, spawn, spawn_link, spawn_monitor, trap_exit, Down,
+    Exit, ExitReason, Handle, Status,
 };
 
 use support::{

@@ -7,9 +7,10 @@ mod support;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use ember_runtime::introspect::process_info;
 use ember_runtime::{
-    process_info, register, self_pid, send, spawn, spawn_link, spawn_monitor, trap_exit, whereis,
-    Exit, ExitReason, Pid, Priority, RegisterError, Spawn, SpawnError, Spawned,
+    register, self_pid, send, spawn, spawn_link, spawn_monitor, trap_exit, whereis, Exit,
+    ExitReason, Pid, Priority, RegisterError, Spawn, SpawnError, Spawned,
 };
 
 use support::{down_of, recv, runtime, wait_forever, WAIT};

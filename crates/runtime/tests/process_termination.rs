@@ -11,9 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use ember_runtime::introspect::process_info;
 use ember_runtime::{
-    exit, is_alive, monitor, process_info, receive, register, self_pid, send, send_after,
-    send_named, spawn, spawn_monitor, try_receive, whereis, Down, ExitReason, Pid, Spawn,
+    exit, is_alive, monitor, receive, register, self_pid, send, send_after, send_named, spawn,
+    spawn_monitor, try_receive, whereis, Down, ExitReason, Pid, Spawn,
 };
 use tokio::sync::oneshot;
 

@@ -6,9 +6,10 @@
 
 mod support;
 
+use ember_runtime::introspect::process_info;
 use ember_runtime::{
-    exit, process_info, register, registered, self_pid, send, send_named, spawn, spawn_monitor,
-    unregister, whereis, ExitReason, NotRegistered, Pid, RegisterError,
+    exit, register, registered, self_pid, send, send_named, spawn, spawn_monitor, unregister,
+    whereis, ExitReason, NotRegistered, Pid, RegisterError,
 };
 
 use support::{down_of, recv, runtime, wait_forever};

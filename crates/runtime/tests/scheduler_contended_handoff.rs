@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ember_runtime::introspect::process_info;
 use ember_runtime::net::TcpListener;
-use ember_runtime::{process_info, self_pid, send, spawn, Handle, Preemption, Runtime, Status};
+use ember_runtime::{self_pid, send, spawn, Handle, Preemption, Runtime, Status};
 use support::{recv, WAIT};
 
 /// One scheduler; only the contended rule can hand its slot off.

@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ember_runtime::introspect::process_info;
 use ember_runtime::{
-    exit, process_info, receive, self_pid, send, send_after, set_priority, spawn, yield_point,
-    ExitReason, Handle, Pid, Preemption, Priority, Runtime, Spawn, Status,
+    exit, receive, self_pid, send, send_after, set_priority, spawn, yield_point, ExitReason,
+    Handle, Pid, Preemption, Priority, Runtime, Spawn, Status,
 };
 
 use support::{one_scheduler, recv, runtime, two_processes_run_side_by_side, wait_forever, WAIT};

@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ember_runtime::introspect::process_info;
 use ember_runtime::{
-    exit, exit_self, is_alive, monitor, process_info, receive, self_pid, send, spawn_link,
-    spawn_monitor, trap_exit, try_receive, yield_point, Down, Exit, ExitReason, Priority, Spawn,
-    Status,
+    exit, exit_self, is_alive, monitor, receive, self_pid, send, spawn_link, spawn_monitor,
+    trap_exit, try_receive, yield_point, Down, Exit, ExitReason, Priority, Spawn, Status,
 };
 
 use support::{down_of, exit_from, recv, runtime, wait_forever, Never, WAIT};

@@ -21,9 +21,10 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
+use ember_runtime::introspect::process_info;
 use ember_runtime::{
-    exit, is_alive, link, monitor, process_info, receive, self_pid, send, sleep, spawn, spawn_link,
-    trap_exit, try_receive, unlink, Exit, ExitReason, Handle, Pid,
+    exit, is_alive, link, monitor, receive, self_pid, send, sleep, spawn, spawn_link, trap_exit,
+    try_receive, unlink, Exit, ExitReason, Handle, Pid,
 };
 use support::{down_of, recv, runtime, wait_for_stop, wait_forever, Stop, WAIT};
 

@@ -9,10 +9,11 @@ mod support;
 
 use std::time::Duration;
 
+use ember_runtime::introspect::process_info;
 use ember_runtime::{
-    exit, exit_self, is_alive, link, monitor, process_info, receive, self_pid, send, spawn,
-    spawn_link, spawn_monitor, trap_exit, try_receive, unlink, yield_point, Down, Exit, ExitReason,
-    LinkError, Pid, Spawn,
+    exit, exit_self, is_alive, link, monitor, receive, self_pid, send, spawn, spawn_link,
+    spawn_monitor, trap_exit, try_receive, unlink, yield_point, Down, Exit, ExitReason, LinkError,
+    Pid, Spawn,
 };
 
 use support::{down_of, exit_from, recv, runtime, wait_forever, BoxedBody, WAIT};

@@ -9,10 +9,11 @@ mod support;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use ember_runtime::introspect::process_info;
 use ember_runtime::{
-    demonitor, exit, is_alive, monitor, process_info, receive, register, self_pid, send, sleep,
-    spawn, spawn_link, spawn_monitor, trap_exit, try_receive, unregister, whereis, Down, Exit,
-    ExitReason, MonitorRef, Pid,
+    demonitor, exit, is_alive, monitor, receive, register, self_pid, send, sleep, spawn,
+    spawn_link, spawn_monitor, trap_exit, try_receive, unregister, whereis, Down, Exit, ExitReason,
+    MonitorRef, Pid,
 };
 
 use support::{down_of, recv, runtime, wait_forever, WAIT};

@@ -31,7 +31,7 @@ fn a_panicking_handler_answers_500_while_another_connection_is_served() {
         // The handler is running (and about to panic) in a process of its
         // own, which says what it serves.
         let handler: Pid = receive().await;
-        let info = ember_runtime::process_info(handler).unwrap();
+        let info = ember_runtime::introspect::process_info(handler).unwrap();
         assert_eq!(info.spawned_as, "ember-web GET /panic", "{info:?}");
 
         let ping = get(addr, "/ping").await;

@@ -8,9 +8,9 @@ mod support;
 
 use std::time::Duration;
 
+use ember_runtime::introspect::process_info;
 use ember_runtime::{
-    self as ember, monitor, process_info, receive, self_pid, send, send_after, Down, Pid, Priority,
-    TimerRef,
+    self as ember, monitor, receive, self_pid, send, send_after, Down, Pid, Priority, TimerRef,
 };
 use ember_web::{text, Config, Request, Router, Server};
 use http::StatusCode;
@@ -79,7 +79,7 @@ fn router(test: Pid) -> Router {
 /// Changes `what` in a first request, then returns the first request's
 /// process (once it has ended) and the second's process info, taken while
 /// the second request runs.
-async fn change_then_inspect(what: &str) -> (Served, ember::ProcessInfo) {
+async fn change_then_inspect(what: &str) -> (Served, ember::introspect::ProcessInfo) {
     let server = Server::bind("127.0.0.1:0", router(self_pid()), Config::default()).unwrap();
     let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
     let reply = get_on(&mut s, &format!("/change?what={what}")).await;
@@ -176,7 +176,7 @@ fn messages_left_in_one_requests_mailbox_do_not_reach_the_next() {
 
 /// The pid of the only connection process of the runtime.
 fn the_connection() -> Pid {
-    let found: Vec<Pid> = ember::processes()
+    let found: Vec<Pid> = ember::introspect::processes()
         .into_iter()
         .filter(|&pid| {
             process_info(pid).is_some_and(|i| i.spawned_as.starts_with("ember-web connection"))
