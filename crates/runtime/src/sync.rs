@@ -75,9 +75,11 @@ mod seeded_bug {
 
 /// Keeps `waker` in `slot` unless it is already there: a clone that does not
 /// count as a sign that tokio's driver is needed (see the module docs).
-fn keep_waker(slot: &mut Option<Waker>, waker: &Waker) {
+/// Returns the waker it replaced, to drop once the lock is released.
+#[must_use = "the replaced waker is to be dropped after the lock"]
+fn keep_waker(slot: &mut Option<Waker>, waker: &Waker) -> Option<Waker> {
     match slot {
-        Some(kept) if kept.will_wake(waker) => {}
-        _ => *slot = Some(crate::process::clone_quietly(waker)),
+        Some(kept) if crate::process::same_waker(kept, waker) => None,
+        _ => slot.replace(crate::process::clone_quietly(waker)),
     }
 }

@@ -123,7 +123,8 @@ impl Future for Sleep {
         // Armed for this waker: still on the wheel (a firing makes the
         // deadline pass, and the check above sees it). Otherwise arm anew
         // before answering `Pending`, so no firing can be missed.
-        if !matches!(&this.armed, Some((_, waker)) if waker.will_wake(cx.waker())) {
+        if !matches!(&this.armed, Some((_, waker)) if crate::process::same_waker(waker, cx.waker()))
+        {
             this.disarm();
             let waker = crate::process::clone_quietly(cx.waker());
             let at = this.rt.timers.deadline_ms(this.deadline);

@@ -147,7 +147,7 @@ impl Source {
         {
             let mut slot = self.waker_slot(direction).lock();
             match &*slot {
-                Some(w) if w.will_wake(cx.waker()) => {}
+                Some(w) if crate::process::same_waker(w, cx.waker()) => {}
                 _ => *slot = Some(crate::process::clone_quietly(cx.waker())),
             }
         }

@@ -81,6 +81,18 @@ fn is_process_waker(waker: &Waker) -> bool {
     ptr::eq(waker.vtable(), &VTABLE) || ptr::eq(waker.vtable(), &QUIET_VTABLE)
 }
 
+/// Whether a waker kept earlier (`kept`, from [`clone_quietly`]) wakes what
+/// `waker` wakes, so need not be replaced: for a process's wakers, quiet or
+/// not, the same process (`Waker::will_wake` also compares the vtables, so
+/// a quiet waker never matches the kept one); otherwise `will_wake`.
+pub(crate) fn same_waker(kept: &Waker, waker: &Waker) -> bool {
+    if is_process_waker(kept) && is_process_waker(waker) {
+        kept.data() == waker.data()
+    } else {
+        kept.will_wake(waker)
+    }
+}
+
 /// Polls `future` with `cx`'s waker made quiet if it is a process's: clones
 /// made inside do not start tokio's driver (`crate::sync::woken_by_ember`).
 pub(crate) fn poll_quietly<F: Future + ?Sized>(

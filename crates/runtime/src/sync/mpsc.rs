@@ -270,17 +270,21 @@ impl<T> Future for Send<'_, T> {
                 ticket
             }
         };
-        match state.waiting.iter_mut().find(|(t, _)| *t == ticket) {
-            Some((_, kept)) => {
-                if !kept.will_wake(cx.waker()) {
-                    *kept = crate::process::clone_quietly(cx.waker());
-                }
-            }
+        let replaced = match state.waiting.iter_mut().find(|(t, _)| *t == ticket) {
+            Some((_, kept)) if crate::process::same_waker(kept, cx.waker()) => None,
+            Some((_, kept)) => Some(std::mem::replace(
+                kept,
+                crate::process::clone_quietly(cx.waker()),
+            )),
             // New, or woken and then beaten to the room: back in line.
-            None => state
-                .waiting
-                .push_back((ticket, crate::process::clone_quietly(cx.waker()))),
-        }
+            None => {
+                let waker = crate::process::clone_quietly(cx.waker());
+                state.waiting.push_back((ticket, waker));
+                None
+            }
+        };
+        drop(state);
+        drop(replaced);
         Poll::Pending
     }
 }
@@ -332,7 +336,9 @@ impl<T> Receiver<T> {
         if state.senders == 0 {
             return Poll::Ready(None);
         }
-        super::keep_waker(&mut state.receiver_waker, cx.waker());
+        let replaced = super::keep_waker(&mut state.receiver_waker, cx.waker());
+        drop(state);
+        drop(replaced);
         Poll::Pending
     }
 

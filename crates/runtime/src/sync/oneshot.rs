@@ -161,7 +161,9 @@ impl<T> Future for Receiver<T> {
         if !state.sender {
             return Poll::Ready(Err(RecvError));
         }
-        super::keep_waker(&mut state.waker, cx.waker());
+        let replaced = super::keep_waker(&mut state.waker, cx.waker());
+        drop(state);
+        drop(replaced);
         Poll::Pending
     }
 }

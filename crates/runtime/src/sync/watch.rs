@@ -26,8 +26,15 @@
 //!   returned), and `changed` returns at once if a newer one exists.
 //! * `changed` fails once the sender is dropped and the receiver has seen
 //!   its last value.
-//! * [`Receiver::borrow`] holds the channel's lock while the reference
-//!   lives: clone what you need and let it go before awaiting.
+//! * [`Receiver::borrow`] (and every other `borrow`, and `wait_for`'s
+//!   result) holds the channel's one lock while the reference lives: clone
+//!   what you need and let it go before awaiting or calling anything else
+//!   on the channel, from either end. Unlike tokio's read lock, two
+//!   references at once on one thread (`*rx.borrow() != *tx.borrow()`)
+//!   deadlock.
+//! * Unlike tokio's, a receiver whose sender is gone still gets the value
+//!   it has not seen: `has_changed` says `Ok(true)` and `changed` returns
+//!   once more before failing.
 
 use std::fmt;
 use std::future::Future;
@@ -354,16 +361,20 @@ impl<T> Future for Changed<'_, T> {
             state.next_ticket += 1;
             state.next_ticket
         });
-        match state.waiting.iter_mut().find(|(t, _)| *t == ticket) {
-            Some((_, kept)) => {
-                if !kept.will_wake(cx.waker()) {
-                    *kept = crate::process::clone_quietly(cx.waker());
-                }
+        let replaced = match state.waiting.iter_mut().find(|(t, _)| *t == ticket) {
+            Some((_, kept)) if crate::process::same_waker(kept, cx.waker()) => None,
+            Some((_, kept)) => Some(std::mem::replace(
+                kept,
+                crate::process::clone_quietly(cx.waker()),
+            )),
+            None => {
+                let waker = crate::process::clone_quietly(cx.waker());
+                state.waiting.push((ticket, waker));
+                None
             }
-            None => state
-                .waiting
-                .push((ticket, crate::process::clone_quietly(cx.waker()))),
-        }
+        };
+        drop(state);
+        drop(replaced);
         Poll::Pending
     }
 }
