@@ -252,3 +252,32 @@ impl Interval {
         self.period
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::{poll_fn, Future};
+    use std::pin::pin;
+    use std::task::Poll;
+    use std::time::Duration;
+
+    /// A sleep polled again by its process, quietly or not, stays on the
+    /// wheel as armed: a quiet waker matches the one it keeps.
+    #[test]
+    fn a_sleep_polled_again_quietly_or_not_is_not_armed_anew() {
+        let rt = crate::Runtime::new().unwrap();
+        rt.block_on(async {
+            let mut sleep = pin!(super::sleep(Duration::from_secs(60)));
+            poll_fn(|cx| {
+                assert!(crate::process::poll_quietly(sleep.as_mut(), cx).is_pending());
+                let key = |s: &super::Sleep| s.armed.as_ref().map(|(key, _)| *key);
+                let first = key(&sleep).expect("armed");
+                assert!(crate::process::poll_quietly(sleep.as_mut(), cx).is_pending());
+                assert_eq!(key(&sleep), Some(first), "armed anew for a quiet poll");
+                assert!(sleep.as_mut().poll(cx).is_pending());
+                assert_eq!(key(&sleep), Some(first), "armed anew for a plain poll");
+                Poll::Ready(())
+            })
+            .await;
+        });
+    }
+}
