@@ -17,7 +17,7 @@ pub(crate) use small_map::{PidSet, SmallMap};
 pub(crate) use state::State;
 #[cfg(all(test, feature = "loom-models"))]
 pub(crate) use state::{TransitionToIdle, TransitionToRunning, TransitionToScheduled};
-pub(crate) use waker::{clone_quietly, poll_quietly, same_waker, waker_ref};
+pub(crate) use waker::{clone_quietly, keep_quietly, poll_quietly, same_waker, waker_ref};
 
 use std::borrow::Cow;
 use std::future::Future;

@@ -13,7 +13,7 @@
 //! that sign: a node whose processes only use Ember's primitives runs
 //! without the thread.
 //!
-//! Both are a mutex around the channel's state. Every waker is taken out
+//! Each is a mutex around the channel's state. Every waker is taken out
 //! under the lock and woken (or dropped) after it: a waker of a process
 //! dropped under the lock could end that process's last reference there.
 //! The loom models next to each check that no value and no wake-up is lost.
@@ -22,6 +22,7 @@ pub mod mpsc;
 pub mod oneshot;
 pub mod watch;
 
+use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::task::Waker;
@@ -73,13 +74,63 @@ mod seeded_bug {
     }
 }
 
-/// Keeps `waker` in `slot` unless it is already there: a clone that does not
-/// count as a sign that tokio's driver is needed (see the module docs).
-/// Returns the waker it replaced, to drop once the lock is released.
-#[must_use = "the replaced waker is to be dropped after the lock"]
-fn keep_waker(slot: &mut Option<Waker>, waker: &Waker) -> Option<Waker> {
-    match slot {
-        Some(kept) if crate::process::same_waker(kept, waker) => None,
-        _ => slot.replace(crate::process::clone_quietly(waker)),
+/// The futures waiting on a channel (`mpsc`'s sends waiting for room,
+/// `watch`'s `changed`), in arrival order, each under a ticket it keeps so
+/// that its drop can take it out of line. Every waker taken out is returned
+/// for the caller to wake or drop once the channel's lock is released.
+struct Waiters {
+    line: VecDeque<(u64, Option<Waker>)>,
+    next_ticket: u64,
+}
+
+impl Waiters {
+    fn new() -> Waiters {
+        Waiters {
+            line: VecDeque::new(),
+            next_ticket: 0,
+        }
+    }
+
+    /// Keeps `waker` under `ticket` (a new one if `None`), joining the back
+    /// of the line if not in it (new, or taken out by a wake-up); returns
+    /// the waker it replaced.
+    #[must_use = "the replaced waker is to be dropped after the lock"]
+    fn keep(&mut self, ticket: &mut Option<u64>, waker: &Waker) -> Option<Waker> {
+        let ticket = *ticket.get_or_insert_with(|| {
+            self.next_ticket += 1;
+            self.next_ticket
+        });
+        match self.line.iter_mut().find(|(t, _)| *t == ticket) {
+            Some((_, kept)) => crate::process::keep_quietly(kept, waker),
+            None => {
+                let waker = crate::process::clone_quietly(waker);
+                self.line.push_back((ticket, Some(waker)));
+                None
+            }
+        }
+    }
+
+    /// Takes `ticket` out of line; `None` if it was not in it (woken).
+    #[must_use = "the waker is to be dropped after the lock"]
+    fn remove(&mut self, ticket: u64) -> Option<Waker> {
+        let at = self.line.iter().position(|(t, _)| *t == ticket)?;
+        self.line.remove(at).and_then(|(_, waker)| waker)
+    }
+
+    /// The first in line, taken out.
+    fn pop_front(&mut self) -> Option<Waker> {
+        self.line.pop_front().and_then(|(_, waker)| waker)
+    }
+
+    /// Everyone in line, taken out.
+    fn take_all(&mut self) -> impl Iterator<Item = Waker> {
+        std::mem::take(&mut self.line)
+            .into_iter()
+            .filter_map(|(_, waker)| waker)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.line.len()
     }
 }

@@ -146,10 +146,9 @@ impl Source {
         }
         {
             let mut slot = self.waker_slot(direction).lock();
-            match &*slot {
-                Some(w) if crate::process::same_waker(w, cx.waker()) => {}
-                _ => *slot = Some(crate::process::clone_quietly(cx.waker())),
-            }
+            let replaced = crate::process::keep_quietly(&mut slot, cx.waker());
+            drop(slot);
+            drop(replaced);
         }
         let state = self.state.load(Ordering::Acquire);
         if state & direction.mask() != 0 {

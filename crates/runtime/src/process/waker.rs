@@ -93,6 +93,19 @@ pub(crate) fn same_waker(kept: &Waker, waker: &Waker) -> bool {
     }
 }
 
+/// Keeps a quiet clone of `waker` in `slot` unless `slot` already wakes
+/// the same ([`same_waker`]): how Ember's timers, sockets and channels keep
+/// their waiters' wakers. Returns the waker it replaced, for the caller to
+/// drop once its lock is released (a process's last reference may go with
+/// it).
+#[must_use = "the replaced waker is to be dropped after the lock"]
+pub(crate) fn keep_quietly(slot: &mut Option<Waker>, waker: &Waker) -> Option<Waker> {
+    match slot {
+        Some(kept) if same_waker(kept, waker) => None,
+        _ => slot.replace(clone_quietly(waker)),
+    }
+}
+
 /// Polls `future` with `cx`'s waker made quiet if it is a process's: clones
 /// made inside do not start tokio's driver (`crate::sync::woken_by_ember`).
 pub(crate) fn poll_quietly<F: Future + ?Sized>(

@@ -39,6 +39,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+use super::Waiters;
 use crate::loom::sync::Mutex;
 
 /// Makes a queue that holds up to `capacity` values.
@@ -54,8 +55,7 @@ pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
         senders: 1,
         receiver: true,
         receiver_waker: None,
-        waiting: VecDeque::new(),
-        next_ticket: 0,
+        waiting: Waiters::new(),
     }));
     (Sender { chan: chan.clone() }, Receiver { chan })
 }
@@ -68,9 +68,8 @@ struct State<T> {
     /// The receiver is not dropped yet.
     receiver: bool,
     receiver_waker: Option<Waker>,
-    /// Sends waiting for room, first come first: each with its ticket.
-    waiting: VecDeque<(u64, Waker)>,
-    next_ticket: u64,
+    /// Sends waiting for room, first come first.
+    waiting: Waiters,
 }
 
 impl<T> State<T> {
@@ -82,7 +81,7 @@ impl<T> State<T> {
     /// room for it.
     fn next_waiting(&mut self) -> Option<Waker> {
         if self.has_room() {
-            self.waiting.pop_front().map(|(_, waker)| waker)
+            self.waiting.pop_front()
         } else {
             None
         }
@@ -249,40 +248,19 @@ impl<T> Future for Send<'_, T> {
             return Poll::Ready(Err(SendError(value)));
         }
         if state.has_room() {
-            if let Some(ticket) = this.ticket.take() {
-                state.waiting.retain(|(t, _)| *t != ticket);
-            }
+            let left_line = this.ticket.take().and_then(|t| state.waiting.remove(t));
             state.queue.push_back(value);
             let waker = state.receiver_waker.take();
             drop(state);
+            drop(left_line);
             if let Some(waker) = waker {
                 waker.wake();
             }
             return Poll::Ready(Ok(()));
         }
         this.value = Some(value);
-        let ticket = match this.ticket {
-            Some(ticket) => ticket,
-            None => {
-                let ticket = state.next_ticket;
-                state.next_ticket += 1;
-                this.ticket = Some(ticket);
-                ticket
-            }
-        };
-        let replaced = match state.waiting.iter_mut().find(|(t, _)| *t == ticket) {
-            Some((_, kept)) if crate::process::same_waker(kept, cx.waker()) => None,
-            Some((_, kept)) => Some(std::mem::replace(
-                kept,
-                crate::process::clone_quietly(cx.waker()),
-            )),
-            // New, or woken and then beaten to the room: back in line.
-            None => {
-                let waker = crate::process::clone_quietly(cx.waker());
-                state.waiting.push_back((ticket, waker));
-                None
-            }
-        };
+        // New, or woken and then beaten to the room: (back) in line.
+        let replaced = state.waiting.keep(&mut this.ticket, cx.waker());
         drop(state);
         drop(replaced);
         Poll::Pending
@@ -295,16 +273,16 @@ impl<T> Drop for Send<'_, T> {
             return;
         };
         let mut state = self.sender.chan.lock();
-        let before = state.waiting.len();
-        state.waiting.retain(|(t, _)| *t != ticket);
+        let left_line = state.waiting.remove(ticket);
         // Not in line any more: it was woken for room it will not use, so
         // the next in line gets the wake-up.
-        let passed_on = if state.waiting.len() == before {
+        let passed_on = if left_line.is_none() {
             state.next_waiting()
         } else {
             None
         };
         drop(state);
+        drop(left_line);
         if let Some(waker) = passed_on {
             waker.wake();
         }
@@ -336,7 +314,7 @@ impl<T> Receiver<T> {
         if state.senders == 0 {
             return Poll::Ready(None);
         }
-        let replaced = super::keep_waker(&mut state.receiver_waker, cx.waker());
+        let replaced = crate::process::keep_quietly(&mut state.receiver_waker, cx.waker());
         drop(state);
         drop(replaced);
         Poll::Pending
@@ -370,11 +348,11 @@ impl<T> Drop for Receiver<T> {
         let mut state = self.chan.lock();
         state.receiver = false;
         let queued = std::mem::take(&mut state.queue);
-        let waiting = std::mem::take(&mut state.waiting);
+        let waiting: Vec<Waker> = state.waiting.take_all().collect();
         let waker = state.receiver_waker.take();
         drop(state);
         drop((queued, waker));
-        for (_, waker) in waiting {
+        for waker in waiting {
             waker.wake();
         }
     }
@@ -437,7 +415,7 @@ mod tests {
         drop(state);
         drop(first);
         assert!(
-            tx.chan.lock().waiting.is_empty(),
+            tx.chan.lock().waiting.len() == 0,
             "the wake-up was passed on"
         );
         assert_eq!(Pin::new(&mut second).poll(&mut cx), Poll::Ready(Ok(())));

@@ -161,7 +161,7 @@ impl<T> Future for Receiver<T> {
         if !state.sender {
             return Poll::Ready(Err(RecvError));
         }
-        let replaced = super::keep_waker(&mut state.waker, cx.waker());
+        let replaced = crate::process::keep_quietly(&mut state.waker, cx.waker());
         drop(state);
         drop(replaced);
         Poll::Pending

@@ -43,6 +43,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+use super::Waiters;
 use crate::loom::sync::{Mutex, MutexGuard};
 
 /// Makes a channel holding `value`; the receiver has seen it.
@@ -52,8 +53,7 @@ pub fn channel<T>(value: T) -> (Sender<T>, Receiver<T>) {
         version: 0,
         sender: true,
         receivers: 1,
-        waiting: Vec::new(),
-        next_ticket: 0,
+        waiting: Waiters::new(),
     }));
     (Sender { chan: chan.clone() }, Receiver { chan, seen: 0 })
 }
@@ -65,22 +65,21 @@ struct State<T> {
     /// The sender is not dropped yet.
     sender: bool,
     receivers: usize,
-    /// `changed` futures waiting, each with its ticket.
-    waiting: Vec<(u64, Waker)>,
-    next_ticket: u64,
+    /// `changed` futures waiting.
+    waiting: Waiters,
 }
 
 impl<T> State<T> {
     /// A new version: every waiting receiver's waker, to wake once the lock
     /// is released.
-    fn bump(&mut self) -> Vec<(u64, Waker)> {
+    fn bump(&mut self) -> Vec<Waker> {
         self.version += 1;
-        std::mem::take(&mut self.waiting)
+        self.waiting.take_all().collect()
     }
 }
 
-fn wake_all(waiting: Vec<(u64, Waker)>) {
-    for (_, waker) in waiting {
+fn wake_all(waiting: Vec<Waker>) {
+    for waker in waiting {
         waker.wake();
     }
 }
@@ -212,7 +211,7 @@ impl<T> Drop for Sender<T> {
         let waiting = if crate::sync::seeded_bug::watch_silent_drop() {
             Vec::new()
         } else {
-            std::mem::take(&mut state.waiting)
+            state.waiting.take_all().collect()
         };
         drop(state);
         wake_all(waiting);
@@ -348,31 +347,16 @@ impl<T> Future for Changed<'_, T> {
         let mut state = this.chan.lock();
         if state.version != *this.seen {
             *this.seen = state.version;
-            if let Some(ticket) = this.ticket.take() {
-                state.waiting.retain(|(t, _)| *t != ticket);
-            }
+            let left_line = this.ticket.take().and_then(|t| state.waiting.remove(t));
+            drop(state);
+            drop(left_line);
             return Poll::Ready(Ok(()));
         }
         if !state.sender {
             this.ticket = None;
             return Poll::Ready(Err(RecvError));
         }
-        let ticket = *this.ticket.get_or_insert_with(|| {
-            state.next_ticket += 1;
-            state.next_ticket
-        });
-        let replaced = match state.waiting.iter_mut().find(|(t, _)| *t == ticket) {
-            Some((_, kept)) if crate::process::same_waker(kept, cx.waker()) => None,
-            Some((_, kept)) => Some(std::mem::replace(
-                kept,
-                crate::process::clone_quietly(cx.waker()),
-            )),
-            None => {
-                let waker = crate::process::clone_quietly(cx.waker());
-                state.waiting.push((ticket, waker));
-                None
-            }
-        };
+        let replaced = state.waiting.keep(&mut this.ticket, cx.waker());
         drop(state);
         drop(replaced);
         Poll::Pending
@@ -383,8 +367,7 @@ impl<T> Drop for Changed<'_, T> {
     fn drop(&mut self) {
         if let Some(ticket) = self.ticket {
             let mut state = self.chan.lock();
-            let pos = state.waiting.iter().position(|(t, _)| *t == ticket);
-            let waker = pos.map(|i| state.waiting.swap_remove(i).1);
+            let waker = state.waiting.remove(ticket);
             drop(state);
             drop(waker);
         }
