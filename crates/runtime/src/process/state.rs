@@ -867,6 +867,7 @@ mod stress_teardown {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Arc, Barrier};
     use std::thread;
+    use std::time::{Duration, Instant};
 
     use super::harness::RunQueue;
 
@@ -874,7 +875,9 @@ mod stress_teardown {
     /// processes while the runtime is torn down at a scattered moment, all
     /// released at once by a barrier: every body is dropped exactly once and
     /// never while it is polled (the harness asserts both as it goes). The
-    /// report says how often the teardown, rather than a worker, dropped it.
+    /// report says how often the teardown, rather than a worker, dropped it;
+    /// the teardown waits for the schedulers' first polls, so that both win
+    /// sometimes however busy the machine is with other tests.
     #[test]
     fn a_teardown_racing_with_polls_and_wakes_drops_every_body_once() {
         const ROUNDS: usize = 1_000;
@@ -886,7 +889,7 @@ mod stress_teardown {
             rq.poll_spins = 500;
             let rq = Arc::new(rq);
             let processes: Vec<_> = (0..PROCESSES)
-                .map(|i| rq.spawn((i == 0 && round % 3 == 0).then_some(2)))
+                .map(|i| rq.spawn((i == 0 && round % 3 == 0).then_some(1 + round % 2)))
                 .collect();
             let gate = Arc::new(Barrier::new(4));
             let stop = Arc::new(AtomicBool::new(false));
@@ -912,7 +915,26 @@ mod stress_teardown {
                 }));
             }
             gate.wait();
-            for _ in 0..(round * 37) % 3_000 {
+            // The teardown starts once the schedulers have begun (0 to 3 of
+            // the 3 queued first polls taken), then after a scattered spin:
+            // on a loaded machine the threads the gate releases can be late
+            // by more than any spin, and a teardown before they run would
+            // race nothing. Process 0 is queued first, so in the rounds where
+            // it ends on its first poll and the teardown waits for two polls
+            // (one round in twelve) a worker always drops its body.
+            let polls_first = round % 4;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while rq.seen.polls.load(Ordering::Relaxed) < polls_first {
+                assert!(
+                    Instant::now() < deadline,
+                    "round {round}: the schedulers took no {polls_first} polls in 10 s"
+                );
+                thread::yield_now();
+            }
+            // Once a poll has begun, the spin is shorter than one poll
+            // (`poll_spins`), so the teardown often meets one in flight.
+            let spins = if polls_first == 0 { 3_000 } else { 400 };
+            for _ in 0..(round * 37) % spins {
                 std::hint::spin_loop();
             }
             rq.tear_down(&processes);
