@@ -35,10 +35,11 @@ fn a_crash_looping_service_is_held_back() {
     let starts = Arc::new(AtomicUsize::new(0));
     let mut kinds = Kinds::new();
     kinds.register("fragile", Fragile(starts.clone()));
-    // Held back until the first crash is 6 s old: the five crashes take
-    // about 2 s (a restart per 500 ms rebalance), which leaves about 4 s of
-    // hold for the 2 s check below.
-    const PERIOD: Duration = Duration::from_secs(6);
+    // Held back until the first crash is 10 s old: the five crashes take
+    // about 2 s (a restart per 500 ms rebalance), which leaves about 8 s of
+    // hold for the 2 s check below, and a busy machine room to take five
+    // times as long over the crashes.
+    const PERIOD: Duration = Duration::from_secs(10);
     let a = BareNode::start(&unique("a"), &random_cookie(), free_port())
         .start_cluster(ClusterConfig::new(kinds).restart_intensity(5, PERIOD));
     let cluster = a.cluster.clone();

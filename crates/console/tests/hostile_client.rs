@@ -470,6 +470,9 @@ fn past_its_restart_intensity_the_console_restarts_whole_and_serves_no_stale_fig
         ember_runtime::spawn(async move {
             let (mut live, mut unavailable, mut stale) = (0u32, 0u32, Vec::new());
             while !*stopped.borrow() {
+                // The node's uptime as the request leaves: how long the
+                // answer takes on a busy machine is not the figures' age.
+                let now = (uptime0 + t0.elapsed()).as_secs_f64();
                 let Ok(system) = try_send(addr, "GET", "/api/system", &[host(addr)], "").await
                 else {
                     // The endpoint restarts with its tree.
@@ -480,7 +483,6 @@ fn past_its_restart_intensity_the_console_restarts_whole_and_serves_no_stale_fig
                     200 => {
                         live += 1;
                         let uptime = system.json()["uptime_s"].as_f64().unwrap();
-                        let now = (uptime0 + t0.elapsed()).as_secs_f64();
                         if uptime < now - 3.0 {
                             stale.push(format!("uptime {uptime} s at {now} s"));
                         }

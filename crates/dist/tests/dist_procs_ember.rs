@@ -362,7 +362,7 @@ fn a_node_stopping_fires_noconnection_and_nodedown_on_the_other() {
     );
     let stopped = Instant::now();
     a.node.stop();
-    let seen = reports.within(Duration::from_secs(5), "noconnection and nodedown");
+    let seen = reports.within(Duration::from_secs(20), "noconnection and nodedown");
     let took = stopped.elapsed();
     assert_eq!(
         seen,
@@ -371,7 +371,9 @@ fn a_node_stopping_fires_noconnection_and_nodedown_on_the_other() {
             a.name
         )
     );
-    assert!(took < Duration::from_secs(1), "took {took:?}");
+    // At once, not after net_ticktime (60 s): the bound leaves a busy
+    // machine seconds of slack.
+    assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
 /// A process whose group leader is on another node keeps printing when

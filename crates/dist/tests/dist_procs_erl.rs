@@ -366,7 +366,7 @@ fn a_killed_erl_node_fires_noconnection_and_nodedown_within_a_second() {
     assert_eq!(reports.next("the bystander is set up"), "ready");
     erl.kill();
     let killed = Instant::now();
-    let seen = reports.within(Duration::from_secs(5), "noconnection and nodedown");
+    let seen = reports.within(Duration::from_secs(20), "noconnection and nodedown");
     let took = killed.elapsed();
     assert_eq!(
         seen,
@@ -375,7 +375,9 @@ fn a_killed_erl_node_fires_noconnection_and_nodedown_within_a_second() {
             erl.name
         )
     );
-    assert!(took < Duration::from_secs(1), "took {took:?}");
+    // At once, not after net_ticktime (60 s): the bound leaves a busy
+    // machine seconds of slack.
+    assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
 /// The runtime node's side of a connection (reader process, ticks and
@@ -451,10 +453,15 @@ fn a_runtime_node_keeps_an_idle_connection_up_and_drops_a_silent_erl_in_time() {
     // quarters of net_ticktime (erl's last tick may have come a quarter
     // before the stop) and 1.25 of it (the watchdog looks every quarter),
     // plus a second for a loaded machine.
+    // The stop lands between `stopping` and `stopped` (`pause` returns once
+    // /proc shows every thread stopped, which a loaded machine may show
+    // late): the floor is measured from the first, the ceiling from the
+    // second.
+    let stopping = Instant::now();
     erl.pause();
     let stopped = Instant::now();
     let seen = reports.within(2 * ticktime, "noconnection and nodedown of the silent peer");
-    let took = stopped.elapsed();
+    let (longest, took) = (stopping.elapsed(), stopped.elapsed());
     erl.resume();
     assert_eq!(
         seen,
@@ -464,11 +471,10 @@ fn a_runtime_node_keeps_an_idle_connection_up_and_drops_a_silent_erl_in_time() {
         )
     );
     // 100 ms of slack below: erl's ticks are not exactly a quarter apart,
-    // timers fire on millisecond ticks, and `stopped` is read after the
-    // stop (seen: 3.748 s once under load, for a floor of 3.75 s).
+    // and timers fire on millisecond ticks.
     assert!(
-        took + Duration::from_millis(100) >= ticktime * 3 / 4,
-        "dropped {took:?} after the stop"
+        longest + Duration::from_millis(100) >= ticktime * 3 / 4,
+        "dropped {longest:?} after the stop"
     );
     assert!(
         took <= ticktime * 5 / 4 + Duration::from_secs(1),
@@ -580,13 +586,17 @@ fn a_disconnect_fires_links_queued_for_the_connection_and_resumes_its_senders_at
     // more than its connection's queue holds and then nothing for a
     // second (suspended: were it only slow, the linker below would not
     // be suspended and the test would prove less, never fail).
+    // A quiet second before that is a starved flooder, on a busy machine:
+    // it is given up to 30 s in all.
     let mut sent = 0;
+    let flooding = Instant::now();
     loop {
         match reports.quiet_for(Duration::from_secs(1)) {
             Some(Flood::Sent(n)) => sent = n,
             Some(other) => panic!("{other:?} before the flood backed up"),
             None if sent * 64 * 1024 > LIMIT => break,
-            None => panic!("the flooder sent only {sent} messages"),
+            None if flooding.elapsed() < Duration::from_secs(30) => {}
+            None => panic!("the flooder sent only {sent} messages in 30 s"),
         }
     }
     ember.handle().send(linker, Go);
@@ -600,7 +610,7 @@ fn a_disconnect_fires_links_queued_for_the_connection_and_resumes_its_senders_at
     let mut got = Vec::new();
     while got.len() < 2 {
         match reports.within(
-            Duration::from_secs(5),
+            Duration::from_secs(20),
             "the linker's signals and the flooder's end",
         ) {
             Flood::Sent(_) => {}
@@ -624,7 +634,9 @@ fn a_disconnect_fires_links_queued_for_the_connection_and_resumes_its_senders_at
             erl.name
         )
     );
-    assert!(took < Duration::from_secs(2), "took {took:?}");
+    // At once, not after a tick timeout: seconds of slack for a busy
+    // machine.
+    assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
 #[test]

@@ -215,7 +215,10 @@ fn dynamic_children_are_shut_down_together_within_one_timeout() {
     support::runtime().block_on(async {
         trap_exit(true);
         let test = self_pid();
-        let limit = Duration::from_millis(150);
+        // Ten stubborn children: one after another they would take ten
+        // limits; together, one. The bound between leaves a busy machine
+        // four limits of slack.
+        let limit = Duration::from_millis(500);
         let sup = DynamicSupervisorSpec::worker(move |stubborn: bool| async move {
             let spawned = Spawn::new()
                 .link()
@@ -236,7 +239,7 @@ fn dynamic_children_are_shut_down_together_within_one_timeout() {
         .await
         .unwrap();
         let mut downs = Vec::new();
-        for stubborn in [false, false, true, true, true] {
+        for stubborn in [false, false].into_iter().chain([true; 10]) {
             let pid = sup.start_child(stubborn).await.unwrap().unwrap();
             downs.push((stubborn, monitor(pid)));
         }
@@ -244,7 +247,7 @@ fn dynamic_children_are_shut_down_together_within_one_timeout() {
         sup.stop().await.unwrap();
         let took = t0.elapsed();
         assert!(took >= limit, "{took:?}");
-        assert!(took < limit * 3, "not concurrent: {took:?}");
+        assert!(took < limit * 5, "not concurrent: {took:?}");
         for (stubborn, mref) in downs {
             let reason = receive::<Down>()
                 .matching(move |d| d.monitor == mref)

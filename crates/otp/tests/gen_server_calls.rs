@@ -310,7 +310,9 @@ fn calling_a_dead_server_returns_noproc_at_once() {
             server.call_timeout(Req::StartedP, gen::INFINITY).await,
             Err(CallError::NoProc)
         );
-        assert!(t0.elapsed() < Duration::from_secs(1));
+        // At once: the call's timeout is infinite; seconds of slack for a
+        // busy machine.
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
         assert!(mailbox_is_empty().await);
     });
 }

@@ -102,7 +102,9 @@ fn run_starts_a_worker_while_slots_are_free_and_answers_noalloc_at_once_when_ful
         nagger.run(hold(2)).await.unwrap();
         let t0 = Instant::now();
         assert_eq!(nagger.run(hold(3)).await, Err(PoolError::NoAlloc));
-        assert!(t0.elapsed() < Duration::from_secs(1));
+        // At once: a run that queued would wait for ever (both workers
+        // hold); seconds of slack for a busy machine.
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
         let stats = nagger.stats().await.unwrap();
         assert_eq!((stats.limit, stats.free, stats.running), (2, 0, 2));
 

@@ -164,7 +164,7 @@ fn brutal_kill_kills_the_child_at_once() {
                     test,
                     "child1",
                     Kind::Plain,
-                    Shutdown::Timeout(Duration::from_secs(1)),
+                    Shutdown::Timeout(Duration::from_secs(30)),
                 ),
                 spec(test, "child2", Kind::Stubborn, Shutdown::BrutalKill),
             ],
@@ -177,7 +177,10 @@ fn brutal_kill_kills_the_child_at_once() {
         let c2 = monitor(started("child2").await);
         let t0 = Instant::now();
         sup.stop().await.unwrap();
-        assert!(t0.elapsed() < Duration::from_secs(1));
+        // Under a worker's default shutdown timeout (5 s), which a brutal
+        // kill must not wait for; seconds of slack for a busy machine.
+        let took = t0.elapsed();
+        assert!(took < Duration::from_secs(4), "took {took:?}");
         assert_eq!(down_of(c1).await, ExitReason::Shutdown);
         assert_eq!(down_of(c2).await, ExitReason::Killed);
     });

@@ -287,11 +287,13 @@ fn a_burst_of_healthy_short_polls_under_load_never_triggers_demotion() {
         // time and thread clock agreeing, though it runs a few dozen loop
         // iterations between two looks at its slice's clock (the thread's
         // clock also leaps by milliseconds at other times; the watchdog
-        // caps and confirms against that). One such poll per run is
-        // tolerated.
+        // caps and confirms against that). Two such polls per run are
+        // tolerated (a busier host makes them more frequent); a watchdog
+        // that demoted healthy polls would charge the eight loaders and
+        // many of the forty ping-pong processes.
         let offenses = pinger_offenses + echo_offenses + loader_offenses;
         assert!(
-            offenses <= 1,
+            offenses <= 2,
             "polls demoted as hogs (pingers {pinger_offenses}, echoes {echo_offenses}, \
              loaders {loader_offenses}): {threads:?}"
         );

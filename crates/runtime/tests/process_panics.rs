@@ -190,7 +190,7 @@ fn a_panicking_message_left_in_a_mailbox_does_not_stop_a_scheduler() {
         send(victim, 1u8);
         let down = receive::<Down>()
             .matching(move |d| d.monitor == watch)
-            .timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(10))
             .await;
         let _ = report.send(format!("{:?}", down.map(|d| d.reason)));
     });
@@ -248,7 +248,7 @@ fn a_panicking_timer_message_does_not_stop_the_timer_service() {
         send_after(dead, PanicOnDrop, Duration::from_millis(1));
         let timed_out = receive::<u8>().timeout(Duration::from_millis(50)).await;
         send_after(self_pid(), 5u8, Duration::from_millis(10));
-        let fired = receive::<u8>().timeout(Duration::from_secs(3)).await;
+        let fired = receive::<u8>().timeout(Duration::from_secs(10)).await;
         let _ = tx.send(format!("{timed_out:?} {fired:?}"));
     });
     assert_eq!(

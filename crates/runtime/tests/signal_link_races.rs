@@ -28,8 +28,38 @@ use ember_runtime::{
 };
 use support::{down_of, recv, runtime, wait_for_stop, wait_forever, Stop, WAIT};
 
-/// Rounds per race.
+/// Rounds per race, at least.
 const ROUNDS: usize = 2_000;
+
+/// Longest a race runs on past [`ROUNDS`] while one side has never won.
+const MORE_ROUNDS_FOR: Duration = Duration::from_secs(60);
+
+/// Numbers a race's rounds: [`ROUNDS`] of them, then more while one side has
+/// never won, for up to [`MORE_ROUNDS_FOR`] in all: a busy machine can keep
+/// one side late for stretches longer than the [`Seesaw`] can follow, and
+/// the races must show both outcomes.
+struct Rounds {
+    next: usize,
+    started: Instant,
+}
+
+impl Rounds {
+    fn new() -> Rounds {
+        Rounds {
+            next: 0,
+            started: Instant::now(),
+        }
+    }
+
+    /// The next round's number; `None` once the race is run.
+    fn next(&mut self, both_won: bool) -> Option<usize> {
+        let more = self.next < ROUNDS || (!both_won && self.started.elapsed() < MORE_ROUNDS_FOR);
+        more.then(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
+}
 
 /// The tests of this file, one at a time: each needs both cores for its two
 /// sides to meet at the gate.
@@ -305,9 +335,15 @@ struct Observed {
 /// Prints the tally of a race.
 fn report(race: &str, first: (&str, usize), second: (&str, usize), met: usize, seesaw: &Seesaw) {
     println!(
-        "{race}: {} {}, {} {}, {met} of {ROUNDS} rounds met at the gate \
+        "{race}: {} {}, {} {}, {met} of {} rounds met at the gate \
          (final offsets {} and {} spins)",
-        first.0, first.1, second.0, second.1, seesaw.modes[0].offset, seesaw.modes[1].offset
+        first.0,
+        first.1,
+        second.0,
+        second.1,
+        seesaw.round,
+        seesaw.modes[0].offset,
+        seesaw.modes[1].offset
     );
 }
 
@@ -324,7 +360,8 @@ fn unlink_racing_a_crash_never_kills_a_caller_that_saw_itself_alive() {
         let crash = ExitReason::error("intentional crash");
         let (mut unlink_first, mut crash_first, mut met) = (0, 0, 0);
         let mut seesaw = Seesaw::default();
-        for round in 0..ROUNDS {
+        let mut rounds = Rounds::new();
+        while let Some(round) = rounds.next(unlink_first > 0 && crash_first > 0) {
             let (actor_delay, killer_delay, arrival) = seesaw.delays();
             let gate = Arc::new(Gate::default());
             // Set by the caller (dead or alive, its code runs on until its
@@ -399,7 +436,8 @@ fn unlink_racing_a_crash_delivers_no_exit_after_it_returns() {
         let crash = ExitReason::error("intentional crash");
         let (mut unlink_first, mut crash_first, mut met) = (0, 0, 0);
         let mut seesaw = Seesaw::default();
-        for round in 0..ROUNDS {
+        let mut rounds = Rounds::new();
+        while let Some(round) = rounds.next(unlink_first > 0 && crash_first > 0) {
             let (actor_delay, killer_delay, arrival) = seesaw.delays();
             let gate = Arc::new(Gate::default());
             let b = spawn(wait_forever());
@@ -463,7 +501,8 @@ fn spawn_link_racing_a_kill_of_the_parent_leaves_no_orphan() {
         let me = self_pid();
         let (mut spawned_first, mut kill_first, mut met) = (0, 0, 0);
         let mut seesaw = Seesaw::default();
-        for round in 0..ROUNDS {
+        let mut rounds = Rounds::new();
+        while let Some(round) = rounds.next(spawned_first > 0 && kill_first > 0) {
             let (actor_delay, killer_delay, arrival) = seesaw.delays();
             let gate = Arc::new(Gate::default());
             let child: Arc<Mutex<Option<Pid>>> = Arc::default();
@@ -567,7 +606,8 @@ fn link_racing_a_kill_of_the_caller_leaves_no_live_process_linked_to_a_dead_one(
         let me = self_pid();
         let (mut link_first, mut kill_first, mut met) = (0, 0, 0);
         let mut seesaw = Seesaw::default();
-        for round in 0..ROUNDS {
+        let mut rounds = Rounds::new();
+        while let Some(round) = rounds.next(link_first > 0 && kill_first > 0) {
             let (actor_delay, killer_delay, arrival) = seesaw.delays();
             let gate = Arc::new(Gate::default());
             let returned = Arc::new(AtomicU8::new(0));
@@ -632,7 +672,8 @@ fn monitor_racing_a_kill_of_the_caller_leaves_no_monitor_by_the_dead() {
         let (mut monitor_first, mut kill_first, mut met) = (0, 0, 0);
         let mut seesaw = Seesaw::default();
         let target = spawn(wait_forever());
-        for round in 0..ROUNDS {
+        let mut rounds = Rounds::new();
+        while let Some(round) = rounds.next(monitor_first > 0 && kill_first > 0) {
             let (actor_delay, killer_delay, arrival) = seesaw.delays();
             let gate = Arc::new(Gate::default());
             let returned = Arc::new(AtomicU8::new(0));

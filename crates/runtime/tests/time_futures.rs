@@ -159,13 +159,13 @@ fn a_sleep_polled_outside_the_runtime_is_woken_by_its_workers() {
     let deadline = started + Duration::from_secs(20);
     while Pin::new(&mut sleep).poll(&mut cx).is_pending() {
         assert!(Instant::now() < deadline, "never woken");
-        std::thread::park_timeout(Duration::from_secs(1));
+        std::thread::park_timeout(Duration::from_secs(5));
     }
     let slept = started.elapsed();
     assert!(slept >= Duration::from_millis(30), "{slept:?}");
-    // Woken, not found by the 1 s park timeout: well under a second.
+    // Woken, not found by the 5 s park timeout.
     assert!(
-        slept < Duration::from_millis(900),
+        slept < Duration::from_millis(4_500),
         "not woken by the wheel: {slept:?}"
     );
 }

@@ -164,8 +164,10 @@ fn length_prefixes_of_4_gib_fail_at_once_without_allocating_for_them() {
         let started = Instant::now();
         let (result, largest) = largest_allocation(|| decode(&bytes));
         let err = result.expect_err("a lying length prefix is an error");
+        // Microseconds; seconds of slack for a busy machine, against a
+        // decoder that would walk the claimed length.
         assert!(
-            started.elapsed() < Duration::from_secs(1),
+            started.elapsed() < Duration::from_secs(5),
             "{err} took too long"
         );
         assert!(

@@ -132,7 +132,7 @@ pub(crate) fn child_failing_restarts(
 pub(crate) async fn started(id: &'static str) -> Pid {
     receive::<Started>()
         .matching(move |s| s.id == id)
-        .timeout(Duration::from_secs(5))
+        .timeout(WAIT)
         .await
         .unwrap_or_else(|| panic!("child {id} did not start"))
         .pid
@@ -190,7 +190,7 @@ pub(crate) async fn await_exit(pid: Pid) -> ExitReason {
         .reason
 }
 
-/// Polls `probe` (with a 1 ms pause between tries, up to 5 s) until it
+/// Polls `probe` (with a 1 ms pause between tries, up to [`WAIT`]) until it
 /// returns `Some`. For states with no event to wait on, such as "the
 /// supervisor has processed the exit of a child it will not restart".
 pub(crate) async fn eventually<T, F, Fut>(mut probe: F) -> T
@@ -198,12 +198,15 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + WAIT;
     loop {
         if let Some(value) = probe().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "condition not reached in 5 s");
+        assert!(
+            Instant::now() < deadline,
+            "condition not reached in {WAIT:?}"
+        );
         sleep(Duration::from_millis(1)).await;
     }
 }

@@ -172,7 +172,9 @@ mod tests {
         let until = Instant::now() + Duration::from_millis(30);
         let mut last = 0;
         let mut reads = 0u64;
-        while Instant::now() < until {
+        // At least a thousand reads, however long a busy machine keeps this
+        // thread off its core.
+        while Instant::now() < until || reads < 1000 {
             let before = nanos_since(origin, Instant::now());
             let ours = clock.now();
             let after = nanos_since(origin, Instant::now());
@@ -187,6 +189,5 @@ mod tests {
             last = last.max(ours);
             reads += 1;
         }
-        assert!(reads > 1000, "only {reads} reads in 30 ms");
     }
 }
