@@ -204,12 +204,25 @@ pub(crate) fn model(name: &str, preemptions: Option<usize>, f: impl Fn() + Sync 
     );
 }
 
+/// Asserts that the seeded bug `bug` is caught: the ignored test `test`
+/// (its model) must fail, printing one of `reports` (what the model says
+/// when it catches the bug).
+#[cfg(all(test, feature = "loom-models"))]
+pub(crate) fn assert_seeded_bug_caught(test: &str, reports: &[&str], bug: &str) {
+    let (succeeded, text) = run_seeded_bug(test);
+    assert!(
+        !succeeded && reports.iter().any(|report| text.contains(report)),
+        "the model did not catch {bug}: {text}"
+    );
+    println!("loom: {bug} (seeded bug) is caught");
+}
+
 /// Runs the ignored test `test` (a seeded bug's model, which must fail) in
 /// a child process of this test binary — loom aborts the process on a
 /// failed model — and returns whether it succeeded and all it printed.
 /// Panics if the model did not run at all.
 #[cfg(all(test, feature = "loom-models"))]
-pub(crate) fn run_seeded_bug(test: &str) -> (bool, String) {
+fn run_seeded_bug(test: &str) -> (bool, String) {
     let exe = std::env::current_exe().expect("the test binary");
     let out = std::process::Command::new(exe)
         .args(["--exact", test, "--ignored", "--test-threads=1"])

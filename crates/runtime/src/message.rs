@@ -500,13 +500,11 @@ mod loom_models {
     /// a child process (loom aborts on a failed model).
     #[test]
     fn loom_models_a_kept_send_without_its_second_look_is_caught() {
-        let (succeeded, text) =
-            crate::loom::run_seeded_bug("message::loom_models::seeded_bug_no_second_look");
-        assert!(
-            !succeeded && text.contains("stayed in the inbox"),
-            "the model did not catch a kept send without its second look: {text}"
+        crate::loom::assert_seeded_bug_caught(
+            "message::loom_models::seeded_bug_no_second_look",
+            &["stayed in the inbox"],
+            "a kept send without its second look",
         );
-        println!("loom: a kept send without its second look (seeded bug) is caught");
     }
 
     #[test]

@@ -1193,18 +1193,16 @@ mod loom_models {
     /// must report a body touched by two threads or dropped twice.
     #[test]
     fn loom_models_a_teardown_dropping_a_polled_body_is_caught() {
-        let (succeeded, text) = crate::loom::run_seeded_bug(
+        crate::loom::assert_seeded_bug_caught(
             "process::state::loom_models::seeded_bug_teardown_by_status",
+            &[
+                "two threads are inside one process",
+                "dropped twice",
+                "queue reference",
+                "Causality violation",
+            ],
+            "a teardown dropping a body under a poll",
         );
-        assert!(
-            !succeeded
-                && (text.contains("two threads are inside one process")
-                    || text.contains("dropped twice")
-                    || text.contains("queue reference")
-                    || text.contains("Causality violation")),
-            "the model did not catch a teardown dropping a body under a poll: {text}"
-        );
-        println!("loom: a teardown that drops by status (seeded bug) is caught");
     }
 
     /// The broken teardown's model, expected to fail (see above): a worker
@@ -1224,14 +1222,11 @@ mod loom_models {
     /// its transition would.
     #[test]
     fn loom_models_a_queue_reference_taken_on_a_failed_claim_is_caught() {
-        let (succeeded, text) = crate::loom::run_seeded_bug(
+        crate::loom::assert_seeded_bug_caught(
             "process::state::loom_models::seeded_bug_take_on_a_failed_claim",
+            &["queue reference"],
+            "a queue reference taken on a failed claim",
         );
-        assert!(
-            !succeeded && text.contains("queue reference"),
-            "the model did not catch a queue reference taken on a failed claim: {text}"
-        );
-        println!("loom: a queue reference taken on a failed claim (seeded bug) is caught");
     }
 
     #[test]

@@ -420,13 +420,11 @@ mod loom_models {
     /// must fail, saying so.
     #[test]
     fn loom_models_a_lost_driver_wake_is_caught() {
-        let (succeeded, text) =
-            crate::loom::run_seeded_bug("scheduler::park::loom_models::seeded_bug_broken_unpark");
-        assert!(
-            !succeeded && text.contains("deadlock"),
-            "the model did not catch an unpark that leaves the driver asleep: {text}"
+        crate::loom::assert_seeded_bug_caught(
+            "scheduler::park::loom_models::seeded_bug_broken_unpark",
+            &["deadlock"],
+            "an unpark that leaves the driver asleep",
         );
-        println!("loom: a lost driver wake (seeded bug) is caught: deadlock reported");
     }
 
     /// The broken parker's model, expected to fail (see above).

@@ -419,13 +419,11 @@ pub(crate) mod loom_models {
     /// (loom aborts the process on a failed model), which must fail.
     #[test]
     fn loom_models_a_relaxed_publish_is_caught() {
-        let (succeeded, text) =
-            crate::loom::run_seeded_bug("scheduler::ring::loom_models::seeded_bug_relaxed_publish");
-        assert!(
-            !succeeded && (text.contains("Causality") || text.contains("causality")),
-            "the model did not catch a push published with Relaxed: {text}"
+        crate::loom::assert_seeded_bug_caught(
+            "scheduler::ring::loom_models::seeded_bug_relaxed_publish",
+            &["Causality", "causality"],
+            "a push published with Relaxed",
         );
-        println!("loom: a relaxed publish (seeded bug) is caught: causality violation reported");
     }
 
     /// The worker-and-thief model with the broken publish, expected to fail

@@ -496,13 +496,11 @@ mod loom_models {
     /// deadlock. Run in a child process (loom aborts on a failed model).
     #[test]
     fn loom_models_watch_silent_drop_is_caught() {
-        let (succeeded, text) =
-            crate::loom::run_seeded_bug("sync::watch::loom_models::seeded_bug_silent_drop");
-        assert!(
-            !succeeded && text.contains("deadlock"),
-            "the model did not catch a sender dropped without a wake-up: {text}"
+        crate::loom::assert_seeded_bug_caught(
+            "sync::watch::loom_models::seeded_bug_silent_drop",
+            &["deadlock"],
+            "a watch sender dropped without a wake-up",
         );
-        println!("loom: a watch sender dropped without a wake-up (seeded bug) is caught");
     }
 
     #[test]
