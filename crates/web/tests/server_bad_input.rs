@@ -3,21 +3,11 @@
 
 mod support;
 
-use ember_web::{text, Config, Request, Router, Server};
-use http::StatusCode;
+use ember_web::{Config, Router, Server};
 use support::{exchange, get, run, status_of};
 
 fn start() -> Server {
-    let router = Router::new()
-        .get("/ping", |_req: Request| async {
-            text(StatusCode::OK, "pong")
-        })
-        .post("/echo", |req: Request| async move {
-            text(
-                StatusCode::OK,
-                String::from_utf8_lossy(req.body()).into_owned(),
-            )
-        });
+    let router = support::ping_and_echo(Router::new());
     let config = Config {
         max_body_bytes: 1000,
         ..Config::default()

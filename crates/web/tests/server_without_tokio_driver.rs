@@ -3,6 +3,8 @@
 //! starts tokio's driver thread. The client is a plain thread on `std`
 //! sockets, so nothing in the test needs tokio either.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::thread;
@@ -10,8 +12,7 @@ use std::time::Duration;
 
 use ember_runtime::sync::{mpsc, oneshot};
 use ember_runtime::Runtime;
-use ember_web::{sse, text, Config, Request, Router, Server};
-use http::StatusCode;
+use ember_web::{sse, Config, Request, Router, Server};
 
 /// Reads one response with a `content-length` from `reader`; its body.
 fn read_sized(reader: &mut BufReader<TcpStream>) -> String {
@@ -81,27 +82,17 @@ fn client(addr: SocketAddr) -> Vec<String> {
 fn serving_and_shutting_down_never_start_tokios_driver() {
     let rt = Runtime::builder().schedulers(2).build().unwrap();
     let got = rt.block_on(async {
-        let router = Router::new()
-            .get("/ping", |_req: Request| async {
-                text(StatusCode::OK, "pong")
-            })
-            .post("/echo", |req: Request| async move {
-                text(
-                    StatusCode::OK,
-                    String::from_utf8_lossy(req.body()).into_owned(),
-                )
-            })
-            .get("/events", |_req: Request| async {
-                let (tx, rx) = mpsc::channel(1);
-                ember_runtime::spawn(async move {
-                    for n in 0.. {
-                        if tx.send(format!("event {n}")).await.is_err() {
-                            break;
-                        }
+        let router = support::ping_and_echo(Router::new()).get("/events", |_req: Request| async {
+            let (tx, rx) = mpsc::channel(1);
+            ember_runtime::spawn(async move {
+                for n in 0.. {
+                    if tx.send(format!("event {n}")).await.is_err() {
+                        break;
                     }
-                });
-                sse(rx)
+                }
             });
+            sse(rx)
+        });
         let server = Server::bind("127.0.0.1:0", router, Config::default()).unwrap();
         let addr = server.local_addr();
         let (done, finished) = oneshot::channel();

@@ -20,6 +20,20 @@ pub fn routes(router: Router) -> Router {
         .get("/fact", fact)
 }
 
+/// `GET /ping` (`pong`) and `POST /echo` (the request's body back).
+pub fn ping_and_echo(router: Router) -> Router {
+    router
+        .get("/ping", |_req: Request| async {
+            text(StatusCode::OK, "pong")
+        })
+        .post("/echo", |req: Request| async move {
+            text(
+                StatusCode::OK,
+                String::from_utf8_lossy(req.body()).into_owned(),
+            )
+        })
+}
+
 /// `GET /fact?n=N`: a loop without an await, as a user's naive handler
 /// would write it; `400` without a number `n`.
 pub async fn fact(req: Request) -> Response {
