@@ -23,9 +23,43 @@ pub mod oneshot;
 pub mod watch;
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::task::Waker;
+
+/// A send found no receiver left; the value is given back. Each channel
+/// names it as tokio's does: `mpsc::SendError`, `watch::SendError`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SendError<T>(pub T);
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SendError(..)")
+    }
+}
+
+impl<T> fmt::Display for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("no receiver is left")
+    }
+}
+
+impl<T> std::error::Error for SendError<T> {}
+
+/// The sender is gone: a `oneshot`'s was dropped without sending (or its
+/// value was taken already); a `watch`'s was dropped and, for `changed`,
+/// its last value seen. Named `oneshot::RecvError` and `watch::RecvError`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecvError;
+
+impl fmt::Display for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the sender is gone")
+    }
+}
+
+impl std::error::Error for RecvError {}
 
 /// Runs `future` with its process's waker made quiet: wakers it keeps do
 /// not start tokio's driver thread.

@@ -99,22 +99,7 @@ pub struct Receiver<T> {
 }
 
 /// The receiver was dropped; the value is given back.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct SendError<T>(pub T);
-
-impl<T> fmt::Debug for SendError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SendError(..)")
-    }
-}
-
-impl<T> fmt::Display for SendError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the receiver was dropped")
-    }
-}
-
-impl<T> std::error::Error for SendError<T> {}
+pub use super::SendError;
 
 /// Why [`Sender::try_send`] did not queue the value (given back).
 #[derive(Clone, Copy, PartialEq, Eq)]

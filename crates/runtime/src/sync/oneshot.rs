@@ -65,16 +65,7 @@ pub struct Receiver<T> {
 }
 
 /// The sender was dropped without sending (or the value was taken already).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RecvError;
-
-impl fmt::Display for RecvError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the sender was dropped without sending")
-    }
-}
-
-impl std::error::Error for RecvError {}
+pub use super::RecvError;
 
 /// Why [`Receiver::try_recv`] found no value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -111,34 +111,10 @@ impl<T> Deref for Ref<'_, T> {
 
 /// The sender was dropped (for [`Receiver::changed`]: and its last value
 /// was seen).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RecvError;
-
-impl fmt::Display for RecvError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the sender was dropped")
-    }
-}
-
-impl std::error::Error for RecvError {}
+pub use super::RecvError;
 
 /// No receiver was left; the value is given back.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct SendError<T>(pub T);
-
-impl<T> fmt::Debug for SendError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SendError(..)")
-    }
-}
-
-impl<T> fmt::Display for SendError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("no receiver is left")
-    }
-}
-
-impl<T> std::error::Error for SendError<T> {}
+pub use super::SendError;
 
 impl<T> Sender<T> {
     /// Replaces the value if a receiver is left, waking every waiting one.
